@@ -1,0 +1,141 @@
+//! Partner authentication and authorisation as a tower layer (DESIGN.md 4.3): API key ->
+//! partner, the RPC's scope, the partner's rate limit. Handlers read the typed [`Caller`] from
+//! the request extensions.
+
+pub mod partners;
+pub mod rate_limit;
+pub mod scopes;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::future::BoxFuture;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+pub use partners::{ApiKey, Partner, PartnerKind, Partners, PartnersFile, RateLimit};
+
+use crate::error::{ApiError, ApiResult, Reason};
+
+/// The scope each RPC needs, by full method path (`/medins.identity.v1.PersonService/GetPerson`).
+pub type MethodScopes = &'static [(&'static str, &'static str)];
+
+/// Paths anyone may call without a key: health checks (load balancers) and reflection (the
+/// schema partners integrate against is public anyway).
+fn is_public(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+/// The authenticated partner of a call, put into the request extensions by [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<Partner>);
+
+impl Caller {
+    /// The caller of a request, or UNAUTHENTICATED if the auth layer did not run (a wiring bug).
+    pub fn of<T>(request: &tonic::Request<T>) -> ApiResult<Arc<Partner>> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .map(|caller| caller.0.clone())
+            .ok_or_else(|| ApiError::new(tonic::Code::Unauthenticated, Reason::Unauthenticated, "no authenticated caller"))
+    }
+}
+
+/// The bearer token of a call, if any.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The layer.
+#[derive(Clone)]
+pub struct AuthLayer {
+    partners: Partners,
+    scopes: Arc<HashMap<&'static str, &'static str>>,
+}
+
+impl AuthLayer {
+    /// Authenticates against `partners` and requires the scopes of `scopes`.
+    pub fn new(partners: Partners, scopes: MethodScopes) -> Self {
+        Self { partners, scopes: Arc::new(scopes.iter().copied().collect()) }
+    }
+
+    fn authorise(&self, headers: &http::HeaderMap, path: &str) -> ApiResult<Arc<Partner>> {
+        let partner = bearer(headers).and_then(|key| self.partners.authenticate(key)).ok_or_else(|| {
+            ApiError::new(
+                tonic::Code::Unauthenticated,
+                Reason::Unauthenticated,
+                "missing or unknown API key: send `authorization: Bearer mk_...`",
+            )
+        })?;
+        // An unknown path passes with any valid key: tonic then answers UNIMPLEMENTED.
+        if let Some(scope) = self.scopes.get(path)
+            && !partner.has_scope(scope)
+        {
+            return Err(ApiError::new(
+                tonic::Code::PermissionDenied,
+                Reason::PermissionDeniedScope,
+                format!("this API key lacks the scope `{scope}`"),
+            )
+            .with_metadata("scope", *scope));
+        }
+        if let Err(wait) = partner.limiter.check() {
+            return Err(ApiError::resource_exhausted(Reason::PartnerRateLimited, "partner rate limit reached", wait));
+        }
+        Ok(partner)
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { layer: self.clone(), inner }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    layer: AuthLayer,
+    inner: S,
+}
+
+impl<S> Service<http::Request<Body>> for AuthService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The clone is the one that was not polled ready; keep the ready one for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if is_public(path) {
+            return Box::pin(inner.call(request));
+        }
+        match self.layer.authorise(request.headers(), path) {
+            Ok(partner) => {
+                tracing::Span::current().record("partner", partner.id.as_str());
+                request.extensions_mut().insert(Caller(partner));
+                Box::pin(inner.call(request))
+            }
+            Err(error) => {
+                let status: tonic::Status = error.into();
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The partners file (DESIGN.md 4.3): who may call, with which scopes, at what rate. API keys
+//! are stored only as SHA-256; a presented key is hashed and compared in constant time.
+//!
+//! The file is read at start and again on reload (SIGHUP, or `Partners::reload`), so revoking a
+//! key takes effect without a restart.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{Arc, RwLock},
+};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::rate_limit::Gcra;
+use crate::crypto::constant_time_eq;
+
+/// Prefix of every medins API key.
+pub const API_KEY_PREFIX: &str = "mk_";
+
+/// What kind of organisation a partner is; decides default scopes and a few rules (only a
+/// FACE_PROVIDER submits face results, for example).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PartnerKind {
+    /// A bank: app, cards, fees.
+    Bank,
+    /// A WeChat/Alipay-style mini program.
+    MiniProgram,
+    /// A city government app.
+    CityApp,
+    /// A hospital: verifies codes, settles visits.
+    Hospital,
+    /// A pharmacy: verifies codes, settles purchases.
+    Pharmacy,
+    /// A certified face-verification provider.
+    FaceProvider,
+    /// An employer: opens accounts, credits contributions, applies for cards in batches.
+    Employer,
+    /// Operations staff.
+    Ops,
+    /// Another medins service.
+    Service,
+}
+
+impl PartnerKind {
+    /// Every kind.
+    pub const ALL: [PartnerKind; 9] = [
+        PartnerKind::Bank,
+        PartnerKind::MiniProgram,
+        PartnerKind::CityApp,
+        PartnerKind::Hospital,
+        PartnerKind::Pharmacy,
+        PartnerKind::FaceProvider,
+        PartnerKind::Employer,
+        PartnerKind::Ops,
+        PartnerKind::Service,
+    ];
+
+    /// The file and CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartnerKind::Bank => "BANK",
+            PartnerKind::MiniProgram => "MINI_PROGRAM",
+            PartnerKind::CityApp => "CITY_APP",
+            PartnerKind::Hospital => "HOSPITAL",
+            PartnerKind::Pharmacy => "PHARMACY",
+            PartnerKind::FaceProvider => "FACE_PROVIDER",
+            PartnerKind::Employer => "EMPLOYER",
+            PartnerKind::Ops => "OPS",
+            PartnerKind::Service => "SERVICE",
+        }
+    }
+
+    /// Scopes a new partner of this kind gets unless told otherwise.
+    pub fn default_scopes(self) -> &'static [&'static str] {
+        use super::scopes::*;
+        match self {
+            PartnerKind::Bank => BANK,
+            PartnerKind::MiniProgram | PartnerKind::CityApp => FRONT_DOOR_APP,
+            PartnerKind::Hospital | PartnerKind::Pharmacy => POINT_OF_CARE,
+            PartnerKind::FaceProvider => FACE_PROVIDER,
+            PartnerKind::Employer => EMPLOYER,
+            PartnerKind::Ops => OPS,
+            PartnerKind::Service => SERVICE_PEER,
+        }
+    }
+}
+
+impl fmt::Display for PartnerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PartnerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PartnerKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown partner kind {s:?}; one of {:?}", PartnerKind::ALL.map(|k| k.as_str())))
+    }
+}
+
+/// Requests per second a partner may make, with a burst allowance (GCRA).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests that may arrive at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self { per_second: 200.0, burst: 400 }
+    }
+}
+
+/// One API key of a partner, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredKey {
+    /// Hex SHA-256 of the whole key string (`mk_...`).
+    pub sha256: String,
+    /// First characters of the key, to tell keys apart in listings (not secret enough to use).
+    pub hint: String,
+    /// When the key was created (RFC 3339).
+    pub created_at: String,
+    /// Set when the key was revoked (RFC 3339); a revoked key is refused after the next reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+/// One partner, as stored in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartnerEntry {
+    /// Stable id, e.g. `demo-hospital`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Kind.
+    pub kind: PartnerKind,
+    /// Scopes this partner holds.
+    pub scopes: BTreeSet<String>,
+    /// Rate limit.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    /// API keys.
+    #[serde(default)]
+    pub keys: Vec<StoredKey>,
+}
+
+/// The whole partners file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartnersFile {
+    /// Partners.
+    #[serde(default, rename = "partner")]
+    pub partners: Vec<PartnerEntry>,
+}
+
+/// Problems with the partners file.
+#[derive(Debug, thiserror::Error)]
+pub enum PartnersError {
+    /// Reading or writing failed.
+    #[error("partners file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file does not parse or is inconsistent.
+    #[error("partners file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never a key).
+        message: String,
+    },
+}
+
+impl PartnersFile {
+    /// Reads and validates a partners file.
+    pub fn load(path: &Path) -> Result<Self, PartnersError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PartnersError::Io { path: path.to_owned(), source })?;
+        let file: PartnersFile =
+            toml::from_str(&text).map_err(|e| PartnersError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+        file.validate().map_err(|message| PartnersError::Invalid { path: path.to_owned(), message })?;
+        Ok(file)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
+        for partner in &self.partners {
+            if partner.id.is_empty()
+                || !partner.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!("partner id {:?} must be letters, digits, '-' or '_'", partner.id));
+            }
+            if !ids.insert(partner.id.as_str()) {
+                return Err(format!("partner id {:?} appears twice", partner.id));
+            }
+            if !(partner.rate_limit.per_second > 0.0) || partner.rate_limit.burst == 0 {
+                return Err(format!("partner {:?}: rate_limit needs per_second > 0 and burst > 0", partner.id));
+            }
+            for key in &partner.keys {
+                let bytes = hex::decode(&key.sha256).ok().filter(|b| b.len() == 32);
+                if bytes.is_none() {
+                    return Err(format!("partner {:?}: a key sha256 is not 64 hex digits", partner.id));
+                }
+                if !hashes.insert(key.sha256.to_ascii_lowercase()) {
+                    return Err(format!("partner {:?}: a key hash appears twice", partner.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file atomically (temporary file, then rename), readable by the owner only.
+    pub fn save(&self, path: &Path) -> Result<(), PartnersError> {
+        let io = |source| PartnersError::Io { path: path.to_owned(), source };
+        let body = toml::to_string_pretty(self)
+            .map_err(|e| PartnersError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+        let text = format!(
+            "# medins partners (DESIGN.md 4.3). API keys are stored as SHA-256 only; each key was shown\n\
+             # once when created. Edit with `medins partner create|list|revoke`, then reload (SIGHUP).\n\n{body}"
+        );
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let tmp = path.with_extension("toml.tmp");
+        write_private(&tmp, text.as_bytes()).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Adds a partner with a fresh API key and returns the key (the only time it exists in
+    /// clear).
+    pub fn add_partner(
+        &mut self,
+        id: &str,
+        name: &str,
+        kind: PartnerKind,
+        scopes: Option<BTreeSet<String>>,
+        rate_limit: RateLimit,
+        now_rfc3339: &str,
+    ) -> Result<ApiKey, String> {
+        if self.partners.iter().any(|p| p.id == id) {
+            return Err(format!("partner {id:?} already exists"));
+        }
+        let key = ApiKey::generate();
+        self.partners.push(PartnerEntry {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            kind,
+            scopes: scopes.unwrap_or_else(|| kind.default_scopes().iter().map(|s| (*s).to_owned()).collect()),
+            rate_limit,
+            keys: vec![key.stored(now_rfc3339)],
+        });
+        self.validate()?;
+        Ok(key)
+    }
+
+    /// Revokes every live key of a partner; returns how many.
+    pub fn revoke_partner(&mut self, id: &str, now_rfc3339: &str) -> Result<usize, String> {
+        let partner =
+            self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
+        let mut revoked = 0;
+        for key in partner.keys.iter_mut().filter(|k| k.revoked_at.is_none()) {
+            key.revoked_at = Some(now_rfc3339.to_owned());
+            revoked += 1;
+        }
+        Ok(revoked)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// A freshly generated API key: `mk_` + 32 random bytes, base64url.
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        let bytes: [u8; 32] = crate::crypto::random_bytes();
+        ApiKey(format!("{API_KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// The key itself, to show once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn stored(&self, now_rfc3339: &str) -> StoredKey {
+        StoredKey {
+            sha256: hex::encode(sha256(&self.0)),
+            hint: self.0.chars().take(API_KEY_PREFIX.len() + 4).collect(),
+            created_at: now_rfc3339.to_owned(),
+            revoked_at: None,
+        }
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// An authenticated partner, as handlers see it.
+#[derive(Debug)]
+pub struct Partner {
+    /// Partner id.
+    pub id: String,
+    /// Kind.
+    pub kind: PartnerKind,
+    /// Scopes held.
+    pub scopes: BTreeSet<String>,
+    pub(crate) limiter: Gcra,
+}
+
+impl Partner {
+    /// Whether the partner holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+}
+
+/// A loaded partners file: keys indexed for lookup.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// By the first 8 bytes of the key hash. The index is only a shortcut: the full hash is
+    /// then compared in constant time.
+    by_hash_prefix: HashMap<[u8; 8], Vec<([u8; 32], Arc<Partner>)>>,
+    partners: HashMap<String, Arc<Partner>>,
+}
+
+impl Snapshot {
+    fn build(file: &PartnersFile, previous: Option<&Snapshot>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for entry in &file.partners {
+            let limiter = Gcra::new(entry.rate_limit);
+            // Keep the partner's rate-limit state across reloads, so a reload is no way around it.
+            if let Some(old) = previous.and_then(|p| p.partners.get(&entry.id)) {
+                limiter.inherit(&old.limiter);
+            }
+            let partner = Arc::new(Partner { id: entry.id.clone(), kind: entry.kind, scopes: entry.scopes.clone(), limiter });
+            for key in entry.keys.iter().filter(|k| k.revoked_at.is_none()) {
+                let Some(hash) = hex::decode(&key.sha256).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+                    continue;
+                };
+                let prefix: [u8; 8] = hash[..8].try_into().expect("8 bytes");
+                snapshot.by_hash_prefix.entry(prefix).or_default().push((hash, partner.clone()));
+            }
+            snapshot.partners.insert(entry.id.clone(), partner);
+        }
+        snapshot
+    }
+}
+
+/// The live set of partners, shared by the auth layer of a server; reloadable.
+#[derive(Clone, Debug)]
+pub struct Partners {
+    path: Option<Arc<PathBuf>>,
+    current: Arc<RwLock<Arc<Snapshot>>>,
+}
+
+impl Partners {
+    /// Loads the partners file.
+    pub fn load(path: &Path) -> Result<Self, PartnersError> {
+        let file = PartnersFile::load(path)?;
+        let snapshot = Snapshot::build(&file, None);
+        Ok(Self { path: Some(Arc::new(path.to_owned())), current: Arc::new(RwLock::new(Arc::new(snapshot))) })
+    }
+
+    /// Partners from memory (tests, embedded use); `reload` keeps them as they are.
+    pub fn from_file(file: &PartnersFile) -> Self {
+        Self { path: None, current: Arc::new(RwLock::new(Arc::new(Snapshot::build(file, None)))) }
+    }
+
+    /// Re-reads the file. On error the previous partners stay in force.
+    pub fn reload(&self) -> Result<usize, PartnersError> {
+        let Some(path) = &self.path else { return Ok(self.snapshot().partners.len()) };
+        let file = PartnersFile::load(path)?;
+        let mut guard = self.current.write().expect("partners lock");
+        let snapshot = Snapshot::build(&file, Some(&guard));
+        let count = snapshot.partners.len();
+        *guard = Arc::new(snapshot);
+        Ok(count)
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().expect("partners lock").clone()
+    }
+
+    /// The partner holding this API key, if the key is known and live.
+    pub fn authenticate(&self, presented: &str) -> Option<Arc<Partner>> {
+        if !presented.starts_with(API_KEY_PREFIX) {
+            return None;
+        }
+        let hash = sha256(presented);
+        let prefix: [u8; 8] = hash[..8].try_into().expect("8 bytes");
+        let snapshot = self.snapshot();
+        let mut found = None;
+        for (candidate, partner) in snapshot.by_hash_prefix.get(&prefix).into_iter().flatten() {
+            if constant_time_eq(candidate, &hash) {
+                found = Some(partner.clone());
+            }
+        }
+        found
+    }
+
+    /// A partner by id (for reports; never for authentication).
+    pub fn get(&self, id: &str) -> Option<Arc<Partner>> {
+        self.snapshot().partners.get(id).cloned()
+    }
+
+    /// Reloads on every SIGHUP until the process ends.
+    #[cfg(unix)]
+    pub fn reload_on_sighup(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup())?;
+        let partners = self.clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match partners.reload() {
+                    Ok(count) => tracing::info!(partners = count, "partners file reloaded"),
+                    Err(error) => tracing::error!(%error, "partners file reload failed; previous partners stay"),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(kind: PartnerKind) -> (PartnersFile, ApiKey) {
+        let mut file = PartnersFile::default();
+        let key = file.add_partner("p1", "P1", kind, None, RateLimit::default(), "2026-01-01T00:00:00Z").unwrap();
+        (file, key)
+    }
+
+    #[test]
+    fn a_generated_key_authenticates_and_others_do_not() {
+        let (file, key) = file_with(PartnerKind::Hospital);
+        let partners = Partners::from_file(&file);
+        assert_eq!(partners.authenticate(key.expose()).unwrap().id, "p1");
+        assert!(partners.authenticate("mk_wrong").is_none());
+        assert!(partners.authenticate("").is_none());
+        let mut tampered = key.expose().to_owned();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(partners.authenticate(&tampered).is_none());
+    }
+
+    #[test]
+    fn a_revoked_key_stops_working_after_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partners.toml");
+        let (mut file, key) = file_with(PartnerKind::Ops);
+        file.save(&path).unwrap();
+        let partners = Partners::load(&path).unwrap();
+        assert!(partners.authenticate(key.expose()).is_some());
+        file.revoke_partner("p1", "2026-01-02T00:00:00Z").unwrap();
+        file.save(&path).unwrap();
+        assert!(partners.authenticate(key.expose()).is_some(), "still live until reload");
+        partners.reload().unwrap();
+        assert!(partners.authenticate(key.expose()).is_none());
+    }
+
+    #[test]
+    fn the_file_never_holds_the_key_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partners.toml");
+        let (file, key) = file_with(PartnerKind::Bank);
+        file.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(key.expose()));
+        assert_eq!(PartnersFile::load(&path).unwrap(), file);
+    }
+
+    #[test]
+    fn duplicate_ids_and_bad_hashes_are_refused() {
+        let (mut file, _) = file_with(PartnerKind::Bank);
+        assert!(file.add_partner("p1", "again", PartnerKind::Bank, None, RateLimit::default(), "x").is_err());
+        file.partners[0].keys[0].sha256 = "abc".into();
+        assert!(file.validate().is_err());
+    }
+}

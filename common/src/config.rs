@@ -1,0 +1,139 @@
+//! Configuration shared by both services: flags with environment fallbacks (clap), so
+//! `--help` documents every setting and containers configure through the environment.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{db::PoolOptions, idempotency::IdempotencyOptions, server::ServerOptions};
+
+/// Parses durations such as `250ms`, `10s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 10s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("{text:?}: unit must be ms, s, m or h")),
+    }
+}
+
+/// Settings every medins server has.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Database URL: `sqlite://path/to/file.db` or `postgres://user:password@host:port/db`.
+    #[arg(long, env = "MEDINS_DATABASE_URL")]
+    pub database_url: String,
+
+    /// Partners file (TOML): who may call, with which scopes; reloaded on SIGHUP.
+    #[arg(long, env = "MEDINS_PARTNERS_FILE")]
+    pub partners_file: PathBuf,
+
+    /// Do not run pending database migrations at start.
+    #[arg(long, env = "MEDINS_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Maximum database connections in the pool.
+    #[arg(long, env = "MEDINS_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// How long a call waits for a database connection before failing UNAVAILABLE.
+    #[arg(long, env = "MEDINS_DB_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub db_timeout: Duration,
+
+    /// Per-RPC server timeout.
+    #[arg(long, env = "MEDINS_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Largest inbound or outbound message in bytes.
+    #[arg(long, env = "MEDINS_MAX_MESSAGE_BYTES", default_value_t = crate::server::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// HTTP/2 streams per connection.
+    #[arg(long, env = "MEDINS_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+
+    /// In-flight requests per connection before load shedding (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "MEDINS_CONCURRENCY_LIMIT", default_value_t = 256)]
+    pub concurrency_limit: usize,
+
+    /// How often the database probe behind the health status runs.
+    #[arg(long, env = "MEDINS_HEALTH_CHECK_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub health_check_interval: Duration,
+
+    /// On SIGTERM: how long NOT_SERVING is shown before the listener closes.
+    #[arg(long, env = "MEDINS_SHUTDOWN_GRACE", default_value = "2s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// On SIGTERM: how long in-flight calls may take to finish after the listener closes.
+    #[arg(long, env = "MEDINS_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How long a successful outcome is kept for idempotent retries.
+    #[arg(long, env = "MEDINS_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_retention: Duration,
+}
+
+impl CommonArgs {
+    /// Defaults for everything but the database URL and partners file (embedding, tests).
+    pub fn new(database_url: impl Into<String>, partners_file: impl Into<PathBuf>) -> Self {
+        let defaults = ServerOptions::default();
+        Self {
+            database_url: database_url.into(),
+            partners_file: partners_file.into(),
+            no_migrate: false,
+            db_pool_size: 16,
+            db_timeout: Duration::from_secs(5),
+            request_timeout: defaults.request_timeout,
+            max_message_bytes: defaults.max_message_bytes,
+            max_concurrent_streams: defaults.max_concurrent_streams,
+            concurrency_limit: defaults.concurrency_limit_per_connection,
+            health_check_interval: defaults.health_check_interval,
+            shutdown_grace: defaults.shutdown_grace,
+            drain_timeout: defaults.drain_timeout,
+            idempotency_retention: IdempotencyOptions::default().retention,
+        }
+    }
+
+    /// The server limits.
+    pub fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            max_message_bytes: self.max_message_bytes,
+            request_timeout: self.request_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+            concurrency_limit_per_connection: self.concurrency_limit,
+            health_check_interval: self.health_check_interval,
+            shutdown_grace: self.shutdown_grace,
+            drain_timeout: self.drain_timeout,
+            ..ServerOptions::default()
+        }
+    }
+
+    /// The pool settings.
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions { max_size: self.db_pool_size, connection_timeout: self.db_timeout }
+    }
+
+    /// The idempotency settings.
+    pub fn idempotency_options(&self) -> IdempotencyOptions {
+        IdempotencyOptions { retention: self.idempotency_retention, ..IdempotencyOptions::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("10d").is_err());
+    }
+}

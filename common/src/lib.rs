@@ -1,0 +1,16 @@
+//! What identity-svc and insurance-svc share: configuration, telemetry, partner auth, errors,
+//! storage, idempotency, server bootstrap and the cryptography of personal data.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod convert;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod idempotency;
+pub mod mask;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{ApiError, ApiResult, Reason};

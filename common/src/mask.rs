@@ -1,0 +1,182 @@
+//! Masking of personal data for display outside identity-svc (DESIGN.md 4.5).
+//!
+//! Outside identity-svc an ID number, a name or a phone number appears only masked:
+//! ID `110105********002X`, name `*三`, phone `138****1234`. Every function here works on
+//! characters (not bytes), never panics, and returns a string with as many characters as
+//! its input, so an empty input gives an empty output. Input is not trimmed or validated:
+//! anything that does not have the expected shape is masked more, never less.
+
+/// The character that replaces hidden characters.
+const MASK: char = '*';
+
+/// Length of a GB 11643-1999 resident ID number in characters.
+const ID_NUMBER_LENGTH: usize = 18;
+
+/// Masks a resident ID number, keeping the 6-character region code and the last 4
+/// characters: `11010519491231002X` becomes `110105********002X`.
+///
+/// Input that is not exactly 18 characters long is masked entirely (`*` for each character).
+pub fn mask_id_number(id: &str) -> String {
+    if id.chars().count() == ID_NUMBER_LENGTH { keep_ends(id, 6, 4) } else { mask_all(id) }
+}
+
+/// Masks a person's name character by character: one character becomes `*`, two keep
+/// only the last (`张三` becomes `*三`), three or more keep the first and the last
+/// (`欧阳娜娜` becomes `欧**娜`).
+pub fn mask_name(name: &str) -> String {
+    match name.chars().count() {
+        0 => String::new(),
+        1 => MASK.to_string(),
+        2 => keep_ends(name, 0, 1),
+        _ => keep_ends(name, 1, 1),
+    }
+}
+
+/// Masks a phone number, keeping the first 3 and the last 4 characters:
+/// `13812341234` becomes `138****1234`.
+///
+/// Any input of 8 or more characters keeps its first 3 and last 4 characters; shorter input
+/// is masked entirely (`*` for each character).
+pub fn mask_phone(phone: &str) -> String {
+    if phone.chars().count() >= 8 { keep_ends(phone, 3, 4) } else { mask_all(phone) }
+}
+
+/// Keeps the first `head` and the last `tail` characters and masks those in between.
+/// If `head + tail` covers the whole input, everything is masked instead.
+fn keep_ends(s: &str, head: usize, tail: usize) -> String {
+    let len = s.chars().count();
+    if head + tail >= len {
+        return mask_all(s);
+    }
+    s.chars().enumerate().map(|(i, c)| if i < head || i >= len - tail { c } else { MASK }).collect()
+}
+
+/// One `*` for each character.
+fn mask_all(s: &str) -> String {
+    s.chars().map(|_| MASK).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn id_number_keeps_region_and_last_four() {
+        assert_eq!(mask_id_number("11010519491231002X"), "110105********002X");
+        assert_eq!(mask_id_number("11010519491231002x"), "110105********002x");
+        assert_eq!(mask_id_number("440301199001011234"), "440301********1234");
+    }
+
+    #[test]
+    fn id_number_of_other_lengths_is_fully_masked() {
+        assert_eq!(mask_id_number(""), "");
+        assert_eq!(mask_id_number("1"), "*");
+        assert_eq!(mask_id_number("1101051949123100"), "****************");
+        assert_eq!(mask_id_number("110105491231002"), "***************");
+        assert_eq!(mask_id_number("11010519491231002X1"), "*******************");
+    }
+
+    #[test]
+    fn id_number_counts_characters_not_bytes() {
+        // 18 characters, several of them multi-byte: no panic, still 18 characters out.
+        let odd = "一二三四五六七八九十一二三四五六七八";
+        assert_eq!(mask_id_number(odd), "一二三四五六********五六七八");
+        let mixed = "11010519491231002é";
+        assert_eq!(mask_id_number(mixed), "110105********002é");
+    }
+
+    #[test]
+    fn name_of_one_character() {
+        assert_eq!(mask_name("张"), "*");
+        assert_eq!(mask_name("A"), "*");
+    }
+
+    #[test]
+    fn name_of_two_characters_keeps_last() {
+        assert_eq!(mask_name("张三"), "*三");
+        assert_eq!(mask_name("李四"), "*四");
+    }
+
+    #[test]
+    fn name_of_three_or_more_keeps_first_and_last() {
+        assert_eq!(mask_name("王小明"), "王*明");
+        assert_eq!(mask_name("欧阳娜娜"), "欧**娜");
+        assert_eq!(mask_name("司马相如"), "司**如");
+        assert_eq!(mask_name("阿卜杜拉·买买提"), "阿******提");
+        assert_eq!(mask_name("Li Lei"), "L****i");
+    }
+
+    #[test]
+    fn empty_inputs_give_empty_outputs() {
+        assert_eq!(mask_id_number(""), "");
+        assert_eq!(mask_name(""), "");
+        assert_eq!(mask_phone(""), "");
+    }
+
+    #[test]
+    fn phone_keeps_first_three_and_last_four() {
+        assert_eq!(mask_phone("13812341234"), "138****1234");
+        assert_eq!(mask_phone("19900001111"), "199****1111");
+    }
+
+    #[test]
+    fn phone_of_other_lengths() {
+        assert_eq!(mask_phone("12345678"), "123*5678");
+        assert_eq!(mask_phone("1234567"), "*******");
+        assert_eq!(mask_phone("1"), "*");
+        assert_eq!(mask_phone("+8613812341234"), "+86*******1234");
+        assert_eq!(mask_phone("021-12345678"), "021*****5678");
+    }
+
+    #[test]
+    fn phone_counts_characters_not_bytes() {
+        assert_eq!(mask_phone("１３８１２３４１２３４"), "１３８****１２３４");
+        assert_eq!(mask_phone("一二三四五六七"), "*******");
+    }
+
+    /// Characters of the output that are not masks, in order.
+    fn kept(masked: &str) -> String {
+        masked.chars().filter(|&c| c != MASK).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn output_has_as_many_characters_as_input(s in "\\PC{0,40}") {
+            let n = s.chars().count();
+            prop_assert_eq!(mask_id_number(&s).chars().count(), n);
+            prop_assert_eq!(mask_name(&s).chars().count(), n);
+            prop_assert_eq!(mask_phone(&s).chars().count(), n);
+        }
+
+        #[test]
+        fn at_least_one_character_is_masked(s in "[^*]{1,40}") {
+            prop_assert!(mask_id_number(&s).contains(MASK));
+            prop_assert!(mask_name(&s).contains(MASK));
+            prop_assert!(mask_phone(&s).contains(MASK));
+        }
+
+        #[test]
+        fn names_keep_at_most_two_characters(s in "[^*]{0,20}") {
+            prop_assert!(kept(&mask_name(&s)).chars().count() <= 2);
+        }
+
+        #[test]
+        fn id_numbers_hide_the_birth_date(
+            region in "[1-8][0-9]{5}",
+            birth in "(19|20)[0-9]{2}(0[1-9]|1[0-2])[0-2][0-9]",
+            tail in "[0-9]{3}[0-9X]",
+        ) {
+            let id = format!("{region}{birth}{tail}");
+            prop_assert_eq!(mask_id_number(&id), format!("{region}********{tail}"));
+        }
+
+        #[test]
+        fn mobile_numbers_hide_the_middle(number in "1[3-9][0-9]{9}") {
+            let masked = mask_phone(&number);
+            prop_assert_eq!(&masked[..3], &number[..3]);
+            prop_assert_eq!(&masked[3..7], "****");
+            prop_assert_eq!(&masked[7..], &number[7..]);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The identity-svc binary: parse config, start telemetry, serve until SIGTERM or Ctrl-C.
+
+use clap::Parser;
+use identity_svc::{Config, Dependencies, IdentityService};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = medins_common::telemetry::init("identity-svc")?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "identity-svc listening");
+    let service = IdentityService::build(config, Dependencies::default()).await?;
+    service.partners().reload_on_sighup()?;
+    service.serve(listener, medins_common::server::shutdown_signal()).await
+}

@@ -1,0 +1,123 @@
+//! `medins.identity.v1.PersonService`.
+
+use medins_common::{
+    ApiResult,
+    auth::Caller,
+    clock::Clock,
+    convert::timestamp,
+    error::require_uuid,
+    mask::{mask_id_number, mask_name, mask_phone},
+};
+use medins_proto::identity::v1::{
+    self as pb, GetPersonRequest, GetPersonResponse, PersonView, RegisterPersonRequest, RegisterPersonResponse,
+    ResolvePersonRequest, ResolvePersonResponse, person_service_server::PersonService,
+};
+use tonic::{Request, Response, Status};
+
+use super::SharedState;
+use crate::{
+    domain::{
+        id_number::{self, Sex, age_on},
+        person::{RealName, id_number_error, normalize_name, phone_error},
+        phone,
+    },
+    store::person::{NewPerson, Person},
+};
+
+/// The PersonService implementation.
+pub struct PersonApi {
+    state: SharedState,
+}
+
+impl PersonApi {
+    /// Handlers over `state`.
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+
+    fn parse_new_person(&self, name: &str, raw_id_number: &str, raw_phone: Option<&str>) -> ApiResult<NewPerson> {
+        let name = normalize_name("name", name)?;
+        let id_number =
+            id_number::parse(raw_id_number, self.state.clock.today()).map_err(|e| id_number_error("id_number", e))?;
+        let phone = raw_phone.map(|raw| phone::parse(raw).map_err(|e| phone_error("phone", e))).transpose()?;
+        Ok(NewPerson { name, id_number, phone })
+    }
+}
+
+/// The masked view of a person, as every caller outside identity-svc sees it.
+pub fn person_view(person: &Person, clock: &dyn Clock) -> PersonView {
+    let birth = person.birth_date;
+    use chrono::Datelike;
+    PersonView {
+        person_id: person.id.to_string(),
+        masked_id_number: mask_id_number(&person.id_number),
+        masked_name: mask_name(&person.name),
+        masked_phone: person.phone.as_deref().map(mask_phone).unwrap_or_default(),
+        birth_date: Some(pb::Date { year: birth.year(), month: birth.month() as i32, day: birth.day() as i32 }),
+        age: age_on(birth, clock.today()) as i32,
+        sex: match person.sex {
+            Sex::Male => pb::Sex::Male,
+            Sex::Female => pb::Sex::Female,
+        } as i32,
+        region_code: person.region_code.clone(),
+        real_name_status: match person.real_name {
+            RealName::Unverified => pb::RealNameStatus::Unverified,
+            RealName::Verified { .. } => pb::RealNameStatus::Verified,
+        } as i32,
+        real_name_verified_at: match &person.real_name {
+            RealName::Verified { at, .. } => Some(timestamp(*at)),
+            RealName::Unverified => None,
+        },
+        created_at: Some(timestamp(person.created_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl PersonService for PersonApi {
+    async fn register_person(
+        &self,
+        request: Request<RegisterPersonRequest>,
+    ) -> Result<Response<RegisterPersonResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let new = self.parse_new_person(&body.name, &body.id_number, Some(&body.phone))?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "RegisterPerson", request.metadata(), body, || async {
+                let (person, created) = state.persons.find_or_create(new, state.clock.now().naive_utc()).await?;
+                if created {
+                    tracing::info!(person_id = %person.id, partner = %caller.id, "person registered");
+                }
+                Ok(RegisterPersonResponse { person: Some(person_view(&person, state.clock.as_ref())), created })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_person(&self, request: Request<GetPersonRequest>) -> Result<Response<GetPersonResponse>, Status> {
+        Caller::of(&request)?;
+        let id = require_uuid("person_id", &request.get_ref().person_id)?;
+        let person = self.state.persons.find(id).await?.ok_or_else(person_not_found)?;
+        Ok(Response::new(GetPersonResponse { person: Some(person_view(&person, self.state.clock.as_ref())) }))
+    }
+
+    async fn resolve_person(
+        &self,
+        request: Request<ResolvePersonRequest>,
+    ) -> Result<Response<ResolvePersonResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let new = self.parse_new_person(&body.name, &body.id_number, None)?;
+        let (person, created) = self.state.persons.find_or_create(new, self.state.clock.now().naive_utc()).await?;
+        if created {
+            tracing::info!(person_id = %person.id, partner = %caller.id, "person created by resolution");
+        }
+        Ok(Response::new(ResolvePersonResponse { person: Some(person_view(&person, self.state.clock.as_ref())), created }))
+    }
+}
+
+/// NOT_FOUND / PERSON_NOT_FOUND.
+pub fn person_not_found() -> medins_common::ApiError {
+    medins_common::ApiError::not_found(medins_common::Reason::PersonNotFound, "no person with this id")
+}

@@ -1,0 +1,22 @@
+//! Generated gRPC contracts of medins, plus the file descriptor set for server reflection.
+
+/// `medins.identity.v1`: persons, SMS codes, real name, partner links, tokens, face sessions.
+pub mod identity {
+    /// Version 1 of the identity contracts.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("medins.identity.v1");
+    }
+}
+
+/// `medins.insurance.v1`: accounts, vouchers, codes, settlement, family, documents, cards.
+pub mod insurance {
+    /// Version 1 of the insurance contracts.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("medins.insurance.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every medins proto, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/medins_descriptor.bin"));
