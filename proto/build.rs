@@ -23,6 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(out.join("medins_descriptor.bin"), fds.encode_to_vec())?;
 
+    // Error details are published for reflection only; tonic-types has their Rust types.
+    let error_details = protox::compile([root.join("google/rpc/error_details.proto")], [&root])?;
+    println!("cargo:rerun-if-changed={}", root.join("google/rpc").display());
+    std::fs::write(out.join("error_details_descriptor.bin"), error_details.encode_to_vec())?;
+
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -1,1 +1,344 @@
-fn main() {}
+//! `medins`: runs the whole stack (`medins up`), manages partner keys and migrations.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use medins_common::{
+    auth::{PartnerKind, PartnersFile, RateLimit},
+    config::CommonArgs,
+    crypto::DataKeys,
+    db::Db,
+};
+use tokio::net::TcpListener;
+
+/// medins: the online side of the national medical insurance platform.
+#[derive(Parser, Debug)]
+#[command(name = "medins", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs identity-svc and insurance-svc in one process, with SQLite, dev keys and a partners
+    /// file under the data folder (created on first run, with keys printed once).
+    Up(UpArgs),
+    /// Manages partners and their API keys in a partners file.
+    Partner {
+        #[command(subcommand)]
+        command: PartnerCommand,
+    },
+    /// Runs pending migrations of both databases, then exits.
+    Migrate {
+        /// identity-svc database URL.
+        #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL", default_value = "sqlite://data/identity.db")]
+        identity_database_url: String,
+        /// insurance-svc database URL.
+        #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL", default_value = "sqlite://data/insurance.db")]
+        insurance_database_url: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct UpArgs {
+    /// Folder for databases, keys and the partners file.
+    #[arg(long, env = "MEDINS_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// identity-svc listen address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    identity_listen: SocketAddr,
+    /// insurance-svc listen address.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    insurance_listen: SocketAddr,
+    /// identity-svc database URL (default: SQLite in the data folder).
+    #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL")]
+    identity_database_url: Option<String>,
+    /// insurance-svc database URL (default: SQLite in the data folder).
+    #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL")]
+    insurance_database_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PartnerCommand {
+    /// Adds a partner with a new API key, printed once.
+    Create {
+        /// Partner id (letters, digits, '-', '_').
+        #[arg(long)]
+        id: String,
+        /// Kind: BANK, MINI_PROGRAM, CITY_APP, HOSPITAL, PHARMACY, FACE_PROVIDER, EMPLOYER, OPS, SERVICE.
+        #[arg(long)]
+        kind: PartnerKind,
+        /// Display name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Scopes, comma-separated (defaults to the kind's).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        /// Sustained requests per second.
+        #[arg(long, default_value_t = RateLimit::default().per_second)]
+        rate: f64,
+        /// Burst above the sustained rate.
+        #[arg(long, default_value_t = RateLimit::default().burst)]
+        burst: u32,
+        /// Partners file.
+        #[arg(long, env = "MEDINS_PARTNERS_FILE", default_value = "data/partners.toml")]
+        partners_file: PathBuf,
+    },
+    /// Lists partners (key hints only; keys are never stored).
+    List {
+        /// Partners file.
+        #[arg(long, env = "MEDINS_PARTNERS_FILE", default_value = "data/partners.toml")]
+        partners_file: PathBuf,
+    },
+    /// Revokes every key of a partner, then asks a running `medins up` to reload.
+    Revoke {
+        /// Partner id.
+        id: String,
+        /// Partners file.
+        #[arg(long, env = "MEDINS_PARTNERS_FILE", default_value = "data/partners.toml")]
+        partners_file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Partner { command } => partner(command),
+        Command::Migrate { identity_database_url, insurance_database_url } => {
+            let _telemetry = medins_common::telemetry::init("medins")?;
+            for (name, url, migrations) in [
+                ("identity", identity_database_url, identity_svc::store::MIGRATIONS),
+                ("insurance", insurance_database_url, insurance_svc::store::MIGRATIONS),
+            ] {
+                let db = Db::connect(&url, &Default::default())?;
+                let applied = db.migrate(migrations).await.with_context(|| format!("{name} migrations"))?;
+                println!("{name}: {applied} migration(s) applied");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The partner every `medins up` creates for insurance-svc's calls to identity-svc.
+const SERVICE_PARTNER_ID: &str = "insurance-svc";
+
+/// Demo partners created by the first `medins up`: one per kind, plus ops.
+const DEMO_PARTNERS: &[(&str, PartnerKind)] = &[
+    ("ops", PartnerKind::Ops),
+    ("demo-bank", PartnerKind::Bank),
+    ("demo-mini-program", PartnerKind::MiniProgram),
+    ("demo-city-app", PartnerKind::CityApp),
+    ("demo-hospital", PartnerKind::Hospital),
+    ("demo-pharmacy", PartnerKind::Pharmacy),
+    ("demo-face-provider", PartnerKind::FaceProvider),
+    ("demo-employer", PartnerKind::Employer),
+];
+
+/// Files of a data folder.
+struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    fn partners(&self) -> PathBuf {
+        self.root.join("partners.toml")
+    }
+    fn data_keys(&self) -> PathBuf {
+        self.root.join("keys").join("identity-data-keys.toml")
+    }
+    fn service_key(&self) -> PathBuf {
+        self.root.join("keys").join("insurance-svc.api-key")
+    }
+    fn dev_keys_env(&self) -> PathBuf {
+        self.root.join("dev-keys.env")
+    }
+    fn pid_file(&self) -> PathBuf {
+        self.root.join("medins.pid")
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Creates what a first run needs; returns whether anything was created.
+fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
+    std::fs::create_dir_all(&dir.root).with_context(|| format!("creating {}", dir.root.display()))?;
+    let mut created = false;
+    if !dir.data_keys().exists() {
+        std::fs::create_dir_all(dir.data_keys().parent().expect("has parent"))?;
+        DataKeys::generate().save_new(&dir.data_keys())?;
+        println!("generated development personal-data keys: {} (keep secret; never commit)", dir.data_keys().display());
+        created = true;
+    }
+    if !dir.partners().exists() {
+        let mut file = PartnersFile::default();
+        let now = now_rfc3339();
+        let service_key = file.add_partner(
+            SERVICE_PARTNER_ID,
+            "insurance-svc calling identity-svc",
+            PartnerKind::Service,
+            None,
+            RateLimit { per_second: 5000.0, burst: 10000 },
+            &now,
+        )
+        .map_err(anyhow::Error::msg)?;
+        write_private(&dir.service_key(), service_key.expose())?;
+        let mut env_lines = String::from("# medins dev API keys, shown once by the first `medins up`. Keep secret.\n");
+        println!("\nfirst run: created {} with these API keys (shown once; also in {}):", dir.partners().display(), dir.dev_keys_env().display());
+        for (id, kind) in DEMO_PARTNERS {
+            let key = file
+                .add_partner(id, id, *kind, None, RateLimit::default(), &now)
+                .map_err(anyhow::Error::msg)?;
+            let variable = format!("MEDINS_{}_KEY", id.trim_start_matches("demo-").replace('-', "_").to_uppercase());
+            println!("  {id:<20} {:<13} {}", kind.as_str(), key.expose());
+            env_lines.push_str(&format!("export {variable}={}\n", key.expose()));
+        }
+        println!();
+        file.save(&dir.partners())?;
+        write_private(&dir.dev_keys_env(), &env_lines)?;
+        created = true;
+    }
+    Ok(created)
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let _telemetry = medins_common::telemetry::init("medins")?;
+    let dir = DataDir { root: args.data_dir.clone() };
+    prepare_data_dir(&dir)?;
+    let service_key = std::fs::read_to_string(dir.service_key())
+        .with_context(|| format!("reading {}", dir.service_key().display()))?
+        .trim()
+        .to_owned();
+
+    let identity_url = args
+        .identity_database_url
+        .unwrap_or_else(|| format!("sqlite://{}", dir.root.join("identity.db").display()));
+    let insurance_url = args
+        .insurance_database_url
+        .unwrap_or_else(|| format!("sqlite://{}", dir.root.join("insurance.db").display()));
+
+    let identity_listener =
+        TcpListener::bind(args.identity_listen).await.with_context(|| format!("binding {}", args.identity_listen))?;
+    let insurance_listener =
+        TcpListener::bind(args.insurance_listen).await.with_context(|| format!("binding {}", args.insurance_listen))?;
+    let identity_addr = identity_listener.local_addr()?;
+    let insurance_addr = insurance_listener.local_addr()?;
+
+    let identity_config =
+        identity_svc::Config::new(CommonArgs::new(identity_url, dir.partners()), Some(dir.data_keys()));
+    let insurance_config = insurance_svc::Config::new(
+        CommonArgs::new(insurance_url, dir.partners()),
+        format!("http://{identity_addr}"),
+        service_key,
+    );
+    let identity = identity_svc::IdentityService::build(identity_config, Default::default()).await?;
+    let insurance = insurance_svc::InsuranceService::build(insurance_config, Default::default()).await?;
+    identity.partners().reload_on_sighup()?;
+    insurance.partners().reload_on_sighup()?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let identity_task = tokio::spawn(identity.serve(identity_listener, wait(stop_rx.clone())));
+    let insurance_task = tokio::spawn(insurance.serve(insurance_listener, wait(stop_rx)));
+
+    std::fs::write(dir.pid_file(), std::process::id().to_string())?;
+    println!("identity-svc   listening on {identity_addr}");
+    println!("insurance-svc  listening on {insurance_addr}");
+    println!("data folder    {}", dir.root.display());
+    println!("ready in {} ms (Ctrl-C to stop; `kill -HUP {}` reloads the partners file)", started.elapsed().as_millis(), std::process::id());
+
+    medins_common::server::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let (identity_result, insurance_result) = tokio::join!(identity_task, insurance_task);
+    let _ = std::fs::remove_file(dir.pid_file());
+    identity_result??;
+    insurance_result??;
+    Ok(())
+}
+
+fn partner(command: PartnerCommand) -> anyhow::Result<()> {
+    match command {
+        PartnerCommand::Create { id, kind, name, scopes, rate, burst, partners_file } => {
+            let mut file =
+                if partners_file.exists() { PartnersFile::load(&partners_file)? } else { PartnersFile::default() };
+            let scopes = scopes.map(|list| list.into_iter().map(|s| s.trim().to_owned()).collect::<BTreeSet<_>>());
+            let key = file
+                .add_partner(&id, name.as_deref().unwrap_or(&id), kind, scopes, RateLimit { per_second: rate, burst }, &now_rfc3339())
+                .map_err(anyhow::Error::msg)?;
+            file.save(&partners_file)?;
+            println!("created partner {id} ({kind}); its API key, shown only now:\n{}", key.expose());
+            signal_reload(&partners_file);
+            Ok(())
+        }
+        PartnerCommand::List { partners_file } => {
+            let file = PartnersFile::load(&partners_file)?;
+            println!("{:<22} {:<14} {:<6} {:<10} SCOPES", "ID", "KIND", "KEYS", "RATE/S");
+            for partner in &file.partners {
+                let live = partner.keys.iter().filter(|k| k.revoked_at.is_none()).count();
+                println!(
+                    "{:<22} {:<14} {:<6} {:<10} {}",
+                    partner.id,
+                    partner.kind.as_str(),
+                    format!("{live}/{}", partner.keys.len()),
+                    partner.rate_limit.per_second,
+                    partner.scopes.iter().cloned().collect::<Vec<_>>().join(",")
+                );
+            }
+            Ok(())
+        }
+        PartnerCommand::Revoke { id, partners_file } => {
+            let mut file = PartnersFile::load(&partners_file)?;
+            let revoked = file.revoke_partner(&id, &now_rfc3339()).map_err(anyhow::Error::msg)?;
+            if revoked == 0 {
+                bail!("partner {id} has no live key");
+            }
+            file.save(&partners_file)?;
+            println!("revoked {revoked} key(s) of {id}");
+            signal_reload(&partners_file);
+            Ok(())
+        }
+    }
+}
+
+/// Sends SIGHUP to a `medins up` running on the same data folder, so the change applies now.
+fn signal_reload(partners_file: &Path) {
+    let pid_file = partners_file.with_file_name("medins.pid");
+    let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+        println!("no running `medins up` found; servers pick the change up at start or on SIGHUP");
+        return;
+    };
+    let pid = pid.trim();
+    match std::process::Command::new("kill").args(["-HUP", pid]).status() {
+        Ok(status) if status.success() => println!("asked the running medins (pid {pid}) to reload"),
+        _ => println!("could not signal pid {pid}; send SIGHUP to the servers to apply the change"),
+    }
+}

@@ -231,6 +231,32 @@ impl From<crate::db::DbError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// An error answered by another medins service, passed on to our caller: the same code and
+    /// reason, field violations renamed into our request (`field_prefix` + their field).
+    /// Unknown reasons and codes that are our fault at their end become UNAVAILABLE or INTERNAL.
+    pub fn from_remote(status: &Status, field_prefix: &str) -> Self {
+        let reason = status_reason(status).and_then(|text| Reason::ALL.iter().copied().find(|r| r.as_str() == text));
+        match (status.code(), reason) {
+            (Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _) => {
+                ApiError::unavailable(Reason::DependencyUnavailable, "a medins dependency is unavailable, retry later")
+            }
+            (Code::Internal | Code::Unknown | Code::Unauthenticated | Code::PermissionDenied, _) | (_, None) => {
+                ApiError::internal(format_args!("dependency answered {:?}", status.code()))
+            }
+            (code, Some(reason)) => {
+                let mut error = ApiError::new(code, reason, status.message());
+                if let Some(bad_request) = status.get_details_bad_request() {
+                    for violation in bad_request.field_violations {
+                        error = error.with_field_violation(&format!("{field_prefix}{}", violation.field), violation.description);
+                    }
+                }
+                error
+            }
+        }
+    }
+}
+
 /// Result of handler and domain code.
 pub type ApiResult<T> = Result<T, ApiError>;
 

@@ -108,10 +108,12 @@ pub async fn serve(
 
     let mut reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(medins_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(medins_proto::ERROR_DETAILS_DESCRIPTOR_SET);
     let mut reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(medins_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(medins_proto::ERROR_DETAILS_DESCRIPTOR_SET);
     for grpc_service in grpc_services.iter().copied().chain(["grpc.health.v1.Health"]) {
         reflection_v1 = reflection_v1.with_service_name(grpc_service);
         reflection_v1alpha = reflection_v1alpha.with_service_name(grpc_service);

@@ -20,3 +20,8 @@ pub mod insurance {
 
 /// Encoded `FileDescriptorSet` of every medins proto, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/medins_descriptor.bin"));
+
+/// Encoded `FileDescriptorSet` of `google.rpc` error details (ErrorInfo, RetryInfo,
+/// BadRequest), so reflection clients can decode the details medins errors carry.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/error_details_descriptor.bin"));

@@ -1,0 +1,123 @@
+//! The identity-svc client: API key, trace context on every call, retries on UNAVAILABLE only
+//! (every call here is a read or a naturally idempotent resolution, so a retry is safe).
+
+use std::time::Duration;
+
+use medins_common::{
+    ApiError, ApiResult,
+    telemetry::{client_span, inject_context},
+};
+use medins_proto::identity::v1::{
+    GetPersonRequest, PersonView, ResolvePersonRequest, person_service_client::PersonServiceClient,
+};
+use tonic::{
+    Code, Request, Status,
+    metadata::AsciiMetadataValue,
+    transport::{Channel, Endpoint},
+};
+use tracing::Instrument;
+
+const SERVICE: &str = "medins.identity.v1.PersonService";
+
+/// How the client reaches identity-svc.
+#[derive(Clone)]
+pub struct IdentityClientOptions {
+    /// Base URL, e.g. `http://127.0.0.1:50051`.
+    pub url: String,
+    /// The SERVICE partner key insurance-svc presents.
+    pub api_key: String,
+    /// Per-call deadline.
+    pub timeout: Duration,
+    /// Attempts per call when identity-svc is UNAVAILABLE (at least 1).
+    pub attempts: u32,
+}
+
+impl std::fmt::Debug for IdentityClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityClientOptions").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+/// A cheap-to-clone client.
+#[derive(Clone)]
+pub struct IdentityClient {
+    persons: PersonServiceClient<Channel>,
+    authorization: AsciiMetadataValue,
+    attempts: u32,
+}
+
+impl IdentityClient {
+    /// A client that connects on first use (so insurance-svc starts while identity-svc is down).
+    pub fn connect_lazy(options: &IdentityClientOptions) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(options.url.clone())?
+            .timeout(options.timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let authorization = format!("Bearer {}", options.api_key)
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the identity-svc API key is not valid ASCII"))?;
+        Ok(Self { persons: PersonServiceClient::new(channel), authorization, attempts: options.attempts.max(1) })
+    }
+
+    /// Resolves name + ID number to a person (created at identity-svc if new).
+    pub async fn resolve_person(&self, name: &str, id_number: &str, field_prefix: &str) -> ApiResult<PersonView> {
+        let message = ResolvePersonRequest { name: name.to_owned(), id_number: id_number.to_owned() };
+        let response = self
+            .call("ResolvePerson", field_prefix, message, |mut client, request| async move {
+                client.resolve_person(request).await
+            })
+            .await?;
+        response.person.ok_or_else(|| ApiError::internal("identity-svc answered without a person"))
+    }
+
+    /// A person by id.
+    pub async fn get_person(&self, person_id: &str, field_prefix: &str) -> ApiResult<PersonView> {
+        let message = GetPersonRequest { person_id: person_id.to_owned() };
+        let response = self
+            .call("GetPerson", field_prefix, message, |mut client, request| async move {
+                client.get_person(request).await
+            })
+            .await?;
+        response.person.ok_or_else(|| ApiError::internal("identity-svc answered without a person"))
+    }
+
+    /// One call with retries, inside a client span whose context travels in the metadata.
+    async fn call<Req, Resp, F, Fut>(&self, method: &'static str, field_prefix: &str, message: Req, send: F) -> ApiResult<Resp>
+    where
+        Req: Clone,
+        F: Fn(PersonServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let span = client_span(SERVICE, method);
+        async {
+            let mut delay = Duration::from_millis(50);
+            let mut attempt = 1;
+            loop {
+                let mut request = Request::new(message.clone());
+                request.metadata_mut().insert("authorization", self.authorization.clone());
+                inject_context(request.metadata_mut());
+                match send(self.persons.clone(), request).await {
+                    Ok(response) => {
+                        tracing::Span::current().record("rpc.grpc.status_code", 0);
+                        return Ok(response.into_inner());
+                    }
+                    Err(status) if status.code() == Code::Unavailable && attempt < self.attempts => {
+                        tracing::warn!(method, attempt, "identity-svc unavailable, retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(1));
+                        attempt += 1;
+                    }
+                    Err(status) => {
+                        tracing::Span::current().record("rpc.grpc.status_code", status.code() as i32);
+                        return Err(ApiError::from_remote(&status, field_prefix));
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,3 @@
+//! Rules of insurance-svc: pure, no I/O.
+
+pub mod account;

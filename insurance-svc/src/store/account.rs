@@ -1,0 +1,154 @@
+//! Accounts at rest.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use diesel::prelude::*;
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    db::{Db, is_unique_violation},
+};
+use uuid::Uuid;
+
+use super::schema::accounts;
+use crate::domain::account::{AccountStatus, AccountTerms, Scheme};
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Account id.
+    pub id: Uuid,
+    /// Person id at identity-svc.
+    pub person_id: Uuid,
+    /// Scheme.
+    pub scheme: Scheme,
+    /// Region code.
+    pub region_code: String,
+    /// Employer code (employee scheme).
+    pub employer_code: Option<String>,
+    /// Status.
+    pub status: AccountStatus,
+    /// Individual-account balance in cents.
+    pub balance_cents: i64,
+    /// The holder's birth date (from identity-svc; for age rules).
+    pub birth_date: NaiveDate,
+    /// Opened.
+    pub opened_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = accounts)]
+struct AccountRow {
+    id: String,
+    person_id: String,
+    scheme: String,
+    region_code: String,
+    employer_code: Option<String>,
+    status: String,
+    balance_cents: i64,
+    birth_date: NaiveDate,
+    opened_at: NaiveDateTime,
+}
+
+impl TryFrom<AccountRow> for Account {
+    type Error = ApiError;
+
+    fn try_from(row: AccountRow) -> ApiResult<Self> {
+        let bad = |what: &str| ApiError::internal(format_args!("account {}: bad {what}", row.id));
+        Ok(Account {
+            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
+            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
+            scheme: Scheme::parse(&row.scheme).ok_or_else(|| bad("scheme"))?,
+            status: AccountStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+            region_code: row.region_code,
+            employer_code: row.employer_code,
+            balance_cents: row.balance_cents,
+            birth_date: row.birth_date,
+            opened_at: row.opened_at,
+        })
+    }
+}
+
+/// The accounts table.
+#[derive(Clone, Debug)]
+pub struct AccountStore {
+    db: Db,
+}
+
+impl AccountStore {
+    /// A store over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Opens an account; ALREADY_EXISTS / ACCOUNT_ALREADY_OPEN if the person has an open one
+    /// (the unique partial index decides, so concurrent opens cannot both win).
+    pub async fn open(
+        &self,
+        person_id: Uuid,
+        birth_date: NaiveDate,
+        terms: AccountTerms,
+        now: NaiveDateTime,
+    ) -> ApiResult<Account> {
+        self.db
+            .run(move |conn| {
+                let account = Account {
+                    id: Uuid::now_v7(),
+                    person_id,
+                    scheme: terms.scheme,
+                    region_code: terms.region_code,
+                    employer_code: terms.employer_code,
+                    status: AccountStatus::Active,
+                    balance_cents: 0,
+                    birth_date,
+                    opened_at: now,
+                };
+                let inserted = diesel::insert_into(accounts::table)
+                    .values((
+                        accounts::id.eq(account.id.to_string()),
+                        accounts::person_id.eq(account.person_id.to_string()),
+                        accounts::scheme.eq(account.scheme.as_str()),
+                        accounts::region_code.eq(&account.region_code),
+                        accounts::employer_code.eq(&account.employer_code),
+                        accounts::status.eq(account.status.as_str()),
+                        accounts::balance_cents.eq(account.balance_cents),
+                        accounts::birth_date.eq(account.birth_date),
+                        accounts::opened_at.eq(now),
+                        accounts::updated_at.eq(now),
+                    ))
+                    .execute(conn);
+                match inserted {
+                    Ok(_) => Ok(account),
+                    Err(error) if is_unique_violation(&error) => Err(ApiError::already_exists(
+                        Reason::AccountAlreadyOpen,
+                        "this person already has an open account",
+                    )),
+                    Err(error) => Err(error.into()),
+                }
+            })
+            .await
+    }
+
+    /// An account by id.
+    pub async fn find(&self, id: Uuid) -> ApiResult<Option<Account>> {
+        self.db
+            .run(move |conn| {
+                let row = accounts::table.find(id.to_string()).select(AccountRow::as_select()).first(conn).optional()?;
+                row.map(Account::try_from).transpose()
+            })
+            .await
+    }
+
+    /// A person's open (not closed) account.
+    pub async fn find_open_by_person(&self, person_id: Uuid) -> ApiResult<Option<Account>> {
+        self.db
+            .run(move |conn| {
+                let row = accounts::table
+                    .filter(accounts::person_id.eq(person_id.to_string()))
+                    .filter(accounts::status.ne(AccountStatus::Closed.as_str()))
+                    .select(AccountRow::as_select())
+                    .first(conn)
+                    .optional()?;
+                row.map(Account::try_from).transpose()
+            })
+            .await
+    }
+}

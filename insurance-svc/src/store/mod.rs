@@ -1,0 +1,13 @@
+//! Storage of insurance-svc: schema, models and queries.
+
+pub mod account;
+pub mod schema;
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use medins_common::db::Migrations;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/insurance/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/insurance/postgres");
+
+/// insurance-svc's migrations for both backends.
+pub const MIGRATIONS: Migrations = Migrations { sqlite: || SQLITE_MIGRATIONS, postgres: || POSTGRES_MIGRATIONS };
