@@ -199,22 +199,25 @@ fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
     if !dir.partners().exists() {
         let mut file = PartnersFile::default();
         let now = now_rfc3339();
-        let service_key = file.add_partner(
-            SERVICE_PARTNER_ID,
-            "insurance-svc calling identity-svc",
-            PartnerKind::Service,
-            None,
-            RateLimit { per_second: 5000.0, burst: 10000 },
-            &now,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let service_key = file
+            .add_partner(
+                SERVICE_PARTNER_ID,
+                "insurance-svc calling identity-svc",
+                PartnerKind::Service,
+                None,
+                RateLimit { per_second: 5000.0, burst: 10000 },
+                &now,
+            )
+            .map_err(anyhow::Error::msg)?;
         write_private(&dir.service_key(), service_key.expose())?;
         let mut env_lines = String::from("# medins dev API keys, shown once by the first `medins up`. Keep secret.\n");
-        println!("\nfirst run: created {} with these API keys (shown once; also in {}):", dir.partners().display(), dir.dev_keys_env().display());
+        println!(
+            "\nfirst run: created {} with these API keys (shown once; also in {}):",
+            dir.partners().display(),
+            dir.dev_keys_env().display()
+        );
         for (id, kind) in DEMO_PARTNERS {
-            let key = file
-                .add_partner(id, id, *kind, None, RateLimit::default(), &now)
-                .map_err(anyhow::Error::msg)?;
+            let key = file.add_partner(id, id, *kind, None, RateLimit::default(), &now).map_err(anyhow::Error::msg)?;
             let variable = format!("MEDINS_{}_KEY", id.trim_start_matches("demo-").replace('-', "_").to_uppercase());
             println!("  {id:<20} {:<13} {}", kind.as_str(), key.expose());
             env_lines.push_str(&format!("export {variable}={}\n", key.expose()));
@@ -237,12 +240,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .trim()
         .to_owned();
 
-    let identity_url = args
-        .identity_database_url
-        .unwrap_or_else(|| format!("sqlite://{}", dir.root.join("identity.db").display()));
-    let insurance_url = args
-        .insurance_database_url
-        .unwrap_or_else(|| format!("sqlite://{}", dir.root.join("insurance.db").display()));
+    let identity_url =
+        args.identity_database_url.unwrap_or_else(|| format!("sqlite://{}", dir.root.join("identity.db").display()));
+    let insurance_url =
+        args.insurance_database_url.unwrap_or_else(|| format!("sqlite://{}", dir.root.join("insurance.db").display()));
 
     let identity_listener =
         TcpListener::bind(args.identity_listen).await.with_context(|| format!("binding {}", args.identity_listen))?;
@@ -274,7 +275,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("identity-svc   listening on {identity_addr}");
     println!("insurance-svc  listening on {insurance_addr}");
     println!("data folder    {}", dir.root.display());
-    println!("ready in {} ms (Ctrl-C to stop; `kill -HUP {}` reloads the partners file)", started.elapsed().as_millis(), std::process::id());
+    println!(
+        "ready in {} ms (Ctrl-C to stop; `kill -HUP {}` reloads the partners file)",
+        started.elapsed().as_millis(),
+        std::process::id()
+    );
 
     medins_common::server::shutdown_signal().await;
     let _ = stop_tx.send(true);
@@ -292,7 +297,14 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
                 if partners_file.exists() { PartnersFile::load(&partners_file)? } else { PartnersFile::default() };
             let scopes = scopes.map(|list| list.into_iter().map(|s| s.trim().to_owned()).collect::<BTreeSet<_>>());
             let key = file
-                .add_partner(&id, name.as_deref().unwrap_or(&id), kind, scopes, RateLimit { per_second: rate, burst }, &now_rfc3339())
+                .add_partner(
+                    &id,
+                    name.as_deref().unwrap_or(&id),
+                    kind,
+                    scopes,
+                    RateLimit { per_second: rate, burst },
+                    &now_rfc3339(),
+                )
                 .map_err(anyhow::Error::msg)?;
             file.save(&partners_file)?;
             println!("created partner {id} ({kind}); its API key, shown only now:\n{}", key.expose());

@@ -10,6 +10,14 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Now, in UTC.
     fn now(&self) -> DateTime<Utc>;
 
+    /// Now as stored: UTC without zone, truncated to the microseconds both databases keep (so a
+    /// value returned after an insert equals the one read back later).
+    fn stored_now(&self) -> chrono::NaiveDateTime {
+        use chrono::DurationRound;
+        let now = self.now().naive_utc();
+        now.duration_trunc(Duration::microseconds(1)).unwrap_or(now)
+    }
+
     /// Today's date in China Standard Time (UTC+8), the calendar that ages, birthdays and
     /// calendar months are counted in.
     fn today(&self) -> NaiveDate {

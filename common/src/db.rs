@@ -109,9 +109,10 @@ pub enum DbError {
 impl From<DieselError> for DbError {
     fn from(error: DieselError) -> Self {
         match &error {
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
-                DbError::Unavailable(error.to_string())
-            }
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => DbError::Unavailable(error.to_string()),
             _ => DbError::Query(error.to_string()),
         }
     }
@@ -130,7 +131,8 @@ impl ManageConnection for ConnectionManager {
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         match &self.url {
             DatabaseUrl::Sqlite(path) => {
-                let mut conn = SqliteConnection::establish(&path.to_string_lossy()).map_err(diesel::r2d2::Error::ConnectionError)?;
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the writer; busy_timeout makes writers queue
                 // instead of failing; foreign keys are off by default in SQLite.
                 conn.batch_execute(
@@ -203,7 +205,8 @@ impl Db {
         if let DatabaseUrl::Sqlite(path) = &url
             && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(parent).map_err(|e| DbError::Config(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| DbError::Config(format!("cannot create {}: {e}", parent.display())))?;
         }
         let pool = r2d2::Pool::builder()
             .max_size(options.max_size)
@@ -344,7 +347,11 @@ mod tests {
         let path = dir.path().join("t.db");
         let db = Db::connect(&format!("sqlite://{}", path.display()), &PoolOptions::default()).unwrap();
         let one: i32 = db
-            .run(|conn| diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1")).get_result(conn).map_err(DbError::from))
+            .run(|conn| {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+                    .get_result(conn)
+                    .map_err(DbError::from)
+            })
             .await
             .unwrap();
         assert_eq!(one, 1);

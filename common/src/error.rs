@@ -248,7 +248,8 @@ impl ApiError {
                 let mut error = ApiError::new(code, reason, status.message());
                 if let Some(bad_request) = status.get_details_bad_request() {
                     for violation in bad_request.field_violations {
-                        error = error.with_field_violation(&format!("{field_prefix}{}", violation.field), violation.description);
+                        error = error
+                            .with_field_violation(&format!("{field_prefix}{}", violation.field), violation.description);
                     }
                 }
                 error
@@ -272,14 +273,20 @@ where
     E: TryFrom<i32>,
 {
     if raw == 0 {
-        return Err(ApiError::invalid_field(Reason::InvalidEnumValue, field, "must be set (UNSPECIFIED is not allowed)"));
+        return Err(ApiError::invalid_field(
+            Reason::InvalidEnumValue,
+            field,
+            "must be set (UNSPECIFIED is not allowed)",
+        ));
     }
-    E::try_from(raw).map_err(|_| ApiError::invalid_field(Reason::InvalidEnumValue, field, format!("unknown value {raw}")))
+    E::try_from(raw)
+        .map_err(|_| ApiError::invalid_field(Reason::InvalidEnumValue, field, format!("unknown value {raw}")))
 }
 
 /// Parses a UUID field, with INVALID_ARGUMENT naming the field.
 pub fn require_uuid(field: &str, raw: &str) -> ApiResult<uuid::Uuid> {
-    uuid::Uuid::parse_str(raw.trim()).map_err(|_| ApiError::invalid_field(Reason::InvalidArgument, field, "must be a UUID"))
+    uuid::Uuid::parse_str(raw.trim())
+        .map_err(|_| ApiError::invalid_field(Reason::InvalidArgument, field, "must be a UUID"))
 }
 
 #[cfg(test)]

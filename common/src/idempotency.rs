@@ -56,7 +56,11 @@ pub struct IdempotencyOptions {
 
 impl Default for IdempotencyOptions {
     fn default() -> Self {
-        Self { retention: Duration::from_secs(24 * 3600), lease: Duration::from_secs(30), wait: Duration::from_secs(10) }
+        Self {
+            retention: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(30),
+            wait: Duration::from_secs(10),
+        }
     }
 }
 
@@ -117,7 +121,8 @@ impl Idempotency {
             match self.claim(partner_id, &key, &hash).await? {
                 Claim::Run => break,
                 Claim::Done(bytes) => {
-                    return Resp::decode(bytes.as_slice()).map_err(|e| ApiError::internal(format!("stored response: {e}")).into());
+                    return Resp::decode(bytes.as_slice())
+                        .map_err(|e| ApiError::internal(format!("stored response: {e}")).into());
                 }
                 Claim::Busy if tokio::time::Instant::now() >= deadline => {
                     return Err(ApiError::new(
@@ -139,7 +144,8 @@ impl Idempotency {
         self.db
             .run(move |conn| -> Result<(), DbError> {
                 use idempotency_records::dsl as r;
-                let target = r::idempotency_records.filter(r::partner_id.eq(&partner)).filter(r::idempotency_key.eq(&key_owned));
+                let target =
+                    r::idempotency_records.filter(r::partner_id.eq(&partner)).filter(r::idempotency_key.eq(&key_owned));
                 match response {
                     Some(bytes) => {
                         diesel::update(target).set((r::state.eq(DONE), r::response.eq(Some(bytes)))).execute(conn)?;
@@ -156,7 +162,7 @@ impl Idempotency {
     }
 
     async fn claim(&self, partner_id: &str, key: &str, hash: &[u8]) -> Result<Claim, Status> {
-        let now = self.clock.now().naive_utc();
+        let now = self.clock.stored_now();
         let lease_until = now + chrono::Duration::from_std(self.options.lease).expect("lease fits");
         let expires_at = now + chrono::Duration::from_std(self.options.retention).expect("retention fits");
         let (partner, key, hash) = (partner_id.to_owned(), key.to_owned(), hash.to_vec());
@@ -180,7 +186,8 @@ impl Idempotency {
                     Err(error) if is_unique_violation(&error) => {}
                     Err(error) => return Err(error.into()),
                 }
-                let target = r::idempotency_records.filter(r::partner_id.eq(&partner)).filter(r::idempotency_key.eq(&key));
+                let target =
+                    r::idempotency_records.filter(r::partner_id.eq(&partner)).filter(r::idempotency_key.eq(&key));
                 let Some(record) = target.select(Record::as_select()).first(conn).optional()? else {
                     // Released between our insert and read: try again.
                     return Ok(Claim::Busy);
@@ -215,7 +222,7 @@ impl Idempotency {
 
     /// Deletes outcomes past their retention; returns how many.
     pub async fn purge_expired(&self) -> Result<usize, ApiError> {
-        let now = self.clock.now().naive_utc();
+        let now = self.clock.stored_now();
         self.db
             .run(move |conn| {
                 use idempotency_records::dsl as r;
@@ -243,9 +250,11 @@ impl Idempotency {
 /// The `idempotency-key` of a call: absent, or 1-128 visible ASCII characters.
 fn idempotency_key(metadata: &tonic::metadata::MetadataMap) -> Result<Option<String>, ApiError> {
     let Some(value) = metadata.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
-    let key = value.to_str().ok().map(str::trim).filter(|k| {
-        !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic())
-    });
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()));
     match key {
         Some(key) => Ok(Some(key.to_owned())),
         None => Err(ApiError::invalid_field(

@@ -64,7 +64,11 @@ pub fn install_propagator() {
 pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     install_propagator();
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).with_filter(log_filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .with_filter(log_filter);
 
     let endpoint_set = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
     if !endpoint_set {
@@ -243,10 +247,8 @@ where
                 };
                 let span = Span::current();
                 span.record("rpc.grpc.status_code", code);
-                let attributes = [
-                    KeyValue::new("rpc.method", method),
-                    KeyValue::new("rpc.grpc.status_code", i64::from(code)),
-                ];
+                let attributes =
+                    [KeyValue::new("rpc.method", method), KeyValue::new("rpc.grpc.status_code", i64::from(code))];
                 metrics.duration.record(started.elapsed().as_secs_f64() * 1000.0, &attributes);
                 metrics.requests.add(1, &attributes);
                 result

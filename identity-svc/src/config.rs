@@ -6,7 +6,11 @@ use medins_common::config::CommonArgs;
 
 /// identity-svc: who a person is.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "identity-svc", version, about = "medins identity-svc: persons, SMS codes, real name, tokens, face sessions")]
+#[command(
+    name = "identity-svc",
+    version,
+    about = "medins identity-svc: persons, SMS codes, real name, tokens, face sessions"
+)]
 pub struct Config {
     /// Address to listen on (use 0.0.0.0:50051 to accept remote connections).
     #[arg(long, env = "MEDINS_LISTEN", default_value = "127.0.0.1:50051")]

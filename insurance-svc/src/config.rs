@@ -8,7 +8,11 @@ use crate::clients::identity::IdentityClientOptions;
 
 /// insurance-svc: what a person may do with their insurance.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "insurance-svc", version, about = "medins insurance-svc: accounts, vouchers, codes, settlement, family, cards")]
+#[command(
+    name = "insurance-svc",
+    version,
+    about = "medins insurance-svc: accounts, vouchers, codes, settlement, family, cards"
+)]
 pub struct Config {
     /// Address to listen on (use 0.0.0.0:50052 to accept remote connections).
     #[arg(long, env = "MEDINS_LISTEN", default_value = "127.0.0.1:50052")]

@@ -36,11 +36,9 @@ pub struct Caller(pub Arc<Partner>);
 impl Caller {
     /// The caller of a request, or UNAUTHENTICATED if the auth layer did not run (a wiring bug).
     pub fn of<T>(request: &tonic::Request<T>) -> ApiResult<Arc<Partner>> {
-        request
-            .extensions()
-            .get::<Caller>()
-            .map(|caller| caller.0.clone())
-            .ok_or_else(|| ApiError::new(tonic::Code::Unauthenticated, Reason::Unauthenticated, "no authenticated caller"))
+        request.extensions().get::<Caller>().map(|caller| caller.0.clone()).ok_or_else(|| {
+            ApiError::new(tonic::Code::Unauthenticated, Reason::Unauthenticated, "no authenticated caller")
+        })
     }
 }
 

@@ -190,8 +190,8 @@ impl PartnersFile {
     pub fn load(path: &Path) -> Result<Self, PartnersError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| PartnersError::Io { path: path.to_owned(), source })?;
-        let file: PartnersFile =
-            toml::from_str(&text).map_err(|e| PartnersError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+        let file: PartnersFile = toml::from_str(&text)
+            .map_err(|e| PartnersError::Invalid { path: path.to_owned(), message: e.to_string() })?;
         file.validate().map_err(|message| PartnersError::Invalid { path: path.to_owned(), message })?;
         Ok(file)
     }
@@ -200,15 +200,13 @@ impl PartnersFile {
         let mut ids = std::collections::HashSet::new();
         let mut hashes = std::collections::HashSet::new();
         for partner in &self.partners {
-            if partner.id.is_empty()
-                || !partner.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if partner.id.is_empty() || !partner.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err(format!("partner id {:?} must be letters, digits, '-' or '_'", partner.id));
             }
             if !ids.insert(partner.id.as_str()) {
                 return Err(format!("partner id {:?} appears twice", partner.id));
             }
-            if !(partner.rate_limit.per_second > 0.0) || partner.rate_limit.burst == 0 {
+            if partner.rate_limit.per_second.is_nan() || partner.rate_limit.per_second <= 0.0 || partner.rate_limit.burst == 0 {
                 return Err(format!("partner {:?}: rate_limit needs per_second > 0 and burst > 0", partner.id));
             }
             for key in &partner.keys {
@@ -270,8 +268,7 @@ impl PartnersFile {
 
     /// Revokes every live key of a partner; returns how many.
     pub fn revoke_partner(&mut self, id: &str, now_rfc3339: &str) -> Result<usize, String> {
-        let partner =
-            self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
+        let partner = self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
         let mut revoked = 0;
         for key in partner.keys.iter_mut().filter(|k| k.revoked_at.is_none()) {
             key.revoked_at = Some(now_rfc3339.to_owned());
@@ -348,12 +345,15 @@ impl Partner {
     }
 }
 
+/// Key hashes sharing an 8-byte prefix, with their partners.
+type KeyBucket = Vec<([u8; 32], Arc<Partner>)>;
+
 /// A loaded partners file: keys indexed for lookup.
 #[derive(Debug, Default)]
 struct Snapshot {
     /// By the first 8 bytes of the key hash. The index is only a shortcut: the full hash is
     /// then compared in constant time.
-    by_hash_prefix: HashMap<[u8; 8], Vec<([u8; 32], Arc<Partner>)>>,
+    by_hash_prefix: HashMap<[u8; 8], KeyBucket>,
     partners: HashMap<String, Arc<Partner>>,
 }
 
@@ -366,7 +366,8 @@ impl Snapshot {
             if let Some(old) = previous.and_then(|p| p.partners.get(&entry.id)) {
                 limiter.inherit(&old.limiter);
             }
-            let partner = Arc::new(Partner { id: entry.id.clone(), kind: entry.kind, scopes: entry.scopes.clone(), limiter });
+            let partner =
+                Arc::new(Partner { id: entry.id.clone(), kind: entry.kind, scopes: entry.scopes.clone(), limiter });
             for key in entry.keys.iter().filter(|k| k.revoked_at.is_none()) {
                 let Some(hash) = hex::decode(&key.sha256).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
                     continue;

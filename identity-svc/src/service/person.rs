@@ -85,7 +85,7 @@ impl PersonService for PersonApi {
         let response = state
             .idempotency
             .run(&caller.id, "RegisterPerson", request.metadata(), body, || async {
-                let (person, created) = state.persons.find_or_create(new, state.clock.now().naive_utc()).await?;
+                let (person, created) = state.persons.find_or_create(new, state.clock.stored_now()).await?;
                 if created {
                     tracing::info!(person_id = %person.id, partner = %caller.id, "person registered");
                 }
@@ -109,11 +109,14 @@ impl PersonService for PersonApi {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let new = self.parse_new_person(&body.name, &body.id_number, None)?;
-        let (person, created) = self.state.persons.find_or_create(new, self.state.clock.now().naive_utc()).await?;
+        let (person, created) = self.state.persons.find_or_create(new, self.state.clock.stored_now()).await?;
         if created {
             tracing::info!(person_id = %person.id, partner = %caller.id, "person created by resolution");
         }
-        Ok(Response::new(ResolvePersonResponse { person: Some(person_view(&person, self.state.clock.as_ref())), created }))
+        Ok(Response::new(ResolvePersonResponse {
+            person: Some(person_view(&person, self.state.clock.as_ref())),
+            created,
+        }))
     }
 }
 

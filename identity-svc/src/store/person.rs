@@ -94,11 +94,7 @@ impl PersonStore {
         let store = self.clone();
         self.db
             .run(move |conn| {
-                let row = persons::table
-                    .find(id.to_string())
-                    .select(PersonRow::as_select())
-                    .first(conn)
-                    .optional()?;
+                let row = persons::table.find(id.to_string()).select(PersonRow::as_select()).first(conn).optional()?;
                 row.map(|row| store.decrypt(row)).transpose()
             })
             .await
@@ -213,7 +209,9 @@ impl PersonStore {
         let real_name = match (row.real_name_status.as_str(), row.real_name_method, row.real_name_verified_at) {
             ("VERIFIED", Some(method), Some(at)) => RealName::Verified { method, at },
             ("UNVERIFIED", _, _) => RealName::Unverified,
-            (status, _, _) => return Err(ApiError::internal(format_args!("person {id}: bad real-name state {status}"))),
+            (status, _, _) => {
+                return Err(ApiError::internal(format_args!("person {id}: bad real-name state {status}")));
+            }
         };
         Ok(Person {
             name: self.decrypt_field(&row.id, "name_enc", &row.name_enc)?,

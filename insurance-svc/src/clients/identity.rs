@@ -76,8 +76,8 @@ impl IdentityClient {
     /// A person by id.
     pub async fn get_person(&self, person_id: &str, field_prefix: &str) -> ApiResult<PersonView> {
         let message = GetPersonRequest { person_id: person_id.to_owned() };
-        let response = self
-            .call("GetPerson", field_prefix, message, |mut client, request| async move {
+        let response =
+            self.call("GetPerson", field_prefix, message, |mut client, request| async move {
                 client.get_person(request).await
             })
             .await?;
@@ -85,7 +85,13 @@ impl IdentityClient {
     }
 
     /// One call with retries, inside a client span whose context travels in the metadata.
-    async fn call<Req, Resp, F, Fut>(&self, method: &'static str, field_prefix: &str, message: Req, send: F) -> ApiResult<Resp>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        field_prefix: &str,
+        message: Req,
+        send: F,
+    ) -> ApiResult<Resp>
     where
         Req: Clone,
         F: Fn(PersonServiceClient<Channel>, Request<Req>) -> Fut,

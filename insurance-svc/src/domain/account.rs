@@ -49,7 +49,9 @@ impl AccountStatus {
 
     /// From the stored spelling.
     pub fn parse(text: &str) -> Option<Self> {
-        [AccountStatus::Active, AccountStatus::Suspended, AccountStatus::Closed].into_iter().find(|s| s.as_str() == text)
+        [AccountStatus::Active, AccountStatus::Suspended, AccountStatus::Closed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 }
 
@@ -79,7 +81,11 @@ pub fn account_terms(scheme: Scheme, region_code: &str, employer_code: &str) -> 
     let employer_code = employer_code.trim();
     let employer_code = match (scheme, employer_code.is_empty()) {
         (Scheme::Employee, true) => {
-            return Err(ApiError::invalid_field(Reason::InvalidArgument, "employer_code", "required for SCHEME_EMPLOYEE"));
+            return Err(ApiError::invalid_field(
+                Reason::InvalidArgument,
+                "employer_code",
+                "required for SCHEME_EMPLOYEE",
+            ));
         }
         (Scheme::Resident, false) => {
             return Err(ApiError::invalid_field(
@@ -90,7 +96,8 @@ pub fn account_terms(scheme: Scheme, region_code: &str, employer_code: &str) -> 
         }
         (Scheme::Resident, true) => None,
         (Scheme::Employee, false) => {
-            let valid = employer_code.len() <= 32 && employer_code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            let valid =
+                employer_code.len() <= 32 && employer_code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if !valid {
                 return Err(ApiError::invalid_field(
                     Reason::InvalidArgument,
@@ -112,7 +119,10 @@ mod tests {
     fn employee_accounts_need_an_employer_and_residents_have_none() {
         assert!(account_terms(Scheme::Employee, "110105", "").is_err());
         assert!(account_terms(Scheme::Resident, "110105", "ACME").is_err());
-        assert_eq!(account_terms(Scheme::Employee, "110105", "ACME-1").unwrap().employer_code.as_deref(), Some("ACME-1"));
+        assert_eq!(
+            account_terms(Scheme::Employee, "110105", "ACME-1").unwrap().employer_code.as_deref(),
+            Some("ACME-1")
+        );
         assert_eq!(account_terms(Scheme::Resident, "110105", "").unwrap().employer_code, None);
         assert!(account_terms(Scheme::Employee, "110105", "ACME 1").is_err());
         assert!(account_terms(Scheme::Employee, "110105", &"A".repeat(33)).is_err());

@@ -83,7 +83,10 @@ fn account_not_found() -> ApiError {
 
 #[tonic::async_trait]
 impl AccountService for AccountApi {
-    async fn open_account(&self, request: Request<OpenAccountRequest>) -> Result<Response<OpenAccountResponse>, Status> {
+    async fn open_account(
+        &self,
+        request: Request<OpenAccountRequest>,
+    ) -> Result<Response<OpenAccountResponse>, Status> {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let scheme = match require_enum::<pb::Scheme>("scheme", body.scheme)? {
@@ -102,7 +105,7 @@ impl AccountService for AccountApi {
                 let person = self.person_of(body.person.as_ref()).await?;
                 let person_id = require_uuid("person_id", &person.person_id)?;
                 let account =
-                    state.accounts.open(person_id, birth_date_of(&person)?, terms, state.clock.now().naive_utc()).await?;
+                    state.accounts.open(person_id, birth_date_of(&person)?, terms, state.clock.stored_now()).await?;
                 tracing::info!(account_id = %account.id, %person_id, partner = %caller.id, "account opened");
                 Ok(OpenAccountResponse { account: Some(account_message(&account)) })
             })
@@ -120,7 +123,9 @@ impl AccountService for AccountApi {
                 self.state.accounts.find_open_by_person(require_uuid("person_id", id)?).await?
             }
             None => {
-                return Err(ApiError::invalid_field(Reason::InvalidArgument, "key", "set account_id or person_id").into());
+                return Err(
+                    ApiError::invalid_field(Reason::InvalidArgument, "key", "set account_id or person_id").into()
+                );
             }
         };
         let account = account.ok_or_else(account_not_found)?;

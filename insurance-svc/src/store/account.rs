@@ -131,7 +131,8 @@ impl AccountStore {
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Account>> {
         self.db
             .run(move |conn| {
-                let row = accounts::table.find(id.to_string()).select(AccountRow::as_select()).first(conn).optional()?;
+                let row =
+                    accounts::table.find(id.to_string()).select(AccountRow::as_select()).first(conn).optional()?;
                 row.map(Account::try_from).transpose()
             })
             .await

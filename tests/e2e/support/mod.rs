@@ -1,0 +1,441 @@
+//! The end-to-end harness: both services in-process on 127.0.0.1:0 over real gRPC, on a fresh
+//! SQLite folder, or on fresh PostgreSQL databases when `MEDINS_TEST_POSTGRES_URL` is set.
+//!
+//! Every log line the suite writes, and every span it exports, is scanned for the personal data
+//! tests seeded (see [`sensitive`]); a stack refuses to shut down cleanly if any leaked.
+
+pub mod privacy;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{Datelike, NaiveDate};
+use identity_svc::IdentityService;
+use insurance_svc::InsuranceService;
+use medins_common::{
+    auth::{PartnerKind, PartnersFile, RateLimit},
+    clock::ManualClock,
+    config::CommonArgs,
+    crypto::DataKeys,
+    db::Db,
+    telemetry::inject_context,
+};
+use medins_proto::{
+    identity::v1::person_service_client::PersonServiceClient,
+    insurance::v1::account_service_client::AccountServiceClient,
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::{
+    Request, Status,
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+
+/// API keys of the partners every stack has, one per kind.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub ops: String,
+    pub bank: String,
+    pub mini_program: String,
+    pub hospital: String,
+    pub pharmacy: String,
+    pub face_provider: String,
+    pub employer: String,
+    pub service: String,
+}
+
+/// Adds the API key, an optional idempotency key, and the current trace context.
+#[derive(Clone)]
+pub struct CallerInterceptor {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl Interceptor for CallerInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        inject_context(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+type Intercepted = InterceptedService<Channel, CallerInterceptor>;
+
+/// Options of a stack.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// How often the database probe behind health runs.
+    pub health_check_interval: Duration,
+    /// NOT_SERVING time before the listener closes at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self { health_check_interval: Duration::from_millis(100), shutdown_grace: Duration::from_millis(50) }
+    }
+}
+
+/// Both services, running.
+pub struct Stack {
+    pub identity_addr: std::net::SocketAddr,
+    pub insurance_addr: std::net::SocketAddr,
+    pub keys: Keys,
+    pub clock: ManualClock,
+    pub identity_db: Db,
+    pub insurance_db: Db,
+    pub partners_file: PathBuf,
+    pub identity_partners: medins_common::auth::Partners,
+    pub insurance_partners: medins_common::auth::Partners,
+    pub databases: TestDatabases,
+    identity_stop: watch::Sender<bool>,
+    insurance_stop: watch::Sender<bool>,
+    identity_task: Option<JoinHandle<anyhow::Result<()>>>,
+    insurance_task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Where a stack's data lives.
+pub enum TestDatabases {
+    Sqlite { identity: PathBuf, insurance: PathBuf },
+    Postgres { admin_url: String, identity: String, insurance: String },
+}
+
+impl TestDatabases {
+    fn create(dir: &std::path::Path) -> TestDatabases {
+        match std::env::var("MEDINS_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) {
+            None => TestDatabases::Sqlite { identity: dir.join("identity.db"), insurance: dir.join("insurance.db") },
+            Some(admin_url) => {
+                use diesel::{Connection, RunQueryDsl};
+                let mut admin =
+                    diesel::PgConnection::establish(&admin_url).expect("connect to MEDINS_TEST_POSTGRES_URL");
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                let stem = format!("medins_t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+                let (identity, insurance) = (format!("{stem}_identity"), format!("{stem}_insurance"));
+                for name in [&identity, &insurance] {
+                    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).expect("create database");
+                }
+                TestDatabases::Postgres { admin_url, identity, insurance }
+            }
+        }
+    }
+
+    fn urls(&self) -> (String, String) {
+        match self {
+            TestDatabases::Sqlite { identity, insurance } => {
+                (format!("sqlite://{}", identity.display()), format!("sqlite://{}", insurance.display()))
+            }
+            TestDatabases::Postgres { admin_url, identity, insurance } => {
+                (database_url(admin_url, identity), database_url(admin_url, insurance))
+            }
+        }
+    }
+
+    /// Makes the identity database unreachable: drops the PostgreSQL database (closing its
+    /// connections) or deletes the SQLite file.
+    pub fn break_identity_database(&self) {
+        match self {
+            TestDatabases::Sqlite { identity, .. } => std::fs::remove_file(identity).expect("remove sqlite file"),
+            TestDatabases::Postgres { admin_url, identity, .. } => drop_database(admin_url, identity),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDatabases::Postgres { .. })
+    }
+}
+
+fn database_url(admin_url: &str, database: &str) -> String {
+    let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(admin_url);
+    format!("{base}/{database}")
+}
+
+fn drop_database(admin_url: &str, name: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    if let Ok(mut admin) = diesel::PgConnection::establish(admin_url) {
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin);
+    }
+}
+
+impl Drop for TestDatabases {
+    fn drop(&mut self) {
+        if let TestDatabases::Postgres { admin_url, identity, insurance } = self {
+            drop_database(admin_url, identity);
+            drop_database(admin_url, insurance);
+        }
+    }
+}
+
+fn add(file: &mut PartnersFile, id: &str, kind: PartnerKind) -> String {
+    file.add_partner(id, id, kind, None, RateLimit { per_second: 100_000.0, burst: 100_000 }, "2026-11-23T00:00:00Z")
+        .expect("add partner")
+        .expose()
+        .to_owned()
+}
+
+impl Stack {
+    /// Starts both services with default options.
+    pub async fn start() -> Stack {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// Starts both services.
+    pub async fn start_with(options: StackOptions) -> Stack {
+        privacy::install();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut file = PartnersFile::default();
+        let keys = Keys {
+            ops: add(&mut file, "ops", PartnerKind::Ops),
+            bank: add(&mut file, "bank", PartnerKind::Bank),
+            mini_program: add(&mut file, "mini-program", PartnerKind::MiniProgram),
+            hospital: add(&mut file, "hospital", PartnerKind::Hospital),
+            pharmacy: add(&mut file, "pharmacy", PartnerKind::Pharmacy),
+            face_provider: add(&mut file, "face-provider", PartnerKind::FaceProvider),
+            employer: add(&mut file, "employer", PartnerKind::Employer),
+            service: add(&mut file, "insurance-svc", PartnerKind::Service),
+        };
+        let partners_file = dir.path().join("partners.toml");
+        file.save(&partners_file).expect("save partners");
+        let keys_file = dir.path().join("data-keys.toml");
+        DataKeys::generate().save_new(&keys_file).expect("save data keys");
+
+        let databases = TestDatabases::create(dir.path());
+        let (identity_url, insurance_url) = databases.urls();
+        let clock = ManualClock::new(chrono::Utc::now());
+
+        let common = |url: String| {
+            let mut common = CommonArgs::new(url, partners_file.clone());
+            common.health_check_interval = options.health_check_interval;
+            common.shutdown_grace = options.shutdown_grace;
+            common.drain_timeout = Duration::from_secs(5);
+            common.db_timeout = Duration::from_secs(2);
+            common
+        };
+
+        let identity_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let insurance_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let identity_addr = identity_listener.local_addr().unwrap();
+        let insurance_addr = insurance_listener.local_addr().unwrap();
+
+        let identity = IdentityService::build(
+            identity_svc::Config::new(common(identity_url), Some(keys_file)),
+            identity_svc::Dependencies { clock: Arc::new(clock.clone()) },
+        )
+        .await
+        .expect("build identity-svc");
+        let insurance = InsuranceService::build(
+            insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), keys.service.clone()),
+            insurance_svc::Dependencies { clock: Arc::new(clock.clone()) },
+        )
+        .await
+        .expect("build insurance-svc");
+
+        let identity_db = identity.db().clone();
+        let insurance_db = insurance.db().clone();
+        let identity_partners = identity.partners().clone();
+        let insurance_partners = insurance.partners().clone();
+        let (identity_stop, identity_rx) = watch::channel(false);
+        let (insurance_stop, insurance_rx) = watch::channel(false);
+        let identity_task = tokio::spawn(identity.serve(identity_listener, stopped(identity_rx)));
+        let insurance_task = tokio::spawn(insurance.serve(insurance_listener, stopped(insurance_rx)));
+
+        let stack = Stack {
+            identity_addr,
+            insurance_addr,
+            keys,
+            clock,
+            identity_db,
+            insurance_db,
+            partners_file,
+            identity_partners,
+            insurance_partners,
+            databases,
+            identity_stop,
+            insurance_stop,
+            identity_task: Some(identity_task),
+            insurance_task: Some(insurance_task),
+            _dir: dir,
+        };
+        stack.wait_until_serving().await;
+        stack
+    }
+
+    async fn wait_until_serving(&self) {
+        for addr in [self.identity_addr, self.insurance_addr] {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel(addr));
+            for attempt in 0.. {
+                let status = health
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await
+                    .map(|r| r.into_inner().status)
+                    .ok();
+                if status == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+                    break;
+                }
+                assert!(attempt < 200, "service at {addr} never became SERVING");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// A channel to identity-svc.
+    pub fn identity_channel(&self) -> Channel {
+        channel(self.identity_addr)
+    }
+
+    /// A channel to insurance-svc.
+    pub fn insurance_channel(&self) -> Channel {
+        channel(self.insurance_addr)
+    }
+
+    /// identity-svc persons, as the partner holding `key` (None: no key at all).
+    pub fn persons(&self, key: Option<&str>) -> PersonServiceClient<Intercepted> {
+        PersonServiceClient::with_interceptor(self.identity_channel(), interceptor(key))
+    }
+
+    /// insurance-svc accounts, as the partner holding `key`.
+    pub fn accounts(&self, key: Option<&str>) -> AccountServiceClient<Intercepted> {
+        AccountServiceClient::with_interceptor(self.insurance_channel(), interceptor(key))
+    }
+
+    /// Asks identity-svc to stop (NOT_SERVING, grace, drain) without waiting.
+    pub fn begin_identity_shutdown(&self) {
+        let _ = self.identity_stop.send(true);
+    }
+
+    /// Stops both services and checks that no personal data reached logs or spans.
+    pub async fn shutdown(mut self) {
+        let _ = self.identity_stop.send(true);
+        let _ = self.insurance_stop.send(true);
+        for task in [self.identity_task.take(), self.insurance_task.take()].into_iter().flatten() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("server stops within the drain bound")
+                .expect("server task")
+                .expect("server result");
+        }
+        privacy::assert_no_leaks();
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// A lazily connected channel to a local server.
+pub fn channel(addr: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect_lazy()
+}
+
+fn interceptor(key: Option<&str>) -> CallerInterceptor {
+    CallerInterceptor { authorization: key.map(|k| format!("Bearer {k}").parse().expect("ascii key")) }
+}
+
+/// A request with an idempotency key.
+pub fn with_idempotency_key<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("idempotency-key", key.parse().expect("ascii key"));
+    request
+}
+
+/// The `ErrorInfo.reason` of a status ("" if none).
+pub fn reason(status: &Status) -> String {
+    medins_common::error::status_reason(status).unwrap_or_default()
+}
+
+/// The `BadRequest` field names of a status.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// A fresh person: name, valid ID number and phone, registered as sensitive (they must never
+/// appear in logs).
+#[derive(Clone, Debug)]
+pub struct SeedPerson {
+    pub name: String,
+    pub id_number: String,
+    pub phone: String,
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+
+/// A valid ID number for someone born on `birth` (unique within the run).
+pub fn id_number_born(birth: NaiveDate) -> String {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 7;
+    // Region and sequence vary so numbers stay unique across tests of one run.
+    let region = 110101 + (n / 1000 % 50) as u32;
+    let sequence = n % 1000;
+    let first17 = format!("{region:06}{:04}{:02}{:02}{sequence:03}", birth.year(), birth.month(), birth.day());
+    let id = format!("{first17}{}", identity_svc::domain::id_number::check_character(&first17));
+    privacy::sensitive(&id);
+    id
+}
+
+impl SeedPerson {
+    /// A person born on `birth`.
+    pub fn born(birth: NaiveDate) -> SeedPerson {
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        const SURNAMES: [&str; 8] = ["赵", "钱", "孙", "李", "周", "吴", "郑", "王"];
+        const GIVEN: [&str; 8] = ["伟", "芳", "娜", "敏", "静", "磊", "洋", "艳"];
+        let name =
+            format!("{}{}{}", SURNAMES[(n % 8) as usize], GIVEN[(n / 8 % 8) as usize], GIVEN[(n / 64 % 8) as usize]);
+        let phone = format!("139{:08}", (n * 7919 + u64::from(std::process::id())) % 100_000_000);
+        let person = SeedPerson { name, id_number: id_number_born(birth), phone };
+        privacy::sensitive(&person.name);
+        privacy::sensitive(&person.phone);
+        person
+    }
+
+    /// An adult born in 1985.
+    pub fn adult() -> SeedPerson {
+        let n = SEQUENCE.load(Ordering::Relaxed);
+        SeedPerson::born(NaiveDate::from_ymd_opt(1985, 1 + (n % 12) as u32, 1 + (n % 28) as u32).unwrap())
+    }
+}
+
+impl Stack {
+    /// Today in China Standard Time by the stack's clock.
+    pub fn clock_today(&self) -> NaiveDate {
+        use medins_common::clock::Clock;
+        self.clock.today()
+    }
+
+    /// Rows in an identity-svc table.
+    pub async fn count_identity_rows(&self, table: &'static str) -> i64 {
+        count_rows(&self.identity_db, table).await
+    }
+
+    /// Rows in an insurance-svc table.
+    pub async fn count_insurance_rows(&self, table: &'static str) -> i64 {
+        count_rows(&self.insurance_db, table).await
+    }
+}
+
+async fn count_rows(db: &Db, table: &'static str) -> i64 {
+    use diesel::{QueryableByName, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        count: i64,
+    }
+    db.run(move |conn| {
+        diesel::sql_query(format!("SELECT COUNT(*) AS count FROM {table}"))
+            .get_result::<Count>(conn)
+            .map(|c| c.count)
+            .map_err(medins_common::db::DbError::from)
+    })
+    .await
+    .expect("count rows")
+}
