@@ -206,7 +206,10 @@ impl PartnersFile {
             if !ids.insert(partner.id.as_str()) {
                 return Err(format!("partner id {:?} appears twice", partner.id));
             }
-            if partner.rate_limit.per_second.is_nan() || partner.rate_limit.per_second <= 0.0 || partner.rate_limit.burst == 0 {
+            if partner.rate_limit.per_second.is_nan()
+                || partner.rate_limit.per_second <= 0.0
+                || partner.rate_limit.burst == 0
+            {
                 return Err(format!("partner {:?}: rate_limit needs per_second > 0 and burst > 0", partner.id));
             }
             for key in &partner.keys {
