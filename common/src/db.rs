@@ -257,6 +257,19 @@ impl Db {
         .await
     }
 
+    /// Reverts every applied migration (newest first); returns how many. For tests that prove
+    /// each `down.sql` undoes its `up.sql`, and for operators rebuilding a scratch database.
+    pub async fn revert_all_migrations(&self, migrations: Migrations) -> Result<usize, DbError> {
+        self.run(move |conn| {
+            let reverted = match conn {
+                DbConnection::Sqlite(inner) => inner.revert_all_migrations((migrations.sqlite)()).map(|v| v.len()),
+                DbConnection::Postgres(inner) => inner.revert_all_migrations((migrations.postgres)()).map(|v| v.len()),
+            };
+            reverted.map_err(|e| DbError::Query(format!("revert failed: {e}")))
+        })
+        .await
+    }
+
     /// Whether the database answers now. For SQLite also checks that the file is still where it
     /// was opened: a deleted or moved file means writes go nowhere anyone will read.
     pub async fn is_reachable(&self, timeout: Duration) -> bool {
