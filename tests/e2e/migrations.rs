@@ -23,7 +23,8 @@ async fn schema(db: &Db) -> Vec<SchemaLine> {
              COALESCE(column_default, '') AS line FROM information_schema.columns WHERE table_schema = 'public' \
              AND table_name NOT LIKE '__diesel%' UNION ALL SELECT indexname || ' ' || indexdef AS line FROM pg_indexes \
              WHERE schemaname = 'public' AND indexname NOT LIKE '__diesel%' UNION ALL SELECT conname || ' ' || \
-             pg_get_constraintdef(oid) AS line FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY line"
+             pg_get_constraintdef(oid) AS line FROM pg_constraint WHERE connamespace = 'public'::regnamespace \
+             AND conname NOT LIKE '__diesel%' ORDER BY line"
         }
     };
     let mut lines = db
