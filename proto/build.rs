@@ -8,7 +8,7 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let mut files = Vec::new();
-    for dir in ["medins/identity/v1", "medins/insurance/v1"] {
+    for dir in ["medins/identity/v1", "medins/insurance/v1", "medins/bench/v1"] {
         let full = root.join(dir);
         println!("cargo:rerun-if-changed={}", full.display());
         let mut protos: Vec<_> = std::fs::read_dir(&full)?

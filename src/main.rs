@@ -14,6 +14,8 @@ use medins_common::{
     config::CommonArgs,
     crypto::DataKeys,
     db::Db,
+    keyring::SigningKeyRing,
+    token::TokenKeyRing,
 };
 use tokio::net::TcpListener;
 
@@ -43,6 +45,63 @@ enum Command {
         /// insurance-svc database URL.
         #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL", default_value = "sqlite://data/insurance.db")]
         insurance_database_url: String,
+    },
+    /// Manages signing keys: identity-svc's person-token keys, insurance-svc's payment-code keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Checks identity-svc's audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Payment codes for demos.
+    Code {
+        #[command(subcommand)]
+        command: CodeCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Makes a new person-token signing key current and retires the current one. The retired key
+    /// stays listed (GetPublicKeys) until its last token has expired, 15 minutes, and is pruned at
+    /// a later rotation. Running servers re-read the file within seconds (no restart, no signal).
+    Rotate {
+        /// Person-token key file.
+        #[arg(long, env = "MEDINS_TOKEN_KEYS_FILE", default_value = "data/keys/person-token-keys.toml")]
+        token_keys_file: PathBuf,
+    },
+    /// Makes a new payment-code signing key current and retires the current one. The retired key
+    /// stays listed (GetCodeKeys) until its last code has expired (65 s: 60 s lifetime + 5 s
+    /// skew). Running insurance-svc replicas re-read the file within seconds.
+    RotateCodes {
+        /// Payment-code key file.
+        #[arg(long, env = "MEDINS_CODE_KEYS_FILE", default_value = "data/keys/code-signing-keys.toml")]
+        code_keys_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CodeCommand {
+    /// Prints a payment code (from IssueCode) as a QR symbol in the terminal, for a phone or a
+    /// counter scanner to read.
+    Show {
+        /// The code text (`MI1...`); read from standard input when absent.
+        #[arg(long)]
+        code: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Walks the audit hash chain from the first row to the head and prints "chain intact (N
+    /// rows)", or the first broken row and exits with status 1.
+    Verify {
+        /// identity-svc database URL.
+        #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL", default_value = "sqlite://data/identity.db")]
+        identity_database_url: String,
     },
 }
 
@@ -113,6 +172,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
         Command::Partner { command } => partner(command),
+        Command::Keys { command } => keys(command),
+        Command::Audit { command } => audit(command).await,
+        Command::Code { command: CodeCommand::Show { code } } => show_code(code),
         Command::Migrate { identity_database_url, insurance_database_url } => {
             let _telemetry = medins_common::telemetry::init("medins")?;
             for (name, url, migrations) in [
@@ -134,6 +196,9 @@ fn now_rfc3339() -> String {
 
 /// The partner every `medins up` creates for insurance-svc's calls to identity-svc.
 const SERVICE_PARTNER_ID: &str = "insurance-svc";
+
+/// The partner every `medins up` creates for identity-svc's outbox calls to insurance-svc.
+const IDENTITY_SERVICE_PARTNER_ID: &str = "identity-svc";
 
 /// Demo partners created by the first `medins up`: one per kind, plus ops.
 const DEMO_PARTNERS: &[(&str, PartnerKind)] = &[
@@ -159,8 +224,17 @@ impl DataDir {
     fn data_keys(&self) -> PathBuf {
         self.root.join("keys").join("identity-data-keys.toml")
     }
+    fn code_keys(&self) -> PathBuf {
+        self.root.join("keys").join("code-signing-keys.toml")
+    }
+    fn token_keys(&self) -> PathBuf {
+        self.root.join("keys").join("person-token-keys.toml")
+    }
     fn service_key(&self) -> PathBuf {
         self.root.join("keys").join("insurance-svc.api-key")
+    }
+    fn identity_service_key(&self) -> PathBuf {
+        self.root.join("keys").join("identity-svc.api-key")
     }
     fn dev_keys_env(&self) -> PathBuf {
         self.root.join("dev-keys.env")
@@ -196,6 +270,19 @@ fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
         println!("generated development personal-data keys: {} (keep secret; never commit)", dir.data_keys().display());
         created = true;
     }
+    if !dir.token_keys().exists() {
+        std::fs::create_dir_all(dir.token_keys().parent().expect("has parent"))?;
+        TokenKeyRing::generate(chrono::Utc::now()).save_new(&dir.token_keys())?;
+        println!("generated person-token signing keys: {} (keep secret; never commit)", dir.token_keys().display());
+        created = true;
+    }
+    if !dir.code_keys().exists() {
+        std::fs::create_dir_all(dir.code_keys().parent().expect("has parent"))?;
+        SigningKeyRing::generate(insurance_svc::domain::code::CODE_KEY_RING, chrono::Utc::now())
+            .save_new(&dir.code_keys())?;
+        println!("generated payment-code signing keys: {} (keep secret; never commit)", dir.code_keys().display());
+        created = true;
+    }
     if !dir.partners().exists() {
         let mut file = PartnersFile::default();
         let now = now_rfc3339();
@@ -227,6 +314,33 @@ fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
         write_private(&dir.dev_keys_env(), &env_lines)?;
         created = true;
     }
+    // identity-svc's SERVICE key at insurance-svc, for the face-outcome outbox; also added to
+    // data folders made before the outbox existed.
+    if !dir.identity_service_key().exists() {
+        let mut file = PartnersFile::load(&dir.partners())?;
+        if file.partners.iter().any(|p| p.id == IDENTITY_SERVICE_PARTNER_ID) {
+            println!(
+                "warning: partner {IDENTITY_SERVICE_PARTNER_ID} exists but {} is missing: face outcomes will not be \
+                 delivered to insurance-svc (remove the partner from {} to get a new key)",
+                dir.identity_service_key().display(),
+                dir.partners().display()
+            );
+        } else {
+            let key = file
+                .add_partner(
+                    IDENTITY_SERVICE_PARTNER_ID,
+                    "identity-svc calling insurance-svc",
+                    PartnerKind::Service,
+                    None,
+                    RateLimit { per_second: 5000.0, burst: 10000 },
+                    &now_rfc3339(),
+                )
+                .map_err(anyhow::Error::msg)?;
+            write_private(&dir.identity_service_key(), key.expose())?;
+            file.save(&dir.partners())?;
+            created = true;
+        }
+    }
     Ok(created)
 }
 
@@ -252,13 +366,24 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let identity_addr = identity_listener.local_addr()?;
     let insurance_addr = insurance_listener.local_addr()?;
 
-    let identity_config =
-        identity_svc::Config::new(CommonArgs::new(identity_url, dir.partners()), Some(dir.data_keys()));
+    let mut identity_config =
+        identity_svc::Config::new(CommonArgs::new(identity_url, dir.partners()), Some(dir.data_keys()))
+            .with_token_keys_file(dir.token_keys());
+    // identity-svc's outbox delivers face outcomes to the insurance-svc bound here.
+    if let Ok(key) = std::fs::read_to_string(dir.identity_service_key()) {
+        identity_config.outbox.insurance_url = Some(format!("http://{insurance_addr}"));
+        identity_config.outbox.insurance_api_key = Some(key.trim().to_owned());
+    }
+    // A local stack: SMS codes are logged (not sent) and real names are checked by the
+    // development stand-in with the deny list in the data folder.
+    identity_config.dev = true;
+    identity_config.verification.deny_list_file = Some(dir.root.join("deny-list.txt"));
     let insurance_config = insurance_svc::Config::new(
         CommonArgs::new(insurance_url, dir.partners()),
         format!("http://{identity_addr}"),
         service_key,
-    );
+    )
+    .with_code_keys_file(dir.code_keys());
     let identity = identity_svc::IdentityService::build(identity_config, Default::default()).await?;
     let insurance = insurance_svc::InsuranceService::build(insurance_config, Default::default()).await?;
     identity.partners().reload_on_sighup()?;
@@ -275,6 +400,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("identity-svc   listening on {identity_addr}");
     println!("insurance-svc  listening on {insurance_addr}");
     println!("data folder    {}", dir.root.display());
+    println!(
+        "dev mode       SMS codes are logged, not sent; real names checked against {} (not a real authority)",
+        dir.root.join("deny-list.txt").display()
+    );
     println!(
         "ready in {} ms (Ctrl-C to stop; `kill -HUP {}` reloads the partners file)",
         started.elapsed().as_millis(),
@@ -353,4 +482,83 @@ fn signal_reload(partners_file: &Path) {
         Ok(status) if status.success() => println!("asked the running medins (pid {pid}) to reload"),
         _ => println!("could not signal pid {pid}; send SIGHUP to the servers to apply the change"),
     }
+}
+
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::RotateCodes { code_keys_file } => {
+            let mut ring = SigningKeyRing::load(insurance_svc::domain::code::CODE_KEY_RING, &code_keys_file)?;
+            let now = chrono::Utc::now();
+            let retired = ring.current_kid().to_owned();
+            let current = ring.rotate(now);
+            ring.save(&code_keys_file)?;
+            println!("payment-code signing key is now {current}; {retired} retired (listed until its codes expire)");
+            let listed: Vec<String> = ring.listed_keys(now).into_iter().map(|key| key.kid).collect();
+            println!("listed keys: {}", listed.join(", "));
+            println!("running servers pick the new key up within seconds (they watch {})", code_keys_file.display());
+            Ok(())
+        }
+        KeysCommand::Rotate { token_keys_file } => {
+            let mut ring = TokenKeyRing::load(&token_keys_file)?;
+            let now = chrono::Utc::now();
+            let retired = ring.current_kid().to_owned();
+            let current = ring.rotate(now);
+            ring.save(&token_keys_file)?;
+            println!("person-token signing key is now {current}; {retired} retired (listed until its tokens expire)");
+            let listed: Vec<String> = ring.listed_keys(now).into_iter().map(|key| key.kid).collect();
+            println!("listed keys: {}", listed.join(", "));
+            println!("running servers pick the new key up within seconds (they watch {})", token_keys_file.display());
+            Ok(())
+        }
+    }
+}
+
+async fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { identity_database_url } => {
+            // Opening a missing SQLite file would create an empty database: refuse instead.
+            if let medins_common::db::DatabaseUrl::Sqlite(path) =
+                medins_common::db::DatabaseUrl::parse(&identity_database_url)?
+                && !path.exists()
+            {
+                bail!("no identity database at {}", path.display());
+            }
+            let db = Db::connect(&identity_database_url, &Default::default())?;
+            match identity_svc::store::audit::verify_chain(&db).await.context("reading the audit trail")? {
+                identity_svc::store::audit::ChainVerdict::Intact { rows } => {
+                    println!("chain intact ({rows} rows)");
+                    Ok(())
+                }
+                identity_svc::store::audit::ChainVerdict::Broken { seq, fault } => {
+                    println!("chain broken at row {seq}: {}", fault.description());
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
+/// `medins code show`: a code as a terminal QR symbol.
+fn show_code(code: Option<String>) -> anyhow::Result<()> {
+    let text = match code {
+        Some(code) => code,
+        None => {
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+            input
+        }
+    };
+    let text = text.trim();
+    if !text.starts_with(insurance_svc::domain::code::CODE_PREFIX)
+        || text.len() != insurance_svc::domain::code::CODE_TEXT_LEN
+    {
+        bail!(
+            "not a medins payment code (expected {} characters starting with MI1)",
+            insurance_svc::domain::code::CODE_TEXT_LEN
+        );
+    }
+    let symbol =
+        insurance_svc::domain::qr::qr_terminal(text).map_err(|e| anyhow::anyhow!("cannot render the code: {e:?}"))?;
+    println!("{symbol}");
+    Ok(())
 }

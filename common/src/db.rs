@@ -208,6 +208,15 @@ impl Db {
             std::fs::create_dir_all(parent)
                 .map_err(|e| DbError::Config(format!("cannot create {}: {e}", parent.display())))?;
         }
+        if let DatabaseUrl::Sqlite(path) = &url {
+            // Created here (SQLite takes an empty file as a new database), so that from now on a
+            // missing file means the database was lost: `run` refuses rather than recreate it.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| DbError::Config(format!("cannot create {}: {e}", path.display())))?;
+        }
         let pool = r2d2::Pool::builder()
             .max_size(options.max_size)
             .min_idle(Some(0))
@@ -231,7 +240,15 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let url = self.url.clone();
         tokio::task::spawn_blocking(move || {
+            // A pooled connection to a deleted SQLite file still answers, from a file no one will
+            // ever read again, and a new connection would create an empty one: refuse instead.
+            if let DatabaseUrl::Sqlite(path) = &*url
+                && !path.exists()
+            {
+                return Err(DbError::Unavailable("the SQLite database file is missing".into()).into());
+            }
             let mut conn = pool.get().map_err(|e| DbError::Unavailable(e.to_string()))?;
             work(&mut conn)
         })
@@ -371,5 +388,14 @@ mod tests {
         assert!(db.is_reachable(Duration::from_secs(1)).await);
         std::fs::remove_file(&path).unwrap();
         assert!(!db.is_reachable(Duration::from_secs(1)).await);
+        let refused = db
+            .run(|conn| {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+                    .get_result::<i32>(conn)
+                    .map_err(DbError::from)
+            })
+            .await;
+        assert!(matches!(refused, Err(DbError::Unavailable(_))), "a pooled connection must not serve a lost file");
+        assert!(!path.exists(), "the lost file is not silently recreated empty");
     }
 }

@@ -9,8 +9,11 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod idempotency;
+pub mod keyring;
 pub mod mask;
 pub mod server;
 pub mod telemetry;
+pub mod token;
+pub mod webhook;
 
 pub use error::{ApiError, ApiResult, Reason};

@@ -37,6 +37,31 @@ pub struct Config {
     /// Attempts per call to identity-svc while it answers UNAVAILABLE.
     #[arg(long, env = "MEDINS_IDENTITY_ATTEMPTS", default_value_t = 3)]
     pub identity_attempts: u32,
+
+    /// Settlement policy (TOML): deductible, reimbursement ratio (basis points) and annual cap
+    /// in cents for every scheme x category, e.g. `[EMPLOYEE.OUTPATIENT]` with
+    /// `deductible_cents`, `reimbursement_ratio_bp`, `annual_cap_cents`. Default: the built-in
+    /// policy (`insurance_svc::domain::settlement::DEFAULT_POLICY_TOML`).
+    #[arg(long, env = "MEDINS_POLICY_FILE")]
+    pub policy_file: Option<std::path::PathBuf>,
+
+    /// Payment-code signing key file (TOML, mode 0600: Ed25519 keys `ck-...` with creation and
+    /// retirement times), created by `medins up` and rotated with `medins keys rotate-codes`.
+    /// Every replica must read the same file. Re-read whenever it changes (no signal needed).
+    #[arg(long, env = "MEDINS_CODE_KEYS_FILE", required = true)]
+    pub code_keys_file: Option<std::path::PathBuf>,
+
+    /// How often the code key file is checked for changes.
+    #[arg(long, env = "MEDINS_CODE_KEYS_CHECK_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub code_keys_check_interval: Duration,
+
+    /// How often identity-svc's person-token public keys are fetched (GetPublicKeys).
+    #[arg(long, env = "MEDINS_PERSON_TOKEN_KEYS_REFRESH", default_value = "60s", value_parser = parse_duration)]
+    pub person_token_keys_refresh: Duration,
+
+    /// A token signed with an unknown key triggers a fetch of the keys, at most once per this.
+    #[arg(long, env = "MEDINS_PERSON_TOKEN_KEYS_MIN_REFRESH", default_value = "3s", value_parser = parse_duration)]
+    pub person_token_keys_min_refresh: Duration,
 }
 
 impl Config {
@@ -49,6 +74,27 @@ impl Config {
             identity_api_key: identity_api_key.into(),
             identity_timeout: Duration::from_secs(3),
             identity_attempts: 3,
+            policy_file: None,
+            code_keys_file: None,
+            code_keys_check_interval: Duration::from_secs(2),
+            person_token_keys_refresh: Duration::from_secs(60),
+            person_token_keys_min_refresh: Duration::from_secs(3),
+        }
+    }
+
+    /// The same configuration with a code key file.
+    pub fn with_code_keys_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.code_keys_file = Some(path.into());
+        self
+    }
+
+    /// The settlement policy table: the `--policy-file`, or the built-in one.
+    pub fn policy_table(
+        &self,
+    ) -> Result<crate::domain::settlement::PolicyTable, crate::domain::settlement::PolicyError> {
+        match &self.policy_file {
+            Some(path) => crate::domain::settlement::PolicyTable::load(path),
+            None => Ok(crate::domain::settlement::PolicyTable::builtin()),
         }
     }
 

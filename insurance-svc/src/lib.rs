@@ -2,8 +2,10 @@
 //! personal data: persons are opaque ids resolved through identity-svc.
 
 pub mod clients;
+pub mod code_keys;
 pub mod config;
 pub mod domain;
+pub mod person_tokens;
 pub mod service;
 pub mod store;
 
@@ -17,7 +19,9 @@ use medins_common::{
     idempotency::Idempotency,
     server::{ServiceDefinition, serve, service_name},
 };
-use medins_proto::insurance::v1::account_service_server::AccountServiceServer;
+use medins_proto::insurance::v1::{
+    account_service_server::AccountServiceServer, identity_event_service_server::IdentityEventServiceServer,
+};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -25,7 +29,7 @@ pub use config::Config;
 
 use crate::{
     clients::identity::IdentityClient,
-    service::{State, account::AccountApi},
+    service::{State, account::AccountApi, events::IdentityEventApi},
     store::account::AccountStore,
 };
 
@@ -33,6 +37,21 @@ use crate::{
 pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.AccountService/OpenAccount", scopes::ACCOUNT_OPEN),
     ("/medins.insurance.v1.AccountService/GetAccount", scopes::ACCOUNT_READ),
+    ("/medins.insurance.v1.AccountService/CreditContribution", scopes::ACCOUNT_CREDIT),
+    ("/medins.insurance.v1.AccountService/ListAccountEntries", scopes::ACCOUNT_READ),
+    ("/medins.insurance.v1.AccountService/SuspendAccount", scopes::ACCOUNT_MANAGE),
+    ("/medins.insurance.v1.AccountService/ResumeAccount", scopes::ACCOUNT_MANAGE),
+    ("/medins.insurance.v1.SettlementService/Settle", scopes::SETTLEMENT_WRITE),
+    ("/medins.insurance.v1.SettlementService/ReverseSettlement", scopes::SETTLEMENT_REVERSE),
+    ("/medins.insurance.v1.SettlementService/GetAnnualExpenses", scopes::EXPENSES_READ),
+    ("/medins.insurance.v1.IdentityEventService/FaceVerificationCompleted", scopes::SERVICE),
+    ("/medins.insurance.v1.VoucherService/ActivateVoucher", scopes::VOUCHER_ACTIVATE),
+    ("/medins.insurance.v1.VoucherService/GetVoucher", scopes::VOUCHER_READ),
+    ("/medins.insurance.v1.VoucherService/SuspendVoucher", scopes::VOUCHER_MANAGE),
+    ("/medins.insurance.v1.VoucherService/ResumeVoucher", scopes::VOUCHER_MANAGE),
+    ("/medins.insurance.v1.CodeService/IssueCode", scopes::CODE_ISSUE),
+    ("/medins.insurance.v1.CodeService/VerifyCode", scopes::CODE_VERIFY),
+    ("/medins.insurance.v1.CodeService/GetCodeKeys", scopes::KEYS_READ),
 ];
 
 /// What a test or an embedding process may replace.
@@ -65,9 +84,33 @@ impl InsuranceService {
             db.migrate(store::MIGRATIONS).await.context("insurance migrations")?;
         }
         let identity = IdentityClient::connect_lazy(&config.identity_client_options())?;
+        let policy = Arc::new(config.policy_table()?);
         let clock = dependencies.clock;
+        let code_keys = Arc::new(match &config.code_keys_file {
+            Some(path) => code_keys::CodeKeys::load(path, clock.now())
+                .with_context(|| format!("loading the code key file {}", path.display()))?,
+            None => {
+                // Embedding without a key file: codes verify on this process only.
+                tracing::warn!("no code key file: payment codes are signed with a key of this process only");
+                let ring = medins_common::keyring::SigningKeyRing::generate(domain::code::CODE_KEY_RING, clock.now());
+                code_keys::CodeKeys::from_ring(ring, clock.now())
+            }
+        });
+        let person_tokens = Arc::new(person_tokens::PersonTokenKeys::new(
+            identity.clone(),
+            clock.clone(),
+            config.person_token_keys_min_refresh,
+        ));
         let state = Arc::new(State {
+            vouchers: store::voucher::VoucherStore::new(db.clone()),
+            visits: store::visit::VisitStore::new(db.clone()),
+            person_tokens,
+            code_keys,
+            holders: Arc::new(service::code::HolderCache::new(std::time::Duration::from_secs(60), 100_000)),
             accounts: AccountStore::new(db.clone()),
+            face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
+            ledger: store::ledger::LedgerStore::new(db.clone()),
+            settlements: store::settlement::SettlementStore::new(db.clone(), policy),
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options()),
             identity,
             db,
@@ -96,17 +139,60 @@ impl InsuranceService {
         let accounts = AccountServiceServer::new(AccountApi::new(self.state.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        let events = IdentityEventServiceServer::new(IdentityEventApi::new(self.state.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let settlements = medins_proto::insurance::v1::settlement_service_server::SettlementServiceServer::new(
+            service::settlement::SettlementApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        let vouchers = medins_proto::insurance::v1::voucher_service_server::VoucherServiceServer::new(
+            service::voucher::VoucherApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        let codes = medins_proto::insurance::v1::code_service_server::CodeServiceServer::new(
+            service::code::CodeApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
+        let code_keys_watcher =
+            self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
         let purger = self.state.idempotency.spawn_purger(std::time::Duration::from_secs(600));
         let definition = ServiceDefinition {
             name: "insurance-svc",
-            grpc_services: vec![service_name::<AccountServiceServer<AccountApi>>()],
-            routes: Routes::new(accounts),
+            grpc_services: vec![
+                service_name::<AccountServiceServer<AccountApi>>(),
+                service_name::<
+                    medins_proto::insurance::v1::voucher_service_server::VoucherServiceServer<
+                        service::voucher::VoucherApi,
+                    >,
+                >(),
+                service_name::<
+                    medins_proto::insurance::v1::code_service_server::CodeServiceServer<service::code::CodeApi>,
+                >(),
+                service_name::<IdentityEventServiceServer<IdentityEventApi>>(),
+                service_name::<
+                    medins_proto::insurance::v1::settlement_service_server::SettlementServiceServer<
+                        service::settlement::SettlementApi,
+                    >,
+                >(),
+            ],
+            routes: Routes::new(accounts)
+                .add_service(events)
+                .add_service(vouchers)
+                .add_service(codes)
+                .add_service(settlements),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),
         };
         let result = serve(definition, listener, self.config.common.server_options(), shutdown).await;
         purger.abort();
+        person_token_refresher.abort();
+        code_keys_watcher.abort();
         result
     }
 }

@@ -18,6 +18,15 @@ pub mod insurance {
     }
 }
 
+/// `medins.bench.v1`: the echo service `medins bench` measures its ceiling with.
+pub mod bench {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("medins.bench.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every medins proto, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/medins_descriptor.bin"));
 

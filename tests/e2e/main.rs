@@ -4,6 +4,22 @@
 mod support;
 
 mod accounts;
+mod audit;
+mod auth;
+mod cli;
+mod codes;
+mod face;
+mod health;
+mod idempotency;
+mod ledger;
+mod limits;
+mod links;
 mod migrations;
+mod outbox;
 mod persons;
+mod privacy;
+mod settlement;
+mod sms;
 mod telemetry;
+mod tokens;
+mod vouchers;

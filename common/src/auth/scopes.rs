@@ -15,18 +15,115 @@ pub const ACCOUNT_READ: &str = "account.read";
 pub const SERVICE: &str = "service";
 /// Submit face-verification outcomes.
 pub const FACE_SUBMIT: &str = "face.submit";
+/// Start face-verification sessions for a person.
+pub const FACE_START: &str = "face.start";
+/// Read and watch face-verification sessions.
+pub const FACE_READ: &str = "face.read";
+/// Send SMS verification codes to a phone.
+pub const SMS_SEND: &str = "sms.send";
+/// Check SMS verification codes.
+pub const SMS_VERIFY: &str = "sms.verify";
+/// Complete a person's real-name verification (SMS + identity authority).
+pub const REALNAME_COMPLETE: &str = "realname.complete";
+/// Link a partner's own user to a person, unlink it, list a person's links.
+pub const LINK_MANAGE: &str = "link.manage";
+/// Obtain person tokens for linked, real-name verified persons.
+pub const TOKEN_ISSUE: &str = "token.issue";
+/// Read the public keys that verify person tokens (every partner may).
+pub const KEYS_READ: &str = "keys.read";
+/// Read a person's own access history (with a person token).
+pub const AUDIT_READ: &str = "audit.read";
+/// Activate a person's electronic medical insurance voucher (with a person token).
+pub const VOUCHER_ACTIVATE: &str = "voucher.activate";
+/// Read vouchers (a person's own with a person token; operators any).
+pub const VOUCHER_READ: &str = "voucher.read";
+/// Suspend and resume vouchers (a person's own with a person token; operators any).
+pub const VOUCHER_MANAGE: &str = "voucher.manage";
+/// Issue dynamic payment codes for a voucher holder (with a person token).
+pub const CODE_ISSUE: &str = "code.issue";
+/// Verify (redeem) payment codes at a hospital or pharmacy counter.
+pub const CODE_VERIFY: &str = "code.verify";
+/// Credit contributions to individual accounts (employers, operators).
+pub const ACCOUNT_CREDIT: &str = "account.credit";
+/// Suspend and resume accounts (operators).
+pub const ACCOUNT_MANAGE: &str = "account.manage";
+/// Settle visits opened at the caller's counter (hospitals, pharmacies).
+pub const SETTLEMENT_WRITE: &str = "settlement.write";
+/// Reverse settlements (operators).
+pub const SETTLEMENT_REVERSE: &str = "settlement.reverse";
+/// Read a person's annual medical expenses (with a person token; operators any).
+pub const EXPENSES_READ: &str = "expenses.read";
 
 /// Apps that are a person's front door: mini programs, city apps.
-pub const FRONT_DOOR_APP: &[&str] = &[PERSON_REGISTER, PERSON_READ, ACCOUNT_READ];
+pub const FRONT_DOOR_APP: &[&str] = &[
+    PERSON_REGISTER,
+    PERSON_READ,
+    ACCOUNT_READ,
+    SMS_SEND,
+    SMS_VERIFY,
+    REALNAME_COMPLETE,
+    FACE_START,
+    FACE_READ,
+    LINK_MANAGE,
+    TOKEN_ISSUE,
+    KEYS_READ,
+    AUDIT_READ,
+    VOUCHER_ACTIVATE,
+    VOUCHER_READ,
+    VOUCHER_MANAGE,
+    CODE_ISSUE,
+    EXPENSES_READ,
+];
 /// Banks: a front door, and they open accounts.
-pub const BANK: &[&str] = &[PERSON_REGISTER, PERSON_READ, ACCOUNT_OPEN, ACCOUNT_READ];
+pub const BANK: &[&str] = &[
+    PERSON_REGISTER,
+    PERSON_READ,
+    ACCOUNT_OPEN,
+    ACCOUNT_READ,
+    SMS_SEND,
+    SMS_VERIFY,
+    REALNAME_COMPLETE,
+    FACE_START,
+    FACE_READ,
+    LINK_MANAGE,
+    TOKEN_ISSUE,
+    KEYS_READ,
+    AUDIT_READ,
+    VOUCHER_ACTIVATE,
+    VOUCHER_READ,
+    VOUCHER_MANAGE,
+    CODE_ISSUE,
+    EXPENSES_READ,
+];
 /// Hospitals and pharmacies.
-pub const POINT_OF_CARE: &[&str] = &[ACCOUNT_READ];
+pub const POINT_OF_CARE: &[&str] = &[ACCOUNT_READ, KEYS_READ, CODE_VERIFY, SETTLEMENT_WRITE];
 /// Face-verification providers.
-pub const FACE_PROVIDER: &[&str] = &[FACE_SUBMIT];
+pub const FACE_PROVIDER: &[&str] = &[FACE_SUBMIT, KEYS_READ];
 /// Employers.
-pub const EMPLOYER: &[&str] = &[PERSON_RESOLVE, ACCOUNT_OPEN, ACCOUNT_READ];
+pub const EMPLOYER: &[&str] = &[PERSON_RESOLVE, ACCOUNT_OPEN, ACCOUNT_READ, KEYS_READ, ACCOUNT_CREDIT];
 /// Operations staff.
-pub const OPS: &[&str] = &[PERSON_REGISTER, PERSON_READ, PERSON_RESOLVE, ACCOUNT_OPEN, ACCOUNT_READ];
+pub const OPS: &[&str] = &[
+    PERSON_REGISTER,
+    PERSON_READ,
+    PERSON_RESOLVE,
+    ACCOUNT_OPEN,
+    ACCOUNT_READ,
+    SMS_SEND,
+    SMS_VERIFY,
+    REALNAME_COMPLETE,
+    FACE_START,
+    FACE_READ,
+    LINK_MANAGE,
+    TOKEN_ISSUE,
+    KEYS_READ,
+    AUDIT_READ,
+    VOUCHER_READ,
+    VOUCHER_MANAGE,
+    ACCOUNT_CREDIT,
+    ACCOUNT_MANAGE,
+    SETTLEMENT_WRITE,
+    SETTLEMENT_REVERSE,
+    EXPENSES_READ,
+];
 /// medins services calling each other.
-pub const SERVICE_PEER: &[&str] = &[PERSON_READ, PERSON_RESOLVE, SERVICE];
+pub const SERVICE_PEER: &[&str] = &[PERSON_READ, PERSON_RESOLVE, SERVICE, FACE_START, FACE_READ, KEYS_READ];

@@ -1,5 +1,9 @@
 //! Rules of identity-svc: pure, no I/O.
 
+pub mod audit;
+pub mod face;
 pub mod id_number;
+pub mod link;
 pub mod person;
 pub mod phone;
+pub mod sms;

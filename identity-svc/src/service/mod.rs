@@ -1,12 +1,18 @@
 //! gRPC services of identity-svc: decode, authorise, call the domain and store, encode.
 
+pub mod audit;
+pub mod face;
+pub mod link;
 pub mod person;
+pub mod person_token;
+pub mod real_name;
+pub mod sms;
 
 use std::sync::Arc;
 
 use medins_common::{clock::SharedClock, db::Db, idempotency::Idempotency};
 
-use crate::store::person::PersonStore;
+use crate::store::{audit::AuditStore, link::LinkStore, person::PersonStore};
 
 /// What every handler of identity-svc shares.
 pub struct State {
@@ -18,6 +24,20 @@ pub struct State {
     pub clock: SharedClock,
     /// Idempotent retries.
     pub idempotency: Idempotency,
+    /// Face sessions: store, threshold, change notifications.
+    pub face: face::FaceContext,
+    /// Person-token keys: signing ring and verifier (reloaded when the key file changes).
+    pub person_tokens: Arc<person_token::PersonTokens>,
+    /// Partner links.
+    pub links: LinkStore,
+    /// The audit trail: `audit.record(..)` from every handler that reads or changes a person.
+    pub audit: AuditStore,
+    /// SMS challenges: `sms.consume_verified(..)` from every flow that needs a verified code.
+    pub sms: crate::store::sms::SmsStore,
+    /// Where SMS codes go.
+    pub sms_sender: Arc<dyn crate::sms::SmsSender>,
+    /// Who confirms real names.
+    pub identity_authority: Arc<dyn crate::authority::IdentityAuthority>,
 }
 
 /// Shared state handle.

@@ -14,15 +14,25 @@ use medins_proto::identity::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::SharedState;
+use super::{SharedState, person_token::authorize_person};
 use crate::{
     domain::{
+        audit::outcome_of,
         id_number::{self, Sex, age_on},
         person::{RealName, id_number_error, normalize_name, phone_error},
         phone,
     },
     store::person::{NewPerson, Person},
 };
+
+/// Audit method name of RegisterPerson.
+pub const REGISTER_PERSON: &str = "/medins.identity.v1.PersonService/RegisterPerson";
+/// Audit method name of GetPerson.
+pub const GET_PERSON: &str = "/medins.identity.v1.PersonService/GetPerson";
+/// Audit method name of ResolvePerson.
+pub const RESOLVE_PERSON: &str = "/medins.identity.v1.PersonService/ResolvePerson";
+/// Audit method name of CompleteRealName.
+pub const COMPLETE_REAL_NAME: &str = "/medins.identity.v1.PersonService/CompleteRealName";
 
 /// The PersonService implementation.
 pub struct PersonApi {
@@ -92,14 +102,24 @@ impl PersonService for PersonApi {
                 Ok(RegisterPersonResponse { person: Some(person_view(&person, state.clock.as_ref())), created })
             })
             .await?;
+        if let Some(person_id) = response.person.as_ref().and_then(|p| uuid::Uuid::parse_str(&p.person_id).ok()) {
+            self.state.audit.record(&caller.id, REGISTER_PERSON, person_id, tonic::Code::Ok).await;
+        }
         Ok(Response::new(response))
     }
 
     async fn get_person(&self, request: Request<GetPersonRequest>) -> Result<Response<GetPersonResponse>, Status> {
-        Caller::of(&request)?;
+        let caller = Caller::of(&request)?;
         let id = require_uuid("person_id", &request.get_ref().person_id)?;
-        let person = self.state.persons.find(id).await?.ok_or_else(person_not_found)?;
-        Ok(Response::new(GetPersonResponse { person: Some(person_view(&person, self.state.clock.as_ref())) }))
+        let result: Result<_, Status> = async {
+            // A partner reads a person only with a token for that person (OPS, SERVICE exempt).
+            authorize_person(&self.state, &request, id)?;
+            let person = self.state.persons.find(id).await?.ok_or_else(person_not_found)?;
+            Ok(Response::new(GetPersonResponse { person: Some(person_view(&person, self.state.clock.as_ref())) }))
+        }
+        .await;
+        self.state.audit.record(&caller.id, GET_PERSON, id, outcome_of(&result)).await;
+        result
     }
 
     async fn resolve_person(
@@ -113,10 +133,31 @@ impl PersonService for PersonApi {
         if created {
             tracing::info!(person_id = %person.id, partner = %caller.id, "person created by resolution");
         }
+        self.state.audit.record(&caller.id, RESOLVE_PERSON, person.id, tonic::Code::Ok).await;
         Ok(Response::new(ResolvePersonResponse {
             person: Some(person_view(&person, self.state.clock.as_ref())),
             created,
         }))
+    }
+
+    async fn complete_real_name(
+        &self,
+        request: Request<pb::CompleteRealNameRequest>,
+    ) -> Result<Response<pb::CompleteRealNameResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let person_id = require_uuid("person_id", &body.person_id)?;
+        let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
+        let state = &self.state;
+        let result = state
+            .idempotency
+            .run(&caller.id, "CompleteRealName", request.metadata(), body, || async {
+                let person = super::real_name::complete_real_name(state, person_id, challenge_id, &caller.id).await?;
+                Ok(pb::CompleteRealNameResponse { person: Some(person_view(&person, state.clock.as_ref())) })
+            })
+            .await;
+        state.audit.record(&caller.id, COMPLETE_REAL_NAME, person_id, outcome_of(&result)).await;
+        Ok(Response::new(result?))
     }
 }
 

@@ -1,7 +1,12 @@
 //! Storage of identity-svc: schema, models and queries.
 
+pub mod audit;
+pub mod face;
+pub mod link;
+pub mod outbox;
 pub mod person;
 pub mod schema;
+pub mod sms;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use medins_common::db::Migrations;

@@ -194,6 +194,33 @@ impl PersonStore {
         })
     }
 
+    /// Marks the real name of person `id` VERIFIED by `method` at `now` unless it already is,
+    /// on the caller's connection (inside its transaction, so that it commits together with
+    /// whatever justified it). Returns whether this call changed it; NOT_FOUND if no such person.
+    pub fn mark_real_name_verified_in(
+        &self,
+        conn: &mut DbConnection,
+        id: Uuid,
+        method: &str,
+        now: NaiveDateTime,
+    ) -> ApiResult<bool> {
+        let id = id.to_string();
+        let changed = diesel::update(
+            persons::table.find(&id).filter(persons::real_name_status.eq(RealName::Unverified.status_str())),
+        )
+        .set((
+            persons::real_name_status.eq("VERIFIED"),
+            persons::real_name_method.eq(Some(method)),
+            persons::real_name_verified_at.eq(Some(now)),
+            persons::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        if changed == 0 && persons::table.find(&id).select(persons::id).first::<String>(conn).optional()?.is_none() {
+            return Err(ApiError::not_found(Reason::PersonNotFound, "no person with this id"));
+        }
+        Ok(changed == 1)
+    }
+
     fn encrypt(&self, row_id: &str, column: &str, value: &str) -> Vec<u8> {
         self.cipher.encrypt_str(&FieldAad { table: TABLE, column, row_id }, value)
     }

@@ -19,3 +19,107 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    /// SMS verification challenges; the code only as an HMAC (see `store::sms`).
+    sms_challenges (id) {
+        id -> Text,
+        phone_index -> Binary,
+        phone_enc -> Binary,
+        code_hmac -> Binary,
+        purpose -> Text,
+        state -> Text,
+        attempts -> Integer,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        verified_at -> Nullable<Timestamp>,
+        consumed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// Per-phone lock rows of SendSmsCode on PostgreSQL.
+    sms_phone_locks (phone_index) {
+        phone_index -> Binary,
+        locked_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Face verification sessions: outcomes only, never an image.
+    face_sessions (id) {
+        id -> Text,
+        person_id -> Text,
+        purpose -> Text,
+        reference -> Text,
+        partner_id -> Text,
+        challenge -> Text,
+        status -> Text,
+        submissions -> Integer,
+        last_liveness_passed -> Nullable<Bool>,
+        last_similarity -> Nullable<Double>,
+        provider_id -> Nullable<Text>,
+        provider_reference -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Transactional outbox of FaceVerificationCompleted events for insurance-svc.
+    face_outbox (id) {
+        id -> Text,
+        session_id -> Text,
+        person_id -> Text,
+        purpose -> Text,
+        reference -> Text,
+        outcome -> Text,
+        finished_at -> Timestamp,
+        sequence -> Integer,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        delivered_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Partners' users linked to persons; the user ref encrypted, with a blind index.
+    partner_links (id) {
+        id -> Text,
+        partner_id -> Text,
+        person_id -> Text,
+        partner_user_ref_index -> Binary,
+        partner_user_ref_enc -> Binary,
+        linked_at -> Timestamp,
+        unlinked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// Audit trail of calls about persons, hash-chained.
+    audit_log (seq) {
+        seq -> BigInt,
+        partner_id -> Text,
+        method -> Text,
+        person_id -> Text,
+        outcome -> Text,
+        recorded_at -> Timestamp,
+        prev_hash -> Binary,
+        row_hash -> Binary,
+    }
+}
+
+diesel::table! {
+    /// The tail of the audit chain (one row, locked by appenders).
+    audit_chain_head (id) {
+        id -> Integer,
+        last_seq -> BigInt,
+        last_hash -> Binary,
+    }
+}

@@ -8,7 +8,9 @@ use medins_common::{
     telemetry::{client_span, inject_context},
 };
 use medins_proto::identity::v1::{
-    GetPersonRequest, PersonView, ResolvePersonRequest, person_service_client::PersonServiceClient,
+    FaceSession, GetFaceVerificationRequest, GetPersonRequest, GetPublicKeysRequest, PersonView, PublicKey,
+    ResolvePersonRequest, face_verification_service_client::FaceVerificationServiceClient,
+    person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
 };
 use tonic::{
     Code, Request, Status,
@@ -17,7 +19,9 @@ use tonic::{
 };
 use tracing::Instrument;
 
-const SERVICE: &str = "medins.identity.v1.PersonService";
+const PERSONS: &str = "medins.identity.v1.PersonService";
+const FACES: &str = "medins.identity.v1.FaceVerificationService";
+const TOKENS: &str = "medins.identity.v1.PersonTokenService";
 
 /// How the client reaches identity-svc.
 #[derive(Clone)]
@@ -42,6 +46,8 @@ impl std::fmt::Debug for IdentityClientOptions {
 #[derive(Clone)]
 pub struct IdentityClient {
     persons: PersonServiceClient<Channel>,
+    faces: FaceVerificationServiceClient<Channel>,
+    tokens: PersonTokenServiceClient<Channel>,
     authorization: AsciiMetadataValue,
     attempts: u32,
 }
@@ -59,14 +65,20 @@ impl IdentityClient {
         let authorization = format!("Bearer {}", options.api_key)
             .parse()
             .map_err(|_| anyhow::anyhow!("the identity-svc API key is not valid ASCII"))?;
-        Ok(Self { persons: PersonServiceClient::new(channel), authorization, attempts: options.attempts.max(1) })
+        Ok(Self {
+            persons: PersonServiceClient::new(channel.clone()),
+            faces: FaceVerificationServiceClient::new(channel.clone()),
+            tokens: PersonTokenServiceClient::new(channel),
+            authorization,
+            attempts: options.attempts.max(1),
+        })
     }
 
     /// Resolves name + ID number to a person (created at identity-svc if new).
     pub async fn resolve_person(&self, name: &str, id_number: &str, field_prefix: &str) -> ApiResult<PersonView> {
         let message = ResolvePersonRequest { name: name.to_owned(), id_number: id_number.to_owned() };
         let response = self
-            .call("ResolvePerson", field_prefix, message, |mut client, request| async move {
+            .call(&self.persons, PERSONS, "ResolvePerson", field_prefix, message, |mut client, request| async move {
                 client.resolve_person(request).await
             })
             .await?;
@@ -76,17 +88,46 @@ impl IdentityClient {
     /// A person by id.
     pub async fn get_person(&self, person_id: &str, field_prefix: &str) -> ApiResult<PersonView> {
         let message = GetPersonRequest { person_id: person_id.to_owned() };
-        let response =
-            self.call("GetPerson", field_prefix, message, |mut client, request| async move {
+        let response = self
+            .call(&self.persons, PERSONS, "GetPerson", field_prefix, message, |mut client, request| async move {
                 client.get_person(request).await
             })
             .await?;
         response.person.ok_or_else(|| ApiError::internal("identity-svc answered without a person"))
     }
 
+    /// A face session by id (insurance-svc's SERVICE key may read any session).
+    pub async fn get_face_verification(&self, session_id: &str, field_prefix: &str) -> ApiResult<FaceSession> {
+        let message = GetFaceVerificationRequest { session_id: session_id.to_owned() };
+        let response = self
+            .call(&self.faces, FACES, "GetFaceVerification", field_prefix, message, |mut client, request| async move {
+                client.get_face_verification(request).await
+            })
+            .await?;
+        response.session.ok_or_else(|| ApiError::internal("identity-svc answered without a face session"))
+    }
+
+    /// The public keys that verify person tokens now.
+    pub async fn get_public_keys(&self) -> ApiResult<Vec<PublicKey>> {
+        let response = self
+            .call(
+                &self.tokens,
+                TOKENS,
+                "GetPublicKeys",
+                "",
+                GetPublicKeysRequest {},
+                |mut client, request| async move { client.get_public_keys(request).await },
+            )
+            .await?;
+        Ok(response.keys)
+    }
+
     /// One call with retries, inside a client span whose context travels in the metadata.
-    async fn call<Req, Resp, F, Fut>(
+    #[allow(clippy::too_many_arguments)]
+    async fn call<C, Req, Resp, F, Fut>(
         &self,
+        client: &C,
+        service: &'static str,
         method: &'static str,
         field_prefix: &str,
         message: Req,
@@ -94,10 +135,11 @@ impl IdentityClient {
     ) -> ApiResult<Resp>
     where
         Req: Clone,
-        F: Fn(PersonServiceClient<Channel>, Request<Req>) -> Fut,
+        C: Clone,
+        F: Fn(C, Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        let span = client_span(SERVICE, method);
+        let span = client_span(service, method);
         async {
             let mut delay = Duration::from_millis(50);
             let mut attempt = 1;
@@ -105,7 +147,7 @@ impl IdentityClient {
                 let mut request = Request::new(message.clone());
                 request.metadata_mut().insert("authorization", self.authorization.clone());
                 inject_context(request.metadata_mut());
-                match send(self.persons.clone(), request).await {
+                match send(client.clone(), request).await {
                     Ok(response) => {
                         tracing::Span::current().record("rpc.grpc.status_code", 0);
                         return Ok(response.into_inner());

@@ -1,3 +1,9 @@
 //! Rules of insurance-svc: pure, no I/O.
 
 pub mod account;
+pub mod code;
+pub mod face;
+pub mod ledger;
+pub mod qr;
+pub mod settlement;
+pub mod voucher;

@@ -3,23 +3,28 @@
 use chrono::NaiveDate;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::Caller,
+    auth::{Caller, PartnerKind},
     convert::timestamp,
     error::{require_enum, require_uuid},
 };
 use medins_proto::{
     identity::v1::PersonView,
     insurance::v1::{
-        self as pb, GetAccountRequest, GetAccountResponse, OpenAccountRequest, OpenAccountResponse,
+        self as pb, CreditContributionRequest, CreditContributionResponse, GetAccountRequest, GetAccountResponse,
+        ListAccountEntriesRequest, ListAccountEntriesResponse, OpenAccountRequest, OpenAccountResponse,
+        ResumeAccountRequest, ResumeAccountResponse, SuspendAccountRequest, SuspendAccountResponse,
         account_service_server::AccountService, get_account_request, open_account_request,
     },
 };
 use tonic::{Request, Response, Status};
 
-use super::SharedState;
+use super::{SharedState, settlement::authorize_person_read};
 use crate::{
-    domain::account::{AccountStatus, Scheme, account_terms},
-    store::account::Account,
+    domain::{
+        account::{AccountStatus, Scheme, account_terms},
+        ledger::{self, EntryCursor, EntryKind},
+    },
+    store::{account::Account, ledger::Entry},
 };
 
 /// The AccountService implementation.
@@ -66,6 +71,25 @@ pub fn account_message(account: &Account) -> pb::Account {
         } as i32,
         balance_cents: account.balance_cents,
         opened_at: Some(timestamp(account.opened_at)),
+    }
+}
+
+/// The wire form of a ledger entry.
+pub fn entry_message(entry: &Entry) -> pb::AccountEntry {
+    pb::AccountEntry {
+        entry_id: entry.id.to_string(),
+        account_id: entry.account_id.to_string(),
+        kind: match entry.kind {
+            EntryKind::Contribution => pb::EntryKind::Contribution,
+            EntryKind::Settlement => pb::EntryKind::Settlement,
+            EntryKind::FamilyAid => pb::EntryKind::FamilyAid,
+            EntryKind::Adjustment => pb::EntryKind::Adjustment,
+            EntryKind::Reversal => pb::EntryKind::Reversal,
+        } as i32,
+        amount_cents: entry.amount_cents,
+        balance_after_cents: entry.balance_after_cents,
+        reference: entry.reference.clone(),
+        created_at: Some(timestamp(entry.created_at)),
     }
 }
 
@@ -130,5 +154,90 @@ impl AccountService for AccountApi {
         };
         let account = account.ok_or_else(account_not_found)?;
         Ok(Response::new(GetAccountResponse { account: Some(account_message(&account)) }))
+    }
+
+    async fn credit_contribution(
+        &self,
+        request: Request<CreditContributionRequest>,
+    ) -> Result<Response<CreditContributionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let account_id = require_uuid("account_id", &body.account_id)?;
+        let contribution = ledger::contribution(body.amount_cents, &body.reference)?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "CreditContribution", request.metadata(), body, || async {
+                let (entry, account) = state.ledger.credit(account_id, contribution, state.clock.stored_now()).await?;
+                tracing::info!(%account_id, entry_id = %entry.id, partner = %caller.id, "contribution credited");
+                Ok(CreditContributionResponse {
+                    entry: Some(entry_message(&entry)),
+                    account: Some(account_message(&account)),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_account_entries(
+        &self,
+        request: Request<ListAccountEntriesRequest>,
+    ) -> Result<Response<ListAccountEntriesResponse>, Status> {
+        Caller::of(&request)?;
+        let body = request.get_ref();
+        let account_id = require_uuid("account_id", &body.account_id)?;
+        let page_size = ledger::page_size(body.page_size)?;
+        let cursor = match body.page_token.trim() {
+            "" => None,
+            token => Some(EntryCursor::decode(token, account_id)?),
+        };
+        let account = self.state.accounts.find(account_id).await?.ok_or_else(account_not_found)?;
+        // Employers pay into their employees' ledgers and reconcile against them.
+        authorize_person_read(&self.state, &request, account.person_id, &[PartnerKind::Employer]).await?;
+        let (entries, next) = self.state.ledger.list(account_id, cursor, page_size).await?;
+        Ok(Response::new(ListAccountEntriesResponse {
+            entries: entries.iter().map(entry_message).collect(),
+            next_page_token: next.map(|cursor| cursor.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn suspend_account(
+        &self,
+        request: Request<SuspendAccountRequest>,
+    ) -> Result<Response<SuspendAccountResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let account_id = require_uuid("account_id", &body.account_id)?;
+        // The reason is checked but not logged: free text may hold personal data.
+        ledger::ops_reason(&body.reason)?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "SuspendAccount", request.metadata(), body, || async {
+                let account = state.ledger.change_status(account_id, ledger::suspend, state.clock.stored_now()).await?;
+                tracing::info!(%account_id, partner = %caller.id, "account suspended");
+                Ok(SuspendAccountResponse { account: Some(account_message(&account)) })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn resume_account(
+        &self,
+        request: Request<ResumeAccountRequest>,
+    ) -> Result<Response<ResumeAccountResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let account_id = require_uuid("account_id", &body.account_id)?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "ResumeAccount", request.metadata(), body, || async {
+                let account = state.ledger.change_status(account_id, ledger::resume, state.clock.stored_now()).await?;
+                tracing::info!(%account_id, partner = %caller.id, "account resumed");
+                Ok(ResumeAccountResponse { account: Some(account_message(&account)) })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 }

@@ -1,6 +1,10 @@
 //! gRPC services of insurance-svc: decode, authorise, call the domain and store, encode.
 
 pub mod account;
+pub mod code;
+pub mod events;
+pub mod settlement;
+pub mod voucher;
 
 use std::sync::Arc;
 
@@ -20,6 +24,22 @@ pub struct State {
     pub clock: SharedClock,
     /// Idempotent retries.
     pub idempotency: Idempotency,
+    /// Face outcomes reported by identity-svc.
+    pub face_outcomes: crate::store::face_outcome::FaceOutcomeStore,
+    /// The individual-account ledger.
+    pub ledger: crate::store::ledger::LedgerStore,
+    /// Settlements, year-to-date totals and the policy table they are computed with.
+    pub settlements: crate::store::settlement::SettlementStore,
+    /// Vouchers and their activations.
+    pub vouchers: crate::store::voucher::VoucherStore,
+    /// Visits opened by verified codes.
+    pub visits: crate::store::visit::VisitStore,
+    /// identity-svc's person-token keys, kept current.
+    pub person_tokens: Arc<crate::person_tokens::PersonTokenKeys>,
+    /// Payment-code signing keys.
+    pub code_keys: Arc<crate::code_keys::CodeKeys>,
+    /// Masked holder facts for the counter, cached briefly.
+    pub holders: Arc<code::HolderCache>,
 }
 
 /// Shared state handle.

@@ -153,3 +153,32 @@ impl AccountStore {
             .await
     }
 }
+
+/// Reads an account inside a write transaction and, on PostgreSQL, holds its row until the
+/// transaction ends (`FOR NO KEY UPDATE`: concurrent ledger writes on one account queue here,
+/// while inserts that merely reference the account, such as visits, still proceed). On SQLite
+/// `BEGIN IMMEDIATE` already holds the database's single write lock.
+pub(crate) fn lock_account(conn: &mut medins_common::db::DbConnection, id: Uuid) -> ApiResult<Option<Account>> {
+    use medins_common::db::DbConnection;
+    let key = id.to_string();
+    let row = match conn {
+        DbConnection::Sqlite(_) => accounts::table.find(key).select(AccountRow::as_select()).first(conn).optional()?,
+        DbConnection::Postgres(pg) => {
+            accounts::table.find(key).select(AccountRow::as_select()).for_no_key_update().first(pg).optional()?
+        }
+    };
+    row.map(Account::try_from).transpose()
+}
+
+/// Sets an account's status (inside the caller's transaction).
+pub(crate) fn set_account_status(
+    conn: &mut medins_common::db::DbConnection,
+    id: Uuid,
+    status: AccountStatus,
+    now: NaiveDateTime,
+) -> ApiResult<()> {
+    diesel::update(accounts::table.find(id.to_string()))
+        .set((accounts::status.eq(status.as_str()), accounts::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}

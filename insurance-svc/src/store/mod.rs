@@ -1,7 +1,12 @@
 //! Storage of insurance-svc: schema, models and queries.
 
 pub mod account;
+pub mod face_outcome;
+pub mod ledger;
 pub mod schema;
+pub mod settlement;
+pub mod visit;
+pub mod voucher;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use medins_common::db::Migrations;

@@ -15,3 +15,121 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    /// Outcomes of face sessions with an insurance purpose, one per session.
+    face_outcomes (session_id) {
+        session_id -> Text,
+        event_id -> Text,
+        person_id -> Text,
+        purpose -> Text,
+        reference -> Text,
+        outcome -> Text,
+        finished_at -> Timestamp,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Vouchers, one per person (migration 000003).
+    vouchers (id) {
+        id -> Text,
+        person_id -> Text,
+        status -> Text,
+        activated_at -> Timestamp,
+        updated_at -> Timestamp,
+        suspended_by -> Nullable<Text>,
+        suspension_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Each activation of a voucher; a face session activates at most once.
+    voucher_activations (id) {
+        id -> Text,
+        voucher_id -> Text,
+        channel -> Text,
+        face_session_id -> Nullable<Text>,
+        partner_id -> Text,
+        activated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Visits opened by redeeming a code; `code_nonce` is unique.
+    visits (id) {
+        id -> Text,
+        voucher_id -> Text,
+        person_id -> Text,
+        account_id -> Text,
+        partner_id -> Text,
+        code_nonce -> Binary,
+        code_key_id -> Text,
+        opened_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// One settlement per visit.
+    settlements (id) {
+        id -> Text,
+        visit_id -> Text,
+        person_id -> Text,
+        category -> Text,
+        pay_from -> Text,
+        charged_account_id -> Nullable<Text>,
+        total_cents -> BigInt,
+        fund_cents -> BigInt,
+        account_cents -> BigInt,
+        self_cents -> BigInt,
+        deductible_cents -> BigInt,
+        year -> Integer,
+        items_summary -> Text,
+        status -> Text,
+        settled_at -> Timestamp,
+        reversed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The individual-account ledger.
+    account_entries (id) {
+        id -> Text,
+        account_id -> Text,
+        kind -> Text,
+        amount_cents -> BigInt,
+        balance_after_cents -> BigInt,
+        reference -> Text,
+        settlement_id -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Year-to-date totals per person, year and category.
+    annual_totals (person_id, year, category) {
+        person_id -> Text,
+        year -> Integer,
+        category -> Text,
+        total_cents -> BigInt,
+        fund_cents -> BigInt,
+        deductible_cents -> BigInt,
+    }
+}
+
+diesel::joinable!(voucher_activations -> vouchers (voucher_id));
+diesel::joinable!(visits -> vouchers (voucher_id));
+diesel::joinable!(visits -> accounts (account_id));
+diesel::joinable!(settlements -> visits (visit_id));
+diesel::joinable!(account_entries -> accounts (account_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    face_outcomes,
+    vouchers,
+    voucher_activations,
+    visits,
+    settlements,
+    account_entries,
+    annual_totals,
+);

@@ -5,6 +5,9 @@
 //! tests seeded (see [`sensitive`]); a stack refuses to shut down cleanly if any leaked.
 
 pub mod privacy;
+pub mod settlement;
+pub mod sms;
+pub mod vouchers;
 
 use std::{
     path::PathBuf,
@@ -25,6 +28,7 @@ use medins_common::{
     crypto::DataKeys,
     db::Db,
     telemetry::inject_context,
+    token::TokenKeyRing,
 };
 use medins_proto::{
     identity::v1::person_service_client::PersonServiceClient,
@@ -49,6 +53,8 @@ pub struct Keys {
     pub face_provider: String,
     pub employer: String,
     pub service: String,
+    /// identity-svc's SERVICE key at insurance-svc (its outbox delivers with it).
+    pub identity_service: String,
 }
 
 /// Adds the API key, an optional idempotency key, and the current trace context.
@@ -76,11 +82,30 @@ pub struct StackOptions {
     pub health_check_interval: Duration,
     /// NOT_SERVING time before the listener closes at shutdown.
     pub shutdown_grace: Duration,
+    /// One more partner (id, kind with its default scopes, rate limit); its key is
+    /// [`Stack::extra_key`].
+    pub extra_partner: Option<(String, PartnerKind, RateLimit)>,
+    /// Start insurance-svc with the stack. When false it is built (migrated) and its address is
+    /// bound but nobody answers there (calls hang until their deadline) until
+    /// [`Stack::start_insurance`].
+    pub start_insurance: bool,
+    /// identity-svc's outbox call deadline (its lease is 4 times this).
+    pub outbox_timeout: Duration,
+    /// identity-svc's identity authority; default: the development stand-in reading
+    /// [`Stack::deny_list`].
+    pub identity_authority: Option<Arc<dyn identity_svc::authority::IdentityAuthority>>,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { health_check_interval: Duration::from_millis(100), shutdown_grace: Duration::from_millis(50) }
+        Self {
+            health_check_interval: Duration::from_millis(100),
+            shutdown_grace: Duration::from_millis(50),
+            extra_partner: None,
+            start_insurance: true,
+            outbox_timeout: Duration::from_millis(500),
+            identity_authority: None,
+        }
     }
 }
 
@@ -89,17 +114,32 @@ pub struct Stack {
     pub identity_addr: std::net::SocketAddr,
     pub insurance_addr: std::net::SocketAddr,
     pub keys: Keys,
+    /// The key of `StackOptions::extra_partner`, if one was asked for.
+    pub extra_key: Option<String>,
     pub clock: ManualClock,
     pub identity_db: Db,
     pub insurance_db: Db,
     pub partners_file: PathBuf,
+    /// identity-svc's person-token key file (rotate it to test key rotation).
+    pub token_keys_file: PathBuf,
     pub identity_partners: medins_common::auth::Partners,
     pub insurance_partners: medins_common::auth::Partners,
     pub databases: TestDatabases,
+    /// Codes identity-svc sent: `stack.sms.last_code(phone)`.
+    pub sms: sms::SmsInbox,
+    /// Deny list of the development identity authority (one ID number per line; absent: empty).
+    pub deny_list: PathBuf,
+    identity_dependencies: identity_svc::Dependencies,
     identity_stop: watch::Sender<bool>,
     insurance_stop: watch::Sender<bool>,
     identity_task: Option<JoinHandle<anyhow::Result<()>>>,
     insurance_task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// identity-svc's configuration, to start it again on the same database.
+    identity_config: identity_svc::Config,
+    /// insurance-svc's configuration, to start more replicas on the same database.
+    insurance_config: insurance_svc::Config,
+    /// insurance-svc built on its bound listener but not started (`StackOptions::start_insurance`).
+    unstarted_insurance: Option<(InsuranceService, TcpListener)>,
     _dir: tempfile::TempDir,
 }
 
@@ -201,15 +241,33 @@ impl Stack {
             face_provider: add(&mut file, "face-provider", PartnerKind::FaceProvider),
             employer: add(&mut file, "employer", PartnerKind::Employer),
             service: add(&mut file, "insurance-svc", PartnerKind::Service),
+            identity_service: add(&mut file, "identity-svc", PartnerKind::Service),
         };
+        let extra_key = options.extra_partner.as_ref().map(|(id, kind, rate_limit)| {
+            file.add_partner(id, id, *kind, None, *rate_limit, "2026-11-23T00:00:00Z")
+                .expect("add extra partner")
+                .expose()
+                .to_owned()
+        });
         let partners_file = dir.path().join("partners.toml");
         file.save(&partners_file).expect("save partners");
         let keys_file = dir.path().join("data-keys.toml");
         DataKeys::generate().save_new(&keys_file).expect("save data keys");
+        let token_keys_file = dir.path().join("person-token-keys.toml");
+        TokenKeyRing::generate(chrono::Utc::now()).save_new(&token_keys_file).expect("save person-token keys");
 
         let databases = TestDatabases::create(dir.path());
         let (identity_url, insurance_url) = databases.urls();
         let clock = ManualClock::new(chrono::Utc::now());
+        let sms = sms::SmsInbox::default();
+        let deny_list = dir.path().join("deny-list.txt");
+        let identity_dependencies = identity_svc::Dependencies {
+            clock: Arc::new(clock.clone()),
+            sms_sender: Some(Arc::new(sms.sender.clone())),
+            identity_authority: Some(options.identity_authority.clone().unwrap_or_else(|| {
+                Arc::new(identity_svc::authority::DevIdentityAuthority::new(Some(deny_list.clone())))
+            })),
+        };
 
         let common = |url: String| {
             let mut common = CommonArgs::new(url, partners_file.clone());
@@ -225,14 +283,23 @@ impl Stack {
         let identity_addr = identity_listener.local_addr().unwrap();
         let insurance_addr = insurance_listener.local_addr().unwrap();
 
-        let identity = IdentityService::build(
-            identity_svc::Config::new(common(identity_url), Some(keys_file)),
-            identity_svc::Dependencies { clock: Arc::new(clock.clone()) },
-        )
-        .await
-        .expect("build identity-svc");
-        let insurance = InsuranceService::build(
+        let identity_config = {
+            let mut config = identity_svc::Config::new(common(identity_url), Some(keys_file))
+                .with_token_keys_file(token_keys_file.clone());
+            // Rotations in tests are picked up within a few ticks.
+            config.tokens.token_keys_check_interval = Duration::from_millis(50);
+            face_and_outbox_settings(&mut config, insurance_addr, &keys, &options);
+            config
+        };
+        let identity = IdentityService::build(identity_config.clone(), identity_dependencies.clone())
+            .await
+            .expect("build identity-svc");
+        let insurance_config = vouchers::insurance_config(
             insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), keys.service.clone()),
+            dir.path(),
+        );
+        let insurance = InsuranceService::build(
+            insurance_config.clone(),
             insurance_svc::Dependencies { clock: Arc::new(clock.clone()) },
         )
         .await
@@ -245,23 +312,35 @@ impl Stack {
         let (identity_stop, identity_rx) = watch::channel(false);
         let (insurance_stop, insurance_rx) = watch::channel(false);
         let identity_task = tokio::spawn(identity.serve(identity_listener, stopped(identity_rx)));
-        let insurance_task = tokio::spawn(insurance.serve(insurance_listener, stopped(insurance_rx)));
+        let (insurance_task, unstarted_insurance) = if options.start_insurance {
+            (Some(tokio::spawn(insurance.serve(insurance_listener, stopped(insurance_rx)))), None)
+        } else {
+            (None, Some((insurance, insurance_listener)))
+        };
 
         let stack = Stack {
             identity_addr,
             insurance_addr,
             keys,
+            extra_key,
             clock,
             identity_db,
             insurance_db,
             partners_file,
+            token_keys_file,
             identity_partners,
             insurance_partners,
             databases,
+            sms,
+            deny_list,
+            identity_dependencies,
             identity_stop,
             insurance_stop,
             identity_task: Some(identity_task),
-            insurance_task: Some(insurance_task),
+            insurance_task,
+            identity_config,
+            insurance_config,
+            unstarted_insurance,
             _dir: dir,
         };
         stack.wait_until_serving().await;
@@ -269,7 +348,9 @@ impl Stack {
     }
 
     async fn wait_until_serving(&self) {
-        for addr in [self.identity_addr, self.insurance_addr] {
+        let identity = self.identity_task.is_some().then_some(self.identity_addr);
+        let insurance = self.insurance_task.is_some().then_some(self.insurance_addr);
+        for addr in [identity, insurance].into_iter().flatten() {
             let mut health = tonic_health::pb::health_client::HealthClient::new(channel(addr));
             for attempt in 0.. {
                 let status = health
@@ -301,6 +382,50 @@ impl Stack {
         PersonServiceClient::with_interceptor(self.identity_channel(), interceptor(key))
     }
 
+    /// identity-svc SMS codes, as the partner holding `key`.
+    pub fn sms_codes(
+        &self,
+        key: Option<&str>,
+    ) -> medins_proto::identity::v1::sms_service_client::SmsServiceClient<Intercepted> {
+        medins_proto::identity::v1::sms_service_client::SmsServiceClient::with_interceptor(
+            self.identity_channel(),
+            interceptor(key),
+        )
+    }
+
+    /// identity-svc partner links, as the partner holding `key`.
+    pub fn links(
+        &self,
+        key: Option<&str>,
+    ) -> medins_proto::identity::v1::partner_link_service_client::PartnerLinkServiceClient<Intercepted> {
+        medins_proto::identity::v1::partner_link_service_client::PartnerLinkServiceClient::with_interceptor(
+            self.identity_channel(),
+            interceptor(key),
+        )
+    }
+
+    /// identity-svc person tokens, as the partner holding `key`.
+    pub fn person_tokens(
+        &self,
+        key: Option<&str>,
+    ) -> medins_proto::identity::v1::person_token_service_client::PersonTokenServiceClient<Intercepted> {
+        medins_proto::identity::v1::person_token_service_client::PersonTokenServiceClient::with_interceptor(
+            self.identity_channel(),
+            interceptor(key),
+        )
+    }
+
+    /// identity-svc access history, as the partner holding `key`.
+    pub fn access_history(
+        &self,
+        key: Option<&str>,
+    ) -> medins_proto::identity::v1::access_history_service_client::AccessHistoryServiceClient<Intercepted> {
+        medins_proto::identity::v1::access_history_service_client::AccessHistoryServiceClient::with_interceptor(
+            self.identity_channel(),
+            interceptor(key),
+        )
+    }
+
     /// insurance-svc accounts, as the partner holding `key`.
     pub fn accounts(&self, key: Option<&str>) -> AccountServiceClient<Intercepted> {
         AccountServiceClient::with_interceptor(self.insurance_channel(), interceptor(key))
@@ -309,6 +434,19 @@ impl Stack {
     /// Asks identity-svc to stop (NOT_SERVING, grace, drain) without waiting.
     pub fn begin_identity_shutdown(&self) {
         let _ = self.identity_stop.send(true);
+    }
+
+    /// Waits at most `within` for identity-svc to stop (after [`Stack::begin_identity_shutdown`]);
+    /// true if it stopped cleanly in time.
+    pub async fn wait_for_identity_to_stop(&mut self, within: Duration) -> bool {
+        let Some(task) = self.identity_task.as_mut() else { return true };
+        match tokio::time::timeout(within, task).await {
+            Ok(result) => {
+                self.identity_task = None;
+                matches!(result, Ok(Ok(())))
+            }
+            Err(_) => false,
+        }
     }
 
     /// Stops both services and checks that no personal data reached logs or spans.
@@ -343,6 +481,13 @@ fn interceptor(key: Option<&str>) -> CallerInterceptor {
 pub fn with_idempotency_key<T>(message: T, key: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert("idempotency-key", key.parse().expect("ascii key"));
+    request
+}
+
+/// A request carrying a person token (`x-person-token`).
+pub fn with_person_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("x-person-token", token.parse().expect("ascii token"));
     request
 }
 
@@ -438,4 +583,89 @@ async fn count_rows(db: &Db, table: &'static str) -> i64 {
     })
     .await
     .expect("count rows")
+}
+
+/// Face sessions and the outbox, with test timings: the sweeper and watch polls every 50 ms,
+/// delivery to this stack's insurance-svc with retries from 20 ms capped at 200 ms.
+fn face_and_outbox_settings(
+    config: &mut identity_svc::Config,
+    insurance_addr: std::net::SocketAddr,
+    keys: &Keys,
+    options: &StackOptions,
+) {
+    config.face.face_sweep_interval = Duration::from_millis(50);
+    config.face.face_watch_poll_interval = Duration::from_millis(50);
+    config.outbox.insurance_url = Some(format!("http://{insurance_addr}"));
+    config.outbox.insurance_api_key = Some(keys.identity_service.clone());
+    config.outbox.outbox_timeout = options.outbox_timeout;
+    config.outbox.outbox_lease = options.outbox_timeout * 4;
+    config.outbox.outbox_backoff_base = Duration::from_millis(20);
+    config.outbox.outbox_backoff_cap = Duration::from_millis(200);
+    config.outbox.outbox_poll_interval = Duration::from_millis(50);
+}
+
+/// Starting services late, and killing and restarting identity-svc (outbox tests).
+impl Stack {
+    /// identity-svc face sessions, as the partner holding `key`.
+    pub fn faces(
+        &self,
+        key: Option<&str>,
+    ) -> medins_proto::identity::v1::face_verification_service_client::FaceVerificationServiceClient<Intercepted> {
+        medins_proto::identity::v1::face_verification_service_client::FaceVerificationServiceClient::with_interceptor(
+            self.identity_channel(),
+            interceptor(key),
+        )
+    }
+
+    /// insurance-svc's event receiver, as the partner holding `key`.
+    pub fn identity_events(
+        &self,
+        key: Option<&str>,
+    ) -> medins_proto::insurance::v1::identity_event_service_client::IdentityEventServiceClient<Intercepted> {
+        medins_proto::insurance::v1::identity_event_service_client::IdentityEventServiceClient::with_interceptor(
+            self.insurance_channel(),
+            interceptor(key),
+        )
+    }
+
+    /// Starts insurance-svc on its pre-bound address (after `start_insurance: false`).
+    pub async fn start_insurance(&mut self) {
+        let (insurance, listener) = self.unstarted_insurance.take().expect("insurance-svc was started already");
+        let (stop, rx) = watch::channel(false);
+        self.insurance_stop = stop;
+        self.insurance_task = Some(tokio::spawn(insurance.serve(listener, stopped(rx))));
+        self.wait_until_serving().await;
+    }
+
+    /// Kills identity-svc at once, as a crash would: its server, expiry sweeper and outbox
+    /// worker stop wherever they are (no drain).
+    pub async fn kill_identity(&mut self) {
+        let task = self.identity_task.take().expect("identity-svc is running");
+        task.abort();
+        let _ = task.await;
+    }
+
+    /// Starts a new identity-svc on the same database and address (after
+    /// [`Stack::kill_identity`]).
+    pub async fn restart_identity(&mut self) {
+        assert!(self.identity_task.is_none(), "identity-svc is still running");
+        let mut listener = None;
+        for _ in 0..100 {
+            match TcpListener::bind(self.identity_addr).await {
+                Ok(bound) => {
+                    listener = Some(bound);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let listener = listener.expect("identity-svc's address can be bound again");
+        let identity = IdentityService::build(self.identity_config.clone(), self.identity_dependencies.clone())
+            .await
+            .expect("build identity-svc again");
+        let (stop, rx) = watch::channel(false);
+        self.identity_stop = stop;
+        self.identity_task = Some(tokio::spawn(identity.serve(listener, stopped(rx))));
+        self.wait_until_serving().await;
+    }
 }

@@ -13,16 +13,37 @@ use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt, util::Subs
 struct Capture {
     /// Seeded personal values (names, ID numbers, phones, codes).
     sensitive: Vec<String>,
+    /// Short secrets (SMS codes), matched only as whole tokens: see [`sensitive_token`].
+    tokens: Vec<String>,
     /// Everything logged so far.
     logs: Vec<u8>,
 }
 
-static CAPTURE: Mutex<Capture> = Mutex::new(Capture { sensitive: Vec::new(), logs: Vec::new() });
+static CAPTURE: Mutex<Capture> = Mutex::new(Capture { sensitive: Vec::new(), tokens: Vec::new(), logs: Vec::new() });
 static SPANS: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
 
 /// Records a value that must never appear in logs or spans.
 pub fn sensitive(value: &str) {
     CAPTURE.lock().unwrap().sensitive.push(value.to_owned());
+}
+
+/// Records a short secret (a 6-digit SMS code) that must never appear in logs or spans.
+///
+/// Six digits occur by chance all over the captured text (the microseconds of every log
+/// timestamp, runs inside ids, span timings), so [`sensitive`] would fail at random. Such a
+/// value counts as leaked only where it stands as a token of its own (no letter or digit on
+/// either side, as in `code=123456` or `"123456"`), outside the tracing layer's `*_ns` timings.
+pub fn sensitive_token(value: &str) {
+    CAPTURE.lock().unwrap().tokens.push(value.to_owned());
+}
+
+/// Whether `token` occurs in `text` with no letter or digit right before or after it.
+fn contains_token(text: &str, token: &str) -> bool {
+    text.match_indices(token).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + token.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
 }
 
 struct CaptureWriter;
@@ -76,7 +97,14 @@ pub fn assert_no_leaks() {
     let spans: Vec<String> = finished_spans()
         .iter()
         .map(|span| {
-            let attributes: Vec<String> = span.attributes.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+            let attributes: Vec<String> = span
+                .attributes
+                .iter()
+                // Timings (busy_ns, idle_ns) are numbers of the tracing layer, never data; left out
+                // so that they cannot match a short token by chance.
+                .filter(|kv| !kv.key.as_str().ends_with("_ns"))
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect();
             let events: Vec<String> = span
                 .events
                 .iter()
@@ -94,5 +122,19 @@ pub fn assert_no_leaks() {
     for value in &capture.sensitive {
         assert!(!logs.contains(value.as_str()), "a seeded personal value reached the logs");
         assert!(!spans.iter().any(|s| s.contains(value.as_str())), "a seeded personal value reached a span");
+    }
+    for token in &capture.tokens {
+        assert!(!contains_token(&logs, token), "a seeded SMS code reached the logs");
+        assert!(!spans.iter().any(|s| contains_token(s, token)), "a seeded SMS code reached a span");
+    }
+}
+
+#[test]
+fn a_short_token_counts_only_where_it_stands_alone() {
+    for leaked in ["code=123456", "\"123456\"", "123456", "code: 123456 sent", "(123456)"] {
+        assert!(contains_token(leaked, "123456"), "{leaked}");
+    }
+    for chance in ["2026-11-23T10:12:34.123456Z", "01912345-6789-7abc-9123-456789abcdef", "x1234567", "a123456"] {
+        assert!(!contains_token(chance, "123456"), "{chance}");
     }
 }

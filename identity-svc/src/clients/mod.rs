@@ -1,0 +1,3 @@
+//! Clients of the other medins service.
+
+pub mod insurance;

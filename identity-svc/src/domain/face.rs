@@ -1,0 +1,385 @@
+//! Face verification rules (DESIGN.md 5): purposes, the session lifecycle, what a provider's
+//! submission does, and the liveness challenge. Pure: the caller brings the time and the
+//! randomness.
+//!
+//! A passing submission (liveness and similarity >= threshold) ends the session PASSED. A
+//! failing one leaves it PENDING so the person can try again in front of the camera, except the
+//! third, which ends it FAILED: a session takes at most [`MAX_SUBMISSIONS`]. We chose this over
+//! "the first failure ends it" because a failed liveness check is usually light, angle or a
+//! misread digit, and a new session would mean a new challenge and a new round trip through the
+//! partner's app for nothing; three tries bound the guessing a bad actor can do.
+
+use chrono::{Duration, NaiveDateTime};
+use medins_common::{ApiError, ApiResult, Reason};
+
+/// How long a session waits for a passing submission.
+pub const SESSION_LIFETIME: Duration = Duration::minutes(5);
+
+/// Submissions a session accepts.
+pub const MAX_SUBMISSIONS: i32 = 3;
+
+/// Longest `reference` a caller may attach, in characters.
+pub const MAX_REFERENCE_CHARS: usize = 128;
+
+/// The default similarity threshold.
+pub const DEFAULT_THRESHOLD: f64 = 0.80;
+
+/// What a session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FacePurpose {
+    /// Real-name verification at identity-svc.
+    RealName,
+    /// Activating the insurance voucher.
+    VoucherActivation,
+    /// Binding a family member aged 16 or over.
+    FamilyBinding,
+    /// Applying for a card online.
+    CardApplication,
+}
+
+impl FacePurpose {
+    /// Every purpose.
+    pub const ALL: [FacePurpose; 4] = [
+        FacePurpose::RealName,
+        FacePurpose::VoucherActivation,
+        FacePurpose::FamilyBinding,
+        FacePurpose::CardApplication,
+    ];
+
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FacePurpose::RealName => "REAL_NAME",
+            FacePurpose::VoucherActivation => "VOUCHER_ACTIVATION",
+            FacePurpose::FamilyBinding => "FAMILY_BINDING",
+            FacePurpose::CardApplication => "CARD_APPLICATION",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// Whether insurance-svc is told when a session of this purpose ends (through the outbox).
+    pub fn notifies_insurance(self) -> bool {
+        match self {
+            FacePurpose::RealName => false,
+            FacePurpose::VoucherActivation | FacePurpose::FamilyBinding | FacePurpose::CardApplication => true,
+        }
+    }
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaceStatus {
+    /// Waiting for a passing submission.
+    Pending,
+    /// A submission passed.
+    Passed,
+    /// Three submissions, none passed.
+    Failed,
+    /// No passing submission before the expiry.
+    Expired,
+}
+
+impl FaceStatus {
+    /// Every status.
+    pub const ALL: [FaceStatus; 4] = [FaceStatus::Pending, FaceStatus::Passed, FaceStatus::Failed, FaceStatus::Expired];
+
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaceStatus::Pending => "PENDING",
+            FaceStatus::Passed => "PASSED",
+            FaceStatus::Failed => "FAILED",
+            FaceStatus::Expired => "EXPIRED",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the session has ended (and so never changes again).
+    pub fn is_final(self) -> bool {
+        self != FaceStatus::Pending
+    }
+}
+
+/// The similarity a submission must reach, validated to lie in 0..=1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold(f64);
+
+impl Threshold {
+    /// A threshold; `None` unless `0 <= value <= 1` (NaN included).
+    pub fn new(value: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&value).then_some(Self(value))
+    }
+
+    /// The value.
+    pub fn value(self) -> f64 {
+        self.0
+    }
+}
+
+impl Default for Threshold {
+    fn default() -> Self {
+        Self(DEFAULT_THRESHOLD)
+    }
+}
+
+/// The part of a session the rules look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionState {
+    /// Stored status.
+    pub status: FaceStatus,
+    /// Submissions so far.
+    pub submissions: i32,
+    /// When a pending session expires.
+    pub expires_at: NaiveDateTime,
+}
+
+impl SessionState {
+    /// The status a caller sees at `now`: a PENDING session past its expiry is EXPIRED even
+    /// before the sweeper has recorded it.
+    pub fn effective_status(&self, now: NaiveDateTime) -> FaceStatus {
+        if self.status == FaceStatus::Pending && now >= self.expires_at { FaceStatus::Expired } else { self.status }
+    }
+
+    /// Submissions still allowed.
+    pub fn submissions_left(&self, now: NaiveDateTime) -> i32 {
+        if self.effective_status(now).is_final() { 0 } else { (MAX_SUBMISSIONS - self.submissions).max(0) }
+    }
+}
+
+/// A provider's submission, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Submission {
+    /// Whether liveness passed.
+    pub liveness_passed: bool,
+    /// Similarity, in 0..=1.
+    pub similarity: f64,
+}
+
+impl Submission {
+    /// Validates the similarity: INVALID_ARGUMENT unless `0 <= similarity <= 1` (NaN refused).
+    pub fn new(liveness_passed: bool, similarity: f64) -> ApiResult<Self> {
+        if !(0.0..=1.0).contains(&similarity) {
+            return Err(ApiError::invalid_field(Reason::InvalidArgument, "similarity", "must be a number from 0 to 1"));
+        }
+        Ok(Self { liveness_passed, similarity })
+    }
+
+    /// Whether it passes: liveness and similarity >= threshold, compared exactly on the value
+    /// as sent (no rounding: 0.7999 fails a 0.80 threshold, 0.80 passes it).
+    pub fn passes(&self, threshold: Threshold) -> bool {
+        self.liveness_passed && self.similarity >= threshold.value()
+    }
+}
+
+/// What a submission does to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitDecision {
+    /// Record it: the new status and submission count (the session ends if the status is final).
+    Record {
+        /// Status afterwards.
+        status: FaceStatus,
+        /// Submissions afterwards.
+        submissions: i32,
+        /// Whether this submission passed.
+        passed: bool,
+    },
+    /// The session is past its expiry but still stored PENDING: record EXPIRED, then refuse the
+    /// submission with [`expired_error`].
+    ExpireAndRefuse,
+}
+
+/// Decides a submission against a session at `now`; the errors are the refusals of a session
+/// that can take no more submissions.
+pub fn decide_submission(
+    session: &SessionState,
+    submission: &Submission,
+    threshold: Threshold,
+    now: NaiveDateTime,
+) -> ApiResult<SubmitDecision> {
+    match session.status {
+        FaceStatus::Expired => return Err(expired_error()),
+        _ if session.submissions >= MAX_SUBMISSIONS => {
+            return Err(ApiError::failed_precondition(
+                Reason::FaceAttemptsExhausted,
+                "this face session has taken its 3 submissions",
+            ));
+        }
+        FaceStatus::Passed | FaceStatus::Failed => {
+            return Err(ApiError::failed_precondition(Reason::FaceSessionFinished, "this face session has ended"));
+        }
+        FaceStatus::Pending if now >= session.expires_at => return Ok(SubmitDecision::ExpireAndRefuse),
+        FaceStatus::Pending => {}
+    }
+    let submissions = session.submissions + 1;
+    let passed = submission.passes(threshold);
+    let status = if passed {
+        FaceStatus::Passed
+    } else if submissions >= MAX_SUBMISSIONS {
+        FaceStatus::Failed
+    } else {
+        FaceStatus::Pending
+    };
+    Ok(SubmitDecision::Record { status, submissions, passed })
+}
+
+/// FAILED_PRECONDITION / FACE_SESSION_EXPIRED.
+pub fn expired_error() -> ApiError {
+    ApiError::failed_precondition(Reason::FaceSessionExpired, "this face session has expired; start a new one")
+}
+
+/// Validates a caller's reference: at most 128 characters, no control characters.
+pub fn validate_reference(field: &str, raw: &str) -> ApiResult<String> {
+    if raw.chars().count() > MAX_REFERENCE_CHARS {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must be at most 128 characters"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not contain control characters"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Validates a provider's reference: 1-128 characters, no control characters.
+pub fn validate_provider_reference(field: &str, raw: &str) -> ApiResult<String> {
+    let reference = validate_reference(field, raw.trim())?;
+    if reference.is_empty() {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must be set"));
+    }
+    Ok(reference)
+}
+
+/// A liveness challenge of 4-6 decimal digits built from uniformly random bytes (the caller
+/// draws them from a CSPRNG): the first byte picks the length, the others one digit each,
+/// rejecting bytes >= 250 so every digit is equally likely. Returns `None` when the bytes ran
+/// out before 6 digits (vanishingly rare with 32 bytes: draw again).
+pub fn liveness_challenge(random: &[u8]) -> Option<String> {
+    let (&first, rest) = random.split_first()?;
+    let length = 4 + usize::from(first % 3);
+    let digits: String = rest.iter().filter(|&&b| b < 250).take(length).map(|&b| char::from(b'0' + b % 10)).collect();
+    (digits.len() == length).then_some(digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minutes: i64) -> NaiveDateTime {
+        chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap().naive_utc() + Duration::minutes(minutes)
+    }
+
+    fn pending(submissions: i32) -> SessionState {
+        SessionState { status: FaceStatus::Pending, submissions, expires_at: at(5) }
+    }
+
+    fn submit(liveness: bool, similarity: f64) -> Submission {
+        Submission::new(liveness, similarity).unwrap()
+    }
+
+    #[test]
+    fn the_threshold_is_compared_exactly_on_the_value_sent() {
+        let threshold = Threshold::default();
+        assert!(!submit(true, 0.7999).passes(threshold));
+        assert!(!submit(true, 0.799_999_999_999).passes(threshold));
+        assert!(submit(true, 0.80).passes(threshold));
+        assert!(submit(true, 1.0).passes(threshold));
+        assert!(!submit(false, 1.0).passes(threshold), "liveness is required whatever the similarity");
+    }
+
+    #[test]
+    fn similarity_outside_0_to_1_or_nan_is_invalid() {
+        for bad in [-0.01, 1.0001, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let error = Submission::new(true, bad).unwrap_err();
+            assert_eq!(error.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
+        assert!(Submission::new(true, 0.0).is_ok());
+        assert!(Threshold::new(f64::NAN).is_none());
+        assert!(Threshold::new(1.5).is_none());
+    }
+
+    #[test]
+    fn a_passing_submission_ends_the_session_passed() {
+        let decision = decide_submission(&pending(0), &submit(true, 0.9), Threshold::default(), at(1)).unwrap();
+        assert_eq!(decision, SubmitDecision::Record { status: FaceStatus::Passed, submissions: 1, passed: true });
+    }
+
+    #[test]
+    fn failing_submissions_keep_it_pending_until_the_third_fails_it() {
+        let threshold = Threshold::default();
+        let first = decide_submission(&pending(0), &submit(false, 0.9), threshold, at(1)).unwrap();
+        assert_eq!(first, SubmitDecision::Record { status: FaceStatus::Pending, submissions: 1, passed: false });
+        let second = decide_submission(&pending(1), &submit(true, 0.5), threshold, at(1)).unwrap();
+        assert_eq!(second, SubmitDecision::Record { status: FaceStatus::Pending, submissions: 2, passed: false });
+        let third = decide_submission(&pending(2), &submit(true, 0.5), threshold, at(1)).unwrap();
+        assert_eq!(third, SubmitDecision::Record { status: FaceStatus::Failed, submissions: 3, passed: false });
+        let passing_third = decide_submission(&pending(2), &submit(true, 0.95), threshold, at(1)).unwrap();
+        assert_eq!(passing_third, SubmitDecision::Record { status: FaceStatus::Passed, submissions: 3, passed: true });
+    }
+
+    #[test]
+    fn an_ended_session_refuses_with_the_reason_of_how_it_ended() {
+        let threshold = Threshold::default();
+        let ok = submit(true, 0.9);
+        let failed = SessionState { status: FaceStatus::Failed, submissions: 3, expires_at: at(5) };
+        assert_eq!(
+            decide_submission(&failed, &ok, threshold, at(1)).unwrap_err().reason(),
+            Reason::FaceAttemptsExhausted
+        );
+        let passed = SessionState { status: FaceStatus::Passed, submissions: 1, expires_at: at(5) };
+        assert_eq!(
+            decide_submission(&passed, &ok, threshold, at(1)).unwrap_err().reason(),
+            Reason::FaceSessionFinished
+        );
+        let expired = SessionState { status: FaceStatus::Expired, submissions: 1, expires_at: at(5) };
+        assert_eq!(
+            decide_submission(&expired, &ok, threshold, at(9)).unwrap_err().reason(),
+            Reason::FaceSessionExpired
+        );
+        assert_eq!(decide_submission(&pending(1), &ok, threshold, at(5)).unwrap(), SubmitDecision::ExpireAndRefuse);
+    }
+
+    #[test]
+    fn a_pending_session_past_its_expiry_shows_expired() {
+        let session = pending(1);
+        assert_eq!(session.effective_status(at(4)), FaceStatus::Pending);
+        assert_eq!(session.submissions_left(at(4)), 2);
+        assert_eq!(session.effective_status(at(5)), FaceStatus::Expired);
+        assert_eq!(session.submissions_left(at(5)), 0);
+    }
+
+    #[test]
+    fn only_insurance_purposes_notify_insurance() {
+        assert!(!FacePurpose::RealName.notifies_insurance());
+        for purpose in [FacePurpose::VoucherActivation, FacePurpose::FamilyBinding, FacePurpose::CardApplication] {
+            assert!(purpose.notifies_insurance());
+            assert_eq!(FacePurpose::parse(purpose.as_str()), Some(purpose));
+        }
+    }
+
+    #[test]
+    fn challenges_are_4_to_6_digits() {
+        assert_eq!(liveness_challenge(&[0, 1, 2, 3, 4, 5, 6, 7]).as_deref(), Some("1234"));
+        assert_eq!(liveness_challenge(&[2, 255, 9, 19, 29, 39, 49, 59]).as_deref(), Some("999999"));
+        assert_eq!(liveness_challenge(&[1, 1, 2]), None, "too few bytes");
+        for _ in 0..200 {
+            let bytes: [u8; 32] = medins_common::crypto::random_bytes();
+            let challenge = liveness_challenge(&bytes).expect("32 bytes suffice");
+            assert!((4..=6).contains(&challenge.len()) && challenge.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn references_are_bounded() {
+        assert!(validate_reference("reference", "").is_ok());
+        assert!(validate_reference("reference", &"x".repeat(128)).is_ok());
+        assert!(validate_reference("reference", &"x".repeat(129)).is_err());
+        assert!(validate_reference("reference", "a\nb").is_err());
+        assert!(validate_provider_reference("provider_reference", " ").is_err());
+    }
+}

@@ -1,0 +1,571 @@
+//! Rules of SMS verification codes (DESIGN.md 5): pure, no I/O.
+//!
+//! A code is 6 digits from a CSPRNG, valid for 5 minutes. A phone gets at most one code per
+//! 60 seconds and [`DAILY_LIMIT`] per calendar day in China Standard Time. A challenge allows
+//! [`MAX_WRONG_ATTEMPTS`] - 1 wrong codes; the next wrong one locks it. A verified challenge
+//! can be used up once, for its own phone and purpose, within [`VERIFIED_VALIDITY_MINUTES`].
+
+use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
+use medins_common::{ApiError, Reason};
+use medins_proto::identity::v1 as pb;
+use rand::{CryptoRng, Rng};
+
+/// Digits of a code.
+pub const CODE_DIGITS: usize = 6;
+/// How long a code is accepted after it was sent.
+pub const CODE_TTL_MINUTES: i64 = 5;
+/// Least time between two codes to one phone.
+pub const RESEND_INTERVAL_SECONDS: i64 = 60;
+/// Most codes to one phone per calendar day (China Standard Time).
+pub const DAILY_LIMIT: u32 = 10;
+/// Wrong codes that lock a challenge (the third wrong try locks it).
+pub const MAX_WRONG_ATTEMPTS: u32 = 3;
+/// How long a verified challenge can still be used up by the call it was sent for.
+pub const VERIFIED_VALIDITY_MINUTES: i64 = 10;
+
+/// What a code is for. A verified challenge serves only its own purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SmsPurpose {
+    /// Completing real-name verification.
+    RealName,
+    /// Linking a partner platform's account.
+    LinkAccount,
+    /// Applying for a social security card.
+    CardApplication,
+}
+
+impl SmsPurpose {
+    /// Every purpose.
+    pub const ALL: [SmsPurpose; 3] = [SmsPurpose::RealName, SmsPurpose::LinkAccount, SmsPurpose::CardApplication];
+
+    /// Stored (and webhook) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmsPurpose::RealName => "REAL_NAME",
+            SmsPurpose::LinkAccount => "LINK_ACCOUNT",
+            SmsPurpose::CardApplication => "CARD_APPLICATION",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse_str(text: &str) -> Option<SmsPurpose> {
+        SmsPurpose::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// What the SMS text says the code is for.
+    pub fn description_zh(self) -> &'static str {
+        match self {
+            SmsPurpose::RealName => "医保实名认证",
+            SmsPurpose::LinkAccount => "绑定医保账户",
+            SmsPurpose::CardApplication => "申领社会保障卡",
+        }
+    }
+
+    /// The purpose of a request (`None` for UNSPECIFIED, which callers reject first).
+    pub fn from_proto(purpose: pb::SmsPurpose) -> Option<SmsPurpose> {
+        match purpose {
+            pb::SmsPurpose::Unspecified => None,
+            pb::SmsPurpose::RealName => Some(SmsPurpose::RealName),
+            pb::SmsPurpose::LinkAccount => Some(SmsPurpose::LinkAccount),
+            pb::SmsPurpose::CardApplication => Some(SmsPurpose::CardApplication),
+        }
+    }
+}
+
+/// Where a challenge is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChallengeState {
+    /// Sent, waiting for the code.
+    Pending,
+    /// The right code was given; waiting to be used up.
+    Verified,
+    /// Too many wrong codes.
+    Locked,
+    /// Used up by the call it was sent for.
+    Consumed,
+}
+
+impl ChallengeState {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeState::Pending => "PENDING",
+            ChallengeState::Verified => "VERIFIED",
+            ChallengeState::Locked => "LOCKED",
+            ChallengeState::Consumed => "CONSUMED",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse_str(text: &str) -> Option<ChallengeState> {
+        [ChallengeState::Pending, ChallengeState::Verified, ChallengeState::Locked, ChallengeState::Consumed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A new code: [`CODE_DIGITS`] uniformly random digits (no modulo bias) from `rng`, which must
+/// be a CSPRNG (`rand::rngs::OsRng` in the service).
+pub fn generate_code<R: Rng + CryptoRng>(rng: &mut R) -> String {
+    format!("{:06}", rng.gen_range(0..1_000_000u32))
+}
+
+/// Whether `code` has the shape of a code (exactly 6 ASCII digits). Anything else is a bad
+/// request, not a wrong try.
+pub fn is_well_formed_code(code: &str) -> bool {
+    code.len() == CODE_DIGITS && code.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Start of the calendar day `today` (China Standard Time, UTC+8) as a stored UTC time.
+pub fn day_start(today: NaiveDate) -> NaiveDateTime {
+    today.and_time(NaiveTime::MIN) - Duration::hours(8)
+}
+
+/// What the rate limits need to know about a phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendHistory {
+    /// Codes sent (and not discarded as undelivered) since the start of today.
+    pub sent_today: u32,
+    /// When the latest code was sent, whatever the day.
+    pub last_sent_at: Option<NaiveDateTime>,
+}
+
+/// A send the limits allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendAllowed {
+    /// When the new code expires.
+    pub expires_at: NaiveDateTime,
+    /// Earliest time of the next send to this phone.
+    pub resend_after: NaiveDateTime,
+}
+
+/// Which limit refused a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// One per 60 seconds.
+    Interval,
+    /// Ten per day.
+    Daily,
+}
+
+/// A send the limits refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The limit.
+    pub limit: RateLimit,
+    /// How long until a send would be allowed (whole seconds, at least one).
+    pub retry_after: std::time::Duration,
+}
+
+impl RateLimited {
+    /// RESOURCE_EXHAUSTED / SMS_RATE_LIMITED with RetryInfo.
+    pub fn into_error(self) -> ApiError {
+        let message = match self.limit {
+            RateLimit::Interval => "a code was sent to this phone less than 60 seconds ago",
+            RateLimit::Daily => "this phone has had 10 codes today",
+        };
+        ApiError::resource_exhausted(Reason::SmsRateLimited, message, self.retry_after).with_metadata(
+            "limit",
+            match self.limit {
+                RateLimit::Interval => "INTERVAL",
+                RateLimit::Daily => "DAILY",
+            },
+        )
+    }
+}
+
+/// Whether a code may be sent to a phone with `history` at `now` (UTC), `today` being the date
+/// in China Standard Time.
+pub fn decide_send(now: NaiveDateTime, today: NaiveDate, history: SendHistory) -> Result<SendAllowed, RateLimited> {
+    let tomorrow = day_start(today) + Duration::days(1);
+    if history.sent_today >= DAILY_LIMIT {
+        return Err(RateLimited { limit: RateLimit::Daily, retry_after: whole_seconds(tomorrow - now) });
+    }
+    if let Some(last) = history.last_sent_at {
+        let next = last + Duration::seconds(RESEND_INTERVAL_SECONDS);
+        if next > now {
+            return Err(RateLimited { limit: RateLimit::Interval, retry_after: whole_seconds(next - now) });
+        }
+    }
+    let resend_after =
+        if history.sent_today + 1 >= DAILY_LIMIT { tomorrow } else { now + Duration::seconds(RESEND_INTERVAL_SECONDS) };
+    Ok(SendAllowed { expires_at: now + Duration::minutes(CODE_TTL_MINUTES), resend_after })
+}
+
+/// A positive delay rounded up to whole seconds (at least one).
+fn whole_seconds(delay: Duration) -> std::time::Duration {
+    let millis = delay.num_milliseconds().max(1);
+    std::time::Duration::from_secs(((millis + 999) / 1000) as u64)
+}
+
+/// What a verification needs to know about its challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeFacts {
+    /// State.
+    pub state: ChallengeState,
+    /// Wrong codes so far.
+    pub attempts: u32,
+    /// When the code expires.
+    pub expires_at: NaiveDateTime,
+}
+
+/// A change of a PENDING challenge after a try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// To VERIFIED, stamped with the time.
+    Verify,
+    /// One more wrong code: the new count, and the state it leaves (PENDING or LOCKED).
+    CountWrongCode {
+        /// Wrong codes including this one.
+        attempts: u32,
+        /// PENDING, or LOCKED when the tries are used up.
+        state: ChallengeState,
+    },
+}
+
+/// The outcome of one try at a challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// The right code: the challenge becomes VERIFIED.
+    Verified,
+    /// A wrong code; the challenge stays PENDING with `attempts` wrong codes.
+    WrongCode {
+        /// Wrong codes including this one.
+        attempts: u32,
+    },
+    /// A wrong code that used up the last try: the challenge becomes LOCKED.
+    LockedNow {
+        /// Wrong codes including this one (= [`MAX_WRONG_ATTEMPTS`]).
+        attempts: u32,
+    },
+    /// The challenge was already locked (the code is not even looked at).
+    Locked,
+    /// The code expired.
+    Expired,
+    /// The challenge was already verified (or used up): a code verifies once.
+    AlreadyUsed,
+}
+
+impl VerifyOutcome {
+    /// The state change to store, if any.
+    pub fn transition(self) -> Option<Transition> {
+        match self {
+            VerifyOutcome::Verified => Some(Transition::Verify),
+            VerifyOutcome::WrongCode { attempts } => {
+                Some(Transition::CountWrongCode { attempts, state: ChallengeState::Pending })
+            }
+            VerifyOutcome::LockedNow { attempts } => {
+                Some(Transition::CountWrongCode { attempts, state: ChallengeState::Locked })
+            }
+            VerifyOutcome::Locked | VerifyOutcome::Expired | VerifyOutcome::AlreadyUsed => None,
+        }
+    }
+
+    /// The error the caller sees; `None` for [`VerifyOutcome::Verified`].
+    pub fn error(self) -> Option<ApiError> {
+        match self {
+            VerifyOutcome::Verified => None,
+            VerifyOutcome::WrongCode { attempts } => Some(
+                ApiError::failed_precondition(Reason::SmsCodeInvalid, "the code is wrong")
+                    .with_metadata("attempts_left", MAX_WRONG_ATTEMPTS.saturating_sub(attempts).to_string()),
+            ),
+            VerifyOutcome::LockedNow { .. } | VerifyOutcome::Locked => Some(ApiError::failed_precondition(
+                Reason::SmsLocked,
+                "too many wrong codes: this challenge is locked, request a new code",
+            )),
+            VerifyOutcome::Expired => {
+                Some(ApiError::failed_precondition(Reason::SmsCodeExpired, "the code has expired, request a new code"))
+            }
+            VerifyOutcome::AlreadyUsed => Some(ApiError::failed_precondition(
+                Reason::SmsCodeInvalid,
+                "this challenge was already verified: a code verifies once",
+            )),
+        }
+    }
+}
+
+/// The outcome of a try at `challenge` at `now`, `code_matches` telling whether the code given
+/// is the one sent. Checked in this order: used, locked, expired, code.
+pub fn decide_verify(challenge: ChallengeFacts, now: NaiveDateTime, code_matches: bool) -> VerifyOutcome {
+    match challenge.state {
+        ChallengeState::Verified | ChallengeState::Consumed => return VerifyOutcome::AlreadyUsed,
+        ChallengeState::Locked => return VerifyOutcome::Locked,
+        ChallengeState::Pending => {}
+    }
+    if challenge.attempts >= MAX_WRONG_ATTEMPTS {
+        // Not a stored state (the schema ties LOCKED to 3 attempts), but never let it verify.
+        return VerifyOutcome::Locked;
+    }
+    if now >= challenge.expires_at {
+        return VerifyOutcome::Expired;
+    }
+    if code_matches {
+        return VerifyOutcome::Verified;
+    }
+    let attempts = challenge.attempts + 1;
+    if attempts >= MAX_WRONG_ATTEMPTS {
+        VerifyOutcome::LockedNow { attempts }
+    } else {
+        VerifyOutcome::WrongCode { attempts }
+    }
+}
+
+/// What using up a verified challenge needs to know about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumeFacts {
+    /// State.
+    pub state: ChallengeState,
+    /// Its purpose.
+    pub purpose: SmsPurpose,
+    /// Whether it was sent to the phone the caller expects.
+    pub phone_matches: bool,
+    /// When it was verified.
+    pub verified_at: Option<NaiveDateTime>,
+}
+
+/// Why a challenge cannot be used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeRefusal {
+    /// Sent to another phone, or for another purpose.
+    OtherPhoneOrPurpose,
+    /// Not verified (pending or locked).
+    NotVerified,
+    /// Already used up.
+    AlreadyConsumed,
+    /// Verified too long ago.
+    Expired,
+}
+
+impl ConsumeRefusal {
+    /// FAILED_PRECONDITION with SMS_CODE_INVALID, or SMS_CODE_EXPIRED.
+    pub fn into_error(self) -> ApiError {
+        match self {
+            ConsumeRefusal::OtherPhoneOrPurpose => ApiError::failed_precondition(
+                Reason::SmsCodeInvalid,
+                "the SMS verification was for another phone or purpose",
+            ),
+            ConsumeRefusal::NotVerified => {
+                ApiError::failed_precondition(Reason::SmsCodeInvalid, "the SMS code has not been verified")
+            }
+            ConsumeRefusal::AlreadyConsumed => {
+                ApiError::failed_precondition(Reason::SmsCodeInvalid, "the SMS verification was already used")
+            }
+            ConsumeRefusal::Expired => ApiError::failed_precondition(
+                Reason::SmsCodeExpired,
+                "the SMS verification is more than 10 minutes old, verify a new code",
+            ),
+        }
+    }
+}
+
+/// Whether a challenge can be used up now for `purpose`.
+pub fn decide_consume(challenge: ConsumeFacts, purpose: SmsPurpose, now: NaiveDateTime) -> Result<(), ConsumeRefusal> {
+    if !challenge.phone_matches || challenge.purpose != purpose {
+        return Err(ConsumeRefusal::OtherPhoneOrPurpose);
+    }
+    match challenge.state {
+        ChallengeState::Consumed => return Err(ConsumeRefusal::AlreadyConsumed),
+        ChallengeState::Pending | ChallengeState::Locked => return Err(ConsumeRefusal::NotVerified),
+        ChallengeState::Verified => {}
+    }
+    match challenge.verified_at {
+        Some(at) if now < at + Duration::minutes(VERIFIED_VALIDITY_MINUTES) => Ok(()),
+        Some(_) => Err(ConsumeRefusal::Expired),
+        None => Err(ConsumeRefusal::NotVerified),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    fn date(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn codes_are_six_digits_and_vary() {
+        let mut rng = rand::rngs::OsRng;
+        let codes: std::collections::HashSet<String> = (0..200).map(|_| generate_code(&mut rng)).collect();
+        assert!(codes.iter().all(|c| is_well_formed_code(c)));
+        assert!(codes.len() > 190, "random codes rarely repeat");
+    }
+
+    #[test]
+    fn small_numbers_keep_their_leading_zeros() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..1000 {
+            assert_eq!(generate_code(&mut rng).len(), 6);
+        }
+    }
+
+    #[test]
+    fn only_six_ascii_digits_are_a_code() {
+        assert!(is_well_formed_code("012345"));
+        for bad in ["", "12345", "1234567", "12a456", "１２３４５６", " 12345", "12345 "] {
+            assert!(!is_well_formed_code(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_day_starts_at_midnight_china_time() {
+        assert_eq!(day_start(date("2026-11-23")), at("2026-11-22 16:00:00"));
+    }
+
+    #[test]
+    fn a_first_send_is_allowed_with_a_five_minute_code() {
+        let now = at("2026-11-23 02:00:00");
+        let allowed = decide_send(now, date("2026-11-23"), SendHistory { sent_today: 0, last_sent_at: None }).unwrap();
+        assert_eq!(allowed.expires_at, at("2026-11-23 02:05:00"));
+        assert_eq!(allowed.resend_after, at("2026-11-23 02:01:00"));
+    }
+
+    #[test]
+    fn a_second_send_within_60_seconds_is_refused_with_the_wait() {
+        let now = at("2026-11-23 02:00:45");
+        let history = SendHistory { sent_today: 1, last_sent_at: Some(at("2026-11-23 02:00:00")) };
+        let refused = decide_send(now, date("2026-11-23"), history).unwrap_err();
+        assert_eq!(
+            refused,
+            RateLimited { limit: RateLimit::Interval, retry_after: std::time::Duration::from_secs(15) }
+        );
+        let error = refused.into_error();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::ResourceExhausted, Reason::SmsRateLimited));
+        assert!(decide_send(at("2026-11-23 02:01:00"), date("2026-11-23"), history).is_ok(), "60 s later is fine");
+    }
+
+    #[test]
+    fn the_interval_holds_across_midnight() {
+        // 23:59:30 and 00:00:10 China time are on different days but 40 s apart.
+        let history = SendHistory { sent_today: 0, last_sent_at: Some(at("2026-11-23 15:59:30")) };
+        let refused = decide_send(at("2026-11-23 16:00:10"), date("2026-11-24"), history).unwrap_err();
+        assert_eq!(refused.limit, RateLimit::Interval);
+    }
+
+    #[test]
+    fn the_eleventh_send_of_a_day_waits_for_midnight_china_time() {
+        let today = date("2026-11-23");
+        let now = at("2026-11-23 10:00:00"); // 18:00 China time
+        let history = SendHistory { sent_today: 10, last_sent_at: Some(at("2026-11-23 09:00:00")) };
+        let refused = decide_send(now, today, history).unwrap_err();
+        assert_eq!(
+            refused,
+            RateLimited { limit: RateLimit::Daily, retry_after: std::time::Duration::from_secs(6 * 3600) }
+        );
+        // The tenth is allowed, and says the next one must wait for tomorrow.
+        let tenth = decide_send(now, today, SendHistory { sent_today: 9, ..history }).unwrap();
+        assert_eq!(tenth.resend_after, at("2026-11-23 16:00:00"));
+    }
+
+    fn pending(attempts: u32) -> ChallengeFacts {
+        ChallengeFacts { state: ChallengeState::Pending, attempts, expires_at: at("2026-11-23 02:05:00") }
+    }
+
+    #[test]
+    fn the_right_code_verifies() {
+        let outcome = decide_verify(pending(2), at("2026-11-23 02:04:59"), true);
+        assert_eq!(outcome, VerifyOutcome::Verified);
+        assert!(outcome.error().is_none());
+        assert_eq!(outcome.transition(), Some(Transition::Verify));
+    }
+
+    #[test]
+    fn wrong_codes_count_down_and_the_third_locks() {
+        let now = at("2026-11-23 02:01:00");
+        let first = decide_verify(pending(0), now, false);
+        assert_eq!(first, VerifyOutcome::WrongCode { attempts: 1 });
+        let error = first.error().unwrap();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::SmsCodeInvalid));
+        let status: tonic::Status = error.into();
+        use tonic_types::StatusExt;
+        assert_eq!(status.get_details_error_info().unwrap().metadata["attempts_left"], "2");
+
+        assert_eq!(decide_verify(pending(1), now, false), VerifyOutcome::WrongCode { attempts: 2 });
+        let third = decide_verify(pending(2), now, false);
+        assert_eq!(third, VerifyOutcome::LockedNow { attempts: 3 });
+        assert_eq!(third.error().unwrap().reason(), Reason::SmsLocked);
+        assert_eq!(third.transition(), Some(Transition::CountWrongCode { attempts: 3, state: ChallengeState::Locked }));
+    }
+
+    #[test]
+    fn a_locked_challenge_refuses_even_the_right_code() {
+        let locked = ChallengeFacts { state: ChallengeState::Locked, ..pending(3) };
+        let outcome = decide_verify(locked, at("2026-11-23 02:01:00"), true);
+        assert_eq!(outcome, VerifyOutcome::Locked);
+        assert_eq!(outcome.error().unwrap().reason(), Reason::SmsLocked);
+        assert_eq!(outcome.transition(), None);
+    }
+
+    #[test]
+    fn an_expired_code_is_refused_without_counting_a_try() {
+        let outcome = decide_verify(pending(0), at("2026-11-23 02:05:00"), true);
+        assert_eq!(outcome, VerifyOutcome::Expired);
+        assert_eq!(outcome.error().unwrap().reason(), Reason::SmsCodeExpired);
+        assert_eq!(decide_verify(pending(0), at("2026-11-23 02:06:00"), false).transition(), None);
+    }
+
+    #[test]
+    fn a_code_verifies_once() {
+        for state in [ChallengeState::Verified, ChallengeState::Consumed] {
+            let outcome = decide_verify(ChallengeFacts { state, ..pending(0) }, at("2026-11-23 02:01:00"), true);
+            assert_eq!(outcome, VerifyOutcome::AlreadyUsed);
+            assert_eq!(outcome.error().unwrap().reason(), Reason::SmsCodeInvalid);
+        }
+    }
+
+    fn verified() -> ConsumeFacts {
+        ConsumeFacts {
+            state: ChallengeState::Verified,
+            purpose: SmsPurpose::RealName,
+            phone_matches: true,
+            verified_at: Some(at("2026-11-23 02:00:00")),
+        }
+    }
+
+    #[test]
+    fn a_verified_challenge_is_consumed_within_ten_minutes_for_its_phone_and_purpose() {
+        assert_eq!(decide_consume(verified(), SmsPurpose::RealName, at("2026-11-23 02:09:59")), Ok(()));
+        assert_eq!(
+            decide_consume(verified(), SmsPurpose::RealName, at("2026-11-23 02:10:00")),
+            Err(ConsumeRefusal::Expired)
+        );
+        assert_eq!(
+            decide_consume(verified(), SmsPurpose::LinkAccount, at("2026-11-23 02:01:00")),
+            Err(ConsumeRefusal::OtherPhoneOrPurpose)
+        );
+        let other_phone = ConsumeFacts { phone_matches: false, ..verified() };
+        assert_eq!(
+            decide_consume(other_phone, SmsPurpose::RealName, at("2026-11-23 02:01:00")),
+            Err(ConsumeRefusal::OtherPhoneOrPurpose)
+        );
+        for (state, refusal) in [
+            (ChallengeState::Consumed, ConsumeRefusal::AlreadyConsumed),
+            (ChallengeState::Pending, ConsumeRefusal::NotVerified),
+            (ChallengeState::Locked, ConsumeRefusal::NotVerified),
+        ] {
+            let facts = ConsumeFacts { state, ..verified() };
+            assert_eq!(decide_consume(facts, SmsPurpose::RealName, at("2026-11-23 02:01:00")), Err(refusal));
+        }
+        assert_eq!(ConsumeRefusal::Expired.into_error().reason(), Reason::SmsCodeExpired);
+        assert_eq!(ConsumeRefusal::AlreadyConsumed.into_error().reason(), Reason::SmsCodeInvalid);
+    }
+
+    #[test]
+    fn purposes_and_states_round_trip_their_stored_spelling() {
+        for purpose in SmsPurpose::ALL {
+            assert_eq!(SmsPurpose::parse_str(purpose.as_str()), Some(purpose));
+        }
+        for state in
+            [ChallengeState::Pending, ChallengeState::Verified, ChallengeState::Locked, ChallengeState::Consumed]
+        {
+            assert_eq!(ChallengeState::parse_str(state.as_str()), Some(state));
+        }
+        assert_eq!(SmsPurpose::from_proto(pb::SmsPurpose::Unspecified), None);
+        assert_eq!(SmsPurpose::from_proto(pb::SmsPurpose::CardApplication), Some(SmsPurpose::CardApplication));
+    }
+}

@@ -1,0 +1,163 @@
+//! `medins.identity.v1.PartnerLinkService`: a partner links its own user to a person after an SMS
+//! code proved control of the person's phone (DESIGN.md flow 6).
+
+use medins_common::{ApiError, ApiResult, Reason, auth::Caller, convert::timestamp, error::require_uuid};
+use medins_proto::identity::v1::{
+    LinkPartnerAccountRequest, LinkPartnerAccountResponse, ListPartnerLinksRequest, ListPartnerLinksResponse,
+    PartnerLink as PartnerLinkView, UnlinkPartnerAccountRequest, UnlinkPartnerAccountResponse,
+    partner_link_service_server::PartnerLinkService,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::{SharedState, person::person_not_found, person_token::authorize_person};
+use crate::{
+    domain::{
+        audit::outcome_of,
+        link::{decode_page_token, encode_page_token, page_size, parse_partner_user_ref},
+        sms::SmsPurpose,
+    },
+    store::link::{LinkCheck, PartnerLink},
+};
+
+/// Audit method name of LinkPartnerAccount.
+pub const LINK_PARTNER_ACCOUNT: &str = "/medins.identity.v1.PartnerLinkService/LinkPartnerAccount";
+/// Audit method name of UnlinkPartnerAccount.
+pub const UNLINK_PARTNER_ACCOUNT: &str = "/medins.identity.v1.PartnerLinkService/UnlinkPartnerAccount";
+/// Audit method name of ListPartnerLinks.
+pub const LIST_PARTNER_LINKS: &str = "/medins.identity.v1.PartnerLinkService/ListPartnerLinks";
+
+/// Page-token kind of ListPartnerLinks.
+const LINKS_PAGE: &str = "links";
+
+/// The PartnerLinkService implementation.
+pub struct PartnerLinkApi {
+    state: SharedState,
+}
+
+fn link_view(link: &PartnerLink) -> PartnerLinkView {
+    PartnerLinkView {
+        partner_id: link.partner_id.clone(),
+        partner_user_ref: link.partner_user_ref.clone(),
+        linked_at: Some(timestamp(link.linked_at)),
+    }
+}
+
+impl PartnerLinkApi {
+    /// Handlers over `state`.
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+
+    async fn link(
+        &self,
+        partner_id: &str,
+        person_id: Uuid,
+        user_ref: &str,
+        challenge_id: Uuid,
+    ) -> ApiResult<LinkPartnerAccountResponse> {
+        let state = &self.state;
+        let person = state.persons.find(person_id).await?.ok_or_else(person_not_found)?;
+        // An existing identical link needs no new code (a retry after a lost answer); a
+        // conflicting one is refused before the person's code is spent.
+        if let LinkCheck::Existing(link) = state.links.check(partner_id, person_id, user_ref).await? {
+            return Ok(LinkPartnerAccountResponse { link: Some(link_view(&link)), created: false });
+        }
+        let phone = person.phone.as_deref().ok_or_else(|| {
+            ApiError::failed_precondition(Reason::PhoneRequired, "the person has no phone on record to send a code to")
+        })?;
+        state.sms.consume_verified(challenge_id, phone, SmsPurpose::LinkAccount).await?;
+        let (link, created) = state.links.link(partner_id, person_id, user_ref, state.clock.stored_now()).await?;
+        if created {
+            tracing::info!(%person_id, partner = partner_id, "partner account linked");
+        }
+        Ok(LinkPartnerAccountResponse { link: Some(link_view(&link)), created })
+    }
+}
+
+#[tonic::async_trait]
+impl PartnerLinkService for PartnerLinkApi {
+    async fn link_partner_account(
+        &self,
+        request: Request<LinkPartnerAccountRequest>,
+    ) -> Result<Response<LinkPartnerAccountResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let person_id = require_uuid("person_id", &body.person_id)?;
+        let result = async {
+            let user_ref = parse_partner_user_ref("partner_user_ref", &body.partner_user_ref)?;
+            let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
+            let state = &self.state;
+            state
+                .idempotency
+                .run(&caller.id, "LinkPartnerAccount", request.metadata(), body, || async {
+                    Ok(self.link(&caller.id, person_id, &user_ref, challenge_id).await?)
+                })
+                .await
+        }
+        .await
+        .map(Response::new);
+        self.state.audit.record(&caller.id, LINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
+        result
+    }
+
+    async fn unlink_partner_account(
+        &self,
+        request: Request<UnlinkPartnerAccountRequest>,
+    ) -> Result<Response<UnlinkPartnerAccountResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
+        let result: Result<_, Status> = async {
+            authorize_person(&self.state, &request, person_id)?;
+            let unlinked = self.state.links.unlink(&caller.id, person_id, self.state.clock.stored_now()).await?;
+            if unlinked {
+                tracing::info!(%person_id, partner = %caller.id, "partner account unlinked");
+            }
+            Ok(Response::new(UnlinkPartnerAccountResponse { unlinked }))
+        }
+        .await;
+        self.state.audit.record(&caller.id, UNLINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
+        result
+    }
+
+    async fn list_partner_links(
+        &self,
+        request: Request<ListPartnerLinksRequest>,
+    ) -> Result<Response<ListPartnerLinksResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let person_id = require_uuid("person_id", &body.person_id)?;
+        let result: Result<_, Status> = async {
+            let limit = page_size("page_size", body.page_size)?;
+            let before = decode_page_token("page_token", LINKS_PAGE, &body.page_token)?
+                .map(|cursor| Uuid::parse_str(&cursor))
+                .transpose()
+                .map_err(|_| {
+                    ApiError::invalid_field(Reason::InvalidArgument, "page_token", "is not a token this list returned")
+                })?;
+            authorize_person(&self.state, &request, person_id)?;
+            // One more than asked tells whether another page follows.
+            let mut links = self.state.links.list_live(person_id, &caller.id, before, limit + 1).await?;
+            let next_page_token = if links.len() as i64 > limit {
+                links.truncate(limit as usize);
+                links.last().map(|last| encode_page_token(LINKS_PAGE, &last.id.to_string())).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(ListPartnerLinksResponse {
+                links: links
+                    .into_iter()
+                    .map(|link| PartnerLinkView {
+                        partner_id: link.partner_id,
+                        partner_user_ref: link.partner_user_ref.unwrap_or_default(),
+                        linked_at: Some(timestamp(link.linked_at)),
+                    })
+                    .collect(),
+                next_page_token,
+            }))
+        }
+        .await;
+        self.state.audit.record(&caller.id, LIST_PARTNER_LINKS, person_id, outcome_of(&result)).await;
+        result
+    }
+}

@@ -1,0 +1,283 @@
+//! Person tokens in identity-svc (DESIGN.md 4.3): the signing key ring loaded from the key
+//! file and kept current, [`authorize_person`] for every RPC that acts for an existing person,
+//! and `medins.identity.v1.PersonTokenService` (IssuePersonToken, GetPublicKeys).
+//!
+//! Key rotation reaches a running server without a signal: the key file is re-read when its
+//! modification time, size or inode changes (`medins keys rotate` replaces it atomically), checked
+//! every `--token-keys-check-interval`. A file that fails to load is logged and the previous keys
+//! stay in force. This works the same for every replica that mounts the file, which a SIGHUP to
+//! one process would not.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use chrono::{DateTime, Utc};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    auth::Caller,
+    convert::timestamp,
+    error::require_uuid,
+    token::{IssuedToken, ListedKey, PERSON_TOKEN_ALG, PersonTokenVerifier, TokenKeyFileError, TokenKeyRing},
+};
+use medins_proto::identity::v1::{
+    GetPublicKeysRequest, GetPublicKeysResponse, IssuePersonTokenRequest, IssuePersonTokenResponse, PublicKey,
+    person_token_service_server::PersonTokenService,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::{SharedState, State, person::person_not_found};
+use crate::domain::{audit::outcome_of, person::RealName};
+
+/// Audit method name of IssuePersonToken.
+pub const ISSUE_PERSON_TOKEN: &str = "/medins.identity.v1.PersonTokenService/IssuePersonToken";
+
+/// What identifies a version of the key file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<FileStamp> {
+        let meta = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Ok(FileStamp { modified: meta.modified().ok(), len: meta.len(), inode })
+    }
+}
+
+/// The person-token keys of identity-svc: the ring that signs, and a verifier over its listed
+/// public keys. Reloads the key file when it changes.
+pub struct PersonTokens {
+    path: Option<PathBuf>,
+    ring: RwLock<Arc<TokenKeyRing>>,
+    stamp: Mutex<Option<FileStamp>>,
+    verifier: PersonTokenVerifier,
+}
+
+impl std::fmt::Debug for PersonTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonTokens")
+            .field("path", &self.path)
+            .field("ring", &*self.ring.read().expect("token ring lock"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PersonTokens {
+    /// Loads the key file at `path`.
+    pub fn load(path: &Path, now: DateTime<Utc>) -> Result<PersonTokens, TokenKeyFileError> {
+        let stamp = FileStamp::of(path).map_err(|source| TokenKeyFileError::Io { path: path.to_owned(), source })?;
+        let ring = TokenKeyRing::load(path)?;
+        let mut tokens = PersonTokens::from_ring(ring, now);
+        tokens.path = Some(path.to_owned());
+        tokens.stamp = Mutex::new(Some(stamp));
+        Ok(tokens)
+    }
+
+    /// Keys from memory, never reloaded (tests, embedding).
+    pub fn from_ring(ring: TokenKeyRing, now: DateTime<Utc>) -> PersonTokens {
+        PersonTokens {
+            path: None,
+            verifier: ring.verifier(now),
+            ring: RwLock::new(Arc::new(ring)),
+            stamp: Mutex::new(None),
+        }
+    }
+
+    fn ring(&self) -> Arc<TokenKeyRing> {
+        self.ring.read().expect("token ring lock").clone()
+    }
+
+    /// The verifier over the listed keys.
+    pub fn verifier(&self) -> &PersonTokenVerifier {
+        &self.verifier
+    }
+
+    /// Signs a token with the current key.
+    pub fn issue(&self, person_id: Uuid, partner_id: &str, now: DateTime<Utc>) -> IssuedToken {
+        self.ring().sign(person_id, partner_id, now)
+    }
+
+    /// The keys verifiers must know now.
+    pub fn listed_keys(&self, now: DateTime<Utc>) -> Vec<ListedKey> {
+        self.ring().listed_keys(now)
+    }
+
+    /// Re-reads the key file if it changed on disk; true if new keys were loaded. Also drops
+    /// keys whose listing ended from the verifier. On error the previous keys stay in force.
+    pub fn reload_if_changed(&self, now: DateTime<Utc>) -> Result<bool, TokenKeyFileError> {
+        let reloaded = self.reload_file_if_changed();
+        // Also after a failed reload: keys whose listing ended leave the verifier on time.
+        let listed = self.listed_keys(now);
+        let mut listed_ids: Vec<String> = listed.iter().map(|k| k.kid.clone()).collect();
+        listed_ids.sort();
+        if matches!(reloaded, Ok(true)) || listed_ids != self.verifier.key_ids() {
+            self.verifier.replace_keys(listed);
+        }
+        reloaded
+    }
+
+    fn reload_file_if_changed(&self) -> Result<bool, TokenKeyFileError> {
+        let Some(path) = &self.path else { return Ok(false) };
+        let stamp = FileStamp::of(path).map_err(|source| TokenKeyFileError::Io { path: path.clone(), source })?;
+        let mut known = self.stamp.lock().expect("token stamp lock");
+        if *known == Some(stamp) {
+            return Ok(false);
+        }
+        let ring = TokenKeyRing::load(path)?;
+        tracing::info!(current_kid = ring.current_kid(), "person-token keys reloaded");
+        *self.ring.write().expect("token ring lock") = Arc::new(ring);
+        *known = Some(stamp);
+        Ok(true)
+    }
+
+    /// Checks the key file every `interval` until the task is aborted.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        clock: medins_common::clock::SharedClock,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let tokens = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = tokens.reload_if_changed(clock.now()) {
+                    tracing::warn!(%error, "person-token key file not reloaded; previous keys stay in force");
+                }
+            }
+        })
+    }
+}
+
+/// Checks that a call may act for `person_id`: [`medins_common::token::authorize_person`] (the
+/// one rule both services apply: OPS and SERVICE exempt, everyone else needs the person's token
+/// issued to them) over this server's own listed keys.
+pub fn authorize_person<T>(state: &State, request: &Request<T>, person_id: Uuid) -> ApiResult<()> {
+    let caller = Caller::of(request)?;
+    medins_common::token::authorize_person(
+        state.person_tokens.verifier(),
+        &caller,
+        request.metadata(),
+        person_id,
+        state.clock.now(),
+    )
+    .map(|_| ())
+}
+
+/// The PersonTokenService implementation.
+pub struct PersonTokenApi {
+    state: SharedState,
+}
+
+impl PersonTokenApi {
+    /// Handlers over `state`.
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+
+    async fn issue(&self, partner_id: &str, person_id: Uuid) -> ApiResult<IssuePersonTokenResponse> {
+        let state = &self.state;
+        let person = state.persons.find(person_id).await?.ok_or_else(person_not_found)?;
+        // The link first: a partner learns nothing about persons it is not linked to.
+        if !state.links.has_live_link(partner_id, person_id).await? {
+            return Err(ApiError::failed_precondition(
+                Reason::PartnerLinkRequired,
+                "the caller has no live link with this person (PartnerLinkService.LinkPartnerAccount)",
+            ));
+        }
+        if !matches!(person.real_name, RealName::Verified { .. }) {
+            return Err(ApiError::failed_precondition(
+                Reason::RealNameRequired,
+                "the person's real name is not verified",
+            ));
+        }
+        let issued = state.person_tokens.issue(person_id, partner_id, state.clock.now());
+        Ok(IssuePersonTokenResponse {
+            expires_at: Some(timestamp(issued.expires_at().naive_utc())),
+            key_id: issued.claims.key_id.clone(),
+            token: issued.token,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PersonTokenService for PersonTokenApi {
+    async fn issue_person_token(
+        &self,
+        request: Request<IssuePersonTokenRequest>,
+    ) -> Result<Response<IssuePersonTokenResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
+        let result = self.issue(&caller.id, person_id).await.map(Response::new).map_err(Status::from);
+        self.state.audit.record(&caller.id, ISSUE_PERSON_TOKEN, person_id, outcome_of(&result)).await;
+        result
+    }
+
+    async fn get_public_keys(
+        &self,
+        request: Request<GetPublicKeysRequest>,
+    ) -> Result<Response<GetPublicKeysResponse>, Status> {
+        Caller::of(&request)?;
+        let keys = self
+            .state
+            .person_tokens
+            .listed_keys(self.state.clock.now())
+            .into_iter()
+            .map(|key| PublicKey {
+                public_key: key.public_key_base64url(),
+                algorithm: PERSON_TOKEN_ALG.to_owned(),
+                not_after: key.not_after.map(|at| timestamp(at.naive_utc())),
+                key_id: key.kid,
+            })
+            .collect();
+        Ok(Response::new(GetPublicKeysResponse { keys }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration as ChronoDuration;
+
+    use super::*;
+
+    #[test]
+    fn a_rotated_key_file_is_picked_up_and_a_broken_one_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("person-token-keys.toml");
+        let now = Utc::now();
+        let mut ring = TokenKeyRing::generate(now);
+        ring.save_new(&path).unwrap();
+        let tokens = PersonTokens::load(&path, now).unwrap();
+        let old = tokens.issue(Uuid::now_v7(), "bank", now);
+        assert!(!tokens.reload_if_changed(now).unwrap(), "unchanged file");
+
+        let new_kid = ring.rotate(now);
+        ring.save(&path).unwrap();
+        assert!(tokens.reload_if_changed(now).unwrap());
+        let new = tokens.issue(Uuid::now_v7(), "bank", now);
+        assert_eq!(new.claims.key_id, new_kid);
+        assert!(tokens.verifier().verify(&old.token, "bank", now).is_ok(), "the old key is still listed");
+        assert!(tokens.verifier().verify(&new.token, "bank", now).is_ok());
+        assert_eq!(tokens.listed_keys(now).len(), 2);
+
+        std::fs::write(&path, "not a key file").unwrap();
+        assert!(tokens.reload_if_changed(now).is_err());
+        assert_eq!(tokens.issue(Uuid::now_v7(), "bank", now).claims.key_id, new_kid, "previous keys stay");
+
+        // Once the old key's listing ends, the verifier forgets it on the next check.
+        let later = now + ChronoDuration::minutes(16);
+        let _ = tokens.reload_if_changed(later);
+        assert_eq!(tokens.verifier().key_ids(), vec![new_kid]);
+    }
+}

@@ -1,0 +1,396 @@
+//! Face sessions at rest, and the outbox rows written with them.
+//!
+//! Every change that ends a session (a deciding submission, an expiry) happens in one
+//! `write_transaction` together with the `face_outbox` row that reports it to insurance-svc, so
+//! an outcome is never recorded without its event, nor an event without its outcome. The
+//! session row is locked for the read-then-write: `BEGIN IMMEDIATE` on SQLite, `SELECT ... FOR
+//! UPDATE` on PostgreSQL; and a final row is never updated (every update is `WHERE status =
+//! 'PENDING'`).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    db::{Db, DbConnection, write_transaction},
+};
+use uuid::Uuid;
+
+use super::schema::{face_outbox, face_sessions};
+use crate::domain::face::{
+    FacePurpose, FaceStatus, SESSION_LIFETIME, SessionState, Submission, SubmitDecision, Threshold, decide_submission,
+};
+
+/// A face session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceSession {
+    /// Session id.
+    pub id: Uuid,
+    /// The person being verified.
+    pub person_id: Uuid,
+    /// What it is for.
+    pub purpose: FacePurpose,
+    /// The starting caller's reference.
+    pub reference: String,
+    /// The partner that started it.
+    pub partner_id: String,
+    /// The liveness challenge.
+    pub challenge: String,
+    /// Stored status (see [`FaceSession::state`] for the status at a given time).
+    pub status: FaceStatus,
+    /// Submissions so far.
+    pub submissions: i32,
+    /// Started.
+    pub created_at: NaiveDateTime,
+    /// Expires, while pending.
+    pub expires_at: NaiveDateTime,
+    /// Ended; `None` while pending.
+    pub finished_at: Option<NaiveDateTime>,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+}
+
+impl FaceSession {
+    /// What the rules look at.
+    pub fn state(&self) -> SessionState {
+        SessionState { status: self.status, submissions: self.submissions, expires_at: self.expires_at }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = face_sessions)]
+struct FaceSessionRow {
+    id: String,
+    person_id: String,
+    purpose: String,
+    reference: String,
+    partner_id: String,
+    challenge: String,
+    status: String,
+    submissions: i32,
+    created_at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+    finished_at: Option<NaiveDateTime>,
+    updated_at: NaiveDateTime,
+}
+
+impl TryFrom<FaceSessionRow> for FaceSession {
+    type Error = ApiError;
+
+    fn try_from(row: FaceSessionRow) -> ApiResult<Self> {
+        let bad = |what: &str| ApiError::internal(format_args!("face session {}: bad {what}", row.id));
+        Ok(FaceSession {
+            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
+            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
+            purpose: FacePurpose::parse(&row.purpose).ok_or_else(|| bad("purpose"))?,
+            status: FaceStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+            reference: row.reference,
+            partner_id: row.partner_id,
+            challenge: row.challenge,
+            submissions: row.submissions,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            finished_at: row.finished_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// What a new session brings.
+#[derive(Debug, Clone)]
+pub struct NewFaceSession {
+    /// The person.
+    pub person_id: Uuid,
+    /// What it is for.
+    pub purpose: FacePurpose,
+    /// The caller's reference (validated).
+    pub reference: String,
+    /// The starting partner.
+    pub partner_id: String,
+    /// The liveness challenge.
+    pub challenge: String,
+}
+
+/// Who submitted, and their reference of the check.
+#[derive(Debug, Clone)]
+pub struct ProviderCheck {
+    /// The FACE_PROVIDER partner.
+    pub provider_id: String,
+    /// The provider's reference (validated).
+    pub provider_reference: String,
+    /// The outcome sent.
+    pub submission: Submission,
+}
+
+/// What a submission did.
+#[derive(Debug, Clone)]
+pub enum SubmitResult {
+    /// Recorded; the session afterwards.
+    Recorded {
+        /// The session after the submission.
+        session: FaceSession,
+        /// Whether this submission passed.
+        passed: bool,
+        /// Whether an outbox event was written (the session ended with an insurance purpose).
+        outbox_written: bool,
+    },
+    /// The session had passed its expiry: it is now recorded EXPIRED and the submission was
+    /// not taken.
+    Expired {
+        /// Whether an outbox event was written.
+        outbox_written: bool,
+    },
+}
+
+/// A session that the sweeper expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiredSession {
+    /// The session.
+    pub id: Uuid,
+    /// Whether an outbox event was written.
+    pub outbox_written: bool,
+}
+
+/// The face_sessions table (and the outbox rows its changes write).
+#[derive(Clone, Debug)]
+pub struct FaceStore {
+    db: Db,
+}
+
+impl FaceStore {
+    /// A store over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Starts a session, PENDING until `now` + 5 minutes. NOT_FOUND / PERSON_NOT_FOUND if the
+    /// person does not exist (the foreign key decides).
+    pub async fn create(&self, new: NewFaceSession, now: NaiveDateTime) -> ApiResult<FaceSession> {
+        self.db
+            .run(move |conn| {
+                let session = FaceSession {
+                    id: Uuid::now_v7(),
+                    person_id: new.person_id,
+                    purpose: new.purpose,
+                    reference: new.reference,
+                    partner_id: new.partner_id,
+                    challenge: new.challenge,
+                    status: FaceStatus::Pending,
+                    submissions: 0,
+                    created_at: now,
+                    expires_at: now + SESSION_LIFETIME,
+                    finished_at: None,
+                    updated_at: now,
+                };
+                let inserted = diesel::insert_into(face_sessions::table)
+                    .values((
+                        face_sessions::id.eq(session.id.to_string()),
+                        face_sessions::person_id.eq(session.person_id.to_string()),
+                        face_sessions::purpose.eq(session.purpose.as_str()),
+                        face_sessions::reference.eq(&session.reference),
+                        face_sessions::partner_id.eq(&session.partner_id),
+                        face_sessions::challenge.eq(&session.challenge),
+                        face_sessions::status.eq(session.status.as_str()),
+                        face_sessions::submissions.eq(session.submissions),
+                        face_sessions::created_at.eq(session.created_at),
+                        face_sessions::expires_at.eq(session.expires_at),
+                        face_sessions::updated_at.eq(session.updated_at),
+                    ))
+                    .execute(conn);
+                match inserted {
+                    Ok(_) => Ok(session),
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                        _,
+                    )) => Err(ApiError::not_found(Reason::PersonNotFound, "no person with this id")),
+                    Err(error) => Err(error.into()),
+                }
+            })
+            .await
+    }
+
+    /// A session by id.
+    pub async fn find(&self, id: Uuid) -> ApiResult<Option<FaceSession>> {
+        self.db
+            .run(move |conn| {
+                let row = face_sessions::table
+                    .find(id.to_string())
+                    .select(FaceSessionRow::as_select())
+                    .first(conn)
+                    .optional()?;
+                row.map(FaceSession::try_from).transpose()
+            })
+            .await
+    }
+
+    /// Applies a provider's submission (rules in `domain::face`); ends the session and writes
+    /// its outbox event in the same transaction when the submission decides it. NOT_FOUND /
+    /// FACE_SESSION_NOT_FOUND for an unknown session.
+    pub async fn submit(
+        &self,
+        id: Uuid,
+        check: ProviderCheck,
+        threshold: Threshold,
+        now: NaiveDateTime,
+    ) -> ApiResult<SubmitResult> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let session = lock_session(conn, id)?.ok_or_else(face_session_not_found)?;
+                    match decide_submission(&session.state(), &check.submission, threshold, now)? {
+                        SubmitDecision::ExpireAndRefuse => {
+                            let outbox_written = finish(conn, &session, FaceStatus::Expired, session.expires_at, now)?;
+                            Ok(SubmitResult::Expired { outbox_written })
+                        }
+                        SubmitDecision::Record { status, submissions, passed } => {
+                            let finished_at = status.is_final().then_some(now);
+                            let updated = diesel::update(pending(&session))
+                                .set((
+                                    face_sessions::status.eq(status.as_str()),
+                                    face_sessions::submissions.eq(submissions),
+                                    face_sessions::last_liveness_passed.eq(Some(check.submission.liveness_passed)),
+                                    face_sessions::last_similarity.eq(Some(check.submission.similarity)),
+                                    face_sessions::provider_id.eq(Some(&check.provider_id)),
+                                    face_sessions::provider_reference.eq(Some(&check.provider_reference)),
+                                    face_sessions::finished_at.eq(finished_at),
+                                    face_sessions::updated_at.eq(now),
+                                ))
+                                .execute(conn)?;
+                            if updated != 1 {
+                                return Err(ApiError::internal(format_args!(
+                                    "face session {id} changed under its lock"
+                                )));
+                            }
+                            let outbox_written = match finished_at {
+                                Some(at) => write_outbox_event(conn, &session, status, at, now)?,
+                                None => false,
+                            };
+                            let session = FaceSession { status, submissions, finished_at, updated_at: now, ..session };
+                            Ok(SubmitResult::Recorded { session, passed, outbox_written })
+                        }
+                    }
+                })
+            })
+            .await
+    }
+
+    /// Expires up to `limit` PENDING sessions whose expiry is at or before `now`, each in its
+    /// own transaction with its outbox event; returns those it expired.
+    pub async fn expire_due(&self, now: NaiveDateTime, limit: i64) -> ApiResult<Vec<ExpiredSession>> {
+        self.db
+            .run(move |conn| {
+                let due: Vec<String> = face_sessions::table
+                    .filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
+                    .filter(face_sessions::expires_at.le(now))
+                    .order(face_sessions::expires_at.asc())
+                    .limit(limit)
+                    .select(face_sessions::id)
+                    .load(conn)?;
+                let mut expired = Vec::with_capacity(due.len());
+                for id in due {
+                    let id = Uuid::parse_str(&id).map_err(ApiError::internal)?;
+                    let outcome = write_transaction(conn, |conn| -> ApiResult<Option<bool>> {
+                        // Another replica (or a submission) may have ended it since the scan.
+                        match lock_session(conn, id)? {
+                            Some(session) if session.status == FaceStatus::Pending && session.expires_at <= now => {
+                                finish(conn, &session, FaceStatus::Expired, session.expires_at, now).map(Some)
+                            }
+                            _ => Ok(None),
+                        }
+                    })?;
+                    if let Some(outbox_written) = outcome {
+                        expired.push(ExpiredSession { id, outbox_written });
+                    }
+                }
+                Ok(expired)
+            })
+            .await
+    }
+}
+
+/// NOT_FOUND / FACE_SESSION_NOT_FOUND.
+pub fn face_session_not_found() -> ApiError {
+    ApiError::not_found(Reason::FaceSessionNotFound, "no face session with this id")
+}
+
+/// Reads a session for update: the row lock on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already
+/// holds the database write lock).
+fn lock_session(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<FaceSession>> {
+    let row = match conn {
+        DbConnection::Sqlite(inner) => {
+            face_sessions::table.find(id.to_string()).select(FaceSessionRow::as_select()).first(inner).optional()?
+        }
+        DbConnection::Postgres(inner) => face_sessions::table
+            .find(id.to_string())
+            .select(FaceSessionRow::as_select())
+            .for_update()
+            .first(inner)
+            .optional()?,
+    };
+    row.map(FaceSession::try_from).transpose()
+}
+
+/// The session's row, only while still PENDING.
+fn pending(
+    session: &FaceSession,
+) -> diesel::dsl::Filter<
+    diesel::dsl::Find<face_sessions::table, String>,
+    diesel::dsl::Eq<face_sessions::status, &'static str>,
+> {
+    face_sessions::table.find(session.id.to_string()).filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
+}
+
+/// Ends a PENDING session with `status` and writes its outbox event; returns whether an event
+/// was written. Call inside a write transaction holding the session's lock.
+fn finish(
+    conn: &mut DbConnection,
+    session: &FaceSession,
+    status: FaceStatus,
+    finished_at: NaiveDateTime,
+    now: NaiveDateTime,
+) -> ApiResult<bool> {
+    let updated = diesel::update(pending(session))
+        .set((
+            face_sessions::status.eq(status.as_str()),
+            face_sessions::finished_at.eq(Some(finished_at)),
+            face_sessions::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    if updated != 1 {
+        return Err(ApiError::internal(format_args!("face session {} changed under its lock", session.id)));
+    }
+    write_outbox_event(conn, session, status, finished_at, now)
+}
+
+/// Writes the FaceVerificationCompleted event of a session that just ended, if its purpose
+/// concerns insurance-svc; its sequence follows the session's earlier events.
+fn write_outbox_event(
+    conn: &mut DbConnection,
+    session: &FaceSession,
+    outcome: FaceStatus,
+    finished_at: NaiveDateTime,
+    now: NaiveDateTime,
+) -> ApiResult<bool> {
+    if !session.purpose.notifies_insurance() {
+        return Ok(false);
+    }
+    let session_id = session.id.to_string();
+    let last: Option<i32> = face_outbox::table
+        .filter(face_outbox::session_id.eq(&session_id))
+        .select(diesel::dsl::max(face_outbox::sequence))
+        .first(conn)?;
+    diesel::insert_into(face_outbox::table)
+        .values((
+            face_outbox::id.eq(Uuid::now_v7().to_string()),
+            face_outbox::session_id.eq(&session_id),
+            face_outbox::person_id.eq(session.person_id.to_string()),
+            face_outbox::purpose.eq(session.purpose.as_str()),
+            face_outbox::reference.eq(&session.reference),
+            face_outbox::outcome.eq(outcome.as_str()),
+            face_outbox::finished_at.eq(finished_at),
+            face_outbox::sequence.eq(last.unwrap_or(0) + 1),
+            face_outbox::attempts.eq(0),
+            face_outbox::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(true)
+}

@@ -1,0 +1,747 @@
+//! Settlement rules: the per-scheme policy table, how a bill is split between the pooling
+//! fund, the individual account and self-pay, retries and reversals, and annual expenses.
+//! Pure: no I/O.
+//!
+//! The split of one bill, on the person's year-to-date totals for its category:
+//!
+//! ```text
+//! deductible_part = min(total, max(0, deductible - deductible_ytd))
+//! fund            = min(floor((total - deductible_part) * ratio_bp / 10 000), max(0, cap - fund_ytd))
+//! rest            = total - fund
+//! account         = min(rest, balance)   when paying from the holder's ACTIVE account, else 0
+//! self            = rest - account
+//! ```
+//!
+//! so fund + account + self = total, every part >= 0, and the balance never goes negative.
+
+use std::{collections::BTreeMap, path::Path};
+
+use chrono::{Datelike, NaiveDateTime};
+use medins_common::{ApiError, ApiResult, Reason, clock::china_standard_time};
+use serde::Deserialize;
+
+use super::account::{AccountStatus, Scheme};
+
+/// Largest bill: 1 000 000 yuan.
+pub const MAX_BILL_CENTS: i64 = 100_000_000;
+/// Longest items summary.
+pub const MAX_ITEMS_SUMMARY_CHARS: usize = 500;
+/// Basis points in 100 %.
+pub const FULL_RATIO_BP: u32 = 10_000;
+
+/// What a bill was for; each category has its own deductible and cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    /// Outpatient visit.
+    Outpatient,
+    /// Inpatient stay.
+    Inpatient,
+    /// Pharmacy purchase.
+    Pharmacy,
+}
+
+impl Category {
+    /// Every category, in contract order.
+    pub const ALL: [Category; 3] = [Category::Outpatient, Category::Inpatient, Category::Pharmacy];
+
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Outpatient => "OUTPATIENT",
+            Category::Inpatient => "INPATIENT",
+            Category::Pharmacy => "PHARMACY",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        Category::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+/// Which individual account pays what the fund does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayFrom {
+    /// The holder's own account, up to its balance, then self-pay.
+    HolderAccount,
+    /// A family binder's account (family mutual aid): needs that binder's authorisation.
+    BinderAccount,
+    /// No individual account: the rest is self-pay.
+    SelfPay,
+}
+
+impl PayFrom {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayFrom::HolderAccount => "HOLDER_ACCOUNT",
+            PayFrom::BinderAccount => "BINDER_ACCOUNT",
+            PayFrom::SelfPay => "SELF",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [PayFrom::HolderAccount, PayFrom::BinderAccount, PayFrom::SelfPay].into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+/// Whether a settlement stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SettlementStatus {
+    /// Settled: counts in year-to-date totals and annual expenses.
+    Settled,
+    /// Reversed by operations: counts nowhere.
+    Reversed,
+}
+
+impl SettlementStatus {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettlementStatus::Settled => "SETTLED",
+            SettlementStatus::Reversed => "REVERSED",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [SettlementStatus::Settled, SettlementStatus::Reversed].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// The fund's terms for one scheme and category, per calendar year. Money in cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// What the person pays each year before the fund pays anything.
+    pub deductible_cents: i64,
+    /// Share of the bill above the deductible the fund pays, in basis points (7000 = 70 %).
+    pub reimbursement_ratio_bp: u32,
+    /// Most the fund pays in a year.
+    pub annual_cap_cents: i64,
+}
+
+impl Policy {
+    fn validate(&self, at: &str) -> Result<(), PolicyError> {
+        let bad = |what: &str| Err(PolicyError::Invalid(format!("{at}: {what}")));
+        if self.deductible_cents < 0 {
+            return bad("deductible_cents must be >= 0");
+        }
+        if self.reimbursement_ratio_bp > FULL_RATIO_BP {
+            return bad("reimbursement_ratio_bp must be 0 to 10000");
+        }
+        if self.annual_cap_cents < 0 {
+            return bad("annual_cap_cents must be >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// A policy file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Unreadable file.
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML of the expected shape (missing scheme or category, unknown key, wrong type).
+    #[error("policy file: {0}")]
+    Parse(String),
+    /// A value out of range.
+    #[error("policy file: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemePolicies {
+    #[serde(rename = "OUTPATIENT")]
+    outpatient: Policy,
+    #[serde(rename = "INPATIENT")]
+    inpatient: Policy,
+    #[serde(rename = "PHARMACY")]
+    pharmacy: Policy,
+}
+
+/// The policy table: one [`Policy`] for every scheme x category.
+///
+/// The file (`--policy-file`) is TOML with one table per scheme and category, all six present
+/// (a missing one is an error at start, never a silent default):
+///
+/// ```toml
+/// [EMPLOYEE.OUTPATIENT]
+/// deductible_cents = 180000        # 1 800 yuan a year
+/// reimbursement_ratio_bp = 7000    # the fund pays 70 % above the deductible
+/// annual_cap_cents = 2000000       # and at most 20 000 yuan a year
+/// # ... EMPLOYEE.INPATIENT, EMPLOYEE.PHARMACY, RESIDENT.OUTPATIENT, RESIDENT.INPATIENT,
+/// # RESIDENT.PHARMACY
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyTable {
+    #[serde(rename = "EMPLOYEE")]
+    employee: SchemePolicies,
+    #[serde(rename = "RESIDENT")]
+    resident: SchemePolicies,
+}
+
+/// The built-in policy (`medins up` and tests); production deployments load their own file.
+pub const DEFAULT_POLICY_TOML: &str = r#"
+# Built-in settlement policy: money in cents (fen), ratios in basis points (7000 = 70 %).
+[EMPLOYEE.OUTPATIENT]
+deductible_cents = 180000
+reimbursement_ratio_bp = 7000
+annual_cap_cents = 2000000
+
+[EMPLOYEE.INPATIENT]
+deductible_cents = 130000
+reimbursement_ratio_bp = 8500
+annual_cap_cents = 50000000
+
+[EMPLOYEE.PHARMACY]
+deductible_cents = 100000
+reimbursement_ratio_bp = 5000
+annual_cap_cents = 500000
+
+[RESIDENT.OUTPATIENT]
+deductible_cents = 10000
+reimbursement_ratio_bp = 5000
+annual_cap_cents = 300000
+
+[RESIDENT.INPATIENT]
+deductible_cents = 80000
+reimbursement_ratio_bp = 7000
+annual_cap_cents = 25000000
+
+[RESIDENT.PHARMACY]
+deductible_cents = 10000
+reimbursement_ratio_bp = 5000
+annual_cap_cents = 200000
+"#;
+
+impl PolicyTable {
+    /// The built-in policy.
+    pub fn builtin() -> PolicyTable {
+        PolicyTable::from_toml_str(DEFAULT_POLICY_TOML).expect("the built-in policy is valid")
+    }
+
+    /// Parses and validates a policy file's text.
+    pub fn from_toml_str(text: &str) -> Result<PolicyTable, PolicyError> {
+        let table: PolicyTable = toml::from_str(text).map_err(|e| PolicyError::Parse(e.message().to_owned()))?;
+        for scheme in [Scheme::Employee, Scheme::Resident] {
+            for category in Category::ALL {
+                table.policy(scheme, category).validate(&format!("{}.{}", scheme.as_str(), category.as_str()))?;
+            }
+        }
+        Ok(table)
+    }
+
+    /// Loads a policy file.
+    pub fn load(path: &Path) -> Result<PolicyTable, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+        PolicyTable::from_toml_str(&text)
+    }
+
+    /// The policy of a scheme and category.
+    pub fn policy(&self, scheme: Scheme, category: Category) -> Policy {
+        let per_scheme = match scheme {
+            Scheme::Employee => &self.employee,
+            Scheme::Resident => &self.resident,
+        };
+        match category {
+            Category::Outpatient => per_scheme.outpatient,
+            Category::Inpatient => per_scheme.inpatient,
+            Category::Pharmacy => per_scheme.pharmacy,
+        }
+    }
+}
+
+/// A person's totals so far in one year and category (standing settlements only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct YearToDate {
+    /// Billed.
+    pub total_cents: i64,
+    /// Paid by the fund.
+    pub fund_cents: i64,
+    /// Deductible consumed.
+    pub deductible_cents: i64,
+}
+
+impl YearToDate {
+    /// The totals after `split` is settled.
+    pub fn plus(self, split: &Split) -> YearToDate {
+        YearToDate {
+            total_cents: self.total_cents + split.total_cents(),
+            fund_cents: self.fund_cents + split.fund_cents,
+            deductible_cents: self.deductible_cents + split.deductible_cents,
+        }
+    }
+}
+
+/// How one bill is paid. `fund + account + self = total`; `deductible_cents` is the part of
+/// the total that went to the deductible (paid by account or self, never by the fund).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// Deductible consumed by this bill.
+    pub deductible_cents: i64,
+    /// Paid by the pooling fund.
+    pub fund_cents: i64,
+    /// Paid from the individual account.
+    pub account_cents: i64,
+    /// Paid by the person.
+    pub self_cents: i64,
+}
+
+impl Split {
+    /// The bill total.
+    pub fn total_cents(&self) -> i64 {
+        self.fund_cents + self.account_cents + self.self_cents
+    }
+}
+
+/// Validated terms of a Settle request; a retry must repeat them exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleTerms {
+    /// Bill total, 1 cent to [`MAX_BILL_CENTS`].
+    pub total_cents: i64,
+    /// Category.
+    pub category: Category,
+    /// Who pays the rest.
+    pub pay_from: PayFrom,
+    /// Items, at most 500 characters.
+    pub items_summary: String,
+}
+
+/// Validates the terms of a Settle request.
+pub fn settle_terms(
+    total_cents: i64,
+    category: Category,
+    pay_from: PayFrom,
+    items_summary: &str,
+) -> ApiResult<SettleTerms> {
+    if !(1..=MAX_BILL_CENTS).contains(&total_cents) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "total_cents",
+            format!("must be 1 to {MAX_BILL_CENTS} cents"),
+        ));
+    }
+    let items_summary = items_summary.trim();
+    if items_summary.chars().count() > MAX_ITEMS_SUMMARY_CHARS {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "items_summary",
+            "must be at most 500 characters",
+        ));
+    }
+    Ok(SettleTerms { total_cents, category, pay_from, items_summary: items_summary.to_owned() })
+}
+
+/// What a Settle of an already settled visit answers: the first settlement when the terms are
+/// the same (a retry), FAILED_PRECONDITION / VISIT_ALREADY_SETTLED when they differ (a visit is
+/// settled once; a correction is a reversal and a new visit).
+pub fn replay_settlement(first: &SettleTerms, retry: &SettleTerms) -> ApiResult<()> {
+    if first == retry {
+        Ok(())
+    } else {
+        Err(ApiError::failed_precondition(
+            Reason::VisitAlreadySettled,
+            "this visit was already settled with other terms",
+        ))
+    }
+}
+
+/// How much the chosen account may contribute to a bill: the holder's balance when paying from
+/// the holder's ACTIVE account; nothing from a SUSPENDED or CLOSED account (the fund share still
+/// applies, the rest is self-pay) or for SELF. BINDER_ACCOUNT (family mutual aid) is refused
+/// until family aid can be authorised: FAILED_PRECONDITION / FAMILY_AID_NOT_AUTHORISED.
+pub fn account_available(pay_from: PayFrom, status: AccountStatus, balance_cents: i64) -> ApiResult<i64> {
+    match pay_from {
+        PayFrom::HolderAccount if super::ledger::pays_bills(status) => Ok(balance_cents.max(0)),
+        PayFrom::HolderAccount | PayFrom::SelfPay => Ok(0),
+        PayFrom::BinderAccount => Err(ApiError::failed_precondition(
+            Reason::FamilyAidNotAuthorised,
+            "no family-aid authorisation covers this holder: pay from the holder's account or SELF",
+        )),
+    }
+}
+
+/// Splits a bill of `total_cents` under `policy` on the year-to-date totals `ytd`, taking at
+/// most `account_available_cents` from the individual account (see the module doc).
+pub fn split(total_cents: i64, policy: &Policy, ytd: YearToDate, account_available_cents: i64) -> Split {
+    let total = total_cents.max(0);
+    let deductible_left = (policy.deductible_cents - ytd.deductible_cents).max(0);
+    let deductible_part = total.min(deductible_left);
+    let eligible = total - deductible_part;
+    // i128: a bill of 10^8 cents times 10^4 basis points fits i64, but a policy file need not
+    // be that kind; floor to whole cents (the person, not the fund, keeps the fraction).
+    let by_ratio =
+        (i128::from(eligible) * i128::from(policy.reimbursement_ratio_bp) / i128::from(FULL_RATIO_BP)) as i64;
+    let cap_left = (policy.annual_cap_cents - ytd.fund_cents).max(0);
+    let fund = by_ratio.min(cap_left);
+    let rest = total - fund;
+    let account = rest.min(account_available_cents.max(0));
+    Split { deductible_cents: deductible_part, fund_cents: fund, account_cents: account, self_cents: rest - account }
+}
+
+/// Whether a settlement may be reversed: once only (FAILED_PRECONDITION /
+/// SETTLEMENT_ALREADY_REVERSED the second time).
+pub fn ensure_reversible(status: SettlementStatus) -> ApiResult<()> {
+    match status {
+        SettlementStatus::Settled => Ok(()),
+        SettlementStatus::Reversed => Err(ApiError::failed_precondition(
+            Reason::SettlementAlreadyReversed,
+            "this settlement was already reversed",
+        )),
+    }
+}
+
+/// The calendar year (China Standard Time) a settlement at `settled_at` (UTC) counts in.
+pub fn settlement_year(settled_at: NaiveDateTime) -> i32 {
+    settled_at.and_utc().with_timezone(&china_standard_time()).year()
+}
+
+/// The calendar month 1-12 (China Standard Time) of `settled_at` (UTC).
+pub fn settlement_month(settled_at: NaiveDateTime) -> u32 {
+    settled_at.and_utc().with_timezone(&china_standard_time()).month()
+}
+
+/// Validates the year of GetAnnualExpenses.
+pub fn expenses_year(year: i32) -> ApiResult<i32> {
+    if (1900..=2999).contains(&year) {
+        Ok(year)
+    } else {
+        Err(ApiError::invalid_field(Reason::InvalidArgument, "year", "must be a calendar year such as 2026"))
+    }
+}
+
+/// One standing settlement, as annual expenses see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpenseLine {
+    /// Category.
+    pub category: Category,
+    /// When (UTC).
+    pub settled_at: NaiveDateTime,
+    /// Billed.
+    pub total_cents: i64,
+    /// Fund share.
+    pub fund_cents: i64,
+    /// Account share.
+    pub account_cents: i64,
+    /// Self-pay.
+    pub self_cents: i64,
+}
+
+/// Sums of expense lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpenseTotals {
+    /// Billed.
+    pub total_cents: i64,
+    /// Fund.
+    pub fund_cents: i64,
+    /// Individual accounts.
+    pub account_cents: i64,
+    /// Self-pay.
+    pub self_cents: i64,
+    /// How many settlements.
+    pub settlements: i32,
+}
+
+impl ExpenseTotals {
+    fn add(&mut self, line: &ExpenseLine) {
+        self.total_cents += line.total_cents;
+        self.fund_cents += line.fund_cents;
+        self.account_cents += line.account_cents;
+        self.self_cents += line.self_cents;
+        self.settlements += 1;
+    }
+}
+
+/// A person's expenses in one year.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnualExpenses {
+    /// The whole year.
+    pub totals: ExpenseTotals,
+    /// Every category, in [`Category::ALL`] order (zero when none).
+    pub by_category: Vec<(Category, ExpenseTotals)>,
+    /// Months (1-12, China Standard Time) with at least one settlement, ascending.
+    pub by_month: Vec<(u32, ExpenseTotals)>,
+}
+
+/// Sums standing settlements of one year by category and by month (China Standard Time).
+pub fn annual_expenses(lines: &[ExpenseLine]) -> AnnualExpenses {
+    let mut totals = ExpenseTotals::default();
+    let mut by_category: Vec<(Category, ExpenseTotals)> =
+        Category::ALL.into_iter().map(|c| (c, ExpenseTotals::default())).collect();
+    let mut by_month: BTreeMap<u32, ExpenseTotals> = BTreeMap::new();
+    for line in lines {
+        totals.add(line);
+        if let Some((_, t)) = by_category.iter_mut().find(|(c, _)| *c == line.category) {
+            t.add(line);
+        }
+        by_month.entry(settlement_month(line.settled_at)).or_default().add(line);
+    }
+    AnnualExpenses { totals, by_category, by_month: by_month.into_iter().collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn policy(deductible_cents: i64, reimbursement_ratio_bp: u32, annual_cap_cents: i64) -> Policy {
+        Policy { deductible_cents, reimbursement_ratio_bp, annual_cap_cents }
+    }
+
+    #[test]
+    fn the_deductible_is_paid_first_then_the_fund_pays_its_ratio() {
+        let p = policy(1_000, 7_000, 1_000_000);
+        // Inside the deductible: nothing from the fund.
+        let s = split(600, &p, YearToDate::default(), 0);
+        assert_eq!(s, Split { deductible_cents: 600, fund_cents: 0, account_cents: 0, self_cents: 600 });
+        // Crossing it: 400 deductible, 70 % of the other 600.
+        let ytd = YearToDate::default().plus(&s);
+        let s = split(1_000, &p, ytd, 10_000);
+        assert_eq!(s, Split { deductible_cents: 400, fund_cents: 420, account_cents: 580, self_cents: 0 });
+    }
+
+    #[test]
+    fn the_fund_stops_at_the_annual_cap_and_fractions_of_a_cent_go_to_the_person() {
+        let p = policy(0, 3_333, 500);
+        let s = split(100, &p, YearToDate::default(), 0);
+        assert_eq!(s.fund_cents, 33, "33.33 floors to 33");
+        let ytd = YearToDate { total_cents: 1_000, fund_cents: 480, deductible_cents: 0 };
+        let s = split(1_000, &p, ytd, 0);
+        assert_eq!(s.fund_cents, 20, "only 20 left under the cap");
+        assert_eq!(s.self_cents, 980);
+        let over = YearToDate { fund_cents: 900, ..ytd };
+        assert_eq!(split(1_000, &p, over, 0).fund_cents, 0, "a lowered cap pays nothing, never negative");
+    }
+
+    #[test]
+    fn the_account_pays_up_to_its_balance_then_self_pay() {
+        let p = policy(0, 5_000, 1_000_000);
+        let s = split(1_000, &p, YearToDate::default(), 300);
+        assert_eq!((s.fund_cents, s.account_cents, s.self_cents), (500, 300, 200));
+    }
+
+    #[test]
+    fn suspended_accounts_and_self_pay_take_nothing_and_binder_accounts_are_refused() {
+        assert_eq!(account_available(PayFrom::HolderAccount, AccountStatus::Active, 900).unwrap(), 900);
+        assert_eq!(account_available(PayFrom::HolderAccount, AccountStatus::Suspended, 900).unwrap(), 0);
+        assert_eq!(account_available(PayFrom::HolderAccount, AccountStatus::Closed, 900).unwrap(), 0);
+        assert_eq!(account_available(PayFrom::SelfPay, AccountStatus::Active, 900).unwrap(), 0);
+        let error = account_available(PayFrom::BinderAccount, AccountStatus::Active, 900).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(error.reason(), Reason::FamilyAidNotAuthorised);
+    }
+
+    #[test]
+    fn a_retry_must_repeat_the_terms() {
+        let first = settle_terms(1_000, Category::Outpatient, PayFrom::HolderAccount, "x-ray").unwrap();
+        assert!(replay_settlement(&first, &first.clone()).is_ok());
+        let other = SettleTerms { total_cents: 1_001, ..first.clone() };
+        assert_eq!(replay_settlement(&first, &other).unwrap_err().reason(), Reason::VisitAlreadySettled);
+    }
+
+    #[test]
+    fn settle_terms_are_bounded() {
+        assert!(settle_terms(0, Category::Pharmacy, PayFrom::SelfPay, "").is_err());
+        assert!(settle_terms(MAX_BILL_CENTS + 1, Category::Pharmacy, PayFrom::SelfPay, "").is_err());
+        assert!(settle_terms(MAX_BILL_CENTS, Category::Pharmacy, PayFrom::SelfPay, &"药".repeat(500)).is_ok());
+        let error = settle_terms(1, Category::Pharmacy, PayFrom::SelfPay, &"药".repeat(501)).unwrap_err();
+        assert_eq!(error.reason(), Reason::InvalidArgument);
+    }
+
+    #[test]
+    fn a_settlement_is_reversed_once() {
+        assert!(ensure_reversible(SettlementStatus::Settled).is_ok());
+        assert_eq!(
+            ensure_reversible(SettlementStatus::Reversed).unwrap_err().reason(),
+            Reason::SettlementAlreadyReversed
+        );
+    }
+
+    #[test]
+    fn years_and_months_are_counted_in_china_standard_time() {
+        // 2026-12-31 16:30 UTC is 2027-01-01 00:30 in Beijing.
+        let at = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap().and_hms_opt(16, 30, 0).unwrap();
+        assert_eq!(settlement_year(at), 2027);
+        assert_eq!(settlement_month(at), 1);
+        let before = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap().and_hms_opt(15, 59, 59).unwrap();
+        assert_eq!((settlement_year(before), settlement_month(before)), (2026, 12));
+    }
+
+    #[test]
+    fn annual_expenses_list_every_category_and_months_with_settlements() {
+        let at = |m, d, h| NaiveDate::from_ymd_opt(2026, m, d).unwrap().and_hms_opt(h, 0, 0).unwrap();
+        let line = |category, settled_at, total: i64| ExpenseLine {
+            category,
+            settled_at,
+            total_cents: total,
+            fund_cents: total / 2,
+            account_cents: total / 4,
+            self_cents: total - total / 2 - total / 4,
+        };
+        let expenses = annual_expenses(&[
+            line(Category::Outpatient, at(3, 1, 2), 1_000),
+            line(Category::Pharmacy, at(3, 31, 17), 400), // April 1st in Beijing
+            line(Category::Outpatient, at(7, 9, 9), 2_000),
+        ]);
+        assert_eq!(expenses.totals.total_cents, 3_400);
+        assert_eq!(expenses.totals.settlements, 3);
+        assert_eq!(expenses.totals.fund_cents + expenses.totals.account_cents + expenses.totals.self_cents, 3_400);
+        let categories: Vec<_> = expenses.by_category.iter().map(|(c, t)| (*c, t.total_cents)).collect();
+        assert_eq!(
+            categories,
+            vec![(Category::Outpatient, 3_000), (Category::Inpatient, 0), (Category::Pharmacy, 400)]
+        );
+        let months: Vec<_> = expenses.by_month.iter().map(|(m, t)| (*m, t.total_cents)).collect();
+        assert_eq!(months, vec![(3, 1_000), (4, 400), (7, 2_000)]);
+    }
+
+    #[test]
+    fn the_builtin_policy_covers_every_scheme_and_category() {
+        let table = PolicyTable::builtin();
+        for scheme in [Scheme::Employee, Scheme::Resident] {
+            for category in Category::ALL {
+                let p = table.policy(scheme, category);
+                assert!(p.reimbursement_ratio_bp <= FULL_RATIO_BP && p.annual_cap_cents > 0);
+            }
+        }
+        assert_eq!(table.policy(Scheme::Employee, Category::Outpatient), policy(180_000, 7_000, 2_000_000));
+        assert_eq!(table.policy(Scheme::Resident, Category::Pharmacy), policy(10_000, 5_000, 200_000));
+    }
+
+    #[test]
+    fn a_policy_file_is_parsed_and_every_table_is_required() {
+        let custom = DEFAULT_POLICY_TOML.replace("deductible_cents = 130000", "deductible_cents = 0");
+        let table = PolicyTable::from_toml_str(&custom).unwrap();
+        assert_eq!(table.policy(Scheme::Employee, Category::Inpatient).deductible_cents, 0);
+
+        let missing = DEFAULT_POLICY_TOML.replace("[RESIDENT.PHARMACY]", "[RESIDENT.UNUSED]");
+        let error = PolicyTable::from_toml_str(&missing).unwrap_err().to_string();
+        assert!(error.contains("UNUSED") || error.contains("PHARMACY"), "{error}");
+
+        let no_scheme: String = DEFAULT_POLICY_TOML.split("[RESIDENT.OUTPATIENT]").next().unwrap().to_owned();
+        assert!(PolicyTable::from_toml_str(&no_scheme).unwrap_err().to_string().contains("RESIDENT"));
+
+        let unknown_key = DEFAULT_POLICY_TOML.replacen("annual_cap_cents", "annual_cap_yuan", 1);
+        assert!(PolicyTable::from_toml_str(&unknown_key).is_err());
+
+        let ratio = DEFAULT_POLICY_TOML.replacen("reimbursement_ratio_bp = 7000", "reimbursement_ratio_bp = 10001", 1);
+        let error = PolicyTable::from_toml_str(&ratio).unwrap_err().to_string();
+        assert!(error.contains("EMPLOYEE.OUTPATIENT") && error.contains("reimbursement_ratio_bp"), "{error}");
+
+        let negative = DEFAULT_POLICY_TOML.replacen("deductible_cents = 10000\n", "deductible_cents = -1\n", 1);
+        assert!(PolicyTable::from_toml_str(&negative).unwrap_err().to_string().contains("RESIDENT.OUTPATIENT"));
+
+        let wrong_type = DEFAULT_POLICY_TOML.replacen("annual_cap_cents = 2000000", "annual_cap_cents = \"lots\"", 1);
+        assert!(PolicyTable::from_toml_str(&wrong_type).is_err());
+        assert!(PolicyTable::from_toml_str("not toml [").is_err());
+    }
+
+    #[test]
+    fn a_policy_file_is_loaded_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, DEFAULT_POLICY_TOML).unwrap();
+        assert_eq!(PolicyTable::load(&path).unwrap(), PolicyTable::builtin());
+        assert!(matches!(PolicyTable::load(&dir.path().join("absent.toml")), Err(PolicyError::Read { .. })));
+    }
+
+    /// One step of a random history: a bill, a credit, or a status change.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Bill { total: i64, category: usize, from_account: bool },
+        Credit(i64),
+        Suspend,
+        Resume,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (1..=MAX_BILL_CENTS / 100, 0..3usize, any::<bool>())
+                .prop_map(|(total, category, from_account)| Step::Bill { total, category, from_account }),
+            1 => (1..=MAX_BILL_CENTS / 1000, 0..3usize, any::<bool>())
+                .prop_map(|(total, category, from_account)| Step::Bill { total, category, from_account }),
+            2 => (1..=5_000_000i64).prop_map(Step::Credit),
+            1 => Just(Step::Suspend),
+            1 => Just(Step::Resume),
+        ]
+    }
+
+    fn policy_strategy() -> impl Strategy<Value = Policy> {
+        (0..=500_000i64, 0..=FULL_RATIO_BP, 0..=5_000_000i64).prop_map(|(d, r, c)| policy(d, r, c))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Over any sequence of bills, credits and suspensions: every cent is accounted for, the
+        /// balance never goes negative, the deductible is paid before the fund pays and never
+        /// more than once a year, the fund pays exactly its ratio above the deductible up to the
+        /// cap and never beyond it, and the account pays all it can (unless suspended).
+        #[test]
+        fn every_cent_is_accounted_for_and_limits_hold(
+            policies in proptest::array::uniform3(policy_strategy()),
+            start_balance in 0..=2_000_000i64,
+            steps in proptest::collection::vec(step(), 1..60),
+        ) {
+            let mut balance = start_balance;
+            let mut status = AccountStatus::Active;
+            let mut ytd = [YearToDate::default(); 3];
+            for step in steps {
+                match step {
+                    Step::Credit(amount) => balance = super::super::ledger::balance_after(balance, amount).unwrap(),
+                    Step::Suspend => status = super::super::ledger::suspend(status).unwrap(),
+                    Step::Resume => status = super::super::ledger::resume(status).unwrap(),
+                    Step::Bill { total, category, from_account } => {
+                        let p = policies[category];
+                        let pay_from = if from_account { PayFrom::HolderAccount } else { PayFrom::SelfPay };
+                        let available = account_available(pay_from, status, balance).unwrap();
+                        let before = ytd[category];
+                        let s = split(total, &p, before, available);
+
+                        prop_assert_eq!(s.fund_cents + s.account_cents + s.self_cents, total);
+                        prop_assert!(s.fund_cents >= 0 && s.account_cents >= 0 && s.self_cents >= 0);
+                        prop_assert!(s.deductible_cents >= 0 && s.deductible_cents <= total);
+
+                        // The account: all it can, and never below zero.
+                        prop_assert!(s.account_cents <= available);
+                        prop_assert_eq!(s.account_cents, (total - s.fund_cents).min(available));
+                        if status != AccountStatus::Active || !from_account {
+                            prop_assert_eq!(s.account_cents, 0);
+                        }
+                        balance = super::super::ledger::balance_after(balance, -s.account_cents)
+                            .expect("the balance never goes below zero");
+
+                        // The deductible: consumed first, never beyond the year's amount.
+                        let after = before.plus(&s);
+                        prop_assert!(after.deductible_cents <= p.deductible_cents);
+                        prop_assert_eq!(s.deductible_cents, total.min(p.deductible_cents - before.deductible_cents));
+                        if s.fund_cents > 0 {
+                            prop_assert_eq!(after.deductible_cents, p.deductible_cents);
+                        }
+
+                        // The fund: its ratio of the rest, floored, up to the cap and never beyond.
+                        let by_ratio = (total - s.deductible_cents) * i64::from(p.reimbursement_ratio_bp) / 10_000;
+                        prop_assert!(s.fund_cents <= by_ratio);
+                        prop_assert!(after.fund_cents <= p.annual_cap_cents);
+                        prop_assert_eq!(s.fund_cents, by_ratio.min(p.annual_cap_cents - before.fund_cents));
+                        ytd[category] = after;
+                    }
+                }
+                prop_assert!(balance >= 0);
+            }
+        }
+    }
+}

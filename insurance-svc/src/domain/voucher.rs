@@ -1,0 +1,366 @@
+//! Vouchers (DESIGN.md flow 3 and 6 "Vouchers"): channels, statuses, the activation rules and
+//! who may suspend and resume. Pure.
+
+use chrono::{Duration, NaiveDate, NaiveDateTime};
+use medins_common::{ApiError, ApiResult, Reason};
+use uuid::Uuid;
+
+use super::{account::AccountStatus, face::FacePurpose};
+
+/// How long after a face session ended it may still activate a voucher.
+pub const FACE_SESSION_FRESHNESS: Duration = Duration::minutes(10);
+
+/// Where a voucher was activated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The national medical insurance app.
+    NationalApp,
+    /// A WeChat mini program.
+    Wechat,
+    /// An Alipay mini program.
+    Alipay,
+    /// A bank's app.
+    BankApp,
+    /// A city government app.
+    CityApp,
+    /// By the family member who bound the holder (the family issue; never through
+    /// ActivateVoucher).
+    Family,
+}
+
+impl Channel {
+    const ALL: [Channel; 6] =
+        [Channel::NationalApp, Channel::Wechat, Channel::Alipay, Channel::BankApp, Channel::CityApp, Channel::Family];
+
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::NationalApp => "NATIONAL_APP",
+            Channel::Wechat => "WECHAT",
+            Channel::Alipay => "ALIPAY",
+            Channel::BankApp => "BANK_APP",
+            Channel::CityApp => "CITY_APP",
+            Channel::Family => "FAMILY",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+/// A channel a person may activate through themself: every channel but FAMILY
+/// (INVALID_ARGUMENT otherwise).
+pub fn self_activation_channel(channel: Channel) -> ApiResult<Channel> {
+    match channel {
+        Channel::Family => Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "channel",
+            "ACTIVATION_CHANNEL_FAMILY is set by family binding, not by ActivateVoucher",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Whether a voucher's codes work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoucherStatus {
+    /// Codes are issued and verified.
+    Active,
+    /// Codes are refused.
+    Suspended,
+}
+
+impl VoucherStatus {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoucherStatus::Active => "ACTIVE",
+            VoucherStatus::Suspended => "SUSPENDED",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [VoucherStatus::Active, VoucherStatus::Suspended].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// Who suspended a voucher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspender {
+    /// Operators (fraud, theft reported to the service center): only operators resume.
+    Ops,
+    /// The holder through a partner app (lost phone): the holder or operators resume.
+    Holder,
+}
+
+impl Suspender {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suspender::Ops => "OPS",
+            Suspender::Holder => "HOLDER",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Suspender::Ops, Suspender::Holder].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// Checks that `actor` may lift a suspension made by `suspended_by`: operators lift any, the
+/// holder only their own.
+pub fn may_resume(suspended_by: Suspender, actor: Suspender) -> ApiResult<()> {
+    match (suspended_by, actor) {
+        (_, Suspender::Ops) | (Suspender::Holder, Suspender::Holder) => Ok(()),
+        (Suspender::Ops, Suspender::Holder) => Err(ApiError::new(
+            tonic::Code::PermissionDenied,
+            Reason::PermissionDeniedScope,
+            "this voucher was suspended by operators: only operators resume it",
+        )),
+    }
+}
+
+/// A suspension reason as stored: trimmed, at most 200 characters (free text for operators; the
+/// caller must not put personal data in it).
+pub fn suspension_reason(text: &str) -> ApiResult<String> {
+    let text = text.trim();
+    if text.chars().count() > 200 || text.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "reason",
+            "must be at most 200 characters without control characters",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// The account state activation needs: an ACTIVE account. None or not active is
+/// FAILED_PRECONDITION / NOT_INSURED with `account_status` (`NONE`, `SUSPENDED`) in the error
+/// metadata: a suspended account pays nothing, so its holder is not insured for now.
+pub fn require_insured(account: Option<AccountStatus>) -> ApiResult<()> {
+    match account {
+        Some(AccountStatus::Active) => Ok(()),
+        None | Some(AccountStatus::Closed) => {
+            Err(ApiError::failed_precondition(Reason::NotInsured, "the person has no open insured account")
+                .with_metadata("account_status", "NONE"))
+        }
+        Some(AccountStatus::Suspended) => {
+            Err(ApiError::failed_precondition(Reason::NotInsured, "the person's insured account is suspended")
+                .with_metadata("account_status", "SUSPENDED"))
+        }
+    }
+}
+
+/// Where a face session stands, as identity-svc reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceSessionStatus {
+    /// Waiting for the provider.
+    Pending,
+    /// A submission passed.
+    Passed,
+    /// Three submissions failed.
+    Failed,
+    /// Not finished in time.
+    Expired,
+}
+
+/// What activation needs to know about a face session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaceSessionFacts {
+    /// Whose face was checked.
+    pub person_id: Uuid,
+    /// What for; `None` for a purpose insurance-svc does not know (REAL_NAME).
+    pub purpose: Option<FacePurpose>,
+    /// Status.
+    pub status: FaceSessionStatus,
+    /// When it ended.
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+/// Why a face session does not activate a voucher (ErrorInfo metadata `face_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceCheck {
+    /// identity-svc knows no such session.
+    NotFound,
+    /// Another person's session.
+    Foreign,
+    /// Not a VOUCHER_ACTIVATION session.
+    WrongPurpose,
+    /// Not finished yet.
+    Pending,
+    /// Failed.
+    Failed,
+    /// Expired without a passing result.
+    Expired,
+    /// Passed, but more than [`FACE_SESSION_FRESHNESS`] ago.
+    Stale,
+    /// Already activated a voucher.
+    Reused,
+}
+
+impl FaceCheck {
+    /// The metadata value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaceCheck::NotFound => "not_found",
+            FaceCheck::Foreign => "foreign",
+            FaceCheck::WrongPurpose => "wrong_purpose",
+            FaceCheck::Pending => "pending",
+            FaceCheck::Failed => "failed",
+            FaceCheck::Expired => "expired",
+            FaceCheck::Stale => "stale",
+            FaceCheck::Reused => "reused",
+        }
+    }
+
+    /// FAILED_PRECONDITION / FACE_VERIFICATION_REQUIRED with `face_check` metadata.
+    pub fn into_error(self) -> ApiError {
+        let message = match self {
+            FaceCheck::NotFound | FaceCheck::Foreign => "the face session is not one of this person",
+            FaceCheck::WrongPurpose => "the face session is not for voucher activation",
+            FaceCheck::Pending => "the face session has not passed yet",
+            FaceCheck::Failed | FaceCheck::Expired => "the face session did not pass: start a new one",
+            FaceCheck::Stale => "the face session passed more than 10 minutes ago: start a new one",
+            FaceCheck::Reused => "the face session was already used for an activation: start a new one",
+        };
+        ApiError::failed_precondition(Reason::FaceVerificationRequired, message)
+            .with_metadata("face_check", self.as_str())
+    }
+}
+
+/// Checks that a face session activates `person_id`'s voucher at `now`: that person's,
+/// VOUCHER_ACTIVATION, PASSED, finished at most 10 minutes ago. (Never used before is the
+/// unique index's to decide, in the same transaction as the activation.)
+pub fn check_activation_face(face: &FaceSessionFacts, person_id: Uuid, now: NaiveDateTime) -> Result<(), FaceCheck> {
+    if face.person_id != person_id {
+        return Err(FaceCheck::Foreign);
+    }
+    if face.purpose != Some(FacePurpose::VoucherActivation) {
+        return Err(FaceCheck::WrongPurpose);
+    }
+    match face.status {
+        FaceSessionStatus::Passed => {}
+        FaceSessionStatus::Pending => return Err(FaceCheck::Pending),
+        FaceSessionStatus::Failed => return Err(FaceCheck::Failed),
+        FaceSessionStatus::Expired => return Err(FaceCheck::Expired),
+    }
+    match face.finished_at {
+        Some(finished) if now - finished <= FACE_SESSION_FRESHNESS => Ok(()),
+        _ => Err(FaceCheck::Stale),
+    }
+}
+
+/// Whole years from `birth` to `today` (the birthday counts from its day; 29 February birthdays
+/// from 1 March in common years).
+pub fn age_on(birth: NaiveDate, today: NaiveDate) -> i32 {
+    use chrono::Datelike;
+    let mut age = today.year() - birth.year();
+    if (today.month(), today.day()) < (birth.month(), birth.day()) {
+        age -= 1;
+    }
+    age.max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 11, 23).unwrap().and_hms_opt(8, 0, 0).unwrap()
+    }
+
+    fn passed(person_id: Uuid, minutes_ago: i64) -> FaceSessionFacts {
+        FaceSessionFacts {
+            person_id,
+            purpose: Some(FacePurpose::VoucherActivation),
+            status: FaceSessionStatus::Passed,
+            finished_at: Some(now() - Duration::minutes(minutes_ago)),
+        }
+    }
+
+    #[test]
+    fn a_fresh_passed_voucher_session_of_the_person_activates() {
+        let person = Uuid::now_v7();
+        assert_eq!(check_activation_face(&passed(person, 0), person, now()), Ok(()));
+        assert_eq!(check_activation_face(&passed(person, 10), person, now()), Ok(()));
+    }
+
+    #[test]
+    fn a_session_older_than_ten_minutes_is_stale() {
+        let person = Uuid::now_v7();
+        let face = FaceSessionFacts { finished_at: Some(now() - Duration::seconds(601)), ..passed(person, 0) };
+        assert_eq!(check_activation_face(&face, person, now()), Err(FaceCheck::Stale));
+        assert_eq!(check_activation_face(&passed(person, 11), person, now()), Err(FaceCheck::Stale));
+    }
+
+    #[test]
+    fn foreign_wrong_purpose_and_unpassed_sessions_are_refused_in_that_order() {
+        let person = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let failed_foreign = FaceSessionFacts { status: FaceSessionStatus::Failed, ..passed(other, 0) };
+        assert_eq!(check_activation_face(&failed_foreign, person, now()), Err(FaceCheck::Foreign));
+        let family = FaceSessionFacts { purpose: Some(FacePurpose::FamilyBinding), ..passed(person, 0) };
+        assert_eq!(check_activation_face(&family, person, now()), Err(FaceCheck::WrongPurpose));
+        let real_name = FaceSessionFacts { purpose: None, ..passed(person, 0) };
+        assert_eq!(check_activation_face(&real_name, person, now()), Err(FaceCheck::WrongPurpose));
+        for (status, check) in [
+            (FaceSessionStatus::Pending, FaceCheck::Pending),
+            (FaceSessionStatus::Failed, FaceCheck::Failed),
+            (FaceSessionStatus::Expired, FaceCheck::Expired),
+        ] {
+            let face = FaceSessionFacts { status, finished_at: None, ..passed(person, 0) };
+            assert_eq!(check_activation_face(&face, person, now()), Err(check));
+        }
+        let error = FaceCheck::Reused.into_error();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::FaceVerificationRequired));
+    }
+
+    #[test]
+    fn family_is_not_a_self_activation_channel() {
+        assert_eq!(self_activation_channel(Channel::Wechat).unwrap(), Channel::Wechat);
+        let error = self_activation_channel(Channel::Family).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
+        for channel in Channel::ALL {
+            assert_eq!(Channel::parse(channel.as_str()), Some(channel));
+        }
+    }
+
+    #[test]
+    fn only_an_active_account_is_insured() {
+        assert!(require_insured(Some(AccountStatus::Active)).is_ok());
+        for status in [None, Some(AccountStatus::Suspended), Some(AccountStatus::Closed)] {
+            let error = require_insured(status).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::NotInsured));
+        }
+    }
+
+    #[test]
+    fn an_ops_suspension_is_lifted_by_ops_only() {
+        assert!(may_resume(Suspender::Ops, Suspender::Ops).is_ok());
+        assert!(may_resume(Suspender::Holder, Suspender::Ops).is_ok());
+        assert!(may_resume(Suspender::Holder, Suspender::Holder).is_ok());
+        let error = may_resume(Suspender::Ops, Suspender::Holder).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn suspension_reasons_are_short_plain_text() {
+        assert_eq!(suspension_reason("  lost phone ").unwrap(), "lost phone");
+        assert!(suspension_reason(&"x".repeat(201)).is_err());
+        assert!(suspension_reason("a\nb").is_err());
+    }
+
+    #[test]
+    fn ages_count_whole_years() {
+        let birth = NaiveDate::from_ymd_opt(1985, 11, 24).unwrap();
+        assert_eq!(age_on(birth, NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()), 40);
+        assert_eq!(age_on(birth, NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()), 41);
+        let leap = NaiveDate::from_ymd_opt(2000, 2, 29).unwrap();
+        assert_eq!(age_on(leap, NaiveDate::from_ymd_opt(2027, 2, 28).unwrap()), 26);
+        assert_eq!(age_on(leap, NaiveDate::from_ymd_opt(2027, 3, 1).unwrap()), 27);
+    }
+}

@@ -1,0 +1,259 @@
+//! `medins.insurance.v1.CodeService`: payment codes issued to the holder's app and verified once
+//! at a hospital or pharmacy counter.
+//!
+//! VerifyCode is the hot path of the platform: the signature is checked before anything else
+//! (no database work for a forged code), then one transaction reads the voucher and account
+//! (one join) and inserts the visit, and the holder's masked details come from an in-process
+//! cache (60 s) in front of identity-svc, warmed when the code is issued.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use medins_common::{
+    ApiError, Reason,
+    auth::{Caller, PartnerKind},
+    convert::timestamp,
+    error::require_uuid,
+};
+use medins_proto::{
+    identity::v1::Sex,
+    insurance::v1::{
+        self as pb, CodeHolder, CodeKey, GetCodeKeysRequest, GetCodeKeysResponse, IssueCodeRequest, IssueCodeResponse,
+        VerifyCodeRequest, VerifyCodeResponse, code_service_server::CodeService,
+    },
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::SharedState;
+use crate::{
+    clients::identity::IdentityClient,
+    domain::{
+        account::{AccountStatus, Scheme},
+        code::{CODE_TEXT_LEN, code_issuer},
+        qr::qr_png,
+        voucher::{VoucherStatus, age_on},
+    },
+    store::visit::Redemption,
+};
+
+/// What the counter is shown of a holder, from identity-svc.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HolderFacts {
+    /// Masked name.
+    pub masked_name: String,
+    /// `MALE`, `FEMALE` or empty.
+    pub sex: String,
+}
+
+/// Holder facts by person id for a short time, so a verification usually needs no call to
+/// identity-svc. Bounded; the data is masked already.
+#[derive(Debug)]
+pub struct HolderCache {
+    entries: Mutex<HashMap<Uuid, (Instant, HolderFacts)>>,
+    ttl: Duration,
+    capacity: usize,
+}
+
+impl HolderCache {
+    /// A cache keeping entries for `ttl`, at most `capacity` of them.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self { entries: Mutex::new(HashMap::new()), ttl, capacity: capacity.max(1) }
+    }
+
+    fn cached(&self, person_id: Uuid) -> Option<HolderFacts> {
+        let entries = self.entries.lock().expect("holder cache lock");
+        entries.get(&person_id).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, facts)| facts.clone())
+    }
+
+    fn remember(&self, person_id: Uuid, facts: HolderFacts) {
+        let mut entries = self.entries.lock().expect("holder cache lock");
+        if entries.len() >= self.capacity {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(person_id, (Instant::now(), facts));
+    }
+
+    /// The holder's facts, from the cache or identity-svc.
+    pub async fn get(&self, identity: &IdentityClient, person_id: Uuid) -> Result<HolderFacts, ApiError> {
+        if let Some(facts) = self.cached(person_id) {
+            return Ok(facts);
+        }
+        let person = identity.get_person(&person_id.to_string(), "").await?;
+        let facts = HolderFacts {
+            masked_name: person.masked_name,
+            sex: match Sex::try_from(person.sex) {
+                Ok(Sex::Male) => "MALE".into(),
+                Ok(Sex::Female) => "FEMALE".into(),
+                _ => String::new(),
+            },
+        };
+        self.remember(person_id, facts.clone());
+        Ok(facts)
+    }
+
+    /// Fetches the holder's facts in the background unless cached (IssueCode: the counter will
+    /// ask within the minute).
+    pub fn warm(self: &std::sync::Arc<Self>, identity: &IdentityClient, person_id: Uuid) {
+        if self.cached(person_id).is_some() {
+            return;
+        }
+        let (cache, identity) = (self.clone(), identity.clone());
+        tokio::spawn(async move {
+            if let Err(error) = cache.get(&identity, person_id).await {
+                tracing::debug!(%error, "holder facts not prefetched");
+            }
+        });
+    }
+}
+
+/// The CodeService implementation.
+pub struct CodeApi {
+    state: SharedState,
+}
+
+impl CodeApi {
+    /// Handlers over `state`.
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+}
+
+fn scheme_message(scheme: Scheme) -> pb::Scheme {
+    match scheme {
+        Scheme::Employee => pb::Scheme::Employee,
+        Scheme::Resident => pb::Scheme::Resident,
+    }
+}
+
+fn account_status_message(status: AccountStatus) -> pb::AccountStatus {
+    match status {
+        AccountStatus::Active => pb::AccountStatus::Active,
+        AccountStatus::Suspended => pb::AccountStatus::Suspended,
+        AccountStatus::Closed => pb::AccountStatus::Closed,
+    }
+}
+
+#[tonic::async_trait]
+impl CodeService for CodeApi {
+    async fn issue_code(&self, request: Request<IssueCodeRequest>) -> Result<Response<IssueCodeResponse>, Status> {
+        let state = &self.state;
+        let holder = require_uuid("holder_person_id", &request.get_ref().holder_person_id)?;
+        let claims = state.person_tokens.claims(&request).await?;
+        code_issuer(claims.map(|c| c.person_id), holder)?;
+        let voucher_id = match state.vouchers.status_of(holder).await? {
+            Some((id, VoucherStatus::Active)) => id,
+            Some((_, VoucherStatus::Suspended)) => {
+                return Err(ApiError::failed_precondition(Reason::VoucherNotActive, "the voucher is suspended").into());
+            }
+            None => {
+                return Err(ApiError::failed_precondition(
+                    Reason::VoucherNotActive,
+                    "the holder has not activated a voucher",
+                )
+                .with_metadata("voucher_status", "NONE")
+                .into());
+            }
+        };
+        let issued = state.code_keys.issue(voucher_id, state.clock.now());
+        let png = if request.get_ref().include_png {
+            qr_png(&issued.text).map_err(|e| ApiError::internal(format_args!("QR rendering failed: {e:?}")))?
+        } else {
+            Vec::new()
+        };
+        state.holders.warm(&state.identity, holder);
+        Ok(Response::new(IssueCodeResponse {
+            expires_at: Some(timestamp(issued.payload.expires_at_time().naive_utc())),
+            key_id: issued.payload.key_id_text(),
+            code: issued.text,
+            png,
+        }))
+    }
+
+    async fn verify_code(&self, request: Request<VerifyCodeRequest>) -> Result<Response<VerifyCodeResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        // The scope alone is not enough: only a point of care opens visits.
+        if !matches!(caller.kind, PartnerKind::Hospital | PartnerKind::Pharmacy) {
+            return Err(ApiError::new(
+                tonic::Code::PermissionDenied,
+                Reason::PartnerKindNotAllowed,
+                "only hospitals and pharmacies (kinds HOSPITAL, PHARMACY) verify codes",
+            )
+            .into());
+        }
+        let state = &self.state;
+        let body = request.get_ref();
+        let text = body.code.trim();
+        if text.len() > CODE_TEXT_LEN * 2 {
+            return Err(ApiError::from(crate::domain::code::CodeError::Invalid).into());
+        }
+        let payload = state.code_keys.verify(text, state.clock.now()).map_err(ApiError::from)?;
+        let response = state
+            .idempotency
+            .run(&caller.id, "VerifyCode", request.metadata(), body, || async {
+                let redemption = Redemption {
+                    voucher_id: payload.voucher_id,
+                    nonce: payload.nonce,
+                    key_id: payload.key_id_text(),
+                    partner_id: caller.id.clone(),
+                };
+                let opened = state.visits.open_for_code(redemption, state.clock.stored_now()).await?;
+                let visit = &opened.visit;
+                // The visit is open whatever identity-svc says now: show what is known.
+                let facts = match state.holders.get(&state.identity, visit.person_id).await {
+                    Ok(facts) => facts,
+                    Err(error) => {
+                        tracing::warn!(%error, visit_id = %visit.id, "holder facts unavailable; visit opened without them");
+                        HolderFacts::default()
+                    }
+                };
+                tracing::info!(
+                    visit_id = %visit.id,
+                    voucher_id = %visit.voucher_id,
+                    partner = %caller.id,
+                    "code verified, visit opened"
+                );
+                Ok(VerifyCodeResponse {
+                    visit_id: visit.id.to_string(),
+                    voucher_id: visit.voucher_id.to_string(),
+                    holder: Some(CodeHolder {
+                        person_id: visit.person_id.to_string(),
+                        masked_name: facts.masked_name,
+                        sex: facts.sex,
+                        age: age_on(opened.birth_date, state.clock.today()),
+                        insured_region_code: opened.region_code.clone(),
+                        scheme: scheme_message(opened.scheme) as i32,
+                        account_status: account_status_message(opened.account_status) as i32,
+                    }),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_code_keys(
+        &self,
+        request: Request<GetCodeKeysRequest>,
+    ) -> Result<Response<GetCodeKeysResponse>, Status> {
+        Caller::of(&request)?;
+        let keys = self
+            .state
+            .code_keys
+            .listed_keys(self.state.clock.now())
+            .into_iter()
+            .map(|key| CodeKey {
+                public_key: key.public_key_base64url(),
+                not_after: key.not_after.map(|at| timestamp(at.naive_utc())),
+                key_id: key.kid,
+            })
+            .collect();
+        Ok(Response::new(GetCodeKeysResponse { keys }))
+    }
+}

