@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod cli;
 mod codes;
+mod docs;
 mod face;
 mod health;
 mod idempotency;

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use chrono::{TimeZone, Utc};
+use chrono::{Datelike, TimeZone, Utc};
 use medins_proto::insurance::v1::{
     Account, Category, EntryKind, GetAnnualExpensesRequest, PayFrom, ResumeAccountRequest, ReverseSettlementRequest,
     Scheme, SettleRequest, Settlement, SettlementStatus, SuspendAccountRequest,
@@ -52,7 +52,7 @@ async fn the_default_policy_splits_bills_across_the_deductible_and_the_annual_ca
     let stack = Stack::start().await;
     // EMPLOYEE x OUTPATIENT: 1 800 yuan deductible, 70 %, at most 20 000 yuan a year.
     let account = stack.insured_with_balance(Scheme::Employee, 500_000).await;
-    let year = stack.clock_today().format("%Y").to_string().parse::<i32>().unwrap();
+    let year = stack.clock_today().year();
 
     let first = settle(&stack, &account, 100_000, Category::Outpatient, PayFrom::HolderAccount).await;
     assert_eq!(shares(&first), (0, 100_000, 0), "inside the deductible the fund pays nothing");
@@ -278,7 +278,7 @@ async fn sixty_four_concurrent_settlements_never_take_one_account_below_zero() {
     let referenced: HashSet<_> = debits.iter().map(|e| &e.reference).collect();
     assert_eq!(paid_by_account, referenced, "one debit per settlement the account paid into");
 
-    let year = stack.clock_today().format("%Y").to_string().parse::<i32>().unwrap();
+    let year = stack.clock_today().year();
     assert_eq!(stack.year_to_date(&account.person_id, year, "OUTPATIENT").await, (billed, 0, billed));
     stack.shutdown().await;
 }
@@ -288,7 +288,7 @@ async fn a_reversal_restores_the_balance_and_the_year_to_date_totals_once() {
     let stack = Stack::start().await;
     // RESIDENT x INPATIENT: 800 yuan deductible, 70 %.
     let account = stack.insured_with_balance(Scheme::Resident, 50_000).await;
-    let year = stack.clock_today().format("%Y").to_string().parse::<i32>().unwrap();
+    let year = stack.clock_today().year();
     let visit_id = stack.open_visit(&account, &stack.keys.hospital).await;
     let request = settle_request(&visit_id, 180_000, Category::Inpatient, PayFrom::HolderAccount);
     let settled = stack

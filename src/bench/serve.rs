@@ -1,0 +1,106 @@
+//! `medins bench-service` (hidden): one service as a child process of `medins bench`: what the
+//! `identity-svc` and `insurance-svc` binaries do (same flags, same code), or the bare echo
+//! server. It stops on SIGTERM/Ctrl-C and also when its standard input closes, so it never
+//! outlives the bench.
+
+use std::net::SocketAddr;
+
+use clap::Parser as _;
+use medins_proto::bench::v1::{
+    EchoRequest, EchoResponse,
+    echo_service_server::{EchoService, EchoServiceServer},
+};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+/// Which server to run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// identity-svc (flags as `identity-svc --help`).
+    Identity,
+    /// insurance-svc (flags as `insurance-svc --help`).
+    Insurance,
+    /// The bare echo server; the only flag is the listen address.
+    Echo,
+}
+
+/// Flags of `medins bench-service`.
+#[derive(clap::Args, Debug)]
+pub struct ServiceArgs {
+    /// Which server.
+    #[arg(value_enum)]
+    pub service: ServiceKind,
+    /// The server's own flags.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// The bare echo service: the ceiling of tonic on this machine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+#[tonic::async_trait]
+impl EchoService for Echo {
+    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        Ok(Response::new(EchoResponse { payload: request.into_inner().payload }))
+    }
+}
+
+/// Serves the bare echo service (tonic defaults) on `listener` until `shutdown`.
+pub async fn serve_echo(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(EchoServiceServer::new(Echo))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM, Ctrl-C, or when standard input reaches its end (the parent is gone).
+async fn stop_signal() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 64];
+        loop {
+            match std::io::Read::read(&mut std::io::stdin(), &mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = tx.send(());
+    });
+    tokio::select! {
+        _ = medins_common::server::shutdown_signal() => {}
+        _ = rx => {}
+    }
+}
+
+/// Runs `medins bench-service`.
+pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
+    match args.service {
+        ServiceKind::Identity => {
+            let config = identity_svc::Config::parse_from(std::iter::once("identity-svc".to_owned()).chain(args.args));
+            let _telemetry = medins_common::telemetry::init("identity-svc")?;
+            let listener = TcpListener::bind(config.listen).await?;
+            tracing::info!(address = %listener.local_addr()?, "identity-svc listening");
+            let service = identity_svc::IdentityService::build(config, Default::default()).await?;
+            service.serve(listener, stop_signal()).await
+        }
+        ServiceKind::Insurance => {
+            let config =
+                insurance_svc::Config::parse_from(std::iter::once("insurance-svc".to_owned()).chain(args.args));
+            let _telemetry = medins_common::telemetry::init("insurance-svc")?;
+            let listener = TcpListener::bind(config.listen).await?;
+            tracing::info!(address = %listener.local_addr()?, "insurance-svc listening");
+            let service = insurance_svc::InsuranceService::build(config, Default::default()).await?;
+            service.serve(listener, stop_signal()).await
+        }
+        ServiceKind::Echo => {
+            let addr: SocketAddr =
+                args.args.first().ok_or_else(|| anyhow::anyhow!("echo needs a listen address"))?.parse()?;
+            serve_echo(TcpListener::bind(addr).await?, stop_signal()).await
+        }
+    }
+}
