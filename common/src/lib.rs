@@ -11,6 +11,7 @@ pub mod error;
 pub mod idempotency;
 pub mod keyring;
 pub mod mask;
+pub mod peer;
 pub mod server;
 pub mod telemetry;
 pub mod token;

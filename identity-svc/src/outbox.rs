@@ -26,11 +26,12 @@ use medins_common::{
     ApiResult,
     clock::{SharedClock, SystemClock},
     db::Db,
+    peer::PeerOptions,
 };
 use tokio::sync::Notify;
 
 use crate::{
-    clients::insurance::{InsuranceClient, InsuranceClientOptions},
+    clients::insurance::InsuranceClient,
     config::OutboxArgs,
     store::outbox::{OutboxEvent, OutboxStore},
 };
@@ -118,7 +119,7 @@ impl OutboxWorker {
             batch: args.outbox_batch,
         };
         options.validate()?;
-        let client = InsuranceClient::connect_lazy(&InsuranceClientOptions { url, api_key, timeout: options.timeout })?;
+        let client = InsuranceClient::connect_lazy(&PeerOptions { url, api_key, timeout: options.timeout })?;
         Ok(Some(Self::new(OutboxStore::new(db), client, options, wake)))
     }
 

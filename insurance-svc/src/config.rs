@@ -4,6 +4,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use medins_common::config::{CommonArgs, parse_duration};
 
+use medins_common::peer::PeerOptions;
+
 use crate::clients::identity::IdentityClientOptions;
 
 /// insurance-svc: what a person may do with their insurance.
@@ -101,9 +103,11 @@ impl Config {
     /// How to reach identity-svc.
     pub fn identity_client_options(&self) -> IdentityClientOptions {
         IdentityClientOptions {
-            url: self.identity_url.clone(),
-            api_key: self.identity_api_key.clone(),
-            timeout: self.identity_timeout,
+            peer: PeerOptions {
+                url: self.identity_url.clone(),
+                api_key: self.identity_api_key.clone(),
+                timeout: self.identity_timeout,
+            },
             attempts: self.identity_attempts,
         }
     }

@@ -5,71 +5,47 @@ use std::time::Duration;
 
 use medins_common::{
     ApiError, ApiResult,
-    telemetry::{client_span, inject_context},
+    peer::{Peer, PeerOptions, traced},
 };
 use medins_proto::identity::v1::{
     FaceSession, GetFaceVerificationRequest, GetPersonRequest, GetPublicKeysRequest, PersonView, PublicKey,
     ResolvePersonRequest, face_verification_service_client::FaceVerificationServiceClient,
     person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
 };
-use tonic::{
-    Code, Request, Status,
-    metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint},
-};
-use tracing::Instrument;
+use tonic::{Code, Request, Status, transport::Channel};
 
 const PERSONS: &str = "medins.identity.v1.PersonService";
 const FACES: &str = "medins.identity.v1.FaceVerificationService";
 const TOKENS: &str = "medins.identity.v1.PersonTokenService";
 
 /// How the client reaches identity-svc.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct IdentityClientOptions {
-    /// Base URL, e.g. `http://127.0.0.1:50051`.
-    pub url: String,
-    /// The SERVICE partner key insurance-svc presents.
-    pub api_key: String,
-    /// Per-call deadline.
-    pub timeout: Duration,
+    /// URL, API key (a SERVICE partner key at identity-svc) and per-call deadline.
+    pub peer: PeerOptions,
     /// Attempts per call when identity-svc is UNAVAILABLE (at least 1).
     pub attempts: u32,
-}
-
-impl std::fmt::Debug for IdentityClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityClientOptions").field("url", &self.url).finish_non_exhaustive()
-    }
 }
 
 /// A cheap-to-clone client.
 #[derive(Clone)]
 pub struct IdentityClient {
+    peer: Peer,
     persons: PersonServiceClient<Channel>,
     faces: FaceVerificationServiceClient<Channel>,
     tokens: PersonTokenServiceClient<Channel>,
-    authorization: AsciiMetadataValue,
     attempts: u32,
 }
 
 impl IdentityClient {
     /// A client that connects on first use (so insurance-svc starts while identity-svc is down).
     pub fn connect_lazy(options: &IdentityClientOptions) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(options.url.clone())?
-            .timeout(options.timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
-        let authorization = format!("Bearer {}", options.api_key)
-            .parse()
-            .map_err(|_| anyhow::anyhow!("the identity-svc API key is not valid ASCII"))?;
+        let peer = Peer::connect_lazy(&options.peer)?;
         Ok(Self {
-            persons: PersonServiceClient::new(channel.clone()),
-            faces: FaceVerificationServiceClient::new(channel.clone()),
-            tokens: PersonTokenServiceClient::new(channel),
-            authorization,
+            persons: PersonServiceClient::new(peer.channel()),
+            faces: FaceVerificationServiceClient::new(peer.channel()),
+            tokens: PersonTokenServiceClient::new(peer.channel()),
+            peer,
             attempts: options.attempts.max(1),
         })
     }
@@ -139,33 +115,22 @@ impl IdentityClient {
         F: Fn(C, Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        let span = client_span(service, method);
-        async {
-            let mut delay = Duration::from_millis(50);
-            let mut attempt = 1;
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        traced(service, method, async {
             loop {
-                let mut request = Request::new(message.clone());
-                request.metadata_mut().insert("authorization", self.authorization.clone());
-                inject_context(request.metadata_mut());
-                match send(client.clone(), request).await {
-                    Ok(response) => {
-                        tracing::Span::current().record("rpc.grpc.status_code", 0);
-                        return Ok(response.into_inner());
-                    }
+                match send(client.clone(), self.peer.request(message.clone())).await {
                     Err(status) if status.code() == Code::Unavailable && attempt < self.attempts => {
                         tracing::warn!(method, attempt, "identity-svc unavailable, retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(1));
                         attempt += 1;
                     }
-                    Err(status) => {
-                        tracing::Span::current().record("rpc.grpc.status_code", status.code() as i32);
-                        return Err(ApiError::from_remote(&status, field_prefix));
-                    }
+                    outcome => return outcome.map(tonic::Response::into_inner),
                 }
             }
-        }
-        .instrument(span)
+        })
         .await
+        .map_err(|status| ApiError::from_remote(&status, field_prefix))
     }
 }
