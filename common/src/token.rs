@@ -244,10 +244,6 @@ impl TokenKeyRing {
         self.ring.prune(now)
     }
 
-    fn current(&self) -> (&str, &SigningKey) {
-        self.ring.current_signer()
-    }
-
     /// Id of the current signing key.
     pub fn current_kid(&self) -> &str {
         self.ring.current_kid()
@@ -272,40 +268,49 @@ impl TokenKeyRing {
     /// Signs a token for `person_id`, issued to `partner_id`, valid from `now` for
     /// [`PERSON_TOKEN_LIFETIME_SECS`], with the current key.
     pub fn sign(&self, person_id: Uuid, partner_id: &str, now: DateTime<Utc>) -> IssuedToken {
-        self.sign_with(self.current(), person_id, partner_id, now.timestamp(), PERSON_TOKEN_LIFETIME_SECS)
+        sign_person_token(&self.ring, person_id, partner_id, now)
     }
 
-    fn sign_with(
-        &self,
-        (kid, signing): (&str, &SigningKey),
-        person_id: Uuid,
-        partner_id: &str,
-        iat: i64,
-        lifetime: i64,
-    ) -> IssuedToken {
-        let claims = PersonClaims {
-            person_id,
-            partner_id: partner_id.to_owned(),
-            issued_at: iat,
-            expires_at: iat + lifetime,
-            token_id: Uuid::new_v4().to_string(),
-            key_id: kid.to_owned(),
-        };
-        let header = WireHeader { alg: PERSON_TOKEN_ALG.into(), typ: PERSON_TOKEN_TYPE.into(), kid: kid.to_owned() };
-        let wire = WireClaims {
-            sub: person_id.to_string(),
-            partner: partner_id.to_owned(),
-            iat: claims.issued_at,
-            exp: claims.expires_at,
-            jti: claims.token_id.clone(),
-        };
-        let token = sign_parts(
-            signing,
-            &serde_json::to_vec(&header).expect("header serialises"),
-            &serde_json::to_vec(&wire).expect("claims serialise"),
-        );
-        IssuedToken { token, claims }
+    /// The generic ring underneath (for a [`crate::keyring::WatchedKeyRing`] over the file).
+    pub fn into_inner(self) -> SigningKeyRing {
+        self.ring
     }
+}
+
+/// Signs a person token with the current key of a ring of [`TOKEN_KEY_RING`] settings.
+pub fn sign_person_token(ring: &SigningKeyRing, person_id: Uuid, partner_id: &str, now: DateTime<Utc>) -> IssuedToken {
+    sign_with(ring.current_signer(), person_id, partner_id, now.timestamp(), PERSON_TOKEN_LIFETIME_SECS)
+}
+
+fn sign_with(
+    (kid, signing): (&str, &SigningKey),
+    person_id: Uuid,
+    partner_id: &str,
+    iat: i64,
+    lifetime: i64,
+) -> IssuedToken {
+    let claims = PersonClaims {
+        person_id,
+        partner_id: partner_id.to_owned(),
+        issued_at: iat,
+        expires_at: iat + lifetime,
+        token_id: Uuid::new_v4().to_string(),
+        key_id: kid.to_owned(),
+    };
+    let header = WireHeader { alg: PERSON_TOKEN_ALG.into(), typ: PERSON_TOKEN_TYPE.into(), kid: kid.to_owned() };
+    let wire = WireClaims {
+        sub: person_id.to_string(),
+        partner: partner_id.to_owned(),
+        iat: claims.issued_at,
+        exp: claims.expires_at,
+        jti: claims.token_id.clone(),
+    };
+    let token = sign_parts(
+        signing,
+        &serde_json::to_vec(&header).expect("header serialises"),
+        &serde_json::to_vec(&wire).expect("claims serialise"),
+    );
+    IssuedToken { token, claims }
 }
 
 fn sign_parts(key: &SigningKey, header: &[u8], claims: &[u8]) -> String {
@@ -739,8 +744,8 @@ mod tests {
             assert_eq!(verifier.verify(&case, PARTNER, t0()), Err(TokenError::Malformed), "{case:.60}");
         }
         // Correctly signed but with claims out of range: a lifetime over 15 minutes, or no person.
-        let current = ring.current();
-        let long = ring.sign_with(current, person(), PARTNER, t0().timestamp(), PERSON_TOKEN_LIFETIME_SECS + 1);
+        let current = ring.ring.current_signer();
+        let long = sign_with(current, person(), PARTNER, t0().timestamp(), PERSON_TOKEN_LIFETIME_SECS + 1);
         assert_eq!(verifier.verify(&long.token, PARTNER, t0()), Err(TokenError::Malformed));
         let header = serde_json::to_vec(&serde_json::json!({"alg": "EdDSA", "typ": PERSON_TOKEN_TYPE, "kid": kid}));
         let no_person = sign_parts(
@@ -878,7 +883,7 @@ mod tests {
     fn key_file_errors_and_debug_never_show_keys() {
         let ring = TokenKeyRing::generate(t0());
         let text = ring.to_toml_string();
-        let secret = hex::encode(ring.current().1.to_bytes());
+        let secret = hex::encode(ring.ring.current_signer().1.to_bytes());
         assert!(text.contains(&secret));
         let shown = format!("{ring:?} {:?}", ring.verifier(t0()));
         assert!(!shown.contains(&secret[..16]), "{shown}");

@@ -8,11 +8,7 @@
 //! stay in force. This works the same for every replica that mounts the file, which a SIGHUP to
 //! one process would not.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
-    time::{Duration, SystemTime},
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use medins_common::{
@@ -20,7 +16,11 @@ use medins_common::{
     auth::Caller,
     convert::timestamp,
     error::require_uuid,
-    token::{IssuedToken, ListedKey, PERSON_TOKEN_ALG, PersonTokenVerifier, TokenKeyFileError, TokenKeyRing},
+    keyring::WatchedKeyRing,
+    token::{
+        IssuedToken, ListedKey, PERSON_TOKEN_ALG, PersonTokenVerifier, TOKEN_KEY_RING, TokenKeyFileError, TokenKeyRing,
+        sign_person_token,
+    },
 };
 use medins_proto::identity::v1::{
     GetPublicKeysRequest, GetPublicKeysResponse, IssuePersonTokenRequest, IssuePersonTokenResponse, PublicKey,
@@ -35,66 +35,28 @@ use crate::domain::{audit::outcome_of, person::RealName};
 /// Audit method name of IssuePersonToken.
 pub const ISSUE_PERSON_TOKEN: &str = "/medins.identity.v1.PersonTokenService/IssuePersonToken";
 
-/// What identifies a version of the key file on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> std::io::Result<FileStamp> {
-        let meta = std::fs::metadata(path)?;
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Ok(FileStamp { modified: meta.modified().ok(), len: meta.len(), inode })
-    }
-}
-
-/// The person-token keys of identity-svc: the ring that signs, and a verifier over its listed
-/// public keys. Reloads the key file when it changes.
+/// The person-token keys of identity-svc: the ring that signs (re-read when its file changes),
+/// and a verifier over its listed public keys.
+#[derive(Debug)]
 pub struct PersonTokens {
-    path: Option<PathBuf>,
-    ring: RwLock<Arc<TokenKeyRing>>,
-    stamp: Mutex<Option<FileStamp>>,
+    keys: WatchedKeyRing,
     verifier: PersonTokenVerifier,
-}
-
-impl std::fmt::Debug for PersonTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersonTokens")
-            .field("path", &self.path)
-            .field("ring", &*self.ring.read().expect("token ring lock"))
-            .finish_non_exhaustive()
-    }
 }
 
 impl PersonTokens {
     /// Loads the key file at `path`.
     pub fn load(path: &Path, now: DateTime<Utc>) -> Result<PersonTokens, TokenKeyFileError> {
-        let stamp = FileStamp::of(path).map_err(|source| TokenKeyFileError::Io { path: path.to_owned(), source })?;
-        let ring = TokenKeyRing::load(path)?;
-        let mut tokens = PersonTokens::from_ring(ring, now);
-        tokens.path = Some(path.to_owned());
-        tokens.stamp = Mutex::new(Some(stamp));
-        Ok(tokens)
+        Ok(PersonTokens::over(WatchedKeyRing::load(TOKEN_KEY_RING, path)?, now))
     }
 
     /// Keys from memory, never reloaded (tests, embedding).
     pub fn from_ring(ring: TokenKeyRing, now: DateTime<Utc>) -> PersonTokens {
-        PersonTokens {
-            path: None,
-            verifier: ring.verifier(now),
-            ring: RwLock::new(Arc::new(ring)),
-            stamp: Mutex::new(None),
-        }
+        PersonTokens::over(WatchedKeyRing::from_ring(ring.into_inner()), now)
     }
 
-    fn ring(&self) -> Arc<TokenKeyRing> {
-        self.ring.read().expect("token ring lock").clone()
+    fn over(keys: WatchedKeyRing, now: DateTime<Utc>) -> PersonTokens {
+        let verifier = PersonTokenVerifier::new(keys.ring().listed_keys(now));
+        PersonTokens { keys, verifier }
     }
 
     /// The verifier over the listed keys.
@@ -104,18 +66,21 @@ impl PersonTokens {
 
     /// Signs a token with the current key.
     pub fn issue(&self, person_id: Uuid, partner_id: &str, now: DateTime<Utc>) -> IssuedToken {
-        self.ring().sign(person_id, partner_id, now)
+        sign_person_token(&self.keys.ring(), person_id, partner_id, now)
     }
 
     /// The keys verifiers must know now.
     pub fn listed_keys(&self, now: DateTime<Utc>) -> Vec<ListedKey> {
-        self.ring().listed_keys(now)
+        self.keys.ring().listed_keys(now)
     }
 
     /// Re-reads the key file if it changed on disk; true if new keys were loaded. Also drops
     /// keys whose listing ended from the verifier. On error the previous keys stay in force.
     pub fn reload_if_changed(&self, now: DateTime<Utc>) -> Result<bool, TokenKeyFileError> {
-        let reloaded = self.reload_file_if_changed();
+        let reloaded = self.keys.reload_if_changed();
+        if matches!(reloaded, Ok(true)) {
+            tracing::info!(current_kid = self.keys.ring().current_kid(), "person-token keys reloaded");
+        }
         // Also after a failed reload: keys whose listing ended leave the verifier on time.
         let listed = self.listed_keys(now);
         let mut listed_ids: Vec<String> = listed.iter().map(|k| k.kid.clone()).collect();
@@ -124,20 +89,6 @@ impl PersonTokens {
             self.verifier.replace_keys(listed);
         }
         reloaded
-    }
-
-    fn reload_file_if_changed(&self) -> Result<bool, TokenKeyFileError> {
-        let Some(path) = &self.path else { return Ok(false) };
-        let stamp = FileStamp::of(path).map_err(|source| TokenKeyFileError::Io { path: path.clone(), source })?;
-        let mut known = self.stamp.lock().expect("token stamp lock");
-        if *known == Some(stamp) {
-            return Ok(false);
-        }
-        let ring = TokenKeyRing::load(path)?;
-        tracing::info!(current_kid = ring.current_kid(), "person-token keys reloaded");
-        *self.ring.write().expect("token ring lock") = Arc::new(ring);
-        *known = Some(stamp);
-        Ok(true)
     }
 
     /// Checks the key file every `interval` until the task is aborted.
