@@ -388,6 +388,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // development stand-in with the deny list in the data folder.
     identity_config.dev = true;
     identity_config.verification.deny_list_file = Some(dir.root.join("deny-list.txt"));
+    identity_config.verification.dev_sms_file = Some(dir.root.join("dev-sms.log"));
     let insurance_config = insurance_svc::Config::new(
         CommonArgs::new(insurance_url, dir.partners()),
         format!("http://{identity_addr}"),

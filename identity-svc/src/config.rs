@@ -215,6 +215,11 @@ pub struct VerificationArgs {
     #[arg(long, env = "MEDINS_SMS_WEBHOOK_URL")]
     pub sms_webhook_url: Option<String>,
 
+    /// With --dev and no SMS webhook: also append each code (`<masked phone> <purpose> <code>`)
+    /// to this file, for scripts. Ignored without --dev.
+    #[arg(long, env = "MEDINS_DEV_SMS_FILE")]
+    pub dev_sms_file: Option<std::path::PathBuf>,
+
     /// Bearer token sent to the SMS webhook.
     #[arg(long, env = "MEDINS_SMS_WEBHOOK_TOKEN", hide_env_values = true)]
     pub sms_webhook_token: Option<medins_common::webhook::BearerToken>,
@@ -248,6 +253,7 @@ impl Default for VerificationArgs {
         Self {
             sms_webhook_url: None,
             sms_webhook_token: None,
+            dev_sms_file: None,
             identity_authority_url: None,
             identity_authority_token: None,
             deny_list_file: None,

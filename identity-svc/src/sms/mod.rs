@@ -69,7 +69,10 @@ pub fn sender_from_config(config: &crate::Config) -> anyhow::Result<Arc<dyn SmsS
         }
         (None, true) => {
             tracing::warn!("--dev: SMS codes are written to the log, not sent (set --sms-webhook-url to send them)");
-            Ok(Arc::new(LogSmsSender))
+            Ok(Arc::new(match &verification.dev_sms_file {
+                Some(path) => LogSmsSender::with_file(path.clone()),
+                None => LogSmsSender::new(),
+            }))
         }
         (None, false) => anyhow::bail!(
             "no SMS sender configured: set --sms-webhook-url (MEDINS_SMS_WEBHOOK_URL) to deliver codes through an \
