@@ -86,6 +86,19 @@ pub fn machine_cpu() -> Option<(Duration, Duration)> {
     ))
 }
 
+/// Total CPU time of every process named `name` (e.g. `postgres`: the server and its backends,
+/// on the same machine as the services). Processes that start or end within a window make this
+/// approximate.
+pub fn cpu_time_named(name: &str) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|pid| pid.parse::<u32>().ok()))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name))
+        .filter_map(cpu_time)
+        .sum()
+}
+
 /// `rustc` processes running now (other builds on the machine distort the figures).
 pub fn rustc_processes() -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };

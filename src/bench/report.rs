@@ -18,10 +18,12 @@ pub struct CpuUse {
     pub insurance: Option<f64>,
     /// The echo server's process (`--echo-server child`).
     pub echo: Option<f64>,
+    /// Every `postgres` process on the machine (the database server of a PostgreSQL run).
+    pub postgres: Option<f64>,
     /// The whole machine.
     pub machine: Option<f64>,
-    /// The machine less the processes above (other builds, the database server, the kernel's
-    /// share not charged to a process).
+    /// The machine less the processes above (other builds and tests, the kernel's share not
+    /// charged to a process).
     pub others: Option<f64>,
 }
 
@@ -269,8 +271,17 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<14} {:>6} {:>9} {:>10} {:>6} {:>8} {:>7} {:>13} {:>14}",
-            "scenario", "bench", "identity", "insurance", "echo", "machine", "others", "RSS identity", "RSS insurance"
+            "{:<14} {:>6} {:>9} {:>10} {:>6} {:>9} {:>8} {:>7} {:>13} {:>14}",
+            "scenario",
+            "bench",
+            "identity",
+            "insurance",
+            "echo",
+            "postgres",
+            "machine",
+            "others",
+            "RSS identity",
+            "RSS insurance"
         );
         let num = |value: Option<f64>, digits: usize| match value {
             Some(v) => format!("{v:.digits$}"),
@@ -280,12 +291,13 @@ impl Report {
             let c = &r.cpu_cores;
             let _ = writeln!(
                 out,
-                "{:<14} {:>6} {:>9} {:>10} {:>6} {:>8} {:>7} {:>13} {:>14}",
+                "{:<14} {:>6} {:>9} {:>10} {:>6} {:>9} {:>8} {:>7} {:>13} {:>14}",
                 r.name,
                 num(c.bench, 2),
                 num(c.identity, 2),
                 num(c.insurance, 2),
                 num(c.echo, 2),
+                num(c.postgres, 2),
                 num(c.machine, 2),
                 num(c.others, 2),
                 num(r.peak_rss_mib.identity, 1),

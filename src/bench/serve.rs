@@ -46,14 +46,19 @@ impl EchoService for Echo {
     }
 }
 
-/// Serves the bare echo service (tonic defaults) on `listener` until `shutdown`.
+/// Serves the bare echo service (tonic defaults but TCP_NODELAY, as the services) on `listener`
+/// until `shutdown`.
 pub async fn serve_echo(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(EchoServiceServer::new(Echo))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // As the services do: no Nagle delay on small answers.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
