@@ -298,6 +298,19 @@ pub mod testing {
         task::JoinHandle,
     };
 
+    use super::WebhookOptions;
+
+    /// Short timeouts and backoff, so retry and timeout tests take milliseconds.
+    pub fn fast_options() -> WebhookOptions {
+        WebhookOptions {
+            attempt_timeout: Duration::from_millis(300),
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            ..WebhookOptions::default()
+        }
+    }
+
     /// One scripted answer.
     #[derive(Debug, Clone)]
     pub struct FakeResponse {
@@ -462,13 +475,7 @@ mod tests {
     };
 
     fn fast() -> WebhookOptions {
-        WebhookOptions {
-            attempt_timeout: Duration::from_millis(300),
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(40),
-            max_response_bytes: 1024,
-        }
+        WebhookOptions { max_response_bytes: 1024, ..testing::fast_options() }
     }
 
     #[tokio::test]

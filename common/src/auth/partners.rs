@@ -77,17 +77,19 @@ impl PartnerKind {
     }
 
     /// Scopes a new partner of this kind gets unless told otherwise.
-    pub fn default_scopes(self) -> &'static [&'static str] {
+    pub fn default_scopes(self) -> BTreeSet<String> {
         use super::scopes::*;
-        match self {
-            PartnerKind::Bank => BANK,
-            PartnerKind::MiniProgram | PartnerKind::CityApp => FRONT_DOOR_APP,
-            PartnerKind::Hospital | PartnerKind::Pharmacy => POINT_OF_CARE,
-            PartnerKind::FaceProvider => FACE_PROVIDER,
-            PartnerKind::Employer => EMPLOYER,
-            PartnerKind::Ops => OPS,
-            PartnerKind::Service => SERVICE_PEER,
-        }
+        let lists: &[&[&str]] = match self {
+            // A bank is a front door too: its list grows with the apps' list.
+            PartnerKind::Bank => &[FRONT_DOOR_APP, BANK_EXTRA],
+            PartnerKind::MiniProgram | PartnerKind::CityApp => &[FRONT_DOOR_APP],
+            PartnerKind::Hospital | PartnerKind::Pharmacy => &[POINT_OF_CARE],
+            PartnerKind::FaceProvider => &[FACE_PROVIDER],
+            PartnerKind::Employer => &[EMPLOYER],
+            PartnerKind::Ops => &[OPS],
+            PartnerKind::Service => &[SERVICE_PEER],
+        };
+        lists.iter().flat_map(|list| list.iter().map(|scope| (*scope).to_owned())).collect()
     }
 }
 
@@ -261,7 +263,7 @@ impl PartnersFile {
             id: id.to_owned(),
             name: name.to_owned(),
             kind,
-            scopes: scopes.unwrap_or_else(|| kind.default_scopes().iter().map(|s| (*s).to_owned()).collect()),
+            scopes: scopes.unwrap_or_else(|| kind.default_scopes()),
             rate_limit,
             keys: vec![key.stored(now_rfc3339)],
         });

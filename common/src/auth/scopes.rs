@@ -74,27 +74,8 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     CODE_ISSUE,
     EXPENSES_READ,
 ];
-/// Banks: a front door, and they open accounts.
-pub const BANK: &[&str] = &[
-    PERSON_REGISTER,
-    PERSON_READ,
-    ACCOUNT_OPEN,
-    ACCOUNT_READ,
-    SMS_SEND,
-    SMS_VERIFY,
-    REALNAME_COMPLETE,
-    FACE_START,
-    FACE_READ,
-    LINK_MANAGE,
-    TOKEN_ISSUE,
-    KEYS_READ,
-    AUDIT_READ,
-    VOUCHER_ACTIVATE,
-    VOUCHER_READ,
-    VOUCHER_MANAGE,
-    CODE_ISSUE,
-    EXPENSES_READ,
-];
+/// What banks hold beyond a front-door app's scopes: they open accounts.
+pub const BANK_EXTRA: &[&str] = &[ACCOUNT_OPEN];
 /// Hospitals and pharmacies.
 pub const POINT_OF_CARE: &[&str] = &[ACCOUNT_READ, KEYS_READ, CODE_VERIFY, SETTLEMENT_WRITE];
 /// Face-verification providers.

@@ -49,19 +49,9 @@ impl IdentityAuthority for WebhookIdentityAuthority {
 mod tests {
     use std::time::Duration;
 
-    use medins_common::webhook::testing::{FakeResponse, FakeWebhookServer, refused_url};
+    use medins_common::webhook::testing::{FakeResponse, FakeWebhookServer, fast_options, refused_url};
 
     use super::*;
-
-    fn fast() -> WebhookOptions {
-        WebhookOptions {
-            attempt_timeout: Duration::from_millis(300),
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(40),
-            ..WebhookOptions::default()
-        }
-    }
 
     #[tokio::test]
     async fn each_result_maps_to_its_verdict() {
@@ -73,7 +63,7 @@ mod tests {
             let server =
                 FakeWebhookServer::start(vec![FakeResponse::new(200, format!(r#"{{"result":"{result}"}}"#))]).await;
             let authority =
-                WebhookIdentityAuthority::new(&server.url(), Some(BearerToken::new("auth")), fast()).unwrap();
+                WebhookIdentityAuthority::new(&server.url(), Some(BearerToken::new("auth")), fast_options()).unwrap();
             assert_eq!(authority.check("张三", "11010519491231002X").await, Ok(verdict));
             let request = &server.requests()[0];
             assert_eq!(request.header("authorization"), Some("Bearer auth"));
@@ -88,7 +78,7 @@ mod tests {
             FakeResponse::new(200, r#"{"result":"MATCH"}"#),
         ])
         .await;
-        let authority = WebhookIdentityAuthority::new(&server.url(), None, fast()).unwrap();
+        let authority = WebhookIdentityAuthority::new(&server.url(), None, fast_options()).unwrap();
         assert_eq!(authority.check("张三", "11010519491231002X").await, Ok(AuthorityVerdict::Match));
         assert_eq!(server.requests().len(), 2);
     }
@@ -99,19 +89,19 @@ mod tests {
             FakeResponse::new(200, r#"{"result":"MATCH"}"#).after(Duration::from_secs(5)),
         ])
         .await;
-        let authority = WebhookIdentityAuthority::new(&slow.url(), None, fast()).unwrap();
+        let authority = WebhookIdentityAuthority::new(&slow.url(), None, fast_options()).unwrap();
         let error = authority.check("张三", "11010519491231002X").await.unwrap_err();
         assert!(matches!(error, AuthorityError::Unavailable(_)), "{error}");
         assert!(!error.to_string().contains("11010519491231002X"));
 
-        let authority = WebhookIdentityAuthority::new(&refused_url().await, None, fast()).unwrap();
+        let authority = WebhookIdentityAuthority::new(&refused_url().await, None, fast_options()).unwrap();
         assert!(matches!(authority.check("张三", "11010519491231002X").await, Err(AuthorityError::Unavailable(_))));
     }
 
     #[tokio::test]
     async fn an_unknown_result_is_an_invalid_answer() {
         let server = FakeWebhookServer::start(vec![FakeResponse::new(200, r#"{"result":"MAYBE"}"#)]).await;
-        let authority = WebhookIdentityAuthority::new(&server.url(), None, fast()).unwrap();
+        let authority = WebhookIdentityAuthority::new(&server.url(), None, fast_options()).unwrap();
         assert!(matches!(authority.check("张三", "11010519491231002X").await, Err(AuthorityError::InvalidAnswer(_))));
     }
 }

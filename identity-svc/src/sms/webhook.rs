@@ -41,24 +41,14 @@ impl SmsSender for WebhookSmsSender {
 mod tests {
     use std::time::Duration;
 
-    use medins_common::webhook::testing::{FakeResponse, FakeWebhookServer};
+    use medins_common::webhook::testing::{FakeResponse, FakeWebhookServer, fast_options};
 
     use super::*;
-
-    fn fast() -> WebhookOptions {
-        WebhookOptions {
-            attempt_timeout: Duration::from_millis(300),
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(40),
-            ..WebhookOptions::default()
-        }
-    }
 
     #[tokio::test]
     async fn posts_the_code_to_the_gateway_with_the_token() {
         let gateway = FakeWebhookServer::start(vec![FakeResponse::new(202, "")]).await;
-        let sender = WebhookSmsSender::new(&gateway.url(), Some(BearerToken::new("gw-token")), fast()).unwrap();
+        let sender = WebhookSmsSender::new(&gateway.url(), Some(BearerToken::new("gw-token")), fast_options()).unwrap();
         sender.send("13812341234", "012345", SmsPurpose::LinkAccount).await.unwrap();
         let requests = gateway.requests();
         assert_eq!(requests.len(), 1);
@@ -73,7 +63,7 @@ mod tests {
     #[tokio::test]
     async fn a_500_is_retried() {
         let gateway = FakeWebhookServer::start(vec![FakeResponse::new(500, "{}"), FakeResponse::new(200, "{}")]).await;
-        let sender = WebhookSmsSender::new(&gateway.url(), None, fast()).unwrap();
+        let sender = WebhookSmsSender::new(&gateway.url(), None, fast_options()).unwrap();
         sender.send("13812341234", "012345", SmsPurpose::RealName).await.unwrap();
         assert_eq!(gateway.requests().len(), 2);
     }
@@ -81,7 +71,7 @@ mod tests {
     #[tokio::test]
     async fn a_gateway_that_never_answers_in_time_is_unavailable() {
         let gateway = FakeWebhookServer::start(vec![FakeResponse::new(200, "{}").after(Duration::from_secs(5))]).await;
-        let sender = WebhookSmsSender::new(&gateway.url(), None, fast()).unwrap();
+        let sender = WebhookSmsSender::new(&gateway.url(), None, fast_options()).unwrap();
         let error = sender.send("13812341234", "012345", SmsPurpose::RealName).await.unwrap_err();
         assert!(matches!(error, SmsSendError::Unavailable(_)), "{error}");
         assert_eq!(gateway.requests().len(), 3, "bounded retries");
@@ -92,7 +82,7 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_is_final() {
         let gateway = FakeWebhookServer::start(vec![FakeResponse::new(403, "{}")]).await;
-        let sender = WebhookSmsSender::new(&gateway.url(), None, fast()).unwrap();
+        let sender = WebhookSmsSender::new(&gateway.url(), None, fast_options()).unwrap();
         let error = sender.send("13812341234", "012345", SmsPurpose::RealName).await.unwrap_err();
         assert!(matches!(error, SmsSendError::Rejected(_)), "{error}");
         assert_eq!(gateway.requests().len(), 1);
