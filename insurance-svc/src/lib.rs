@@ -108,6 +108,8 @@ impl InsuranceService {
             code_keys,
             holders: Arc::new(service::code::HolderCache::new(std::time::Duration::from_secs(60), 100_000)),
             accounts: AccountStore::new(db.clone()),
+            documents: store::document::DocumentStore::new(db.clone()),
+            family: store::family::FamilyStore::new(db.clone()),
             face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
             ledger: store::ledger::LedgerStore::new(db.clone()),
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),

@@ -2,7 +2,9 @@
 
 pub mod account;
 pub mod code;
+pub mod document;
 pub mod face;
+pub mod family;
 pub mod ledger;
 pub mod qr;
 pub mod settlement;

@@ -38,6 +38,10 @@ pub struct State {
     pub person_tokens: Arc<crate::person_tokens::PersonTokenKeys>,
     /// Payment-code signing keys.
     pub code_keys: Arc<crate::code_keys::CodeKeys>,
+    /// Document metadata.
+    pub documents: crate::store::document::DocumentStore,
+    /// Family bindings.
+    pub family: crate::store::family::FamilyStore,
     /// Masked holder facts for the counter, cached briefly.
     pub holders: Arc<code::HolderCache>,
 }

@@ -1,7 +1,9 @@
 //! Storage of insurance-svc: schema, models and queries.
 
 pub mod account;
+pub mod document;
 pub mod face_outcome;
+pub mod family;
 pub mod ledger;
 pub mod schema;
 pub mod settlement;

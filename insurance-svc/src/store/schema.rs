@@ -117,6 +117,54 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Document metadata; the bytes live in the object store under `object_key` (migration 000004).
+    documents (id) {
+        id -> Text,
+        owner_person_id -> Text,
+        kind -> Text,
+        content_type -> Text,
+        size_bytes -> BigInt,
+        sha256 -> Text,
+        object_key -> Text,
+        uploaded_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Family bindings; a live one holds one of the owner's quota slots (migration 000005).
+    family_bindings (id) {
+        id -> Text,
+        owner_person_id -> Text,
+        member_person_id -> Text,
+        relationship -> Text,
+        status -> Text,
+        quota_slot -> Nullable<Integer>,
+        member_birth_date -> Date,
+        face_session_id -> Nullable<Text>,
+        commitment_letter_id -> Text,
+        owner_register_id -> Text,
+        member_register_id -> Text,
+        family_aid -> Bool,
+        created_at -> Timestamp,
+        activated_at -> Nullable<Timestamp>,
+        ended_at -> Nullable<Timestamp>,
+        removed_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Distinct binders of a member per calendar month, at most 2 (migration 000005).
+    family_binder_months (member_person_id, month, owner_person_id) {
+        member_person_id -> Text,
+        month -> Text,
+        owner_person_id -> Text,
+        slot -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(voucher_activations -> vouchers (voucher_id));
 diesel::joinable!(visits -> vouchers (voucher_id));
 diesel::joinable!(visits -> accounts (account_id));
@@ -132,4 +180,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     settlements,
     account_entries,
     annual_totals,
+    documents,
+    family_bindings,
+    family_binder_months,
 );

@@ -1,0 +1,2 @@
+DROP TABLE family_binder_months;
+DROP TABLE family_bindings;
