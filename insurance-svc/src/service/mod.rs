@@ -3,6 +3,7 @@
 pub mod account;
 pub mod code;
 pub mod events;
+pub mod family;
 pub mod settlement;
 pub mod voucher;
 
