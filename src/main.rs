@@ -394,7 +394,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         format!("http://{identity_addr}"),
         service_key,
     )
-    .with_code_keys_file(dir.code_keys());
+    .with_code_keys_file(dir.code_keys())
+    .with_document_store(dir.root.join("documents").display().to_string());
     let identity = identity_svc::IdentityService::build(identity_config, Default::default()).await?;
     let insurance = insurance_svc::InsuranceService::build(insurance_config, Default::default()).await?;
     identity.partners().reload_on_sighup()?;

@@ -53,6 +53,14 @@ pub struct Config {
     #[arg(long, env = "MEDINS_CODE_KEYS_FILE", required = true)]
     pub code_keys_file: Option<std::path::PathBuf>,
 
+    /// Where document bytes are kept (metadata is in the database): `file:///absolute/folder`
+    /// (created if missing; `medins up` uses `<data folder>/documents`) or `s3://bucket[/prefix]`
+    /// for an S3-compatible store (needs the `s3` build feature; endpoint and credentials from
+    /// AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
+    /// Every replica must use the same store.
+    #[arg(long, env = "MEDINS_DOCUMENT_STORE", required = true)]
+    pub document_store: Option<String>,
+
     /// How often the code key file is checked for changes.
     #[arg(long, env = "MEDINS_CODE_KEYS_CHECK_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub code_keys_check_interval: Duration,
@@ -78,6 +86,7 @@ impl Config {
             identity_attempts: 3,
             policy_file: None,
             code_keys_file: None,
+            document_store: None,
             code_keys_check_interval: Duration::from_secs(2),
             person_token_keys_refresh: Duration::from_secs(60),
             person_token_keys_min_refresh: Duration::from_secs(3),
@@ -87,6 +96,12 @@ impl Config {
     /// The same configuration with a code key file.
     pub fn with_code_keys_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.code_keys_file = Some(path.into());
+        self
+    }
+
+    /// The same configuration with a document store (`file:///folder`, `s3://bucket`).
+    pub fn with_document_store(mut self, url: impl Into<String>) -> Self {
+        self.document_store = Some(url.into());
         self
     }
 

@@ -58,6 +58,9 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.FamilyService/ListWhoBoundMe", scopes::FAMILY_READ),
     ("/medins.insurance.v1.FamilyService/RemoveFamilyMember", scopes::FAMILY_MANAGE),
     ("/medins.insurance.v1.FamilyService/SetFamilyAid", scopes::FAMILY_MANAGE),
+    ("/medins.insurance.v1.DocumentService/UploadDocument", scopes::DOCUMENT_UPLOAD),
+    ("/medins.insurance.v1.DocumentService/GetDocument", scopes::DOCUMENT_READ),
+    ("/medins.insurance.v1.DocumentService/DownloadDocument", scopes::DOCUMENT_READ),
 ];
 
 /// What a test or an embedding process may replace.
@@ -102,6 +105,10 @@ impl InsuranceService {
                 code_keys::CodeKeys::from_ring(ring, clock.now())
             }
         });
+        let objects = store::objects::DocumentObjects::from_url(
+            config.document_store.as_deref().context("no document store configured (--document-store)")?,
+        )
+        .context("opening the document store")?;
         let person_tokens = Arc::new(person_tokens::PersonTokenKeys::new(
             identity.clone(),
             clock.clone(),
@@ -115,6 +122,7 @@ impl InsuranceService {
             holders: Arc::new(service::code::HolderCache::new(std::time::Duration::from_secs(60), 100_000)),
             accounts: AccountStore::new(db.clone()),
             documents: store::document::DocumentStore::new(db.clone()),
+            objects,
             family: store::family::FamilyStore::new(db.clone()),
             face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
             ledger: store::ledger::LedgerStore::new(db.clone()),
@@ -170,6 +178,11 @@ impl InsuranceService {
         )
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+        let documents = medins_proto::insurance::v1::document_service_server::DocumentServiceServer::new(
+            service::document::DocumentApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
         let code_keys_watcher =
             self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
@@ -195,13 +208,19 @@ impl InsuranceService {
                 service_name::<
                     medins_proto::insurance::v1::family_service_server::FamilyServiceServer<service::family::FamilyApi>,
                 >(),
+                service_name::<
+                    medins_proto::insurance::v1::document_service_server::DocumentServiceServer<
+                        service::document::DocumentApi,
+                    >,
+                >(),
             ],
             routes: Routes::new(accounts)
                 .add_service(events)
                 .add_service(vouchers)
                 .add_service(codes)
                 .add_service(settlements)
-                .add_service(family),
+                .add_service(family)
+                .add_service(documents),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),

@@ -211,6 +211,8 @@ impl Target {
                 format!("http://{identity_addr}"),
                 "--code-keys-file".into(),
                 code_keys.display().to_string(),
+                "--document-store".into(),
+                root.join("documents").display().to_string(),
             ],
             &[("MEDINS_IDENTITY_API_KEY", &insurance_to_identity)],
         )?);

@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod codes;
 mod docs;
+mod documents;
 mod face;
 mod health;
 mod idempotency;

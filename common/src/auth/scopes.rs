@@ -47,6 +47,11 @@ pub const FAMILY_READ: &str = "family.read";
 pub const CODE_ISSUE: &str = "code.issue";
 /// Verify (redeem) payment codes at a hospital or pharmacy counter.
 pub const CODE_VERIFY: &str = "code.verify";
+/// Upload a person's documents and render their commitment letters (with a person token;
+/// operators for anyone).
+pub const DOCUMENT_UPLOAD: &str = "document.upload";
+/// Read a person's documents, metadata and bytes (with a person token; operators any).
+pub const DOCUMENT_READ: &str = "document.read";
 /// Credit contributions to individual accounts (employers, operators).
 pub const ACCOUNT_CREDIT: &str = "account.credit";
 /// Suspend and resume accounts (operators).
@@ -79,6 +84,8 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     FAMILY_READ,
     CODE_ISSUE,
     EXPENSES_READ,
+    DOCUMENT_UPLOAD,
+    DOCUMENT_READ,
 ];
 /// What banks hold beyond a front-door app's scopes: they open accounts.
 pub const BANK_EXTRA: &[&str] = &[ACCOUNT_OPEN];
@@ -113,6 +120,8 @@ pub const OPS: &[&str] = &[
     SETTLEMENT_WRITE,
     SETTLEMENT_REVERSE,
     EXPENSES_READ,
+    DOCUMENT_UPLOAD,
+    DOCUMENT_READ,
 ];
 /// medins services calling each other.
 pub const SERVICE_PEER: &[&str] = &[PERSON_READ, PERSON_RESOLVE, SERVICE, FACE_START, FACE_READ, KEYS_READ];

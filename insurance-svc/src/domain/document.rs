@@ -1,6 +1,9 @@
 //! Documents (DESIGN.md 6 "Documents"): kinds, the content types accepted and the size limit.
 //! Pure.
 
+use medins_common::{ApiError, ApiResult, Reason};
+use uuid::Uuid;
+
 /// The largest document accepted, in bytes (8 MiB).
 pub const MAX_DOCUMENT_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -80,5 +83,250 @@ impl ContentType {
     /// An image (JPEG or PNG).
     pub fn is_image(self) -> bool {
         matches!(self, ContentType::Jpeg | ContentType::Png)
+    }
+}
+
+impl DocumentKind {
+    /// Whether a document of this kind may have this content type: photos of a person, of an ID
+    /// card and drawn signatures are images (they are shown, printed on cards and embedded in
+    /// letters); letters and household register pages are often scanned to PDF, so they may be
+    /// either.
+    pub fn allows(self, content_type: ContentType) -> bool {
+        match self {
+            DocumentKind::CommitmentLetter | DocumentKind::HouseholdRegister => true,
+            DocumentKind::IdCardFront | DocumentKind::IdCardBack | DocumentKind::Photo | DocumentKind::Signature => {
+                content_type.is_image()
+            }
+        }
+    }
+}
+
+/// The content type of `bytes` from their leading signature (magic number), if it is one
+/// medins stores: JPEG `FF D8 FF`, PNG `89 50 4E 47 0D 0A 1A 0A`, PDF `%PDF-`.
+pub fn sniff(bytes: &[u8]) -> Option<ContentType> {
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(ContentType::Jpeg)
+    } else if bytes.starts_with(PNG) {
+        Some(ContentType::Png)
+    } else if bytes.starts_with(b"%PDF-") {
+        Some(ContentType::Pdf)
+    } else {
+        None
+    }
+}
+
+/// The content type of a complete upload of `kind`: INVALID_ARGUMENT / DOCUMENT_TYPE_NOT_ALLOWED
+/// for bytes that are not JPEG, PNG or PDF, or a type the kind does not take.
+pub fn check_content(kind: DocumentKind, bytes: &[u8]) -> ApiResult<ContentType> {
+    let Some(content_type) = sniff(bytes) else {
+        return Err(ApiError::invalid_argument(
+            Reason::DocumentTypeNotAllowed,
+            "the document is not a JPEG, PNG or PDF file",
+        ));
+    };
+    if !kind.allows(content_type) {
+        return Err(ApiError::invalid_argument(
+            Reason::DocumentTypeNotAllowed,
+            format!("a {} document must be a JPEG or PNG image", kind.as_str()),
+        )
+        .with_metadata("content_type", content_type.as_str()));
+    }
+    Ok(content_type)
+}
+
+/// The size an upload's header declares: 1 to [`MAX_DOCUMENT_BYTES`]. More is
+/// INVALID_ARGUMENT / DOCUMENT_TOO_LARGE before any byte is sent; zero or less INVALID_ARGUMENT
+/// on `header.size_bytes`.
+pub fn declared_size(size_bytes: i64) -> ApiResult<u64> {
+    match u64::try_from(size_bytes) {
+        Ok(0) | Err(_) => Err(size_field("must be 1 to 8388608 bytes")),
+        Ok(size) if size > MAX_DOCUMENT_BYTES => Err(too_large()),
+        Ok(size) => Ok(size),
+    }
+}
+
+/// The SHA-256 an upload's header may declare (empty: none); 64 hex digits otherwise.
+pub fn declared_sha256(sha256: &str) -> ApiResult<Option<String>> {
+    if sha256.is_empty() {
+        return Ok(None);
+    }
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, "header.sha256", "must be 64 hex digits"));
+    }
+    Ok(Some(sha256.to_ascii_lowercase()))
+}
+
+fn size_field(description: &str) -> ApiError {
+    ApiError::invalid_field(Reason::InvalidArgument, "header.size_bytes", description)
+}
+
+fn too_large() -> ApiError {
+    ApiError::invalid_argument(Reason::DocumentTooLarge, "the document is larger than 8 MiB")
+        .with_metadata("max_bytes", MAX_DOCUMENT_BYTES.to_string())
+}
+
+/// The bytes of an upload as they arrive, against the size its header declared.
+///
+/// The declared size is what tells a complete upload from a cut one: HTTP/2 servers (hyper)
+/// report a client's RST_STREAM(CANCEL) between two messages as a clean end of the request
+/// body, so "the stream ended" alone does not mean "the client sent everything".
+#[derive(Debug)]
+pub struct UploadBuffer {
+    declared: u64,
+    bytes: Vec<u8>,
+}
+
+impl UploadBuffer {
+    /// An empty buffer for `declared` bytes (see [`declared_size`]).
+    pub fn new(declared: u64) -> Self {
+        // At most 8 MiB: the declared size was checked.
+        let capacity = usize::try_from(declared.min(MAX_DOCUMENT_BYTES)).unwrap_or(0);
+        Self { declared, bytes: Vec::with_capacity(capacity) }
+    }
+
+    /// Appends a chunk, refusing as soon as the bytes exceed 8 MiB (INVALID_ARGUMENT /
+    /// DOCUMENT_TOO_LARGE) or the declared size (INVALID_ARGUMENT on `header.size_bytes`).
+    pub fn push(&mut self, chunk: &[u8]) -> ApiResult<()> {
+        let total = self.bytes.len() as u64 + chunk.len() as u64;
+        if total > MAX_DOCUMENT_BYTES {
+            return Err(too_large());
+        }
+        if total > self.declared {
+            return Err(size_field("more bytes were sent than declared"));
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The bytes, once the stream has ended: INVALID_ARGUMENT on `chunk` if fewer than declared
+    /// arrived (the stream was cut).
+    pub fn finish(self) -> ApiResult<Vec<u8>> {
+        if (self.bytes.len() as u64) < self.declared {
+            return Err(ApiError::invalid_field(
+                Reason::InvalidArgument,
+                "chunk",
+                format!("the stream ended after {} of the {} declared bytes", self.bytes.len(), self.declared),
+            ));
+        }
+        Ok(self.bytes)
+    }
+}
+
+/// SHA-256 of `bytes`, lowercase hex (as recorded).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Where a document's bytes live in the object store: ids only, never personal data, and
+/// grouped by owner so that one person's documents can be listed or erased together.
+pub fn object_key(owner_person_id: Uuid, document_id: Uuid) -> String {
+    format!("documents/{owner_person_id}/{document_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG_HEAD: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[test]
+    fn jpeg_png_and_pdf_are_recognised_by_their_signatures() {
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 16]), Some(ContentType::Jpeg));
+        assert_eq!(sniff(PNG_HEAD), Some(ContentType::Png));
+        assert_eq!(sniff(b"%PDF-1.7\n"), Some(ContentType::Pdf));
+    }
+
+    #[test]
+    fn anything_else_is_not_a_document() {
+        // An ELF executable renamed .png, a Windows executable, a ZIP, text, almost-signatures.
+        for bytes in [
+            &b"\x7fELF\x02\x01\x01\0"[..],
+            b"MZ\x90\0\x03\0",
+            b"PK\x03\x04",
+            b"hello",
+            b"",
+            &[0xFF, 0xD8],
+            b"\x89PNG\r\n\x1a",
+            b"\x89PNG\n\x1a\n\0",
+            b"%PDF",
+            b" %PDF-1.4",
+        ] {
+            assert_eq!(sniff(bytes), None, "{bytes:?}");
+            let error = check_content(DocumentKind::Photo, bytes).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::DocumentTypeNotAllowed));
+        }
+    }
+
+    #[test]
+    fn image_kinds_refuse_pdf_and_letters_take_both() {
+        for kind in [DocumentKind::Signature, DocumentKind::Photo, DocumentKind::IdCardFront, DocumentKind::IdCardBack]
+        {
+            assert_eq!(check_content(kind, PNG_HEAD).unwrap(), ContentType::Png);
+            let error = check_content(kind, b"%PDF-1.4").unwrap_err();
+            assert_eq!(error.reason(), Reason::DocumentTypeNotAllowed);
+        }
+        for kind in [DocumentKind::CommitmentLetter, DocumentKind::HouseholdRegister] {
+            assert_eq!(check_content(kind, b"%PDF-1.4").unwrap(), ContentType::Pdf);
+            assert_eq!(check_content(kind, &[0xFF, 0xD8, 0xFF, 0xDB]).unwrap(), ContentType::Jpeg);
+        }
+    }
+
+    #[test]
+    fn the_buffer_takes_exactly_8_mib_and_refuses_one_byte_more_as_soon_as_it_arrives() {
+        let mut buffer = UploadBuffer::new(declared_size(MAX_DOCUMENT_BYTES as i64).unwrap());
+        let chunk = vec![0u8; 32 * 1024];
+        for _ in 0..(MAX_DOCUMENT_BYTES / chunk.len() as u64) {
+            buffer.push(&chunk).unwrap();
+        }
+        let error = buffer.push(&[0]).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::DocumentTooLarge));
+        assert_eq!(buffer.finish().unwrap().len() as u64, MAX_DOCUMENT_BYTES);
+    }
+
+    #[test]
+    fn a_declared_size_over_8_mib_is_too_large_and_zero_is_invalid() {
+        let error = declared_size(MAX_DOCUMENT_BYTES as i64 + 1).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::DocumentTooLarge));
+        for size in [0, -1, i64::MIN] {
+            let error = declared_size(size).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
+        }
+        assert_eq!(declared_size(1).unwrap(), 1);
+    }
+
+    #[test]
+    fn more_bytes_than_declared_are_refused_when_they_arrive_and_fewer_when_the_stream_ends() {
+        let mut buffer = UploadBuffer::new(10);
+        buffer.push(&[1; 6]).unwrap();
+        let error = buffer.push(&[1; 5]).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
+
+        let mut cut = UploadBuffer::new(10);
+        cut.push(&[1; 6]).unwrap();
+        let error = cut.finish().unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
+        assert!(UploadBuffer::new(1).finish().is_err(), "nothing at all");
+    }
+
+    #[test]
+    fn a_declared_sha256_is_64_hex_digits_or_nothing() {
+        assert_eq!(declared_sha256("").unwrap(), None);
+        let upper = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
+        assert_eq!(declared_sha256(upper).unwrap().as_deref(), Some(sha256_hex(b"abc").as_str()));
+        assert!(declared_sha256("abc").is_err());
+        assert!(declared_sha256(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn object_keys_hold_only_ids() {
+        let (owner, id) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(object_key(owner, id), format!("documents/{owner}/{id}"));
+    }
+
+    #[test]
+    fn sha256_is_lowercase_hex() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

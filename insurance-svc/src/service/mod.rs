@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod code;
+pub mod document;
 pub mod events;
 pub mod family;
 pub mod settlement;
@@ -41,6 +42,8 @@ pub struct State {
     pub code_keys: Arc<crate::code_keys::CodeKeys>,
     /// Document metadata.
     pub documents: crate::store::document::DocumentStore,
+    /// Document bytes (object store).
+    pub objects: crate::store::objects::DocumentObjects,
     /// Family bindings.
     pub family: crate::store::family::FamilyStore,
     /// Masked holder facts for the counter, cached briefly.

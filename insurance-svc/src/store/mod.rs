@@ -5,6 +5,7 @@ pub mod document;
 pub mod face_outcome;
 pub mod family;
 pub mod ledger;
+pub mod objects;
 pub mod schema;
 pub mod settlement;
 pub mod visit;

@@ -4,6 +4,7 @@
 //! Every log line the suite writes, and every span it exports, is scanned for the personal data
 //! tests seeded (see [`sensitive`]); a stack refuses to shut down cleanly if any leaked.
 
+pub mod documents;
 pub mod privacy;
 pub mod settlement;
 pub mod sms;
@@ -295,7 +296,8 @@ impl Stack {
             .await
             .expect("build identity-svc");
         let insurance_config = vouchers::insurance_config(
-            insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), keys.service.clone()),
+            insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), keys.service.clone())
+                .with_document_store(documents::store_url(dir.path())),
             dir.path(),
         );
         let insurance = InsuranceService::build(
