@@ -11,6 +11,7 @@ mod codes;
 mod docs;
 mod documents;
 mod face;
+mod family;
 mod health;
 mod idempotency;
 mod ledger;

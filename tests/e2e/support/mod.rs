@@ -5,6 +5,7 @@
 //! tests seeded (see [`sensitive`]); a stack refuses to shut down cleanly if any leaked.
 
 pub mod documents;
+pub mod family;
 pub mod privacy;
 pub mod settlement;
 pub mod sms;

@@ -14,7 +14,7 @@ use medins_proto::{
     },
 };
 
-use super::{Intercepted, Stack, interceptor, privacy, with_person_token};
+use super::{Intercepted, Stack, interceptor, privacy, vouchers::FrontDoorPerson, with_person_token};
 
 impl Stack {
     /// insurance-svc settlements, as the partner holding `key`.
@@ -27,6 +27,11 @@ impl Stack {
     /// with an ACTIVE voucher (a PASSED face session, channel BANK_APP) and, when
     /// `balance_cents > 0`, that much credited. Returns the account as it is then.
     pub async fn insured_with_balance(&self, scheme: Scheme, balance_cents: i64) -> Account {
+        self.insured_holder(scheme, balance_cents).await.1
+    }
+
+    /// [`Stack::insured_with_balance`], also returning the person (seed and bank token).
+    pub async fn insured_holder(&self, scheme: Scheme, balance_cents: i64) -> (FrontDoorPerson, Account) {
         let person = self.front_door_person(&self.keys.bank).await;
         let account = self
             .accounts(Some(&self.keys.employer))
@@ -54,9 +59,11 @@ impl Stack {
             .await
             .expect("activate voucher");
         if balance_cents == 0 {
-            return account;
+            return (person, account);
         }
-        self.credit(&account.account_id, balance_cents, &format!("seed-{}", uuid::Uuid::now_v7())).await.1
+        let account =
+            self.credit(&account.account_id, balance_cents, &format!("seed-{}", uuid::Uuid::now_v7())).await.1;
+        (person, account)
     }
 
     /// A fresh person token of `account`'s holder, issued to the bank (their front door).

@@ -1,0 +1,168 @@
+//! Helpers of the family tests: binders with an ACTIVE voucher, insured members of a chosen
+//! age, the three binding documents, AddFamilyMember, and waiting for a binding's status.
+
+use std::time::Duration;
+
+use chrono::{Months, NaiveDate};
+use medins_proto::insurance::v1::{
+    AddFamilyMemberRequest, AddFamilyMemberResponse, BindingStatus, DocumentKind, FamilyBinding,
+    GetFamilyBindingRequest, OpenAccountRequest, PersonIdentity, Relationship, Scheme,
+    family_service_client::FamilyServiceClient, open_account_request,
+};
+use tonic::{Request, Status};
+
+use super::{
+    Intercepted, SeedPerson, Stack,
+    documents::{sample_jpeg, sample_pdf},
+    interceptor, with_person_token,
+};
+
+/// A binder: insured, ACTIVE voucher (through the bank), with a bank-issued person token.
+#[derive(Clone, Debug)]
+pub struct Binder {
+    pub person_id: String,
+    pub account_id: String,
+    pub token: String,
+    pub seed: SeedPerson,
+}
+
+impl Binder {
+    /// The binder named as a member (to try binding themself).
+    pub fn as_member(&self) -> Member {
+        Member { person_id: self.person_id.clone(), account_id: self.account_id.clone(), seed: self.seed.clone() }
+    }
+}
+
+/// An insured member (their account opened by the bank by name and ID number: no phone, no
+/// real name needed, like an elderly parent).
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub person_id: String,
+    pub account_id: String,
+    pub seed: SeedPerson,
+}
+
+/// The three documents of a binding, uploaded by the binder.
+#[derive(Clone, Debug)]
+pub struct BindingDocuments {
+    pub commitment_letter: String,
+    pub owner_register: String,
+    pub member_register: String,
+}
+
+impl Stack {
+    /// insurance-svc family bindings, as the partner holding `key`.
+    pub fn family(&self, key: Option<&str>) -> FamilyServiceClient<Intercepted> {
+        FamilyServiceClient::with_interceptor(self.insurance_channel(), interceptor(key))
+    }
+
+    /// A new binder (born 1985) with `balance_cents` in the individual account.
+    pub async fn binder(&self, balance_cents: i64) -> Binder {
+        let (person, account) = self.insured_holder(Scheme::Resident, balance_cents).await;
+        Binder { person_id: account.person_id, account_id: account.account_id, token: person.token, seed: person.seed }
+    }
+
+    /// A new insured member born on `birth`.
+    pub async fn insured_member(&self, birth: NaiveDate) -> Member {
+        let seed = SeedPerson::born(birth);
+        let account = self
+            .accounts(Some(&self.keys.bank))
+            .open_account(OpenAccountRequest {
+                person: Some(open_account_request::Person::Identity(PersonIdentity {
+                    name: seed.name.clone(),
+                    id_number: seed.id_number.clone(),
+                })),
+                scheme: Scheme::Resident as i32,
+                region_code: "110105".into(),
+                employer_code: String::new(),
+            })
+            .await
+            .expect("open the member's account")
+            .into_inner()
+            .account
+            .expect("account");
+        Member { person_id: account.person_id, account_id: account.account_id, seed }
+    }
+
+    /// A member who is `years` old today, less `days_short` days (0: today is the birthday).
+    pub async fn member_aged(&self, years: u32, days_short: u64) -> Member {
+        let birth =
+            self.clock_today().checked_sub_months(Months::new(12 * years)).unwrap() + chrono::Days::new(days_short);
+        self.insured_member(birth).await
+    }
+
+    /// The three documents, uploaded by `binder` as theirs.
+    pub async fn binding_documents(&self, binder: &Binder) -> BindingDocuments {
+        let upload = |kind: DocumentKind, bytes: Vec<u8>| async move {
+            self.upload_document(&self.keys.bank, Some(&binder.token), &binder.person_id, kind, &bytes)
+                .await
+                .expect("upload a binding document")
+                .document_id
+        };
+        BindingDocuments {
+            commitment_letter: upload(DocumentKind::CommitmentLetter, sample_pdf()).await,
+            owner_register: upload(DocumentKind::HouseholdRegister, sample_jpeg()).await,
+            member_register: upload(DocumentKind::HouseholdRegister, sample_pdf()).await,
+        }
+    }
+
+    /// AddFamilyMember as `binder` through the bank.
+    pub async fn add_member(
+        &self,
+        binder: &Binder,
+        member: &Member,
+        relationship: Relationship,
+        documents: &BindingDocuments,
+    ) -> Result<AddFamilyMemberResponse, Status> {
+        self.family(Some(&self.keys.bank))
+            .add_family_member(add_request(binder, member, relationship, documents))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The binding as an operator sees it.
+    pub async fn binding(&self, binding_id: &str) -> FamilyBinding {
+        self.family(Some(&self.keys.ops))
+            .get_family_binding(GetFamilyBindingRequest { binding_id: binding_id.to_owned() })
+            .await
+            .expect("get binding")
+            .into_inner()
+            .binding
+            .expect("binding")
+    }
+
+    /// Waits (at most 10 s) until the binding has `status`, as identity-svc's outbox delivers
+    /// face outcomes asynchronously; panics otherwise.
+    pub async fn wait_for_binding(&self, binding_id: &str, status: BindingStatus) -> FamilyBinding {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let binding = self.binding(binding_id).await;
+            if binding.status == status as i32 {
+                return binding;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "binding stayed {:?}", binding.status);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// The AddFamilyMember request of `binder` for `member`, with the binder's token.
+pub fn add_request(
+    binder: &Binder,
+    member: &Member,
+    relationship: Relationship,
+    documents: &BindingDocuments,
+) -> Request<AddFamilyMemberRequest> {
+    with_person_token(
+        AddFamilyMemberRequest {
+            owner_person_id: binder.person_id.clone(),
+            member_name: member.seed.name.clone(),
+            member_id_number: member.seed.id_number.clone(),
+            relationship: relationship as i32,
+            commitment_letter_document_id: documents.commitment_letter.clone(),
+            owner_household_register_document_id: documents.owner_register.clone(),
+            member_household_register_document_id: documents.member_register.clone(),
+        },
+        &binder.token,
+    )
+}
