@@ -52,6 +52,20 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.CodeService/IssueCode", scopes::CODE_ISSUE),
     ("/medins.insurance.v1.CodeService/VerifyCode", scopes::CODE_VERIFY),
     ("/medins.insurance.v1.CodeService/GetCodeKeys", scopes::KEYS_READ),
+    ("/medins.insurance.v1.CardService/RecordCardFee", scopes::CARD_FEE),
+    ("/medins.insurance.v1.CardService/ApplyForCard", scopes::CARD_APPLY),
+    ("/medins.insurance.v1.CardService/ApplyForCardsBatch", scopes::CARD_BATCH),
+    ("/medins.insurance.v1.CardService/ReviewCardApplication", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/RecordCardProduction", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/RecordCardDispatch", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/ConfirmCardDelivery", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/GetCardApplication", scopes::CARD_READ),
+    ("/medins.insurance.v1.CardService/ListCardApplications", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/ActivateCard", scopes::CARD_ACTIVATE),
+    ("/medins.insurance.v1.CardService/GetCard", scopes::CARD_READ),
+    ("/medins.insurance.v1.CardService/ReportCardLoss", scopes::CARD_LOSS),
+    ("/medins.insurance.v1.CardService/CancelCardLossReport", scopes::CARD_LOSS),
+    ("/medins.insurance.v1.CardService/ReplaceCard", scopes::CARD_APPLY),
 ];
 
 /// What a test or an embedding process may replace.
@@ -110,6 +124,7 @@ impl InsuranceService {
             accounts: AccountStore::new(db.clone()),
             documents: store::document::DocumentStore::new(db.clone()),
             family: store::family::FamilyStore::new(db.clone()),
+            cards: store::card::CardStore::new(db.clone()),
             face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
             ledger: store::ledger::LedgerStore::new(db.clone()),
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),
@@ -159,6 +174,11 @@ impl InsuranceService {
         )
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+        let cards = medins_proto::insurance::v1::card_service_server::CardServiceServer::new(
+            service::card::CardApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
         let code_keys_watcher =
             self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
@@ -181,12 +201,16 @@ impl InsuranceService {
                         service::settlement::SettlementApi,
                     >,
                 >(),
+                service_name::<
+                    medins_proto::insurance::v1::card_service_server::CardServiceServer<service::card::CardApi>,
+                >(),
             ],
             routes: Routes::new(accounts)
                 .add_service(events)
                 .add_service(vouchers)
                 .add_service(codes)
-                .add_service(settlements),
+                .add_service(settlements)
+                .add_service(cards),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),
