@@ -52,6 +52,12 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.CodeService/IssueCode", scopes::CODE_ISSUE),
     ("/medins.insurance.v1.CodeService/VerifyCode", scopes::CODE_VERIFY),
     ("/medins.insurance.v1.CodeService/GetCodeKeys", scopes::KEYS_READ),
+    ("/medins.insurance.v1.FamilyService/AddFamilyMember", scopes::FAMILY_MANAGE),
+    ("/medins.insurance.v1.FamilyService/GetFamilyBinding", scopes::FAMILY_READ),
+    ("/medins.insurance.v1.FamilyService/ListFamilyMembers", scopes::FAMILY_READ),
+    ("/medins.insurance.v1.FamilyService/ListWhoBoundMe", scopes::FAMILY_READ),
+    ("/medins.insurance.v1.FamilyService/RemoveFamilyMember", scopes::FAMILY_MANAGE),
+    ("/medins.insurance.v1.FamilyService/SetFamilyAid", scopes::FAMILY_MANAGE),
     ("/medins.insurance.v1.CardService/RecordCardFee", scopes::CARD_FEE),
     ("/medins.insurance.v1.CardService/ApplyForCard", scopes::CARD_APPLY),
     ("/medins.insurance.v1.CardService/ApplyForCardsBatch", scopes::CARD_BATCH),
@@ -179,6 +185,11 @@ impl InsuranceService {
         )
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+        let family = medins_proto::insurance::v1::family_service_server::FamilyServiceServer::new(
+            service::family::FamilyApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
         let code_keys_watcher =
             self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
@@ -202,6 +213,9 @@ impl InsuranceService {
                     >,
                 >(),
                 service_name::<
+                    medins_proto::insurance::v1::family_service_server::FamilyServiceServer<service::family::FamilyApi>,
+                >(),
+                service_name::<
                     medins_proto::insurance::v1::card_service_server::CardServiceServer<service::card::CardApi>,
                 >(),
             ],
@@ -210,6 +224,7 @@ impl InsuranceService {
                 .add_service(vouchers)
                 .add_service(codes)
                 .add_service(settlements)
+                .add_service(family)
                 .add_service(cards),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,

@@ -193,6 +193,7 @@ impl Workload for SettleLoad {
             category: Category::Outpatient as i32,
             pay_from: PayFrom::HolderAccount as i32,
             items_summary: "bench: consultation".into(),
+            binder_person_id: String::new(),
         };
         async move { client.settle(authorized(request, &self.hospital, None)).await.map(drop) }
     }

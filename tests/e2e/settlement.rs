@@ -20,6 +20,7 @@ fn settle_request(visit_id: &str, total_cents: i64, category: Category, pay_from
         category: category as i32,
         pay_from: pay_from as i32,
         items_summary: "挂号费 x1, 血常规 x1".into(),
+        binder_person_id: String::new(),
     }
 }
 
@@ -196,8 +197,13 @@ async fn only_the_partner_that_opened_a_visit_settles_it_and_bad_requests_change
         .unwrap_err();
     assert_eq!((unknown.code(), reason(&unknown).as_str()), (Code::NotFound, "VISIT_NOT_FOUND"));
 
+    let stranger = uuid::Uuid::now_v7().to_string();
     let binder = hospital
-        .settle(SettleRequest { pay_from: PayFrom::BinderAccount as i32, ..request.clone() })
+        .settle(SettleRequest {
+            pay_from: PayFrom::BinderAccount as i32,
+            binder_person_id: stranger.clone(),
+            ..request.clone()
+        })
         .await
         .unwrap_err();
     assert_eq!((binder.code(), reason(&binder).as_str()), (Code::FailedPrecondition, "FAMILY_AID_NOT_AUTHORISED"));
@@ -209,6 +215,8 @@ async fn only_the_partner_that_opened_a_visit_settles_it_and_bad_requests_change
         (SettleRequest { pay_from: 9, ..request.clone() }, "pay_from"),
         (SettleRequest { items_summary: "x".repeat(501), ..request.clone() }, "items_summary"),
         (SettleRequest { visit_id: "visit-1".into(), ..request.clone() }, "visit_id"),
+        (SettleRequest { pay_from: PayFrom::BinderAccount as i32, ..request.clone() }, "binder_person_id"),
+        (SettleRequest { binder_person_id: stranger.clone(), ..request.clone() }, "binder_person_id"),
     ] {
         let error = hospital.settle(bad).await.unwrap_err();
         assert_eq!(error.code(), Code::InvalidArgument, "{field}");

@@ -39,6 +39,10 @@ pub const VOUCHER_ACTIVATE: &str = "voucher.activate";
 pub const VOUCHER_READ: &str = "voucher.read";
 /// Suspend and resume vouchers (a person's own with a person token; operators any).
 pub const VOUCHER_MANAGE: &str = "voucher.manage";
+/// Bind and remove family members, switch family aid (with the binder's person token).
+pub const FAMILY_MANAGE: &str = "family.manage";
+/// Read family bindings (the binder's or the member's own, with their person token).
+pub const FAMILY_READ: &str = "family.read";
 /// Issue dynamic payment codes for a voucher holder (with a person token).
 pub const CODE_ISSUE: &str = "code.issue";
 /// Verify (redeem) payment codes at a hospital or pharmacy counter.
@@ -87,6 +91,8 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     VOUCHER_ACTIVATE,
     VOUCHER_READ,
     VOUCHER_MANAGE,
+    FAMILY_MANAGE,
+    FAMILY_READ,
     CODE_ISSUE,
     EXPENSES_READ,
     CARD_APPLY,
@@ -121,6 +127,8 @@ pub const OPS: &[&str] = &[
     AUDIT_READ,
     VOUCHER_READ,
     VOUCHER_MANAGE,
+    FAMILY_MANAGE,
+    FAMILY_READ,
     ACCOUNT_CREDIT,
     ACCOUNT_MANAGE,
     SETTLEMENT_WRITE,

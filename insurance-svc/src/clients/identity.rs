@@ -1,5 +1,6 @@
 //! The identity-svc client: API key, trace context on every call, retries on UNAVAILABLE only
-//! (every call here is a read or a naturally idempotent resolution, so a retry is safe).
+//! (every call here is a read, a naturally idempotent resolution, or carries an idempotency key,
+//! so a retry is safe).
 
 use std::time::Duration;
 
@@ -8,11 +9,13 @@ use medins_common::{
     peer::{Peer, PeerOptions, traced},
 };
 use medins_proto::identity::v1::{
-    ConsumeSmsChallengeRequest, FaceSession, SmsPurpose, GetFaceVerificationRequest, GetPersonRequest, GetPublicKeysRequest, PersonView, PublicKey,
-    ResolvePersonRequest, face_verification_service_client::FaceVerificationServiceClient,
+    ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonRequest,
+    GetPublicKeysRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose, StartFaceVerificationRequest,
+    StartFaceVerificationResponse, face_verification_service_client::FaceVerificationServiceClient,
     person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
 };
 use tonic::{Code, Request, Status, transport::Channel};
+use uuid::Uuid;
 
 const PERSONS: &str = "medins.identity.v1.PersonService";
 const FACES: &str = "medins.identity.v1.FaceVerificationService";
@@ -108,6 +111,30 @@ impl IdentityClient {
         })
         .await?;
         Ok(())
+    }
+
+    /// Starts a face session for `person_id` as insurance-svc (a SERVICE partner at
+    /// identity-svc), with `reference` (our own id of what it is for).
+    pub async fn start_face_verification(
+        &self,
+        person_id: Uuid,
+        purpose: FacePurpose,
+        reference: &str,
+    ) -> ApiResult<StartFaceVerificationResponse> {
+        let message = StartFaceVerificationRequest {
+            person_id: person_id.to_string(),
+            purpose: purpose as i32,
+            reference: reference.to_owned(),
+        };
+        // The reference doubles as the idempotency key: a retry after UNAVAILABLE gets the first
+        // session back instead of starting a second one.
+        let key = tonic::metadata::AsciiMetadataValue::try_from(reference)
+            .map_err(|_| ApiError::internal("a face session reference is not ASCII"))?;
+        self.call(&self.faces, FACES, "StartFaceVerification", "", message, |mut client, mut request| {
+            request.metadata_mut().insert("idempotency-key", key.clone());
+            async move { client.start_face_verification(request).await }
+        })
+        .await
     }
 
     /// The public keys that verify person tokens now.

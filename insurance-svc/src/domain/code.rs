@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use medins_common::{
-    ApiError, ApiResult, Reason,
+    ApiError, Reason,
     keyring::{ListedKey, RingSettings, kid_random_part},
 };
 use uuid::Uuid;
@@ -229,30 +229,6 @@ pub fn verify_code(text: &str, keys: &CodeKeySet, now: DateTime<Utc>) -> Result<
 
 // ----------------------------------------------------------------------------------------------
 // Who may have a code issued
-
-/// On whose behalf a code is issued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeIssuer {
-    /// The holder, through their own app (token subject = holder).
-    Holder,
-    /// An operator or a medins service (exempt from person tokens).
-    Operator,
-}
-
-/// Decides whether the subject of the caller's person token (`None`: an exempt operator or
-/// service) may have a code issued for `holder`. Today only the holder may; the family issue
-/// adds an ACTIVE binder of the holder here (a `CodeIssuer::Binder` with the binding passed in).
-pub fn code_issuer(token_subject: Option<Uuid>, holder: Uuid) -> ApiResult<CodeIssuer> {
-    match token_subject {
-        None => Ok(CodeIssuer::Operator),
-        Some(subject) if subject == holder => Ok(CodeIssuer::Holder),
-        Some(_) => Err(ApiError::new(
-            tonic::Code::PermissionDenied,
-            Reason::PersonTokenInvalid,
-            "the person token is not the holder's",
-        )),
-    }
-}
 
 // ----------------------------------------------------------------------------------------------
 // Base32 (RFC 4648, upper case, no padding)
@@ -484,14 +460,5 @@ mod tests {
         assert_eq!(verify_code(&text, &keys, t0()), Err(CodeError::Invalid));
         let long = CodePayload { expires_at: payload.issued_at + 61, ..payload };
         assert_eq!(verify_code(&sign_code(key, &long), &keys, t0()), Err(CodeError::Invalid));
-    }
-
-    #[test]
-    fn only_the_holder_or_an_operator_has_a_code_issued() {
-        let holder = Uuid::now_v7();
-        assert_eq!(code_issuer(Some(holder), holder).unwrap(), CodeIssuer::Holder);
-        assert_eq!(code_issuer(None, holder).unwrap(), CodeIssuer::Operator);
-        let error = code_issuer(Some(Uuid::now_v7()), holder).unwrap_err();
-        assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::PersonTokenInvalid));
     }
 }

@@ -1,6 +1,12 @@
 //! Family bindings (DESIGN.md flow 5 and 6 "Family"): relationships, statuses and the rules of
 //! AddFamilyMember in their contract order. Pure.
 
+use chrono::NaiveDate;
+use medins_common::{ApiError, ApiResult, Reason, error::require_uuid};
+use uuid::Uuid;
+
+use super::{document::DocumentKind, face::FaceOutcome, voucher::age_on};
+
 /// How the member is related to the owner (the owner's view: PARENT = the member is the
 /// owner's parent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,5 +100,378 @@ impl BindingStatus {
     /// Live bindings hold a quota place.
     pub fn is_live(self) -> bool {
         matches!(self, BindingStatus::PendingFace | BindingStatus::Active)
+    }
+}
+
+/// Live bindings an owner may hold, pending ones included.
+pub const FAMILY_QUOTA: i64 = 5;
+
+/// Different persons who may bind one member in a calendar month.
+pub const MONTHLY_BINDERS: i64 = 2;
+
+/// The age from which a member must pass a face check to be bound.
+pub const FACE_CHECK_AGE: i32 = 16;
+
+/// The member's full legal name as sent: 1-64 characters, no control characters (identity-svc
+/// then checks it against the ID number).
+pub fn member_name(text: &str) -> ApiResult<&str> {
+    let text = text.trim();
+    let count = text.chars().count();
+    if count == 0 || count > 64 || text.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "member_name",
+            "must be 1 to 64 characters without control characters",
+        ));
+    }
+    Ok(text)
+}
+
+/// Rule 3: a person cannot bind themself.
+pub fn require_not_self(owner: Uuid, member: Uuid) -> ApiResult<()> {
+    if owner == member {
+        return Err(ApiError::failed_precondition(Reason::CannotBindSelf, "a person cannot bind themself"));
+    }
+    Ok(())
+}
+
+/// What rules 4-6 look at, read under the owner's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Places {
+    /// The owner already has a live binding of this member.
+    pub already_bound: bool,
+    /// The owner's live bindings.
+    pub owner_live: i64,
+    /// Other persons who bound the member this calendar month.
+    pub other_binders_this_month: i64,
+}
+
+/// Rules 4, 5 and 6 in their order: not already bound, the owner's quota, the member's monthly
+/// limit.
+pub fn check_places(places: Places) -> ApiResult<()> {
+    if places.already_bound {
+        return Err(ApiError::already_exists(Reason::AlreadyBound, "this member is already bound by this person"));
+    }
+    if places.owner_live >= FAMILY_QUOTA {
+        return Err(ApiError::new(
+            tonic::Code::ResourceExhausted,
+            Reason::FamilyQuotaExceeded,
+            "5 family members are bound or pending: remove one first",
+        ));
+    }
+    if places.other_binders_this_month >= MONTHLY_BINDERS {
+        return Err(ApiError::new(
+            tonic::Code::ResourceExhausted,
+            Reason::MemberMonthlyLimit,
+            "this member was already bound by 2 other persons this month",
+        ));
+    }
+    Ok(())
+}
+
+/// Rule 7: parents and grandparents are older than the owner, children and grandchildren
+/// younger (by birth date; the same day fits neither).
+pub fn check_relationship_age(
+    relationship: Relationship,
+    owner_birth: NaiveDate,
+    member_birth: NaiveDate,
+) -> ApiResult<()> {
+    let fits = match relationship {
+        Relationship::Parent | Relationship::Grandparent => member_birth < owner_birth,
+        Relationship::Child | Relationship::Grandchild => member_birth > owner_birth,
+        Relationship::Spouse | Relationship::Sibling | Relationship::OtherCloseRelative => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(ApiError::failed_precondition(
+            Reason::RelationshipAgeMismatch,
+            "the relationship does not fit the ages of the owner and the member",
+        ))
+    }
+}
+
+/// The three documents of a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingDocument {
+    /// The owner's commitment letter.
+    CommitmentLetter,
+    /// The owner's household register page.
+    OwnerHouseholdRegister,
+    /// The member's household register page (uploaded by the owner).
+    MemberHouseholdRegister,
+}
+
+impl BindingDocument {
+    /// In the order they are checked.
+    pub const ALL: [BindingDocument; 3] = [
+        BindingDocument::CommitmentLetter,
+        BindingDocument::OwnerHouseholdRegister,
+        BindingDocument::MemberHouseholdRegister,
+    ];
+
+    /// The request field.
+    pub fn field(self) -> &'static str {
+        match self {
+            BindingDocument::CommitmentLetter => "commitment_letter_document_id",
+            BindingDocument::OwnerHouseholdRegister => "owner_household_register_document_id",
+            BindingDocument::MemberHouseholdRegister => "member_household_register_document_id",
+        }
+    }
+
+    /// ErrorInfo metadata `document`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingDocument::CommitmentLetter => "commitment_letter",
+            BindingDocument::OwnerHouseholdRegister => "owner_household_register",
+            BindingDocument::MemberHouseholdRegister => "member_household_register",
+        }
+    }
+
+    /// The kind it must be.
+    pub fn kind(self) -> DocumentKind {
+        match self {
+            BindingDocument::CommitmentLetter => DocumentKind::CommitmentLetter,
+            BindingDocument::OwnerHouseholdRegister | BindingDocument::MemberHouseholdRegister => {
+                DocumentKind::HouseholdRegister
+            }
+        }
+    }
+}
+
+/// A document id as sent: empty is `None` (rule 8 refuses it as DOCUMENT_MISSING, in its turn);
+/// anything else must be a UUID (INVALID_ARGUMENT at once).
+pub fn document_id(role: BindingDocument, text: &str) -> ApiResult<Option<Uuid>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    require_uuid(role.field(), text).map(Some)
+}
+
+/// Rule 8 for one document: present, known, of the right kind and the owner's. `found` is the
+/// stored document's (owner, kind), `None` when unknown.
+pub fn check_document(
+    role: BindingDocument,
+    id: Option<Uuid>,
+    found: Option<(Uuid, DocumentKind)>,
+    owner: Uuid,
+) -> ApiResult<()> {
+    let refuse = |reason: Reason, message: &str| {
+        Err(ApiError::failed_precondition(reason, format!("{}: {message}", role.field()))
+            .with_metadata("document", role.as_str()))
+    };
+    match (id, found) {
+        (None, _) => refuse(Reason::DocumentMissing, "required"),
+        (Some(_), None) => refuse(Reason::DocumentInvalid, "no such document"),
+        (Some(_), Some((document_owner, _))) if document_owner != owner => {
+            refuse(Reason::DocumentInvalid, "not a document of the owner")
+        }
+        (Some(_), Some((_, kind))) if kind != role.kind() => {
+            refuse(Reason::DocumentInvalid, "the wrong kind of document")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a member born on `birth` must pass a face check to be bound on `today`: from the
+/// 16th birthday on.
+pub fn needs_face_check(birth: NaiveDate, today: NaiveDate) -> bool {
+    age_on(birth, today) >= FACE_CHECK_AGE
+}
+
+/// The calendar month of `today` (China Standard Time), as stored: `YYYY-MM`.
+pub fn month_key(today: NaiveDate) -> String {
+    today.format("%Y-%m").to_string()
+}
+
+/// Who ends a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remover {
+    /// The owner (binder).
+    Owner,
+    /// The member.
+    Member,
+    /// An operator.
+    Ops,
+}
+
+impl Remover {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Remover::Owner => "OWNER",
+            Remover::Member => "MEMBER",
+            Remover::Ops => "OPS",
+        }
+    }
+}
+
+/// Who a person token's subject is to a binding, for removal: the owner, the member (only from
+/// 16: PERMISSION_DENIED / PERMISSION_DENIED_SCOPE before) or a stranger (`None`: the binding is
+/// not theirs to see).
+pub fn remover(
+    binding_owner: Uuid,
+    binding_member: Uuid,
+    subject: Uuid,
+    member_age: i32,
+) -> ApiResult<Option<Remover>> {
+    if subject == binding_owner {
+        return Ok(Some(Remover::Owner));
+    }
+    if subject == binding_member {
+        if member_age < FACE_CHECK_AGE {
+            return Err(ApiError::new(
+                tonic::Code::PermissionDenied,
+                Reason::PermissionDeniedScope,
+                "a member under 16 cannot remove a family binding themself",
+            ));
+        }
+        return Ok(Some(Remover::Member));
+    }
+    Ok(None)
+}
+
+/// The binding as far as the face outcome decides it: PASSED activates, FAILED rejects,
+/// EXPIRED expires.
+pub fn status_after_face(outcome: FaceOutcome) -> BindingStatus {
+    match outcome {
+        FaceOutcome::Passed => BindingStatus::Active,
+        FaceOutcome::Failed => BindingStatus::Rejected,
+        FaceOutcome::Expired => BindingStatus::Expired,
+    }
+}
+
+/// A live binding's status check for actions that need it ACTIVE: FAILED_PRECONDITION /
+/// BINDING_NOT_ACTIVE otherwise.
+pub fn require_active(status: BindingStatus) -> ApiResult<()> {
+    if status == BindingStatus::Active {
+        Ok(())
+    } else {
+        Err(ApiError::failed_precondition(Reason::BindingNotActive, "the family binding is not active")
+            .with_metadata("binding_status", status.as_str()))
+    }
+}
+
+/// On whose behalf a call acts for a person (IssueCode, GetAnnualExpenses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// An operator or a medins service (exempt from person tokens).
+    Operator,
+    /// The person themself (token subject = the person).
+    Person,
+    /// A person holding an ACTIVE family binding of the person.
+    Binder,
+}
+
+/// Decides who acts, from the subject of the caller's person token (`None`: an exempt operator
+/// or service) and whether that subject holds an ACTIVE binding of `person`. Anyone else is
+/// PERMISSION_DENIED / PERSON_TOKEN_INVALID.
+pub fn actor_for(token_subject: Option<Uuid>, person: Uuid, subject_is_active_binder: bool) -> ApiResult<Actor> {
+    match token_subject {
+        None => Ok(Actor::Operator),
+        Some(subject) if subject == person => Ok(Actor::Person),
+        Some(_) if subject_is_active_binder => Ok(Actor::Binder),
+        Some(_) => Err(ApiError::new(
+            tonic::Code::PermissionDenied,
+            Reason::PersonTokenInvalid,
+            "the person token is neither this person's nor an active family binder's",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn places_are_checked_in_the_contract_order() {
+        let all_wrong = Places { already_bound: true, owner_live: 5, other_binders_this_month: 2 };
+        assert_eq!(check_places(all_wrong).unwrap_err().reason(), Reason::AlreadyBound);
+        let full = Places { already_bound: false, ..all_wrong };
+        let error = check_places(full).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::ResourceExhausted, Reason::FamilyQuotaExceeded));
+        let busy = Places { owner_live: 4, ..full };
+        assert_eq!(check_places(busy).unwrap_err().reason(), Reason::MemberMonthlyLimit);
+        assert!(check_places(Places { other_binders_this_month: 1, ..busy }).is_ok());
+    }
+
+    #[test]
+    fn parents_are_older_and_children_younger() {
+        let owner = date(1990, 5, 1);
+        assert!(check_relationship_age(Relationship::Parent, owner, date(1960, 1, 1)).is_ok());
+        assert!(check_relationship_age(Relationship::Grandparent, owner, date(1940, 1, 1)).is_ok());
+        assert!(check_relationship_age(Relationship::Child, owner, date(2020, 1, 1)).is_ok());
+        for (relationship, member) in [
+            (Relationship::Parent, date(2000, 1, 1)),
+            (Relationship::Parent, owner),
+            (Relationship::Grandparent, date(1991, 1, 1)),
+            (Relationship::Child, date(1980, 1, 1)),
+            (Relationship::Grandchild, owner),
+        ] {
+            let error = check_relationship_age(relationship, owner, member).unwrap_err();
+            assert_eq!(error.reason(), Reason::RelationshipAgeMismatch, "{relationship:?}");
+        }
+        for relationship in [Relationship::Spouse, Relationship::Sibling, Relationship::OtherCloseRelative] {
+            assert!(check_relationship_age(relationship, owner, date(1950, 1, 1)).is_ok());
+            assert!(check_relationship_age(relationship, owner, date(2010, 1, 1)).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_face_check_starts_on_the_16th_birthday() {
+        let birth = date(2010, 11, 24);
+        assert!(!needs_face_check(birth, date(2026, 11, 23)), "15 years 364 days");
+        assert!(needs_face_check(birth, date(2026, 11, 24)), "16 years 0 days");
+    }
+
+    #[test]
+    fn documents_must_be_present_known_the_owners_and_of_their_kind() {
+        let owner = Uuid::now_v7();
+        let id = Some(Uuid::now_v7());
+        let letter = BindingDocument::CommitmentLetter;
+        assert_eq!(check_document(letter, None, None, owner).unwrap_err().reason(), Reason::DocumentMissing);
+        assert_eq!(check_document(letter, id, None, owner).unwrap_err().reason(), Reason::DocumentInvalid);
+        let foreign = Some((Uuid::now_v7(), DocumentKind::CommitmentLetter));
+        assert_eq!(check_document(letter, id, foreign, owner).unwrap_err().reason(), Reason::DocumentInvalid);
+        let wrong_kind = Some((owner, DocumentKind::HouseholdRegister));
+        assert_eq!(check_document(letter, id, wrong_kind, owner).unwrap_err().reason(), Reason::DocumentInvalid);
+        assert!(check_document(letter, id, Some((owner, DocumentKind::CommitmentLetter)), owner).is_ok());
+        assert_eq!(document_id(letter, "").unwrap(), None);
+        assert!(document_id(letter, "letter").is_err());
+    }
+
+    #[test]
+    fn members_remove_themselves_from_16() {
+        let (owner, member) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(remover(owner, member, owner, 10).unwrap(), Some(Remover::Owner));
+        assert_eq!(remover(owner, member, member, 16).unwrap(), Some(Remover::Member));
+        assert_eq!(remover(owner, member, member, 15).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(remover(owner, member, Uuid::now_v7(), 40).unwrap(), None);
+    }
+
+    #[test]
+    fn the_person_an_active_binder_or_an_operator_acts() {
+        let person = Uuid::now_v7();
+        assert_eq!(actor_for(Some(person), person, false).unwrap(), Actor::Person);
+        assert_eq!(actor_for(None, person, false).unwrap(), Actor::Operator);
+        assert_eq!(actor_for(Some(Uuid::now_v7()), person, true).unwrap(), Actor::Binder);
+        let error = actor_for(Some(Uuid::now_v7()), person, false).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::PersonTokenInvalid));
+    }
+
+    #[test]
+    fn statuses_and_relationships_round_trip() {
+        for status in BindingStatus::ALL {
+            assert_eq!(BindingStatus::parse(status.as_str()), Some(status));
+        }
+        for relationship in Relationship::ALL {
+            assert_eq!(Relationship::parse(relationship.as_str()), Some(relationship));
+        }
+        assert_eq!(month_key(date(2026, 1, 31)), "2026-01");
+        assert_eq!(status_after_face(FaceOutcome::Failed), BindingStatus::Rejected);
     }
 }

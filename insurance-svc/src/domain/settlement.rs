@@ -17,10 +17,14 @@
 use std::{collections::BTreeMap, path::Path};
 
 use chrono::{Datelike, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason, clock::china_standard_time};
+use medins_common::{ApiError, ApiResult, Reason, clock::china_standard_time, error::require_uuid};
 use serde::Deserialize;
+use uuid::Uuid;
 
-use super::account::{AccountStatus, Scheme};
+use super::{
+    account::{AccountStatus, Scheme},
+    family::BindingStatus,
+};
 
 /// Largest bill: 1 000 000 yuan.
 pub const MAX_BILL_CENTS: i64 = 100_000_000;
@@ -357,17 +361,38 @@ pub fn replay_settlement(first: &SettleTerms, retry: &SettleTerms) -> ApiResult<
     }
 }
 
-/// How much the chosen account may contribute to a bill: the holder's balance when paying from
-/// the holder's ACTIVE account; nothing from a SUSPENDED or CLOSED account (the fund share still
-/// applies, the rest is self-pay) or for SELF. BINDER_ACCOUNT (family mutual aid) is refused
-/// until family aid can be authorised: FAILED_PRECONDITION / FAMILY_AID_NOT_AUTHORISED.
-pub fn account_available(pay_from: PayFrom, status: AccountStatus, balance_cents: i64) -> ApiResult<i64> {
+/// How much the chosen account may contribute to a bill: its balance when it is ACTIVE (the
+/// holder's, or the binder's under family aid); nothing from a SUSPENDED or CLOSED account (the
+/// fund share still applies, the rest is self-pay) or for SELF.
+pub fn account_available(pay_from: PayFrom, status: AccountStatus, balance_cents: i64) -> i64 {
     match pay_from {
-        PayFrom::HolderAccount if super::ledger::pays_bills(status) => Ok(balance_cents.max(0)),
-        PayFrom::HolderAccount | PayFrom::SelfPay => Ok(0),
-        PayFrom::BinderAccount => Err(ApiError::failed_precondition(
+        PayFrom::HolderAccount | PayFrom::BinderAccount if super::ledger::pays_bills(status) => balance_cents.max(0),
+        PayFrom::HolderAccount | PayFrom::BinderAccount | PayFrom::SelfPay => 0,
+    }
+}
+
+/// The binder named by a Settle request: required with BINDER_ACCOUNT, refused with the other
+/// choices (a binder who pays nothing would only confuse the record).
+pub fn binder_of(pay_from: PayFrom, binder_person_id: &str) -> ApiResult<Option<Uuid>> {
+    match (pay_from, binder_person_id.is_empty()) {
+        (PayFrom::BinderAccount, _) => require_uuid("binder_person_id", binder_person_id).map(Some),
+        (_, true) => Ok(None),
+        (_, false) => Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "binder_person_id",
+            "only PAY_FROM_BINDER_ACCOUNT names a binder",
+        )),
+    }
+}
+
+/// Family aid is authorised when the binder holds an ACTIVE binding of the holder with aid on:
+/// FAILED_PRECONDITION / FAMILY_AID_NOT_AUTHORISED otherwise.
+pub fn require_family_aid(binding: Option<(BindingStatus, bool)>) -> ApiResult<()> {
+    match binding {
+        Some((BindingStatus::Active, true)) => Ok(()),
+        _ => Err(ApiError::failed_precondition(
             Reason::FamilyAidNotAuthorised,
-            "no family-aid authorisation covers this holder: pay from the holder's account or SELF",
+            "this binder has not authorised family aid for this holder: pay from the holder's account or SELF",
         )),
     }
 }
@@ -534,14 +559,28 @@ mod tests {
     }
 
     #[test]
-    fn suspended_accounts_and_self_pay_take_nothing_and_binder_accounts_are_refused() {
-        assert_eq!(account_available(PayFrom::HolderAccount, AccountStatus::Active, 900).unwrap(), 900);
-        assert_eq!(account_available(PayFrom::HolderAccount, AccountStatus::Suspended, 900).unwrap(), 0);
-        assert_eq!(account_available(PayFrom::HolderAccount, AccountStatus::Closed, 900).unwrap(), 0);
-        assert_eq!(account_available(PayFrom::SelfPay, AccountStatus::Active, 900).unwrap(), 0);
-        let error = account_available(PayFrom::BinderAccount, AccountStatus::Active, 900).unwrap_err();
-        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(error.reason(), Reason::FamilyAidNotAuthorised);
+    fn suspended_accounts_and_self_pay_take_nothing() {
+        for pay_from in [PayFrom::HolderAccount, PayFrom::BinderAccount] {
+            assert_eq!(account_available(pay_from, AccountStatus::Active, 900), 900);
+            assert_eq!(account_available(pay_from, AccountStatus::Suspended, 900), 0);
+            assert_eq!(account_available(pay_from, AccountStatus::Closed, 900), 0);
+        }
+        assert_eq!(account_available(PayFrom::SelfPay, AccountStatus::Active, 900), 0);
+    }
+
+    #[test]
+    fn only_an_active_binding_with_aid_on_lets_the_binder_pay() {
+        assert!(require_family_aid(Some((BindingStatus::Active, true))).is_ok());
+        for binding in [None, Some((BindingStatus::Active, false)), Some((BindingStatus::PendingFace, true))] {
+            let error = require_family_aid(binding).unwrap_err();
+            assert_eq!(
+                (error.code(), error.reason()),
+                (tonic::Code::FailedPrecondition, Reason::FamilyAidNotAuthorised)
+            );
+        }
+        assert_eq!(binder_of(PayFrom::SelfPay, "").unwrap(), None);
+        assert!(binder_of(PayFrom::SelfPay, &Uuid::now_v7().to_string()).is_err());
+        assert!(binder_of(PayFrom::BinderAccount, "").is_err());
     }
 
     #[test]
@@ -707,7 +746,7 @@ mod tests {
                     Step::Bill { total, category, from_account } => {
                         let p = policies[category];
                         let pay_from = if from_account { PayFrom::HolderAccount } else { PayFrom::SelfPay };
-                        let available = account_available(pay_from, status, balance).unwrap();
+                        let available = account_available(pay_from, status, balance);
                         let before = ytd[category];
                         let s = split(total, &p, before, available);
 

@@ -95,6 +95,9 @@ pub enum Suspender {
     Ops,
     /// The holder through a partner app (lost phone): the holder or operators resume.
     Holder,
+    /// The last family binding that kept a FAMILY-only voucher ended: a new binding, the
+    /// holder's own activation (ActivateVoucher, with a face check) or operators lift it.
+    Family,
 }
 
 impl Suspender {
@@ -103,12 +106,13 @@ impl Suspender {
         match self {
             Suspender::Ops => "OPS",
             Suspender::Holder => "HOLDER",
+            Suspender::Family => "FAMILY",
         }
     }
 
     /// From the stored spelling.
     pub fn parse(text: &str) -> Option<Self> {
-        [Suspender::Ops, Suspender::Holder].into_iter().find(|s| s.as_str() == text)
+        [Suspender::Ops, Suspender::Holder, Suspender::Family].into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -122,6 +126,11 @@ pub fn may_resume(suspended_by: Suspender, actor: Suspender) -> ApiResult<()> {
             Reason::PermissionDeniedScope,
             "this voucher was suspended by operators: only operators resume it",
         )),
+        (Suspender::Family, Suspender::Holder) => Err(ApiError::failed_precondition(
+            Reason::VoucherNotActive,
+            "this voucher was kept by a family binding that ended: activate it yourself (ActivateVoucher)",
+        )),
+        (_, Suspender::Family) => Err(ApiError::internal("family bindings do not resume vouchers this way")),
     }
 }
 

@@ -33,7 +33,7 @@ use crate::{
     clients::identity::IdentityClient,
     domain::{
         account::{AccountStatus, Scheme},
-        code::{CODE_TEXT_LEN, code_issuer},
+        code::CODE_TEXT_LEN,
         qr::qr_png,
         voucher::{VoucherStatus, age_on},
     },
@@ -146,8 +146,7 @@ impl CodeService for CodeApi {
     async fn issue_code(&self, request: Request<IssueCodeRequest>) -> Result<Response<IssueCodeResponse>, Status> {
         let state = &self.state;
         let holder = require_uuid("holder_person_id", &request.get_ref().holder_person_id)?;
-        let claims = state.person_tokens.claims(&request).await?;
-        code_issuer(claims.map(|c| c.person_id), holder)?;
+        super::family::authorize_person_or_binder(state, &request, holder).await?;
         let voucher_id = match state.vouchers.status_of(holder).await? {
             Some((id, VoucherStatus::Active)) => id,
             Some((_, VoucherStatus::Suspended)) => {

@@ -1,8 +1,8 @@
 //! `medins.insurance.v1.IdentityEventService`: events identity-svc delivers at least once.
 //!
 //! FaceVerificationCompleted is recorded once per session (`face_outcomes`); a redelivery is
-//! acknowledged and changes nothing. Voucher activation, family binding and card applications
-//! read the recorded outcomes (later issues).
+//! acknowledged and changes nothing. A FAMILY_BINDING outcome also decides the pending family
+//! binding of that session (an unknown or already decided one is left alone).
 
 use medins_common::{
     ApiError, ApiResult, Reason,
@@ -81,8 +81,10 @@ impl IdentityEventService for IdentityEventApi {
     ) -> Result<Response<FaceVerificationCompletedResponse>, Status> {
         let caller = Caller::of(&request)?;
         let record = decode(request.get_ref())?;
-        let (session_id, outcome) = (record.session_id, record.outcome);
-        let duplicate = match self.state.face_outcomes.record(record, self.state.clock.stored_now()).await? {
+        let (session_id, person_id, purpose, outcome) =
+            (record.session_id, record.person_id, record.purpose, record.outcome);
+        let (duplicate, recorded) = match self.state.face_outcomes.record(record, self.state.clock.stored_now()).await?
+        {
             Recorded::New => {
                 tracing::info!(
                     %session_id,
@@ -90,7 +92,7 @@ impl IdentityEventService for IdentityEventApi {
                     partner = %caller.id,
                     "face outcome recorded"
                 );
-                false
+                (false, outcome)
             }
             Recorded::Duplicate(existing) => {
                 if existing.outcome != outcome {
@@ -105,9 +107,24 @@ impl IdentityEventService for IdentityEventApi {
                 } else {
                     tracing::debug!(%session_id, "face outcome redelivered; already recorded");
                 }
-                true
+                (true, existing.outcome)
             }
         };
+        if purpose == FacePurpose::FamilyBinding {
+            // On every delivery, with the outcome on record (the first): a crash between recording
+            // and applying is mended by the redelivery, and a binding moves once only.
+            let applied = self
+                .state
+                .family
+                .apply_face_outcome(session_id, person_id, recorded, caller.id.clone(), self.state.clock.stored_now())
+                .await?;
+            match applied {
+                Some(binding) => {
+                    tracing::info!(binding_id = %binding.id, status = binding.status.as_str(), "family binding decided")
+                }
+                None => tracing::debug!(%session_id, "no pending family binding for this face session"),
+            }
+        }
         Ok(Response::new(FaceVerificationCompletedResponse { duplicate }))
     }
 }

@@ -4,6 +4,7 @@ pub mod account;
 pub mod card;
 pub mod code;
 pub mod events;
+pub mod family;
 pub mod settlement;
 pub mod voucher;
 

@@ -121,17 +121,20 @@ impl SettlementService for SettlementApi {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let visit_id = require_uuid("visit_id", &body.visit_id)?;
+        let pay_from = pay_from_from_wire(body.pay_from)?;
         let terms = settlement::settle_terms(
             body.total_cents,
             category_from_wire(body.category)?,
-            pay_from_from_wire(body.pay_from)?,
+            pay_from,
             &body.items_summary,
         )?;
+        let binder = settlement::binder_of(pay_from, &body.binder_person_id)?;
         let state = &self.state;
         let response = state
             .idempotency
             .run(&caller.id, "Settle", request.metadata(), body, || async {
-                let settled = state.settlements.settle(visit_id, &caller.id, terms, state.clock.stored_now()).await?;
+                let settled =
+                    state.settlements.settle(visit_id, &caller.id, terms, binder, state.clock.stored_now()).await?;
                 tracing::info!(settlement_id = %settled.id, %visit_id, partner = %caller.id, "visit settled");
                 Ok(SettleResponse { settlement: Some(settlement_message(&settled)) })
             })
@@ -167,7 +170,7 @@ impl SettlementService for SettlementApi {
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let year = settlement::expenses_year(body.year)?;
-        authorize_person_read(&self.state, &request, person_id, &[]).await?;
+        super::family::authorize_person_or_binder(&self.state, &request, person_id).await?;
         let lines = self.state.settlements.expense_lines(person_id, year).await?;
         let expenses = settlement::annual_expenses(&lines);
         Ok(Response::new(GetAnnualExpensesResponse {

@@ -74,6 +74,7 @@ pub fn voucher_message(voucher: &Voucher) -> pb::Voucher {
             None => pb::VoucherSuspender::Unspecified,
             Some(Suspender::Ops) => pb::VoucherSuspender::Ops,
             Some(Suspender::Holder) => pb::VoucherSuspender::Holder,
+            Some(Suspender::Family) => pb::VoucherSuspender::Family,
         } as i32,
     }
 }

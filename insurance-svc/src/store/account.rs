@@ -140,18 +140,22 @@ impl AccountStore {
 
     /// A person's open (not closed) account.
     pub async fn find_open_by_person(&self, person_id: Uuid) -> ApiResult<Option<Account>> {
-        self.db
-            .run(move |conn| {
-                let row = accounts::table
-                    .filter(accounts::person_id.eq(person_id.to_string()))
-                    .filter(accounts::status.ne(AccountStatus::Closed.as_str()))
-                    .select(AccountRow::as_select())
-                    .first(conn)
-                    .optional()?;
-                row.map(Account::try_from).transpose()
-            })
-            .await
+        self.db.run(move |conn| open_account_of(conn, person_id)).await
     }
+}
+
+/// A person's open (not closed) account, inside a caller's transaction.
+pub(crate) fn open_account_of(
+    conn: &mut medins_common::db::DbConnection,
+    person_id: Uuid,
+) -> ApiResult<Option<Account>> {
+    let row = accounts::table
+        .filter(accounts::person_id.eq(person_id.to_string()))
+        .filter(accounts::status.ne(AccountStatus::Closed.as_str()))
+        .select(AccountRow::as_select())
+        .first(conn)
+        .optional()?;
+    row.map(Account::try_from).transpose()
 }
 
 /// Reads an account inside a write transaction and, on PostgreSQL, holds its row until the

@@ -242,6 +242,7 @@ impl SettlementStore {
         visit_id: Uuid,
         partner_id: &str,
         terms: SettleTerms,
+        binder: Option<Uuid>,
         now: NaiveDateTime,
     ) -> ApiResult<Settlement> {
         let policy = self.policy.clone();
@@ -273,8 +274,25 @@ impl SettlementStore {
                         settlement::replay_settlement(&first.terms(), &terms)?;
                         return Ok(first);
                     }
+                    // Family aid: the binder's authorisation is read in this transaction, and the
+                    // binder's account pays instead of the holder's.
+                    let (account_id, account, entry_kind) = match binder {
+                        Some(binder) => {
+                            let binding = super::family::find_active_in(conn, binder, person_id)?;
+                            settlement::require_family_aid(binding.map(|b| (b.status, b.family_aid)))?;
+                            let open = super::account::open_account_of(conn, binder)?.ok_or_else(|| {
+                                ApiError::failed_precondition(
+                                    Reason::FamilyAidNotAuthorised,
+                                    "the binder has no open individual account",
+                                )
+                            })?;
+                            let locked = lock_account(conn, open.id)?.ok_or_else(|| bad("binder account"))?;
+                            (open.id, locked, EntryKind::FamilyAid)
+                        }
+                        None => (account_id, account, EntryKind::Settlement),
+                    };
                     let available =
-                        settlement::account_available(terms.pay_from, account.status, account.balance_cents)?;
+                        settlement::account_available(terms.pay_from, account.status, account.balance_cents);
                     let year = settlement::settlement_year(now);
                     let ytd = lock_year_to_date(conn, person_id, year, terms.category)?;
                     let split = settlement::split(
@@ -325,7 +343,7 @@ impl SettlementStore {
                             conn,
                             NewEntry {
                                 account_id,
-                                kind: EntryKind::Settlement,
+                                kind: entry_kind,
                                 amount_cents: -split.account_cents,
                                 reference: &settled.id.to_string(),
                                 settlement_id: Some(settled.id),

@@ -238,6 +238,11 @@ fn activate_once(
     now: NaiveDateTime,
 ) -> Result<(Voucher, bool), ActivateFailure> {
     let (voucher_id, created) = match voucher_row_of(conn, activation.person_id)? {
+        // The holder's own activation lifts a suspension left by an ended family binding.
+        Some(row) if row.suspended_by.as_deref() == Some(Suspender::Family.as_str()) => {
+            set_active(conn, &row.id, now)?;
+            (row.id, false)
+        }
         Some(row) if row.status != VoucherStatus::Active.as_str() => {
             return Err(ActivateFailure::Api(ApiError::failed_precondition(
                 Reason::VoucherNotActive,
@@ -280,4 +285,89 @@ fn activate_once(
     }
     let row = vouchers::table.find(&voucher_id).select(VoucherRow::as_select()).first(conn)?;
     Ok((load_voucher(conn, row).map_err(ActivateFailure::Api)?, created))
+}
+
+fn set_active(conn: &mut DbConnection, voucher_id: &str, now: NaiveDateTime) -> QueryResult<usize> {
+    diesel::update(vouchers::table.find(voucher_id))
+        .set((
+            vouchers::status.eq(VoucherStatus::Active.as_str()),
+            vouchers::suspended_by.eq(None::<&str>),
+            vouchers::suspension_reason.eq(None::<&str>),
+            vouchers::updated_at.eq(now),
+        ))
+        .execute(conn)
+}
+
+/// Activates a member's voucher through a family binding, inside the binding's transaction:
+/// creates it ACTIVE if the member has none, lifts a FAMILY suspension, and records a FAMILY
+/// activation. A suspension by operators or by the holder stays: the binding does not overrule
+/// it. A concurrent creation of the same voucher surfaces as a unique violation for the caller
+/// to retry.
+pub(crate) fn activate_for_family_in(
+    conn: &mut DbConnection,
+    member: Uuid,
+    partner_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    let voucher_id = match voucher_row_of(conn, member)? {
+        Some(row) => {
+            if row.suspended_by.as_deref() == Some(Suspender::Family.as_str()) {
+                set_active(conn, &row.id, now)?;
+            }
+            row.id
+        }
+        None => {
+            let id = Uuid::now_v7().to_string();
+            diesel::insert_into(vouchers::table)
+                .values((
+                    vouchers::id.eq(&id),
+                    vouchers::person_id.eq(member.to_string()),
+                    vouchers::status.eq(VoucherStatus::Active.as_str()),
+                    vouchers::activated_at.eq(now),
+                    vouchers::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+            id
+        }
+    };
+    diesel::insert_into(voucher_activations::table)
+        .values((
+            voucher_activations::id.eq(Uuid::now_v7().to_string()),
+            voucher_activations::voucher_id.eq(&voucher_id),
+            voucher_activations::channel.eq(Channel::Family.as_str()),
+            voucher_activations::face_session_id.eq(None::<String>),
+            voucher_activations::partner_id.eq(partner_id),
+            voucher_activations::activated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// After a member's last ACTIVE binding ended (inside that transaction): suspends the member's
+/// voucher (by FAMILY) when it is ACTIVE and was never activated by the member themself.
+/// Returns whether it was suspended.
+pub(crate) fn suspend_family_only_in(conn: &mut DbConnection, member: Uuid, now: NaiveDateTime) -> QueryResult<bool> {
+    let Some(row) = voucher_row_of(conn, member)? else {
+        return Ok(false);
+    };
+    if row.status != VoucherStatus::Active.as_str() {
+        return Ok(false);
+    }
+    let own_activations: i64 = voucher_activations::table
+        .filter(voucher_activations::voucher_id.eq(&row.id))
+        .filter(voucher_activations::channel.ne(Channel::Family.as_str()))
+        .count()
+        .get_result(conn)?;
+    if own_activations > 0 {
+        return Ok(false);
+    }
+    diesel::update(vouchers::table.find(&row.id))
+        .set((
+            vouchers::status.eq(VoucherStatus::Suspended.as_str()),
+            vouchers::suspended_by.eq(Some(Suspender::Family.as_str())),
+            vouchers::suspension_reason.eq(Some("family binding ended")),
+            vouchers::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(true)
 }

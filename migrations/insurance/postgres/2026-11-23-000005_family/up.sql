@@ -17,7 +17,7 @@ CREATE TABLE family_bindings (
     created_at TIMESTAMP NOT NULL,
     activated_at TIMESTAMP,
     ended_at TIMESTAMP,
-    removed_by TEXT CHECK (removed_by IN ('OWNER', 'MEMBER')),
+    removed_by TEXT CHECK (removed_by IN ('OWNER', 'MEMBER', 'OPS')),
     CHECK (owner_person_id <> member_person_id),
     CHECK ((status IN ('PENDING_FACE', 'ACTIVE')) = (quota_slot IS NOT NULL)),
     CHECK ((status IN ('PENDING_FACE', 'ACTIVE')) = (ended_at IS NULL)),
@@ -40,3 +40,8 @@ CREATE TABLE family_binder_months (
     PRIMARY KEY (member_person_id, month, owner_person_id)
 );
 CREATE UNIQUE INDEX family_binder_months_slot ON family_binder_months (member_person_id, month, slot);
+
+-- A voucher activated only through family bindings is suspended by FAMILY when the last of
+-- them ends; a new binding or the member's own activation lifts it.
+ALTER TABLE vouchers DROP CONSTRAINT vouchers_suspended_by_check;
+ALTER TABLE vouchers ADD CONSTRAINT vouchers_suspended_by_check CHECK (suspended_by IN ('OPS', 'HOLDER', 'FAMILY'));

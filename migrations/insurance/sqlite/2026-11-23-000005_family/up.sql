@@ -1,3 +1,25 @@
+-- A voucher activated only through family bindings is suspended by FAMILY when the last of
+-- them ends; a new binding or the member's own activation lifts it.
+-- SQLite cannot alter a CHECK constraint: the table is rebuilt the documented way, with
+-- foreign keys off outside a transaction (metadata.toml: run_in_transaction = false).
+PRAGMA foreign_keys = OFF;
+BEGIN;
+CREATE TABLE vouchers_rebuilt (
+    id TEXT PRIMARY KEY NOT NULL,
+    person_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ACTIVE', 'SUSPENDED')),
+    activated_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    suspended_by TEXT CHECK (suspended_by IN ('OPS', 'HOLDER', 'FAMILY')),
+    suspension_reason TEXT,
+    CHECK ((status = 'SUSPENDED') = (suspended_by IS NOT NULL))
+);
+INSERT INTO vouchers_rebuilt (id, person_id, status, activated_at, updated_at, suspended_by, suspension_reason)
+    SELECT id, person_id, status, activated_at, updated_at, suspended_by, suspension_reason FROM vouchers;
+DROP TABLE vouchers;
+ALTER TABLE vouchers_rebuilt RENAME TO vouchers;
+CREATE UNIQUE INDEX vouchers_one_per_person ON vouchers (person_id);
+
 -- Family bindings (DESIGN.md 6 "Family"): an owner binds a member with three documents.
 -- A live binding (PENDING_FACE or ACTIVE) holds one of the owner's 5 quota slots: the unique
 -- index on (owner, slot) makes the quota an invariant of the schema, whatever the code does.
@@ -17,7 +39,7 @@ CREATE TABLE family_bindings (
     created_at TIMESTAMP NOT NULL,
     activated_at TIMESTAMP,
     ended_at TIMESTAMP,
-    removed_by TEXT CHECK (removed_by IN ('OWNER', 'MEMBER')),
+    removed_by TEXT CHECK (removed_by IN ('OWNER', 'MEMBER', 'OPS')),
     CHECK (owner_person_id <> member_person_id),
     CHECK ((status IN ('PENDING_FACE', 'ACTIVE')) = (quota_slot IS NOT NULL)),
     CHECK ((status IN ('PENDING_FACE', 'ACTIVE')) = (ended_at IS NULL)),
@@ -40,3 +62,5 @@ CREATE TABLE family_binder_months (
     PRIMARY KEY (member_person_id, month, owner_person_id)
 );
 CREATE UNIQUE INDEX family_binder_months_slot ON family_binder_months (member_person_id, month, slot);
+COMMIT;
+PRAGMA foreign_keys = ON;
