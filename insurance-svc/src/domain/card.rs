@@ -303,11 +303,7 @@ pub fn require_channel_partner(channel: CardChannel, kind: PartnerKind) -> ApiRe
 
 /// Only banks record card fees.
 pub fn require_fee_partner(kind: PartnerKind) -> ApiResult<()> {
-    if kind == PartnerKind::Bank {
-        Ok(())
-    } else {
-        Err(kind_not_allowed("only BANK partners record card fees".into()))
-    }
+    if kind == PartnerKind::Bank { Ok(()) } else { Err(kind_not_allowed("only BANK partners record card fees".into())) }
 }
 
 /// How a channel's cards are delivered (REPLACEMENT: by mail with an address, else pick-up).
@@ -593,7 +589,11 @@ pub fn employer_code(text: &str) -> ApiResult<String> {
     if is_employer_code(text) {
         Ok(text.to_owned())
     } else {
-        Err(ApiError::invalid_field(Reason::InvalidArgument, "employer_code", "must be 1-32 letters, digits or hyphens"))
+        Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "employer_code",
+            "must be 1-32 letters, digits or hyphens",
+        ))
     }
 }
 

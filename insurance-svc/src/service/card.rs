@@ -21,12 +21,13 @@ use medins_proto::{
     insurance::v1::{
         self as pb, ActivateCardRequest, ActivateCardResponse, ApplyForCardRequest, ApplyForCardResponse,
         ApplyForCardsBatchRequest, ApplyForCardsBatchResponse, CancelCardLossReportRequest,
-        CancelCardLossReportResponse, ConfirmCardDeliveryRequest, ConfirmCardDeliveryResponse, GetCardApplicationRequest,
-        GetCardApplicationResponse, GetCardRequest, GetCardResponse, ListCardApplicationsRequest,
-        ListCardApplicationsResponse, RecordCardDispatchRequest, RecordCardDispatchResponse, RecordCardFeeRequest,
-        RecordCardFeeResponse, RecordCardProductionRequest, RecordCardProductionResponse, ReplaceCardRequest,
-        ReplaceCardResponse, ReportCardLossRequest, ReportCardLossResponse, ReviewCardApplicationRequest,
-        ReviewCardApplicationResponse, card_batch_person, card_service_server::CardService, get_card_request,
+        CancelCardLossReportResponse, ConfirmCardDeliveryRequest, ConfirmCardDeliveryResponse,
+        GetCardApplicationRequest, GetCardApplicationResponse, GetCardRequest, GetCardResponse,
+        ListCardApplicationsRequest, ListCardApplicationsResponse, RecordCardDispatchRequest,
+        RecordCardDispatchResponse, RecordCardFeeRequest, RecordCardFeeResponse, RecordCardProductionRequest,
+        RecordCardProductionResponse, ReplaceCardRequest, ReplaceCardResponse, ReportCardLossRequest,
+        ReportCardLossResponse, ReviewCardApplicationRequest, ReviewCardApplicationResponse, card_batch_person,
+        card_service_server::CardService, get_card_request,
     },
 };
 use tonic::{Request, Response, Status};
@@ -39,9 +40,9 @@ use crate::{
         card::{
             ActivationChannel, Applicant, ApplicationCursor, ApplicationFields, ApplicationStatus, CardAction,
             CardChannel, CardStatus, Delivery, FeeCheck, FunctionStatus, MAX_BATCH, MailingAddress, applicant_rule,
-            check_channel_fields, check_fee, delivery_of, employer_code, fee_terms, function_status,
-            guardian_required, mailing_address, parse_card_number, photo_required, rejection_reason,
-            require_channel_partner, require_fee_partner, tracking_number,
+            check_channel_fields, check_fee, delivery_of, employer_code, fee_terms, function_status, guardian_required,
+            mailing_address, parse_card_number, photo_required, rejection_reason, require_channel_partner,
+            require_fee_partner, tracking_number,
         },
         document::DocumentKind,
         face::{FaceCheck, FacePurpose, check_face_session},
@@ -181,8 +182,7 @@ pub fn card_message(card: &Card) -> pb::Card {
             CardStatus::Replaced => pb::CardStatus::Replaced,
         } as i32,
         medical_status: function_message(function_status(card.status, card.medical_activated_at.is_some())) as i32,
-        financial_status: function_message(function_status(card.status, card.financial_activated_at.is_some()))
-            as i32,
+        financial_status: function_message(function_status(card.status, card.financial_activated_at.is_some())) as i32,
         medical_activated_at: card.medical_activated_at.map(timestamp),
         financial_activated_at: card.financial_activated_at.map(timestamp),
         replaced_by_application_id: card.replaced_by_application_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -205,9 +205,7 @@ fn fee_message(fee: &CardFee) -> pb::CardFee {
 }
 
 fn address_of(prefix: &str, address: Option<&pb::MailingAddress>) -> ApiResult<Option<MailingAddress>> {
-    address
-        .map(|a| mailing_address(prefix, &a.region_code, &a.street, &a.recipient, &a.phone))
-        .transpose()
+    address.map(|a| mailing_address(prefix, &a.region_code, &a.street, &a.recipient, &a.phone)).transpose()
 }
 
 /// An ONLINE application's proof, decoded.
@@ -249,7 +247,11 @@ fn decode_application(body: &ApplyForCardRequest) -> ApiResult<Application> {
     )?;
     let guardian = optional_uuid("guardian_person_id", &body.guardian_person_id)?;
     if guardian == Some(person_id) {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, "guardian_person_id", "must not be the applicant"));
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "guardian_person_id",
+            "must not be the applicant",
+        ));
     }
     let online = match channel {
         CardChannel::Online => Some(OnlineProof {
@@ -268,7 +270,9 @@ fn decode_application(body: &ApplyForCardRequest) -> ApiResult<Application> {
 }
 
 fn document_error(reason: Reason, field: &str, check: &str, message: &str) -> ApiError {
-    ApiError::failed_precondition(reason, message).with_metadata("document", field).with_metadata("document_check", check)
+    ApiError::failed_precondition(reason, message)
+        .with_metadata("document", field)
+        .with_metadata("document_check", check)
 }
 
 impl CardApi {
@@ -378,10 +382,22 @@ impl CardApi {
         let mut address = None;
         if let Some(online) = application.online {
             let front = self
-                .check_document("id_card_front_document_id", online.id_card_front, DocumentKind::IdCardFront, person_id, true)
+                .check_document(
+                    "id_card_front_document_id",
+                    online.id_card_front,
+                    DocumentKind::IdCardFront,
+                    person_id,
+                    true,
+                )
                 .await?;
             let back = self
-                .check_document("id_card_back_document_id", online.id_card_back, DocumentKind::IdCardBack, person_id, true)
+                .check_document(
+                    "id_card_back_document_id",
+                    online.id_card_back,
+                    DocumentKind::IdCardBack,
+                    person_id,
+                    true,
+                )
                 .await?;
             let photo = self
                 .check_document("photo_document_id", online.photo, DocumentKind::Photo, person_id, photo_required(age))
@@ -496,9 +512,10 @@ impl CardApi {
     /// guardian (token), or the employer partner that applied for it.
     async fn readable_application<T>(&self, request: &Request<T>, id: Uuid) -> ApiResult<CardApplication> {
         let caller = Caller::of(request)?;
-        let application = self.state.cards.find_application(id).await?.ok_or_else(|| {
-            ApiError::not_found(Reason::CardApplicationNotFound, "no card application with this id")
-        })?;
+        let application =
+            self.state.cards.find_application(id).await?.ok_or_else(|| {
+                ApiError::not_found(Reason::CardApplicationNotFound, "no card application with this id")
+            })?;
         if caller.kind == PartnerKind::Employer && application.partner_id == caller.id {
             return Ok(application);
         }
@@ -608,7 +625,9 @@ impl CardService for CardApi {
         let body = request.get_ref();
         let employer = employer_code(&body.employer_code)?;
         if body.persons.is_empty() || body.persons.len() > MAX_BATCH {
-            return Err(ApiError::invalid_field(Reason::InvalidArgument, "persons", "must list 1 to 100 persons").into());
+            return Err(
+                ApiError::invalid_field(Reason::InvalidArgument, "persons", "must list 1 to 100 persons").into()
+            );
         }
         let state = &self.state;
         let response = state
@@ -850,7 +869,8 @@ impl CardService for CardApi {
                         .into());
                     }
                 }
-                let card = state.cards.activate(number.clone(), channel, caller.id.clone(), state.clock.stored_now()).await?;
+                let card =
+                    state.cards.activate(number.clone(), channel, caller.id.clone(), state.clock.stored_now()).await?;
                 tracing::info!(
                     application_id = %card.application_id,
                     channel = channel.as_str(),

@@ -18,8 +18,8 @@ use super::schema::{
 use crate::domain::{
     card::{
         ActivationChannel, ApplicationAction, ApplicationCursor, ApplicationStatus, CardAction, CardChannel,
-        CardStatus, Delivery, FeeCheck, MailingAddress, StateConflict, card_number, check_fee,
-        next_application_status, next_card_status, ready_by,
+        CardStatus, Delivery, FeeCheck, MailingAddress, StateConflict, card_number, check_fee, next_application_status,
+        next_card_status, ready_by,
     },
     face::FaceCheck,
 };
@@ -398,7 +398,14 @@ impl CardStore {
                         return Ok((load_application(conn, id)?, None));
                     }
                     let partner = new.partner_id.as_str();
-                    step(conn, id, ApplicationAction::Approve, partner, now, Change::Review { rejection: None, today: None })?;
+                    step(
+                        conn,
+                        id,
+                        ApplicationAction::Approve,
+                        partner,
+                        now,
+                        Change::Review { rejection: None, today: None },
+                    )?;
                     let number = produce_in(conn, id, partner, now)?;
                     step(conn, id, ApplicationAction::ConfirmDelivery, partner, now, Change::Plain)?;
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
@@ -533,11 +540,10 @@ impl CardStore {
                 }
                 if let Some(cursor) = cursor {
                     let id = cursor.application_id.to_string();
-                    query = query.filter(
-                        card_applications::submitted_at.lt(cursor.submitted_at).or(card_applications::submitted_at
-                            .eq(cursor.submitted_at)
-                            .and(card_applications::id.lt(id))),
-                    );
+                    query =
+                        query.filter(card_applications::submitted_at.lt(cursor.submitted_at).or(
+                            card_applications::submitted_at.eq(cursor.submitted_at).and(card_applications::id.lt(id)),
+                        ));
                 }
                 let rows: Vec<ApplicationRow> = query
                     .order((card_applications::submitted_at.desc(), card_applications::id.desc()))
@@ -660,10 +666,7 @@ impl CardStore {
                     let new = NewApplication {
                         person_id: card.person_id,
                         channel: CardChannel::Replacement,
-                        delivery: crate::domain::card::delivery_of(
-                            CardChannel::Replacement,
-                            mailing_address.is_some(),
-                        ),
+                        delivery: crate::domain::card::delivery_of(CardChannel::Replacement, mailing_address.is_some()),
                         partner_id: partner,
                         guardian_person_id: None,
                         agent_person_id: None,
@@ -839,9 +842,7 @@ fn step(
     let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     let next = next_application_status(current.status, action, current.delivery)?;
     let id_text = id.to_string();
-    let target = card_applications::table
-        .find(&id_text)
-        .filter(card_applications::status.eq(current.status.as_str()));
+    let target = card_applications::table.find(&id_text).filter(card_applications::status.eq(current.status.as_str()));
     let status = card_applications::status.eq(next.as_str());
     let updated = card_applications::updated_at.eq(now);
     let changed = match change {
@@ -860,9 +861,9 @@ fn step(
                 ))
                 .execute(conn)?
         }
-        Change::Dispatch { tracking } => {
-            diesel::update(target).set((status, updated, card_applications::tracking_number.eq(tracking))).execute(conn)?
-        }
+        Change::Dispatch { tracking } => diesel::update(target)
+            .set((status, updated, card_applications::tracking_number.eq(tracking)))
+            .execute(conn)?,
         Change::Produce { card_number } => diesel::update(target)
             .set((status, updated, card_applications::card_number.eq(Some(card_number))))
             .execute(conn)?,
@@ -972,11 +973,8 @@ fn load_application(conn: &mut DbConnection, id: Uuid) -> ApiResult<CardApplicat
         .optional()?;
     application.mailing_address =
         address.map(|(region_code, street, recipient, phone)| MailingAddress { region_code, street, recipient, phone });
-    let fee: Option<String> = card_fees::table
-        .filter(card_fees::application_id.eq(&id_text))
-        .select(card_fees::id)
-        .first(conn)
-        .optional()?;
+    let fee: Option<String> =
+        card_fees::table.filter(card_fees::application_id.eq(&id_text)).select(card_fees::id).first(conn).optional()?;
     application.fee_id = fee.as_deref().map(|f| uuid_of(f, "fee id")).transpose()?;
     Ok(application)
 }
