@@ -43,6 +43,7 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.identity.v1.PersonService/GetPerson", scopes::PERSON_READ),
     ("/medins.identity.v1.PersonService/ResolvePerson", scopes::PERSON_RESOLVE),
     ("/medins.identity.v1.PersonService/CompleteRealName", scopes::REALNAME_COMPLETE),
+    ("/medins.identity.v1.PersonService/ConsumeSmsChallenge", scopes::SERVICE),
     ("/medins.identity.v1.SmsService/SendSmsCode", scopes::SMS_SEND),
     ("/medins.identity.v1.SmsService/VerifySmsCode", scopes::SMS_VERIFY),
     ("/medins.identity.v1.PartnerLinkService/LinkPartnerAccount", scopes::LINK_MANAGE),

@@ -61,6 +61,20 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.DocumentService/UploadDocument", scopes::DOCUMENT_UPLOAD),
     ("/medins.insurance.v1.DocumentService/GetDocument", scopes::DOCUMENT_READ),
     ("/medins.insurance.v1.DocumentService/DownloadDocument", scopes::DOCUMENT_READ),
+    ("/medins.insurance.v1.CardService/RecordCardFee", scopes::CARD_FEE),
+    ("/medins.insurance.v1.CardService/ApplyForCard", scopes::CARD_APPLY),
+    ("/medins.insurance.v1.CardService/ApplyForCardsBatch", scopes::CARD_BATCH),
+    ("/medins.insurance.v1.CardService/ReviewCardApplication", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/RecordCardProduction", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/RecordCardDispatch", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/ConfirmCardDelivery", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/GetCardApplication", scopes::CARD_READ),
+    ("/medins.insurance.v1.CardService/ListCardApplications", scopes::CARD_MANAGE),
+    ("/medins.insurance.v1.CardService/ActivateCard", scopes::CARD_ACTIVATE),
+    ("/medins.insurance.v1.CardService/GetCard", scopes::CARD_READ),
+    ("/medins.insurance.v1.CardService/ReportCardLoss", scopes::CARD_LOSS),
+    ("/medins.insurance.v1.CardService/CancelCardLossReport", scopes::CARD_LOSS),
+    ("/medins.insurance.v1.CardService/ReplaceCard", scopes::CARD_APPLY),
 ];
 
 /// What a test or an embedding process may replace.
@@ -124,6 +138,7 @@ impl InsuranceService {
             documents: store::document::DocumentStore::new(db.clone()),
             objects,
             family: store::family::FamilyStore::new(db.clone()),
+            cards: store::card::CardStore::new(db.clone()),
             face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
             ledger: store::ledger::LedgerStore::new(db.clone()),
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),
@@ -173,6 +188,11 @@ impl InsuranceService {
         )
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+        let cards = medins_proto::insurance::v1::card_service_server::CardServiceServer::new(
+            service::card::CardApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let family = medins_proto::insurance::v1::family_service_server::FamilyServiceServer::new(
             service::family::FamilyApi::new(self.state.clone()),
         )
@@ -213,6 +233,9 @@ impl InsuranceService {
                         service::document::DocumentApi,
                     >,
                 >(),
+                service_name::<
+                    medins_proto::insurance::v1::card_service_server::CardServiceServer<service::card::CardApi>,
+                >(),
             ],
             routes: Routes::new(accounts)
                 .add_service(events)
@@ -220,7 +243,8 @@ impl InsuranceService {
                 .add_service(codes)
                 .add_service(settlements)
                 .add_service(family)
-                .add_service(documents),
+                .add_service(documents)
+                .add_service(cards),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),

@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod audit;
 mod auth;
+mod cards;
 mod cli;
 mod codes;
 mod docs;

@@ -62,6 +62,22 @@ pub const SETTLEMENT_WRITE: &str = "settlement.write";
 pub const SETTLEMENT_REVERSE: &str = "settlement.reverse";
 /// Read a person's annual medical expenses (with a person token; operators any).
 pub const EXPENSES_READ: &str = "expenses.read";
+/// Apply for social security cards and replacements (a person's own with a person token;
+/// counter channels by operators).
+pub const CARD_APPLY: &str = "card.apply";
+/// Read card applications and cards (a person's own with a person token; operators any).
+pub const CARD_READ: &str = "card.read";
+/// Review, produce, dispatch and deliver card applications, and list them (operators).
+pub const CARD_MANAGE: &str = "card.manage";
+/// Apply for employees' cards in batches (employers, operators).
+pub const CARD_BATCH: &str = "card.batch";
+/// Activate card functions at a bank, hospital or pharmacy counter.
+pub const CARD_ACTIVATE: &str = "card.activate";
+/// Record card fees paid at a bank.
+pub const CARD_FEE: &str = "card.fee";
+/// Report a card lost and lift a temporary report (a person's own with a person token;
+/// operators any).
+pub const CARD_LOSS: &str = "card.loss";
 
 /// Apps that are a person's front door: mini programs, city apps.
 pub const FRONT_DOOR_APP: &[&str] = &[
@@ -86,15 +102,20 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     EXPENSES_READ,
     DOCUMENT_UPLOAD,
     DOCUMENT_READ,
+    CARD_APPLY,
+    CARD_READ,
+    CARD_LOSS,
 ];
-/// What banks hold beyond a front-door app's scopes: they open accounts.
-pub const BANK_EXTRA: &[&str] = &[ACCOUNT_OPEN];
-/// Hospitals and pharmacies.
-pub const POINT_OF_CARE: &[&str] = &[ACCOUNT_READ, KEYS_READ, CODE_VERIFY, SETTLEMENT_WRITE];
+/// What banks hold beyond a front-door app's scopes: they open accounts, take card fees and
+/// activate cards.
+pub const BANK_EXTRA: &[&str] = &[ACCOUNT_OPEN, CARD_FEE, CARD_ACTIVATE];
+/// Hospitals and pharmacies (a card's medical function activates at first use there).
+pub const POINT_OF_CARE: &[&str] = &[ACCOUNT_READ, KEYS_READ, CODE_VERIFY, SETTLEMENT_WRITE, CARD_ACTIVATE];
 /// Face-verification providers.
 pub const FACE_PROVIDER: &[&str] = &[FACE_SUBMIT, KEYS_READ];
 /// Employers.
-pub const EMPLOYER: &[&str] = &[PERSON_RESOLVE, ACCOUNT_OPEN, ACCOUNT_READ, KEYS_READ, ACCOUNT_CREDIT];
+pub const EMPLOYER: &[&str] =
+    &[PERSON_RESOLVE, ACCOUNT_OPEN, ACCOUNT_READ, KEYS_READ, ACCOUNT_CREDIT, CARD_BATCH, CARD_READ];
 /// Operations staff.
 pub const OPS: &[&str] = &[
     PERSON_REGISTER,
@@ -122,6 +143,11 @@ pub const OPS: &[&str] = &[
     EXPENSES_READ,
     DOCUMENT_UPLOAD,
     DOCUMENT_READ,
+    CARD_APPLY,
+    CARD_READ,
+    CARD_MANAGE,
+    CARD_BATCH,
+    CARD_LOSS,
 ];
 /// medins services calling each other.
 pub const SERVICE_PEER: &[&str] = &[PERSON_READ, PERSON_RESOLVE, SERVICE, FACE_START, FACE_READ, KEYS_READ];

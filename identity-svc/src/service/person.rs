@@ -1,11 +1,11 @@
 //! `medins.identity.v1.PersonService`.
 
 use medins_common::{
-    ApiResult,
+    ApiError, ApiResult, Reason,
     auth::Caller,
     clock::Clock,
     convert::timestamp,
-    error::require_uuid,
+    error::{require_enum, require_uuid},
     mask::{mask_id_number, mask_name, mask_phone},
 };
 use medins_proto::identity::v1::{
@@ -21,6 +21,7 @@ use crate::{
         id_number::{self, Sex, age_on},
         person::{RealName, id_number_error, normalize_name, phone_error},
         phone,
+        sms::SmsPurpose,
     },
     store::person::{NewPerson, Person},
 };
@@ -33,6 +34,8 @@ pub const GET_PERSON: &str = "/medins.identity.v1.PersonService/GetPerson";
 pub const RESOLVE_PERSON: &str = "/medins.identity.v1.PersonService/ResolvePerson";
 /// Audit method name of CompleteRealName.
 pub const COMPLETE_REAL_NAME: &str = "/medins.identity.v1.PersonService/CompleteRealName";
+/// Audit method name of ConsumeSmsChallenge.
+pub const CONSUME_SMS_CHALLENGE: &str = "/medins.identity.v1.PersonService/ConsumeSmsChallenge";
 
 /// The PersonService implementation.
 pub struct PersonApi {
@@ -157,6 +160,33 @@ impl PersonService for PersonApi {
             })
             .await;
         state.audit.record(&caller.id, COMPLETE_REAL_NAME, person_id, outcome_of(&result)).await;
+        Ok(Response::new(result?))
+    }
+
+    async fn consume_sms_challenge(
+        &self,
+        request: Request<pb::ConsumeSmsChallengeRequest>,
+    ) -> Result<Response<pb::ConsumeSmsChallengeResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let person_id = require_uuid("person_id", &body.person_id)?;
+        let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
+        let purpose = SmsPurpose::from_proto(require_enum::<pb::SmsPurpose>("purpose", body.purpose)?)
+            .ok_or_else(|| ApiError::invalid_field(Reason::InvalidEnumValue, "purpose", "must be set"))?;
+        let state = &self.state;
+        let result = state
+            .idempotency
+            .run(&caller.id, "ConsumeSmsChallenge", request.metadata(), body, || async {
+                let person = state.persons.find(person_id).await?.ok_or_else(person_not_found)?;
+                let phone = person.phone.as_deref().ok_or_else(|| {
+                    ApiError::failed_precondition(Reason::PhoneRequired, "the person has no phone on record")
+                })?;
+                state.sms.consume_verified(challenge_id, phone, purpose).await?;
+                tracing::info!(%person_id, %challenge_id, purpose = purpose.as_str(), partner = %caller.id, "sms challenge consumed");
+                Ok(pb::ConsumeSmsChallengeResponse { consumed: true })
+            })
+            .await;
+        state.audit.record(&caller.id, CONSUME_SMS_CHALLENGE, person_id, outcome_of(&result)).await;
         Ok(Response::new(result?))
     }
 }

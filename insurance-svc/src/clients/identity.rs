@@ -9,10 +9,10 @@ use medins_common::{
     peer::{Peer, PeerOptions, traced},
 };
 use medins_proto::identity::v1::{
-    FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonRequest, GetPublicKeysRequest, PersonView,
-    PublicKey, ResolvePersonRequest, StartFaceVerificationRequest, StartFaceVerificationResponse,
-    face_verification_service_client::FaceVerificationServiceClient, person_service_client::PersonServiceClient,
-    person_token_service_client::PersonTokenServiceClient,
+    ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonRequest,
+    GetPublicKeysRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose, StartFaceVerificationRequest,
+    StartFaceVerificationResponse, face_verification_service_client::FaceVerificationServiceClient,
+    person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
 };
 use tonic::{Code, Request, Status, transport::Channel};
 use uuid::Uuid;
@@ -86,7 +86,33 @@ impl IdentityClient {
         response.session.ok_or_else(|| ApiError::internal("identity-svc answered without a face session"))
     }
 
-    /// The public keys that verify person tokens now.
+    /// Uses up a verified SMS challenge sent to `person_id`'s phone for `purpose`
+    /// (`PersonService.ConsumeSmsChallenge`). The call carries an idempotency key derived from
+    /// the challenge, so a retry after a lost answer gets the first success instead of
+    /// SMS_CODE_INVALID.
+    pub async fn consume_sms_challenge(
+        &self,
+        person_id: &str,
+        challenge_id: &str,
+        purpose: SmsPurpose,
+        field_prefix: &str,
+    ) -> ApiResult<()> {
+        let message = ConsumeSmsChallengeRequest {
+            person_id: person_id.to_owned(),
+            challenge_id: challenge_id.to_owned(),
+            purpose: purpose as i32,
+        };
+        let key: tonic::metadata::AsciiMetadataValue = format!("consume-sms-{challenge_id}")
+            .parse()
+            .map_err(|_| ApiError::internal("sms challenge id is not ASCII"))?;
+        self.call(&self.persons, PERSONS, "ConsumeSmsChallenge", field_prefix, message, |mut client, mut request| {
+            request.metadata_mut().insert("idempotency-key", key.clone());
+            async move { client.consume_sms_challenge(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Starts a face session for `person_id` as insurance-svc (a SERVICE partner at
     /// identity-svc), with `reference` (our own id of what it is for).
     pub async fn start_face_verification(
@@ -111,6 +137,7 @@ impl IdentityClient {
         .await
     }
 
+    /// The public keys that verify person tokens now.
     pub async fn get_public_keys(&self) -> ApiResult<Vec<PublicKey>> {
         let response = self
             .call(

@@ -71,6 +71,11 @@ pub fn is_region_code(text: &str) -> bool {
     text.len() == 6 && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0')
 }
 
+/// Whether `text` is an employer code: 1-32 letters, digits or hyphens.
+pub fn is_employer_code(text: &str) -> bool {
+    (1..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// Validates the terms of a new account: a six-digit region code; an employer code (1-32
 /// letters, digits or hyphens) for EMPLOYEE and none for RESIDENT.
 pub fn account_terms(scheme: Scheme, region_code: &str, employer_code: &str) -> ApiResult<AccountTerms> {
@@ -96,9 +101,7 @@ pub fn account_terms(scheme: Scheme, region_code: &str, employer_code: &str) -> 
         }
         (Scheme::Resident, true) => None,
         (Scheme::Employee, false) => {
-            let valid =
-                employer_code.len() <= 32 && employer_code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            if !valid {
+            if !is_employer_code(employer_code) {
                 return Err(ApiError::invalid_field(
                     Reason::InvalidArgument,
                     "employer_code",

@@ -1,6 +1,7 @@
 //! Rules of insurance-svc: pure, no I/O.
 
 pub mod account;
+pub mod card;
 pub mod code;
 pub mod document;
 pub mod face;

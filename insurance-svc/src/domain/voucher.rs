@@ -1,14 +1,15 @@
 //! Vouchers (DESIGN.md flow 3 and 6 "Vouchers"): channels, statuses, the activation rules and
 //! who may suspend and resume. Pure.
 
-use chrono::{Duration, NaiveDate, NaiveDateTime};
+use chrono::{NaiveDate, NaiveDateTime};
 use medins_common::{ApiError, ApiResult, Reason};
 use uuid::Uuid;
 
-use super::{account::AccountStatus, face::FacePurpose};
-
-/// How long after a face session ended it may still activate a voucher.
-pub const FACE_SESSION_FRESHNESS: Duration = Duration::minutes(10);
+pub use super::face::{FACE_SESSION_FRESHNESS, FaceCheck, FaceSessionFacts, FaceSessionStatus};
+use super::{
+    account::AccountStatus,
+    face::{FacePurpose, check_face_session},
+};
 
 /// Where a voucher was activated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,103 +165,12 @@ pub fn require_insured(account: Option<AccountStatus>) -> ApiResult<()> {
     }
 }
 
-/// Where a face session stands, as identity-svc reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaceSessionStatus {
-    /// Waiting for the provider.
-    Pending,
-    /// A submission passed.
-    Passed,
-    /// Three submissions failed.
-    Failed,
-    /// Not finished in time.
-    Expired,
-}
-
-/// What activation needs to know about a face session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FaceSessionFacts {
-    /// Whose face was checked.
-    pub person_id: Uuid,
-    /// What for; `None` for a purpose insurance-svc does not know (REAL_NAME).
-    pub purpose: Option<FacePurpose>,
-    /// Status.
-    pub status: FaceSessionStatus,
-    /// When it ended.
-    pub finished_at: Option<NaiveDateTime>,
-}
-
-/// Why a face session does not activate a voucher (ErrorInfo metadata `face_check`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaceCheck {
-    /// identity-svc knows no such session.
-    NotFound,
-    /// Another person's session.
-    Foreign,
-    /// Not a VOUCHER_ACTIVATION session.
-    WrongPurpose,
-    /// Not finished yet.
-    Pending,
-    /// Failed.
-    Failed,
-    /// Expired without a passing result.
-    Expired,
-    /// Passed, but more than [`FACE_SESSION_FRESHNESS`] ago.
-    Stale,
-    /// Already activated a voucher.
-    Reused,
-}
-
-impl FaceCheck {
-    /// The metadata value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaceCheck::NotFound => "not_found",
-            FaceCheck::Foreign => "foreign",
-            FaceCheck::WrongPurpose => "wrong_purpose",
-            FaceCheck::Pending => "pending",
-            FaceCheck::Failed => "failed",
-            FaceCheck::Expired => "expired",
-            FaceCheck::Stale => "stale",
-            FaceCheck::Reused => "reused",
-        }
-    }
-
-    /// FAILED_PRECONDITION / FACE_VERIFICATION_REQUIRED with `face_check` metadata.
-    pub fn into_error(self) -> ApiError {
-        let message = match self {
-            FaceCheck::NotFound | FaceCheck::Foreign => "the face session is not one of this person",
-            FaceCheck::WrongPurpose => "the face session is not for voucher activation",
-            FaceCheck::Pending => "the face session has not passed yet",
-            FaceCheck::Failed | FaceCheck::Expired => "the face session did not pass: start a new one",
-            FaceCheck::Stale => "the face session passed more than 10 minutes ago: start a new one",
-            FaceCheck::Reused => "the face session was already used for an activation: start a new one",
-        };
-        ApiError::failed_precondition(Reason::FaceVerificationRequired, message)
-            .with_metadata("face_check", self.as_str())
-    }
-}
-
 /// Checks that a face session activates `person_id`'s voucher at `now`: that person's,
-/// VOUCHER_ACTIVATION, PASSED, finished at most 10 minutes ago. (Never used before is the
-/// unique index's to decide, in the same transaction as the activation.)
+/// VOUCHER_ACTIVATION, PASSED, finished at most 10 minutes ago (the shared rule,
+/// [`check_face_session`]). Never used before is the unique index's to decide, in the same
+/// transaction as the activation.
 pub fn check_activation_face(face: &FaceSessionFacts, person_id: Uuid, now: NaiveDateTime) -> Result<(), FaceCheck> {
-    if face.person_id != person_id {
-        return Err(FaceCheck::Foreign);
-    }
-    if face.purpose != Some(FacePurpose::VoucherActivation) {
-        return Err(FaceCheck::WrongPurpose);
-    }
-    match face.status {
-        FaceSessionStatus::Passed => {}
-        FaceSessionStatus::Pending => return Err(FaceCheck::Pending),
-        FaceSessionStatus::Failed => return Err(FaceCheck::Failed),
-        FaceSessionStatus::Expired => return Err(FaceCheck::Expired),
-    }
-    match face.finished_at {
-        Some(finished) if now - finished <= FACE_SESSION_FRESHNESS => Ok(()),
-        _ => Err(FaceCheck::Stale),
-    }
+    check_face_session(face, person_id, FacePurpose::VoucherActivation, now)
 }
 
 /// Whole years from `birth` to `today` (the birthday counts from its day; 29 February birthdays
@@ -276,6 +186,8 @@ pub fn age_on(birth: NaiveDate, today: NaiveDate) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Duration;
+
     use super::*;
 
     fn now() -> NaiveDateTime {

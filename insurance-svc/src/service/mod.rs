@@ -1,6 +1,7 @@
 //! gRPC services of insurance-svc: decode, authorise, call the domain and store, encode.
 
 pub mod account;
+pub mod card;
 pub mod code;
 pub mod document;
 pub mod events;
@@ -46,6 +47,8 @@ pub struct State {
     pub objects: crate::store::objects::DocumentObjects,
     /// Family bindings.
     pub family: crate::store::family::FamilyStore,
+    /// Card fees, applications and cards.
+    pub cards: crate::store::card::CardStore,
     /// Masked holder facts for the counter, cached briefly.
     pub holders: Arc<code::HolderCache>,
 }

@@ -80,7 +80,7 @@ pub fn voucher_message(voucher: &Voucher) -> pb::Voucher {
 }
 
 /// What activation needs of a face session as identity-svc returns it.
-fn face_facts(session: &identity_pb::FaceSession) -> ApiResult<FaceSessionFacts> {
+pub(crate) fn face_facts(session: &identity_pb::FaceSession) -> ApiResult<FaceSessionFacts> {
     let person_id = Uuid::parse_str(&session.person_id)
         .map_err(|_| ApiError::internal("identity-svc answered a face session without a person id"))?;
     let purpose = match identity_pb::FacePurpose::try_from(session.purpose) {

@@ -1,6 +1,7 @@
 //! Storage of insurance-svc: schema, models and queries.
 
 pub mod account;
+pub mod card;
 pub mod document;
 pub mod face_outcome;
 pub mod family;

@@ -165,6 +165,100 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Card fees paid at a bank; `application_id` is the application they paid for (migration 000006).
+    card_fees (id) {
+        id -> Text,
+        person_id -> Text,
+        bank_partner_id -> Text,
+        reference -> Text,
+        amount_cents -> BigInt,
+        application_id -> Nullable<Text>,
+        recorded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Card applications; at most one open per person (migration 000006).
+    card_applications (id) {
+        id -> Text,
+        person_id -> Text,
+        channel -> Text,
+        delivery -> Text,
+        status -> Text,
+        partner_id -> Text,
+        guardian_person_id -> Nullable<Text>,
+        agent_person_id -> Nullable<Text>,
+        employer_code -> Nullable<Text>,
+        replaces_card_number -> Nullable<Text>,
+        rejection_reason -> Nullable<Text>,
+        ready_by -> Nullable<Date>,
+        tracking_number -> Nullable<Text>,
+        card_number -> Nullable<Text>,
+        submitted_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Documents, face session and SMS challenge of an ONLINE application (migration 000006).
+    card_application_evidence (application_id) {
+        application_id -> Text,
+        id_card_front_document_id -> Text,
+        id_card_back_document_id -> Text,
+        photo_document_id -> Nullable<Text>,
+        face_session_id -> Text,
+        sms_challenge_id -> Text,
+    }
+}
+
+diesel::table! {
+    /// Mailing addresses of mailed cards (migration 000006).
+    card_mailing_addresses (application_id) {
+        application_id -> Text,
+        region_code -> Text,
+        street -> Text,
+        recipient -> Text,
+        phone -> Text,
+    }
+}
+
+diesel::table! {
+    /// Each status an application reached (migration 000006).
+    card_application_events (id) {
+        id -> Text,
+        application_id -> Text,
+        status -> Text,
+        partner_id -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Cards, never deleted: a number is issued once (migration 000006).
+    cards (card_number) {
+        card_number -> Text,
+        person_id -> Text,
+        application_id -> Text,
+        status -> Text,
+        medical_activated_at -> Nullable<Timestamp>,
+        medical_activated_by -> Nullable<Text>,
+        financial_activated_at -> Nullable<Timestamp>,
+        financial_activated_by -> Nullable<Text>,
+        replaced_by_application_id -> Nullable<Text>,
+        issued_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// The issuer's card-number sequence, one row (migration 000006).
+    card_number_sequence (id) {
+        id -> Integer,
+        last_value -> BigInt,
+    }
+}
+
 diesel::joinable!(voucher_activations -> vouchers (voucher_id));
 diesel::joinable!(visits -> vouchers (voucher_id));
 diesel::joinable!(visits -> accounts (account_id));
@@ -183,4 +277,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     documents,
     family_bindings,
     family_binder_months,
+    card_fees,
+    card_applications,
+    card_application_evidence,
+    card_mailing_addresses,
+    card_application_events,
+    cards,
+    card_number_sequence,
 );

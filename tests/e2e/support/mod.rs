@@ -6,6 +6,7 @@
 
 pub mod documents;
 pub mod family;
+pub mod cards;
 pub mod privacy;
 pub mod settlement;
 pub mod sms;

@@ -1,0 +1,957 @@
+//! Social security cards (DESIGN.md flow 7 and 6 "Cards"): channels and what each needs, the
+//! application and card state tables, who may act, working days, card numbers with their check
+//! digit, and the validation of every free-form field. Pure.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Weekday};
+use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
+use uuid::Uuid;
+
+use super::account::{is_employer_code, is_region_code};
+
+/// Below this age a guardian applies (an ACTIVE family binder of the applicant).
+pub const GUARDIAN_AGE: i32 = 16;
+/// Below this age the photo of an ONLINE application is optional.
+pub const PHOTO_AGE: i32 = 7;
+/// Working days between approval and a pick-up card being ready.
+pub const PICKUP_WORKING_DAYS: u32 = 3;
+/// The largest employer batch.
+pub const MAX_BATCH: usize = 100;
+/// The largest card fee (1,000 yuan), in fen.
+pub const MAX_FEE_CENTS: i64 = 100_000;
+/// The issuer prefix of every card number medins issues (country 86, issuer 1100).
+pub const ISSUER_PREFIX: &str = "861100";
+/// Digits of the sequence part of a card number.
+const SEQUENCE_DIGITS: usize = 9;
+/// Digits of a whole card number: prefix, sequence, check digit.
+pub const CARD_NUMBER_DIGITS: usize = ISSUER_PREFIX.len() + SEQUENCE_DIGITS + 1;
+
+macro_rules! spelled {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// Stored spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            /// From the stored spelling.
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == text)
+            }
+        }
+    };
+}
+
+spelled! {
+    /// Where an application was made.
+    CardChannel {
+        /// Online through a partner app.
+        Online => "ONLINE",
+        /// At a service center, issued on the spot.
+        ServiceCenter => "SERVICE_CENTER",
+        /// At a service point, picked up there.
+        ServicePoint => "SERVICE_POINT",
+        /// Through an entrusted agent.
+        Agent => "AGENT",
+        /// In an employer batch.
+        Employer => "EMPLOYER",
+        /// A replacement of a formally lost card.
+        Replacement => "REPLACEMENT",
+    }
+}
+
+spelled! {
+    /// How a card reaches its holder.
+    Delivery {
+        /// By mail.
+        Mail => "MAIL",
+        /// Picked up at a service point.
+        Pickup => "PICKUP",
+        /// Handed over in the applying call (service center).
+        OnTheSpot => "ON_THE_SPOT",
+    }
+}
+
+spelled! {
+    /// Where an application stands.
+    ApplicationStatus {
+        /// Waiting for review.
+        Submitted => "SUBMITTED",
+        /// Approved, waiting for production.
+        Approved => "APPROVED",
+        /// Refused; final.
+        Rejected => "REJECTED",
+        /// Made, with a card number.
+        Produced => "PRODUCED",
+        /// In the mail.
+        Mailed => "MAILED",
+        /// Waiting at the service point.
+        ReadyForPickup => "READY_FOR_PICKUP",
+        /// Handed over; final.
+        Delivered => "DELIVERED",
+    }
+}
+
+spelled! {
+    /// A step of an application.
+    ApplicationAction {
+        /// Ops approve it.
+        Approve => "APPROVE",
+        /// Ops reject it.
+        Reject => "REJECT",
+        /// The card is produced.
+        Produce => "PRODUCE",
+        /// The card leaves production: mailed or ready for pick-up, by the delivery.
+        Dispatch => "DISPATCH",
+        /// The card reached its holder.
+        ConfirmDelivery => "CONFIRM_DELIVERY",
+    }
+}
+
+spelled! {
+    /// Where a card stands.
+    CardStatus {
+        /// In force.
+        Valid => "VALID",
+        /// Frozen by a temporary loss report.
+        LostTemporary => "LOST_TEMPORARY",
+        /// Formally lost: ended.
+        Lost => "LOST",
+        /// Replaced by a new application: ended.
+        Replaced => "REPLACED",
+    }
+}
+
+spelled! {
+    /// A step of a card.
+    CardAction {
+        /// Activate (or use) a function.
+        Activate => "ACTIVATE",
+        /// Report it lost, temporarily.
+        ReportTemporaryLoss => "REPORT_TEMPORARY_LOSS",
+        /// Report it lost, formally.
+        ReportFormalLoss => "REPORT_FORMAL_LOSS",
+        /// Lift a temporary loss report.
+        CancelLossReport => "CANCEL_LOSS_REPORT",
+        /// Apply for its replacement.
+        Replace => "REPLACE",
+    }
+}
+
+impl ApplicationStatus {
+    /// Open applications block another application of the same person.
+    pub fn is_open(self) -> bool {
+        !matches!(self, ApplicationStatus::Rejected | ApplicationStatus::Delivered)
+    }
+}
+
+/// A step the current state does not allow: FAILED_PRECONDITION / CARD_STATE_CONFLICT with the
+/// state and the action in the ErrorInfo metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateConflict {
+    /// The current state.
+    pub status: &'static str,
+    /// The refused action.
+    pub action: &'static str,
+}
+
+impl StateConflict {
+    /// The error.
+    pub fn into_error(self) -> ApiError {
+        ApiError::failed_precondition(
+            Reason::CardStateConflict,
+            format!("a card or application in state {} does not allow {}", self.status, self.action),
+        )
+        .with_metadata("status", self.status)
+        .with_metadata("action", self.action)
+    }
+}
+
+impl From<StateConflict> for ApiError {
+    fn from(conflict: StateConflict) -> Self {
+        conflict.into_error()
+    }
+}
+
+/// The application state table: the state `action` leads to from `status` for an application
+/// delivered by `delivery`. Anything not listed is a conflict.
+pub fn next_application_status(
+    status: ApplicationStatus,
+    action: ApplicationAction,
+    delivery: Delivery,
+) -> Result<ApplicationStatus, StateConflict> {
+    use ApplicationAction as A;
+    use ApplicationStatus as S;
+    match (status, action, delivery) {
+        (S::Submitted, A::Approve, _) => Ok(S::Approved),
+        (S::Submitted, A::Reject, _) => Ok(S::Rejected),
+        (S::Approved, A::Produce, _) => Ok(S::Produced),
+        (S::Produced, A::Dispatch, Delivery::Mail) => Ok(S::Mailed),
+        (S::Produced, A::Dispatch, Delivery::Pickup) => Ok(S::ReadyForPickup),
+        // Issued on the spot: handed over as soon as it is made, in the applying call.
+        (S::Produced, A::ConfirmDelivery, Delivery::OnTheSpot) => Ok(S::Delivered),
+        (S::Mailed, A::ConfirmDelivery, Delivery::Mail) => Ok(S::Delivered),
+        (S::ReadyForPickup, A::ConfirmDelivery, Delivery::Pickup) => Ok(S::Delivered),
+        _ => Err(StateConflict { status: status.as_str(), action: action.as_str() }),
+    }
+}
+
+/// The card state table. Activation keeps a VALID card VALID (it changes the functions).
+pub fn next_card_status(status: CardStatus, action: CardAction) -> Result<CardStatus, StateConflict> {
+    use CardAction as A;
+    use CardStatus as S;
+    match (status, action) {
+        (S::Valid, A::Activate) => Ok(S::Valid),
+        (S::Valid, A::ReportTemporaryLoss) => Ok(S::LostTemporary),
+        (S::Valid | S::LostTemporary, A::ReportFormalLoss) => Ok(S::Lost),
+        (S::LostTemporary, A::CancelLossReport) => Ok(S::Valid),
+        (S::Lost, A::Replace) => Ok(S::Replaced),
+        _ => Err(StateConflict { status: status.as_str(), action: action.as_str() }),
+    }
+}
+
+/// What a person sees of one card function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionStatus {
+    /// Not activated yet.
+    Inactive,
+    /// Usable.
+    Active,
+    /// Frozen by a temporary loss report.
+    Frozen,
+    /// The card ended.
+    Closed,
+}
+
+/// A function's status from the card's status and whether the function was ever activated.
+pub fn function_status(card: CardStatus, activated: bool) -> FunctionStatus {
+    match card {
+        CardStatus::Valid if activated => FunctionStatus::Active,
+        CardStatus::Valid => FunctionStatus::Inactive,
+        CardStatus::LostTemporary => FunctionStatus::Frozen,
+        CardStatus::Lost | CardStatus::Replaced => FunctionStatus::Closed,
+    }
+}
+
+/// Where a card is activated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationChannel {
+    /// A bank: both functions, after checking the holder's ID.
+    Bank,
+    /// A hospital: the medical function.
+    Hospital,
+    /// A pharmacy: the medical function.
+    Pharmacy,
+}
+
+impl ActivationChannel {
+    /// Stored spelling (the activating partner is stored beside it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivationChannel::Bank => "BANK",
+            ActivationChannel::Hospital => "HOSPITAL",
+            ActivationChannel::Pharmacy => "PHARMACY",
+        }
+    }
+
+    /// Whether it activates the financial function too.
+    pub fn activates_financial(self) -> bool {
+        matches!(self, ActivationChannel::Bank)
+    }
+
+    /// The one partner kind that may activate through this channel (a bank's counter is a
+    /// bank): PERMISSION_DENIED / PARTNER_KIND_NOT_ALLOWED for any other.
+    pub fn require_partner(self, kind: PartnerKind) -> ApiResult<()> {
+        let expected = match self {
+            ActivationChannel::Bank => PartnerKind::Bank,
+            ActivationChannel::Hospital => PartnerKind::Hospital,
+            ActivationChannel::Pharmacy => PartnerKind::Pharmacy,
+        };
+        if kind == expected {
+            Ok(())
+        } else {
+            Err(kind_not_allowed(format!("only a {} partner activates through this channel", expected.as_str())))
+        }
+    }
+}
+
+fn kind_not_allowed(message: String) -> ApiError {
+    ApiError::new(tonic::Code::PermissionDenied, Reason::PartnerKindNotAllowed, message)
+}
+
+/// Counter channels (SERVICE_CENTER, SERVICE_POINT, AGENT) are operated by OPS partners with
+/// the person (or agent) present; ONLINE by any partner holding the person's token.
+pub fn require_channel_partner(channel: CardChannel, kind: PartnerKind) -> ApiResult<()> {
+    match channel {
+        CardChannel::ServiceCenter | CardChannel::ServicePoint | CardChannel::Agent if kind != PartnerKind::Ops => {
+            Err(kind_not_allowed(format!("channel {} is operated by OPS partners only", channel.as_str())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Only banks record card fees.
+pub fn require_fee_partner(kind: PartnerKind) -> ApiResult<()> {
+    if kind == PartnerKind::Bank { Ok(()) } else { Err(kind_not_allowed("only BANK partners record card fees".into())) }
+}
+
+/// How a channel's cards are delivered (REPLACEMENT: by mail with an address, else pick-up).
+pub fn delivery_of(channel: CardChannel, has_address: bool) -> Delivery {
+    match channel {
+        CardChannel::Online => Delivery::Mail,
+        CardChannel::ServiceCenter => Delivery::OnTheSpot,
+        CardChannel::ServicePoint | CardChannel::Agent | CardChannel::Employer => Delivery::Pickup,
+        CardChannel::Replacement if has_address => Delivery::Mail,
+        CardChannel::Replacement => Delivery::Pickup,
+    }
+}
+
+/// Which optional fields an ApplyForCard request carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplicationFields {
+    /// `sms_challenge_id`.
+    pub sms: bool,
+    /// `id_card_front_document_id`.
+    pub front: bool,
+    /// `id_card_back_document_id`.
+    pub back: bool,
+    /// `photo_document_id`.
+    pub photo: bool,
+    /// `face_session_id`.
+    pub face: bool,
+    /// `mailing_address`.
+    pub address: bool,
+    /// `fee_id`.
+    pub fee: bool,
+    /// `agent`.
+    pub agent: bool,
+}
+
+/// Checks that the request's channel is one ApplyForCard takes and that it carries the fields
+/// that channel needs and none it does not use (INVALID_ARGUMENT naming each field). Missing
+/// ONLINE documents are left to the document check (DOCUMENT_MISSING), which knows the age.
+pub fn check_channel_fields(channel: CardChannel, fields: ApplicationFields) -> ApiResult<()> {
+    if matches!(channel, CardChannel::Employer | CardChannel::Replacement) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "channel",
+            "EMPLOYER applications go through ApplyForCardsBatch, replacements through ReplaceCard",
+        ));
+    }
+    let online = channel == CardChannel::Online;
+    let rules: [(&str, bool, bool); 8] = [
+        // (field, given, used by the channel)
+        ("sms_challenge_id", fields.sms, online),
+        ("id_card_front_document_id", fields.front, online),
+        ("id_card_back_document_id", fields.back, online),
+        ("photo_document_id", fields.photo, online),
+        ("face_session_id", fields.face, online),
+        ("mailing_address", fields.address, online),
+        ("fee_id", fields.fee, online),
+        ("agent", fields.agent, channel == CardChannel::Agent),
+    ];
+    let required = |field: &str| match field {
+        "sms_challenge_id" | "face_session_id" | "mailing_address" | "fee_id" => online,
+        "agent" => channel == CardChannel::Agent,
+        _ => false,
+    };
+    let mut error: Option<ApiError> = None;
+    let mut add = |field: &str, description: String| {
+        error = Some(match error.take() {
+            None => ApiError::invalid_field(Reason::InvalidArgument, field, description),
+            Some(error) => error.with_field_violation(field, description),
+        });
+    };
+    for (field, given, used) in rules {
+        if given && !used {
+            add(field, format!("not used by channel {}", channel.as_str()));
+        } else if !given && required(field) {
+            add(field, format!("required for channel {}", channel.as_str()));
+        }
+    }
+    error.map_or(Ok(()), Err)
+}
+
+/// Whose proof an application needs: the guardian for a person under [`GUARDIAN_AGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applicant {
+    /// The person applies themself.
+    Themself,
+    /// A guardian applies; the caller must confirm the guardian is an ACTIVE binder.
+    Guardian(Uuid),
+}
+
+/// The guardian rule: under 16 a guardian is required (FAILED_PRECONDITION /
+/// GUARDIAN_REQUIRED), from 16 none is allowed (GUARDIAN_NOT_ALLOWED).
+pub fn applicant_rule(age: i32, guardian: Option<Uuid>) -> ApiResult<Applicant> {
+    match (age < GUARDIAN_AGE, guardian) {
+        (true, Some(guardian)) => Ok(Applicant::Guardian(guardian)),
+        (true, None) => Err(guardian_required("missing")),
+        (false, Some(_)) => Err(ApiError::failed_precondition(
+            Reason::GuardianNotAllowed,
+            "the applicant is 16 or over and applies themself",
+        )),
+        (false, None) => Ok(Applicant::Themself),
+    }
+}
+
+/// FAILED_PRECONDITION / GUARDIAN_REQUIRED with metadata `guardian_check` (`missing`,
+/// `not_binder`).
+pub fn guardian_required(check: &str) -> ApiError {
+    ApiError::failed_precondition(
+        Reason::GuardianRequired,
+        "an applicant under 16 is applied for by a guardian who is an ACTIVE family binder of the applicant",
+    )
+    .with_metadata("guardian_check", check)
+}
+
+/// Whether an ONLINE application needs a photo at this age.
+pub fn photo_required(age: i32) -> bool {
+    age >= PHOTO_AGE
+}
+
+/// Why a fee does not pay for an application (ErrorInfo metadata `fee_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeeCheck {
+    /// No such fee.
+    NotFound,
+    /// Another person's fee.
+    Foreign,
+    /// Already paid for an application.
+    Used,
+}
+
+impl FeeCheck {
+    /// FAILED_PRECONDITION / CARD_FEE_INVALID.
+    pub fn into_error(self) -> ApiError {
+        let (check, message) = match self {
+            FeeCheck::NotFound => ("not_found", "no card fee with this id"),
+            FeeCheck::Foreign => ("foreign", "the card fee was paid for another person"),
+            FeeCheck::Used => ("used", "the card fee already paid for an application"),
+        };
+        ApiError::failed_precondition(Reason::CardFeeInvalid, message).with_metadata("fee_check", check)
+    }
+}
+
+/// Checks that a fee (if found) pays for `person_id`'s application.
+pub fn check_fee(fee: Option<(Uuid, bool)>, person_id: Uuid) -> Result<(), FeeCheck> {
+    match fee {
+        None => Err(FeeCheck::NotFound),
+        Some((owner, _)) if owner != person_id => Err(FeeCheck::Foreign),
+        Some((_, true)) => Err(FeeCheck::Used),
+        Some((_, false)) => Ok(()),
+    }
+}
+
+/// A validated fee: 1 fen to 1,000 yuan, a reference of 1-64 letters, digits, `-` or `_`.
+pub fn fee_terms(amount_cents: i64, reference: &str) -> ApiResult<(i64, String)> {
+    if !(1..=MAX_FEE_CENTS).contains(&amount_cents) {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, "amount_cents", "must be 1 to 100000 fen"));
+    }
+    let reference = reference.trim();
+    if !(1..=64).contains(&reference.len())
+        || !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "reference",
+            "must be 1-64 letters, digits, '-' or '_'",
+        ));
+    }
+    Ok((amount_cents, reference.to_owned()))
+}
+
+/// A validated mailing address.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MailingAddress {
+    /// Six-digit region code.
+    pub region_code: String,
+    /// Street.
+    pub street: String,
+    /// Recipient's name.
+    pub recipient: String,
+    /// Recipient's mobile, 11 digits.
+    pub phone: String,
+}
+
+impl std::fmt::Debug for MailingAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Street, recipient and phone are personal data.
+        f.debug_struct("MailingAddress").field("region_code", &self.region_code).finish_non_exhaustive()
+    }
+}
+
+fn plain_text(text: &str, max_chars: usize) -> Option<String> {
+    let text = text.trim();
+    let count = text.chars().count();
+    ((1..=max_chars).contains(&count) && !text.chars().any(char::is_control)).then(|| text.to_owned())
+}
+
+/// A mainland mobile number as its 11 digits: an optional `+86`/`86` prefix, single spaces or
+/// hyphens between digits, `1` then 3-9 then 9 digits.
+pub fn mobile_digits(text: &str) -> Option<String> {
+    let text = text.trim();
+    let text = text.strip_prefix("+86").or_else(|| text.strip_prefix("86")).unwrap_or(text);
+    let text = text.trim_start_matches([' ', '-']);
+    let mut digits = String::new();
+    let mut last_separator = true;
+    for c in text.chars() {
+        match c {
+            '0'..='9' => {
+                digits.push(c);
+                last_separator = false;
+            }
+            ' ' | '-' if !last_separator => last_separator = true,
+            _ => return None,
+        }
+    }
+    let bytes = digits.as_bytes();
+    (bytes.len() == 11 && !last_separator && bytes[0] == b'1' && (b'3'..=b'9').contains(&bytes[1])).then_some(digits)
+}
+
+/// Validates a mailing address; field violations are named `<prefix>region_code` and so on,
+/// all of them at once. The messages never repeat the input.
+pub fn mailing_address(
+    prefix: &str,
+    region_code: &str,
+    street: &str,
+    recipient: &str,
+    phone: &str,
+) -> ApiResult<MailingAddress> {
+    let mut violations: Vec<(String, &str)> = Vec::new();
+    let region = region_code.trim();
+    if !is_region_code(region) {
+        violations.push((format!("{prefix}region_code"), "must be a six-digit region code"));
+    }
+    let street = plain_text(street, 200);
+    if street.is_none() {
+        violations.push((format!("{prefix}street"), "must be 1-200 characters without control characters"));
+    }
+    let recipient = plain_text(recipient, 64);
+    if recipient.is_none() {
+        violations.push((format!("{prefix}recipient"), "must be 1-64 characters without control characters"));
+    }
+    let phone = mobile_digits(phone);
+    if phone.is_none() {
+        violations.push((format!("{prefix}phone"), "must be a mainland mobile number"));
+    }
+    match (street, recipient, phone, violations.is_empty()) {
+        (Some(street), Some(recipient), Some(phone), true) => {
+            Ok(MailingAddress { region_code: region.to_owned(), street, recipient, phone })
+        }
+        _ => {
+            let mut violations = violations.into_iter();
+            let (field, description) = violations.next().expect("a violation");
+            let mut error = ApiError::invalid_field(Reason::InvalidArgument, &field, description);
+            for (field, description) in violations {
+                error = error.with_field_violation(&field, description);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A rejection reason: 1-200 characters without control characters.
+pub fn rejection_reason(text: &str) -> ApiResult<String> {
+    plain_text(text, 200).ok_or_else(|| {
+        ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "rejection_reason",
+            "required to reject: 1-200 characters without control characters",
+        )
+    })
+}
+
+/// A carrier's tracking number: 6-32 letters, digits or `-`.
+pub fn tracking_number(text: &str) -> ApiResult<String> {
+    let text = text.trim();
+    if (6..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(text.to_owned())
+    } else {
+        Err(ApiError::invalid_field(Reason::InvalidArgument, "tracking_number", "must be 6-32 letters, digits or '-'"))
+    }
+}
+
+/// An employer code (as accounts carry it).
+pub fn employer_code(text: &str) -> ApiResult<String> {
+    let text = text.trim();
+    if is_employer_code(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "employer_code",
+            "must be 1-32 letters, digits or hyphens",
+        ))
+    }
+}
+
+/// Whether a day is a working day (Monday to Friday; public holidays are not modelled).
+pub fn is_working_day(date: NaiveDate) -> bool {
+    !matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
+}
+
+/// The date `days` working days after `from` (`from` itself never counts).
+pub fn add_working_days(from: NaiveDate, days: u32) -> NaiveDate {
+    let mut date = from;
+    let mut left = days;
+    while left > 0 {
+        date = date.succ_opt().expect("dates far from the end of the calendar");
+        if is_working_day(date) {
+            left -= 1;
+        }
+    }
+    date
+}
+
+/// When a pick-up card approved on `approved_on` (China Standard Time) is ready by.
+pub fn ready_by(approved_on: NaiveDate) -> NaiveDate {
+    add_working_days(approved_on, PICKUP_WORKING_DAYS)
+}
+
+/// The Luhn check digit of `payload` (decimal digits).
+pub fn luhn_check_digit(payload: &str) -> u8 {
+    let sum: u32 = payload
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            // From the right, every other digit starting with the one next to the check digit
+            // is doubled.
+            if i % 2 == 0 {
+                let doubled = d * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                d
+            }
+        })
+        .sum();
+    ((10 - sum % 10) % 10) as u8
+}
+
+/// The card number of sequence value `sequence` (1-based): issuer prefix, 9-digit sequence,
+/// Luhn check digit. `None` once the sequence space is used up.
+pub fn card_number(sequence: i64) -> Option<String> {
+    if !(1..10_i64.pow(SEQUENCE_DIGITS as u32)).contains(&sequence) {
+        return None;
+    }
+    let payload = format!("{ISSUER_PREFIX}{sequence:0width$}", width = SEQUENCE_DIGITS);
+    let check = luhn_check_digit(&payload);
+    Some(format!("{payload}{check}"))
+}
+
+/// A card number field: 16 digits with our issuer prefix and a valid check digit
+/// (INVALID_ARGUMENT otherwise: a mistyped number is caught before any lookup).
+pub fn parse_card_number(field: &str, text: &str) -> ApiResult<String> {
+    let text = text.trim();
+    let valid = text.len() == CARD_NUMBER_DIGITS
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && text.starts_with(ISSUER_PREFIX)
+        && luhn_check_digit(&text[..CARD_NUMBER_DIGITS - 1]) == text.as_bytes()[CARD_NUMBER_DIGITS - 1] - b'0';
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            field,
+            "must be a 16-digit medins card number with a valid check digit",
+        ))
+    }
+}
+
+/// Where a page of applications (newest first) continues: strictly older than this one by
+/// (submitted_at, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplicationCursor {
+    /// The last application's submission time.
+    pub submitted_at: NaiveDateTime,
+    /// The last application's id.
+    pub application_id: Uuid,
+}
+
+const CURSOR_VERSION: &str = "a1";
+
+impl ApplicationCursor {
+    /// The opaque token.
+    pub fn encode(&self) -> String {
+        let micros = self.submitted_at.and_utc().timestamp_micros();
+        URL_SAFE_NO_PAD.encode(format!("{CURSOR_VERSION}.{micros}.{}", self.application_id))
+    }
+
+    /// Parses a token: INVALID_ARGUMENT naming `page_token` when it is not one of ours.
+    pub fn decode(token: &str) -> ApiResult<ApplicationCursor> {
+        let invalid = || ApiError::invalid_field(Reason::InvalidArgument, "page_token", "not a token of this listing");
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let mut parts = text.split('.');
+        let (Some(CURSOR_VERSION), Some(micros), Some(id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        let submitted_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?.naive_utc();
+        let application_id = Uuid::parse_str(id).map_err(|_| invalid())?;
+        Ok(ApplicationCursor { submitted_at, application_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn approval_on_a_friday_is_ready_by_wednesday_and_on_a_wednesday_by_monday() {
+        let friday = date(2026, 11, 27);
+        assert_eq!(friday.weekday(), Weekday::Fri);
+        assert_eq!(ready_by(friday), date(2026, 12, 2));
+        assert_eq!(ready_by(friday).weekday(), Weekday::Wed);
+        let wednesday = date(2026, 11, 25);
+        assert_eq!(ready_by(wednesday), date(2026, 11, 30));
+        assert_eq!(ready_by(wednesday).weekday(), Weekday::Mon);
+        // Weekend approvals count from Monday.
+        assert_eq!(ready_by(date(2026, 11, 28)), date(2026, 12, 2));
+        assert_eq!(ready_by(date(2026, 11, 29)), date(2026, 12, 2));
+        assert_eq!(add_working_days(friday, 0), friday);
+    }
+
+    const APPLICATION_TABLE: &[(ApplicationStatus, ApplicationAction, Delivery, ApplicationStatus)] = {
+        use ApplicationAction as A;
+        use ApplicationStatus as S;
+        &[
+            (S::Submitted, A::Approve, Delivery::Mail, S::Approved),
+            (S::Submitted, A::Approve, Delivery::Pickup, S::Approved),
+            (S::Submitted, A::Approve, Delivery::OnTheSpot, S::Approved),
+            (S::Submitted, A::Reject, Delivery::Mail, S::Rejected),
+            (S::Submitted, A::Reject, Delivery::Pickup, S::Rejected),
+            (S::Submitted, A::Reject, Delivery::OnTheSpot, S::Rejected),
+            (S::Approved, A::Produce, Delivery::Mail, S::Produced),
+            (S::Approved, A::Produce, Delivery::Pickup, S::Produced),
+            (S::Approved, A::Produce, Delivery::OnTheSpot, S::Produced),
+            (S::Produced, A::Dispatch, Delivery::Mail, S::Mailed),
+            (S::Produced, A::Dispatch, Delivery::Pickup, S::ReadyForPickup),
+            (S::Produced, A::ConfirmDelivery, Delivery::OnTheSpot, S::Delivered),
+            (S::Mailed, A::ConfirmDelivery, Delivery::Mail, S::Delivered),
+            (S::ReadyForPickup, A::ConfirmDelivery, Delivery::Pickup, S::Delivered),
+        ]
+    };
+
+    #[test]
+    fn every_application_state_action_and_delivery_outside_the_table_is_a_conflict() {
+        let mut allowed = 0;
+        for &status in ApplicationStatus::ALL {
+            for &action in ApplicationAction::ALL {
+                for &delivery in Delivery::ALL {
+                    let expected = APPLICATION_TABLE
+                        .iter()
+                        .find(|(s, a, d, _)| (*s, *a, *d) == (status, action, delivery))
+                        .map(|row| row.3);
+                    match (next_application_status(status, action, delivery), expected) {
+                        (Ok(next), Some(want)) => {
+                            assert_eq!(next, want);
+                            allowed += 1;
+                        }
+                        (Err(conflict), None) => {
+                            let error = conflict.into_error();
+                            assert_eq!(
+                                (error.code(), error.reason()),
+                                (tonic::Code::FailedPrecondition, Reason::CardStateConflict)
+                            );
+                            assert_eq!(conflict.status, status.as_str());
+                            assert_eq!(conflict.action, action.as_str());
+                        }
+                        (got, want) => panic!("{status:?} x {action:?} x {delivery:?}: {got:?}, expected {want:?}"),
+                    }
+                }
+            }
+        }
+        assert_eq!(allowed, APPLICATION_TABLE.len());
+    }
+
+    #[test]
+    fn every_card_state_and_action_outside_the_table_is_a_conflict() {
+        use CardAction as A;
+        use CardStatus as S;
+        let table = [
+            (S::Valid, A::Activate, S::Valid),
+            (S::Valid, A::ReportTemporaryLoss, S::LostTemporary),
+            (S::Valid, A::ReportFormalLoss, S::Lost),
+            (S::LostTemporary, A::ReportFormalLoss, S::Lost),
+            (S::LostTemporary, A::CancelLossReport, S::Valid),
+            (S::Lost, A::Replace, S::Replaced),
+        ];
+        for &status in CardStatus::ALL {
+            for &action in CardAction::ALL {
+                let expected = table.iter().find(|(s, a, _)| (*s, *a) == (status, action)).map(|row| row.2);
+                match expected {
+                    Some(want) => assert_eq!(next_card_status(status, action), Ok(want)),
+                    None => assert_eq!(
+                        next_card_status(status, action),
+                        Err(StateConflict { status: status.as_str(), action: action.as_str() }),
+                        "{status:?} x {action:?}"
+                    ),
+                }
+            }
+        }
+        // A formally lost card is never unfrozen; a frozen one cannot be activated (used).
+        assert!(next_card_status(S::Lost, A::CancelLossReport).is_err());
+        assert!(next_card_status(S::LostTemporary, A::Activate).is_err());
+    }
+
+    #[test]
+    fn spellings_round_trip() {
+        for &c in CardChannel::ALL {
+            assert_eq!(CardChannel::parse(c.as_str()), Some(c));
+        }
+        for &s in ApplicationStatus::ALL {
+            assert_eq!(ApplicationStatus::parse(s.as_str()), Some(s));
+        }
+        for &s in CardStatus::ALL {
+            assert_eq!(CardStatus::parse(s.as_str()), Some(s));
+        }
+        for &d in Delivery::ALL {
+            assert_eq!(Delivery::parse(d.as_str()), Some(d));
+        }
+        assert!(ApplicationStatus::Submitted.is_open());
+        assert!(ApplicationStatus::ReadyForPickup.is_open());
+        assert!(!ApplicationStatus::Rejected.is_open());
+        assert!(!ApplicationStatus::Delivered.is_open());
+    }
+
+    #[test]
+    fn card_numbers_carry_the_issuer_prefix_and_a_luhn_check_digit() {
+        // The classic Luhn example: 7992739871 has check digit 3.
+        assert_eq!(luhn_check_digit("7992739871"), 3);
+        let first = card_number(1).unwrap();
+        assert_eq!(first.len(), CARD_NUMBER_DIGITS);
+        assert!(first.starts_with("861100000000001"));
+        assert_eq!(parse_card_number("card_number", &first).unwrap(), first);
+        // One wrong digit is caught by the check digit.
+        let mut typo = first.clone().into_bytes();
+        typo[10] = if typo[10] == b'9' { b'8' } else { typo[10] + 1 };
+        assert!(parse_card_number("card_number", std::str::from_utf8(&typo).unwrap()).is_err());
+        assert!(parse_card_number("card_number", "1234").is_err());
+        assert!(parse_card_number("card_number", &format!("9{}", &first[1..])).is_err());
+        assert_ne!(card_number(2).unwrap(), first);
+        assert!(card_number(0).is_none());
+        assert!(card_number(1_000_000_000).is_none());
+        assert!(card_number(999_999_999).is_some());
+    }
+
+    #[test]
+    fn channels_take_exactly_their_fields() {
+        let online = ApplicationFields {
+            sms: true,
+            front: true,
+            back: true,
+            photo: true,
+            face: true,
+            address: true,
+            fee: true,
+            agent: false,
+        };
+        assert!(check_channel_fields(CardChannel::Online, online).is_ok());
+        // The photo and ID documents are checked later (DOCUMENT_MISSING).
+        assert!(check_channel_fields(CardChannel::Online, ApplicationFields { photo: false, ..online }).is_ok());
+        let error = check_channel_fields(CardChannel::Online, ApplicationFields { sms: false, ..online }).unwrap_err();
+        assert_eq!(error.reason(), Reason::InvalidArgument);
+        assert!(check_channel_fields(CardChannel::ServiceCenter, ApplicationFields::default()).is_ok());
+        assert!(check_channel_fields(CardChannel::ServicePoint, online).is_err());
+        assert!(check_channel_fields(CardChannel::Agent, ApplicationFields::default()).is_err());
+        assert!(
+            check_channel_fields(CardChannel::Agent, ApplicationFields { agent: true, ..Default::default() }).is_ok()
+        );
+        assert!(check_channel_fields(CardChannel::Employer, ApplicationFields::default()).is_err());
+        assert!(check_channel_fields(CardChannel::Replacement, ApplicationFields::default()).is_err());
+    }
+
+    #[test]
+    fn counter_channels_are_for_ops_and_activation_for_the_matching_kind() {
+        assert!(require_channel_partner(CardChannel::Online, PartnerKind::MiniProgram).is_ok());
+        for channel in [CardChannel::ServiceCenter, CardChannel::ServicePoint, CardChannel::Agent] {
+            assert!(require_channel_partner(channel, PartnerKind::Ops).is_ok());
+            let error = require_channel_partner(channel, PartnerKind::Bank).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::PartnerKindNotAllowed));
+        }
+        assert!(ActivationChannel::Bank.require_partner(PartnerKind::Bank).is_ok());
+        assert!(ActivationChannel::Bank.require_partner(PartnerKind::Hospital).is_err());
+        assert!(ActivationChannel::Pharmacy.require_partner(PartnerKind::Pharmacy).is_ok());
+        assert!(require_fee_partner(PartnerKind::Bank).is_ok());
+        assert!(require_fee_partner(PartnerKind::Ops).is_err());
+    }
+
+    #[test]
+    fn under_sixteen_a_guardian_applies_and_over_none_may() {
+        let guardian = Uuid::now_v7();
+        assert_eq!(applicant_rule(15, Some(guardian)).unwrap(), Applicant::Guardian(guardian));
+        assert_eq!(applicant_rule(15, None).unwrap_err().reason(), Reason::GuardianRequired);
+        assert_eq!(applicant_rule(16, Some(guardian)).unwrap_err().reason(), Reason::GuardianNotAllowed);
+        assert_eq!(applicant_rule(16, None).unwrap(), Applicant::Themself);
+        assert!(!photo_required(6));
+        assert!(photo_required(7));
+    }
+
+    #[test]
+    fn functions_freeze_with_the_card_and_close_with_it() {
+        assert_eq!(function_status(CardStatus::Valid, false), FunctionStatus::Inactive);
+        assert_eq!(function_status(CardStatus::Valid, true), FunctionStatus::Active);
+        assert_eq!(function_status(CardStatus::LostTemporary, true), FunctionStatus::Frozen);
+        assert_eq!(function_status(CardStatus::Lost, true), FunctionStatus::Closed);
+        assert_eq!(function_status(CardStatus::Replaced, false), FunctionStatus::Closed);
+    }
+
+    #[test]
+    fn fees_addresses_and_free_text_are_validated() {
+        assert_eq!(fee_terms(2000, " PAY-1_a ").unwrap(), (2000, "PAY-1_a".to_owned()));
+        assert!(fee_terms(0, "r").is_err());
+        assert!(fee_terms(MAX_FEE_CENTS + 1, "r").is_err());
+        assert!(fee_terms(100, "a b").is_err());
+        let person = Uuid::now_v7();
+        assert_eq!(check_fee(Some((person, false)), person), Ok(()));
+        assert_eq!(check_fee(None, person), Err(FeeCheck::NotFound));
+        assert_eq!(check_fee(Some((Uuid::now_v7(), false)), person), Err(FeeCheck::Foreign));
+        assert_eq!(check_fee(Some((person, true)), person), Err(FeeCheck::Used));
+
+        let address = mailing_address("a.", "110105", " 1 Main St ", "张三", "+86 138-1234-5678").unwrap();
+        assert_eq!((address.street.as_str(), address.phone.as_str()), ("1 Main St", "13812345678"));
+        assert!(!format!("{address:?}").contains("张三"));
+        let error = mailing_address("a.", "11010", "", "x", "12345").unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert!(!error.message().contains("12345"));
+        assert!(mobile_digits("13812345678").is_some());
+        assert!(mobile_digits("12812345678").is_none());
+        assert!(mobile_digits("138--12345678").is_none());
+        assert!(rejection_reason("photo unclear").is_ok());
+        assert!(rejection_reason(" ").is_err());
+        assert!(tracking_number("SF1234567890").is_ok());
+        assert!(tracking_number("SF 1").is_err());
+        assert!(employer_code("ACME-01").is_ok());
+        assert!(employer_code("").is_err());
+    }
+
+    #[test]
+    fn page_tokens_round_trip() {
+        let cursor = ApplicationCursor {
+            submitted_at: date(2026, 11, 23).and_hms_micro_opt(8, 1, 2, 345_678).unwrap(),
+            application_id: Uuid::now_v7(),
+        };
+        assert_eq!(ApplicationCursor::decode(&cursor.encode()).unwrap(), cursor);
+        assert!(ApplicationCursor::decode("nonsense").is_err());
+    }
+}

@@ -1,0 +1,964 @@
+//! `medins.insurance.v1.CardService`: decode and validate, authorise, apply the card rules of
+//! `domain::card` in the contract's order, record through `store::card`, encode.
+//!
+//! ONLINE applications use up the applicant's SMS challenge at identity-svc as the very last
+//! check, after every other refusal had its chance, so a refused application leaves the
+//! challenge usable. The insert follows in the next transaction; if the process dies in
+//! between (or a concurrent application of the same person wins), the challenge is spent and
+//! the person asks for a new code: nothing else was written, no fee was taken and the face
+//! session stays unused.
+
+use chrono::{Datelike, NaiveDate};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    auth::{Caller, Partner, PartnerKind},
+    convert::{from_timestamp, timestamp},
+    error::{require_enum, require_uuid},
+    mask::{mask_name, mask_phone},
+};
+use medins_proto::{
+    identity::v1::SmsPurpose,
+    insurance::v1::{
+        self as pb, ActivateCardRequest, ActivateCardResponse, ApplyForCardRequest, ApplyForCardResponse,
+        ApplyForCardsBatchRequest, ApplyForCardsBatchResponse, CancelCardLossReportRequest,
+        CancelCardLossReportResponse, ConfirmCardDeliveryRequest, ConfirmCardDeliveryResponse,
+        GetCardApplicationRequest, GetCardApplicationResponse, GetCardRequest, GetCardResponse,
+        ListCardApplicationsRequest, ListCardApplicationsResponse, RecordCardDispatchRequest,
+        RecordCardDispatchResponse, RecordCardFeeRequest, RecordCardFeeResponse, RecordCardProductionRequest,
+        RecordCardProductionResponse, ReplaceCardRequest, ReplaceCardResponse, ReportCardLossRequest,
+        ReportCardLossResponse, ReviewCardApplicationRequest, ReviewCardApplicationResponse, card_batch_person,
+        card_service_server::CardService, get_card_request,
+    },
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::SharedState;
+use crate::{
+    domain::{
+        account::Scheme,
+        card::{
+            ActivationChannel, Applicant, ApplicationCursor, ApplicationFields, ApplicationStatus, CardAction,
+            CardChannel, CardStatus, Delivery, FeeCheck, FunctionStatus, MAX_BATCH, MailingAddress, applicant_rule,
+            check_channel_fields, check_fee, delivery_of, employer_code, fee_terms, function_status, guardian_required,
+            mailing_address, parse_card_number, photo_required, rejection_reason, require_channel_partner,
+            require_fee_partner, tracking_number,
+        },
+        document::DocumentKind,
+        face::{FaceCheck, FacePurpose, check_face_session},
+        ledger::page_size,
+        voucher::{age_on, require_insured},
+    },
+    store::card::{ApplicationFilter, Card, CardApplication, CardFee, Evidence, NewApplication},
+};
+
+/// The CardService implementation.
+pub struct CardApi {
+    state: SharedState,
+}
+
+fn optional_uuid(field: &str, raw: &str) -> ApiResult<Option<Uuid>> {
+    if raw.trim().is_empty() { Ok(None) } else { require_uuid(field, raw).map(Some) }
+}
+
+fn channel_from_wire(raw: i32) -> ApiResult<CardChannel> {
+    Ok(match require_enum::<pb::CardChannel>("channel", raw)? {
+        pb::CardChannel::Online => CardChannel::Online,
+        pb::CardChannel::ServiceCenter => CardChannel::ServiceCenter,
+        pb::CardChannel::ServicePoint => CardChannel::ServicePoint,
+        pb::CardChannel::Agent => CardChannel::Agent,
+        pb::CardChannel::Employer => CardChannel::Employer,
+        pb::CardChannel::Replacement => CardChannel::Replacement,
+        pb::CardChannel::Unspecified => unreachable!("require_enum refuses the zero value"),
+    })
+}
+
+fn channel_to_wire(channel: CardChannel) -> pb::CardChannel {
+    match channel {
+        CardChannel::Online => pb::CardChannel::Online,
+        CardChannel::ServiceCenter => pb::CardChannel::ServiceCenter,
+        CardChannel::ServicePoint => pb::CardChannel::ServicePoint,
+        CardChannel::Agent => pb::CardChannel::Agent,
+        CardChannel::Employer => pb::CardChannel::Employer,
+        CardChannel::Replacement => pb::CardChannel::Replacement,
+    }
+}
+
+fn status_to_wire(status: ApplicationStatus) -> pb::CardApplicationStatus {
+    match status {
+        ApplicationStatus::Submitted => pb::CardApplicationStatus::Submitted,
+        ApplicationStatus::Approved => pb::CardApplicationStatus::Approved,
+        ApplicationStatus::Rejected => pb::CardApplicationStatus::Rejected,
+        ApplicationStatus::Produced => pb::CardApplicationStatus::Produced,
+        ApplicationStatus::Mailed => pb::CardApplicationStatus::Mailed,
+        ApplicationStatus::ReadyForPickup => pb::CardApplicationStatus::ReadyForPickup,
+        ApplicationStatus::Delivered => pb::CardApplicationStatus::Delivered,
+    }
+}
+
+fn status_from_wire(status: pb::CardApplicationStatus) -> Option<ApplicationStatus> {
+    Some(match status {
+        pb::CardApplicationStatus::Unspecified => return None,
+        pb::CardApplicationStatus::Submitted => ApplicationStatus::Submitted,
+        pb::CardApplicationStatus::Approved => ApplicationStatus::Approved,
+        pb::CardApplicationStatus::Rejected => ApplicationStatus::Rejected,
+        pb::CardApplicationStatus::Produced => ApplicationStatus::Produced,
+        pb::CardApplicationStatus::Mailed => ApplicationStatus::Mailed,
+        pb::CardApplicationStatus::ReadyForPickup => ApplicationStatus::ReadyForPickup,
+        pb::CardApplicationStatus::Delivered => ApplicationStatus::Delivered,
+    })
+}
+
+fn date_message(date: NaiveDate) -> pb::CardDate {
+    pb::CardDate { year: date.year(), month: date.month() as i32, day: date.day() as i32 }
+}
+
+fn address_message(address: &MailingAddress) -> pb::MaskedMailingAddress {
+    pb::MaskedMailingAddress {
+        region_code: address.region_code.clone(),
+        street: address.street.clone(),
+        masked_recipient: mask_name(&address.recipient),
+        masked_phone: mask_phone(&address.phone),
+    }
+}
+
+/// The wire form of an application.
+pub fn application_message(application: &CardApplication) -> pb::CardApplication {
+    let text = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    pb::CardApplication {
+        application_id: application.id.to_string(),
+        person_id: application.person_id.to_string(),
+        channel: channel_to_wire(application.channel) as i32,
+        delivery: match application.delivery {
+            Delivery::Mail => pb::CardDelivery::Mail,
+            Delivery::Pickup => pb::CardDelivery::Pickup,
+            Delivery::OnTheSpot => pb::CardDelivery::OnTheSpot,
+        } as i32,
+        status: status_to_wire(application.status) as i32,
+        guardian_person_id: text(application.guardian_person_id),
+        agent_person_id: text(application.agent_person_id),
+        employer_code: application.employer_code.clone().unwrap_or_default(),
+        replaces_card_number: application.replaces_card_number.clone().unwrap_or_default(),
+        rejection_reason: application.rejection_reason.clone().unwrap_or_default(),
+        ready_by: application.ready_by.map(date_message),
+        tracking_number: application.tracking_number.clone().unwrap_or_default(),
+        card_number: application.card_number.clone().unwrap_or_default(),
+        mailing_address: application.mailing_address.as_ref().map(address_message),
+        fee_id: text(application.fee_id),
+        partner_id: application.partner_id.clone(),
+        submitted_at: Some(timestamp(application.submitted_at)),
+        updated_at: Some(timestamp(application.updated_at)),
+        history: application
+            .history
+            .iter()
+            .map(|event| pb::CardApplicationEvent {
+                status: status_to_wire(event.status) as i32,
+                at: Some(timestamp(event.at)),
+                partner_id: event.partner_id.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn function_message(status: FunctionStatus) -> pb::CardFunctionStatus {
+    match status {
+        FunctionStatus::Inactive => pb::CardFunctionStatus::Inactive,
+        FunctionStatus::Active => pb::CardFunctionStatus::Active,
+        FunctionStatus::Frozen => pb::CardFunctionStatus::Frozen,
+        FunctionStatus::Closed => pb::CardFunctionStatus::Closed,
+    }
+}
+
+/// The wire form of a card.
+pub fn card_message(card: &Card) -> pb::Card {
+    pb::Card {
+        card_number: card.card_number.clone(),
+        person_id: card.person_id.to_string(),
+        application_id: card.application_id.to_string(),
+        status: match card.status {
+            CardStatus::Valid => pb::CardStatus::Valid,
+            CardStatus::LostTemporary => pb::CardStatus::LostTemporary,
+            CardStatus::Lost => pb::CardStatus::Lost,
+            CardStatus::Replaced => pb::CardStatus::Replaced,
+        } as i32,
+        medical_status: function_message(function_status(card.status, card.medical_activated_at.is_some())) as i32,
+        financial_status: function_message(function_status(card.status, card.financial_activated_at.is_some())) as i32,
+        medical_activated_at: card.medical_activated_at.map(timestamp),
+        financial_activated_at: card.financial_activated_at.map(timestamp),
+        replaced_by_application_id: card.replaced_by_application_id.map(|id| id.to_string()).unwrap_or_default(),
+        issued_at: Some(timestamp(card.issued_at)),
+        updated_at: Some(timestamp(card.updated_at)),
+        delivered: card.delivered,
+    }
+}
+
+fn fee_message(fee: &CardFee) -> pb::CardFee {
+    pb::CardFee {
+        fee_id: fee.id.to_string(),
+        person_id: fee.person_id.to_string(),
+        amount_cents: fee.amount_cents,
+        reference: fee.reference.clone(),
+        bank_partner_id: fee.bank_partner_id.clone(),
+        application_id: fee.application_id.map(|id| id.to_string()).unwrap_or_default(),
+        recorded_at: Some(timestamp(fee.recorded_at)),
+    }
+}
+
+fn address_of(prefix: &str, address: Option<&pb::MailingAddress>) -> ApiResult<Option<MailingAddress>> {
+    address.map(|a| mailing_address(prefix, &a.region_code, &a.street, &a.recipient, &a.phone)).transpose()
+}
+
+/// An ONLINE application's proof, decoded.
+struct OnlineProof {
+    sms_challenge_id: Uuid,
+    face_session_id: Uuid,
+    id_card_front: Option<Uuid>,
+    id_card_back: Option<Uuid>,
+    photo: Option<Uuid>,
+    fee_id: Uuid,
+    address: MailingAddress,
+}
+
+/// A decoded ApplyForCard request.
+struct Application {
+    person_id: Uuid,
+    channel: CardChannel,
+    guardian: Option<Uuid>,
+    online: Option<OnlineProof>,
+    agent: Option<pb::PersonIdentity>,
+}
+
+fn decode_application(body: &ApplyForCardRequest) -> ApiResult<Application> {
+    let person_id = require_uuid("person_id", &body.person_id)?;
+    let channel = channel_from_wire(body.channel)?;
+    let given = |text: &str| !text.trim().is_empty();
+    check_channel_fields(
+        channel,
+        ApplicationFields {
+            sms: given(&body.sms_challenge_id),
+            front: given(&body.id_card_front_document_id),
+            back: given(&body.id_card_back_document_id),
+            photo: given(&body.photo_document_id),
+            face: given(&body.face_session_id),
+            address: body.mailing_address.is_some(),
+            fee: given(&body.fee_id),
+            agent: body.agent.is_some(),
+        },
+    )?;
+    let guardian = optional_uuid("guardian_person_id", &body.guardian_person_id)?;
+    if guardian == Some(person_id) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "guardian_person_id",
+            "must not be the applicant",
+        ));
+    }
+    let online = match channel {
+        CardChannel::Online => Some(OnlineProof {
+            sms_challenge_id: require_uuid("sms_challenge_id", &body.sms_challenge_id)?,
+            face_session_id: require_uuid("face_session_id", &body.face_session_id)?,
+            id_card_front: optional_uuid("id_card_front_document_id", &body.id_card_front_document_id)?,
+            id_card_back: optional_uuid("id_card_back_document_id", &body.id_card_back_document_id)?,
+            photo: optional_uuid("photo_document_id", &body.photo_document_id)?,
+            fee_id: require_uuid("fee_id", &body.fee_id)?,
+            address: address_of("mailing_address.", body.mailing_address.as_ref())?
+                .ok_or_else(|| ApiError::invalid_field(Reason::InvalidArgument, "mailing_address", "required"))?,
+        }),
+        _ => None,
+    };
+    Ok(Application { person_id, channel, guardian, online, agent: body.agent.clone() })
+}
+
+fn document_error(reason: Reason, field: &str, check: &str, message: &str) -> ApiError {
+    ApiError::failed_precondition(reason, message)
+        .with_metadata("document", field)
+        .with_metadata("document_check", check)
+}
+
+impl CardApi {
+    /// Handlers over `state`.
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+
+    /// The applicant's age today (China Standard Time) from the insured account, which must be
+    /// ACTIVE.
+    async fn insured_age(&self, person_id: Uuid) -> ApiResult<(i32, crate::store::account::Account)> {
+        let account = self.state.accounts.find_open_by_person(person_id).await?;
+        require_insured(account.as_ref().map(|a| a.status))?;
+        let account = account.expect("require_insured refuses none");
+        Ok((age_on(account.birth_date, self.state.clock.today()), account))
+    }
+
+    /// The guardian rule with the binding check: a guardian must be an ACTIVE binder.
+    async fn check_applicant(&self, person_id: Uuid, age: i32, guardian: Option<Uuid>) -> ApiResult<Applicant> {
+        let applicant = applicant_rule(age, guardian)?;
+        if let Applicant::Guardian(guardian) = applicant
+            && self.state.family.find_active(guardian, person_id).await?.is_none()
+        {
+            return Err(guardian_required("not_binder"));
+        }
+        Ok(applicant)
+    }
+
+    async fn check_document(
+        &self,
+        field: &str,
+        id: Option<Uuid>,
+        kind: DocumentKind,
+        owner: Uuid,
+        required: bool,
+    ) -> ApiResult<Option<Uuid>> {
+        let Some(id) = id else {
+            return if required {
+                Err(document_error(Reason::DocumentMissing, field, "missing", "a required document is missing"))
+            } else {
+                Ok(None)
+            };
+        };
+        let invalid = |check: &str, message: &str| document_error(Reason::DocumentInvalid, field, check, message);
+        let document = self.state.documents.find(id).await?.ok_or_else(|| invalid("not_found", "no such document"))?;
+        if document.owner_person_id != owner {
+            return Err(invalid("foreign", "the document is not the applicant's"));
+        }
+        if document.kind != kind {
+            return Err(invalid("wrong_kind", "the document is not of the kind this field needs"));
+        }
+        if !document.content_type.is_image() {
+            return Err(invalid("not_image", "the document must be a JPEG or PNG image"));
+        }
+        Ok(Some(id))
+    }
+
+    async fn check_face(&self, session_id: Uuid, actor: Uuid) -> ApiResult<()> {
+        let state = &self.state;
+        let session = match state.identity.get_face_verification(&session_id.to_string(), "face_session_id.").await {
+            Ok(session) => session,
+            Err(error) if error.reason() == Reason::FaceSessionNotFound => return Err(FaceCheck::NotFound.into_error()),
+            Err(error) => return Err(error),
+        };
+        let facts = super::voucher::face_facts(&session)?;
+        check_face_session(&facts, actor, FacePurpose::CardApplication, state.clock.stored_now())
+            .map_err(FaceCheck::into_error)?;
+        if state.cards.face_session_used(session_id).await? {
+            return Err(FaceCheck::Reused.into_error());
+        }
+        Ok(())
+    }
+
+    /// ApplyForCard after decoding, in the contract's order.
+    async fn apply(
+        &self,
+        request: &Request<ApplyForCardRequest>,
+        application: Application,
+        caller: &Partner,
+    ) -> ApiResult<ApplyForCardResponse> {
+        let state = &self.state;
+        let person_id = application.person_id;
+        // The one applying: the guardian for a minor. Their token, SMS and face prove it.
+        let actor = application.guardian.unwrap_or(person_id);
+        state.person_tokens.authorize(request, actor).await?;
+        let (age, _) = self.insured_age(person_id).await?;
+        self.check_applicant(person_id, age, application.guardian).await?;
+        if let Some(conflict) = state.cards.application_conflict(person_id).await? {
+            return Err(conflict);
+        }
+        let agent_person_id = match &application.agent {
+            Some(agent) => {
+                let agent = state.identity.resolve_person(&agent.name, &agent.id_number, "agent.").await?;
+                let agent_id = require_uuid("agent", &agent.person_id)?;
+                if agent_id == person_id {
+                    return Err(ApiError::failed_precondition(
+                        Reason::AgentIsApplicant,
+                        "the agent must be another person than the applicant",
+                    ));
+                }
+                Some(agent_id)
+            }
+            None => None,
+        };
+        let mut evidence = None;
+        let mut fee_id = None;
+        let mut address = None;
+        if let Some(online) = application.online {
+            let front = self
+                .check_document(
+                    "id_card_front_document_id",
+                    online.id_card_front,
+                    DocumentKind::IdCardFront,
+                    person_id,
+                    true,
+                )
+                .await?;
+            let back = self
+                .check_document(
+                    "id_card_back_document_id",
+                    online.id_card_back,
+                    DocumentKind::IdCardBack,
+                    person_id,
+                    true,
+                )
+                .await?;
+            let photo = self
+                .check_document("photo_document_id", online.photo, DocumentKind::Photo, person_id, photo_required(age))
+                .await?;
+            self.check_face(online.face_session_id, actor).await?;
+            let fee = state.cards.find_fee(online.fee_id).await?;
+            check_fee(fee.map(|f| (f.person_id, f.application_id.is_some())), person_id)
+                .map_err(FeeCheck::into_error)?;
+            // Last: every other refusal leaves the challenge usable.
+            state
+                .identity
+                .consume_sms_challenge(
+                    &actor.to_string(),
+                    &online.sms_challenge_id.to_string(),
+                    SmsPurpose::CardApplication,
+                    "sms_",
+                )
+                .await?;
+            evidence = Some(Evidence {
+                id_card_front: front.expect("required"),
+                id_card_back: back.expect("required"),
+                photo,
+                face_session_id: online.face_session_id,
+                sms_challenge_id: online.sms_challenge_id,
+            });
+            fee_id = Some(online.fee_id);
+            address = Some(online.address);
+        }
+        let new = NewApplication {
+            person_id,
+            channel: application.channel,
+            delivery: delivery_of(application.channel, address.is_some()),
+            partner_id: caller.id.clone(),
+            guardian_person_id: application.guardian,
+            agent_person_id,
+            employer_code: None,
+            evidence,
+            mailing_address: address,
+            fee_id,
+        };
+        let on_spot = application.channel == CardChannel::ServiceCenter;
+        let (application, card) = state.cards.submit(new, on_spot, state.clock.stored_now()).await?;
+        tracing::info!(
+            application_id = %application.id,
+            %person_id,
+            channel = application.channel.as_str(),
+            status = application.status.as_str(),
+            partner = %caller.id,
+            "card application submitted"
+        );
+        Ok(ApplyForCardResponse {
+            application: Some(application_message(&application)),
+            card: card.as_ref().map(card_message),
+        })
+    }
+
+    /// One employee of a batch: the person, then the account of this employer, then the rules.
+    async fn apply_employee(
+        &self,
+        index: usize,
+        entry: &pb::CardBatchPerson,
+        employer: &str,
+        caller: &Partner,
+    ) -> (Option<Uuid>, ApiResult<CardApplication>) {
+        let person_id = match &entry.person {
+            Some(card_batch_person::Person::PersonId(id)) => require_uuid(&format!("persons[{index}].person_id"), id),
+            Some(card_batch_person::Person::Identity(identity)) => self
+                .state
+                .identity
+                .resolve_person(&identity.name, &identity.id_number, &format!("persons[{index}].identity."))
+                .await
+                .and_then(|person| require_uuid("person_id", &person.person_id)),
+            None => Err(ApiError::invalid_field(
+                Reason::InvalidArgument,
+                &format!("persons[{index}]"),
+                "set person_id or identity",
+            )),
+        };
+        let person_id = match person_id {
+            Ok(id) => id,
+            Err(error) => return (None, Err(error)),
+        };
+        let result = async {
+            let (age, account) = self.insured_age(person_id).await?;
+            if account.scheme != Scheme::Employee || account.employer_code.as_deref() != Some(employer) {
+                return Err(ApiError::failed_precondition(
+                    Reason::EmployerMismatch,
+                    "the person has no EMPLOYEE account of this employer code",
+                ));
+            }
+            self.check_applicant(person_id, age, None).await?;
+            let new = NewApplication {
+                person_id,
+                channel: CardChannel::Employer,
+                delivery: delivery_of(CardChannel::Employer, false),
+                partner_id: caller.id.clone(),
+                guardian_person_id: None,
+                agent_person_id: None,
+                employer_code: Some(employer.to_owned()),
+                evidence: None,
+                mailing_address: None,
+                fee_id: None,
+            };
+            let (application, _) = self.state.cards.submit(new, false, self.state.clock.stored_now()).await?;
+            Ok(application)
+        }
+        .await;
+        (Some(person_id), result)
+    }
+
+    /// Loads an application and checks the caller may read it: operators, the applicant or the
+    /// guardian (token), or the employer partner that applied for it.
+    async fn readable_application<T>(&self, request: &Request<T>, id: Uuid) -> ApiResult<CardApplication> {
+        let caller = Caller::of(request)?;
+        let application =
+            self.state.cards.find_application(id).await?.ok_or_else(|| {
+                ApiError::not_found(Reason::CardApplicationNotFound, "no card application with this id")
+            })?;
+        if caller.kind == PartnerKind::Employer && application.partner_id == caller.id {
+            return Ok(application);
+        }
+        if let Some(claims) = self.state.person_tokens.claims(request).await?
+            && claims.person_id != application.person_id
+            && Some(claims.person_id) != application.guardian_person_id
+        {
+            return Err(ApiError::new(
+                tonic::Code::PermissionDenied,
+                Reason::PersonTokenInvalid,
+                "the person token was issued for another person",
+            ));
+        }
+        Ok(application)
+    }
+
+    /// Loads a card by a number field and checks the caller may act for its holder.
+    async fn holders_card<T>(&self, request: &Request<T>, raw_number: &str) -> ApiResult<Card> {
+        let number = parse_card_number("card_number", raw_number)?;
+        let card = self
+            .state
+            .cards
+            .find_card(number)
+            .await?
+            .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "no card with this number"))?;
+        self.state.person_tokens.authorize(request, card.person_id).await?;
+        Ok(card)
+    }
+
+    /// A loss report or its cancellation by the holder or operators.
+    async fn change_card<T: prost::Message>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        raw_number: &str,
+        action: CardAction,
+    ) -> Result<pb::Card, Status> {
+        let caller = Caller::of(request)?;
+        let state = &self.state;
+        state
+            .idempotency
+            .run(&caller.id, method, request.metadata(), request.get_ref(), || async {
+                let card = self.holders_card(request, raw_number).await?;
+                let card = state.cards.change_card(card.card_number, action, state.clock.stored_now()).await?;
+                tracing::info!(
+                    application_id = %card.application_id,
+                    status = card.status.as_str(),
+                    partner = %caller.id,
+                    "card status changed"
+                );
+                Ok(card_message(&card))
+            })
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl CardService for CardApi {
+    async fn record_card_fee(
+        &self,
+        request: Request<RecordCardFeeRequest>,
+    ) -> Result<Response<RecordCardFeeResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let person_id = require_uuid("person_id", &body.person_id)?;
+        let (amount_cents, reference) = fee_terms(body.amount_cents, &body.reference)?;
+        require_fee_partner(caller.kind)?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "RecordCardFee", request.metadata(), body, || async {
+                let (fee, created) = state
+                    .cards
+                    .record_fee(person_id, caller.id.clone(), reference, amount_cents, state.clock.stored_now())
+                    .await?;
+                if created {
+                    tracing::info!(fee_id = %fee.id, %person_id, partner = %caller.id, "card fee recorded");
+                }
+                Ok(RecordCardFeeResponse { fee: Some(fee_message(&fee)), created })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn apply_for_card(
+        &self,
+        request: Request<ApplyForCardRequest>,
+    ) -> Result<Response<ApplyForCardResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let application = decode_application(request.get_ref())?;
+        require_channel_partner(application.channel, caller.kind)?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "ApplyForCard", request.metadata(), request.get_ref(), || async {
+                Ok(self.apply(&request, application, &caller).await?)
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn apply_for_cards_batch(
+        &self,
+        request: Request<ApplyForCardsBatchRequest>,
+    ) -> Result<Response<ApplyForCardsBatchResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let employer = employer_code(&body.employer_code)?;
+        if body.persons.is_empty() || body.persons.len() > MAX_BATCH {
+            return Err(
+                ApiError::invalid_field(Reason::InvalidArgument, "persons", "must list 1 to 100 persons").into()
+            );
+        }
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "ApplyForCardsBatch", request.metadata(), body, || async {
+                let mut results = Vec::with_capacity(body.persons.len());
+                let (mut accepted, mut refused) = (0, 0);
+                for (index, entry) in body.persons.iter().enumerate() {
+                    let (person_id, outcome) = self.apply_employee(index, entry, &employer, &caller).await;
+                    let mut result = pb::CardBatchResult {
+                        index: index as i32,
+                        person_id: person_id.map(|id| id.to_string()).unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    match outcome {
+                        Ok(application) => {
+                            accepted += 1;
+                            result.application = Some(application_message(&application));
+                        }
+                        // A fault of ours or a dependency down fails the whole call: retrying it
+                        // with the same idempotency key is then safe.
+                        Err(error) if matches!(error.code(), tonic::Code::Internal | tonic::Code::Unavailable) => {
+                            return Err(error.into());
+                        }
+                        Err(error) => {
+                            refused += 1;
+                            result.error_code = error.code() as i32;
+                            result.error_reason = error.reason().as_str().to_owned();
+                            result.error_message = error.message().to_owned();
+                        }
+                    }
+                    results.push(result);
+                }
+                tracing::info!(accepted, refused, partner = %caller.id, "card batch applied");
+                Ok(ApplyForCardsBatchResponse { results, accepted, refused })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn review_card_application(
+        &self,
+        request: Request<ReviewCardApplicationRequest>,
+    ) -> Result<Response<ReviewCardApplicationResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let id = require_uuid("application_id", &body.application_id)?;
+        let rejection = match require_enum::<pb::CardReviewDecision>("decision", body.decision)? {
+            pb::CardReviewDecision::Approve if body.rejection_reason.trim().is_empty() => None,
+            pb::CardReviewDecision::Approve => {
+                return Err(ApiError::invalid_field(
+                    Reason::InvalidArgument,
+                    "rejection_reason",
+                    "must be empty to approve",
+                )
+                .into());
+            }
+            pb::CardReviewDecision::Reject => Some(rejection_reason(&body.rejection_reason)?),
+            pb::CardReviewDecision::Unspecified => unreachable!("require_enum refuses the zero value"),
+        };
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "ReviewCardApplication", request.metadata(), body, || async {
+                let application = state
+                    .cards
+                    .review(id, rejection.clone(), state.clock.today(), caller.id.clone(), state.clock.stored_now())
+                    .await?;
+                tracing::info!(application_id = %id, status = application.status.as_str(), partner = %caller.id, "card application reviewed");
+                Ok(ReviewCardApplicationResponse { application: Some(application_message(&application)) })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn record_card_production(
+        &self,
+        request: Request<RecordCardProductionRequest>,
+    ) -> Result<Response<RecordCardProductionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let id = require_uuid("application_id", &body.application_id)?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "RecordCardProduction", request.metadata(), body, || async {
+                let (application, card) = state.cards.produce(id, caller.id.clone(), state.clock.stored_now()).await?;
+                tracing::info!(application_id = %id, partner = %caller.id, "card produced");
+                Ok(RecordCardProductionResponse {
+                    application: Some(application_message(&application)),
+                    card: Some(card_message(&card)),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn record_card_dispatch(
+        &self,
+        request: Request<RecordCardDispatchRequest>,
+    ) -> Result<Response<RecordCardDispatchResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let id = require_uuid("application_id", &body.application_id)?;
+        let tracking = match body.tracking_number.trim() {
+            "" => None,
+            text => Some(tracking_number(text)?),
+        };
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "RecordCardDispatch", request.metadata(), body, || async {
+                let application =
+                    state.cards.dispatch(id, tracking.clone(), caller.id.clone(), state.clock.stored_now()).await?;
+                tracing::info!(application_id = %id, status = application.status.as_str(), partner = %caller.id, "card dispatched");
+                Ok(RecordCardDispatchResponse { application: Some(application_message(&application)) })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn confirm_card_delivery(
+        &self,
+        request: Request<ConfirmCardDeliveryRequest>,
+    ) -> Result<Response<ConfirmCardDeliveryResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let id = require_uuid("application_id", &body.application_id)?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "ConfirmCardDelivery", request.metadata(), body, || async {
+                let (application, card) =
+                    state.cards.confirm_delivery(id, caller.id.clone(), state.clock.stored_now()).await?;
+                tracing::info!(application_id = %id, partner = %caller.id, "card delivered");
+                Ok(ConfirmCardDeliveryResponse {
+                    application: Some(application_message(&application)),
+                    card: Some(card_message(&card)),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_card_application(
+        &self,
+        request: Request<GetCardApplicationRequest>,
+    ) -> Result<Response<GetCardApplicationResponse>, Status> {
+        let id = require_uuid("application_id", &request.get_ref().application_id)?;
+        let application = self.readable_application(&request, id).await?;
+        Ok(Response::new(GetCardApplicationResponse { application: Some(application_message(&application)) }))
+    }
+
+    async fn list_card_applications(
+        &self,
+        request: Request<ListCardApplicationsRequest>,
+    ) -> Result<Response<ListCardApplicationsResponse>, Status> {
+        Caller::of(&request)?;
+        let body = request.get_ref();
+        let status = match body.status {
+            0 => None,
+            raw => status_from_wire(require_enum::<pb::CardApplicationStatus>("status", raw)?),
+        };
+        let time = |field: &str, ts: Option<&prost_types::Timestamp>| {
+            ts.map(|ts| {
+                from_timestamp(ts)
+                    .map(|t| t.naive_utc())
+                    .ok_or_else(|| ApiError::invalid_field(Reason::InvalidArgument, field, "not a valid time"))
+            })
+            .transpose()
+        };
+        let filter = ApplicationFilter {
+            status,
+            person_id: optional_uuid("person_id", &body.person_id)?,
+            from: time("submitted_from", body.submitted_from.as_ref())?,
+            before: time("submitted_before", body.submitted_before.as_ref())?,
+        };
+        if let (Some(from), Some(before)) = (filter.from, filter.before)
+            && from >= before
+        {
+            return Err(ApiError::invalid_field(
+                Reason::InvalidArgument,
+                "submitted_before",
+                "must be later than submitted_from",
+            )
+            .into());
+        }
+        let size = page_size(body.page_size)?;
+        let cursor = match body.page_token.trim() {
+            "" => None,
+            token => Some(ApplicationCursor::decode(token)?),
+        };
+        let (applications, next) = self.state.cards.list_applications(filter, cursor, size).await?;
+        Ok(Response::new(ListCardApplicationsResponse {
+            applications: applications.iter().map(application_message).collect(),
+            next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn activate_card(
+        &self,
+        request: Request<ActivateCardRequest>,
+    ) -> Result<Response<ActivateCardResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let number = parse_card_number("card_number", &body.card_number)?;
+        let channel = match require_enum::<pb::CardActivationChannel>("channel", body.channel)? {
+            pb::CardActivationChannel::Bank => ActivationChannel::Bank,
+            pb::CardActivationChannel::Hospital => ActivationChannel::Hospital,
+            pb::CardActivationChannel::Pharmacy => ActivationChannel::Pharmacy,
+            pb::CardActivationChannel::Unspecified => unreachable!("require_enum refuses the zero value"),
+        };
+        match (channel, &body.holder) {
+            (ActivationChannel::Bank, None) => {
+                return Err(ApiError::invalid_field(Reason::InvalidArgument, "holder", "required at a bank").into());
+            }
+            (ActivationChannel::Hospital | ActivationChannel::Pharmacy, Some(_)) => {
+                return Err(ApiError::invalid_field(Reason::InvalidArgument, "holder", "only used at a bank").into());
+            }
+            _ => {}
+        }
+        channel.require_partner(caller.kind)?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "ActivateCard", request.metadata(), body, || async {
+                let card = state
+                    .cards
+                    .find_card(number.clone())
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "no card with this number"))?;
+                if let Some(holder) = &body.holder {
+                    let person = state.identity.resolve_person(&holder.name, &holder.id_number, "holder.").await?;
+                    if require_uuid("holder", &person.person_id)? != card.person_id {
+                        return Err(ApiError::failed_precondition(
+                            Reason::CardHolderMismatch,
+                            "the identity shown is not the card holder's",
+                        )
+                        .into());
+                    }
+                }
+                let card =
+                    state.cards.activate(number.clone(), channel, caller.id.clone(), state.clock.stored_now()).await?;
+                tracing::info!(
+                    application_id = %card.application_id,
+                    channel = channel.as_str(),
+                    partner = %caller.id,
+                    "card activated or used"
+                );
+                Ok(ActivateCardResponse { card: Some(card_message(&card)) })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_card(&self, request: Request<GetCardRequest>) -> Result<Response<GetCardResponse>, Status> {
+        let card = match &request.get_ref().key {
+            Some(get_card_request::Key::CardNumber(number)) => self.holders_card(&request, number).await?,
+            Some(get_card_request::Key::PersonId(id)) => {
+                let person_id = require_uuid("person_id", id)?;
+                self.state.person_tokens.authorize(&request, person_id).await?;
+                self.state
+                    .cards
+                    .current_card_of(person_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "this person has no card"))?
+            }
+            None => {
+                return Err(
+                    ApiError::invalid_field(Reason::InvalidArgument, "key", "set card_number or person_id").into()
+                );
+            }
+        };
+        Ok(Response::new(GetCardResponse { card: Some(card_message(&card)) }))
+    }
+
+    async fn report_card_loss(
+        &self,
+        request: Request<ReportCardLossRequest>,
+    ) -> Result<Response<ReportCardLossResponse>, Status> {
+        let body = request.get_ref();
+        parse_card_number("card_number", &body.card_number)?;
+        let action = match require_enum::<pb::CardLossKind>("kind", body.kind)? {
+            pb::CardLossKind::Temporary => CardAction::ReportTemporaryLoss,
+            pb::CardLossKind::Formal => CardAction::ReportFormalLoss,
+            pb::CardLossKind::Unspecified => unreachable!("require_enum refuses the zero value"),
+        };
+        let card = self.change_card(&request, "ReportCardLoss", &body.card_number, action).await?;
+        Ok(Response::new(ReportCardLossResponse { card: Some(card) }))
+    }
+
+    async fn cancel_card_loss_report(
+        &self,
+        request: Request<CancelCardLossReportRequest>,
+    ) -> Result<Response<CancelCardLossReportResponse>, Status> {
+        let number = request.get_ref().card_number.clone();
+        parse_card_number("card_number", &number)?;
+        let card = self.change_card(&request, "CancelCardLossReport", &number, CardAction::CancelLossReport).await?;
+        Ok(Response::new(CancelCardLossReportResponse { card: Some(card) }))
+    }
+
+    async fn replace_card(
+        &self,
+        request: Request<ReplaceCardRequest>,
+    ) -> Result<Response<ReplaceCardResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        parse_card_number("card_number", &body.card_number)?;
+        let fee_id = require_uuid("fee_id", &body.fee_id)?;
+        let address = address_of("mailing_address.", body.mailing_address.as_ref())?;
+        let state = &self.state;
+        let response = state
+            .idempotency
+            .run(&caller.id, "ReplaceCard", request.metadata(), body, || async {
+                let card = self.holders_card(&request, &body.card_number).await?;
+                let (application, old) = state
+                    .cards
+                    .replace(card.card_number, fee_id, address.clone(), caller.id.clone(), state.clock.stored_now())
+                    .await?;
+                tracing::info!(
+                    application_id = %application.id,
+                    replaced_application_id = %old.application_id,
+                    partner = %caller.id,
+                    "card replacement applied"
+                );
+                Ok(ReplaceCardResponse {
+                    application: Some(application_message(&application)),
+                    replaced_card: Some(card_message(&old)),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+}

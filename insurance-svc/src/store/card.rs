@@ -1,0 +1,1004 @@
+//! Card fees, applications and cards at rest. Every step runs in one write transaction and
+//! changes an application or card only from the state it was read in (compare-and-set), so
+//! concurrent steps on one application cannot both pass; the schema's unique indexes back the
+//! one-open-application, one-current-card and use-once rules.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use diesel::prelude::*;
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    db::{Db, DbConnection, is_unique_violation, write_transaction},
+};
+use uuid::Uuid;
+
+use super::schema::{
+    card_application_events, card_application_evidence, card_applications, card_fees, card_mailing_addresses,
+    card_number_sequence, cards,
+};
+use crate::domain::{
+    card::{
+        ActivationChannel, ApplicationAction, ApplicationCursor, ApplicationStatus, CardAction, CardChannel,
+        CardStatus, Delivery, FeeCheck, MailingAddress, StateConflict, card_number, check_fee, next_application_status,
+        next_card_status, ready_by,
+    },
+    face::FaceCheck,
+};
+
+/// A card fee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardFee {
+    /// Fee id.
+    pub id: Uuid,
+    /// Who paid.
+    pub person_id: Uuid,
+    /// The bank partner.
+    pub bank_partner_id: String,
+    /// The bank's reference.
+    pub reference: String,
+    /// Amount in fen.
+    pub amount_cents: i64,
+    /// The application it paid for.
+    pub application_id: Option<Uuid>,
+    /// Recorded.
+    pub recorded_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = card_fees)]
+struct FeeRow {
+    id: String,
+    person_id: String,
+    bank_partner_id: String,
+    reference: String,
+    amount_cents: i64,
+    application_id: Option<String>,
+    recorded_at: NaiveDateTime,
+}
+
+fn uuid_of(text: &str, what: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(text).map_err(|_| ApiError::internal(format_args!("card store: bad {what}")))
+}
+
+impl TryFrom<FeeRow> for CardFee {
+    type Error = ApiError;
+
+    fn try_from(row: FeeRow) -> ApiResult<Self> {
+        Ok(CardFee {
+            id: uuid_of(&row.id, "fee id")?,
+            person_id: uuid_of(&row.person_id, "fee person_id")?,
+            bank_partner_id: row.bank_partner_id,
+            reference: row.reference,
+            amount_cents: row.amount_cents,
+            application_id: row.application_id.as_deref().map(|id| uuid_of(id, "fee application_id")).transpose()?,
+            recorded_at: row.recorded_at,
+        })
+    }
+}
+
+/// One status an application reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationEvent {
+    /// The status.
+    pub status: ApplicationStatus,
+    /// The partner whose call made the step.
+    pub partner_id: String,
+    /// When.
+    pub at: NaiveDateTime,
+}
+
+/// A card application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardApplication {
+    /// Application id.
+    pub id: Uuid,
+    /// The applicant.
+    pub person_id: Uuid,
+    /// Channel.
+    pub channel: CardChannel,
+    /// Delivery.
+    pub delivery: Delivery,
+    /// Status.
+    pub status: ApplicationStatus,
+    /// The partner that submitted it.
+    pub partner_id: String,
+    /// The guardian who applied (applicants under 16).
+    pub guardian_person_id: Option<Uuid>,
+    /// The agent (AGENT).
+    pub agent_person_id: Option<Uuid>,
+    /// The employer code (EMPLOYER).
+    pub employer_code: Option<String>,
+    /// The lost card replaced (REPLACEMENT).
+    pub replaces_card_number: Option<String>,
+    /// Why it was rejected.
+    pub rejection_reason: Option<String>,
+    /// When a pick-up card is ready by.
+    pub ready_by: Option<NaiveDate>,
+    /// Mail tracking number.
+    pub tracking_number: Option<String>,
+    /// The card's number.
+    pub card_number: Option<String>,
+    /// Submitted.
+    pub submitted_at: NaiveDateTime,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+    /// Mailing address (mailed cards; loaded by single reads only).
+    pub mailing_address: Option<MailingAddress>,
+    /// The fee that paid for it (loaded by single reads only).
+    pub fee_id: Option<Uuid>,
+    /// Every status reached, oldest first (loaded by single reads only).
+    pub history: Vec<ApplicationEvent>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = card_applications)]
+struct ApplicationRow {
+    id: String,
+    person_id: String,
+    channel: String,
+    delivery: String,
+    status: String,
+    partner_id: String,
+    guardian_person_id: Option<String>,
+    agent_person_id: Option<String>,
+    employer_code: Option<String>,
+    replaces_card_number: Option<String>,
+    rejection_reason: Option<String>,
+    ready_by: Option<NaiveDate>,
+    tracking_number: Option<String>,
+    card_number: Option<String>,
+    submitted_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+fn bad(what: &str) -> ApiError {
+    ApiError::internal(format_args!("card store: bad {what}"))
+}
+
+impl TryFrom<ApplicationRow> for CardApplication {
+    type Error = ApiError;
+
+    fn try_from(row: ApplicationRow) -> ApiResult<Self> {
+        let optional = |text: Option<String>, what: &str| text.as_deref().map(|t| uuid_of(t, what)).transpose();
+        Ok(CardApplication {
+            id: uuid_of(&row.id, "application id")?,
+            person_id: uuid_of(&row.person_id, "application person_id")?,
+            channel: CardChannel::parse(&row.channel).ok_or_else(|| bad("channel"))?,
+            delivery: Delivery::parse(&row.delivery).ok_or_else(|| bad("delivery"))?,
+            status: ApplicationStatus::parse(&row.status).ok_or_else(|| bad("application status"))?,
+            partner_id: row.partner_id,
+            guardian_person_id: optional(row.guardian_person_id, "guardian")?,
+            agent_person_id: optional(row.agent_person_id, "agent")?,
+            employer_code: row.employer_code,
+            replaces_card_number: row.replaces_card_number,
+            rejection_reason: row.rejection_reason,
+            ready_by: row.ready_by,
+            tracking_number: row.tracking_number,
+            card_number: row.card_number,
+            submitted_at: row.submitted_at,
+            updated_at: row.updated_at,
+            mailing_address: None,
+            fee_id: None,
+            history: Vec::new(),
+        })
+    }
+}
+
+/// A card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Card {
+    /// The number.
+    pub card_number: String,
+    /// The holder.
+    pub person_id: Uuid,
+    /// Its application.
+    pub application_id: Uuid,
+    /// Status.
+    pub status: CardStatus,
+    /// Medical function activated.
+    pub medical_activated_at: Option<NaiveDateTime>,
+    /// Financial function activated.
+    pub financial_activated_at: Option<NaiveDateTime>,
+    /// The application replacing it.
+    pub replaced_by_application_id: Option<Uuid>,
+    /// Produced.
+    pub issued_at: NaiveDateTime,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+    /// Whether its application is DELIVERED.
+    pub delivered: bool,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = cards)]
+struct CardRow {
+    card_number: String,
+    person_id: String,
+    application_id: String,
+    status: String,
+    medical_activated_at: Option<NaiveDateTime>,
+    financial_activated_at: Option<NaiveDateTime>,
+    replaced_by_application_id: Option<String>,
+    issued_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+/// The proof an ONLINE application was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// ID card front.
+    pub id_card_front: Uuid,
+    /// ID card back.
+    pub id_card_back: Uuid,
+    /// Photo (optional under 7).
+    pub photo: Option<Uuid>,
+    /// The face session.
+    pub face_session_id: Uuid,
+    /// The consumed SMS challenge.
+    pub sms_challenge_id: Uuid,
+}
+
+/// A new application.
+#[derive(Debug, Clone)]
+pub struct NewApplication {
+    /// The applicant.
+    pub person_id: Uuid,
+    /// Channel.
+    pub channel: CardChannel,
+    /// Delivery.
+    pub delivery: Delivery,
+    /// The partner submitting it.
+    pub partner_id: String,
+    /// The guardian applying.
+    pub guardian_person_id: Option<Uuid>,
+    /// The agent.
+    pub agent_person_id: Option<Uuid>,
+    /// The employer code.
+    pub employer_code: Option<String>,
+    /// ONLINE proof.
+    pub evidence: Option<Evidence>,
+    /// Where to mail it.
+    pub mailing_address: Option<MailingAddress>,
+    /// The fee paying for it.
+    pub fee_id: Option<Uuid>,
+}
+
+/// A listing filter.
+#[derive(Debug, Clone, Default)]
+pub struct ApplicationFilter {
+    /// Only this status.
+    pub status: Option<ApplicationStatus>,
+    /// Only this person.
+    pub person_id: Option<Uuid>,
+    /// Submitted at or after.
+    pub from: Option<NaiveDateTime>,
+    /// Submitted before.
+    pub before: Option<NaiveDateTime>,
+}
+
+/// The card tables.
+#[derive(Clone, Debug)]
+pub struct CardStore {
+    db: Db,
+}
+
+fn application_not_found() -> ApiError {
+    ApiError::not_found(Reason::CardApplicationNotFound, "no card application with this id")
+}
+
+fn card_not_found() -> ApiError {
+    ApiError::not_found(Reason::CardNotFound, "no card with this number")
+}
+
+const OPEN: [&str; 5] = ["SUBMITTED", "APPROVED", "PRODUCED", "MAILED", "READY_FOR_PICKUP"];
+
+fn open_application_conflict() -> ApiError {
+    ApiError::failed_precondition(Reason::CardStateConflict, "the person already has an open card application")
+        .with_metadata("conflict", "open_application")
+}
+
+fn existing_card_conflict() -> ApiError {
+    ApiError::failed_precondition(
+        Reason::CardStateConflict,
+        "the person already has a card: report it lost formally and replace it (ReplaceCard)",
+    )
+    .with_metadata("conflict", "existing_card")
+}
+
+impl CardStore {
+    /// A store over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Records a fee; idempotent by (bank, reference). Returns it and whether it is new.
+    pub async fn record_fee(
+        &self,
+        person_id: Uuid,
+        bank_partner_id: String,
+        reference: String,
+        amount_cents: i64,
+        now: NaiveDateTime,
+    ) -> ApiResult<(CardFee, bool)> {
+        self.db
+            .run(move |conn| {
+                let id = Uuid::now_v7();
+                let inserted = diesel::insert_into(card_fees::table)
+                    .values((
+                        card_fees::id.eq(id.to_string()),
+                        card_fees::person_id.eq(person_id.to_string()),
+                        card_fees::bank_partner_id.eq(&bank_partner_id),
+                        card_fees::reference.eq(&reference),
+                        card_fees::amount_cents.eq(amount_cents),
+                        card_fees::recorded_at.eq(now),
+                    ))
+                    .execute(conn);
+                let created = match inserted {
+                    Ok(_) => true,
+                    Err(error) if is_unique_violation(&error) => false,
+                    Err(error) => return Err(error.into()),
+                };
+                let fee: CardFee = card_fees::table
+                    .filter(card_fees::bank_partner_id.eq(&bank_partner_id))
+                    .filter(card_fees::reference.eq(&reference))
+                    .select(FeeRow::as_select())
+                    .first(conn)?
+                    .try_into()?;
+                if !created && (fee.person_id != person_id || fee.amount_cents != amount_cents) {
+                    return Err(ApiError::failed_precondition(
+                        Reason::IdempotencyKeyMismatch,
+                        "this fee reference was recorded with another person or amount",
+                    ));
+                }
+                Ok((fee, created))
+            })
+            .await
+    }
+
+    /// A fee by id.
+    pub async fn find_fee(&self, id: Uuid) -> ApiResult<Option<CardFee>> {
+        self.db.run(move |conn| find_fee_in(conn, id)).await
+    }
+
+    /// Why `person_id` may not apply now, if anything: an open application or a current card.
+    pub async fn application_conflict(&self, person_id: Uuid) -> ApiResult<Option<ApiError>> {
+        self.db.run(move |conn| application_conflict_in(conn, person_id)).await
+    }
+
+    /// Whether a face session already proved an application.
+    pub async fn face_session_used(&self, face_session_id: Uuid) -> ApiResult<bool> {
+        self.db
+            .run(move |conn| {
+                let count: i64 = card_application_evidence::table
+                    .filter(card_application_evidence::face_session_id.eq(face_session_id.to_string()))
+                    .count()
+                    .get_result(conn)?;
+                Ok(count > 0)
+            })
+            .await
+    }
+
+    /// Records a SUBMITTED application (with its proof, address and fee) in one transaction;
+    /// with `issue_on_spot` it is approved, produced and delivered in the same transaction and
+    /// its card returned. CARD_STATE_CONFLICT if the person has an open application or a
+    /// current card, FACE_VERIFICATION_REQUIRED (`reused`), CARD_FEE_INVALID.
+    pub async fn submit(
+        &self,
+        new: NewApplication,
+        issue_on_spot: bool,
+        now: NaiveDateTime,
+    ) -> ApiResult<(CardApplication, Option<Card>)> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    if let Some(conflict) = application_conflict_in(conn, new.person_id)? {
+                        return Err(conflict);
+                    }
+                    let id = insert_application(conn, &new, None, now)?;
+                    if !issue_on_spot {
+                        return Ok((load_application(conn, id)?, None));
+                    }
+                    let partner = new.partner_id.as_str();
+                    step(
+                        conn,
+                        id,
+                        ApplicationAction::Approve,
+                        partner,
+                        now,
+                        Change::Review { rejection: None, today: None },
+                    )?;
+                    let number = produce_in(conn, id, partner, now)?;
+                    step(conn, id, ApplicationAction::ConfirmDelivery, partner, now, Change::Plain)?;
+                    let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
+                    Ok((load_application(conn, id)?, Some(card)))
+                })
+            })
+            .await
+    }
+
+    /// Approves (setting a pick-up card's ready-by date from `today`) or rejects.
+    pub async fn review(
+        &self,
+        id: Uuid,
+        rejection: Option<String>,
+        today: NaiveDate,
+        partner: String,
+        now: NaiveDateTime,
+    ) -> ApiResult<CardApplication> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let action =
+                        if rejection.is_some() { ApplicationAction::Reject } else { ApplicationAction::Approve };
+                    step(conn, id, action, &partner, now, Change::Review { rejection, today: Some(today) })?;
+                    load_application(conn, id)
+                })
+            })
+            .await
+    }
+
+    /// Produces the card of an APPROVED application: a new number from the sequence.
+    pub async fn produce(&self, id: Uuid, partner: String, now: NaiveDateTime) -> ApiResult<(CardApplication, Card)> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let number = produce_in(conn, id, &partner, now)?;
+                    let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
+                    Ok((load_application(conn, id)?, card))
+                })
+            })
+            .await
+    }
+
+    /// Dispatches a PRODUCED card: mailed with `tracking` (mail delivery) or ready for pick-up
+    /// (pick-up delivery, no tracking number): INVALID_ARGUMENT when they do not fit.
+    pub async fn dispatch(
+        &self,
+        id: Uuid,
+        tracking: Option<String>,
+        partner: String,
+        now: NaiveDateTime,
+    ) -> ApiResult<CardApplication> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
+                    match (current.delivery, &tracking) {
+                        (Delivery::Mail, None) => {
+                            return Err(ApiError::invalid_field(
+                                Reason::InvalidArgument,
+                                "tracking_number",
+                                "required for a mailed card",
+                            ));
+                        }
+                        (Delivery::Pickup, Some(_)) => {
+                            return Err(ApiError::invalid_field(
+                                Reason::InvalidArgument,
+                                "tracking_number",
+                                "must be empty for a card picked up at a service point",
+                            ));
+                        }
+                        _ => {}
+                    }
+                    step(conn, id, ApplicationAction::Dispatch, &partner, now, Change::Dispatch { tracking })?;
+                    load_application(conn, id)
+                })
+            })
+            .await
+    }
+
+    /// Confirms delivery of a MAILED or READY_FOR_PICKUP card.
+    pub async fn confirm_delivery(
+        &self,
+        id: Uuid,
+        partner: String,
+        now: NaiveDateTime,
+    ) -> ApiResult<(CardApplication, Card)> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    step(conn, id, ApplicationAction::ConfirmDelivery, &partner, now, Change::Plain)?;
+                    let application = load_application(conn, id)?;
+                    let number = application.card_number.clone().ok_or_else(|| bad("delivered without card"))?;
+                    let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
+                    Ok((application, card))
+                })
+            })
+            .await
+    }
+
+    /// An application with its history, address and fee.
+    pub async fn find_application(&self, id: Uuid) -> ApiResult<Option<CardApplication>> {
+        self.db
+            .run(move |conn| match find_application_row(conn, id)? {
+                Some(_) => load_application(conn, id).map(Some),
+                None => Ok(None),
+            })
+            .await
+    }
+
+    /// A page of applications, newest first, and the cursor of the next page.
+    pub async fn list_applications(
+        &self,
+        filter: ApplicationFilter,
+        cursor: Option<ApplicationCursor>,
+        page_size: usize,
+    ) -> ApiResult<(Vec<CardApplication>, Option<ApplicationCursor>)> {
+        self.db
+            .run(move |conn| {
+                let mut query = card_applications::table.select(ApplicationRow::as_select()).into_boxed();
+                if let Some(status) = filter.status {
+                    query = query.filter(card_applications::status.eq(status.as_str()));
+                }
+                if let Some(person) = filter.person_id {
+                    query = query.filter(card_applications::person_id.eq(person.to_string()));
+                }
+                if let Some(from) = filter.from {
+                    query = query.filter(card_applications::submitted_at.ge(from));
+                }
+                if let Some(before) = filter.before {
+                    query = query.filter(card_applications::submitted_at.lt(before));
+                }
+                if let Some(cursor) = cursor {
+                    let id = cursor.application_id.to_string();
+                    query =
+                        query.filter(card_applications::submitted_at.lt(cursor.submitted_at).or(
+                            card_applications::submitted_at.eq(cursor.submitted_at).and(card_applications::id.lt(id)),
+                        ));
+                }
+                let rows: Vec<ApplicationRow> = query
+                    .order((card_applications::submitted_at.desc(), card_applications::id.desc()))
+                    .limit(page_size as i64 + 1)
+                    .load(conn)?;
+                let more = rows.len() > page_size;
+                let applications: Vec<CardApplication> =
+                    rows.into_iter().take(page_size).map(CardApplication::try_from).collect::<ApiResult<_>>()?;
+                let next = more.then(|| {
+                    let last = applications.last().expect("a full page");
+                    ApplicationCursor { submitted_at: last.submitted_at, application_id: last.id }
+                });
+                Ok((applications, next))
+            })
+            .await
+    }
+
+    /// A card by number.
+    pub async fn find_card(&self, number: String) -> ApiResult<Option<Card>> {
+        self.db.run(move |conn| load_card(conn, &number)).await
+    }
+
+    /// A person's current card: the one not replaced.
+    pub async fn current_card_of(&self, person_id: Uuid) -> ApiResult<Option<Card>> {
+        self.db
+            .run(move |conn| {
+                let number: Option<String> = cards::table
+                    .filter(cards::person_id.eq(person_id.to_string()))
+                    .filter(cards::status.ne(CardStatus::Replaced.as_str()))
+                    .select(cards::card_number)
+                    .first(conn)
+                    .optional()?;
+                match number {
+                    Some(number) => load_card(conn, &number),
+                    None => Ok(None),
+                }
+            })
+            .await
+    }
+
+    /// Activates (or uses) a card through `channel`: a VALID, delivered card; the medical
+    /// function at first use, the financial one too at a bank. Returns it as it is afterwards.
+    pub async fn activate(
+        &self,
+        number: String,
+        channel: ActivationChannel,
+        partner: String,
+        now: NaiveDateTime,
+    ) -> ApiResult<Card> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
+                    next_card_status(card.status, CardAction::Activate)?;
+                    if !card.delivered {
+                        return Err(StateConflict { status: "NOT_DELIVERED", action: CardAction::Activate.as_str() }
+                            .into_error());
+                    }
+                    let by = format!("{}:{partner}", channel.as_str());
+                    let target = cards::table.find(&number).filter(cards::status.eq(CardStatus::Valid.as_str()));
+                    if card.medical_activated_at.is_none() {
+                        diesel::update(target)
+                            .set((
+                                cards::medical_activated_at.eq(Some(now)),
+                                cards::medical_activated_by.eq(Some(&by)),
+                                cards::updated_at.eq(now),
+                            ))
+                            .execute(conn)?;
+                    }
+                    if channel.activates_financial() && card.financial_activated_at.is_none() {
+                        diesel::update(target)
+                            .set((
+                                cards::financial_activated_at.eq(Some(now)),
+                                cards::financial_activated_by.eq(Some(&by)),
+                                cards::updated_at.eq(now),
+                            ))
+                            .execute(conn)?;
+                    }
+                    load_card(conn, &number)?.ok_or_else(card_not_found)
+                })
+            })
+            .await
+    }
+
+    /// Reports a loss or lifts a temporary report (`action` is one of those).
+    pub async fn change_card(&self, number: String, action: CardAction, now: NaiveDateTime) -> ApiResult<Card> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
+                    let next = next_card_status(card.status, action)?;
+                    set_card_status(conn, &number, card.status, next, None, now)?;
+                    load_card(conn, &number)?.ok_or_else(card_not_found)
+                })
+            })
+            .await
+    }
+
+    /// Applies for the replacement of a LOST card: a new SUBMITTED application paid by `fee_id`,
+    /// and the old card REPLACED, in one transaction.
+    pub async fn replace(
+        &self,
+        number: String,
+        fee_id: Uuid,
+        mailing_address: Option<MailingAddress>,
+        partner: String,
+        now: NaiveDateTime,
+    ) -> ApiResult<(CardApplication, Card)> {
+        self.db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
+                    let next = next_card_status(card.status, CardAction::Replace)?;
+                    if open_application_of(conn, card.person_id)? {
+                        return Err(open_application_conflict());
+                    }
+                    let fee = find_fee_in(conn, fee_id)?;
+                    check_fee(fee.map(|f| (f.person_id, f.application_id.is_some())), card.person_id)
+                        .map_err(FeeCheck::into_error)?;
+                    let new = NewApplication {
+                        person_id: card.person_id,
+                        channel: CardChannel::Replacement,
+                        delivery: crate::domain::card::delivery_of(CardChannel::Replacement, mailing_address.is_some()),
+                        partner_id: partner,
+                        guardian_person_id: None,
+                        agent_person_id: None,
+                        employer_code: None,
+                        evidence: None,
+                        mailing_address,
+                        fee_id: Some(fee_id),
+                    };
+                    let id = insert_application(conn, &new, Some(&number), now)?;
+                    set_card_status(conn, &number, card.status, next, Some(id), now)?;
+                    let old = load_card(conn, &number)?.ok_or_else(card_not_found)?;
+                    Ok((load_application(conn, id)?, old))
+                })
+            })
+            .await
+    }
+}
+
+fn find_fee_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardFee>> {
+    card_fees::table
+        .find(id.to_string())
+        .select(FeeRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(CardFee::try_from)
+        .transpose()
+}
+
+fn open_application_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<bool> {
+    let count: i64 = card_applications::table
+        .filter(card_applications::person_id.eq(person_id.to_string()))
+        .filter(card_applications::status.eq_any(OPEN))
+        .count()
+        .get_result(conn)?;
+    Ok(count > 0)
+}
+
+fn application_conflict_in(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<Option<ApiError>> {
+    if open_application_of(conn, person_id)? {
+        return Ok(Some(open_application_conflict()));
+    }
+    let cards: i64 = cards::table
+        .filter(cards::person_id.eq(person_id.to_string()))
+        .filter(cards::status.ne(CardStatus::Replaced.as_str()))
+        .count()
+        .get_result(conn)?;
+    Ok((cards > 0).then(existing_card_conflict))
+}
+
+/// Inserts a SUBMITTED application with its event, proof, address and fee.
+fn insert_application(
+    conn: &mut DbConnection,
+    new: &NewApplication,
+    replaces: Option<&str>,
+    now: NaiveDateTime,
+) -> ApiResult<Uuid> {
+    let id = Uuid::now_v7();
+    let id_text = id.to_string();
+    let inserted = diesel::insert_into(card_applications::table)
+        .values((
+            card_applications::id.eq(&id_text),
+            card_applications::person_id.eq(new.person_id.to_string()),
+            card_applications::channel.eq(new.channel.as_str()),
+            card_applications::delivery.eq(new.delivery.as_str()),
+            card_applications::status.eq(ApplicationStatus::Submitted.as_str()),
+            card_applications::partner_id.eq(&new.partner_id),
+            card_applications::guardian_person_id.eq(new.guardian_person_id.map(|g| g.to_string())),
+            card_applications::agent_person_id.eq(new.agent_person_id.map(|a| a.to_string())),
+            card_applications::employer_code.eq(new.employer_code.as_deref()),
+            card_applications::replaces_card_number.eq(replaces),
+            card_applications::submitted_at.eq(now),
+            card_applications::updated_at.eq(now),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => {}
+        // A concurrent application of the same person won (one open application per person).
+        Err(error) if is_unique_violation(&error) => return Err(open_application_conflict()),
+        Err(error) => return Err(error.into()),
+    }
+    insert_event(conn, &id_text, ApplicationStatus::Submitted, &new.partner_id, now)?;
+    if let Some(evidence) = &new.evidence {
+        let inserted = diesel::insert_into(card_application_evidence::table)
+            .values((
+                card_application_evidence::application_id.eq(&id_text),
+                card_application_evidence::id_card_front_document_id.eq(evidence.id_card_front.to_string()),
+                card_application_evidence::id_card_back_document_id.eq(evidence.id_card_back.to_string()),
+                card_application_evidence::photo_document_id.eq(evidence.photo.map(|p| p.to_string())),
+                card_application_evidence::face_session_id.eq(evidence.face_session_id.to_string()),
+                card_application_evidence::sms_challenge_id.eq(evidence.sms_challenge_id.to_string()),
+            ))
+            .execute(conn);
+        match inserted {
+            Ok(_) => {}
+            // The SMS challenge was consumed once at identity-svc just before: only the face
+            // session can have been used by a concurrent application.
+            Err(error) if is_unique_violation(&error) => return Err(FaceCheck::Reused.into_error()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if let Some(address) = &new.mailing_address {
+        diesel::insert_into(card_mailing_addresses::table)
+            .values((
+                card_mailing_addresses::application_id.eq(&id_text),
+                card_mailing_addresses::region_code.eq(&address.region_code),
+                card_mailing_addresses::street.eq(&address.street),
+                card_mailing_addresses::recipient.eq(&address.recipient),
+                card_mailing_addresses::phone.eq(&address.phone),
+            ))
+            .execute(conn)?;
+    }
+    if let Some(fee_id) = new.fee_id {
+        // Compare-and-set: the fee pays once, for its own person.
+        let paid = diesel::update(
+            card_fees::table
+                .find(fee_id.to_string())
+                .filter(card_fees::person_id.eq(new.person_id.to_string()))
+                .filter(card_fees::application_id.is_null()),
+        )
+        .set(card_fees::application_id.eq(Some(&id_text)))
+        .execute(conn)?;
+        if paid != 1 {
+            let fee = find_fee_in(conn, fee_id)?;
+            let check = check_fee(fee.map(|f| (f.person_id, f.application_id.is_some())), new.person_id)
+                .err()
+                .unwrap_or(FeeCheck::Used);
+            return Err(check.into_error());
+        }
+    }
+    Ok(id)
+}
+
+fn insert_event(
+    conn: &mut DbConnection,
+    application_id: &str,
+    status: ApplicationStatus,
+    partner: &str,
+    now: NaiveDateTime,
+) -> ApiResult<()> {
+    diesel::insert_into(card_application_events::table)
+        .values((
+            card_application_events::id.eq(Uuid::now_v7().to_string()),
+            card_application_events::application_id.eq(application_id),
+            card_application_events::status.eq(status.as_str()),
+            card_application_events::partner_id.eq(partner),
+            card_application_events::at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// What a step writes besides the status.
+enum Change {
+    /// Nothing else.
+    Plain,
+    /// A review: the rejection reason, or the approval day for the ready-by date.
+    Review { rejection: Option<String>, today: Option<NaiveDate> },
+    /// A dispatch: the tracking number of a mailed card.
+    Dispatch { tracking: Option<String> },
+    /// Production: the card number.
+    Produce { card_number: String },
+}
+
+/// One step of the application table, compare-and-set on the status it was read in.
+fn step(
+    conn: &mut DbConnection,
+    id: Uuid,
+    action: ApplicationAction,
+    partner: &str,
+    now: NaiveDateTime,
+    change: Change,
+) -> ApiResult<ApplicationStatus> {
+    let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
+    let next = next_application_status(current.status, action, current.delivery)?;
+    let id_text = id.to_string();
+    let target = card_applications::table.find(&id_text).filter(card_applications::status.eq(current.status.as_str()));
+    let status = card_applications::status.eq(next.as_str());
+    let updated = card_applications::updated_at.eq(now);
+    let changed = match change {
+        Change::Plain => diesel::update(target).set((status, updated)).execute(conn)?,
+        Change::Review { rejection, today } => {
+            let ready = match (next, current.delivery, today) {
+                (ApplicationStatus::Approved, Delivery::Pickup, Some(today)) => Some(ready_by(today)),
+                _ => None,
+            };
+            diesel::update(target)
+                .set((
+                    status,
+                    updated,
+                    card_applications::rejection_reason.eq(rejection),
+                    card_applications::ready_by.eq(ready),
+                ))
+                .execute(conn)?
+        }
+        Change::Dispatch { tracking } => diesel::update(target)
+            .set((status, updated, card_applications::tracking_number.eq(tracking)))
+            .execute(conn)?,
+        Change::Produce { card_number } => diesel::update(target)
+            .set((status, updated, card_applications::card_number.eq(Some(card_number))))
+            .execute(conn)?,
+    };
+    if changed != 1 {
+        // Changed by a concurrent step between our read and write (PostgreSQL).
+        let now_status = find_application_row(conn, id)?.map(|r| r.status).unwrap_or(current.status);
+        return Err(StateConflict { status: now_status.as_str(), action: action.as_str() }.into_error());
+    }
+    insert_event(conn, &id_text, next, partner, now)?;
+    Ok(next)
+}
+
+/// Produces an APPROVED application's card: the next sequence value (the sequence row is
+/// locked until commit, so concurrent productions queue and never share a value), its number,
+/// the card row (VALID, functions inactive). Returns the number.
+fn produce_in(conn: &mut DbConnection, id: Uuid, partner: &str, now: NaiveDateTime) -> ApiResult<String> {
+    let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
+    // Refuse before taking a number (a rolled back transaction gives it back anyway).
+    next_application_status(current.status, ApplicationAction::Produce, current.delivery)?;
+    let sequence: i64 = diesel::update(card_number_sequence::table.find(1))
+        .set(card_number_sequence::last_value.eq(card_number_sequence::last_value + 1))
+        .returning(card_number_sequence::last_value)
+        .get_result(conn)?;
+    let number = card_number(sequence).ok_or_else(|| ApiError::internal("the card number space is used up"))?;
+    step(conn, id, ApplicationAction::Produce, partner, now, Change::Produce { card_number: number.clone() })?;
+    diesel::insert_into(cards::table)
+        .values((
+            cards::card_number.eq(&number),
+            cards::person_id.eq(current.person_id.to_string()),
+            cards::application_id.eq(id.to_string()),
+            cards::status.eq(CardStatus::Valid.as_str()),
+            cards::issued_at.eq(now),
+            cards::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                // A current card of this person exists (made after the application was
+                // submitted, e.g. through another channel): this one cannot be produced.
+                existing_card_conflict()
+            } else {
+                error.into()
+            }
+        })?;
+    Ok(number)
+}
+
+fn set_card_status(
+    conn: &mut DbConnection,
+    number: &str,
+    from: CardStatus,
+    to: CardStatus,
+    replaced_by: Option<Uuid>,
+    now: NaiveDateTime,
+) -> ApiResult<()> {
+    let changed = diesel::update(cards::table.find(number).filter(cards::status.eq(from.as_str())))
+        .set((
+            cards::status.eq(to.as_str()),
+            cards::replaced_by_application_id.eq(replaced_by.map(|id| id.to_string())),
+            cards::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    if changed != 1 {
+        return Err(StateConflict { status: from.as_str(), action: "CHANGE" }.into_error());
+    }
+    Ok(())
+}
+
+fn find_application_row(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardApplication>> {
+    card_applications::table
+        .find(id.to_string())
+        .select(ApplicationRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(CardApplication::try_from)
+        .transpose()
+}
+
+fn load_application(conn: &mut DbConnection, id: Uuid) -> ApiResult<CardApplication> {
+    let mut application = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
+    let id_text = id.to_string();
+    let events: Vec<(String, String, NaiveDateTime)> = card_application_events::table
+        .filter(card_application_events::application_id.eq(&id_text))
+        .order((card_application_events::at.asc(), card_application_events::id.asc()))
+        .select((card_application_events::status, card_application_events::partner_id, card_application_events::at))
+        .load(conn)?;
+    application.history = events
+        .into_iter()
+        .map(|(status, partner_id, at)| {
+            Ok(ApplicationEvent {
+                status: ApplicationStatus::parse(&status).ok_or_else(|| bad("event status"))?,
+                partner_id,
+                at,
+            })
+        })
+        .collect::<ApiResult<_>>()?;
+    let address: Option<(String, String, String, String)> = card_mailing_addresses::table
+        .find(&id_text)
+        .select((
+            card_mailing_addresses::region_code,
+            card_mailing_addresses::street,
+            card_mailing_addresses::recipient,
+            card_mailing_addresses::phone,
+        ))
+        .first(conn)
+        .optional()?;
+    application.mailing_address =
+        address.map(|(region_code, street, recipient, phone)| MailingAddress { region_code, street, recipient, phone });
+    let fee: Option<String> =
+        card_fees::table.filter(card_fees::application_id.eq(&id_text)).select(card_fees::id).first(conn).optional()?;
+    application.fee_id = fee.as_deref().map(|f| uuid_of(f, "fee id")).transpose()?;
+    Ok(application)
+}
+
+fn load_card(conn: &mut DbConnection, number: &str) -> ApiResult<Option<Card>> {
+    let Some(row) = cards::table.find(number).select(CardRow::as_select()).first(conn).optional()? else {
+        return Ok(None);
+    };
+    let delivered: Option<String> =
+        card_applications::table.find(&row.application_id).select(card_applications::status).first(conn).optional()?;
+    Ok(Some(Card {
+        person_id: uuid_of(&row.person_id, "card person_id")?,
+        application_id: uuid_of(&row.application_id, "card application_id")?,
+        status: CardStatus::parse(&row.status).ok_or_else(|| bad("card status"))?,
+        medical_activated_at: row.medical_activated_at,
+        financial_activated_at: row.financial_activated_at,
+        replaced_by_application_id: row
+            .replaced_by_application_id
+            .as_deref()
+            .map(|id| uuid_of(id, "replaced_by"))
+            .transpose()?,
+        issued_at: row.issued_at,
+        updated_at: row.updated_at,
+        delivered: delivered.as_deref() == Some(ApplicationStatus::Delivered.as_str()),
+        card_number: row.card_number,
+    }))
+}
