@@ -1,19 +1,12 @@
 //! Helpers of the card tests: the card client, insured persons made by operators, verified SMS
-//! challenges for card applications, fees, and two clearly marked stand-ins (document rows and
-//! family bindings written straight into the database) until the upload and binding helpers of
-//! the documents branch are merged here.
+//! challenges for card applications, fees, and uploaded documents.
 
 use chrono::NaiveDate;
-use diesel::RunQueryDsl;
-use insurance_svc::{
-    domain::document::{ContentType, DocumentKind},
-    store::document::{Document, DocumentStore},
-};
-use medins_common::db::DbError;
 use medins_proto::{
     identity::v1::{RegisterPersonRequest, SendSmsCodeRequest, SmsPurpose, VerifySmsCodeRequest},
     insurance::v1::{
-        OpenAccountRequest, RecordCardFeeRequest, Scheme, card_service_client::CardServiceClient, open_account_request,
+        DocumentKind, OpenAccountRequest, RecordCardFeeRequest, Scheme, card_service_client::CardServiceClient,
+        open_account_request,
     },
 };
 use uuid::Uuid;
@@ -123,58 +116,9 @@ impl Stack {
             .fee_id
     }
 
-    /// STAND-IN until the documents branch's `stack.upload_document(..)` is merged: writes the
-    /// metadata row of a document of `owner` directly (no bytes in an object store). The card
-    /// rules read only owner, kind and content type, which this row carries as an upload would.
-    pub async fn stand_in_document(&self, owner: &str, kind: DocumentKind, content_type: ContentType) -> String {
-        let id = Uuid::now_v7();
-        let document = Document {
-            id,
-            owner_person_id: Uuid::parse_str(owner).unwrap(),
-            kind,
-            content_type,
-            size_bytes: 1024,
-            sha256: "0".repeat(64),
-            object_key: format!("stand-in/{id}"),
-            uploaded_by: "test-stand-in".into(),
-            created_at: chrono::Utc::now().naive_utc(),
-        };
-        DocumentStore::new(self.insurance_db.clone()).insert(document).await.expect("insert stand-in document");
-        id.to_string()
-    }
-
-    /// STAND-IN for AddFamilyMember in card tests: writes an ACTIVE family binding of `member` by
-    /// `owner` directly (with stand-in documents), so a guardian rule can be exercised without
-    /// running the whole family flow here.
-    pub async fn stand_in_active_binding(&self, owner: &str, member: &str, member_birth: NaiveDate) {
-        let letter = self.stand_in_document(owner, DocumentKind::CommitmentLetter, ContentType::Pdf).await;
-        let owner_page = self.stand_in_document(owner, DocumentKind::HouseholdRegister, ContentType::Png).await;
-        let member_page = self.stand_in_document(owner, DocumentKind::HouseholdRegister, ContentType::Png).await;
-        let (owner, member) = (owner.to_owned(), member.to_owned());
-        self.insurance_db
-            .run(move |conn| {
-                use diesel::ExpressionMethods;
-                use insurance_svc::store::schema::family_bindings as fb;
-                diesel::insert_into(fb::table)
-                    .values((
-                        fb::id.eq(Uuid::now_v7().to_string()),
-                        fb::owner_person_id.eq(owner),
-                        fb::member_person_id.eq(member),
-                        fb::relationship.eq("CHILD"),
-                        fb::status.eq("ACTIVE"),
-                        fb::quota_slot.eq(Some(1)),
-                        fb::member_birth_date.eq(member_birth),
-                        fb::commitment_letter_id.eq(letter),
-                        fb::owner_register_id.eq(owner_page),
-                        fb::member_register_id.eq(member_page),
-                        fb::family_aid.eq(false),
-                        fb::created_at.eq(chrono::Utc::now().naive_utc()),
-                        fb::activated_at.eq(Some(chrono::Utc::now().naive_utc())),
-                    ))
-                    .execute(conn)
-                    .map_err(DbError::from)
-            })
-            .await
-            .expect("insert stand-in binding");
+    /// A document of `owner`, uploaded through DocumentService by operators (the applicant's app
+    /// uploads the same way with the person's token). Returns its id.
+    pub async fn uploaded_document(&self, owner: &str, kind: DocumentKind, bytes: &[u8]) -> String {
+        self.upload_document(&self.keys.ops, None, owner, kind, bytes).await.expect("upload a document").document_id
     }
 }

@@ -4,9 +4,9 @@
 //! Every log line the suite writes, and every span it exports, is scanned for the personal data
 //! tests seeded (see [`sensitive`]); a stack refuses to shut down cleanly if any leaked.
 
+pub mod cards;
 pub mod documents;
 pub mod family;
-pub mod cards;
 pub mod privacy;
 pub mod settlement;
 pub mod sms;
