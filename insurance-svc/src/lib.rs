@@ -55,6 +55,7 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.DocumentService/UploadDocument", scopes::DOCUMENT_UPLOAD),
     ("/medins.insurance.v1.DocumentService/GetDocument", scopes::DOCUMENT_READ),
     ("/medins.insurance.v1.DocumentService/DownloadDocument", scopes::DOCUMENT_READ),
+    ("/medins.insurance.v1.DocumentService/GenerateCommitmentLetter", scopes::DOCUMENT_UPLOAD),
 ];
 
 /// What a test or an embedding process may replace.
