@@ -5,6 +5,8 @@
 //! check passed; only then are the bytes written to the object store, then the row inserted. A
 //! stream that breaks off therefore stores nothing, and a row always names complete bytes.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::{StreamExt, stream::BoxStream};
 use medins_common::{
@@ -22,6 +24,7 @@ use medins_proto::insurance::v1::{
     upload_document_request,
 };
 use sha2::Digest;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
@@ -45,9 +48,15 @@ pub const DOWNLOAD_CHUNK_BYTES: usize = 32 * 1024;
 /// `uploaded_by` of documents medins renders itself.
 pub const RENDERED_BY: &str = "medins";
 
+/// How many bytes of uploads this process holds in memory at once, in KiB (256 MiB): an upload
+/// waits for its declared size to fit (within the request timeout), so many concurrent 8 MiB
+/// uploads cannot exhaust memory.
+pub const UPLOAD_MEMORY_BUDGET_KIB: usize = 256 * 1024;
+
 /// The DocumentService implementation.
 pub struct DocumentApi {
     state: SharedState,
+    upload_budget: Arc<Semaphore>,
 }
 
 /// The wire form of a document kind.
@@ -117,7 +126,7 @@ pub fn visible_to(document: Option<Document>, claims: Option<&PersonClaims>) -> 
 impl DocumentApi {
     /// Handlers over `state`.
     pub fn new(state: SharedState) -> Self {
-        Self { state }
+        Self { state, upload_budget: Arc::new(Semaphore::new(UPLOAD_MEMORY_BUDGET_KIB)) }
     }
 
     /// Writes the bytes, then the row; removes the bytes again if the row cannot be written.
@@ -193,6 +202,9 @@ impl DocumentApi {
             // (NOT_FOUND / PERSON_NOT_FOUND). A person token proves the owner exists.
             self.state.identity.get_person(&owner_person_id.to_string(), "header.").await?;
         }
+        // At most 8 MiB: 8192 KiB permits fit a u32.
+        let kib = u32::try_from(declared.div_ceil(1024)).map_err(ApiError::internal)?;
+        let permit = self.upload_budget.clone().acquire_many_owned(kib).await.map_err(ApiError::internal)?;
         let mut buffer = UploadBuffer::new(declared);
         while let Some(part) = next_part(request).await? {
             match part {
@@ -218,7 +230,7 @@ impl DocumentApi {
             .into());
         }
         let content_type = check_content(kind, &bytes)?;
-        Ok(Received { owner_person_id, kind, content_type, bytes, sha256 })
+        Ok(Received { owner_person_id, kind, content_type, bytes, sha256, _permit: permit })
     }
 }
 
@@ -309,6 +321,8 @@ pub fn relationship_of(message: pb::Relationship) -> Relationship {
 
 /// A complete, checked upload.
 struct Received {
+    /// The upload's share of the memory budget, held until the bytes are stored.
+    _permit: OwnedSemaphorePermit,
     owner_person_id: Uuid,
     kind: DocumentKind,
     content_type: ContentType,
