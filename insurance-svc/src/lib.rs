@@ -61,6 +61,7 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.DocumentService/UploadDocument", scopes::DOCUMENT_UPLOAD),
     ("/medins.insurance.v1.DocumentService/GetDocument", scopes::DOCUMENT_READ),
     ("/medins.insurance.v1.DocumentService/DownloadDocument", scopes::DOCUMENT_READ),
+    ("/medins.insurance.v1.DocumentService/GenerateCommitmentLetter", scopes::DOCUMENT_UPLOAD),
     ("/medins.insurance.v1.CardService/RecordCardFee", scopes::CARD_FEE),
     ("/medins.insurance.v1.CardService/ApplyForCard", scopes::CARD_APPLY),
     ("/medins.insurance.v1.CardService/ApplyForCardsBatch", scopes::CARD_BATCH),

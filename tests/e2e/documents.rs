@@ -1,11 +1,14 @@
 //! Documents: uploads streamed in chunks with the content type sniffed from the bytes, every
 //! refusal of the issue with nothing stored (no row, no file), owner-only reads, operators'
-//! reads, streamed downloads equal to the upload, idempotent retries.
+//! reads, streamed downloads equal to the upload, idempotent retries, and commitment letters
+//! read back with a real PDF reader (poppler's pdftotext).
 
 use std::time::Duration;
 
+use medins_common::mask::mask_name;
 use medins_proto::insurance::v1::{
-    DocumentKind, GetDocumentRequest, UploadDocumentHeader, UploadDocumentRequest, upload_document_request,
+    DocumentKind, GenerateCommitmentLetterRequest, GetDocumentRequest, Relationship, UploadDocumentHeader,
+    UploadDocumentRequest, upload_document_request,
 };
 use sha2::Digest;
 use tonic::{Code, Request, Status};
@@ -439,5 +442,183 @@ async fn an_upload_retried_with_its_idempotency_key_stores_one_document() {
     let status = documents.upload_document(upload(sample_jpeg())).await.expect_err("same key, other bytes");
     assert_status(&status, Code::FailedPrecondition, "IDEMPOTENCY_KEY_MISMATCH");
     assert_eq!(stack.count_insurance_rows("documents").await, 1);
+    stack.shutdown().await;
+}
+
+/// The text of a PDF as `pdftotext` (poppler) reads it; fails on any warning it prints, since a
+/// reader that had to repair the file (a wrong xref offset, say) is not a clean open.
+fn pdf_text(pdf: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("letter.pdf");
+    std::fs::write(&path, pdf).unwrap();
+    let run = |program: &str, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .arg(&path)
+            .arg("-")
+            .output()
+            .unwrap_or_else(|e| panic!("{program} (apt-get install poppler-utils poppler-data): {e}"));
+        assert!(output.status.success(), "{program} failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{program} warnings");
+        String::from_utf8(output.stdout).expect("UTF-8 text")
+    };
+    let info = std::process::Command::new("pdfinfo").arg(&path).output().expect("pdfinfo (poppler-utils)");
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(info.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Pages:", "1"]), "one page: {info}");
+    run("pdftotext", &["-layout", "-enc", "UTF-8"])
+}
+
+/// Asks for a letter as the owner.
+async fn generate_letter(
+    stack: &Stack,
+    person: &crate::support::vouchers::FrontDoorPerson,
+    member_name: &str,
+    relationship: Relationship,
+    signature_document_id: &str,
+) -> Result<medins_proto::insurance::v1::Document, Status> {
+    let request = GenerateCommitmentLetterRequest {
+        owner_person_id: person.person_id.clone(),
+        member_name: member_name.to_owned(),
+        relationship: relationship as i32,
+        signature_document_id: signature_document_id.to_owned(),
+    };
+    let response = stack
+        .documents(Some(&stack.keys.mini_program))
+        .generate_commitment_letter(with_person_token(request, &person.token))
+        .await?;
+    Ok(response.into_inner().document.expect("the letter"))
+}
+
+#[tokio::test]
+async fn a_generated_commitment_letter_opens_as_a_pdf_with_the_relationship_the_date_and_masked_names() {
+    let stack = Stack::start().await;
+    // 17:30 UTC is 01:30 the next day in China: the letter is dated by China Standard Time.
+    let now = chrono::Utc::now();
+    let mut at = now.date_naive().and_hms_opt(17, 30, 0).unwrap().and_utc();
+    if at < now {
+        at += chrono::Duration::days(1);
+    }
+    stack.clock.set(at);
+    let china_date = (at + chrono::Duration::days(1)).date_naive().format("%Y-%m-%d").to_string();
+
+    let person = stack.front_door_person(&stack.keys.mini_program).await;
+    let member_name = "欧阳娜娜";
+    crate::support::privacy::sensitive(member_name);
+    for (signature_bytes, relationship, word) in [
+        (sample_signature_png(), Relationship::Parent, "PARENT"),
+        (sample_jpeg(), Relationship::OtherCloseRelative, "OTHER_CLOSE_RELATIVE"),
+    ] {
+        let signature = stack
+            .upload_document(
+                &stack.keys.mini_program,
+                Some(&person.token),
+                &person.person_id,
+                DocumentKind::Signature,
+                &signature_bytes,
+            )
+            .await
+            .expect("signature upload");
+        let letter =
+            generate_letter(&stack, &person, member_name, relationship, &signature.document_id).await.expect("letter");
+        assert_eq!(letter.kind, DocumentKind::CommitmentLetter as i32);
+        assert_eq!(letter.content_type, "application/pdf");
+        assert_eq!(letter.owner_person_id, person.person_id);
+
+        let (_, pdf) = stack
+            .download_document(&stack.keys.mini_program, Some(&person.token), &letter.document_id)
+            .await
+            .expect("the owner downloads the letter");
+        assert_eq!(sha256_hex(&pdf), letter.sha256);
+        assert_eq!(pdf.len() as i64, letter.size_bytes);
+        let text = pdf_text(&pdf);
+        assert!(text.contains(&format!("Relationship: {}", relationship_words(relationship))), "{text}");
+        assert!(text.contains(word), "{text}");
+        assert!(text.contains(&format!("Date: {}", china_date_zh(&china_date))), "{text}");
+        assert!(text.contains(&china_date), "{text}");
+        assert!(text.contains(&format!("Owner: {}", mask_name(&person.seed.name))), "{text}");
+        assert!(text.contains(&format!("Family member: {}", mask_name(member_name))), "{text}");
+        assert!(text.contains("个人承诺书"), "{text}");
+        assert!(!text.contains(member_name) && !text.contains(&person.seed.name), "names only masked");
+        assert!(pdf.windows(b"/Subtype /Image".len()).any(|w| w == b"/Subtype /Image"), "the signature image");
+    }
+    assert_eq!(stack.count_insurance_rows("documents").await, 4, "two signatures, two letters");
+    stack.shutdown().await;
+}
+
+/// The Chinese relationship word as the letter prints it.
+fn relationship_words(relationship: Relationship) -> &'static str {
+    match relationship {
+        Relationship::Parent => "父母",
+        Relationship::OtherCloseRelative => "其他近亲属",
+        other => panic!("not used here: {other:?}"),
+    }
+}
+
+/// `2026-11-24` as `2026年11月24日`.
+fn china_date_zh(iso: &str) -> String {
+    let date = chrono::NaiveDate::parse_from_str(iso, "%Y-%m-%d").unwrap();
+    format!("{}年{}月{}日", date.format("%Y"), date.format("%-m"), date.format("%-d"))
+}
+
+#[tokio::test]
+async fn a_letter_needs_the_owners_readable_signature_document_and_stores_nothing_otherwise() {
+    let stack = Stack::start().await;
+    let key = &stack.keys.mini_program;
+    let owner = stack.front_door_person(key).await;
+    let other = stack.front_door_person(key).await;
+    crate::support::privacy::sensitive("张三丰");
+    let photo = stack
+        .upload_document(key, Some(&owner.token), &owner.person_id, DocumentKind::Photo, &sample_png())
+        .await
+        .unwrap();
+    let others_signature = stack
+        .upload_document(key, Some(&other.token), &other.person_id, DocumentKind::Signature, &sample_signature_png())
+        .await
+        .unwrap();
+    // Sniffed as a PNG (the signature is right), but not a PNG inside.
+    let mut broken = sample_signature_png()[..40].to_vec();
+    broken.extend_from_slice(&[0x42; 200]);
+    let broken_signature = stack
+        .upload_document(key, Some(&owner.token), &owner.person_id, DocumentKind::Signature, &broken)
+        .await
+        .unwrap();
+    let good_signature = stack
+        .upload_document(key, Some(&owner.token), &owner.person_id, DocumentKind::Signature, &sample_signature_png())
+        .await
+        .unwrap();
+    let (rows, files) = (stack.count_insurance_rows("documents").await, stack.document_files().len());
+    assert_eq!((rows, files), (4, 4));
+
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let status = generate_letter(&stack, &owner, "张三丰", Relationship::Spouse, &unknown).await.unwrap_err();
+    assert_status(&status, Code::NotFound, "DOCUMENT_NOT_FOUND");
+    for (document, problem) in [(&photo, "kind"), (&others_signature, "owner"), (&broken_signature, "image")] {
+        let status =
+            generate_letter(&stack, &owner, "张三丰", Relationship::Spouse, &document.document_id).await.unwrap_err();
+        assert_status(&status, Code::FailedPrecondition, "DOCUMENT_INVALID");
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.metadata.get("problem").map(String::as_str), Some(problem));
+        assert_eq!(bad_fields(&status), vec!["signature_document_id"]);
+    }
+
+    let good = good_signature.document_id.as_str();
+    let status = generate_letter(&stack, &owner, "  ", Relationship::Spouse, good).await.unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(bad_fields(&status), vec!["member_name"]);
+    let status = generate_letter(&stack, &owner, "张三丰", Relationship::Unspecified, good).await.unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "INVALID_ENUM_VALUE");
+    assert_eq!(bad_fields(&status), vec!["relationship"]);
+    let status = generate_letter(&stack, &owner, "张三丰", Relationship::Spouse, "nope").await.unwrap_err();
+    assert_eq!(bad_fields(&status), vec!["signature_document_id"]);
+    // Someone else's token for the owner's letter.
+    let impostor = crate::support::vouchers::FrontDoorPerson { token: other.token.clone(), ..owner.clone() };
+    let status = generate_letter(&stack, &impostor, "张三丰", Relationship::Spouse, good).await.unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "PERSON_TOKEN_INVALID");
+
+    assert_eq!(stack.count_insurance_rows("documents").await, rows, "no letter row");
+    assert_eq!(stack.document_files().len(), files, "no letter file");
+    // And the good signature works.
+    generate_letter(&stack, &owner, "张三丰", Relationship::Spouse, good).await.expect("letter");
+    assert_eq!(stack.count_insurance_rows("documents").await, rows + 1);
     stack.shutdown().await;
 }

@@ -98,7 +98,8 @@ fn adler32(data: &[u8]) -> u32 {
     (b << 16) | a
 }
 
-fn crc32(data: &[u8]) -> u32 {
+/// CRC-32 (ISO-HDLC) as PNG chunks carry it.
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &byte in data {
         crc ^= u32::from(byte);

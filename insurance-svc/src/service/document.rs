@@ -1,9 +1,11 @@
 //! `medins.insurance.v1.DocumentService`: uploads streamed in chunks, metadata reads, streamed
-//! downloads.
+//! downloads, and commitment letters rendered from the owner's signature.
 //!
 //! An upload is held in memory (8 MiB at most) until the client closes the stream and every
 //! check passed; only then are the bytes written to the object store, then the row inserted. A
 //! stream that breaks off therefore stores nothing, and a row always names complete bytes.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, stream::BoxStream};
@@ -12,21 +14,30 @@ use medins_common::{
     auth::Caller,
     convert::timestamp,
     error::{require_enum, require_uuid},
+    mask::mask_name,
     token::PersonClaims,
 };
 use medins_proto::insurance::v1::{
-    self as pb, DownloadDocumentRequest, DownloadDocumentResponse, GetDocumentRequest, GetDocumentResponse,
-    UploadDocumentRequest, UploadDocumentResponse, document_service_server::DocumentService,
-    download_document_response, upload_document_request,
+    self as pb, DownloadDocumentRequest, DownloadDocumentResponse, GenerateCommitmentLetterRequest,
+    GenerateCommitmentLetterResponse, GetDocumentRequest, GetDocumentResponse, UploadDocumentRequest,
+    UploadDocumentResponse, document_service_server::DocumentService, download_document_response,
+    upload_document_request,
 };
 use sha2::Digest;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use super::SharedState;
 use crate::{
-    domain::document::{
-        ContentType, DocumentKind, UploadBuffer, check_content, declared_sha256, declared_size, object_key, sha256_hex,
+    domain::{
+        document::{
+            ContentType, DocumentKind, UploadBuffer, check_content, declared_sha256, declared_size, object_key,
+            sha256_hex,
+        },
+        family::Relationship,
+        image::pdf_image,
+        letter::{CommitmentLetter, render, require_member_name},
     },
     store::document::Document,
 };
@@ -37,9 +48,15 @@ pub const DOWNLOAD_CHUNK_BYTES: usize = 32 * 1024;
 /// `uploaded_by` of documents medins renders itself.
 pub const RENDERED_BY: &str = "medins";
 
+/// How many bytes of uploads this process holds in memory at once, in KiB (256 MiB): an upload
+/// waits for its declared size to fit (within the request timeout), so many concurrent 8 MiB
+/// uploads cannot exhaust memory.
+pub const UPLOAD_MEMORY_BUDGET_KIB: usize = 256 * 1024;
+
 /// The DocumentService implementation.
 pub struct DocumentApi {
     state: SharedState,
+    upload_budget: Arc<Semaphore>,
 }
 
 /// The wire form of a document kind.
@@ -109,7 +126,7 @@ pub fn visible_to(document: Option<Document>, claims: Option<&PersonClaims>) -> 
 impl DocumentApi {
     /// Handlers over `state`.
     pub fn new(state: SharedState) -> Self {
-        Self { state }
+        Self { state, upload_budget: Arc::new(Semaphore::new(UPLOAD_MEMORY_BUDGET_KIB)) }
     }
 
     /// Writes the bytes, then the row; removes the bytes again if the row cannot be written.
@@ -117,13 +134,13 @@ impl DocumentApi {
     /// two writes cannot leave bytes without a row.
     pub async fn store(
         state: &SharedState,
+        id: Uuid,
         owner_person_id: Uuid,
         kind: DocumentKind,
         content_type: ContentType,
         bytes: Vec<u8>,
         uploaded_by: &str,
     ) -> ApiResult<Document> {
-        let id = Uuid::now_v7();
         let document = Document {
             id,
             owner_person_id,
@@ -185,6 +202,9 @@ impl DocumentApi {
             // (NOT_FOUND / PERSON_NOT_FOUND). A person token proves the owner exists.
             self.state.identity.get_person(&owner_person_id.to_string(), "header.").await?;
         }
+        // At most 8 MiB: 8192 KiB permits fit a u32.
+        let kib = u32::try_from(declared.div_ceil(1024)).map_err(ApiError::internal)?;
+        let permit = self.upload_budget.clone().acquire_many_owned(kib).await.map_err(ApiError::internal)?;
         let mut buffer = UploadBuffer::new(declared);
         while let Some(part) = next_part(request).await? {
             match part {
@@ -210,12 +230,99 @@ impl DocumentApi {
             .into());
         }
         let content_type = check_content(kind, &bytes)?;
-        Ok(Received { owner_person_id, kind, content_type, bytes, sha256 })
+        Ok(Received { owner_person_id, kind, content_type, bytes, sha256, _permit: permit })
+    }
+}
+
+impl DocumentApi {
+    /// The letter, once the request is decoded and the token checked: the signature document,
+    /// the owner's masked name, the rendering, the write.
+    async fn generate_letter(
+        &self,
+        owner_person_id: Uuid,
+        member_name: &str,
+        relationship: Relationship,
+        signature_id: Uuid,
+    ) -> ApiResult<GenerateCommitmentLetterResponse> {
+        let state = &self.state;
+        let signature = state.documents.find(signature_id).await?.ok_or_else(not_found)?;
+        check_signature(&signature, owner_person_id)?;
+        let person = state.identity.get_person(&owner_person_id.to_string(), "owner_").await?;
+        let bytes = state.objects.read(&signature.object_key).await?;
+        if sha256_hex(&bytes) != signature.sha256 {
+            return Err(ApiError::internal(format_args!("document {} bytes do not match their hash", signature.id)));
+        }
+        let image = pdf_image(signature.content_type, &bytes).map_err(|error| {
+            tracing::info!(document_id = %signature.id, %error, "signature image refused");
+            ApiError::failed_precondition(Reason::DocumentInvalid, "the signature image cannot be read")
+                .with_metadata("problem", "image")
+                .with_field_violation("signature_document_id", "the image is corrupt or larger than 4096 x 4096")
+        })?;
+        let letter = CommitmentLetter {
+            id: Uuid::now_v7(),
+            owner_masked_name: person.masked_name,
+            member_masked_name: mask_name(member_name),
+            relationship,
+            date: state.clock.today(),
+        };
+        let pdf = render(&letter, &image);
+        let document = Self::store(
+            state,
+            letter.id,
+            owner_person_id,
+            DocumentKind::CommitmentLetter,
+            ContentType::Pdf,
+            pdf,
+            RENDERED_BY,
+        )
+        .await?;
+        tracing::info!(
+            document_id = %document.id,
+            %owner_person_id,
+            signature_document_id = %signature.id,
+            relationship = relationship.as_str(),
+            size_bytes = document.size_bytes,
+            "commitment letter rendered"
+        );
+        Ok(GenerateCommitmentLetterResponse { document: Some(document_message(&document)) })
+    }
+}
+
+/// The signature a letter embeds must be the owner's SIGNATURE document: FAILED_PRECONDITION /
+/// DOCUMENT_INVALID otherwise (ErrorInfo metadata `problem`: `owner` or `kind`).
+pub fn check_signature(document: &Document, owner_person_id: Uuid) -> ApiResult<()> {
+    let invalid = |problem: &str, description: &str| {
+        ApiError::failed_precondition(Reason::DocumentInvalid, "the signature document cannot be used")
+            .with_metadata("problem", problem)
+            .with_field_violation("signature_document_id", description)
+    };
+    if document.owner_person_id != owner_person_id {
+        return Err(invalid("owner", "not a document of the owner"));
+    }
+    if document.kind != DocumentKind::Signature {
+        return Err(invalid("kind", "not a SIGNATURE document"));
+    }
+    Ok(())
+}
+
+/// A relationship from the wire (after `require_enum`).
+pub fn relationship_of(message: pb::Relationship) -> Relationship {
+    match message {
+        pb::Relationship::Spouse => Relationship::Spouse,
+        pb::Relationship::Child => Relationship::Child,
+        pb::Relationship::Parent => Relationship::Parent,
+        pb::Relationship::Grandparent => Relationship::Grandparent,
+        pb::Relationship::Grandchild => Relationship::Grandchild,
+        pb::Relationship::Sibling => Relationship::Sibling,
+        pb::Relationship::OtherCloseRelative => Relationship::OtherCloseRelative,
+        pb::Relationship::Unspecified => unreachable!("require_enum refuses the zero value"),
     }
 }
 
 /// A complete, checked upload.
 struct Received {
+    /// The upload's share of the memory budget, held until the bytes are stored.
+    _permit: OwnedSemaphorePermit,
     owner_person_id: Uuid,
     kind: DocumentKind,
     content_type: ContentType,
@@ -309,7 +416,8 @@ impl DocumentService for DocumentApi {
             .idempotency
             .run(&caller.id, "UploadDocument", request.metadata(), &fingerprint, || async {
                 let Received { owner_person_id, kind, content_type, bytes, .. } = received;
-                let document = Self::store(state, owner_person_id, kind, content_type, bytes, &caller.id).await?;
+                let document =
+                    Self::store(state, Uuid::now_v7(), owner_person_id, kind, content_type, bytes, &caller.id).await?;
                 tracing::info!(
                     document_id = %document.id,
                     owner_person_id = %document.owner_person_id,
@@ -359,5 +467,26 @@ impl DocumentService for DocumentApi {
             finished: false,
         };
         Ok(Response::new(futures::stream::unfold(download, Download::next).boxed()))
+    }
+
+    async fn generate_commitment_letter(
+        &self,
+        request: Request<GenerateCommitmentLetterRequest>,
+    ) -> Result<Response<GenerateCommitmentLetterResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let owner_person_id = require_uuid("owner_person_id", &body.owner_person_id)?;
+        let member_name = require_member_name(&body.member_name)?;
+        let relationship = relationship_of(require_enum::<pb::Relationship>("relationship", body.relationship)?);
+        let signature_id = require_uuid("signature_document_id", &body.signature_document_id)?;
+        let state = &self.state;
+        state.person_tokens.authorize(&request, owner_person_id).await?;
+        let response = state
+            .idempotency
+            .run(&caller.id, "GenerateCommitmentLetter", request.metadata(), body, || async {
+                Ok(self.generate_letter(owner_person_id, member_name, relationship, signature_id).await?)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 }
