@@ -234,6 +234,11 @@ impl DataDir {
     fn data_keys(&self) -> PathBuf {
         self.root.join("keys").join("identity-data-keys.toml")
     }
+    /// insurance-svc's own personal-data keys (card mailing addresses): a leak of one service's
+    /// keys does not open the other's data.
+    fn insurance_data_keys(&self) -> PathBuf {
+        self.root.join("keys").join("insurance-data-keys.toml")
+    }
     fn code_keys(&self) -> PathBuf {
         self.root.join("keys").join("code-signing-keys.toml")
     }
@@ -278,6 +283,16 @@ fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
         std::fs::create_dir_all(dir.data_keys().parent().expect("has parent"))?;
         DataKeys::generate().save_new(&dir.data_keys())?;
         println!("generated development personal-data keys: {} (keep secret; never commit)", dir.data_keys().display());
+        created = true;
+    }
+    // Also added to data folders made before insurance-svc encrypted anything.
+    if !dir.insurance_data_keys().exists() {
+        std::fs::create_dir_all(dir.insurance_data_keys().parent().expect("has parent"))?;
+        DataKeys::generate().save_new(&dir.insurance_data_keys())?;
+        println!(
+            "generated development personal-data keys: {} (keep secret; never commit)",
+            dir.insurance_data_keys().display()
+        );
         created = true;
     }
     if !dir.token_keys().exists() {
@@ -395,6 +410,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         service_key,
     )
     .with_code_keys_file(dir.code_keys())
+    .with_data_keys_file(dir.insurance_data_keys())
     .with_document_store(dir.root.join("documents").display().to_string());
     let identity = identity_svc::IdentityService::build(identity_config, Default::default()).await?;
     let insurance = insurance_svc::InsuranceService::build(insurance_config, Default::default()).await?;

@@ -53,6 +53,13 @@ pub struct Config {
     #[arg(long, env = "MEDINS_CODE_KEYS_FILE", required = true)]
     pub code_keys_file: Option<std::path::PathBuf>,
 
+    /// Personal-data key file (TOML: versioned AES-256 data keys and a separate blind-index key;
+    /// the format of identity-svc's, but insurance-svc's own keys), encrypting card mailing
+    /// addresses at rest. `medins up` creates `data/keys/insurance-data-keys.toml`. The
+    /// environment variable MEDINS_DATA_KEYS, holding the file's text, takes precedence.
+    #[arg(long, env = "MEDINS_DATA_KEYS_FILE")]
+    pub data_keys_file: Option<std::path::PathBuf>,
+
     /// Where document bytes are kept (metadata is in the database): `file:///absolute/folder`
     /// (created if missing; `medins up` uses `<data folder>/documents`) or `s3://bucket[/prefix]`
     /// for an S3-compatible store (needs the `s3` build feature; endpoint and credentials from
@@ -86,6 +93,7 @@ impl Config {
             identity_attempts: 3,
             policy_file: None,
             code_keys_file: None,
+            data_keys_file: None,
             document_store: None,
             code_keys_check_interval: Duration::from_secs(2),
             person_token_keys_refresh: Duration::from_secs(60),
@@ -96,6 +104,12 @@ impl Config {
     /// The same configuration with a code key file.
     pub fn with_code_keys_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.code_keys_file = Some(path.into());
+        self
+    }
+
+    /// The same configuration with a personal-data key file.
+    pub fn with_data_keys_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.data_keys_file = Some(path.into());
         self
     }
 

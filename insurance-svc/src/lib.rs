@@ -1,5 +1,6 @@
 //! insurance-svc: what a person may do with their insurance (DESIGN.md 6). Holds no raw
-//! personal data: persons are opaque ids resolved through identity-svc.
+//! personal data: persons are opaque ids resolved through identity-svc, and the one piece of
+//! personal data it keeps, a card's mailing address, is encrypted per field (DESIGN.md 4.5).
 
 pub mod clients;
 pub mod code_keys;
@@ -15,6 +16,7 @@ use anyhow::Context as _;
 use medins_common::{
     auth::{MethodScopes, Partners, scopes},
     clock::{SharedClock, SystemClock},
+    crypto::{DataKeys, FieldCipher},
     db::Db,
     idempotency::Idempotency,
     server::{ServiceDefinition, serve, service_name},
@@ -99,9 +101,10 @@ pub struct InsuranceService {
 }
 
 impl InsuranceService {
-    /// Connects the database (migrating unless told not to), loads partners, prepares the
-    /// identity-svc client (connected on first use).
+    /// Loads the personal-data keys, connects the database (migrating unless told not to),
+    /// loads partners, prepares the identity-svc client (connected on first use).
     pub async fn build(config: Config, dependencies: Dependencies) -> anyhow::Result<Self> {
+        let keys = DataKeys::from_env_or_file(config.data_keys_file.as_deref()).context("personal-data keys")?;
         let partners = Partners::load(&config.common.partners_file)?;
         let db = Db::connect(&config.common.database_url, &config.common.pool_options())?;
         if !config.common.no_migrate {
@@ -139,7 +142,7 @@ impl InsuranceService {
             documents: store::document::DocumentStore::new(db.clone()),
             objects,
             family: store::family::FamilyStore::new(db.clone()),
-            cards: store::card::CardStore::new(db.clone()),
+            cards: store::card::CardStore::new(db.clone(), FieldCipher::new(&keys)),
             face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
             ledger: store::ledger::LedgerStore::new(db.clone()),
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),

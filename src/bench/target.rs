@@ -152,6 +152,8 @@ impl Target {
         partners.save(&partners_file)?;
         let data_keys = root.join("identity-data-keys.toml");
         DataKeys::generate().save_new(&data_keys)?;
+        let insurance_data_keys = root.join("insurance-data-keys.toml");
+        DataKeys::generate().save_new(&insurance_data_keys)?;
         let token_keys = root.join("person-token-keys.toml");
         TokenKeyRing::generate(now).save_new(&token_keys)?;
         let code_keys = root.join("code-signing-keys.toml");
@@ -211,6 +213,8 @@ impl Target {
                 format!("http://{identity_addr}"),
                 "--code-keys-file".into(),
                 code_keys.display().to_string(),
+                "--data-keys-file".into(),
+                insurance_data_keys.display().to_string(),
                 "--document-store".into(),
                 root.join("documents").display().to_string(),
             ],

@@ -3,6 +3,7 @@
 //! activation at the bank and the counter, loss and replacement, and concurrent production.
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
+use medins_common::crypto::{CryptoError, FieldAad, FieldCipher};
 use medins_proto::{
     identity::v1::FacePurpose,
     insurance::v1::{
@@ -10,8 +11,8 @@ use medins_proto::{
         CancelCardLossReportRequest, Card, CardActivationChannel, CardApplication, CardApplicationStatus,
         CardBatchPerson, CardChannel, CardDelivery, CardFunctionStatus, CardLossKind, CardReviewDecision, CardStatus,
         ConfirmCardDeliveryRequest, DocumentKind, GetCardApplicationRequest, GetCardRequest,
-        ListCardApplicationsRequest, MailingAddress, PersonIdentity, RecordCardDispatchRequest, RecordCardFeeRequest,
-        RecordCardProductionRequest, Relationship, ReplaceCardRequest, ReportCardLossRequest,
+        ListCardApplicationsRequest, MailingAddress, MaskedMailingAddress, PersonIdentity, RecordCardDispatchRequest,
+        RecordCardFeeRequest, RecordCardProductionRequest, Relationship, ReplaceCardRequest, ReportCardLossRequest,
         ReviewCardApplicationRequest, card_batch_person, get_card_request,
     },
 };
@@ -19,7 +20,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::support::{
-    SeedPerson, Stack,
+    SeedPerson, Stack, TestDatabases,
     cards::InsuredPerson,
     documents::{sample_jpeg, sample_pdf, sample_png},
     privacy, reason,
@@ -997,6 +998,102 @@ async fn an_online_application_is_refused_for_each_missing_proof_writing_nothing
         ))
         .await
         .unwrap();
+    stack.shutdown().await;
+}
+
+/// The raw bytes of `column` of the one row of `card_mailing_addresses` in `rows`.
+fn address_blob(rows: &[(String, Vec<u8>)], column: &str) -> Vec<u8> {
+    let place = format!("card_mailing_addresses.{column}");
+    let mut blobs = rows.iter().filter(|(label, _)| *label == place).map(|(_, bytes)| bytes.clone());
+    let blob = blobs.next().unwrap_or_else(|| panic!("{place} was read"));
+    assert!(blobs.next().is_none(), "one address row");
+    blob
+}
+
+#[tokio::test]
+async fn a_mailing_address_is_stored_encrypted_under_insurance_keys_and_read_back_masked() {
+    let stack = Stack::start().await;
+    let sent = MailingAddress {
+        region_code: "110105".into(),
+        street: "望京街道阜通东大街 6 号院 2 号楼 1702".into(),
+        recipient: "欧阳明月".into(),
+        phone: "13698765432".into(),
+    };
+    for value in [&sent.street, &sent.recipient, &sent.phone] {
+        privacy::sensitive(value);
+    }
+    let key = stack.keys.mini_program.clone();
+    let person = stack.front_door_person(&key).await;
+    stack.open_account_for(&person.person_id).await;
+    let kit = online_kit(&stack, &person).await;
+    let sms = stack.verified_card_sms(&key, &person.seed.phone).await;
+    let face = stack.passed_face_session(&key, &person, FacePurpose::CardApplication).await;
+    let request = ApplyForCardRequest { mailing_address: Some(sent.clone()), ..online(&person, &kit, &sms, &face) };
+    let mut cards = stack.cards(Some(&key));
+    let id = cards
+        .apply_for_card(with_person_token(request, &person.token))
+        .await
+        .expect("apply")
+        .into_inner()
+        .application
+        .expect("application")
+        .application_id;
+    assert_eq!(stack.count_insurance_rows("card_mailing_addresses").await, 1);
+
+    // At rest no column of any table (nor, on SQLite, the database or WAL file) holds the
+    // recipient, the phone or the street; the application id is found, so the scan sees data.
+    let secrets = [("recipient", sent.recipient.as_str()), ("phone", sent.phone.as_str()), ("street", &sent.street)];
+    let rows = crate::privacy::raw_values(&stack.insurance_db).await;
+    crate::privacy::assert_absent(&rows, &secrets, &id);
+    if let TestDatabases::Sqlite { insurance, .. } = &stack.databases {
+        crate::privacy::assert_absent(&crate::privacy::sqlite_files(insurance), &secrets, &id);
+    }
+    // The blobs are AES-256-GCM under insurance-svc's keys, bound to table, column and
+    // application id; identity-svc's keys do not open them.
+    let insurance_cipher = FieldCipher::new(&stack.insurance_data_keys());
+    let identity_cipher = FieldCipher::new(&stack.identity_data_keys());
+    let aad = |column| FieldAad { table: "card_mailing_addresses", column, row_id: &id };
+    for (column, plain) in
+        [("street_enc", &sent.street), ("recipient_enc", &sent.recipient), ("phone_enc", &sent.phone)]
+    {
+        let blob = address_blob(&rows, column);
+        assert_eq!(insurance_cipher.decrypt_string(&aad(column), &blob).as_ref(), Ok(plain), "{column}");
+        assert_eq!(identity_cipher.decrypt(&aad(column), &blob), Err(CryptoError::Authentication), "{column}");
+    }
+    assert_eq!(address_blob(&rows, "region_code"), b"110105");
+
+    // Read back through the API: decrypted, the recipient and phone masked as before.
+    let read = |token: String| {
+        let mut cards = stack.cards(Some(&key));
+        let request = GetCardApplicationRequest { application_id: id.clone() };
+        async move { cards.get_card_application(with_person_token(request, &token)).await }
+    };
+    let shown = read(person.token.clone()).await.expect("read").into_inner().application.unwrap();
+    assert_eq!(
+        shown.mailing_address,
+        Some(MaskedMailingAddress {
+            region_code: "110105".into(),
+            street: sent.street.clone(),
+            masked_recipient: "欧**月".into(),
+            masked_phone: "136****5432".into(),
+        })
+    );
+
+    // A blob moved to another column does not decrypt: the read fails as INTERNAL, showing
+    // nothing, instead of returning the street as the recipient.
+    stack
+        .insurance_db
+        .run(|conn| -> Result<usize, medins_common::db::DbError> {
+            use diesel::RunQueryDsl;
+            Ok(diesel::sql_query(
+                "UPDATE card_mailing_addresses SET street_enc = recipient_enc, recipient_enc = street_enc",
+            )
+            .execute(conn)?)
+        })
+        .await
+        .expect("swap two blobs");
+    let status = read(person.token.clone()).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::Internal, "INTERNAL"));
     stack.shutdown().await;
 }
 

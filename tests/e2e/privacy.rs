@@ -31,7 +31,7 @@ struct Value {
 }
 
 /// Every value of every column of every table, as the bytes the database holds.
-async fn raw_values(db: &Db) -> Vec<(String, Vec<u8>)> {
+pub(crate) async fn raw_values(db: &Db) -> Vec<(String, Vec<u8>)> {
     let backend = db.backend();
     db.run(move |conn| -> Result<_, DbError> {
         let columns_sql = match backend {
@@ -68,7 +68,7 @@ async fn raw_values(db: &Db) -> Vec<(String, Vec<u8>)> {
 
 /// The SQLite database file and its WAL, as bytes: free pages, indexes and the WAL hold bytes
 /// that SQL does not show.
-fn sqlite_files(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn sqlite_files(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let wal = path.with_extension("db-wal");
     let files: Vec<(String, Vec<u8>)> = [path.to_path_buf(), wal]
         .into_iter()
@@ -84,7 +84,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Asserts that no blob holds any of `secrets`, and that `marker` (a value known to be stored)
 /// is found, so the scan is known to see the data.
-fn assert_absent(blobs: &[(String, Vec<u8>)], secrets: &[(&str, &str)], marker: &str) {
+pub(crate) fn assert_absent(blobs: &[(String, Vec<u8>)], secrets: &[(&str, &str)], marker: &str) {
     assert!(blobs.iter().any(|(_, bytes)| contains(bytes, marker.as_bytes())), "the scan sees stored data");
     for (what, secret) in secrets {
         for variant in [secret.to_string(), secret.to_lowercase()] {

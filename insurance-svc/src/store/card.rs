@@ -7,6 +7,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
+    crypto::{FieldAad, FieldCipher},
     db::{Db, DbConnection, is_unique_violation, write_transaction},
 };
 use uuid::Uuid;
@@ -279,6 +280,8 @@ pub struct ApplicationFilter {
 #[derive(Clone, Debug)]
 pub struct CardStore {
     db: Db,
+    /// Encrypts the personal fields of mailing addresses (street, recipient, phone).
+    cipher: FieldCipher,
 }
 
 fn application_not_found() -> ApiError {
@@ -305,9 +308,10 @@ fn existing_card_conflict() -> ApiError {
 }
 
 impl CardStore {
-    /// A store over `db`.
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    /// A store over `db`; mailing addresses are encrypted with `cipher` (insurance-svc's own
+    /// data keys).
+    pub fn new(db: Db, cipher: FieldCipher) -> Self {
+        Self { db, cipher }
     }
 
     /// Records a fee; idempotent by (bank, reference). Returns it and whether it is new.
@@ -387,15 +391,16 @@ impl CardStore {
         issue_on_spot: bool,
         now: NaiveDateTime,
     ) -> ApiResult<(CardApplication, Option<Card>)> {
+        let cipher = self.cipher.clone();
         self.db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
                     if let Some(conflict) = application_conflict_in(conn, new.person_id)? {
                         return Err(conflict);
                     }
-                    let id = insert_application(conn, &new, None, now)?;
+                    let id = insert_application(conn, &cipher, &new, None, now)?;
                     if !issue_on_spot {
-                        return Ok((load_application(conn, id)?, None));
+                        return Ok((load_application(conn, &cipher, id)?, None));
                     }
                     let partner = new.partner_id.as_str();
                     step(
@@ -409,7 +414,7 @@ impl CardStore {
                     let number = produce_in(conn, id, partner, now)?;
                     step(conn, id, ApplicationAction::ConfirmDelivery, partner, now, Change::Plain)?;
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
-                    Ok((load_application(conn, id)?, Some(card)))
+                    Ok((load_application(conn, &cipher, id)?, Some(card)))
                 })
             })
             .await
@@ -424,13 +429,14 @@ impl CardStore {
         partner: String,
         now: NaiveDateTime,
     ) -> ApiResult<CardApplication> {
+        let cipher = self.cipher.clone();
         self.db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
                     let action =
                         if rejection.is_some() { ApplicationAction::Reject } else { ApplicationAction::Approve };
                     step(conn, id, action, &partner, now, Change::Review { rejection, today: Some(today) })?;
-                    load_application(conn, id)
+                    load_application(conn, &cipher, id)
                 })
             })
             .await
@@ -438,12 +444,13 @@ impl CardStore {
 
     /// Produces the card of an APPROVED application: a new number from the sequence.
     pub async fn produce(&self, id: Uuid, partner: String, now: NaiveDateTime) -> ApiResult<(CardApplication, Card)> {
+        let cipher = self.cipher.clone();
         self.db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
                     let number = produce_in(conn, id, &partner, now)?;
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
-                    Ok((load_application(conn, id)?, card))
+                    Ok((load_application(conn, &cipher, id)?, card))
                 })
             })
             .await
@@ -458,6 +465,7 @@ impl CardStore {
         partner: String,
         now: NaiveDateTime,
     ) -> ApiResult<CardApplication> {
+        let cipher = self.cipher.clone();
         self.db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
@@ -480,7 +488,7 @@ impl CardStore {
                         _ => {}
                     }
                     step(conn, id, ApplicationAction::Dispatch, &partner, now, Change::Dispatch { tracking })?;
-                    load_application(conn, id)
+                    load_application(conn, &cipher, id)
                 })
             })
             .await
@@ -493,11 +501,12 @@ impl CardStore {
         partner: String,
         now: NaiveDateTime,
     ) -> ApiResult<(CardApplication, Card)> {
+        let cipher = self.cipher.clone();
         self.db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
                     step(conn, id, ApplicationAction::ConfirmDelivery, &partner, now, Change::Plain)?;
-                    let application = load_application(conn, id)?;
+                    let application = load_application(conn, &cipher, id)?;
                     let number = application.card_number.clone().ok_or_else(|| bad("delivered without card"))?;
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
                     Ok((application, card))
@@ -508,9 +517,10 @@ impl CardStore {
 
     /// An application with its history, address and fee.
     pub async fn find_application(&self, id: Uuid) -> ApiResult<Option<CardApplication>> {
+        let cipher = self.cipher.clone();
         self.db
             .run(move |conn| match find_application_row(conn, id)? {
-                Some(_) => load_application(conn, id).map(Some),
+                Some(_) => load_application(conn, &cipher, id).map(Some),
                 None => Ok(None),
             })
             .await
@@ -652,6 +662,7 @@ impl CardStore {
         partner: String,
         now: NaiveDateTime,
     ) -> ApiResult<(CardApplication, Card)> {
+        let cipher = self.cipher.clone();
         self.db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
@@ -675,10 +686,10 @@ impl CardStore {
                         mailing_address,
                         fee_id: Some(fee_id),
                     };
-                    let id = insert_application(conn, &new, Some(&number), now)?;
+                    let id = insert_application(conn, &cipher, &new, Some(&number), now)?;
                     set_card_status(conn, &number, card.status, next, Some(id), now)?;
                     let old = load_card(conn, &number)?.ok_or_else(card_not_found)?;
-                    Ok((load_application(conn, id)?, old))
+                    Ok((load_application(conn, &cipher, id)?, old))
                 })
             })
             .await
@@ -716,9 +727,42 @@ fn application_conflict_in(conn: &mut DbConnection, person_id: Uuid) -> ApiResul
     Ok((cards > 0).then(existing_card_conflict))
 }
 
+/// The encrypted columns of `card_mailing_addresses`; table and column are part of each field's
+/// AAD, so a blob moved to another column or row does not decrypt.
+const ADDRESS_TABLE: &str = "card_mailing_addresses";
+const STREET: &str = "street_enc";
+const RECIPIENT: &str = "recipient_enc";
+const PHONE: &str = "phone_enc";
+
+/// A mailing address as stored: the personal fields are blobs of [`seal`].
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = card_mailing_addresses)]
+struct AddressRow {
+    region_code: String,
+    street_enc: Vec<u8>,
+    recipient_enc: Vec<u8>,
+    phone_enc: Vec<u8>,
+}
+
+/// Encrypts one address field of the application `application_id` (the row id).
+fn seal(cipher: &FieldCipher, column: &str, application_id: &str, value: &str) -> Vec<u8> {
+    cipher.encrypt_str(&FieldAad { table: ADDRESS_TABLE, column, row_id: application_id }, value)
+}
+
+/// Decrypts one address field. A failure (unknown key version, wrong key file, altered blob) is
+/// INTERNAL: the message names the column and application id only, never data.
+fn open(cipher: &FieldCipher, column: &str, application_id: &str, blob: &[u8]) -> ApiResult<String> {
+    cipher.decrypt_string(&FieldAad { table: ADDRESS_TABLE, column, row_id: application_id }, blob).map_err(|error| {
+        ApiError::internal(format_args!(
+            "cannot decrypt {ADDRESS_TABLE}.{column} of application {application_id}: {error}"
+        ))
+    })
+}
+
 /// Inserts a SUBMITTED application with its event, proof, address and fee.
 fn insert_application(
     conn: &mut DbConnection,
+    cipher: &FieldCipher,
     new: &NewApplication,
     replaces: Option<&str>,
     now: NaiveDateTime,
@@ -772,9 +816,9 @@ fn insert_application(
             .values((
                 card_mailing_addresses::application_id.eq(&id_text),
                 card_mailing_addresses::region_code.eq(&address.region_code),
-                card_mailing_addresses::street.eq(&address.street),
-                card_mailing_addresses::recipient.eq(&address.recipient),
-                card_mailing_addresses::phone.eq(&address.phone),
+                card_mailing_addresses::street_enc.eq(seal(cipher, STREET, &id_text, &address.street)),
+                card_mailing_addresses::recipient_enc.eq(seal(cipher, RECIPIENT, &id_text, &address.recipient)),
+                card_mailing_addresses::phone_enc.eq(seal(cipher, PHONE, &id_text, &address.phone)),
             ))
             .execute(conn)?;
     }
@@ -943,7 +987,7 @@ fn find_application_row(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<C
         .transpose()
 }
 
-fn load_application(conn: &mut DbConnection, id: Uuid) -> ApiResult<CardApplication> {
+fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> ApiResult<CardApplication> {
     let mut application = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     let id_text = id.to_string();
     let events: Vec<(String, String, NaiveDateTime)> = card_application_events::table
@@ -961,18 +1005,18 @@ fn load_application(conn: &mut DbConnection, id: Uuid) -> ApiResult<CardApplicat
             })
         })
         .collect::<ApiResult<_>>()?;
-    let address: Option<(String, String, String, String)> = card_mailing_addresses::table
-        .find(&id_text)
-        .select((
-            card_mailing_addresses::region_code,
-            card_mailing_addresses::street,
-            card_mailing_addresses::recipient,
-            card_mailing_addresses::phone,
-        ))
-        .first(conn)
-        .optional()?;
-    application.mailing_address =
-        address.map(|(region_code, street, recipient, phone)| MailingAddress { region_code, street, recipient, phone });
+    let address =
+        card_mailing_addresses::table.find(&id_text).select(AddressRow::as_select()).first(conn).optional()?;
+    application.mailing_address = address
+        .map(|row| -> ApiResult<MailingAddress> {
+            Ok(MailingAddress {
+                region_code: row.region_code,
+                street: open(cipher, STREET, &id_text, &row.street_enc)?,
+                recipient: open(cipher, RECIPIENT, &id_text, &row.recipient_enc)?,
+                phone: open(cipher, PHONE, &id_text, &row.phone_enc)?,
+            })
+        })
+        .transpose()?;
     let fee: Option<String> =
         card_fees::table.filter(card_fees::application_id.eq(&id_text)).select(card_fees::id).first(conn).optional()?;
     application.fee_id = fee.as_deref().map(|f| uuid_of(f, "fee id")).transpose()?;

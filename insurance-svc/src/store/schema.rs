@@ -213,13 +213,14 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Mailing addresses of mailed cards (migration 000006).
+    /// Mailing addresses of mailed cards (migration 000006); street, recipient and phone
+    /// AES-256-GCM encrypted (store::card).
     card_mailing_addresses (application_id) {
         application_id -> Text,
         region_code -> Text,
-        street -> Text,
-        recipient -> Text,
-        phone -> Text,
+        street_enc -> Binary,
+        recipient_enc -> Binary,
+        phone_enc -> Binary,
     }
 }
 

@@ -2,6 +2,7 @@
 //! challenges for card applications, fees, and uploaded documents.
 
 use chrono::NaiveDate;
+use medins_common::crypto::DataKeys;
 use medins_proto::{
     identity::v1::{RegisterPersonRequest, SendSmsCodeRequest, SmsPurpose, VerifySmsCodeRequest},
     insurance::v1::{
@@ -114,6 +115,18 @@ impl Stack {
             .fee
             .expect("fee")
             .fee_id
+    }
+
+    /// insurance-svc's personal-data keys, read from its key file.
+    pub fn insurance_data_keys(&self) -> DataKeys {
+        DataKeys::load(self.insurance_config.data_keys_file.as_deref().expect("tests give insurance-svc a key file"))
+            .expect("load insurance-svc's data keys")
+    }
+
+    /// identity-svc's personal-data keys, read from its key file.
+    pub fn identity_data_keys(&self) -> DataKeys {
+        DataKeys::load(self.identity_config.data_keys_file.as_deref().expect("tests give identity-svc a key file"))
+            .expect("load identity-svc's data keys")
     }
 
     /// A document of `owner`, uploaded through DocumentService by operators (the applicant's app

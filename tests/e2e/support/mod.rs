@@ -256,6 +256,9 @@ impl Stack {
         file.save(&partners_file).expect("save partners");
         let keys_file = dir.path().join("data-keys.toml");
         DataKeys::generate().save_new(&keys_file).expect("save data keys");
+        // insurance-svc has keys of its own, as `medins up` gives it.
+        let insurance_keys_file = dir.path().join("insurance-data-keys.toml");
+        DataKeys::generate().save_new(&insurance_keys_file).expect("save insurance data keys");
         let token_keys_file = dir.path().join("person-token-keys.toml");
         TokenKeyRing::generate(chrono::Utc::now()).save_new(&token_keys_file).expect("save person-token keys");
 
@@ -299,6 +302,7 @@ impl Stack {
             .expect("build identity-svc");
         let insurance_config = vouchers::insurance_config(
             insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), keys.service.clone())
+                .with_data_keys_file(insurance_keys_file)
                 .with_document_store(documents::store_url(dir.path())),
             dir.path(),
         );

@@ -69,12 +69,16 @@ CREATE UNIQUE INDEX card_application_evidence_face_once ON card_application_evid
 CREATE UNIQUE INDEX card_application_evidence_sms_once ON card_application_evidence (sms_challenge_id);
 
 -- Where a mailed card goes (the recipient's name and phone are shown back masked only).
+-- Street, recipient and phone are personal data: AES-256-GCM encrypted per field
+-- (common::crypto::FieldCipher; AAD = table, column, application id, key version). A blob is
+-- version (4 bytes) + nonce (12) + ciphertext + tag (16), so its length is the plaintext's + 32:
+-- every field is non-empty, and the phone is always its 11 digits.
 CREATE TABLE card_mailing_addresses (
     application_id TEXT PRIMARY KEY NOT NULL REFERENCES card_applications (id),
     region_code TEXT NOT NULL CHECK (length(region_code) = 6),
-    street TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    phone TEXT NOT NULL CHECK (length(phone) = 11)
+    street_enc BLOB NOT NULL CHECK (length(street_enc) > 32),
+    recipient_enc BLOB NOT NULL CHECK (length(recipient_enc) > 32),
+    phone_enc BLOB NOT NULL CHECK (length(phone_enc) = 32 + 11)
 );
 
 -- Every status an application reached, for the history a person and operators see.
