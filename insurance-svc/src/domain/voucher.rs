@@ -24,7 +24,7 @@ pub enum Channel {
     BankApp,
     /// A city government app.
     CityApp,
-    /// By the family member who bound the holder (the family issue; never through
+    /// By the family member who bound the holder (FamilyService.AddFamilyMember; never through
     /// ActivateVoucher).
     Family,
 }
