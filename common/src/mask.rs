@@ -41,6 +41,18 @@ pub fn mask_phone(phone: &str) -> String {
     if phone.chars().count() >= 8 { keep_ends(phone, 3, 4) } else { mask_all(phone) }
 }
 
+/// Masks a street address, keeping its first 6 characters (the district or road) and hiding
+/// the rest, and its length, behind `****`: `朝阳区建国路 88 号 501` becomes `朝阳区建国路****`.
+/// Six characters or fewer are masked entirely.
+pub fn mask_street(street: &str) -> String {
+    const KEEP: usize = 6;
+    if street.chars().count() <= KEEP {
+        return "****".to_owned();
+    }
+    let head: String = street.chars().take(KEEP).collect();
+    format!("{head}****")
+}
+
 /// Keeps the first `head` and the last `tail` characters and masks those in between.
 /// If `head + tail` covers the whole input, everything is masked instead.
 fn keep_ends(s: &str, head: usize, tail: usize) -> String {
@@ -54,6 +66,18 @@ fn keep_ends(s: &str, head: usize, tail: usize) -> String {
 /// One `*` for each character.
 fn mask_all(s: &str) -> String {
     s.chars().map(|_| MASK).collect()
+}
+
+#[cfg(test)]
+mod street_tests {
+    use super::mask_street;
+
+    #[test]
+    fn a_street_keeps_its_first_six_characters_and_hides_the_rest_and_its_length() {
+        assert_eq!(mask_street("朝阳区建国路 88 号 3 单元 501"), "朝阳区建国路****");
+        assert_eq!(mask_street("朝阳区建国路 1 号"), "朝阳区建国路****");
+        assert_eq!(mask_street("建国路1号"), "****");
+    }
 }
 
 #[cfg(test)]

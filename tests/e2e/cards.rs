@@ -1030,8 +1030,11 @@ async fn a_mailing_address_is_stored_encrypted_under_insurance_keys_and_read_bac
     let face = stack.passed_face_session(&key, &person, FacePurpose::CardApplication).await;
     let request = ApplyForCardRequest { mailing_address: Some(sent.clone()), ..online(&person, &kit, &sms, &face) };
     let mut cards = stack.cards(Some(&key));
+    // With an idempotency key: the stored first outcome must hold no plaintext either.
+    let mut request = with_person_token(request, &person.token);
+    request.metadata_mut().insert("idempotency-key", "apply-card-encrypted-address".parse().unwrap());
     let id = cards
-        .apply_for_card(with_person_token(request, &person.token))
+        .apply_for_card(request)
         .await
         .expect("apply")
         .into_inner()
@@ -1062,7 +1065,7 @@ async fn a_mailing_address_is_stored_encrypted_under_insurance_keys_and_read_bac
     }
     assert_eq!(address_blob(&rows, "region_code"), b"110105");
 
-    // Read back through the API: decrypted, the recipient and phone masked as before.
+    // Read back through the API: decrypted, then masked (street, recipient and phone).
     let read = |token: String| {
         let mut cards = stack.cards(Some(&key));
         let request = GetCardApplicationRequest { application_id: id.clone() };
@@ -1073,7 +1076,7 @@ async fn a_mailing_address_is_stored_encrypted_under_insurance_keys_and_read_bac
         shown.mailing_address,
         Some(MaskedMailingAddress {
             region_code: "110105".into(),
-            street: sent.street.clone(),
+            masked_street: "望京街道阜通****".into(),
             masked_recipient: "欧**月".into(),
             masked_phone: "136****5432".into(),
         })

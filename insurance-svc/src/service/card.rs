@@ -14,7 +14,7 @@ use medins_common::{
     auth::{Caller, Partner, PartnerKind},
     convert::{from_timestamp, timestamp},
     error::{require_enum, require_uuid},
-    mask::{mask_name, mask_phone},
+    mask::{mask_name, mask_phone, mask_street},
 };
 use medins_proto::{
     identity::v1::SmsPurpose,
@@ -116,7 +116,7 @@ fn date_message(date: NaiveDate) -> pb::CardDate {
 fn address_message(address: &MailingAddress) -> pb::MaskedMailingAddress {
     pb::MaskedMailingAddress {
         region_code: address.region_code.clone(),
-        street: address.street.clone(),
+        masked_street: mask_street(&address.street),
         masked_recipient: mask_name(&address.recipient),
         masked_phone: mask_phone(&address.phone),
     }
