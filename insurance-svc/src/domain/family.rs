@@ -249,14 +249,14 @@ pub fn document_id(role: BindingDocument, text: &str) -> ApiResult<Option<Uuid>>
 }
 
 /// Rule 8 for one document: present, known, of the right kind and the owner's. `found` is the
-/// stored document's (owner, kind), `None` when unknown.
+/// stored document's (owner, kind), `None` when unknown. Returns the checked id.
 pub fn check_document(
     role: BindingDocument,
     id: Option<Uuid>,
     found: Option<(Uuid, DocumentKind)>,
     owner: Uuid,
-) -> ApiResult<()> {
-    let refuse = |reason: Reason, message: &str| {
+) -> ApiResult<Uuid> {
+    let refuse = |reason: Reason, message: &str| -> ApiResult<Uuid> {
         Err(ApiError::failed_precondition(reason, format!("{}: {message}", role.field()))
             .with_metadata("document", role.as_str()))
     };
@@ -269,7 +269,7 @@ pub fn check_document(
         (Some(_), Some((_, kind))) if kind != role.kind() => {
             refuse(Reason::DocumentInvalid, "the wrong kind of document")
         }
-        _ => Ok(()),
+        (Some(id), Some(_)) => Ok(id),
     }
 }
 
@@ -431,7 +431,8 @@ mod tests {
     #[test]
     fn documents_must_be_present_known_the_owners_and_of_their_kind() {
         let owner = Uuid::now_v7();
-        let id = Some(Uuid::now_v7());
+        let letter_id = Uuid::now_v7();
+        let id = Some(letter_id);
         let letter = BindingDocument::CommitmentLetter;
         assert_eq!(check_document(letter, None, None, owner).unwrap_err().reason(), Reason::DocumentMissing);
         assert_eq!(check_document(letter, id, None, owner).unwrap_err().reason(), Reason::DocumentInvalid);
@@ -439,7 +440,10 @@ mod tests {
         assert_eq!(check_document(letter, id, foreign, owner).unwrap_err().reason(), Reason::DocumentInvalid);
         let wrong_kind = Some((owner, DocumentKind::HouseholdRegister));
         assert_eq!(check_document(letter, id, wrong_kind, owner).unwrap_err().reason(), Reason::DocumentInvalid);
-        assert!(check_document(letter, id, Some((owner, DocumentKind::CommitmentLetter)), owner).is_ok());
+        assert_eq!(
+            check_document(letter, id, Some((owner, DocumentKind::CommitmentLetter)), owner).unwrap(),
+            letter_id
+        );
         assert_eq!(document_id(letter, "").unwrap(), None);
         assert!(document_id(letter, "letter").is_err());
     }

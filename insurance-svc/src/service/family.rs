@@ -165,7 +165,9 @@ impl FamilyApi {
         // 2. The member is insured.
         let member_account = state.accounts.find_open_by_person(member).await?;
         require_insured(member_account.as_ref().map(|account| account.status))?;
-        let member_birth = member_account.map(|account| account.birth_date).expect("insured: an open account");
+        let member_birth = member_account
+            .map(|account| account.birth_date)
+            .ok_or_else(|| ApiError::internal("an insured member without an open account"))?;
         // 3-6.
         require_not_self(owner, member)?;
         let today = state.clock.today();
@@ -179,15 +181,16 @@ impl FamilyApi {
         })?;
         check_relationship_age(request.relationship, owner_birth, member_birth)?;
         // 8. The documents.
+        let mut documents = Vec::with_capacity(BindingDocument::ALL.len());
         for (role, id) in BindingDocument::ALL.into_iter().zip(request.documents) {
             let found = match id {
                 Some(id) => state.documents.find(id).await?.map(|document| (document.owner_person_id, document.kind)),
                 None => None,
             };
-            check_document(role, id, found, owner)?;
+            documents.push(check_document(role, id, found, owner)?);
         }
-        let [Some(commitment_letter_id), Some(owner_register_id), Some(member_register_id)] = request.documents else {
-            unreachable!("check_document refuses a missing document");
+        let [commitment_letter_id, owner_register_id, member_register_id] = documents[..] else {
+            return Err(ApiError::internal("a binding takes exactly three documents"));
         };
         // From 16: the member's face check, started now; the binding waits for its outcome.
         let id = Uuid::now_v7();
