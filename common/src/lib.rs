@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod keyring;
 pub mod mask;
 pub mod peer;
+pub mod phone;
 pub mod server;
 pub mod telemetry;
 pub mod token;

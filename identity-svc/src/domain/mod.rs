@@ -5,5 +5,5 @@ pub mod face;
 pub mod id_number;
 pub mod link;
 pub mod person;
-pub mod phone;
+pub use medins_common::phone;
 pub mod sms;

@@ -498,28 +498,6 @@ fn plain_text(text: &str, max_chars: usize) -> Option<String> {
     ((1..=max_chars).contains(&count) && !text.chars().any(char::is_control)).then(|| text.to_owned())
 }
 
-/// A mainland mobile number as its 11 digits: an optional `+86`/`86` prefix, single spaces or
-/// hyphens between digits, `1` then 3-9 then 9 digits.
-pub fn mobile_digits(text: &str) -> Option<String> {
-    let text = text.trim();
-    let text = text.strip_prefix("+86").or_else(|| text.strip_prefix("86")).unwrap_or(text);
-    let text = text.trim_start_matches([' ', '-']);
-    let mut digits = String::new();
-    let mut last_separator = true;
-    for c in text.chars() {
-        match c {
-            '0'..='9' => {
-                digits.push(c);
-                last_separator = false;
-            }
-            ' ' | '-' if !last_separator => last_separator = true,
-            _ => return None,
-        }
-    }
-    let bytes = digits.as_bytes();
-    (bytes.len() == 11 && !last_separator && bytes[0] == b'1' && (b'3'..=b'9').contains(&bytes[1])).then_some(digits)
-}
-
 /// Validates a mailing address; field violations are named `<prefix>region_code` and so on,
 /// all of them at once. The messages never repeat the input.
 pub fn mailing_address(
@@ -542,7 +520,8 @@ pub fn mailing_address(
     if recipient.is_none() {
         violations.push((format!("{prefix}recipient"), "must be 1-64 characters without control characters"));
     }
-    let phone = mobile_digits(phone);
+    // The one mainland mobile rule (medins_common::phone), as identity-svc applies it.
+    let phone = medins_common::phone::parse(phone).ok().map(|phone| phone.as_str().to_owned());
     if phone.is_none() {
         violations.push((format!("{prefix}phone"), "must be a mainland mobile number"));
     }
@@ -934,9 +913,10 @@ mod tests {
         let error = mailing_address("a.", "11010", "", "x", "12345").unwrap_err();
         assert_eq!(error.code(), tonic::Code::InvalidArgument);
         assert!(!error.message().contains("12345"));
-        assert!(mobile_digits("13812345678").is_some());
-        assert!(mobile_digits("12812345678").is_none());
-        assert!(mobile_digits("138--12345678").is_none());
+        for bad_phone in ["12812345678", "138--12345678"] {
+            let error = mailing_address("a.", "110105", "1 Main St", "张三", bad_phone).unwrap_err();
+            assert!(error.message().starts_with("invalid a.phone:"), "{bad_phone}");
+        }
         assert!(rejection_reason("photo unclear").is_ok());
         assert!(rejection_reason(" ").is_err());
         assert!(tracking_number("SF1234567890").is_ok());
