@@ -14,7 +14,7 @@ use medins_proto::identity::v1::{
     StartFaceVerificationResponse, face_verification_service_client::FaceVerificationServiceClient,
     person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
 };
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 use uuid::Uuid;
 
 const PERSONS: &str = "medins.identity.v1.PersonService";
@@ -57,9 +57,15 @@ impl IdentityClient {
     pub async fn resolve_person(&self, name: &str, id_number: &str, field_prefix: &str) -> ApiResult<PersonView> {
         let message = ResolvePersonRequest { name: name.to_owned(), id_number: id_number.to_owned() };
         let response = self
-            .call(&self.persons, PERSONS, "ResolvePerson", field_prefix, message, |mut client, request| async move {
-                client.resolve_person(request).await
-            })
+            .call(
+                &self.persons,
+                PERSONS,
+                "ResolvePerson",
+                field_prefix,
+                None,
+                message,
+                |mut client, request| async move { client.resolve_person(request).await },
+            )
             .await?;
         response.person.ok_or_else(|| ApiError::internal("identity-svc answered without a person"))
     }
@@ -68,7 +74,7 @@ impl IdentityClient {
     pub async fn get_person(&self, person_id: &str, field_prefix: &str) -> ApiResult<PersonView> {
         let message = GetPersonRequest { person_id: person_id.to_owned() };
         let response = self
-            .call(&self.persons, PERSONS, "GetPerson", field_prefix, message, |mut client, request| async move {
+            .call(&self.persons, PERSONS, "GetPerson", field_prefix, None, message, |mut client, request| async move {
                 client.get_person(request).await
             })
             .await?;
@@ -79,9 +85,15 @@ impl IdentityClient {
     pub async fn get_face_verification(&self, session_id: &str, field_prefix: &str) -> ApiResult<FaceSession> {
         let message = GetFaceVerificationRequest { session_id: session_id.to_owned() };
         let response = self
-            .call(&self.faces, FACES, "GetFaceVerification", field_prefix, message, |mut client, request| async move {
-                client.get_face_verification(request).await
-            })
+            .call(
+                &self.faces,
+                FACES,
+                "GetFaceVerification",
+                field_prefix,
+                None,
+                message,
+                |mut client, request| async move { client.get_face_verification(request).await },
+            )
             .await?;
         response.session.ok_or_else(|| ApiError::internal("identity-svc answered without a face session"))
     }
@@ -102,13 +114,16 @@ impl IdentityClient {
             challenge_id: challenge_id.to_owned(),
             purpose: purpose as i32,
         };
-        let key: tonic::metadata::AsciiMetadataValue = format!("consume-sms-{challenge_id}")
-            .parse()
-            .map_err(|_| ApiError::internal("sms challenge id is not ASCII"))?;
-        self.call(&self.persons, PERSONS, "ConsumeSmsChallenge", field_prefix, message, |mut client, mut request| {
-            request.metadata_mut().insert("idempotency-key", key.clone());
-            async move { client.consume_sms_challenge(request).await }
-        })
+        let key = format!("consume-sms-{challenge_id}");
+        self.call(
+            &self.persons,
+            PERSONS,
+            "ConsumeSmsChallenge",
+            field_prefix,
+            Some(&key),
+            message,
+            |mut client, request| async move { client.consume_sms_challenge(request).await },
+        )
         .await?;
         Ok(())
     }
@@ -128,12 +143,15 @@ impl IdentityClient {
         };
         // The reference doubles as the idempotency key: a retry after UNAVAILABLE gets the first
         // session back instead of starting a second one.
-        let key = tonic::metadata::AsciiMetadataValue::try_from(reference)
-            .map_err(|_| ApiError::internal("a face session reference is not ASCII"))?;
-        self.call(&self.faces, FACES, "StartFaceVerification", "", message, |mut client, mut request| {
-            request.metadata_mut().insert("idempotency-key", key.clone());
-            async move { client.start_face_verification(request).await }
-        })
+        self.call(
+            &self.faces,
+            FACES,
+            "StartFaceVerification",
+            "",
+            Some(reference),
+            message,
+            |mut client, request| async move { client.start_face_verification(request).await },
+        )
         .await
     }
 
@@ -145,6 +163,7 @@ impl IdentityClient {
                 TOKENS,
                 "GetPublicKeys",
                 "",
+                None,
                 GetPublicKeysRequest {},
                 |mut client, request| async move { client.get_public_keys(request).await },
             )
@@ -160,6 +179,7 @@ impl IdentityClient {
         service: &'static str,
         method: &'static str,
         field_prefix: &str,
+        idempotency_key: Option<&str>,
         message: Req,
         send: F,
     ) -> ApiResult<Resp>
@@ -169,11 +189,20 @@ impl IdentityClient {
         F: Fn(C, Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
+        // With a key identity-svc answers a retry (after UNAVAILABLE) with the first outcome.
+        let key = idempotency_key
+            .map(AsciiMetadataValue::try_from)
+            .transpose()
+            .map_err(|_| ApiError::internal("an idempotency key is not visible ASCII"))?;
         let mut delay = Duration::from_millis(50);
         let mut attempt = 1;
         traced(service, method, async {
             loop {
-                match send(client.clone(), self.peer.request(message.clone())).await {
+                let mut request = self.peer.request(message.clone());
+                if let Some(key) = &key {
+                    request.metadata_mut().insert("idempotency-key", key.clone());
+                }
+                match send(client.clone(), request).await {
                     Err(status) if status.code() == Code::Unavailable && attempt < self.attempts => {
                         tracing::warn!(method, attempt, "identity-svc unavailable, retrying");
                         tokio::time::sleep(delay).await;

@@ -305,20 +305,6 @@ pub fn check_signature(document: &Document, owner_person_id: Uuid) -> ApiResult<
     Ok(())
 }
 
-/// A relationship from the wire (after `require_enum`).
-pub fn relationship_of(message: pb::Relationship) -> Relationship {
-    match message {
-        pb::Relationship::Spouse => Relationship::Spouse,
-        pb::Relationship::Child => Relationship::Child,
-        pb::Relationship::Parent => Relationship::Parent,
-        pb::Relationship::Grandparent => Relationship::Grandparent,
-        pb::Relationship::Grandchild => Relationship::Grandchild,
-        pb::Relationship::Sibling => Relationship::Sibling,
-        pb::Relationship::OtherCloseRelative => Relationship::OtherCloseRelative,
-        pb::Relationship::Unspecified => unreachable!("require_enum refuses the zero value"),
-    }
-}
-
 /// A complete, checked upload.
 struct Received {
     /// The upload's share of the memory budget, held until the bytes are stored.
@@ -477,7 +463,8 @@ impl DocumentService for DocumentApi {
         let body = request.get_ref();
         let owner_person_id = require_uuid("owner_person_id", &body.owner_person_id)?;
         let member_name = require_member_name(&body.member_name)?;
-        let relationship = relationship_of(require_enum::<pb::Relationship>("relationship", body.relationship)?);
+        let relationship =
+            super::family::relationship_of(require_enum::<pb::Relationship>("relationship", body.relationship)?);
         let signature_id = require_uuid("signature_document_id", &body.signature_document_id)?;
         let state = &self.state;
         state.person_tokens.authorize(&request, owner_person_id).await?;

@@ -54,7 +54,8 @@ pub struct FamilyApi {
     state: SharedState,
 }
 
-fn relationship_of(message: pb::Relationship) -> Relationship {
+/// A relationship from the wire (after `require_enum`).
+pub(crate) fn relationship_of(message: pb::Relationship) -> Relationship {
     match message {
         pb::Relationship::Spouse => Relationship::Spouse,
         pb::Relationship::Child => Relationship::Child,
