@@ -7,10 +7,9 @@ use medins_common::clock::Clock;
 use medins_proto::{
     identity::v1::{FacePurpose, FaceSessionStatus, SubmitFaceResultRequest},
     insurance::v1::{
-        BindingStatus, Category, FaceVerificationCompletedRequest, GetAnnualExpensesRequest, GetVoucherRequest,
-        IssueCodeRequest, ListFamilyMembersRequest, ListWhoBoundMeRequest, PayFrom, Relationship,
-        RemoveFamilyMemberRequest, SetFamilyAidRequest, SettleRequest, VerifyCodeRequest, VoucherStatus,
-        VoucherSuspender,
+        BindingStatus, Category, FaceVerificationCompletedRequest, GetAnnualExpensesRequest, IssueCodeRequest,
+        ListFamilyMembersRequest, ListWhoBoundMeRequest, PayFrom, Relationship, RemoveFamilyMemberRequest,
+        SetFamilyAidRequest, SettleRequest, VerifyCodeRequest, VoucherStatus, VoucherSuspender,
     },
 };
 use tonic::Code;
@@ -133,14 +132,7 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
     submit_face(&stack, &face.session_id, true).await;
     let active = stack.wait_for_binding(&binding.binding_id, BindingStatus::Active).await;
     assert!(active.activated_at.is_some());
-    let voucher = stack
-        .vouchers(Some(&stack.keys.ops))
-        .get_voucher(GetVoucherRequest { person_id: parent.person_id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .voucher
-        .unwrap();
+    let voucher = stack.voucher_of(&parent.person_id).await;
     assert_eq!(voucher.status, VoucherStatus::Active as i32);
     assert_eq!(voucher.channels, vec![medins_proto::insurance::v1::ActivationChannel::Family as i32]);
 
@@ -530,14 +522,7 @@ async fn removal_suspends_a_family_only_voucher_and_members_of_16_remove_themsel
         .expect("remove")
         .into_inner();
     assert!(removed.member_voucher_suspended);
-    let voucher = stack
-        .vouchers(Some(&stack.keys.ops))
-        .get_voucher(GetVoucherRequest { person_id: child.person_id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .voucher
-        .unwrap();
+    let voucher = stack.voucher_of(&child.person_id).await;
     assert_eq!(
         (voucher.status, voucher.suspended_by),
         (VoucherStatus::Suspended as i32, VoucherSuspender::Family as i32)
@@ -550,14 +535,7 @@ async fn removal_suspends_a_family_only_voucher_and_members_of_16_remove_themsel
     // A new binding lifts the FAMILY suspension.
     let documents = stack.binding_documents(&binder).await;
     stack.add_member(&binder, &child, Relationship::Child, &documents).await.expect("bind again");
-    let voucher = stack
-        .vouchers(Some(&stack.keys.ops))
-        .get_voucher(GetVoucherRequest { person_id: child.person_id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .voucher
-        .unwrap();
+    let voucher = stack.voucher_of(&child.person_id).await;
     assert_eq!(voucher.status, VoucherStatus::Active as i32);
 
     // An adult member with their own app sees who bound them and removes the binding themself.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{Months, NaiveDate};
 use medins_proto::insurance::v1::{
     AddFamilyMemberRequest, AddFamilyMemberResponse, BindingStatus, DocumentKind, FamilyBinding,
-    GetFamilyBindingRequest, OpenAccountRequest, PersonIdentity, Relationship, Scheme,
+    GetFamilyBindingRequest, GetVoucherRequest, OpenAccountRequest, PersonIdentity, Relationship, Scheme, Voucher,
     family_service_client::FamilyServiceClient, open_account_request,
 };
 use tonic::{Request, Status};
@@ -129,6 +129,17 @@ impl Stack {
             .into_inner()
             .binding
             .expect("binding")
+    }
+
+    /// A person's voucher as an operator sees it.
+    pub async fn voucher_of(&self, person_id: &str) -> Voucher {
+        self.vouchers(Some(&self.keys.ops))
+            .get_voucher(GetVoucherRequest { person_id: person_id.to_owned() })
+            .await
+            .expect("get voucher")
+            .into_inner()
+            .voucher
+            .expect("voucher")
     }
 
     /// Waits (at most 10 s) until the binding has `status`, as identity-svc's outbox delivers
