@@ -1,8 +1,18 @@
 //! Storage (DESIGN.md 7): one diesel connection type over SQLite and PostgreSQL, chosen by the
 //! URL scheme; an r2d2 pool with per-connection setup; blocking work in `spawn_blocking`;
 //! embedded migrations per backend; write transactions that serialise correctly on both.
+//!
+//! Write transactions go through [`Db::write`]. On PostgreSQL that is a transaction on a pooled
+//! connection. SQLite allows one writer at a time, and connections that compete for it sleep in
+//! SQLite's busy handler (1, 2, 5 ... 100 ms) instead of queueing, which made the latency tail
+//! of every write path (measured in docs/benchmarks.md). So on SQLite one thread per database
+//! owns the writing connection and takes writes from a queue, group-committed: the writes
+//! waiting when it comes round run in one `BEGIN IMMEDIATE` transaction, each in its own
+//! savepoint (a failing write rolls back alone), and every caller is answered after the
+//! `COMMIT`, so no one sees a write that could still be lost.
 
 use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -93,7 +103,7 @@ impl DatabaseUrl {
 }
 
 /// Storage errors, split by what the caller can do about them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
     /// The database cannot be reached (pool timeout, connection refused, dropped): retryable.
     #[error("database unavailable: {0}")]
@@ -119,7 +129,7 @@ impl From<DieselError> for DbError {
 }
 
 /// The r2d2 manager: picks the backend from the URL and sets each new connection up.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnectionManager {
     url: DatabaseUrl,
 }
@@ -184,11 +194,13 @@ pub struct Migrations {
     pub postgres: fn() -> EmbeddedMigrations,
 }
 
-/// The database of one service: a pool plus what the health check needs.
+/// The database of one service: a pool plus what the health check needs, and on SQLite the
+/// queue of the writer thread.
 #[derive(Clone)]
 pub struct Db {
     pool: r2d2::Pool<ConnectionManager>,
     url: Arc<DatabaseUrl>,
+    writer: Option<tokio::sync::mpsc::Sender<QueuedWrite>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -224,7 +236,13 @@ impl Db {
             .test_on_check_out(false)
             .error_handler(Box::new(PoolErrorLogger))
             .build_unchecked(ConnectionManager { url: url.clone() });
-        Ok(Db { pool, url: Arc::new(url) })
+        let writer = match &url {
+            DatabaseUrl::Sqlite(path) => {
+                Some(sqlite_writer::start(ConnectionManager { url: url.clone() }, path.clone())?)
+            }
+            DatabaseUrl::Postgres(_) => None,
+        };
+        Ok(Db { pool, url: Arc::new(url), writer })
     }
 
     /// The backend.
@@ -254,6 +272,41 @@ impl Db {
         })
         .await
         .map_err(|join| E::from(DbError::Query(format!("database task failed: {join}"))))?
+    }
+
+    /// Runs `work`, which writes (in [`write_transaction`]s), where writes belong, and returns
+    /// once what it wrote is committed. On PostgreSQL that is a pooled connection, as
+    /// [`Db::run`]. On SQLite it is the writer thread (see the module documentation): `work` runs
+    /// inside the batch transaction, which already holds the write lock, in a savepoint of its
+    /// own that an error or a panic of `work` rolls back, and [`write_transaction`] in it nests as
+    /// a savepoint.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + From<DieselError> + Send + 'static,
+    {
+        let Some(writer) = &self.writer else {
+            return self.run(work).await;
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: QueuedWrite = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => sqlite_writer::in_savepoint(conn, work),
+                Err(error) => Err(E::from(error.clone())),
+            };
+            Box::new(move |committed: Result<(), &DbError>| {
+                let result = match (result, committed) {
+                    (Ok(_), Err(error)) => Err(E::from(error.clone())),
+                    (result, _) => result,
+                };
+                // The caller may have gone (deadline, cancellation): the write stands regardless.
+                let _ = answer.send(result);
+            })
+        });
+        let stopped = || E::from(DbError::Unavailable("the database writer has stopped".into()));
+        writer.send(job).await.map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 
     /// Runs the backend's pending migrations; on PostgreSQL under an advisory lock so that
@@ -316,16 +369,23 @@ impl r2d2::HandleError<diesel::r2d2::Error> for PoolErrorLogger {
 
 /// Runs `work` in a transaction that takes the write lock at its start: `BEGIN IMMEDIATE` on
 /// SQLite (a deferred transaction that reads then writes can fail to upgrade its lock), a plain
-/// transaction on PostgreSQL (where row locks and constraints serialise). Rolled back on error.
+/// transaction on PostgreSQL (where row locks and constraints serialise). Inside a transaction
+/// (as in [`Db::write`]) it is a savepoint. Rolled back (to the savepoint) on error.
 pub fn write_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<DieselError>,
 {
     type Manager = <DbConnection as Connection>::TransactionManager;
+    let outermost_sqlite = match conn {
+        DbConnection::Sqlite(inner) => transaction_depth(inner)? == 0,
+        DbConnection::Postgres(_) => false,
+    };
     match conn {
-        DbConnection::Sqlite(inner) => AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?,
-        DbConnection::Postgres(_) => Manager::begin_transaction(conn)?,
+        DbConnection::Sqlite(inner) if outermost_sqlite => {
+            AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?
+        }
+        _ => Manager::begin_transaction(conn)?,
     }
     match work(conn) {
         Ok(value) => {
@@ -337,6 +397,167 @@ where
             // connection broken and r2d2 drops it.
             let _ = Manager::rollback_transaction(conn);
             Err(error)
+        }
+    }
+}
+
+fn transaction_depth(conn: &mut SqliteConnection) -> Result<u32, DieselError> {
+    Ok(AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?.map_or(0, |depth| depth.get()))
+}
+
+/// A write queued for the SQLite writer. Called with the writer's connection inside the batch
+/// transaction (or with the reason there is none), it runs and returns how to answer its caller
+/// once the outcome of the batch's `COMMIT` is known.
+type QueuedWrite = Box<dyn FnOnce(Result<&mut DbConnection, &DbError>) -> AnswerCaller + Send>;
+type AnswerCaller = Box<dyn FnOnce(Result<(), &DbError>) + Send>;
+
+mod sqlite_writer {
+    //! The thread that owns a SQLite database's writing connection.
+
+    use super::*;
+
+    /// Most writes in one transaction: a bound on what one failed `COMMIT` takes with it and
+    /// on the wait of the first write of a batch.
+    const MAX_BATCH: usize = 64;
+    /// Writes waiting for the writer before callers wait to queue (backpressure).
+    const QUEUE: usize = 1024;
+
+    /// Starts the writer thread of the database at `path`; it stops when every [`Db`] clone
+    /// (every sender) is gone.
+    pub(super) fn start(
+        manager: ConnectionManager,
+        path: PathBuf,
+    ) -> Result<tokio::sync::mpsc::Sender<QueuedWrite>, DbError> {
+        let (sender, queue) = tokio::sync::mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(manager, path, queue))
+            .map_err(|e| DbError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
+        Ok(sender)
+    }
+
+    fn run(manager: ConnectionManager, path: PathBuf, mut queue: tokio::sync::mpsc::Receiver<QueuedWrite>) {
+        let mut conn: Option<DbConnection> = None;
+        let mut batch: Vec<QueuedWrite> = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            commit_batch(&manager, &path, &mut conn, &mut batch);
+        }
+    }
+
+    /// Runs and commits `batch` (emptying it) and answers every caller.
+    fn commit_batch(
+        manager: &ConnectionManager,
+        path: &Path,
+        slot: &mut Option<DbConnection>,
+        batch: &mut Vec<QueuedWrite>,
+    ) {
+        type Manager = <DbConnection as Connection>::TransactionManager;
+        let conn = match open(manager, path, slot) {
+            Ok(conn) => conn,
+            Err(error) => {
+                for job in batch.drain(..) {
+                    job(Err(&error))(Err(&error));
+                }
+                return;
+            }
+        };
+        let began = match conn {
+            DbConnection::Sqlite(inner) => AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE"),
+            DbConnection::Postgres(_) => unreachable!("the writer thread serves SQLite only"),
+        };
+        if let Err(error) = began {
+            let error = DbError::from(error);
+            for job in batch.drain(..) {
+                job(Err(&error))(Err(&error));
+            }
+            drop_if_broken(slot);
+            return;
+        }
+        let answers: Vec<AnswerCaller> = batch.drain(..).map(|job| job(Ok(&mut *conn))).collect();
+        let committed = match depth(conn) {
+            Ok(1) => Manager::commit_transaction(conn).map_err(DbError::from),
+            Ok(_) => Err(DbError::Query("a write left the batch transaction unbalanced".into())),
+            Err(error) => Err(error.into()),
+        };
+        if committed.is_err() {
+            // Roll the whole batch back (every caller gets the error); a connection that cannot
+            // is dropped below, which rolls back too.
+            while matches!(depth(conn), Ok(depth) if depth > 0) {
+                if Manager::rollback_transaction(conn).is_err() {
+                    break;
+                }
+            }
+        }
+        for answer in answers {
+            answer(committed.as_ref().map(|_| ()));
+        }
+        drop_if_broken(slot);
+    }
+
+    fn open<'c>(
+        manager: &ConnectionManager,
+        path: &Path,
+        slot: &'c mut Option<DbConnection>,
+    ) -> Result<&'c mut DbConnection, DbError> {
+        // As in `Db::run`: a deleted file must not take writes no one will read.
+        if !path.exists() {
+            *slot = None;
+            return Err(DbError::Unavailable("the SQLite database file is missing".into()));
+        }
+        if slot.is_none() {
+            *slot = Some(manager.connect().map_err(|e| DbError::Unavailable(e.to_string()))?);
+        }
+        Ok(slot.as_mut().expect("connected above"))
+    }
+
+    /// Runs `work` in a savepoint of the batch transaction, rolled back (with whatever savepoints
+    /// `work` left open) when it fails or panics, so that the next write starts clean.
+    pub(super) fn in_savepoint<T, E>(
+        conn: &mut DbConnection,
+        work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError> + From<DieselError>,
+    {
+        type Manager = <DbConnection as Connection>::TransactionManager;
+        let batch_depth = depth(conn)?;
+        Manager::begin_transaction(conn)?;
+        let result = catch_unwind(AssertUnwindSafe(|| work(&mut *conn)))
+            .unwrap_or_else(|_| Err(E::from(DbError::Query("a database task panicked".into()))));
+        let result = match result {
+            Ok(value) if depth(conn)? == batch_depth + 1 => {
+                Manager::commit_transaction(conn).map(|()| value).map_err(E::from)
+            }
+            Ok(_) => Err(E::from(DbError::Query("a write left a transaction open".into()))),
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            while depth(conn)? > batch_depth {
+                Manager::rollback_transaction(conn)?;
+            }
+        }
+        result
+    }
+
+    fn depth(conn: &mut DbConnection) -> Result<u32, DieselError> {
+        match conn {
+            DbConnection::Sqlite(inner) => transaction_depth(inner),
+            DbConnection::Postgres(_) => unreachable!("the writer thread serves SQLite only"),
+        }
+    }
+
+    fn drop_if_broken(slot: &mut Option<DbConnection>) {
+        if let Some(conn) = slot {
+            if depth(conn).map_or(true, |depth| depth > 0) || conn.is_broken() {
+                *slot = None;
+            }
         }
     }
 }
@@ -397,5 +618,72 @@ mod tests {
             .await;
         assert!(matches!(refused, Err(DbError::Unavailable(_))), "a pooled connection must not serve a lost file");
         assert!(!path.exists(), "the lost file is not silently recreated empty");
+    }
+
+    fn sqlite_db(dir: &tempfile::TempDir) -> Db {
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        Db::connect(&url, &PoolOptions::default()).unwrap()
+    }
+
+    fn insert(conn: &mut DbConnection, n: i32) -> Result<usize, DbError> {
+        Ok(diesel::sql_query(format!("INSERT INTO t (n) VALUES ({n})")).execute(conn)?)
+    }
+
+    fn count(conn: &mut DbConnection) -> Result<i64, DbError> {
+        Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("(SELECT COUNT(*) FROM t)"))
+            .get_result(conn)?)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_sqlite_writes_commit_or_roll_back_each_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_db(&dir);
+        db.write(|conn| Ok::<_, DbError>(conn.batch_execute("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")?))
+            .await
+            .unwrap();
+        // 200 writers at once, so that batches form: every third fails after writing a row, one
+        // panics; the others must all be committed and nothing of the failed ones kept.
+        let writes = (0..200).map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(move |conn| {
+                    write_transaction(conn, |conn| {
+                        insert(conn, n)?;
+                        if n == 7 {
+                            panic!("a bug in one write");
+                        }
+                        if n % 3 == 0 {
+                            return Err(DbError::Query("refused after writing".into()));
+                        }
+                        Ok(())
+                    })
+                })
+                .await
+            })
+        });
+        let results = futures::future::join_all(writes).await;
+        let ok = results.iter().filter(|result| matches!(result, Ok(Ok(())))).count();
+        let expected = (0..200).filter(|n| n % 3 != 0 && *n != 7).count();
+        assert_eq!(ok, expected);
+        // Every answered success is in the database, and nothing else.
+        assert_eq!(db.run(count).await.unwrap(), expected as i64);
+        // A unique violation inside one write does not disturb the next ones.
+        let duplicate = db.write(|conn| write_transaction(conn, |conn| insert(conn, 1))).await;
+        assert!(duplicate.is_err());
+        db.write(|conn| write_transaction(conn, |conn| insert(conn, 1000))).await.unwrap();
+        assert_eq!(db.run(count).await.unwrap(), expected as i64 + 1);
+    }
+
+    #[tokio::test]
+    async fn sqlite_writes_to_a_deleted_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_db(&dir);
+        db.write(|conn| Ok::<_, DbError>(conn.batch_execute("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")?))
+            .await
+            .unwrap();
+        std::fs::remove_file(dir.path().join("w.db")).unwrap();
+        let refused = db.write(|conn| insert(conn, 1)).await;
+        assert!(matches!(refused, Err(DbError::Unavailable(_))), "{refused:?}");
+        assert!(!dir.path().join("w.db").exists());
     }
 }

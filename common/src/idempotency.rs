@@ -142,7 +142,7 @@ impl Idempotency {
         let (partner, key_owned) = (partner_id.to_owned(), key.clone());
         let response = outcome.as_ref().ok().map(Message::encode_to_vec);
         self.db
-            .run(move |conn| -> Result<(), DbError> {
+            .write(move |conn| -> Result<(), DbError> {
                 use idempotency_records::dsl as r;
                 let target =
                     r::idempotency_records.filter(r::partner_id.eq(&partner)).filter(r::idempotency_key.eq(&key_owned));
@@ -168,7 +168,7 @@ impl Idempotency {
         let (partner, key, hash) = (partner_id.to_owned(), key.to_owned(), hash.to_vec());
         let claim = self
             .db
-            .run(move |conn| -> Result<Claim, ApiError> {
+            .write(move |conn| -> Result<Claim, ApiError> {
                 use idempotency_records::dsl as r;
                 let inserted = diesel::insert_into(r::idempotency_records)
                     .values((
@@ -224,7 +224,7 @@ impl Idempotency {
     pub async fn purge_expired(&self) -> Result<usize, ApiError> {
         let now = self.clock.stored_now();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 use idempotency_records::dsl as r;
                 Ok(diesel::delete(r::idempotency_records.filter(r::expires_at.le(now))).execute(conn)?)
             })

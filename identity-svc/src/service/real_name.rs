@@ -51,7 +51,7 @@ pub(super) async fn complete_real_name(
             let (persons, sms, now) = (state.persons.clone(), state.sms.clone(), state.clock.stored_now());
             state
                 .db
-                .run(move |conn| {
+                .write(move |conn| {
                     write_transaction(conn, |conn| {
                         // A concurrent call may have verified the person meanwhile: then this
                         // challenge stays unused.

@@ -164,7 +164,7 @@ async fn write_loop(db: Db, mut receiver: mpsc::Receiver<Pending>) {
             }
         }
         let rows: Vec<NewAuditRow> = batch.iter().map(|pending| pending.row.clone()).collect();
-        let result = db.run(move |conn| append(conn, &rows)).await.map_err(|error| error.to_string());
+        let result = db.write(move |conn| append(conn, &rows)).await.map_err(|error| error.to_string());
         for pending in batch {
             let _ = pending.done.send(result.clone());
         }

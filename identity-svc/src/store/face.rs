@@ -166,7 +166,7 @@ impl FaceStore {
     /// person does not exist (the foreign key decides).
     pub async fn create(&self, new: NewFaceSession, now: NaiveDateTime) -> ApiResult<FaceSession> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 let session = FaceSession {
                     id: Uuid::now_v7(),
                     person_id: new.person_id,
@@ -233,7 +233,7 @@ impl FaceStore {
         now: NaiveDateTime,
     ) -> ApiResult<SubmitResult> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let session = lock_session(conn, id)?.ok_or_else(face_session_not_found)?;
                     match decide_submission(&session.state(), &check.submission, threshold, now)? {
@@ -277,7 +277,7 @@ impl FaceStore {
     /// own transaction with its outbox event; returns those it expired.
     pub async fn expire_due(&self, now: NaiveDateTime, limit: i64) -> ApiResult<Vec<ExpiredSession>> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 let due: Vec<String> = face_sessions::table
                     .filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
                     .filter(face_sessions::expires_at.le(now))

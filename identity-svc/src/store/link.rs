@@ -205,7 +205,7 @@ impl LinkStore {
         let store = self.clone();
         let (partner_id, user_ref) = (partner_id.to_owned(), user_ref.to_owned());
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 // SQLite serialises writers with BEGIN IMMEDIATE; on PostgreSQL two first links can
                 // race, and the loser (unique violation) looks again and finds the winner's link.
                 match store.link_once(conn, &partner_id, person_id, &user_ref, now) {
@@ -271,7 +271,7 @@ impl LinkStore {
     pub async fn unlink(&self, partner_id: &str, person_id: Uuid, now: NaiveDateTime) -> ApiResult<bool> {
         let partner_id = partner_id.to_owned();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 let ended = diesel::update(
                     partner_links::table
                         .filter(partner_links::partner_id.eq(&partner_id))

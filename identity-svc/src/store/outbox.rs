@@ -110,7 +110,7 @@ impl OutboxStore {
         let owner = owner.to_owned();
         let lease_until = now + chrono::Duration::from_std(lease).map_err(ApiError::internal)?;
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 use face_outbox::dsl as o;
                 let free = o::lease_until.is_null().or(o::lease_until.lt(now));
                 // Over-fetch: some candidates are later events of a session (not yet due) or
@@ -176,7 +176,7 @@ impl OutboxStore {
     /// delivery that outlived its lease still counts). Returns false if it already was.
     pub async fn mark_delivered(&self, id: Uuid, now: NaiveDateTime) -> ApiResult<bool> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 use face_outbox::dsl as o;
                 let updated = diesel::update(o::face_outbox.find(id.to_string()).filter(o::delivered_at.is_null()))
                     .set((
@@ -202,7 +202,7 @@ impl OutboxStore {
     ) -> ApiResult<bool> {
         let (owner, error) = (owner.to_owned(), error.chars().take(200).collect::<String>());
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 use face_outbox::dsl as o;
                 let updated = diesel::update(
                     o::face_outbox

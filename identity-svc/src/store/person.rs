@@ -106,7 +106,7 @@ impl PersonStore {
     pub async fn find_or_create(&self, new: NewPerson, now: NaiveDateTime) -> ApiResult<(Person, bool)> {
         let store = self.clone();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 // SQLite serialises writers with BEGIN IMMEDIATE; on PostgreSQL two first
                 // registrations of one number can race, and the loser finds the winner's row.
                 match store.find_or_create_once(conn, &new, now) {

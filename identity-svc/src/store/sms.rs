@@ -91,7 +91,7 @@ impl SmsStore {
         let now = self.clock.stored_now();
         let today = self.clock.today();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 let phone_index = store.index.compute(PHONE_DOMAIN, phone.as_str());
                 write_transaction(conn, |conn| {
                     lock_phone(conn, &phone_index, now)?;
@@ -135,7 +135,7 @@ impl SmsStore {
     /// must not count against the phone's limits.
     pub async fn discard_undelivered(&self, id: Uuid) -> ApiResult<()> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 diesel::delete(
                     sms_challenges::table
                         .find(id.to_string())
@@ -157,7 +157,7 @@ impl SmsStore {
         let now = self.clock.stored_now();
         let (outcome, row) = self
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 let id_text = id.to_string();
                 let expected = store.code_hmac(id, &code);
                 write_transaction(conn, |conn| {
@@ -221,7 +221,7 @@ impl SmsStore {
         let store = self.clone();
         let phone = phone.to_owned();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| store.consume_verified_in(conn, challenge_id, &phone, purpose))
             })
             .await

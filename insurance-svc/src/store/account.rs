@@ -89,7 +89,7 @@ impl AccountStore {
         now: NaiveDateTime,
     ) -> ApiResult<Account> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 let account = Account {
                     id: Uuid::now_v7(),
                     person_id,

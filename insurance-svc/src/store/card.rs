@@ -324,7 +324,7 @@ impl CardStore {
         now: NaiveDateTime,
     ) -> ApiResult<(CardFee, bool)> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 let id = Uuid::now_v7();
                 let inserted = diesel::insert_into(card_fees::table)
                     .values((
@@ -393,7 +393,7 @@ impl CardStore {
     ) -> ApiResult<(CardApplication, Option<Card>)> {
         let cipher = self.cipher.clone();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     if let Some(conflict) = application_conflict_in(conn, new.person_id)? {
                         return Err(conflict);
@@ -431,7 +431,7 @@ impl CardStore {
     ) -> ApiResult<CardApplication> {
         let cipher = self.cipher.clone();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let action =
                         if rejection.is_some() { ApplicationAction::Reject } else { ApplicationAction::Approve };
@@ -446,7 +446,7 @@ impl CardStore {
     pub async fn produce(&self, id: Uuid, partner: String, now: NaiveDateTime) -> ApiResult<(CardApplication, Card)> {
         let cipher = self.cipher.clone();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let number = produce_in(conn, id, &partner, now)?;
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
@@ -467,7 +467,7 @@ impl CardStore {
     ) -> ApiResult<CardApplication> {
         let cipher = self.cipher.clone();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
                     match (current.delivery, &tracking) {
@@ -503,7 +503,7 @@ impl CardStore {
     ) -> ApiResult<(CardApplication, Card)> {
         let cipher = self.cipher.clone();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     step(conn, id, ApplicationAction::ConfirmDelivery, &partner, now, Change::Plain)?;
                     let application = load_application(conn, &cipher, id)?;
@@ -604,7 +604,7 @@ impl CardStore {
         now: NaiveDateTime,
     ) -> ApiResult<Card> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
                     next_card_status(card.status, CardAction::Activate)?;
@@ -641,7 +641,7 @@ impl CardStore {
     /// Reports a loss or lifts a temporary report (`action` is one of those).
     pub async fn change_card(&self, number: String, action: CardAction, now: NaiveDateTime) -> ApiResult<Card> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
                     let next = next_card_status(card.status, action)?;
@@ -664,7 +664,7 @@ impl CardStore {
     ) -> ApiResult<(CardApplication, Card)> {
         let cipher = self.cipher.clone();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
                     let next = next_card_status(card.status, CardAction::Replace)?;

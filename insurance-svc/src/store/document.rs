@@ -99,7 +99,7 @@ impl DocumentStore {
     /// Records a document whose bytes are already in the object store.
     pub async fn insert(&self, document: Document) -> ApiResult<Document> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 diesel::insert_into(documents::table).values(DocumentRow::from(&document)).execute(conn)?;
                 Ok(document)
             })

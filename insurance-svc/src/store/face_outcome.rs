@@ -84,7 +84,7 @@ impl FaceOutcomeStore {
     /// redeliveries cannot both insert, and a duplicate changes nothing.
     pub async fn record(&self, record: FaceOutcomeRecord, received_at: NaiveDateTime) -> ApiResult<Recorded> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 let session_id = record.session_id.to_string();
                 let inserted = diesel::insert_into(face_outcomes::table)
                     .values((

@@ -130,7 +130,7 @@ impl FamilyStore {
     /// an ACTIVE binding activates the member's voucher (channel FAMILY), all in one transaction.
     pub async fn add(&self, new: NewBinding, now: NaiveDateTime) -> ApiResult<Binding> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     lock_owner(conn, new.owner_person_id)?;
                     let places = places_in(conn, new.owner_person_id, new.member_person_id, &new.month)?;
@@ -194,7 +194,7 @@ impl FamilyStore {
         now: NaiveDateTime,
     ) -> ApiResult<Option<Binding>> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     let Some(binding) = pending_by_session(conn, session_id, member)? else {
                         return Ok(None);
@@ -216,7 +216,7 @@ impl FamilyStore {
     /// FAILED_PRECONDITION / BINDING_NOT_ACTIVE when it already ended.
     pub async fn remove(&self, id: Uuid, by: Remover, now: NaiveDateTime) -> ApiResult<(Binding, bool)> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
                     lock_owner(conn, binding.owner_person_id)?;
@@ -247,7 +247,7 @@ impl FamilyStore {
     /// otherwise.
     pub async fn set_family_aid(&self, id: Uuid, enabled: bool) -> ApiResult<Binding> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     let updated = diesel::update(
                         family_bindings::table

@@ -215,7 +215,7 @@ impl LedgerStore {
         now: NaiveDateTime,
     ) -> ApiResult<(Entry, Account)> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     let mut account = lock_account(conn, account_id)?.ok_or_else(account_not_found)?;
                     if let Some(first) = find_contribution(conn, account_id, &contribution.reference)? {
@@ -296,7 +296,7 @@ impl LedgerStore {
         now: NaiveDateTime,
     ) -> ApiResult<Account> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     let mut account = lock_account(conn, account_id)?.ok_or_else(account_not_found)?;
                     let next = transition(account.status)?;

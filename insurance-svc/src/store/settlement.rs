@@ -248,7 +248,7 @@ impl SettlementStore {
         let policy = self.policy.clone();
         let partner_id = partner_id.to_owned();
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     let visit: VisitRow = visits::table
                         .find(visit_id.to_string())
@@ -363,7 +363,7 @@ impl SettlementStore {
     /// (SETTLEMENT_ALREADY_REVERSED).
     pub async fn reverse(&self, settlement_id: Uuid, now: NaiveDateTime) -> ApiResult<Settlement> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     let mut found = find(conn, settlement_id)?
                         .ok_or_else(|| ApiError::not_found(Reason::SettlementNotFound, "no such settlement"))?;

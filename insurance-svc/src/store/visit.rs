@@ -127,7 +127,7 @@ impl VisitStore {
     /// unique index decides, across replicas).
     pub async fn open_for_code(&self, redemption: Redemption, now: NaiveDateTime) -> ApiResult<OpenedVisit> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let voucher_id = redemption.voucher_id.to_string();
                     let found: Option<VoucherAndAccount> = vouchers::table

@@ -175,7 +175,7 @@ impl VoucherStore {
     /// VOUCHER_NOT_ACTIVE.
     pub async fn activate(&self, activation: NewActivation, now: NaiveDateTime) -> ApiResult<(Voucher, bool)> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 // Two concurrent first activations on PostgreSQL: the loser's voucher insert hits
                 // the one-per-person index; the second run finds the winner's voucher.
                 for _ in 0..3 {
@@ -194,7 +194,7 @@ impl VoucherStore {
     /// VOUCHER_NOT_FOUND if the person has none.
     pub async fn change_status(&self, person_id: Uuid, change: StatusChange, now: NaiveDateTime) -> ApiResult<Voucher> {
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let row = voucher_row_of(conn, person_id)?.ok_or_else(voucher_not_found)?;
                     let current = load_voucher(conn, row)?;
