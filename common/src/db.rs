@@ -675,6 +675,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sqlite_is_built_with_the_query_planner_stability_guarantee() {
+        // See .cargo/config.toml: without it every `.first()` re-prepares its statement.
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_db(&dir);
+        let options: Vec<String> = db
+            .run(|conn| {
+                #[derive(QueryableByName)]
+                struct CompileOption {
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    compile_options: String,
+                }
+                let rows: Vec<CompileOption> = diesel::sql_query("PRAGMA compile_options").load(conn)?;
+                Ok::<_, DbError>(rows.into_iter().map(|row| row.compile_options).collect())
+            })
+            .await
+            .unwrap();
+        assert!(options.iter().any(|option| option == "ENABLE_QPSG"), "{options:?}");
+    }
+
+    #[tokio::test]
     async fn sqlite_writes_to_a_deleted_file_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = sqlite_db(&dir);
