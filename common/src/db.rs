@@ -274,6 +274,29 @@ impl Db {
         .map_err(|join| E::from(DbError::Query(format!("database task failed: {join}"))))?
     }
 
+    /// Runs a short read: an indexed lookup of a row or a few, nothing that scans. On SQLite such
+    /// a read is microseconds of in-process work on the page cache, less than handing it to the
+    /// blocking pool and back costs (two thread wake-ups per call: 40% of insurance-svc's CPU
+    /// in the issue-code benchmark, docs/benchmarks.md), so it runs on the calling thread when a
+    /// pooled connection is idle at once. WAL readers do not wait for the writer. Otherwise, and
+    /// always on PostgreSQL (a network round trip), it is [`Db::run`].
+    pub async fn read<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        if let DatabaseUrl::Sqlite(path) = &*self.url
+            && let Some(mut conn) = self.pool.try_get()
+        {
+            if !path.exists() {
+                return Err(DbError::Unavailable("the SQLite database file is missing".into()).into());
+            }
+            return work(&mut conn);
+        }
+        self.run(work).await
+    }
+
     /// Runs `work`, which writes (in [`write_transaction`]s), where writes belong, and returns
     /// once what it wrote is committed. On PostgreSQL that is a pooled connection, as
     /// [`Db::run`]. On SQLite it is the writer thread (see the module documentation): `work` runs
@@ -606,6 +629,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(one, 1);
+        // A read finds the connection `run` left idle and runs on this thread.
+        let two: i32 = db
+            .read(|conn| {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("2"))
+                    .get_result(conn)
+                    .map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+        assert_eq!(two, 2);
         assert!(db.is_reachable(Duration::from_secs(1)).await);
         std::fs::remove_file(&path).unwrap();
         assert!(!db.is_reachable(Duration::from_secs(1)).await);
@@ -617,6 +650,14 @@ mod tests {
             })
             .await;
         assert!(matches!(refused, Err(DbError::Unavailable(_))), "a pooled connection must not serve a lost file");
+        let refused = db
+            .read(|conn| {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+                    .get_result::<i32>(conn)
+                    .map_err(DbError::from)
+            })
+            .await;
+        assert!(matches!(refused, Err(DbError::Unavailable(_))), "nor an inline read");
         assert!(!path.exists(), "the lost file is not silently recreated empty");
     }
 

@@ -211,7 +211,7 @@ impl FaceStore {
     /// A session by id.
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<FaceSession>> {
         self.db
-            .run(move |conn| {
+            .read(move |conn| {
                 let row = face_sessions::table
                     .find(id.to_string())
                     .select(FaceSessionRow::as_select())

@@ -93,7 +93,7 @@ impl PersonStore {
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Person>> {
         let store = self.clone();
         self.db
-            .run(move |conn| {
+            .read(move |conn| {
                 let row = persons::table.find(id.to_string()).select(PersonRow::as_select()).first(conn).optional()?;
                 row.map(|row| store.decrypt(row)).transpose()
             })

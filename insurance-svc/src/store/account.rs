@@ -130,7 +130,7 @@ impl AccountStore {
     /// An account by id.
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Account>> {
         self.db
-            .run(move |conn| {
+            .read(move |conn| {
                 let row =
                     accounts::table.find(id.to_string()).select(AccountRow::as_select()).first(conn).optional()?;
                 row.map(Account::try_from).transpose()
@@ -140,7 +140,7 @@ impl AccountStore {
 
     /// A person's open (not closed) account.
     pub async fn find_open_by_person(&self, person_id: Uuid) -> ApiResult<Option<Account>> {
-        self.db.run(move |conn| open_account_of(conn, person_id)).await
+        self.db.read(move |conn| open_account_of(conn, person_id)).await
     }
 }
 

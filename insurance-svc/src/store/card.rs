@@ -360,7 +360,7 @@ impl CardStore {
 
     /// A fee by id.
     pub async fn find_fee(&self, id: Uuid) -> ApiResult<Option<CardFee>> {
-        self.db.run(move |conn| find_fee_in(conn, id)).await
+        self.db.read(move |conn| find_fee_in(conn, id)).await
     }
 
     /// Why `person_id` may not apply now, if anything: an open application or a current card.
@@ -573,7 +573,7 @@ impl CardStore {
 
     /// A card by number.
     pub async fn find_card(&self, number: String) -> ApiResult<Option<Card>> {
-        self.db.run(move |conn| load_card(conn, &number)).await
+        self.db.read(move |conn| load_card(conn, &number)).await
     }
 
     /// A person's current card: the one not replaced.

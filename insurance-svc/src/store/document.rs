@@ -108,7 +108,7 @@ impl DocumentStore {
 
     /// A document by id.
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Document>> {
-        self.db.run(move |conn| find_in(conn, id)).await
+        self.db.read(move |conn| find_in(conn, id)).await
     }
 }
 

@@ -114,7 +114,7 @@ impl FaceOutcomeStore {
     /// The outcome of a session, if reported.
     pub async fn find(&self, session_id: Uuid) -> ApiResult<Option<FaceOutcomeRecord>> {
         self.db
-            .run(move |conn| {
+            .read(move |conn| {
                 let row = face_outcomes::table
                     .find(session_id.to_string())
                     .select(FaceOutcomeRow::as_select())

@@ -110,12 +110,12 @@ impl FamilyStore {
     /// The ACTIVE binding of `member` by `owner`, if any: what lets the owner act for the
     /// member (show codes, read expenses, apply for a card for a minor).
     pub async fn find_active(&self, owner: Uuid, member: Uuid) -> ApiResult<Option<Binding>> {
-        self.db.run(move |conn| find_active_in(conn, owner, member)).await
+        self.db.read(move |conn| find_active_in(conn, owner, member)).await
     }
 
     /// A binding by id.
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Binding>> {
-        self.db.run(move |conn| find_in(conn, id)).await
+        self.db.read(move |conn| find_in(conn, id)).await
     }
 
     /// Rules 4-6 of AddFamilyMember as the database stands now (the write checks them again

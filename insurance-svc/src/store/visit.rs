@@ -114,7 +114,7 @@ impl VisitStore {
     /// A visit by id.
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Visit>> {
         self.db
-            .run(move |conn| {
+            .read(move |conn| {
                 let row = visits::table.find(id.to_string()).select(VisitRow::as_select()).first(conn).optional()?;
                 row.map(Visit::try_from).transpose()
             })

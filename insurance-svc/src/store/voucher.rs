@@ -141,7 +141,7 @@ impl VoucherStore {
     /// A person's voucher.
     pub async fn find_by_person(&self, person_id: Uuid) -> ApiResult<Option<Voucher>> {
         self.db
-            .run(move |conn| match voucher_row_of(conn, person_id)? {
+            .read(move |conn| match voucher_row_of(conn, person_id)? {
                 Some(row) => load_voucher(conn, row).map(Some),
                 None => Ok(None),
             })
@@ -151,7 +151,7 @@ impl VoucherStore {
     /// A person's voucher id and status only (the code-issue path: one indexed read).
     pub async fn status_of(&self, person_id: Uuid) -> ApiResult<Option<(Uuid, VoucherStatus)>> {
         self.db
-            .run(move |conn| {
+            .read(move |conn| {
                 let row: Option<(String, String)> = vouchers::table
                     .filter(vouchers::person_id.eq(person_id.to_string()))
                     .select((vouchers::id, vouchers::status))
