@@ -445,21 +445,38 @@ mod sqlite_writer {
     /// Writes waiting for the writer before callers wait to queue (backpressure).
     const QUEUE: usize = 1024;
 
-    /// Starts the writer thread of the database at `path`; it stops when every [`Db`] clone
-    /// (every sender) is gone.
+    /// Least time between two checkpoints: the WAL frames of ~50 ms of writes go to the
+    /// database file at once.
+    const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
+
+    /// Starts the writer thread of the database at `path`, and its checkpointer; both stop when
+    /// every [`Db`] clone (every sender) is gone.
     pub(super) fn start(
         manager: ConnectionManager,
         path: PathBuf,
     ) -> Result<tokio::sync::mpsc::Sender<QueuedWrite>, DbError> {
         let (sender, queue) = tokio::sync::mpsc::channel(QUEUE);
+        // Capacity one: requests made while a checkpoint runs or pauses fold into one.
+        let (wrote, checkpoint_due) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread_failed = |e: std::io::Error| DbError::Config(format!("cannot start a SQLite thread: {e}"));
+        let (checkpointer, checkpointed) = (manager.clone(), path.clone());
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_when_due(checkpointer, &checkpointed, checkpoint_due))
+            .map_err(thread_failed)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(manager, path, queue))
-            .map_err(|e| DbError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
+            .spawn(move || run(manager, path, queue, wrote))
+            .map_err(thread_failed)?;
         Ok(sender)
     }
 
-    fn run(manager: ConnectionManager, path: PathBuf, mut queue: tokio::sync::mpsc::Receiver<QueuedWrite>) {
+    fn run(
+        manager: ConnectionManager,
+        path: PathBuf,
+        mut queue: tokio::sync::mpsc::Receiver<QueuedWrite>,
+        wrote: std::sync::mpsc::SyncSender<()>,
+    ) {
         let mut conn: Option<DbConnection> = None;
         let mut batch: Vec<QueuedWrite> = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = queue.blocking_recv() {
@@ -471,6 +488,28 @@ mod sqlite_writer {
                 }
             }
             commit_batch(&manager, &path, &mut conn, &mut batch);
+            let _ = wrote.try_send(());
+        }
+    }
+
+    /// Copies committed WAL frames into the database file (a PASSIVE checkpoint: it never makes
+    /// the writer wait) after writes, at most once per [`CHECKPOINT_PAUSE`]. SQLite would
+    /// otherwise checkpoint inside the `COMMIT` that crosses 1,000 WAL pages, fsync included,
+    /// with every caller of that batch waiting; the writer's connection has that turned off.
+    fn checkpoint_when_due(manager: ConnectionManager, path: &Path, due: std::sync::mpsc::Receiver<()>) {
+        let mut conn: Option<DbConnection> = None;
+        while due.recv().is_ok() {
+            // Connecting would create a deleted file anew (see `Db::run`).
+            if conn.is_none() && path.exists() {
+                conn = manager.connect().ok();
+            }
+            if let Some(open) = &mut conn
+                && let Err(error) = open.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+            {
+                tracing::warn!(%error, "SQLite checkpoint failed; retrying after the next write");
+                conn = None;
+            }
+            std::thread::sleep(CHECKPOINT_PAUSE);
         }
     }
 
@@ -535,7 +574,10 @@ mod sqlite_writer {
             return Err(DbError::Unavailable("the SQLite database file is missing".into()));
         }
         if slot.is_none() {
-            *slot = Some(manager.connect().map_err(|e| DbError::Unavailable(e.to_string()))?);
+            let mut conn = manager.connect().map_err(|e| DbError::Unavailable(e.to_string()))?;
+            // The checkpointer thread checkpoints instead (see `checkpoint_when_due`).
+            conn.batch_execute("PRAGMA wal_autocheckpoint = 0")?;
+            *slot = Some(conn);
         }
         Ok(slot.as_mut().expect("connected above"))
     }
@@ -733,6 +775,30 @@ mod tests {
             .await
             .unwrap();
         assert!(options.iter().any(|option| option == "ENABLE_QPSG"), "{options:?}");
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_moves_committed_writes_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_db(&dir);
+        db.write(|conn| Ok::<_, DbError>(conn.batch_execute("CREATE TABLE t (n INTEGER NOT NULL UNIQUE, pad BLOB)")?))
+            .await
+            .unwrap();
+        for n in 0..200 {
+            db.write(move |conn| {
+                Ok::<_, DbError>(conn.batch_execute(&format!("INSERT INTO t VALUES ({n}, zeroblob(8192))"))?)
+            })
+            .await
+            .unwrap();
+        }
+        // The writer's connection never checkpoints (wal_autocheckpoint = 0): only the
+        // checkpointer thread can bring 1.6 MB of rows from the WAL into the database file.
+        let file = dir.path().join("w.db");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&file).unwrap().len() < 1_600_000 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
