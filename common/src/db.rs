@@ -2,14 +2,14 @@
 //! URL scheme; an r2d2 pool with per-connection setup; blocking work in `spawn_blocking`;
 //! embedded migrations per backend; write transactions that serialise correctly on both.
 //!
-//! Write transactions go through [`Db::write`]. On PostgreSQL that is a transaction on a pooled
-//! connection. SQLite allows one writer at a time, and connections that compete for it sleep in
+//! Writes go through [`Db::write`]. On PostgreSQL that is a pooled connection. SQLite allows one writer at a time, and connections that compete for it sleep in
 //! SQLite's busy handler (1, 2, 5 ... 100 ms) instead of queueing, which made the latency tail
 //! of every write path (measured in docs/benchmarks.md). So on SQLite one thread per database
 //! owns the writing connection and takes writes from a queue, group-committed: the writes
-//! waiting when it comes round run in one `BEGIN IMMEDIATE` transaction, each in its own
-//! savepoint (a failing write rolls back alone), and every caller is answered after the
-//! `COMMIT`, so no one sees a write that could still be lost.
+//! waiting when it comes round run in one `BEGIN IMMEDIATE` transaction, each of their
+//! [`write_transaction`]s a savepoint (a failing one rolls back alone), and every caller is
+//! answered after the `COMMIT`, so no one sees a write that could still be lost. Short reads
+//! ([`Db::read`]) skip the blocking pool on SQLite.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
@@ -300,9 +300,8 @@ impl Db {
     /// Runs `work`, which writes (in [`write_transaction`]s), where writes belong, and returns
     /// once what it wrote is committed. On PostgreSQL that is a pooled connection, as
     /// [`Db::run`]. On SQLite it is the writer thread (see the module documentation): `work` runs
-    /// inside the batch transaction, which already holds the write lock, in a savepoint of its
-    /// own that an error or a panic of `work` rolls back, and [`write_transaction`] in it nests as
-    /// a savepoint.
+    /// inside the batch transaction, which already holds the write lock, and each
+    /// [`write_transaction`] in it is a savepoint, rolled back alone when it fails.
     pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
@@ -315,7 +314,7 @@ impl Db {
         let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, E>>();
         let job: QueuedWrite = Box::new(move |conn| {
             let result = match conn {
-                Ok(conn) => sqlite_writer::in_savepoint(conn, work),
+                Ok(conn) => sqlite_writer::isolated(conn, work),
                 Err(error) => Err(E::from(error.clone())),
             };
             Box::new(move |committed: Result<(), &DbError>| {
@@ -575,16 +574,21 @@ mod sqlite_writer {
         }
         if slot.is_none() {
             let mut conn = manager.connect().map_err(|e| DbError::Unavailable(e.to_string()))?;
-            // The checkpointer thread checkpoints instead (see `checkpoint_when_due`).
-            conn.batch_execute("PRAGMA wal_autocheckpoint = 0")?;
+            // The checkpointer thread checkpoints instead (see `checkpoint_when_due`); savepoint
+            // journals stay in memory instead of a temporary file.
+            conn.batch_execute("PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY")?;
             *slot = Some(conn);
         }
         Ok(slot.as_mut().expect("connected above"))
     }
 
-    /// Runs `work` in a savepoint of the batch transaction, rolled back (with whatever savepoints
-    /// `work` left open) when it fails or panics, so that the next write starts clean.
-    pub(super) fn in_savepoint<T, E>(
+    /// Runs `work` inside the batch transaction. Its [`write_transaction`]s are savepoints
+    /// there; when it fails or panics, any it left open are rolled back, so the next write
+    /// starts clean. As on PostgreSQL, where `work` runs in autocommit, a statement outside a
+    /// `write_transaction` is not undone by a later failure of `work`. (No savepoint of its own
+    /// around `work`: a second level made every page it touched be journaled twice, 5% of the
+    /// writer's CPU in the settle benchmark.)
+    pub(super) fn isolated<T, E>(
         conn: &mut DbConnection,
         work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
     ) -> Result<T, E>
@@ -593,15 +597,13 @@ mod sqlite_writer {
     {
         type Manager = <DbConnection as Connection>::TransactionManager;
         let batch_depth = depth(conn)?;
-        Manager::begin_transaction(conn)?;
         let result = catch_unwind(AssertUnwindSafe(|| work(&mut *conn)))
             .unwrap_or_else(|_| Err(E::from(DbError::Query("a database task panicked".into()))));
         let result = match result {
-            Ok(value) if depth(conn)? == batch_depth + 1 => {
-                Manager::commit_transaction(conn).map(|()| value).map_err(E::from)
+            Ok(_) if depth(conn)? != batch_depth => {
+                Err(E::from(DbError::Query("a write left a savepoint open".into())))
             }
-            Ok(_) => Err(E::from(DbError::Query("a write left a transaction open".into()))),
-            Err(error) => Err(error),
+            result => result,
         };
         if result.is_err() {
             while depth(conn)? > batch_depth {

@@ -6,10 +6,13 @@
 //! and key id. `visits.code_nonce` is unique: a code opens at most one visit, on any replica.
 
 use chrono::{NaiveDate, NaiveDateTime};
-use diesel::prelude::*;
+use diesel::{
+    prelude::*,
+    sql_types::{Binary, Bool, Date, Nullable, Text, Timestamp},
+};
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, is_unique_violation, write_transaction},
+    db::{Backend, Db, DbConnection, is_unique_violation, write_transaction},
 };
 use uuid::Uuid;
 
@@ -103,8 +106,6 @@ pub struct VisitStore {
     db: Db,
 }
 
-type VoucherAndAccount = (String, String, Option<(String, String, String, String, NaiveDate)>);
-
 impl VisitStore {
     /// A store over `db`.
     pub fn new(db: Db) -> Self {
@@ -121,86 +122,180 @@ impl VisitStore {
             .await
     }
 
-    /// Opens a visit for a verified code, in one transaction with the read of the voucher and
-    /// account state (one join): the voucher must be ACTIVE (VOUCHER_NOT_ACTIVE) and the
-    /// holder's account ACTIVE (NOT_INSURED); the nonce must be new (CODE_ALREADY_USED: the
-    /// unique index decides, across replicas).
+    /// Opens a visit for a verified code: the voucher must be ACTIVE (VOUCHER_NOT_ACTIVE) and
+    /// the holder's account ACTIVE (NOT_INSURED); the nonce must be new (CODE_ALREADY_USED: the
+    /// unique index decides, across replicas). The read of the voucher and account and the
+    /// insert are one transaction on SQLite (on the writer thread: no round trips to save) and
+    /// one statement on PostgreSQL, where each round trip of BEGIN / SELECT / INSERT / COMMIT
+    /// woke a server process and a blocking thread (half of the CPU per verification,
+    /// docs/benchmarks.md).
     pub async fn open_for_code(&self, redemption: Redemption, now: NaiveDateTime) -> ApiResult<OpenedVisit> {
-        self.db
-            .write(move |conn| {
-                write_transaction(conn, |conn| {
-                    let voucher_id = redemption.voucher_id.to_string();
-                    let found: Option<VoucherAndAccount> = vouchers::table
-                        .left_join(
-                            accounts::table.on(accounts::person_id
-                                .eq(vouchers::person_id)
-                                .and(accounts::status.ne(AccountStatus::Closed.as_str()))),
-                        )
-                        .filter(vouchers::id.eq(&voucher_id))
-                        .select((
-                            vouchers::person_id,
-                            vouchers::status,
-                            (
-                                accounts::id,
-                                accounts::scheme,
-                                accounts::region_code,
-                                accounts::status,
-                                accounts::birth_date,
-                            )
-                                .nullable(),
-                        ))
-                        .first(conn)
-                        .optional()?;
-                    let not_active =
-                        || ApiError::failed_precondition(Reason::VoucherNotActive, "the voucher is not active");
-                    let (person_id, voucher_status, account) = found.ok_or_else(not_active)?;
-                    if voucher_status != VoucherStatus::Active.as_str() {
-                        return Err(not_active());
-                    }
-                    let account_status = account
-                        .as_ref()
-                        .map(|a| AccountStatus::parse(&a.3).ok_or_else(|| ApiError::internal("account: bad status")))
-                        .transpose()?;
-                    require_insured(account_status)?;
-                    let (account_id, scheme, region_code, _, birth_date) = account.expect("insured means an account");
-                    let visit = Visit {
-                        id: Uuid::now_v7(),
-                        voucher_id: redemption.voucher_id,
-                        person_id: Uuid::parse_str(&person_id)
-                            .map_err(|_| ApiError::internal("voucher: bad person"))?,
-                        account_id: Uuid::parse_str(&account_id).map_err(|_| ApiError::internal("account: bad id"))?,
-                        partner_id: redemption.partner_id.clone(),
-                        code_key_id: redemption.key_id.clone(),
-                        opened_at: now,
-                    };
-                    let inserted = diesel::insert_into(visits::table)
-                        .values((
-                            visits::id.eq(visit.id.to_string()),
-                            visits::voucher_id.eq(&voucher_id),
-                            visits::person_id.eq(&person_id),
-                            visits::account_id.eq(&account_id),
-                            visits::partner_id.eq(&visit.partner_id),
-                            visits::code_nonce.eq(redemption.nonce.as_slice()),
-                            visits::code_key_id.eq(&visit.code_key_id),
-                            visits::opened_at.eq(now),
-                        ))
-                        .execute(conn);
-                    match inserted {
-                        Ok(_) => Ok(OpenedVisit {
-                            visit,
-                            scheme: Scheme::parse(&scheme).ok_or_else(|| ApiError::internal("account: bad scheme"))?,
-                            region_code,
-                            account_status: AccountStatus::Active,
-                            birth_date,
-                        }),
-                        Err(error) if is_unique_violation(&error) => Err(ApiError::failed_precondition(
-                            Reason::CodeAlreadyUsed,
-                            "this code was already used: show a fresh one",
-                        )),
-                        Err(error) => Err(error.into()),
-                    }
-                })
-            })
-            .await
+        match self.db.backend() {
+            Backend::Sqlite => {
+                self.db
+                    .write(move |conn| write_transaction(conn, |conn| open_in_transaction(conn, &redemption, now)))
+                    .await
+            }
+            Backend::Postgres => self.db.run(move |conn| open_in_one_statement(conn, &redemption, now)).await,
+        }
     }
+}
+
+/// The voucher and the holder's open account, as read for a redemption.
+#[derive(QueryableByName)]
+struct Redeemable {
+    #[diesel(sql_type = Text)]
+    person_id: String,
+    #[diesel(sql_type = Text)]
+    voucher_status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    account_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    scheme: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    region_code: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    account_status: Option<String>,
+    #[diesel(sql_type = Nullable<Date>)]
+    birth_date: Option<NaiveDate>,
+    /// Whether the statement inserted the visit (PostgreSQL only).
+    #[diesel(sql_type = Bool)]
+    opened: bool,
+}
+
+/// The rules of a redemption over what was read: the visit to open and what the counter is
+/// told, or the refusal. One place for both backends.
+fn redemption_outcome(
+    found: Option<Redeemable>,
+    redemption: &Redemption,
+    visit_id: Uuid,
+    now: NaiveDateTime,
+) -> ApiResult<OpenedVisit> {
+    let not_active = || ApiError::failed_precondition(Reason::VoucherNotActive, "the voucher is not active");
+    let found = found.ok_or_else(not_active)?;
+    if found.voucher_status != VoucherStatus::Active.as_str() {
+        return Err(not_active());
+    }
+    let account_status = found
+        .account_status
+        .as_deref()
+        .map(|status| AccountStatus::parse(status).ok_or_else(|| ApiError::internal("account: bad status")))
+        .transpose()?;
+    require_insured(account_status)?;
+    let missing = |what: &str| ApiError::internal(format_args!("account: no {what}"));
+    let account_id = found.account_id.ok_or_else(|| missing("id"))?;
+    let scheme = found.scheme.ok_or_else(|| missing("scheme"))?;
+    Ok(OpenedVisit {
+        visit: Visit {
+            id: visit_id,
+            voucher_id: redemption.voucher_id,
+            person_id: Uuid::parse_str(&found.person_id).map_err(|_| ApiError::internal("voucher: bad person"))?,
+            account_id: Uuid::parse_str(&account_id).map_err(|_| ApiError::internal("account: bad id"))?,
+            partner_id: redemption.partner_id.clone(),
+            code_key_id: redemption.key_id.clone(),
+            opened_at: now,
+        },
+        scheme: Scheme::parse(&scheme).ok_or_else(|| ApiError::internal("account: bad scheme"))?,
+        region_code: found.region_code.ok_or_else(|| missing("region"))?,
+        account_status: AccountStatus::Active,
+        birth_date: found.birth_date.ok_or_else(|| missing("birth date"))?,
+    })
+}
+
+fn code_already_used() -> ApiError {
+    ApiError::failed_precondition(Reason::CodeAlreadyUsed, "this code was already used: show a fresh one")
+}
+
+fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: NaiveDateTime) -> ApiResult<OpenedVisit> {
+    let found = vouchers::table
+        .left_join(
+            accounts::table.on(accounts::person_id
+                .eq(vouchers::person_id)
+                .and(accounts::status.ne(AccountStatus::Closed.as_str()))),
+        )
+        .filter(vouchers::id.eq(redemption.voucher_id.to_string()))
+        .select((
+            vouchers::person_id,
+            vouchers::status,
+            accounts::id.nullable(),
+            accounts::scheme.nullable(),
+            accounts::region_code.nullable(),
+            accounts::status.nullable(),
+            accounts::birth_date.nullable(),
+        ))
+        .first(conn)
+        .optional()?
+        .map(|(person_id, voucher_status, account_id, scheme, region_code, account_status, birth_date)| Redeemable {
+            person_id,
+            voucher_status,
+            account_id,
+            scheme,
+            region_code,
+            account_status,
+            birth_date,
+            opened: false,
+        });
+    let opened = redemption_outcome(found, redemption, Uuid::now_v7(), now)?;
+    let visit = &opened.visit;
+    let inserted = diesel::insert_into(visits::table)
+        .values((
+            visits::id.eq(visit.id.to_string()),
+            visits::voucher_id.eq(visit.voucher_id.to_string()),
+            visits::person_id.eq(visit.person_id.to_string()),
+            visits::account_id.eq(visit.account_id.to_string()),
+            visits::partner_id.eq(&visit.partner_id),
+            visits::code_nonce.eq(redemption.nonce.as_slice()),
+            visits::code_key_id.eq(&visit.code_key_id),
+            visits::opened_at.eq(now),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => Ok(opened),
+        Err(error) if is_unique_violation(&error) => Err(code_already_used()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The read and the insert in one autocommit statement: the insert takes the row the read found
+/// only when both statuses are ACTIVE (the same rule as [`redemption_outcome`], which then
+/// explains a refusal), and a nonce already redeemed inserts nothing.
+const REDEEM_IN_ONE_STATEMENT: &str = "\
+WITH found AS (
+    SELECT v.person_id, v.status AS voucher_status, a.id AS account_id, a.scheme, a.region_code,
+           a.status AS account_status, a.birth_date
+    FROM vouchers v LEFT JOIN accounts a ON a.person_id = v.person_id AND a.status <> 'CLOSED'
+    WHERE v.id = $1
+), opened AS (
+    INSERT INTO visits (id, voucher_id, person_id, account_id, partner_id, code_nonce, code_key_id, opened_at)
+    SELECT $2, $1, person_id, account_id, $3, $4, $5, $6 FROM found
+    WHERE voucher_status = 'ACTIVE' AND account_status = 'ACTIVE'
+    ON CONFLICT (code_nonce) DO NOTHING
+    RETURNING 1
+)
+SELECT found.*, EXISTS (SELECT 1 FROM opened) AS opened FROM found";
+
+fn open_in_one_statement(
+    conn: &mut DbConnection,
+    redemption: &Redemption,
+    now: NaiveDateTime,
+) -> ApiResult<OpenedVisit> {
+    let DbConnection::Postgres(pg) = conn else {
+        return Err(ApiError::internal("the one-statement redemption is PostgreSQL's"));
+    };
+    let visit_id = Uuid::now_v7();
+    let found: Option<Redeemable> = diesel::sql_query(REDEEM_IN_ONE_STATEMENT)
+        .bind::<Text, _>(redemption.voucher_id.to_string())
+        .bind::<Text, _>(visit_id.to_string())
+        .bind::<Text, _>(&redemption.partner_id)
+        .bind::<Binary, _>(redemption.nonce.as_slice())
+        .bind::<Text, _>(&redemption.key_id)
+        .bind::<Timestamp, _>(now)
+        .get_result(pg)
+        .optional()?;
+    let inserted = found.as_ref().is_some_and(|found| found.opened);
+    let opened = redemption_outcome(found, redemption, visit_id, now)?;
+    if !inserted {
+        return Err(code_already_used());
+    }
+    Ok(opened)
 }
