@@ -621,10 +621,10 @@ mod sqlite_writer {
     }
 
     fn drop_if_broken(slot: &mut Option<DbConnection>) {
-        if let Some(conn) = slot {
-            if depth(conn).map_or(true, |depth| depth > 0) || conn.is_broken() {
-                *slot = None;
-            }
+        if let Some(conn) = slot
+            && (depth(conn).map_or(true, |depth| depth > 0) || conn.is_broken())
+        {
+            *slot = None;
         }
     }
 }
