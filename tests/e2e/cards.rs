@@ -256,6 +256,8 @@ async fn a_service_point_card_is_ready_three_working_days_after_approval() {
     let wednesday = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
     assert_eq!((friday.weekday(), wednesday.weekday()), (Weekday::Fri, Weekday::Wed));
     let mut cards = stack.cards(Some(&stack.keys.ops));
+    // Every step on the injected clock, so the history stays in order whatever today is.
+    set_cst_morning(&stack, friday.pred_opt().unwrap());
 
     let person = stack.insured_adult().await;
     let submitted = cards
