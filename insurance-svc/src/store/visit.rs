@@ -7,8 +7,10 @@
 
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::{
+    pg::Pg,
     prelude::*,
-    sql_types::{Binary, Bool, Date, Nullable, Text, Timestamp},
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
+    sql_types::{Binary, Bool, Date, Nullable, Text, Timestamp, Untyped},
 };
 use medins_common::{
     ApiError, ApiResult, Reason,
@@ -259,20 +261,64 @@ fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: Na
 /// The read and the insert in one autocommit statement: the insert takes the row the read found
 /// only when both statuses are ACTIVE (the same rule as [`redemption_outcome`], which then
 /// explains a refusal), and a nonce already redeemed inserts nothing.
-const REDEEM_IN_ONE_STATEMENT: &str = "\
-WITH found AS (
-    SELECT v.person_id, v.status AS voucher_status, a.id AS account_id, a.scheme, a.region_code,
-           a.status AS account_status, a.birth_date
-    FROM vouchers v LEFT JOIN accounts a ON a.person_id = v.person_id AND a.status <> 'CLOSED'
-    WHERE v.id = $1
-), opened AS (
-    INSERT INTO visits (id, voucher_id, person_id, account_id, partner_id, code_nonce, code_key_id, opened_at)
-    SELECT $2, $1, person_id, account_id, $3, $4, $5, $6 FROM found
-    WHERE voucher_status = 'ACTIVE' AND account_status = 'ACTIVE'
-    ON CONFLICT (code_nonce) DO NOTHING
-    RETURNING 1
-)
-SELECT found.*, EXISTS (SELECT 1 FROM opened) AS opened FROM found";
+///
+/// A query type of its own rather than `sql_query`, which diesel never keeps prepared: planning
+/// this statement anew on every call cost PostgreSQL more CPU than running it (EXPLAIN ANALYZE:
+/// ~0.13 ms planning against ~0.13 ms execution). Each bind appears once, in walk order.
+struct RedeemInOneStatement<'a> {
+    voucher_id: String,
+    visit_id: String,
+    partner_id: &'a str,
+    nonce: &'a [u8],
+    key_id: &'a str,
+    opened_at: NaiveDateTime,
+}
+
+impl QueryId for RedeemInOneStatement<'_> {
+    type QueryId = RedeemInOneStatement<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for RedeemInOneStatement<'_> {
+    type SqlType = Untyped;
+}
+
+impl<Conn> RunQueryDsl<Conn> for RedeemInOneStatement<'_> {}
+
+impl QueryFragment<Pg> for RedeemInOneStatement<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH found AS ( \
+                SELECT v.id AS voucher_id, v.person_id, v.status AS voucher_status, a.id AS account_id, \
+                       a.scheme, a.region_code, a.status AS account_status, a.birth_date \
+                FROM vouchers v LEFT JOIN accounts a ON a.person_id = v.person_id AND a.status <> 'CLOSED' \
+                WHERE v.id = ",
+        );
+        out.push_bind_param::<Text, _>(&self.voucher_id)?;
+        out.push_sql(
+            "), opened AS ( \
+                INSERT INTO visits (id, voucher_id, person_id, account_id, partner_id, code_nonce, code_key_id, opened_at) \
+                SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.visit_id)?;
+        out.push_sql(", voucher_id, person_id, account_id, ");
+        out.push_bind_param::<Text, _>(self.partner_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Binary, _>(self.nonce)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.key_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&self.opened_at)?;
+        out.push_sql(
+            " FROM found WHERE voucher_status = 'ACTIVE' AND account_status = 'ACTIVE' \
+                ON CONFLICT (code_nonce) DO NOTHING \
+                RETURNING 1 \
+            ) \
+            SELECT found.*, EXISTS (SELECT 1 FROM opened) AS opened FROM found",
+        );
+        Ok(())
+    }
+}
 
 fn open_in_one_statement(
     conn: &mut DbConnection,
@@ -283,15 +329,16 @@ fn open_in_one_statement(
         return Err(ApiError::internal("the one-statement redemption is PostgreSQL's"));
     };
     let visit_id = Uuid::now_v7();
-    let found: Option<Redeemable> = diesel::sql_query(REDEEM_IN_ONE_STATEMENT)
-        .bind::<Text, _>(redemption.voucher_id.to_string())
-        .bind::<Text, _>(visit_id.to_string())
-        .bind::<Text, _>(&redemption.partner_id)
-        .bind::<Binary, _>(redemption.nonce.as_slice())
-        .bind::<Text, _>(&redemption.key_id)
-        .bind::<Timestamp, _>(now)
-        .get_result(pg)
-        .optional()?;
+    let found: Option<Redeemable> = RedeemInOneStatement {
+        voucher_id: redemption.voucher_id.to_string(),
+        visit_id: visit_id.to_string(),
+        partner_id: &redemption.partner_id,
+        nonce: &redemption.nonce,
+        key_id: &redemption.key_id,
+        opened_at: now,
+    }
+    .get_result(pg)
+    .optional()?;
     let inserted = found.as_ref().is_some_and(|found| found.opened);
     let opened = redemption_outcome(found, redemption, visit_id, now)?;
     if !inserted {
