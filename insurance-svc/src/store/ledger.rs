@@ -6,10 +6,14 @@
 //! `CHECK (balance_cents >= 0)` and `CHECK (balance_after_cents >= 0)`.
 
 use chrono::NaiveDateTime;
-use diesel::{prelude::*, result::Error as DieselError};
+use diesel::{
+    prelude::*,
+    result::Error as DieselError,
+    sql_types::{BigInt, Text, Timestamp},
+};
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection, is_unique_violation, write_transaction},
+    db::{CachedSql, Db, DbConnection, is_unique_violation, write_transaction},
 };
 use uuid::Uuid;
 
@@ -132,21 +136,30 @@ pub(crate) fn write_with_retry<T>(
     Err(ApiError::internal("a write lost its race three times"))
 }
 
+#[derive(QueryableByName)]
+struct BalanceAfter {
+    #[diesel(sql_type = BigInt)]
+    balance_cents: i64,
+}
+
 /// Posts an entry and moves the balance by its amount, in the caller's transaction. Refuses
 /// (FAILED_PRECONDITION / INSUFFICIENT_BALANCE) a debit the balance does not cover: the update
 /// only matches while `balance + amount >= 0`.
 pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveDateTime) -> Result<Entry, TxError> {
     let delta = new.amount_cents;
-    let balance_after: Option<i64> = diesel::update(
-        accounts::table
-            .filter(accounts::id.eq(new.account_id.to_string()))
-            .filter((accounts::balance_cents + delta).ge(0i64)),
+    let balance_after: Option<BalanceAfter> = CachedSql::new(
+        "UPDATE accounts SET balance_cents = balance_cents + ?, updated_at = ? \
+         WHERE id = ? AND balance_cents + ? >= 0 RETURNING balance_cents",
+        (
+            delta.into_sql::<BigInt>(),
+            now.into_sql::<Timestamp>(),
+            new.account_id.to_string().into_sql::<Text>(),
+            delta.into_sql::<BigInt>(),
+        ),
     )
-    .set((accounts::balance_cents.eq(accounts::balance_cents + delta), accounts::updated_at.eq(now)))
-    .returning(accounts::balance_cents)
     .get_result(conn)
     .optional()?;
-    let Some(balance_after_cents) = balance_after else {
+    let Some(BalanceAfter { balance_cents: balance_after_cents }) = balance_after else {
         return Err(ApiError::failed_precondition(
             Reason::InsufficientBalance,
             "the account balance does not cover this debit",

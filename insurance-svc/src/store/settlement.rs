@@ -9,10 +9,13 @@
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
+use diesel::{
+    prelude::*,
+    sql_types::{BigInt, Integer, Text},
+};
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection},
+    db::{CachedSql, Db, DbConnection},
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -202,13 +205,19 @@ fn store_year_to_date(
     category: Category,
     totals: YearToDate,
 ) -> Result<(), TxError> {
-    diesel::update(annual_totals::table.find((person_id.to_string(), year, category.as_str())))
-        .set((
-            annual_totals::total_cents.eq(totals.total_cents),
-            annual_totals::fund_cents.eq(totals.fund_cents),
-            annual_totals::deductible_cents.eq(totals.deductible_cents),
-        ))
-        .execute(conn)?;
+    CachedSql::new(
+        "UPDATE annual_totals SET total_cents = ?, fund_cents = ?, deductible_cents = ? \
+         WHERE person_id = ? AND year = ? AND category = ?",
+        (
+            totals.total_cents.into_sql::<BigInt>(),
+            totals.fund_cents.into_sql::<BigInt>(),
+            totals.deductible_cents.into_sql::<BigInt>(),
+            person_id.to_string().into_sql::<Text>(),
+            year.into_sql::<Integer>(),
+            category.as_str().into_sql::<Text>(),
+        ),
+    )
+    .execute(conn)?;
     Ok(())
 }
 
