@@ -144,7 +144,7 @@ struct VisitRow {
     partner_id: String,
 }
 
-#[derive(Queryable, Selectable)]
+#[derive(QueryableByName)]
 #[diesel(table_name = annual_totals)]
 struct TotalsRow {
     total_cents: i64,
@@ -167,34 +167,22 @@ fn find(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Settlement>> {
 }
 
 /// Reads a person's year-to-date totals for a year and category, creating the zero row if
-/// there is none, and on PostgreSQL holds the row until the transaction ends.
+/// there is none, and holds the row until the transaction ends: one upsert, whose no-op update
+/// takes the row lock on PostgreSQL (on SQLite the writer holds the whole database).
 fn lock_year_to_date(
     conn: &mut DbConnection,
     person_id: Uuid,
     year: i32,
     category: Category,
 ) -> Result<YearToDate, TxError> {
-    let person = person_id.to_string();
-    let zero = (
-        annual_totals::person_id.eq(&person),
-        annual_totals::year.eq(year),
-        annual_totals::category.eq(category.as_str()),
-        annual_totals::total_cents.eq(0i64),
-        annual_totals::fund_cents.eq(0i64),
-        annual_totals::deductible_cents.eq(0i64),
-    );
-    let key = (&person, year, category.as_str());
-    // `ON CONFLICT` does not go through the shared backend: one arm per backend.
-    let row: TotalsRow = match conn {
-        DbConnection::Sqlite(sqlite) => {
-            diesel::insert_into(annual_totals::table).values(zero).on_conflict_do_nothing().execute(sqlite)?;
-            annual_totals::table.find(key).select(TotalsRow::as_select()).first(sqlite)?
-        }
-        DbConnection::Postgres(pg) => {
-            diesel::insert_into(annual_totals::table).values(zero).on_conflict_do_nothing().execute(pg)?;
-            annual_totals::table.find(key).select(TotalsRow::as_select()).for_update().first(pg)?
-        }
-    };
+    let row: TotalsRow = CachedSql::new(
+        "INSERT INTO annual_totals (person_id, year, category, total_cents, fund_cents, deductible_cents) \
+         VALUES (?, ?, ?, 0, 0, 0) \
+         ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
+         RETURNING total_cents, fund_cents, deductible_cents",
+        (person_id.to_string().into_sql::<Text>(), year.into_sql::<Integer>(), category.as_str().into_sql::<Text>()),
+    )
+    .get_result(conn)?;
     Ok(YearToDate { total_cents: row.total_cents, fund_cents: row.fund_cents, deductible_cents: row.deductible_cents })
 }
 
