@@ -2,14 +2,15 @@
 //! URL scheme; an r2d2 pool with per-connection setup; blocking work in `spawn_blocking`;
 //! embedded migrations per backend; write transactions that serialise correctly on both.
 //!
-//! Writes go through [`Db::write`]. On PostgreSQL that is a pooled connection. SQLite allows one writer at a time, and connections that compete for it sleep in
-//! SQLite's busy handler (1, 2, 5 ... 100 ms) instead of queueing, which made the latency tail
-//! of every write path (measured in docs/benchmarks.md). So on SQLite one thread per database
-//! owns the writing connection and takes writes from a queue, group-committed: the writes
-//! waiting when it comes round run in one `BEGIN IMMEDIATE` transaction, each of their
-//! [`write_transaction`]s a savepoint (a failing one rolls back alone), and every caller is
-//! answered after the `COMMIT`, so no one sees a write that could still be lost. Short reads
-//! ([`Db::read`]) skip the blocking pool on SQLite.
+//! Writes go through [`Db::write`]. On PostgreSQL that is a pooled connection. SQLite allows
+//! one writer at a time, and connections that compete for it sleep in SQLite's busy handler
+//! (1, 2, 5 ... 100 ms) instead of queueing, which made the latency tail of every write path
+//! (measured in docs/benchmarks.md). So on SQLite one thread per database owns the writing
+//! connection and takes writes from a queue, group-committed: the writes waiting when it comes
+//! round run in one `BEGIN IMMEDIATE` transaction, each of their [`write_transaction`]s a
+//! savepoint (a failing one rolls back alone), and every caller is answered after the `COMMIT`,
+//! so no one sees a write that could still be lost. Short reads ([`Db::read`]) skip the
+//! blocking pool on SQLite. Calls beyond the pool's size wait in arrival order ([`Db::run`]).
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
@@ -202,6 +203,13 @@ pub struct Migrations {
 #[derive(Clone)]
 pub struct Db {
     pool: r2d2::Pool<ConnectionManager>,
+    /// One permit per pooled connection, taken before [`Db::run`] hands work to the blocking
+    /// pool: callers beyond the pool's size queue here, in arrival order, instead of as blocked
+    /// threads on r2d2's condition variable, which wakes them in no particular order (the
+    /// latency tail under load) and costs a thread and its wake-ups per waiting call.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// How long a call waits for a connection before it is refused (UNAVAILABLE).
+    connection_timeout: Duration,
     url: Arc<DatabaseUrl>,
     writer: Option<tokio::sync::mpsc::Sender<QueuedWrite>>,
 }
@@ -245,7 +253,8 @@ impl Db {
             }
             DatabaseUrl::Postgres(_) => None,
         };
-        Ok(Db { pool, url: Arc::new(url), writer })
+        let permits = Arc::new(tokio::sync::Semaphore::new(options.max_size as usize));
+        Ok(Db { pool, permits, connection_timeout: options.connection_timeout, url: Arc::new(url), writer })
     }
 
     /// The backend.
@@ -260,9 +269,15 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let waited = tokio::time::timeout(self.connection_timeout, self.permits.clone().acquire_owned()).await;
+        let Ok(Ok(permit)) = waited else {
+            return Err(DbError::Unavailable("timed out waiting for a database connection".into()).into());
+        };
         let pool = self.pool.clone();
         let url = self.url.clone();
         tokio::task::spawn_blocking(move || {
+            // Held until the work is done, even when the caller has stopped waiting.
+            let _permit = permit;
             // A pooled connection to a deleted SQLite file still answers, from a file no one will
             // ever read again, and a new connection would create an empty one: refuse instead.
             if let DatabaseUrl::Sqlite(path) = &*url
@@ -706,6 +721,44 @@ mod tests {
             .await;
         assert!(matches!(refused, Err(DbError::Unavailable(_))), "nor an inline read");
         assert!(!path.exists(), "the lost file is not silently recreated empty");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_beyond_the_pool_wait_their_turn_in_arrival_order_and_time_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("q.db").display());
+        let options = PoolOptions { max_size: 1, connection_timeout: Duration::from_millis(400) };
+        let db = Db::connect(&url, &options).unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hold = |ms: u64, n: usize| {
+            let (db, order) = (db.clone(), order.clone());
+            tokio::spawn(async move {
+                db.run(move |_conn| {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    order.lock().unwrap().push(n);
+                    Ok::<_, DbError>(())
+                })
+                .await
+            })
+        };
+        let first = hold(150, 0);
+        let mut queued = Vec::new();
+        for n in 1..=5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            queued.push(hold(1, n));
+        }
+        first.await.unwrap().unwrap();
+        for call in queued {
+            call.await.unwrap().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5], "served in arrival order");
+
+        // A call that cannot get the one connection within the timeout is refused.
+        let long = hold(1_000, 6);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let refused = db.run(|_conn| Ok::<_, DbError>(())).await;
+        assert!(matches!(refused, Err(DbError::Unavailable(_))), "{refused:?}");
+        long.await.unwrap().unwrap();
     }
 
     fn sqlite_db(dir: &tempfile::TempDir) -> Db {
