@@ -138,6 +138,22 @@ pub struct ConnectionManager {
     url: DatabaseUrl,
 }
 
+/// The URI that opens the SQLite database at `path` only if the file exists (`mode=rw`).
+/// [`Db::connect`] creates the file; after that a missing file means the database was lost,
+/// and no connection, whichever thread opens it and whenever, may silently start an empty one.
+fn open_existing(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            // The characters that end or escape the path part of an SQLite URI.
+            '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=rw");
+    uri
+}
+
 impl ManageConnection for ConnectionManager {
     type Connection = DbConnection;
     type Error = diesel::r2d2::Error;
@@ -145,8 +161,8 @@ impl ManageConnection for ConnectionManager {
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         match &self.url {
             DatabaseUrl::Sqlite(path) => {
-                let mut conn = SqliteConnection::establish(&path.to_string_lossy())
-                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                let mut conn =
+                    SqliteConnection::establish(&open_existing(path)).map_err(diesel::r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the writer; busy_timeout makes writers queue
                 // instead of failing; foreign keys are off by default in SQLite.
                 conn.batch_execute(
@@ -669,6 +685,18 @@ mod tests {
         assert!(DatabaseUrl::parse("mysql://u@h/db").is_err());
         assert!(DatabaseUrl::parse("data/x.db").is_err());
         assert!(DatabaseUrl::parse("sqlite://:memory:").is_err());
+    }
+
+    #[test]
+    fn sqlite_connections_never_create_the_database_file() {
+        assert_eq!(open_existing(Path::new("/d/a%b?c#d.db")), "file:/d/a%25b%3Fc%23d.db?mode=rw");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd name?#%.db");
+        let manager = ConnectionManager { url: DatabaseUrl::Sqlite(path.clone()) };
+        assert!(manager.connect().is_err(), "no file, no connection");
+        assert!(!path.exists());
+        std::fs::File::create(&path).unwrap();
+        manager.connect().expect("an existing file opens");
     }
 
     #[test]
