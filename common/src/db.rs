@@ -154,6 +154,12 @@ fn open_existing(path: &Path) -> String {
     uri
 }
 
+/// Refuses work on a deleted SQLite database: a connection opened before the file was deleted
+/// still answers, from a file no one will ever read again.
+fn require_sqlite_file(path: &Path) -> Result<(), DbError> {
+    if path.exists() { Ok(()) } else { Err(DbError::Unavailable("the SQLite database file is missing".into())) }
+}
+
 impl ManageConnection for ConnectionManager {
     type Connection = DbConnection;
     type Error = diesel::r2d2::Error;
@@ -294,12 +300,8 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             // Held until the work is done, even when the caller has stopped waiting.
             let _permit = permit;
-            // A pooled connection to a deleted SQLite file still answers, from a file no one will
-            // ever read again, and a new connection would create an empty one: refuse instead.
-            if let DatabaseUrl::Sqlite(path) = &*url
-                && !path.exists()
-            {
-                return Err(DbError::Unavailable("the SQLite database file is missing".into()).into());
+            if let DatabaseUrl::Sqlite(path) = &*url {
+                require_sqlite_file(path)?;
             }
             let mut conn = pool.get().map_err(|e| DbError::Unavailable(e.to_string()))?;
             work(&mut conn)
@@ -323,9 +325,7 @@ impl Db {
         if let DatabaseUrl::Sqlite(path) = &*self.url
             && let Some(mut conn) = self.pool.try_get()
         {
-            if !path.exists() {
-                return Err(DbError::Unavailable("the SQLite database file is missing".into()).into());
-            }
+            require_sqlite_file(path)?;
             return work(&mut conn);
         }
         self.run(work).await
@@ -492,10 +492,10 @@ mod sqlite_writer {
         // Capacity one: requests made while a checkpoint runs or pauses fold into one.
         let (wrote, checkpoint_due) = std::sync::mpsc::sync_channel::<()>(1);
         let thread_failed = |e: std::io::Error| DbError::Config(format!("cannot start a SQLite thread: {e}"));
-        let (checkpointer, checkpointed) = (manager.clone(), path.clone());
+        let checkpointer = manager.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_when_due(checkpointer, &checkpointed, checkpoint_due))
+            .spawn(move || checkpoint_when_due(checkpointer, checkpoint_due))
             .map_err(thread_failed)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -529,11 +529,11 @@ mod sqlite_writer {
     /// the writer wait) after writes, at most once per [`CHECKPOINT_PAUSE`]. SQLite would
     /// otherwise checkpoint inside the `COMMIT` that crosses 1,000 WAL pages, fsync included,
     /// with every caller of that batch waiting; the writer's connection has that turned off.
-    fn checkpoint_when_due(manager: ConnectionManager, path: &Path, due: std::sync::mpsc::Receiver<()>) {
+    fn checkpoint_when_due(manager: ConnectionManager, due: std::sync::mpsc::Receiver<()>) {
         let mut conn: Option<DbConnection> = None;
         while due.recv().is_ok() {
-            // Connecting would create a deleted file anew (see `Db::run`).
-            if conn.is_none() && path.exists() {
+            // Fails while the file is missing (connections never create it: `open_existing`).
+            if conn.is_none() {
                 conn = manager.connect().ok();
             }
             if let Some(open) = &mut conn
@@ -601,10 +601,9 @@ mod sqlite_writer {
         path: &Path,
         slot: &'c mut Option<DbConnection>,
     ) -> Result<&'c mut DbConnection, DbError> {
-        // As in `Db::run`: a deleted file must not take writes no one will read.
-        if !path.exists() {
+        if let Err(missing) = require_sqlite_file(path) {
             *slot = None;
-            return Err(DbError::Unavailable("the SQLite database file is missing".into()));
+            return Err(missing);
         }
         if slot.is_none() {
             let mut conn = manager.connect().map_err(|e| DbError::Unavailable(e.to_string()))?;
