@@ -69,13 +69,16 @@ where
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         let mut pieces = self.sql.split('?');
-        // A mismatch is a programming error that every call of the statement would hit.
-        assert_eq!(self.sql.matches('?').count(), B::COUNT, "binds for {:?}", self.sql);
         out.push_sql(pieces.next().unwrap_or_default());
-        for (index, piece) in pieces.enumerate() {
-            self.binds.push(index, out.reborrow())?;
+        let mut placeholders = 0;
+        for piece in pieces {
+            // A `?` beyond the binds panics in `push`, one short here: programming errors that
+            // every call of the statement would hit.
+            self.binds.push(placeholders, out.reborrow())?;
             out.push_sql(piece);
+            placeholders += 1;
         }
+        assert_eq!(placeholders, B::COUNT, "binds for {:?}", self.sql);
         Ok(())
     }
 }
