@@ -83,7 +83,6 @@ fn session_id(started: &StartFaceVerificationResponse) -> String {
     started.session.as_ref().expect("session").session_id.clone()
 }
 
-/// The stored status and the outbox rows of a session.
 /// The stored session once the sweeper (every 50 ms in tests) has recorded its expiry, or
 /// None if it has not within 5 s.
 async fn stored_once_expired(stack: &Stack, session_id: &str) -> Option<(String, Vec<String>)> {
@@ -97,6 +96,7 @@ async fn stored_once_expired(stack: &Stack, session_id: &str) -> Option<(String,
     None
 }
 
+/// The stored status and the outbox rows of a session.
 async fn stored(stack: &Stack, session_id: &str) -> (String, Vec<String>) {
     let id = session_id.to_owned();
     stack
