@@ -1,21 +1,23 @@
 //! Settlements, year-to-date totals and annual expenses at rest.
 //!
-//! Settling is one write transaction: the holder's account row is locked first (PostgreSQL
-//! `FOR NO KEY UPDATE`; SQLite's `BEGIN IMMEDIATE` holds the whole database), then the
-//! person's year-to-date row for the year and category, so concurrent settlements on one
-//! account or one person's deductible queue instead of both reading the same balance or total.
-//! Reversal takes the same locks in the same order (account, settlement, year-to-date).
+//! Settling is one write transaction that starts with one read ([`settle_inputs`]): the visit,
+//! its holder's account, whether the visit is settled already and the holder's year-to-date
+//! totals for the year and category. On PostgreSQL that read locks the totals row, then the
+//! account row, so settlements of one person or one account queue instead of both reading the
+//! same totals or balance; SQLite's `BEGIN IMMEDIATE` holds the whole database. Reversal takes
+//! the same locks in the same order (totals, then the charged account). The read replaced four
+//! statements: on PostgreSQL each is a round trip, and hospitals and pharmacies wait on this one.
 
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 use diesel::{
     prelude::*,
-    sql_types::{BigInt, Integer, Text},
+    sql_types::{BigInt, Integer, Nullable, Text},
 };
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{CachedSql, Db, DbConnection},
+    db::{Backend, CachedSql, Db, DbConnection},
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -23,9 +25,10 @@ use uuid::Uuid;
 use super::{
     account::lock_account,
     ledger::{NewEntry, TxError, post_entry, write_with_retry},
-    schema::{annual_totals, settlements, visits},
+    schema::{annual_totals, settlements},
 };
 use crate::domain::{
+    account::{AccountStatus, Scheme},
     ledger::EntryKind,
     settlement::{self, Category, ExpenseLine, PayFrom, PolicyTable, SettleTerms, SettlementStatus, Split, YearToDate},
 };
@@ -136,12 +139,89 @@ impl TryFrom<SettlementRow> for Settlement {
     }
 }
 
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = visits)]
-struct VisitRow {
+/// What settling a visit decides on, read by one statement ([`settle_inputs`]): the visit, its
+/// holder's account, the visit's settlement if it has one, and the holder's year-to-date totals
+/// for the bill's year and category (none yet: zero).
+#[derive(QueryableByName)]
+struct SettleInputs {
+    #[diesel(sql_type = Text)]
     person_id: String,
+    #[diesel(sql_type = Text)]
     account_id: String,
+    #[diesel(sql_type = Text)]
     partner_id: String,
+    #[diesel(sql_type = Text)]
+    scheme: String,
+    #[diesel(sql_type = Text)]
+    account_status: String,
+    #[diesel(sql_type = BigInt)]
+    balance_cents: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    settlement_id: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    ytd_total_cents: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    ytd_fund_cents: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    ytd_deductible_cents: Option<i64>,
+}
+
+/// The columns of [`SettleInputs`], after `FROM visits v JOIN accounts a` and the totals as `t`.
+macro_rules! settle_inputs_columns {
+    () => {
+        "SELECT v.person_id, v.account_id, v.partner_id, \
+                a.scheme, a.status AS account_status, a.balance_cents, \
+                (SELECT s.id FROM settlements s WHERE s.visit_id = v.id) AS settlement_id, \
+                t.total_cents AS ytd_total_cents, t.fund_cents AS ytd_fund_cents, \
+                t.deductible_cents AS ytd_deductible_cents "
+    };
+}
+
+/// Reads [`SettleInputs`] of a visit. On PostgreSQL the holder's totals row is created or
+/// locked first (the upsert in the `WITH`, evaluated by the join below the row locking), then
+/// the account row is locked: the order [`lock_year_to_date`] and [`lock_account`] keep
+/// everywhere else, so two settlements or a settlement and a reversal never wait on each other
+/// in a cycle. The totals come from the upsert, which reads the newest committed row whatever
+/// the statement's snapshot; only the settlement id can be older than a lock wait, and the
+/// unique index settles that. SQLite needs no locks (the writer holds the database) and has no
+/// `INSERT` in `WITH`: a missing totals row reads as zero and [`store_year_to_date`] creates it.
+fn settle_inputs(
+    conn: &mut DbConnection,
+    visit_id: Uuid,
+    year: i32,
+    category: Category,
+) -> Result<Option<SettleInputs>, TxError> {
+    let (year, category, visit) =
+        (year.into_sql::<Integer>(), category.as_str().into_sql::<Text>(), visit_id.to_string().into_sql::<Text>());
+    let inputs = match conn.backend() {
+        Backend::Sqlite => CachedSql::new(
+            concat!(
+                settle_inputs_columns!(),
+                "FROM visits v JOIN accounts a ON a.id = v.account_id \
+                 LEFT JOIN annual_totals t ON t.person_id = v.person_id AND t.year = ? AND t.category = ? \
+                 WHERE v.id = ?"
+            ),
+            (year, category, visit),
+        )
+        .get_result(conn),
+        Backend::Postgres => CachedSql::new(
+            concat!(
+                "WITH t AS (\
+                     INSERT INTO annual_totals \
+                         (person_id, year, category, total_cents, fund_cents, deductible_cents) \
+                     SELECT person_id, ?, ?, 0, 0, 0 FROM visits WHERE id = ? \
+                     ON CONFLICT (person_id, year, category) \
+                         DO UPDATE SET total_cents = annual_totals.total_cents \
+                     RETURNING total_cents, fund_cents, deductible_cents) ",
+                settle_inputs_columns!(),
+                "FROM visits v JOIN accounts a ON a.id = v.account_id LEFT JOIN t ON TRUE \
+                 WHERE v.id = ? FOR NO KEY UPDATE OF a"
+            ),
+            (year, category, visit.clone(), visit),
+        )
+        .get_result(conn),
+    };
+    Ok(inputs.optional()?)
 }
 
 #[derive(QueryableByName)]
@@ -150,15 +230,6 @@ struct TotalsRow {
     total_cents: i64,
     fund_cents: i64,
     deductible_cents: i64,
-}
-
-fn find_by_visit(conn: &mut DbConnection, visit_id: Uuid) -> ApiResult<Option<Settlement>> {
-    let row = settlements::table
-        .filter(settlements::visit_id.eq(visit_id.to_string()))
-        .select(SettlementRow::as_select())
-        .first(conn)
-        .optional()?;
-    row.map(Settlement::try_from).transpose()
 }
 
 fn find(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Settlement>> {
@@ -186,6 +257,8 @@ fn lock_year_to_date(
     Ok(YearToDate { total_cents: row.total_cents, fund_cents: row.fund_cents, deductible_cents: row.deductible_cents })
 }
 
+/// Writes a person's year-to-date totals for a year and category, creating the row if there is
+/// none (SQLite's settlement reads a missing row as zero instead of creating it first).
 fn store_year_to_date(
     conn: &mut DbConnection,
     person_id: Uuid,
@@ -194,15 +267,17 @@ fn store_year_to_date(
     totals: YearToDate,
 ) -> Result<(), TxError> {
     CachedSql::new(
-        "UPDATE annual_totals SET total_cents = ?, fund_cents = ?, deductible_cents = ? \
-         WHERE person_id = ? AND year = ? AND category = ?",
+        "INSERT INTO annual_totals (person_id, year, category, total_cents, fund_cents, deductible_cents) \
+         VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = excluded.total_cents, \
+             fund_cents = excluded.fund_cents, deductible_cents = excluded.deductible_cents",
         (
-            totals.total_cents.into_sql::<BigInt>(),
-            totals.fund_cents.into_sql::<BigInt>(),
-            totals.deductible_cents.into_sql::<BigInt>(),
             person_id.to_string().into_sql::<Text>(),
             year.into_sql::<Integer>(),
             category.as_str().into_sql::<Text>(),
+            totals.total_cents.into_sql::<BigInt>(),
+            totals.fund_cents.into_sql::<BigInt>(),
+            totals.deductible_cents.into_sql::<BigInt>(),
         ),
     )
     .execute(conn)?;
@@ -247,13 +322,9 @@ impl SettlementStore {
         self.db
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
-                    let visit: VisitRow = visits::table
-                        .find(visit_id.to_string())
-                        .select(VisitRow::as_select())
-                        .first(conn)
-                        .optional()?
-                        .ok_or_else(visit_not_found)?;
-                    if visit.partner_id != partner_id {
+                    let year = settlement::settlement_year(now);
+                    let inputs = settle_inputs(conn, visit_id, year, terms.category)?.ok_or_else(visit_not_found)?;
+                    if inputs.partner_id != partner_id {
                         return Err(ApiError::new(
                             Code::PermissionDenied,
                             Reason::VisitPartnerMismatch,
@@ -262,18 +333,17 @@ impl SettlementStore {
                         .into());
                     }
                     let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
-                    let person_id = Uuid::parse_str(&visit.person_id).map_err(|_| bad("person_id"))?;
-                    let account_id = Uuid::parse_str(&visit.account_id).map_err(|_| bad("account_id"))?;
-                    // The account first: settlements of one account queue here, and a retry
-                    // racing its original sees the committed first settlement below.
-                    let account = lock_account(conn, account_id)?.ok_or_else(|| bad("account"))?;
-                    if let Some(first) = find_by_visit(conn, visit_id)? {
+                    if let Some(first) = inputs.settlement_id {
+                        let first_id = Uuid::parse_str(&first).map_err(|_| bad("settlement"))?;
+                        let first = find(conn, first_id)?.ok_or_else(|| bad("settlement"))?;
                         settlement::replay_settlement(&first.terms(), &terms)?;
                         return Ok(first);
                     }
+                    let person_id = Uuid::parse_str(&inputs.person_id).map_err(|_| bad("person_id"))?;
+                    let scheme = Scheme::parse(&inputs.scheme).ok_or_else(|| bad("account scheme"))?;
                     // Family aid: the binder's authorisation is read in this transaction, and the
-                    // binder's account pays instead of the holder's.
-                    let (account_id, account, entry_kind) = match binder {
+                    // binder's account pays instead of the holder's (locked after the holder's).
+                    let (account_id, account_status, balance_cents, entry_kind) = match binder {
                         Some(binder) => {
                             let binding = super::family::find_active_in(conn, binder, person_id)?;
                             settlement::require_family_aid(binding.map(|b| (b.status, b.family_aid)))?;
@@ -284,20 +354,23 @@ impl SettlementStore {
                                 )
                             })?;
                             let locked = lock_account(conn, open.id)?.ok_or_else(|| bad("binder account"))?;
-                            (open.id, locked, EntryKind::FamilyAid)
+                            (open.id, locked.status, locked.balance_cents, EntryKind::FamilyAid)
                         }
-                        None => (account_id, account, EntryKind::Settlement),
+                        None => (
+                            Uuid::parse_str(&inputs.account_id).map_err(|_| bad("account_id"))?,
+                            AccountStatus::parse(&inputs.account_status).ok_or_else(|| bad("account status"))?,
+                            inputs.balance_cents,
+                            EntryKind::Settlement,
+                        ),
                     };
-                    let available =
-                        settlement::account_available(terms.pay_from, account.status, account.balance_cents);
-                    let year = settlement::settlement_year(now);
-                    let ytd = lock_year_to_date(conn, person_id, year, terms.category)?;
-                    let split = settlement::split(
-                        terms.total_cents,
-                        &policy.policy(account.scheme, terms.category),
-                        ytd,
-                        available,
-                    );
+                    let available = settlement::account_available(terms.pay_from, account_status, balance_cents);
+                    let ytd = YearToDate {
+                        total_cents: inputs.ytd_total_cents.unwrap_or(0),
+                        fund_cents: inputs.ytd_fund_cents.unwrap_or(0),
+                        deductible_cents: inputs.ytd_deductible_cents.unwrap_or(0),
+                    };
+                    let split =
+                        settlement::split(terms.total_cents, &policy.policy(scheme, terms.category), ytd, available);
                     let settled = Settlement {
                         id: Uuid::now_v7(),
                         visit_id,
@@ -365,6 +438,8 @@ impl SettlementStore {
                     let mut found = find(conn, settlement_id)?
                         .ok_or_else(|| ApiError::not_found(Reason::SettlementNotFound, "no such settlement"))?;
                     settlement::ensure_reversible(found.status)?;
+                    // Totals, then account: the order settling takes them in (settle_inputs).
+                    let ytd = lock_year_to_date(conn, found.person_id, found.year, found.category)?;
                     let charged = found.charged_account_id.filter(|_| found.account_cents > 0);
                     if let Some(account_id) = charged {
                         lock_account(conn, account_id)?;
@@ -383,7 +458,6 @@ impl SettlementStore {
                     if flipped == 0 {
                         settlement::ensure_reversible(SettlementStatus::Reversed)?;
                     }
-                    let ytd = lock_year_to_date(conn, found.person_id, found.year, found.category)?;
                     let split = found.split();
                     let restored = YearToDate {
                         total_cents: ytd.total_cents - split.total_cents(),
