@@ -8,7 +8,7 @@ use medins_proto::{
     identity::v1::{FacePurpose, FaceSessionStatus, SubmitFaceResultRequest},
     insurance::v1::{
         BindingStatus, Category, FaceVerificationCompletedRequest, GetAnnualExpensesRequest, IssueCodeRequest,
-        ListFamilyMembersRequest, ListWhoBoundMeRequest, PayFrom, Relationship, RemoveFamilyMemberRequest,
+        ListFamilyMembersRequest, ListWhoBoundMeRequest, PayFrom, Relationship, RemoveFamilyMemberRequest, Scheme,
         SetFamilyAidRequest, SettleRequest, VerifyCodeRequest, VoucherStatus, VoucherSuspender,
     },
 };
@@ -503,6 +503,33 @@ async fn family_aid_is_refused_without_authorisation_paid_by_the_binder_with_it_
     let visit = visit_for(&stack, &child.person_id, &binder.token, &stack.keys.hospital).await;
     let refused = hospital.settle(settle(&visit, 10_000, PayFrom::BinderAccount, &binder.person_id)).await.unwrap_err();
     assert_eq!(reason(&refused), "FAMILY_AID_NOT_AUTHORISED");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn family_aid_splits_the_bill_by_the_patients_scheme_and_totals_not_the_paying_binders() {
+    let stack = Stack::start().await;
+    // An EMPLOYEE binder pays for a RESIDENT child: PHARMACY deductibles 1,000 and 100 yuan.
+    let binder = stack.binder_in(Scheme::Employee, 50_000).await;
+    let (child, binding_id) = bound_child(&stack, &binder).await;
+    let mut family = stack.family(Some(&stack.keys.bank));
+    let request = with_person_token(SetFamilyAidRequest { binding_id, enabled: true }, &binder.token);
+    family.set_family_aid(request).await.expect("set family aid");
+    let visit = visit_for(&stack, &child.person_id, &binder.token, &stack.keys.hospital).await;
+    let settled = stack
+        .settlements(Some(&stack.keys.hospital))
+        .settle(settle(&visit, 30_000, PayFrom::BinderAccount, &binder.person_id))
+        .await
+        .expect("family aid pays")
+        .into_inner()
+        .settlement
+        .unwrap();
+    // RESIDENT.PHARMACY: the first 10,000 is deductible, the fund pays 50 % of the rest.
+    assert_eq!((settled.fund_cents, settled.account_cents, settled.self_cents), (10_000, 20_000, 0));
+    assert_eq!(balance(&stack, &binder.account_id).await, 30_000);
+    let year = stack.clock_today().year();
+    assert_eq!(stack.year_to_date(&child.person_id, year, "PHARMACY").await, (30_000, 10_000, 10_000));
+    assert_eq!(stack.year_to_date(&binder.person_id, year, "PHARMACY").await, (0, 0, 0));
     stack.shutdown().await;
 }
 

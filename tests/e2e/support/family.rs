@@ -56,9 +56,14 @@ impl Stack {
         FamilyServiceClient::with_interceptor(self.insurance_channel(), interceptor(key))
     }
 
-    /// A new binder (born 1985) with `balance_cents` in the individual account.
+    /// A new binder (born 1985, RESIDENT scheme) with `balance_cents` in the individual account.
     pub async fn binder(&self, balance_cents: i64) -> Binder {
-        let (person, account) = self.insured_holder(Scheme::Resident, balance_cents).await;
+        self.binder_in(Scheme::Resident, balance_cents).await
+    }
+
+    /// A new binder (born 1985) insured under `scheme`, with `balance_cents` in the account.
+    pub async fn binder_in(&self, scheme: Scheme, balance_cents: i64) -> Binder {
+        let (person, account) = self.insured_holder(scheme, balance_cents).await;
         Binder { person_id: account.person_id, account_id: account.account_id, token: person.token, seed: person.seed }
     }
 
