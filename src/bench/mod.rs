@@ -132,6 +132,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub keep_data: bool,
 
+    /// --target local: database connections per service (default: the services' own, 16, as
+    /// `medins up`). A PostgreSQL server sharing this machine's CPUs does best with about
+    /// 2 x its cores + 1 connections per busy service; more only queue inside it
+    /// (docs/benchmarks.md).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: Option<u32>,
+
     /// --target remote: identity-svc address (127.0.0.1 only).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub identity_addr: SocketAddr,
@@ -360,6 +367,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     identity_database_url: args.identity_database_url.clone(),
                     insurance_database_url: args.insurance_database_url.clone(),
                     keep_data: args.keep_data,
+                    db_pool_size: args.db_pool_size,
                 })
                 .await?
             }

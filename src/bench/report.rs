@@ -147,6 +147,8 @@ pub struct RunSettings {
     pub max_requests: u64,
     /// Seeded persons.
     pub persons: usize,
+    /// Database connections per service when the bench set them (else the services' default).
+    pub db_pool_size: Option<u32>,
     /// Echo payload.
     pub echo_payload_bytes: usize,
     /// Where the echo server ran.
@@ -205,6 +207,7 @@ impl Report {
                 warmup_seconds: args.warmup.as_secs_f64(),
                 max_requests: args.max_requests,
                 persons: args.persons,
+                db_pool_size: args.db_pool_size,
                 echo_payload_bytes: args.echo_payload_bytes,
                 echo_server: match args.echo_server {
                     EchoPlacement::InProcess => "in-process".into(),
@@ -225,10 +228,11 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "\nmedins bench {}: target {} ({}), {} in flight over {} connection(s), {:.0} s window after {:.0} s warm-up",
+            "\nmedins bench {}: target {} ({}{}), {} in flight over {} connection(s), {:.0} s window after {:.0} s warm-up",
             s.version,
             s.target,
             s.backend.as_deref().unwrap_or("echo only"),
+            s.db_pool_size.map(|size| format!(", {size} database connections per service")).unwrap_or_default(),
             s.concurrency,
             s.channels,
             s.duration_seconds,

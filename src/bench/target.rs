@@ -70,6 +70,8 @@ pub struct LocalOptions {
     pub insurance_database_url: Option<String>,
     /// Keep the temp folder (databases, keys, service logs) after the run.
     pub keep_data: bool,
+    /// Database connections per service (default: the services' own).
+    pub db_pool_size: Option<u32>,
 }
 
 /// Flags of `--target remote`.
@@ -174,6 +176,8 @@ impl Target {
         let mut stack =
             LocalStack { root: root.clone(), dir: Some(dir), keep: options.keep_data, children: Vec::new() };
         let partners_arg = partners_file.display().to_string();
+        let pool_args: Vec<String> =
+            options.db_pool_size.map(|size| vec!["--db-pool-size".into(), size.to_string()]).unwrap_or_default();
         // The same settings `medins up` gives the services, but SMS codes go to our webhook.
         stack.children.push(ChildService::spawn(
             "identity-svc",
@@ -195,7 +199,10 @@ impl Target {
                 sms.url(),
                 "--insurance-url".into(),
                 format!("http://{insurance_addr}"),
-            ],
+            ]
+            .into_iter()
+            .chain(pool_args.clone())
+            .collect::<Vec<_>>(),
             &[("MEDINS_INSURANCE_API_KEY", &identity_to_insurance)],
         )?);
         stack.children.push(ChildService::spawn(
@@ -217,7 +224,10 @@ impl Target {
                 insurance_data_keys.display().to_string(),
                 "--document-store".into(),
                 root.join("documents").display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(pool_args)
+            .collect::<Vec<_>>(),
             &[("MEDINS_IDENTITY_API_KEY", &insurance_to_identity)],
         )?);
         for (index, addr) in [identity_addr, insurance_addr].into_iter().enumerate() {
