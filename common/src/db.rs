@@ -30,7 +30,7 @@ use diesel::{
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 mod cached_sql;
-pub use cached_sql::{Binds, CachedSql};
+pub use cached_sql::{Binds, CachedSql, Chain};
 
 /// A connection to either backend. Queries written with diesel's DSL work on both; the few
 /// that cannot (upsert, `FOR UPDATE`, batch insert) match on the variant.

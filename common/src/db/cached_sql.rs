@@ -61,6 +61,25 @@ binds_for_tuples! {
     5: (0 A, 1 B, 2 C, 3 D, 4 E);
     6: (0 A, 1 B, 2 C, 3 D, 4 E, 5 F);
     7: (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G);
+    8: (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H);
+    9: (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H, 8 I);
+    10: (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H, 8 I, 9 J);
+    11: (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H, 8 I, 9 J, 10 K);
+    12: (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H, 8 I, 9 J, 10 K, 11 L);
+}
+
+/// Two bind lists, `A`'s first: for statements with more binds than one tuple holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<A, B>(pub A, pub B);
+
+impl<DB: Backend, A: Binds<DB>, B: Binds<DB>> Binds<DB> for Chain<A, B> {
+    const COUNT: usize = A::COUNT + B::COUNT;
+    fn push<'b>(&'b self, index: usize, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        match index.checked_sub(A::COUNT) {
+            None => self.0.push(index, out),
+            Some(index) => self.1.push(index, out),
+        }
+    }
 }
 
 impl<B, DB: Backend> QueryFragment<DB> for CachedSql<B>
@@ -146,5 +165,22 @@ mod tests {
         // `sql_query` is prepared on every call, never cached.
         diesel::sql_query("UPDATE counters SET n = 0").execute(&mut conn).unwrap();
         assert_eq!(cached.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn chained_binds_fill_the_placeholders_in_order() {
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        let digits =
+            |ds: [i64; 3]| (ds[0].into_sql::<BigInt>(), ds[1].into_sql::<BigInt>(), ds[2].into_sql::<BigInt>());
+        let number: After = CachedSql::new(
+            "SELECT ? * 100000 + ? * 10000 + ? * 1000 + ? * 100 + ? * 10 + ? AS n",
+            Chain(
+                digits([1, 2, 3]),
+                Chain((4.into_sql::<BigInt>(),), (5.into_sql::<BigInt>(), 6.into_sql::<BigInt>())),
+            ),
+        )
+        .get_result(&mut conn)
+        .unwrap();
+        assert_eq!(number, After { n: 123_456 });
     }
 }
