@@ -29,7 +29,9 @@ use diesel::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
+mod batch;
 mod cached_sql;
+pub use batch::Batcher;
 pub use cached_sql::{Binds, CachedSql, Chain};
 
 /// A connection to either backend. Queries written with diesel's DSL work on both; the few
