@@ -7,17 +7,25 @@
 //! same totals or balance; SQLite's `BEGIN IMMEDIATE` holds the whole database. Reversal takes
 //! the same locks in the same order (totals, then the charged account). The read replaced four
 //! statements: on PostgreSQL each is a round trip, and hospitals and pharmacies wait on this one.
+//!
+//! On PostgreSQL the settlements waiting at the same moment (all but family aid) go further:
+//! they are settled together, one transaction of four round trips for the whole batch
+//! ([`settle_batch`]), the way SQLite's writer group-commits. The split stays the one Rust
+//! function; the batch only feeds it the balance and totals the calls before it left.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use chrono::NaiveDateTime;
 use diesel::{
     prelude::*,
-    sql_types::{BigInt, Integer, Nullable, Text, Timestamp},
+    sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp},
 };
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Backend, CachedSql, Chain, Db, DbConnection},
+    db::{Backend, Batcher, CachedSql, Chain, Db, DbConnection, write_transaction},
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -166,10 +174,20 @@ struct SettleInputs {
     ytd_deductible_cents: Option<i64>,
 }
 
+impl SettleInputs {
+    fn year_to_date(&self) -> YearToDate {
+        YearToDate {
+            total_cents: self.ytd_total_cents.unwrap_or(0),
+            fund_cents: self.ytd_fund_cents.unwrap_or(0),
+            deductible_cents: self.ytd_deductible_cents.unwrap_or(0),
+        }
+    }
+}
+
 /// The columns of [`SettleInputs`], after `FROM visits v JOIN accounts a` and the totals as `t`.
 macro_rules! settle_inputs_columns {
     () => {
-        "SELECT v.person_id, v.account_id, v.partner_id, \
+        "v.person_id, v.account_id, v.partner_id, \
                 a.scheme, a.status AS account_status, a.balance_cents, \
                 (SELECT s.id FROM settlements s WHERE s.visit_id = v.id) AS settlement_id, \
                 t.total_cents AS ytd_total_cents, t.fund_cents AS ytd_fund_cents, \
@@ -196,6 +214,7 @@ fn settle_inputs(
     let inputs = match conn.backend() {
         Backend::Sqlite => CachedSql::new(
             concat!(
+                "SELECT ",
                 settle_inputs_columns!(),
                 "FROM visits v JOIN accounts a ON a.id = v.account_id \
                  LEFT JOIN annual_totals t ON t.person_id = v.person_id AND t.year = ? AND t.category = ? \
@@ -212,7 +231,7 @@ fn settle_inputs(
                      SELECT person_id, ?, ?, 0, 0, 0 FROM visits WHERE id = ? \
                      ON CONFLICT (person_id, year, category) \
                          DO UPDATE SET total_cents = annual_totals.total_cents \
-                     RETURNING total_cents, fund_cents, deductible_cents) ",
+                     RETURNING total_cents, fund_cents, deductible_cents) SELECT ",
                 settle_inputs_columns!(),
                 "FROM visits v JOIN accounts a ON a.id = v.account_id LEFT JOIN t ON TRUE \
                  WHERE v.id = ? FOR NO KEY UPDATE OF a"
@@ -418,17 +437,376 @@ fn visit_not_found() -> ApiError {
     ApiError::not_found(Reason::VisitNotFound, "no such visit")
 }
 
+/// A Settle call: the visit, the partner settling it, the bill and the time.
+#[derive(Debug)]
+struct SettleCall {
+    visit_id: Uuid,
+    partner_id: String,
+    terms: SettleTerms,
+    now: NaiveDateTime,
+}
+
+/// Only the partner that opened a visit settles it.
+fn require_opening_partner(opened_by: &str, call: &SettleCall) -> ApiResult<()> {
+    if opened_by == call.partner_id {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::PermissionDenied,
+        Reason::VisitPartnerMismatch,
+        "only the partner that opened a visit may settle it",
+    ))
+}
+
+/// The settlement of `call` paid as `split` (fund, then `account_id` if it pays a share).
+fn new_settlement(call: &SettleCall, person_id: Uuid, account_id: Uuid, year: i32, split: &Split) -> Settlement {
+    Settlement {
+        id: Uuid::now_v7(),
+        visit_id: call.visit_id,
+        person_id,
+        category: call.terms.category,
+        pay_from: call.terms.pay_from,
+        charged_account_id: (split.account_cents > 0).then_some(account_id),
+        total_cents: call.terms.total_cents,
+        fund_cents: split.fund_cents,
+        account_cents: split.account_cents,
+        self_cents: split.self_cents,
+        deductible_cents: split.deductible_cents,
+        year,
+        items_summary: call.terms.items_summary.clone(),
+        status: SettlementStatus::Settled,
+        settled_at: call.now,
+        reversed_at: None,
+    }
+}
+
+/// Settles one call in the caller's transaction; see [`SettlementStore::settle`].
+fn settle_one(
+    conn: &mut DbConnection,
+    policy: &PolicyTable,
+    call: &SettleCall,
+    binder: Option<Uuid>,
+) -> Result<Settlement, TxError> {
+    let (visit_id, terms) = (call.visit_id, &call.terms);
+    let year = settlement::settlement_year(call.now);
+    let inputs = settle_inputs(conn, visit_id, year, terms.category)?.ok_or_else(visit_not_found)?;
+    require_opening_partner(&inputs.partner_id, call)?;
+    let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
+    if let Some(first) = inputs.settlement_id {
+        let first_id = Uuid::parse_str(&first).map_err(|_| bad("settlement"))?;
+        let first = find(conn, first_id)?.ok_or_else(|| bad("settlement"))?;
+        settlement::replay_settlement(&first.terms(), terms)?;
+        return Ok(first);
+    }
+    let person_id = Uuid::parse_str(&inputs.person_id).map_err(|_| bad("person_id"))?;
+    let scheme = Scheme::parse(&inputs.scheme).ok_or_else(|| bad("account scheme"))?;
+    // Family aid: the binder's authorisation is read in this transaction, and the binder's
+    // account pays instead of the holder's (locked after the holder's).
+    let (account_id, account_status, balance_cents, entry_kind) = match binder {
+        Some(binder) => {
+            let binding = super::family::find_active_in(conn, binder, person_id)?;
+            settlement::require_family_aid(binding.map(|b| (b.status, b.family_aid)))?;
+            let open = super::account::open_account_of(conn, binder)?.ok_or_else(|| {
+                ApiError::failed_precondition(
+                    Reason::FamilyAidNotAuthorised,
+                    "the binder has no open individual account",
+                )
+            })?;
+            let locked = lock_account(conn, open.id)?.ok_or_else(|| bad("binder account"))?;
+            (open.id, locked.status, locked.balance_cents, EntryKind::FamilyAid)
+        }
+        None => (
+            Uuid::parse_str(&inputs.account_id).map_err(|_| bad("account_id"))?,
+            AccountStatus::parse(&inputs.account_status).ok_or_else(|| bad("account status"))?,
+            inputs.balance_cents,
+            EntryKind::Settlement,
+        ),
+    };
+    let available = settlement::account_available(terms.pay_from, account_status, balance_cents);
+    let ytd = inputs.year_to_date();
+    let split = settlement::split(terms.total_cents, &policy.policy(scheme, terms.category), ytd, available);
+    let settled = new_settlement(call, person_id, account_id, year, &split);
+    store_settlement(conn, &settled, entry_kind, ytd.plus(&split))?;
+    Ok(settled)
+}
+
+/// Most settlements in one batch.
+const SETTLE_BATCH: usize = 64;
+
+/// [`SettleInputs`] of a batch, `ord` counting its calls from 1. The totals rows are created or
+/// locked first, in key order, then the account rows in id order: whatever batch, settlement or
+/// reversal runs beside it takes totals before accounts too.
+const SETTLE_BATCH_INPUTS: &str = concat!(
+    "WITH r AS (\
+         SELECT * FROM unnest(?, ?, ?) WITH ORDINALITY AS r(visit_id, year, category, ord)), \
+     keyed AS (\
+         SELECT DISTINCT v.person_id, r.year, r.category FROM r JOIN visits v ON v.id = r.visit_id), \
+     t AS (\
+         INSERT INTO annual_totals (person_id, year, category, total_cents, fund_cents, deductible_cents) \
+         SELECT person_id, year, category, 0, 0, 0 FROM keyed ORDER BY person_id, year, category \
+         ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
+         RETURNING person_id, year, category, total_cents, fund_cents, deductible_cents) \
+     SELECT r.ord, ",
+    settle_inputs_columns!(),
+    "FROM r JOIN visits v ON v.id = r.visit_id JOIN accounts a ON a.id = v.account_id \
+     LEFT JOIN t ON t.person_id = v.person_id AND t.year = r.year AND t.category = r.category \
+     ORDER BY a.id FOR NO KEY UPDATE OF a"
+);
+
+#[derive(QueryableByName)]
+struct BatchInputs {
+    #[diesel(sql_type = BigInt)]
+    ord: i64,
+    #[diesel(embed)]
+    inputs: SettleInputs,
+}
+
+/// Rows each part of [`SETTLE_BATCH_WRITE`] wrote.
+#[derive(QueryableByName, PartialEq, Eq, Debug)]
+struct BatchWritten {
+    #[diesel(sql_type = BigInt)]
+    settlements: i64,
+    #[diesel(sql_type = BigInt)]
+    entries: i64,
+    #[diesel(sql_type = BigInt)]
+    accounts: i64,
+    #[diesel(sql_type = BigInt)]
+    totals: i64,
+}
+
+/// The writes of a batch: its settlements, their ledger entries, each account's balance after
+/// them and each person's totals after them (rows the batch's read locked).
+const SETTLE_BATCH_WRITE: &str = "\
+WITH s AS (
+    INSERT INTO settlements (id, visit_id, person_id, category, pay_from, charged_account_id, total_cents,
+        fund_cents, account_cents, self_cents, deductible_cents, year, items_summary, status, settled_at)
+    SELECT * FROM unnest(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    RETURNING 1
+), e AS (
+    INSERT INTO account_entries (id, account_id, kind, amount_cents, balance_after_cents, reference,
+        settlement_id, created_at)
+    SELECT * FROM unnest(?, ?, ?, ?, ?, ?, ?, ?)
+    RETURNING 1
+), a AS (
+    UPDATE accounts a SET balance_cents = x.balance_cents, updated_at = x.updated_at
+    FROM unnest(?, ?, ?) AS x(id, balance_cents, updated_at)
+    WHERE a.id = x.id
+    RETURNING 1
+), t AS (
+    UPDATE annual_totals t SET total_cents = x.total_cents, fund_cents = x.fund_cents,
+        deductible_cents = x.deductible_cents
+    FROM unnest(?, ?, ?, ?, ?, ?) AS x(person_id, year, category, total_cents, fund_cents, deductible_cents)
+    WHERE t.person_id = x.person_id AND t.year = x.year AND t.category = x.category
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM s) AS settlements, (SELECT count(*) FROM e) AS entries,
+       (SELECT count(*) FROM a) AS accounts, (SELECT count(*) FROM t) AS totals";
+
+/// Settles a batch of calls (PostgreSQL, no family aid) in one transaction of four round
+/// trips, whatever its size: one read of every visit with its locks, the splits in Rust in
+/// arrival order (each on the balance and totals the calls before it left), one write. A call
+/// refused for its own reason is answered alone and writes nothing. If the batch fails as a
+/// whole (a database error, or a lost race with another replica), each call is settled again
+/// on its own, so a call never fails because of its neighbours.
+fn settle_batch(conn: &mut DbConnection, policy: &PolicyTable, calls: Vec<SettleCall>) -> Vec<ApiResult<Settlement>> {
+    match write_transaction(conn, |conn| settle_together(conn, policy, &calls)) {
+        Ok(outcomes) => outcomes,
+        Err(failed) => {
+            let raced = matches!(failed, TxError::Raced);
+            tracing::warn!(calls = calls.len(), raced, "a settlement batch failed; settling its calls one by one");
+            calls.iter().map(|call| write_with_retry(conn, |conn| settle_one(conn, policy, call, None))).collect()
+        }
+    }
+}
+
+/// The batches' statements take arrays: PostgreSQL's.
+fn postgres(conn: &mut DbConnection) -> Result<&mut diesel::pg::PgConnection, TxError> {
+    match conn {
+        DbConnection::Postgres(pg) => Ok(pg),
+        DbConnection::Sqlite(_) => Err(ApiError::internal("settlement batches are PostgreSQL's").into()),
+    }
+}
+
+/// The running balance of an account and totals of a person within a batch.
+#[derive(Default)]
+struct BatchState {
+    balances: HashMap<Uuid, (AccountStatus, i64, NaiveDateTime)>,
+    totals: HashMap<(Uuid, i32, Category), YearToDate>,
+    settled: HashMap<Uuid, Settlement>,
+    new: Vec<Settlement>,
+    entries: Vec<(Uuid, Uuid, i64, i64)>,
+}
+
+fn settle_together(
+    conn: &mut DbConnection,
+    policy: &PolicyTable,
+    calls: &[SettleCall],
+) -> Result<Vec<ApiResult<Settlement>>, TxError> {
+    let years: Vec<i32> = calls.iter().map(|call| settlement::settlement_year(call.now)).collect();
+    let rows: Vec<BatchInputs> = CachedSql::new(
+        SETTLE_BATCH_INPUTS,
+        (
+            calls.iter().map(|call| call.visit_id.to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+            years.clone().into_sql::<Array<Integer>>(),
+            calls.iter().map(|call| call.terms.category.as_str()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+        ),
+    )
+    .load(postgres(conn)?)?;
+    let mut inputs: Vec<Option<SettleInputs>> = calls.iter().map(|_| None).collect();
+    for row in rows {
+        let slot = usize::try_from(row.ord - 1).ok().and_then(|index| inputs.get_mut(index));
+        *slot.ok_or_else(|| ApiError::internal(format_args!("settlement batch row {}", row.ord)))? = Some(row.inputs);
+    }
+    let mut state = BatchState::default();
+    let mut outcomes = Vec::with_capacity(calls.len());
+    for ((call, year), inputs) in calls.iter().zip(years).zip(inputs) {
+        outcomes.push(match inputs {
+            None => Err(visit_not_found()),
+            Some(inputs) => settle_in_batch(conn, policy, call, year, inputs, &mut state)?,
+        });
+    }
+    store_batch(conn, &state)?;
+    Ok(outcomes)
+}
+
+/// One call of a batch: `Err` only for what fails the whole batch; a refusal of this call is
+/// its outcome.
+fn settle_in_batch(
+    conn: &mut DbConnection,
+    policy: &PolicyTable,
+    call: &SettleCall,
+    year: i32,
+    inputs: SettleInputs,
+    state: &mut BatchState,
+) -> Result<ApiResult<Settlement>, TxError> {
+    if let Err(refused) = require_opening_partner(&inputs.partner_id, call) {
+        return Ok(Err(refused));
+    }
+    let visit_id = call.visit_id;
+    let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
+    let first = match (state.settled.get(&visit_id), &inputs.settlement_id) {
+        (Some(first), _) => Some(first.clone()),
+        (None, Some(first)) => {
+            let first_id = Uuid::parse_str(first).map_err(|_| bad("settlement"))?;
+            Some(find(conn, first_id)?.ok_or_else(|| bad("settlement"))?)
+        }
+        (None, None) => None,
+    };
+    if let Some(first) = first {
+        return Ok(settlement::replay_settlement(&first.terms(), &call.terms).map(|()| first));
+    }
+    let person_id = Uuid::parse_str(&inputs.person_id).map_err(|_| bad("person_id"))?;
+    let account_id = Uuid::parse_str(&inputs.account_id).map_err(|_| bad("account_id"))?;
+    let scheme = Scheme::parse(&inputs.scheme).ok_or_else(|| bad("account scheme"))?;
+    let status = AccountStatus::parse(&inputs.account_status).ok_or_else(|| bad("account status"))?;
+    let (status, balance_cents, _) =
+        *state.balances.entry(account_id).or_insert((status, inputs.balance_cents, call.now));
+    let key = (person_id, year, call.terms.category);
+    let ytd = *state.totals.entry(key).or_insert_with(|| inputs.year_to_date());
+    let available = settlement::account_available(call.terms.pay_from, status, balance_cents);
+    let split = settlement::split(call.terms.total_cents, &policy.policy(scheme, call.terms.category), ytd, available);
+    let settled = new_settlement(call, person_id, account_id, year, &split);
+    if split.account_cents > 0 {
+        let after = balance_cents - split.account_cents;
+        state.balances.insert(account_id, (status, after, call.now));
+        state.entries.push((settled.id, account_id, -split.account_cents, after));
+    }
+    state.totals.insert(key, ytd.plus(&split));
+    state.settled.insert(visit_id, settled.clone());
+    state.new.push(settled.clone());
+    Ok(Ok(settled))
+}
+
+/// Writes what a batch settled ([`SETTLE_BATCH_WRITE`]); nothing if it settled nothing.
+fn store_batch(conn: &mut DbConnection, state: &BatchState) -> Result<(), TxError> {
+    if state.new.is_empty() {
+        return Ok(());
+    }
+    let new = &state.new;
+    let texts = |field: fn(&Settlement) -> String| new.iter().map(field).collect::<Vec<_>>().into_sql::<Array<Text>>();
+    let cents = |field: fn(&Settlement) -> i64| new.iter().map(field).collect::<Vec<_>>().into_sql::<Array<BigInt>>();
+    let settlements = Chain(
+        (
+            texts(|s| s.id.to_string()),
+            texts(|s| s.visit_id.to_string()),
+            texts(|s| s.person_id.to_string()),
+            texts(|s| s.category.as_str().to_owned()),
+            texts(|s| s.pay_from.as_str().to_owned()),
+            new.iter()
+                .map(|s| s.charged_account_id.map(|id| id.to_string()))
+                .collect::<Vec<_>>()
+                .into_sql::<Array<Nullable<Text>>>(),
+            cents(|s| s.total_cents),
+            cents(|s| s.fund_cents),
+            cents(|s| s.account_cents),
+            cents(|s| s.self_cents),
+            cents(|s| s.deductible_cents),
+        ),
+        (
+            new.iter().map(|s| s.year).collect::<Vec<_>>().into_sql::<Array<Integer>>(),
+            texts(|s| s.items_summary.clone()),
+            texts(|s| s.status.as_str().to_owned()),
+            new.iter().map(|s| s.settled_at).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
+        ),
+    );
+    let settled_at: HashMap<Uuid, NaiveDateTime> = new.iter().map(|s| (s.id, s.settled_at)).collect();
+    let entries = &state.entries;
+    let entry_texts = |field: fn(&(Uuid, Uuid, i64, i64)) -> String| {
+        entries.iter().map(field).collect::<Vec<_>>().into_sql::<Array<Text>>()
+    };
+    let entries = (
+        entries.iter().map(|_| Uuid::now_v7().to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+        entry_texts(|e| e.1.to_string()),
+        entry_texts(|_| EntryKind::Settlement.as_str().to_owned()),
+        entries.iter().map(|e| e.2).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+        entries.iter().map(|e| e.3).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+        entry_texts(|e| e.0.to_string()),
+        entry_texts(|e| e.0.to_string()),
+        entries.iter().map(|e| settled_at[&e.0]).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
+    );
+    let charged: Vec<_> = state.balances.iter().filter(|(id, _)| state.entries.iter().any(|e| e.1 == **id)).collect();
+    let accounts = (
+        charged.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+        charged.iter().map(|(_, (_, balance, _))| *balance).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+        charged.iter().map(|(_, (_, _, at))| *at).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
+    );
+    let totals: Vec<_> = state.totals.iter().collect();
+    let totals = (
+        totals.iter().map(|((person, _, _), _)| person.to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+        totals.iter().map(|((_, year, _), _)| *year).collect::<Vec<_>>().into_sql::<Array<Integer>>(),
+        totals.iter().map(|((_, _, category), _)| category.as_str()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+        totals.iter().map(|(_, t)| t.total_cents).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+        totals.iter().map(|(_, t)| t.fund_cents).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+        totals.iter().map(|(_, t)| t.deductible_cents).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+    );
+    let expected = BatchWritten {
+        settlements: new.len() as i64,
+        entries: state.entries.len() as i64,
+        accounts: charged.len() as i64,
+        totals: state.totals.len() as i64,
+    };
+    let written: BatchWritten =
+        CachedSql::new(SETTLE_BATCH_WRITE, Chain(settlements, Chain(entries, Chain(accounts, totals))))
+            .get_result(postgres(conn)?)?;
+    if written != expected {
+        return Err(ApiError::internal(format_args!("settlement batch wrote {written:?}, not {expected:?}")).into());
+    }
+    Ok(())
+}
+
 /// Settlements.
 #[derive(Clone, Debug)]
 pub struct SettlementStore {
     db: Db,
     policy: Arc<PolicyTable>,
+    /// PostgreSQL's settlements paid by the holder or SELF, batched; started on first use.
+    batcher: Arc<OnceLock<Batcher<SettleCall, ApiResult<Settlement>>>>,
 }
 
 impl SettlementStore {
     /// A store over `db` settling under `policy`.
     pub fn new(db: Db, policy: Arc<PolicyTable>) -> Self {
-        Self { db, policy }
+        Self { db, policy, batcher: Arc::default() }
     }
 
     /// The policy table in force.
@@ -438,7 +816,9 @@ impl SettlementStore {
 
     /// Settles a visit for the partner that opened it; see the module doc and
     /// [`settlement::split`]. A visit settles once: the same terms again return the first
-    /// settlement, other terms are refused (VISIT_ALREADY_SETTLED).
+    /// settlement, other terms are refused (VISIT_ALREADY_SETTLED). On PostgreSQL the
+    /// settlements waiting at the same moment, except family aid, are settled together
+    /// ([`settle_batch`]).
     pub async fn settle(
         &self,
         visit_id: Uuid,
@@ -447,83 +827,16 @@ impl SettlementStore {
         binder: Option<Uuid>,
         now: NaiveDateTime,
     ) -> ApiResult<Settlement> {
+        let call = SettleCall { visit_id, partner_id: partner_id.to_owned(), terms, now };
+        if binder.is_none() && self.db.backend() == Backend::Postgres {
+            let batcher = self.batcher.get_or_init(|| {
+                let policy = self.policy.clone();
+                Batcher::start(self.db.clone(), SETTLE_BATCH, move |conn, calls| Ok(settle_batch(conn, &policy, calls)))
+            });
+            return batcher.call(call).await?;
+        }
         let policy = self.policy.clone();
-        let partner_id = partner_id.to_owned();
-        self.db
-            .write(move |conn| {
-                write_with_retry(conn, |conn| {
-                    let year = settlement::settlement_year(now);
-                    let inputs = settle_inputs(conn, visit_id, year, terms.category)?.ok_or_else(visit_not_found)?;
-                    if inputs.partner_id != partner_id {
-                        return Err(ApiError::new(
-                            Code::PermissionDenied,
-                            Reason::VisitPartnerMismatch,
-                            "only the partner that opened a visit may settle it",
-                        )
-                        .into());
-                    }
-                    let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
-                    if let Some(first) = inputs.settlement_id {
-                        let first_id = Uuid::parse_str(&first).map_err(|_| bad("settlement"))?;
-                        let first = find(conn, first_id)?.ok_or_else(|| bad("settlement"))?;
-                        settlement::replay_settlement(&first.terms(), &terms)?;
-                        return Ok(first);
-                    }
-                    let person_id = Uuid::parse_str(&inputs.person_id).map_err(|_| bad("person_id"))?;
-                    let scheme = Scheme::parse(&inputs.scheme).ok_or_else(|| bad("account scheme"))?;
-                    // Family aid: the binder's authorisation is read in this transaction, and the
-                    // binder's account pays instead of the holder's (locked after the holder's).
-                    let (account_id, account_status, balance_cents, entry_kind) = match binder {
-                        Some(binder) => {
-                            let binding = super::family::find_active_in(conn, binder, person_id)?;
-                            settlement::require_family_aid(binding.map(|b| (b.status, b.family_aid)))?;
-                            let open = super::account::open_account_of(conn, binder)?.ok_or_else(|| {
-                                ApiError::failed_precondition(
-                                    Reason::FamilyAidNotAuthorised,
-                                    "the binder has no open individual account",
-                                )
-                            })?;
-                            let locked = lock_account(conn, open.id)?.ok_or_else(|| bad("binder account"))?;
-                            (open.id, locked.status, locked.balance_cents, EntryKind::FamilyAid)
-                        }
-                        None => (
-                            Uuid::parse_str(&inputs.account_id).map_err(|_| bad("account_id"))?,
-                            AccountStatus::parse(&inputs.account_status).ok_or_else(|| bad("account status"))?,
-                            inputs.balance_cents,
-                            EntryKind::Settlement,
-                        ),
-                    };
-                    let available = settlement::account_available(terms.pay_from, account_status, balance_cents);
-                    let ytd = YearToDate {
-                        total_cents: inputs.ytd_total_cents.unwrap_or(0),
-                        fund_cents: inputs.ytd_fund_cents.unwrap_or(0),
-                        deductible_cents: inputs.ytd_deductible_cents.unwrap_or(0),
-                    };
-                    let split =
-                        settlement::split(terms.total_cents, &policy.policy(scheme, terms.category), ytd, available);
-                    let settled = Settlement {
-                        id: Uuid::now_v7(),
-                        visit_id,
-                        person_id,
-                        category: terms.category,
-                        pay_from: terms.pay_from,
-                        charged_account_id: (split.account_cents > 0).then_some(account_id),
-                        total_cents: terms.total_cents,
-                        fund_cents: split.fund_cents,
-                        account_cents: split.account_cents,
-                        self_cents: split.self_cents,
-                        deductible_cents: split.deductible_cents,
-                        year,
-                        items_summary: terms.items_summary.clone(),
-                        status: SettlementStatus::Settled,
-                        settled_at: now,
-                        reversed_at: None,
-                    };
-                    store_settlement(conn, &settled, entry_kind, ytd.plus(&split))?;
-                    Ok(settled)
-                })
-            })
-            .await
+        self.db.write(move |conn| write_with_retry(conn, |conn| settle_one(conn, &policy, &call, binder))).await
     }
 
     /// Reverses a settlement: status REVERSED, the account share credited back with a
