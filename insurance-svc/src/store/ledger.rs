@@ -160,7 +160,11 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
     .get_result(conn)
     .optional()?;
     let Some(BalanceAfter { balance_cents: balance_after_cents }) = balance_after else {
-        return Err(insufficient_balance().into());
+        return Err(ApiError::failed_precondition(
+            Reason::InsufficientBalance,
+            "the account balance does not cover this debit",
+        )
+        .into());
     };
     let entry = Entry {
         id: Uuid::now_v7(),
@@ -185,11 +189,6 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
         ))
         .execute(conn)?;
     Ok(entry)
-}
-
-/// A debit the balance does not cover.
-pub(crate) fn insufficient_balance() -> ApiError {
-    ApiError::failed_precondition(Reason::InsufficientBalance, "the account balance does not cover this debit")
 }
 
 fn find_contribution(conn: &mut DbConnection, account_id: Uuid, reference: &str) -> ApiResult<Option<Entry>> {

@@ -195,52 +195,32 @@ macro_rules! settle_inputs_columns {
     };
 }
 
-/// Reads [`SettleInputs`] of a visit. On PostgreSQL the holder's totals row is created or
-/// locked first (the upsert in the `WITH`, evaluated by the join below the row locking), then
-/// the account row is locked: the order [`lock_year_to_date`] and [`lock_account`] keep
-/// everywhere else, so two settlements or a settlement and a reversal never wait on each other
-/// in a cycle. The totals come from the upsert, which reads the newest committed row whatever
-/// the statement's snapshot; only the settlement id can be older than a lock wait, and the
-/// unique index settles that. SQLite needs no locks (the writer holds the database) and has no
-/// `INSERT` in `WITH`: a missing totals row reads as zero and [`store_year_to_date`] creates it.
+/// Reads [`SettleInputs`] of a visit. On PostgreSQL it is [`batch_inputs`] for one visit
+/// (totals row, then account row locked). SQLite needs no locks (the writer holds the database)
+/// and has no `INSERT` in `WITH`: a missing totals row reads as zero and [`store_year_to_date`]
+/// creates it.
 fn settle_inputs(
     conn: &mut DbConnection,
     visit_id: Uuid,
     year: i32,
     category: Category,
 ) -> Result<Option<SettleInputs>, TxError> {
-    let (year, category, visit) =
-        (year.into_sql::<Integer>(), category.as_str().into_sql::<Text>(), visit_id.to_string().into_sql::<Text>());
-    let inputs = match conn.backend() {
-        Backend::Sqlite => CachedSql::new(
-            concat!(
-                "SELECT ",
-                settle_inputs_columns!(),
-                "FROM visits v JOIN accounts a ON a.id = v.account_id \
-                 LEFT JOIN annual_totals t ON t.person_id = v.person_id AND t.year = ? AND t.category = ? \
-                 WHERE v.id = ?"
-            ),
-            (year, category, visit),
-        )
-        .get_result(conn),
-        Backend::Postgres => CachedSql::new(
-            concat!(
-                "WITH t AS (\
-                     INSERT INTO annual_totals \
-                         (person_id, year, category, total_cents, fund_cents, deductible_cents) \
-                     SELECT person_id, ?, ?, 0, 0, 0 FROM visits WHERE id = ? \
-                     ON CONFLICT (person_id, year, category) \
-                         DO UPDATE SET total_cents = annual_totals.total_cents \
-                     RETURNING total_cents, fund_cents, deductible_cents) SELECT ",
-                settle_inputs_columns!(),
-                "FROM visits v JOIN accounts a ON a.id = v.account_id LEFT JOIN t ON TRUE \
-                 WHERE v.id = ? FOR NO KEY UPDATE OF a"
-            ),
-            (year, category, visit.clone(), visit),
-        )
-        .get_result(conn),
-    };
-    Ok(inputs.optional()?)
+    if conn.backend() == Backend::Postgres {
+        return Ok(batch_inputs(conn, &[(visit_id, year, category)])?.pop().flatten());
+    }
+    let inputs = CachedSql::new(
+        concat!(
+            "SELECT ",
+            settle_inputs_columns!(),
+            "FROM visits v JOIN accounts a ON a.id = v.account_id \
+             LEFT JOIN annual_totals t ON t.person_id = v.person_id AND t.year = ? AND t.category = ? \
+             WHERE v.id = ?"
+        ),
+        (year.into_sql::<Integer>(), category.as_str().into_sql::<Text>(), visit_id.to_string().into_sql::<Text>()),
+    )
+    .get_result(conn)
+    .optional()?;
+    Ok(inputs)
 }
 
 #[derive(QueryableByName)]
@@ -303,17 +283,25 @@ fn store_year_to_date(
     Ok(())
 }
 
-/// Writes a new settlement: its row, the debit of the charged account with its ledger entry
-/// (`entry_kind`) when the account pays a share, and the person's year-to-date totals, in the
-/// caller's transaction (which holds the locks [`settle_inputs`] took).
+/// Writes a new settlement: its row, the debit of the charged account (whose locked balance
+/// was `balance_cents`) with its ledger entry (`entry_kind`) when the account pays a share, and
+/// the person's year-to-date totals, in the caller's transaction (which holds the locks
+/// [`settle_inputs`] took). On PostgreSQL that is [`store_settlements`]' one statement.
 fn store_settlement(
     conn: &mut DbConnection,
     settled: &Settlement,
     entry_kind: EntryKind,
+    balance_cents: i64,
     totals: YearToDate,
 ) -> Result<(), TxError> {
     if conn.backend() == Backend::Postgres {
-        return store_settlement_in_one_statement(conn, settled, entry_kind, totals);
+        let entries: Vec<SettlementEntry> = settled
+            .charged_account_id
+            .map(|account_id| SettlementEntry::debit(settled, account_id, entry_kind, balance_cents))
+            .into_iter()
+            .collect();
+        let key = (settled.person_id, settled.year, settled.category);
+        return store_settlements(conn, std::slice::from_ref(settled), &entries, &[(key, totals)]);
     }
     diesel::insert_into(settlements::table)
         .values((
@@ -348,89 +336,6 @@ fn store_settlement(
         )?;
     }
     store_year_to_date(conn, settled.person_id, settled.year, settled.category, totals)
-}
-
-#[derive(QueryableByName)]
-struct StoredSettlement {
-    /// The charged account's balance after the debit; none when no account paid or the debit
-    /// was refused.
-    #[diesel(sql_type = Nullable<BigInt>)]
-    balance_after_cents: Option<i64>,
-    /// Year-to-date rows updated (1: the row [`settle_inputs`] locked).
-    #[diesel(sql_type = BigInt)]
-    totals_stored: i64,
-}
-
-/// [`store_settlement`] on PostgreSQL: the same writes as one statement instead of four round
-/// trips. The debit keeps [`post_entry`]'s rule: it only matches while the balance covers it.
-fn store_settlement_in_one_statement(
-    conn: &mut DbConnection,
-    settled: &Settlement,
-    entry_kind: EntryKind,
-    totals: YearToDate,
-) -> Result<(), TxError> {
-    let row = (
-        settled.id.to_string().into_sql::<Text>(),
-        settled.visit_id.to_string().into_sql::<Text>(),
-        settled.person_id.to_string().into_sql::<Text>(),
-        settled.category.as_str().into_sql::<Text>(),
-        settled.pay_from.as_str().into_sql::<Text>(),
-        settled.charged_account_id.map(|id| id.to_string()).into_sql::<Nullable<Text>>(),
-        settled.total_cents.into_sql::<BigInt>(),
-        settled.fund_cents.into_sql::<BigInt>(),
-        settled.account_cents.into_sql::<BigInt>(),
-        settled.self_cents.into_sql::<BigInt>(),
-        settled.deductible_cents.into_sql::<BigInt>(),
-        settled.year.into_sql::<Integer>(),
-    );
-    let rest_of_row = (
-        settled.items_summary.as_str().into_sql::<Text>(),
-        settled.status.as_str().into_sql::<Text>(),
-        settled.settled_at.into_sql::<Timestamp>(),
-    );
-    let entry = (Uuid::now_v7().to_string().into_sql::<Text>(), entry_kind.as_str().into_sql::<Text>());
-    let totals = (
-        totals.total_cents.into_sql::<BigInt>(),
-        totals.fund_cents.into_sql::<BigInt>(),
-        totals.deductible_cents.into_sql::<BigInt>(),
-    );
-    let stored: StoredSettlement = CachedSql::new(
-        "WITH settled AS (\
-             INSERT INTO settlements (id, visit_id, person_id, category, pay_from, charged_account_id, \
-                 total_cents, fund_cents, account_cents, self_cents, deductible_cents, year, \
-                 items_summary, status, settled_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             RETURNING id, person_id, category, year, charged_account_id, account_cents, settled_at), \
-         debited AS (\
-             UPDATE accounts a SET balance_cents = a.balance_cents - s.account_cents, updated_at = s.settled_at \
-             FROM settled s \
-             WHERE a.id = s.charged_account_id AND a.balance_cents - s.account_cents >= 0 \
-             RETURNING a.id, a.balance_cents), \
-         entry AS (\
-             INSERT INTO account_entries (id, account_id, kind, amount_cents, balance_after_cents, \
-                 reference, settlement_id, created_at) \
-             SELECT ?, d.id, ?, -s.account_cents, d.balance_cents, s.id, s.id, s.settled_at \
-             FROM debited d, settled s \
-             RETURNING balance_after_cents), \
-         totals AS (\
-             UPDATE annual_totals t SET total_cents = ?, fund_cents = ?, deductible_cents = ? \
-             FROM settled s \
-             WHERE t.person_id = s.person_id AND t.year = s.year AND t.category = s.category \
-             RETURNING 1) \
-         SELECT (SELECT balance_after_cents FROM entry) AS balance_after_cents, \
-                (SELECT count(*) FROM totals) AS totals_stored",
-        Chain(Chain(row, rest_of_row), Chain(entry, totals)),
-    )
-    .get_result(conn)?;
-    if settled.charged_account_id.is_some() && stored.balance_after_cents.is_none() {
-        return Err(super::ledger::insufficient_balance().into());
-    }
-    if stored.totals_stored != 1 {
-        return Err(
-            ApiError::internal(format_args!("settlement {}: the year-to-date row was not locked", settled.id)).into()
-        );
-    }
-    Ok(())
 }
 
 fn visit_not_found() -> ApiError {
@@ -526,7 +431,7 @@ fn settle_one(
     let ytd = inputs.year_to_date();
     let split = settlement::split(terms.total_cents, &policy.policy(scheme, terms.category), ytd, available);
     let settled = new_settlement(call, person_id, account_id, year, &split);
-    store_settlement(conn, &settled, entry_kind, ytd.plus(&split))?;
+    store_settlement(conn, &settled, entry_kind, balance_cents, ytd.plus(&split))?;
     Ok(settled)
 }
 
@@ -627,14 +532,65 @@ fn postgres(conn: &mut DbConnection) -> Result<&mut diesel::pg::PgConnection, Tx
     }
 }
 
-/// The running balance of an account and totals of a person within a batch.
+/// The ledger entry of a new settlement's debit, with the balance after it (computed on the
+/// locked balance).
+struct SettlementEntry {
+    settlement_id: Uuid,
+    account_id: Uuid,
+    kind: EntryKind,
+    amount_cents: i64,
+    balance_after_cents: i64,
+    created_at: NaiveDateTime,
+}
+
+impl SettlementEntry {
+    /// The debit of `settled`'s account share from `account_id`, which held `balance_cents`.
+    fn debit(settled: &Settlement, account_id: Uuid, kind: EntryKind, balance_cents: i64) -> Self {
+        SettlementEntry {
+            settlement_id: settled.id,
+            account_id,
+            kind,
+            amount_cents: -settled.account_cents,
+            balance_after_cents: balance_cents - settled.account_cents,
+            created_at: settled.settled_at,
+        }
+    }
+}
+
+/// A person's year-to-date totals row: person, year, category.
+type TotalsKey = (Uuid, i32, Category);
+
+/// What a batch has settled so far, and the running account balances and totals it left.
 #[derive(Default)]
 struct BatchState {
-    balances: HashMap<Uuid, (AccountStatus, i64, NaiveDateTime)>,
-    totals: HashMap<(Uuid, i32, Category), YearToDate>,
+    balances: HashMap<Uuid, (AccountStatus, i64)>,
+    totals: HashMap<TotalsKey, YearToDate>,
     settled: HashMap<Uuid, Settlement>,
     new: Vec<Settlement>,
-    entries: Vec<(Uuid, Uuid, i64, i64)>,
+    entries: Vec<SettlementEntry>,
+}
+
+/// Reads the [`SettleInputs`] of visits (visit, year, category) with [`SETTLE_BATCH_INPUTS`],
+/// one per visit in order (none: no such visit).
+fn batch_inputs(
+    conn: &mut DbConnection,
+    visits: &[(Uuid, i32, Category)],
+) -> Result<Vec<Option<SettleInputs>>, TxError> {
+    let rows: Vec<BatchInputs> = CachedSql::new(
+        SETTLE_BATCH_INPUTS,
+        (
+            visits.iter().map(|(visit_id, _, _)| visit_id.to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+            visits.iter().map(|(_, year, _)| *year).collect::<Vec<_>>().into_sql::<Array<Integer>>(),
+            visits.iter().map(|(_, _, category)| category.as_str()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+        ),
+    )
+    .load(postgres(conn)?)?;
+    let mut inputs: Vec<Option<SettleInputs>> = visits.iter().map(|_| None).collect();
+    for row in rows {
+        let slot = usize::try_from(row.ord - 1).ok().and_then(|index| inputs.get_mut(index));
+        *slot.ok_or_else(|| ApiError::internal(format_args!("settlement batch row {}", row.ord)))? = Some(row.inputs);
+    }
+    Ok(inputs)
 }
 
 fn settle_together(
@@ -642,30 +598,19 @@ fn settle_together(
     policy: &PolicyTable,
     calls: &[SettleCall],
 ) -> Result<Vec<ApiResult<Settlement>>, TxError> {
-    let years: Vec<i32> = calls.iter().map(|call| settlement::settlement_year(call.now)).collect();
-    let rows: Vec<BatchInputs> = CachedSql::new(
-        SETTLE_BATCH_INPUTS,
-        (
-            calls.iter().map(|call| call.visit_id.to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
-            years.clone().into_sql::<Array<Integer>>(),
-            calls.iter().map(|call| call.terms.category.as_str()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
-        ),
-    )
-    .load(postgres(conn)?)?;
-    let mut inputs: Vec<Option<SettleInputs>> = calls.iter().map(|_| None).collect();
-    for row in rows {
-        let slot = usize::try_from(row.ord - 1).ok().and_then(|index| inputs.get_mut(index));
-        *slot.ok_or_else(|| ApiError::internal(format_args!("settlement batch row {}", row.ord)))? = Some(row.inputs);
-    }
+    let visits: Vec<_> =
+        calls.iter().map(|call| (call.visit_id, settlement::settlement_year(call.now), call.terms.category)).collect();
+    let inputs = batch_inputs(conn, &visits)?;
     let mut state = BatchState::default();
     let mut outcomes = Vec::with_capacity(calls.len());
-    for ((call, year), inputs) in calls.iter().zip(years).zip(inputs) {
+    for ((call, (_, year, _)), inputs) in calls.iter().zip(visits).zip(inputs) {
         outcomes.push(match inputs {
             None => Err(visit_not_found()),
             Some(inputs) => settle_in_batch(conn, policy, call, year, inputs, &mut state)?,
         });
     }
-    store_batch(conn, &state)?;
+    let totals: Vec<_> = state.totals.into_iter().collect();
+    store_settlements(conn, &state.new, &state.entries, &totals)?;
     Ok(outcomes)
 }
 
@@ -699,17 +644,16 @@ fn settle_in_batch(
     let account_id = Uuid::parse_str(&inputs.account_id).map_err(|_| bad("account_id"))?;
     let scheme = Scheme::parse(&inputs.scheme).ok_or_else(|| bad("account scheme"))?;
     let status = AccountStatus::parse(&inputs.account_status).ok_or_else(|| bad("account status"))?;
-    let (status, balance_cents, _) =
-        *state.balances.entry(account_id).or_insert((status, inputs.balance_cents, call.now));
+    let (status, balance_cents) = *state.balances.entry(account_id).or_insert((status, inputs.balance_cents));
     let key = (person_id, year, call.terms.category);
     let ytd = *state.totals.entry(key).or_insert_with(|| inputs.year_to_date());
     let available = settlement::account_available(call.terms.pay_from, status, balance_cents);
     let split = settlement::split(call.terms.total_cents, &policy.policy(scheme, call.terms.category), ytd, available);
     let settled = new_settlement(call, person_id, account_id, year, &split);
-    if split.account_cents > 0 {
-        let after = balance_cents - split.account_cents;
-        state.balances.insert(account_id, (status, after, call.now));
-        state.entries.push((settled.id, account_id, -split.account_cents, after));
+    if let Some(account_id) = settled.charged_account_id {
+        let debit = SettlementEntry::debit(&settled, account_id, EntryKind::Settlement, balance_cents);
+        state.balances.insert(account_id, (status, debit.balance_after_cents));
+        state.entries.push(debit);
     }
     state.totals.insert(key, ytd.plus(&split));
     state.settled.insert(visit_id, settled.clone());
@@ -717,12 +661,18 @@ fn settle_in_batch(
     Ok(Ok(settled))
 }
 
-/// Writes what a batch settled ([`SETTLE_BATCH_WRITE`]); nothing if it settled nothing.
-fn store_batch(conn: &mut DbConnection, state: &BatchState) -> Result<(), TxError> {
-    if state.new.is_empty() {
+/// Writes new settlements with their debits' ledger entries (in order: an account's last entry
+/// holds its new balance) and the totals they leave, in one statement ([`SETTLE_BATCH_WRITE`],
+/// PostgreSQL); nothing if there is nothing to write. The rows were locked by the read.
+fn store_settlements(
+    conn: &mut DbConnection,
+    new: &[Settlement],
+    entries: &[SettlementEntry],
+    totals: &[(TotalsKey, YearToDate)],
+) -> Result<(), TxError> {
+    if new.is_empty() {
         return Ok(());
     }
-    let new = &state.new;
     let texts = |field: fn(&Settlement) -> String| new.iter().map(field).collect::<Vec<_>>().into_sql::<Array<Text>>();
     let cents = |field: fn(&Settlement) -> i64| new.iter().map(field).collect::<Vec<_>>().into_sql::<Array<BigInt>>();
     let settlements = Chain(
@@ -749,29 +699,28 @@ fn store_batch(conn: &mut DbConnection, state: &BatchState) -> Result<(), TxErro
             new.iter().map(|s| s.settled_at).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
         ),
     );
-    let settled_at: HashMap<Uuid, NaiveDateTime> = new.iter().map(|s| (s.id, s.settled_at)).collect();
-    let entries = &state.entries;
-    let entry_texts = |field: fn(&(Uuid, Uuid, i64, i64)) -> String| {
-        entries.iter().map(field).collect::<Vec<_>>().into_sql::<Array<Text>>()
-    };
-    let entries = (
+    let entry_texts =
+        |field: fn(&SettlementEntry) -> String| entries.iter().map(field).collect::<Vec<_>>().into_sql::<Array<Text>>();
+    let entry_rows = (
         entries.iter().map(|_| Uuid::now_v7().to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
-        entry_texts(|e| e.1.to_string()),
-        entry_texts(|_| EntryKind::Settlement.as_str().to_owned()),
-        entries.iter().map(|e| e.2).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
-        entries.iter().map(|e| e.3).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
-        entry_texts(|e| e.0.to_string()),
-        entry_texts(|e| e.0.to_string()),
-        entries.iter().map(|e| settled_at[&e.0]).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
+        entry_texts(|e| e.account_id.to_string()),
+        entry_texts(|e| e.kind.as_str().to_owned()),
+        entries.iter().map(|e| e.amount_cents).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+        entries.iter().map(|e| e.balance_after_cents).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+        entry_texts(|e| e.settlement_id.to_string()),
+        entry_texts(|e| e.settlement_id.to_string()),
+        entries.iter().map(|e| e.created_at).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
     );
-    let charged: Vec<_> = state.balances.iter().filter(|(id, _)| state.entries.iter().any(|e| e.1 == **id)).collect();
+    let mut charged: HashMap<Uuid, &SettlementEntry> = HashMap::new();
+    for entry in entries {
+        charged.insert(entry.account_id, entry);
+    }
     let accounts = (
-        charged.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
-        charged.iter().map(|(_, (_, balance, _))| *balance).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
-        charged.iter().map(|(_, (_, _, at))| *at).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
+        charged.keys().map(Uuid::to_string).collect::<Vec<_>>().into_sql::<Array<Text>>(),
+        charged.values().map(|e| e.balance_after_cents).collect::<Vec<_>>().into_sql::<Array<BigInt>>(),
+        charged.values().map(|e| e.created_at).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
     );
-    let totals: Vec<_> = state.totals.iter().collect();
-    let totals = (
+    let totals_rows = (
         totals.iter().map(|((person, _, _), _)| person.to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
         totals.iter().map(|((_, year, _), _)| *year).collect::<Vec<_>>().into_sql::<Array<Integer>>(),
         totals.iter().map(|((_, _, category), _)| category.as_str()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
@@ -781,12 +730,12 @@ fn store_batch(conn: &mut DbConnection, state: &BatchState) -> Result<(), TxErro
     );
     let expected = BatchWritten {
         settlements: new.len() as i64,
-        entries: state.entries.len() as i64,
+        entries: entries.len() as i64,
         accounts: charged.len() as i64,
-        totals: state.totals.len() as i64,
+        totals: totals.len() as i64,
     };
     let written: BatchWritten =
-        CachedSql::new(SETTLE_BATCH_WRITE, Chain(settlements, Chain(entries, Chain(accounts, totals))))
+        CachedSql::new(SETTLE_BATCH_WRITE, Chain(settlements, Chain(entry_rows, Chain(accounts, totals_rows))))
             .get_result(postgres(conn)?)?;
     if written != expected {
         return Err(ApiError::internal(format_args!("settlement batch wrote {written:?}, not {expected:?}")).into());
