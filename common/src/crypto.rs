@@ -578,6 +578,68 @@ impl fmt::Debug for BlindIndex {
     }
 }
 
+/// Keyed digests of requests (or other non-lookup values) under keys derived from the data
+/// keys, one per data key version, separated from every other use by a label.
+///
+/// Derived key of version `v`: `HMAC-SHA256(data key v, "medins/derived-mac/v1" || label)`, a
+/// PRF-based key derivation (HKDF-Expand's single-block case). The index key is never used, so
+/// these digests cannot be joined with a blind index, and a digest is worthless without the data
+/// keys: a stored digest of a request holding a name and ID number cannot be brute-forced from
+/// the ID-number space. Older versions stay available after a rotation, so a digest records the
+/// version it was made under and stays comparable for as long as that version is in the set.
+#[derive(Clone)]
+pub struct LabelledMac {
+    current: u32,
+    macs: Arc<BTreeMap<u32, HmacSha256>>,
+}
+
+/// Context label of [`LabelledMac`]'s key derivation.
+const DERIVED_MAC_CONTEXT: &[u8] = b"medins/derived-mac/v1";
+
+impl LabelledMac {
+    /// The MACs of every data key version of `keys` for `label` (e.g. `"idempotency/request"`).
+    pub fn new(keys: &DataKeys, label: &str) -> LabelledMac {
+        let macs = keys
+            .data_keys
+            .iter()
+            .map(|(version, key)| {
+                let mut kdf = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+                let mut info = Vec::with_capacity(8 + DERIVED_MAC_CONTEXT.len() + label.len());
+                push_len_prefixed(&mut info, DERIVED_MAC_CONTEXT);
+                push_len_prefixed(&mut info, label.as_bytes());
+                kdf.update(&info);
+                let derived = kdf.finalize().into_bytes();
+                let mac = <HmacSha256 as Mac>::new_from_slice(&derived).expect("HMAC accepts any key length");
+                (*version, mac)
+            })
+            .collect();
+        LabelledMac { current: keys.current, macs: Arc::new(macs) }
+    }
+
+    /// The version new digests are made under.
+    pub fn current_version(&self) -> u32 {
+        self.current
+    }
+
+    /// The 32-byte digest of `parts` (each length-prefixed, so part boundaries are unambiguous)
+    /// under key `version`; `None` if that version is not in the set.
+    pub fn compute(&self, version: u32, parts: &[&[u8]]) -> Option<[u8; 32]> {
+        let mut mac = self.macs.get(&version)?.clone();
+        for part in parts {
+            let len = u64::try_from(part.len()).expect("part length fits u64");
+            mac.update(&len.to_be_bytes());
+            mac.update(part);
+        }
+        Some(mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Debug for LabelledMac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LabelledMac").field("current", &self.current).finish_non_exhaustive()
+    }
+}
+
 /// Compares two byte strings in time independent of their contents (only the lengths may leak),
 /// so comparing secrets such as API keys or a submitted name does not reveal how many leading
 /// bytes matched.

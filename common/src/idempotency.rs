@@ -8,6 +8,13 @@
 //! A holder that dies mid-call leaves a lease that expires, after which a retry runs again.
 //!
 //! Each service's migrations create the `idempotency_records` table defined here.
+//!
+//! The stored request hash is keyed: `version || HMAC-SHA256(k_v, method, request)` where `k_v`
+//! is derived from the service's data key `v` under the label [`REQUEST_HASH_LABEL`]
+//! ([`LabelledMac`]). A plain hash of a request holding a name and ID number could be
+//! brute-forced from the small ID-number space by anyone who reads the table; the keyed one
+//! cannot without the data keys. The version keeps records comparable across a data key
+//! rotation for as long as the old version stays in the key set.
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,6 +26,7 @@ use tonic::{Code, Status};
 
 use crate::{
     clock::SharedClock,
+    crypto::{DataKeys, LabelledMac, constant_time_eq},
     db::{Db, DbError, is_unique_violation},
     error::{ApiError, Reason},
 };
@@ -39,6 +47,9 @@ diesel::table! {
 
 /// Metadata key carrying the idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Label of the key derived from the data keys for request hashes: apart from every other use.
+pub const REQUEST_HASH_LABEL: &str = "idempotency/request-hash";
 
 const IN_FLIGHT: &str = "IN_FLIGHT";
 const DONE: &str = "DONE";
@@ -70,6 +81,7 @@ pub struct Idempotency {
     db: Db,
     clock: SharedClock,
     options: Arc<IdempotencyOptions>,
+    request_mac: LabelledMac,
 }
 
 #[derive(Queryable, Selectable)]
@@ -92,9 +104,10 @@ enum Claim {
 }
 
 impl Idempotency {
-    /// A store over a service's database.
-    pub fn new(db: Db, clock: SharedClock, options: IdempotencyOptions) -> Self {
-        Self { db, clock, options: Arc::new(options) }
+    /// A store over a service's database; request hashes are keyed with a key derived from
+    /// the service's data keys (see the module doc).
+    pub fn new(db: Db, clock: SharedClock, options: IdempotencyOptions, keys: &DataKeys) -> Self {
+        Self { db, clock, options: Arc::new(options), request_mac: LabelledMac::new(keys, REQUEST_HASH_LABEL) }
     }
 
     /// Runs `call` at most once per (partner, key) with the same request; see the module doc.
@@ -114,11 +127,11 @@ impl Idempotency {
         Fut: Future<Output = Result<Resp, Status>>,
     {
         let Some(key) = idempotency_key(metadata)? else { return call().await };
-        let hash = request_hash(method, request);
+        let fingerprint = RequestFingerprint::new(self.request_mac.clone(), method, request);
         let deadline = tokio::time::Instant::now() + self.options.wait;
         let mut pause = Duration::from_millis(5);
         loop {
-            match self.claim(partner_id, &key, &hash).await? {
+            match self.claim(partner_id, &key, &fingerprint).await? {
                 Claim::Run => break,
                 Claim::Done(bytes) => {
                     return Resp::decode(bytes.as_slice())
@@ -161,11 +174,12 @@ impl Idempotency {
         outcome
     }
 
-    async fn claim(&self, partner_id: &str, key: &str, hash: &[u8]) -> Result<Claim, Status> {
+    async fn claim(&self, partner_id: &str, key: &str, fingerprint: &RequestFingerprint) -> Result<Claim, Status> {
         let now = self.clock.stored_now();
         let lease_until = now + chrono::Duration::from_std(self.options.lease).expect("lease fits");
         let expires_at = now + chrono::Duration::from_std(self.options.retention).expect("retention fits");
-        let (partner, key, hash) = (partner_id.to_owned(), key.to_owned(), hash.to_vec());
+        let (partner, key, fingerprint) = (partner_id.to_owned(), key.to_owned(), fingerprint.clone());
+        let hash = fingerprint.stored();
         let claim = self
             .db
             .write(move |conn| -> Result<Claim, ApiError> {
@@ -196,7 +210,7 @@ impl Idempotency {
                     diesel::delete(target.filter(r::expires_at.eq(record.expires_at))).execute(conn)?;
                     return Ok(Claim::Busy);
                 }
-                if record.request_hash != hash {
+                if !fingerprint.matches(&record.request_hash) {
                     return Err(ApiError::failed_precondition(
                         Reason::IdempotencyKeyMismatch,
                         "this idempotency key was used with a different request",
@@ -265,11 +279,156 @@ fn idempotency_key(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Str
     }
 }
 
-fn request_hash<Req: Message>(method: &str, request: &Req) -> Vec<u8> {
+/// What identifies a request for the mismatch check: method and encoded body, hashed under the
+/// service's derived key.
+#[derive(Clone)]
+struct RequestFingerprint {
+    mac: LabelledMac,
+    method: String,
+    // prost encodes fields in field-number order, so equal requests encode equal.
+    body: Vec<u8>,
+}
+
+/// Bytes of the key version in front of a stored keyed hash.
+const VERSION_LEN: usize = 4;
+
+impl RequestFingerprint {
+    fn new<Req: Message>(mac: LabelledMac, method: &str, request: &Req) -> Self {
+        Self { mac, method: method.to_owned(), body: request.encode_to_vec() }
+    }
+
+    /// The keyed hash under `version`, with the version in front.
+    fn keyed(&self, version: u32) -> Option<Vec<u8>> {
+        let digest = self.mac.compute(version, &[self.method.as_bytes(), &self.body])?;
+        let mut out = Vec::with_capacity(VERSION_LEN + digest.len());
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&digest);
+        Some(out)
+    }
+
+    /// What a new record stores: the keyed hash under the current data key version.
+    fn stored(&self) -> Vec<u8> {
+        self.keyed(self.mac.current_version()).expect("the current version is in the key set")
+    }
+
+    /// Whether a stored hash is this request's: recomputed under the version it names. A
+    /// 32-byte value is a record written before hashes were keyed (plain SHA-256); it is still
+    /// compared, so a retry across the upgrade gets its first outcome, and it is gone after the
+    /// 24-hour retention. A version no longer in the key set never matches.
+    fn matches(&self, stored: &[u8]) -> bool {
+        if stored.len() == 32 {
+            return constant_time_eq(&plain_request_hash(&self.method, &self.body), stored);
+        }
+        let Some((version, _)) = stored.split_first_chunk::<VERSION_LEN>() else { return false };
+        self.keyed(u32::from_be_bytes(*version)).is_some_and(|expected| constant_time_eq(&expected, stored))
+    }
+}
+
+/// The unkeyed hash records held before hashes were keyed (compared, never written).
+fn plain_request_hash(method: &str, body: &[u8]) -> Vec<u8> {
     let mut hasher = Sha256::new();
     hasher.update(method.as_bytes());
     hasher.update([0]);
-    // prost encodes fields in field-number order, so equal requests hash equal.
-    hasher.update(request.encode_to_vec());
+    hasher.update(body);
     hasher.finalize().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{clock::ManualClock, db::PoolOptions};
+
+    fn fingerprint(keys: &DataKeys, method: &str, request: &prost_types::Duration) -> RequestFingerprint {
+        RequestFingerprint::new(LabelledMac::new(keys, REQUEST_HASH_LABEL), method, request)
+    }
+
+    fn request(seconds: i64) -> prost_types::Duration {
+        prost_types::Duration { seconds, nanos: 0 }
+    }
+
+    #[test]
+    fn the_stored_hash_depends_on_the_key_and_is_not_the_plain_hash() {
+        let (one, two) = (DataKeys::generate(), DataKeys::generate());
+        let a = fingerprint(&one, "RegisterPerson", &request(7));
+        let stored = a.stored();
+        assert_eq!(stored.len(), VERSION_LEN + 32);
+        assert_ne!(&stored[VERSION_LEN..], plain_request_hash("RegisterPerson", &a.body).as_slice());
+        assert_ne!(stored, fingerprint(&two, "RegisterPerson", &request(7)).stored(), "another key, another hash");
+        assert_eq!(stored, fingerprint(&one, "RegisterPerson", &request(7)).stored(), "deterministic per key");
+        assert!(a.matches(&stored));
+        assert!(!fingerprint(&one, "RegisterPerson", &request(8)).matches(&stored), "another request");
+        assert!(!fingerprint(&one, "ResolvePerson", &request(7)).matches(&stored), "another method");
+        assert!(!fingerprint(&two, "RegisterPerson", &request(7)).matches(&stored), "another key");
+    }
+
+    #[test]
+    fn records_stay_comparable_across_a_data_key_rotation_and_legacy_hashes_still_match() {
+        let mut keys = DataKeys::generate();
+        let before = fingerprint(&keys, "Settle", &request(1)).stored();
+        keys.rotate();
+        let after = fingerprint(&keys, "Settle", &request(1));
+        assert_ne!(after.stored(), before, "new records use the new version");
+        assert!(after.matches(&before), "an old record is checked under its own version");
+        assert!(after.matches(&plain_request_hash("Settle", &after.body)));
+        assert!(!after.matches(&[0, 0, 0, 9, 1, 2, 3]), "unknown version or garbage never matches");
+    }
+
+    async fn store(dir: &tempfile::TempDir, keys: &DataKeys) -> Idempotency {
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("i.db").display()), &PoolOptions::default())
+            .unwrap();
+        db.run(|conn| {
+            diesel::sql_query(
+                "CREATE TABLE idempotency_records (partner_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, \
+                 request_hash BLOB NOT NULL, state TEXT NOT NULL, response BLOB, lease_until TIMESTAMP NOT NULL, \
+                 expires_at TIMESTAMP NOT NULL, created_at TIMESTAMP NOT NULL, \
+                 PRIMARY KEY (partner_id, idempotency_key))",
+            )
+            .execute(conn)?;
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap();
+        let clock: SharedClock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        Idempotency::new(db, clock, IdempotencyOptions::default(), keys)
+    }
+
+    fn metadata(key: &str) -> tonic::metadata::MetadataMap {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert(IDEMPOTENCY_KEY_HEADER, key.parse().unwrap());
+        metadata
+    }
+
+    #[tokio::test]
+    async fn a_retry_gets_the_first_outcome_and_another_request_is_a_mismatch_with_keyed_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DataKeys::generate();
+        let store = store(&dir, &keys).await;
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let call = |answer: i64| {
+            let runs = &runs;
+            move || async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(request(answer))
+            }
+        };
+        let first = store.run("p", "M", &metadata("k1"), &request(1), call(10)).await.unwrap();
+        let retry = store.run("p", "M", &metadata("k1"), &request(1), call(20)).await.unwrap();
+        assert_eq!((first.seconds, retry.seconds), (10, 10), "the retry returns the first outcome");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "and does not run again");
+        let mismatch = store.run("p", "M", &metadata("k1"), &request(2), call(30)).await.unwrap_err();
+        assert_eq!(crate::error::status_reason(&mismatch).as_deref(), Some("IDEMPOTENCY_KEY_MISMATCH"));
+
+        // What the table holds is the keyed hash, not the plain one.
+        let stored: Vec<u8> = store
+            .db
+            .run(|conn| {
+                use idempotency_records::dsl as r;
+                Ok::<_, DbError>(r::idempotency_records.select(r::request_hash).first(conn)?)
+            })
+            .await
+            .unwrap();
+        let body = request(1).encode_to_vec();
+        assert_ne!(stored, plain_request_hash("M", &body));
+        assert_eq!(stored, fingerprint(&keys, "M", &request(1)).stored());
+    }
 }

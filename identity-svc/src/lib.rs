@@ -128,7 +128,7 @@ impl IdentityService {
             sms_sender,
             identity_authority,
             persons: PersonStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys)),
-            idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options()),
+            idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             db,
             clock,
         });

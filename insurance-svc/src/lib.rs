@@ -146,7 +146,7 @@ impl InsuranceService {
             face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
             ledger: store::ledger::LedgerStore::new(db.clone()),
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),
-            idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options()),
+            idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             identity,
             db,
             clock,
