@@ -154,6 +154,14 @@ enum PartnerCommand {
         /// Burst above the sustained rate.
         #[arg(long, default_value_t = RateLimit::default().burst)]
         burst: u32,
+        /// The FACE_PROVIDER partner (id) that decides the face sessions this partner starts
+        /// without naming a provider.
+        #[arg(long)]
+        face_provider: Option<String>,
+        /// SMS codes this partner may have sent per China-time day (default: by kind; 5000 for
+        /// BANK, MINI_PROGRAM and CITY_APP, 1000 for OPS, 100 for the others).
+        #[arg(long)]
+        sms_daily_quota: Option<u32>,
         /// Partners file.
         #[arg(long, env = "MEDINS_PARTNERS_FILE", default_value = "data/partners.toml")]
         partners_file: PathBuf,
@@ -449,7 +457,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
 fn partner(command: PartnerCommand) -> anyhow::Result<()> {
     match command {
-        PartnerCommand::Create { id, kind, name, scopes, rate, burst, partners_file } => {
+        PartnerCommand::Create {
+            id,
+            kind,
+            name,
+            scopes,
+            rate,
+            burst,
+            face_provider,
+            sms_daily_quota,
+            partners_file,
+        } => {
             let mut file =
                 if partners_file.exists() { PartnersFile::load(&partners_file)? } else { PartnersFile::default() };
             let scopes = scopes.map(|list| list.into_iter().map(|s| s.trim().to_owned()).collect::<BTreeSet<_>>());
@@ -463,6 +481,8 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
                     &now_rfc3339(),
                 )
                 .map_err(anyhow::Error::msg)?;
+            file.set_face_provider(&id, face_provider.as_deref()).map_err(anyhow::Error::msg)?;
+            file.set_sms_daily_quota(&id, sms_daily_quota).map_err(anyhow::Error::msg)?;
             file.save(&partners_file)?;
             println!("created partner {id} ({kind}); its API key, shown only now:\n{}", key.expose());
             signal_reload(&partners_file);

@@ -109,6 +109,11 @@ reasons! {
     DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
     DatabaseUnavailable => "DATABASE_UNAVAILABLE",
     Internal => "INTERNAL",
+    // Issue 12, SMS and face providers: per-partner SMS quotas and sessions bound to a provider.
+    SmsQuotaExceeded => "SMS_QUOTA_EXCEEDED",
+    FaceProviderRequired => "FACE_PROVIDER_REQUIRED",
+    FaceProviderUnknown => "FACE_PROVIDER_UNKNOWN",
+    FaceProviderMismatch => "FACE_PROVIDER_MISMATCH",
 }
 
 impl fmt::Display for Reason {

@@ -129,6 +129,7 @@ impl IdentityService {
             identity_authority,
             persons: PersonStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys)),
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
+            partners: partners.clone(),
             db,
             clock,
         });

@@ -91,6 +91,22 @@ impl PartnerKind {
         };
         lists.iter().flat_map(|list| list.iter().map(|scope| (*scope).to_owned())).collect()
     }
+
+    /// SMS codes a partner of this kind may have sent per China-time day unless its entry says
+    /// otherwise: front doors send codes for their users' sign-ups and proofs, operators for
+    /// the cases they handle; other kinds do not send codes (their default scopes lack
+    /// `sms.send`), so a small budget bounds a mistaken grant.
+    pub fn default_sms_daily_quota(self) -> u32 {
+        match self {
+            PartnerKind::Bank | PartnerKind::MiniProgram | PartnerKind::CityApp => 5_000,
+            PartnerKind::Ops => 1_000,
+            PartnerKind::Hospital
+            | PartnerKind::Pharmacy
+            | PartnerKind::FaceProvider
+            | PartnerKind::Employer
+            | PartnerKind::Service => 100,
+        }
+    }
 }
 
 impl fmt::Display for PartnerKind {
@@ -156,6 +172,14 @@ pub struct PartnerEntry {
     /// API keys.
     #[serde(default)]
     pub keys: Vec<StoredKey>,
+    /// The FACE_PROVIDER partner that decides the face sessions this partner starts without
+    /// naming one (must be the id of a FACE_PROVIDER partner of this file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_provider: Option<String>,
+    /// SMS codes this partner may have sent per China-time day; absent: the kind's default
+    /// ([`PartnerKind::default_sms_daily_quota`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms_daily_quota: Option<u32>,
 }
 
 /// The whole partners file.
@@ -214,6 +238,15 @@ impl PartnersFile {
             {
                 return Err(format!("partner {:?}: rate_limit needs per_second > 0 and burst > 0", partner.id));
             }
+            if let Some(provider) = &partner.face_provider {
+                let kind = self.partners.iter().find(|p| &p.id == provider).map(|p| p.kind);
+                if kind != Some(PartnerKind::FaceProvider) {
+                    return Err(format!(
+                        "partner {:?}: face_provider {provider:?} is not a FACE_PROVIDER partner of this file",
+                        partner.id
+                    ));
+                }
+            }
             for key in &partner.keys {
                 let bytes = hex::decode(&key.sha256).ok().filter(|b| b.len() == 32);
                 if bytes.is_none() {
@@ -266,9 +299,30 @@ impl PartnersFile {
             scopes: scopes.unwrap_or_else(|| kind.default_scopes()),
             rate_limit,
             keys: vec![key.stored(now_rfc3339)],
+            face_provider: None,
+            sms_daily_quota: None,
         });
         self.validate()?;
         Ok(key)
+    }
+
+    /// Sets (or with `None` clears) the FACE_PROVIDER partner that decides the face sessions
+    /// partner `id` starts without naming one; it must be a FACE_PROVIDER partner of this file.
+    pub fn set_face_provider(&mut self, id: &str, provider: Option<&str>) -> Result<(), String> {
+        let partner = self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
+        let previous = std::mem::replace(&mut partner.face_provider, provider.map(str::to_owned));
+        self.validate().inspect_err(|_| {
+            if let Some(partner) = self.partners.iter_mut().find(|p| p.id == id) {
+                partner.face_provider = previous;
+            }
+        })
+    }
+
+    /// Sets (or with `None` resets to the kind's default) partner `id`'s daily SMS quota.
+    pub fn set_sms_daily_quota(&mut self, id: &str, quota: Option<u32>) -> Result<(), String> {
+        let partner = self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
+        partner.sms_daily_quota = quota;
+        Ok(())
     }
 
     /// Revokes every live key of a partner; returns how many.
@@ -340,6 +394,10 @@ pub struct Partner {
     pub kind: PartnerKind,
     /// Scopes held.
     pub scopes: BTreeSet<String>,
+    /// The FACE_PROVIDER partner deciding the face sessions it starts without naming one.
+    pub face_provider: Option<String>,
+    /// SMS codes it may have sent per China-time day.
+    pub sms_daily_quota: u32,
     pub(crate) limiter: Gcra,
 }
 
@@ -371,8 +429,14 @@ impl Snapshot {
             if let Some(old) = previous.and_then(|p| p.partners.get(&entry.id)) {
                 limiter.inherit(&old.limiter);
             }
-            let partner =
-                Arc::new(Partner { id: entry.id.clone(), kind: entry.kind, scopes: entry.scopes.clone(), limiter });
+            let partner = Arc::new(Partner {
+                id: entry.id.clone(),
+                kind: entry.kind,
+                scopes: entry.scopes.clone(),
+                face_provider: entry.face_provider.clone(),
+                sms_daily_quota: entry.sms_daily_quota.unwrap_or_else(|| entry.kind.default_sms_daily_quota()),
+                limiter,
+            });
             for key in entry.keys.iter().filter(|k| k.revoked_at.is_none()) {
                 let Some(hash) = hex::decode(&key.sha256).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
                     continue;
@@ -443,6 +507,19 @@ impl Partners {
         self.snapshot().partners.get(id).cloned()
     }
 
+    /// Ids of every FACE_PROVIDER partner, sorted.
+    pub fn face_providers(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .snapshot()
+            .partners
+            .values()
+            .filter(|p| p.kind == PartnerKind::FaceProvider)
+            .map(|p| p.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Reloads on every SIGHUP until the process ends.
     #[cfg(unix)]
     pub fn reload_on_sighup(&self) -> std::io::Result<()> {
@@ -508,6 +585,28 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(key.expose()));
         assert_eq!(PartnersFile::load(&path).unwrap(), file);
+    }
+
+    #[test]
+    fn a_face_provider_must_be_a_face_provider_partner_and_quotas_default_by_kind() {
+        let (mut file, _) = file_with(PartnerKind::MiniProgram);
+        file.add_partner("face-1", "F", PartnerKind::FaceProvider, None, RateLimit::default(), "x").unwrap();
+        file.add_partner("bank-1", "B", PartnerKind::Bank, None, RateLimit::default(), "x").unwrap();
+        assert!(file.set_face_provider("p1", Some("bank-1")).is_err(), "a bank decides no face session");
+        assert!(file.set_face_provider("p1", Some("nobody")).is_err());
+        assert_eq!(file.partners[0].face_provider, None, "a refused change leaves the entry as it was");
+        file.set_face_provider("p1", Some("face-1")).unwrap();
+        file.set_sms_daily_quota("bank-1", Some(3)).unwrap();
+        let partners = Partners::from_file(&file);
+        let p1 = partners.get("p1").unwrap();
+        assert_eq!((p1.face_provider.as_deref(), p1.sms_daily_quota), (Some("face-1"), 5_000));
+        assert_eq!(partners.get("bank-1").unwrap().sms_daily_quota, 3);
+        assert_eq!(partners.face_providers(), vec!["face-1".to_owned()]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partners.toml");
+        file.save(&path).unwrap();
+        assert_eq!(PartnersFile::load(&path).unwrap(), file, "both fields survive the file");
     }
 
     #[test]

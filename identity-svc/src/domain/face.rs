@@ -196,14 +196,26 @@ pub enum SubmitDecision {
     ExpireAndRefuse,
 }
 
-/// Decides a submission against a session at `now`; the errors are the refusals of a session
-/// that can take no more submissions.
+/// Decides a submission by provider `submitter` against a session bound to `bound_provider` at
+/// `now`. A provider the session is not bound to is refused first, before anything about the
+/// session's state shows: PERMISSION_DENIED / FACE_PROVIDER_MISMATCH, and nothing is recorded.
+/// The other errors are the refusals of a session that can take no more submissions.
 pub fn decide_submission(
     session: &SessionState,
+    bound_provider: &str,
+    submitter: &str,
     submission: &Submission,
     threshold: Threshold,
     now: NaiveDateTime,
 ) -> ApiResult<SubmitDecision> {
+    // An empty binding (a session started before sessions were bound) accepts nobody.
+    if bound_provider.is_empty() || bound_provider != submitter {
+        return Err(ApiError::new(
+            tonic::Code::PermissionDenied,
+            Reason::FaceProviderMismatch,
+            "this face session is bound to another face-verification provider",
+        ));
+    }
     match session.status {
         FaceStatus::Expired => return Err(expired_error()),
         _ if session.submissions >= MAX_SUBMISSIONS => {
@@ -228,6 +240,45 @@ pub fn decide_submission(
         FaceStatus::Pending
     };
     Ok(SubmitDecision::Record { status, submissions, passed })
+}
+
+/// Which FACE_PROVIDER partner may decide a new session: the one the starting call names
+/// (`named`, which must be one of `face_providers`), else the one configured for the partner the
+/// session is started for (`configured`), else the only FACE_PROVIDER partner when exactly one
+/// exists. `face_providers` are the ids of every FACE_PROVIDER partner.
+///
+/// INVALID_ARGUMENT / FACE_PROVIDER_UNKNOWN when `named` is not a FACE_PROVIDER partner;
+/// FAILED_PRECONDITION / FACE_PROVIDER_REQUIRED when no rule picks one.
+pub fn choose_provider(
+    field: &str,
+    named: Option<&str>,
+    configured: Option<&str>,
+    face_providers: &[String],
+) -> ApiResult<String> {
+    let is_provider = |id: &str| face_providers.iter().any(|p| p == id);
+    if let Some(named) = named {
+        return if is_provider(named) {
+            Ok(named.to_owned())
+        } else {
+            Err(ApiError::new(
+                tonic::Code::InvalidArgument,
+                Reason::FaceProviderUnknown,
+                "no face-verification provider (partner of kind FACE_PROVIDER) has this id",
+            )
+            .with_field_violation(field, "must be the id of a FACE_PROVIDER partner"))
+        };
+    }
+    if let Some(configured) = configured.filter(|id| is_provider(id)) {
+        return Ok(configured.to_owned());
+    }
+    match face_providers {
+        [only] => Ok(only.clone()),
+        _ => Err(ApiError::failed_precondition(
+            Reason::FaceProviderRequired,
+            "name the face-verification provider (provider_id): none is configured for this partner and \
+             there is not exactly one",
+        )),
+    }
 }
 
 /// FAILED_PRECONDITION / FACE_SESSION_EXPIRED.
@@ -305,20 +356,20 @@ mod tests {
 
     #[test]
     fn a_passing_submission_ends_the_session_passed() {
-        let decision = decide_submission(&pending(0), &submit(true, 0.9), Threshold::default(), at(1)).unwrap();
+        let decision = decide_submission(&pending(0), "fp", "fp", &submit(true, 0.9), Threshold::default(), at(1)).unwrap();
         assert_eq!(decision, SubmitDecision::Record { status: FaceStatus::Passed, submissions: 1, passed: true });
     }
 
     #[test]
     fn failing_submissions_keep_it_pending_until_the_third_fails_it() {
         let threshold = Threshold::default();
-        let first = decide_submission(&pending(0), &submit(false, 0.9), threshold, at(1)).unwrap();
+        let first = decide_submission(&pending(0), "fp", "fp", &submit(false, 0.9), threshold, at(1)).unwrap();
         assert_eq!(first, SubmitDecision::Record { status: FaceStatus::Pending, submissions: 1, passed: false });
-        let second = decide_submission(&pending(1), &submit(true, 0.5), threshold, at(1)).unwrap();
+        let second = decide_submission(&pending(1), "fp", "fp", &submit(true, 0.5), threshold, at(1)).unwrap();
         assert_eq!(second, SubmitDecision::Record { status: FaceStatus::Pending, submissions: 2, passed: false });
-        let third = decide_submission(&pending(2), &submit(true, 0.5), threshold, at(1)).unwrap();
+        let third = decide_submission(&pending(2), "fp", "fp", &submit(true, 0.5), threshold, at(1)).unwrap();
         assert_eq!(third, SubmitDecision::Record { status: FaceStatus::Failed, submissions: 3, passed: false });
-        let passing_third = decide_submission(&pending(2), &submit(true, 0.95), threshold, at(1)).unwrap();
+        let passing_third = decide_submission(&pending(2), "fp", "fp", &submit(true, 0.95), threshold, at(1)).unwrap();
         assert_eq!(passing_third, SubmitDecision::Record { status: FaceStatus::Passed, submissions: 3, passed: true });
     }
 
@@ -328,20 +379,53 @@ mod tests {
         let ok = submit(true, 0.9);
         let failed = SessionState { status: FaceStatus::Failed, submissions: 3, expires_at: at(5) };
         assert_eq!(
-            decide_submission(&failed, &ok, threshold, at(1)).unwrap_err().reason(),
+            decide_submission(&failed, "fp", "fp", &ok, threshold, at(1)).unwrap_err().reason(),
             Reason::FaceAttemptsExhausted
         );
         let passed = SessionState { status: FaceStatus::Passed, submissions: 1, expires_at: at(5) };
         assert_eq!(
-            decide_submission(&passed, &ok, threshold, at(1)).unwrap_err().reason(),
+            decide_submission(&passed, "fp", "fp", &ok, threshold, at(1)).unwrap_err().reason(),
             Reason::FaceSessionFinished
         );
         let expired = SessionState { status: FaceStatus::Expired, submissions: 1, expires_at: at(5) };
         assert_eq!(
-            decide_submission(&expired, &ok, threshold, at(9)).unwrap_err().reason(),
+            decide_submission(&expired, "fp", "fp", &ok, threshold, at(9)).unwrap_err().reason(),
             Reason::FaceSessionExpired
         );
-        assert_eq!(decide_submission(&pending(1), &ok, threshold, at(5)).unwrap(), SubmitDecision::ExpireAndRefuse);
+        assert_eq!(decide_submission(&pending(1), "fp", "fp", &ok, threshold, at(5)).unwrap(), SubmitDecision::ExpireAndRefuse);
+    }
+
+    #[test]
+    fn only_the_bound_provider_decides_and_another_learns_nothing_of_the_state() {
+        let threshold = Threshold::default();
+        let ok = submit(true, 0.9);
+        let ended = SessionState { status: FaceStatus::Passed, submissions: 1, expires_at: at(5) };
+        for session in [pending(0), pending(2), ended] {
+            for (bound, submitter) in [("fp-a", "fp-b"), ("", "fp-b"), ("", "")] {
+                let error = decide_submission(&session, bound, submitter, &ok, threshold, at(1)).unwrap_err();
+                assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::FaceProviderMismatch));
+            }
+        }
+        assert!(matches!(
+            decide_submission(&pending(0), "fp-a", "fp-a", &ok, threshold, at(1)),
+            Ok(SubmitDecision::Record { status: FaceStatus::Passed, .. })
+        ));
+    }
+
+    #[test]
+    fn a_provider_is_named_else_configured_else_the_only_one() {
+        let one = vec!["fp-a".to_owned()];
+        let two = vec!["fp-a".to_owned(), "fp-b".to_owned()];
+        assert_eq!(choose_provider("provider_id", Some("fp-b"), Some("fp-a"), &two).unwrap(), "fp-b");
+        let unknown = choose_provider("provider_id", Some("bank"), None, &two).unwrap_err();
+        assert_eq!((unknown.code(), unknown.reason()), (tonic::Code::InvalidArgument, Reason::FaceProviderUnknown));
+        assert_eq!(choose_provider("provider_id", None, Some("fp-b"), &two).unwrap(), "fp-b");
+        assert_eq!(choose_provider("provider_id", None, None, &one).unwrap(), "fp-a");
+        assert_eq!(choose_provider("provider_id", None, Some("gone"), &one).unwrap(), "fp-a");
+        for providers in [two, Vec::new()] {
+            let none = choose_provider("provider_id", None, None, &providers).unwrap_err();
+            assert_eq!((none.code(), none.reason()), (tonic::Code::FailedPrecondition, Reason::FaceProviderRequired));
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod face;
 pub mod id_number;
 pub mod link;
+pub mod partner;
 pub mod person;
 pub use medins_common::phone;
 pub mod sms;

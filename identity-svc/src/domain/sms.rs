@@ -4,9 +4,15 @@
 //! 60 seconds and [`DAILY_LIMIT`] per calendar day in China Standard Time. A challenge allows
 //! [`MAX_WRONG_ATTEMPTS`] - 1 wrong codes; the next wrong one locks it. A verified challenge
 //! can be used up once, for its own phone and purpose, within [`VERIFIED_VALIDITY_MINUTES`].
+//!
+//! Abuse: each partner has a daily SMS quota (partners file), counted per China-time day in
+//! the database; codes for a person go only to that person's phone on record
+//! ([`SmsPurpose::goes_to_phone_on_record`]), so nobody can pump codes to numbers of their
+//! choosing; and a challenge answers only the partner that asked for it (any other partner is
+//! told it does not exist).
 
 use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
-use medins_common::{ApiError, Reason};
+use medins_common::{ApiError, ApiResult, Reason};
 use medins_proto::identity::v1 as pb;
 use rand::{CryptoRng, Rng};
 
@@ -58,6 +64,15 @@ impl SmsPurpose {
             SmsPurpose::RealName => "医保实名认证",
             SmsPurpose::LinkAccount => "绑定医保账户",
             SmsPurpose::CardApplication => "申领社会保障卡",
+        }
+    }
+
+    /// Whether codes of this purpose go only to the phone on record of the person the request
+    /// names (`person_id`), never to a phone the caller gives. Purposes that prove a phone the
+    /// person does not have on record yet (registration, a phone change) are the exceptions.
+    pub fn goes_to_phone_on_record(self) -> bool {
+        match self {
+            SmsPurpose::RealName | SmsPurpose::LinkAccount | SmsPurpose::CardApplication => true,
         }
     }
 
@@ -121,6 +136,59 @@ pub fn day_start(today: NaiveDate) -> NaiveDateTime {
     today.and_time(NaiveTime::MIN) - Duration::hours(8)
 }
 
+/// The China Standard Time calendar day of a stored UTC time.
+pub fn china_day(at: NaiveDateTime) -> NaiveDate {
+    (at + Duration::hours(8)).date()
+}
+
+/// Where a SendSmsCode request's code goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// The phone on record of this person.
+    PhoneOnRecord(uuid::Uuid),
+    /// The phone the request gives (purposes that prove a new phone).
+    GivenPhone(String),
+}
+
+/// Where the code of a request for `purpose` goes, from what the request holds: `phone` (raw,
+/// possibly empty) and `person_id` (parsed, if given). For purposes that go to the phone on
+/// record, `phone` must be empty (INVALID_ARGUMENT otherwise, whatever it holds: no caller
+/// learns whether a phone is on record by guessing one) and `person_id` set; for the others
+/// `phone` must be set.
+pub fn decide_recipient(purpose: SmsPurpose, phone: &str, person_id: Option<uuid::Uuid>) -> ApiResult<Recipient> {
+    if purpose.goes_to_phone_on_record() {
+        if !phone.is_empty() {
+            return Err(ApiError::invalid_field(
+                Reason::InvalidArgument,
+                "phone",
+                "must be empty for this purpose: the code goes to the person's phone on record",
+            ));
+        }
+        let person_id = person_id.ok_or_else(|| {
+            ApiError::invalid_field(Reason::InvalidArgument, "person_id", "must be set for this purpose")
+        })?;
+        return Ok(Recipient::PhoneOnRecord(person_id));
+    }
+    if phone.is_empty() {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, "phone", "must be set for this purpose"));
+    }
+    Ok(Recipient::GivenPhone(phone.to_owned()))
+}
+
+/// The phone a code for a person goes to: theirs on record. NOT_FOUND / PERSON_NOT_FOUND when
+/// there is no such person, FAILED_PRECONDITION / PHONE_REQUIRED when they have no phone.
+pub fn phone_on_record(person_found: bool, phone: Option<String>) -> ApiResult<String> {
+    if !person_found {
+        return Err(ApiError::not_found(Reason::PersonNotFound, "no person with this id"));
+    }
+    phone.ok_or_else(|| {
+        ApiError::failed_precondition(
+            Reason::PhoneRequired,
+            "the person has no phone on record: bind one first (PHONE_CHANGE), then ask again",
+        )
+    })
+}
+
 /// What the rate limits need to know about a phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendHistory {
@@ -139,6 +207,15 @@ pub struct SendAllowed {
     pub resend_after: NaiveDateTime,
 }
 
+/// What the calling partner's daily quota needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartnerBudget {
+    /// Codes the partner has had sent today (China Standard Time), undelivered ones excluded.
+    pub sent_today: u32,
+    /// Its daily quota (partners file).
+    pub quota: u32,
+}
+
 /// Which limit refused a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimit {
@@ -146,6 +223,8 @@ pub enum RateLimit {
     Interval,
     /// Ten per day.
     Daily,
+    /// The partner's daily quota.
+    PartnerQuota,
 }
 
 /// A send the limits refuse.
@@ -158,26 +237,44 @@ pub struct RateLimited {
 }
 
 impl RateLimited {
-    /// RESOURCE_EXHAUSTED / SMS_RATE_LIMITED with RetryInfo.
+    /// RESOURCE_EXHAUSTED with RetryInfo: SMS_RATE_LIMITED for the phone's limits,
+    /// SMS_QUOTA_EXCEEDED for the partner's quota.
     pub fn into_error(self) -> ApiError {
         let message = match self.limit {
             RateLimit::Interval => "a code was sent to this phone less than 60 seconds ago",
             RateLimit::Daily => "this phone has had 10 codes today",
+            RateLimit::PartnerQuota => {
+                return ApiError::resource_exhausted(
+                    Reason::SmsQuotaExceeded,
+                    "this partner has used its daily SMS quota; it renews at midnight China time",
+                    self.retry_after,
+                );
+            }
         };
         ApiError::resource_exhausted(Reason::SmsRateLimited, message, self.retry_after).with_metadata(
             "limit",
             match self.limit {
                 RateLimit::Interval => "INTERVAL",
                 RateLimit::Daily => "DAILY",
+                RateLimit::PartnerQuota => unreachable!("returned above"),
             },
         )
     }
 }
 
-/// Whether a code may be sent to a phone with `history` at `now` (UTC), `today` being the date
-/// in China Standard Time.
-pub fn decide_send(now: NaiveDateTime, today: NaiveDate, history: SendHistory) -> Result<SendAllowed, RateLimited> {
+/// Whether a partner with `budget` may have a code sent to a phone with `history` at `now`
+/// (UTC), `today` being the date in China Standard Time. The partner's quota is checked first:
+/// a partner over its quota learns nothing about the phone.
+pub fn decide_send(
+    now: NaiveDateTime,
+    today: NaiveDate,
+    budget: PartnerBudget,
+    history: SendHistory,
+) -> Result<SendAllowed, RateLimited> {
     let tomorrow = day_start(today) + Duration::days(1);
+    if budget.sent_today >= budget.quota {
+        return Err(RateLimited { limit: RateLimit::PartnerQuota, retry_after: whole_seconds(tomorrow - now) });
+    }
     if history.sent_today >= DAILY_LIMIT {
         return Err(RateLimited { limit: RateLimit::Daily, retry_after: whole_seconds(tomorrow - now) });
     }
@@ -387,6 +484,53 @@ mod tests {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
     }
 
+    /// A partner far from its quota.
+    const ROOM: PartnerBudget = PartnerBudget { sent_today: 0, quota: 5_000 };
+
+    #[test]
+    fn a_partner_at_its_quota_waits_for_midnight_china_time_before_any_phone_rule() {
+        let today = date("2026-11-23");
+        let now = at("2026-11-23 10:00:00"); // 18:00 China time
+        let fresh = SendHistory { sent_today: 0, last_sent_at: None };
+        let full = PartnerBudget { sent_today: 3, quota: 3 };
+        let refused = decide_send(now, today, full, fresh).unwrap_err();
+        assert_eq!(
+            refused,
+            RateLimited { limit: RateLimit::PartnerQuota, retry_after: std::time::Duration::from_secs(6 * 3600) }
+        );
+        let error = refused.into_error();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::ResourceExhausted, Reason::SmsQuotaExceeded));
+        // Checked before the phone's own limits.
+        let busy_phone = SendHistory { sent_today: 10, last_sent_at: Some(now) };
+        assert_eq!(decide_send(now, today, full, busy_phone).unwrap_err().limit, RateLimit::PartnerQuota);
+        assert!(decide_send(now, today, PartnerBudget { sent_today: 2, quota: 3 }, fresh).is_ok());
+        assert_eq!(decide_send(now, today, PartnerBudget { sent_today: 0, quota: 0 }, fresh).unwrap_err().limit, RateLimit::PartnerQuota);
+    }
+
+    #[test]
+    fn the_china_day_of_a_stored_time() {
+        assert_eq!(china_day(at("2026-11-23 15:59:59")), date("2026-11-23"));
+        assert_eq!(china_day(at("2026-11-23 16:00:00")), date("2026-11-24"));
+    }
+
+    #[test]
+    fn codes_for_a_person_go_to_the_phone_on_record_only() {
+        let id = uuid::Uuid::now_v7();
+        for purpose in SmsPurpose::ALL.into_iter().filter(|p| p.goes_to_phone_on_record()) {
+            assert_eq!(decide_recipient(purpose, "", Some(id)).unwrap(), Recipient::PhoneOnRecord(id));
+            // Any phone at all is refused, valid or not: no guessing which one is on record.
+            for phone in ["13800138000", "x"] {
+                let error = decide_recipient(purpose, phone, Some(id)).unwrap_err();
+                assert_eq!(error.code(), tonic::Code::InvalidArgument);
+            }
+            assert_eq!(decide_recipient(purpose, "", None).unwrap_err().code(), tonic::Code::InvalidArgument);
+        }
+        assert!(SmsPurpose::RealName.goes_to_phone_on_record());
+        assert_eq!(phone_on_record(true, Some("13800138000".into())).unwrap(), "13800138000");
+        assert_eq!(phone_on_record(true, None).unwrap_err().reason(), Reason::PhoneRequired);
+        assert_eq!(phone_on_record(false, None).unwrap_err().reason(), Reason::PersonNotFound);
+    }
+
     #[test]
     fn codes_are_six_digits_and_vary() {
         let mut rng = rand::rngs::OsRng;
@@ -420,7 +564,7 @@ mod tests {
     #[test]
     fn a_first_send_is_allowed_with_a_five_minute_code() {
         let now = at("2026-11-23 02:00:00");
-        let allowed = decide_send(now, date("2026-11-23"), SendHistory { sent_today: 0, last_sent_at: None }).unwrap();
+        let allowed = decide_send(now, date("2026-11-23"), ROOM, SendHistory { sent_today: 0, last_sent_at: None }).unwrap();
         assert_eq!(allowed.expires_at, at("2026-11-23 02:05:00"));
         assert_eq!(allowed.resend_after, at("2026-11-23 02:01:00"));
     }
@@ -429,21 +573,21 @@ mod tests {
     fn a_second_send_within_60_seconds_is_refused_with_the_wait() {
         let now = at("2026-11-23 02:00:45");
         let history = SendHistory { sent_today: 1, last_sent_at: Some(at("2026-11-23 02:00:00")) };
-        let refused = decide_send(now, date("2026-11-23"), history).unwrap_err();
+        let refused = decide_send(now, date("2026-11-23"), ROOM, history).unwrap_err();
         assert_eq!(
             refused,
             RateLimited { limit: RateLimit::Interval, retry_after: std::time::Duration::from_secs(15) }
         );
         let error = refused.into_error();
         assert_eq!((error.code(), error.reason()), (tonic::Code::ResourceExhausted, Reason::SmsRateLimited));
-        assert!(decide_send(at("2026-11-23 02:01:00"), date("2026-11-23"), history).is_ok(), "60 s later is fine");
+        assert!(decide_send(at("2026-11-23 02:01:00"), date("2026-11-23"), ROOM, history).is_ok(), "60 s later is fine");
     }
 
     #[test]
     fn the_interval_holds_across_midnight() {
         // 23:59:30 and 00:00:10 China time are on different days but 40 s apart.
         let history = SendHistory { sent_today: 0, last_sent_at: Some(at("2026-11-23 15:59:30")) };
-        let refused = decide_send(at("2026-11-23 16:00:10"), date("2026-11-24"), history).unwrap_err();
+        let refused = decide_send(at("2026-11-23 16:00:10"), date("2026-11-24"), ROOM, history).unwrap_err();
         assert_eq!(refused.limit, RateLimit::Interval);
     }
 
@@ -452,13 +596,13 @@ mod tests {
         let today = date("2026-11-23");
         let now = at("2026-11-23 10:00:00"); // 18:00 China time
         let history = SendHistory { sent_today: 10, last_sent_at: Some(at("2026-11-23 09:00:00")) };
-        let refused = decide_send(now, today, history).unwrap_err();
+        let refused = decide_send(now, today, ROOM, history).unwrap_err();
         assert_eq!(
             refused,
             RateLimited { limit: RateLimit::Daily, retry_after: std::time::Duration::from_secs(6 * 3600) }
         );
         // The tenth is allowed, and says the next one must wait for tomorrow.
-        let tenth = decide_send(now, today, SendHistory { sent_today: 9, ..history }).unwrap();
+        let tenth = decide_send(now, today, ROOM, SendHistory { sent_today: 9, ..history }).unwrap();
         assert_eq!(tenth.resend_after, at("2026-11-23 16:00:00"));
     }
 

@@ -29,9 +29,10 @@ use super::{SharedState, person_token::authorize_person};
 use crate::{
     domain::audit::outcome_of,
     domain::face::{
-        FacePurpose, FaceStatus, Submission, Threshold, expired_error, liveness_challenge, validate_provider_reference,
-        validate_reference,
+        FacePurpose, FaceStatus, Submission, Threshold, choose_provider, expired_error, liveness_challenge,
+        validate_provider_reference, validate_reference,
     },
+    domain::partner::{acting_partner, parse_optional_partner_id},
     store::face::{FaceSession, FaceStore, NewFaceSession, ProviderCheck, SubmitResult, face_session_not_found},
 };
 
@@ -148,6 +149,7 @@ pub fn session_message(session: &FaceSession, now: NaiveDateTime) -> pb::FaceSes
         created_at: Some(timestamp(session.created_at)),
         expires_at: Some(timestamp(session.expires_at)),
         finished_at: finished_at.map(timestamp),
+        provider_id: session.bound_provider_id.clone(),
     }
 }
 
@@ -174,11 +176,21 @@ impl FaceVerificationService for FaceApi {
         let person_id = require_uuid("person_id", &body.person_id)?;
         let purpose = purpose_of(require_enum::<pb::FacePurpose>("purpose", body.purpose)?);
         let reference = validate_reference("reference", &body.reference)?;
+        let named_provider = parse_optional_partner_id("provider_id", &body.provider_id)?;
+        let on_behalf_of = parse_optional_partner_id("on_behalf_of_partner_id", &body.on_behalf_of_partner_id)?;
+        let acting = acting_partner("on_behalf_of_partner_id", &caller.id, caller.kind, on_behalf_of)?;
         let state = &self.state;
         let result: Result<_, Status> = async {
             // A partner starts a session only for a person it holds a token for (OPS, SERVICE
             // exempt).
             authorize_person(state, &request, person_id)?;
+            let configured = state.partners.get(&acting).and_then(|partner| partner.face_provider.clone());
+            let provider = choose_provider(
+                "provider_id",
+                named_provider.as_deref(),
+                configured.as_deref(),
+                &state.partners.face_providers(),
+            )?;
             state
                 .idempotency
                 .run(&caller.id, "StartFaceVerification", request.metadata(), body, || async {
@@ -188,6 +200,7 @@ impl FaceVerificationService for FaceApi {
                         purpose,
                         reference,
                         partner_id: caller.id.clone(),
+                        bound_provider_id: provider.clone(),
                         challenge: new_challenge(),
                     };
                     let session = state.face.store.create(new, now).await?;
@@ -196,6 +209,7 @@ impl FaceVerificationService for FaceApi {
                         %person_id,
                         purpose = purpose.as_str(),
                         partner = %caller.id,
+                        provider = %provider,
                         "face session started"
                     );
                     Ok(StartFaceVerificationResponse {
@@ -238,7 +252,13 @@ impl FaceVerificationService for FaceApi {
             .run(&caller.id, "SubmitFaceResult", request.metadata(), body, || async {
                 let now = state.clock.stored_now();
                 let check = ProviderCheck { provider_id: caller.id.clone(), provider_reference, submission };
-                match state.face.store.submit(session_id, check, state.face.threshold, now).await? {
+                let submitted = state.face.store.submit(session_id, check, state.face.threshold, now).await;
+                if let Err(error) = &submitted
+                    && error.reason() == Reason::FaceProviderMismatch
+                {
+                    tracing::warn!(%session_id, partner = %caller.id, "face result refused: session bound to another provider");
+                }
+                match submitted? {
                     SubmitResult::Recorded { session, passed, outbox_written } => {
                         state.face.changed(session.id, outbox_written);
                         tracing::info!(

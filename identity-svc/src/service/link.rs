@@ -66,7 +66,8 @@ impl PartnerLinkApi {
         let phone = person.phone.as_deref().ok_or_else(|| {
             ApiError::failed_precondition(Reason::PhoneRequired, "the person has no phone on record to send a code to")
         })?;
-        state.sms.consume_verified(challenge_id, phone, SmsPurpose::LinkAccount).await?;
+        // Only a challenge this partner asked for: another partner's is NOT_FOUND.
+        state.sms.consume_verified(challenge_id, phone, SmsPurpose::LinkAccount, partner_id).await?;
         let (link, created) = state.links.link(partner_id, person_id, user_ref, state.clock.stored_now()).await?;
         if created {
             tracing::info!(%person_id, partner = partner_id, "partner account linked");

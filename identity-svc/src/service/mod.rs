@@ -38,6 +38,8 @@ pub struct State {
     pub sms_sender: Arc<dyn crate::sms::SmsSender>,
     /// Who confirms real names.
     pub identity_authority: Arc<dyn crate::authority::IdentityAuthority>,
+    /// The live partners file: face providers and their bindings, SMS quotas.
+    pub partners: medins_common::auth::Partners,
 }
 
 /// Shared state handle.

@@ -173,6 +173,13 @@ impl PersonService for PersonApi {
         let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
         let purpose = SmsPurpose::from_proto(require_enum::<pb::SmsPurpose>("purpose", body.purpose)?)
             .ok_or_else(|| ApiError::invalid_field(Reason::InvalidEnumValue, "purpose", "must be set"))?;
+        // The challenge must be one the partner the service acts for asked for.
+        let on_behalf_of = crate::domain::partner::parse_optional_partner_id(
+            "on_behalf_of_partner_id",
+            &body.on_behalf_of_partner_id,
+        )?;
+        let acting =
+            crate::domain::partner::acting_partner("on_behalf_of_partner_id", &caller.id, caller.kind, on_behalf_of)?;
         let state = &self.state;
         let result = state
             .idempotency
@@ -181,8 +188,15 @@ impl PersonService for PersonApi {
                 let phone = person.phone.as_deref().ok_or_else(|| {
                     ApiError::failed_precondition(Reason::PhoneRequired, "the person has no phone on record")
                 })?;
-                state.sms.consume_verified(challenge_id, phone, purpose).await?;
-                tracing::info!(%person_id, %challenge_id, purpose = purpose.as_str(), partner = %caller.id, "sms challenge consumed");
+                state.sms.consume_verified(challenge_id, phone, purpose, &acting).await?;
+                tracing::info!(
+                    %person_id,
+                    %challenge_id,
+                    purpose = purpose.as_str(),
+                    partner = %caller.id,
+                    on_behalf_of = %acting,
+                    "sms challenge consumed"
+                );
                 Ok(pb::ConsumeSmsChallengeResponse { consumed: true })
             })
             .await;

@@ -38,7 +38,7 @@ pub(super) async fn complete_real_name(
             "the person has no phone on record: register the person with a phone first",
         )
     })?;
-    state.sms.check_verified(challenge_id, &phone, SmsPurpose::RealName).await?;
+    state.sms.check_verified(challenge_id, &phone, SmsPurpose::RealName, partner).await?;
 
     let verdict = state.identity_authority.check(&person.name, &person.id_number).await.map_err(|error| {
         tracing::warn!(%person_id, error = %error, "identity authority gave no verdict");
@@ -49,6 +49,7 @@ pub(super) async fn complete_real_name(
     match verdict {
         AuthorityVerdict::Match => {
             let (persons, sms, now) = (state.persons.clone(), state.sms.clone(), state.clock.stored_now());
+            let partner = partner.to_owned();
             state
                 .db
                 .write(move |conn| {
@@ -56,7 +57,7 @@ pub(super) async fn complete_real_name(
                         // A concurrent call may have verified the person meanwhile: then this
                         // challenge stays unused.
                         if persons.mark_real_name_verified_in(conn, person_id, METHOD_SMS_AND_AUTHORITY, now)? {
-                            sms.consume_verified_in(conn, challenge_id, &phone, SmsPurpose::RealName)?;
+                            sms.consume_verified_in(conn, challenge_id, &phone, SmsPurpose::RealName, &partner)?;
                         }
                         Ok::<_, ApiError>(())
                     })
@@ -65,7 +66,7 @@ pub(super) async fn complete_real_name(
             state.persons.find(person_id).await?.ok_or_else(person_not_found)
         }
         AuthorityVerdict::Mismatch | AuthorityVerdict::Deny => {
-            state.sms.consume_verified(challenge_id, &phone, SmsPurpose::RealName).await?;
+            state.sms.consume_verified(challenge_id, &phone, SmsPurpose::RealName, partner).await?;
             Err(ApiError::failed_precondition(
                 Reason::RealNameRejected,
                 "the identity authority did not confirm this name and ID number",

@@ -15,10 +15,14 @@ use tonic::{Request, Response, Status};
 
 use super::SharedState;
 use crate::domain::{
+    audit::outcome_of,
     person::phone_error,
     phone,
-    sms::{self, SmsPurpose},
+    sms::{self, Recipient, SmsPurpose},
 };
+
+/// Audit method name of SendSmsCode (recorded when the code goes to a person's phone on record).
+pub const SEND_SMS_CODE: &str = "/medins.identity.v1.SmsService/SendSmsCode";
 
 /// The SmsService implementation.
 pub struct SmsApi {
@@ -40,18 +44,35 @@ impl SmsService for SmsApi {
     ) -> Result<Response<SendSmsCodeResponse>, Status> {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
-        let phone = phone::parse(&body.phone).map_err(|e| phone_error("phone", e))?;
         let purpose = SmsPurpose::from_proto(require_enum::<pb::SmsPurpose>("purpose", body.purpose)?)
             .ok_or_else(|| ApiError::invalid_field(Reason::InvalidEnumValue, "purpose", "must be set"))?;
+        let person_id =
+            if body.person_id.is_empty() { None } else { Some(require_uuid("person_id", &body.person_id)?) };
+        let recipient = sms::decide_recipient(purpose, &body.phone, person_id)?;
+        let given_phone = match &recipient {
+            Recipient::GivenPhone(raw) => Some(phone::parse(raw).map_err(|e| phone_error("phone", e))?),
+            Recipient::PhoneOnRecord(_) => None,
+        };
         let state = &self.state;
-        let response = state
+        let result = state
             .idempotency
             .run(&caller.id, "SendSmsCode", request.metadata(), body, || async {
+                let phone = match (&recipient, &given_phone) {
+                    (Recipient::PhoneOnRecord(person_id), _) => {
+                        let person = state.persons.find(*person_id).await?;
+                        let on_record = sms::phone_on_record(person.is_some(), person.and_then(|p| p.phone))?;
+                        phone::parse(&on_record)
+                            .map_err(|_| ApiError::internal("a phone on record does not parse as a phone"))?
+                    }
+                    (Recipient::GivenPhone(_), Some(phone)) => phone.clone(),
+                    (Recipient::GivenPhone(_), None) => return Err(ApiError::internal("given phone not parsed").into()),
+                };
                 let code = sms::generate_code(&mut rand::rngs::OsRng);
                 // Written first, so the limits count it while it is being sent; deleted again
                 // if the gateway does not take it, so no undelivered challenge stays usable and
                 // the failed attempt does not use up a slot.
-                let challenge = state.sms.create(phone.clone(), purpose, code.clone()).await?;
+                let challenge =
+                    state.sms.create(phone.clone(), purpose, code.clone(), &caller.id, caller.sms_daily_quota).await?;
                 if let Err(error) = state.sms_sender.send(phone.as_str(), &code, purpose).await {
                     tracing::warn!(challenge_id = %challenge.id, error = %error, "SMS not delivered, challenge discarded");
                     state.sms.discard_undelivered(challenge.id).await?;
@@ -71,10 +92,15 @@ impl SmsService for SmsApi {
                     challenge_id: challenge.id.to_string(),
                     expires_at: Some(timestamp(challenge.expires_at)),
                     resend_after: Some(timestamp(challenge.resend_after)),
+                    phone_masked: mask_phone(phone.as_str()),
                 })
             })
-            .await?;
-        Ok(Response::new(response))
+            .await;
+        // A code to a person's phone on record reads their phone: it is theirs to see.
+        if let Recipient::PhoneOnRecord(person_id) = recipient {
+            state.audit.record(&caller.id, SEND_SMS_CODE, person_id, outcome_of(&result)).await;
+        }
+        Ok(Response::new(result?))
     }
 
     async fn verify_sms_code(
@@ -91,7 +117,7 @@ impl SmsService for SmsApi {
         let response = state
             .idempotency
             .run(&caller.id, "VerifySmsCode", request.metadata(), body, || async {
-                let outcome = state.sms.verify(challenge_id, body.code.clone()).await;
+                let outcome = state.sms.verify(challenge_id, body.code.clone(), &caller.id).await;
                 let reason = outcome.as_ref().err().map_or("VERIFIED", |e| e.reason().as_str());
                 tracing::info!(%challenge_id, partner = %caller.id, outcome = reason, "SMS code checked");
                 let phone = outcome?;

@@ -6,6 +6,10 @@
 //! session row is locked for the read-then-write: `BEGIN IMMEDIATE` on SQLite, `SELECT ... FOR
 //! UPDATE` on PostgreSQL; and a final row is never updated (every update is `WHERE status =
 //! 'PENDING'`).
+//!
+//! `provider_id` names the FACE_PROVIDER partner the session is bound to, written when the
+//! session starts (it once held the last submitter; only the bound provider's submissions are
+//! recorded now, so it is also the provider of every recorded outcome).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -33,6 +37,8 @@ pub struct FaceSession {
     pub reference: String,
     /// The partner that started it.
     pub partner_id: String,
+    /// The FACE_PROVIDER partner that may decide it.
+    pub bound_provider_id: String,
     /// The liveness challenge.
     pub challenge: String,
     /// Stored status (see [`FaceSession::state`] for the status at a given time).
@@ -64,6 +70,10 @@ struct FaceSessionRow {
     purpose: String,
     reference: String,
     partner_id: String,
+    // The bound provider: NULL only for sessions started before sessions were bound, which no
+    // provider may decide.
+    #[diesel(column_name = provider_id)]
+    bound_provider_id: Option<String>,
     challenge: String,
     status: String,
     submissions: i32,
@@ -85,6 +95,7 @@ impl TryFrom<FaceSessionRow> for FaceSession {
             status: FaceStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
             reference: row.reference,
             partner_id: row.partner_id,
+            bound_provider_id: row.bound_provider_id.unwrap_or_default(),
             challenge: row.challenge,
             submissions: row.submissions,
             created_at: row.created_at,
@@ -106,6 +117,8 @@ pub struct NewFaceSession {
     pub reference: String,
     /// The starting partner.
     pub partner_id: String,
+    /// The FACE_PROVIDER partner that may decide it (see `domain::face::choose_provider`).
+    pub bound_provider_id: String,
     /// The liveness challenge.
     pub challenge: String,
 }
@@ -173,6 +186,7 @@ impl FaceStore {
                     purpose: new.purpose,
                     reference: new.reference,
                     partner_id: new.partner_id,
+                    bound_provider_id: new.bound_provider_id,
                     challenge: new.challenge,
                     status: FaceStatus::Pending,
                     submissions: 0,
@@ -188,6 +202,7 @@ impl FaceStore {
                         face_sessions::purpose.eq(session.purpose.as_str()),
                         face_sessions::reference.eq(&session.reference),
                         face_sessions::partner_id.eq(&session.partner_id),
+                        face_sessions::provider_id.eq(Some(&session.bound_provider_id)),
                         face_sessions::challenge.eq(&session.challenge),
                         face_sessions::status.eq(session.status.as_str()),
                         face_sessions::submissions.eq(session.submissions),
@@ -224,7 +239,8 @@ impl FaceStore {
 
     /// Applies a provider's submission (rules in `domain::face`); ends the session and writes
     /// its outbox event in the same transaction when the submission decides it. NOT_FOUND /
-    /// FACE_SESSION_NOT_FOUND for an unknown session.
+    /// FACE_SESSION_NOT_FOUND for an unknown session; a provider the session is not bound to is
+    /// refused (PERMISSION_DENIED / FACE_PROVIDER_MISMATCH) and the session is left untouched.
     pub async fn submit(
         &self,
         id: Uuid,
@@ -236,7 +252,15 @@ impl FaceStore {
             .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let session = lock_session(conn, id)?.ok_or_else(face_session_not_found)?;
-                    match decide_submission(&session.state(), &check.submission, threshold, now)? {
+                    let decision = decide_submission(
+                        &session.state(),
+                        &session.bound_provider_id,
+                        &check.provider_id,
+                        &check.submission,
+                        threshold,
+                        now,
+                    )?;
+                    match decision {
                         SubmitDecision::ExpireAndRefuse => {
                             let outbox_written = finish(conn, &session, FaceStatus::Expired, session.expires_at, now)?;
                             Ok(SubmitResult::Expired { outbox_written })
@@ -249,7 +273,6 @@ impl FaceStore {
                                     face_sessions::submissions.eq(submissions),
                                     face_sessions::last_liveness_passed.eq(Some(check.submission.liveness_passed)),
                                     face_sessions::last_similarity.eq(Some(check.submission.similarity)),
-                                    face_sessions::provider_id.eq(Some(&check.provider_id)),
                                     face_sessions::provider_reference.eq(Some(&check.provider_reference)),
                                     face_sessions::finished_at.eq(finished_at),
                                     face_sessions::updated_at.eq(now),

@@ -34,6 +34,16 @@ diesel::table! {
         expires_at -> Timestamp,
         verified_at -> Nullable<Timestamp>,
         consumed_at -> Nullable<Timestamp>,
+        partner_id -> Text,
+    }
+}
+
+diesel::table! {
+    /// Codes each partner had sent per China-time day (its daily SMS quota).
+    sms_partner_days (partner_id, day) {
+        partner_id -> Text,
+        day -> Date,
+        sent -> Integer,
     }
 }
 
@@ -58,6 +68,8 @@ diesel::table! {
         submissions -> Integer,
         last_liveness_passed -> Nullable<Bool>,
         last_similarity -> Nullable<Double>,
+        /// The FACE_PROVIDER partner the session is bound to (set at the start; the only one
+        /// whose submissions count). NULL only for sessions started before sessions were bound.
         provider_id -> Nullable<Text>,
         provider_reference -> Nullable<Text>,
         created_at -> Timestamp,

@@ -10,6 +10,9 @@
 //! affected-row count is checked, so two tries can never both act on the same state, on either
 //! backend (on PostgreSQL the loser of a race waits for the winner's row lock, re-checks the
 //! condition, updates nothing, reads the new state and decides again).
+//!
+//! A challenge belongs to the partner that asked for it: every read is by (id, partner), so a
+//! challenge of another partner is exactly as absent as an unknown id.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -21,10 +24,13 @@ use medins_common::{
 };
 use uuid::Uuid;
 
-use super::schema::{sms_challenges, sms_phone_locks};
+use super::schema::{sms_challenges, sms_partner_days, sms_phone_locks};
 use crate::domain::{
     phone::Phone,
-    sms::{self, ChallengeFacts, ChallengeState, ConsumeFacts, SendHistory, SmsPurpose, Transition, VerifyOutcome},
+    sms::{
+        self, ChallengeFacts, ChallengeState, ConsumeFacts, PartnerBudget, SendHistory, SmsPurpose, Transition,
+        VerifyOutcome,
+    },
 };
 
 const TABLE: &str = "sms_challenges";
@@ -76,8 +82,14 @@ impl SmsStore {
         Self { db, cipher, index, clock }
     }
 
-    /// Creates a PENDING challenge for `code` if the phone's rate limits allow one now
-    /// (RESOURCE_EXHAUSTED / SMS_RATE_LIMITED with RetryInfo otherwise).
+    /// Creates a PENDING challenge for `code`, owned by `partner_id`, if the partner's daily
+    /// `quota` and the phone's rate limits allow one now (RESOURCE_EXHAUSTED /
+    /// SMS_QUOTA_EXCEEDED or SMS_RATE_LIMITED with RetryInfo otherwise), and counts it against
+    /// the partner's day.
+    ///
+    /// The partner's count for today is read under the lock of its `sms_partner_days` row
+    /// (taken before the phone's, in every transaction, so two sends never wait on each other
+    /// in opposite orders) and written back with a compare-and-set on the value read.
     ///
     /// Counting and inserting happen in one write transaction. On SQLite that transaction holds
     /// the database's write lock from its start. On PostgreSQL two transactions could both count
@@ -86,14 +98,23 @@ impl SmsStore {
     /// run one after the other, sends to different phones do not wait for each other. (A lock
     /// row rather than a counter row: the counts come from the challenges themselves, so
     /// discarding an undelivered challenge frees its slot with nothing else to undo.)
-    pub async fn create(&self, phone: Phone, purpose: SmsPurpose, code: String) -> ApiResult<CreatedChallenge> {
+    pub async fn create(
+        &self,
+        phone: Phone,
+        purpose: SmsPurpose,
+        code: String,
+        partner_id: &str,
+        quota: u32,
+    ) -> ApiResult<CreatedChallenge> {
         let store = self.clone();
         let now = self.clock.stored_now();
         let today = self.clock.today();
+        let partner_id = partner_id.to_owned();
         self.db
             .write(move |conn| {
                 let phone_index = store.index.compute(PHONE_DOMAIN, phone.as_str());
                 write_transaction(conn, |conn| {
+                    let partner_sent = lock_partner_day(conn, &partner_id, today)?;
                     lock_phone(conn, &phone_index, now)?;
                     let sent_today: i64 = sms_challenges::table
                         .filter(sms_challenges::phone_index.eq(&phone_index))
@@ -106,7 +127,20 @@ impl SmsStore {
                         .first(conn)?;
                     let history =
                         SendHistory { sent_today: u32::try_from(sent_today).unwrap_or(u32::MAX), last_sent_at };
-                    let allowed = sms::decide_send(now, today, history).map_err(sms::RateLimited::into_error)?;
+                    let budget = PartnerBudget { sent_today: u32::try_from(partner_sent).unwrap_or(u32::MAX), quota };
+                    let allowed =
+                        sms::decide_send(now, today, budget, history).map_err(sms::RateLimited::into_error)?;
+                    let counted = diesel::update(
+                        sms_partner_days::table
+                            .find((&partner_id, today))
+                            .filter(sms_partner_days::sent.eq(partner_sent)),
+                    )
+                    .set(sms_partner_days::sent.eq(partner_sent + 1))
+                    .execute(conn)?;
+                    if counted != 1 {
+                        // The row is locked (or the database serialises writers): cannot happen.
+                        return Err(ApiError::internal("sms partner day changed under its lock"));
+                    }
                     let id = Uuid::now_v7();
                     let id_text = id.to_string();
                     diesel::insert_into(sms_challenges::table)
@@ -123,6 +157,7 @@ impl SmsStore {
                             sms_challenges::attempts.eq(0),
                             sms_challenges::created_at.eq(now),
                             sms_challenges::expires_at.eq(allowed.expires_at),
+                            sms_challenges::partner_id.eq(&partner_id),
                         ))
                         .execute(conn)?;
                     Ok(CreatedChallenge { id, expires_at: allowed.expires_at, resend_after: allowed.resend_after })
@@ -132,28 +167,48 @@ impl SmsStore {
     }
 
     /// Deletes a challenge whose SMS could not be delivered: nobody can know its code, and it
-    /// must not count against the phone's limits.
+    /// must not count against the phone's limits nor the partner's quota (its unit is given
+    /// back in the same transaction).
     pub async fn discard_undelivered(&self, id: Uuid) -> ApiResult<()> {
         self.db
             .write(move |conn| {
-                diesel::delete(
-                    sms_challenges::table
-                        .find(id.to_string())
-                        .filter(sms_challenges::state.eq(ChallengeState::Pending.as_str()))
-                        .filter(sms_challenges::attempts.eq(0)),
-                )
-                .execute(conn)?;
-                Ok(())
+                write_transaction(conn, |conn| {
+                    let target = || {
+                        sms_challenges::table
+                            .find(id.to_string())
+                            .filter(sms_challenges::state.eq(ChallengeState::Pending.as_str()))
+                            .filter(sms_challenges::attempts.eq(0))
+                    };
+                    let Some((partner_id, created_at)) = target()
+                        .select((sms_challenges::partner_id, sms_challenges::created_at))
+                        .first::<(String, NaiveDateTime)>(conn)
+                        .optional()?
+                    else {
+                        return Ok(());
+                    };
+                    if diesel::delete(target()).execute(conn)? == 1 {
+                        diesel::update(
+                            sms_partner_days::table
+                                .find((&partner_id, sms::china_day(created_at)))
+                                .filter(sms_partner_days::sent.gt(0)),
+                        )
+                        .set(sms_partner_days::sent.eq(sms_partner_days::sent - 1))
+                        .execute(conn)?;
+                    }
+                    Ok(())
+                })
             })
             .await
     }
 
-    /// One try of `code` (already checked to be 6 digits) at challenge `id`. Returns the
-    /// challenge's phone (11 digits) when the code is right; otherwise the outcome's error
-    /// (after the wrong try was counted and committed). NOT_FOUND / SMS_CHALLENGE_NOT_FOUND for
-    /// an unknown id.
-    pub async fn verify(&self, id: Uuid, code: String) -> ApiResult<String> {
+    /// One try of `code` (already checked to be 6 digits) at challenge `id` by `partner_id`.
+    /// Returns the challenge's phone (11 digits) when the code is right; otherwise the
+    /// outcome's error (after the wrong try was counted and committed). NOT_FOUND /
+    /// SMS_CHALLENGE_NOT_FOUND for an unknown id or another partner's challenge (no try is
+    /// counted then).
+    pub async fn verify(&self, id: Uuid, code: String, partner_id: &str) -> ApiResult<String> {
         let store = self.clone();
+        let partner_id = partner_id.to_owned();
         let now = self.clock.stored_now();
         let (outcome, row) = self
             .db
@@ -162,7 +217,7 @@ impl SmsStore {
                 let expected = store.code_hmac(id, &code);
                 write_transaction(conn, |conn| {
                     for _ in 0..MAX_RACES {
-                        let row = find_row(conn, &id_text)?.ok_or_else(challenge_not_found)?;
+                        let row = find_row(conn, &id_text, &partner_id)?.ok_or_else(challenge_not_found)?;
                         let facts = ChallengeFacts {
                             state: parse_state(&row)?,
                             attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
@@ -173,6 +228,7 @@ impl SmsStore {
                         // Compare-and-set against exactly what was read.
                         let target = sms_challenges::table
                             .find(&id_text)
+                            .filter(sms_challenges::partner_id.eq(&partner_id))
                             .filter(sms_challenges::state.eq(ChallengeState::Pending.as_str()))
                             .filter(sms_challenges::attempts.eq(row.attempts));
                         let changed = match transition {
@@ -210,19 +266,28 @@ impl SmsStore {
         }
     }
 
-    /// Uses up a VERIFIED challenge: it must have been sent to `phone` (normalised 11 digits)
-    /// for `purpose` and verified less than 10 minutes ago. Succeeds once; then the challenge is
-    /// CONSUMED. Otherwise FAILED_PRECONDITION / SMS_CODE_INVALID (other phone or purpose, not
-    /// verified, already used) or SMS_CODE_EXPIRED, or NOT_FOUND / SMS_CHALLENGE_NOT_FOUND.
+    /// Uses up a VERIFIED challenge of partner `partner_id`: it must have been sent to `phone`
+    /// (normalised 11 digits) for `purpose` and verified less than 10 minutes ago. Succeeds
+    /// once; then the challenge is CONSUMED. Otherwise FAILED_PRECONDITION / SMS_CODE_INVALID
+    /// (other phone or purpose, not verified, already used) or SMS_CODE_EXPIRED, or NOT_FOUND /
+    /// SMS_CHALLENGE_NOT_FOUND (unknown, or another partner's).
     ///
     /// For LinkPartnerAccount, card applications and CompleteRealName. Inside a transaction of
     /// your own, use [`consume_verified_in`](Self::consume_verified_in).
-    pub async fn consume_verified(&self, challenge_id: Uuid, phone: &str, purpose: SmsPurpose) -> ApiResult<()> {
+    pub async fn consume_verified(
+        &self,
+        challenge_id: Uuid,
+        phone: &str,
+        purpose: SmsPurpose,
+        partner_id: &str,
+    ) -> ApiResult<()> {
         let store = self.clone();
-        let phone = phone.to_owned();
+        let (phone, partner_id) = (phone.to_owned(), partner_id.to_owned());
         self.db
             .write(move |conn| {
-                write_transaction(conn, |conn| store.consume_verified_in(conn, challenge_id, &phone, purpose))
+                write_transaction(conn, |conn| {
+                    store.consume_verified_in(conn, challenge_id, &phone, purpose, &partner_id)
+                })
             })
             .await
     }
@@ -237,12 +302,16 @@ impl SmsStore {
         challenge_id: Uuid,
         phone: &str,
         purpose: SmsPurpose,
+        partner_id: &str,
     ) -> ApiResult<()> {
         let now = self.clock.stored_now();
         let id_text = challenge_id.to_string();
-        self.check_consumable(conn, &id_text, phone, purpose, now)?;
+        self.check_consumable(conn, &id_text, phone, purpose, partner_id, now)?;
         let changed = diesel::update(
-            sms_challenges::table.find(&id_text).filter(sms_challenges::state.eq(ChallengeState::Verified.as_str())),
+            sms_challenges::table
+                .find(&id_text)
+                .filter(sms_challenges::partner_id.eq(partner_id))
+                .filter(sms_challenges::state.eq(ChallengeState::Verified.as_str())),
         )
         .set((sms_challenges::state.eq(ChallengeState::Consumed.as_str()), sms_challenges::consumed_at.eq(Some(now))))
         .execute(conn)?;
@@ -251,11 +320,21 @@ impl SmsStore {
 
     /// Whether [`consume_verified`](Self::consume_verified) would succeed now, without using
     /// the challenge up: lets a caller refuse early, before slow work such as an outside check.
-    pub async fn check_verified(&self, challenge_id: Uuid, phone: &str, purpose: SmsPurpose) -> ApiResult<()> {
+    pub async fn check_verified(
+        &self,
+        challenge_id: Uuid,
+        phone: &str,
+        purpose: SmsPurpose,
+        partner_id: &str,
+    ) -> ApiResult<()> {
         let store = self.clone();
-        let phone = phone.to_owned();
+        let (phone, partner_id) = (phone.to_owned(), partner_id.to_owned());
         let now = self.clock.stored_now();
-        self.db.run(move |conn| store.check_consumable(conn, &challenge_id.to_string(), &phone, purpose, now)).await
+        self.db
+            .run(move |conn| {
+                store.check_consumable(conn, &challenge_id.to_string(), &phone, purpose, &partner_id, now)
+            })
+            .await
     }
 
     fn check_consumable(
@@ -264,9 +343,10 @@ impl SmsStore {
         id: &str,
         phone: &str,
         purpose: SmsPurpose,
+        partner_id: &str,
         now: NaiveDateTime,
     ) -> ApiResult<()> {
-        let row = find_row(conn, id)?.ok_or_else(challenge_not_found)?;
+        let row = find_row(conn, id, partner_id)?.ok_or_else(challenge_not_found)?;
         let facts = ConsumeFacts {
             state: parse_state(&row)?,
             purpose: SmsPurpose::parse_str(&row.purpose)
@@ -279,6 +359,28 @@ impl SmsStore {
 
     fn code_hmac(&self, id: Uuid, code: &str) -> Vec<u8> {
         self.index.compute(CODE_DOMAIN, &format!("{id}:{code}"))
+    }
+}
+
+/// Makes sure partner `partner_id` has its row for `today`, locks it (on PostgreSQL; SQLite's
+/// `BEGIN IMMEDIATE` already holds the database write lock) and returns its count.
+fn lock_partner_day(conn: &mut DbConnection, partner_id: &str, today: chrono::NaiveDate) -> ApiResult<i32> {
+    let row = (sms_partner_days::partner_id.eq(partner_id), sms_partner_days::day.eq(today), sms_partner_days::sent.eq(0));
+    match conn {
+        DbConnection::Postgres(pg) => {
+            // The upsert takes the row lock even when the row exists; it is held until commit.
+            Ok(diesel::insert_into(sms_partner_days::table)
+                .values(row)
+                .on_conflict((sms_partner_days::partner_id, sms_partner_days::day))
+                .do_update()
+                .set(sms_partner_days::sent.eq(sms_partner_days::sent))
+                .returning(sms_partner_days::sent)
+                .get_result(pg)?)
+        }
+        DbConnection::Sqlite(sqlite) => {
+            diesel::insert_or_ignore_into(sms_partner_days::table).values(row).execute(sqlite)?;
+            Ok(sms_partner_days::table.find((partner_id, today)).select(sms_partner_days::sent).first(sqlite)?)
+        }
     }
 }
 
@@ -300,8 +402,14 @@ fn lock_phone(conn: &mut DbConnection, phone_index: &[u8], now: NaiveDateTime) -
     Ok(())
 }
 
-fn find_row(conn: &mut DbConnection, id: &str) -> ApiResult<Option<ChallengeRow>> {
-    Ok(sms_challenges::table.find(id).select(ChallengeRow::as_select()).first(conn).optional()?)
+/// A challenge by id, only if `partner_id` asked for it.
+fn find_row(conn: &mut DbConnection, id: &str, partner_id: &str) -> ApiResult<Option<ChallengeRow>> {
+    Ok(sms_challenges::table
+        .find(id)
+        .filter(sms_challenges::partner_id.eq(partner_id))
+        .select(ChallengeRow::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 fn parse_state(row: &ChallengeRow) -> ApiResult<ChallengeState> {

@@ -99,20 +99,23 @@ impl IdentityClient {
     }
 
     /// Uses up a verified SMS challenge sent to `person_id`'s phone for `purpose`
-    /// (`PersonService.ConsumeSmsChallenge`). The call carries an idempotency key derived from
-    /// the challenge, so a retry after a lost answer gets the first success instead of
-    /// SMS_CODE_INVALID.
+    /// (`PersonService.ConsumeSmsChallenge`), on behalf of partner `on_behalf_of` (the partner
+    /// that called us: a challenge answers only the partner that asked for it). The call
+    /// carries an idempotency key derived from the challenge, so a retry after a lost answer
+    /// gets the first success instead of SMS_CODE_INVALID.
     pub async fn consume_sms_challenge(
         &self,
         person_id: &str,
         challenge_id: &str,
         purpose: SmsPurpose,
+        on_behalf_of: &str,
         field_prefix: &str,
     ) -> ApiResult<()> {
         let message = ConsumeSmsChallengeRequest {
             person_id: person_id.to_owned(),
             challenge_id: challenge_id.to_owned(),
             purpose: purpose as i32,
+            on_behalf_of_partner_id: on_behalf_of.to_owned(),
         };
         let key = format!("consume-sms-{challenge_id}");
         self.call(
@@ -129,17 +132,22 @@ impl IdentityClient {
     }
 
     /// Starts a face session for `person_id` as insurance-svc (a SERVICE partner at
-    /// identity-svc), with `reference` (our own id of what it is for).
+    /// identity-svc), with `reference` (our own id of what it is for), on behalf of partner
+    /// `on_behalf_of` (the partner that called us): identity-svc binds the session to that
+    /// partner's configured face provider, else to the only one.
     pub async fn start_face_verification(
         &self,
         person_id: Uuid,
         purpose: FacePurpose,
         reference: &str,
+        on_behalf_of: &str,
     ) -> ApiResult<StartFaceVerificationResponse> {
         let message = StartFaceVerificationRequest {
             person_id: person_id.to_string(),
             purpose: purpose as i32,
             reference: reference.to_owned(),
+            provider_id: String::new(),
+            on_behalf_of_partner_id: on_behalf_of.to_owned(),
         };
         // The reference doubles as the idempotency key: a retry after UNAVAILABLE gets the first
         // session back instead of starting a second one.

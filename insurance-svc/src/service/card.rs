@@ -413,6 +413,7 @@ impl CardApi {
                     &actor.to_string(),
                     &online.sms_challenge_id.to_string(),
                     SmsPurpose::CardApplication,
+                    &caller.id,
                     "sms_",
                 )
                 .await?;

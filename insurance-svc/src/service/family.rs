@@ -198,7 +198,7 @@ impl FamilyApi {
         let face = if needs_face_check(member_birth, today) {
             let started = state
                 .identity
-                .start_face_verification(member, IdentityFacePurpose::FamilyBinding, &id.to_string())
+                .start_face_verification(member, IdentityFacePurpose::FamilyBinding, &id.to_string(), partner_id)
                 .await?;
             let session = started.session.ok_or_else(|| ApiError::internal("identity-svc started no session"))?;
             let session_id = Uuid::parse_str(&session.session_id)
