@@ -147,9 +147,10 @@ impl Seeder {
         .await
     }
 
-    /// Sends an SMS code to the person's phone, reads it from the webhook, verifies it; the
-    /// verified challenge id.
-    async fn verified_challenge(&self, target: &Target, phone: &str, purpose: SmsPurpose) -> anyhow::Result<String> {
+    /// Sends an SMS code to the person's phone on record (`phone`), reads it from the webhook,
+    /// verifies it; the verified challenge id.
+    async fn verified_challenge(&self, target: &Target, person: &Registered, purpose: SmsPurpose) -> anyhow::Result<String> {
+        let phone = person.phone.as_str();
         let sms = target.sms.as_ref().context(
             "seeding needs SMS codes: with --target remote, pass --sms-webhook-listen and start identity-svc with \
              --sms-webhook-url pointing there",
@@ -157,7 +158,11 @@ impl Seeder {
         let mut client = SmsServiceClient::new(self.identity.clone());
         let sent = client
             .send_sms_code(authorized(
-                SendSmsCodeRequest { phone: phone.to_owned(), purpose: purpose as i32 },
+                SendSmsCodeRequest {
+                    person_id: person.person_id.clone(),
+                    purpose: purpose as i32,
+                    ..Default::default()
+                },
                 &self.bank,
                 None,
             ))
@@ -199,7 +204,7 @@ impl Seeder {
             let (this, list, tgt) = (this.clone(), list.clone(), tgt.clone());
             async move {
                 let person = &list[i];
-                let challenge = this.verified_challenge(&tgt, &person.phone, SmsPurpose::RealName).await?;
+                let challenge = this.verified_challenge(&tgt, person, SmsPurpose::RealName).await?;
                 PersonServiceClient::new(this.identity.clone())
                     .complete_real_name(authorized(
                         CompleteRealNameRequest { person_id: person.person_id.clone(), challenge_id: challenge },
@@ -229,7 +234,7 @@ impl Seeder {
 
     async fn link_and_activate(&self, target: &Target, person: &Registered, i: usize) -> anyhow::Result<Insured> {
         let person_id = person.person_id.clone();
-        let challenge = self.verified_challenge(target, &person.phone, SmsPurpose::LinkAccount).await?;
+        let challenge = self.verified_challenge(target, person, SmsPurpose::LinkAccount).await?;
         PartnerLinkServiceClient::new(self.identity.clone())
             .link_partner_account(authorized(
                 LinkPartnerAccountRequest {
@@ -265,6 +270,7 @@ impl Seeder {
                     person_id: person_id.clone(),
                     purpose: FacePurpose::VoucherActivation as i32,
                     reference: String::new(),
+                    ..Default::default()
                 },
                 &self.bank,
                 Some(&token),

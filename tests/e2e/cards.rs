@@ -806,7 +806,7 @@ async fn an_online_application_is_refused_for_each_missing_proof_writing_nothing
     let mut cards = stack.cards(Some(&key));
     // Without a verified SMS code (sent, never verified).
     let face = stack.passed_face_session(&key, &person, FacePurpose::CardApplication).await;
-    let unverified = stack.unverified_card_sms(&key, &person.seed.phone).await;
+    let unverified = stack.unverified_card_sms(&key, &person.person_id).await;
     assert_refused(
         cards.apply_for_card(with_person_token(online(&person, &kit, &unverified, &face), &person.token)).await,
         Code::FailedPrecondition,
@@ -815,7 +815,7 @@ async fn an_online_application_is_refused_for_each_missing_proof_writing_nothing
     );
     assert_eq!(nothing_written(&stack).await, (0, 0, 0));
 
-    let sms = stack.verified_card_sms(&key, &person.seed.phone).await;
+    let sms = stack.verified_card_sms(&key, &person.person_id, &person.seed.phone).await;
     // Without a passed face session.
     let failed = stack.face_session(&key, &person, FacePurpose::CardApplication, false).await;
     assert_refused(
@@ -876,7 +876,7 @@ async fn an_online_application_is_refused_for_each_missing_proof_writing_nothing
     // With a stale face session: passed more than 10 minutes ago.
     stack.clock.advance(chrono::Duration::minutes(11));
     person.token = stack.fresh_person_token(&key, &person.person_id).await;
-    let fresh_sms = stack.verified_card_sms(&key, &person.seed.phone).await;
+    let fresh_sms = stack.verified_card_sms(&key, &person.person_id, &person.seed.phone).await;
     assert_refused(
         cards.apply_for_card(with_person_token(online(&person, &kit, &fresh_sms, &face), &person.token)).await,
         Code::FailedPrecondition,
@@ -1028,7 +1028,7 @@ async fn a_mailing_address_is_stored_encrypted_under_insurance_keys_and_read_bac
     let person = stack.front_door_person(&key).await;
     stack.open_account_for(&person.person_id).await;
     let kit = online_kit(&stack, &person).await;
-    let sms = stack.verified_card_sms(&key, &person.seed.phone).await;
+    let sms = stack.verified_card_sms(&key, &person.person_id, &person.seed.phone).await;
     let face = stack.passed_face_session(&key, &person, FacePurpose::CardApplication).await;
     let request = ApplyForCardRequest { mailing_address: Some(sent.clone()), ..online(&person, &kit, &sms, &face) };
     let mut cards = stack.cards(Some(&key));

@@ -27,7 +27,7 @@ use medins_proto::identity::v1::{
 use tonic::Code;
 
 use crate::{
-    support::{Stack, bad_fields, reason, with_person_token},
+    support::{Stack, StackOptions, bad_fields, reason, with_person_token},
     tokens::{issue, register, verify_and_link},
 };
 
@@ -39,6 +39,7 @@ async fn start(stack: &Stack, person_id: &str, purpose: FacePurpose) -> StartFac
             person_id: person_id.to_owned(),
             purpose: purpose as i32,
             reference: "binding-7f3a".into(),
+            ..Default::default()
         })
         .await
         .expect("start face verification")
@@ -311,6 +312,7 @@ async fn bad_requests_are_invalid_argument() {
             person_id: person_id.clone(),
             purpose: FacePurpose::Unspecified as i32,
             reference: String::new(),
+            ..Default::default()
         })
         .await;
     assert_refused(unspecified, Code::InvalidArgument, "INVALID_ENUM_VALUE");
@@ -319,6 +321,7 @@ async fn bad_requests_are_invalid_argument() {
             person_id: person_id.clone(),
             purpose: FacePurpose::RealName as i32,
             reference: "r".repeat(129),
+            ..Default::default()
         })
         .await;
     assert_refused(long_reference, Code::InvalidArgument, "INVALID_ARGUMENT");
@@ -327,6 +330,7 @@ async fn bad_requests_are_invalid_argument() {
             person_id: uuid::Uuid::now_v7().to_string(),
             purpose: FacePurpose::RealName as i32,
             reference: String::new(),
+            ..Default::default()
         })
         .await;
     assert_refused(nobody, Code::NotFound, "PERSON_NOT_FOUND");
@@ -344,6 +348,7 @@ async fn a_front_door_app_acts_for_a_person_only_with_their_token() {
         person_id: person_id.clone(),
         purpose: purpose as i32,
         reference: String::new(),
+        ..Default::default()
     };
     let mut faces = stack.faces(Some(&stack.keys.bank));
     assert_refused(
@@ -438,5 +443,115 @@ async fn a_watch_sees_changes_committed_elsewhere_and_expiry() {
     // The stream reports the expiry by the clock; the sweeper records it.
     let recorded = stored_once_expired(&stack, &id).await.map(|(status, _)| status);
     assert_eq!(recorded.as_deref().and_then(FaceStatus::parse), Some(FaceStatus::Expired));
+    stack.shutdown().await;
+}
+
+/// The audit rows of SubmitFaceResult: (partner, person, outcome).
+async fn submit_audit_rows(stack: &Stack) -> Vec<(String, String, String)> {
+    use identity_svc::store::schema::audit_log;
+    stack
+        .identity_db
+        .run(|conn| {
+            audit_log::table
+                .filter(audit_log::method.eq("/medins.identity.v1.FaceVerificationService/SubmitFaceResult"))
+                .order(audit_log::seq.asc())
+                .select((audit_log::partner_id, audit_log::person_id, audit_log::outcome))
+                .load::<(String, String, String)>(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .expect("audit rows")
+}
+
+fn start_request(person_id: &str, provider_id: &str) -> StartFaceVerificationRequest {
+    StartFaceVerificationRequest {
+        person_id: person_id.to_owned(),
+        purpose: FacePurpose::VoucherActivation as i32,
+        provider_id: provider_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_second_provider_cannot_decide_a_session_bound_to_the_first() {
+    let stack = Stack::start_with(StackOptions {
+        extra_partner: Some(("face-provider-2".into(), PartnerKind::FaceProvider, RateLimit::default())),
+        ..Default::default()
+    })
+    .await;
+    let second = stack.extra_key.clone().expect("second provider key");
+    let person_id = register(&stack).await;
+    let mut faces = stack.faces(Some(&stack.keys.ops));
+
+    // Two providers and none configured for ops: the start must name one, and a real one.
+    assert_refused(
+        faces.start_face_verification(start_request(&person_id, "")).await,
+        Code::FailedPrecondition,
+        "FACE_PROVIDER_REQUIRED",
+    );
+    assert_refused(
+        faces.start_face_verification(start_request(&person_id, "bank")).await,
+        Code::InvalidArgument,
+        "FACE_PROVIDER_UNKNOWN",
+    );
+    let started = faces.start_face_verification(start_request(&person_id, "face-provider")).await.unwrap();
+    let session = started.into_inner().session.unwrap();
+    assert_eq!(session.provider_id, "face-provider");
+    let before = stack.count_identity_rows("face_outbox").await;
+
+    assert_refused(
+        submit_as(&stack, &second, &session.session_id, true, 0.99).await,
+        Code::PermissionDenied,
+        "FACE_PROVIDER_MISMATCH",
+    );
+    let now = get(&stack, &session.session_id).await;
+    assert_eq!((now.status, now.submissions), (FaceSessionStatus::Pending as i32, 0), "nothing was recorded");
+    assert_eq!(stored(&stack, &session.session_id).await, ("PENDING".to_owned(), Vec::new()));
+    assert_eq!(stack.count_identity_rows("face_outbox").await, before);
+    assert_eq!(
+        submit_audit_rows(&stack).await,
+        [("face-provider-2".to_owned(), person_id.clone(), "PERMISSION_DENIED".to_owned())],
+        "the refusal is in the person's audit trail"
+    );
+
+    // The bound provider decides it.
+    let passed = submit(&stack, &session.session_id, true, 0.95).await;
+    assert!(passed.passed);
+    assert_eq!(passed.session.unwrap().status, FaceSessionStatus::Passed as i32);
+    assert_eq!(submit_audit_rows(&stack).await.last().unwrap().2, "OK");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_partners_configured_provider_decides_the_sessions_it_starts() {
+    let stack = Stack::start_with(StackOptions {
+        extra_partner: Some(("face-provider-2".into(), PartnerKind::FaceProvider, RateLimit::default())),
+        ..Default::default()
+    })
+    .await;
+    let second = stack.extra_key.clone().expect("second provider key");
+    let mut file = PartnersFile::load(&stack.partners_file).expect("partners file");
+    file.set_face_provider("ops", Some("face-provider-2")).expect("configure provider");
+    file.save(&stack.partners_file).expect("save partners");
+    stack.identity_partners.reload().expect("reload partners");
+
+    let person_id = register(&stack).await;
+    let session = stack
+        .faces(Some(&stack.keys.ops))
+        .start_face_verification(start_request(&person_id, ""))
+        .await
+        .expect("start with the configured provider")
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(session.provider_id, "face-provider-2");
+    assert_refused(
+        submit_as(&stack, &stack.keys.face_provider, &session.session_id, true, 0.99).await,
+        Code::PermissionDenied,
+        "FACE_PROVIDER_MISMATCH",
+    );
+    assert_eq!(get(&stack, &session.session_id).await.submissions, 0);
+    let passed = submit_as(&stack, &second, &session.session_id, true, 0.99).await.expect("bound provider");
+    assert!(passed.passed);
     stack.shutdown().await;
 }

@@ -14,13 +14,18 @@ use crate::{
     tokens::issue,
 };
 
-/// Sends a code for `purpose` to `phone` and verifies it; returns the challenge id. Moves the
-/// clock past the 60-second resend interval first.
-async fn verified_challenge(stack: &Stack, phone: &str, purpose: SmsPurpose) -> String {
+/// Sends a code for `purpose` to the phone on record of `person_id` (which is `phone`) as the
+/// partner holding `key`, and verifies it; returns the challenge id. Moves the clock past the
+/// 60-second resend interval first.
+async fn verified_challenge(stack: &Stack, key: &str, person_id: &str, phone: &str, purpose: SmsPurpose) -> String {
     stack.clock.advance(chrono::Duration::seconds(61));
-    let mut sms = stack.sms_codes(Some(&stack.keys.bank));
+    let mut sms = stack.sms_codes(Some(key));
     let sent = sms
-        .send_sms_code(SendSmsCodeRequest { phone: phone.to_owned(), purpose: purpose as i32 })
+        .send_sms_code(SendSmsCodeRequest {
+            person_id: person_id.to_owned(),
+            purpose: purpose as i32,
+            ..Default::default()
+        })
         .await
         .expect("send code")
         .into_inner();
@@ -67,7 +72,7 @@ async fn register_sms_real_name_link_token_read_and_unlink() {
     let person = SeedPerson::adult();
     let person_id = register(&stack, &person).await;
 
-    let challenge = verified_challenge(&stack, &person.phone, SmsPurpose::RealName).await;
+    let challenge = verified_challenge(&stack, &stack.keys.bank, &person_id, &person.phone, SmsPurpose::RealName).await;
     stack
         .persons(Some(&stack.keys.bank))
         .complete_real_name(CompleteRealNameRequest { person_id: person_id.clone(), challenge_id: challenge })
@@ -83,7 +88,8 @@ async fn register_sms_real_name_link_token_read_and_unlink() {
     assert_eq!((error.code(), reason(&error).as_str()), (Code::FailedPrecondition, "PARTNER_LINK_REQUIRED"));
 
     let bank_ref = user_ref("bank-user");
-    let challenge = verified_challenge(&stack, &person.phone, SmsPurpose::LinkAccount).await;
+    let challenge =
+        verified_challenge(&stack, &stack.keys.bank, &person_id, &person.phone, SmsPurpose::LinkAccount).await;
     let mut bank_links = stack.links(Some(&stack.keys.bank));
     let linked = bank_links.link_partner_account(link(&person_id, &bank_ref, &challenge)).await.unwrap().into_inner();
     assert!(linked.created);
@@ -102,7 +108,9 @@ async fn register_sms_real_name_link_token_read_and_unlink() {
 
     // The mini program links too, with a code of its own.
     let mini_ref = user_ref("mini-user");
-    let challenge = verified_challenge(&stack, &person.phone, SmsPurpose::LinkAccount).await;
+    let challenge =
+        verified_challenge(&stack, &stack.keys.mini_program, &person_id, &person.phone, SmsPurpose::LinkAccount)
+            .await;
     stack
         .links(Some(&stack.keys.mini_program))
         .link_partner_account(link(&person_id, &mini_ref, &challenge))
@@ -170,22 +178,24 @@ async fn a_link_needs_a_verified_link_code_to_the_persons_own_phone() {
     let person = SeedPerson::adult();
     let person_id = register(&stack, &person).await;
     let stranger = SeedPerson::adult();
-    let mut links = stack.links(Some(&stack.keys.bank));
+    let stranger_id = register(&stack, &stranger).await;
+    let bank = stack.keys.bank.clone();
+    let mut links = stack.links(Some(&bank));
 
     // A code for another purpose, or to another phone, does not link.
-    let real_name_code = verified_challenge(&stack, &person.phone, SmsPurpose::RealName).await;
+    let real_name_code = verified_challenge(&stack, &bank, &person_id, &person.phone, SmsPurpose::RealName).await;
     let error = links.link_partner_account(link(&person_id, &user_ref("u"), &real_name_code)).await.unwrap_err();
     assert_eq!((error.code(), reason(&error).as_str()), (Code::FailedPrecondition, "SMS_CODE_INVALID"));
-    let strangers_code = verified_challenge(&stack, &stranger.phone, SmsPurpose::LinkAccount).await;
+    let strangers_code =
+        verified_challenge(&stack, &bank, &stranger_id, &stranger.phone, SmsPurpose::LinkAccount).await;
     let error = links.link_partner_account(link(&person_id, &user_ref("u"), &strangers_code)).await.unwrap_err();
     assert_eq!(reason(&error), "SMS_CODE_INVALID");
 
     // A ref linked to one person cannot be linked to another by the same partner.
     let shared_ref = user_ref("shared");
-    let code = verified_challenge(&stack, &person.phone, SmsPurpose::LinkAccount).await;
+    let code = verified_challenge(&stack, &bank, &person_id, &person.phone, SmsPurpose::LinkAccount).await;
     links.link_partner_account(link(&person_id, &shared_ref, &code)).await.expect("link");
-    let stranger_id = register(&stack, &stranger).await;
-    let code = verified_challenge(&stack, &stranger.phone, SmsPurpose::LinkAccount).await;
+    let code = verified_challenge(&stack, &bank, &stranger_id, &stranger.phone, SmsPurpose::LinkAccount).await;
     let error = links.link_partner_account(link(&stranger_id, &shared_ref, &code)).await.unwrap_err();
     assert_eq!((error.code(), reason(&error).as_str()), (Code::AlreadyExists, "PARTNER_LINK_CONFLICT"));
 

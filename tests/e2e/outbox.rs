@@ -31,6 +31,7 @@ async fn finish_sessions(stack: &Stack, count: usize) -> BTreeSet<String> {
                 person_id: person_id.clone(),
                 purpose: FacePurpose::VoucherActivation as i32,
                 reference: format!("voucher-{n}"),
+                ..Default::default()
             })
             .await
             .expect("start")

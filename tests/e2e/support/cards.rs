@@ -72,11 +72,12 @@ impl Stack {
         InsuredPerson { person_id, seed }
     }
 
-    /// A verified SMS challenge of purpose CARD_APPLICATION for `phone`, sent and verified through
-    /// the partner holding `key`. Moves the clock 61 s first (the resend interval).
-    pub async fn verified_card_sms(&self, key: &str, phone: &str) -> String {
+    /// A verified SMS challenge of purpose CARD_APPLICATION to the phone on record of
+    /// `person_id` (which is `phone`), sent and verified through the partner holding `key`.
+    /// Moves the clock 61 s first (the resend interval).
+    pub async fn verified_card_sms(&self, key: &str, person_id: &str, phone: &str) -> String {
         self.clock.advance(chrono::Duration::seconds(61));
-        let challenge = self.sent_card_sms(key, phone).await;
+        let challenge = self.sent_card_sms(key, person_id).await;
         let code = self.sms.last_code(phone);
         self.sms_codes(Some(key))
             .verify_sms_code(VerifySmsCodeRequest { challenge_id: challenge.clone(), code })
@@ -85,16 +86,20 @@ impl Stack {
         challenge
     }
 
-    /// An SMS challenge of purpose CARD_APPLICATION sent to `phone` but not verified. Moves the
-    /// clock 61 s first.
-    pub async fn unverified_card_sms(&self, key: &str, phone: &str) -> String {
+    /// An SMS challenge of purpose CARD_APPLICATION sent to `person_id`'s phone on record but
+    /// not verified. Moves the clock 61 s first.
+    pub async fn unverified_card_sms(&self, key: &str, person_id: &str) -> String {
         self.clock.advance(chrono::Duration::seconds(61));
-        self.sent_card_sms(key, phone).await
+        self.sent_card_sms(key, person_id).await
     }
 
-    async fn sent_card_sms(&self, key: &str, phone: &str) -> String {
+    async fn sent_card_sms(&self, key: &str, person_id: &str) -> String {
         self.sms_codes(Some(key))
-            .send_sms_code(SendSmsCodeRequest { phone: phone.to_owned(), purpose: SmsPurpose::CardApplication as i32 })
+            .send_sms_code(SendSmsCodeRequest {
+                person_id: person_id.to_owned(),
+                purpose: SmsPurpose::CardApplication as i32,
+                ..Default::default()
+            })
             .await
             .expect("send code")
             .into_inner()

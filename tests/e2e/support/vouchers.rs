@@ -103,13 +103,13 @@ impl Stack {
             .person
             .expect("person")
             .person_id;
-        let challenge = self.verified_sms_challenge(partner_key, &seed.phone, SmsPurpose::RealName).await;
+        let challenge = self.verified_sms_challenge(partner_key, &person_id, &seed.phone, SmsPurpose::RealName).await;
         self.persons(Some(partner_key))
             .complete_real_name(CompleteRealNameRequest { person_id: person_id.clone(), challenge_id: challenge })
             .await
             .expect("real name");
         self.clock.advance(chrono::Duration::seconds(61));
-        let challenge = self.verified_sms_challenge(partner_key, &seed.phone, SmsPurpose::LinkAccount).await;
+        let challenge = self.verified_sms_challenge(partner_key, &person_id, &seed.phone, SmsPurpose::LinkAccount).await;
         let user_ref = format!("user-{}", uuid::Uuid::new_v4().simple());
         privacy::sensitive(&user_ref);
         self.links(Some(partner_key))
@@ -137,10 +137,22 @@ impl Stack {
         token
     }
 
-    async fn verified_sms_challenge(&self, partner_key: &str, phone: &str, purpose: SmsPurpose) -> String {
+    /// Sends a code to `person_id`'s phone on record (`phone`) and verifies it, as the partner
+    /// holding `partner_key`; the challenge id.
+    async fn verified_sms_challenge(
+        &self,
+        partner_key: &str,
+        person_id: &str,
+        phone: &str,
+        purpose: SmsPurpose,
+    ) -> String {
         let mut sms = self.sms_codes(Some(partner_key));
         let sent = sms
-            .send_sms_code(SendSmsCodeRequest { phone: phone.to_owned(), purpose: purpose as i32 })
+            .send_sms_code(SendSmsCodeRequest {
+                person_id: person_id.to_owned(),
+                purpose: purpose as i32,
+                ..Default::default()
+            })
             .await
             .expect("send code")
             .into_inner();
@@ -184,6 +196,7 @@ impl Stack {
                     person_id: person.person_id.clone(),
                     purpose: purpose as i32,
                     reference: String::new(),
+                    ..Default::default()
                 },
                 &person.token,
             ))
