@@ -374,8 +374,8 @@ mod tests {
     }
 
     async fn store(dir: &tempfile::TempDir, keys: &DataKeys) -> Idempotency {
-        let db = Db::connect(&format!("sqlite://{}", dir.path().join("i.db").display()), &PoolOptions::default())
-            .unwrap();
+        let db =
+            Db::connect(&format!("sqlite://{}", dir.path().join("i.db").display()), &PoolOptions::default()).unwrap();
         db.run(|conn| {
             diesel::sql_query(
                 "CREATE TABLE idempotency_records (partner_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, \

@@ -149,7 +149,12 @@ impl Seeder {
 
     /// Sends an SMS code to the person's phone on record (`phone`), reads it from the webhook,
     /// verifies it; the verified challenge id.
-    async fn verified_challenge(&self, target: &Target, person: &Registered, purpose: SmsPurpose) -> anyhow::Result<String> {
+    async fn verified_challenge(
+        &self,
+        target: &Target,
+        person: &Registered,
+        purpose: SmsPurpose,
+    ) -> anyhow::Result<String> {
         let phone = person.phone.as_str();
         let sms = target.sms.as_ref().context(
             "seeding needs SMS codes: with --target remote, pass --sms-webhook-listen and start identity-svc with \

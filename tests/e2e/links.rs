@@ -109,8 +109,7 @@ async fn register_sms_real_name_link_token_read_and_unlink() {
     // The mini program links too, with a code of its own.
     let mini_ref = user_ref("mini-user");
     let challenge =
-        verified_challenge(&stack, &stack.keys.mini_program, &person_id, &person.phone, SmsPurpose::LinkAccount)
-            .await;
+        verified_challenge(&stack, &stack.keys.mini_program, &person_id, &person.phone, SmsPurpose::LinkAccount).await;
     stack
         .links(Some(&stack.keys.mini_program))
         .link_partner_account(link(&person_id, &mini_ref, &challenge))

@@ -143,7 +143,8 @@ async fn the_eleventh_code_of_a_day_is_refused_until_the_next_day() {
     let (person_id, _) = person_with_phone(&stack).await;
     let mut sms = stack.sms_codes(Some(&stack.keys.bank));
     for n in 1..=10 {
-        let sent = sms.send_sms_code(send(&person_id, SmsPurpose::RealName)).await.unwrap_or_else(|e| panic!("{n}: {e:?}"));
+        let sent =
+            sms.send_sms_code(send(&person_id, SmsPurpose::RealName)).await.unwrap_or_else(|e| panic!("{n}: {e:?}"));
         if n == 10 {
             let resend = medins_common::convert::from_timestamp(sent.get_ref().resend_after.as_ref().unwrap()).unwrap();
             assert_eq!(resend.with_timezone(&medins_common::clock::china_standard_time()).time(), NaiveTime::MIN);
@@ -518,8 +519,11 @@ async fn a_person_without_a_phone_cannot_complete_real_name() {
         .unwrap()
         .person_id;
     // No code can even be sent: there is no phone on record to send it to.
-    let error =
-        stack.sms_codes(Some(&stack.keys.bank)).send_sms_code(send(&person_id, SmsPurpose::RealName)).await.unwrap_err();
+    let error = stack
+        .sms_codes(Some(&stack.keys.bank))
+        .send_sms_code(send(&person_id, SmsPurpose::RealName))
+        .await
+        .unwrap_err();
     assert_status(&error, Code::FailedPrecondition, "PHONE_REQUIRED");
     assert!(stack.sms.sent().is_empty(), "nothing was sent");
     // Nor does a challenge of someone else's phone complete it.

@@ -356,7 +356,8 @@ mod tests {
 
     #[test]
     fn a_passing_submission_ends_the_session_passed() {
-        let decision = decide_submission(&pending(0), "fp", "fp", &submit(true, 0.9), Threshold::default(), at(1)).unwrap();
+        let decision =
+            decide_submission(&pending(0), "fp", "fp", &submit(true, 0.9), Threshold::default(), at(1)).unwrap();
         assert_eq!(decision, SubmitDecision::Record { status: FaceStatus::Passed, submissions: 1, passed: true });
     }
 
@@ -392,7 +393,10 @@ mod tests {
             decide_submission(&expired, "fp", "fp", &ok, threshold, at(9)).unwrap_err().reason(),
             Reason::FaceSessionExpired
         );
-        assert_eq!(decide_submission(&pending(1), "fp", "fp", &ok, threshold, at(5)).unwrap(), SubmitDecision::ExpireAndRefuse);
+        assert_eq!(
+            decide_submission(&pending(1), "fp", "fp", &ok, threshold, at(5)).unwrap(),
+            SubmitDecision::ExpireAndRefuse
+        );
     }
 
     #[test]
@@ -403,7 +407,10 @@ mod tests {
         for session in [pending(0), pending(2), ended] {
             for (bound, submitter) in [("fp-a", "fp-b"), ("", "fp-b"), ("", "")] {
                 let error = decide_submission(&session, bound, submitter, &ok, threshold, at(1)).unwrap_err();
-                assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::FaceProviderMismatch));
+                assert_eq!(
+                    (error.code(), error.reason()),
+                    (tonic::Code::PermissionDenied, Reason::FaceProviderMismatch)
+                );
             }
         }
         assert!(matches!(

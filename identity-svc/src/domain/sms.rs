@@ -504,7 +504,10 @@ mod tests {
         let busy_phone = SendHistory { sent_today: 10, last_sent_at: Some(now) };
         assert_eq!(decide_send(now, today, full, busy_phone).unwrap_err().limit, RateLimit::PartnerQuota);
         assert!(decide_send(now, today, PartnerBudget { sent_today: 2, quota: 3 }, fresh).is_ok());
-        assert_eq!(decide_send(now, today, PartnerBudget { sent_today: 0, quota: 0 }, fresh).unwrap_err().limit, RateLimit::PartnerQuota);
+        assert_eq!(
+            decide_send(now, today, PartnerBudget { sent_today: 0, quota: 0 }, fresh).unwrap_err().limit,
+            RateLimit::PartnerQuota
+        );
     }
 
     #[test]
@@ -564,7 +567,8 @@ mod tests {
     #[test]
     fn a_first_send_is_allowed_with_a_five_minute_code() {
         let now = at("2026-11-23 02:00:00");
-        let allowed = decide_send(now, date("2026-11-23"), ROOM, SendHistory { sent_today: 0, last_sent_at: None }).unwrap();
+        let allowed =
+            decide_send(now, date("2026-11-23"), ROOM, SendHistory { sent_today: 0, last_sent_at: None }).unwrap();
         assert_eq!(allowed.expires_at, at("2026-11-23 02:05:00"));
         assert_eq!(allowed.resend_after, at("2026-11-23 02:01:00"));
     }
@@ -580,7 +584,10 @@ mod tests {
         );
         let error = refused.into_error();
         assert_eq!((error.code(), error.reason()), (tonic::Code::ResourceExhausted, Reason::SmsRateLimited));
-        assert!(decide_send(at("2026-11-23 02:01:00"), date("2026-11-23"), ROOM, history).is_ok(), "60 s later is fine");
+        assert!(
+            decide_send(at("2026-11-23 02:01:00"), date("2026-11-23"), ROOM, history).is_ok(),
+            "60 s later is fine"
+        );
     }
 
     #[test]

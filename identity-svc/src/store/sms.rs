@@ -331,9 +331,7 @@ impl SmsStore {
         let (phone, partner_id) = (phone.to_owned(), partner_id.to_owned());
         let now = self.clock.stored_now();
         self.db
-            .run(move |conn| {
-                store.check_consumable(conn, &challenge_id.to_string(), &phone, purpose, &partner_id, now)
-            })
+            .run(move |conn| store.check_consumable(conn, &challenge_id.to_string(), &phone, purpose, &partner_id, now))
             .await
     }
 
@@ -365,7 +363,8 @@ impl SmsStore {
 /// Makes sure partner `partner_id` has its row for `today`, locks it (on PostgreSQL; SQLite's
 /// `BEGIN IMMEDIATE` already holds the database write lock) and returns its count.
 fn lock_partner_day(conn: &mut DbConnection, partner_id: &str, today: chrono::NaiveDate) -> ApiResult<i32> {
-    let row = (sms_partner_days::partner_id.eq(partner_id), sms_partner_days::day.eq(today), sms_partner_days::sent.eq(0));
+    let row =
+        (sms_partner_days::partner_id.eq(partner_id), sms_partner_days::day.eq(today), sms_partner_days::sent.eq(0));
     match conn {
         DbConnection::Postgres(pg) => {
             // The upsert takes the row lock even when the row exists; it is held until commit.

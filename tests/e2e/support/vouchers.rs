@@ -109,7 +109,8 @@ impl Stack {
             .await
             .expect("real name");
         self.clock.advance(chrono::Duration::seconds(61));
-        let challenge = self.verified_sms_challenge(partner_key, &person_id, &seed.phone, SmsPurpose::LinkAccount).await;
+        let challenge =
+            self.verified_sms_challenge(partner_key, &person_id, &seed.phone, SmsPurpose::LinkAccount).await;
         let user_ref = format!("user-{}", uuid::Uuid::new_v4().simple());
         privacy::sensitive(&user_ref);
         self.links(Some(partner_key))
