@@ -220,3 +220,24 @@ fn partner_create_list_and_revoke_manage_the_partners_file() {
     // Revoking again has nothing to revoke and says so by failing.
     assert!(!partner(&["revoke", "cli-hospital"], &file).status.success());
 }
+
+#[test]
+fn partner_create_records_a_face_provider_and_an_sms_quota() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("partners.toml");
+    stdout_of(&partner(&["create", "--id", "face-co", "--kind", "FACE_PROVIDER"], &file));
+    stdout_of(&partner(
+        &["create", "--id", "city", "--kind", "CITY_APP", "--face-provider", "face-co", "--sms-daily-quota", "7"],
+        &file,
+    ));
+    // A face provider must be a FACE_PROVIDER partner: refused, and the file is left as it was.
+    let refused = partner(&["create", "--id", "app2", "--kind", "MINI_PROGRAM", "--face-provider", "city"], &file);
+    assert!(!refused.status.success());
+    let loaded = PartnersFile::load(&file).expect("load");
+    assert!(loaded.partners.iter().all(|p| p.id != "app2"), "nothing of the refused partner was saved");
+    let live = Partners::from_file(&loaded);
+    let city = live.get("city").expect("city");
+    assert_eq!((city.face_provider.as_deref(), city.sms_daily_quota), (Some("face-co"), 7));
+    let face = live.get("face-co").expect("face-co");
+    assert_eq!((face.face_provider.as_deref(), face.sms_daily_quota), (None, 100), "the kind's default quota");
+}
