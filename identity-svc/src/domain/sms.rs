@@ -142,19 +142,29 @@ pub fn china_day(at: NaiveDateTime) -> NaiveDate {
 }
 
 /// Where a SendSmsCode request's code goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Recipient {
     /// The phone on record of this person.
     PhoneOnRecord(uuid::Uuid),
-    /// The phone the request gives (purposes that prove a new phone).
-    GivenPhone(String),
+    /// The phone the request gives, validated (purposes that prove a new phone).
+    GivenPhone(super::phone::Phone),
+}
+
+impl std::fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipient::PhoneOnRecord(person_id) => f.debug_tuple("PhoneOnRecord").field(person_id).finish(),
+            // Never the phone itself.
+            Recipient::GivenPhone(_) => f.write_str("GivenPhone(..)"),
+        }
+    }
 }
 
 /// Where the code of a request for `purpose` goes, from what the request holds: `phone` (raw,
 /// possibly empty) and `person_id` (parsed, if given). For purposes that go to the phone on
 /// record, `phone` must be empty (INVALID_ARGUMENT otherwise, whatever it holds: no caller
 /// learns whether a phone is on record by guessing one) and `person_id` set; for the others
-/// `phone` must be set.
+/// `phone` must be a valid mobile number (INVALID_ARGUMENT / INVALID_PHONE otherwise).
 pub fn decide_recipient(purpose: SmsPurpose, phone: &str, person_id: Option<uuid::Uuid>) -> ApiResult<Recipient> {
     if purpose.goes_to_phone_on_record() {
         if !phone.is_empty() {
@@ -172,7 +182,7 @@ pub fn decide_recipient(purpose: SmsPurpose, phone: &str, person_id: Option<uuid
     if phone.is_empty() {
         return Err(ApiError::invalid_field(Reason::InvalidArgument, "phone", "must be set for this purpose"));
     }
-    Ok(Recipient::GivenPhone(phone.to_owned()))
+    super::phone::parse(phone).map(Recipient::GivenPhone).map_err(|e| super::person::phone_error("phone", e))
 }
 
 /// The phone a code for a person goes to: theirs on record. NOT_FOUND / PERSON_NOT_FOUND when
@@ -237,28 +247,22 @@ pub struct RateLimited {
 }
 
 impl RateLimited {
-    /// RESOURCE_EXHAUSTED with RetryInfo: SMS_RATE_LIMITED for the phone's limits,
-    /// SMS_QUOTA_EXCEEDED for the partner's quota.
+    /// RESOURCE_EXHAUSTED with RetryInfo: SMS_RATE_LIMITED (metadata `limit`: `INTERVAL` or
+    /// `DAILY`) for the phone's limits, SMS_QUOTA_EXCEEDED for the partner's quota.
     pub fn into_error(self) -> ApiError {
-        let message = match self.limit {
-            RateLimit::Interval => "a code was sent to this phone less than 60 seconds ago",
-            RateLimit::Daily => "this phone has had 10 codes today",
-            RateLimit::PartnerQuota => {
-                return ApiError::resource_exhausted(
-                    Reason::SmsQuotaExceeded,
-                    "this partner has used its daily SMS quota; it renews at midnight China time",
-                    self.retry_after,
-                );
-            }
+        let phone_limit = |limit: &str, message: &str| {
+            ApiError::resource_exhausted(Reason::SmsRateLimited, message, self.retry_after)
+                .with_metadata("limit", limit)
         };
-        ApiError::resource_exhausted(Reason::SmsRateLimited, message, self.retry_after).with_metadata(
-            "limit",
-            match self.limit {
-                RateLimit::Interval => "INTERVAL",
-                RateLimit::Daily => "DAILY",
-                RateLimit::PartnerQuota => unreachable!("returned above"),
-            },
-        )
+        match self.limit {
+            RateLimit::Interval => phone_limit("INTERVAL", "a code was sent to this phone less than 60 seconds ago"),
+            RateLimit::Daily => phone_limit("DAILY", "this phone has had 10 codes today"),
+            RateLimit::PartnerQuota => ApiError::resource_exhausted(
+                Reason::SmsQuotaExceeded,
+                "this partner has used its daily SMS quota; it renews at midnight China time",
+                self.retry_after,
+            ),
+        }
     }
 }
 

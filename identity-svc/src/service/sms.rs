@@ -16,7 +16,6 @@ use tonic::{Request, Response, Status};
 use super::SharedState;
 use crate::domain::{
     audit::outcome_of,
-    person::phone_error,
     phone,
     sms::{self, Recipient, SmsPurpose},
 };
@@ -49,23 +48,18 @@ impl SmsService for SmsApi {
         let person_id =
             if body.person_id.is_empty() { None } else { Some(require_uuid("person_id", &body.person_id)?) };
         let recipient = sms::decide_recipient(purpose, &body.phone, person_id)?;
-        let given_phone = match &recipient {
-            Recipient::GivenPhone(raw) => Some(phone::parse(raw).map_err(|e| phone_error("phone", e))?),
-            Recipient::PhoneOnRecord(_) => None,
-        };
         let state = &self.state;
         let result = state
             .idempotency
             .run(&caller.id, "SendSmsCode", request.metadata(), body, || async {
-                let phone = match (&recipient, &given_phone) {
-                    (Recipient::PhoneOnRecord(person_id), _) => {
+                let phone = match &recipient {
+                    Recipient::PhoneOnRecord(person_id) => {
                         let person = state.persons.find(*person_id).await?;
                         let on_record = sms::phone_on_record(person.is_some(), person.and_then(|p| p.phone))?;
                         phone::parse(&on_record)
                             .map_err(|_| ApiError::internal("a phone on record does not parse as a phone"))?
                     }
-                    (Recipient::GivenPhone(_), Some(phone)) => phone.clone(),
-                    (Recipient::GivenPhone(_), None) => return Err(ApiError::internal("given phone not parsed").into()),
+                    Recipient::GivenPhone(phone) => phone.clone(),
                 };
                 let code = sms::generate_code(&mut rand::rngs::OsRng);
                 // Written first, so the limits count it while it is being sent; deleted again
