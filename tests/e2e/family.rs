@@ -604,3 +604,61 @@ async fn removal_suspends_a_family_only_voucher_and_members_of_16_remove_themsel
     assert_eq!((hidden.code(), reason(&hidden).as_str()), (Code::NotFound, "BINDING_NOT_FOUND"));
     stack.shutdown().await;
 }
+
+/// Sets `partner`'s face provider in the stack's partners file and reloads identity-svc.
+fn configure_face_provider(stack: &Stack, partner: &str, provider: &str) {
+    let mut file = medins_common::auth::PartnersFile::load(&stack.partners_file).expect("partners file");
+    file.set_face_provider(partner, Some(provider)).expect("configure provider");
+    file.save(&stack.partners_file).expect("save partners");
+    stack.identity_partners.reload().expect("reload partners");
+}
+
+#[tokio::test]
+async fn a_binding_face_check_goes_to_the_binders_partners_provider_and_no_other() {
+    use medins_common::auth::{PartnerKind, RateLimit};
+    let stack = crate::support::Stack::start_with(crate::support::StackOptions {
+        extra_partner: Some(("face-provider-2".into(), PartnerKind::FaceProvider, RateLimit::default())),
+        ..Default::default()
+    })
+    .await;
+    let second = stack.extra_key.clone().expect("second provider key");
+    // Two providers: the bank's own sessions (its customers' voucher activations) need one named.
+    configure_face_provider(&stack, "bank", "face-provider");
+    let child = stack.binder(0).await;
+    let parent = stack.insured_member(NaiveDate::from_ymd_opt(1956, 3, 10).unwrap()).await;
+    let documents = stack.binding_documents(&child).await;
+    // The bank now sends its customers to the second provider: insurance-svc starts the
+    // member's session on the bank's behalf, so it is bound to that one.
+    configure_face_provider(&stack, "bank", "face-provider-2");
+    let added = stack.add_member(&child, &parent, Relationship::Parent, &documents).await.expect("add parent");
+    let binding = added.binding.expect("binding");
+    let face = added.face_check.expect("face check");
+    let session = stack
+        .faces(Some(&stack.keys.ops))
+        .get_face_verification(medins_proto::identity::v1::GetFaceVerificationRequest {
+            session_id: face.session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(session.provider_id, "face-provider-2");
+
+    let submit = |key: &str| {
+        let mut faces = stack.faces(Some(key));
+        let request = SubmitFaceResultRequest {
+            session_id: face.session_id.clone(),
+            liveness_passed: true,
+            similarity: 0.97,
+            provider_reference: "prov-family-1".into(),
+        };
+        async move { faces.submit_face_result(request).await }
+    };
+    let refused = submit(&stack.keys.face_provider).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::PermissionDenied, "FACE_PROVIDER_MISMATCH"));
+    assert_eq!(stack.binding(&binding.binding_id).await.status, BindingStatus::PendingFace as i32);
+    submit(&second).await.expect("the bound provider decides");
+    stack.wait_for_binding(&binding.binding_id, BindingStatus::Active).await;
+    stack.shutdown().await;
+}
