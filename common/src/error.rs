@@ -109,6 +109,10 @@ reasons! {
     DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
     DatabaseUnavailable => "DATABASE_UNAVAILABLE",
     Internal => "INTERNAL",
+    // Issue 12, assurance levels and tokens that die with their link.
+    AssuranceLevelTooLow => "ASSURANCE_LEVEL_TOO_LOW",
+    PersonTokenRevoked => "PERSON_TOKEN_REVOKED",
+    PersonSuspended => "PERSON_SUSPENDED",
 }
 
 impl fmt::Display for Reason {
