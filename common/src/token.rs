@@ -629,15 +629,31 @@ pub fn authorize_person(
     now: DateTime<Utc>,
 ) -> ApiResult<Option<PersonClaims>> {
     let claims = person_token_claims(verifier, caller, metadata, now)?;
-    if let Some(claims) = &claims
-        && claims.person_id != person_id
-    {
-        return Err(ApiError::new(
+    require_person(claims.as_ref(), person_id)?;
+    Ok(claims)
+}
+
+fn require_person(claims: Option<&PersonClaims>, person_id: Uuid) -> ApiResult<()> {
+    match claims {
+        Some(claims) if claims.person_id != person_id => Err(ApiError::new(
             tonic::Code::PermissionDenied,
             Reason::PersonTokenInvalid,
             "the person token was issued for another person",
-        ));
+        )),
+        _ => Ok(()),
     }
+}
+
+/// [`authorize_person`] for a request: the token's person must be `person_id`, and the token
+/// must carry the assurance level the called RPC needs ([`request_person_claims`]).
+pub fn authorize_request_person<T>(
+    verifier: &PersonTokenVerifier,
+    request: &tonic::Request<T>,
+    person_id: Uuid,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<PersonClaims>> {
+    let claims = request_person_claims(verifier, request, now)?;
+    require_person(claims.as_ref(), person_id)?;
     Ok(claims)
 }
 

@@ -208,6 +208,7 @@ impl InsuranceService {
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
+        let revocation_refresher = self.state.person_tokens.spawn_revocation_refresher();
         let code_keys_watcher =
             self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
         let purger = self.state.idempotency.spawn_purger(std::time::Duration::from_secs(600));
@@ -256,6 +257,7 @@ impl InsuranceService {
         let result = serve(definition, listener, self.config.common.server_options(), shutdown).await;
         purger.abort();
         person_token_refresher.abort();
+        revocation_refresher.abort();
         code_keys_watcher.abort();
         result
     }

@@ -7,6 +7,7 @@ pub mod person;
 pub mod person_token;
 pub mod real_name;
 pub mod sms;
+pub mod suspension;
 
 use std::sync::Arc;
 
@@ -38,6 +39,10 @@ pub struct State {
     pub sms_sender: Arc<dyn crate::sms::SmsSender>,
     /// Who confirms real names.
     pub identity_authority: Arc<dyn crate::authority::IdentityAuthority>,
+    /// Assurance levels and suspensions.
+    pub assurance: crate::store::assurance::AssuranceStore,
+    /// Token revocations (the feed this process and insurance-svc refuse tokens by).
+    pub revocations: crate::store::revocation::RevocationStore,
 }
 
 /// Shared state handle.

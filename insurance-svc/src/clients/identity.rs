@@ -10,7 +10,7 @@ use medins_common::{
 };
 use medins_proto::identity::v1::{
     ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonRequest,
-    GetPublicKeysRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose, StartFaceVerificationRequest,
+    GetPublicKeysRequest, ListTokenRevocationsRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose, StartFaceVerificationRequest, TokenRevocation,
     StartFaceVerificationResponse, face_verification_service_client::FaceVerificationServiceClient,
     person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
 };
@@ -169,6 +169,17 @@ impl IdentityClient {
             )
             .await?;
         Ok(response.keys)
+    }
+
+    /// The token revocations of the last token lifetime (a single attempt: the caller polls
+    /// every second anyway).
+    pub async fn list_token_revocations(&self) -> ApiResult<Vec<TokenRevocation>> {
+        let mut client = self.tokens.clone();
+        let response = client
+            .list_token_revocations(self.peer.request(ListTokenRevocationsRequest {}))
+            .await
+            .map_err(|status| ApiError::from_remote(&status, ""))?;
+        Ok(response.into_inner().revocations)
     }
 
     /// One call with retries, inside a client span whose context travels in the metadata.
