@@ -596,7 +596,9 @@ pub fn person_token_claims(
     let invalid = |message: String| ApiError::new(tonic::Code::Unauthenticated, Reason::PersonTokenInvalid, message);
     let token = value.to_str().map_err(|_| invalid("person token is malformed".into()))?;
     let claims = verifier.verify(token.trim(), &caller.id, now).map_err(|error| match error {
-        TokenError::Revoked => ApiError::new(tonic::Code::Unauthenticated, Reason::PersonTokenRevoked, error.to_string()),
+        TokenError::Revoked => {
+            ApiError::new(tonic::Code::Unauthenticated, Reason::PersonTokenRevoked, error.to_string())
+        }
         TokenError::RevocationsStale => ApiError::unavailable(Reason::DependencyUnavailable, error.to_string()),
         _ => invalid(error.to_string()),
     })?;
@@ -1012,16 +1014,13 @@ mod tests {
         let ring = TokenKeyRing::generate(t0());
         let verifier = ring.verifier(t0());
         let at_ms = t0().timestamp_millis() + 123;
-        let issued =
-            sign_person_token(&ring.ring, person(), PARTNER, AssuranceLevel::RealNameAndFace, at_ms);
+        let issued = sign_person_token(&ring.ring, person(), PARTNER, AssuranceLevel::RealNameAndFace, at_ms);
         let claims = verifier.verify(&issued.token, PARTNER, t0()).unwrap();
         assert_eq!(claims.assurance_level, AssuranceLevel::RealNameAndFace);
         assert_eq!(claims.issued_at_ms, at_ms);
         assert_eq!(claims.issued_at, t0().timestamp());
-        let body: serde_json::Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD.decode(issued.token.split('.').nth(1).unwrap()).unwrap(),
-        )
-        .unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(issued.token.split('.').nth(1).unwrap()).unwrap()).unwrap();
         assert_eq!(body["lvl"], 2);
         assert_eq!(body["iat_ms"], at_ms);
 

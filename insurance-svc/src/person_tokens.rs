@@ -49,13 +49,7 @@ impl PersonTokenKeys {
     pub fn new(identity: IdentityClient, clock: SharedClock, min_interval: Duration) -> PersonTokenKeys {
         let verifier = PersonTokenVerifier::new(Vec::new());
         verifier.revocations().require_refresh_within(REVOCATION_MAX_STALENESS);
-        PersonTokenKeys {
-            verifier,
-            identity,
-            clock,
-            min_interval,
-            on_demand: tokio::sync::Mutex::new(None),
-        }
+        PersonTokenKeys { verifier, identity, clock, min_interval, on_demand: tokio::sync::Mutex::new(None) }
     }
 
     /// The verifier (tests, metrics).

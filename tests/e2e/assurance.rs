@@ -160,13 +160,17 @@ async fn a_level_1_token_is_refused_on_every_level_2_rpc_and_nothing_is_written(
     let bindings_before = stack.count_insurance_rows("family_bindings").await;
 
     let other = stack.member_aged(8, 0).await;
-    let add = stack.family(Some(&bank)).add_family_member(add_request(&weak, &other, Relationship::Child, &documents)).await;
+    let add =
+        stack.family(Some(&bank)).add_family_member(add_request(&weak, &other, Relationship::Child, &documents)).await;
     assert_eq!(code_and_reason(&add), too_low());
     assert_eq!(stack.count_insurance_rows("family_bindings").await, bindings_before);
 
     let aid = stack
         .family(Some(&bank))
-        .set_family_aid(with_person_token(SetFamilyAidRequest { binding_id: binding_id.clone(), enabled: true }, &level_1))
+        .set_family_aid(with_person_token(
+            SetFamilyAidRequest { binding_id: binding_id.clone(), enabled: true },
+            &level_1,
+        ))
         .await;
     assert_eq!(code_and_reason(&aid), too_low());
     assert!(!stack.binding(&binding_id).await.family_aid, "family aid stays off");
@@ -206,7 +210,10 @@ async fn a_level_1_token_is_refused_on_every_level_2_rpc_and_nothing_is_written(
     // And the level-2 token switches family aid.
     stack
         .family(Some(&bank))
-        .set_family_aid(with_person_token(SetFamilyAidRequest { binding_id: binding_id.clone(), enabled: true }, &binder.token))
+        .set_family_aid(with_person_token(
+            SetFamilyAidRequest { binding_id: binding_id.clone(), enabled: true },
+            &binder.token,
+        ))
         .await
         .expect("level 2 switches family aid");
     assert!(stack.binding(&binding_id).await.family_aid);

@@ -78,8 +78,9 @@ pub fn decide_token_issue(facts: TokenIssueFacts) -> ApiResult<AssuranceLevel> {
             "an operator suspended this person: no person tokens are issued until the suspension is lifted",
         ));
     }
-    effective_level(facts.real_name_verified, facts.stored_level)
-        .ok_or_else(|| ApiError::failed_precondition(Reason::RealNameRequired, "the person's real name is not verified"))
+    effective_level(facts.real_name_verified, facts.stored_level).ok_or_else(|| {
+        ApiError::failed_precondition(Reason::RealNameRequired, "the person's real name is not verified")
+    })
 }
 
 /// Validates an operator's reason: trimmed, 1-500 characters, no control characters.
@@ -147,7 +148,10 @@ mod tests {
         let reason = |facts| decide_token_issue(facts).unwrap_err().reason();
         let unlinked = TokenIssueFacts { live_link: false, suspended: true, real_name_verified: false, ..ok };
         assert_eq!(reason(unlinked), Reason::PartnerLinkRequired);
-        assert_eq!(reason(TokenIssueFacts { suspended: true, real_name_verified: false, ..ok }), Reason::PersonSuspended);
+        assert_eq!(
+            reason(TokenIssueFacts { suspended: true, real_name_verified: false, ..ok }),
+            Reason::PersonSuspended
+        );
         assert_eq!(reason(TokenIssueFacts { real_name_verified: false, ..ok }), Reason::RealNameRequired);
     }
 

@@ -7,8 +7,7 @@ use medins_common::{
 use medins_proto::identity::v1::{
     LinkPartnerAccountRequest, LinkPartnerAccountResponse, ListPartnerLinksRequest, ListPartnerLinksResponse,
     PartnerLink as PartnerLinkView, RevokePartnerLinkRequest, RevokePartnerLinkResponse, UnlinkPartnerAccountRequest,
-    UnlinkPartnerAccountResponse,
-    partner_link_service_server::PartnerLinkService,
+    UnlinkPartnerAccountResponse, partner_link_service_server::PartnerLinkService,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -130,8 +129,7 @@ impl PartnerLinkService for PartnerLinkApi {
         let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result: Result<_, Status> = async {
             authorize_person(&self.state, &request, person_id)?;
-            let unlinked =
-                self.end_link(&caller.id, person_id, RevocationReason::Unlinked).await?;
+            let unlinked = self.end_link(&caller.id, person_id, RevocationReason::Unlinked).await?;
             if unlinked {
                 tracing::info!(%person_id, partner = %caller.id, "partner account unlinked");
             }

@@ -15,10 +15,10 @@ use medins_common::{
     ApiError, ApiResult, Reason,
     assurance::AssuranceLevel,
     auth::{Caller, PartnerKind},
-    revocation::issue_time_after,
     convert::timestamp,
     error::require_uuid,
     keyring::WatchedKeyRing,
+    revocation::issue_time_after,
     token::{
         IssuedToken, ListedKey, PERSON_TOKEN_ALG, PersonTokenVerifier, TOKEN_KEY_RING, TokenKeyFileError, TokenKeyRing,
         authorize_request_person, sign_person_token,
@@ -26,8 +26,8 @@ use medins_common::{
 };
 use medins_proto::identity::v1::{
     AssuranceLevel as AssuranceLevelMessage, GetPublicKeysRequest, GetPublicKeysResponse, IssuePersonTokenRequest,
-    IssuePersonTokenResponse, ListTokenRevocationsRequest, ListTokenRevocationsResponse, PublicKey,
-    TokenRevocation, person_token_service_server::PersonTokenService,
+    IssuePersonTokenResponse, ListTokenRevocationsRequest, ListTokenRevocationsResponse, PublicKey, TokenRevocation,
+    person_token_service_server::PersonTokenService,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;

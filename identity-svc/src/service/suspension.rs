@@ -7,7 +7,9 @@ use medins_common::{
     convert::timestamp,
     error::require_uuid,
 };
-use medins_proto::identity::v1::{ResumePersonRequest, ResumePersonResponse, SuspendPersonRequest, SuspendPersonResponse};
+use medins_proto::identity::v1::{
+    ResumePersonRequest, ResumePersonResponse, SuspendPersonRequest, SuspendPersonResponse,
+};
 use tonic::{Request, Response, Status};
 
 use super::SharedState;

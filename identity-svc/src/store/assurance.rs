@@ -254,9 +254,7 @@ impl AssuranceStore {
                     };
                     let aad = FieldAad { table: SUSPENSIONS, column: "resume_reason_enc", row_id: &row_id };
                     let updated = diesel::update(
-                        person_suspensions::table
-                            .find(&row_id)
-                            .filter(person_suspensions::resumed_at.is_null()),
+                        person_suspensions::table.find(&row_id).filter(person_suspensions::resumed_at.is_null()),
                     )
                     .set((
                         person_suspensions::resumed_at.eq(Some(now.max(suspended_at))),

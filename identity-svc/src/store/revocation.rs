@@ -75,7 +75,11 @@ impl RevocationStore {
                 let rows: Vec<(String, Option<String>, NaiveDateTime)> = token_revocations::table
                     .filter(token_revocations::revoked_at.gt(since))
                     .order(token_revocations::revoked_at.asc())
-                    .select((token_revocations::person_id, token_revocations::partner_id, token_revocations::revoked_at))
+                    .select((
+                        token_revocations::person_id,
+                        token_revocations::partner_id,
+                        token_revocations::revoked_at,
+                    ))
                     .load(conn)?;
                 rows.into_iter()
                     .map(|(person_id, partner_id, revoked_at)| {

@@ -10,9 +10,10 @@ use medins_common::{
 };
 use medins_proto::identity::v1::{
     ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonRequest,
-    GetPublicKeysRequest, ListTokenRevocationsRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose, StartFaceVerificationRequest, TokenRevocation,
-    StartFaceVerificationResponse, face_verification_service_client::FaceVerificationServiceClient,
-    person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
+    GetPublicKeysRequest, ListTokenRevocationsRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose,
+    StartFaceVerificationRequest, StartFaceVerificationResponse, TokenRevocation,
+    face_verification_service_client::FaceVerificationServiceClient, person_service_client::PersonServiceClient,
+    person_token_service_client::PersonTokenServiceClient,
 };
 use tonic::{Code, Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 use uuid::Uuid;
