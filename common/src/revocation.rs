@@ -30,7 +30,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -131,13 +134,13 @@ struct Snapshot {
 /// The revocations a verifier knows, replaced as a whole by each refresh.
 pub struct TokenRevocations {
     snapshot: RwLock<Arc<Snapshot>>,
-    /// `None`: nothing refreshes this set and it never goes stale (unit tests, tools).
-    max_staleness: RwLock<Option<Duration>>,
+    /// Milliseconds; 0: nothing refreshes this set and it never goes stale (unit tests, tools).
+    max_staleness_ms: AtomicU64,
 }
 
 impl Default for TokenRevocations {
     fn default() -> Self {
-        Self { snapshot: RwLock::new(Arc::new(Snapshot::default())), max_staleness: RwLock::new(None) }
+        Self { snapshot: RwLock::new(Arc::new(Snapshot::default())), max_staleness_ms: AtomicU64::new(0) }
     }
 }
 
@@ -151,7 +154,8 @@ impl TokenRevocations {
     /// From now on, refuse to answer (stale) when the last refresh began more than `bound` ago
     /// or none has happened yet.
     pub fn require_refresh_within(&self, bound: Duration) {
-        *self.max_staleness.write().expect("revocations lock") = Some(bound);
+        let millis = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.max_staleness_ms.store(millis, Ordering::Relaxed);
     }
 
     /// Replaces the known revocations with `revocations`, read by a refresh that began at
@@ -181,10 +185,8 @@ impl TokenRevocations {
     /// What the feed says about a token with `claims`, now.
     pub fn check(&self, claims: &PersonClaims) -> RevocationCheck {
         let snapshot = self.snapshot.read().expect("revocations lock").clone();
-        let bound = *self.max_staleness.read().expect("revocations lock");
-        if let Some(bound) = bound
-            && snapshot.refreshed.is_none_or(|at| at.elapsed() > bound)
-        {
+        let bound = self.max_staleness_ms.load(Ordering::Relaxed);
+        if bound > 0 && snapshot.refreshed.is_none_or(|at| at.elapsed() > Duration::from_millis(bound)) {
             return RevocationCheck::Stale;
         }
         let revoked = snapshot

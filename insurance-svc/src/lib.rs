@@ -262,3 +262,17 @@ impl InsuranceService {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_insurance_rpc_that_needs_assurance_level_2_is_served_here() {
+        let level_2 = medins_common::assurance::LEVEL_2_METHODS.iter().filter(|m| m.starts_with("/medins.insurance."));
+        let mut count = 0;
+        for method in level_2 {
+            assert!(super::METHOD_SCOPES.iter().any(|(served, _)| served == method), "{method} is not an RPC");
+            count += 1;
+        }
+        assert_eq!(count, 3, "AddFamilyMember, SetFamilyAid, ApplyForCard");
+    }
+}
