@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use medins_proto::{
     identity::v1::{
-        GetPersonRequest, IssuePersonTokenRequest, ListPartnerLinksRequest, ResumePersonRequest,
-        RevokePartnerLinkRequest, SuspendPersonRequest, UnlinkPartnerAccountRequest,
+        GetPersonRequest, IssuePersonTokenRequest, ListPartnerLinksRequest, ListTokenRevocationsRequest,
+        ResumePersonRequest, RevokePartnerLinkRequest, SuspendPersonRequest, UnlinkPartnerAccountRequest,
     },
     insurance::v1::ListAccountEntriesRequest,
 };
@@ -335,5 +335,44 @@ async fn insurance_svc_refuses_tokens_when_it_cannot_refresh_revocations() {
         assert!(Instant::now() < deadline, "tokens never worked again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_medins_services_read_the_revocation_feed_and_it_names_no_personal_data() {
+    let stack = Stack::start().await;
+    let bank = stack.keys.bank.clone();
+    let person = stack.front_door_person(&bank).await;
+    stack
+        .links(Some(&bank))
+        .unlink_partner_account(with_person_token(
+            UnlinkPartnerAccountRequest { person_id: person.person_id.clone() },
+            &person.token,
+        ))
+        .await
+        .expect("unlink");
+    for key in [&bank, &stack.keys.ops, &stack.keys.hospital] {
+        let refused = stack.person_tokens(Some(key)).list_token_revocations(ListTokenRevocationsRequest {}).await;
+        assert_eq!(code_and_reason(&refused), Some((Code::PermissionDenied, "PERMISSION_DENIED_SCOPE".into())));
+    }
+    let feed = stack
+        .person_tokens(Some(&stack.keys.service))
+        .list_token_revocations(ListTokenRevocationsRequest {})
+        .await
+        .expect("a medins service reads the feed")
+        .into_inner();
+    assert_eq!(feed.revocations.len(), 1);
+    let revocation = &feed.revocations[0];
+    assert_eq!((revocation.person_id.as_str(), revocation.partner_id.as_str()), (person.person_id.as_str(), "bank"));
+    assert!(revocation.revoked_at.is_some() && feed.since.is_some());
+    // Older than a token lifetime: out of the feed.
+    stack.clock.advance(chrono::Duration::minutes(16));
+    let feed = stack
+        .person_tokens(Some(&stack.keys.service))
+        .list_token_revocations(ListTokenRevocationsRequest {})
+        .await
+        .expect("feed")
+        .into_inner();
+    assert!(feed.revocations.is_empty());
     stack.shutdown().await;
 }
