@@ -129,6 +129,9 @@ struct Snapshot {
     by_person: HashMap<Uuid, Vec<Revocation>>,
     /// When the refresh that produced this snapshot began; `None` before the first.
     refreshed: Option<Instant>,
+    /// Revocations added locally since, with when: a refresh that began before one was added may
+    /// not have read it, so it is carried over until a refresh that began later.
+    added: Vec<(Instant, Revocation)>,
 }
 
 /// The revocations a verifier knows, replaced as a whole by each refresh.
@@ -170,7 +173,11 @@ impl TokenRevocations {
         if snapshot.refreshed.is_some_and(|last| last > began) {
             return;
         }
-        *snapshot = Arc::new(Snapshot { by_person, refreshed: Some(began) });
+        let added: Vec<(Instant, Revocation)> = snapshot.added.iter().filter(|(at, _)| *at >= began).cloned().collect();
+        for (_, revocation) in &added {
+            by_person.entry(revocation.person_id).or_default().push(revocation.clone());
+        }
+        *snapshot = Arc::new(Snapshot { by_person, refreshed: Some(began), added });
     }
 
     /// Adds one revocation at once (the process that wrote it refuses the token immediately,
@@ -178,8 +185,10 @@ impl TokenRevocations {
     pub fn add(&self, revocation: Revocation) {
         let mut snapshot = self.snapshot.write().expect("revocations lock");
         let mut by_person = snapshot.by_person.clone();
-        by_person.entry(revocation.person_id).or_default().push(revocation);
-        *snapshot = Arc::new(Snapshot { by_person, refreshed: snapshot.refreshed });
+        by_person.entry(revocation.person_id).or_default().push(revocation.clone());
+        let mut added = snapshot.added.clone();
+        added.push((Instant::now(), revocation));
+        *snapshot = Arc::new(Snapshot { by_person, refreshed: snapshot.refreshed, added });
     }
 
     /// What the feed says about a token with `claims`, now.
@@ -277,6 +286,19 @@ mod tests {
         set.replace([Revocation { person_id: person, partner_id: None, revoked_at_ms: 10 }], newer);
         set.replace([], older);
         assert_eq!(set.check(&claims(person, "bank", 5)), RevocationCheck::Revoked);
+    }
+
+    #[test]
+    fn a_local_revocation_survives_a_refresh_that_began_before_it() {
+        let person = Uuid::now_v7();
+        let set = TokenRevocations::default();
+        let began = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        set.add(Revocation { person_id: person, partner_id: None, revoked_at_ms: 10 });
+        set.replace([], began);
+        assert_eq!(set.check(&claims(person, "bank", 5)), RevocationCheck::Revoked, "kept");
+        set.replace([], Instant::now());
+        assert_eq!(set.check(&claims(person, "bank", 5)), RevocationCheck::Live, "a later refresh decides");
     }
 
     #[test]
