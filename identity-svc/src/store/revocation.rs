@@ -108,8 +108,8 @@ impl RevocationStore {
         Ok(count)
     }
 
-    /// Refreshes `into` every [`REVOCATION_REFRESH_INTERVAL`] until the task is aborted. A failed
-    /// refresh is logged; after a few, `into` fails closed by itself.
+    /// Refreshes `into` every [`REVOCATION_REFRESH_INTERVAL`] until the task is aborted. An outage
+    /// is logged once; after a few seconds of it, `into` fails closed by itself.
     pub fn spawn_refresher(
         self,
         into: Arc<crate::service::person_token::PersonTokens>,
@@ -118,10 +118,21 @@ impl RevocationStore {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(REVOCATION_REFRESH_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
             loop {
                 ticks.tick().await;
-                if let Err(error) = self.refresh(into.verifier().revocations(), &clock).await {
-                    tracing::warn!(%error, "person-token revocations not refreshed");
+                match self.refresh(into.verifier().revocations(), &clock).await {
+                    Ok(_) if failing => {
+                        tracing::info!("person-token revocations refreshed again");
+                        failing = false;
+                    }
+                    Ok(_) => {}
+                    // Once per outage: the database being down is reported elsewhere too.
+                    Err(error) if !failing => {
+                        tracing::warn!(%error, "person-token revocations not refreshed; tokens are refused after a few seconds");
+                        failing = true;
+                    }
+                    Err(_) => {}
                 }
             }
         })
