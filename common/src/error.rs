@@ -114,6 +114,10 @@ reasons! {
     FaceProviderRequired => "FACE_PROVIDER_REQUIRED",
     FaceProviderUnknown => "FACE_PROVIDER_UNKNOWN",
     FaceProviderMismatch => "FACE_PROVIDER_MISMATCH",
+    // Issue 12, assurance levels and tokens that die with their link.
+    AssuranceLevelTooLow => "ASSURANCE_LEVEL_TOO_LOW",
+    PersonTokenRevoked => "PERSON_TOKEN_REVOKED",
+    PersonSuspended => "PERSON_SUSPENDED",
 }
 
 impl fmt::Display for Reason {

@@ -1,6 +1,7 @@
 //! What identity-svc and insurance-svc share: configuration, telemetry, partner auth, errors,
 //! storage, idempotency, server bootstrap and the cryptography of personal data.
 
+pub mod assurance;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod keyring;
 pub mod mask;
 pub mod peer;
 pub mod phone;
+pub mod revocation;
 pub mod server;
 pub mod telemetry;
 pub mod token;

@@ -9,8 +9,14 @@
 //!
 //! ```text
 //! header: {"alg":"EdDSA","typ":"medins-person+jwt","kid":"pt-20261123-1a2b3c4d"}
-//! claims: {"sub":"<person id>","partner":"<partner id>","iat":1795000000,"exp":1795000900,"jti":"<uuid>"}
+//! claims: {"sub":"<person id>","partner":"<partner id>","iat":1795000000,"exp":1795000900,"jti":"<uuid>",
+//!          "lvl":2,"iat_ms":1795000000123}
 //! ```
+//!
+//! `lvl` is the person's assurance level when the token was issued ([`crate::assurance`]);
+//! `iat_ms` the issue time in milliseconds (`iat` is its whole seconds), which revocations are
+//! compared with ([`crate::revocation`]). Tokens signed before these claims existed lack them and
+//! count as level 1 issued at `iat` (every such token was issued to a real-name verified person).
 //!
 //! A token lives [`PERSON_TOKEN_LIFETIME_SECS`] (15 minutes).
 //!
@@ -54,8 +60,10 @@ use uuid::Uuid;
 
 use crate::{
     ApiError, ApiResult, Reason,
-    auth::{Partner, PartnerKind},
+    assurance::{AssuranceLevel, require_level},
+    auth::{CalledMethod, Caller, Partner, PartnerKind},
     keyring::{KeyFileError, RingSettings, SigningKeyRing},
+    revocation::{RevocationCheck, TokenRevocations},
 };
 
 /// How long a person token is valid after it is issued: 15 minutes.
@@ -104,6 +112,10 @@ pub struct PersonClaims {
     pub token_id: String,
     /// Id of the key that signed the token (header `kid`).
     pub key_id: String,
+    /// Issue time, Unix milliseconds (`iat_ms`; `iat` * 1000 in tokens without it).
+    pub issued_at_ms: i64,
+    /// The person's assurance level when the token was issued (`lvl`; 1 in tokens without it).
+    pub assurance_level: AssuranceLevel,
 }
 
 impl PersonClaims {
@@ -132,6 +144,13 @@ pub enum TokenError {
     /// The token was issued to another partner than the caller.
     #[error("person token was issued to another partner")]
     WrongPartner,
+    /// The partner's right to act for the person ended after the token was issued (unlinked,
+    /// revoked by the person, person suspended).
+    #[error("person token was revoked: the partner's link with the person ended or the person is suspended")]
+    Revoked,
+    /// The revocation feed is too old to tell whether the token was revoked.
+    #[error("person-token revocations cannot be refreshed now, retry later")]
+    RevocationsStale,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -150,6 +169,10 @@ struct WireClaims {
     iat: i64,
     exp: i64,
     jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lvl: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat_ms: Option<i64>,
 }
 
 /// A token just issued.
@@ -265,10 +288,10 @@ impl TokenKeyRing {
         PersonTokenVerifier::new(self.listed_keys(now))
     }
 
-    /// Signs a token for `person_id`, issued to `partner_id`, valid from `now` for
+    /// Signs a level-1 token for `person_id`, issued to `partner_id`, valid from `now` for
     /// [`PERSON_TOKEN_LIFETIME_SECS`], with the current key.
     pub fn sign(&self, person_id: Uuid, partner_id: &str, now: DateTime<Utc>) -> IssuedToken {
-        sign_person_token(&self.ring, person_id, partner_id, now)
+        sign_person_token(&self.ring, person_id, partner_id, AssuranceLevel::RealName, now.timestamp_millis())
     }
 
     /// The generic ring underneath (for a [`crate::keyring::WatchedKeyRing`] over the file).
@@ -277,18 +300,27 @@ impl TokenKeyRing {
     }
 }
 
-/// Signs a person token with the current key of a ring of [`TOKEN_KEY_RING`] settings.
-pub fn sign_person_token(ring: &SigningKeyRing, person_id: Uuid, partner_id: &str, now: DateTime<Utc>) -> IssuedToken {
-    sign_with(ring.current_signer(), person_id, partner_id, now.timestamp(), PERSON_TOKEN_LIFETIME_SECS)
+/// Signs a person token of assurance `level`, issued at `issued_at_ms` (Unix milliseconds),
+/// with the current key of a ring of [`TOKEN_KEY_RING`] settings.
+pub fn sign_person_token(
+    ring: &SigningKeyRing,
+    person_id: Uuid,
+    partner_id: &str,
+    level: AssuranceLevel,
+    issued_at_ms: i64,
+) -> IssuedToken {
+    sign_with(ring.current_signer(), person_id, partner_id, issued_at_ms, PERSON_TOKEN_LIFETIME_SECS, level)
 }
 
 fn sign_with(
     (kid, signing): (&str, &SigningKey),
     person_id: Uuid,
     partner_id: &str,
-    iat: i64,
+    iat_ms: i64,
     lifetime: i64,
+    level: AssuranceLevel,
 ) -> IssuedToken {
+    let iat = iat_ms.div_euclid(1000);
     let claims = PersonClaims {
         person_id,
         partner_id: partner_id.to_owned(),
@@ -296,6 +328,8 @@ fn sign_with(
         expires_at: iat + lifetime,
         token_id: Uuid::new_v4().to_string(),
         key_id: kid.to_owned(),
+        issued_at_ms: iat_ms,
+        assurance_level: level,
     };
     let header = WireHeader { alg: PERSON_TOKEN_ALG.into(), typ: PERSON_TOKEN_TYPE.into(), kid: kid.to_owned() };
     let wire = WireClaims {
@@ -304,6 +338,8 @@ fn sign_with(
         iat: claims.issued_at,
         exp: claims.expires_at,
         jti: claims.token_id.clone(),
+        lvl: Some(level.number()),
+        iat_ms: Some(iat_ms),
     };
     let token = sign_parts(
         signing,
@@ -345,6 +381,7 @@ pub struct PersonTokenVerifier {
     keys: RwLock<Arc<HashMap<String, VerifierKey>>>,
     cache: Mutex<HashMap<[u8; 32], CachedToken>>,
     capacity: usize,
+    revocations: TokenRevocations,
 }
 
 impl fmt::Debug for PersonTokenVerifier {
@@ -365,7 +402,13 @@ impl PersonTokenVerifier {
             keys: RwLock::new(Arc::new(key_map(keys))),
             cache: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            revocations: TokenRevocations::default(),
         }
+    }
+
+    /// The revocations this verifier refuses tokens by (refreshed by the service that owns it).
+    pub fn revocations(&self) -> &TokenRevocations {
+        &self.revocations
     }
 
     /// Replaces the known keys (after a refresh from `GetPublicKeys` or a key-file reload).
@@ -385,7 +428,8 @@ impl PersonTokenVerifier {
     }
 
     /// Verifies `token` for a call by `expected_partner_id` at `now`: well formed, signed by a
-    /// listed key, not expired (`exp <= now` is refused, no leeway), issued to that partner.
+    /// listed key, not expired (`exp <= now` is refused, no leeway), issued to that partner, not
+    /// revoked (checked on every call, cache hits included).
     ///
     /// The caller still checks that the token's person is the one the call is about.
     pub fn verify(
@@ -421,7 +465,11 @@ impl PersonTokenVerifier {
         if claims.partner_id != expected_partner_id {
             return Err(TokenError::WrongPartner);
         }
-        Ok(claims)
+        match self.revocations.check(&claims) {
+            RevocationCheck::Live => Ok(claims),
+            RevocationCheck::Revoked => Err(TokenError::Revoked),
+            RevocationCheck::Stale => Err(TokenError::RevocationsStale),
+        }
     }
 
     fn verify_uncached(&self, token: &str, now: DateTime<Utc>) -> Result<PersonClaims, TokenError> {
@@ -461,6 +509,14 @@ impl PersonTokenVerifier {
         {
             return Err(TokenError::Malformed);
         }
+        let issued_at_ms = wire.iat_ms.unwrap_or(wire.iat.saturating_mul(1000));
+        let assurance_level = match wire.lvl {
+            None => AssuranceLevel::RealName,
+            Some(number) => AssuranceLevel::from_number(i64::from(number)).ok_or(TokenError::Malformed)?,
+        };
+        if issued_at_ms.div_euclid(1000) != wire.iat {
+            return Err(TokenError::Malformed);
+        }
         if wire.exp <= now.timestamp() {
             return Err(TokenError::Expired);
         }
@@ -471,6 +527,8 @@ impl PersonTokenVerifier {
             expires_at: wire.exp,
             token_id: wire.jti,
             key_id: header.kid,
+            issued_at_ms,
+            assurance_level,
         })
     }
 
@@ -537,8 +595,29 @@ pub fn person_token_claims(
     };
     let invalid = |message: String| ApiError::new(tonic::Code::Unauthenticated, Reason::PersonTokenInvalid, message);
     let token = value.to_str().map_err(|_| invalid("person token is malformed".into()))?;
-    let claims = verifier.verify(token.trim(), &caller.id, now).map_err(|error| invalid(error.to_string()))?;
+    let claims = verifier.verify(token.trim(), &caller.id, now).map_err(|error| match error {
+        TokenError::Revoked => {
+            ApiError::new(tonic::Code::Unauthenticated, Reason::PersonTokenRevoked, error.to_string())
+        }
+        TokenError::RevocationsStale => ApiError::unavailable(Reason::DependencyUnavailable, error.to_string()),
+        _ => invalid(error.to_string()),
+    })?;
     Ok(Some(claims))
+}
+
+/// The verified claims of a call's person token ([`person_token_claims`]), and the assurance
+/// level the called RPC needs ([`crate::assurance::required_level`]): a token below it is
+/// PERMISSION_DENIED / ASSURANCE_LEVEL_TOO_LOW. The path both services take for every call that
+/// acts for a person.
+pub fn request_person_claims<T>(
+    verifier: &PersonTokenVerifier,
+    request: &tonic::Request<T>,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<PersonClaims>> {
+    let caller = Caller::of(request)?;
+    let claims = person_token_claims(verifier, &caller, request.metadata(), now)?;
+    require_level(claims.as_ref(), CalledMethod::of(request))?;
+    Ok(claims)
 }
 
 /// Checks that a call by `caller` may act for `person_id`: the one rule of DESIGN.md 4.3 both
@@ -552,15 +631,31 @@ pub fn authorize_person(
     now: DateTime<Utc>,
 ) -> ApiResult<Option<PersonClaims>> {
     let claims = person_token_claims(verifier, caller, metadata, now)?;
-    if let Some(claims) = &claims
-        && claims.person_id != person_id
-    {
-        return Err(ApiError::new(
+    require_person(claims.as_ref(), person_id)?;
+    Ok(claims)
+}
+
+fn require_person(claims: Option<&PersonClaims>, person_id: Uuid) -> ApiResult<()> {
+    match claims {
+        Some(claims) if claims.person_id != person_id => Err(ApiError::new(
             tonic::Code::PermissionDenied,
             Reason::PersonTokenInvalid,
             "the person token was issued for another person",
-        ));
+        )),
+        _ => Ok(()),
     }
+}
+
+/// [`authorize_person`] for a request: the token's person must be `person_id`, and the token
+/// must carry the assurance level the called RPC needs ([`request_person_claims`]).
+pub fn authorize_request_person<T>(
+    verifier: &PersonTokenVerifier,
+    request: &tonic::Request<T>,
+    person_id: Uuid,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<PersonClaims>> {
+    let claims = request_person_claims(verifier, request, now)?;
+    require_person(claims.as_ref(), person_id)?;
     Ok(claims)
 }
 
@@ -697,6 +792,8 @@ mod tests {
             iat: issued.claims.issued_at,
             exp: issued.claims.expires_at,
             jti: issued.claims.token_id.clone(),
+            lvl: Some(1),
+            iat_ms: Some(issued.claims.issued_at_ms),
         };
         let forged = format!(
             "{}.{}.{}",
@@ -745,7 +842,14 @@ mod tests {
         }
         // Correctly signed but with claims out of range: a lifetime over 15 minutes, or no person.
         let current = ring.ring.current_signer();
-        let long = sign_with(current, person(), PARTNER, t0().timestamp(), PERSON_TOKEN_LIFETIME_SECS + 1);
+        let long = sign_with(
+            current,
+            person(),
+            PARTNER,
+            t0().timestamp_millis(),
+            PERSON_TOKEN_LIFETIME_SECS + 1,
+            AssuranceLevel::RealName,
+        );
         assert_eq!(verifier.verify(&long.token, PARTNER, t0()), Err(TokenError::Malformed));
         let header = serde_json::to_vec(&serde_json::json!({"alg": "EdDSA", "typ": PERSON_TOKEN_TYPE, "kid": kid}));
         let no_person = sign_parts(
@@ -903,5 +1007,83 @@ mod tests {
         let unknown = format!("{text}extra = 1\n");
         assert!(matches!(TokenKeyRing::from_toml_str(&unknown), Err(TokenKeyFileError::Syntax { .. })));
         assert!(matches!(TokenKeyRing::from_toml_str(""), Err(TokenKeyFileError::CurrentKeyCount(0))));
+    }
+
+    #[test]
+    fn the_level_and_millisecond_issue_time_are_signed_and_verified() {
+        let ring = TokenKeyRing::generate(t0());
+        let verifier = ring.verifier(t0());
+        let at_ms = t0().timestamp_millis() + 123;
+        let issued = sign_person_token(&ring.ring, person(), PARTNER, AssuranceLevel::RealNameAndFace, at_ms);
+        let claims = verifier.verify(&issued.token, PARTNER, t0()).unwrap();
+        assert_eq!(claims.assurance_level, AssuranceLevel::RealNameAndFace);
+        assert_eq!(claims.issued_at_ms, at_ms);
+        assert_eq!(claims.issued_at, t0().timestamp());
+        let body: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(issued.token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert_eq!(body["lvl"], 2);
+        assert_eq!(body["iat_ms"], at_ms);
+
+        // A raised level without a valid signature is refused.
+        let parts: Vec<&str> = issued.token.split('.').collect();
+        let lowered = sign_person_token(&ring.ring, claims.person_id, PARTNER, AssuranceLevel::RealName, at_ms);
+        let spliced = format!("{}.{}.{}", parts[0], lowered.token.split('.').nth(1).unwrap(), parts[2]);
+        assert_eq!(verifier.verify(&spliced, PARTNER, t0()), Err(TokenError::BadSignature));
+
+        // Claims whose two issue times disagree, or an unknown level, are malformed.
+        let kid = ring.current_kid();
+        let header = serde_json::to_vec(&serde_json::json!({"alg": "EdDSA", "typ": PERSON_TOKEN_TYPE, "kid": kid}));
+        let iat = t0().timestamp();
+        for body in [
+            serde_json::json!({"sub": person().to_string(), "partner": PARTNER, "iat": iat, "exp": iat + 60,
+                "jti": "j", "lvl": 1, "iat_ms": (iat + 2) * 1000}),
+            serde_json::json!({"sub": person().to_string(), "partner": PARTNER, "iat": iat, "exp": iat + 60,
+                "jti": "j", "lvl": 3, "iat_ms": iat * 1000}),
+        ] {
+            let token =
+                sign_parts(ring.ring.current_signer().1, header.as_ref().unwrap(), &serde_json::to_vec(&body).unwrap());
+            assert_eq!(verifier.verify(&token, PARTNER, t0()), Err(TokenError::Malformed), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_token_without_level_claims_counts_as_level_1_issued_at_iat() {
+        let ring = TokenKeyRing::generate(t0());
+        let kid = ring.current_kid();
+        let header = serde_json::to_vec(&serde_json::json!({"alg": "EdDSA", "typ": PERSON_TOKEN_TYPE, "kid": kid}));
+        let iat = t0().timestamp();
+        let body = serde_json::json!({"sub": person().to_string(), "partner": PARTNER, "iat": iat,
+            "exp": iat + 60, "jti": "j"});
+        let token = sign_parts(ring.ring.current_signer().1, &header.unwrap(), &serde_json::to_vec(&body).unwrap());
+        let claims = ring.verifier(t0()).verify(&token, PARTNER, t0()).unwrap();
+        assert_eq!((claims.assurance_level, claims.issued_at_ms), (AssuranceLevel::RealName, iat * 1000));
+    }
+
+    #[test]
+    fn a_revoked_token_is_refused_even_from_the_cache_and_a_stale_feed_fails_closed() {
+        use crate::revocation::Revocation;
+        let ring = TokenKeyRing::generate(t0());
+        let verifier = ring.verifier(t0());
+        let issued = ring.sign(person(), PARTNER, t0());
+        verifier.verify(&issued.token, PARTNER, t0()).unwrap();
+        verifier.revocations().add(Revocation {
+            person_id: issued.claims.person_id,
+            partner_id: Some(PARTNER.into()),
+            revoked_at_ms: issued.claims.issued_at_ms,
+        });
+        assert_eq!(verifier.verify(&issued.token, PARTNER, t0()), Err(TokenError::Revoked));
+        let later = sign_person_token(
+            &ring.ring,
+            issued.claims.person_id,
+            PARTNER,
+            AssuranceLevel::RealName,
+            issued.claims.issued_at_ms + 1,
+        );
+        assert!(verifier.verify(&later.token, PARTNER, t0()).is_ok(), "a token issued after the revocation");
+
+        verifier.revocations().require_refresh_within(std::time::Duration::from_secs(60));
+        assert_eq!(verifier.verify(&later.token, PARTNER, t0()), Err(TokenError::RevocationsStale));
+        verifier.revocations().replace([], std::time::Instant::now());
+        assert!(verifier.verify(&later.token, PARTNER, t0()).is_ok());
     }
 }

@@ -20,6 +20,7 @@ use medins_common::{
     crypto::{BlindIndex, DataKeys, FieldCipher},
     db::Db,
     idempotency::Idempotency,
+    revocation::REVOCATION_MAX_STALENESS,
     server::{ServiceDefinition, serve, service_name},
 };
 use medins_proto::identity::v1::sms_service_server::SmsServiceServer;
@@ -44,6 +45,10 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.identity.v1.PersonService/ResolvePerson", scopes::PERSON_RESOLVE),
     ("/medins.identity.v1.PersonService/CompleteRealName", scopes::REALNAME_COMPLETE),
     ("/medins.identity.v1.PersonService/ConsumeSmsChallenge", scopes::SERVICE),
+    ("/medins.identity.v1.PersonService/SuspendPerson", scopes::PERSON_MANAGE),
+    ("/medins.identity.v1.PersonService/ResumePerson", scopes::PERSON_MANAGE),
+    ("/medins.identity.v1.PartnerLinkService/RevokePartnerLink", scopes::LINK_MANAGE),
+    ("/medins.identity.v1.PersonTokenService/ListTokenRevocations", scopes::SERVICE),
     ("/medins.identity.v1.SmsService/SendSmsCode", scopes::SMS_SEND),
     ("/medins.identity.v1.SmsService/VerifySmsCode", scopes::SMS_VERIFY),
     ("/medins.identity.v1.PartnerLinkService/LinkPartnerAccount", scopes::LINK_MANAGE),
@@ -119,7 +124,14 @@ impl IdentityService {
             service::person_token::PersonTokens::load(token_keys_file, medins_common::clock::Clock::now(&*clock))
                 .context("person-token keys")?,
         );
+        let revocations = store::revocation::RevocationStore::new(db.clone());
+        // Tokens are refused (fail closed) until the revocations were read once, and again
+        // whenever they could not be refreshed for a few seconds.
+        person_tokens.verifier().revocations().require_refresh_within(REVOCATION_MAX_STALENESS);
+        revocations.refresh(person_tokens.verifier().revocations(), &clock).await.context("token revocations")?;
         let state = Arc::new(State {
+            assurance: store::assurance::AssuranceStore::new(db.clone(), FieldCipher::new(&keys)),
+            revocations,
             face,
             person_tokens,
             links: store::link::LinkStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys)),
@@ -181,6 +193,7 @@ impl IdentityService {
             .max_encoding_message_size(max);
         // Background work lives exactly as long as this future: dropped (aborted) with it.
         let _background = BackgroundTasks(vec![
+            self.state.revocations.clone().spawn_refresher(self.state.person_tokens.clone(), self.state.clock.clone()),
             sweeper::spawn(self.state.clone(), self.config.face.face_sweep_interval),
             match self.outbox {
                 Some(worker) => worker.spawn(),

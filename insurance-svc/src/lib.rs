@@ -208,6 +208,7 @@ impl InsuranceService {
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
+        let revocation_refresher = self.state.person_tokens.spawn_revocation_refresher();
         let code_keys_watcher =
             self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
         let purger = self.state.idempotency.spawn_purger(std::time::Duration::from_secs(600));
@@ -256,7 +257,22 @@ impl InsuranceService {
         let result = serve(definition, listener, self.config.common.server_options(), shutdown).await;
         purger.abort();
         person_token_refresher.abort();
+        revocation_refresher.abort();
         code_keys_watcher.abort();
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_insurance_rpc_that_needs_assurance_level_2_is_served_here() {
+        let level_2 = medins_common::assurance::LEVEL_2_METHODS.iter().filter(|m| m.starts_with("/medins.insurance."));
+        let mut count = 0;
+        for method in level_2 {
+            assert!(super::METHOD_SCOPES.iter().any(|(served, _)| served == method), "{method} is not an RPC");
+            count += 1;
+        }
+        assert_eq!(count, 3, "AddFamilyMember, SetFamilyAid, ApplyForCard");
     }
 }

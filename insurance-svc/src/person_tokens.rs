@@ -13,10 +13,13 @@ use std::{sync::Arc, time::Duration};
 
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::Caller,
     clock::SharedClock,
     convert::from_timestamp,
-    token::{ListedKey, PersonClaims, PersonTokenVerifier, person_token_claims, unverified_key_id},
+    revocation::{REVOCATION_MAX_STALENESS, REVOCATION_REFRESH_INTERVAL, Revocation, revocation_window},
+    token::{
+        ListedKey, PersonClaims, PersonTokenVerifier, authorize_request_person, request_person_claims,
+        unverified_key_id,
+    },
 };
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -40,15 +43,13 @@ impl std::fmt::Debug for PersonTokenKeys {
 }
 
 impl PersonTokenKeys {
-    /// No keys yet; [`PersonTokenKeys::spawn_refresher`] fetches them.
+    /// No keys yet; [`PersonTokenKeys::spawn_refresher`] fetches them. No revocations either:
+    /// until [`PersonTokenKeys::spawn_revocation_refresher`] has read them once, every token is
+    /// refused UNAVAILABLE (fail closed, see `medins_common::revocation`).
     pub fn new(identity: IdentityClient, clock: SharedClock, min_interval: Duration) -> PersonTokenKeys {
-        PersonTokenKeys {
-            verifier: PersonTokenVerifier::new(Vec::new()),
-            identity,
-            clock,
-            min_interval,
-            on_demand: tokio::sync::Mutex::new(None),
-        }
+        let verifier = PersonTokenVerifier::new(Vec::new());
+        verifier.revocations().require_refresh_within(REVOCATION_MAX_STALENESS);
+        PersonTokenKeys { verifier, identity, clock, min_interval, on_demand: tokio::sync::Mutex::new(None) }
     }
 
     /// The verifier (tests, metrics).
@@ -71,6 +72,57 @@ impl PersonTokenKeys {
         let count = keys.len();
         self.verifier.replace_keys(keys);
         Ok(count)
+    }
+
+    /// Replaces the revocations with identity-svc's list of the last token lifetime; returns
+    /// how many.
+    pub async fn refresh_revocations(&self) -> ApiResult<usize> {
+        let began = std::time::Instant::now();
+        let oldest = (self.clock.now() - revocation_window()).timestamp_millis();
+        let revocations: Vec<Revocation> = self
+            .identity
+            .list_token_revocations()
+            .await?
+            .into_iter()
+            .filter_map(|revocation| {
+                let revoked_at = revocation.revoked_at.as_ref().and_then(from_timestamp)?;
+                Some(Revocation {
+                    person_id: Uuid::parse_str(&revocation.person_id).ok()?,
+                    partner_id: Some(revocation.partner_id).filter(|partner| !partner.is_empty()),
+                    revoked_at_ms: revoked_at.timestamp_millis(),
+                })
+            })
+            .filter(|revocation| revocation.revoked_at_ms >= oldest)
+            .collect();
+        let count = revocations.len();
+        self.verifier.revocations().replace(revocations, began);
+        Ok(count)
+    }
+
+    /// Refreshes the revocations every second until the task is aborted. Failures are logged
+    /// (once per outage); after a few seconds without a refresh tokens are refused UNAVAILABLE.
+    pub fn spawn_revocation_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let keys = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                match keys.refresh_revocations().await {
+                    Ok(_) => {
+                        if failing {
+                            tracing::info!("person-token revocations refreshed again");
+                        }
+                        failing = false;
+                    }
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(%error, "person-token revocations not refreshed; tokens are refused after a few seconds");
+                        }
+                        failing = true;
+                    }
+                }
+                tokio::time::sleep(REVOCATION_REFRESH_INTERVAL).await;
+            }
+        })
     }
 
     /// Refreshes at start (retrying with backoff, 100 ms doubling to 30 s, while identity-svc is
@@ -97,11 +149,12 @@ impl PersonTokenKeys {
     }
 
     /// The claims of the call's person token without checking whom it names (`None` for OPS and
-    /// SERVICE callers), refreshing the keys once if the token names an unknown key.
+    /// SERVICE callers), refreshing the keys once if the token names an unknown key. A revoked
+    /// token, or one below the assurance level the called RPC needs, is refused here
+    /// (`medins_common::token::request_person_claims`).
     pub async fn claims<T>(&self, request: &tonic::Request<T>) -> ApiResult<Option<PersonClaims>> {
-        let caller = Caller::of(request)?;
         let metadata = request.metadata();
-        let check = || person_token_claims(&self.verifier, &caller, metadata, self.clock.now());
+        let check = || request_person_claims(&self.verifier, request, self.clock.now());
         match check() {
             Err(error) if error.reason() == Reason::PersonTokenInvalid => {
                 let Some(kid) = unverified_key_id(metadata).filter(|kid| !self.verifier.knows_key(kid)) else {
@@ -122,14 +175,7 @@ impl PersonTokenKeys {
             && claims.person_id != person_id
         {
             // The same answer as the shared rule gives.
-            let caller = Caller::of(request)?;
-            return medins_common::token::authorize_person(
-                &self.verifier,
-                &caller,
-                request.metadata(),
-                person_id,
-                self.clock.now(),
-            );
+            return authorize_request_person(&self.verifier, request, person_id, self.clock.now());
         }
         Ok(claims)
     }

@@ -189,7 +189,11 @@ async fn a_child_under_16_is_bound_at_once_and_the_16th_birthday_brings_the_face
     let binding = added.binding.unwrap();
     assert_eq!((binding.status, binding.member_age), (BindingStatus::Active as i32, 15));
     assert!(added.face_check.is_none());
-    assert_eq!(stack.count_identity_rows("face_sessions").await, 1, "only the binder's own activation session");
+    assert_eq!(
+        stack.count_identity_rows("face_sessions").await,
+        2,
+        "only the binder's own sessions (REAL_NAME for level 2, and activation): none for the child"
+    );
 
     let sixteen = stack.member_aged(16, 0).await;
     let added = stack.add_member(&binder, &sixteen, Relationship::Child, &documents).await.expect("16 years 0 days");

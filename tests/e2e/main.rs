@@ -4,6 +4,7 @@
 mod support;
 
 mod accounts;
+mod assurance;
 mod audit;
 mod auth;
 mod cards;
@@ -22,6 +23,7 @@ mod migrations;
 mod outbox;
 mod persons;
 mod privacy;
+mod revocation;
 mod settlement;
 mod sms;
 mod telemetry;

@@ -42,6 +42,19 @@ impl Caller {
     }
 }
 
+/// The full method path of a call (`/medins.identity.v1.PersonService/GetPerson`), put into the
+/// request extensions by [`AuthLayer`] beside the [`Caller`]: rules keyed by RPC (the assurance
+/// level a person token needs) read it instead of trusting each handler to name itself.
+#[derive(Debug, Clone, Copy)]
+pub struct CalledMethod(pub &'static str);
+
+impl CalledMethod {
+    /// The method of a request, if the auth layer recorded one.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&'static str> {
+        request.extensions().get::<CalledMethod>().map(|method| method.0)
+    }
+}
+
 /// The bearer token of a call, if any.
 pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -127,6 +140,9 @@ where
         match self.layer.authorise(request.headers(), path) {
             Ok(partner) => {
                 tracing::Span::current().record("partner", partner.id.as_str());
+                if let Some((&method, _)) = self.layer.scopes.get_key_value(request.uri().path()) {
+                    request.extensions_mut().insert(CalledMethod(method));
+                }
                 request.extensions_mut().insert(Caller(partner));
                 Box::pin(inner.call(request))
             }

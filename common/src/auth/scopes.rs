@@ -78,6 +78,8 @@ pub const CARD_FEE: &str = "card.fee";
 /// Report a card lost and lift a temporary report (a person's own with a person token;
 /// operators any).
 pub const CARD_LOSS: &str = "card.loss";
+/// Suspend and resume persons: no new person tokens, every live one refused (operators).
+pub const PERSON_MANAGE: &str = "person.manage";
 
 /// Apps that are a person's front door: mini programs, city apps.
 pub const FRONT_DOOR_APP: &[&str] = &[
@@ -148,6 +150,7 @@ pub const OPS: &[&str] = &[
     CARD_MANAGE,
     CARD_BATCH,
     CARD_LOSS,
+    PERSON_MANAGE,
 ];
 /// medins services calling each other.
 pub const SERVICE_PEER: &[&str] = &[PERSON_READ, PERSON_RESOLVE, SERVICE, FACE_START, FACE_READ, KEYS_READ];

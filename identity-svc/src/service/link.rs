@@ -1,11 +1,13 @@
 //! `medins.identity.v1.PartnerLinkService`: a partner links its own user to a person after an SMS
 //! code proved control of the person's phone (DESIGN.md flow 6).
 
-use medins_common::{ApiError, ApiResult, Reason, auth::Caller, convert::timestamp, error::require_uuid};
+use medins_common::{
+    ApiError, ApiResult, Reason, auth::Caller, convert::timestamp, error::require_uuid, revocation::RevocationReason,
+};
 use medins_proto::identity::v1::{
     LinkPartnerAccountRequest, LinkPartnerAccountResponse, ListPartnerLinksRequest, ListPartnerLinksResponse,
-    PartnerLink as PartnerLinkView, UnlinkPartnerAccountRequest, UnlinkPartnerAccountResponse,
-    partner_link_service_server::PartnerLinkService,
+    PartnerLink as PartnerLinkView, RevokePartnerLinkRequest, RevokePartnerLinkResponse, UnlinkPartnerAccountRequest,
+    UnlinkPartnerAccountResponse, partner_link_service_server::PartnerLinkService,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -13,6 +15,7 @@ use uuid::Uuid;
 use super::{SharedState, person::person_not_found, person_token::authorize_person};
 use crate::{
     domain::{
+        assurance::parse_partner_id,
         audit::outcome_of,
         link::{decode_page_token, encode_page_token, page_size, parse_partner_user_ref},
         sms::SmsPurpose,
@@ -26,6 +29,9 @@ pub const LINK_PARTNER_ACCOUNT: &str = "/medins.identity.v1.PartnerLinkService/L
 pub const UNLINK_PARTNER_ACCOUNT: &str = "/medins.identity.v1.PartnerLinkService/UnlinkPartnerAccount";
 /// Audit method name of ListPartnerLinks.
 pub const LIST_PARTNER_LINKS: &str = "/medins.identity.v1.PartnerLinkService/ListPartnerLinks";
+
+/// Audit method name of RevokePartnerLink.
+pub const REVOKE_PARTNER_LINK: &str = "/medins.identity.v1.PartnerLinkService/RevokePartnerLink";
 
 /// Page-token kind of ListPartnerLinks.
 const LINKS_PAGE: &str = "links";
@@ -47,6 +53,20 @@ impl PartnerLinkApi {
     /// Handlers over `state`.
     pub fn new(state: SharedState) -> Self {
         Self { state }
+    }
+
+    /// Ends `partner_id`'s link with the person and revokes its tokens (one transaction); this
+    /// process refuses them at once, the others at their next refresh. Whether a link was live.
+    async fn end_link(&self, partner_id: &str, person_id: Uuid, reason: RevocationReason) -> ApiResult<bool> {
+        let state = &self.state;
+        let revocation = state.links.end_link(partner_id, person_id, state.clock.stored_now(), reason).await?;
+        Ok(match revocation {
+            Some(revocation) => {
+                state.person_tokens.verifier().revocations().add(revocation);
+                true
+            }
+            None => false,
+        })
     }
 
     async fn link(
@@ -110,7 +130,7 @@ impl PartnerLinkService for PartnerLinkApi {
         let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result: Result<_, Status> = async {
             authorize_person(&self.state, &request, person_id)?;
-            let unlinked = self.state.links.unlink(&caller.id, person_id, self.state.clock.stored_now()).await?;
+            let unlinked = self.end_link(&caller.id, person_id, RevocationReason::Unlinked).await?;
             if unlinked {
                 tracing::info!(%person_id, partner = %caller.id, "partner account unlinked");
             }
@@ -118,6 +138,33 @@ impl PartnerLinkService for PartnerLinkApi {
         }
         .await;
         self.state.audit.record(&caller.id, UNLINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
+        result
+    }
+
+    async fn revoke_partner_link(
+        &self,
+        request: Request<RevokePartnerLinkRequest>,
+    ) -> Result<Response<RevokePartnerLinkResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let person_id = require_uuid("person_id", &body.person_id)?;
+        let result: Result<_, Status> = async {
+            let partner_id = parse_partner_id("partner_id", &body.partner_id)?;
+            authorize_person(&self.state, &request, person_id)?;
+            self.state
+                .idempotency
+                .run(&caller.id, "RevokePartnerLink", request.metadata(), body, || async {
+                    let revoked = self.end_link(&partner_id, person_id, RevocationReason::RevokedByPerson).await?;
+                    if revoked {
+                        tracing::info!(%person_id, partner = %partner_id, via = %caller.id, "partner link revoked by the person");
+                    }
+                    Ok(RevokePartnerLinkResponse { revoked })
+                })
+                .await
+                .map(Response::new)
+        }
+        .await;
+        self.state.audit.record(&caller.id, REVOKE_PARTNER_LINK, person_id, outcome_of(&result)).await;
         result
     }
 

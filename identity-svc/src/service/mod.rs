@@ -7,6 +7,7 @@ pub mod person;
 pub mod person_token;
 pub mod real_name;
 pub mod sms;
+pub mod suspension;
 
 use std::sync::Arc;
 
@@ -40,6 +41,10 @@ pub struct State {
     pub identity_authority: Arc<dyn crate::authority::IdentityAuthority>,
     /// The live partners file: face providers and their bindings, SMS quotas.
     pub partners: medins_common::auth::Partners,
+    /// Assurance levels and suspensions.
+    pub assurance: crate::store::assurance::AssuranceStore,
+    /// Token revocations (the feed this process and insurance-svc refuse tokens by).
+    pub revocations: crate::store::revocation::RevocationStore,
 }
 
 /// Shared state handle.

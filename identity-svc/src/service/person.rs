@@ -203,6 +203,19 @@ impl PersonService for PersonApi {
         state.audit.record(&caller.id, CONSUME_SMS_CHALLENGE, person_id, outcome_of(&result)).await;
         Ok(Response::new(result?))
     }
+    async fn suspend_person(
+        &self,
+        request: Request<pb::SuspendPersonRequest>,
+    ) -> Result<Response<pb::SuspendPersonResponse>, Status> {
+        super::suspension::suspend_person(&self.state, request).await
+    }
+
+    async fn resume_person(
+        &self,
+        request: Request<pb::ResumePersonRequest>,
+    ) -> Result<Response<pb::ResumePersonResponse>, Status> {
+        super::suspension::resume_person(&self.state, request).await
+    }
 }
 
 /// NOT_FOUND / PERSON_NOT_FOUND.

@@ -13,24 +13,30 @@ use std::{path::Path, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::Caller,
+    assurance::AssuranceLevel,
+    auth::{Caller, PartnerKind},
     convert::timestamp,
     error::require_uuid,
     keyring::WatchedKeyRing,
+    revocation::issue_time_after,
     token::{
         IssuedToken, ListedKey, PERSON_TOKEN_ALG, PersonTokenVerifier, TOKEN_KEY_RING, TokenKeyFileError, TokenKeyRing,
-        sign_person_token,
+        authorize_request_person, sign_person_token,
     },
 };
 use medins_proto::identity::v1::{
-    GetPublicKeysRequest, GetPublicKeysResponse, IssuePersonTokenRequest, IssuePersonTokenResponse, PublicKey,
+    AssuranceLevel as AssuranceLevelMessage, GetPublicKeysRequest, GetPublicKeysResponse, IssuePersonTokenRequest,
+    IssuePersonTokenResponse, ListTokenRevocationsRequest, ListTokenRevocationsResponse, PublicKey, TokenRevocation,
     person_token_service_server::PersonTokenService,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{SharedState, State, person::person_not_found};
-use crate::domain::{audit::outcome_of, person::RealName};
+use super::{SharedState, State};
+use crate::{
+    domain::{assurance::decide_token_issue, audit::outcome_of},
+    store::revocation::RevocationStore,
+};
 
 /// Audit method name of IssuePersonToken.
 pub const ISSUE_PERSON_TOKEN: &str = "/medins.identity.v1.PersonTokenService/IssuePersonToken";
@@ -64,9 +70,20 @@ impl PersonTokens {
         &self.verifier
     }
 
-    /// Signs a token with the current key.
+    /// Signs a level-1 token issued now with the current key.
     pub fn issue(&self, person_id: Uuid, partner_id: &str, now: DateTime<Utc>) -> IssuedToken {
-        sign_person_token(&self.keys.ring(), person_id, partner_id, now)
+        self.issue_at_level(person_id, partner_id, AssuranceLevel::RealName, now.timestamp_millis())
+    }
+
+    /// Signs a token of `level` issued at `issued_at_ms` with the current key.
+    pub fn issue_at_level(
+        &self,
+        person_id: Uuid,
+        partner_id: &str,
+        level: AssuranceLevel,
+        issued_at_ms: i64,
+    ) -> IssuedToken {
+        sign_person_token(&self.keys.ring(), person_id, partner_id, level, issued_at_ms)
     }
 
     /// The keys verifiers must know now.
@@ -111,19 +128,13 @@ impl PersonTokens {
     }
 }
 
-/// Checks that a call may act for `person_id`: [`medins_common::token::authorize_person`] (the
-/// one rule both services apply: OPS and SERVICE exempt, everyone else needs the person's token
-/// issued to them) over this server's own listed keys.
+/// Checks that a call may act for `person_id`: [`medins_common::token::authorize_request_person`]
+/// (the one rule both services apply: OPS and SERVICE exempt, everyone else needs the person's
+/// token issued to them, not revoked, of the level the RPC needs) over this server's own listed
+/// keys and revocations.
 pub fn authorize_person<T>(state: &State, request: &Request<T>, person_id: Uuid) -> ApiResult<()> {
-    let caller = Caller::of(request)?;
-    medins_common::token::authorize_person(
-        state.person_tokens.verifier(),
-        &caller,
-        request.metadata(),
-        person_id,
-        state.clock.now(),
-    )
-    .map(|_| ())
+    // Revoked tokens and the assurance level the RPC needs are checked on the same path.
+    authorize_request_person(state.person_tokens.verifier(), request, person_id, state.clock.now()).map(|_| ())
 }
 
 /// The PersonTokenService implementation.
@@ -139,25 +150,17 @@ impl PersonTokenApi {
 
     async fn issue(&self, partner_id: &str, person_id: Uuid) -> ApiResult<IssuePersonTokenResponse> {
         let state = &self.state;
-        let person = state.persons.find(person_id).await?.ok_or_else(person_not_found)?;
-        // The link first: a partner learns nothing about persons it is not linked to.
-        if !state.links.has_live_link(partner_id, person_id).await? {
-            return Err(ApiError::failed_precondition(
-                Reason::PartnerLinkRequired,
-                "the caller has no live link with this person (PartnerLinkService.LinkPartnerAccount)",
-            ));
-        }
-        if !matches!(person.real_name, RealName::Verified { .. }) {
-            return Err(ApiError::failed_precondition(
-                Reason::RealNameRequired,
-                "the person's real name is not verified",
-            ));
-        }
-        let issued = state.person_tokens.issue(person_id, partner_id, state.clock.now());
+        let facts = state.assurance.issue_facts(person_id, partner_id).await?;
+        let level = decide_token_issue(facts.decision)?;
+        // Never at or before a revocation this partner's tokens for the person are subject to:
+        // a token issued after a re-link must not die by the unlink that preceded it.
+        let issued_at_ms = issue_time_after(state.clock.now().timestamp_millis(), facts.latest_revocation_ms);
+        let issued = state.person_tokens.issue_at_level(person_id, partner_id, level, issued_at_ms);
         Ok(IssuePersonTokenResponse {
             expires_at: Some(timestamp(issued.expires_at().naive_utc())),
             key_id: issued.claims.key_id.clone(),
             token: issued.token,
+            assurance_level: assurance_level_message(level) as i32,
         })
     }
 }
@@ -193,6 +196,44 @@ impl PersonTokenService for PersonTokenApi {
             })
             .collect();
         Ok(Response::new(GetPublicKeysResponse { keys }))
+    }
+
+    async fn list_token_revocations(
+        &self,
+        request: Request<ListTokenRevocationsRequest>,
+    ) -> Result<Response<ListTokenRevocationsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        if caller.kind != PartnerKind::Service {
+            return Err(ApiError::new(
+                tonic::Code::PermissionDenied,
+                Reason::PartnerKindNotAllowed,
+                "only medins services read token revocations",
+            )
+            .into());
+        }
+        let since = RevocationStore::window_start(self.state.clock.now());
+        let revocations = self
+            .state
+            .revocations
+            .list_since(since)
+            .await?
+            .into_iter()
+            .map(|revocation| TokenRevocation {
+                person_id: revocation.person_id.to_string(),
+                partner_id: revocation.partner_id.unwrap_or_default(),
+                revoked_at: DateTime::from_timestamp_millis(revocation.revoked_at_ms)
+                    .map(|at| timestamp(at.naive_utc())),
+            })
+            .collect();
+        Ok(Response::new(ListTokenRevocationsResponse { revocations, since: Some(timestamp(since)) }))
+    }
+}
+
+/// The protobuf spelling of a level.
+pub fn assurance_level_message(level: AssuranceLevel) -> AssuranceLevelMessage {
+    match level {
+        AssuranceLevel::RealName => AssuranceLevelMessage::RealName,
+        AssuranceLevel::RealNameAndFace => AssuranceLevelMessage::RealNameAndFace,
     }
 }
 

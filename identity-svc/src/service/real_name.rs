@@ -57,6 +57,7 @@ pub(super) async fn complete_real_name(
                         // A concurrent call may have verified the person meanwhile: then this
                         // challenge stays unused.
                         if persons.mark_real_name_verified_in(conn, person_id, METHOD_SMS_AND_AUTHORITY, now)? {
+                            crate::store::assurance::mark_level_1_in(conn, person_id, METHOD_SMS_AND_AUTHORITY, now)?;
                             sms.consume_verified_in(conn, challenge_id, &phone, SmsPurpose::RealName, &partner)?;
                         }
                         Ok::<_, ApiError>(())

@@ -287,6 +287,17 @@ impl FaceStore {
                                 Some(at) => write_outbox_event(conn, &session, status, at, now)?,
                                 None => false,
                             };
+                            if finished_at.is_some() {
+                                // A PASSED REAL_NAME session raises its person's assurance level
+                                // in the same transaction (rule in domain::assurance).
+                                super::assurance::apply_face_outcome_in(
+                                    conn,
+                                    session.person_id,
+                                    session.purpose,
+                                    status,
+                                    now,
+                                )?;
+                            }
                             let session = FaceSession { status, submissions, finished_at, updated_at: now, ..session };
                             Ok(SubmitResult::Recorded { session, passed, outbox_written })
                         }

@@ -11,7 +11,9 @@ use medins_common::{
 };
 use uuid::Uuid;
 
-use super::schema::partner_links;
+use medins_common::revocation::{Revocation, RevocationReason};
+
+use super::{revocation::revoke_tokens_in, schema::partner_links};
 use crate::domain::link::{LinkDecision, decide_link, link_conflict, user_ref_index_input};
 
 const TABLE: &str = "partner_links";
@@ -269,18 +271,35 @@ impl LinkStore {
 
     /// Ends the partner's live link with the person; false if none was live.
     pub async fn unlink(&self, partner_id: &str, person_id: Uuid, now: NaiveDateTime) -> ApiResult<bool> {
+        Ok(self.end_link(partner_id, person_id, now, RevocationReason::Unlinked).await?.is_some())
+    }
+
+    /// Ends the partner's live link with the person and revokes the partner's tokens for the
+    /// person, in one transaction; `None` (nothing written) if no link was live.
+    pub async fn end_link(
+        &self,
+        partner_id: &str,
+        person_id: Uuid,
+        now: NaiveDateTime,
+        reason: RevocationReason,
+    ) -> ApiResult<Option<Revocation>> {
         let partner_id = partner_id.to_owned();
         self.db
             .write(move |conn| {
-                let ended = diesel::update(
-                    partner_links::table
-                        .filter(partner_links::partner_id.eq(&partner_id))
-                        .filter(partner_links::person_id.eq(person_id.to_string()))
-                        .filter(partner_links::unlinked_at.is_null()),
-                )
-                .set(partner_links::unlinked_at.eq(now))
-                .execute(conn)?;
-                Ok(ended > 0)
+                write_transaction(conn, |conn| {
+                    let ended = diesel::update(
+                        partner_links::table
+                            .filter(partner_links::partner_id.eq(&partner_id))
+                            .filter(partner_links::person_id.eq(person_id.to_string()))
+                            .filter(partner_links::unlinked_at.is_null()),
+                    )
+                    .set(partner_links::unlinked_at.eq(now))
+                    .execute(conn)?;
+                    if ended == 0 {
+                        return Ok(None);
+                    }
+                    revoke_tokens_in(conn, person_id, Some(&partner_id), now, reason).map(Some)
+                })
             })
             .await
     }
@@ -424,6 +443,23 @@ mod tests {
         assert!(!f.links.has_live_link("bank", alice).await.unwrap());
         assert!(f.links.link("bank", bob, "u-1", f.now).await.unwrap().1);
         assert!(f.links.has_live_link("bank", bob).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn ending_a_link_revokes_the_partners_tokens_in_the_same_write() {
+        let f = fixture().await;
+        let alice = person(&f, 104).await;
+        f.links.link("bank", alice, "u-4", f.now).await.unwrap();
+        let revocation =
+            f.links.end_link("bank", alice, f.now, RevocationReason::RevokedByPerson).await.unwrap().unwrap();
+        assert_eq!((revocation.person_id, revocation.partner_id.as_deref()), (alice, Some("bank")));
+        assert_eq!(revocation.revoked_at_ms, crate::store::revocation::millis(f.now));
+        let store = crate::store::revocation::RevocationStore::new(f.links.db.clone());
+        let listed = store.list_since(f.now - chrono::Duration::seconds(1)).await.unwrap();
+        assert_eq!(listed, vec![revocation]);
+        // Nothing live: nothing ended, nothing revoked.
+        assert!(f.links.end_link("bank", alice, f.now, RevocationReason::Unlinked).await.unwrap().is_none());
+        assert_eq!(store.list_since(f.now - chrono::Duration::seconds(1)).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 //! Storage of identity-svc: schema, models and queries.
 
+pub mod assurance;
 pub mod audit;
 pub mod face;
 pub mod link;
 pub mod outbox;
 pub mod person;
+pub mod revocation;
 pub mod schema;
 pub mod sms;
 

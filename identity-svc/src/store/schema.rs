@@ -135,3 +135,38 @@ diesel::table! {
         last_hash -> Binary,
     }
 }
+
+diesel::table! {
+    /// Revoked person tokens: (person, partner or every partner) issued at or before revoked_at.
+    token_revocations (id) {
+        id -> Text,
+        person_id -> Text,
+        partner_id -> Nullable<Text>,
+        revoked_at -> Timestamp,
+        reason -> Text,
+    }
+}
+
+diesel::table! {
+    /// Operators' suspensions of persons (history; one open per person).
+    person_suspensions (id) {
+        id -> Text,
+        person_id -> Text,
+        suspended_at -> Timestamp,
+        suspended_by -> Text,
+        reason_enc -> Binary,
+        resumed_at -> Nullable<Timestamp>,
+        resumed_by -> Nullable<Text>,
+        resume_reason_enc -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    /// Assurance level reached by each person (absent: none yet).
+    person_assurance (person_id) {
+        person_id -> Text,
+        level -> Integer,
+        method -> Text,
+        raised_at -> Timestamp,
+    }
+}

@@ -10,9 +10,10 @@ use medins_common::{
 };
 use medins_proto::identity::v1::{
     ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonRequest,
-    GetPublicKeysRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose, StartFaceVerificationRequest,
-    StartFaceVerificationResponse, face_verification_service_client::FaceVerificationServiceClient,
-    person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
+    GetPublicKeysRequest, ListTokenRevocationsRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose,
+    StartFaceVerificationRequest, StartFaceVerificationResponse, TokenRevocation,
+    face_verification_service_client::FaceVerificationServiceClient, person_service_client::PersonServiceClient,
+    person_token_service_client::PersonTokenServiceClient,
 };
 use tonic::{Code, Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 use uuid::Uuid;
@@ -177,6 +178,17 @@ impl IdentityClient {
             )
             .await?;
         Ok(response.keys)
+    }
+
+    /// The token revocations of the last token lifetime (a single attempt: the caller polls
+    /// every second anyway).
+    pub async fn list_token_revocations(&self) -> ApiResult<Vec<TokenRevocation>> {
+        let mut client = self.tokens.clone();
+        let response = client
+            .list_token_revocations(self.peer.request(ListTokenRevocationsRequest {}))
+            .await
+            .map_err(|status| ApiError::from_remote(&status, ""))?;
+        Ok(response.into_inner().revocations)
     }
 
     /// One call with retries, inside a client span whose context travels in the metadata.

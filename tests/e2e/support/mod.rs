@@ -8,6 +8,7 @@ pub mod cards;
 pub mod documents;
 pub mod family;
 pub mod privacy;
+pub mod replicas;
 pub mod settlement;
 pub mod sms;
 pub mod vouchers;

@@ -122,7 +122,56 @@ impl Stack {
             .await
             .expect("link");
         let token = self.fresh_person_token(partner_key, &person_id).await;
+        let mut person = FrontDoorPerson { person_id, token, seed };
+        // Level 2 (binding others, paying for them, card applications): a REAL_NAME face session
+        // passed after real name, then a new token, which carries the new level.
+        self.passed_face_session(partner_key, &person, FacePurpose::RealName).await;
+        person.token = self.fresh_person_token(partner_key, &person.person_id).await;
+        person
+    }
+
+    /// [`Stack::front_door_person`] stopped at assurance level 1: real name and link, but no
+    /// REAL_NAME face session; its token is level 1.
+    pub async fn level_1_person(&self, partner_key: &str) -> FrontDoorPerson {
+        let seed = SeedPerson::adult();
+        let person_id = self
+            .persons(Some(partner_key))
+            .register_person(RegisterPersonRequest {
+                name: seed.name.clone(),
+                id_number: seed.id_number.clone(),
+                phone: seed.phone.clone(),
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .person
+            .expect("person")
+            .person_id;
+        let challenge = self.verified_sms_challenge(partner_key, &person_id, &seed.phone, SmsPurpose::RealName).await;
+        self.persons(Some(partner_key))
+            .complete_real_name(CompleteRealNameRequest { person_id: person_id.clone(), challenge_id: challenge })
+            .await
+            .expect("real name");
+        self.link_with_sms(partner_key, &person_id, &seed.phone).await;
+        let token = self.fresh_person_token(partner_key, &person_id).await;
         FrontDoorPerson { person_id, token, seed }
+    }
+
+    /// Links the partner holding `partner_key` to the person with a fresh SMS code to `phone`
+    /// (moves the clock 61 s first, the SMS resend interval).
+    pub async fn link_with_sms(&self, partner_key: &str, person_id: &str, phone: &str) {
+        self.clock.advance(chrono::Duration::seconds(61));
+        let challenge = self.verified_sms_challenge(partner_key, person_id, phone, SmsPurpose::LinkAccount).await;
+        let user_ref = format!("user-{}", uuid::Uuid::new_v4().simple());
+        privacy::sensitive(&user_ref);
+        self.links(Some(partner_key))
+            .link_partner_account(LinkPartnerAccountRequest {
+                person_id: person_id.to_owned(),
+                partner_user_ref: user_ref,
+                challenge_id: challenge,
+            })
+            .await
+            .expect("link");
     }
 
     /// A new person token for a linked, verified person.

@@ -1,0 +1,3 @@
+DROP TABLE person_suspensions;
+DROP TABLE token_revocations;
+DROP TABLE person_assurance;
