@@ -109,6 +109,8 @@ reasons! {
     DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
     DatabaseUnavailable => "DATABASE_UNAVAILABLE",
     Internal => "INTERNAL",
+    // Issue 12, names as people write them (medins_common::name).
+    InvalidName => "INVALID_NAME",
 }
 
 impl fmt::Display for Reason {
