@@ -107,7 +107,8 @@ mod tests {
 
     #[test]
     fn names_as_people_write_them_are_kept() {
-        for name in ["阿依古丽·买买提", "Li Lei", "欧阳娜娜", "José", "O'Brien", "Zoë Müller-Lüdenscheidt"] {
+        for name in ["阿依古丽·买买提", "Li Lei", "欧阳娜娜", "José", "O'Brien", "Zoë Müller-Lüdenscheidt"]
+        {
             assert_eq!(normalize(name).unwrap(), name);
         }
     }
@@ -138,19 +139,19 @@ mod tests {
     #[test]
     fn invisible_and_reordering_characters_are_refused() {
         for bad in [
-            "张\u{200B}三", // zero width space (Cf)
-            "张\u{202E}三", // right-to-left override (Cf)
-            "\u{FEFF}张三", // byte order mark (Cf)
-            "张\u{2060}三", // word joiner (Cf)
-            "张\u{E000}三", // private use (Co)
-            "张\u{F0000}三", // supplementary private use (Co)
-            "张\u{0}三",    // NUL (Cc)
-            "张三\n",       // line feed (Cc), even where trimming would drop it
-            "\t张三",       // tab (Cc)
-            "张\u{85}三",   // next line (Cc)
-            "张\u{2028}三", // line separator (Zl)
-            "张\u{2029}三", // paragraph separator (Zp)
-            "张\u{378}三",  // unassigned (Cn)
+            "张\u{200B}三",   // zero width space (Cf)
+            "张\u{202E}三",   // right-to-left override (Cf)
+            "\u{FEFF}张三",   // byte order mark (Cf)
+            "张\u{2060}三",   // word joiner (Cf)
+            "张\u{E000}三",   // private use (Co)
+            "张\u{F0000}三",  // supplementary private use (Co)
+            "张\u{0}三",      // NUL (Cc)
+            "张三\n",         // line feed (Cc), even where trimming would drop it
+            "\t张三",         // tab (Cc)
+            "张\u{85}三",     // next line (Cc)
+            "张\u{2028}三",   // line separator (Zl)
+            "张\u{2029}三",   // paragraph separator (Zp)
+            "张\u{378}三",    // unassigned (Cn)
             "张\u{10FFFF}三", // noncharacter, unassigned (Cn)
         ] {
             assert_eq!(normalize(bad), Err(NameError::ForbiddenCharacter), "{:?}", bad.escape_unicode().to_string());

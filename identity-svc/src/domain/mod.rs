@@ -1,6 +1,7 @@
 //! Rules of identity-svc: pure, no I/O.
 
 pub mod audit;
+pub mod disclosure;
 pub mod face;
 pub mod id_number;
 pub mod link;
