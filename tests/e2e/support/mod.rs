@@ -10,6 +10,7 @@ pub mod family;
 pub mod privacy;
 pub mod settlement;
 pub mod sms;
+pub mod unmasking;
 pub mod vouchers;
 
 use std::{
