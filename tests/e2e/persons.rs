@@ -144,7 +144,8 @@ async fn a_bad_phone_and_an_empty_name_are_field_errors() {
     let mut no_name = register(&person);
     no_name.name = "  ".into();
     let error = persons.register_person(no_name).await.unwrap_err();
-    assert_eq!((error.code(), reason(&error).as_str()), (Code::InvalidArgument, "INVALID_ARGUMENT"));
+    // Every name refusal, an empty name included, is INVALID_NAME (the one name rule).
+    assert_eq!((error.code(), reason(&error).as_str()), (Code::InvalidArgument, "INVALID_NAME"));
     assert_eq!(bad_fields(&error), vec!["name".to_owned()]);
     stack.shutdown().await;
 }

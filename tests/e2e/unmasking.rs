@@ -12,7 +12,7 @@ use medins_proto::{
     identity::v1::{self as ipb, GetPersonRequest},
     insurance::v1::{
         GetAccountRequest, GetFamilyBindingRequest, IssueCodeRequest, ListFamilyMembersRequest, Relationship,
-        VerifyCodeRequest,
+        VerifyCodeRequest, get_account_request,
     },
 };
 use prost::Message;
@@ -143,7 +143,7 @@ async fn everything_partners_read_about_a_binder_and_a_member_leaves_at_least_10
     for (account_id, seen) in [(&binder.account_id, &mut about_binder), (&member.account_id, &mut about_member)] {
         let response = stack
             .accounts(Some(&stack.keys.ops))
-            .get_account(GetAccountRequest { account_id: account_id.clone() })
+            .get_account(GetAccountRequest { key: Some(get_account_request::Key::AccountId(account_id.clone())) })
             .await
             .expect("get account")
             .into_inner();
@@ -234,7 +234,7 @@ async fn a_newborn_registered_days_after_birth_still_leaves_at_least_10000_id_nu
     seen.response(&response);
     let account = stack
         .accounts(Some(&stack.keys.ops))
-        .get_account(GetAccountRequest { account_id: child.account_id.clone() })
+        .get_account(GetAccountRequest { key: Some(get_account_request::Key::AccountId(child.account_id.clone())) })
         .await
         .expect("get account")
         .into_inner();
