@@ -118,6 +118,8 @@ reasons! {
     AssuranceLevelTooLow => "ASSURANCE_LEVEL_TOO_LOW",
     PersonTokenRevoked => "PERSON_TOKEN_REVOKED",
     PersonSuspended => "PERSON_SUSPENDED",
+    // Issue 12, names as people write them (medins_common::name).
+    InvalidName => "INVALID_NAME",
 }
 
 impl fmt::Display for Reason {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod idempotency;
 pub mod keyring;
 pub mod mask;
+pub mod name;
 pub mod peer;
 pub mod phone;
 pub mod revocation;

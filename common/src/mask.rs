@@ -1,10 +1,37 @@
-//! Masking of personal data for display outside identity-svc (DESIGN.md 4.5).
+//! Masking of personal data for display outside identity-svc.
 //!
 //! Outside identity-svc an ID number, a name or a phone number appears only masked:
-//! ID `110105********002X`, name `*三`, phone `138****1234`. Every function here works on
+//! ID `110105***********X`, name `*三`, phone `138****1234`. Every function here works on
 //! characters (not bytes), never panics, and returns a string with as many characters as
 //! its input, so an empty input gives an empty output. Input is not trimmed or validated:
 //! anything that does not have the expected shape is masked more, never less.
+//!
+//! # What the masks leave, counted with everything else a partner reads
+//!
+//! Nothing a partner receives about a person, from all RPCs of both services together, may
+//! narrow the person's ID number, phone or name to fewer than 10,000 candidates. A partner
+//! reads, besides these masks: the six-digit region code, the sex, an age that changes only on
+//! 1 January (identity-svc's `domain::disclosure::shown_age`: the current year minus the birth
+//! year, so it gives the birth year and nothing finer), and timestamps that are never earlier
+//! than the person's registration (so never earlier than the birth date).
+//!
+//! - ID number (GB 11643: region 6 + birth date 8 + sequence 3 whose parity is the sex + an
+//!   ISO 7064 MOD 11-2 check character fixed by the other 17): the mask keeps the region and
+//!   the check character and hides the birth date and the sequence. Knowing region, birth year
+//!   and sex leaves 365 (or 366) dates x 500 sequences = 182,500 numbers; the visible check
+//!   character keeps one in 11 of them: for one date the 500 sequences of one parity spread over
+//!   the 11 check characters with 45 or 46 on each, so at least 365 x 45 = 16,425 numbers are
+//!   left whatever the check character. The former mask kept the last four
+//!   characters (sequence and check): with a birth date or age beside it, one number was left.
+//!   A person registered in the calendar year of their birth is shown one year older (their
+//!   age counts from the year before), so that a registration timestamp early in the year does
+//!   not confine their birth date to a few days: the candidates then span the whole previous
+//!   year too.
+//! - Phone (11 digits): the mask hides 4 digits, 10,000 candidates; no view shows another part
+//!   of a phone.
+//! - Name: all characters but the last are hidden; with thousands of common given-name
+//!   characters for each hidden position, a masked name of two or more characters leaves well
+//!   over 10,000 names, and a one-character name is hidden entirely.
 
 /// The character that replaces hidden characters.
 const MASK: char = '*';
@@ -12,24 +39,19 @@ const MASK: char = '*';
 /// Length of a GB 11643-1999 resident ID number in characters.
 const ID_NUMBER_LENGTH: usize = 18;
 
-/// Masks a resident ID number, keeping the 6-character region code and the last 4
-/// characters: `11010519491231002X` becomes `110105********002X`.
+/// Masks a resident ID number, keeping the 6-character region code and the check character
+/// only: `11010519491231002X` becomes `110105***********X`. The birth date and the sequence
+/// (which the age and sex shown beside it would otherwise complete) stay hidden.
 ///
 /// Input that is not exactly 18 characters long is masked entirely (`*` for each character).
 pub fn mask_id_number(id: &str) -> String {
-    if id.chars().count() == ID_NUMBER_LENGTH { keep_ends(id, 6, 4) } else { mask_all(id) }
+    if id.chars().count() == ID_NUMBER_LENGTH { keep_ends(id, 6, 1) } else { mask_all(id) }
 }
 
-/// Masks a person's name character by character: one character becomes `*`, two keep
-/// only the last (`张三` becomes `*三`), three or more keep the first and the last
-/// (`欧阳娜娜` becomes `欧**娜`).
+/// Masks a person's name character by character, keeping only the last character: one
+/// character becomes `*`, `张三` becomes `*三`, `王小明` becomes `**明`, `欧阳娜娜` becomes `***娜`.
 pub fn mask_name(name: &str) -> String {
-    match name.chars().count() {
-        0 => String::new(),
-        1 => MASK.to_string(),
-        2 => keep_ends(name, 0, 1),
-        _ => keep_ends(name, 1, 1),
-    }
+    keep_ends(name, 0, 1)
 }
 
 /// Masks a phone number, keeping the first 3 and the last 4 characters:
@@ -86,10 +108,10 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn id_number_keeps_region_and_last_four() {
-        assert_eq!(mask_id_number("11010519491231002X"), "110105********002X");
-        assert_eq!(mask_id_number("11010519491231002x"), "110105********002x");
-        assert_eq!(mask_id_number("440301199001011234"), "440301********1234");
+    fn id_number_keeps_region_and_check_character_only() {
+        assert_eq!(mask_id_number("11010519491231002X"), "110105***********X");
+        assert_eq!(mask_id_number("11010519491231002x"), "110105***********x");
+        assert_eq!(mask_id_number("440301199001011234"), "440301***********4");
     }
 
     #[test]
@@ -105,9 +127,9 @@ mod tests {
     fn id_number_counts_characters_not_bytes() {
         // 18 characters, several of them multi-byte: no panic, still 18 characters out.
         let odd = "一二三四五六七八九十一二三四五六七八";
-        assert_eq!(mask_id_number(odd), "一二三四五六********五六七八");
+        assert_eq!(mask_id_number(odd), "一二三四五六***********八");
         let mixed = "11010519491231002é";
-        assert_eq!(mask_id_number(mixed), "110105********002é");
+        assert_eq!(mask_id_number(mixed), "110105***********é");
     }
 
     #[test]
@@ -123,12 +145,13 @@ mod tests {
     }
 
     #[test]
-    fn name_of_three_or_more_keeps_first_and_last() {
-        assert_eq!(mask_name("王小明"), "王*明");
-        assert_eq!(mask_name("欧阳娜娜"), "欧**娜");
-        assert_eq!(mask_name("司马相如"), "司**如");
-        assert_eq!(mask_name("阿卜杜拉·买买提"), "阿******提");
-        assert_eq!(mask_name("Li Lei"), "L****i");
+    fn name_of_three_or_more_keeps_only_the_last() {
+        assert_eq!(mask_name("王小明"), "**明");
+        assert_eq!(mask_name("王小国"), "**国");
+        assert_eq!(mask_name("欧阳娜娜"), "***娜");
+        assert_eq!(mask_name("司马相如"), "***如");
+        assert_eq!(mask_name("阿卜杜拉·买买提"), "*******提");
+        assert_eq!(mask_name("Li Lei"), "*****i");
     }
 
     #[test]
@@ -181,18 +204,21 @@ mod tests {
         }
 
         #[test]
-        fn names_keep_at_most_two_characters(s in "[^*]{0,20}") {
-            prop_assert!(kept(&mask_name(&s)).chars().count() <= 2);
+        fn names_keep_at_most_one_character_and_hide_all_others(s in "[^*]{0,20}") {
+            let n = s.chars().count();
+            prop_assert!(kept(&mask_name(&s)).chars().count() <= 1);
+            prop_assert_eq!(mask_name(&s).chars().filter(|&c| c == MASK).count(), n.saturating_sub(1).max(usize::from(n == 1)));
         }
 
         #[test]
-        fn id_numbers_hide_the_birth_date(
+        fn id_numbers_hide_the_birth_date_and_the_sequence(
             region in "[1-8][0-9]{5}",
             birth in "(19|20)[0-9]{2}(0[1-9]|1[0-2])[0-2][0-9]",
-            tail in "[0-9]{3}[0-9X]",
+            sequence in "[0-9]{3}",
+            check in "[0-9X]",
         ) {
-            let id = format!("{region}{birth}{tail}");
-            prop_assert_eq!(mask_id_number(&id), format!("{region}********{tail}"));
+            let id = format!("{region}{birth}{sequence}{check}");
+            prop_assert_eq!(mask_id_number(&id), format!("{region}***********{check}"));
         }
 
         #[test]

@@ -26,7 +26,8 @@ use medins_common::{
 use medins_proto::identity::v1::sms_service_server::SmsServiceServer;
 use medins_proto::identity::v1::{
     access_history_service_server::AccessHistoryServiceServer, partner_link_service_server::PartnerLinkServiceServer,
-    person_service_server::PersonServiceServer, person_token_service_server::PersonTokenServiceServer,
+    person_facts_service_server::PersonFactsServiceServer, person_service_server::PersonServiceServer,
+    person_token_service_server::PersonTokenServiceServer,
 };
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -34,7 +35,7 @@ use tonic::service::Routes;
 pub use config::Config;
 
 use crate::{
-    service::{State, person::PersonApi},
+    service::{State, person::PersonApi, person_facts::PersonFactsApi},
     store::person::PersonStore,
 };
 
@@ -49,6 +50,8 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.identity.v1.PersonService/ResumePerson", scopes::PERSON_MANAGE),
     ("/medins.identity.v1.PartnerLinkService/RevokePartnerLink", scopes::LINK_MANAGE),
     ("/medins.identity.v1.PersonTokenService/ListTokenRevocations", scopes::SERVICE),
+    // Issue 12, views that cannot be unmasked: birth dates for medins services only.
+    ("/medins.identity.v1.PersonFactsService/GetPersonFacts", scopes::SERVICE),
     ("/medins.identity.v1.SmsService/SendSmsCode", scopes::SMS_SEND),
     ("/medins.identity.v1.SmsService/VerifySmsCode", scopes::SMS_VERIFY),
     ("/medins.identity.v1.PartnerLinkService/LinkPartnerAccount", scopes::LINK_MANAGE),
@@ -191,6 +194,9 @@ impl IdentityService {
         let sms = SmsServiceServer::new(service::sms::SmsApi::new(self.state.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        let person_facts = PersonFactsServiceServer::new(PersonFactsApi::new(self.state.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
         // Background work lives exactly as long as this future: dropped (aborted) with it.
         let _background = BackgroundTasks(vec![
             self.state.revocations.clone().spawn_refresher(self.state.person_tokens.clone(), self.state.clock.clone()),
@@ -214,6 +220,7 @@ impl IdentityService {
                 service_name::<PersonTokenServiceServer<service::person_token::PersonTokenApi>>(),
                 service_name::<AccessHistoryServiceServer<service::audit::AccessHistoryApi>>(),
                 service_name::<SmsServiceServer<service::sms::SmsApi>>(),
+                service_name::<PersonFactsServiceServer<PersonFactsApi>>(),
                 service_name::<
                     medins_proto::identity::v1::face_verification_service_server::FaceVerificationServiceServer<
                         service::face::FaceApi,
@@ -225,7 +232,8 @@ impl IdentityService {
                 .add_service(links)
                 .add_service(person_tokens)
                 .add_service(access_history)
-                .add_service(sms),
+                .add_service(sms)
+                .add_service(person_facts),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),

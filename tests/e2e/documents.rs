@@ -602,8 +602,9 @@ async fn a_letter_needs_the_owners_readable_signature_document_and_stores_nothin
     }
 
     let good = good_signature.document_id.as_str();
+    // An empty name breaks the one name rule of both services: INVALID_NAME.
     let status = generate_letter(&stack, &owner, "  ", Relationship::Spouse, good).await.unwrap_err();
-    assert_status(&status, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_status(&status, Code::InvalidArgument, "INVALID_NAME");
     assert_eq!(bad_fields(&status), vec!["member_name"]);
     let status = generate_letter(&stack, &owner, "张三丰", Relationship::Unspecified, good).await.unwrap_err();
     assert_status(&status, Code::InvalidArgument, "INVALID_ENUM_VALUE");

@@ -187,7 +187,11 @@ async fn a_child_under_16_is_bound_at_once_and_the_16th_birthday_brings_the_face
     let added =
         stack.add_member(&binder, &almost_16, Relationship::Child, &documents).await.expect("15 years 364 days");
     let binding = added.binding.unwrap();
-    assert_eq!((binding.status, binding.member_age), (BindingStatus::Active as i32, 15));
+    // The age shown counts calendar years (it changes on 1 January, never on the birthday); the
+    // face check still follows the exact 16th birthday.
+    let shown =
+        stack.clock_today().year() - (stack.clock_today() - chrono::Months::new(16 * 12) + chrono::Days::new(1)).year();
+    assert_eq!((binding.status, binding.member_age), (BindingStatus::Active as i32, shown));
     assert!(added.face_check.is_none());
     assert_eq!(
         stack.count_identity_rows("face_sessions").await,

@@ -2,6 +2,7 @@
 
 pub mod assurance;
 pub mod audit;
+pub mod disclosure;
 pub mod face;
 pub mod id_number;
 pub mod link;

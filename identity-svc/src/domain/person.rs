@@ -5,21 +5,12 @@ use medins_common::{ApiError, ApiResult, Reason};
 
 use super::{id_number::IdNumberError, phone::PhoneError};
 
-/// Longest accepted name, in characters.
-pub const MAX_NAME_CHARS: usize = 64;
-
-/// Validates and normalises a legal name: trimmed, 1-64 characters, no control characters.
-/// Names are compared exactly after this (minority names keep their `·`).
+/// Validates and normalises a legal name with the one name rule of both services
+/// (`medins_common::name`: NFC, trimmed, 1-64 characters, no invisible or private-use
+/// characters; INVALID_ARGUMENT / INVALID_NAME otherwise). Names are stored and compared in
+/// this form, so a decomposed `é` matches the composed one; minority names keep their `·`.
 pub fn normalize_name(field: &str, raw: &str) -> ApiResult<String> {
-    let name = raw.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must be 1-64 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not contain control characters"));
-    }
-    Ok(name.to_owned())
+    medins_common::name::require_name(field, raw)
 }
 
 /// Whether a person's identity was confirmed against the identity authority.
@@ -64,7 +55,9 @@ mod tests {
     fn names_are_trimmed_and_bounded() {
         assert_eq!(normalize_name("name", "  张三 ").unwrap(), "张三");
         assert_eq!(normalize_name("name", "阿依古丽·买买提").unwrap(), "阿依古丽·买买提");
-        assert_eq!(normalize_name("name", "   ").unwrap_err().reason(), Reason::InvalidArgument);
+        assert_eq!(normalize_name("name", "   ").unwrap_err().reason(), Reason::InvalidName);
+        assert_eq!(normalize_name("name", "张\u{200B}三").unwrap_err().reason(), Reason::InvalidName);
+        assert_eq!(normalize_name("name", "Jose\u{301}").unwrap(), "Jos\u{e9}");
         assert!(normalize_name("name", &"名".repeat(65)).is_err());
         assert!(normalize_name("name", &"名".repeat(64)).is_ok());
         assert!(normalize_name("name", "张\u{0}三").is_err());

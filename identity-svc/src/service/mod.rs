@@ -4,6 +4,7 @@ pub mod audit;
 pub mod face;
 pub mod link;
 pub mod person;
+pub mod person_facts;
 pub mod person_token;
 pub mod real_name;
 pub mod sms;

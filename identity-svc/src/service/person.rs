@@ -3,7 +3,7 @@
 use medins_common::{
     ApiError, ApiResult, Reason,
     auth::Caller,
-    clock::Clock,
+    clock::{Clock, china_standard_time},
     convert::timestamp,
     error::{require_enum, require_uuid},
     mask::{mask_id_number, mask_name, mask_phone},
@@ -18,7 +18,8 @@ use super::{SharedState, person_token::authorize_person};
 use crate::{
     domain::{
         audit::outcome_of,
-        id_number::{self, Sex, age_on},
+        disclosure::shown_age,
+        id_number::{self, Sex},
         person::{RealName, id_number_error, normalize_name, phone_error},
         phone,
         sms::SmsPurpose,
@@ -59,15 +60,17 @@ impl PersonApi {
 
 /// The masked view of a person, as every caller outside identity-svc sees it.
 pub fn person_view(person: &Person, clock: &dyn Clock) -> PersonView {
-    let birth = person.birth_date;
-    use chrono::Datelike;
+    // The birth date itself never leaves identity-svc (medins_common::mask counts why): only
+    // the age of the disclosure rule, which gives the birth year and nothing finer.
+    let registered_on = chrono::DateTime::<chrono::Utc>::from_naive_utc_and_offset(person.created_at, chrono::Utc)
+        .with_timezone(&china_standard_time())
+        .date_naive();
     PersonView {
         person_id: person.id.to_string(),
         masked_id_number: mask_id_number(&person.id_number),
         masked_name: mask_name(&person.name),
         masked_phone: person.phone.as_deref().map(mask_phone).unwrap_or_default(),
-        birth_date: Some(pb::Date { year: birth.year(), month: birth.month() as i32, day: birth.day() as i32 }),
-        age: age_on(birth, clock.today()) as i32,
+        age: shown_age(person.birth_date, registered_on, clock.today()) as i32,
         sex: match person.sex {
             Sex::Male => pb::Sex::Male,
             Sex::Female => pb::Sex::Female,

@@ -4,15 +4,18 @@
 
 use std::time::Duration;
 
+use chrono::NaiveDate;
+
 use medins_common::{
     ApiError, ApiResult,
     peer::{Peer, PeerOptions, traced},
 };
 use medins_proto::identity::v1::{
-    ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonRequest,
-    GetPublicKeysRequest, ListTokenRevocationsRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose,
-    StartFaceVerificationRequest, StartFaceVerificationResponse, TokenRevocation,
-    face_verification_service_client::FaceVerificationServiceClient, person_service_client::PersonServiceClient,
+    ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonFactsRequest,
+    GetPersonRequest, GetPublicKeysRequest, ListTokenRevocationsRequest, PersonView, PublicKey, ResolvePersonRequest,
+    SmsPurpose, StartFaceVerificationRequest, StartFaceVerificationResponse, TokenRevocation,
+    face_verification_service_client::FaceVerificationServiceClient,
+    person_facts_service_client::PersonFactsServiceClient, person_service_client::PersonServiceClient,
     person_token_service_client::PersonTokenServiceClient,
 };
 use tonic::{Code, Request, Status, metadata::AsciiMetadataValue, transport::Channel};
@@ -21,6 +24,7 @@ use uuid::Uuid;
 const PERSONS: &str = "medins.identity.v1.PersonService";
 const FACES: &str = "medins.identity.v1.FaceVerificationService";
 const TOKENS: &str = "medins.identity.v1.PersonTokenService";
+const FACTS: &str = "medins.identity.v1.PersonFactsService";
 
 /// How the client reaches identity-svc.
 #[derive(Clone, Debug)]
@@ -38,6 +42,7 @@ pub struct IdentityClient {
     persons: PersonServiceClient<Channel>,
     faces: FaceVerificationServiceClient<Channel>,
     tokens: PersonTokenServiceClient<Channel>,
+    facts: PersonFactsServiceClient<Channel>,
     attempts: u32,
 }
 
@@ -49,6 +54,7 @@ impl IdentityClient {
             persons: PersonServiceClient::new(peer.channel()),
             faces: FaceVerificationServiceClient::new(peer.channel()),
             tokens: PersonTokenServiceClient::new(peer.channel()),
+            facts: PersonFactsServiceClient::new(peer.channel()),
             peer,
             attempts: options.attempts.max(1),
         })
@@ -80,6 +86,21 @@ impl IdentityClient {
             })
             .await?;
         response.person.ok_or_else(|| ApiError::internal("identity-svc answered without a person"))
+    }
+
+    /// A person's birth date, for age rules only (`PersonFactsService.GetPersonFacts`, scope
+    /// `service`): partner views never carry it, and nothing here returns it to a partner.
+    pub async fn get_person_birth_date(&self, person_id: Uuid) -> ApiResult<NaiveDate> {
+        let message = GetPersonFactsRequest { person_id: person_id.to_string() };
+        let response = self
+            .call(&self.facts, FACTS, "GetPersonFacts", "", None, message, |mut client, request| async move {
+                client.get_person_facts(request).await
+            })
+            .await?;
+        response
+            .birth_date
+            .and_then(|d| NaiveDate::from_ymd_opt(d.year, u32::try_from(d.month).ok()?, u32::try_from(d.day).ok()?))
+            .ok_or_else(|| ApiError::internal("identity-svc answered a person without a birth date"))
     }
 
     /// A face session by id (insurance-svc's SERVICE key may read any session).

@@ -516,10 +516,14 @@ pub fn mailing_address(
     if street.is_none() {
         violations.push((format!("{prefix}street"), "must be 1-200 characters without control characters"));
     }
-    let recipient = plain_text(recipient, 64);
-    if recipient.is_none() {
-        violations.push((format!("{prefix}recipient"), "must be 1-64 characters without control characters"));
-    }
+    // The recipient is a person's name: the one name rule of both services.
+    let recipient = match medins_common::name::normalize(recipient) {
+        Ok(name) => Some(name),
+        Err(error) => {
+            violations.push((format!("{prefix}recipient"), error.description()));
+            None
+        }
+    };
     // The one mainland mobile rule (medins_common::phone), as identity-svc applies it.
     let phone = medins_common::phone::parse(phone).ok().map(|phone| phone.as_str().to_owned());
     if phone.is_none() {
@@ -530,9 +534,15 @@ pub fn mailing_address(
             Ok(MailingAddress { region_code: region.to_owned(), street, recipient, phone })
         }
         _ => {
+            // A bad recipient alone is INVALID_NAME, as every other name field; several bad
+            // fields at once stay INVALID_ARGUMENT with one violation each.
+            let reason = match violations.as_slice() {
+                [(field, _)] if field.ends_with("recipient") => Reason::InvalidName,
+                _ => Reason::InvalidArgument,
+            };
             let mut violations = violations.into_iter();
             let (field, description) = violations.next().expect("a violation");
-            let mut error = ApiError::invalid_field(Reason::InvalidArgument, &field, description);
+            let mut error = ApiError::invalid_field(reason, &field, description);
             for (field, description) in violations {
                 error = error.with_field_violation(&field, description);
             }

@@ -112,19 +112,12 @@ pub const MONTHLY_BINDERS: i64 = 2;
 /// The age from which a member must pass a face check to be bound.
 pub const FACE_CHECK_AGE: i32 = 16;
 
-/// The member's full legal name as sent: 1-64 characters, no control characters (identity-svc
-/// then checks it against the ID number).
-pub fn member_name(text: &str) -> ApiResult<&str> {
-    let text = text.trim();
-    let count = text.chars().count();
-    if count == 0 || count > 64 || text.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "member_name",
-            "must be 1 to 64 characters without control characters",
-        ));
-    }
-    Ok(text)
+/// The member's full legal name as sent, in the one name rule of both services
+/// (`medins_common::name`: NFC, trimmed, 1-64 characters, no invisible characters;
+/// INVALID_ARGUMENT / INVALID_NAME on `member_name` otherwise). identity-svc then checks it
+/// against the ID number.
+pub fn member_name(text: &str) -> ApiResult<String> {
+    medins_common::name::require_name("member_name", text)
 }
 
 /// Rule 3: a person cannot bind themself.

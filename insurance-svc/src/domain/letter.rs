@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use chrono::NaiveDate;
-use medins_common::{ApiError, ApiResult, Reason};
+use medins_common::ApiResult;
 use uuid::Uuid;
 
 use super::{
@@ -17,25 +17,11 @@ use super::{
     pdf::{HELVETICA_WIDTHS, PdfWriter, show_text, text_width, to_unicode_cmap},
 };
 
-/// The longest member name accepted, in characters.
-pub const MAX_MEMBER_NAME_CHARS: usize = 50;
-
-/// A member name as given: 1 to 50 characters after trimming, no control characters;
-/// INVALID_ARGUMENT on `member_name` otherwise (the message never repeats the name).
-pub fn require_member_name(name: &str) -> ApiResult<&str> {
-    let name = name.trim();
-    let count = name.chars().count();
-    if count == 0 || count > MAX_MEMBER_NAME_CHARS {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, "member_name", "must be 1 to 50 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "member_name",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name)
+/// A member name as given, in the one name rule of both services (`medins_common::name`:
+/// NFC, trimmed, 1-64 characters, no invisible characters); INVALID_ARGUMENT / INVALID_NAME on
+/// `member_name` otherwise (the message never repeats the name).
+pub fn require_member_name(name: &str) -> ApiResult<String> {
+    medins_common::name::require_name("member_name", name)
 }
 
 /// The relationship as the letter words it: Chinese, and English.
@@ -261,6 +247,7 @@ fn assemble(letter: &CommitmentLetter, signature: &PdfImage, content: &[u8], tex
 mod tests {
     use super::*;
     use crate::domain::{document::ContentType, image::pdf_image, pdf::tests::assert_xref_points_at_objects};
+    use medins_common::Reason;
 
     fn letter() -> CommitmentLetter {
         CommitmentLetter {
@@ -275,12 +262,20 @@ mod tests {
     #[test]
     fn member_names_are_trimmed_and_bounded() {
         assert_eq!(require_member_name("  张三 ").unwrap(), "张三");
-        assert_eq!(require_member_name(&"名".repeat(50)).unwrap().chars().count(), 50);
-        for bad in ["", "   ", "张\u{0}三", "a\nb"] {
+        assert_eq!(require_member_name(&"名".repeat(64)).unwrap().chars().count(), 64);
+        for bad in ["", "   ", "张\u{0}三", "a\nb", "张\u{200B}三", "张\u{202E}三", "张\u{E000}三"] {
             let error = require_member_name(bad).unwrap_err();
-            assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
+            assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidName));
         }
-        assert!(require_member_name(&"名".repeat(51)).is_err());
+        assert!(require_member_name(&"名".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn the_longest_masked_names_fit_on_their_line() {
+        let longest = medins_common::mask::mask_name(&"名".repeat(medins_common::name::MAX_NAME_CHARS));
+        for line in [format!("承诺人 Owner: {longest}"), format!("家庭成员 Family member: {longest}")] {
+            assert!(text_width(&line, 12.0) <= PAGE_WIDTH - 2.0 * MARGIN, "{}", text_width(&line, 12.0));
+        }
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! `medins.insurance.v1.AccountService`.
 
-use chrono::NaiveDate;
 use medins_common::{
     ApiError, ApiResult, Reason,
     auth::{Caller, PartnerKind},
@@ -93,14 +92,6 @@ pub fn entry_message(entry: &Entry) -> pb::AccountEntry {
     }
 }
 
-fn birth_date_of(person: &PersonView) -> ApiResult<NaiveDate> {
-    person
-        .birth_date
-        .as_ref()
-        .and_then(|d| NaiveDate::from_ymd_opt(d.year, d.month as u32, d.day as u32))
-        .ok_or_else(|| ApiError::internal("identity-svc answered a person without a birth date"))
-}
-
 fn account_not_found() -> ApiError {
     ApiError::not_found(Reason::AccountNotFound, "no such account")
 }
@@ -119,8 +110,17 @@ impl AccountService for AccountApi {
             pb::Scheme::Unspecified => unreachable!("require_enum refuses the zero value"),
         };
         let terms = account_terms(scheme, &body.region_code, &body.employer_code)?;
-        if body.person.is_none() {
-            return Err(ApiError::invalid_field(Reason::InvalidArgument, "person", "set person_id or identity").into());
+        match &body.person {
+            None => {
+                return Err(
+                    ApiError::invalid_field(Reason::InvalidArgument, "person", "set person_id or identity").into()
+                );
+            }
+            // The one name rule, before anything is resolved or created.
+            Some(open_account_request::Person::Identity(identity)) => {
+                medins_common::name::require_name("identity.name", &identity.name)?;
+            }
+            Some(open_account_request::Person::PersonId(_)) => {}
         }
         let state = &self.state;
         let response = state
@@ -128,8 +128,10 @@ impl AccountService for AccountApi {
             .run(&caller.id, "OpenAccount", request.metadata(), body, || async {
                 let person = self.person_of(body.person.as_ref()).await?;
                 let person_id = require_uuid("person_id", &person.person_id)?;
-                let account =
-                    state.accounts.open(person_id, birth_date_of(&person)?, terms, state.clock.stored_now()).await?;
+                // The birth date (for age rules) comes over a SERVICE-only call: no partner view
+                // carries it.
+                let birth_date = state.identity.get_person_birth_date(person_id).await?;
+                let account = state.accounts.open(person_id, birth_date, terms, state.clock.stored_now()).await?;
                 tracing::info!(account_id = %account.id, %person_id, partner = %caller.id, "account opened");
                 Ok(OpenAccountResponse { account: Some(account_message(&account)) })
             })

@@ -35,7 +35,7 @@ use crate::{
         account::{AccountStatus, Scheme},
         code::CODE_TEXT_LEN,
         qr::qr_png,
-        voucher::{VoucherStatus, age_on},
+        voucher::VoucherStatus,
     },
     store::visit::Redemption,
 };
@@ -47,6 +47,8 @@ pub struct HolderFacts {
     pub masked_name: String,
     /// `MALE`, `FEMALE` or empty.
     pub sex: String,
+    /// The age identity-svc shows partners (it changes on 1 January only); 0 if unknown.
+    pub age: i32,
 }
 
 /// Holder facts by person id for a short time, so a verification usually needs no call to
@@ -94,6 +96,7 @@ impl HolderCache {
                 Ok(Sex::Female) => "FEMALE".into(),
                 _ => String::new(),
             },
+            age: person.age,
         };
         self.remember(person_id, facts.clone());
         Ok(facts)
@@ -226,7 +229,7 @@ impl CodeService for CodeApi {
                         person_id: visit.person_id.to_string(),
                         masked_name: facts.masked_name,
                         sex: facts.sex,
-                        age: age_on(opened.birth_date, state.clock.today()),
+                        age: facts.age,
                         insured_region_code: opened.region_code.clone(),
                         scheme: scheme_message(opened.scheme) as i32,
                         account_status: account_status_message(opened.account_status) as i32,

@@ -471,7 +471,7 @@ impl DocumentService for DocumentApi {
         let response = state
             .idempotency
             .run(&caller.id, "GenerateCommitmentLetter", request.metadata(), body, || async {
-                Ok(self.generate_letter(owner_person_id, member_name, relationship, signature_id).await?)
+                Ok(self.generate_letter(owner_person_id, &member_name, relationship, signature_id).await?)
             })
             .await?;
         Ok(Response::new(response))

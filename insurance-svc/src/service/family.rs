@@ -9,7 +9,7 @@ use medins_common::{
     error::{require_enum, require_uuid},
 };
 use medins_proto::{
-    identity::v1::FacePurpose as IdentityFacePurpose,
+    identity::v1::{FacePurpose as IdentityFacePurpose, PersonView},
     insurance::v1::{
         self as pb, AddFamilyMemberRequest, AddFamilyMemberResponse, GetFamilyBindingRequest, GetFamilyBindingResponse,
         ListFamilyMembersRequest, ListFamilyMembersResponse, ListWhoBoundMeRequest, ListWhoBoundMeResponse,
@@ -100,27 +100,28 @@ impl FamilyApi {
         Self { state }
     }
 
-    /// The wire form of a binding, with both persons' masked names from identity-svc (`known`
-    /// saves a call for a name already at hand).
-    async fn binding_message(&self, binding: &Binding, known: &[(Uuid, &str)]) -> ApiResult<pb::FamilyBinding> {
-        let masked_name = |person: Uuid| async move {
-            match known.iter().find(|(id, _)| *id == person) {
-                Some((_, name)) => Ok((*name).to_owned()),
-                None => self.state.identity.get_person(&person.to_string(), "").await.map(|view| view.masked_name),
+    /// The wire form of a binding, with both persons' masked names and the member's age as
+    /// identity-svc shows them to partners (`known` saves a call for a view already at hand).
+    /// The member's birth date stays here, for the age rules: the view never carries it.
+    async fn binding_message(&self, binding: &Binding, known: &[&PersonView]) -> ApiResult<pb::FamilyBinding> {
+        let view = |person: Uuid| async move {
+            let id = person.to_string();
+            match known.iter().find(|view| view.person_id == id) {
+                Some(view) => Ok((*view).clone()),
+                None => self.state.identity.get_person(&id, "").await,
             }
         };
-        let (owner_masked_name, member_masked_name) =
-            futures::future::try_join(masked_name(binding.owner_person_id), masked_name(binding.member_person_id))
-                .await?;
+        let (owner, member) =
+            futures::future::try_join(view(binding.owner_person_id), view(binding.member_person_id)).await?;
         Ok(pb::FamilyBinding {
             binding_id: binding.id.to_string(),
             owner_person_id: binding.owner_person_id.to_string(),
             member_person_id: binding.member_person_id.to_string(),
-            member_masked_name,
-            owner_masked_name,
+            member_masked_name: member.masked_name,
+            owner_masked_name: owner.masked_name,
             relationship: relationship_message(binding.relationship) as i32,
             status: status_message(binding.status) as i32,
-            member_age: age_on(binding.member_birth_date, self.state.clock.today()),
+            member_age: member.age,
             family_aid: binding.family_aid,
             face_session_id: binding.face_session_id.map(|id| id.to_string()).unwrap_or_default(),
             created_at: Some(timestamp(binding.created_at)),
@@ -234,9 +235,7 @@ impl FamilyApi {
             partner = partner_id,
             "family member bound"
         );
-        let message = self
-            .binding_message(&binding, &[(owner, &owner_view.masked_name), (member, &member_view.masked_name)])
-            .await?;
+        let message = self.binding_message(&binding, &[&owner_view, &member_view]).await?;
         Ok(AddFamilyMemberResponse {
             binding: Some(message),
             face_check: face.map(|(session_id, liveness_challenge, expires_at)| pb::MemberFaceCheck {
@@ -257,7 +256,7 @@ struct DecodedAdd {
 }
 
 fn decode_add(body: &AddFamilyMemberRequest) -> ApiResult<DecodedAdd> {
-    let member_name = family::member_name(&body.member_name)?.to_owned();
+    let member_name = family::member_name(&body.member_name)?;
     if body.member_id_number.is_empty() {
         return Err(ApiError::invalid_field(Reason::InvalidIdNumber, "member_id_number", "required"));
     }

@@ -11,6 +11,7 @@ pub mod privacy;
 pub mod replicas;
 pub mod settlement;
 pub mod sms;
+pub mod unmasking;
 pub mod vouchers;
 
 use std::{
