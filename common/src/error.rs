@@ -109,6 +109,10 @@ reasons! {
     DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
     DatabaseUnavailable => "DATABASE_UNAVAILABLE",
     Internal => "INTERNAL",
+    // Issue 12, persons: phone changes and claims.
+    PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
+    PhoneUnchanged => "PHONE_UNCHANGED",
+    FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
 }
 
 impl fmt::Display for Reason {

@@ -42,7 +42,9 @@ fn decode(body: &FaceVerificationCompletedRequest) -> ApiResult<FaceOutcomeRecor
         identity_pb::FacePurpose::VoucherActivation => FacePurpose::VoucherActivation,
         identity_pb::FacePurpose::FamilyBinding => FacePurpose::FamilyBinding,
         identity_pb::FacePurpose::CardApplication => FacePurpose::CardApplication,
-        identity_pb::FacePurpose::RealName | identity_pb::FacePurpose::Unspecified => {
+        identity_pb::FacePurpose::RealName
+        | identity_pb::FacePurpose::PhoneChange
+        | identity_pb::FacePurpose::Unspecified => {
             return Err(ApiError::invalid_field(Reason::InvalidArgument, "purpose", "not an insurance purpose"));
         }
     };
