@@ -7,6 +7,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod cards;
+mod claims;
 mod cli;
 mod codes;
 mod docs;
