@@ -552,7 +552,9 @@ async fn a_squatters_claim_never_locks_out_the_resident_and_is_superseded_by_the
             "NAME_MISMATCH",
         );
         assert_refused(
-            service.resolve_person(ResolvePersonRequest { name: name.to_owned(), id_number: resident.id_number.clone() }).await,
+            service
+                .resolve_person(ResolvePersonRequest { name: name.to_owned(), id_number: resident.id_number.clone() })
+                .await,
             Code::FailedPrecondition,
             "NAME_MISMATCH",
         );
@@ -591,11 +593,16 @@ async fn match_person_answers_without_creating_anyone_and_never_name_mismatch() 
     assert_eq!(found.person_id, person_id);
     let named = service.match_person(request(&person.name, &person_id)).await.unwrap().into_inner();
     assert!(named.matched);
-    let other = service.match_person(request(&person.name, &uuid::Uuid::now_v7().to_string())).await.unwrap().into_inner();
+    let other =
+        service.match_person(request(&person.name, &uuid::Uuid::now_v7().to_string())).await.unwrap().into_inner();
     assert!(!other.matched);
     let wrong = service.match_person(request("别人", "")).await.unwrap().into_inner();
     assert!(!wrong.matched);
-    assert_refused(service.match_person(request(&person.name, "not-a-uuid")).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_refused(
+        service.match_person(request(&person.name, "not-a-uuid")).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
     // A front door holds no `person.resolve`.
     assert_refused(
         stack.persons(Some(&stack.keys.mini_program)).match_person(request(&person.name, "")).await,

@@ -286,7 +286,10 @@ mod tests {
 
     #[test]
     fn the_same_name_is_the_existing_person() {
-        assert_eq!(decide_claim(&[claim(1, false, false), claim(2, true, false)]), ClaimDecision::Existing(Uuid::from_u128(2)));
+        assert_eq!(
+            decide_claim(&[claim(1, false, false), claim(2, true, false)]),
+            ClaimDecision::Existing(Uuid::from_u128(2))
+        );
         assert_eq!(decide_claim(&[claim(1, true, true)]), ClaimDecision::Existing(Uuid::from_u128(1)));
     }
 
@@ -345,11 +348,26 @@ mod tests {
         let fresh = face("2026-12-07 05:05:00");
         let cases = [
             (PhoneChangeProof::Face(None), PhoneChangeRefusal::FaceNotFound),
-            (PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { same_person: false, ..fresh })), PhoneChangeRefusal::FaceNotProof),
-            (PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { phone_change_purpose: false, ..fresh })), PhoneChangeRefusal::FaceNotProof),
-            (PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { passed: false, ..fresh })), PhoneChangeRefusal::FaceNotProof),
-            (PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { finished_at: None, ..fresh })), PhoneChangeRefusal::FaceNotProof),
-            (PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { already_used: true, ..fresh })), PhoneChangeRefusal::FaceUsed),
+            (
+                PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { same_person: false, ..fresh })),
+                PhoneChangeRefusal::FaceNotProof,
+            ),
+            (
+                PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { phone_change_purpose: false, ..fresh })),
+                PhoneChangeRefusal::FaceNotProof,
+            ),
+            (
+                PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { passed: false, ..fresh })),
+                PhoneChangeRefusal::FaceNotProof,
+            ),
+            (
+                PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { finished_at: None, ..fresh })),
+                PhoneChangeRefusal::FaceNotProof,
+            ),
+            (
+                PhoneChangeProof::Face(Some(PhoneChangeFaceFacts { already_used: true, ..fresh })),
+                PhoneChangeRefusal::FaceUsed,
+            ),
             (PhoneChangeProof::Face(Some(face("2026-12-07 05:00:00"))), PhoneChangeRefusal::FaceStale),
         ];
         for (proof, refusal) in cases {
@@ -361,11 +379,24 @@ mod tests {
     #[test]
     fn only_an_operator_with_a_reason_may_change_a_phone_without_a_face() {
         let now = at("2026-12-07 05:10:00");
-        let operator = |caller_is_ops: bool, reason: &str| PhoneChangeProof::Operator { caller_is_ops, reason: reason.to_owned() };
-        assert_eq!(decide_phone_change(None, "13800000000", &operator(true, "lost SIM, ID checked at counter 3"), now), Ok(PhoneChangeMethod::Operator));
-        assert_eq!(decide_phone_change(None, "13800000000", &operator(true, "  "), now), Err(PhoneChangeRefusal::ReasonInvalid));
-        assert_eq!(decide_phone_change(None, "13800000000", &operator(true, &"x".repeat(501)), now), Err(PhoneChangeRefusal::ReasonInvalid));
-        assert_eq!(decide_phone_change(None, "13800000000", &operator(false, "because"), now), Err(PhoneChangeRefusal::OperatorOnly));
+        let operator =
+            |caller_is_ops: bool, reason: &str| PhoneChangeProof::Operator { caller_is_ops, reason: reason.to_owned() };
+        assert_eq!(
+            decide_phone_change(None, "13800000000", &operator(true, "lost SIM, ID checked at counter 3"), now),
+            Ok(PhoneChangeMethod::Operator)
+        );
+        assert_eq!(
+            decide_phone_change(None, "13800000000", &operator(true, "  "), now),
+            Err(PhoneChangeRefusal::ReasonInvalid)
+        );
+        assert_eq!(
+            decide_phone_change(None, "13800000000", &operator(true, &"x".repeat(501)), now),
+            Err(PhoneChangeRefusal::ReasonInvalid)
+        );
+        assert_eq!(
+            decide_phone_change(None, "13800000000", &operator(false, "because"), now),
+            Err(PhoneChangeRefusal::OperatorOnly)
+        );
         assert_eq!(PhoneChangeRefusal::OperatorOnly.into_error().code(), tonic::Code::PermissionDenied);
     }
 }

@@ -278,8 +278,10 @@ impl FaceVerificationService for FaceApi {
         let session_id = require_uuid("session_id", &request.get_ref().session_id)?;
         let session = self.session(session_id).await?;
         // The front door that started a PHONE_CHANGE session without a token reads its outcome.
-        let own_tokenless = starts_without_person_token(caller.kind, session.purpose) && session.partner_id == caller.id;
-        let authorized = if own_tokenless { Ok(()) } else { authorize_person(&self.state, &request, session.person_id) };
+        let own_tokenless =
+            starts_without_person_token(caller.kind, session.purpose) && session.partner_id == caller.id;
+        let authorized =
+            if own_tokenless { Ok(()) } else { authorize_person(&self.state, &request, session.person_id) };
         let result: Result<_, Status> = authorized
             .map(|()| {
                 let now = self.state.clock.stored_now();

@@ -206,10 +206,9 @@ impl PersonService for PersonApi {
             Some(pb::change_phone_request::Proof::FaceSessionId(id)) => {
                 PhoneChangeEvidence::Face(require_uuid("face_session_id", id)?)
             }
-            Some(pb::change_phone_request::Proof::OperatorReason(reason)) => PhoneChangeEvidence::Operator {
-                caller_is_ops: caller.kind == PartnerKind::Ops,
-                reason: reason.clone(),
-            },
+            Some(pb::change_phone_request::Proof::OperatorReason(reason)) => {
+                PhoneChangeEvidence::Operator { caller_is_ops: caller.kind == PartnerKind::Ops, reason: reason.clone() }
+            }
             None => {
                 return Err(ApiError::invalid_field(
                     Reason::InvalidArgument,

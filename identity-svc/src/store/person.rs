@@ -1,8 +1,8 @@
 //! Persons at rest: every personal field encrypted, found by blind index.
 //!
 //! A row is a live claim or a superseded one. Only live rows are persons to the outside: a
-//! superseded claim is found by nothing here (the same as a missing id). Which live row a name
-//! + ID number pair is, and what a phone change needs, are the domain's decisions
+//! superseded claim is found by nothing here (the same as a missing id). Which live row a
+//! name and ID number pair is, and what a phone change needs, are the domain's decisions
 //! (`domain::person`); this module reads their facts and writes their outcome.
 
 use chrono::{NaiveDate, NaiveDateTime};
@@ -156,7 +156,10 @@ impl PersonStore {
             let facts = claim_facts(&live, &new.name);
             match decide_claim(&facts) {
                 ClaimDecision::Existing(id) => {
-                    let person = live.into_iter().find(|p| p.id == id).ok_or_else(|| ApiError::internal("decided on an unknown claim"))?;
+                    let person = live
+                        .into_iter()
+                        .find(|p| p.id == id)
+                        .ok_or_else(|| ApiError::internal("decided on an unknown claim"))?;
                     return Ok((person, false));
                 }
                 ClaimDecision::NameMismatch => return Err(name_mismatch().into()),
@@ -205,7 +208,12 @@ impl PersonStore {
     /// The live person a name + ID number pair matches ([`decide_match`]), limited to
     /// `person_id` when given. Reads only: creates nothing, and a confirmed person under
     /// another name is simply no match.
-    pub async fn match_person(&self, name: String, id_number: IdNumber, person_id: Option<Uuid>) -> ApiResult<Option<Person>> {
+    pub async fn match_person(
+        &self,
+        name: String,
+        id_number: IdNumber,
+        person_id: Option<Uuid>,
+    ) -> ApiResult<Option<Person>> {
         let store = self.clone();
         self.db
             .read(move |conn| {
@@ -287,9 +295,7 @@ impl PersonStore {
         now: NaiveDateTime,
     ) -> ApiResult<Person> {
         let store = self.clone();
-        self.db
-            .write(move |conn| write_transaction(conn, |conn| store.change_phone_in(conn, &sms, &change, now)))
-            .await
+        self.db.write(move |conn| write_transaction(conn, |conn| store.change_phone_in(conn, &sms, &change, now))).await
     }
 
     fn change_phone_in(
@@ -310,7 +316,9 @@ impl PersonStore {
         let previous_index = row.phone_index.clone();
         let mut person = self.decrypt(row)?;
         let proof = match &change.proof {
-            PhoneChangeEvidence::Face(session_id) => PhoneChangeProof::Face(self.face_facts_in(conn, change.person_id, *session_id)?),
+            PhoneChangeEvidence::Face(session_id) => {
+                PhoneChangeProof::Face(self.face_facts_in(conn, change.person_id, *session_id)?)
+            }
             PhoneChangeEvidence::Operator { caller_is_ops, reason } => {
                 PhoneChangeProof::Operator { caller_is_ops: *caller_is_ops, reason: reason.clone() }
             }
@@ -327,7 +335,9 @@ impl PersonStore {
             persons::updated_at.eq(now),
         );
         let changed = match &previous_index {
-            Some(previous) => diesel::update(target.filter(persons::phone_index.eq(previous))).set(values).execute(conn)?,
+            Some(previous) => {
+                diesel::update(target.filter(persons::phone_index.eq(previous))).set(values).execute(conn)?
+            }
             None => diesel::update(target.filter(persons::phone_index.is_null())).set(values).execute(conn)?,
         };
         if changed != 1 {
@@ -381,7 +391,12 @@ impl PersonStore {
         let session_text = session_id.to_string();
         let row: Option<(String, String, String, Option<NaiveDateTime>)> = face_sessions::table
             .find(&session_text)
-            .select((face_sessions::person_id, face_sessions::purpose, face_sessions::status, face_sessions::finished_at))
+            .select((
+                face_sessions::person_id,
+                face_sessions::purpose,
+                face_sessions::status,
+                face_sessions::finished_at,
+            ))
             .first(conn)
             .optional()?;
         let Some((session_person, purpose, status, finished_at)) = row else { return Ok(None) };

@@ -10,9 +10,10 @@ use medins_common::{
 };
 use medins_proto::identity::v1::{
     ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonRequest,
-    GetPublicKeysRequest, MatchPersonRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose, StartFaceVerificationRequest,
-    StartFaceVerificationResponse, face_verification_service_client::FaceVerificationServiceClient,
-    person_service_client::PersonServiceClient, person_token_service_client::PersonTokenServiceClient,
+    GetPublicKeysRequest, MatchPersonRequest, PersonView, PublicKey, ResolvePersonRequest, SmsPurpose,
+    StartFaceVerificationRequest, StartFaceVerificationResponse,
+    face_verification_service_client::FaceVerificationServiceClient, person_service_client::PersonServiceClient,
+    person_token_service_client::PersonTokenServiceClient,
 };
 use tonic::{Code, Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 use uuid::Uuid;
@@ -87,9 +88,15 @@ impl IdentityClient {
             person_id: person_id.map(|id| id.to_string()).unwrap_or_default(),
         };
         let response = self
-            .call(&self.persons, PERSONS, "MatchPerson", field_prefix, None, message, |mut client, request| async move {
-                client.match_person(request).await
-            })
+            .call(
+                &self.persons,
+                PERSONS,
+                "MatchPerson",
+                field_prefix,
+                None,
+                message,
+                |mut client, request| async move { client.match_person(request).await },
+            )
             .await?;
         if !response.matched {
             return Ok(None);
