@@ -537,6 +537,18 @@ async fn a_squatters_claim_never_locks_out_the_resident_and_is_superseded_by_the
         Code::NotFound,
         "PERSON_NOT_FOUND",
     );
+    // insurance-svc cannot act for it either: it asks identity-svc, which knows no such person.
+    assert_refused(
+        stack
+            .accounts(Some(&stack.keys.ops))
+            .open_account(OpenAccountRequest {
+                person: Some(open_account_request::Person::PersonId(squat_id.clone())),
+                ..open_by_identity(&resident.name, &resident.id_number)
+            })
+            .await,
+        Code::NotFound,
+        "PERSON_NOT_FOUND",
+    );
     assert_eq!(stack.count_identity_rows("person_supersessions").await, 2);
     assert_eq!(stack.count_identity_rows("persons").await, 3, "superseded claims stay on record");
     // It no longer matches, and the wrong names are now NAME_MISMATCH.
