@@ -624,3 +624,37 @@ async fn match_person_answers_without_creating_anyone_and_never_name_mismatch() 
     assert_eq!(stack.count_identity_rows("persons").await, 1);
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn claims_racing_a_confirmation_are_superseded_or_refused_never_left_live() {
+    let resident = SeedPerson::adult();
+    let stack = stack_knowing(&[&resident]).await;
+    let resident_id = stack.register_as_ops(&resident).await;
+    let real_name = verified_challenge(&stack, &stack.keys.bank, &resident.phone, SmsPurpose::RealName).await;
+    let confirm = {
+        let mut persons = stack.persons(Some(&stack.keys.bank));
+        let request = CompleteRealNameRequest { person_id: resident_id.clone(), challenge_id: real_name };
+        async move { persons.complete_real_name(request).await.map(|_| ()) }
+    };
+    let names = ["甲冒名", "乙冒名", "丙冒名", "丁冒名", "戊冒名", "己冒名"];
+    let squats = names.iter().map(|name| {
+        let mut persons = stack.persons(Some(&stack.keys.mini_program));
+        let request = register(name, &resident.id_number, &fresh_phone());
+        async move { persons.register_person(request).await.map(|_| ()) }
+    });
+    let (confirmed, squatted) = tokio::join!(confirm, futures::future::join_all(squats));
+    confirmed.expect("the resident is confirmed");
+    for result in &squatted {
+        if let Err(status) = result {
+            assert_eq!((status.code(), reason(status).as_str()), (Code::FailedPrecondition, "NAME_MISMATCH"));
+        }
+    }
+    let created = squatted.iter().filter(|r| r.is_ok()).count() as i64;
+    assert_eq!(
+        count_where(&stack, "SELECT COUNT(*) AS count FROM persons WHERE claim_status = 'LIVE'".into()).await,
+        1,
+        "only the confirmed person is live"
+    );
+    assert_eq!(stack.count_identity_rows("person_supersessions").await, created);
+    stack.shutdown().await;
+}

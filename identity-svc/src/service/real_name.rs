@@ -53,6 +53,7 @@ pub(super) async fn complete_real_name(
                 .db
                 .write(move |conn| {
                     write_transaction(conn, |conn| {
+                        persons.lock_claims_of_in(conn, person_id)?;
                         // A concurrent call may have verified the person meanwhile: then this
                         // challenge stays unused.
                         if persons.mark_real_name_verified_in(conn, person_id, METHOD_SMS_AND_AUTHORITY, now)? {

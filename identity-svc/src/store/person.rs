@@ -152,6 +152,7 @@ impl PersonStore {
     ) -> Result<(Person, bool), FindOrCreateError> {
         let id_number_index = self.index.compute(ID_NUMBER_DOMAIN, new.id_number.as_str());
         write_transaction(conn, |conn| {
+            lock_id_number_in(conn, &id_number_index)?;
             let live = self.live_claims_in(conn, &id_number_index)?;
             let facts = claim_facts(&live, &new.name);
             match decide_claim(&facts) {
@@ -238,7 +239,17 @@ impl PersonStore {
             .collect()
     }
 
-    /// Supersedes, on the caller's connection (inside the transaction that confirmed
+    /// Takes, on the caller's connection and until its transaction ends, the lock on every
+    /// claim decision about the ID number of `person_id` (see [`lock_id_number_in`]). A
+    /// confirmation takes it first, before it changes any row. NOT_FOUND if no such row.
+    pub fn lock_claims_of_in(&self, conn: &mut DbConnection, person_id: Uuid) -> ApiResult<()> {
+        let index: Option<Vec<u8>> =
+            persons::table.find(person_id.to_string()).select(persons::id_number_index).first(conn).optional()?;
+        let index = index.ok_or_else(|| ApiError::not_found(Reason::PersonNotFound, "no person with this id"))?;
+        lock_id_number_in(conn, &index)
+    }
+
+    /// Supersedes (after [`lock_claims_of_in`](Self::lock_claims_of_in)), on the caller's connection (inside the transaction that confirmed
     /// `confirmed`), every other live claim of its ID number ([`claims_to_supersede`]): they stop
     /// being persons (found by nothing, the same as a missing id), their partner links end, and
     /// their tokens are revoked. Returns the superseded ids.
@@ -573,6 +584,21 @@ fn end_access_of_superseded_in(conn: &mut DbConnection, superseded: &[Uuid], now
     )
     .set(partner_links::unlinked_at.eq(now))
     .execute(conn)?;
+    Ok(())
+}
+
+/// Serialises, until the end of the transaction, every decision about the claims of one ID
+/// number: a new claim cannot slip in beside a confirmation that is superseding the others.
+/// SQLite's write transactions already run one at a time; PostgreSQL takes a transaction-scoped
+/// advisory lock keyed by the number's blind index (an HMAC: the key reveals nothing).
+fn lock_id_number_in(conn: &mut DbConnection, id_number_index: &[u8]) -> ApiResult<()> {
+    let DbConnection::Postgres(inner) = conn else { return Ok(()) };
+    let mut key = [0u8; 8];
+    let len = id_number_index.len().min(8);
+    key[..len].copy_from_slice(&id_number_index[..len]);
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(i64::from_be_bytes(key))
+        .execute(inner)?;
     Ok(())
 }
 
