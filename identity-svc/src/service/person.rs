@@ -223,12 +223,9 @@ impl PersonService for PersonApi {
             .idempotency
             .run(&caller.id, "ChangePhone", request.metadata(), body, || async {
                 let change = PhoneChange { person_id, new_phone, challenge_id, proof, partner_id: caller.id.clone() };
-                let method = match &change.proof {
-                    PhoneChangeEvidence::Face(_) => "FACE",
-                    PhoneChangeEvidence::Operator { .. } => "OPERATOR",
-                };
-                let person = state.persons.change_phone(state.sms.clone(), change, state.clock.stored_now()).await?;
-                tracing::info!(%person_id, method, partner = %caller.id, "phone changed");
+                let (person, method) =
+                    state.persons.change_phone(state.sms.clone(), change, state.clock.stored_now()).await?;
+                tracing::info!(%person_id, method = method.as_str(), partner = %caller.id, "phone changed");
                 Ok(pb::ChangePhoneResponse { person: Some(person_view(&person, state.clock.as_ref())) })
             })
             .await;

@@ -298,13 +298,14 @@ impl PersonStore {
     /// read and judged ([`decide_phone_change`]), the PHONE_CHANGE challenge to the new phone is
     /// used up, the phone is compare-and-set against the one the decision saw (a concurrent
     /// change makes this one ABORTED / PHONE_CHANGE_CONFLICT, never a lost update), and the
-    /// change is added to the person's history. Returns the person as it now is.
+    /// change is added to the person's history. Returns the person as it now is, and how the
+    /// change was proven.
     pub async fn change_phone(
         &self,
         sms: super::sms::SmsStore,
         change: PhoneChange,
         now: NaiveDateTime,
-    ) -> ApiResult<Person> {
+    ) -> ApiResult<(Person, PhoneChangeMethod)> {
         let store = self.clone();
         self.db.write(move |conn| write_transaction(conn, |conn| store.change_phone_in(conn, &sms, &change, now))).await
     }
@@ -315,7 +316,7 @@ impl PersonStore {
         sms: &super::sms::SmsStore,
         change: &PhoneChange,
         now: NaiveDateTime,
-    ) -> ApiResult<Person> {
+    ) -> ApiResult<(Person, PhoneChangeMethod)> {
         let id_text = change.person_id.to_string();
         let row = persons::table
             .find(&id_text)
@@ -389,7 +390,7 @@ impl PersonStore {
             Err(error) => return Err(error.into()),
         }
         person.phone = Some(change.new_phone.as_str().to_owned());
-        Ok(person)
+        Ok((person, method))
     }
 
     /// What a face session offered for a phone change is, or `None` if there is no such session.
