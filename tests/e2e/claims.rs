@@ -658,3 +658,35 @@ async fn claims_racing_a_confirmation_are_superseded_or_refused_never_left_live(
     assert_eq!(stack.count_identity_rows("person_supersessions").await, created);
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn rows_without_a_name_index_get_one_at_start_and_still_decide_claims() {
+    let person = SeedPerson::adult();
+    let mut stack = stack_knowing(&[&person]).await;
+    let person_id = stack.register_as_ops(&person).await;
+    // As a row written before names had a blind index.
+    stack
+        .identity_db
+        .run(|conn| {
+            diesel::sql_query("UPDATE persons SET name_index = NULL")
+                .execute(conn)
+                .map_err(medins_common::db::DbError::from)
+        })
+        .await
+        .expect("clear the name index");
+    let without = "SELECT COUNT(*) AS count FROM persons WHERE name_index IS NULL".to_owned();
+    assert_eq!(count_where(&stack, without.clone()).await, 1);
+    stack.kill_identity().await;
+    stack.restart_identity().await;
+    assert_eq!(count_where(&stack, without).await, 0, "filled in at start");
+    // The same name is still the same person, and the unique index holds it.
+    let again = stack
+        .persons(Some(&stack.keys.bank))
+        .register_person(register(&person.name, &person.id_number, &person.phone))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    assert_eq!(again.person.unwrap().person_id, person_id);
+    stack.shutdown().await;
+}
