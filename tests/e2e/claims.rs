@@ -14,7 +14,10 @@ use medins_proto::{
         RealNameStatus, RegisterPersonRequest, ResolvePersonRequest, SendSmsCodeRequest, SmsPurpose,
         StartFaceVerificationRequest, SubmitFaceResultRequest, VerifySmsCodeRequest, change_phone_request::Proof,
     },
-    insurance::v1::{OpenAccountRequest, PersonIdentity, Scheme, open_account_request},
+    insurance::v1::{
+        AccountStatus, GetAccountRequest, OpenAccountRequest, PersonIdentity, PersonSupersededRequest, Scheme,
+        get_account_request, open_account_request,
+    },
 };
 use tonic::{Code, Status};
 
@@ -551,6 +554,45 @@ async fn a_squatters_claim_never_locks_out_the_resident_and_is_superseded_by_the
     );
     assert_eq!(stack.count_identity_rows("person_supersessions").await, 2);
     assert_eq!(stack.count_identity_rows("persons").await, 3, "superseded claims stay on record");
+    // insurance-svc is told (outbox): the bank claim's account is suspended, no money moves on
+    // it; the resident's own account is untouched.
+    let status_of = |person_id: String| {
+        let mut accounts = stack.accounts(Some(&stack.keys.ops));
+        async move {
+            accounts
+                .get_account(GetAccountRequest { key: Some(get_account_request::Key::PersonId(person_id)) })
+                .await
+                .expect("get account")
+                .into_inner()
+                .account
+                .unwrap()
+                .status
+        }
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_of(bank_claim.clone()).await != AccountStatus::Suspended as i32 {
+        assert!(tokio::time::Instant::now() < deadline, "the claim's account is suspended within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status_of(resident_id.clone()).await, AccountStatus::Active as i32);
+    assert_eq!(
+        count_where(&stack, "SELECT COUNT(*) AS count FROM person_outbox WHERE delivered_at IS NOT NULL".into()).await,
+        2
+    );
+    // A redelivery changes nothing.
+    let again = stack
+        .identity_events(Some(&stack.keys.identity_service))
+        .person_superseded(PersonSupersededRequest {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            person_id: bank_claim.clone(),
+            superseded_by: resident_id.clone(),
+            superseded_at: None,
+        })
+        .await
+        .expect("redelivery")
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(status_of(bank_claim.clone()).await, AccountStatus::Suspended as i32);
     // It no longer matches, and the wrong names are now NAME_MISMATCH.
     for name in [squatter_name, bank_name] {
         let answer = service.match_person(matched(name)).await.unwrap().into_inner();

@@ -5,6 +5,7 @@ pub mod face;
 pub mod link;
 pub mod outbox;
 pub mod person;
+pub mod person_outbox;
 pub mod schema;
 pub mod sms;
 

@@ -291,6 +291,10 @@ impl PersonStore {
                 .execute(conn)?;
         }
         end_access_of_superseded_in(conn, &superseded, now)?;
+        // insurance-svc suspends what it holds for each claim once told (at least once).
+        for id in &superseded {
+            super::person_outbox::record_superseded_in(conn, *id, confirmed, now)?;
+        }
         Ok(superseded)
     }
 
@@ -575,9 +579,11 @@ fn phone_change_conflict() -> ApiError {
 }
 
 /// Where a superseded claim's access ends, inside the superseding transaction: its live
-/// partner links end now (so no partner obtains a new token for it). Tokens already issued
-/// for it are refused by identity-svc because the claim is no longer a person; the revocation
-/// record that lets insurance-svc refuse them too is written here as well.
+/// partner links end now (so no partner obtains a new token for it). A claim never held a
+/// token (tokens need real name VERIFIED, and a confirmed person is never superseded), and
+/// identity-svc refuses any token for it because it is no longer a person. Token revocation
+/// rows for `superseded`, if the revocation feed ever needs them, belong here, in this same
+/// transaction.
 fn end_access_of_superseded_in(conn: &mut DbConnection, superseded: &[Uuid], now: NaiveDateTime) -> ApiResult<()> {
     let ids: Vec<String> = superseded.iter().map(Uuid::to_string).collect();
     diesel::update(

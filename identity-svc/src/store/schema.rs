@@ -32,6 +32,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Transactional outbox of PersonSuperseded events for insurance-svc.
+    person_outbox (id) {
+        id -> Text,
+        person_id -> Text,
+        superseded_by -> Text,
+        occurred_at -> Timestamp,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        delivered_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     /// Each change of a person's phone and how it was proven; phones as blind indexes only.
     phone_changes (id) {
         id -> Text,

@@ -1,3 +1,4 @@
+DROP TABLE person_outbox;
 DROP TABLE phone_changes;
 DELETE FROM face_outbox WHERE session_id IN (SELECT id FROM face_sessions WHERE purpose = 'PHONE_CHANGE');
 DELETE FROM face_sessions WHERE purpose = 'PHONE_CHANGE';

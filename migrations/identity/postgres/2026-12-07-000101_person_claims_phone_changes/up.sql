@@ -47,3 +47,22 @@ CREATE TABLE phone_changes (
     CHECK ((method = 'OPERATOR') = (reason_enc IS NOT NULL))
 );
 CREATE INDEX phone_changes_person ON phone_changes (person_id, changed_at);
+
+-- Transactional outbox of PersonSuperseded events for insurance-svc, written in the transaction
+-- that supersedes a claim and delivered at least once (same delivery columns as face_outbox),
+-- so that insurance-svc suspends whatever it holds for the claim.
+CREATE TABLE person_outbox (
+    id TEXT PRIMARY KEY NOT NULL,
+    person_id TEXT NOT NULL UNIQUE REFERENCES persons (id),
+    superseded_by TEXT NOT NULL REFERENCES persons (id),
+    occurred_at TIMESTAMP NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at TIMESTAMP,
+    lease_owner TEXT,
+    lease_until TIMESTAMP,
+    delivered_at TIMESTAMP,
+    last_error TEXT,
+    created_at TIMESTAMP NOT NULL,
+    CHECK ((lease_owner IS NULL) = (lease_until IS NULL))
+);
+CREATE INDEX person_outbox_undelivered ON person_outbox (next_attempt_at) WHERE delivered_at IS NULL;

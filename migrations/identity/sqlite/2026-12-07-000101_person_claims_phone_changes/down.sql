@@ -1,3 +1,4 @@
+DROP TABLE person_outbox;
 DROP TABLE phone_changes;
 
 CREATE TABLE face_sessions_v1 (
