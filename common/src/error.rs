@@ -120,6 +120,10 @@ reasons! {
     PersonSuspended => "PERSON_SUSPENDED",
     // Issue 12, names as people write them (medins_common::name).
     InvalidName => "INVALID_NAME",
+    // Issue 12, persons: phone changes and claims.
+    PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
+    PhoneUnchanged => "PHONE_UNCHANGED",
+    FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
 }
 
 impl fmt::Display for Reason {

@@ -44,6 +44,8 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.identity.v1.PersonService/RegisterPerson", scopes::PERSON_REGISTER),
     ("/medins.identity.v1.PersonService/GetPerson", scopes::PERSON_READ),
     ("/medins.identity.v1.PersonService/ResolvePerson", scopes::PERSON_RESOLVE),
+    ("/medins.identity.v1.PersonService/MatchPerson", scopes::PERSON_RESOLVE),
+    ("/medins.identity.v1.PersonService/ChangePhone", scopes::PERSON_REGISTER),
     ("/medins.identity.v1.PersonService/CompleteRealName", scopes::REALNAME_COMPLETE),
     ("/medins.identity.v1.PersonService/ConsumeSmsChallenge", scopes::SERVICE),
     ("/medins.identity.v1.PersonService/SuspendPerson", scopes::PERSON_MANAGE),
@@ -148,6 +150,11 @@ impl IdentityService {
             db,
             clock,
         });
+        // Rows written before names had a blind index get one (once; idempotent).
+        let named = state.persons.backfill_name_index().await.context("name index backfill")?;
+        if named > 0 {
+            tracing::info!(rows = named, "name blind index filled in");
+        }
         Ok(Self { state, partners, config, outbox })
     }
 

@@ -16,6 +16,9 @@
 //!   once.
 //! - **Order per session.** Only the earliest undelivered event of a session is ever claimed.
 //!
+//! The same worker delivers `person_outbox` rows (PersonSuperseded, written when a confirmation
+//! supersedes claims) with the same leases and backoff; those have no order between them.
+//!
 //! Delivery timing (retry times, leases) runs on the wall clock even when the business clock is
 //! injected, so tests that stop time still see retries.
 
@@ -33,7 +36,10 @@ use tokio::sync::Notify;
 use crate::{
     clients::insurance::InsuranceClient,
     config::OutboxArgs,
-    store::outbox::{OutboxEvent, OutboxStore},
+    store::{
+        outbox::{OutboxEvent, OutboxStore},
+        person_outbox::{PersonOutboxStore, PersonSupersededEvent},
+    },
 };
 
 /// Timing of the worker.
@@ -81,6 +87,7 @@ pub fn backoff(failures: i32, base: Duration, cap: Duration, jitter: f64) -> Dur
 /// One worker; run one per process.
 pub struct OutboxWorker {
     store: OutboxStore,
+    persons: PersonOutboxStore,
     client: InsuranceClient,
     options: OutboxOptions,
     owner: String,
@@ -91,9 +98,16 @@ pub struct OutboxWorker {
 impl OutboxWorker {
     /// A worker delivering `store`'s events through `client`; `wake` is notified when this
     /// process writes an event.
-    pub fn new(store: OutboxStore, client: InsuranceClient, options: OutboxOptions, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        store: OutboxStore,
+        persons: PersonOutboxStore,
+        client: InsuranceClient,
+        options: OutboxOptions,
+        wake: Arc<Notify>,
+    ) -> Self {
         Self {
             store,
+            persons,
             client,
             options,
             owner: format!("identity-svc/{}", uuid::Uuid::new_v4()),
@@ -120,7 +134,7 @@ impl OutboxWorker {
         };
         options.validate()?;
         let client = InsuranceClient::connect_lazy(&PeerOptions { url, api_key, timeout: options.timeout })?;
-        Ok(Some(Self::new(OutboxStore::new(db), client, options, wake)))
+        Ok(Some(Self::new(OutboxStore::new(db.clone()), PersonOutboxStore::new(db), client, options, wake)))
     }
 
     /// Runs until the task is aborted. Aborting mid-delivery loses nothing: the claimed events
@@ -165,7 +179,54 @@ impl OutboxWorker {
         if failures > 0 {
             tracing::warn!(claimed, failures, "some face outcomes could not be delivered to insurance-svc; will retry");
         }
+        Ok(claimed + self.deliver_due_supersessions().await?)
+    }
+
+    /// Claims one batch of due PersonSuperseded events and delivers them; returns how many were
+    /// claimed.
+    async fn deliver_due_supersessions(&self) -> ApiResult<usize> {
+        let now = self.clock.stored_now();
+        let events =
+            self.persons.claim_due(&self.owner, now, self.options.lease, i64::from(self.options.batch)).await?;
+        let claimed = events.len();
+        let failures: usize = futures::stream::iter(events)
+            .map(|event| self.deliver_supersession(event))
+            .buffer_unordered(claimed.max(1))
+            .map(usize::from)
+            .fold(0, |sum, failed| async move { sum + failed })
+            .await;
+        if failures > 0 {
+            tracing::warn!(claimed, failures, "some supersessions could not be delivered to insurance-svc; will retry");
+        }
         Ok(claimed)
+    }
+
+    /// Delivers one claimed PersonSuperseded event; true if it failed.
+    async fn deliver_supersession(&self, event: PersonSupersededEvent) -> bool {
+        let outcome = tokio::time::timeout(self.options.timeout, self.client.person_superseded(&event))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("delivery deadline")));
+        match outcome {
+            Ok(_) => {
+                if let Err(error) = self.persons.mark_delivered(event.id, self.clock.stored_now()).await {
+                    // Delivered but not marked: sent again, and the receiver absorbs it.
+                    tracing::warn!(event_id = %event.id, %error, "could not mark a delivered supersession");
+                }
+                false
+            }
+            Err(status) => {
+                let failures = event.attempts + 1;
+                let delay =
+                    backoff(failures, self.options.backoff_base, self.options.backoff_cap, rand::random::<f64>());
+                let next = self.clock.stored_now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                let error = format!("{:?}", status.code());
+                tracing::debug!(event_id = %event.id, failures, code = %error, "supersession delivery failed");
+                if let Err(error) = self.persons.mark_failed(event.id, &self.owner, next, &error).await {
+                    tracing::warn!(event_id = %event.id, %error, "could not record a failed supersession delivery");
+                }
+                true
+            }
+        }
     }
 
     /// Delivers one claimed event; true if it failed.

@@ -47,6 +47,7 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.SettlementService/ReverseSettlement", scopes::SETTLEMENT_REVERSE),
     ("/medins.insurance.v1.SettlementService/GetAnnualExpenses", scopes::EXPENSES_READ),
     ("/medins.insurance.v1.IdentityEventService/FaceVerificationCompleted", scopes::SERVICE),
+    ("/medins.insurance.v1.IdentityEventService/PersonSuperseded", scopes::SERVICE),
     ("/medins.insurance.v1.VoucherService/ActivateVoucher", scopes::VOUCHER_ACTIVATE),
     ("/medins.insurance.v1.VoucherService/GetVoucher", scopes::VOUCHER_READ),
     ("/medins.insurance.v1.VoucherService/SuspendVoucher", scopes::VOUCHER_MANAGE),

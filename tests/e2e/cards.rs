@@ -201,6 +201,21 @@ async fn a_service_center_issues_the_card_on_the_spot_and_banks_and_hospitals_ac
         "CARD_HOLDER_MISMATCH",
         None,
     );
+    // The holder check only matches: an identity nobody registered is refused and leaves no
+    // person behind, and so is the holder's number under another name.
+    let persons_before = stack.count_identity_rows("persons").await;
+    let unknown = SeedPerson::adult();
+    let mut wrong_name = person.seed.clone();
+    wrong_name.name = "冒名顶替".into();
+    for identity in [&unknown, &wrong_name] {
+        assert_refused(
+            activate(&stack, &stack.keys.bank, &card.card_number, CardActivationChannel::Bank, Some(identity)).await,
+            Code::FailedPrecondition,
+            "CARD_HOLDER_MISMATCH",
+            None,
+        );
+    }
+    assert_eq!(stack.count_identity_rows("persons").await, persons_before, "a failed holder check creates nobody");
 
     // First use at a hospital activates the medical function only; later uses change nothing.
     let used =
@@ -372,6 +387,23 @@ async fn an_agent_application_records_the_agent_who_may_not_be_the_applicant() {
     let person = stack.insured_adult().await;
     let agent = SeedPerson::adult();
     let identity = |seed: &SeedPerson| PersonIdentity { name: seed.name.clone(), id_number: seed.id_number.clone() };
+
+    // The agent is checked, not created: an agent nobody registered is refused and leaves no
+    // person behind.
+    let persons_before = stack.count_identity_rows("persons").await;
+    assert_refused(
+        cards
+            .apply_for_card(ApplyForCardRequest {
+                agent: Some(identity(&agent)),
+                ..counter(&person.person_id, CardChannel::Agent)
+            })
+            .await,
+        Code::NotFound,
+        "PERSON_NOT_FOUND",
+        None,
+    );
+    assert_eq!(stack.count_identity_rows("persons").await, persons_before);
+    stack.register_as_ops(&agent).await;
 
     assert_refused(
         cards.apply_for_card(counter(&person.person_id, CardChannel::Agent)).await,

@@ -327,12 +327,15 @@ async fn every_refusal_has_its_reason_in_the_contract_order_and_writes_nothing()
         family.add_family_member(add_request(&owner_without_voucher, &member, Relationship::Sibling, &documents)).await,
     );
     assert_eq!((code, why.as_str()), (Code::FailedPrecondition, "VOUCHER_NOT_ACTIVE"));
-    // The member's name must match the ID number.
+    // The member's name must match the ID number: a pair that is no person is no insured
+    // member, and the check (a match, not a resolution) creates nobody.
     let mut misnamed = member.clone();
     misnamed.seed.name = "王小明".into();
+    let persons_before = stack.count_identity_rows("persons").await;
     let (code, why, _) =
         refused(family.add_family_member(add_request(&binder, &misnamed, Relationship::Sibling, &documents)).await);
-    assert_eq!((code, why.as_str()), (Code::FailedPrecondition, "NAME_MISMATCH"));
+    assert_eq!((code, why.as_str()), (Code::FailedPrecondition, "NOT_INSURED"));
+    assert_eq!(stack.count_identity_rows("persons").await, persons_before);
     // 2. The member is insured.
     let uninsured = stack.front_door_person(&stack.keys.bank).await;
     let uninsured = Member { person_id: uninsured.person_id, account_id: String::new(), seed: uninsured.seed };

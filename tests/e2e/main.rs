@@ -8,6 +8,7 @@ mod assurance;
 mod audit;
 mod auth;
 mod cards;
+mod claims;
 mod cli;
 mod codes;
 mod docs;

@@ -1,7 +1,10 @@
 //! Persons: registration, masked views, resolution, GB 11643 validation.
 
 use chrono::Datelike;
-use medins_proto::identity::v1::{GetPersonRequest, RealNameStatus, RegisterPersonRequest, ResolvePersonRequest, Sex};
+use medins_proto::identity::v1::{
+    GetPersonRequest, RealNameStatus, RegisterPersonRequest, ResolvePersonRequest, SendSmsCodeRequest, Sex, SmsPurpose,
+    VerifySmsCodeRequest,
+};
 use tonic::Code;
 
 use crate::support::{SeedPerson, Stack, bad_fields, privacy, reason};
@@ -66,21 +69,50 @@ async fn registering_again_with_the_same_name_returns_the_same_person() {
 }
 
 #[tokio::test]
-async fn registering_a_known_number_with_another_name_is_name_mismatch() {
+async fn another_name_for_an_unconfirmed_number_is_a_new_claim_and_for_a_confirmed_one_name_mismatch() {
     let stack = Stack::start().await;
     let person = SeedPerson::adult();
     let mut persons = stack.persons(Some(&stack.keys.bank));
-    persons.register_person(register(&person)).await.unwrap();
+    let first = persons.register_person(register(&person)).await.unwrap().into_inner();
     let mut other = register(&person);
     other.name = "李四".into();
+    other.phone = SeedPerson::adult().phone;
+    privacy::sensitive(&other.phone);
+    // Nobody confirmed the first name: another name is a claim of its own, not a lock-out.
+    let claim = persons.register_person(other.clone()).await.unwrap().into_inner();
+    assert!(claim.created);
+    assert_ne!(claim.person.unwrap().person_id, first.person.as_ref().unwrap().person_id);
+    assert_eq!(stack.count_identity_rows("persons").await, 2);
+
+    // Once the authority confirms the first, another name is NAME_MISMATCH.
+    let person_id = first.person.unwrap().person_id;
+    let mut sms = stack.sms_codes(Some(&stack.keys.bank));
+    let challenge = sms
+        .send_sms_code(SendSmsCodeRequest {
+            person_id: person_id.clone(),
+            purpose: SmsPurpose::RealName as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .challenge_id;
+    let code = stack.sms.last_code(&person.phone);
+    sms.verify_sms_code(VerifySmsCodeRequest { challenge_id: challenge.clone(), code }).await.unwrap();
+    persons
+        .complete_real_name(medins_proto::identity::v1::CompleteRealNameRequest { person_id, challenge_id: challenge })
+        .await
+        .unwrap();
+    other.name = "王五".into();
     let error = persons.register_person(other).await.unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
     assert_eq!(reason(&error), "NAME_MISMATCH");
+    assert_eq!(stack.count_identity_rows("persons").await, 2);
     stack.shutdown().await;
 }
 
 #[tokio::test]
-async fn resolve_creates_an_unverified_person_once_and_checks_the_name() {
+async fn resolve_creates_an_unverified_person_once_and_another_name_is_another_claim() {
     let stack = Stack::start().await;
     let person = SeedPerson::adult();
     let mut persons = stack.persons(Some(&stack.keys.service));
@@ -89,12 +121,14 @@ async fn resolve_creates_an_unverified_person_once_and_checks_the_name() {
     let second = persons.resolve_person(request.clone()).await.unwrap().into_inner();
     assert!(first.created && !second.created);
     assert_eq!(first.person.as_ref().unwrap().person_id, second.person.as_ref().unwrap().person_id);
-    assert_eq!(first.person.unwrap().masked_phone, "", "no phone is known yet");
-    let error = persons
+    assert_eq!(first.person.as_ref().unwrap().masked_phone, "", "no phone is known yet");
+    let other = persons
         .resolve_person(ResolvePersonRequest { name: "王五".into(), id_number: person.id_number.clone() })
         .await
-        .unwrap_err();
-    assert_eq!(reason(&error), "NAME_MISMATCH");
+        .unwrap()
+        .into_inner();
+    assert!(other.created, "an unconfirmed name never blocks another");
+    assert_ne!(other.person.unwrap().person_id, first.person.unwrap().person_id);
     stack.shutdown().await;
 }
 

@@ -7,13 +7,14 @@ use medins_common::{
     peer::{Peer, PeerOptions, traced},
 };
 use medins_proto::insurance::v1::{
-    FaceVerificationCompletedRequest, identity_event_service_client::IdentityEventServiceClient,
+    FaceVerificationCompletedRequest, PersonSupersededRequest,
+    identity_event_service_client::IdentityEventServiceClient,
 };
 use tonic::{Status, transport::Channel};
 
 use crate::{
     service::face::{purpose_message, status_message},
-    store::outbox::OutboxEvent,
+    store::{outbox::OutboxEvent, person_outbox::PersonSupersededEvent},
 };
 
 const SERVICE: &str = "medins.insurance.v1.IdentityEventService";
@@ -30,6 +31,25 @@ impl InsuranceClient {
     pub fn connect_lazy(options: &PeerOptions) -> anyhow::Result<Self> {
         let peer = Peer::connect_lazy(options)?;
         Ok(Self { events: IdentityEventServiceClient::new(peer.channel()), peer })
+    }
+
+    /// Delivers one PersonSuperseded event; Ok(duplicate) once insurance-svc has applied it
+    /// (now or before).
+    pub async fn person_superseded(&self, event: &PersonSupersededEvent) -> Result<bool, Status> {
+        traced(SERVICE, "PersonSuperseded", async {
+            let mut request = self.peer.request(PersonSupersededRequest {
+                event_id: event.id.to_string(),
+                person_id: event.person_id.to_string(),
+                superseded_by: event.superseded_by.to_string(),
+                superseded_at: Some(timestamp(event.occurred_at)),
+            });
+            if let Ok(key) = event.id.to_string().parse() {
+                request.metadata_mut().insert(medins_common::idempotency::IDEMPOTENCY_KEY_HEADER, key);
+            }
+            self.events.clone().person_superseded(request).await
+        })
+        .await
+        .map(|response| response.into_inner().duplicate)
     }
 
     /// Delivers one event; Ok(duplicate) once insurance-svc has recorded it (now or before).

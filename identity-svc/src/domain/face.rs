@@ -35,15 +35,18 @@ pub enum FacePurpose {
     FamilyBinding,
     /// Applying for a card online.
     CardApplication,
+    /// Proving that the person themself asks to bind or change their phone.
+    PhoneChange,
 }
 
 impl FacePurpose {
     /// Every purpose.
-    pub const ALL: [FacePurpose; 4] = [
+    pub const ALL: [FacePurpose; 5] = [
         FacePurpose::RealName,
         FacePurpose::VoucherActivation,
         FacePurpose::FamilyBinding,
         FacePurpose::CardApplication,
+        FacePurpose::PhoneChange,
     ];
 
     /// Stored spelling.
@@ -53,6 +56,7 @@ impl FacePurpose {
             FacePurpose::VoucherActivation => "VOUCHER_ACTIVATION",
             FacePurpose::FamilyBinding => "FAMILY_BINDING",
             FacePurpose::CardApplication => "CARD_APPLICATION",
+            FacePurpose::PhoneChange => "PHONE_CHANGE",
         }
     }
 
@@ -64,10 +68,20 @@ impl FacePurpose {
     /// Whether insurance-svc is told when a session of this purpose ends (through the outbox).
     pub fn notifies_insurance(self) -> bool {
         match self {
-            FacePurpose::RealName => false,
+            FacePurpose::RealName | FacePurpose::PhoneChange => false,
             FacePurpose::VoucherActivation | FacePurpose::FamilyBinding | FacePurpose::CardApplication => true,
         }
     }
+}
+
+/// Whether a partner of `kind` may start (and then read) a session of `purpose` for a person
+/// without that person's token. Only PHONE_CHANGE, only for a person's front door (apps and
+/// banks): a person with no phone on record cannot obtain a token, and binding a phone is
+/// exactly what this session is to prove; the face itself is the proof of the person.
+pub fn starts_without_person_token(kind: medins_common::auth::PartnerKind, purpose: FacePurpose) -> bool {
+    use medins_common::auth::PartnerKind;
+    purpose == FacePurpose::PhoneChange
+        && matches!(kind, PartnerKind::Bank | PartnerKind::MiniProgram | PartnerKind::CityApp)
 }
 
 /// Where a session stands.
@@ -472,5 +486,19 @@ mod tests {
         assert!(validate_reference("reference", &"x".repeat(129)).is_err());
         assert!(validate_reference("reference", "a\nb").is_err());
         assert!(validate_provider_reference("provider_reference", " ").is_err());
+    }
+
+    #[test]
+    fn only_a_front_door_phone_change_session_starts_without_a_person_token() {
+        use medins_common::auth::PartnerKind;
+        for kind in [PartnerKind::Bank, PartnerKind::MiniProgram, PartnerKind::CityApp] {
+            assert!(starts_without_person_token(kind, FacePurpose::PhoneChange));
+            for purpose in FacePurpose::ALL.into_iter().filter(|p| *p != FacePurpose::PhoneChange) {
+                assert!(!starts_without_person_token(kind, purpose));
+            }
+        }
+        for kind in [PartnerKind::Hospital, PartnerKind::Pharmacy, PartnerKind::FaceProvider, PartnerKind::Employer] {
+            assert!(!starts_without_person_token(kind, FacePurpose::PhoneChange));
+        }
     }
 }

@@ -38,11 +38,15 @@ pub enum SmsPurpose {
     LinkAccount,
     /// Applying for a social security card.
     CardApplication,
+    /// Proving a new phone before it replaces (or becomes) the phone on record. The code goes
+    /// to the new phone, not the one on record: that is what it proves.
+    PhoneChange,
 }
 
 impl SmsPurpose {
     /// Every purpose.
-    pub const ALL: [SmsPurpose; 3] = [SmsPurpose::RealName, SmsPurpose::LinkAccount, SmsPurpose::CardApplication];
+    pub const ALL: [SmsPurpose; 4] =
+        [SmsPurpose::RealName, SmsPurpose::LinkAccount, SmsPurpose::CardApplication, SmsPurpose::PhoneChange];
 
     /// Stored (and webhook) spelling.
     pub fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl SmsPurpose {
             SmsPurpose::RealName => "REAL_NAME",
             SmsPurpose::LinkAccount => "LINK_ACCOUNT",
             SmsPurpose::CardApplication => "CARD_APPLICATION",
+            SmsPurpose::PhoneChange => "PHONE_CHANGE",
         }
     }
 
@@ -64,6 +69,7 @@ impl SmsPurpose {
             SmsPurpose::RealName => "医保实名认证",
             SmsPurpose::LinkAccount => "绑定医保账户",
             SmsPurpose::CardApplication => "申领社会保障卡",
+            SmsPurpose::PhoneChange => "更换医保预留手机号",
         }
     }
 
@@ -73,6 +79,7 @@ impl SmsPurpose {
     pub fn goes_to_phone_on_record(self) -> bool {
         match self {
             SmsPurpose::RealName | SmsPurpose::LinkAccount | SmsPurpose::CardApplication => true,
+            SmsPurpose::PhoneChange => false,
         }
     }
 
@@ -83,6 +90,7 @@ impl SmsPurpose {
             pb::SmsPurpose::RealName => Some(SmsPurpose::RealName),
             pb::SmsPurpose::LinkAccount => Some(SmsPurpose::LinkAccount),
             pb::SmsPurpose::CardApplication => Some(SmsPurpose::CardApplication),
+            pb::SmsPurpose::PhoneChange => Some(SmsPurpose::PhoneChange),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::{
     domain::audit::outcome_of,
     domain::face::{
         FacePurpose, FaceStatus, Submission, Threshold, choose_provider, expired_error, liveness_challenge,
-        validate_provider_reference, validate_reference,
+        starts_without_person_token, validate_provider_reference, validate_reference,
     },
     domain::partner::{acting_partner, parse_optional_partner_id},
     store::face::{FaceSession, FaceStore, NewFaceSession, ProviderCheck, SubmitResult, face_session_not_found},
@@ -108,6 +108,7 @@ pub fn purpose_message(purpose: FacePurpose) -> pb::FacePurpose {
         FacePurpose::VoucherActivation => pb::FacePurpose::VoucherActivation,
         FacePurpose::FamilyBinding => pb::FacePurpose::FamilyBinding,
         FacePurpose::CardApplication => pb::FacePurpose::CardApplication,
+        FacePurpose::PhoneChange => pb::FacePurpose::PhoneChange,
     }
 }
 
@@ -127,6 +128,7 @@ fn purpose_of(message: pb::FacePurpose) -> FacePurpose {
         pb::FacePurpose::VoucherActivation => FacePurpose::VoucherActivation,
         pb::FacePurpose::FamilyBinding => FacePurpose::FamilyBinding,
         pb::FacePurpose::CardApplication => FacePurpose::CardApplication,
+        pb::FacePurpose::PhoneChange => FacePurpose::PhoneChange,
         pb::FacePurpose::Unspecified => unreachable!("require_enum refuses the zero value"),
     }
 }
@@ -182,8 +184,12 @@ impl FaceVerificationService for FaceApi {
         let state = &self.state;
         let result: Result<_, Status> = async {
             // A partner starts a session only for a person it holds a token for (OPS, SERVICE
-            // exempt).
-            authorize_person(state, &request, person_id)?;
+            // exempt), except a front door proving a person's face for a phone change.
+            if !starts_without_person_token(caller.kind, purpose) {
+                authorize_person(state, &request, person_id)?;
+            }
+            // A superseded claim is no person: no session for it (its row still exists).
+            state.persons.find(person_id).await?.ok_or_else(super::person::person_not_found)?;
             let configured = state.partners.get(&acting).and_then(|partner| partner.face_provider.clone());
             let provider = choose_provider(
                 "provider_id",
@@ -291,7 +297,12 @@ impl FaceVerificationService for FaceApi {
         let caller = Caller::of(&request)?;
         let session_id = require_uuid("session_id", &request.get_ref().session_id)?;
         let session = self.session(session_id).await?;
-        let result: Result<_, Status> = authorize_person(&self.state, &request, session.person_id)
+        // The front door that started a PHONE_CHANGE session without a token reads its outcome.
+        let own_tokenless =
+            starts_without_person_token(caller.kind, session.purpose) && session.partner_id == caller.id;
+        let authorized =
+            if own_tokenless { Ok(()) } else { authorize_person(&self.state, &request, session.person_id) };
+        let result: Result<_, Status> = authorized
             .map(|()| {
                 let now = self.state.clock.stored_now();
                 Response::new(GetFaceVerificationResponse { session: Some(session_message(&session, now)) })

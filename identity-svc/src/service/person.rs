@@ -2,7 +2,7 @@
 
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::Caller,
+    auth::{Caller, PartnerKind},
     clock::{Clock, china_standard_time},
     convert::timestamp,
     error::{require_enum, require_uuid},
@@ -24,7 +24,7 @@ use crate::{
         phone,
         sms::SmsPurpose,
     },
-    store::person::{NewPerson, Person},
+    store::person::{NewPerson, Person, PhoneChange, PhoneChangeEvidence},
 };
 
 /// Audit method name of RegisterPerson.
@@ -35,6 +35,10 @@ pub const GET_PERSON: &str = "/medins.identity.v1.PersonService/GetPerson";
 pub const RESOLVE_PERSON: &str = "/medins.identity.v1.PersonService/ResolvePerson";
 /// Audit method name of CompleteRealName.
 pub const COMPLETE_REAL_NAME: &str = "/medins.identity.v1.PersonService/CompleteRealName";
+/// Audit method name of MatchPerson.
+pub const MATCH_PERSON: &str = "/medins.identity.v1.PersonService/MatchPerson";
+/// Audit method name of ChangePhone.
+pub const CHANGE_PHONE: &str = "/medins.identity.v1.PersonService/ChangePhone";
 /// Audit method name of ConsumeSmsChallenge.
 pub const CONSUME_SMS_CHALLENGE: &str = "/medins.identity.v1.PersonService/ConsumeSmsChallenge";
 
@@ -105,7 +109,13 @@ impl PersonService for PersonApi {
                 if created {
                     tracing::info!(person_id = %person.id, partner = %caller.id, "person registered");
                 }
-                Ok(RegisterPersonResponse { person: Some(person_view(&person, state.clock.as_ref())), created })
+                // The phone is recorded only on a person this call created: an existing
+                // person's phone changes only through ChangePhone, on proof.
+                Ok(RegisterPersonResponse {
+                    person: Some(person_view(&person, state.clock.as_ref())),
+                    created,
+                    phone_recorded: created,
+                })
             })
             .await?;
         if let Some(person_id) = response.person.as_ref().and_then(|p| uuid::Uuid::parse_str(&p.person_id).ok()) {
@@ -163,6 +173,66 @@ impl PersonService for PersonApi {
             })
             .await;
         state.audit.record(&caller.id, COMPLETE_REAL_NAME, person_id, outcome_of(&result)).await;
+        Ok(Response::new(result?))
+    }
+
+    async fn match_person(
+        &self,
+        request: Request<pb::MatchPersonRequest>,
+    ) -> Result<Response<pb::MatchPersonResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let new = self.parse_new_person(&body.name, &body.id_number, None)?;
+        let person_id =
+            if body.person_id.is_empty() { None } else { Some(require_uuid("person_id", &body.person_id)?) };
+        let matched = self.state.persons.match_person(new.name, new.id_number, person_id).await?;
+        // Audited under the matched person, or under the person asked about when there is none.
+        if let Some(subject) = matched.as_ref().map(|p| p.id).or(person_id) {
+            self.state.audit.record(&caller.id, MATCH_PERSON, subject, tonic::Code::Ok).await;
+        }
+        Ok(Response::new(pb::MatchPersonResponse {
+            matched: matched.is_some(),
+            person_id: matched.map(|p| p.id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn change_phone(
+        &self,
+        request: Request<pb::ChangePhoneRequest>,
+    ) -> Result<Response<pb::ChangePhoneResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let person_id = require_uuid("person_id", &body.person_id)?;
+        let new_phone = phone::parse(&body.new_phone).map_err(|e| phone_error("new_phone", e))?;
+        let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
+        let proof = match &body.proof {
+            Some(pb::change_phone_request::Proof::FaceSessionId(id)) => {
+                PhoneChangeEvidence::Face(require_uuid("face_session_id", id)?)
+            }
+            Some(pb::change_phone_request::Proof::OperatorReason(reason)) => {
+                PhoneChangeEvidence::Operator { caller_is_ops: caller.kind == PartnerKind::Ops, reason: reason.clone() }
+            }
+            None => {
+                return Err(ApiError::invalid_field(
+                    Reason::InvalidArgument,
+                    "proof",
+                    "set face_session_id (or, for operators, operator_reason)",
+                )
+                .into());
+            }
+        };
+        let state = &self.state;
+        let result = state
+            .idempotency
+            .run(&caller.id, "ChangePhone", request.metadata(), body, || async {
+                let change = PhoneChange { person_id, new_phone, challenge_id, proof, partner_id: caller.id.clone() };
+                let (person, method) =
+                    state.persons.change_phone(state.sms.clone(), change, state.clock.stored_now()).await?;
+                tracing::info!(%person_id, method = method.as_str(), partner = %caller.id, "phone changed");
+                Ok(pb::ChangePhoneResponse { person: Some(person_view(&person, state.clock.as_ref())) })
+            })
+            .await;
+        state.audit.record(&caller.id, CHANGE_PHONE, person_id, outcome_of(&result)).await;
         Ok(Response::new(result?))
     }
 

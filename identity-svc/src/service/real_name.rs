@@ -50,20 +50,27 @@ pub(super) async fn complete_real_name(
         AuthorityVerdict::Match => {
             let (persons, sms, now) = (state.persons.clone(), state.sms.clone(), state.clock.stored_now());
             let partner = partner.to_owned();
-            state
+            let superseded = state
                 .db
                 .write(move |conn| {
                     write_transaction(conn, |conn| {
+                        persons.lock_claims_of_in(conn, person_id)?;
                         // A concurrent call may have verified the person meanwhile: then this
                         // challenge stays unused.
                         if persons.mark_real_name_verified_in(conn, person_id, METHOD_SMS_AND_AUTHORITY, now)? {
                             crate::store::assurance::mark_level_1_in(conn, person_id, METHOD_SMS_AND_AUTHORITY, now)?;
                             sms.consume_verified_in(conn, challenge_id, &phone, SmsPurpose::RealName, &partner)?;
+                            // The authority has said who holds this ID number: the other claims
+                            // to it end with this commit.
+                            return persons.supersede_other_claims_in(conn, person_id, now);
                         }
-                        Ok::<_, ApiError>(())
+                        Ok::<_, ApiError>(Vec::new())
                     })
                 })
                 .await?;
+            if !superseded.is_empty() {
+                tracing::info!(%person_id, superseded = superseded.len(), "confirmation superseded other claims");
+            }
             state.persons.find(person_id).await?.ok_or_else(person_not_found)
         }
         AuthorityVerdict::Mismatch | AuthorityVerdict::Deny => {

@@ -6,6 +6,7 @@ pub mod face;
 pub mod link;
 pub mod outbox;
 pub mod person;
+pub mod person_outbox;
 pub mod revocation;
 pub mod schema;
 pub mod sms;

@@ -17,6 +17,50 @@ diesel::table! {
         real_name_verified_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        name_index -> Nullable<Binary>,
+        claim_status -> Text,
+    }
+}
+
+diesel::table! {
+    /// Which confirmation superseded a claim, and when.
+    person_supersessions (person_id) {
+        person_id -> Text,
+        superseded_by -> Text,
+        superseded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Transactional outbox of PersonSuperseded events for insurance-svc.
+    person_outbox (id) {
+        id -> Text,
+        person_id -> Text,
+        superseded_by -> Text,
+        occurred_at -> Timestamp,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        delivered_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Each change of a person's phone and how it was proven; phones as blind indexes only.
+    phone_changes (id) {
+        id -> Text,
+        person_id -> Text,
+        method -> Text,
+        partner_id -> Text,
+        sms_challenge_id -> Text,
+        face_session_id -> Nullable<Text>,
+        reason_enc -> Nullable<Binary>,
+        previous_phone_index -> Nullable<Binary>,
+        new_phone_index -> Binary,
+        changed_at -> Timestamp,
     }
 }
 

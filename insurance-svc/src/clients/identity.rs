@@ -12,8 +12,8 @@ use medins_common::{
 };
 use medins_proto::identity::v1::{
     ConsumeSmsChallengeRequest, FacePurpose, FaceSession, GetFaceVerificationRequest, GetPersonFactsRequest,
-    GetPersonRequest, GetPublicKeysRequest, ListTokenRevocationsRequest, PersonView, PublicKey, ResolvePersonRequest,
-    SmsPurpose, StartFaceVerificationRequest, StartFaceVerificationResponse, TokenRevocation,
+    GetPersonRequest, GetPublicKeysRequest, ListTokenRevocationsRequest, MatchPersonRequest, PersonView, PublicKey,
+    ResolvePersonRequest, SmsPurpose, StartFaceVerificationRequest, StartFaceVerificationResponse, TokenRevocation,
     face_verification_service_client::FaceVerificationServiceClient,
     person_facts_service_client::PersonFactsServiceClient, person_service_client::PersonServiceClient,
     person_token_service_client::PersonTokenServiceClient,
@@ -75,6 +75,41 @@ impl IdentityClient {
             )
             .await?;
         response.person.ok_or_else(|| ApiError::internal("identity-svc answered without a person"))
+    }
+
+    /// The live person a name + ID number pair is (only `person_id` when given), or `None`
+    /// (`PersonService.MatchPerson`): creates nothing at identity-svc, never NAME_MISMATCH. For
+    /// checks of who someone is; only flows that must create a person use
+    /// [`resolve_person`](Self::resolve_person).
+    pub async fn match_person(
+        &self,
+        name: &str,
+        id_number: &str,
+        person_id: Option<Uuid>,
+        field_prefix: &str,
+    ) -> ApiResult<Option<Uuid>> {
+        let message = MatchPersonRequest {
+            name: name.to_owned(),
+            id_number: id_number.to_owned(),
+            person_id: person_id.map(|id| id.to_string()).unwrap_or_default(),
+        };
+        let response = self
+            .call(
+                &self.persons,
+                PERSONS,
+                "MatchPerson",
+                field_prefix,
+                None,
+                message,
+                |mut client, request| async move { client.match_person(request).await },
+            )
+            .await?;
+        if !response.matched {
+            return Ok(None);
+        }
+        Uuid::parse_str(&response.person_id)
+            .map(Some)
+            .map_err(|_| ApiError::internal("identity-svc matched a person without an id"))
     }
 
     /// A person by id.

@@ -365,8 +365,11 @@ impl CardApi {
         }
         let agent_person_id = match &application.agent {
             Some(agent) => {
-                let agent = state.identity.resolve_person(&agent.name, &agent.id_number, "agent.").await?;
-                let agent_id = require_uuid("agent", &agent.person_id)?;
+                // Who the agent is, checked without creating anyone: an agent is a known person.
+                let agent_id =
+                    state.identity.match_person(&agent.name, &agent.id_number, None, "agent.").await?.ok_or_else(
+                        || ApiError::not_found(Reason::PersonNotFound, "the agent is not a registered person"),
+                    )?;
                 if agent_id == person_id {
                     return Err(ApiError::failed_precondition(
                         Reason::AgentIsApplicant,
@@ -861,8 +864,13 @@ impl CardService for CardApi {
                     .await?
                     .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "no card with this number"))?;
                 if let Some(holder) = &body.holder {
-                    let person = state.identity.resolve_person(&holder.name, &holder.id_number, "holder.").await?;
-                    if require_uuid("holder", &person.person_id)? != card.person_id {
+                    // A side-effect-free match against the card's holder: a failed check leaves
+                    // no person behind.
+                    let matched = state
+                        .identity
+                        .match_person(&holder.name, &holder.id_number, Some(card.person_id), "holder.")
+                        .await?;
+                    if matched != Some(card.person_id) {
                         return Err(ApiError::failed_precondition(
                             Reason::CardHolderMismatch,
                             "the identity shown is not the card holder's",

@@ -3,6 +3,9 @@
 //! FaceVerificationCompleted is recorded once per session (`face_outcomes`); a redelivery is
 //! acknowledged and changes nothing. A FAMILY_BINDING outcome also decides the pending family
 //! binding of that session (an unknown or already decided one is left alone).
+//!
+//! PersonSuperseded suspends the account and voucher of a claim the identity authority's
+//! confirmed person superseded; applying it twice changes nothing.
 
 use medins_common::{
     ApiError, ApiResult, Reason,
@@ -13,16 +16,24 @@ use medins_common::{
 use medins_proto::{
     identity::v1 as identity_pb,
     insurance::v1::{
-        FaceVerificationCompletedRequest, FaceVerificationCompletedResponse,
-        identity_event_service_server::IdentityEventService,
+        FaceVerificationCompletedRequest, FaceVerificationCompletedResponse, PersonSupersededRequest,
+        PersonSupersededResponse, identity_event_service_server::IdentityEventService,
     },
 };
 use tonic::{Request, Response, Status};
 
 use super::SharedState;
 use crate::{
-    domain::face::{FaceOutcome, FacePurpose},
-    store::face_outcome::{FaceOutcomeRecord, Recorded},
+    domain::{
+        account::AccountStatus,
+        face::{FaceOutcome, FacePurpose},
+        ledger,
+        voucher::{Suspender, VoucherStatus},
+    },
+    store::{
+        face_outcome::{FaceOutcomeRecord, Recorded},
+        voucher::StatusChange,
+    },
 };
 
 /// The IdentityEventService implementation.
@@ -42,7 +53,9 @@ fn decode(body: &FaceVerificationCompletedRequest) -> ApiResult<FaceOutcomeRecor
         identity_pb::FacePurpose::VoucherActivation => FacePurpose::VoucherActivation,
         identity_pb::FacePurpose::FamilyBinding => FacePurpose::FamilyBinding,
         identity_pb::FacePurpose::CardApplication => FacePurpose::CardApplication,
-        identity_pb::FacePurpose::RealName | identity_pb::FacePurpose::Unspecified => {
+        identity_pb::FacePurpose::RealName
+        | identity_pb::FacePurpose::PhoneChange
+        | identity_pb::FacePurpose::Unspecified => {
             return Err(ApiError::invalid_field(Reason::InvalidArgument, "purpose", "not an insurance purpose"));
         }
     };
@@ -75,6 +88,38 @@ fn decode(body: &FaceVerificationCompletedRequest) -> ApiResult<FaceOutcomeRecor
 
 #[tonic::async_trait]
 impl IdentityEventService for IdentityEventApi {
+    async fn person_superseded(
+        &self,
+        request: Request<PersonSupersededRequest>,
+    ) -> Result<Response<PersonSupersededResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        require_uuid("event_id", &body.event_id)?;
+        let person_id = require_uuid("person_id", &body.person_id)?;
+        require_uuid("superseded_by", &body.superseded_by)?;
+        let state = &self.state;
+        let now = state.clock.stored_now();
+        // A claim the authority never confirmed moves no money: its account and voucher stop.
+        // Each step is a no-op when already done, so a redelivery changes nothing.
+        let mut changed = false;
+        if let Some(account) = state.accounts.find_open_by_person(person_id).await?
+            && account.status == AccountStatus::Active
+        {
+            state.ledger.change_status(account.id, ledger::suspend, now).await?;
+            changed = true;
+        }
+        if let Some((_, VoucherStatus::Active)) = state.vouchers.status_of(person_id).await? {
+            let suspend = StatusChange::Suspend {
+                by: Suspender::Ops,
+                reason: "superseded by the identity authority's confirmed person".to_owned(),
+            };
+            state.vouchers.change_status(person_id, suspend, now).await?;
+            changed = true;
+        }
+        tracing::info!(%person_id, changed, partner = %caller.id, "superseded claim suspended");
+        Ok(Response::new(PersonSupersededResponse { duplicate: !changed }))
+    }
+
     async fn face_verification_completed(
         &self,
         request: Request<FaceVerificationCompletedRequest>,

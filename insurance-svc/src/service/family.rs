@@ -160,10 +160,14 @@ impl FamilyApi {
                 ));
             }
         }
-        let member_view =
-            state.identity.resolve_person(&request.member_name, &request.member_id_number, "member_").await?;
-        let member = Uuid::parse_str(&member_view.person_id)
-            .map_err(|_| ApiError::internal("identity-svc resolved a person without an id"))?;
+        // Who the member is, checked without creating anyone: an unknown pair is no insured
+        // member (NOT_INSURED, as for a known person without an account).
+        let Some(member) =
+            state.identity.match_person(&request.member_name, &request.member_id_number, None, "member_").await?
+        else {
+            require_insured(None)?;
+            return Err(ApiError::internal("a person without an account passed the insured check"));
+        };
         // 2. The member is insured.
         let member_account = state.accounts.find_open_by_person(member).await?;
         require_insured(member_account.as_ref().map(|account| account.status))?;
@@ -177,6 +181,7 @@ impl FamilyApi {
         state.family.check_places(owner, member, month.clone()).await?;
         // 7. The relationship fits the ages.
         let owner_view = state.identity.get_person(&owner.to_string(), "owner_").await?;
+        let member_view = state.identity.get_person(&member.to_string(), "member_").await?;
         let owner_account = state.accounts.find_open_by_person(owner).await?;
         let owner_birth = owner_account.map(|account| account.birth_date).ok_or_else(|| {
             ApiError::failed_precondition(Reason::NotInsured, "the owner has no open insured account")
