@@ -146,8 +146,10 @@ impl AssuranceStore {
         self.db
             .read(move |conn| {
                 let id = person_id.to_string();
+                // A superseded claim is no person: it answers like a missing id.
                 let real_name_status: String = persons::table
                     .find(&id)
+                    .filter(persons::claim_status.eq(super::person::LIVE))
                     .select(persons::real_name_status)
                     .first(conn)
                     .optional()?
@@ -191,7 +193,14 @@ impl AssuranceStore {
             .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let id = person_id.to_string();
-                    if persons::table.find(&id).select(persons::id).first::<String>(conn).optional()?.is_none() {
+                    if persons::table
+                        .find(&id)
+                        .filter(persons::claim_status.eq(super::person::LIVE))
+                        .select(persons::id)
+                        .first::<String>(conn)
+                        .optional()?
+                        .is_none()
+                    {
                         return Err(person_not_found());
                     }
                     if let Some(open) = open_suspension_in(conn, &id)? {
@@ -240,7 +249,14 @@ impl AssuranceStore {
             .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let id = person_id.to_string();
-                    if persons::table.find(&id).select(persons::id).first::<String>(conn).optional()?.is_none() {
+                    if persons::table
+                        .find(&id)
+                        .filter(persons::claim_status.eq(super::person::LIVE))
+                        .select(persons::id)
+                        .first::<String>(conn)
+                        .optional()?
+                        .is_none()
+                    {
                         return Err(person_not_found());
                     }
                     let open: Option<(String, NaiveDateTime)> = person_suspensions::table

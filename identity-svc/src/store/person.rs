@@ -31,7 +31,7 @@ const ID_NUMBER_DOMAIN: &str = "id_number";
 const PHONE_DOMAIN: &str = "phone";
 const NAME_DOMAIN: &str = "name";
 /// `persons.claim_status` of a row that is a person.
-const LIVE: &str = "LIVE";
+pub(crate) const LIVE: &str = "LIVE";
 /// `persons.claim_status` of a claim an authority-confirmed registration of its ID number ended.
 const SUPERSEDED: &str = "SUPERSEDED";
 
