@@ -85,6 +85,65 @@ impl TryFrom<OutboxRow> for OutboxEvent {
     }
 }
 
+/// `mark_delivered` and `mark_failed` of an outbox store over table `$table` (each outbox table
+/// has the same delivery columns: `delivered_at`, `lease_owner`, `lease_until`, `attempts`,
+/// `next_attempt_at`, `last_error`), so the leasing rules are written once for every outbox.
+macro_rules! outbox_delivery_marks {
+    ($table:ident) => {
+        /// Marks an event delivered (whoever holds it now: the receiver is idempotent, so a
+        /// delivery that outlived its lease still counts). Returns false if it already was.
+        pub async fn mark_delivered(&self, id: Uuid, now: NaiveDateTime) -> ApiResult<bool> {
+            self.db
+                .write(move |conn| {
+                    use $table::dsl as o;
+                    let updated = diesel::update(o::$table.find(id.to_string()).filter(o::delivered_at.is_null()))
+                        .set((
+                            o::delivered_at.eq(Some(now)),
+                            o::lease_owner.eq(None::<String>),
+                            o::lease_until.eq(None::<NaiveDateTime>),
+                            o::last_error.eq(None::<String>),
+                        ))
+                        .execute(conn)?;
+                    Ok(updated == 1)
+                })
+                .await
+        }
+
+        /// Records a failed delivery by `owner` and schedules the next attempt; releases the
+        /// lease. Returns false if `owner` no longer held the event.
+        pub async fn mark_failed(
+            &self,
+            id: Uuid,
+            owner: &str,
+            next_attempt_at: NaiveDateTime,
+            error: &str,
+        ) -> ApiResult<bool> {
+            let (owner, error) = (owner.to_owned(), error.chars().take(200).collect::<String>());
+            self.db
+                .write(move |conn| {
+                    use $table::dsl as o;
+                    let updated = diesel::update(
+                        o::$table
+                            .find(id.to_string())
+                            .filter(o::delivered_at.is_null())
+                            .filter(o::lease_owner.eq(&owner)),
+                    )
+                    .set((
+                        o::attempts.eq(o::attempts + 1),
+                        o::next_attempt_at.eq(Some(next_attempt_at)),
+                        o::lease_owner.eq(None::<String>),
+                        o::lease_until.eq(None::<NaiveDateTime>),
+                        o::last_error.eq(Some(error)),
+                    ))
+                    .execute(conn)?;
+                    Ok(updated == 1)
+                })
+                .await
+        }
+    };
+}
+pub(crate) use outbox_delivery_marks;
+
 /// The outbox table.
 #[derive(Clone, Debug)]
 pub struct OutboxStore {
@@ -172,56 +231,7 @@ impl OutboxStore {
             .await
     }
 
-    /// Marks an event delivered (whoever holds it now: the receiver is idempotent, so a
-    /// delivery that outlived its lease still counts). Returns false if it already was.
-    pub async fn mark_delivered(&self, id: Uuid, now: NaiveDateTime) -> ApiResult<bool> {
-        self.db
-            .write(move |conn| {
-                use face_outbox::dsl as o;
-                let updated = diesel::update(o::face_outbox.find(id.to_string()).filter(o::delivered_at.is_null()))
-                    .set((
-                        o::delivered_at.eq(Some(now)),
-                        o::lease_owner.eq(None::<String>),
-                        o::lease_until.eq(None::<NaiveDateTime>),
-                        o::last_error.eq(None::<String>),
-                    ))
-                    .execute(conn)?;
-                Ok(updated == 1)
-            })
-            .await
-    }
-
-    /// Records a failed delivery by `owner` and schedules the next attempt; releases the lease.
-    /// Returns false if `owner` no longer held the event.
-    pub async fn mark_failed(
-        &self,
-        id: Uuid,
-        owner: &str,
-        next_attempt_at: NaiveDateTime,
-        error: &str,
-    ) -> ApiResult<bool> {
-        let (owner, error) = (owner.to_owned(), error.chars().take(200).collect::<String>());
-        self.db
-            .write(move |conn| {
-                use face_outbox::dsl as o;
-                let updated = diesel::update(
-                    o::face_outbox
-                        .find(id.to_string())
-                        .filter(o::delivered_at.is_null())
-                        .filter(o::lease_owner.eq(&owner)),
-                )
-                .set((
-                    o::attempts.eq(o::attempts + 1),
-                    o::next_attempt_at.eq(Some(next_attempt_at)),
-                    o::lease_owner.eq(None::<String>),
-                    o::lease_until.eq(None::<NaiveDateTime>),
-                    o::last_error.eq(Some(error)),
-                ))
-                .execute(conn)?;
-                Ok(updated == 1)
-            })
-            .await
-    }
+    outbox_delivery_marks!(face_outbox);
 
     /// Undelivered events (health, tests).
     pub async fn undelivered_count(&self) -> ApiResult<i64> {

@@ -133,52 +133,5 @@ impl PersonOutboxStore {
             .await
     }
 
-    /// Marks an event delivered. Returns false if it already was.
-    pub async fn mark_delivered(&self, id: Uuid, now: NaiveDateTime) -> ApiResult<bool> {
-        self.db
-            .write(move |conn| {
-                use person_outbox::dsl as o;
-                let updated = diesel::update(o::person_outbox.find(id.to_string()).filter(o::delivered_at.is_null()))
-                    .set((
-                        o::delivered_at.eq(Some(now)),
-                        o::lease_owner.eq(None::<String>),
-                        o::lease_until.eq(None::<NaiveDateTime>),
-                        o::last_error.eq(None::<String>),
-                    ))
-                    .execute(conn)?;
-                Ok(updated == 1)
-            })
-            .await
-    }
-
-    /// Records a failed delivery by `owner`, schedules the next attempt and releases the lease.
-    pub async fn mark_failed(
-        &self,
-        id: Uuid,
-        owner: &str,
-        next_attempt_at: NaiveDateTime,
-        error: &str,
-    ) -> ApiResult<bool> {
-        let (owner, error) = (owner.to_owned(), error.chars().take(200).collect::<String>());
-        self.db
-            .write(move |conn| {
-                use person_outbox::dsl as o;
-                let updated = diesel::update(
-                    o::person_outbox
-                        .find(id.to_string())
-                        .filter(o::delivered_at.is_null())
-                        .filter(o::lease_owner.eq(&owner)),
-                )
-                .set((
-                    o::attempts.eq(o::attempts + 1),
-                    o::next_attempt_at.eq(Some(next_attempt_at)),
-                    o::lease_owner.eq(None::<String>),
-                    o::lease_until.eq(None::<NaiveDateTime>),
-                    o::last_error.eq(Some(error)),
-                ))
-                .execute(conn)?;
-                Ok(updated == 1)
-            })
-            .await
-    }
+    super::outbox::outbox_delivery_marks!(person_outbox);
 }
