@@ -178,20 +178,18 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
 }
 
 #[tokio::test]
-async fn a_child_under_16_is_bound_at_once_and_the_16th_birthday_brings_the_face_check() {
+async fn a_child_under_16_this_year_is_bound_at_once_and_the_year_of_the_16th_birthday_brings_the_face_check() {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
     let documents = stack.binding_documents(&binder).await;
+    let year = stack.clock_today().year();
 
-    let almost_16 = stack.member_aged(16, 1).await;
+    // Born on 1 January fifteen years ago: 15 this calendar year, bound at once.
+    let fifteen_this_year = stack.insured_member(NaiveDate::from_ymd_opt(year - 15, 1, 1).unwrap()).await;
     let added =
-        stack.add_member(&binder, &almost_16, Relationship::Child, &documents).await.expect("15 years 364 days");
+        stack.add_member(&binder, &fifteen_this_year, Relationship::Child, &documents).await.expect("15 this year");
     let binding = added.binding.unwrap();
-    // The age shown counts calendar years (it changes on 1 January, never on the birthday); the
-    // face check still follows the exact 16th birthday.
-    let shown =
-        stack.clock_today().year() - (stack.clock_today() - chrono::Months::new(16 * 12) + chrono::Days::new(1)).year();
-    assert_eq!((binding.status, binding.member_age), (BindingStatus::Active as i32, shown));
+    assert_eq!((binding.status, binding.member_age), (BindingStatus::Active as i32, 15));
     assert!(added.face_check.is_none());
     assert_eq!(
         stack.count_identity_rows("face_sessions").await,
@@ -199,8 +197,12 @@ async fn a_child_under_16_is_bound_at_once_and_the_16th_birthday_brings_the_face
         "only the binder's own sessions (REAL_NAME for level 2, and activation): none for the child"
     );
 
-    let sixteen = stack.member_aged(16, 0).await;
-    let added = stack.add_member(&binder, &sixteen, Relationship::Child, &documents).await.expect("16 years 0 days");
+    // Born on 31 December sixteen years ago: 16 this calendar year (on every day but 31 December
+    // still 15 years old): the face check is asked for, so that the binding's status never tells
+    // on which side of the binding date the birthday falls.
+    let sixteen_this_year = stack.insured_member(NaiveDate::from_ymd_opt(year - 16, 12, 31).unwrap()).await;
+    let added =
+        stack.add_member(&binder, &sixteen_this_year, Relationship::Child, &documents).await.expect("16 this year");
     let binding = added.binding.unwrap();
     assert_eq!((binding.status, binding.member_age), (BindingStatus::PendingFace as i32, 16));
     assert!(added.face_check.is_some());

@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use medins_common::{ApiError, ApiResult, Reason, error::require_uuid};
 use uuid::Uuid;
 
-use super::{document::DocumentKind, face::FaceOutcome, voucher::age_on};
+use super::{document::DocumentKind, face::FaceOutcome};
 
 /// How the member is related to the owner (the owner's view: PARENT = the member is the
 /// owner's parent).
@@ -266,10 +266,15 @@ pub fn check_document(
     }
 }
 
-/// Whether a member born on `birth` must pass a face check to be bound on `today`: from the
-/// 16th birthday on.
+/// Whether a member born on `birth` must pass a face check to be bound on `today`: from 1
+/// January of the year of the 16th birthday on. The binding's status (ACTIVE at once or
+/// PENDING_FACE) is visible to the owner's partners beside the binding date; decided on the exact
+/// birthday it would tell them on which side of that date the member was born, narrowing the ID
+/// number below what the views may give away. Decided by calendar year it tells only the birth
+/// year, which the shown age already does, and errs towards more face checks, never fewer.
 pub fn needs_face_check(birth: NaiveDate, today: NaiveDate) -> bool {
-    age_on(birth, today) >= FACE_CHECK_AGE
+    use chrono::Datelike;
+    today.year() - birth.year() >= FACE_CHECK_AGE
 }
 
 /// The calendar month of `today` (China Standard Time), as stored: `YYYY-MM`.
@@ -415,10 +420,12 @@ mod tests {
     }
 
     #[test]
-    fn the_face_check_starts_on_the_16th_birthday() {
+    fn the_face_check_starts_in_the_calendar_year_of_the_16th_birthday() {
         let birth = date(2010, 11, 24);
-        assert!(!needs_face_check(birth, date(2026, 11, 23)), "15 years 364 days");
-        assert!(needs_face_check(birth, date(2026, 11, 24)), "16 years 0 days");
+        assert!(!needs_face_check(birth, date(2025, 12, 31)), "15 this year");
+        assert!(needs_face_check(birth, date(2026, 1, 1)), "16 this year, 15 years 38 days old");
+        assert!(needs_face_check(birth, date(2026, 11, 24)), "the 16th birthday");
+        assert!(needs_face_check(date(2010, 1, 1), date(2026, 12, 31)), "16 years 364 days");
     }
 
     #[test]
