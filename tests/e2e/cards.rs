@@ -609,7 +609,11 @@ async fn every_illegal_step_over_grpc_is_a_card_state_conflict() {
     // Unknown applications and cards.
     let unknown = uuid::Uuid::now_v7().to_string();
     assert_refused(produce(&stack, &unknown).await, Code::NotFound, "CARD_APPLICATION_NOT_FOUND", None);
-    let not_issued = insurance_svc::domain::card::card_number(999_999_999).unwrap();
+    let not_issued = {
+        use insurance_svc::domain::card::{ISSUER_PREFIX, luhn_check_digit};
+        let payload = format!("{ISSUER_PREFIX}999999999");
+        format!("{payload}{}", luhn_check_digit(&payload))
+    };
     assert_refused(
         activate(&stack, &stack.keys.hospital, &not_issued, CardActivationChannel::Hospital, None).await,
         Code::NotFound,

@@ -5,6 +5,7 @@
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Weekday};
 use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
+use rand::{CryptoRng, Rng};
 use uuid::Uuid;
 
 use super::account::{is_employer_code, is_region_code};
@@ -630,15 +631,15 @@ pub fn luhn_check_digit(payload: &str) -> u8 {
     ((10 - sum % 10) % 10) as u8
 }
 
-/// The card number of sequence value `sequence` (1-based): issuer prefix, 9-digit sequence,
-/// Luhn check digit. `None` once the sequence space is used up.
-pub fn card_number(sequence: i64) -> Option<String> {
-    if !(1..10_i64.pow(SEQUENCE_DIGITS as u32)).contains(&sequence) {
-        return None;
-    }
-    let payload = format!("{ISSUER_PREFIX}{sequence:0width$}", width = SEQUENCE_DIGITS);
+/// A new card number: the issuer prefix, [`SEQUENCE_DIGITS`] digits drawn uniformly from `rng`
+/// (a CSPRNG in the service), and the Luhn check digit. Drawn rather than counted, so that a
+/// counter that knows one card number cannot walk to its neighbours; the store draws again in
+/// the rare case the number is taken.
+pub fn random_card_number<R: Rng + CryptoRng>(rng: &mut R) -> String {
+    let body = rng.gen_range(0..10_u64.pow(SEQUENCE_DIGITS as u32));
+    let payload = format!("{ISSUER_PREFIX}{body:0width$}", width = SEQUENCE_DIGITS);
     let check = luhn_check_digit(&payload);
-    Some(format!("{payload}{check}"))
+    format!("{payload}{check}")
 }
 
 /// A card number field: 16 digits with our issuer prefix and a valid check digit
@@ -827,9 +828,10 @@ mod tests {
     fn card_numbers_carry_the_issuer_prefix_and_a_luhn_check_digit() {
         // The classic Luhn example: 7992739871 has check digit 3.
         assert_eq!(luhn_check_digit("7992739871"), 3);
-        let first = card_number(1).unwrap();
+        let mut rng = rand::rngs::OsRng;
+        let first = random_card_number(&mut rng);
         assert_eq!(first.len(), CARD_NUMBER_DIGITS);
-        assert!(first.starts_with("861100000000001"));
+        assert!(first.starts_with(ISSUER_PREFIX));
         assert_eq!(parse_card_number("card_number", &first).unwrap(), first);
         // One wrong digit is caught by the check digit.
         let mut typo = first.clone().into_bytes();
@@ -837,10 +839,10 @@ mod tests {
         assert!(parse_card_number("card_number", std::str::from_utf8(&typo).unwrap()).is_err());
         assert!(parse_card_number("card_number", "1234").is_err());
         assert!(parse_card_number("card_number", &format!("9{}", &first[1..])).is_err());
-        assert_ne!(card_number(2).unwrap(), first);
-        assert!(card_number(0).is_none());
-        assert!(card_number(1_000_000_000).is_none());
-        assert!(card_number(999_999_999).is_some());
+        // Drawn, not counted: a thousand numbers are valid and (almost surely) all different.
+        let drawn: std::collections::BTreeSet<String> = (0..1000).map(|_| random_card_number(&mut rng)).collect();
+        assert!(drawn.len() >= 999);
+        assert!(drawn.iter().all(|n| parse_card_number("card_number", n).is_ok()));
     }
 
     #[test]

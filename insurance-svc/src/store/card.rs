@@ -13,14 +13,13 @@ use medins_common::{
 use uuid::Uuid;
 
 use super::schema::{
-    card_application_events, card_application_evidence, card_applications, card_fees, card_mailing_addresses,
-    card_number_sequence, cards,
+    card_application_events, card_application_evidence, card_applications, card_fees, card_mailing_addresses, cards,
 };
 use crate::domain::{
     card::{
         ActivationChannel, ApplicationAction, ApplicationCursor, ApplicationStatus, CardAction, CardChannel,
-        CardStatus, Delivery, FeeCheck, MailingAddress, StateConflict, card_number, check_fee, next_application_status,
-        next_card_status, ready_by,
+        CardStatus, Delivery, FeeCheck, MailingAddress, StateConflict, check_fee, next_application_status,
+        next_card_status, random_card_number, ready_by,
     },
     face::FaceCheck,
 };
@@ -921,18 +920,14 @@ fn step(
     Ok(next)
 }
 
-/// Produces an APPROVED application's card: the next sequence value (the sequence row is
-/// locked until commit, so concurrent productions queue and never share a value), its number,
-/// the card row (VALID, functions inactive). Returns the number.
+/// Produces an APPROVED application's card: a drawn card number not yet taken (by a card or an
+/// application; the unique keys on both stop a concurrent draw of the same number), the card row
+/// (VALID, functions inactive). Returns the number.
 fn produce_in(conn: &mut DbConnection, id: Uuid, partner: &str, now: NaiveDateTime) -> ApiResult<String> {
     let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     // Refuse before taking a number (a rolled back transaction gives it back anyway).
     next_application_status(current.status, ApplicationAction::Produce, current.delivery)?;
-    let sequence: i64 = diesel::update(card_number_sequence::table.find(1))
-        .set(card_number_sequence::last_value.eq(card_number_sequence::last_value + 1))
-        .returning(card_number_sequence::last_value)
-        .get_result(conn)?;
-    let number = card_number(sequence).ok_or_else(|| ApiError::internal("the card number space is used up"))?;
+    let number = unused_card_number_in(conn)?;
     step(conn, id, ApplicationAction::Produce, partner, now, Change::Produce { card_number: number.clone() })?;
     diesel::insert_into(cards::table)
         .values((
@@ -954,6 +949,25 @@ fn produce_in(conn: &mut DbConnection, id: Uuid, partner: &str, now: NaiveDateTi
             }
         })?;
     Ok(number)
+}
+
+/// A drawn card number no card and no application holds yet. With 10^9 numbers a draw is taken
+/// only once a sizeable share is issued; a few draws in a row all taken means the space is
+/// nearly used up, which is a fault to report, not to loop on.
+fn unused_card_number_in(conn: &mut DbConnection) -> ApiResult<String> {
+    const DRAWS: usize = 8;
+    for _ in 0..DRAWS {
+        let number = random_card_number(&mut rand::rngs::OsRng);
+        let card: i64 = cards::table.filter(cards::card_number.eq(&number)).count().get_result(conn)?;
+        let application: i64 = card_applications::table
+            .filter(card_applications::card_number.eq(Some(&number)))
+            .count()
+            .get_result(conn)?;
+        if card == 0 && application == 0 {
+            return Ok(number);
+        }
+    }
+    Err(ApiError::internal("no unused card number in 8 draws: the card number space is nearly used up"))
 }
 
 fn set_card_status(

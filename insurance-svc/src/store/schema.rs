@@ -252,14 +252,6 @@ diesel::table! {
     }
 }
 
-diesel::table! {
-    /// The issuer's card-number sequence, one row (migration 000006).
-    card_number_sequence (id) {
-        id -> Integer,
-        last_value -> BigInt,
-    }
-}
-
 diesel::joinable!(voucher_activations -> vouchers (voucher_id));
 diesel::joinable!(visits -> vouchers (voucher_id));
 diesel::joinable!(visits -> accounts (account_id));
@@ -284,5 +276,4 @@ diesel::allow_tables_to_appear_in_same_query!(
     card_mailing_addresses,
     card_application_events,
     cards,
-    card_number_sequence,
 );
