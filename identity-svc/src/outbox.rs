@@ -170,12 +170,7 @@ impl OutboxWorker {
         let now = self.clock.stored_now();
         let events = self.store.claim_due(&self.owner, now, self.options.lease, i64::from(self.options.batch)).await?;
         let claimed = events.len();
-        let failures: usize = futures::stream::iter(events)
-            .map(|event| self.deliver(event))
-            .buffer_unordered(claimed.max(1))
-            .map(usize::from)
-            .fold(0, |sum, failed| async move { sum + failed })
-            .await;
+        let failures = count_failures(events.into_iter().map(|event| self.deliver(event))).await;
         if failures > 0 {
             tracing::warn!(claimed, failures, "some face outcomes could not be delivered to insurance-svc; will retry");
         }
@@ -189,12 +184,7 @@ impl OutboxWorker {
         let events =
             self.persons.claim_due(&self.owner, now, self.options.lease, i64::from(self.options.batch)).await?;
         let claimed = events.len();
-        let failures: usize = futures::stream::iter(events)
-            .map(|event| self.deliver_supersession(event))
-            .buffer_unordered(claimed.max(1))
-            .map(usize::from)
-            .fold(0, |sum, failed| async move { sum + failed })
-            .await;
+        let failures = count_failures(events.into_iter().map(|event| self.deliver_supersession(event))).await;
         if failures > 0 {
             tracing::warn!(claimed, failures, "some supersessions could not be delivered to insurance-svc; will retry");
         }
@@ -271,6 +261,17 @@ impl OutboxWorker {
             }
         }
     }
+}
+
+/// Runs every delivery of one claimed batch at once (the events of a batch never depend on each
+/// other) and counts those that failed (each delivery answers true when it failed).
+async fn count_failures<F: Future<Output = bool>>(deliveries: impl ExactSizeIterator<Item = F>) -> usize {
+    let concurrency = deliveries.len().max(1);
+    futures::stream::iter(deliveries)
+        .buffer_unordered(concurrency)
+        .map(usize::from)
+        .fold(0, |sum, failed| async move { sum + failed })
+        .await
 }
 
 #[cfg(test)]
