@@ -193,16 +193,7 @@ impl AssuranceStore {
             .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let id = person_id.to_string();
-                    if persons::table
-                        .find(&id)
-                        .filter(persons::claim_status.eq(super::person::LIVE))
-                        .select(persons::id)
-                        .first::<String>(conn)
-                        .optional()?
-                        .is_none()
-                    {
-                        return Err(person_not_found());
-                    }
+                    require_live_person_in(conn, &id)?;
                     if let Some(open) = open_suspension_in(conn, &id)? {
                         return Ok(SuspensionChange { changed: false, suspended_at: Some(open), revocation: None });
                     }
@@ -249,16 +240,7 @@ impl AssuranceStore {
             .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let id = person_id.to_string();
-                    if persons::table
-                        .find(&id)
-                        .filter(persons::claim_status.eq(super::person::LIVE))
-                        .select(persons::id)
-                        .first::<String>(conn)
-                        .optional()?
-                        .is_none()
-                    {
-                        return Err(person_not_found());
-                    }
+                    require_live_person_in(conn, &id)?;
                     let open: Option<(String, NaiveDateTime)> = person_suspensions::table
                         .filter(person_suspensions::person_id.eq(&id))
                         .filter(person_suspensions::resumed_at.is_null())
@@ -283,6 +265,19 @@ impl AssuranceStore {
             })
             .await
     }
+}
+
+/// NOT_FOUND / PERSON_NOT_FOUND unless `id` is a live person (a superseded claim answers like a
+/// missing id).
+fn require_live_person_in(conn: &mut DbConnection, id: &str) -> ApiResult<()> {
+    persons::table
+        .find(id)
+        .filter(persons::claim_status.eq(super::person::LIVE))
+        .select(persons::id)
+        .first::<String>(conn)
+        .optional()?
+        .map(|_| ())
+        .ok_or_else(person_not_found)
 }
 
 fn open_suspension_in(conn: &mut DbConnection, person_id: &str) -> ApiResult<Option<NaiveDateTime>> {
