@@ -572,12 +572,12 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 bail!("no identity database at {}", path.display());
             }
             let db = Db::connect(&identity_database_url, &Default::default())?;
-            match identity_svc::store::audit::verify_chain(&db).await.context("reading the audit trail")? {
-                identity_svc::store::audit::ChainVerdict::Intact { rows } => {
+            match medins_common::audit::verify_chain(&db).await.context("reading the audit trail")? {
+                medins_common::audit::ChainVerdict::Intact { rows } => {
                     println!("chain intact ({rows} rows)");
                     Ok(())
                 }
-                identity_svc::store::audit::ChainVerdict::Broken { seq, fault } => {
+                medins_common::audit::ChainVerdict::Broken { seq, fault } => {
                     println!("chain broken at row {seq}: {}", fault.description());
                     std::process::exit(1);
                 }

@@ -2,6 +2,7 @@
 //! storage, idempotency, server bootstrap and the cryptography of personal data.
 
 pub mod assurance;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

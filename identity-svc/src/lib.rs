@@ -140,7 +140,7 @@ impl IdentityService {
             face,
             person_tokens,
             links: store::link::LinkStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys)),
-            audit: store::audit::AuditStore::new(db.clone(), clock.clone()),
+            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone()),
             sms: store::sms::SmsStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys), clock.clone()),
             sms_sender,
             identity_authority,

@@ -149,6 +149,7 @@ impl InsuranceService {
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             identity,
+            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone()),
             db,
             clock,
         });

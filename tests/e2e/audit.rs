@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
-use identity_svc::store::{
-    audit::{ChainVerdict, verify_chain},
-    schema::audit_log,
+use medins_common::{
+    audit::{ChainVerdict, schema::audit_log, verify_chain},
+    db::DbError,
 };
-use medins_common::db::DbError;
 use medins_proto::identity::v1::{GetPersonRequest, ListMyAccessHistoryRequest};
 use tonic::Code;
 
@@ -168,7 +167,7 @@ async fn two_writers_appending_at_once_never_fork_the_chain() {
     let stack = Stack::start().await;
     let person_id = register(&stack).await;
     // A second writer on the same database stands in for a second identity-svc replica.
-    let replica = identity_svc::store::audit::AuditStore::new(stack.identity_db.clone(), Arc::new(stack.clock.clone()));
+    let replica = medins_common::audit::AuditStore::new(stack.identity_db.clone(), Arc::new(stack.clock.clone()));
     let subject: uuid::Uuid = person_id.parse().unwrap();
     let direct = (0..100).map(|i| {
         let replica = replica.clone();

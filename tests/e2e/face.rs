@@ -448,7 +448,7 @@ async fn a_watch_sees_changes_committed_elsewhere_and_expiry() {
 
 /// The audit rows of SubmitFaceResult: (partner, person, outcome).
 async fn submit_audit_rows(stack: &Stack) -> Vec<(String, String, String)> {
-    use identity_svc::store::schema::audit_log;
+    use medins_common::audit::schema::audit_log;
     stack
         .identity_db
         .run(|conn| {

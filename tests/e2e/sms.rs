@@ -584,7 +584,7 @@ async fn a_real_name_code_goes_to_the_phone_on_record_and_says_which_masked() {
     // The code to their phone is in the person's own access history.
     let audited = {
         use diesel::{ExpressionMethods, QueryDsl};
-        use identity_svc::store::schema::audit_log;
+        use medins_common::audit::schema::audit_log;
         stack
             .identity_db
             .run(|conn| {

@@ -1,7 +1,6 @@
 //! Rules of identity-svc: pure, no I/O.
 
 pub mod assurance;
-pub mod audit;
 pub mod disclosure;
 pub mod face;
 pub mod id_number;

@@ -1,5 +1,6 @@
 //! `medins.identity.v1.AccessHistoryService`: a person reads who accessed their data.
 
+use medins_common::audit::outcome_of;
 use medins_common::{ApiError, Reason, auth::Caller, convert::timestamp, error::require_uuid};
 use medins_proto::identity::v1::{
     AccessRecord, ListMyAccessHistoryRequest, ListMyAccessHistoryResponse,
@@ -8,10 +9,7 @@ use medins_proto::identity::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{SharedState, person_token::authorize_person};
-use crate::domain::{
-    audit::outcome_of,
-    link::{decode_page_token, encode_page_token, page_size},
-};
+use crate::domain::link::{decode_page_token, encode_page_token, page_size};
 
 /// Audit method name of ListMyAccessHistory.
 pub const LIST_MY_ACCESS_HISTORY: &str = "/medins.identity.v1.AccessHistoryService/ListMyAccessHistory";

@@ -10,6 +10,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use chrono::NaiveDateTime;
 use futures::Stream;
+use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, ApiResult, Reason,
     auth::{Caller, PartnerKind},
@@ -27,7 +28,6 @@ use uuid::Uuid;
 
 use super::{SharedState, person_token::authorize_person};
 use crate::{
-    domain::audit::outcome_of,
     domain::face::{
         FacePurpose, FaceStatus, Submission, Threshold, choose_provider, expired_error, liveness_challenge,
         starts_without_person_token, validate_provider_reference, validate_reference,

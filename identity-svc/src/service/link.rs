@@ -1,6 +1,7 @@
 //! `medins.identity.v1.PartnerLinkService`: a partner links its own user to a person after an SMS
 //! code proved control of the person's phone (DESIGN.md flow 6).
 
+use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, ApiResult, Reason, auth::Caller, convert::timestamp, error::require_uuid, revocation::RevocationReason,
 };
@@ -16,7 +17,6 @@ use super::{SharedState, person::person_not_found, person_token::authorize_perso
 use crate::{
     domain::{
         assurance::parse_partner_id,
-        audit::outcome_of,
         link::{decode_page_token, encode_page_token, page_size, parse_partner_user_ref},
         sms::SmsPurpose,
     },

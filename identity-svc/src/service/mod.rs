@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use medins_common::{clock::SharedClock, db::Db, idempotency::Idempotency};
 
-use crate::store::{audit::AuditStore, link::LinkStore, person::PersonStore};
+use medins_common::audit::AuditStore;
+
+use crate::store::{link::LinkStore, person::PersonStore};
 
 /// What every handler of identity-svc shares.
 pub struct State {

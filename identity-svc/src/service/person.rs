@@ -1,5 +1,6 @@
 //! `medins.identity.v1.PersonService`.
 
+use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, ApiResult, Reason,
     auth::{Caller, PartnerKind},
@@ -17,7 +18,6 @@ use tonic::{Request, Response, Status};
 use super::{SharedState, person_token::authorize_person};
 use crate::{
     domain::{
-        audit::outcome_of,
         disclosure::shown_age,
         id_number::{self, Sex},
         person::{RealName, id_number_error, normalize_name, phone_error},

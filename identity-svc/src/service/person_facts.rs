@@ -9,7 +9,7 @@ use medins_proto::identity::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{SharedState, person::person_not_found};
-use crate::domain::audit::outcome_of;
+use medins_common::audit::outcome_of;
 
 /// Audit method name of GetPersonFacts.
 pub const GET_PERSON_FACTS: &str = "/medins.identity.v1.PersonFactsService/GetPersonFacts";

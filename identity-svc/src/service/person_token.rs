@@ -11,6 +11,7 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, ApiResult, Reason,
     assurance::AssuranceLevel,
@@ -33,10 +34,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{SharedState, State};
-use crate::{
-    domain::{assurance::decide_token_issue, audit::outcome_of},
-    store::revocation::RevocationStore,
-};
+use crate::{domain::assurance::decide_token_issue, store::revocation::RevocationStore};
 
 /// Audit method name of IssuePersonToken.
 pub const ISSUE_PERSON_TOKEN: &str = "/medins.identity.v1.PersonTokenService/IssuePersonToken";

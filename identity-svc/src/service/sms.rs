@@ -1,5 +1,6 @@
 //! `medins.identity.v1.SmsService`.
 
+use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, Reason,
     auth::Caller,
@@ -15,7 +16,6 @@ use tonic::{Request, Response, Status};
 
 use super::SharedState;
 use crate::domain::{
-    audit::outcome_of,
     phone,
     sms::{self, Recipient, SmsPurpose},
 };

@@ -1,6 +1,7 @@
 //! SuspendPerson and ResumePerson (PersonService): an operator stops every partner from acting
 //! for a person, and lifts that again. The RPC methods in `person.rs` delegate here.
 
+use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, Reason,
     auth::{Caller, PartnerKind},
@@ -13,7 +14,7 @@ use medins_proto::identity::v1::{
 use tonic::{Request, Response, Status};
 
 use super::SharedState;
-use crate::domain::{assurance::parse_operator_reason, audit::outcome_of};
+use crate::domain::assurance::parse_operator_reason;
 
 /// Audit method name of SuspendPerson.
 pub const SUSPEND_PERSON: &str = "/medins.identity.v1.PersonService/SuspendPerson";

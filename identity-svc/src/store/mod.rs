@@ -1,7 +1,6 @@
 //! Storage of identity-svc: schema, models and queries.
 
 pub mod assurance;
-pub mod audit;
 pub mod face;
 pub mod link;
 pub mod outbox;

@@ -158,29 +158,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Audit trail of calls about persons, hash-chained.
-    audit_log (seq) {
-        seq -> BigInt,
-        partner_id -> Text,
-        method -> Text,
-        person_id -> Text,
-        outcome -> Text,
-        recorded_at -> Timestamp,
-        prev_hash -> Binary,
-        row_hash -> Binary,
-    }
-}
-
-diesel::table! {
-    /// The tail of the audit chain (one row, locked by appenders).
-    audit_chain_head (id) {
-        id -> Integer,
-        last_seq -> BigInt,
-        last_hash -> Binary,
-    }
-}
-
-diesel::table! {
     /// Revoked person tokens: (person, partner or every partner) issued at or before revoked_at.
     token_revocations (id) {
         id -> Text,

@@ -51,6 +51,8 @@ pub struct State {
     pub cards: crate::store::card::CardStore,
     /// Masked holder facts for the counter, cached briefly.
     pub holders: Arc<code::HolderCache>,
+    /// The audit trail: every call that reads or changes a person's data (DESIGN.md 4.3a).
+    pub audit: medins_common::audit::AuditStore,
 }
 
 /// Shared state handle.

@@ -1,5 +1,5 @@
 //! The audit trail at rest (DESIGN.md 4.3): one hash-chained row per call that read or changed a
-//! person's data.
+//! person's data, in the database of the service that served the call.
 //!
 //! Appending is serialised so the chain never forks: the chain head (`audit_chain_head`, one
 //! row) is read and advanced in the same write transaction as the inserts, under
@@ -11,18 +11,18 @@
 //! one transaction (one head lock, one commit) and then answers all their callers. Under load a
 //! call waits for at most about one extra transaction, however many calls run at once.
 
-use chrono::NaiveDateTime;
-use diesel::prelude::*;
-use medins_common::{
+use crate::{
     ApiResult,
     clock::SharedClock,
     db::{Db, DbConnection, DbError, write_transaction},
 };
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::chain::{AuditFields, ChainFault, ChainWalk, chain_hash, outcome_name};
 use super::schema::{audit_chain_head, audit_log};
-use crate::domain::audit::{AuditFields, ChainFault, ChainWalk, chain_hash, outcome_name};
 
 /// Rows written per transaction at most.
 const MAX_BATCH: usize = 512;
@@ -74,7 +74,7 @@ struct AuditRow {
     row_hash: Vec<u8>,
 }
 
-/// The audit trail of identity-svc. Cheap to clone; clones share one writer.
+/// The audit trail of one service's database. Cheap to clone; clones share one writer.
 #[derive(Clone, Debug)]
 pub struct AuditStore {
     db: Db,
@@ -229,7 +229,7 @@ pub enum ChainVerdict {
     },
 }
 
-/// Walks the audit chain of the identity database from the first row to the head (as it was
+/// Walks the audit chain of a service's database from the first row to the head (as it was
 /// when the walk began; rows appended meanwhile are not checked) and reports the first broken
 /// row. Reads in pages, so memory stays flat on long chains.
 pub async fn verify_chain(db: &Db) -> Result<ChainVerdict, DbError> {
@@ -278,16 +278,24 @@ pub async fn verify_chain(db: &Db) -> Result<ChainVerdict, DbError> {
 mod tests {
     use std::sync::Arc;
 
-    use medins_common::{clock::ManualClock, db::PoolOptions};
+    use crate::{clock::ManualClock, db::PoolOptions};
     use tonic::Code;
 
     use super::*;
+
+    // insurance-svc's migrations create the audit tables (among others) on SQLite.
+    const SQLITE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+        diesel_migrations::embed_migrations!("../migrations/insurance/sqlite");
+    const POSTGRES_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+        diesel_migrations::embed_migrations!("../migrations/insurance/postgres");
+    const AUDIT_TABLES: crate::db::Migrations =
+        crate::db::Migrations { sqlite: || SQLITE_MIGRATIONS, postgres: || POSTGRES_MIGRATIONS };
 
     async fn store() -> (tempfile::TempDir, AuditStore) {
         let dir = tempfile::tempdir().unwrap();
         let db =
             Db::connect(&format!("sqlite://{}", dir.path().join("a.db").display()), &PoolOptions::default()).unwrap();
-        db.migrate(crate::store::MIGRATIONS).await.unwrap();
+        db.migrate(AUDIT_TABLES).await.unwrap();
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         (dir, AuditStore::new(db, clock))
     }
