@@ -1,5 +1,6 @@
 //! Rules of insurance-svc: pure, no I/O.
 
+pub mod access;
 pub mod account;
 pub mod card;
 pub mod code;

@@ -1,5 +1,6 @@
 //! gRPC services of insurance-svc: decode, authorise, call the domain and store, encode.
 
+pub mod access;
 pub mod account;
 pub mod card;
 pub mod code;

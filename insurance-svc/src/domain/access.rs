@@ -1,0 +1,108 @@
+//! The access table (DESIGN.md 4.3a): for every RPC that reads or changes a person's data, who
+//! may call it for whom. Scopes only say what kind of partner may call at all; this says whose
+//! data it may touch. Every handler that touches a person's data asks [`decide`] with the facts it
+//! read (the `service::access` helper gathers the common ones); nothing else in the code decides
+//! access.
+//!
+//! Pure: no I/O. A caller with no relationship gets the rule's refusal, which is the same answer
+//! a missing person or object gets, so a refusal tells nothing about existence.
+
+use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
+use tonic::Code;
+use uuid::Uuid;
+
+/// How a caller stands to the person whose data a call reads or changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Standing {
+    /// An OPS partner (operators act for anyone, and every such call is audited).
+    Operator,
+    /// A medins service (SERVICE partners: identity-svc's events, internal jobs).
+    Service,
+    /// The person: the call carries a person token for this person, issued to the caller.
+    Person,
+    /// A person holding an ACTIVE family binding of this person (the call carries the binder's
+    /// token, issued to the caller).
+    Binder,
+    /// The hospital or pharmacy counter that holds an open or recent visit of this person (the
+    /// visit's facts only, for a bounded time).
+    Counter,
+    /// The EMPLOYER partner that speaks for the employer code of this person's account.
+    Employer,
+}
+
+/// What a handler knows about the caller and the person when it asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// The calling partner's kind.
+    pub caller: PartnerKind,
+    /// The subject of the call's verified person token, if it carried one.
+    pub token_subject: Option<Uuid>,
+    /// The person whose data the call reads or changes.
+    pub person: Uuid,
+    /// Whether the token's subject holds an ACTIVE family binding of `person`.
+    pub binder: bool,
+    /// Whether the caller is the counter of an open or recent visit of `person`.
+    pub counter_visit: bool,
+    /// Whether the caller is the employer of `person`'s account.
+    pub employer: bool,
+}
+
+impl Facts {
+    /// The standings these facts give, strongest first.
+    fn standings(&self) -> impl Iterator<Item = Standing> + '_ {
+        [
+            (self.caller == PartnerKind::Ops, Standing::Operator),
+            (self.caller == PartnerKind::Service, Standing::Service),
+            (self.token_subject == Some(self.person), Standing::Person),
+            (self.binder && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Binder),
+            (self.counter_visit, Standing::Counter),
+            (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
+        ]
+        .into_iter()
+        .filter_map(|(holds, standing)| holds.then_some(standing))
+    }
+}
+
+/// What a caller without an allowed standing gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// NOT_FOUND where the RPC names an object (the same answer as a missing one), else
+    /// PERMISSION_DENIED.
+    pub code: Code,
+    /// The ErrorInfo reason.
+    pub reason: Reason,
+    /// The message.
+    pub message: &'static str,
+}
+
+/// Who may call one RPC for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// Full gRPC method path.
+    pub method: &'static str,
+    /// The standings that may call it.
+    pub allows: &'static [Standing],
+    /// The answer to everyone else.
+    pub refusal: Refusal,
+}
+
+/// The access table: one row per RPC that reads or changes a person's data. The contract
+/// comment of each RPC says the same in words; `tests/e2e/access.rs` walks it.
+pub const RULES: &[Rule] = &[];
+
+/// The rule of `method`, if it touches a person's data.
+pub fn rule(method: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|rule| rule.method == method)
+}
+
+/// Decides whether a call to `method` with `facts` may go on, and as what. A method missing
+/// from the table is refused (a wiring bug must not open access).
+pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
+    let Some(rule) = rule(method) else {
+        return Err(ApiError::new(Code::Internal, Reason::Internal, "no access rule for this method"));
+    };
+    facts
+        .standings()
+        .find(|standing| rule.allows.contains(standing))
+        .ok_or_else(|| ApiError::new(rule.refusal.code, rule.refusal.reason, rule.refusal.message))
+}

@@ -1,0 +1,103 @@
+//! Asks the access table (`domain::access`) about a call. Two steps, so that a refusal never
+//! depends on whether the person or object exists:
+//!
+//! 1. [`CallAccess::begin`], before the handler looks anything up: who calls which method, and
+//!    the subject of the person token if one was sent (a bad token is refused here). A caller
+//!    that could only stand as the person or a binder and sent no token is refused
+//!    PERSON_TOKEN_REQUIRED now, whatever the request names.
+//! 2. [`CallAccess::decide`], once the handler knows whose data the call touches: looks up the
+//!    ACTIVE family binding only if the rule admits binders and the token is someone else's,
+//!    takes the facts only the handler can know (a counter's visit, an employer's code), and
+//!    asks `domain::access::decide`.
+
+use std::sync::Arc;
+
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    auth::{CalledMethod, Caller, Partner, PartnerKind},
+    token::PERSON_TOKEN_METADATA,
+};
+use tonic::{Code, Request};
+use uuid::Uuid;
+
+use super::State;
+use crate::domain::access::{self, Facts, Rule, Standing};
+
+/// Facts about the caller that only the handler can read (defaults: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerFacts {
+    /// The caller is the counter of an open or recent visit of the person.
+    pub counter_visit: bool,
+    /// The caller speaks for the employer code of the person's account.
+    pub employer: bool,
+}
+
+/// A call on its way through the access table.
+#[derive(Debug, Clone)]
+pub struct CallAccess {
+    /// The calling partner.
+    pub caller: Arc<Partner>,
+    /// The full method path.
+    pub method: &'static str,
+    /// The method's row of the access table.
+    pub rule: &'static Rule,
+    /// The subject of the verified person token, if one was sent.
+    pub token_subject: Option<Uuid>,
+}
+
+impl CallAccess {
+    /// Step 1: the caller, the method's rule and the verified token subject.
+    pub async fn begin<T>(state: &State, request: &Request<T>) -> ApiResult<CallAccess> {
+        let caller = Caller::of(request)?;
+        let method = CalledMethod::of(request)
+            .ok_or_else(|| ApiError::new(Code::Internal, Reason::Internal, "the called method was not recorded"))?;
+        let rule = access::rule(method)
+            .ok_or_else(|| ApiError::new(Code::Internal, Reason::Internal, "no access rule for this method"))?;
+        let token_sent = request.metadata().get(PERSON_TOKEN_METADATA).is_some();
+        let token_subject = if token_sent && !matches!(caller.kind, PartnerKind::Ops | PartnerKind::Service) {
+            state.person_tokens.claims(request).await?.map(|claims| claims.person_id)
+        } else {
+            None
+        };
+        if token_subject.is_none() && !stands_without_token(rule, caller.kind) {
+            return Err(ApiError::new(
+                Code::Unauthenticated,
+                Reason::PersonTokenRequired,
+                "this call acts for a person: send `x-person-token` (PersonTokenService.IssuePersonToken)",
+            ));
+        }
+        Ok(CallAccess { caller, method, rule, token_subject })
+    }
+
+    /// Step 2: whether the call may touch `person`'s data, and as what.
+    pub async fn decide(&self, state: &State, person: Uuid, known: HandlerFacts) -> ApiResult<Standing> {
+        let binder = match self.token_subject {
+            Some(subject) if subject != person && self.rule.allows.contains(&Standing::Binder) => {
+                state.family.find_active(subject, person).await?.is_some()
+            }
+            _ => false,
+        };
+        access::decide(
+            self.method,
+            &Facts {
+                caller: self.caller.kind,
+                token_subject: self.token_subject,
+                person,
+                binder,
+                counter_visit: known.counter_visit,
+                employer: known.employer,
+            },
+        )
+    }
+}
+
+/// Whether a partner of `kind` could hold a standing of `rule` without a person token.
+pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
+    rule.allows.iter().any(|standing| match standing {
+        Standing::Operator => kind == PartnerKind::Ops,
+        Standing::Service => kind == PartnerKind::Service,
+        Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
+        Standing::Employer => kind == PartnerKind::Employer,
+        Standing::Person | Standing::Binder => false,
+    })
+}
