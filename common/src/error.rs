@@ -124,6 +124,8 @@ reasons! {
     PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
     PhoneUnchanged => "PHONE_UNCHANGED",
     FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
+    // Issue 13, cards at the counter: a partner's failed card lookups per day are limited.
+    CardLookupLimitExceeded => "CARD_LOOKUP_LIMIT_EXCEEDED",
 }
 
 impl fmt::Display for Reason {
