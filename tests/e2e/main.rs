@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_cards;
 mod accounts;
 mod assurance;
 mod audit;

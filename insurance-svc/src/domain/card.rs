@@ -742,7 +742,8 @@ pub fn lookups_counted(kind: PartnerKind) -> bool {
 /// The refusal once a partner used up its failed lookups of the day `today` (China Standard
 /// Time) at `now` (stored UTC): retry after the next China midnight.
 pub fn lookup_limit_exceeded(now: NaiveDateTime, today: NaiveDate) -> ApiError {
-    let next_day_start = today.succ_opt().unwrap_or(today).and_time(chrono::NaiveTime::MIN) - chrono::Duration::hours(8);
+    let next_day_start =
+        today.succ_opt().unwrap_or(today).and_time(chrono::NaiveTime::MIN) - chrono::Duration::hours(8);
     let wait = (next_day_start - now).to_std().unwrap_or_default().max(std::time::Duration::from_secs(1));
     ApiError::resource_exhausted(
         Reason::CardLookupLimitExceeded,

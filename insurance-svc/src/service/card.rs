@@ -14,10 +14,10 @@ use chrono::{Datelike, NaiveDate};
 use medins_common::{
     ApiError, ApiResult, Reason,
     auth::{CalledMethod, Caller, Partner, PartnerKind},
-    token::PERSON_TOKEN_METADATA,
     convert::{from_timestamp, timestamp},
     error::{require_enum, require_uuid},
     mask::{mask_name, mask_phone, mask_street},
+    token::PERSON_TOKEN_METADATA,
 };
 use medins_proto::{
     identity::v1::SmsPurpose,
@@ -874,12 +874,12 @@ impl CardService for CardApi {
         let id = require_uuid("application_id", &body.application_id)?;
         let state = &self.state;
         self.operator_step(&request, id, "RecordCardProduction", || async {
-                let (application, card) = state.cards.produce(id, caller.id.clone(), state.clock.stored_now()).await?;
-                tracing::info!(application_id = %id, partner = %caller.id, "card produced");
-                Ok(RecordCardProductionResponse {
-                    application: Some(application_message(&application)),
-                    card: Some(card_message(&card)),
-                })
+            let (application, card) = state.cards.produce(id, caller.id.clone(), state.clock.stored_now()).await?;
+            tracing::info!(application_id = %id, partner = %caller.id, "card produced");
+            Ok(RecordCardProductionResponse {
+                application: Some(application_message(&application)),
+                card: Some(card_message(&card)),
+            })
         })
         .await
     }
@@ -914,13 +914,13 @@ impl CardService for CardApi {
         let id = require_uuid("application_id", &body.application_id)?;
         let state = &self.state;
         self.operator_step(&request, id, "ConfirmCardDelivery", || async {
-                let (application, card) =
-                    state.cards.confirm_delivery(id, caller.id.clone(), state.clock.stored_now()).await?;
-                tracing::info!(application_id = %id, partner = %caller.id, "card delivered");
-                Ok(ConfirmCardDeliveryResponse {
-                    application: Some(application_message(&application)),
-                    card: Some(card_message(&card)),
-                })
+            let (application, card) =
+                state.cards.confirm_delivery(id, caller.id.clone(), state.clock.stored_now()).await?;
+            tracing::info!(application_id = %id, partner = %caller.id, "card delivered");
+            Ok(ConfirmCardDeliveryResponse {
+                application: Some(application_message(&application)),
+                card: Some(card_message(&card)),
+            })
         })
         .await
     }
@@ -939,7 +939,8 @@ impl CardService for CardApi {
             && application.channel == CardChannel::Employer
             && application.partner_id == caller.id;
         let result: Result<_, Status> = async {
-            let standing = access.decide(state, application.person_id, HandlerFacts { employer, ..Default::default() }).await?;
+            let standing =
+                access.decide(state, application.person_id, HandlerFacts { employer, ..Default::default() }).await?;
             if !binder_acts(standing, access.token_subject, application.guardian_person_id) {
                 return Err(application_not_found().into());
             }
@@ -1034,8 +1035,10 @@ impl CardService for CardApi {
             .idempotency
             .run(&caller.id, "ActivateCard", request.metadata(), body, || async {
                 let (card, standing) = self.card_for(&access, &number, Some(holder), &subject).await?;
-                let card =
-                    state.cards.activate(card.card_number, channel, caller.id.clone(), state.clock.stored_now()).await?;
+                let card = state
+                    .cards
+                    .activate(card.card_number, channel, caller.id.clone(), state.clock.stored_now())
+                    .await?;
                 tracing::info!(
                     application_id = %card.application_id,
                     channel = channel.as_str(),
@@ -1070,7 +1073,9 @@ impl CardService for CardApi {
                 let card = state.cards.current_card_of(person_id).await?;
                 let result: Result<_, Status> = async {
                     let standing = access.decide(state, person_id, HandlerFacts::default()).await?;
-                    let card = card.as_ref().ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "no card with this number"))?;
+                    let card = card
+                        .as_ref()
+                        .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "no card with this number"))?;
                     if standing == Standing::Binder {
                         let guardian =
                             state.cards.find_application(card.application_id).await?.and_then(|a| a.guardian_person_id);
@@ -1086,9 +1091,7 @@ impl CardService for CardApi {
                 self.record(&access, known.then_some(person_id), &result).await;
                 Ok(Response::new(result?))
             }
-            None => {
-                Err(ApiError::invalid_field(Reason::InvalidArgument, "key", "set card_number or person_id").into())
-            }
+            None => Err(ApiError::invalid_field(Reason::InvalidArgument, "key", "set card_number or person_id").into()),
         }
     }
 
