@@ -241,7 +241,13 @@ async fn a_service_center_issues_the_card_on_the_spot_and_banks_and_hospitals_ac
         (banked.medical_status, banked.financial_status),
         (CardFunctionStatus::Active as i32, CardFunctionStatus::Active as i32)
     );
-    assert_eq!(card_by_ops(&stack, &card.card_number).await, banked);
+    // The counter's view carries no person or application id; operators see the same card in full.
+    assert_eq!((banked.person_id.as_str(), banked.application_id.as_str()), ("", ""));
+    let full = card_by_ops(&stack, &card.card_number).await;
+    assert_eq!(
+        Card { person_id: full.person_id.clone(), application_id: full.application_id.clone(), ..banked },
+        full
+    );
 
     // A second first card for the same person is refused.
     assert_refused(
