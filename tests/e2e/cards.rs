@@ -244,10 +244,7 @@ async fn a_service_center_issues_the_card_on_the_spot_and_banks_and_hospitals_ac
     // The counter's view carries no person or application id; operators see the same card in full.
     assert_eq!((banked.person_id.as_str(), banked.application_id.as_str()), ("", ""));
     let full = card_by_ops(&stack, &card.card_number).await;
-    assert_eq!(
-        Card { person_id: full.person_id.clone(), application_id: full.application_id.clone(), ..banked },
-        full
-    );
+    assert_eq!(Card { person_id: full.person_id.clone(), application_id: full.application_id.clone(), ..banked }, full);
 
     // A second first card for the same person is refused.
     assert_refused(
