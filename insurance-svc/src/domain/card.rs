@@ -1096,4 +1096,54 @@ mod tests {
         assert_eq!(card_view(Standing::Person), CardView::Full);
         assert_eq!(card_view(Standing::Operator), CardView::Full);
     }
+    #[test]
+    fn every_card_rpc_but_the_employer_batch_has_an_access_row() {
+        use crate::domain::access::rule;
+        for method in [
+            "RecordCardFee",
+            "ApplyForCard",
+            "ReviewCardApplication",
+            "RecordCardProduction",
+            "RecordCardDispatch",
+            "ConfirmCardDelivery",
+            "GetCardApplication",
+            "ListCardApplications",
+            "ActivateCard",
+            "GetCard",
+            "ReportCardLoss",
+            "CancelCardLossReport",
+            "ReplaceCard",
+        ] {
+            assert!(rule(&format!("/medins.insurance.v1.CardService/{method}")).is_some(), "{method}");
+        }
+    }
+
+    #[test]
+    fn a_card_is_used_only_by_a_counter_where_the_holder_is_present() {
+        use crate::domain::access::{Facts, decide};
+        const ACTIVATE: &str = "/medins.insurance.v1.CardService/ActivateCard";
+        let person = Uuid::now_v7();
+        let facts = |caller, token_subject, holder_present| Facts {
+            caller,
+            token_subject,
+            person,
+            binder: false,
+            counter_visit: false,
+            employer: false,
+            holder_present,
+        };
+        for counter in [PartnerKind::Bank, PartnerKind::Hospital, PartnerKind::Pharmacy] {
+            assert_eq!(decide(ACTIVATE, &facts(counter, None, true)).unwrap(), Standing::HolderPresent);
+            let absent = decide(ACTIVATE, &facts(counter, Some(person), false)).unwrap_err();
+            assert_eq!((absent.code(), absent.reason()), (tonic::Code::NotFound, Reason::CardNotFound));
+        }
+        // An app cannot claim a holder at its counter, and operators do not use cards.
+        assert!(decide(ACTIVATE, &facts(PartnerKind::MiniProgram, None, true)).is_err());
+        assert!(decide(ACTIVATE, &facts(PartnerKind::Ops, None, false)).is_err());
+        // Reading a card: the holder's token, not a counter.
+        const GET: &str = "/medins.insurance.v1.CardService/GetCard";
+        assert_eq!(decide(GET, &facts(PartnerKind::MiniProgram, Some(person), false)).unwrap(), Standing::Person);
+        assert!(decide(GET, &facts(PartnerKind::Hospital, None, true)).is_err());
+        assert!(decide(GET, &facts(PartnerKind::MiniProgram, Some(Uuid::now_v7()), false)).is_err());
+    }
 }
