@@ -12,11 +12,12 @@ use medins_common::audit::{AuditEntry, AuditStore};
 use medins_proto::{
     identity::v1::{FacePurpose, GetFaceVerificationRequest, WatchFaceVerificationRequest},
     insurance::v1::{
-        ActivateCardRequest, ApplyForCardRequest, CancelCardLossReportRequest, Card, CardActivationChannel,
-        CardApplicationStatus, CardChannel, CardFunctionStatus, CardLossKind, CardReviewDecision, CardStatus,
-        DocumentKind, GetCardApplicationRequest, GetCardRequest, ListCardApplicationsRequest, MailingAddress,
-        PersonIdentity, RecordCardFeeRequest, RecordCardProductionRequest, Relationship, ReplaceCardRequest,
-        ReportCardLossRequest, ReviewCardApplicationRequest, get_card_request,
+        ActivateCardRequest, ApplyForCardRequest, ApplyForCardsBatchRequest, CancelCardLossReportRequest, Card,
+        CardActivationChannel, CardApplicationStatus, CardBatchPerson, CardChannel, CardFunctionStatus, CardLossKind,
+        CardReviewDecision, CardStatus, DocumentKind, GetCardApplicationRequest, GetCardRequest,
+        ListCardApplicationsRequest, MailingAddress, PersonIdentity, RecordCardFeeRequest, RecordCardProductionRequest,
+        Relationship, ReplaceCardRequest, ReportCardLossRequest, ReviewCardApplicationRequest, card_batch_person,
+        get_card_request,
     },
 };
 use tonic::{Code, Request, Status};
@@ -656,5 +657,44 @@ async fn the_binder_reads_and_watches_the_elders_face_check_and_nobody_else_does
         ))
         .await;
     assert_eq!(answer(&named), (Code::PermissionDenied, "PARTNER_KIND_NOT_ALLOWED".to_owned()));
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_employer_reads_the_applications_it_made_and_no_other() {
+    let stack = Stack::start().await;
+    let employee = stack.employee_of("ACME-01").await;
+    let batch = stack
+        .cards(Some(&stack.keys.employer))
+        .apply_for_cards_batch(ApplyForCardsBatchRequest {
+            employer_code: "ACME-01".into(),
+            persons: vec![CardBatchPerson {
+                person: Some(card_batch_person::Person::PersonId(employee.person_id.clone())),
+            }],
+        })
+        .await
+        .expect("the employer's batch")
+        .into_inner();
+    let own = batch.results[0].application.clone().expect("applied").application_id;
+    // The same employee's application made by operators is not the employer's to read.
+    let (_, card) = holder_with_card(&stack).await;
+    let mut employer = stack.cards(Some(&stack.keys.employer));
+    let read = employer.get_card_application(GetCardApplicationRequest { application_id: own.clone() }).await;
+    assert_eq!(read.expect("its own application").into_inner().application.unwrap().person_id, employee.person_id);
+    let other =
+        employer.get_card_application(GetCardApplicationRequest { application_id: card.application_id.clone() }).await;
+    let missing =
+        employer.get_card_application(GetCardApplicationRequest { application_id: Uuid::now_v7().to_string() }).await;
+    assert_eq!(answer(&other), (Code::NotFound, "CARD_APPLICATION_NOT_FOUND".to_owned()));
+    assert_eq!(answer(&other), answer(&missing));
+    // The employee's history names the employer for the batch and the read.
+    let entries = history(&stack, &employee.person_id, 2).await;
+    for method in ["ApplyForCardsBatch", "GetCardApplication"] {
+        let method = format!("/medins.insurance.v1.CardService/{method}");
+        assert!(
+            entries.iter().any(|e| e.method == method && e.partner_id == "employer" && e.outcome == "OK"),
+            "{method} missing from {entries:?}"
+        );
+    }
     stack.shutdown().await;
 }
