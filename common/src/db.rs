@@ -114,6 +114,10 @@ pub enum DbError {
     /// The database cannot be reached (pool timeout, connection refused, dropped): retryable.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A transaction lost to a concurrent one (serialization failure, deadlock, SQLite busy)
+    /// and nothing of it was kept: running it again may succeed ([`retry_conflicts`]).
+    #[error("database conflict: {0}")]
+    Conflict(String),
     /// A query failed for another reason: a fault of ours.
     #[error("database query failed: {0}")]
     Query(String),
@@ -129,6 +133,7 @@ impl From<DieselError> for DbError {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,
             ) => DbError::Unavailable(error.to_string()),
+            _ if conflict_of(&error).is_some() => DbError::Conflict(error.to_string()),
             _ => DbError::Query(error.to_string()),
         }
     }
@@ -162,6 +167,37 @@ fn require_sqlite_file(path: &Path) -> Result<(), DbError> {
     if path.exists() { Ok(()) } else { Err(DbError::Unavailable("the SQLite database file is missing".into())) }
 }
 
+/// Deadlocks are recognised by PostgreSQL's English message ([`conflict_of`]): says so, once per
+/// process, when the server would answer in another language (they would then not be retried).
+fn warn_unless_english_messages(conn: &mut PgConnection) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        lc_messages: String,
+    }
+    let Ok(setting) =
+        diesel::sql_query("SELECT current_setting('lc_messages') AS lc_messages").get_result::<Setting>(conn)
+    else {
+        return;
+    };
+    if !english_messages(&setting.lc_messages) {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                lc_messages = %setting.lc_messages,
+                "PostgreSQL lc_messages is not English: deadlocks (40P01) will not be recognised and retried"
+            );
+        });
+    }
+}
+
+/// Whether an `lc_messages` value makes PostgreSQL answer in English (empty: the server's
+/// environment, English unless configured otherwise).
+fn english_messages(lc_messages: &str) -> bool {
+    let lower = lc_messages.to_ascii_lowercase();
+    lower.is_empty() || lower == "c" || lower == "posix" || lower.starts_with("c.") || lower.starts_with("en")
+}
+
 impl ManageConnection for ConnectionManager {
     type Connection = DbConnection;
     type Error = diesel::r2d2::Error;
@@ -183,6 +219,7 @@ impl ManageConnection for ConnectionManager {
             DatabaseUrl::Postgres(url) => {
                 let mut conn = PgConnection::establish(url).map_err(diesel::r2d2::Error::ConnectionError)?;
                 conn.batch_execute("SET TIME ZONE 'UTC'").map_err(diesel::r2d2::Error::QueryError)?;
+                warn_unless_english_messages(&mut conn);
                 Ok(DbConnection::Postgres(conn))
             }
         }
@@ -429,9 +466,26 @@ impl r2d2::HandleError<diesel::r2d2::Error> for PoolErrorLogger {
 /// SQLite (a deferred transaction that reads then writes can fail to upgrade its lock), a plain
 /// transaction on PostgreSQL (where row locks and constraints serialise). Inside a transaction
 /// (as in [`Db::write`]) it is a savepoint. Rolled back (to the savepoint) on error.
-pub fn write_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+///
+/// An outermost transaction that loses to a concurrent one ([`conflict_of`]: serialization
+/// failure, deadlock, SQLite busy) was rolled back whole, so it is run again through
+/// [`retry_conflicts`]; `work` must therefore only write through `conn` (anything it computes
+/// is computed again). A savepoint is not retried: its conflict is the enclosing
+/// transaction's, which the database has aborted.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, mut work: F) -> Result<T, E>
 where
-    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+    E: From<DieselError> + TransientConflict,
+{
+    if transaction_depth_of(conn)? > 0 {
+        return transaction_once(conn, &mut work);
+    }
+    retry_conflicts(|| transaction_once(conn, &mut work))
+}
+
+fn transaction_once<T, E, F>(conn: &mut DbConnection, work: &mut F) -> Result<T, E>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
     E: From<DieselError>,
 {
     type Manager = <DbConnection as Connection>::TransactionManager;
@@ -457,6 +511,116 @@ where
             Err(error)
         }
     }
+}
+
+/// How deep in transactions `conn` is (0: autocommit).
+fn transaction_depth_of(conn: &mut DbConnection) -> Result<u32, DieselError> {
+    match conn {
+        DbConnection::Sqlite(inner) => transaction_depth(inner),
+        DbConnection::Postgres(inner) => Ok(AnsiTransactionManager::transaction_manager_status_mut(inner)
+            .transaction_depth()?
+            .map_or(0, |depth| depth.get())),
+    }
+}
+
+/// Why a statement or transaction failed only because of a concurrent one, with nothing of it
+/// kept, so that running it again may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// PostgreSQL SQLSTATE 40001: a serializable (or repeatable read) transaction could not be
+    /// ordered with a concurrent one.
+    Serialization,
+    /// PostgreSQL SQLSTATE 40P01: the server broke a lock cycle by aborting this transaction.
+    Deadlock,
+    /// SQLite `SQLITE_BUSY` / `SQLITE_LOCKED`: another connection held the lock past
+    /// `busy_timeout`.
+    Busy,
+}
+
+/// PostgreSQL's message for SQLSTATE 40P01. diesel names 40001 (`SerializationFailure`) but
+/// reports 40P01 as `Unknown` with no SQLSTATE, so a deadlock is known by its message: the
+/// server's `lc_messages` must be English (`C`, `POSIX` or `en_*`, the default of a `C`
+/// cluster), which [`ConnectionManager`] checks on each new connection (README, Configuration).
+const PG_DEADLOCK_MESSAGE: &str = "deadlock detected";
+
+/// SQLite's messages for `SQLITE_BUSY` and `SQLITE_LOCKED`, which diesel reports as `Unknown`.
+const SQLITE_BUSY_MESSAGES: [&str; 2] = ["database is locked", "database table is locked"];
+
+/// Classifies a diesel error: `Some` when it is a [`Conflict`] (retry), `None` for everything
+/// else (constraint violations, bad SQL, a lost connection: not retried here).
+pub fn conflict_of(error: &DieselError) -> Option<Conflict> {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => Some(Conflict::Serialization),
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let message = info.message();
+            if message.starts_with(PG_DEADLOCK_MESSAGE) {
+                Some(Conflict::Deadlock)
+            } else if SQLITE_BUSY_MESSAGES.iter().any(|busy| message.starts_with(busy)) {
+                Some(Conflict::Busy)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// An error that can say whether it is a [`Conflict`] that survived conversion into it (diesel's
+/// error, [`DbError::Conflict`], and the services' `ApiError` with reason TRANSACTION_CONFLICT).
+pub trait TransientConflict {
+    /// Whether running the failed statement or transaction again may succeed.
+    fn is_transient_conflict(&self) -> bool;
+}
+
+impl TransientConflict for DieselError {
+    fn is_transient_conflict(&self) -> bool {
+        conflict_of(self).is_some()
+    }
+}
+
+impl TransientConflict for DbError {
+    fn is_transient_conflict(&self) -> bool {
+        matches!(self, DbError::Conflict(_))
+    }
+}
+
+/// Most runs of one statement or transaction that keeps losing to concurrent ones.
+pub const CONFLICT_ATTEMPTS: u32 = 8;
+/// The first retry waits up to this long; each further one up to twice as long as the last.
+const CONFLICT_BACKOFF_BASE: Duration = Duration::from_millis(2);
+/// No retry waits longer than this.
+const CONFLICT_BACKOFF_CAP: Duration = Duration::from_millis(100);
+
+/// The one retry of both services' writes (DESIGN.md 7, PITFALLS.md): runs `attempt` again while
+/// it fails with a [`TransientConflict`], at most [`CONFLICT_ATTEMPTS`] runs in all, sleeping a
+/// random time ("full jitter": uniform in zero to 2, 4, 8 ... at most 100 ms) between runs so
+/// that the transactions that collided do not collide again in step. Any other outcome is
+/// returned at once; so is the last conflict, which callers answer ABORTED /
+/// TRANSACTION_CONFLICT. `attempt` must be safe to run again after a conflict: a whole
+/// transaction (rolled back by the database), or one autocommit statement. Blocking: call it
+/// on a database thread ([`Db::run`], [`Db::write`]), never on the async runtime.
+pub fn retry_conflicts<T, E, F>(mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Result<T, E>,
+    E: TransientConflict,
+{
+    let mut run = 1;
+    loop {
+        match attempt() {
+            Err(error) if error.is_transient_conflict() && run < CONFLICT_ATTEMPTS => {
+                std::thread::sleep(conflict_backoff(run));
+                run += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// The wait after the `run`-th conflicting run (1-based).
+fn conflict_backoff(run: u32) -> Duration {
+    use rand::Rng;
+    let ceiling = CONFLICT_BACKOFF_BASE.saturating_mul(1 << run.min(16)).min(CONFLICT_BACKOFF_CAP);
+    rand::thread_rng().gen_range(Duration::ZERO..=ceiling)
 }
 
 fn transaction_depth(conn: &mut SqliteConnection) -> Result<u32, DieselError> {
@@ -565,8 +729,12 @@ mod sqlite_writer {
                 return;
             }
         };
+        // Another process (the CLI, a backup) may hold the lock past busy_timeout: the shared
+        // retry, not an error for every caller of the batch.
         let began = match conn {
-            DbConnection::Sqlite(inner) => AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE"),
+            DbConnection::Sqlite(inner) => {
+                retry_conflicts(|| AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE"))
+            }
             DbConnection::Postgres(_) => unreachable!("the writer thread serves SQLite only"),
         };
         if let Err(error) = began {

@@ -15,7 +15,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection, write_transaction},
+    db::{Db, DbConnection, retry_conflicts, write_transaction},
 };
 use uuid::Uuid;
 
@@ -195,22 +195,25 @@ impl FaceStore {
                     finished_at: None,
                     updated_at: now,
                 };
-                let inserted = diesel::insert_into(face_sessions::table)
-                    .values((
-                        face_sessions::id.eq(session.id.to_string()),
-                        face_sessions::person_id.eq(session.person_id.to_string()),
-                        face_sessions::purpose.eq(session.purpose.as_str()),
-                        face_sessions::reference.eq(&session.reference),
-                        face_sessions::partner_id.eq(&session.partner_id),
-                        face_sessions::provider_id.eq(Some(&session.bound_provider_id)),
-                        face_sessions::challenge.eq(&session.challenge),
-                        face_sessions::status.eq(session.status.as_str()),
-                        face_sessions::submissions.eq(session.submissions),
-                        face_sessions::created_at.eq(session.created_at),
-                        face_sessions::expires_at.eq(session.expires_at),
-                        face_sessions::updated_at.eq(session.updated_at),
-                    ))
-                    .execute(conn);
+                // One autocommit statement: the shared retry runs it again after a conflict.
+                let inserted = retry_conflicts(|| {
+                    diesel::insert_into(face_sessions::table)
+                        .values((
+                            face_sessions::id.eq(session.id.to_string()),
+                            face_sessions::person_id.eq(session.person_id.to_string()),
+                            face_sessions::purpose.eq(session.purpose.as_str()),
+                            face_sessions::reference.eq(&session.reference),
+                            face_sessions::partner_id.eq(&session.partner_id),
+                            face_sessions::provider_id.eq(Some(&session.bound_provider_id)),
+                            face_sessions::challenge.eq(&session.challenge),
+                            face_sessions::status.eq(session.status.as_str()),
+                            face_sessions::submissions.eq(session.submissions),
+                            face_sessions::created_at.eq(session.created_at),
+                            face_sessions::expires_at.eq(session.expires_at),
+                            face_sessions::updated_at.eq(session.updated_at),
+                        ))
+                        .execute(conn)
+                });
                 match inserted {
                     Ok(_) => Ok(session),
                     Err(diesel::result::Error::DatabaseError(
