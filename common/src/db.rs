@@ -1056,6 +1056,176 @@ mod tests {
         }
     }
 
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn conflicts_are_told_apart_from_every_other_failure() {
+        let serialization = database_error(DatabaseErrorKind::SerializationFailure, "could not serialize access");
+        assert_eq!(conflict_of(&serialization), Some(Conflict::Serialization));
+        let deadlock = database_error(DatabaseErrorKind::Unknown, "deadlock detected");
+        assert_eq!(conflict_of(&deadlock), Some(Conflict::Deadlock));
+        assert_eq!(
+            conflict_of(&database_error(DatabaseErrorKind::Unknown, "database is locked")),
+            Some(Conflict::Busy)
+        );
+        let table_locked = database_error(DatabaseErrorKind::Unknown, "database table is locked: accounts");
+        assert_eq!(conflict_of(&table_locked), Some(Conflict::Busy));
+        // Not conflicts: running them again cannot help, or is not ours to decide here.
+        for other in [
+            database_error(DatabaseErrorKind::UniqueViolation, "duplicate key value violates unique constraint"),
+            database_error(DatabaseErrorKind::CheckViolation, "new row violates check constraint"),
+            database_error(DatabaseErrorKind::ForeignKeyViolation, "violates foreign key constraint"),
+            database_error(DatabaseErrorKind::ClosedConnection, "server closed the connection unexpectedly"),
+            database_error(DatabaseErrorKind::Unknown, "syntax error at or near \"deadlock\""),
+            database_error(DatabaseErrorKind::Unknown, "relation \"deadlock detected\" does not exist"),
+            DieselError::NotFound,
+            DieselError::RollbackTransaction,
+        ] {
+            assert_eq!(conflict_of(&other), None, "{other}");
+            assert!(!DbError::from(other).is_transient_conflict());
+        }
+        // A conflict stays recognisable through each conversion callers make.
+        let db_error = DbError::from(database_error(DatabaseErrorKind::Unknown, "deadlock detected"));
+        assert!(matches!(db_error, DbError::Conflict(_)) && db_error.is_transient_conflict());
+        let api = crate::ApiError::from(db_error);
+        assert_eq!((api.code(), api.reason()), (tonic::Code::Aborted, crate::Reason::TransactionConflict));
+        assert!(api.is_transient_conflict());
+        assert!(!crate::ApiError::from(DbError::Query("x".into())).is_transient_conflict());
+        assert!(!crate::ApiError::from(DbError::Unavailable("x".into())).is_transient_conflict());
+    }
+
+    #[test]
+    fn conflicts_are_retried_a_bounded_number_of_times_and_nothing_else_is() {
+        let conflict = || database_error(DatabaseErrorKind::SerializationFailure, "could not serialize access");
+        let mut runs = 0;
+        let outcome: Result<(), DieselError> = retry_conflicts(|| {
+            runs += 1;
+            Err(conflict())
+        });
+        assert!(outcome.is_err());
+        assert_eq!(runs, CONFLICT_ATTEMPTS, "bounded");
+
+        let mut runs = 0;
+        let outcome = retry_conflicts(|| {
+            runs += 1;
+            if runs < 3 { Err(conflict()) } else { Ok(runs) }
+        });
+        assert_eq!(outcome.unwrap(), 3, "run again until it succeeds");
+
+        let mut runs = 0;
+        let outcome: Result<(), DieselError> = retry_conflicts(|| {
+            runs += 1;
+            Err(database_error(DatabaseErrorKind::UniqueViolation, "duplicate key"))
+        });
+        assert!(outcome.is_err());
+        assert_eq!(runs, 1, "a non-conflict is answered at once");
+
+        for run in 1..=CONFLICT_ATTEMPTS {
+            let wait = conflict_backoff(run);
+            assert!(wait <= CONFLICT_BACKOFF_CAP && wait <= CONFLICT_BACKOFF_BASE * (1 << run), "{run}: {wait:?}");
+        }
+        // Jittered: not the same wait every time.
+        let waits: std::collections::HashSet<_> = (0..50).map(|_| conflict_backoff(5)).collect();
+        assert!(waits.len() > 1);
+    }
+
+    #[test]
+    fn only_english_server_messages_are_taken_for_recognisable() {
+        for english in ["", "C", "POSIX", "C.UTF-8", "en_US.UTF-8", "en_GB"] {
+            assert!(english_messages(english), "{english}");
+        }
+        for other in ["de_DE.UTF-8", "zh_CN.UTF-8", "fr_FR"] {
+            assert!(!english_messages(other), "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_busy_is_a_conflict_and_an_outermost_write_transaction_outlasts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_db(&dir);
+        db.write(|conn| Ok::<_, DbError>(conn.batch_execute("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")?))
+            .await
+            .unwrap();
+        let manager = ConnectionManager { url: DatabaseUrl::Sqlite(dir.path().join("w.db")) };
+        let mut holder = manager.connect().unwrap();
+        let mut impatient = manager.connect().unwrap();
+        impatient.batch_execute("PRAGMA busy_timeout = 0").unwrap();
+        holder.batch_execute("BEGIN IMMEDIATE").unwrap();
+        let busy = impatient.batch_execute("BEGIN IMMEDIATE").unwrap_err();
+        assert_eq!(conflict_of(&busy), Some(Conflict::Busy), "{busy}");
+        // The holder lets go while the retry waits: the write goes through.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            holder.batch_execute("COMMIT").unwrap();
+        });
+        let written = write_transaction(&mut impatient, |conn| insert(conn, 1));
+        release.join().unwrap();
+        assert_eq!(written.unwrap(), 1);
+        assert_eq!(count(&mut impatient).unwrap(), 1);
+    }
+
+    /// Runs on PostgreSQL when `MEDINS_TEST_POSTGRES_URL` is set (as `.ci/pg.sh` does).
+    #[test]
+    fn a_postgres_deadlock_is_recognised_and_both_transactions_commit_through_the_retry() {
+        let Some(url) = std::env::var("MEDINS_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty()) else {
+            eprintln!("skipped: MEDINS_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let manager = ConnectionManager { url: DatabaseUrl::parse(&url).unwrap() };
+        let table = format!("deadlock_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = manager.connect().unwrap();
+        admin
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (id INTEGER PRIMARY KEY, n INTEGER NOT NULL); INSERT INTO {table} VALUES (1, 0), (2, 0)"
+            ))
+            .unwrap();
+        let both_hold_one = std::sync::Barrier::new(2);
+        let seen = std::sync::Mutex::new(Vec::new());
+        // Each takes one row, waits until the other has taken the other row, then asks for it:
+        // a lock cycle PostgreSQL breaks by aborting one of them with 40P01.
+        let crossed = |first: i32, second: i32| {
+            let mut conn = manager.connect().unwrap();
+            let mut runs = 0;
+            let outcome = write_transaction(&mut conn, |conn| -> Result<(), DbError> {
+                runs += 1;
+                let bump = |conn: &mut DbConnection, id: i32| {
+                    diesel::sql_query(format!("UPDATE {table} SET n = n + 1 WHERE id = {id}")).execute(conn)
+                };
+                bump(conn, first)?;
+                if runs == 1 {
+                    both_hold_one.wait();
+                }
+                bump(conn, second).inspect_err(|error| seen.lock().unwrap().push(conflict_of(error)))?;
+                Ok(())
+            });
+            (outcome, runs)
+        };
+        let (left, right) = std::thread::scope(|scope| {
+            let left = scope.spawn(|| crossed(1, 2));
+            let right = scope.spawn(|| crossed(2, 1));
+            (left.join().unwrap(), right.join().unwrap())
+        });
+        let rows: Vec<(i32, i32)> = {
+            #[derive(QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = diesel::sql_types::Integer)]
+                id: i32,
+                #[diesel(sql_type = diesel::sql_types::Integer)]
+                n: i32,
+            }
+            let rows: Vec<Row> =
+                diesel::sql_query(format!("SELECT id, n FROM {table} ORDER BY id")).load(&mut admin).unwrap();
+            rows.into_iter().map(|row| (row.id, row.n)).collect()
+        };
+        admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+        assert!(left.0.is_ok() && right.0.is_ok(), "{:?} {:?}", left.0, right.0);
+        assert_eq!(left.1 + right.1, 3, "exactly one of them ran again");
+        assert_eq!(*seen.lock().unwrap(), vec![Some(Conflict::Deadlock)], "the victim's error was a deadlock");
+        assert_eq!(rows, vec![(1, 2), (2, 2)], "each committed exactly once");
+    }
+
     #[tokio::test]
     async fn sqlite_writes_to_a_deleted_file_are_refused() {
         let dir = tempfile::tempdir().unwrap();
