@@ -1221,8 +1221,12 @@ mod tests {
         };
         admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
         assert!(left.0.is_ok() && right.0.is_ok(), "{:?} {:?}", left.0, right.0);
-        assert_eq!(left.1 + right.1, 3, "exactly one of them ran again");
-        assert_eq!(*seen.lock().unwrap(), vec![Some(Conflict::Deadlock)], "the victim's error was a deadlock");
+        // PostgreSQL aborts one of the two; its rerun may even meet the other again (it can take
+        // the freed row before the other wakes), so more than one rerun is possible: each is
+        // caused by one deadlock, and nothing else was retried.
+        let seen = seen.into_inner().unwrap();
+        assert!(!seen.is_empty() && seen.iter().all(|conflict| *conflict == Some(Conflict::Deadlock)), "{seen:?}");
+        assert_eq!(left.1 + right.1, 2 + seen.len(), "one rerun per deadlock ({} + {} runs)", left.1, right.1);
         assert_eq!(rows, vec![(1, 2), (2, 2)], "each committed exactly once");
     }
 
