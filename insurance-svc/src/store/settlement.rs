@@ -454,43 +454,38 @@ fn settle_one(
 /// Most settlements in one batch.
 const SETTLE_BATCH: usize = 64;
 
-/// [`SettleInputs`] of a batch, `ord` counting its calls from 1. The totals rows are created or
-/// locked first, in key order, then the account rows in id order: whatever batch, settlement or
-/// reversal runs beside it takes totals before accounts too.
-const SETTLE_BATCH_INPUTS: &str = concat!(
-    "WITH r AS (\
-         SELECT * FROM unnest(?, ?, ?) WITH ORDINALITY AS r(visit_id, year, category, ord)), \
-     keyed AS (\
-         SELECT DISTINCT v.person_id, r.year, r.category FROM r JOIN visits v ON v.id = r.visit_id), \
-     t AS (\
-         INSERT INTO annual_totals (person_id, year, category, total_cents, fund_cents, deductible_cents) \
-         SELECT person_id, year, category, 0, 0, 0 FROM keyed ORDER BY person_id, year, category \
-         ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
-         RETURNING person_id, year, category, total_cents, fund_cents, deductible_cents) \
-     SELECT r.ord, ",
-    settle_inputs_columns!(),
-    "FROM r JOIN visits v ON v.id = r.visit_id JOIN accounts a ON a.id = v.account_id \
-     LEFT JOIN t ON t.person_id = v.person_id AND t.year = r.year AND t.category = r.category \
-     ORDER BY a.id FOR NO KEY UPDATE OF a"
-);
+/// The read of [`SettleInputs`] for visits bound as arrays, `ord` counting them from 1: the
+/// totals rows are created or locked first, in key order; `$accounts` follows, the account
+/// rows' lock clause or nothing.
+macro_rules! settle_inputs_sql {
+    ($($accounts:literal)?) => {
+        concat!(
+            "WITH r AS (\
+                 SELECT * FROM unnest(?, ?, ?) WITH ORDINALITY AS r(visit_id, year, category, ord)), \
+             keyed AS (\
+                 SELECT DISTINCT v.person_id, r.year, r.category FROM r JOIN visits v ON v.id = r.visit_id), \
+             t AS (\
+                 INSERT INTO annual_totals (person_id, year, category, total_cents, fund_cents, deductible_cents) \
+                 SELECT person_id, year, category, 0, 0, 0 FROM keyed ORDER BY person_id, year, category \
+                 ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
+                 RETURNING person_id, year, category, total_cents, fund_cents, deductible_cents) \
+             SELECT r.ord, ",
+            settle_inputs_columns!(),
+            "FROM r JOIN visits v ON v.id = r.visit_id JOIN accounts a ON a.id = v.account_id \
+             LEFT JOIN t ON t.person_id = v.person_id AND t.year = r.year AND t.category = r.category"
+            $(, $accounts)?
+        )
+    };
+}
+
+/// [`SettleInputs`] of a batch. The totals rows are created or locked first, in key order, then
+/// the account rows in id order: whatever batch, settlement or reversal runs beside it takes
+/// totals before accounts too.
+const SETTLE_BATCH_INPUTS: &str = settle_inputs_sql!(" ORDER BY a.id FOR NO KEY UPDATE OF a");
 
 /// [`SETTLE_BATCH_INPUTS`] without the account locks, for family aid, whose holder's account is
 /// not charged (module doc, lock order). The totals row is still created or locked first.
-const FAMILY_AID_INPUTS: &str = concat!(
-    "WITH r AS (\
-         SELECT * FROM unnest(?, ?, ?) WITH ORDINALITY AS r(visit_id, year, category, ord)), \
-     keyed AS (\
-         SELECT DISTINCT v.person_id, r.year, r.category FROM r JOIN visits v ON v.id = r.visit_id), \
-     t AS (\
-         INSERT INTO annual_totals (person_id, year, category, total_cents, fund_cents, deductible_cents) \
-         SELECT person_id, year, category, 0, 0, 0 FROM keyed ORDER BY person_id, year, category \
-         ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
-         RETURNING person_id, year, category, total_cents, fund_cents, deductible_cents) \
-     SELECT r.ord, ",
-    settle_inputs_columns!(),
-    "FROM r JOIN visits v ON v.id = r.visit_id JOIN accounts a ON a.id = v.account_id \
-     LEFT JOIN t ON t.person_id = v.person_id AND t.year = r.year AND t.category = r.category"
-);
+const FAMILY_AID_INPUTS: &str = settle_inputs_sql!();
 
 #[derive(QueryableByName)]
 struct BatchInputs {
