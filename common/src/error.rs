@@ -124,6 +124,10 @@ reasons! {
     PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
     PhoneUnchanged => "PHONE_UNCHANGED",
     FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
+    // Issue 14, documents: parsed within limits, tied to what they prove.
+    DocumentUnreadable => "DOCUMENT_UNREADABLE",
+    ImageTooLarge => "IMAGE_TOO_LARGE",
+    DocumentNotTied => "DOCUMENT_NOT_TIED",
 }
 
 impl fmt::Display for Reason {
