@@ -158,6 +158,9 @@ fn decode_png(bytes: &[u8], limit: u64) -> Result<(png::OutputInfo, Vec<u8>), Im
     let (width, height) = reader.info().size();
     check_size(width, height)?;
     let size = reader.output_buffer_size().ok_or(ImageError::Size)?;
+    if size as u64 > limit {
+        return Err(ImageError::Size);
+    }
     let mut buffer = vec![0u8; size];
     let output = reader.next_frame(&mut buffer).map_err(|_| PNG_CORRUPT)?;
     // The rest of the file (up to IEND) must read too: a truncated tail is a broken file.
