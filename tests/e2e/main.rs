@@ -13,6 +13,7 @@ mod cli;
 mod codes;
 mod docs;
 mod documents;
+mod documents_tied;
 mod face;
 mod family;
 mod health;

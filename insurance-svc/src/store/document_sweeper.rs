@@ -45,16 +45,16 @@ pub async fn sweep_before(state: &SharedState, before: chrono::NaiveDateTime) ->
     }
 }
 
-/// Sweeps every `every` until the task is aborted.
+/// Sweeps at start (what a crashed process left), then every `every`, until aborted.
 pub fn spawn(state: SharedState, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(every).await;
             match sweep_once(&state).await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(count, "swept document bytes without a row"),
                 Err(error) => tracing::warn!(%error, "document sweep failed"),
             }
+            tokio::time::sleep(every).await;
         }
     })
 }
