@@ -266,7 +266,7 @@ async fn the_decompression_bomb_is_refused_without_the_process_growing_past_the_
     assert!(stdout.contains("1 passed"), "the child ran its test:\n{stdout}");
     let growth: u64 = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("PEAK_GROWTH_KIB="))
+        .find_map(|l| l.split_once("PEAK_GROWTH_KIB=").map(|(_, growth)| growth))
         .expect("the child reports its peak growth")
         .trim()
         .parse()
@@ -323,7 +323,7 @@ async fn decompression_bomb_child() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health answers");
     let growth = peak_kib().saturating_sub(before);
-    println!("PEAK_GROWTH_KIB={growth}");
+    println!("\nPEAK_GROWTH_KIB={growth}");
     assert!(growth < BUDGET_KIB, "peak grew by {growth} KiB");
     assert_eq!(stack.count_insurance_rows("documents").await, 9, "the warm-up and the eight large images");
     stack.shutdown().await;

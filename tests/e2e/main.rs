@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_documents;
 mod accounts;
 mod assurance;
 mod audit;
