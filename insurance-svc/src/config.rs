@@ -55,7 +55,7 @@ pub struct Config {
 
     /// Personal-data key file (TOML: versioned AES-256 data keys and a separate blind-index key;
     /// the format of identity-svc's, but insurance-svc's own keys), encrypting card mailing
-    /// addresses at rest. `medins up` creates `data/keys/insurance-data-keys.toml`. The
+    /// addresses at rest and wrapping each document's own key. `medins up` creates `data/keys/insurance-data-keys.toml`. The
     /// environment variable MEDINS_DATA_KEYS, holding the file's text, takes precedence.
     #[arg(long, env = "MEDINS_DATA_KEYS_FILE")]
     pub data_keys_file: Option<std::path::PathBuf>,

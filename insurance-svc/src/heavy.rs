@@ -117,10 +117,8 @@ mod tests {
         let pool = HeavyPool::new(10 * 1024, 1);
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ran.clone();
-        let refused = pool
-            .run(10 * 1024 + 1, move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
-            .await
-            .unwrap();
+        let refused =
+            pool.run(10 * 1024 + 1, move || flag.store(true, std::sync::atomic::Ordering::SeqCst)).await.unwrap();
         assert_eq!(refused, Err(HeavyRefusal::OverBudget { needed: 10 * 1024 + 1, budget: 10 * 1024 }));
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
 

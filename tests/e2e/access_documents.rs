@@ -69,7 +69,8 @@ async fn documents_answer_the_owner_a_guardian_of_a_minor_and_operators_and_nobo
     // An adult owner with their own app, and an ACTIVE binder of that adult (no guardian).
     let adult = stack.front_door_person(&bank).await;
     let account = stack.open_account_for(&adult.person_id).await;
-    let adult_member = Member { person_id: adult.person_id.clone(), account_id: account.account_id, seed: adult.seed.clone() };
+    let adult_member =
+        Member { person_id: adult.person_id.clone(), account_id: account.account_id, seed: adult.seed.clone() };
     let adult_binder = stack.binder(0).await;
     let documents = stack.binding_documents(&adult_binder, &adult_member, Relationship::Sibling).await;
     let added = stack.add_member(&adult_binder, &adult_member, Relationship::Sibling, &documents).await.unwrap();
@@ -162,7 +163,9 @@ async fn documents_answer_the_owner_a_guardian_of_a_minor_and_operators_and_nobo
                 .zip(expected)
         {
             let got = outcome(
-                stack.upload_document(&caller.key, token, owner, DocumentKind::Signature, &sample_signature_png()).await,
+                stack
+                    .upload_document(&caller.key, token, owner, DocumentKind::Signature, &sample_signature_png())
+                    .await,
             );
             stored += i64::from(got.is_ok());
             assert_eq!(got, expected, "{} UploadDocument for the {which}", caller.name);
@@ -173,7 +176,13 @@ async fn documents_answer_the_owner_a_guardian_of_a_minor_and_operators_and_nobo
 
     // The letter is the owner's own commitment: a guardian does not sign it for the minor.
     let signature = stack
-        .upload_document(&bank, Some(&guardian.token), &minor.person_id, DocumentKind::Signature, &sample_signature_png())
+        .upload_document(
+            &bank,
+            Some(&guardian.token),
+            &minor.person_id,
+            DocumentKind::Signature,
+            &sample_signature_png(),
+        )
         .await
         .unwrap();
     let status = stack

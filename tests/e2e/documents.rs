@@ -8,8 +8,7 @@ use std::time::Duration;
 use medins_common::mask::mask_name;
 use medins_proto::insurance::v1::{
     DocumentKind, GenerateCommitmentLetterRequest, GetDocumentRequest, PersonIdentity, Relationship,
-    UploadDocumentHeader,
-    UploadDocumentRequest, upload_document_request,
+    UploadDocumentHeader, UploadDocumentRequest, upload_document_request,
 };
 use sha2::Digest;
 use tonic::{Code, Request, Status};
@@ -17,10 +16,10 @@ use tonic_types::StatusExt;
 
 use crate::support::{
     Stack, bad_fields,
-    family::Member,
     documents::{
         UPLOAD_CHUNK_BYTES, sample_jpeg, sample_pdf, sample_png, sample_signature_png, upload_messages, upload_request,
     },
+    family::Member,
     reason, with_person_token,
 };
 
@@ -670,8 +669,7 @@ async fn a_letter_needs_the_owners_readable_signature_document_and_stores_nothin
     let status = generate_letter(&stack, &owner, &member, "  ", Relationship::Spouse, good).await.unwrap_err();
     assert_status(&status, Code::InvalidArgument, "INVALID_NAME");
     assert_eq!(bad_fields(&status), vec!["member_name"]);
-    let status =
-        generate_letter(&stack, &owner, &member, &name, Relationship::Unspecified, good).await.unwrap_err();
+    let status = generate_letter(&stack, &owner, &member, &name, Relationship::Unspecified, good).await.unwrap_err();
     assert_status(&status, Code::InvalidArgument, "INVALID_ENUM_VALUE");
     assert_eq!(bad_fields(&status), vec!["relationship"]);
     let status = generate_letter(&stack, &owner, &member, &name, Relationship::Spouse, "nope").await.unwrap_err();

@@ -254,7 +254,13 @@ const BUDGET_KIB: u64 = 128 * 1024;
 async fn the_decompression_bomb_is_refused_without_the_process_growing_past_the_budget() {
     let output = tokio::task::spawn_blocking(|| {
         std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "documents_tied::decompression_bomb_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "documents_tied::decompression_bomb_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("MEDINS_DECOMPRESSION_BOMB_CHILD", "1")
             .output()
     })

@@ -157,7 +157,15 @@ mod tests {
     use super::*;
 
     fn facts(caller: PartnerKind, subject: Option<Uuid>, person: Uuid) -> Facts {
-        Facts { caller, token_subject: subject, person, binder: false, counter_visit: false, employer: false, guardian: false }
+        Facts {
+            caller,
+            token_subject: subject,
+            person,
+            binder: false,
+            counter_visit: false,
+            employer: false,
+            guardian: false,
+        }
     }
 
     #[test]

@@ -178,9 +178,9 @@ pub fn inspection_estimate(content_type: ContentType, bytes: &[u8]) -> ApiResult
 /// rebuilt), are not encrypted and have a page at least. Heavy: run it on the pool.
 pub fn inspect(content_type: ContentType, bytes: &[u8], limit: u64) -> ApiResult<()> {
     match content_type {
-        ContentType::Png | ContentType::Jpeg => super::image::check_image(content_type, bytes, limit)
-            .map(|_| ())
-            .map_err(|_| unreadable(content_type)),
+        ContentType::Png | ContentType::Jpeg => {
+            super::image::check_image(content_type, bytes, limit).map(|_| ()).map_err(|_| unreadable(content_type))
+        }
         ContentType::Pdf => check_pdf(bytes).map_err(|_| unreadable(content_type)),
     }
 }
@@ -230,7 +230,8 @@ pub enum SubjectNeed {
 /// HOUSEHOLD_REGISTER page may name whose page it is (else the owner's) and takes no
 /// relationship; the other kinds show their owner and take neither.
 pub fn subject_need(kind: DocumentKind, subject_given: bool, relationship_given: bool) -> ApiResult<SubjectNeed> {
-    let field = |field: &str, description: &str| Err(ApiError::invalid_field(Reason::InvalidArgument, field, description));
+    let field =
+        |field: &str, description: &str| Err(ApiError::invalid_field(Reason::InvalidArgument, field, description));
     match kind {
         DocumentKind::CommitmentLetter => match (subject_given, relationship_given) {
             (false, _) => field("header.subject", "a commitment letter names the member it binds"),

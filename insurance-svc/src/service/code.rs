@@ -170,7 +170,9 @@ impl CodeService for CodeApi {
             let text = issued.text.clone();
             match state.heavy.run(crate::domain::qr::PNG_ESTIMATE_BYTES, move || qr_png(&text)).await? {
                 Ok(png) => png.map_err(|e| ApiError::internal(format_args!("QR rendering failed: {e:?}")))?,
-                Err(refusal) => return Err(ApiError::internal(format_args!("QR rendering refused: {refusal:?}")).into()),
+                Err(refusal) => {
+                    return Err(ApiError::internal(format_args!("QR rendering refused: {refusal:?}")).into());
+                }
             }
         } else {
             Vec::new()

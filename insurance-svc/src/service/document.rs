@@ -107,10 +107,7 @@ pub fn document_message(document: &Document) -> pb::Document {
         sha256: document.sha256.clone(),
         created_at: Some(timestamp(document.created_at)),
         subject_person_id: document.subject_person_id.map(|id| id.to_string()).unwrap_or_default(),
-        relationship: document
-            .relationship
-            .map(|r| super::family::relationship_message(r) as i32)
-            .unwrap_or_default(),
+        relationship: document.relationship.map(|r| super::family::relationship_message(r) as i32).unwrap_or_default(),
     }
 }
 
@@ -452,7 +449,8 @@ impl DocumentApi {
             Ok(pdf) => pdf.map_err(unreadable)?,
             Err(HeavyRefusal::OverBudget { needed, budget }) => return Err(image_too_large(needed, budget)),
         };
-        let tie = Tie { subject_person_id: Some(member), relationship: Some(relationship), uploaded_by_person_id: None };
+        let tie =
+            Tie { subject_person_id: Some(member), relationship: Some(relationship), uploaded_by_person_id: None };
         let document = Self::store(
             state,
             letter.id,

@@ -25,8 +25,8 @@ use crate::{
     domain::{
         family::{
             self, Actor, BindingDocument, BindingParties, BindingStatus, DocumentFacts, Relationship, Remover,
-            actor_for, check_document,
-            check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
+            actor_for, check_document, check_relationship_age, document_id, month_key, needs_face_check,
+            require_not_self,
         },
         voucher::{VoucherStatus, age_on, require_insured},
     },

@@ -182,10 +182,13 @@ impl DocumentStore {
                     .filter(documents::object_key.eq_any(&keys))
                     .select(documents::object_key)
                     .load(conn)?;
-                Ok(keys.into_iter().map(|key| {
-                    let has_row = named.contains(&key);
-                    (key, has_row)
-                }).collect())
+                Ok(keys
+                    .into_iter()
+                    .map(|key| {
+                        let has_row = named.contains(&key);
+                        (key, has_row)
+                    })
+                    .collect())
             })
             .await
     }

@@ -202,7 +202,8 @@ impl DocumentObjects {
         self.store.put(&path(key)?, bytes.into()).await.map(|_| ()).map_err(|e| unavailable("put", &e))?;
         if let Some(root) = &self.local_root {
             let (root, key) = (root.clone(), key.to_owned());
-            let restricted = tokio::task::spawn_blocking(move || restrict(&root, &key)).await.map_err(ApiError::internal)?;
+            let restricted =
+                tokio::task::spawn_blocking(move || restrict(&root, &key)).await.map_err(ApiError::internal)?;
             restricted.map_err(|error| {
                 tracing::warn!(%error, "document file modes could not be set");
                 ApiError::unavailable(Reason::DependencyUnavailable, "the document store is unavailable, retry later")

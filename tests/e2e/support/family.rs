@@ -121,7 +121,13 @@ impl Stack {
             .document_id
         };
         BindingDocuments {
-            commitment_letter: upload(DocumentKind::CommitmentLetter, sample_pdf(), Some(identity.clone()), relationship).await,
+            commitment_letter: upload(
+                DocumentKind::CommitmentLetter,
+                sample_pdf(),
+                Some(identity.clone()),
+                relationship,
+            )
+            .await,
             owner_register: upload(DocumentKind::HouseholdRegister, sample_jpeg(), None, Relationship::Unspecified)
                 .await,
             member_register: upload(
