@@ -596,13 +596,12 @@ impl DocumentService for DocumentApi {
         let (header, standing) = match self.receive_header(&access, &mut request).await {
             Ok(admitted) => admitted,
             Err((owner, status)) => {
-                let result: Result<(), Status> = Err(status);
                 if let Some(owner) = owner
                     && person_exists(state, owner).await
                 {
-                    record(state, &access, owner, &result).await;
+                    record::<()>(state, &access, owner, &Err(status.clone())).await;
                 }
-                return Err(result.unwrap_err());
+                return Err(status);
             }
         };
         let owner = header.owner_person_id;
@@ -650,11 +649,11 @@ impl DocumentService for DocumentApi {
         let letter = decode_letter(body)?;
         let owner = letter.owner_person_id;
         if let Err(error) = access.decide(state, owner, HandlerFacts::default()).await {
-            let result: Result<(), Status> = Err(error.into());
+            let status = Status::from(error);
             if person_exists(state, owner).await {
-                record(state, &access, owner, &result).await;
+                record::<()>(state, &access, owner, &Err(status.clone())).await;
             }
-            return Err(result.unwrap_err());
+            return Err(status);
         }
         let result = state
             .idempotency
