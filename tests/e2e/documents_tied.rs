@@ -238,6 +238,61 @@ async fn bytes_whose_row_never_committed_are_swept_at_start() {
     stack.shutdown().await;
 }
 
+#[tokio::test]
+async fn documents_stored_in_clear_before_are_sealed_at_start_and_still_download() {
+    let mut stack = Stack::start_with(StackOptions { start_insurance: false, ..StackOptions::default() }).await;
+    // A row and its bytes as the previous version stored them: in clear, no wrapped key.
+    let (owner, id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let jpeg = sample_jpeg();
+    let key = format!("documents/{owner}/{id}");
+    let clear = stack.document_folder().join(&key);
+    std::fs::create_dir_all(clear.parent().unwrap()).unwrap();
+    std::fs::write(&clear, &jpeg).unwrap();
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&jpeg))
+    };
+    let (size, at) = (jpeg.len() as i64, stack.clock.now().naive_utc());
+    let row_key = key.clone();
+    stack
+        .insurance_db
+        .write(move |conn| {
+            use diesel::{ExpressionMethods, RunQueryDsl};
+            use insurance_svc::store::schema::documents as d;
+            diesel::insert_into(d::table)
+                .values((
+                    d::id.eq(id.to_string()),
+                    d::owner_person_id.eq(owner.to_string()),
+                    d::kind.eq("PHOTO"),
+                    d::content_type.eq("image/jpeg"),
+                    d::size_bytes.eq(size),
+                    d::sha256.eq(sha256),
+                    d::object_key.eq(row_key),
+                    d::uploaded_by.eq("bank"),
+                    d::created_at.eq(at),
+                    d::subject_person_id.eq(owner.to_string()),
+                ))
+                .execute(conn)?;
+            Ok::<_, medins_common::ApiError>(())
+        })
+        .await
+        .unwrap();
+    stack.start_insurance().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while clear.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "the clear bytes were not sealed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let sealed = std::fs::read(stack.document_folder().join(format!("{key}.sealed"))).expect("the sealed object");
+    assert!(sealed.starts_with(b"MDOC\x01"));
+    assert!(!sealed.windows(16).any(|w| jpeg.windows(16).any(|p| p == w)), "no plaintext at rest");
+    assert_eq!(stack.count_insurance_rows("document_object_intents").await, 0);
+    let (document, bytes) =
+        stack.download_document(&stack.keys.ops, None, &id.to_string()).await.expect("an operator downloads it");
+    assert_eq!((document.document_id, bytes), (id.to_string(), jpeg));
+    stack.shutdown().await;
+}
+
 /// The process's peak resident memory (VmHWM), in KiB.
 fn peak_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

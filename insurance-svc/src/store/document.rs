@@ -193,6 +193,54 @@ impl DocumentStore {
             .await
     }
 
+    /// Documents whose bytes are still in clear (stored before documents were sealed), oldest
+    /// first.
+    pub async fn unsealed(&self, limit: i64) -> ApiResult<Vec<Document>> {
+        self.db
+            .read(move |conn| {
+                documents::table
+                    .filter(documents::wrapped_key.is_null())
+                    .order(documents::created_at.asc())
+                    .limit(limit)
+                    .select(DocumentRow::as_select())
+                    .load(conn)?
+                    .into_iter()
+                    .map(Document::try_from)
+                    .collect()
+            })
+            .await
+    }
+
+    /// Points a document still in clear at its sealed object (compare-and-set on the old key
+    /// and the missing wrapped key) and removes the sealed object's intent, in one transaction.
+    /// `false` if another replica sealed it first.
+    pub async fn mark_sealed(
+        &self,
+        id: Uuid,
+        old_key: String,
+        new_key: String,
+        wrapped_key: Vec<u8>,
+    ) -> ApiResult<bool> {
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    let updated = diesel::update(
+                        documents::table
+                            .find(id.to_string())
+                            .filter(documents::object_key.eq(&old_key))
+                            .filter(documents::wrapped_key.is_null()),
+                    )
+                    .set((documents::object_key.eq(&new_key), documents::wrapped_key.eq(wrapped_key)))
+                    .execute(conn)?;
+                    if updated == 1 {
+                        diesel::delete(document_object_intents::table.find(&new_key)).execute(conn)?;
+                    }
+                    Ok(updated == 1)
+                })
+            })
+            .await
+    }
+
     /// Forgets an intent (its bytes were deleted, or a row names them).
     pub async fn forget_intent(&self, object_key: String) -> ApiResult<()> {
         self.db
