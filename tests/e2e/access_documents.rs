@@ -208,5 +208,8 @@ async fn documents_answer_the_owner_a_guardian_of_a_minor_and_operators_and_nobo
     assert_eq!(audit_rows(&stack, &minor.person_id, get, "OK").await, 2, "the guardian's and the operator's reads");
     assert_eq!(audit_rows(&stack, &minor.person_id, get, "NOT_FOUND").await, 3, "three callers were refused");
     assert_eq!(audit_rows(&stack, &missing_person, upload, "PERMISSION_DENIED").await, 0, "never for nobody");
+    assert_eq!(audit_rows(&stack, &missing_person, upload, "NOT_FOUND").await, 0, "nor an operator's miss");
+    // The adult's history holds the refusals of those who tried (and the owner's own calls).
+    assert_eq!(audit_rows(&stack, &adult.person_id, upload, "PERMISSION_DENIED").await, 3, "three refused uploads");
     stack.shutdown().await;
 }

@@ -291,17 +291,11 @@ impl DocumentApi {
     async fn receive(
         &self,
         header: Header,
-        standing: Standing,
         token_subject: Option<Uuid>,
         request: &mut Request<Streaming<UploadDocumentRequest>>,
     ) -> Result<Received, Status> {
         let state = &self.state;
         let owner_person_id = header.owner_person_id;
-        if standing == Standing::Operator {
-            // Operators name the owner themselves: a document for nobody is refused
-            // (NOT_FOUND / PERSON_NOT_FOUND). A person token proves the owner exists.
-            state.identity.get_person(&owner_person_id.to_string(), "header.").await?;
-        }
         let subject = match (&header.need, &header.subject) {
             (SubjectNeed::Owner, _) | (_, None) => None,
             (_, Some(subject)) => {
@@ -605,7 +599,13 @@ impl DocumentService for DocumentApi {
             }
         };
         let owner = header.owner_person_id;
-        let result = self.upload(&access, header, standing, &mut request).await;
+        if standing == Standing::Operator {
+            // Operators name the owner themselves: a document for nobody is refused (NOT_FOUND /
+            // PERSON_NOT_FOUND), and not recorded (there is nobody to show it to). A person
+            // token, or a guardian's binding, proves the owner exists.
+            state.identity.get_person(&owner.to_string(), "header.").await?;
+        }
+        let result = self.upload(&access, header, &mut request).await;
         record(state, &access, owner, &result).await;
         result.map(Response::new)
     }
@@ -648,12 +648,19 @@ impl DocumentService for DocumentApi {
         let body = request.get_ref();
         let letter = decode_letter(body)?;
         let owner = letter.owner_person_id;
-        if let Err(error) = access.decide(state, owner, HandlerFacts::default()).await {
-            let status = Status::from(error);
-            if person_exists(state, owner).await {
-                record::<()>(state, &access, owner, &Err(status.clone())).await;
+        match access.decide(state, owner, HandlerFacts::default()).await {
+            Err(error) => {
+                let status = Status::from(error);
+                if person_exists(state, owner).await {
+                    record::<()>(state, &access, owner, &Err(status.clone())).await;
+                }
+                return Err(status);
             }
-            return Err(status);
+            // An operator's letter for nobody is PERSON_NOT_FOUND, and not recorded.
+            Ok(Standing::Operator) => {
+                state.identity.get_person(&owner.to_string(), "owner_").await?;
+            }
+            Ok(_) => {}
         }
         let result = state
             .idempotency
@@ -672,10 +679,9 @@ impl DocumentApi {
         &self,
         access: &CallAccess,
         header: Header,
-        standing: Standing,
         request: &mut Request<Streaming<UploadDocumentRequest>>,
     ) -> Result<UploadDocumentResponse, Status> {
-        let received = self.receive(header, standing, access.token_subject, request).await?;
+        let received = self.receive(header, access.token_subject, request).await?;
         let fingerprint = UploadFingerprint {
             kind: received.kind.as_str().to_owned(),
             owner_person_id: received.owner_person_id.to_string(),
