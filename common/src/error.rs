@@ -129,6 +129,10 @@ reasons! {
     // Issue 14, family aid as policy says and writes that survive concurrency (helper "safety").
     FamilyAidNotEligible => "FAMILY_AID_NOT_ELIGIBLE",
     TransactionConflict => "TRANSACTION_CONFLICT",
+    // Issue 14, documents: parsed within limits, tied to what they prove.
+    DocumentUnreadable => "DOCUMENT_UNREADABLE",
+    ImageTooLarge => "IMAGE_TOO_LARGE",
+    DocumentNotTied => "DOCUMENT_NOT_TIED",
 }
 
 impl fmt::Display for Reason {

@@ -476,7 +476,7 @@ async fn a_guardian_applies_online_for_a_minor_with_the_guardians_token_and_mana
     let bank = stack.keys.bank.clone();
     let guardian = stack.binder(0).await;
     let child = stack.insured_member(NaiveDate::from_ymd_opt(2016, 3, 9).unwrap()).await;
-    let documents = stack.binding_documents(&guardian).await;
+    let documents = stack.binding_documents(&guardian, &child, Relationship::Child).await;
     stack.add_member(&guardian, &child, Relationship::Child, &documents).await.expect("bind the child");
     // The child's documents (uploaded here by operators: the guardian's own uploads are
     // DocumentService's), the child's fee paid at the bank with the child present, the
@@ -586,7 +586,7 @@ async fn the_binder_reads_and_watches_the_elders_face_check_and_nobody_else_does
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
     let elder = stack.insured_member(NaiveDate::from_ymd_opt(1950, 6, 1).unwrap()).await;
-    let documents = stack.binding_documents(&binder).await;
+    let documents = stack.binding_documents(&binder, &elder, Relationship::Parent).await;
     let added = stack.add_member(&binder, &elder, Relationship::Parent, &documents).await.expect("bind the parent");
     let session_id = added.face_check.expect("a face check").session_id;
     let get = |key: &str, token: Option<&str>, id: &str| {

@@ -4,6 +4,7 @@
 mod support;
 
 mod access_cards;
+mod access_documents;
 mod accounts;
 mod assurance;
 mod audit;
@@ -14,6 +15,7 @@ mod cli;
 mod codes;
 mod docs;
 mod documents;
+mod documents_tied;
 mod face;
 mod family;
 mod family_aid;

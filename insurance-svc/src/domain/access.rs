@@ -32,6 +32,12 @@ pub enum Standing {
     /// their ID card: the name and ID number the counter typed matched this person at
     /// identity-svc (MatchPerson, no side effects). Only for the call that carried them.
     HolderPresent,
+    /// A guardian of this person: a person holding an ACTIVE family binding of them while they
+    /// are a minor in the platform's sense (`domain::family::is_guardian`), which is also who
+    /// applies for a minor's card (CardService.ApplyForCard). The guardian's token, issued to
+    /// the caller. Narrower than [`Standing::Binder`]: RPCs that let a guardian act for a minor
+    /// (uploading the minor's documents) do not let a binder act for an adult member.
+    Guardian,
 }
 
 /// What a handler knows about the caller and the person when it asks.
@@ -51,6 +57,8 @@ pub struct Facts {
     pub employer: bool,
     /// Whether the call carried a name and ID number that matched `person`, from a counter.
     pub holder_present: bool,
+    /// Whether the token's subject is a guardian of `person` (see [`Standing::Guardian`]).
+    pub guardian: bool,
 }
 
 impl Facts {
@@ -64,6 +72,7 @@ impl Facts {
             (self.counter_visit, Standing::Counter),
             (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
             (self.holder_present && is_counter_kind(self.caller), Standing::HolderPresent),
+            (self.guardian && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Guardian),
         ]
         .into_iter()
         .filter_map(|(holds, standing)| holds.then_some(standing))
@@ -171,7 +180,31 @@ pub const RULES: &[Rule] = &[
         allows: &[Standing::Operator, Standing::Person, Standing::Binder],
         refusal: CARD_NOT_FOUND,
     },
+    // DocumentService (issue 14; contract: document.proto). A document belongs to its owner;
+    // a guardian acts for a minor owner; nobody else learns that a document or owner exists.
+    Rule {
+        method: "/medins.insurance.v1.DocumentService/UploadDocument",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: DOCUMENT_OWNER_REFUSAL,
+    },
+    Rule {
+        method: "/medins.insurance.v1.DocumentService/GetDocument",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: DOCUMENT_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.DocumentService/DownloadDocument",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: DOCUMENT_NOT_FOUND,
+    },
+    // The letter is the owner's own commitment: a guardian does not sign it for a minor.
+    Rule {
+        method: "/medins.insurance.v1.DocumentService/GenerateCommitmentLetter",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: DOCUMENT_OWNER_REFUSAL,
+    },
 ];
+
 
 // Refusals of the CardService rows: what a missing card, application or person gets.
 const CARD_NOT_FOUND: Refusal =
@@ -197,6 +230,18 @@ const OPERATORS_ONLY: Refusal = Refusal {
     message: "only operators list card applications",
 };
 
+/// A document named by id that the caller may not see: the answer an unknown id gets.
+const DOCUMENT_NOT_FOUND: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::DocumentNotFound, message: "no such document" };
+
+/// A document for an owner the caller does not act for, decided from the token alone (the same
+/// answer whether the owner exists or not).
+const DOCUMENT_OWNER_REFUSAL: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is neither the owner's nor a guardian's",
+};
+
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {
     RULES.iter().find(|rule| rule.method == method)
@@ -212,4 +257,47 @@ pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
         .standings()
         .find(|standing| rule.allows.contains(standing))
         .ok_or_else(|| ApiError::new(rule.refusal.code, rule.refusal.reason, rule.refusal.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(caller: PartnerKind, subject: Option<Uuid>, person: Uuid) -> Facts {
+        Facts {
+            caller,
+            token_subject: subject,
+            person,
+            binder: false,
+            counter_visit: false,
+            employer: false,
+            guardian: false,
+            holder_present: false,
+        }
+    }
+
+    #[test]
+    fn documents_are_the_owners_a_guardians_or_an_operators() {
+        let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let upload = "/medins.insurance.v1.DocumentService/UploadDocument";
+        let get = "/medins.insurance.v1.DocumentService/GetDocument";
+        let letter = "/medins.insurance.v1.DocumentService/GenerateCommitmentLetter";
+        let own = facts(PartnerKind::Bank, Some(owner), owner);
+        assert_eq!(decide(upload, &own).unwrap(), Standing::Person);
+        let guardian = Facts { guardian: true, binder: true, ..facts(PartnerKind::Bank, Some(other), owner) };
+        assert_eq!(decide(upload, &guardian).unwrap(), Standing::Guardian);
+        assert_eq!(decide(get, &guardian).unwrap(), Standing::Guardian);
+        let error = decide(letter, &guardian).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (Code::PermissionDenied, Reason::PersonTokenInvalid));
+        // A binder of an adult is no guardian; a stranger neither.
+        let binder = Facts { binder: true, ..facts(PartnerKind::Bank, Some(other), owner) };
+        assert_eq!(decide(upload, &binder).unwrap_err().reason(), Reason::PersonTokenInvalid);
+        let error = decide(get, &facts(PartnerKind::MiniProgram, Some(other), owner)).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (Code::NotFound, Reason::DocumentNotFound));
+        // A guardian flag never makes a person their own guardian, and hospitals get nothing.
+        let own_flag = Facts { guardian: true, ..facts(PartnerKind::Bank, Some(owner), owner) };
+        assert_eq!(decide(upload, &own_flag).unwrap(), Standing::Person);
+        assert!(decide(get, &facts(PartnerKind::Hospital, None, owner)).is_err());
+        assert_eq!(decide(get, &facts(PartnerKind::Ops, None, owner)).unwrap(), Standing::Operator);
+    }
 }

@@ -768,7 +768,7 @@ pub fn check_applying_as(standing: Standing, token_subject: Option<Uuid>, guardi
         Standing::Person => guardian.is_none(),
         Standing::Binder => guardian.is_some() && guardian == token_subject,
         Standing::Operator | Standing::Service => true,
-        Standing::Counter | Standing::Employer | Standing::HolderPresent => false,
+        Standing::Counter | Standing::Employer | Standing::HolderPresent | Standing::Guardian => false,
     };
     if fits {
         Ok(())
@@ -1131,6 +1131,7 @@ mod tests {
             counter_visit: false,
             employer: false,
             holder_present,
+            guardian: false,
         };
         for counter in [PartnerKind::Bank, PartnerKind::Hospital, PartnerKind::Pharmacy] {
             assert_eq!(decide(ACTIVATE, &facts(counter, None, true)).unwrap(), Standing::HolderPresent);

@@ -77,12 +77,19 @@ impl CallAccess {
 
     /// Step 2: whether the call may touch `person`'s data, and as what.
     pub async fn decide(&self, state: &State, person: Uuid, known: HandlerFacts) -> ApiResult<Standing> {
-        let binder = match self.token_subject {
-            Some(subject) if subject != person && self.rule.allows.contains(&Standing::Binder) => {
-                state.family.find_active(subject, person).await?.is_some()
-            }
-            _ => false,
+        let wants_binding = self.rule.allows.iter().any(|s| matches!(s, Standing::Binder | Standing::Guardian));
+        let binding = match self.token_subject {
+            Some(subject) if subject != person && wants_binding => state.family.find_active(subject, person).await?,
+            _ => None,
         };
+        let binder = binding.is_some();
+        // A guardian: the ACTIVE binding's member is a minor today (domain::family::is_guardian).
+        let guardian = binding.as_ref().is_some_and(|binding| {
+            crate::domain::family::is_guardian(
+                binding.relationship,
+                crate::domain::voucher::age_on(binding.member_birth_date, state.clock.today()),
+            )
+        });
         access::decide(
             self.method,
             &Facts {
@@ -93,6 +100,7 @@ impl CallAccess {
                 counter_visit: known.counter_visit,
                 employer: known.employer,
                 holder_present: known.holder_present,
+                guardian,
             },
         )
     }
@@ -106,6 +114,6 @@ pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
         Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
         Standing::Employer => kind == PartnerKind::Employer,
         Standing::HolderPresent => access::is_counter_kind(kind),
-        Standing::Person | Standing::Binder => false,
+        Standing::Person | Standing::Binder | Standing::Guardian => false,
     })
 }

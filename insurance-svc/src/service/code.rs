@@ -166,7 +166,14 @@ impl CodeService for CodeApi {
         };
         let issued = state.code_keys.issue(voucher_id, state.clock.now());
         let png = if request.get_ref().include_png {
-            qr_png(&issued.text).map_err(|e| ApiError::internal(format_args!("QR rendering failed: {e:?}")))?
+            // Off the async runtime, on the bounded pool (issue 14 item 4).
+            let text = issued.text.clone();
+            match state.heavy.run(crate::domain::qr::PNG_ESTIMATE_BYTES, move || qr_png(&text)).await? {
+                Ok(png) => png.map_err(|e| ApiError::internal(format_args!("QR rendering failed: {e:?}")))?,
+                Err(refusal) => {
+                    return Err(ApiError::internal(format_args!("QR rendering refused: {refusal:?}")).into());
+                }
+            }
         } else {
             Vec::new()
         };

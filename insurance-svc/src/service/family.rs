@@ -24,8 +24,9 @@ use super::{SharedState, State};
 use crate::{
     domain::{
         family::{
-            self, Actor, BindingDocument, BindingStatus, Relationship, Remover, actor_for, check_document,
-            check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
+            self, Actor, BindingDocument, BindingParties, BindingStatus, DocumentFacts, Relationship, Remover,
+            actor_for, check_document, check_relationship_age, document_id, month_key, needs_face_check,
+            require_not_self,
         },
         voucher::{VoucherStatus, age_on, require_insured},
     },
@@ -68,7 +69,8 @@ pub(crate) fn relationship_of(message: pb::Relationship) -> Relationship {
     }
 }
 
-fn relationship_message(relationship: Relationship) -> pb::Relationship {
+/// The wire form of a relationship.
+pub(crate) fn relationship_message(relationship: Relationship) -> pb::Relationship {
     match relationship {
         Relationship::Spouse => pb::Relationship::Spouse,
         Relationship::Child => pb::Relationship::Child,
@@ -191,10 +193,16 @@ impl FamilyApi {
         let mut documents = Vec::with_capacity(BindingDocument::ALL.len());
         for (role, id) in BindingDocument::ALL.into_iter().zip(request.documents) {
             let found = match id {
-                Some(id) => state.documents.find(id).await?.map(|document| (document.owner_person_id, document.kind)),
+                Some(id) => state.documents.find(id).await?.map(|document| DocumentFacts {
+                    owner: document.owner_person_id,
+                    kind: document.kind,
+                    subject: document.subject_person_id,
+                    relationship: document.relationship,
+                }),
                 None => None,
             };
-            documents.push(check_document(role, id, found, owner)?);
+            let parties = BindingParties { owner, member, relationship: request.relationship };
+            documents.push(check_document(role, id, found, parties)?);
         }
         let [commitment_letter_id, owner_register_id, member_register_id] = documents[..] else {
             return Err(ApiError::internal("a binding takes exactly three documents"));

@@ -129,6 +129,19 @@ diesel::table! {
         object_key -> Text,
         uploaded_by -> Text,
         created_at -> Timestamp,
+        subject_person_id -> Nullable<Text>,
+        relationship -> Nullable<Text>,
+        uploaded_by_person_id -> Nullable<Text>,
+        wrapped_key -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    /// Document bytes written before their row; removed with the row's insert, swept otherwise
+    /// (migration 2026-12-07-080000).
+    document_object_intents (object_key) {
+        object_key -> Text,
+        created_at -> Timestamp,
     }
 }
 
