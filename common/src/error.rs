@@ -124,6 +124,9 @@ reasons! {
     PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
     PhoneUnchanged => "PHONE_UNCHANGED",
     FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
+    // Issue 13, access at insurance-svc accounts, vouchers, codes, settlements (helper "access"):
+    // employers bound to their employer codes.
+    EmployerCodeNotHeld => "EMPLOYER_CODE_NOT_HELD",
 }
 
 impl fmt::Display for Reason {

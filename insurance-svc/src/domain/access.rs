@@ -7,6 +7,9 @@
 //! Pure: no I/O. A caller with no relationship gets the rule's refusal, which is the same answer
 //! a missing person or object gets, so a refusal tells nothing about existence.
 
+use std::collections::BTreeSet;
+
+use chrono::NaiveDateTime;
 use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
 use tonic::Code;
 use uuid::Uuid;
@@ -28,6 +31,10 @@ pub enum Standing {
     Counter,
     /// The EMPLOYER partner that speaks for the employer code of this person's account.
     Employer,
+    /// A partner with a counter (bank, hospital, pharmacy) that named the person by name + ID
+    /// number, which identity-svc matched: the person stands at that counter with their ID card
+    /// (a bank opening the person's account).
+    Present,
 }
 
 /// What a handler knows about the caller and the person when it asks.
@@ -45,6 +52,8 @@ pub struct Facts {
     pub counter_visit: bool,
     /// Whether the caller is the employer of `person`'s account.
     pub employer: bool,
+    /// Whether the call named `person` by name + ID number, matched at identity-svc.
+    pub present: bool,
 }
 
 impl Facts {
@@ -57,9 +66,46 @@ impl Facts {
             (self.binder && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Binder),
             (self.counter_visit, Standing::Counter),
             (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
+            (self.present && has_counter(self.caller), Standing::Present),
         ]
         .into_iter()
         .filter_map(|(holds, standing)| holds.then_some(standing))
+    }
+}
+
+/// Whether partners of `kind` serve people at a counter, where a person shows their ID card.
+pub fn has_counter(kind: PartnerKind) -> bool {
+    matches!(kind, PartnerKind::Bank | PartnerKind::Hospital | PartnerKind::Pharmacy)
+}
+
+/// Whether an EMPLOYER partner speaking for `codes` is the employer of an account with
+/// `account_employer_code` (EMPLOYEE accounts carry one, RESIDENT accounts none).
+pub fn speaks_for(codes: &BTreeSet<String>, account_employer_code: Option<&str>) -> bool {
+    account_employer_code.is_some_and(|code| codes.contains(code))
+}
+
+/// How long the counter that opened a visit stands as that visit's counter: long enough for an
+/// inpatient stay to be settled at discharge; later, operators act.
+pub const COUNTER_VISIT_DAYS: i64 = 30;
+
+/// Whether partner `caller_id` is the counter of a visit opened by `visit_partner` at
+/// `opened_at`, as of `now`.
+pub fn counter_of_visit(caller_id: &str, visit_partner: &str, opened_at: NaiveDateTime, now: NaiveDateTime) -> bool {
+    caller_id == visit_partner && now.signed_duration_since(opened_at) <= chrono::Duration::days(COUNTER_VISIT_DAYS)
+}
+
+/// Checks, from the request alone (before anything is looked up, so the answer says nothing
+/// about any person), that an EMPLOYER partner names an employer code it speaks for: an
+/// employer opens EMPLOYEE accounts and applies for cards only under its own codes.
+pub fn require_own_employer_code(codes: &BTreeSet<String>, employer_code: &str) -> ApiResult<()> {
+    if codes.contains(employer_code.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::PermissionDenied,
+            Reason::EmployerCodeNotHeld,
+            "this employer partner does not speak for that employer code (partners file `employer_codes`)",
+        ))
     }
 }
 
@@ -88,7 +134,104 @@ pub struct Rule {
 
 /// The access table: one row per RPC that reads or changes a person's data. The contract
 /// comment of each RPC says the same in words; `tests/e2e/access.rs` walks it.
-pub const RULES: &[Rule] = &[];
+pub const RULES: &[Rule] = &[
+    // AccountService, VoucherService, CodeService, SettlementService (issue 13; tests/e2e/access.rs).
+    // AccountService
+    Rule {
+        method: "/medins.insurance.v1.AccountService/OpenAccount",
+        allows: &[Standing::Operator, Standing::Person, Standing::Present, Standing::Employer],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/GetAccount",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/CreditContribution",
+        allows: &[Standing::Operator, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/ListAccountEntries",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/SuspendAccount",
+        allows: &[Standing::Operator],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/ResumeAccount",
+        allows: &[Standing::Operator],
+        refusal: NO_ACCOUNT,
+    },
+    // VoucherService
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/ActivateVoucher",
+        allows: &[Standing::Person],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/GetVoucher",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: NO_VOUCHER,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/SuspendVoucher",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_VOUCHER,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/ResumeVoucher",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_VOUCHER,
+    },
+    // CodeService
+    Rule {
+        method: "/medins.insurance.v1.CodeService/IssueCode",
+        allows: &[Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule { method: "/medins.insurance.v1.CodeService/VerifyCode", allows: &[Standing::Counter], refusal: CODE_INVALID },
+    // SettlementService
+    Rule { method: "/medins.insurance.v1.SettlementService/Settle", allows: &[Standing::Counter], refusal: NO_VISIT },
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/ReverseSettlement",
+        allows: &[Standing::Operator],
+        refusal: NO_SETTLEMENT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/GetAnnualExpenses",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+];
+
+// Refusals of the rows above. Where the RPC names an object the refusal is that object's
+// NOT_FOUND, word for word, so it cannot be told from a missing one.
+const NO_ACCOUNT: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::AccountNotFound, message: "no such account" };
+const NO_VOUCHER: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::VoucherNotFound,
+    message: "this person has not activated a voucher",
+};
+const NO_VISIT: Refusal = Refusal { code: Code::NotFound, reason: Reason::VisitNotFound, message: "no such visit" };
+const NO_SETTLEMENT: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::SettlementNotFound, message: "no such settlement" };
+const CODE_INVALID: Refusal = Refusal {
+    code: Code::InvalidArgument,
+    reason: Reason::CodeInvalid,
+    message: "invalid code: not a valid medins code",
+};
+// A person-named call with someone else's token: the answer does not depend on the named id.
+const PERSON_TOKEN_NOT_THIS_PERSONS: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is neither this person's nor, where allowed, an active family binder's",
+};
 
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {

@@ -30,6 +30,8 @@ pub struct HandlerFacts {
     pub counter_visit: bool,
     /// The caller speaks for the employer code of the person's account.
     pub employer: bool,
+    /// The call named the person by name + ID number, matched at identity-svc.
+    pub present: bool,
 }
 
 /// A call on its way through the access table.
@@ -86,8 +88,18 @@ impl CallAccess {
                 binder,
                 counter_visit: known.counter_visit,
                 employer: known.employer,
+                present: known.present,
             },
         )
+    }
+
+    /// Records the call in `person`'s access history (DESIGN.md 4.3a), allowed or refused, once
+    /// the handler knows whose data it touched; `None` (no such person or object) records
+    /// nothing. Recording never changes the answer.
+    pub async fn record<R>(&self, state: &State, person: Option<Uuid>, result: &Result<R, tonic::Status>) {
+        if let Some(person) = person {
+            state.audit.record(&self.caller.id, self.method, person, medins_common::audit::outcome_of(result)).await;
+        }
     }
 }
 
@@ -98,6 +110,7 @@ pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
         Standing::Service => kind == PartnerKind::Service,
         Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
         Standing::Employer => kind == PartnerKind::Employer,
+        Standing::Present => access::has_counter(kind),
         Standing::Person | Standing::Binder => false,
     })
 }
