@@ -509,3 +509,58 @@ async fn the_access_history_shows_each_partner_and_method_that_touched_the_perso
     assert_eq!(stack.count_insurance_rows("audit_log").await, rows);
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn hostile_bytes_are_refused_on_their_field_before_anything_is_read_or_recorded() {
+    let stack = Stack::start().await;
+    let (holder, account) = stack.insured_holder(Scheme::Employee, 1_000).await;
+    let audit_rows = stack.count_insurance_rows("audit_log").await;
+    let ops = ops(&stack);
+    let bank = As { name: "bank", key: &stack.keys.bank, token: Some(&holder.token) };
+    let invalid = |got: (Code, String)| assert_eq!(got.0, Code::InvalidArgument, "{got:?}");
+
+    invalid(answer(&get_account(&stack, ops, "../../etc/passwd").await));
+    invalid(answer(&get_account_by_id(&stack, ops, &"9".repeat(4096)).await));
+    invalid(answer(&stack.accounts(Some(ops.key)).get_account(GetAccountRequest { key: None }).await));
+    invalid(answer(&entries(&stack, bank, "' OR 1=1 --").await));
+    let forged_page = stack
+        .accounts(Some(bank.key))
+        .list_account_entries(bank.request(ListAccountEntriesRequest {
+            account_id: account.account_id.clone(),
+            page_size: 10,
+            page_token: "\u{0}\u{202e}not-a-cursor".into(),
+        }))
+        .await;
+    invalid(answer(&forged_page));
+    let employer = As { name: "employer", key: &stack.keys.employer, token: None };
+    invalid(answer(&credit(&stack, employer, &account.account_id, "bad reference with spaces").await));
+    let opened = stack
+        .accounts(Some(&stack.keys.employer))
+        .open_account(OpenAccountRequest {
+            person: Some(open_account_request::Person::PersonId(holder.person_id.clone())),
+            scheme: Scheme::Employee as i32,
+            region_code: "110105".into(),
+            employer_code: "ACME 01; DROP TABLE accounts".into(),
+        })
+        .await;
+    invalid(answer(&opened));
+    let code =
+        stack.codes(Some(&stack.keys.pharmacy)).verify_code(VerifyCodeRequest { code: "M".repeat(10_000) }).await;
+    assert_eq!(answer(&code), refused(Code::InvalidArgument, "CODE_INVALID"));
+    let issue = stack
+        .codes(Some(&stack.keys.bank))
+        .issue_code(bank.request(IssueCodeRequest { holder_person_id: "\u{0}".into(), include_png: true }))
+        .await;
+    invalid(answer(&issue));
+    let expenses = stack
+        .settlements(Some(&stack.keys.ops))
+        .get_annual_expenses(GetAnnualExpensesRequest { person_id: holder.person_id.clone(), year: 99_999 })
+        .await;
+    invalid(answer(&expenses));
+    let settle = stack.settlements(Some(&stack.keys.pharmacy)).settle(settle_request("not-a-visit")).await;
+    invalid(answer(&settle));
+
+    assert_eq!(stack.count_insurance_rows("audit_log").await, audit_rows, "nothing about anyone was recorded");
+    assert_eq!(ledger_state(&stack, &account.account_id).await.0, 1_000, "nothing credited");
+    stack.shutdown().await;
+}

@@ -256,7 +256,9 @@ fn partner_create_and_employer_codes_bind_an_employer_to_its_codes() {
     assert_eq!(codes(&file, "acme").into_iter().collect::<Vec<_>>(), ["ACME-01", "ACME-02"]);
 
     // Another kind has no employer codes, and a code must be one: refused, nothing saved.
-    assert!(!partner(&["create", "--id", "bank", "--kind", "BANK", "--employer-code", "ACME-01"], &file).status.success());
+    assert!(
+        !partner(&["create", "--id", "bank", "--kind", "BANK", "--employer-code", "ACME-01"], &file).status.success()
+    );
     assert!(!partner(&["employer-codes", "acme", "--employer-code", "ACME 03"], &file).status.success());
     let loaded = PartnersFile::load(&file).expect("load");
     assert!(loaded.partners.iter().all(|p| p.id != "bank"), "nothing of the refused partner was saved");

@@ -249,3 +249,93 @@ pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
         .find(|standing| rule.allows.contains(standing))
         .ok_or_else(|| ApiError::new(rule.refusal.code, rule.refusal.reason, rule.refusal.message))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET_ACCOUNT: &str = "/medins.insurance.v1.AccountService/GetAccount";
+    const LEDGER: &str = "/medins.insurance.v1.AccountService/ListAccountEntries";
+    const CREDIT: &str = "/medins.insurance.v1.AccountService/CreditContribution";
+    const OPEN: &str = "/medins.insurance.v1.AccountService/OpenAccount";
+    const SETTLE: &str = "/medins.insurance.v1.SettlementService/Settle";
+
+    fn facts(caller: PartnerKind, person: Uuid) -> Facts {
+        Facts {
+            caller,
+            token_subject: None,
+            person,
+            binder: false,
+            counter_visit: false,
+            employer: false,
+            present: false,
+        }
+    }
+
+    #[test]
+    fn every_row_names_a_method_once_and_refuses_someone() {
+        let mut seen = std::collections::HashSet::new();
+        for rule in RULES {
+            assert!(seen.insert(rule.method), "{} appears twice", rule.method);
+            assert!(rule.method.starts_with("/medins.insurance.v1."));
+            assert!(!rule.allows.is_empty());
+        }
+        assert!(decide("/medins.insurance.v1.AccountService/Nope", &facts(PartnerKind::Ops, Uuid::nil())).is_err());
+    }
+
+    #[test]
+    fn the_person_the_binder_and_the_employer_stand_as_the_rows_say() {
+        let person = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let own = Facts { token_subject: Some(person), ..facts(PartnerKind::Bank, person) };
+        assert_eq!(decide(GET_ACCOUNT, &own).unwrap(), Standing::Person);
+        let strangers = Facts { token_subject: Some(other), ..facts(PartnerKind::Bank, person) };
+        let refusal = decide(GET_ACCOUNT, &strangers).unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::NotFound, Reason::AccountNotFound));
+        let binder = Facts { binder: true, ..strangers };
+        assert_eq!(decide(GET_ACCOUNT, &binder).unwrap(), Standing::Binder);
+        assert!(decide(LEDGER, &binder).is_err(), "a binder does not read the member's ledger");
+        // The binder fact counts only with someone else's token.
+        assert!(decide(GET_ACCOUNT, &Facts { binder: true, ..facts(PartnerKind::Bank, person) }).is_err());
+
+        let employer = Facts { employer: true, ..facts(PartnerKind::Employer, person) };
+        for method in [GET_ACCOUNT, LEDGER, CREDIT] {
+            assert_eq!(decide(method, &employer).unwrap(), Standing::Employer, "{method}");
+            assert!(decide(method, &facts(PartnerKind::Employer, person)).is_err(), "not its employee: {method}");
+        }
+        // The employer fact means nothing for another kind.
+        assert!(decide(CREDIT, &Facts { employer: true, ..facts(PartnerKind::Bank, person) }).is_err());
+    }
+
+    #[test]
+    fn presence_counts_at_a_counter_only_and_visits_only_for_their_counter() {
+        let person = Uuid::now_v7();
+        let present = |kind| Facts { present: true, ..facts(kind, person) };
+        assert_eq!(decide(OPEN, &present(PartnerKind::Bank)).unwrap(), Standing::Present);
+        assert!(decide(OPEN, &present(PartnerKind::MiniProgram)).is_err());
+        assert!(decide(GET_ACCOUNT, &present(PartnerKind::Bank)).is_err(), "presence opens, it does not read");
+
+        let counter = Facts { counter_visit: true, ..facts(PartnerKind::Pharmacy, person) };
+        assert_eq!(decide(SETTLE, &counter).unwrap(), Standing::Counter);
+        let refusal = decide(SETTLE, &facts(PartnerKind::Hospital, person)).unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::NotFound, Reason::VisitNotFound));
+        assert!(decide(SETTLE, &facts(PartnerKind::Ops, person)).is_err(), "operators reverse, they do not settle");
+
+        let opened = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().and_hms_opt(8, 0, 0).unwrap();
+        assert!(counter_of_visit("p", "p", opened, opened + chrono::Duration::days(COUNTER_VISIT_DAYS)));
+        assert!(!counter_of_visit("p", "p", opened, opened + chrono::Duration::days(COUNTER_VISIT_DAYS + 1)));
+        assert!(!counter_of_visit("q", "p", opened, opened));
+    }
+
+    #[test]
+    fn an_employer_speaks_for_its_own_codes_only() {
+        let codes: BTreeSet<String> = ["ACME-01".to_owned()].into();
+        assert!(speaks_for(&codes, Some("ACME-01")));
+        assert!(!speaks_for(&codes, Some("OTHER")));
+        assert!(!speaks_for(&codes, None), "a RESIDENT account has no employer");
+        assert!(require_own_employer_code(&codes, " ACME-01 ").is_ok());
+        let refusal = require_own_employer_code(&codes, "OTHER").unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::PermissionDenied, Reason::EmployerCodeNotHeld));
+        assert!(require_own_employer_code(&codes, "").is_err());
+    }
+}
