@@ -1,4 +1,4 @@
-//! The access table (issue 13, DESIGN.md 4.3a) for AccountService, VoucherService, CodeService
+//! The access table (DESIGN.md 4.3a) for AccountService, VoucherService, CodeService
 //! and SettlementService: every RPC x caller, for an existing and a missing id, with the answer
 //! (code + ErrorInfo reason) and the state afterwards; employers bound to their employer codes;
 //! counters bound to their visits; and every call about a person in that person's access

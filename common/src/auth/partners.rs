@@ -180,7 +180,7 @@ pub struct PartnerEntry {
     /// ([`PartnerKind::default_sms_daily_quota`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms_daily_quota: Option<u32>,
-    /// The employer codes an EMPLOYER partner speaks for (issue 13): it opens EMPLOYEE accounts,
+    /// The employer codes an EMPLOYER partner speaks for (DESIGN.md 4.3a): it opens EMPLOYEE accounts,
     /// credits contributions, applies for cards and reads ledgers only for these codes and their
     /// employees. Empty for every other kind.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]

@@ -135,7 +135,7 @@ pub struct Rule {
 /// The access table: one row per RPC that reads or changes a person's data. The contract
 /// comment of each RPC says the same in words; `tests/e2e/access.rs` walks it.
 pub const RULES: &[Rule] = &[
-    // AccountService, VoucherService, CodeService, SettlementService (issue 13; tests/e2e/access.rs).
+    // AccountService, VoucherService, CodeService, SettlementService (DESIGN.md 4.3a; tests/e2e/access.rs).
     // AccountService
     Rule {
         method: "/medins.insurance.v1.AccountService/OpenAccount",

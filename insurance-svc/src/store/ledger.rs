@@ -45,7 +45,7 @@ pub struct Entry {
     pub settlement_id: Option<Uuid>,
     /// When.
     pub created_at: NaiveDateTime,
-    /// The partner that credited this contribution (contributions credited since issue 13).
+    /// The partner that credited this contribution (contributions credited since the column exists).
     pub credited_by: Option<String>,
 }
 
