@@ -564,3 +564,38 @@ async fn hostile_bytes_are_refused_on_their_field_before_anything_is_read_or_rec
     assert_eq!(ledger_state(&stack, &account.account_id).await.0, 1_000, "nothing credited");
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_credits_from_an_employer_land_once_in_its_employee_and_never_elsewhere() {
+    let stack = Stack::start().await;
+    let (_, own) = stack.insured_holder(Scheme::Employee, 0).await;
+    let (_, resident) = stack.insured_holder(Scheme::Resident, 0).await;
+    let client = stack.accounts(Some(&stack.keys.employer));
+    let calls: Vec<_> = (0..32)
+        .map(|i| {
+            let mut client = client.clone();
+            let account_id = if i % 2 == 0 { own.account_id.clone() } else { resident.account_id.clone() };
+            tokio::spawn(async move {
+                let request =
+                    CreditContributionRequest { account_id, amount_cents: 700, reference: "PAYROLL-C".into() };
+                client.credit_contribution(request).await.map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let (mut credited, mut refused_calls) = (std::collections::HashSet::new(), 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(response) => {
+                credited.insert(response.entry.unwrap().entry_id);
+            }
+            Err(status) => {
+                assert_eq!((status.code(), reason(&status).as_str()), (Code::NotFound, "ACCOUNT_NOT_FOUND"));
+                refused_calls += 1;
+            }
+        }
+    }
+    assert_eq!((credited.len(), refused_calls), (1, 16), "one entry for every own call, every other call refused");
+    assert_eq!(ledger_state(&stack, &own.account_id).await, (700, 1));
+    assert_eq!(ledger_state(&stack, &resident.account_id).await, (0, 0), "nothing reached the stranger's account");
+    stack.shutdown().await;
+}
