@@ -308,6 +308,28 @@ async fn an_employer_acts_only_for_its_own_codes_and_employees() {
         .unwrap();
     assert_eq!((opened.employer_code.as_str(), opened.balance_cents), ("ACME-01", 0));
 
+    // A bank names a person by id only with that person's token: none is PERSON_TOKEN_REQUIRED,
+    // another's PERSON_TOKEN_INVALID, the same for a registered and a missing id; nothing opened.
+    let accounts_before = stack.count_insurance_rows("accounts").await;
+    let registered_id = stack.register_as_ops(&SeedPerson::adult()).await;
+    let by_id = |person_id: &str| OpenAccountRequest {
+        person: Some(open_account_request::Person::PersonId(person_id.to_owned())),
+        scheme: Scheme::Resident as i32,
+        region_code: "110105".into(),
+        employer_code: String::new(),
+    };
+    let missing = missing_id();
+    for person_id in [registered_id.as_str(), missing.as_str()] {
+        let got = stack.accounts(Some(&stack.keys.bank)).open_account(by_id(person_id)).await;
+        assert_eq!(answer(&got), refused(Code::Unauthenticated, "PERSON_TOKEN_REQUIRED"));
+        let got = stack
+            .accounts(Some(&stack.keys.bank))
+            .open_account(with_person_token(by_id(person_id), &w.stranger.token))
+            .await;
+        assert_eq!(answer(&got), refused(Code::PermissionDenied, "PERSON_TOKEN_INVALID"));
+    }
+    assert_eq!(stack.count_insurance_rows("accounts").await, accounts_before, "no account opened");
+
     // Cards in a batch naming another company: refused whole, nothing applied for.
     let applications_before = stack.count_insurance_rows("card_applications").await;
     let got = stack
@@ -434,8 +456,10 @@ async fn only_the_counter_of_a_visit_settles_it_and_only_for_a_bounded_time() {
     }
     assert_eq!(stack.count_insurance_rows("settlements").await, settlements_before);
     assert_eq!(ledger_state(&stack, &account.account_id).await.0, 10_000, "nothing debited");
-    // Its own counter settles.
+    // Its own counter settles; the visit's facts are all it gets: not the account itself.
     stack.settlements(Some(&stack.keys.pharmacy)).settle(settle_request(&visit)).await.expect("own visit");
+    let read = get_account(&stack, As { name: "pharmacy", key: &stack.keys.pharmacy, token: None }, &account.person_id);
+    assert_eq!(answer(&read.await), refused(Code::Unauthenticated, "PERSON_TOKEN_REQUIRED"));
 
     // A visit older than the counter's window is no longer the counter's.
     let late = stack.open_visit(&account, &stack.keys.pharmacy).await;

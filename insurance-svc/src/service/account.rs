@@ -173,7 +173,18 @@ impl AccountService for AccountApi {
         // Named by id: decided before identity-svc is asked, so a refusal does not depend on
         // whether the person exists. Named by name + ID number: the match is the standing.
         if let Some(open_account_request::Person::PersonId(id)) = &body.person {
-            access.decide(state, require_uuid("person_id", id)?, facts).await?;
+            let person = require_uuid("person_id", id)?;
+            // A counter names a person by id only with their token (by name + ID number it
+            // needs none): say so rather than call a missing token invalid.
+            if access.token_subject.is_none() && access::has_counter(caller.kind) {
+                return Err(ApiError::new(
+                    tonic::Code::Unauthenticated,
+                    Reason::PersonTokenRequired,
+                    "naming the person by id acts for them: send `x-person-token`, or name them by name and ID number",
+                )
+                .into());
+            }
+            access.decide(state, person, facts).await?;
         }
         // The person, once known (allowed or refused), for the access history.
         let person_id = std::sync::OnceLock::new();
