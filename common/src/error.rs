@@ -127,6 +127,8 @@ reasons! {
     // Issue 13, access at insurance-svc accounts, vouchers, codes, settlements (helper "access"):
     // employers bound to their employer codes.
     EmployerCodeNotHeld => "EMPLOYER_CODE_NOT_HELD",
+    // Issue 13, cards at the counter: a partner's failed card lookups per day are limited.
+    CardLookupLimitExceeded => "CARD_LOOKUP_LIMIT_EXCEEDED",
 }
 
 impl fmt::Display for Reason {

@@ -4,6 +4,7 @@
 mod support;
 
 mod access;
+mod access_cards;
 mod accounts;
 mod assurance;
 mod audit;

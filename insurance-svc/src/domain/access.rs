@@ -31,10 +31,10 @@ pub enum Standing {
     Counter,
     /// The EMPLOYER partner that speaks for the employer code of this person's account.
     Employer,
-    /// A partner with a counter (bank, hospital, pharmacy) that named the person by name + ID
-    /// number, which identity-svc matched: the person stands at that counter with their ID card
-    /// (a bank opening the person's account).
-    Present,
+    /// The person is at the caller's counter (a BANK, HOSPITAL or PHARMACY partner) and showed
+    /// their ID card: the name and ID number the counter typed matched this person at
+    /// identity-svc (MatchPerson, no side effects). Only for the call that carried them.
+    HolderPresent,
 }
 
 /// What a handler knows about the caller and the person when it asks.
@@ -52,8 +52,8 @@ pub struct Facts {
     pub counter_visit: bool,
     /// Whether the caller is the employer of `person`'s account.
     pub employer: bool,
-    /// Whether the call named `person` by name + ID number, matched at identity-svc.
-    pub present: bool,
+    /// Whether the call carried a name and ID number that matched `person`, from a counter.
+    pub holder_present: bool,
 }
 
 impl Facts {
@@ -66,15 +66,16 @@ impl Facts {
             (self.binder && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Binder),
             (self.counter_visit, Standing::Counter),
             (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
-            (self.present && has_counter(self.caller), Standing::Present),
+            (self.holder_present && is_counter_kind(self.caller), Standing::HolderPresent),
         ]
         .into_iter()
         .filter_map(|(holds, standing)| holds.then_some(standing))
     }
 }
 
-/// Whether partners of `kind` serve people at a counter, where a person shows their ID card.
-pub fn has_counter(kind: PartnerKind) -> bool {
+/// Whether partners of `kind` serve people in person at a counter (banks, hospitals,
+/// pharmacies): the only ones a holder can be present at.
+pub fn is_counter_kind(kind: PartnerKind) -> bool {
     matches!(kind, PartnerKind::Bank | PartnerKind::Hospital | PartnerKind::Pharmacy)
 }
 
@@ -139,7 +140,7 @@ pub const RULES: &[Rule] = &[
     // AccountService
     Rule {
         method: "/medins.insurance.v1.AccountService/OpenAccount",
-        allows: &[Standing::Operator, Standing::Person, Standing::Present, Standing::Employer],
+        allows: &[Standing::Operator, Standing::Person, Standing::HolderPresent, Standing::Employer],
         refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
     },
     Rule {
@@ -207,6 +208,75 @@ pub const RULES: &[Rule] = &[
         allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
         refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
     },
+    // CardService (issue 13 items 1 and 3; card.proto states each row in words). A binder
+    // stands only as the guardian who applies for (or applied for) a minor's card: the handler
+    // narrows Binder with `domain::card::binder_acts`. ApplyForCardsBatch has its own employer
+    // check in the handler.
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardFee",
+        allows: &[Standing::Person, Standing::HolderPresent],
+        refusal: PERSON_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ApplyForCard",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: TOKEN_FOR_ANOTHER_PERSON,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReviewCardApplication",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardProduction",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardDispatch",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ConfirmCardDelivery",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/GetCardApplication",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Employer],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ListCardApplications",
+        allows: &[Standing::Operator, Standing::Service],
+        refusal: OPERATORS_ONLY,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ActivateCard",
+        allows: &[Standing::HolderPresent],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/GetCard",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReportCardLoss",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/CancelCardLossReport",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReplaceCard",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
 ];
 
 // Refusals of the rows above. Where the RPC names an object the refusal is that object's
@@ -231,6 +301,30 @@ const PERSON_TOKEN_NOT_THIS_PERSONS: Refusal = Refusal {
     code: Code::PermissionDenied,
     reason: Reason::PersonTokenInvalid,
     message: "the person token is neither this person's nor, where allowed, an active family binder's",
+};
+
+// Refusals of the CardService rows: what a missing card, application or person gets.
+const CARD_NOT_FOUND: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::CardNotFound, message: "no card with this number" };
+const CARD_APPLICATION_NOT_FOUND: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::CardApplicationNotFound,
+    message: "no card application with this id",
+};
+const PERSON_NOT_FOUND: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::PersonNotFound,
+    message: "no person with this id for the token or identity shown",
+};
+const TOKEN_FOR_ANOTHER_PERSON: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is not the applicant's or their guardian's",
+};
+const OPERATORS_ONLY: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PartnerKindNotAllowed,
+    message: "only operators list card applications",
 };
 
 /// The rule of `method`, if it touches a person's data.
@@ -268,7 +362,7 @@ mod tests {
             binder: false,
             counter_visit: false,
             employer: false,
-            present: false,
+            holder_present: false,
         }
     }
 
@@ -310,8 +404,8 @@ mod tests {
     #[test]
     fn presence_counts_at_a_counter_only_and_visits_only_for_their_counter() {
         let person = Uuid::now_v7();
-        let present = |kind| Facts { present: true, ..facts(kind, person) };
-        assert_eq!(decide(OPEN, &present(PartnerKind::Bank)).unwrap(), Standing::Present);
+        let present = |kind| Facts { holder_present: true, ..facts(kind, person) };
+        assert_eq!(decide(OPEN, &present(PartnerKind::Bank)).unwrap(), Standing::HolderPresent);
         assert!(decide(OPEN, &present(PartnerKind::MiniProgram)).is_err());
         assert!(decide(GET_ACCOUNT, &present(PartnerKind::Bank)).is_err(), "presence opens, it does not read");
 

@@ -30,8 +30,9 @@ pub struct HandlerFacts {
     pub counter_visit: bool,
     /// The caller speaks for the employer code of the person's account.
     pub employer: bool,
-    /// The call named the person by name + ID number, matched at identity-svc.
-    pub present: bool,
+    /// The call carried the person's name and ID number and they matched (a counter where the
+    /// person is present).
+    pub holder_present: bool,
 }
 
 /// A call on its way through the access table.
@@ -61,7 +62,10 @@ impl CallAccess {
         } else {
             None
         };
-        if token_subject.is_none() && !stands_without_token(rule, caller.kind) {
+        // Only a rule that admits the person or a binder can be met with a token; anyone else
+        // without a standing gets the rule's own refusal from `decide`.
+        let token_could_help = rule.allows.iter().any(|s| matches!(s, Standing::Person | Standing::Binder));
+        if token_subject.is_none() && token_could_help && !stands_without_token(rule, caller.kind) {
             return Err(ApiError::new(
                 Code::Unauthenticated,
                 Reason::PersonTokenRequired,
@@ -88,7 +92,7 @@ impl CallAccess {
                 binder,
                 counter_visit: known.counter_visit,
                 employer: known.employer,
-                present: known.present,
+                holder_present: known.holder_present,
             },
         )
     }
@@ -110,7 +114,7 @@ pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
         Standing::Service => kind == PartnerKind::Service,
         Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
         Standing::Employer => kind == PartnerKind::Employer,
-        Standing::Present => access::has_counter(kind),
+        Standing::HolderPresent => access::is_counter_kind(kind),
         Standing::Person | Standing::Binder => false,
     })
 }

@@ -167,7 +167,7 @@ impl AccountService for AccountApi {
         }
         let facts = HandlerFacts {
             employer,
-            present: matches!(body.person, Some(open_account_request::Person::Identity(_))),
+            holder_present: matches!(body.person, Some(open_account_request::Person::Identity(_))),
             ..HandlerFacts::default()
         };
         // Named by id: decided before identity-svc is asked, so a refusal does not depend on
@@ -176,7 +176,7 @@ impl AccountService for AccountApi {
             let person = require_uuid("person_id", id)?;
             // A counter names a person by id only with their token (by name + ID number it
             // needs none): say so rather than call a missing token invalid.
-            if access.token_subject.is_none() && access::has_counter(caller.kind) {
+            if access.token_subject.is_none() && access::is_counter_kind(caller.kind) {
                 return Err(ApiError::new(
                     tonic::Code::Unauthenticated,
                     Reason::PersonTokenRequired,

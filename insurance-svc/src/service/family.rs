@@ -187,7 +187,15 @@ impl FamilyApi {
         let face = if needs_face_check(member_birth, today) {
             let started = state
                 .identity
-                .start_face_verification(member, IdentityFacePurpose::FamilyBinding, &id.to_string(), partner_id)
+                // The binder reads and watches this session with their own token: the member
+                // (an elder) may have no phone of their own.
+                .start_face_verification(
+                    member,
+                    IdentityFacePurpose::FamilyBinding,
+                    &id.to_string(),
+                    partner_id,
+                    Some(owner),
+                )
                 .await?;
             let session = started.session.ok_or_else(|| ApiError::internal("identity-svc started no session"))?;
             let session_id = Uuid::parse_str(&session.session_id)

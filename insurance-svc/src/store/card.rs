@@ -13,7 +13,8 @@ use medins_common::{
 use uuid::Uuid;
 
 use super::schema::{
-    card_application_events, card_application_evidence, card_applications, card_fees, card_mailing_addresses, cards,
+    card_application_events, card_application_evidence, card_applications, card_fees, card_lookup_failures,
+    card_mailing_addresses, cards,
 };
 use crate::domain::{
     card::{
@@ -566,6 +567,65 @@ impl CardStore {
                     ApplicationCursor { submitted_at: last.submitted_at, application_id: last.id }
                 });
                 Ok((applications, next))
+            })
+            .await
+    }
+
+    /// Reserves one of `partner_id`'s failed card lookups of `day` (China Standard Time) if
+    /// fewer than `limit` are used; false once the limit is reached. One conditional update on
+    /// the partner's row, which both backends apply atomically (PostgreSQL re-checks the
+    /// condition on the row it waited for), so concurrent lookups never pass the limit.
+    pub async fn reserve_lookup(&self, partner_id: &str, day: NaiveDate, limit: u32) -> ApiResult<bool> {
+        let partner_id = partner_id.to_owned();
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    let row = (
+                        card_lookup_failures::partner_id.eq(&partner_id),
+                        card_lookup_failures::day.eq(day),
+                        card_lookup_failures::failures.eq(0),
+                    );
+                    match conn {
+                        DbConnection::Postgres(pg) => {
+                            diesel::insert_into(card_lookup_failures::table)
+                                .values(row)
+                                .on_conflict_do_nothing()
+                                .execute(pg)?;
+                        }
+                        DbConnection::Sqlite(sqlite) => {
+                            diesel::insert_or_ignore_into(card_lookup_failures::table).values(row).execute(sqlite)?;
+                        }
+                    }
+                    let reserved = diesel::update(
+                        card_lookup_failures::table
+                            .find((&partner_id, day))
+                            .filter(card_lookup_failures::failures.lt(limit)),
+                    )
+                    .set(card_lookup_failures::failures.eq(card_lookup_failures::failures + 1))
+                    .execute(conn)?;
+                    Ok(reserved == 1)
+                })
+            })
+            .await
+    }
+
+    /// Gives back a unit [`CardStore::reserve_lookup`] took on `day`: the lookup found a card
+    /// the caller may act on.
+    pub async fn release_lookup(&self, partner_id: &str, day: NaiveDate) -> ApiResult<()> {
+        let partner_id = partner_id.to_owned();
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    diesel::update(
+                        card_lookup_failures::table
+                            .find((&partner_id, day))
+                            .filter(card_lookup_failures::failures.gt(0)),
+                    )
+                    .set(card_lookup_failures::failures.eq(card_lookup_failures::failures - 1))
+                    .execute(conn)?;
+                    Ok(())
+                })
             })
             .await
     }
