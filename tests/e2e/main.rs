@@ -17,6 +17,7 @@ mod docs;
 mod documents;
 mod face;
 mod family;
+mod family_aid;
 mod health;
 mod idempotency;
 mod ledger;

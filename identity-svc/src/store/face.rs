@@ -232,7 +232,7 @@ impl FaceStore {
                             ))
                             .execute(conn)?;
                     }
-                    Ok(session)
+                    Ok(session.clone())
                 })
             })
             .await

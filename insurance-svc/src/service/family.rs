@@ -378,7 +378,10 @@ impl FamilyService for FamilyApi {
         let response = state
             .idempotency
             .run(&caller.id, "SetFamilyAid", request.metadata(), body, || async {
-                let binding = state.family.set_family_aid(id, enabled).await?;
+                // Family aid policy (README, Configuration): the binder's scheme must pay for
+                // this relationship; the same decision Settle asks (domain::settlement).
+                let aid_policy = state.settlements.policy().family_aid().clone();
+                let binding = state.family.set_family_aid(id, enabled, aid_policy).await?;
                 tracing::info!(binding_id = %id, enabled, partner = %caller.id, "family aid set");
                 Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
             })

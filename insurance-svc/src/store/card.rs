@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
     crypto::{FieldAad, FieldCipher},
-    db::{Db, DbConnection, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, is_unique_violation, retry_conflicts, write_transaction},
 };
 use uuid::Uuid;
 
@@ -326,16 +326,19 @@ impl CardStore {
         self.db
             .write(move |conn| {
                 let id = Uuid::now_v7();
-                let inserted = diesel::insert_into(card_fees::table)
-                    .values((
-                        card_fees::id.eq(id.to_string()),
-                        card_fees::person_id.eq(person_id.to_string()),
-                        card_fees::bank_partner_id.eq(&bank_partner_id),
-                        card_fees::reference.eq(&reference),
-                        card_fees::amount_cents.eq(amount_cents),
-                        card_fees::recorded_at.eq(now),
-                    ))
-                    .execute(conn);
+                // One autocommit statement: the shared retry runs it again after a conflict.
+                let inserted = retry_conflicts(|| {
+                    diesel::insert_into(card_fees::table)
+                        .values((
+                            card_fees::id.eq(id.to_string()),
+                            card_fees::person_id.eq(person_id.to_string()),
+                            card_fees::bank_partner_id.eq(&bank_partner_id),
+                            card_fees::reference.eq(&reference),
+                            card_fees::amount_cents.eq(amount_cents),
+                            card_fees::recorded_at.eq(now),
+                        ))
+                        .execute(conn)
+                });
                 let created = match inserted {
                     Ok(_) => true,
                     Err(error) if is_unique_violation(&error) => false,
@@ -435,7 +438,14 @@ impl CardStore {
                 write_transaction(conn, |conn| {
                     let action =
                         if rejection.is_some() { ApplicationAction::Reject } else { ApplicationAction::Approve };
-                    step(conn, id, action, &partner, now, Change::Review { rejection, today: Some(today) })?;
+                    step(
+                        conn,
+                        id,
+                        action,
+                        &partner,
+                        now,
+                        Change::Review { rejection: rejection.clone(), today: Some(today) },
+                    )?;
                     load_application(conn, &cipher, id)
                 })
             })
@@ -487,7 +497,14 @@ impl CardStore {
                         }
                         _ => {}
                     }
-                    step(conn, id, ApplicationAction::Dispatch, &partner, now, Change::Dispatch { tracking })?;
+                    step(
+                        conn,
+                        id,
+                        ApplicationAction::Dispatch,
+                        &partner,
+                        now,
+                        Change::Dispatch { tracking: tracking.clone() },
+                    )?;
                     load_application(conn, &cipher, id)
                 })
             })
@@ -737,12 +754,12 @@ impl CardStore {
                         person_id: card.person_id,
                         channel: CardChannel::Replacement,
                         delivery: crate::domain::card::delivery_of(CardChannel::Replacement, mailing_address.is_some()),
-                        partner_id: partner,
+                        partner_id: partner.clone(),
                         guardian_person_id: None,
                         agent_person_id: None,
                         employer_code: None,
                         evidence: None,
-                        mailing_address,
+                        mailing_address: mailing_address.clone(),
                         fee_id: Some(fee_id),
                     };
                     let id = insert_application(conn, &cipher, &new, Some(&number), now)?;
