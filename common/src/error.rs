@@ -124,6 +124,9 @@ reasons! {
     PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
     PhoneUnchanged => "PHONE_UNCHANGED",
     FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
+    // Issue 13, access at insurance-svc accounts, vouchers, codes, settlements (helper "access"):
+    // employers bound to their employer codes.
+    EmployerCodeNotHeld => "EMPLOYER_CODE_NOT_HELD",
     // Issue 13, cards at the counter: a partner's failed card lookups per day are limited.
     CardLookupLimitExceeded => "CARD_LOOKUP_LIMIT_EXCEEDED",
     // Issue 14, family aid as policy says and writes that survive concurrency (helper "safety").

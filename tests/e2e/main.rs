@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod access_cards;
 mod access_documents;
 mod accounts;

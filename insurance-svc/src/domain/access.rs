@@ -7,6 +7,9 @@
 //! Pure: no I/O. A caller with no relationship gets the rule's refusal, which is the same answer
 //! a missing person or object gets, so a refusal tells nothing about existence.
 
+use std::collections::BTreeSet;
+
+use chrono::NaiveDateTime;
 use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
 use tonic::Code;
 use uuid::Uuid;
@@ -85,6 +88,37 @@ pub fn is_counter_kind(kind: PartnerKind) -> bool {
     matches!(kind, PartnerKind::Bank | PartnerKind::Hospital | PartnerKind::Pharmacy)
 }
 
+/// Whether an EMPLOYER partner speaking for `codes` is the employer of an account with
+/// `account_employer_code` (EMPLOYEE accounts carry one, RESIDENT accounts none).
+pub fn speaks_for(codes: &BTreeSet<String>, account_employer_code: Option<&str>) -> bool {
+    account_employer_code.is_some_and(|code| codes.contains(code))
+}
+
+/// How long the counter that opened a visit stands as that visit's counter: long enough for an
+/// inpatient stay to be settled at discharge; later, operators act.
+pub const COUNTER_VISIT_DAYS: i64 = 30;
+
+/// Whether partner `caller_id` is the counter of a visit opened by `visit_partner` at
+/// `opened_at`, as of `now`.
+pub fn counter_of_visit(caller_id: &str, visit_partner: &str, opened_at: NaiveDateTime, now: NaiveDateTime) -> bool {
+    caller_id == visit_partner && now.signed_duration_since(opened_at) <= chrono::Duration::days(COUNTER_VISIT_DAYS)
+}
+
+/// Checks, from the request alone (before anything is looked up, so the answer says nothing
+/// about any person), that an EMPLOYER partner names an employer code it speaks for: an
+/// employer opens EMPLOYEE accounts and applies for cards only under its own codes.
+pub fn require_own_employer_code(codes: &BTreeSet<String>, employer_code: &str) -> ApiResult<()> {
+    if codes.contains(employer_code.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::PermissionDenied,
+            Reason::EmployerCodeNotHeld,
+            "this employer partner does not speak for that employer code (partners file `employer_codes`)",
+        ))
+    }
+}
+
 /// What a caller without an allowed standing gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
@@ -111,6 +145,78 @@ pub struct Rule {
 /// The access table: one row per RPC that reads or changes a person's data. The contract
 /// comment of each RPC says the same in words; `tests/e2e/access.rs` walks it.
 pub const RULES: &[Rule] = &[
+    // AccountService, VoucherService, CodeService, SettlementService (DESIGN.md 4.3a; tests/e2e/access.rs).
+    // AccountService
+    Rule {
+        method: "/medins.insurance.v1.AccountService/OpenAccount",
+        allows: &[Standing::Operator, Standing::Person, Standing::HolderPresent, Standing::Employer],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/GetAccount",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/CreditContribution",
+        allows: &[Standing::Operator, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/ListAccountEntries",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/SuspendAccount",
+        allows: &[Standing::Operator],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/ResumeAccount",
+        allows: &[Standing::Operator],
+        refusal: NO_ACCOUNT,
+    },
+    // VoucherService
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/ActivateVoucher",
+        allows: &[Standing::Person],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/GetVoucher",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: NO_VOUCHER,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/SuspendVoucher",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_VOUCHER,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/ResumeVoucher",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_VOUCHER,
+    },
+    // CodeService
+    Rule {
+        method: "/medins.insurance.v1.CodeService/IssueCode",
+        allows: &[Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule { method: "/medins.insurance.v1.CodeService/VerifyCode", allows: &[Standing::Counter], refusal: CODE_INVALID },
+    // SettlementService
+    Rule { method: "/medins.insurance.v1.SettlementService/Settle", allows: &[Standing::Counter], refusal: NO_VISIT },
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/ReverseSettlement",
+        allows: &[Standing::Operator],
+        refusal: NO_SETTLEMENT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/GetAnnualExpenses",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
     // CardService (issue 13 items 1 and 3; card.proto states each row in words). A binder
     // stands only as the guardian who applies for (or applied for) a minor's card: the handler
     // narrows Binder with `domain::card::binder_acts`. ApplyForCardsBatch has its own employer
@@ -205,6 +311,29 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
+// Refusals of the rows above. Where the RPC names an object the refusal is that object's
+// NOT_FOUND, word for word, so it cannot be told from a missing one.
+const NO_ACCOUNT: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::AccountNotFound, message: "no such account" };
+const NO_VOUCHER: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::VoucherNotFound,
+    message: "this person has not activated a voucher",
+};
+const NO_VISIT: Refusal = Refusal { code: Code::NotFound, reason: Reason::VisitNotFound, message: "no such visit" };
+const NO_SETTLEMENT: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::SettlementNotFound, message: "no such settlement" };
+const CODE_INVALID: Refusal = Refusal {
+    code: Code::InvalidArgument,
+    reason: Reason::CodeInvalid,
+    message: "invalid code: not a valid medins code",
+};
+// A person-named call with someone else's token: the answer does not depend on the named id.
+const PERSON_TOKEN_NOT_THIS_PERSONS: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is neither this person's nor, where allowed, an active family binder's",
+};
 
 // Refusals of the CardService rows: what a missing card, application or person gets.
 const CARD_NOT_FOUND: Refusal =
@@ -263,10 +392,16 @@ pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
 mod tests {
     use super::*;
 
-    fn facts(caller: PartnerKind, subject: Option<Uuid>, person: Uuid) -> Facts {
+    const GET_ACCOUNT: &str = "/medins.insurance.v1.AccountService/GetAccount";
+    const LEDGER: &str = "/medins.insurance.v1.AccountService/ListAccountEntries";
+    const CREDIT: &str = "/medins.insurance.v1.AccountService/CreditContribution";
+    const OPEN: &str = "/medins.insurance.v1.AccountService/OpenAccount";
+    const SETTLE: &str = "/medins.insurance.v1.SettlementService/Settle";
+
+    fn facts(caller: PartnerKind, person: Uuid) -> Facts {
         Facts {
             caller,
-            token_subject: subject,
+            token_subject: None,
             person,
             binder: false,
             counter_visit: false,
@@ -277,27 +412,98 @@ mod tests {
     }
 
     #[test]
+    fn every_row_names_a_method_once_and_refuses_someone() {
+        let mut seen = std::collections::HashSet::new();
+        for rule in RULES {
+            assert!(seen.insert(rule.method), "{} appears twice", rule.method);
+            assert!(rule.method.starts_with("/medins.insurance.v1."));
+            assert!(!rule.allows.is_empty());
+        }
+        assert!(decide("/medins.insurance.v1.AccountService/Nope", &facts(PartnerKind::Ops, Uuid::nil())).is_err());
+    }
+
+    #[test]
+    fn the_person_the_binder_and_the_employer_stand_as_the_rows_say() {
+        let person = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let own = Facts { token_subject: Some(person), ..facts(PartnerKind::Bank, person) };
+        assert_eq!(decide(GET_ACCOUNT, &own).unwrap(), Standing::Person);
+        let strangers = Facts { token_subject: Some(other), ..facts(PartnerKind::Bank, person) };
+        let refusal = decide(GET_ACCOUNT, &strangers).unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::NotFound, Reason::AccountNotFound));
+        let binder = Facts { binder: true, ..strangers };
+        assert_eq!(decide(GET_ACCOUNT, &binder).unwrap(), Standing::Binder);
+        assert!(decide(LEDGER, &binder).is_err(), "a binder does not read the member's ledger");
+        // The binder fact counts only with someone else's token.
+        assert!(decide(GET_ACCOUNT, &Facts { binder: true, ..facts(PartnerKind::Bank, person) }).is_err());
+
+        let employer = Facts { employer: true, ..facts(PartnerKind::Employer, person) };
+        for method in [GET_ACCOUNT, LEDGER, CREDIT] {
+            assert_eq!(decide(method, &employer).unwrap(), Standing::Employer, "{method}");
+            assert!(decide(method, &facts(PartnerKind::Employer, person)).is_err(), "not its employee: {method}");
+        }
+        // The employer fact means nothing for another kind.
+        assert!(decide(CREDIT, &Facts { employer: true, ..facts(PartnerKind::Bank, person) }).is_err());
+    }
+
+    #[test]
+    fn presence_counts_at_a_counter_only_and_visits_only_for_their_counter() {
+        let person = Uuid::now_v7();
+        let present = |kind| Facts { holder_present: true, ..facts(kind, person) };
+        assert_eq!(decide(OPEN, &present(PartnerKind::Bank)).unwrap(), Standing::HolderPresent);
+        assert!(decide(OPEN, &present(PartnerKind::MiniProgram)).is_err());
+        assert!(decide(GET_ACCOUNT, &present(PartnerKind::Bank)).is_err(), "presence opens, it does not read");
+
+        let counter = Facts { counter_visit: true, ..facts(PartnerKind::Pharmacy, person) };
+        assert_eq!(decide(SETTLE, &counter).unwrap(), Standing::Counter);
+        let refusal = decide(SETTLE, &facts(PartnerKind::Hospital, person)).unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::NotFound, Reason::VisitNotFound));
+        assert!(decide(SETTLE, &facts(PartnerKind::Ops, person)).is_err(), "operators reverse, they do not settle");
+
+        let opened = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().and_hms_opt(8, 0, 0).unwrap();
+        assert!(counter_of_visit("p", "p", opened, opened + chrono::Duration::days(COUNTER_VISIT_DAYS)));
+        assert!(!counter_of_visit("p", "p", opened, opened + chrono::Duration::days(COUNTER_VISIT_DAYS + 1)));
+        assert!(!counter_of_visit("q", "p", opened, opened));
+    }
+
+    #[test]
+    fn an_employer_speaks_for_its_own_codes_only() {
+        let codes: BTreeSet<String> = ["ACME-01".to_owned()].into();
+        assert!(speaks_for(&codes, Some("ACME-01")));
+        assert!(!speaks_for(&codes, Some("OTHER")));
+        assert!(!speaks_for(&codes, None), "a RESIDENT account has no employer");
+        assert!(require_own_employer_code(&codes, " ACME-01 ").is_ok());
+        let refusal = require_own_employer_code(&codes, "OTHER").unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::PermissionDenied, Reason::EmployerCodeNotHeld));
+        assert!(require_own_employer_code(&codes, "").is_err());
+    }
+
+    fn facts_with_token(caller: PartnerKind, subject: Option<Uuid>, person: Uuid) -> Facts {
+        Facts { token_subject: subject, ..facts(caller, person) }
+    }
+
+    #[test]
     fn documents_are_the_owners_a_guardians_or_an_operators() {
         let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
         let upload = "/medins.insurance.v1.DocumentService/UploadDocument";
         let get = "/medins.insurance.v1.DocumentService/GetDocument";
         let letter = "/medins.insurance.v1.DocumentService/GenerateCommitmentLetter";
-        let own = facts(PartnerKind::Bank, Some(owner), owner);
+        let own = facts_with_token(PartnerKind::Bank, Some(owner), owner);
         assert_eq!(decide(upload, &own).unwrap(), Standing::Person);
-        let guardian = Facts { guardian: true, binder: true, ..facts(PartnerKind::Bank, Some(other), owner) };
+        let guardian = Facts { guardian: true, binder: true, ..facts_with_token(PartnerKind::Bank, Some(other), owner) };
         assert_eq!(decide(upload, &guardian).unwrap(), Standing::Guardian);
         assert_eq!(decide(get, &guardian).unwrap(), Standing::Guardian);
         let error = decide(letter, &guardian).unwrap_err();
         assert_eq!((error.code(), error.reason()), (Code::PermissionDenied, Reason::PersonTokenInvalid));
         // A binder of an adult is no guardian; a stranger neither.
-        let binder = Facts { binder: true, ..facts(PartnerKind::Bank, Some(other), owner) };
+        let binder = Facts { binder: true, ..facts_with_token(PartnerKind::Bank, Some(other), owner) };
         assert_eq!(decide(upload, &binder).unwrap_err().reason(), Reason::PersonTokenInvalid);
-        let error = decide(get, &facts(PartnerKind::MiniProgram, Some(other), owner)).unwrap_err();
+        let error = decide(get, &facts_with_token(PartnerKind::MiniProgram, Some(other), owner)).unwrap_err();
         assert_eq!((error.code(), error.reason()), (Code::NotFound, Reason::DocumentNotFound));
         // A guardian flag never makes a person their own guardian, and hospitals get nothing.
-        let own_flag = Facts { guardian: true, ..facts(PartnerKind::Bank, Some(owner), owner) };
+        let own_flag = Facts { guardian: true, ..facts_with_token(PartnerKind::Bank, Some(owner), owner) };
         assert_eq!(decide(upload, &own_flag).unwrap(), Standing::Person);
-        assert!(decide(get, &facts(PartnerKind::Hospital, None, owner)).is_err());
-        assert_eq!(decide(get, &facts(PartnerKind::Ops, None, owner)).unwrap(), Standing::Operator);
+        assert!(decide(get, &facts_with_token(PartnerKind::Hospital, None, owner)).is_err());
+        assert_eq!(decide(get, &facts_with_token(PartnerKind::Ops, None, owner)).unwrap(), Standing::Operator);
     }
 }

@@ -784,6 +784,11 @@ impl CardService for CardApi {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let employer = employer_code(&body.employer_code)?;
+        // An EMPLOYER partner applies only under the codes it speaks for (DESIGN.md 4.3a), refused
+        // before any person is looked up.
+        if caller.kind == PartnerKind::Employer {
+            crate::domain::access::require_own_employer_code(&caller.employer_codes, &employer)?;
+        }
         if body.persons.is_empty() || body.persons.len() > MAX_BATCH {
             return Err(
                 ApiError::invalid_field(Reason::InvalidArgument, "persons", "must list 1 to 100 persons").into()

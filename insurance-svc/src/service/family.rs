@@ -20,35 +20,17 @@ use medins_proto::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{SharedState, State};
+use super::SharedState;
 use crate::{
     domain::{
         family::{
-            self, Actor, BindingDocument, BindingParties, BindingStatus, DocumentFacts, Relationship, Remover,
-            actor_for, check_document, check_relationship_age, document_id, month_key, needs_face_check,
-            require_not_self,
+            self, BindingDocument, BindingParties, BindingStatus, DocumentFacts, Relationship, Remover,
+            check_document, check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
         },
         voucher::{VoucherStatus, age_on, require_insured},
     },
     store::family::{Binding, NewBinding},
 };
-
-/// Who acts for `person`: an operator (exempt caller), the person (their token), or a person
-/// holding an ACTIVE family binding of them (their token). Anyone else is PERMISSION_DENIED /
-/// PERSON_TOKEN_INVALID. The binding is looked up only when the token is someone else's, so the
-/// holder's own calls cost nothing more.
-pub(crate) async fn authorize_person_or_binder<T>(
-    state: &State,
-    request: &Request<T>,
-    person: Uuid,
-) -> ApiResult<Actor> {
-    let subject = state.person_tokens.claims(request).await?.map(|claims| claims.person_id);
-    let binder = match subject {
-        Some(subject) if subject != person => state.family.find_active(subject, person).await?.is_some(),
-        _ => false,
-    };
-    actor_for(subject, person, binder)
-}
 
 /// The FamilyService implementation.
 pub struct FamilyApi {

@@ -102,6 +102,7 @@ diesel::table! {
         reference -> Text,
         settlement_id -> Nullable<Text>,
         created_at -> Timestamp,
+        credited_by -> Nullable<Text>,
     }
 }
 

@@ -344,6 +344,7 @@ fn store_settlement(
                 amount_cents: -settled.account_cents,
                 reference: &settled.id.to_string(),
                 settlement_id: Some(settled.id),
+                credited_by: None,
             },
             settled.settled_at,
         )?;
@@ -827,6 +828,11 @@ impl SettlementStore {
         self.db.write(move |conn| write_with_retry(conn, |conn| settle_one(conn, &policy, &call, binder))).await
     }
 
+    /// A settlement by id.
+    pub async fn find(&self, settlement_id: Uuid) -> ApiResult<Option<Settlement>> {
+        self.db.read(move |conn| find(conn, settlement_id)).await
+    }
+
     /// Reverses a settlement: status REVERSED, the account share credited back with a
     /// REVERSAL entry, the year-to-date totals restored. Once only
     /// (SETTLEMENT_ALREADY_REVERSED).
@@ -874,6 +880,7 @@ impl SettlementStore {
                                 amount_cents: found.account_cents,
                                 reference: &settlement_id.to_string(),
                                 settlement_id: Some(settlement_id),
+                                credited_by: None,
                             },
                             now,
                         )?;

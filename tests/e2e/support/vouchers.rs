@@ -237,9 +237,10 @@ impl Stack {
         sent.challenge_id
     }
 
-    /// Opens a RESIDENT account in region 110105 for a known person, as the bank.
+    /// Opens a RESIDENT account in region 110105 for a known person, as operators (a bank
+    /// names a person by id only with their token).
     pub async fn open_account_for(&self, person_id: &str) -> Account {
-        self.accounts(Some(&self.keys.bank))
+        self.accounts(Some(&self.keys.ops))
             .open_account(OpenAccountRequest {
                 person: Some(open_account_request::Person::PersonId(person_id.to_owned())),
                 scheme: Scheme::Resident as i32,
