@@ -124,6 +124,13 @@ reasons! {
     PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
     PhoneUnchanged => "PHONE_UNCHANGED",
     FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
+    // Issue 14 items 1, 2, 7, family bindings: relationships proven before power, the notice
+    // version accepted, binding at the counter.
+    RelationshipNotConfirmed => "RELATIONSHIP_NOT_CONFIRMED",
+    BindingNotInReview => "BINDING_NOT_IN_REVIEW",
+    NoticeNotAccepted => "NOTICE_NOT_ACCEPTED",
+    NoticeVersionNotCurrent => "NOTICE_VERSION_NOT_CURRENT",
+    OwnerNotPresent => "OWNER_NOT_PRESENT",
 }
 
 impl fmt::Display for Reason {

@@ -41,6 +41,8 @@ pub const VOUCHER_READ: &str = "voucher.read";
 pub const VOUCHER_MANAGE: &str = "voucher.manage";
 /// Bind and remove family members, switch family aid (with the binder's person token).
 pub const FAMILY_MANAGE: &str = "family.manage";
+/// Review family bindings whose relationship the authority could not confirm (operators).
+pub const FAMILY_REVIEW: &str = "family.review";
 /// Read family bindings (the binder's or the member's own, with their person token).
 pub const FAMILY_READ: &str = "family.read";
 /// Issue dynamic payment codes for a voucher holder (with a person token).
@@ -138,6 +140,7 @@ pub const OPS: &[&str] = &[
     VOUCHER_MANAGE,
     FAMILY_MANAGE,
     FAMILY_READ,
+    FAMILY_REVIEW,
     ACCOUNT_CREDIT,
     ACCOUNT_MANAGE,
     SETTLEMENT_WRITE,

@@ -88,7 +88,63 @@ pub struct Rule {
 
 /// The access table: one row per RPC that reads or changes a person's data. The contract
 /// comment of each RPC says the same in words; `tests/e2e/access.rs` walks it.
-pub const RULES: &[Rule] = &[];
+pub const RULES: &[Rule] = &[
+    // FamilyService (issue 13 item 1, issue 14): the owner and the member act on their own
+    // bindings with their own tokens; binders have no standing here (a binding gives power over
+    // the member's codes and expenses, not over other bindings); operators act for anyone.
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/AddFamilyMember",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: TOKEN_NOT_THE_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/GetFamilyBinding",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_SUCH_BINDING,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/ListFamilyMembers",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: TOKEN_NOT_THE_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/ListWhoBoundMe",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: TOKEN_NOT_THE_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/RemoveFamilyMember",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_SUCH_BINDING,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/SetFamilyAid",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_SUCH_BINDING,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/ListFamilyBindingReviews",
+        allows: &[Standing::Operator],
+        refusal: NO_SUCH_BINDING,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/ReviewFamilyBinding",
+        allows: &[Standing::Operator],
+        refusal: NO_SUCH_BINDING,
+    },
+];
+
+/// FamilyService: a binding the caller has no standing towards does not exist for them.
+const NO_SUCH_BINDING: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::BindingNotFound, message: "no such family binding" };
+
+/// FamilyService calls naming a person: a token of someone else (the answer the person-token
+/// check always gave, whether or not the named person exists).
+const TOKEN_NOT_THE_PERSONS: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is not this person's",
+};
 
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {

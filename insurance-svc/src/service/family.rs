@@ -4,7 +4,7 @@
 use futures::future::join_all;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::Caller,
+    audit::outcome_of,
     convert::timestamp,
     error::{require_enum, require_uuid},
 };
@@ -13,22 +13,29 @@ use medins_proto::{
     insurance::v1::{
         self as pb, AddFamilyMemberRequest, AddFamilyMemberResponse, GetFamilyBindingRequest, GetFamilyBindingResponse,
         ListFamilyMembersRequest, ListFamilyMembersResponse, ListWhoBoundMeRequest, ListWhoBoundMeResponse,
-        RemoveFamilyMemberRequest, RemoveFamilyMemberResponse, SetFamilyAidRequest, SetFamilyAidResponse,
-        family_service_server::FamilyService,
+        ListFamilyBindingReviewsRequest, ListFamilyBindingReviewsResponse, RemoveFamilyMemberRequest,
+        RemoveFamilyMemberResponse, ReviewFamilyBindingRequest, ReviewFamilyBindingResponse, SetFamilyAidRequest,
+        SetFamilyAidResponse, family_service_server::FamilyService,
     },
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{SharedState, State};
+use super::{
+    SharedState, State,
+    access::{CallAccess, HandlerFacts},
+};
 use crate::{
     domain::{
+        access::Standing,
         family::{
-            self, Actor, BindingDocument, BindingStatus, Relationship, Remover, actor_for, check_document,
+            self, Actor, Admission, BindingChannel, BindingDocument, BindingStatus, RelationshipProof, Relationship,
+            Remover, ReviewCursor, ReviewDecision, actor_for, admit, asks_authority, check_document,
             check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
         },
         voucher::{VoucherStatus, age_on, require_insured},
     },
+    relationship::{Resident, verdict_or_review},
     store::family::{Binding, NewBinding},
 };
 
@@ -83,10 +90,30 @@ fn relationship_message(relationship: Relationship) -> pb::Relationship {
 fn status_message(status: BindingStatus) -> pb::BindingStatus {
     match status {
         BindingStatus::PendingFace => pb::BindingStatus::PendingFace,
+        BindingStatus::PendingReview => pb::BindingStatus::PendingReview,
         BindingStatus::Active => pb::BindingStatus::Active,
         BindingStatus::Rejected => pb::BindingStatus::Rejected,
         BindingStatus::Expired => pb::BindingStatus::Expired,
         BindingStatus::Removed => pb::BindingStatus::Removed,
+    }
+}
+
+fn proof_message(proof: Option<RelationshipProof>) -> pb::RelationshipProof {
+    match proof {
+        None => pb::RelationshipProof::Unspecified,
+        Some(RelationshipProof::MemberFace) => pb::RelationshipProof::MemberFace,
+        Some(RelationshipProof::Authority) => pb::RelationshipProof::Authority,
+        Some(RelationshipProof::OperatorReview) => pb::RelationshipProof::OperatorReview,
+        Some(RelationshipProof::WindowAttestation) => pb::RelationshipProof::WindowAttestation,
+    }
+}
+
+fn channel_message(channel: BindingChannel) -> pb::BindingChannel {
+    match channel {
+        BindingChannel::Online => pb::BindingChannel::Online,
+        BindingChannel::Terminal => pb::BindingChannel::Terminal,
+        BindingChannel::HospitalOffice => pb::BindingChannel::HospitalOffice,
+        BindingChannel::Window => pb::BindingChannel::Window,
     }
 }
 
@@ -127,6 +154,12 @@ impl FamilyApi {
             created_at: Some(timestamp(binding.created_at)),
             activated_at: binding.activated_at.map(timestamp),
             ended_at: binding.ended_at.map(timestamp),
+            relationship_proof: proof_message(binding.relationship_proof) as i32,
+            review_deadline: binding.review_deadline.map(timestamp),
+            rejection_reason: binding.rejection_reason.clone().unwrap_or_default(),
+            notice_version: binding.notice.as_ref().map(|(version, _)| version.clone()).unwrap_or_default(),
+            notice_accepted_at: binding.notice.as_ref().map(|(_, at)| timestamp(*at)),
+            channel: channel_message(binding.channel) as i32,
         })
     }
 
@@ -134,21 +167,36 @@ impl FamilyApi {
         join_all(bindings.iter().map(|binding| self.binding_message(binding, &[]))).await.into_iter().collect()
     }
 
-    /// A binding the caller may see: its owner's or member's token, or an operator. Anyone
-    /// else is told it does not exist. Returns it with the token subject (`None`: operator).
-    async fn visible_binding<T>(&self, request: &Request<T>, id: Uuid) -> ApiResult<(Binding, Option<Uuid>)> {
-        let subject = self.state.person_tokens.claims(request).await?.map(|claims| claims.person_id);
+    /// A binding the caller may touch under the access table: the rule's standings towards its
+    /// owner, else towards its member. A missing binding gets the same refusal as one the caller
+    /// has no relationship with (the rule's NOT_FOUND / BINDING_NOT_FOUND). Returns the binding,
+    /// the standing and the person (owner or member) it holds towards.
+    async fn binding_for(&self, access: &CallAccess, id: Uuid) -> ApiResult<(Binding, Standing, Uuid)> {
         let binding = self.state.family.find(id).await?.ok_or_else(binding_not_found)?;
-        match subject {
-            Some(subject) if subject != binding.owner_person_id && subject != binding.member_person_id => {
-                Err(binding_not_found())
+        let as_owner = access.decide(&self.state, binding.owner_person_id, HandlerFacts::default()).await;
+        match as_owner {
+            Ok(standing) => Ok((binding.clone(), standing, binding.owner_person_id)),
+            Err(refusal) => {
+                match access.decide(&self.state, binding.member_person_id, HandlerFacts::default()).await {
+                    Ok(standing) => Ok((binding.clone(), standing, binding.member_person_id)),
+                    Err(_) => Err(refusal),
+                }
             }
-            _ => Ok((binding, subject)),
         }
+    }
+
+    /// Records the call in the access history of each known person (never changes the answer).
+    async fn audit<R>(&self, access: &CallAccess, persons: &[Uuid], result: Result<R, Status>) -> Result<R, Status> {
+        let outcome = outcome_of(&result);
+        for person in persons {
+            self.state.audit.record(&access.caller.id, access.method, *person, outcome).await;
+        }
+        result
     }
 
     /// The rules of AddFamilyMember after decoding, in the contract's order, then the write.
     async fn add(&self, owner: Uuid, request: DecodedAdd, partner_id: &str) -> ApiResult<AddFamilyMemberResponse> {
+        let channel = BindingChannel::Online;
         let state = &self.state;
         // 1. The owner's voucher.
         match state.vouchers.status_of(owner).await? {
@@ -199,9 +247,33 @@ impl FamilyApi {
         let [commitment_letter_id, owner_register_id, member_register_id] = documents[..] else {
             return Err(ApiError::internal("a binding takes exactly three documents"));
         };
+        // 9. The relationship: a member under 16 cannot consent with their own face, so the
+        // relationship is proven first (domain::family::admit).
+        let needs_face = needs_face_check(member_birth, today);
+        let verdict = match (&request.owner, asks_authority(needs_face, false)) {
+            (Some(owner_resident), true) => {
+                let matched = state.identity.match_person(&owner_resident.name, &owner_resident.id_number, None, "owner_").await?;
+                if matched != Some(owner) {
+                    return Err(ApiError::failed_precondition(
+                        Reason::NameMismatch,
+                        "owner_name and owner_id_number are not the owner's",
+                    ));
+                }
+                let member_resident = Resident {
+                    name: request.member_name.clone(),
+                    id_number: request.member_id_number.trim().to_ascii_uppercase(),
+                };
+                Some(
+                    verdict_or_review(state.relationships.as_ref(), owner_resident, &member_resident, request.relationship)
+                        .await,
+                )
+            }
+            _ => None,
+        };
+        let admission = admit(needs_face, false, verdict)?;
         // From 16: the member's face check, started now; the binding waits for its outcome.
         let id = Uuid::now_v7();
-        let face = if needs_face_check(member_birth, today) {
+        let face = if admission == Admission::PendingFace {
             let started = state
                 .identity
                 .start_face_verification(member, IdentityFacePurpose::FamilyBinding, &id.to_string(), partner_id)
@@ -228,6 +300,12 @@ impl FamilyApi {
                     member_register_id,
                     month,
                     partner_id: partner_id.to_owned(),
+                    admission,
+                    review_period: state.family_review_period,
+                    notice_version: request.notice_version,
+                    channel,
+                    owner_face_session_id: None,
+                    attested_by: None,
                 },
                 state.clock.stored_now(),
             )
@@ -258,6 +336,9 @@ struct DecodedAdd {
     member_id_number: String,
     relationship: Relationship,
     documents: [Option<Uuid>; 3],
+    notice_version: &'static str,
+    /// The owner's own name and ID number, for the relationship authority only.
+    owner: Option<Resident>,
 }
 
 fn decode_add(body: &AddFamilyMemberRequest) -> ApiResult<DecodedAdd> {
@@ -275,7 +356,28 @@ fn decode_add(body: &AddFamilyMemberRequest) -> ApiResult<DecodedAdd> {
     for ((slot, role), text) in documents.iter_mut().zip(BindingDocument::ALL).zip(texts) {
         *slot = document_id(role, text)?;
     }
-    Ok(DecodedAdd { member_name, member_id_number: body.member_id_number.clone(), relationship, documents })
+    let owner = match (body.owner_name.is_empty(), body.owner_id_number.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(Resident {
+            name: medins_common::name::require_name("owner_name", &body.owner_name)?,
+            id_number: body.owner_id_number.trim().to_ascii_uppercase(),
+        }),
+        (true, false) => {
+            return Err(ApiError::invalid_field(Reason::InvalidName, "owner_name", "required with owner_id_number"));
+        }
+        (false, true) => {
+            return Err(ApiError::invalid_field(Reason::InvalidIdNumber, "owner_id_number", "required with owner_name"));
+        }
+    };
+    let notice_version = family::accepted_notice_version(&body.accepted_notice_version)?;
+    Ok(DecodedAdd {
+        member_name,
+        member_id_number: body.member_id_number.clone(),
+        relationship,
+        documents,
+        notice_version,
+        owner,
+    })
 }
 
 #[tonic::async_trait]
@@ -284,19 +386,23 @@ impl FamilyService for FamilyApi {
         &self,
         request: Request<AddFamilyMemberRequest>,
     ) -> Result<Response<AddFamilyMemberResponse>, Status> {
-        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let owner = require_uuid("owner_person_id", &body.owner_person_id)?;
         let decoded = decode_add(body)?;
         let state = &self.state;
-        state.person_tokens.authorize(&request, owner).await?;
-        let response = state
+        let access = CallAccess::begin(state, &request).await?;
+        access.decide(state, owner, HandlerFacts::default()).await?;
+        let result = state
             .idempotency
-            .run(&caller.id, "AddFamilyMember", request.metadata(), body, || async {
-                Ok(self.add(owner, decoded, &caller.id).await?)
+            .run(&access.caller.id, "AddFamilyMember", request.metadata(), body, || async {
+                Ok(self.add(owner, decoded, &access.caller.id).await?)
             })
-            .await?;
-        Ok(Response::new(response))
+            .await;
+        let member = result.as_ref().ok().and_then(|response| response.binding.as_ref()).and_then(|binding| {
+            Uuid::parse_str(&binding.member_person_id).ok()
+        });
+        let persons: Vec<Uuid> = std::iter::once(owner).chain(member).collect();
+        Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
     }
 
     async fn get_family_binding(
@@ -304,8 +410,16 @@ impl FamilyService for FamilyApi {
         request: Request<GetFamilyBindingRequest>,
     ) -> Result<Response<GetFamilyBindingResponse>, Status> {
         let id = require_uuid("binding_id", &request.get_ref().binding_id)?;
-        let (binding, _) = self.visible_binding(&request, id).await?;
-        Ok(Response::new(GetFamilyBindingResponse { binding: Some(self.binding_message(&binding, &[]).await?) }))
+        let access = CallAccess::begin(&self.state, &request).await?;
+        let binding = self.state.family.find(id).await?.ok_or_else(binding_not_found)?;
+        let persons = [binding.owner_person_id, binding.member_person_id];
+        let result = async {
+            self.binding_for(&access, id).await?;
+            Ok(GetFamilyBindingResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
+        }
+        .await
+        .map_err(|error: ApiError| Status::from(error));
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
     async fn list_family_members(
@@ -314,9 +428,15 @@ impl FamilyService for FamilyApi {
     ) -> Result<Response<ListFamilyMembersResponse>, Status> {
         let body = request.get_ref();
         let owner = require_uuid("owner_person_id", &body.owner_person_id)?;
-        self.state.person_tokens.authorize(&request, owner).await?;
-        let bindings = self.state.family.list_by_owner(owner, body.include_ended).await?;
-        Ok(Response::new(ListFamilyMembersResponse { bindings: self.binding_messages(&bindings).await? }))
+        let access = CallAccess::begin(&self.state, &request).await?;
+        access.decide(&self.state, owner, HandlerFacts::default()).await?;
+        let result = async {
+            let bindings = self.state.family.list_by_owner(owner, body.include_ended).await?;
+            Ok(ListFamilyMembersResponse { bindings: self.binding_messages(&bindings).await? })
+        }
+        .await
+        .map_err(|error: ApiError| Status::from(error));
+        Ok(Response::new(self.audit(&access, &[owner], result).await?))
     }
 
     async fn list_who_bound_me(
@@ -324,74 +444,181 @@ impl FamilyService for FamilyApi {
         request: Request<ListWhoBoundMeRequest>,
     ) -> Result<Response<ListWhoBoundMeResponse>, Status> {
         let member = require_uuid("member_person_id", &request.get_ref().member_person_id)?;
-        self.state.person_tokens.authorize(&request, member).await?;
-        let bindings = self.state.family.list_by_member(member).await?;
-        Ok(Response::new(ListWhoBoundMeResponse { bindings: self.binding_messages(&bindings).await? }))
+        let access = CallAccess::begin(&self.state, &request).await?;
+        access.decide(&self.state, member, HandlerFacts::default()).await?;
+        let result = async {
+            let bindings = self.state.family.list_by_member(member).await?;
+            Ok(ListWhoBoundMeResponse { bindings: self.binding_messages(&bindings).await? })
+        }
+        .await
+        .map_err(|error: ApiError| Status::from(error));
+        Ok(Response::new(self.audit(&access, &[member], result).await?))
     }
 
     async fn remove_family_member(
         &self,
         request: Request<RemoveFamilyMemberRequest>,
     ) -> Result<Response<RemoveFamilyMemberResponse>, Status> {
-        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let id = require_uuid("binding_id", &body.binding_id)?;
         let state = &self.state;
-        let (binding, subject) = self.visible_binding(&request, id).await?;
-        let by = match subject {
-            None => Remover::Ops,
-            Some(subject) => {
-                let age = age_on(binding.member_birth_date, state.clock.today());
-                family::remover(binding.owner_person_id, binding.member_person_id, subject, age)?
-                    .ok_or_else(binding_not_found)?
-            }
-        };
-        let response = state
-            .idempotency
-            .run(&caller.id, "RemoveFamilyMember", request.metadata(), body, || async {
-                let (removed, member_voucher_suspended) = state.family.remove(id, by, state.clock.stored_now()).await?;
-                tracing::info!(
-                    binding_id = %id,
-                    by = by.as_str(),
-                    member_voucher_suspended,
-                    partner = %caller.id,
-                    "family binding removed"
-                );
-                Ok(RemoveFamilyMemberResponse {
-                    binding: Some(self.binding_message(&removed, &[]).await?),
-                    member_voucher_suspended,
+        let access = CallAccess::begin(state, &request).await?;
+        let binding = state.family.find(id).await?.ok_or_else(binding_not_found)?;
+        let persons = [binding.owner_person_id, binding.member_person_id];
+        let result = async {
+            let (binding, standing, person) = self.binding_for(&access, id).await?;
+            let by = match standing {
+                Standing::Person => {
+                    let age = age_on(binding.member_birth_date, state.clock.today());
+                    family::remover(binding.owner_person_id, binding.member_person_id, person, age)?
+                        .ok_or_else(binding_not_found)?
+                }
+                _ => Remover::Ops,
+            };
+            let caller = &access.caller.id;
+            state
+                .idempotency
+                .run(caller, "RemoveFamilyMember", request.metadata(), body, || async {
+                    let (removed, member_voucher_suspended) =
+                        state.family.remove(id, by, state.clock.stored_now()).await?;
+                    tracing::info!(
+                        binding_id = %id,
+                        by = by.as_str(),
+                        member_voucher_suspended,
+                        partner = %caller,
+                        "family binding removed"
+                    );
+                    Ok(RemoveFamilyMemberResponse {
+                        binding: Some(self.binding_message(&removed, &[]).await?),
+                        member_voucher_suspended,
+                    })
                 })
-            })
-            .await?;
-        Ok(Response::new(response))
+                .await
+        }
+        .await;
+        Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
     }
 
     async fn set_family_aid(
         &self,
         request: Request<SetFamilyAidRequest>,
     ) -> Result<Response<SetFamilyAidResponse>, Status> {
-        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let id = require_uuid("binding_id", &body.binding_id)?;
         let state = &self.state;
-        let (binding, subject) = self.visible_binding(&request, id).await?;
-        if subject.is_some_and(|subject| subject != binding.owner_person_id) {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
-                Reason::PersonTokenInvalid,
-                "only the binder switches family aid",
-            )
-            .into());
+        let access = CallAccess::begin(state, &request).await?;
+        let binding = state.family.find(id).await?.ok_or_else(binding_not_found)?;
+        let persons = [binding.owner_person_id, binding.member_person_id];
+        let result = async {
+            let (binding, standing, person) = self.binding_for(&access, id).await?;
+            if standing == Standing::Person && person != binding.owner_person_id {
+                return Err(ApiError::new(
+                    tonic::Code::PermissionDenied,
+                    Reason::PersonTokenInvalid,
+                    "only the binder switches family aid",
+                )
+                .into());
+            }
+            let enabled = body.enabled;
+            let caller = &access.caller.id;
+            state
+                .idempotency
+                .run(caller, "SetFamilyAid", request.metadata(), body, || async {
+                    let binding = state.family.set_family_aid(id, enabled).await?;
+                    tracing::info!(binding_id = %id, enabled, partner = %caller, "family aid set");
+                    Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
+                })
+                .await
         }
-        let enabled = body.enabled;
-        let response = state
-            .idempotency
-            .run(&caller.id, "SetFamilyAid", request.metadata(), body, || async {
-                let binding = state.family.set_family_aid(id, enabled).await?;
-                tracing::info!(binding_id = %id, enabled, partner = %caller.id, "family aid set");
-                Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
-            })
+        .await;
+        Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
+    }
+
+    async fn list_family_binding_reviews(
+        &self,
+        request: Request<ListFamilyBindingReviewsRequest>,
+    ) -> Result<Response<ListFamilyBindingReviewsResponse>, Status> {
+        let body = request.get_ref();
+        let limit = family::page_size(body.page_size)?;
+        let after = match body.page_token.trim() {
+            "" => None,
+            token => Some(ReviewCursor::decode(token)?),
+        };
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let bindings = state
+            .family
+            .list_pending_reviews(after.map(|cursor| (cursor.deadline, cursor.binding_id)), limit + 1)
             .await?;
-        Ok(Response::new(response))
+        let more = bindings.len() as i64 > limit;
+        let page = &bindings[..bindings.len().min(limit as usize)];
+        let mut reviews = Vec::with_capacity(page.len());
+        for binding in page {
+            // Every listed binding touches both persons: each is asked of the table and recorded.
+            let result = async {
+                access.decide(state, binding.owner_person_id, HandlerFacts::default()).await?;
+                Ok(pb::FamilyBindingReview {
+                    binding: Some(self.binding_message(binding, &[]).await?),
+                    commitment_letter_document_id: binding.commitment_letter_id.to_string(),
+                    owner_household_register_document_id: binding.owner_register_id.to_string(),
+                    member_household_register_document_id: binding.member_register_id.to_string(),
+                })
+            }
+            .await
+            .map_err(|error: ApiError| Status::from(error));
+            reviews.push(self.audit(&access, &[binding.owner_person_id, binding.member_person_id], result).await?);
+        }
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => last
+                .review_deadline
+                .map(|deadline| ReviewCursor { deadline, binding_id: last.id }.encode())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListFamilyBindingReviewsResponse { reviews, next_page_token }))
+    }
+
+    async fn review_family_binding(
+        &self,
+        request: Request<ReviewFamilyBindingRequest>,
+    ) -> Result<Response<ReviewFamilyBindingResponse>, Status> {
+        let body = request.get_ref();
+        let id = require_uuid("binding_id", &body.binding_id)?;
+        let decision = match require_enum::<pb::ReviewDecision>("decision", body.decision)? {
+            pb::ReviewDecision::Approve if body.rejection_reason.is_empty() => ReviewDecision::Approve,
+            pb::ReviewDecision::Approve => {
+                return Err(ApiError::invalid_field(
+                    Reason::InvalidArgument,
+                    "rejection_reason",
+                    "must be empty when approving",
+                )
+                .into());
+            }
+            pb::ReviewDecision::Reject => ReviewDecision::Reject(family::rejection_reason(&body.rejection_reason)?),
+            pb::ReviewDecision::Unspecified => unreachable!("require_enum refuses the zero value"),
+        };
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let binding = state.family.find(id).await?.ok_or_else(binding_not_found)?;
+        let persons = [binding.owner_person_id, binding.member_person_id];
+        let result = async {
+            self.binding_for(&access, id).await?;
+            let caller = &access.caller.id;
+            state
+                .idempotency
+                .run(caller, "ReviewFamilyBinding", request.metadata(), body, || async {
+                    let reviewed = state.family.review(id, decision, caller.clone(), state.clock.stored_now()).await?;
+                    tracing::info!(
+                        binding_id = %id,
+                        status = reviewed.status.as_str(),
+                        reviewer = %caller,
+                        "family binding reviewed"
+                    );
+                    Ok(ReviewFamilyBindingResponse { binding: Some(self.binding_message(&reviewed, &[]).await?) })
+                })
+                .await
+        }
+        .await;
+        Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
     }
 }
