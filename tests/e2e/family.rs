@@ -78,6 +78,7 @@ async fn balance(stack: &Stack, account_id: &str) -> i64 {
 /// A child under 16 bound at once by a fresh binder.
 async fn bound_child(stack: &Stack, binder: &Binder) -> (Member, String) {
     let child = stack.member_aged(8, 0).await;
+    stack.confirm_household(binder, &child, Relationship::Child);
     let documents = stack.binding_documents(binder).await;
     let added = stack.add_member(binder, &child, Relationship::Child, &documents).await.expect("bind child");
     let binding = added.binding.unwrap();
@@ -178,7 +179,7 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
 }
 
 #[tokio::test]
-async fn a_child_under_16_this_year_is_bound_at_once_and_the_year_of_the_16th_birthday_brings_the_face_check() {
+async fn a_child_under_16_this_year_with_a_confirmed_household_is_bound_at_once_and_the_year_of_the_16th_birthday_brings_the_face_check() {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
     let documents = stack.binding_documents(&binder).await;
@@ -186,6 +187,7 @@ async fn a_child_under_16_this_year_is_bound_at_once_and_the_year_of_the_16th_bi
 
     // Born on 1 January fifteen years ago: 15 this calendar year, bound at once.
     let fifteen_this_year = stack.insured_member(NaiveDate::from_ymd_opt(year - 15, 1, 1).unwrap()).await;
+    stack.confirm_household(&binder, &fifteen_this_year, Relationship::Child);
     let added =
         stack.add_member(&binder, &fifteen_this_year, Relationship::Child, &documents).await.expect("15 this year");
     let binding = added.binding.unwrap();

@@ -7,6 +7,7 @@ mod accounts;
 mod assurance;
 mod audit;
 mod auth;
+mod binding;
 mod cards;
 mod claims;
 mod cli;
