@@ -62,6 +62,8 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.FamilyService/ListWhoBoundMe", scopes::FAMILY_READ),
     ("/medins.insurance.v1.FamilyService/RemoveFamilyMember", scopes::FAMILY_MANAGE),
     ("/medins.insurance.v1.FamilyService/SetFamilyAid", scopes::FAMILY_MANAGE),
+    ("/medins.insurance.v1.FamilyService/StartCounterOwnerCheck", scopes::FAMILY_COUNTER),
+    ("/medins.insurance.v1.FamilyService/BindFamilyMemberAtCounter", scopes::FAMILY_COUNTER),
     ("/medins.insurance.v1.FamilyService/ListFamilyBindingReviews", scopes::FAMILY_REVIEW),
     ("/medins.insurance.v1.FamilyService/ReviewFamilyBinding", scopes::FAMILY_REVIEW),
     ("/medins.insurance.v1.DocumentService/UploadDocument", scopes::DOCUMENT_UPLOAD),

@@ -28,6 +28,9 @@ pub enum Standing {
     Counter,
     /// The EMPLOYER partner that speaks for the employer code of this person's account.
     Employer,
+    /// The counter (self-service terminal, hospital insurance office) where the person is
+    /// present now, proven by their social security card and a PASSED face check there.
+    Present,
 }
 
 /// What a handler knows about the caller and the person when it asks.
@@ -45,6 +48,8 @@ pub struct Facts {
     pub counter_visit: bool,
     /// Whether the caller is the employer of `person`'s account.
     pub employer: bool,
+    /// Whether the person is present at the caller's counter (card + face verified there).
+    pub present: bool,
 }
 
 impl Facts {
@@ -57,6 +62,7 @@ impl Facts {
             (self.binder && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Binder),
             (self.counter_visit, Standing::Counter),
             (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
+            (self.present && matches!(self.caller, PartnerKind::Terminal | PartnerKind::Hospital), Standing::Present),
         ]
         .into_iter()
         .filter_map(|(holds, standing)| holds.then_some(standing))
@@ -123,6 +129,16 @@ pub const RULES: &[Rule] = &[
         refusal: NO_SUCH_BINDING,
     },
     Rule {
+        method: "/medins.insurance.v1.FamilyService/StartCounterOwnerCheck",
+        allows: &[Standing::Operator, Standing::Present],
+        refusal: OWNER_NOT_PRESENT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/BindFamilyMemberAtCounter",
+        allows: &[Standing::Operator, Standing::Present],
+        refusal: OWNER_NOT_PRESENT,
+    },
+    Rule {
         method: "/medins.insurance.v1.FamilyService/ListFamilyBindingReviews",
         allows: &[Standing::Operator],
         refusal: NO_SUCH_BINDING,
@@ -137,6 +153,14 @@ pub const RULES: &[Rule] = &[
 /// FamilyService: a binding the caller has no standing towards does not exist for them.
 const NO_SUCH_BINDING: Refusal =
     Refusal { code: Code::NotFound, reason: Reason::BindingNotFound, message: "no such family binding" };
+
+/// FamilyService at the counter: the owner's card and face were not verified at this counter
+/// (the same answer for an unknown card, another person's card and a face check that failed).
+const OWNER_NOT_PRESENT: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::OwnerNotPresent,
+    message: "the owner's social security card and a passed face check at this counter are required",
+};
 
 /// FamilyService calls naming a person: a token of someone else (the answer the person-token
 /// check always gave, whether or not the named person exists).

@@ -30,6 +30,8 @@ pub struct HandlerFacts {
     pub counter_visit: bool,
     /// The caller speaks for the employer code of the person's account.
     pub employer: bool,
+    /// The person is present at the caller's counter (card + face verified there).
+    pub present: bool,
 }
 
 /// A call on its way through the access table.
@@ -86,6 +88,7 @@ impl CallAccess {
                 binder,
                 counter_visit: known.counter_visit,
                 employer: known.employer,
+                present: known.present,
             },
         )
     }
@@ -98,6 +101,7 @@ pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
         Standing::Service => kind == PartnerKind::Service,
         Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
         Standing::Employer => kind == PartnerKind::Employer,
+        Standing::Present => matches!(kind, PartnerKind::Terminal | PartnerKind::Hospital),
         Standing::Person | Standing::Binder => false,
     })
 }

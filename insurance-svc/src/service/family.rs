@@ -5,15 +5,17 @@ use futures::future::join_all;
 use medins_common::{
     ApiError, ApiResult, Reason,
     audit::outcome_of,
-    convert::timestamp,
+    auth::PartnerKind,
+    convert::{from_timestamp, timestamp},
     error::{require_enum, require_uuid},
 };
 use medins_proto::{
-    identity::v1::{FacePurpose as IdentityFacePurpose, PersonView},
+    identity::v1::{FacePurpose as IdentityFacePurpose, FaceSessionStatus, PersonView},
     insurance::v1::{
         self as pb, AddFamilyMemberRequest, AddFamilyMemberResponse, GetFamilyBindingRequest, GetFamilyBindingResponse,
         ListFamilyMembersRequest, ListFamilyMembersResponse, ListWhoBoundMeRequest, ListWhoBoundMeResponse,
-        ListFamilyBindingReviewsRequest, ListFamilyBindingReviewsResponse, RemoveFamilyMemberRequest,
+        BindFamilyMemberAtCounterRequest, BindFamilyMemberAtCounterResponse, ListFamilyBindingReviewsRequest,
+        ListFamilyBindingReviewsResponse, StartCounterOwnerCheckRequest, StartCounterOwnerCheckResponse, RemoveFamilyMemberRequest,
         RemoveFamilyMemberResponse, ReviewFamilyBindingRequest, ReviewFamilyBindingResponse, SetFamilyAidRequest,
         SetFamilyAidResponse, family_service_server::FamilyService,
     },
@@ -33,6 +35,7 @@ use crate::{
             Remover, ReviewCursor, ReviewDecision, actor_for, admit, asks_authority, check_document,
             check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
         },
+        card::CardStatus,
         voucher::{VoucherStatus, age_on, require_insured},
     },
     relationship::{Resident, verdict_or_review},
@@ -185,6 +188,37 @@ impl FamilyApi {
         }
     }
 
+    /// Whether `owner` is present at the calling counter: `number` is a VALID card of the owner,
+    /// and `session_id` a FAMILY_BINDING face session of the owner that this counter started
+    /// (StartCounterOwnerCheck), PASSED within the last 10 minutes. (That the session serves one
+    /// binding only is checked when the binding is written.)
+    async fn owner_present_at(&self, access: &CallAccess, owner: Uuid, number: String, session_id: Uuid) -> ApiResult<bool> {
+        let state = &self.state;
+        let card_holds = state
+            .cards
+            .find_card(number)
+            .await?
+            .is_some_and(|card| card.status == CardStatus::Valid && card.person_id == owner);
+        if !card_holds {
+            return Ok(false);
+        }
+        let session = match state.identity.get_face_verification(&session_id.to_string(), "terminal.owner_face_").await {
+            Ok(session) => session,
+            Err(error) if error.code() == tonic::Code::NotFound => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let fresh = session
+            .finished_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .is_some_and(|finished| state.clock.now() - finished <= COUNTER_FACE_VALIDITY);
+        Ok(session.person_id == owner.to_string()
+            && session.purpose == IdentityFacePurpose::FamilyBinding as i32
+            && session.status == FaceSessionStatus::Passed as i32
+            && session.reference.starts_with(&counter_reference_prefix(&access.caller.id))
+            && fresh)
+    }
+
     /// Records the call in the access history of each known person (never changes the answer).
     async fn audit<R>(&self, access: &CallAccess, persons: &[Uuid], result: Result<R, Status>) -> Result<R, Status> {
         let outcome = outcome_of(&result);
@@ -195,8 +229,15 @@ impl FamilyApi {
     }
 
     /// The rules of AddFamilyMember after decoding, in the contract's order, then the write.
-    async fn add(&self, owner: Uuid, request: DecodedAdd, partner_id: &str) -> ApiResult<AddFamilyMemberResponse> {
-        let channel = BindingChannel::Online;
+    async fn add(
+        &self,
+        owner: Uuid,
+        request: DecodedAdd,
+        partner_id: &str,
+        presence: Presence,
+    ) -> ApiResult<AddFamilyMemberResponse> {
+        let channel = presence.channel;
+        let window_attested = channel == BindingChannel::Window;
         let state = &self.state;
         // 1. The owner's voucher.
         match state.vouchers.status_of(owner).await? {
@@ -250,7 +291,7 @@ impl FamilyApi {
         // 9. The relationship: a member under 16 cannot consent with their own face, so the
         // relationship is proven first (domain::family::admit).
         let needs_face = needs_face_check(member_birth, today);
-        let verdict = match (&request.owner, asks_authority(needs_face, false)) {
+        let verdict = match (&request.owner, asks_authority(needs_face, window_attested)) {
             (Some(owner_resident), true) => {
                 let matched = state.identity.match_person(&owner_resident.name, &owner_resident.id_number, None, "owner_").await?;
                 if matched != Some(owner) {
@@ -270,7 +311,7 @@ impl FamilyApi {
             }
             _ => None,
         };
-        let admission = admit(needs_face, false, verdict)?;
+        let admission = admit(needs_face, window_attested, verdict)?;
         // From 16: the member's face check, started now; the binding waits for its outcome.
         let id = Uuid::now_v7();
         let face = if admission == Admission::PendingFace {
@@ -304,8 +345,8 @@ impl FamilyApi {
                     review_period: state.family_review_period,
                     notice_version: request.notice_version,
                     channel,
-                    owner_face_session_id: None,
-                    attested_by: None,
+                    owner_face_session_id: presence.owner_face_session_id,
+                    attested_by: presence.attested_by,
                 },
                 state.clock.stored_now(),
             )
@@ -328,6 +369,72 @@ impl FamilyApi {
             }),
         })
     }
+}
+
+/// How the owner is present at a binding (online: through their token).
+struct Presence {
+    channel: BindingChannel,
+    /// Terminal, hospital office: the owner's PASSED face session there.
+    owner_face_session_id: Option<Uuid>,
+    /// Window: the attesting operator's staff id.
+    attested_by: Option<String>,
+}
+
+impl Presence {
+    fn online() -> Self {
+        Presence { channel: BindingChannel::Online, owner_face_session_id: None, attested_by: None }
+    }
+}
+
+/// How long a PASSED face session at a counter proves the owner's presence.
+const COUNTER_FACE_VALIDITY: chrono::Duration = chrono::Duration::minutes(10);
+
+/// The reference of the owner's face session started by counter `partner` (checked when the
+/// session is used, so a session proves presence only at the counter that started it).
+fn counter_reference_prefix(partner: &str) -> String {
+    format!("counter-owner:{partner}:")
+}
+
+fn owner_not_present() -> ApiError {
+    ApiError::new(
+        tonic::Code::PermissionDenied,
+        Reason::OwnerNotPresent,
+        "the owner's social security card and a passed face check at this counter are required",
+    )
+}
+
+/// A card number as read from the card: 1-32 ASCII digits (INVALID_ARGUMENT otherwise).
+fn card_number(field: &str, text: &str) -> ApiResult<String> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "1-32 digits"));
+    }
+    Ok(text.to_owned())
+}
+
+/// A window attestation as sent: a staff id of 1-64 visible ASCII characters and all six
+/// originals seen (INVALID_ARGUMENT otherwise). Returns the staff id.
+fn window_attestation(window: &pb::WindowAttestation) -> ApiResult<String> {
+    let staff = window.staff_id.trim();
+    if staff.is_empty() || staff.len() > 64 || !staff.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, "window.staff_id", "1-64 visible ASCII characters"));
+    }
+    let all = [
+        pb::OriginalDocument::OwnerIdCard,
+        pb::OriginalDocument::MemberIdCard,
+        pb::OriginalDocument::OwnerSocialSecurityCard,
+        pb::OriginalDocument::MemberSocialSecurityCard,
+        pb::OriginalDocument::OwnerHouseholdRegister,
+        pb::OriginalDocument::MemberHouseholdRegister,
+    ];
+    if !all.iter().all(|original| window.originals_seen.contains(&(*original as i32))) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "window.originals_seen",
+            "both persons' ID cards, social security cards and household register pages must be seen",
+        ));
+    }
+    Ok(staff.to_owned())
 }
 
 /// An AddFamilyMember request, validated.
@@ -395,7 +502,7 @@ impl FamilyService for FamilyApi {
         let result = state
             .idempotency
             .run(&access.caller.id, "AddFamilyMember", request.metadata(), body, || async {
-                Ok(self.add(owner, decoded, &access.caller.id).await?)
+                Ok(self.add(owner, decoded, &access.caller.id, Presence::online()).await?)
             })
             .await;
         let member = result.as_ref().ok().and_then(|response| response.binding.as_ref()).and_then(|binding| {
@@ -532,6 +639,101 @@ impl FamilyService for FamilyApi {
         }
         .await;
         Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
+    }
+
+    async fn start_counter_owner_check(
+        &self,
+        request: Request<StartCounterOwnerCheckRequest>,
+    ) -> Result<Response<StartCounterOwnerCheckResponse>, Status> {
+        let number = card_number("owner_card_number", &request.get_ref().owner_card_number)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        // Only a VALID card starts a check; any other number gets the refusal an unknown one
+        // gets, and no person is named.
+        let card = state.cards.find_card(number).await?.filter(|card| card.status == CardStatus::Valid);
+        let Some(card) = card else { return Err(owner_not_present().into()) };
+        let holder = card.person_id;
+        let result = async {
+            // The card is in the counter's reader: that is the standing to start the holder's
+            // face check (only the face check then proves the holder is the one present).
+            access.decide(state, holder, HandlerFacts { present: true, ..HandlerFacts::default() }).await?;
+            let reference = format!("{}{}", counter_reference_prefix(&access.caller.id), Uuid::now_v7());
+            let started = state
+                .identity
+                .start_face_verification(holder, IdentityFacePurpose::FamilyBinding, &reference, &access.caller.id)
+                .await?;
+            let session = started.session.ok_or_else(|| ApiError::internal("identity-svc started no session"))?;
+            Ok(StartCounterOwnerCheckResponse {
+                face_check: Some(pb::MemberFaceCheck {
+                    session_id: session.session_id,
+                    liveness_challenge: started.liveness_challenge,
+                    expires_at: started.expires_at,
+                }),
+            })
+        }
+        .await
+        .map_err(|error: ApiError| Status::from(error));
+        Ok(Response::new(self.audit(&access, &[holder], result).await?))
+    }
+
+    async fn bind_family_member_at_counter(
+        &self,
+        request: Request<BindFamilyMemberAtCounterRequest>,
+    ) -> Result<Response<BindFamilyMemberAtCounterResponse>, Status> {
+        let body = request.get_ref();
+        let inner = body
+            .binding
+            .as_ref()
+            .ok_or_else(|| ApiError::invalid_field(Reason::InvalidArgument, "binding", "required"))?;
+        let owner = require_uuid("binding.owner_person_id", &inner.owner_person_id)?;
+        let decoded = decode_add(inner)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        use pb::bind_family_member_at_counter_request::Presence as Sent;
+        let (presence, present) = match (access.caller.kind, &body.presence) {
+            (PartnerKind::Terminal | PartnerKind::Hospital, Some(Sent::Terminal(terminal))) => {
+                let number = card_number("terminal.owner_card_number", &terminal.owner_card_number)?;
+                let session_id = require_uuid("terminal.owner_face_session_id", &terminal.owner_face_session_id)?;
+                let present = self.owner_present_at(&access, owner, number, session_id).await?;
+                let channel = if access.caller.kind == PartnerKind::Terminal {
+                    BindingChannel::Terminal
+                } else {
+                    BindingChannel::HospitalOffice
+                };
+                (Presence { channel, owner_face_session_id: Some(session_id), attested_by: None }, present)
+            }
+            (PartnerKind::Ops, Some(Sent::Window(window))) => {
+                let staff = window_attestation(window)?;
+                (Presence { channel: BindingChannel::Window, owner_face_session_id: None, attested_by: Some(staff) }, false)
+            }
+            _ => {
+                return Err(ApiError::new(
+                    tonic::Code::PermissionDenied,
+                    Reason::PartnerKindNotAllowed,
+                    "terminals and hospital offices send `terminal`, operators at the window send `window`",
+                )
+                .into());
+            }
+        };
+        let result = async {
+            access.decide(state, owner, HandlerFacts { present, ..HandlerFacts::default() }).await?;
+            let caller = &access.caller.id;
+            state
+                .idempotency
+                .run(caller, "BindFamilyMemberAtCounter", request.metadata(), body, || async {
+                    let added = self.add(owner, decoded, caller, presence).await?;
+                    Ok(BindFamilyMemberAtCounterResponse { binding: added.binding, face_check: added.face_check })
+                })
+                .await
+        }
+        .await;
+        let member = result
+            .as_ref()
+            .ok()
+            .and_then(|response| response.binding.as_ref())
+            .and_then(|binding| Uuid::parse_str(&binding.member_person_id).ok());
+        let persons: Vec<Uuid> = std::iter::once(owner).chain(member).collect();
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
     async fn list_family_binding_reviews(

@@ -165,6 +165,21 @@ impl FamilyStore {
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     lock_owner(conn, new.owner_person_id)?;
+                    if let Some(session) = new.owner_face_session_id {
+                        // A face check at the counter proves the owner's presence for one binding.
+                        let used: i64 = family_binding_terms::table
+                            .filter(family_binding_terms::owner_face_session_id.eq(session.to_string()))
+                            .count()
+                            .get_result(conn)?;
+                        if used > 0 {
+                            return Err(ApiError::new(
+                                tonic::Code::PermissionDenied,
+                                Reason::OwnerNotPresent,
+                                "this face check already served a binding: run a new one",
+                            )
+                            .into());
+                        }
+                    }
                     let places = places_in(conn, new.owner_person_id, new.member_person_id, &new.month)?;
                     family::check_places(places)?;
                     let slot = free_slot(conn, new.owner_person_id)?;

@@ -59,6 +59,7 @@ CREATE TABLE family_binding_terms (
     CHECK ((channel = 'WINDOW') = (attested_by IS NOT NULL)),
     CHECK (relationship_proof <> 'WINDOW_ATTESTATION' OR channel = 'WINDOW')
 );
+CREATE UNIQUE INDEX family_binding_terms_owner_face ON family_binding_terms (owner_face_session_id);
 CREATE INDEX family_binding_terms_review_deadline ON family_binding_terms (review_deadline) WHERE review_deadline IS NOT NULL;
 -- Bindings made before this migration without the member's face check (members under 16)
 -- were never proven: they lose their power now and wait for an operator's review, like new
