@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_family;
 mod accounts;
 mod assurance;
 mod audit;
@@ -12,6 +13,7 @@ mod cards;
 mod claims;
 mod cli;
 mod codes;
+mod counter_binding;
 mod docs;
 mod documents;
 mod face;
