@@ -228,6 +228,7 @@ const DEMO_PARTNERS: &[(&str, PartnerKind)] = &[
     ("demo-pharmacy", PartnerKind::Pharmacy),
     ("demo-face-provider", PartnerKind::FaceProvider),
     ("demo-employer", PartnerKind::Employer),
+    ("demo-terminal", PartnerKind::Terminal),
 ];
 
 /// Files of a data folder.

@@ -223,10 +223,8 @@ impl InsuranceService {
         let code_keys_watcher =
             self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
         let purger = self.state.idempotency.spawn_purger(std::time::Duration::from_secs(600));
-        let review_sweeper = self.state.family.spawn_review_sweeper(
-            self.state.clock.clone(),
-            self.config.family_review_sweep_interval,
-        );
+        let review_sweeper =
+            self.state.family.spawn_review_sweeper(self.state.clock.clone(), self.config.family_review_sweep_interval);
         let definition = ServiceDefinition {
             name: "insurance-svc",
             grpc_services: vec![

@@ -99,7 +99,13 @@ async fn family_service_answers_by_relationship_and_a_stranger_learns_nothing() 
                     .get_family_binding(caller.request(GetFamilyBindingRequest { binding_id: id.clone() }))
                     .await,
             );
-            assert_eq!(&got, expected, "GetFamilyBinding by {} of {}", caller.name, if id == &missing { "missing" } else { "existing" });
+            assert_eq!(
+                &got,
+                expected,
+                "GetFamilyBinding by {} of {}",
+                caller.name,
+                if id == &missing { "missing" } else { "existing" }
+            );
         }
         // Mutations by anyone but the owner and an operator: the refusal, nothing changed.
         if caller.name != "owner" && caller.name != "ops" {
@@ -132,8 +138,11 @@ async fn family_service_answers_by_relationship_and_a_stranger_learns_nothing() 
                 }))
                 .await,
         );
-        let expected_review =
-            if caller.name == "ops" { refused(Code::FailedPrecondition, "BINDING_NOT_IN_REVIEW") } else { scope.clone() };
+        let expected_review = if caller.name == "ops" {
+            refused(Code::FailedPrecondition, "BINDING_NOT_IN_REVIEW")
+        } else {
+            scope.clone()
+        };
         assert_eq!(review, expected_review, "ReviewFamilyBinding by {}", caller.name);
         let queue = outcome(
             stack
@@ -158,15 +167,16 @@ async fn family_service_answers_by_relationship_and_a_stranger_learns_nothing() 
                 "bank without token" => token_required.clone(),
                 _ => scope.clone(),
             };
-            let list = outcome(
-                stack
-                    .family(Some(&caller.key))
-                    .list_family_members(caller.request(ListFamilyMembersRequest {
-                        owner_person_id: person_id.clone(),
-                        include_ended: true,
-                    }))
-                    .await,
-            );
+            let list =
+                outcome(
+                    stack
+                        .family(Some(&caller.key))
+                        .list_family_members(caller.request(ListFamilyMembersRequest {
+                            owner_person_id: person_id.clone(),
+                            include_ended: true,
+                        }))
+                        .await,
+                );
             assert_eq!(list, expected, "ListFamilyMembers by {} (existing {existing})", caller.name);
         }
         for person_id in [&child.person_id, &random_person] {
@@ -192,7 +202,8 @@ async fn family_service_answers_by_relationship_and_a_stranger_learns_nothing() 
         let mut message: AddFamilyMemberRequest =
             add_request(&owner, &other_child, Relationship::Child, &documents).into_inner();
         message.owner_person_id = owner_id.clone();
-        let got = outcome(stack.family(Some(&stack.keys.bank)).add_family_member(stranger_c.request(message.clone())).await);
+        let got =
+            outcome(stack.family(Some(&stack.keys.bank)).add_family_member(stranger_c.request(message.clone())).await);
         assert_eq!(got, token_invalid, "AddFamilyMember by a stranger");
         let got = outcome(stack.family(Some(&stack.keys.bank)).add_family_member(Request::new(message.clone())).await);
         assert_eq!(got, token_required);

@@ -43,7 +43,12 @@ async fn junk_documents(stack: &Stack, binder: &Binder) -> BindingDocuments {
     }
 }
 
-async fn review(stack: &Stack, binding_id: &str, decision: ReviewDecision, why: &str) -> Result<BindingStatus, tonic::Status> {
+async fn review(
+    stack: &Stack,
+    binding_id: &str,
+    decision: ReviewDecision,
+    why: &str,
+) -> Result<BindingStatus, tonic::Status> {
     stack
         .family(Some(&stack.keys.ops))
         .review_family_binding(ReviewFamilyBindingRequest {
@@ -159,7 +164,10 @@ async fn the_authority_confirms_a_household_at_once_and_a_refuted_one_is_refused
     let binding = added.binding.unwrap();
     assert_eq!(binding.status, BindingStatus::Active as i32);
     assert_eq!(binding.relationship_proof, RelationshipProof::Authority as i32);
-    assert_eq!(stack.voucher_of(&child.person_id).await.status, medins_proto::insurance::v1::VoucherStatus::Active as i32);
+    assert_eq!(
+        stack.voucher_of(&child.person_id).await.status,
+        medins_proto::insurance::v1::VoucherStatus::Active as i32
+    );
 
     // The register shows the other child as a grandchild: binding it as a child is refuted.
     let grandchild = stack.member_aged(3, 0).await;
@@ -196,7 +204,10 @@ async fn an_operator_approves_a_review_and_an_unreviewed_binding_expires_at_its_
     assert_eq!(status, BindingStatus::Active);
     let active = stack.binding(&approved.binding_id).await;
     assert_eq!(active.relationship_proof, RelationshipProof::OperatorReview as i32);
-    assert_eq!(stack.voucher_of(&first.person_id).await.status, medins_proto::insurance::v1::VoucherStatus::Active as i32);
+    assert_eq!(
+        stack.voucher_of(&first.person_id).await.status,
+        medins_proto::insurance::v1::VoucherStatus::Active as i32
+    );
     // Now the binder may issue the child's code.
     stack
         .codes(Some(&stack.keys.bank))

@@ -202,7 +202,13 @@ async fn an_operator_at_the_window_attests_the_six_originals_and_the_child_is_bo
     assert_eq!(missing.code(), Code::InvalidArgument);
     let wrong = stack
         .family(Some(&ops))
-        .bind_family_member_at_counter(at_terminal(&parent, &child, &documents, "8611000000000000", &uuid::Uuid::now_v7().to_string()))
+        .bind_family_member_at_counter(at_terminal(
+            &parent,
+            &child,
+            &documents,
+            "8611000000000000",
+            &uuid::Uuid::now_v7().to_string(),
+        ))
         .await
         .unwrap_err();
     assert_eq!((wrong.code(), reason(&wrong).as_str()), (Code::PermissionDenied, "PARTNER_KIND_NOT_ALLOWED"));

@@ -179,7 +179,8 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
 }
 
 #[tokio::test]
-async fn a_child_under_16_this_year_with_a_confirmed_household_is_bound_at_once_and_the_year_of_the_16th_birthday_brings_the_face_check() {
+async fn a_child_under_16_this_year_with_a_confirmed_household_is_bound_at_once_and_the_year_of_the_16th_birthday_brings_the_face_check()
+ {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
     let documents = stack.binding_documents(&binder).await;

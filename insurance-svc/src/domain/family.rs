@@ -297,10 +297,8 @@ impl ReviewCursor {
     pub fn encode(&self) -> String {
         use base64::Engine;
         let micros = self.deadline.and_utc().timestamp_micros();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-            "{REVIEW_CURSOR_VERSION}.{micros}.{}",
-            self.binding_id
-        ))
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{REVIEW_CURSOR_VERSION}.{micros}.{}", self.binding_id))
     }
 
     /// Parses a token: INVALID_ARGUMENT naming `page_token` when it is not one of ours.
@@ -772,7 +770,10 @@ mod tests {
         assert_eq!((empty.code(), empty.reason()), (tonic::Code::InvalidArgument, Reason::NoticeNotAccepted));
         for old in [RETIRED_NOTICE_VERSIONS[0], "FBN-1999-01", "fbn-2026-12"] {
             let error = accepted_notice_version(old).unwrap_err();
-            assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::NoticeVersionNotCurrent));
+            assert_eq!(
+                (error.code(), error.reason()),
+                (tonic::Code::FailedPrecondition, Reason::NoticeVersionNotCurrent)
+            );
         }
     }
 

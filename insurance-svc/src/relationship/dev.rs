@@ -54,7 +54,8 @@ impl RelationshipAuthority for DevRelationshipAuthority {
             else {
                 continue;
             };
-            if listed_owner.eq_ignore_ascii_case(&owner.id_number) && listed_member.eq_ignore_ascii_case(&member.id_number)
+            if listed_owner.eq_ignore_ascii_case(&owner.id_number)
+                && listed_member.eq_ignore_ascii_case(&member.id_number)
             {
                 if Relationship::parse(listed) == Some(relationship) {
                     return Ok(RelationshipVerdict::Confirmed);

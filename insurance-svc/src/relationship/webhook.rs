@@ -51,7 +51,9 @@ impl RelationshipAuthority for WebhookRelationshipAuthority {
             "CONFIRMED" => Ok(RelationshipVerdict::Confirmed),
             "REFUTED" => Ok(RelationshipVerdict::Refuted),
             "CANNOT_ANSWER" => Ok(RelationshipVerdict::CannotAnswer),
-            _ => Err(RelationshipAuthorityError::InvalidAnswer("result is not CONFIRMED, REFUTED or CANNOT_ANSWER".into())),
+            _ => Err(RelationshipAuthorityError::InvalidAnswer(
+                "result is not CONFIRMED, REFUTED or CANNOT_ANSWER".into(),
+            )),
         }
     }
 }

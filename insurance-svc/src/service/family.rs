@@ -12,12 +12,13 @@ use medins_common::{
 use medins_proto::{
     identity::v1::{FacePurpose as IdentityFacePurpose, FaceSessionStatus, PersonView},
     insurance::v1::{
-        self as pb, AddFamilyMemberRequest, AddFamilyMemberResponse, GetFamilyBindingRequest, GetFamilyBindingResponse,
-        ListFamilyMembersRequest, ListFamilyMembersResponse, ListWhoBoundMeRequest, ListWhoBoundMeResponse,
-        BindFamilyMemberAtCounterRequest, BindFamilyMemberAtCounterResponse, ListFamilyBindingReviewsRequest,
-        ListFamilyBindingReviewsResponse, StartCounterOwnerCheckRequest, StartCounterOwnerCheckResponse, RemoveFamilyMemberRequest,
+        self as pb, AddFamilyMemberRequest, AddFamilyMemberResponse, BindFamilyMemberAtCounterRequest,
+        BindFamilyMemberAtCounterResponse, GetFamilyBindingRequest, GetFamilyBindingResponse,
+        ListFamilyBindingReviewsRequest, ListFamilyBindingReviewsResponse, ListFamilyMembersRequest,
+        ListFamilyMembersResponse, ListWhoBoundMeRequest, ListWhoBoundMeResponse, RemoveFamilyMemberRequest,
         RemoveFamilyMemberResponse, ReviewFamilyBindingRequest, ReviewFamilyBindingResponse, SetFamilyAidRequest,
-        SetFamilyAidResponse, family_service_server::FamilyService,
+        SetFamilyAidResponse, StartCounterOwnerCheckRequest, StartCounterOwnerCheckResponse,
+        family_service_server::FamilyService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -30,12 +31,12 @@ use super::{
 use crate::{
     domain::{
         access::Standing,
+        card::CardStatus,
         family::{
-            self, Actor, Admission, BindingChannel, BindingDocument, BindingStatus, RelationshipProof, Relationship,
+            self, Actor, Admission, BindingChannel, BindingDocument, BindingStatus, Relationship, RelationshipProof,
             Remover, ReviewCursor, ReviewDecision, actor_for, admit, asks_authority, check_document,
             check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
         },
-        card::CardStatus,
         voucher::{VoucherStatus, age_on, require_insured},
     },
     relationship::{Resident, verdict_or_review},
@@ -179,12 +180,10 @@ impl FamilyApi {
         let as_owner = access.decide(&self.state, binding.owner_person_id, HandlerFacts::default()).await;
         match as_owner {
             Ok(standing) => Ok((binding.clone(), standing, binding.owner_person_id)),
-            Err(refusal) => {
-                match access.decide(&self.state, binding.member_person_id, HandlerFacts::default()).await {
-                    Ok(standing) => Ok((binding.clone(), standing, binding.member_person_id)),
-                    Err(_) => Err(refusal),
-                }
-            }
+            Err(refusal) => match access.decide(&self.state, binding.member_person_id, HandlerFacts::default()).await {
+                Ok(standing) => Ok((binding.clone(), standing, binding.member_person_id)),
+                Err(_) => Err(refusal),
+            },
         }
     }
 
@@ -192,7 +191,13 @@ impl FamilyApi {
     /// and `session_id` a FAMILY_BINDING face session of the owner that this counter started
     /// (StartCounterOwnerCheck), PASSED within the last 10 minutes. (That the session serves one
     /// binding only is checked when the binding is written.)
-    async fn owner_present_at(&self, access: &CallAccess, owner: Uuid, number: String, session_id: Uuid) -> ApiResult<bool> {
+    async fn owner_present_at(
+        &self,
+        access: &CallAccess,
+        owner: Uuid,
+        number: String,
+        session_id: Uuid,
+    ) -> ApiResult<bool> {
         let state = &self.state;
         let card_holds = state
             .cards
@@ -202,7 +207,8 @@ impl FamilyApi {
         if !card_holds {
             return Ok(false);
         }
-        let session = match state.identity.get_face_verification(&session_id.to_string(), "terminal.owner_face_").await {
+        let session = match state.identity.get_face_verification(&session_id.to_string(), "terminal.owner_face_").await
+        {
             Ok(session) => session,
             Err(error) if error.code() == tonic::Code::NotFound => return Ok(false),
             Err(error) => return Err(error),
@@ -293,7 +299,10 @@ impl FamilyApi {
         let needs_face = needs_face_check(member_birth, today);
         let verdict = match (&request.owner, asks_authority(needs_face, window_attested)) {
             (Some(owner_resident), true) => {
-                let matched = state.identity.match_person(&owner_resident.name, &owner_resident.id_number, None, "owner_").await?;
+                let matched = state
+                    .identity
+                    .match_person(&owner_resident.name, &owner_resident.id_number, None, "owner_")
+                    .await?;
                 if matched != Some(owner) {
                     return Err(ApiError::failed_precondition(
                         Reason::NameMismatch,
@@ -305,8 +314,13 @@ impl FamilyApi {
                     id_number: request.member_id_number.trim().to_ascii_uppercase(),
                 };
                 Some(
-                    verdict_or_review(state.relationships.as_ref(), owner_resident, &member_resident, request.relationship)
-                        .await,
+                    verdict_or_review(
+                        state.relationships.as_ref(),
+                        owner_resident,
+                        &member_resident,
+                        request.relationship,
+                    )
+                    .await,
                 )
             }
             _ => None,
@@ -417,7 +431,11 @@ fn card_number(field: &str, text: &str) -> ApiResult<String> {
 fn window_attestation(window: &pb::WindowAttestation) -> ApiResult<String> {
     let staff = window.staff_id.trim();
     if staff.is_empty() || staff.len() > 64 || !staff.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, "window.staff_id", "1-64 visible ASCII characters"));
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "window.staff_id",
+            "1-64 visible ASCII characters",
+        ));
     }
     let all = [
         pb::OriginalDocument::OwnerIdCard,
@@ -473,7 +491,11 @@ fn decode_add(body: &AddFamilyMemberRequest) -> ApiResult<DecodedAdd> {
             return Err(ApiError::invalid_field(Reason::InvalidName, "owner_name", "required with owner_id_number"));
         }
         (false, true) => {
-            return Err(ApiError::invalid_field(Reason::InvalidIdNumber, "owner_id_number", "required with owner_name"));
+            return Err(ApiError::invalid_field(
+                Reason::InvalidIdNumber,
+                "owner_id_number",
+                "required with owner_name",
+            ));
         }
     };
     let notice_version = family::accepted_notice_version(&body.accepted_notice_version)?;
@@ -505,11 +527,13 @@ impl FamilyService for FamilyApi {
                 Ok(self.add(owner, decoded, &access.caller.id, Presence::online()).await?)
             })
             .await;
-        let member = result.as_ref().ok().and_then(|response| response.binding.as_ref()).and_then(|binding| {
-            Uuid::parse_str(&binding.member_person_id).ok()
-        });
+        let member = result
+            .as_ref()
+            .ok()
+            .and_then(|response| response.binding.as_ref())
+            .and_then(|binding| Uuid::parse_str(&binding.member_person_id).ok());
         let persons: Vec<Uuid> = std::iter::once(owner).chain(member).collect();
-        Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
     async fn get_family_binding(
@@ -603,7 +627,7 @@ impl FamilyService for FamilyApi {
                 .await
         }
         .await;
-        Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
     async fn set_family_aid(
@@ -638,7 +662,7 @@ impl FamilyService for FamilyApi {
                 .await
         }
         .await;
-        Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
     async fn start_counter_owner_check(
@@ -704,7 +728,10 @@ impl FamilyService for FamilyApi {
             }
             (PartnerKind::Ops, Some(Sent::Window(window))) => {
                 let staff = window_attestation(window)?;
-                (Presence { channel: BindingChannel::Window, owner_face_session_id: None, attested_by: Some(staff) }, false)
+                (
+                    Presence { channel: BindingChannel::Window, owner_face_session_id: None, attested_by: Some(staff) },
+                    false,
+                )
             }
             _ => {
                 return Err(ApiError::new(
@@ -821,6 +848,6 @@ impl FamilyService for FamilyApi {
                 .await
         }
         .await;
-        Ok(Response::new(self.audit(&access, &persons, result.map_err(Status::from)).await?))
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 }

@@ -354,7 +354,10 @@ impl FamilyStore {
                         .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()));
                     let updated = match &decision {
                         ReviewDecision::Approve => diesel::update(target)
-                            .set((family_bindings::status.eq(status.as_str()), family_bindings::activated_at.eq(Some(now))))
+                            .set((
+                                family_bindings::status.eq(status.as_str()),
+                                family_bindings::activated_at.eq(Some(now)),
+                            ))
                             .execute(conn)?,
                         ReviewDecision::Reject(_) => diesel::update(target)
                             .set((
@@ -405,11 +408,9 @@ impl FamilyStore {
                     .limit(limit)
                     .into_boxed();
                 if let Some((deadline, id)) = after {
-                    query = query.filter(
-                        family_binding_terms::review_deadline.gt(deadline).or(family_binding_terms::review_deadline
-                            .eq(deadline)
-                            .and(family_bindings::id.gt(id.to_string()))),
-                    );
+                    query = query.filter(family_binding_terms::review_deadline.gt(deadline).or(
+                        family_binding_terms::review_deadline.eq(deadline).and(family_bindings::id.gt(id.to_string())),
+                    ));
                 }
                 query.load::<(BindingRow, TermsRow)>(conn)?.into_iter().map(Binding::try_from).collect()
             })
