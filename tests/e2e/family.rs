@@ -133,6 +133,7 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
     submit_face(&stack, &face.session_id, true).await;
     let active = stack.wait_for_binding(&binding.binding_id, BindingStatus::Active).await;
     assert!(active.activated_at.is_some());
+    assert_eq!(active.relationship_proof, medins_proto::insurance::v1::RelationshipProof::MemberFace as i32);
     let voucher = stack.voucher_of(&parent.person_id).await;
     assert_eq!(voucher.status, VoucherStatus::Active as i32);
     assert_eq!(voucher.channels, vec![medins_proto::insurance::v1::ActivationChannel::Family as i32]);
