@@ -255,3 +255,31 @@ async fn the_notice_version_is_recorded_and_an_old_or_unknown_one_is_refused() {
     assert_eq!(binding.notice_accepted_at, binding.created_at);
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_reviews_of_one_binding_decide_it_once() {
+    let stack = Stack::start().await;
+    let parent = stack.binder(0).await;
+    let documents = stack.binding_documents(&parent).await;
+    let child = stack.member_aged(4, 0).await;
+    let binding = stack.add_member(&parent, &child, stack::CHILD, &documents).await.unwrap().binding.unwrap();
+    let activations = stack.count_insurance_rows("voucher_activations").await;
+    let decisions = (0..12).map(|n| {
+        let (decision, why) =
+            if n % 2 == 0 { (ReviewDecision::Approve, "") } else { (ReviewDecision::Reject, "not legible") };
+        review(&stack, &binding.binding_id, decision, why)
+    });
+    let outcomes = futures::future::join_all(decisions).await;
+    let won: Vec<BindingStatus> = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok().copied()).collect();
+    assert_eq!(won.len(), 1, "exactly one decision wins: {outcomes:?}");
+    for outcome in &outcomes {
+        if let Err(status) = outcome {
+            assert_eq!((status.code(), reason(status).as_str()), (Code::FailedPrecondition, "BINDING_NOT_IN_REVIEW"));
+        }
+    }
+    let after = stack.binding(&binding.binding_id).await;
+    assert_eq!(after.status, won[0] as i32);
+    let activated = stack.count_insurance_rows("voucher_activations").await - activations;
+    assert_eq!(activated, i64::from(won[0] == BindingStatus::Active), "the voucher is activated only by an approval");
+    stack.shutdown().await;
+}
