@@ -764,6 +764,22 @@ mod tests {
     }
 
     #[test]
+    fn review_page_tokens_round_trip_and_sizes_are_bounded() {
+        let cursor = ReviewCursor {
+            deadline: date(2026, 12, 14).and_hms_micro_opt(7, 58, 46, 357_303).unwrap(),
+            binding_id: Uuid::now_v7(),
+        };
+        assert_eq!(ReviewCursor::decode(&cursor.encode()).unwrap(), cursor);
+        for junk in ["", "x", "cjEuMS4y", &cursor.encode()[1..]] {
+            let error = ReviewCursor::decode(junk).unwrap_err();
+            assert_eq!(error.code(), tonic::Code::InvalidArgument, "{junk:?}");
+        }
+        assert_eq!(page_size(0).unwrap(), 50);
+        assert_eq!(page_size(100).unwrap(), 100);
+        assert!(page_size(101).is_err() && page_size(-1).is_err());
+    }
+
+    #[test]
     fn only_the_current_notice_is_accepted() {
         assert_eq!(accepted_notice_version(CURRENT_NOTICE_VERSION).unwrap(), CURRENT_NOTICE_VERSION);
         let empty = accepted_notice_version("").unwrap_err();
