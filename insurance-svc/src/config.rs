@@ -42,8 +42,10 @@ pub struct Config {
 
     /// Settlement policy (TOML): deductible, reimbursement ratio (basis points) and annual cap
     /// in cents for every scheme x category, e.g. `[EMPLOYEE.OUTPATIENT]` with
-    /// `deductible_cents`, `reimbursement_ratio_bp`, `annual_cap_cents`. Default: the built-in
-    /// policy (`insurance_svc::domain::settlement::DEFAULT_POLICY_TOML`).
+    /// `deductible_cents`, `reimbursement_ratio_bp`, `annual_cap_cents`, and `[FAMILY_AID]`
+    /// listing, per scheme, the relationships its individual accounts may pay for (e.g.
+    /// `EMPLOYEE = ["SPOUSE", "PARENT", "CHILD"]`, `RESIDENT = []`). Checked at start. Default:
+    /// the built-in policy (`insurance_svc::domain::settlement::DEFAULT_POLICY_TOML`).
     #[arg(long, env = "MEDINS_POLICY_FILE")]
     pub policy_file: Option<std::path::PathBuf>,
 

@@ -482,7 +482,8 @@ async fn a_failed_face_check_rejects_an_expired_one_expires_both_free_the_place_
 #[tokio::test]
 async fn family_aid_is_refused_without_authorisation_paid_by_the_binder_with_it_and_refused_again_when_off() {
     let stack = Stack::start().await;
-    let binder = stack.binder(50_000).await;
+    // EMPLOYEE: the scheme whose individual accounts the built-in policy lets pay for a child.
+    let binder = stack.binder_in(Scheme::Employee, 50_000).await;
     let (child, binding_id) = bound_child(&stack, &binder).await;
     let mut hospital = stack.settlements(Some(&stack.keys.hospital));
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_cards;
 mod access_family;
 mod accounts;
 mod assurance;
@@ -18,6 +19,7 @@ mod docs;
 mod documents;
 mod face;
 mod family;
+mod family_aid;
 mod health;
 mod idempotency;
 mod ledger;

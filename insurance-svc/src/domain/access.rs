@@ -31,6 +31,10 @@ pub enum Standing {
     /// The counter (self-service terminal, hospital insurance office) where the person is
     /// present now, proven by their social security card and a PASSED face check there.
     Present,
+    /// The person is at the caller's counter (a BANK, HOSPITAL or PHARMACY partner) and showed
+    /// their ID card: the name and ID number the counter typed matched this person at
+    /// identity-svc (MatchPerson, no side effects). Only for the call that carried them.
+    HolderPresent,
 }
 
 /// What a handler knows about the caller and the person when it asks.
@@ -50,6 +54,8 @@ pub struct Facts {
     pub employer: bool,
     /// Whether the person is present at the caller's counter (card + face verified there).
     pub present: bool,
+    /// Whether the call carried a name and ID number that matched `person`, from a counter.
+    pub holder_present: bool,
 }
 
 impl Facts {
@@ -63,10 +69,17 @@ impl Facts {
             (self.counter_visit, Standing::Counter),
             (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
             (self.present && matches!(self.caller, PartnerKind::Terminal | PartnerKind::Hospital), Standing::Present),
+            (self.holder_present && is_counter_kind(self.caller), Standing::HolderPresent),
         ]
         .into_iter()
         .filter_map(|(holds, standing)| holds.then_some(standing))
     }
+}
+
+/// Whether partners of `kind` serve people in person at a counter (banks, hospitals,
+/// pharmacies): the only ones a holder can be present at.
+pub fn is_counter_kind(kind: PartnerKind) -> bool {
+    matches!(kind, PartnerKind::Bank | PartnerKind::Hospital | PartnerKind::Pharmacy)
 }
 
 /// What a caller without an allowed standing gets.
@@ -148,6 +161,75 @@ pub const RULES: &[Rule] = &[
         allows: &[Standing::Operator],
         refusal: NO_SUCH_BINDING,
     },
+    // CardService (issue 13 items 1 and 3; card.proto states each row in words). A binder
+    // stands only as the guardian who applies for (or applied for) a minor's card: the handler
+    // narrows Binder with `domain::card::binder_acts`. ApplyForCardsBatch has its own employer
+    // check in the handler.
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardFee",
+        allows: &[Standing::Person, Standing::HolderPresent],
+        refusal: PERSON_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ApplyForCard",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: TOKEN_FOR_ANOTHER_PERSON,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReviewCardApplication",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardProduction",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardDispatch",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ConfirmCardDelivery",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/GetCardApplication",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Employer],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ListCardApplications",
+        allows: &[Standing::Operator, Standing::Service],
+        refusal: OPERATORS_ONLY,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ActivateCard",
+        allows: &[Standing::HolderPresent],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/GetCard",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReportCardLoss",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/CancelCardLossReport",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReplaceCard",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
 ];
 
 /// FamilyService: a binding the caller has no standing towards does not exist for them.
@@ -168,6 +250,30 @@ const TOKEN_NOT_THE_PERSONS: Refusal = Refusal {
     code: Code::PermissionDenied,
     reason: Reason::PersonTokenInvalid,
     message: "the person token is not this person's",
+};
+
+// Refusals of the CardService rows: what a missing card, application or person gets.
+const CARD_NOT_FOUND: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::CardNotFound, message: "no card with this number" };
+const CARD_APPLICATION_NOT_FOUND: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::CardApplicationNotFound,
+    message: "no card application with this id",
+};
+const PERSON_NOT_FOUND: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::PersonNotFound,
+    message: "no person with this id for the token or identity shown",
+};
+const TOKEN_FOR_ANOTHER_PERSON: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is not the applicant's or their guardian's",
+};
+const OPERATORS_ONLY: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PartnerKindNotAllowed,
+    message: "only operators list card applications",
 };
 
 /// The rule of `method`, if it touches a person's data.

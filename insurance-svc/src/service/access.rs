@@ -32,6 +32,9 @@ pub struct HandlerFacts {
     pub employer: bool,
     /// The person is present at the caller's counter (card + face verified there).
     pub present: bool,
+    /// The call carried the person's name and ID number and they matched (a counter where the
+    /// person is present).
+    pub holder_present: bool,
 }
 
 /// A call on its way through the access table.
@@ -61,7 +64,10 @@ impl CallAccess {
         } else {
             None
         };
-        if token_subject.is_none() && !stands_without_token(rule, caller.kind) {
+        // Only a rule that admits the person or a binder can be met with a token; anyone else
+        // without a standing gets the rule's own refusal from `decide`.
+        let token_could_help = rule.allows.iter().any(|s| matches!(s, Standing::Person | Standing::Binder));
+        if token_subject.is_none() && token_could_help && !stands_without_token(rule, caller.kind) {
             return Err(ApiError::new(
                 Code::Unauthenticated,
                 Reason::PersonTokenRequired,
@@ -89,6 +95,7 @@ impl CallAccess {
                 counter_visit: known.counter_visit,
                 employer: known.employer,
                 present: known.present,
+                holder_present: known.holder_present,
             },
         )
     }
@@ -102,6 +109,7 @@ pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
         Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
         Standing::Employer => kind == PartnerKind::Employer,
         Standing::Present => matches!(kind, PartnerKind::Terminal | PartnerKind::Hospital),
+        Standing::HolderPresent => access::is_counter_kind(kind),
         Standing::Person | Standing::Binder => false,
     })
 }

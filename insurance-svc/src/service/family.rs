@@ -331,7 +331,15 @@ impl FamilyApi {
         let face = if admission == Admission::PendingFace {
             let started = state
                 .identity
-                .start_face_verification(member, IdentityFacePurpose::FamilyBinding, &id.to_string(), partner_id)
+                // The binder reads and watches this session with their own token: the member
+                // (an elder) may have no phone of their own.
+                .start_face_verification(
+                    member,
+                    IdentityFacePurpose::FamilyBinding,
+                    &id.to_string(),
+                    partner_id,
+                    Some(owner),
+                )
                 .await?;
             let session = started.session.ok_or_else(|| ApiError::internal("identity-svc started no session"))?;
             let session_id = Uuid::parse_str(&session.session_id)
@@ -655,7 +663,10 @@ impl FamilyService for FamilyApi {
             state
                 .idempotency
                 .run(caller, "SetFamilyAid", request.metadata(), body, || async {
-                    let binding = state.family.set_family_aid(id, enabled).await?;
+                    // Family aid policy (README, Configuration): the binder's scheme must pay for
+                    // this relationship; the same decision Settle asks (domain::settlement).
+                    let aid_policy = state.settlements.policy().family_aid().clone();
+                    let binding = state.family.set_family_aid(id, enabled, aid_policy).await?;
                     tracing::info!(binding_id = %id, enabled, partner = %caller, "family aid set");
                     Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
                 })
@@ -684,7 +695,13 @@ impl FamilyService for FamilyApi {
             let reference = format!("{}{}", counter_reference_prefix(&access.caller.id), Uuid::now_v7());
             let started = state
                 .identity
-                .start_face_verification(holder, IdentityFacePurpose::FamilyBinding, &reference, &access.caller.id)
+                .start_face_verification(
+                    holder,
+                    IdentityFacePurpose::FamilyBinding,
+                    &reference,
+                    &access.caller.id,
+                    None,
+                )
                 .await?;
             let session = started.session.ok_or_else(|| ApiError::internal("identity-svc started no session"))?;
             Ok(StartCounterOwnerCheckResponse {

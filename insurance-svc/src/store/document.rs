@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult,
-    db::{Db, DbConnection},
+    db::{Db, DbConnection, retry_conflicts},
 };
 use uuid::Uuid;
 
@@ -100,7 +100,10 @@ impl DocumentStore {
     pub async fn insert(&self, document: Document) -> ApiResult<Document> {
         self.db
             .write(move |conn| {
-                diesel::insert_into(documents::table).values(DocumentRow::from(&document)).execute(conn)?;
+                // One autocommit statement: the shared retry runs it again after a conflict.
+                retry_conflicts(|| {
+                    diesel::insert_into(documents::table).values(DocumentRow::from(&document)).execute(conn)
+                })?;
                 Ok(document)
             })
             .await

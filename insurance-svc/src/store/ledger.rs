@@ -13,7 +13,7 @@ use diesel::{
 };
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{CachedSql, Db, DbConnection, is_unique_violation, write_transaction},
+    db::{CachedSql, Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
 };
 use uuid::Uuid;
 
@@ -93,12 +93,20 @@ pub(crate) struct NewEntry<'a> {
     pub settlement_id: Option<Uuid>,
 }
 
-/// Why a write transaction failed: an answer for the caller, or a lost race on a unique index
-/// (or a PostgreSQL serialisation failure), after which the whole transaction is run again.
+/// Why a write transaction failed: an answer for the caller, or a lost race on a unique index,
+/// after which [`write_with_retry`] runs the whole transaction again. (Serialization failures
+/// and deadlocks are `Api` errors with reason TRANSACTION_CONFLICT, retried by
+/// `write_transaction` itself: the shared `db::retry_conflicts`.)
 #[derive(Debug)]
 pub(crate) enum TxError {
     Api(ApiError),
     Raced,
+}
+
+impl TransientConflict for TxError {
+    fn is_transient_conflict(&self) -> bool {
+        matches!(self, TxError::Api(error) if error.is_transient_conflict())
+    }
 }
 
 impl From<ApiError> for TxError {
@@ -109,14 +117,7 @@ impl From<ApiError> for TxError {
 
 impl From<DieselError> for TxError {
     fn from(error: DieselError) -> Self {
-        use diesel::result::DatabaseErrorKind;
-        if is_unique_violation(&error)
-            || matches!(error, DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
-        {
-            TxError::Raced
-        } else {
-            TxError::Api(error.into())
-        }
+        if is_unique_violation(&error) { TxError::Raced } else { TxError::Api(error.into()) }
     }
 }
 

@@ -296,3 +296,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     card_application_events,
     cards,
 );
+
+diesel::table! {
+    /// Failed card lookups per partner and China-time day (issue 13 item 3).
+    card_lookup_failures (partner_id, day) {
+        partner_id -> Text,
+        day -> Date,
+        failures -> Integer,
+    }
+}
