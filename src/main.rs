@@ -244,6 +244,7 @@ const DEMO_PARTNERS: &[(&str, PartnerKind)] = &[
     ("demo-pharmacy", PartnerKind::Pharmacy),
     ("demo-face-provider", PartnerKind::FaceProvider),
     ("demo-employer", PartnerKind::Employer),
+    ("demo-terminal", PartnerKind::Terminal),
 ];
 
 /// The employer code the demo employer speaks for.

@@ -127,6 +127,13 @@ reasons! {
     // Issue 13, access at insurance-svc accounts, vouchers, codes, settlements (helper "access"):
     // employers bound to their employer codes.
     EmployerCodeNotHeld => "EMPLOYER_CODE_NOT_HELD",
+    // Issue 14 items 1, 2, 7, family bindings: relationships proven before power, the notice
+    // version accepted, binding at the counter.
+    RelationshipNotConfirmed => "RELATIONSHIP_NOT_CONFIRMED",
+    BindingNotInReview => "BINDING_NOT_IN_REVIEW",
+    NoticeNotAccepted => "NOTICE_NOT_ACCEPTED",
+    NoticeVersionNotCurrent => "NOTICE_VERSION_NOT_CURRENT",
+    OwnerNotPresent => "OWNER_NOT_PRESENT",
     // Issue 13, cards at the counter: a partner's failed card lookups per day are limited.
     CardLookupLimitExceeded => "CARD_LOOKUP_LIMIT_EXCEEDED",
     // Issue 14, family aid as policy says and writes that survive concurrency (helper "safety").

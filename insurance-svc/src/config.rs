@@ -78,6 +78,36 @@ pub struct Config {
     #[arg(long, env = "MEDINS_PERSON_TOKEN_KEYS_REFRESH", default_value = "60s", value_parser = parse_duration)]
     pub person_token_keys_refresh: Duration,
 
+    /// The relationship-verification authority (household registration check) that proves a
+    /// family binding of a member under 16 before it becomes ACTIVE: a JSON webhook (README
+    /// "Family bindings"). Unset: the development stand-in, which confirms only the households
+    /// in `--relationship-households-file`; every other such binding waits for an operator's
+    /// review.
+    #[arg(long, env = "MEDINS_RELATIONSHIP_AUTHORITY_URL")]
+    pub relationship_authority_url: Option<String>,
+
+    /// Bearer token for the relationship authority webhook.
+    #[arg(long, env = "MEDINS_RELATIONSHIP_AUTHORITY_TOKEN", hide_env_values = true)]
+    pub relationship_authority_token: Option<medins_common::webhook::BearerToken>,
+
+    /// Timeout of each attempt to reach the relationship authority.
+    #[arg(long, env = "MEDINS_RELATIONSHIP_AUTHORITY_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub relationship_authority_timeout: Duration,
+
+    /// Development only, without `--relationship-authority-url`: a text file of households the
+    /// stand-in confirms, one `OWNER_ID_NUMBER MEMBER_ID_NUMBER RELATIONSHIP` per line.
+    #[arg(long, env = "MEDINS_RELATIONSHIP_HOUSEHOLDS_FILE")]
+    pub relationship_households_file: Option<std::path::PathBuf>,
+
+    /// How long an operator has to review a family binding the authority could not confirm;
+    /// afterwards it expires (and frees the owner's place).
+    #[arg(long, env = "MEDINS_FAMILY_REVIEW_PERIOD", default_value = "168h", value_parser = parse_duration)]
+    pub family_review_period: Duration,
+
+    /// How often bindings past their review deadline are expired.
+    #[arg(long, env = "MEDINS_FAMILY_REVIEW_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub family_review_sweep_interval: Duration,
+
     /// A token signed with an unknown key triggers a fetch of the keys, at most once per this.
     #[arg(long, env = "MEDINS_PERSON_TOKEN_KEYS_MIN_REFRESH", default_value = "3s", value_parser = parse_duration)]
     pub person_token_keys_min_refresh: Duration,
@@ -106,6 +136,12 @@ impl Config {
             person_token_keys_refresh: Duration::from_secs(60),
             person_token_keys_min_refresh: Duration::from_secs(3),
             decode_budget_mib: crate::heavy::DEFAULT_BUDGET_BYTES / (1024 * 1024),
+            relationship_authority_url: None,
+            relationship_authority_token: None,
+            relationship_authority_timeout: Duration::from_secs(3),
+            relationship_households_file: None,
+            family_review_period: Duration::from_secs(7 * 24 * 3600),
+            family_review_sweep_interval: Duration::from_secs(60),
         }
     }
 

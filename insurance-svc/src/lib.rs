@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod heavy;
 pub mod person_tokens;
+pub mod relationship;
 pub mod service;
 pub mod store;
 
@@ -62,6 +63,10 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.FamilyService/ListWhoBoundMe", scopes::FAMILY_READ),
     ("/medins.insurance.v1.FamilyService/RemoveFamilyMember", scopes::FAMILY_MANAGE),
     ("/medins.insurance.v1.FamilyService/SetFamilyAid", scopes::FAMILY_MANAGE),
+    ("/medins.insurance.v1.FamilyService/StartCounterOwnerCheck", scopes::FAMILY_COUNTER),
+    ("/medins.insurance.v1.FamilyService/BindFamilyMemberAtCounter", scopes::FAMILY_COUNTER),
+    ("/medins.insurance.v1.FamilyService/ListFamilyBindingReviews", scopes::FAMILY_REVIEW),
+    ("/medins.insurance.v1.FamilyService/ReviewFamilyBinding", scopes::FAMILY_REVIEW),
     ("/medins.insurance.v1.DocumentService/UploadDocument", scopes::DOCUMENT_UPLOAD),
     ("/medins.insurance.v1.DocumentService/GetDocument", scopes::DOCUMENT_READ),
     ("/medins.insurance.v1.DocumentService/DownloadDocument", scopes::DOCUMENT_READ),
@@ -134,7 +139,11 @@ impl InsuranceService {
             clock.clone(),
             config.person_token_keys_min_refresh,
         ));
+        let relationships = relationship::from_config(&config)?;
         let state = Arc::new(State {
+            relationships,
+            family_review_period: chrono::Duration::from_std(config.family_review_period)
+                .context("--family-review-period")?,
             vouchers: store::voucher::VoucherStore::new(db.clone()),
             visits: store::visit::VisitStore::new(db.clone()),
             person_tokens,
@@ -218,6 +227,8 @@ impl InsuranceService {
             self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
         let purger = self.state.idempotency.spawn_purger(std::time::Duration::from_secs(600));
         let document_sweeper = store::document_sweeper::spawn(self.state.clone(), store::document_sweeper::EVERY);
+        let review_sweeper =
+            self.state.family.spawn_review_sweeper(self.state.clock.clone(), self.config.family_review_sweep_interval);
         let definition = ServiceDefinition {
             name: "insurance-svc",
             grpc_services: vec![
@@ -263,6 +274,7 @@ impl InsuranceService {
         let result = serve(definition, listener, self.config.common.server_options(), shutdown).await;
         purger.abort();
         document_sweeper.abort();
+        review_sweeper.abort();
         person_token_refresher.abort();
         revocation_refresher.abort();
         code_keys_watcher.abort();

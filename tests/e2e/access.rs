@@ -82,6 +82,7 @@ async fn world(stack: &Stack) -> World {
     let binder = stack.binder(0).await;
     let child = stack.member_aged(8, 0).await;
     let documents = stack.binding_documents(&binder, &child, Relationship::Child).await;
+    stack.confirm_household(&binder, &child, Relationship::Child);
     stack.add_member(&binder, &child, Relationship::Child, &documents).await.expect("bind the child");
     World {
         holder,

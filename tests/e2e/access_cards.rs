@@ -477,6 +477,9 @@ async fn a_guardian_applies_online_for_a_minor_with_the_guardians_token_and_mana
     let guardian = stack.binder(0).await;
     let child = stack.insured_member(NaiveDate::from_ymd_opt(2016, 3, 9).unwrap()).await;
     let documents = stack.binding_documents(&guardian, &child, Relationship::Child).await;
+    // The household register confirms the relationship (issue 14: a child's binding is ACTIVE
+    // only once proven).
+    stack.confirm_household(&guardian, &child, Relationship::Child);
     stack.add_member(&guardian, &child, Relationship::Child, &documents).await.expect("bind the child");
     // The child's documents (uploaded here by operators: the guardian's own uploads are
     // DocumentService's), the child's fee paid at the bank with the child present, the

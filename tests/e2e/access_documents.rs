@@ -65,6 +65,7 @@ async fn documents_answer_the_owner_a_guardian_of_a_minor_and_operators_and_nobo
     let guardian = stack.binder(0).await;
     let minor = stack.member_aged(8, 0).await;
     let documents = stack.binding_documents(&guardian, &minor, Relationship::Child).await;
+    stack.confirm_household(&guardian, &minor, Relationship::Child);
     stack.add_member(&guardian, &minor, Relationship::Child, &documents).await.expect("bind the minor");
     // An adult owner with their own app, and an ACTIVE binder of that adult (no guardian).
     let adult = stack.front_door_person(&bank).await;

@@ -154,6 +154,7 @@ async fn a_level_1_token_is_refused_on_every_level_2_rpc_and_nothing_is_written(
     let binder = stack.binder_in(medins_proto::insurance::v1::Scheme::Employee, 0).await;
     let child = stack.member_aged(10, 0).await;
     let documents = stack.binding_documents(&binder, &child, Relationship::Child).await;
+    stack.confirm_household(&binder, &child, Relationship::Child);
     let added = stack.add_member(&binder, &child, Relationship::Child, &documents).await.expect("level 2 binds");
     let binding_id = added.binding.unwrap().binding_id;
 

@@ -564,6 +564,7 @@ async fn a_minor_is_applied_for_by_an_active_binder_only() {
     assert_eq!(stack.count_insurance_rows("card_applications").await, 0);
 
     let documents = stack.binding_documents(&parent, &child, Relationship::Child).await;
+    stack.confirm_household(&parent, &child, Relationship::Child);
     let bound = stack.add_member(&parent, &child, Relationship::Child, &documents).await.expect("bind the child");
     assert_eq!(bound.binding.unwrap().status, BindingStatus::Active as i32);
     let application =

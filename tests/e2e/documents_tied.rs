@@ -140,7 +140,9 @@ async fn a_letter_for_member_a_is_refused_for_member_b_and_pages_say_whose_they_
     assert_reason(&status, Code::FailedPrecondition, "DOCUMENT_NOT_TIED");
     assert_eq!(stack.count_insurance_rows("family_bindings").await, 0, "no refusal wrote a binding");
 
-    // Each member's own documents bind them.
+    // Each member's own documents bind them (the household register confirms both children).
+    stack.confirm_household(&binder, &a, Relationship::Child);
+    stack.confirm_household(&binder, &b, Relationship::Child);
     let bound = stack.add_member(&binder, &b, Relationship::Child, &for_b).await.expect("B with B's documents");
     assert_eq!(bound.binding.unwrap().status, BindingStatus::Active as i32);
     let documents = BindingDocuments { commitment_letter: generated.document_id, ..for_a };

@@ -79,6 +79,7 @@ async fn balance(stack: &Stack, account_id: &str) -> i64 {
 async fn bound_child(stack: &Stack, binder: &Binder) -> (Member, String) {
     let child = stack.member_aged(8, 0).await;
     let documents = stack.binding_documents(binder, &child, Relationship::Child).await;
+    stack.confirm_household(binder, &child, Relationship::Child);
     let added = stack.add_member(binder, &child, Relationship::Child, &documents).await.expect("bind child");
     let binding = added.binding.unwrap();
     assert_eq!(binding.status, BindingStatus::Active as i32);
@@ -132,6 +133,7 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
     submit_face(&stack, &face.session_id, true).await;
     let active = stack.wait_for_binding(&binding.binding_id, BindingStatus::Active).await;
     assert!(active.activated_at.is_some());
+    assert_eq!(active.relationship_proof, medins_proto::insurance::v1::RelationshipProof::MemberFace as i32);
     let voucher = stack.voucher_of(&parent.person_id).await;
     assert_eq!(voucher.status, VoucherStatus::Active as i32);
     assert_eq!(voucher.channels, vec![medins_proto::insurance::v1::ActivationChannel::Family as i32]);
@@ -178,7 +180,8 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
 }
 
 #[tokio::test]
-async fn a_child_under_16_this_year_is_bound_at_once_and_the_year_of_the_16th_birthday_brings_the_face_check() {
+async fn a_child_under_16_this_year_with_a_confirmed_household_is_bound_at_once_and_the_year_of_the_16th_birthday_brings_the_face_check()
+ {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
     let year = stack.clock_today().year();
@@ -186,6 +189,7 @@ async fn a_child_under_16_this_year_is_bound_at_once_and_the_year_of_the_16th_bi
     // Born on 1 January fifteen years ago: 15 this calendar year, bound at once.
     let fifteen_this_year = stack.insured_member(NaiveDate::from_ymd_opt(year - 15, 1, 1).unwrap()).await;
     let documents = stack.binding_documents(&binder, &fifteen_this_year, Relationship::Child).await;
+    stack.confirm_household(&binder, &fifteen_this_year, Relationship::Child);
     let added =
         stack.add_member(&binder, &fifteen_this_year, Relationship::Child, &documents).await.expect("15 this year");
     let binding = added.binding.unwrap();

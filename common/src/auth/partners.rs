@@ -45,11 +45,14 @@ pub enum PartnerKind {
     Ops,
     /// Another medins service.
     Service,
+    /// A self-service terminal (social security bureau, bank lobby): binds family members with
+    /// the owner present (social security card + a face check at the terminal).
+    Terminal,
 }
 
 impl PartnerKind {
     /// Every kind.
-    pub const ALL: [PartnerKind; 9] = [
+    pub const ALL: [PartnerKind; 10] = [
         PartnerKind::Bank,
         PartnerKind::MiniProgram,
         PartnerKind::CityApp,
@@ -59,6 +62,7 @@ impl PartnerKind {
         PartnerKind::Employer,
         PartnerKind::Ops,
         PartnerKind::Service,
+        PartnerKind::Terminal,
     ];
 
     /// The file and CLI spelling.
@@ -73,6 +77,7 @@ impl PartnerKind {
             PartnerKind::Employer => "EMPLOYER",
             PartnerKind::Ops => "OPS",
             PartnerKind::Service => "SERVICE",
+            PartnerKind::Terminal => "TERMINAL",
         }
     }
 
@@ -83,7 +88,10 @@ impl PartnerKind {
             // A bank is a front door too: its list grows with the apps' list.
             PartnerKind::Bank => &[FRONT_DOOR_APP, BANK_EXTRA],
             PartnerKind::MiniProgram | PartnerKind::CityApp => &[FRONT_DOOR_APP],
-            PartnerKind::Hospital | PartnerKind::Pharmacy => &[POINT_OF_CARE],
+            // A hospital's medical insurance office also binds family members at its counter.
+            PartnerKind::Hospital => &[POINT_OF_CARE, HOSPITAL_EXTRA],
+            PartnerKind::Pharmacy => &[POINT_OF_CARE],
+            PartnerKind::Terminal => &[TERMINAL],
             PartnerKind::FaceProvider => &[FACE_PROVIDER],
             PartnerKind::Employer => &[EMPLOYER],
             PartnerKind::Ops => &[OPS],
@@ -104,7 +112,8 @@ impl PartnerKind {
             | PartnerKind::Pharmacy
             | PartnerKind::FaceProvider
             | PartnerKind::Employer
-            | PartnerKind::Service => 100,
+            | PartnerKind::Service
+            | PartnerKind::Terminal => 100,
         }
     }
 }

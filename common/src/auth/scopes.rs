@@ -41,6 +41,11 @@ pub const VOUCHER_READ: &str = "voucher.read";
 pub const VOUCHER_MANAGE: &str = "voucher.manage";
 /// Bind and remove family members, switch family aid (with the binder's person token).
 pub const FAMILY_MANAGE: &str = "family.manage";
+/// Review family bindings whose relationship the authority could not confirm (operators).
+pub const FAMILY_REVIEW: &str = "family.review";
+/// Bind family members at a counter with the owner present: terminals and hospital insurance
+/// offices (card + face), operators at the window (originals seen).
+pub const FAMILY_COUNTER: &str = "family.counter";
 /// Read family bindings (the binder's or the member's own, with their person token).
 pub const FAMILY_READ: &str = "family.read";
 /// Issue dynamic payment codes for a voucher holder (with a person token).
@@ -113,6 +118,11 @@ pub const FRONT_DOOR_APP: &[&str] = &[
 pub const BANK_EXTRA: &[&str] = &[ACCOUNT_OPEN, CARD_FEE, CARD_ACTIVATE];
 /// Hospitals and pharmacies (a card's medical function activates at first use there).
 pub const POINT_OF_CARE: &[&str] = &[ACCOUNT_READ, KEYS_READ, CODE_VERIFY, SETTLEMENT_WRITE, CARD_ACTIVATE];
+/// What a hospital holds beyond the point-of-care scopes: its medical insurance office binds
+/// family members with the owner present.
+pub const HOSPITAL_EXTRA: &[&str] = &[FAMILY_COUNTER];
+/// Self-service terminals: family bindings with the owner present.
+pub const TERMINAL: &[&str] = &[KEYS_READ, FAMILY_COUNTER];
 /// Face-verification providers.
 pub const FACE_PROVIDER: &[&str] = &[FACE_SUBMIT, KEYS_READ];
 /// Employers.
@@ -138,6 +148,8 @@ pub const OPS: &[&str] = &[
     VOUCHER_MANAGE,
     FAMILY_MANAGE,
     FAMILY_READ,
+    FAMILY_REVIEW,
+    FAMILY_COUNTER,
     ACCOUNT_CREDIT,
     ACCOUNT_MANAGE,
     SETTLEMENT_WRITE,

@@ -31,6 +31,9 @@ pub enum Standing {
     Counter,
     /// The EMPLOYER partner that speaks for the employer code of this person's account.
     Employer,
+    /// The counter (self-service terminal, hospital insurance office) where the person is
+    /// present now, proven by their social security card and a PASSED face check there.
+    Present,
     /// The person is at the caller's counter (a BANK, HOSPITAL or PHARMACY partner) and showed
     /// their ID card: the name and ID number the counter typed matched this person at
     /// identity-svc (MatchPerson, no side effects). Only for the call that carried them.
@@ -58,6 +61,8 @@ pub struct Facts {
     pub counter_visit: bool,
     /// Whether the caller is the employer of `person`'s account.
     pub employer: bool,
+    /// Whether the person is present at the caller's counter (card + face verified there).
+    pub present: bool,
     /// Whether the call carried a name and ID number that matched `person`, from a counter.
     pub holder_present: bool,
     /// Whether the token's subject is a guardian of `person` (see [`Standing::Guardian`]).
@@ -74,6 +79,7 @@ impl Facts {
             (self.binder && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Binder),
             (self.counter_visit, Standing::Counter),
             (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
+            (self.present && matches!(self.caller, PartnerKind::Terminal | PartnerKind::Hospital), Standing::Present),
             (self.holder_present && is_counter_kind(self.caller), Standing::HolderPresent),
             (self.guardian && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Guardian),
         ]
@@ -217,6 +223,59 @@ pub const RULES: &[Rule] = &[
         allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
         refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
     },
+    // FamilyService (issue 13 item 1, issue 14): the owner and the member act on their own
+    // bindings with their own tokens; binders have no standing here (a binding gives power over
+    // the member's codes and expenses, not over other bindings); operators act for anyone.
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/AddFamilyMember",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: TOKEN_NOT_THE_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/GetFamilyBinding",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_SUCH_BINDING,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/ListFamilyMembers",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: TOKEN_NOT_THE_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/ListWhoBoundMe",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: TOKEN_NOT_THE_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/RemoveFamilyMember",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_SUCH_BINDING,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/SetFamilyAid",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_SUCH_BINDING,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/StartCounterOwnerCheck",
+        allows: &[Standing::Operator, Standing::Present],
+        refusal: OWNER_NOT_PRESENT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/BindFamilyMemberAtCounter",
+        allows: &[Standing::Operator, Standing::Present],
+        refusal: OWNER_NOT_PRESENT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/ListFamilyBindingReviews",
+        allows: &[Standing::Operator],
+        refusal: NO_SUCH_BINDING,
+    },
+    Rule {
+        method: "/medins.insurance.v1.FamilyService/ReviewFamilyBinding",
+        allows: &[Standing::Operator],
+        refusal: NO_SUCH_BINDING,
+    },
     // CardService (issue 13 items 1 and 3; card.proto states each row in words). A binder
     // stands only as the guardian who applies for (or applied for) a minor's card: the handler
     // narrows Binder with `domain::card::binder_acts`. ApplyForCardsBatch has its own employer
@@ -335,6 +394,26 @@ const PERSON_TOKEN_NOT_THIS_PERSONS: Refusal = Refusal {
     message: "the person token is neither this person's nor, where allowed, an active family binder's",
 };
 
+/// FamilyService: a binding the caller has no standing towards does not exist for them.
+const NO_SUCH_BINDING: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::BindingNotFound, message: "no such family binding" };
+
+/// FamilyService at the counter: the owner's card and face were not verified at this counter
+/// (the same answer for an unknown card, another person's card and a face check that failed).
+const OWNER_NOT_PRESENT: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::OwnerNotPresent,
+    message: "the owner's social security card and a passed face check at this counter are required",
+};
+
+/// FamilyService calls naming a person: a token of someone else (the answer the person-token
+/// check always gave, whether or not the named person exists).
+const TOKEN_NOT_THE_PERSONS: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is not this person's",
+};
+
 // Refusals of the CardService rows: what a missing card, application or person gets.
 const CARD_NOT_FOUND: Refusal =
     Refusal { code: Code::NotFound, reason: Reason::CardNotFound, message: "no card with this number" };
@@ -406,6 +485,7 @@ mod tests {
             binder: false,
             counter_visit: false,
             employer: false,
+            present: false,
             guardian: false,
             holder_present: false,
         }

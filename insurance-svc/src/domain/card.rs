@@ -768,7 +768,9 @@ pub fn check_applying_as(standing: Standing, token_subject: Option<Uuid>, guardi
         Standing::Person => guardian.is_none(),
         Standing::Binder => guardian.is_some() && guardian == token_subject,
         Standing::Operator | Standing::Service => true,
-        Standing::Counter | Standing::Employer | Standing::HolderPresent | Standing::Guardian => false,
+        Standing::Counter | Standing::Employer | Standing::HolderPresent | Standing::Guardian | Standing::Present => {
+            false
+        }
     };
     if fits {
         Ok(())
@@ -1130,6 +1132,7 @@ mod tests {
             binder: false,
             counter_visit: false,
             employer: false,
+            present: false,
             holder_present,
             guardian: false,
         };

@@ -62,6 +62,9 @@ impl Relationship {
 pub enum BindingStatus {
     /// Waiting for the member's face check (members 16 and over).
     PendingFace,
+    /// Waiting for an operator's review of the documents: the relationship-verification
+    /// authority could not confirm the relationship (members under 16). No power until then.
+    PendingReview,
     /// Bound: the owner may show the member's code and read their expenses.
     Active,
     /// The member's face check failed.
@@ -73,8 +76,9 @@ pub enum BindingStatus {
 }
 
 impl BindingStatus {
-    const ALL: [BindingStatus; 5] = [
+    const ALL: [BindingStatus; 6] = [
         BindingStatus::PendingFace,
+        BindingStatus::PendingReview,
         BindingStatus::Active,
         BindingStatus::Rejected,
         BindingStatus::Expired,
@@ -85,6 +89,7 @@ impl BindingStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             BindingStatus::PendingFace => "PENDING_FACE",
+            BindingStatus::PendingReview => "PENDING_REVIEW",
             BindingStatus::Active => "ACTIVE",
             BindingStatus::Rejected => "REJECTED",
             BindingStatus::Expired => "EXPIRED",
@@ -99,8 +104,260 @@ impl BindingStatus {
 
     /// Live bindings hold a quota place.
     pub fn is_live(self) -> bool {
-        matches!(self, BindingStatus::PendingFace | BindingStatus::Active)
+        matches!(self, BindingStatus::PendingFace | BindingStatus::PendingReview | BindingStatus::Active)
     }
+}
+
+/// How a binding's relationship was proven before it became ACTIVE (DESIGN.md 4.3a: a
+/// relationship gives power only once proven).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelationshipProof {
+    /// The member (16 or over) passed their own FAMILY_BINDING face check: their consent.
+    MemberFace,
+    /// The relationship-verification authority (household registration) confirmed it.
+    Authority,
+    /// An operator reviewed the documents and approved.
+    OperatorReview,
+    /// An operator at the social security window saw the originals of both persons' ID cards,
+    /// social security cards and household register pages.
+    WindowAttestation,
+}
+
+impl RelationshipProof {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelationshipProof::MemberFace => "MEMBER_FACE",
+            RelationshipProof::Authority => "AUTHORITY",
+            RelationshipProof::OperatorReview => "OPERATOR_REVIEW",
+            RelationshipProof::WindowAttestation => "WINDOW_ATTESTATION",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::MemberFace, Self::Authority, Self::OperatorReview, Self::WindowAttestation]
+            .into_iter()
+            .find(|proof| proof.as_str() == text)
+    }
+}
+
+/// Where a binding was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BindingChannel {
+    /// Online, through a front door with the owner's person token.
+    Online,
+    /// A self-service terminal (TERMINAL partner): the owner's social security card and a PASSED
+    /// face session of the owner at the terminal.
+    Terminal,
+    /// The designated hospital's medical insurance office (HOSPITAL partner): card + face, as
+    /// at a terminal.
+    HospitalOffice,
+    /// The social security window (OPS partner): the operator attests the originals seen.
+    Window,
+}
+
+impl BindingChannel {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingChannel::Online => "ONLINE",
+            BindingChannel::Terminal => "TERMINAL",
+            BindingChannel::HospitalOffice => "HOSPITAL_OFFICE",
+            BindingChannel::Window => "WINDOW",
+        }
+    }
+
+    /// From the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Online, Self::Terminal, Self::HospitalOffice, Self::Window]
+            .into_iter()
+            .find(|channel| channel.as_str() == text)
+    }
+}
+
+/// The relationship-verification authority's answer (household registration check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelationshipVerdict {
+    /// The household register shows the member in this relationship to the owner.
+    Confirmed,
+    /// The register shows otherwise (another relationship, or none).
+    Refuted,
+    /// The authority cannot answer: not in its records (e.g. registered in another province),
+    /// not asked (no owner identity sent), or unavailable. An operator reviews the documents.
+    CannotAnswer,
+}
+
+/// What a new binding starts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The member (16 or over) must pass their own face check.
+    PendingFace,
+    /// Proven already: ACTIVE at once.
+    Active(RelationshipProof),
+    /// Waiting for an operator's review of the documents, until the review deadline.
+    PendingReview,
+}
+
+/// Decides what a binding that passed rules 1-8 starts as (rule 9, the relationship): a member
+/// of 16 or over consents with their own face check; for a younger member the relationship must
+/// be proven first: by an operator who saw the originals at the window, else by the authority
+/// (a refutation refuses the binding: FAILED_PRECONDITION / RELATIONSHIP_NOT_CONFIRMED, nothing
+/// written), else by an operator's review of the documents. `verdict` is `None` when the
+/// authority was not asked (a member of 16 or over, or a window attestation).
+pub fn admit(needs_face: bool, window_attested: bool, verdict: Option<RelationshipVerdict>) -> ApiResult<Admission> {
+    if needs_face {
+        return Ok(Admission::PendingFace);
+    }
+    if window_attested {
+        return Ok(Admission::Active(RelationshipProof::WindowAttestation));
+    }
+    match verdict {
+        Some(RelationshipVerdict::Confirmed) => Ok(Admission::Active(RelationshipProof::Authority)),
+        Some(RelationshipVerdict::Refuted) => Err(ApiError::failed_precondition(
+            Reason::RelationshipNotConfirmed,
+            "the household registration authority does not confirm this relationship",
+        )),
+        Some(RelationshipVerdict::CannotAnswer) | None => Ok(Admission::PendingReview),
+    }
+}
+
+/// Whether the authority must be asked: only for a member who needs no face check and was not
+/// attested at the window.
+pub fn asks_authority(needs_face: bool, window_attested: bool) -> bool {
+    !needs_face && !window_attested
+}
+
+/// How long an operator has to review a binding before it expires, unless configured
+/// (`--family-review-period`).
+pub const DEFAULT_REVIEW_PERIOD: chrono::Duration = chrono::Duration::days(7);
+
+/// An operator's decision on a PENDING_REVIEW binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewDecision {
+    /// The documents prove the relationship: ACTIVE.
+    Approve,
+    /// They do not: REJECTED, with the reason recorded (and shown to the owner).
+    Reject(String),
+}
+
+/// The longest rejection reason, in characters.
+pub const REJECTION_REASON_MAX: usize = 200;
+
+/// A rejection reason as sent: trimmed, 1-200 characters, no control characters
+/// (INVALID_ARGUMENT / INVALID_ARGUMENT on `rejection_reason` otherwise). The operator writes
+/// why the documents do not prove the relationship; it must not hold personal data.
+pub fn rejection_reason(text: &str) -> ApiResult<String> {
+    let text = text.trim();
+    let count = text.chars().count();
+    if count == 0 || count > REJECTION_REASON_MAX || text.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "rejection_reason",
+            "1-200 characters, no control characters",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// The status a review moves a binding to. Only a PENDING_REVIEW binding whose deadline has not
+/// passed is reviewed; anything else is FAILED_PRECONDITION / BINDING_NOT_IN_REVIEW (a binding
+/// past its deadline expires, whether or not the sweeper has reached it yet).
+pub fn decide_review(
+    status: BindingStatus,
+    deadline: Option<chrono::NaiveDateTime>,
+    now: chrono::NaiveDateTime,
+    decision: &ReviewDecision,
+) -> ApiResult<BindingStatus> {
+    let open = status == BindingStatus::PendingReview && deadline.is_some_and(|deadline| now < deadline);
+    if !open {
+        return Err(ApiError::failed_precondition(Reason::BindingNotInReview, "the binding is not waiting for review")
+            .with_metadata("binding_status", status.as_str()));
+    }
+    Ok(match decision {
+        ReviewDecision::Approve => BindingStatus::Active,
+        ReviewDecision::Reject(_) => BindingStatus::Rejected,
+    })
+}
+
+/// Where a page of the review queue (oldest deadline first) continues: after this binding by
+/// (review deadline, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewCursor {
+    /// The last binding's review deadline.
+    pub deadline: chrono::NaiveDateTime,
+    /// The last binding's id.
+    pub binding_id: Uuid,
+}
+
+const REVIEW_CURSOR_VERSION: &str = "r1";
+
+impl ReviewCursor {
+    /// The opaque token.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let micros = self.deadline.and_utc().timestamp_micros();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{REVIEW_CURSOR_VERSION}.{micros}.{}", self.binding_id))
+    }
+
+    /// Parses a token: INVALID_ARGUMENT naming `page_token` when it is not one of ours.
+    pub fn decode(token: &str) -> ApiResult<ReviewCursor> {
+        use base64::Engine;
+        let invalid = || ApiError::invalid_field(Reason::InvalidArgument, "page_token", "not a token of this listing");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let mut parts = text.split('.');
+        let (Some(REVIEW_CURSOR_VERSION), Some(micros), Some(id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        let deadline = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?.naive_utc();
+        Ok(ReviewCursor { deadline, binding_id: Uuid::parse_str(id).map_err(|_| invalid())? })
+    }
+}
+
+/// A page size as sent: 0 is 50, 1-100 as is, anything else INVALID_ARGUMENT on `page_size`.
+pub fn page_size(size: i32) -> ApiResult<i64> {
+    match size {
+        0 => Ok(50),
+        1..=100 => Ok(i64::from(size)),
+        _ => Err(ApiError::invalid_field(Reason::InvalidArgument, "page_size", "0-100")),
+    }
+}
+
+/// The version of the family-binding notice (the text telling the owner what a binding lets
+/// them do and what they commit to) that partners must show and the owner must accept. A
+/// binding records the version accepted and when; any other version is refused.
+pub const CURRENT_NOTICE_VERSION: &str = "FBN-2026-12";
+
+/// Earlier notice versions: refused like unknown ones, but named in the message so a partner
+/// knows to update its text.
+pub const RETIRED_NOTICE_VERSIONS: &[&str] = &["FBN-2026-01"];
+
+/// The accepted notice version as sent: empty is INVALID_ARGUMENT / NOTICE_NOT_ACCEPTED; a
+/// version other than [`CURRENT_NOTICE_VERSION`] is FAILED_PRECONDITION /
+/// NOTICE_VERSION_NOT_CURRENT (ErrorInfo metadata `current_version`).
+pub fn accepted_notice_version(text: &str) -> ApiResult<&'static str> {
+    if text.is_empty() {
+        return Err(ApiError::invalid_field(
+            Reason::NoticeNotAccepted,
+            "accepted_notice_version",
+            "the owner must accept the family-binding notice",
+        ));
+    }
+    if text == CURRENT_NOTICE_VERSION {
+        return Ok(CURRENT_NOTICE_VERSION);
+    }
+    let message = if RETIRED_NOTICE_VERSIONS.contains(&text) {
+        "the accepted notice version is retired: show the current notice"
+    } else {
+        "the accepted notice version is unknown: show the current notice"
+    };
+    Err(ApiError::failed_precondition(Reason::NoticeVersionNotCurrent, message)
+        .with_metadata("current_version", CURRENT_NOTICE_VERSION))
 }
 
 /// Live bindings an owner may hold, pending ones included.
@@ -398,6 +655,7 @@ pub fn remover(
 /// The binding as far as the face outcome decides it: PASSED activates, FAILED rejects,
 /// EXPIRED expires.
 pub fn status_after_face(outcome: FaceOutcome) -> BindingStatus {
+    // (Only PENDING_FACE bindings take face outcomes: see `store::family::apply_face_outcome`.)
     match outcome {
         FaceOutcome::Passed => BindingStatus::Active,
         FaceOutcome::Failed => BindingStatus::Rejected,
@@ -559,6 +817,74 @@ mod tests {
     }
 
     #[test]
+    fn a_child_is_active_only_once_the_relationship_is_proven() {
+        use RelationshipVerdict::*;
+        assert_eq!(admit(true, false, None).unwrap(), Admission::PendingFace);
+        assert_eq!(admit(true, true, Some(Confirmed)).unwrap(), Admission::PendingFace, "16+: the member consents");
+        assert_eq!(admit(false, true, None).unwrap(), Admission::Active(RelationshipProof::WindowAttestation));
+        assert_eq!(admit(false, false, Some(Confirmed)).unwrap(), Admission::Active(RelationshipProof::Authority));
+        assert_eq!(admit(false, false, Some(CannotAnswer)).unwrap(), Admission::PendingReview);
+        assert_eq!(admit(false, false, None).unwrap(), Admission::PendingReview);
+        let error = admit(false, false, Some(Refuted)).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::RelationshipNotConfirmed));
+        assert!(asks_authority(false, false));
+        assert!(!asks_authority(true, false) && !asks_authority(false, true));
+    }
+
+    #[test]
+    fn only_an_open_review_is_decided() {
+        let now = date(2026, 12, 7).and_hms_opt(8, 0, 0).unwrap();
+        let later = Some(now + chrono::Duration::hours(1));
+        let approve = ReviewDecision::Approve;
+        assert_eq!(decide_review(BindingStatus::PendingReview, later, now, &approve).unwrap(), BindingStatus::Active);
+        let reject = ReviewDecision::Reject("the register page is not legible".into());
+        assert_eq!(decide_review(BindingStatus::PendingReview, later, now, &reject).unwrap(), BindingStatus::Rejected);
+        for (status, deadline) in [
+            (BindingStatus::PendingReview, Some(now)),
+            (BindingStatus::Active, later),
+            (BindingStatus::PendingFace, later),
+            (BindingStatus::Expired, later),
+        ] {
+            let error = decide_review(status, deadline, now, &approve).unwrap_err();
+            assert_eq!(error.reason(), Reason::BindingNotInReview, "{status:?}");
+        }
+        assert!(rejection_reason("  ").is_err());
+        assert!(rejection_reason("a\nb").is_err());
+        assert!(rejection_reason(&"字".repeat(201)).is_err());
+        assert_eq!(rejection_reason(" unreadable ").unwrap(), "unreadable");
+    }
+
+    #[test]
+    fn review_page_tokens_round_trip_and_sizes_are_bounded() {
+        let cursor = ReviewCursor {
+            deadline: date(2026, 12, 14).and_hms_micro_opt(7, 58, 46, 357_303).unwrap(),
+            binding_id: Uuid::now_v7(),
+        };
+        assert_eq!(ReviewCursor::decode(&cursor.encode()).unwrap(), cursor);
+        for junk in ["", "x", "cjEuMS4y", &cursor.encode()[1..]] {
+            let error = ReviewCursor::decode(junk).unwrap_err();
+            assert_eq!(error.code(), tonic::Code::InvalidArgument, "{junk:?}");
+        }
+        assert_eq!(page_size(0).unwrap(), 50);
+        assert_eq!(page_size(100).unwrap(), 100);
+        assert!(page_size(101).is_err() && page_size(-1).is_err());
+    }
+
+    #[test]
+    fn only_the_current_notice_is_accepted() {
+        assert_eq!(accepted_notice_version(CURRENT_NOTICE_VERSION).unwrap(), CURRENT_NOTICE_VERSION);
+        let empty = accepted_notice_version("").unwrap_err();
+        assert_eq!((empty.code(), empty.reason()), (tonic::Code::InvalidArgument, Reason::NoticeNotAccepted));
+        for old in [RETIRED_NOTICE_VERSIONS[0], "FBN-1999-01", "fbn-2026-12"] {
+            let error = accepted_notice_version(old).unwrap_err();
+            assert_eq!(
+                (error.code(), error.reason()),
+                (tonic::Code::FailedPrecondition, Reason::NoticeVersionNotCurrent)
+            );
+        }
+    }
+
+    #[test]
     fn statuses_and_relationships_round_trip() {
         for status in BindingStatus::ALL {
             assert_eq!(BindingStatus::parse(status.as_str()), Some(status));
@@ -568,5 +894,18 @@ mod tests {
         }
         assert_eq!(month_key(date(2026, 1, 31)), "2026-01");
         assert_eq!(status_after_face(FaceOutcome::Failed), BindingStatus::Rejected);
+        for proof in [
+            RelationshipProof::MemberFace,
+            RelationshipProof::Authority,
+            RelationshipProof::OperatorReview,
+            RelationshipProof::WindowAttestation,
+        ] {
+            assert_eq!(RelationshipProof::parse(proof.as_str()), Some(proof));
+        }
+        for channel in
+            [BindingChannel::Online, BindingChannel::Terminal, BindingChannel::HospitalOffice, BindingChannel::Window]
+        {
+            assert_eq!(BindingChannel::parse(channel.as_str()), Some(channel));
+        }
     }
 }

@@ -30,6 +30,8 @@ pub struct HandlerFacts {
     pub counter_visit: bool,
     /// The caller speaks for the employer code of the person's account.
     pub employer: bool,
+    /// The person is present at the caller's counter (card + face verified there).
+    pub present: bool,
     /// The call carried the person's name and ID number and they matched (a counter where the
     /// person is present).
     pub holder_present: bool,
@@ -99,6 +101,7 @@ impl CallAccess {
                 binder,
                 counter_visit: known.counter_visit,
                 employer: known.employer,
+                present: known.present,
                 holder_present: known.holder_present,
                 guardian,
             },
@@ -122,6 +125,7 @@ pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
         Standing::Service => kind == PartnerKind::Service,
         Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
         Standing::Employer => kind == PartnerKind::Employer,
+        Standing::Present => matches!(kind, PartnerKind::Terminal | PartnerKind::Hospital),
         Standing::HolderPresent => access::is_counter_kind(kind),
         Standing::Person | Standing::Binder | Standing::Guardian => false,
     })

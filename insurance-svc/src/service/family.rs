@@ -4,31 +4,42 @@
 use futures::future::join_all;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::Caller,
-    convert::timestamp,
+    audit::outcome_of,
+    auth::PartnerKind,
+    convert::{from_timestamp, timestamp},
     error::{require_enum, require_uuid},
 };
 use medins_proto::{
-    identity::v1::{FacePurpose as IdentityFacePurpose, PersonView},
+    identity::v1::{FacePurpose as IdentityFacePurpose, FaceSessionStatus, PersonView},
     insurance::v1::{
-        self as pb, AddFamilyMemberRequest, AddFamilyMemberResponse, GetFamilyBindingRequest, GetFamilyBindingResponse,
-        ListFamilyMembersRequest, ListFamilyMembersResponse, ListWhoBoundMeRequest, ListWhoBoundMeResponse,
-        RemoveFamilyMemberRequest, RemoveFamilyMemberResponse, SetFamilyAidRequest, SetFamilyAidResponse,
+        self as pb, AddFamilyMemberRequest, AddFamilyMemberResponse, BindFamilyMemberAtCounterRequest,
+        BindFamilyMemberAtCounterResponse, GetFamilyBindingRequest, GetFamilyBindingResponse,
+        ListFamilyBindingReviewsRequest, ListFamilyBindingReviewsResponse, ListFamilyMembersRequest,
+        ListFamilyMembersResponse, ListWhoBoundMeRequest, ListWhoBoundMeResponse, RemoveFamilyMemberRequest,
+        RemoveFamilyMemberResponse, ReviewFamilyBindingRequest, ReviewFamilyBindingResponse, SetFamilyAidRequest,
+        SetFamilyAidResponse, StartCounterOwnerCheckRequest, StartCounterOwnerCheckResponse,
         family_service_server::FamilyService,
     },
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::SharedState;
+use super::{
+    SharedState,
+    access::{CallAccess, HandlerFacts},
+};
 use crate::{
     domain::{
+        access::Standing,
+        card::CardStatus,
         family::{
-            self, BindingDocument, BindingParties, BindingStatus, DocumentFacts, Relationship, Remover,
+            self, Admission, BindingChannel, BindingDocument, BindingParties, BindingStatus, DocumentFacts,
+            Relationship, RelationshipProof, Remover, ReviewCursor, ReviewDecision, admit, asks_authority,
             check_document, check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
         },
         voucher::{VoucherStatus, age_on, require_insured},
     },
+    relationship::{Resident, verdict_or_review},
     store::family::{Binding, NewBinding},
 };
 
@@ -67,10 +78,30 @@ pub(crate) fn relationship_message(relationship: Relationship) -> pb::Relationsh
 fn status_message(status: BindingStatus) -> pb::BindingStatus {
     match status {
         BindingStatus::PendingFace => pb::BindingStatus::PendingFace,
+        BindingStatus::PendingReview => pb::BindingStatus::PendingReview,
         BindingStatus::Active => pb::BindingStatus::Active,
         BindingStatus::Rejected => pb::BindingStatus::Rejected,
         BindingStatus::Expired => pb::BindingStatus::Expired,
         BindingStatus::Removed => pb::BindingStatus::Removed,
+    }
+}
+
+fn proof_message(proof: Option<RelationshipProof>) -> pb::RelationshipProof {
+    match proof {
+        None => pb::RelationshipProof::Unspecified,
+        Some(RelationshipProof::MemberFace) => pb::RelationshipProof::MemberFace,
+        Some(RelationshipProof::Authority) => pb::RelationshipProof::Authority,
+        Some(RelationshipProof::OperatorReview) => pb::RelationshipProof::OperatorReview,
+        Some(RelationshipProof::WindowAttestation) => pb::RelationshipProof::WindowAttestation,
+    }
+}
+
+fn channel_message(channel: BindingChannel) -> pb::BindingChannel {
+    match channel {
+        BindingChannel::Online => pb::BindingChannel::Online,
+        BindingChannel::Terminal => pb::BindingChannel::Terminal,
+        BindingChannel::HospitalOffice => pb::BindingChannel::HospitalOffice,
+        BindingChannel::Window => pb::BindingChannel::Window,
     }
 }
 
@@ -111,6 +142,12 @@ impl FamilyApi {
             created_at: Some(timestamp(binding.created_at)),
             activated_at: binding.activated_at.map(timestamp),
             ended_at: binding.ended_at.map(timestamp),
+            relationship_proof: proof_message(binding.relationship_proof) as i32,
+            review_deadline: binding.review_deadline.map(timestamp),
+            rejection_reason: binding.rejection_reason.clone().unwrap_or_default(),
+            notice_version: binding.notice.as_ref().map(|(version, _)| version.clone()).unwrap_or_default(),
+            notice_accepted_at: binding.notice.as_ref().map(|(_, at)| timestamp(*at)),
+            channel: channel_message(binding.channel) as i32,
         })
     }
 
@@ -118,21 +155,79 @@ impl FamilyApi {
         join_all(bindings.iter().map(|binding| self.binding_message(binding, &[]))).await.into_iter().collect()
     }
 
-    /// A binding the caller may see: its owner's or member's token, or an operator. Anyone
-    /// else is told it does not exist. Returns it with the token subject (`None`: operator).
-    async fn visible_binding<T>(&self, request: &Request<T>, id: Uuid) -> ApiResult<(Binding, Option<Uuid>)> {
-        let subject = self.state.person_tokens.claims(request).await?.map(|claims| claims.person_id);
+    /// A binding the caller may touch under the access table: the rule's standings towards its
+    /// owner, else towards its member. A missing binding gets the same refusal as one the caller
+    /// has no relationship with (the rule's NOT_FOUND / BINDING_NOT_FOUND). Returns the binding,
+    /// the standing and the person (owner or member) it holds towards.
+    async fn binding_for(&self, access: &CallAccess, id: Uuid) -> ApiResult<(Binding, Standing, Uuid)> {
         let binding = self.state.family.find(id).await?.ok_or_else(binding_not_found)?;
-        match subject {
-            Some(subject) if subject != binding.owner_person_id && subject != binding.member_person_id => {
-                Err(binding_not_found())
-            }
-            _ => Ok((binding, subject)),
+        let as_owner = access.decide(&self.state, binding.owner_person_id, HandlerFacts::default()).await;
+        match as_owner {
+            Ok(standing) => Ok((binding.clone(), standing, binding.owner_person_id)),
+            Err(refusal) => match access.decide(&self.state, binding.member_person_id, HandlerFacts::default()).await {
+                Ok(standing) => Ok((binding.clone(), standing, binding.member_person_id)),
+                Err(_) => Err(refusal),
+            },
         }
     }
 
+    /// Whether `owner` is present at the calling counter: `number` is a VALID card of the owner,
+    /// and `session_id` a FAMILY_BINDING face session of the owner that this counter started
+    /// (StartCounterOwnerCheck), PASSED within the last 10 minutes. (That the session serves one
+    /// binding only is checked when the binding is written.)
+    async fn owner_present_at(
+        &self,
+        access: &CallAccess,
+        owner: Uuid,
+        number: String,
+        session_id: Uuid,
+    ) -> ApiResult<bool> {
+        let state = &self.state;
+        let card_holds = state
+            .cards
+            .find_card(number)
+            .await?
+            .is_some_and(|card| card.status == CardStatus::Valid && card.person_id == owner);
+        if !card_holds {
+            return Ok(false);
+        }
+        let session = match state.identity.get_face_verification(&session_id.to_string(), "terminal.owner_face_").await
+        {
+            Ok(session) => session,
+            Err(error) if error.code() == tonic::Code::NotFound => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let fresh = session
+            .finished_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .is_some_and(|finished| state.clock.now() - finished <= COUNTER_FACE_VALIDITY);
+        Ok(session.person_id == owner.to_string()
+            && session.purpose == IdentityFacePurpose::FamilyBinding as i32
+            && session.status == FaceSessionStatus::Passed as i32
+            && session.reference.starts_with(&counter_reference_prefix(&access.caller.id))
+            && fresh)
+    }
+
+    /// Records the call in the access history of each known person (never changes the answer).
+    async fn audit<R>(&self, access: &CallAccess, persons: &[Uuid], result: Result<R, Status>) -> Result<R, Status> {
+        let outcome = outcome_of(&result);
+        for person in persons {
+            self.state.audit.record(&access.caller.id, access.method, *person, outcome).await;
+        }
+        result
+    }
+
     /// The rules of AddFamilyMember after decoding, in the contract's order, then the write.
-    async fn add(&self, owner: Uuid, request: DecodedAdd, partner_id: &str) -> ApiResult<AddFamilyMemberResponse> {
+    async fn add(
+        &self,
+        owner: Uuid,
+        request: DecodedAdd,
+        partner_id: &str,
+        presence: Presence,
+    ) -> ApiResult<AddFamilyMemberResponse> {
+        let channel = presence.channel;
+        let window_attested = channel == BindingChannel::Window;
         let state = &self.state;
         // 1. The owner's voucher.
         match state.vouchers.status_of(owner).await? {
@@ -189,9 +284,41 @@ impl FamilyApi {
         let [commitment_letter_id, owner_register_id, member_register_id] = documents[..] else {
             return Err(ApiError::internal("a binding takes exactly three documents"));
         };
+        // 9. The relationship: a member under 16 cannot consent with their own face, so the
+        // relationship is proven first (domain::family::admit).
+        let needs_face = needs_face_check(member_birth, today);
+        let verdict = match (&request.owner, asks_authority(needs_face, window_attested)) {
+            (Some(owner_resident), true) => {
+                let matched = state
+                    .identity
+                    .match_person(&owner_resident.name, &owner_resident.id_number, None, "owner_")
+                    .await?;
+                if matched != Some(owner) {
+                    return Err(ApiError::failed_precondition(
+                        Reason::NameMismatch,
+                        "owner_name and owner_id_number are not the owner's",
+                    ));
+                }
+                let member_resident = Resident {
+                    name: request.member_name.clone(),
+                    id_number: request.member_id_number.trim().to_ascii_uppercase(),
+                };
+                Some(
+                    verdict_or_review(
+                        state.relationships.as_ref(),
+                        owner_resident,
+                        &member_resident,
+                        request.relationship,
+                    )
+                    .await,
+                )
+            }
+            _ => None,
+        };
+        let admission = admit(needs_face, window_attested, verdict)?;
         // From 16: the member's face check, started now; the binding waits for its outcome.
         let id = Uuid::now_v7();
-        let face = if needs_face_check(member_birth, today) {
+        let face = if admission == Admission::PendingFace {
             let started = state
                 .identity
                 // The binder reads and watches this session with their own token: the member
@@ -226,6 +353,12 @@ impl FamilyApi {
                     member_register_id,
                     month,
                     partner_id: partner_id.to_owned(),
+                    admission,
+                    review_period: state.family_review_period,
+                    notice_version: request.notice_version,
+                    channel,
+                    owner_face_session_id: presence.owner_face_session_id,
+                    attested_by: presence.attested_by,
                 },
                 state.clock.stored_now(),
             )
@@ -250,12 +383,85 @@ impl FamilyApi {
     }
 }
 
+/// How the owner is present at a binding (online: through their token).
+struct Presence {
+    channel: BindingChannel,
+    /// Terminal, hospital office: the owner's PASSED face session there.
+    owner_face_session_id: Option<Uuid>,
+    /// Window: the attesting operator's staff id.
+    attested_by: Option<String>,
+}
+
+impl Presence {
+    fn online() -> Self {
+        Presence { channel: BindingChannel::Online, owner_face_session_id: None, attested_by: None }
+    }
+}
+
+/// How long a PASSED face session at a counter proves the owner's presence.
+const COUNTER_FACE_VALIDITY: chrono::Duration = chrono::Duration::minutes(10);
+
+/// The reference of the owner's face session started by counter `partner` (checked when the
+/// session is used, so a session proves presence only at the counter that started it).
+fn counter_reference_prefix(partner: &str) -> String {
+    format!("counter-owner:{partner}:")
+}
+
+fn owner_not_present() -> ApiError {
+    ApiError::new(
+        tonic::Code::PermissionDenied,
+        Reason::OwnerNotPresent,
+        "the owner's social security card and a passed face check at this counter are required",
+    )
+}
+
+/// A card number as read from the card: 1-32 ASCII digits (INVALID_ARGUMENT otherwise).
+fn card_number(field: &str, text: &str) -> ApiResult<String> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "1-32 digits"));
+    }
+    Ok(text.to_owned())
+}
+
+/// A window attestation as sent: a staff id of 1-64 visible ASCII characters and all six
+/// originals seen (INVALID_ARGUMENT otherwise). Returns the staff id.
+fn window_attestation(window: &pb::WindowAttestation) -> ApiResult<String> {
+    let staff = window.staff_id.trim();
+    if staff.is_empty() || staff.len() > 64 || !staff.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "window.staff_id",
+            "1-64 visible ASCII characters",
+        ));
+    }
+    let all = [
+        pb::OriginalDocument::OwnerIdCard,
+        pb::OriginalDocument::MemberIdCard,
+        pb::OriginalDocument::OwnerSocialSecurityCard,
+        pb::OriginalDocument::MemberSocialSecurityCard,
+        pb::OriginalDocument::OwnerHouseholdRegister,
+        pb::OriginalDocument::MemberHouseholdRegister,
+    ];
+    if !all.iter().all(|original| window.originals_seen.contains(&(*original as i32))) {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "window.originals_seen",
+            "both persons' ID cards, social security cards and household register pages must be seen",
+        ));
+    }
+    Ok(staff.to_owned())
+}
+
 /// An AddFamilyMember request, validated.
 struct DecodedAdd {
     member_name: String,
     member_id_number: String,
     relationship: Relationship,
     documents: [Option<Uuid>; 3],
+    notice_version: &'static str,
+    /// The owner's own name and ID number, for the relationship authority only.
+    owner: Option<Resident>,
 }
 
 fn decode_add(body: &AddFamilyMemberRequest) -> ApiResult<DecodedAdd> {
@@ -273,7 +479,32 @@ fn decode_add(body: &AddFamilyMemberRequest) -> ApiResult<DecodedAdd> {
     for ((slot, role), text) in documents.iter_mut().zip(BindingDocument::ALL).zip(texts) {
         *slot = document_id(role, text)?;
     }
-    Ok(DecodedAdd { member_name, member_id_number: body.member_id_number.clone(), relationship, documents })
+    let owner = match (body.owner_name.is_empty(), body.owner_id_number.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(Resident {
+            name: medins_common::name::require_name("owner_name", &body.owner_name)?,
+            id_number: body.owner_id_number.trim().to_ascii_uppercase(),
+        }),
+        (true, false) => {
+            return Err(ApiError::invalid_field(Reason::InvalidName, "owner_name", "required with owner_id_number"));
+        }
+        (false, true) => {
+            return Err(ApiError::invalid_field(
+                Reason::InvalidIdNumber,
+                "owner_id_number",
+                "required with owner_name",
+            ));
+        }
+    };
+    let notice_version = family::accepted_notice_version(&body.accepted_notice_version)?;
+    Ok(DecodedAdd {
+        member_name,
+        member_id_number: body.member_id_number.clone(),
+        relationship,
+        documents,
+        notice_version,
+        owner,
+    })
 }
 
 #[tonic::async_trait]
@@ -282,19 +513,25 @@ impl FamilyService for FamilyApi {
         &self,
         request: Request<AddFamilyMemberRequest>,
     ) -> Result<Response<AddFamilyMemberResponse>, Status> {
-        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let owner = require_uuid("owner_person_id", &body.owner_person_id)?;
         let decoded = decode_add(body)?;
         let state = &self.state;
-        state.person_tokens.authorize(&request, owner).await?;
-        let response = state
+        let access = CallAccess::begin(state, &request).await?;
+        access.decide(state, owner, HandlerFacts::default()).await?;
+        let result = state
             .idempotency
-            .run(&caller.id, "AddFamilyMember", request.metadata(), body, || async {
-                Ok(self.add(owner, decoded, &caller.id).await?)
+            .run(&access.caller.id, "AddFamilyMember", request.metadata(), body, || async {
+                Ok(self.add(owner, decoded, &access.caller.id, Presence::online()).await?)
             })
-            .await?;
-        Ok(Response::new(response))
+            .await;
+        let member = result
+            .as_ref()
+            .ok()
+            .and_then(|response| response.binding.as_ref())
+            .and_then(|binding| Uuid::parse_str(&binding.member_person_id).ok());
+        let persons: Vec<Uuid> = std::iter::once(owner).chain(member).collect();
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
     async fn get_family_binding(
@@ -302,8 +539,16 @@ impl FamilyService for FamilyApi {
         request: Request<GetFamilyBindingRequest>,
     ) -> Result<Response<GetFamilyBindingResponse>, Status> {
         let id = require_uuid("binding_id", &request.get_ref().binding_id)?;
-        let (binding, _) = self.visible_binding(&request, id).await?;
-        Ok(Response::new(GetFamilyBindingResponse { binding: Some(self.binding_message(&binding, &[]).await?) }))
+        let access = CallAccess::begin(&self.state, &request).await?;
+        let binding = self.state.family.find(id).await?.ok_or_else(binding_not_found)?;
+        let persons = [binding.owner_person_id, binding.member_person_id];
+        let result = async {
+            self.binding_for(&access, id).await?;
+            Ok(GetFamilyBindingResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
+        }
+        .await
+        .map_err(|error: ApiError| Status::from(error));
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
     async fn list_family_members(
@@ -312,9 +557,15 @@ impl FamilyService for FamilyApi {
     ) -> Result<Response<ListFamilyMembersResponse>, Status> {
         let body = request.get_ref();
         let owner = require_uuid("owner_person_id", &body.owner_person_id)?;
-        self.state.person_tokens.authorize(&request, owner).await?;
-        let bindings = self.state.family.list_by_owner(owner, body.include_ended).await?;
-        Ok(Response::new(ListFamilyMembersResponse { bindings: self.binding_messages(&bindings).await? }))
+        let access = CallAccess::begin(&self.state, &request).await?;
+        access.decide(&self.state, owner, HandlerFacts::default()).await?;
+        let result = async {
+            let bindings = self.state.family.list_by_owner(owner, body.include_ended).await?;
+            Ok(ListFamilyMembersResponse { bindings: self.binding_messages(&bindings).await? })
+        }
+        .await
+        .map_err(|error: ApiError| Status::from(error));
+        Ok(Response::new(self.audit(&access, &[owner], result).await?))
     }
 
     async fn list_who_bound_me(
@@ -322,77 +573,288 @@ impl FamilyService for FamilyApi {
         request: Request<ListWhoBoundMeRequest>,
     ) -> Result<Response<ListWhoBoundMeResponse>, Status> {
         let member = require_uuid("member_person_id", &request.get_ref().member_person_id)?;
-        self.state.person_tokens.authorize(&request, member).await?;
-        let bindings = self.state.family.list_by_member(member).await?;
-        Ok(Response::new(ListWhoBoundMeResponse { bindings: self.binding_messages(&bindings).await? }))
+        let access = CallAccess::begin(&self.state, &request).await?;
+        access.decide(&self.state, member, HandlerFacts::default()).await?;
+        let result = async {
+            let bindings = self.state.family.list_by_member(member).await?;
+            Ok(ListWhoBoundMeResponse { bindings: self.binding_messages(&bindings).await? })
+        }
+        .await
+        .map_err(|error: ApiError| Status::from(error));
+        Ok(Response::new(self.audit(&access, &[member], result).await?))
     }
 
     async fn remove_family_member(
         &self,
         request: Request<RemoveFamilyMemberRequest>,
     ) -> Result<Response<RemoveFamilyMemberResponse>, Status> {
-        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let id = require_uuid("binding_id", &body.binding_id)?;
         let state = &self.state;
-        let (binding, subject) = self.visible_binding(&request, id).await?;
-        let by = match subject {
-            None => Remover::Ops,
-            Some(subject) => {
-                let age = age_on(binding.member_birth_date, state.clock.today());
-                family::remover(binding.owner_person_id, binding.member_person_id, subject, age)?
-                    .ok_or_else(binding_not_found)?
-            }
-        };
-        let response = state
-            .idempotency
-            .run(&caller.id, "RemoveFamilyMember", request.metadata(), body, || async {
-                let (removed, member_voucher_suspended) = state.family.remove(id, by, state.clock.stored_now()).await?;
-                tracing::info!(
-                    binding_id = %id,
-                    by = by.as_str(),
-                    member_voucher_suspended,
-                    partner = %caller.id,
-                    "family binding removed"
-                );
-                Ok(RemoveFamilyMemberResponse {
-                    binding: Some(self.binding_message(&removed, &[]).await?),
-                    member_voucher_suspended,
+        let access = CallAccess::begin(state, &request).await?;
+        let binding = state.family.find(id).await?.ok_or_else(binding_not_found)?;
+        let persons = [binding.owner_person_id, binding.member_person_id];
+        let result = async {
+            let (binding, standing, person) = self.binding_for(&access, id).await?;
+            let by = match standing {
+                Standing::Person => {
+                    let age = age_on(binding.member_birth_date, state.clock.today());
+                    family::remover(binding.owner_person_id, binding.member_person_id, person, age)?
+                        .ok_or_else(binding_not_found)?
+                }
+                _ => Remover::Ops,
+            };
+            let caller = &access.caller.id;
+            state
+                .idempotency
+                .run(caller, "RemoveFamilyMember", request.metadata(), body, || async {
+                    let (removed, member_voucher_suspended) =
+                        state.family.remove(id, by, state.clock.stored_now()).await?;
+                    tracing::info!(
+                        binding_id = %id,
+                        by = by.as_str(),
+                        member_voucher_suspended,
+                        partner = %caller,
+                        "family binding removed"
+                    );
+                    Ok(RemoveFamilyMemberResponse {
+                        binding: Some(self.binding_message(&removed, &[]).await?),
+                        member_voucher_suspended,
+                    })
                 })
-            })
-            .await?;
-        Ok(Response::new(response))
+                .await
+        }
+        .await;
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
     async fn set_family_aid(
         &self,
         request: Request<SetFamilyAidRequest>,
     ) -> Result<Response<SetFamilyAidResponse>, Status> {
-        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let id = require_uuid("binding_id", &body.binding_id)?;
         let state = &self.state;
-        let (binding, subject) = self.visible_binding(&request, id).await?;
-        if subject.is_some_and(|subject| subject != binding.owner_person_id) {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
-                Reason::PersonTokenInvalid,
-                "only the binder switches family aid",
-            )
-            .into());
+        let access = CallAccess::begin(state, &request).await?;
+        let binding = state.family.find(id).await?.ok_or_else(binding_not_found)?;
+        let persons = [binding.owner_person_id, binding.member_person_id];
+        let result = async {
+            let (binding, standing, person) = self.binding_for(&access, id).await?;
+            if standing == Standing::Person && person != binding.owner_person_id {
+                return Err(ApiError::new(
+                    tonic::Code::PermissionDenied,
+                    Reason::PersonTokenInvalid,
+                    "only the binder switches family aid",
+                )
+                .into());
+            }
+            let enabled = body.enabled;
+            let caller = &access.caller.id;
+            state
+                .idempotency
+                .run(caller, "SetFamilyAid", request.metadata(), body, || async {
+                    // Family aid policy (README, Configuration): the binder's scheme must pay for
+                    // this relationship; the same decision Settle asks (domain::settlement).
+                    let aid_policy = state.settlements.policy().family_aid().clone();
+                    let binding = state.family.set_family_aid(id, enabled, aid_policy).await?;
+                    tracing::info!(binding_id = %id, enabled, partner = %caller, "family aid set");
+                    Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
+                })
+                .await
         }
-        let enabled = body.enabled;
-        let response = state
-            .idempotency
-            .run(&caller.id, "SetFamilyAid", request.metadata(), body, || async {
-                // Family aid policy (README, Configuration): the binder's scheme must pay for
-                // this relationship; the same decision Settle asks (domain::settlement).
-                let aid_policy = state.settlements.policy().family_aid().clone();
-                let binding = state.family.set_family_aid(id, enabled, aid_policy).await?;
-                tracing::info!(binding_id = %id, enabled, partner = %caller.id, "family aid set");
-                Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
+        .await;
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
+    }
+
+    async fn start_counter_owner_check(
+        &self,
+        request: Request<StartCounterOwnerCheckRequest>,
+    ) -> Result<Response<StartCounterOwnerCheckResponse>, Status> {
+        let number = card_number("owner_card_number", &request.get_ref().owner_card_number)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        // Only a VALID card starts a check; any other number gets the refusal an unknown one
+        // gets, and no person is named.
+        let card = state.cards.find_card(number).await?.filter(|card| card.status == CardStatus::Valid);
+        let Some(card) = card else { return Err(owner_not_present().into()) };
+        let holder = card.person_id;
+        let result = async {
+            // The card is in the counter's reader: that is the standing to start the holder's
+            // face check (only the face check then proves the holder is the one present).
+            access.decide(state, holder, HandlerFacts { present: true, ..HandlerFacts::default() }).await?;
+            let reference = format!("{}{}", counter_reference_prefix(&access.caller.id), Uuid::now_v7());
+            let started = state
+                .identity
+                .start_face_verification(
+                    holder,
+                    IdentityFacePurpose::FamilyBinding,
+                    &reference,
+                    &access.caller.id,
+                    None,
+                )
+                .await?;
+            let session = started.session.ok_or_else(|| ApiError::internal("identity-svc started no session"))?;
+            Ok(StartCounterOwnerCheckResponse {
+                face_check: Some(pb::MemberFaceCheck {
+                    session_id: session.session_id,
+                    liveness_challenge: started.liveness_challenge,
+                    expires_at: started.expires_at,
+                }),
             })
+        }
+        .await
+        .map_err(|error: ApiError| Status::from(error));
+        Ok(Response::new(self.audit(&access, &[holder], result).await?))
+    }
+
+    async fn bind_family_member_at_counter(
+        &self,
+        request: Request<BindFamilyMemberAtCounterRequest>,
+    ) -> Result<Response<BindFamilyMemberAtCounterResponse>, Status> {
+        let body = request.get_ref();
+        let inner = body
+            .binding
+            .as_ref()
+            .ok_or_else(|| ApiError::invalid_field(Reason::InvalidArgument, "binding", "required"))?;
+        let owner = require_uuid("binding.owner_person_id", &inner.owner_person_id)?;
+        let decoded = decode_add(inner)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        use pb::bind_family_member_at_counter_request::Presence as Sent;
+        let (presence, present) = match (access.caller.kind, &body.presence) {
+            (PartnerKind::Terminal | PartnerKind::Hospital, Some(Sent::Terminal(terminal))) => {
+                let number = card_number("terminal.owner_card_number", &terminal.owner_card_number)?;
+                let session_id = require_uuid("terminal.owner_face_session_id", &terminal.owner_face_session_id)?;
+                let present = self.owner_present_at(&access, owner, number, session_id).await?;
+                let channel = if access.caller.kind == PartnerKind::Terminal {
+                    BindingChannel::Terminal
+                } else {
+                    BindingChannel::HospitalOffice
+                };
+                (Presence { channel, owner_face_session_id: Some(session_id), attested_by: None }, present)
+            }
+            (PartnerKind::Ops, Some(Sent::Window(window))) => {
+                let staff = window_attestation(window)?;
+                (
+                    Presence { channel: BindingChannel::Window, owner_face_session_id: None, attested_by: Some(staff) },
+                    false,
+                )
+            }
+            _ => {
+                return Err(ApiError::new(
+                    tonic::Code::PermissionDenied,
+                    Reason::PartnerKindNotAllowed,
+                    "terminals and hospital offices send `terminal`, operators at the window send `window`",
+                )
+                .into());
+            }
+        };
+        let result = async {
+            access.decide(state, owner, HandlerFacts { present, ..HandlerFacts::default() }).await?;
+            let caller = &access.caller.id;
+            state
+                .idempotency
+                .run(caller, "BindFamilyMemberAtCounter", request.metadata(), body, || async {
+                    let added = self.add(owner, decoded, caller, presence).await?;
+                    Ok(BindFamilyMemberAtCounterResponse { binding: added.binding, face_check: added.face_check })
+                })
+                .await
+        }
+        .await;
+        let member = result
+            .as_ref()
+            .ok()
+            .and_then(|response| response.binding.as_ref())
+            .and_then(|binding| Uuid::parse_str(&binding.member_person_id).ok());
+        let persons: Vec<Uuid> = std::iter::once(owner).chain(member).collect();
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
+    }
+
+    async fn list_family_binding_reviews(
+        &self,
+        request: Request<ListFamilyBindingReviewsRequest>,
+    ) -> Result<Response<ListFamilyBindingReviewsResponse>, Status> {
+        let body = request.get_ref();
+        let limit = family::page_size(body.page_size)?;
+        let after = match body.page_token.trim() {
+            "" => None,
+            token => Some(ReviewCursor::decode(token)?),
+        };
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let bindings = state
+            .family
+            .list_pending_reviews(after.map(|cursor| (cursor.deadline, cursor.binding_id)), limit + 1)
             .await?;
-        Ok(Response::new(response))
+        let more = bindings.len() as i64 > limit;
+        let page = &bindings[..bindings.len().min(limit as usize)];
+        let mut reviews = Vec::with_capacity(page.len());
+        for binding in page {
+            // Every listed binding touches both persons: each is asked of the table and recorded.
+            let result = async {
+                access.decide(state, binding.owner_person_id, HandlerFacts::default()).await?;
+                Ok(pb::FamilyBindingReview {
+                    binding: Some(self.binding_message(binding, &[]).await?),
+                    commitment_letter_document_id: binding.commitment_letter_id.to_string(),
+                    owner_household_register_document_id: binding.owner_register_id.to_string(),
+                    member_household_register_document_id: binding.member_register_id.to_string(),
+                })
+            }
+            .await
+            .map_err(|error: ApiError| Status::from(error));
+            reviews.push(self.audit(&access, &[binding.owner_person_id, binding.member_person_id], result).await?);
+        }
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => last
+                .review_deadline
+                .map(|deadline| ReviewCursor { deadline, binding_id: last.id }.encode())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListFamilyBindingReviewsResponse { reviews, next_page_token }))
+    }
+
+    async fn review_family_binding(
+        &self,
+        request: Request<ReviewFamilyBindingRequest>,
+    ) -> Result<Response<ReviewFamilyBindingResponse>, Status> {
+        let body = request.get_ref();
+        let id = require_uuid("binding_id", &body.binding_id)?;
+        let decision = match require_enum::<pb::ReviewDecision>("decision", body.decision)? {
+            pb::ReviewDecision::Approve if body.rejection_reason.is_empty() => ReviewDecision::Approve,
+            pb::ReviewDecision::Approve => {
+                return Err(ApiError::invalid_field(
+                    Reason::InvalidArgument,
+                    "rejection_reason",
+                    "must be empty when approving",
+                )
+                .into());
+            }
+            pb::ReviewDecision::Reject => ReviewDecision::Reject(family::rejection_reason(&body.rejection_reason)?),
+            pb::ReviewDecision::Unspecified => unreachable!("require_enum refuses the zero value"),
+        };
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let binding = state.family.find(id).await?.ok_or_else(binding_not_found)?;
+        let persons = [binding.owner_person_id, binding.member_person_id];
+        let result = async {
+            self.binding_for(&access, id).await?;
+            let caller = &access.caller.id;
+            state
+                .idempotency
+                .run(caller, "ReviewFamilyBinding", request.metadata(), body, || async {
+                    let reviewed = state.family.review(id, decision, caller.clone(), state.clock.stored_now()).await?;
+                    tracing::info!(
+                        binding_id = %id,
+                        status = reviewed.status.as_str(),
+                        reviewer = %caller,
+                        "family binding reviewed"
+                    );
+                    Ok(ReviewFamilyBindingResponse { binding: Some(self.binding_message(&reviewed, &[]).await?) })
+                })
+                .await
+        }
+        .await;
+        Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 }

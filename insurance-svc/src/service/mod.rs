@@ -56,6 +56,11 @@ pub struct State {
     pub cards: crate::store::card::CardStore,
     /// Masked holder facts for the counter, cached briefly.
     pub holders: Arc<code::HolderCache>,
+    /// The relationship-verification authority (household registration), proving family
+    /// bindings of members under 16.
+    pub relationships: Arc<dyn crate::relationship::RelationshipAuthority>,
+    /// How long an operator has to review a binding the authority could not confirm.
+    pub family_review_period: chrono::Duration,
     /// The audit trail: every call that reads or changes a person's data (DESIGN.md 4.3a).
     pub audit: medins_common::audit::AuditStore,
 }

@@ -11,12 +11,15 @@ use uuid::Uuid;
 use super::{
     account::open_account_of,
     ledger::{TxError, write_with_retry},
-    schema::{family_binder_months, family_bindings, vouchers},
+    schema::{family_binder_months, family_binding_terms, family_bindings, vouchers},
     voucher::{activate_for_family_in, suspend_family_only_in},
 };
 use crate::domain::{
     face::FaceOutcome,
-    family::{self, BindingStatus, FAMILY_QUOTA, MONTHLY_BINDERS, Places, Relationship, Remover},
+    family::{
+        self, Admission, BindingChannel, BindingStatus, FAMILY_QUOTA, MONTHLY_BINDERS, Places, Relationship,
+        RelationshipProof, Remover, ReviewDecision,
+    },
     settlement::{self, FamilyAidPolicy},
 };
 
@@ -51,6 +54,16 @@ pub struct Binding {
     pub activated_at: Option<NaiveDateTime>,
     /// Ended (REJECTED, EXPIRED, REMOVED).
     pub ended_at: Option<NaiveDateTime>,
+    /// How the relationship was proven (set once ACTIVE).
+    pub relationship_proof: Option<RelationshipProof>,
+    /// PENDING_REVIEW: when it expires unreviewed.
+    pub review_deadline: Option<NaiveDateTime>,
+    /// An operator's rejection reason.
+    pub rejection_reason: Option<String>,
+    /// The notice version the owner accepted, and when (absent on bindings made before).
+    pub notice: Option<(String, NaiveDateTime)>,
+    /// Where it was made.
+    pub channel: BindingChannel,
 }
 
 #[derive(Queryable, Selectable)]
@@ -72,10 +85,21 @@ pub(crate) struct BindingRow {
     ended_at: Option<NaiveDateTime>,
 }
 
-impl TryFrom<BindingRow> for Binding {
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = family_binding_terms)]
+pub(crate) struct TermsRow {
+    relationship_proof: Option<String>,
+    review_deadline: Option<NaiveDateTime>,
+    rejection_reason: Option<String>,
+    notice_version: Option<String>,
+    notice_accepted_at: Option<NaiveDateTime>,
+    channel: String,
+}
+
+impl TryFrom<(BindingRow, TermsRow)> for Binding {
     type Error = ApiError;
 
-    fn try_from(row: BindingRow) -> ApiResult<Self> {
+    fn try_from((row, terms): (BindingRow, TermsRow)) -> ApiResult<Self> {
         let bad = |what: &str| ApiError::internal(format_args!("family binding {}: bad {what}", row.id));
         let uuid = |text: &str, what: &str| Uuid::parse_str(text).map_err(|_| bad(what));
         Ok(Binding {
@@ -93,6 +117,14 @@ impl TryFrom<BindingRow> for Binding {
             created_at: row.created_at,
             activated_at: row.activated_at,
             ended_at: row.ended_at,
+            relationship_proof: match terms.relationship_proof.as_deref() {
+                Some(text) => Some(RelationshipProof::parse(text).ok_or_else(|| bad("relationship_proof"))?),
+                None => None,
+            },
+            review_deadline: terms.review_deadline,
+            rejection_reason: terms.rejection_reason,
+            notice: terms.notice_version.zip(terms.notice_accepted_at),
+            channel: BindingChannel::parse(&terms.channel).ok_or_else(|| bad("channel"))?,
         })
     }
 }
@@ -135,6 +167,21 @@ impl FamilyStore {
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     lock_owner(conn, new.owner_person_id)?;
+                    if let Some(session) = new.owner_face_session_id {
+                        // A face check at the counter proves the owner's presence for one binding.
+                        let used: i64 = family_binding_terms::table
+                            .filter(family_binding_terms::owner_face_session_id.eq(session.to_string()))
+                            .count()
+                            .get_result(conn)?;
+                        if used > 0 {
+                            return Err(ApiError::new(
+                                tonic::Code::PermissionDenied,
+                                Reason::OwnerNotPresent,
+                                "this face check already served a binding: run a new one",
+                            )
+                            .into());
+                        }
+                    }
                     let places = places_in(conn, new.owner_person_id, new.member_person_id, &new.month)?;
                     family::check_places(places)?;
                     let slot = free_slot(conn, new.owner_person_id)?;
@@ -154,8 +201,13 @@ impl FamilyStore {
                             ))
                             .execute(conn)?;
                     }
-                    let active = new.face_session_id.is_none();
-                    let status = if active { BindingStatus::Active } else { BindingStatus::PendingFace };
+                    let (status, proof) = match new.admission {
+                        Admission::PendingFace => (BindingStatus::PendingFace, None),
+                        Admission::PendingReview => (BindingStatus::PendingReview, None),
+                        Admission::Active(proof) => (BindingStatus::Active, Some(proof)),
+                    };
+                    let active = status == BindingStatus::Active;
+                    let review_deadline = (status == BindingStatus::PendingReview).then(|| now + new.review_period);
                     diesel::insert_into(family_bindings::table)
                         .values((
                             family_bindings::id.eq(new.id.to_string()),
@@ -172,6 +224,19 @@ impl FamilyStore {
                             family_bindings::family_aid.eq(false),
                             family_bindings::created_at.eq(now),
                             family_bindings::activated_at.eq(active.then_some(now)),
+                        ))
+                        .execute(conn)?;
+                    diesel::insert_into(family_binding_terms::table)
+                        .values((
+                            family_binding_terms::binding_id.eq(new.id.to_string()),
+                            family_binding_terms::relationship_proof.eq(proof.map(RelationshipProof::as_str)),
+                            family_binding_terms::review_deadline.eq(review_deadline),
+                            family_binding_terms::notice_version.eq(Some(new.notice_version)),
+                            family_binding_terms::notice_accepted_at.eq(Some(now)),
+                            family_binding_terms::channel.eq(new.channel.as_str()),
+                            family_binding_terms::owner_face_session_id
+                                .eq(new.owner_face_session_id.map(|id| id.to_string())),
+                            family_binding_terms::attested_by.eq(new.attested_by.as_deref()),
                         ))
                         .execute(conn)?;
                     if active {
@@ -277,21 +342,152 @@ impl FamilyStore {
             .await
     }
 
+    /// An operator's review of a PENDING_REVIEW binding, decided by `domain::family::decide_review`
+    /// on the row read under the owner's lock: APPROVE activates it (and the member's voucher,
+    /// channel FAMILY), REJECT ends it with the reason and frees the place. `reviewer` is the
+    /// operator's partner id.
+    pub async fn review(
+        &self,
+        id: Uuid,
+        decision: ReviewDecision,
+        reviewer: String,
+        now: NaiveDateTime,
+    ) -> ApiResult<Binding> {
+        self.db
+            .write(move |conn| {
+                write_with_retry(conn, |conn| {
+                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                    lock_owner(conn, binding.owner_person_id)?;
+                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                    let status = family::decide_review(binding.status, binding.review_deadline, now, &decision)?;
+                    let target = family_bindings::table
+                        .filter(family_bindings::id.eq(id.to_string()))
+                        .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()));
+                    let updated = match &decision {
+                        ReviewDecision::Approve => diesel::update(target)
+                            .set((
+                                family_bindings::status.eq(status.as_str()),
+                                family_bindings::activated_at.eq(Some(now)),
+                            ))
+                            .execute(conn)?,
+                        ReviewDecision::Reject(_) => diesel::update(target)
+                            .set((
+                                family_bindings::status.eq(status.as_str()),
+                                family_bindings::quota_slot.eq(None::<i32>),
+                                family_bindings::ended_at.eq(Some(now)),
+                            ))
+                            .execute(conn)?,
+                    };
+                    let (proof, reason) = match &decision {
+                        ReviewDecision::Approve => (Some(RelationshipProof::OperatorReview.as_str()), None),
+                        ReviewDecision::Reject(reason) => (None, Some(reason.as_str())),
+                    };
+                    diesel::update(family_binding_terms::table.find(id.to_string()))
+                        .set((
+                            family_binding_terms::relationship_proof.eq(proof),
+                            family_binding_terms::reviewed_by.eq(Some(&reviewer)),
+                            family_binding_terms::reviewed_at.eq(Some(now)),
+                            family_binding_terms::rejection_reason.eq(reason),
+                        ))
+                        .execute(conn)?;
+                    if updated != 1 {
+                        return Err(ApiError::internal("review: the binding changed under the owner's lock").into());
+                    }
+                    if status == BindingStatus::Active {
+                        activate_for_family_in(conn, binding.member_person_id, &reviewer, now)?;
+                    }
+                    Ok(find_in(conn, id)?.ok_or_else(binding_not_found)?)
+                })
+            })
+            .await
+    }
+
+    /// PENDING_REVIEW bindings, oldest deadline first, after `after` (the last one of the
+    /// previous page: deadline and id).
+    pub async fn list_pending_reviews(
+        &self,
+        after: Option<(NaiveDateTime, Uuid)>,
+        limit: i64,
+    ) -> ApiResult<Vec<Binding>> {
+        self.db
+            .run(move |conn| {
+                let mut query = family_bindings::table
+                    .inner_join(family_binding_terms::table)
+                    .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()))
+                    .select((BindingRow::as_select(), TermsRow::as_select()))
+                    .order((family_binding_terms::review_deadline.asc(), family_bindings::id.asc()))
+                    .limit(limit)
+                    .into_boxed();
+                if let Some((deadline, id)) = after {
+                    query = query.filter(family_binding_terms::review_deadline.gt(deadline).or(
+                        family_binding_terms::review_deadline.eq(deadline).and(family_bindings::id.gt(id.to_string())),
+                    ));
+                }
+                query.load::<(BindingRow, TermsRow)>(conn)?.into_iter().map(Binding::try_from).collect()
+            })
+            .await
+    }
+
+    /// Expires every PENDING_REVIEW binding whose deadline has passed (freeing its place);
+    /// returns how many. Nothing else changes: the member's voucher was never activated by it.
+    pub async fn expire_overdue_reviews(&self, now: NaiveDateTime) -> ApiResult<usize> {
+        self.db
+            .write(move |conn| {
+                write_with_retry(conn, |conn| {
+                    let overdue = family_binding_terms::table
+                        .filter(family_binding_terms::review_deadline.le(now))
+                        .select(family_binding_terms::binding_id);
+                    Ok(diesel::update(
+                        family_bindings::table
+                            .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()))
+                            .filter(family_bindings::id.eq_any(overdue)),
+                    )
+                    .set((
+                        family_bindings::status.eq(BindingStatus::Expired.as_str()),
+                        family_bindings::quota_slot.eq(None::<i32>),
+                        family_bindings::ended_at.eq(Some(now)),
+                    ))
+                    .execute(conn)?)
+                })
+            })
+            .await
+    }
+
+    /// Runs [`FamilyStore::expire_overdue_reviews`] every `every`.
+    pub fn spawn_review_sweeper(
+        &self,
+        clock: medins_common::clock::SharedClock,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match store.expire_overdue_reviews(clock.stored_now()).await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "family bindings expired unreviewed"),
+                    Err(error) => tracing::warn!(%error, "family review sweep failed"),
+                }
+            }
+        })
+    }
+
     /// An owner's bindings, newest first: live ones, and with `include_ended` the 50 most
     /// recent in all.
     pub async fn list_by_owner(&self, owner: Uuid, include_ended: bool) -> ApiResult<Vec<Binding>> {
         self.db
             .run(move |conn| {
                 let mut query = family_bindings::table
+                    .inner_join(family_binding_terms::table)
                     .filter(family_bindings::owner_person_id.eq(owner.to_string()))
-                    .select(BindingRow::as_select())
+                    .select((BindingRow::as_select(), TermsRow::as_select()))
                     .order((family_bindings::created_at.desc(), family_bindings::id.desc()))
                     .limit(50)
                     .into_boxed();
                 if !include_ended {
                     query = query.filter(family_bindings::quota_slot.is_not_null());
                 }
-                query.load(conn)?.into_iter().map(Binding::try_from).collect()
+                query.load::<(BindingRow, TermsRow)>(conn)?.into_iter().map(Binding::try_from).collect()
             })
             .await
     }
@@ -301,11 +497,12 @@ impl FamilyStore {
         self.db
             .run(move |conn| {
                 family_bindings::table
+                    .inner_join(family_binding_terms::table)
                     .filter(family_bindings::member_person_id.eq(member.to_string()))
                     .filter(family_bindings::quota_slot.is_not_null())
-                    .select(BindingRow::as_select())
+                    .select((BindingRow::as_select(), TermsRow::as_select()))
                     .order((family_bindings::created_at.desc(), family_bindings::id.desc()))
-                    .load(conn)?
+                    .load::<(BindingRow, TermsRow)>(conn)?
                     .into_iter()
                     .map(Binding::try_from)
                     .collect()
@@ -339,6 +536,18 @@ pub struct NewBinding {
     pub month: String,
     /// The partner the binding is made through (recorded on the FAMILY activation).
     pub partner_id: String,
+    /// What it starts as (`domain::family::admit`).
+    pub admission: Admission,
+    /// How long an operator has to review it, when it starts PENDING_REVIEW.
+    pub review_period: chrono::Duration,
+    /// The notice version the owner accepted (now).
+    pub notice_version: &'static str,
+    /// Where it is made.
+    pub channel: BindingChannel,
+    /// At a terminal or hospital office: the owner's PASSED face session there.
+    pub owner_face_session_id: Option<Uuid>,
+    /// At the window: the operator who saw the originals (staff id).
+    pub attested_by: Option<String>,
 }
 
 fn binding_not_found() -> ApiError {
@@ -398,9 +607,10 @@ fn free_slot(conn: &mut DbConnection, owner: Uuid) -> Result<i32, TxError> {
 
 fn find_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Binding>> {
     family_bindings::table
-        .find(id.to_string())
-        .select(BindingRow::as_select())
-        .first(conn)
+        .inner_join(family_binding_terms::table)
+        .filter(family_bindings::id.eq(id.to_string()))
+        .select((BindingRow::as_select(), TermsRow::as_select()))
+        .first::<(BindingRow, TermsRow)>(conn)
         .optional()?
         .map(Binding::try_from)
         .transpose()
@@ -408,11 +618,12 @@ fn find_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Binding>> {
 
 fn pending_by_session(conn: &mut DbConnection, session_id: Uuid, member: Uuid) -> ApiResult<Option<Binding>> {
     family_bindings::table
+        .inner_join(family_binding_terms::table)
         .filter(family_bindings::face_session_id.eq(session_id.to_string()))
         .filter(family_bindings::member_person_id.eq(member.to_string()))
         .filter(family_bindings::status.eq(BindingStatus::PendingFace.as_str()))
-        .select(BindingRow::as_select())
-        .first(conn)
+        .select((BindingRow::as_select(), TermsRow::as_select()))
+        .first::<(BindingRow, TermsRow)>(conn)
         .optional()?
         .map(Binding::try_from)
         .transpose()
@@ -431,6 +642,10 @@ fn end_or_activate(
         .filter(family_bindings::id.eq(id.to_string()))
         .filter(family_bindings::quota_slot.is_not_null());
     if status == BindingStatus::Active {
+        // Only a face outcome activates through here: the member's own face is the proof.
+        diesel::update(family_binding_terms::table.find(id.to_string()))
+            .set(family_binding_terms::relationship_proof.eq(Some(RelationshipProof::MemberFace.as_str())))
+            .execute(conn)?;
         diesel::update(target)
             .set((family_bindings::status.eq(status.as_str()), family_bindings::activated_at.eq(Some(now))))
             .execute(conn)
@@ -449,11 +664,12 @@ fn end_or_activate(
 /// The ACTIVE binding of `member` by `owner`, inside a caller's transaction.
 pub fn find_active_in(conn: &mut DbConnection, owner: Uuid, member: Uuid) -> ApiResult<Option<Binding>> {
     family_bindings::table
+        .inner_join(family_binding_terms::table)
         .filter(family_bindings::owner_person_id.eq(owner.to_string()))
         .filter(family_bindings::member_person_id.eq(member.to_string()))
         .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
-        .select(BindingRow::as_select())
-        .first(conn)
+        .select((BindingRow::as_select(), TermsRow::as_select()))
+        .first::<(BindingRow, TermsRow)>(conn)
         .optional()?
         .map(Binding::try_from)
         .transpose()

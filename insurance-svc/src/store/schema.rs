@@ -169,6 +169,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// What a family binding rests on: proof, review, notice, channel (migration 071500).
+    family_binding_terms (binding_id) {
+        binding_id -> Text,
+        relationship_proof -> Nullable<Text>,
+        review_deadline -> Nullable<Timestamp>,
+        reviewed_by -> Nullable<Text>,
+        reviewed_at -> Nullable<Timestamp>,
+        rejection_reason -> Nullable<Text>,
+        notice_version -> Nullable<Text>,
+        notice_accepted_at -> Nullable<Timestamp>,
+        channel -> Text,
+        owner_face_session_id -> Nullable<Text>,
+        attested_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     /// Distinct binders of a member per calendar month, at most 2 (migration 000005).
     family_binder_months (member_person_id, month, owner_person_id) {
         member_person_id -> Text,
@@ -271,6 +288,7 @@ diesel::joinable!(visits -> vouchers (voucher_id));
 diesel::joinable!(visits -> accounts (account_id));
 diesel::joinable!(settlements -> visits (visit_id));
 diesel::joinable!(account_entries -> accounts (account_id));
+diesel::joinable!(family_binding_terms -> family_bindings (binding_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
@@ -283,6 +301,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     annual_totals,
     documents,
     family_bindings,
+    family_binding_terms,
     family_binder_months,
     card_fees,
     card_applications,

@@ -11,6 +11,9 @@ use medins_proto::insurance::v1::{
 };
 use tonic::{Request, Status};
 
+/// The family-binding notice version partners show (insurance-svc's constant).
+pub const CURRENT_NOTICE_VERSION: &str = insurance_svc::domain::family::CURRENT_NOTICE_VERSION;
+
 use super::{
     Intercepted, SeedPerson, Stack,
     documents::{sample_jpeg, sample_pdf},
@@ -154,6 +157,21 @@ impl Stack {
             .map(tonic::Response::into_inner)
     }
 
+    /// Writes in the development relationship authority's households file that `member` is
+    /// `relationship` of `binder` (the household register confirms it).
+    pub fn confirm_household(&self, binder: &Binder, member: &Member, relationship: Relationship) {
+        use std::io::Write;
+        let path = self.households_file();
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("households file");
+        let name = relationship.as_str_name().trim_start_matches("RELATIONSHIP_");
+        writeln!(file, "{} {} {name}", binder.seed.id_number, member.seed.id_number).expect("write household");
+    }
+
+    /// The development relationship authority's households file.
+    pub fn households_file(&self) -> std::path::PathBuf {
+        self.data_dir().join("households.txt")
+    }
+
     /// The binding as an operator sees it.
     pub async fn binding(&self, binding_id: &str) -> FamilyBinding {
         self.family(Some(&self.keys.ops))
@@ -207,6 +225,9 @@ pub fn add_request(
             commitment_letter_document_id: documents.commitment_letter.clone(),
             owner_household_register_document_id: documents.owner_register.clone(),
             member_household_register_document_id: documents.member_register.clone(),
+            accepted_notice_version: CURRENT_NOTICE_VERSION.into(),
+            owner_name: binder.seed.name.clone(),
+            owner_id_number: binder.seed.id_number.clone(),
         },
         &binder.token,
     )

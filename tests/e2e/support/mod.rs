@@ -563,6 +563,11 @@ impl SeedPerson {
 }
 
 impl Stack {
+    /// The stack's data folder (households file, keys).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Today in China Standard Time by the stack's clock.
     pub fn clock_today(&self) -> NaiveDate {
         use medins_common::clock::Clock;

@@ -32,6 +32,10 @@ pub fn insurance_config(config: insurance_svc::Config, dir: &Path) -> insurance_
     let mut config = config.with_code_keys_file(path);
     config.code_keys_check_interval = Duration::from_millis(50);
     config.person_token_keys_min_refresh = Duration::from_millis(100);
+    // The development relationship authority confirms what tests write here
+    // (`Stack::confirm_household`); the review sweeper runs often so expiry shows quickly.
+    config.relationship_households_file = Some(dir.join("households.txt"));
+    config.family_review_sweep_interval = Duration::from_millis(50);
     config
 }
 
