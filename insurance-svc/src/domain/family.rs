@@ -674,33 +674,6 @@ pub fn require_active(status: BindingStatus) -> ApiResult<()> {
     }
 }
 
-/// On whose behalf a call acts for a person (IssueCode, GetAnnualExpenses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Actor {
-    /// An operator or a medins service (exempt from person tokens).
-    Operator,
-    /// The person themself (token subject = the person).
-    Person,
-    /// A person holding an ACTIVE family binding of the person.
-    Binder,
-}
-
-/// Decides who acts, from the subject of the caller's person token (`None`: an exempt operator
-/// or service) and whether that subject holds an ACTIVE binding of `person`. Anyone else is
-/// PERMISSION_DENIED / PERSON_TOKEN_INVALID.
-pub fn actor_for(token_subject: Option<Uuid>, person: Uuid, subject_is_active_binder: bool) -> ApiResult<Actor> {
-    match token_subject {
-        None => Ok(Actor::Operator),
-        Some(subject) if subject == person => Ok(Actor::Person),
-        Some(_) if subject_is_active_binder => Ok(Actor::Binder),
-        Some(_) => Err(ApiError::new(
-            tonic::Code::PermissionDenied,
-            Reason::PersonTokenInvalid,
-            "the person token is neither this person's nor an active family binder's",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -804,16 +777,6 @@ mod tests {
         assert_eq!(remover(owner, member, member, 16).unwrap(), Some(Remover::Member));
         assert_eq!(remover(owner, member, member, 15).unwrap_err().code(), tonic::Code::PermissionDenied);
         assert_eq!(remover(owner, member, Uuid::now_v7(), 40).unwrap(), None);
-    }
-
-    #[test]
-    fn the_person_an_active_binder_or_an_operator_acts() {
-        let person = Uuid::now_v7();
-        assert_eq!(actor_for(Some(person), person, false).unwrap(), Actor::Person);
-        assert_eq!(actor_for(None, person, false).unwrap(), Actor::Operator);
-        assert_eq!(actor_for(Some(Uuid::now_v7()), person, true).unwrap(), Actor::Binder);
-        let error = actor_for(Some(Uuid::now_v7()), person, false).unwrap_err();
-        assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::PersonTokenInvalid));
     }
 
     #[test]
