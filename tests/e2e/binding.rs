@@ -13,7 +13,7 @@ use tonic::Code;
 
 use crate::support::{
     Stack,
-    family::{Binder, BindingDocuments, Member, CURRENT_NOTICE_VERSION, add_request},
+    family::{Binder, BindingDocuments, CURRENT_NOTICE_VERSION, Member, add_request},
     reason, with_person_token,
 };
 

@@ -570,7 +570,8 @@ mod tests {
         let letter = "/medins.insurance.v1.DocumentService/GenerateCommitmentLetter";
         let own = facts_with_token(PartnerKind::Bank, Some(owner), owner);
         assert_eq!(decide(upload, &own).unwrap(), Standing::Person);
-        let guardian = Facts { guardian: true, binder: true, ..facts_with_token(PartnerKind::Bank, Some(other), owner) };
+        let guardian =
+            Facts { guardian: true, binder: true, ..facts_with_token(PartnerKind::Bank, Some(other), owner) };
         assert_eq!(decide(upload, &guardian).unwrap(), Standing::Guardian);
         assert_eq!(decide(get, &guardian).unwrap(), Standing::Guardian);
         let error = decide(letter, &guardian).unwrap_err();
