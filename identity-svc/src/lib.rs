@@ -108,6 +108,7 @@ impl IdentityService {
             Some(authority) => authority,
             None => authority::from_config(&config)?,
         };
+        let audit_keys = config.common.audit_keys()?;
         let db = Db::connect(&config.common.database_url, &config.common.pool_options())?;
         if !config.common.no_migrate {
             db.migrate(store::MIGRATIONS).await.context("identity migrations")?;
@@ -140,7 +141,7 @@ impl IdentityService {
             face,
             person_tokens,
             links: store::link::LinkStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys)),
-            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone()),
+            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone(), "identity-svc", audit_keys),
             sms: store::sms::SmsStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys), clock.clone()),
             sms_sender,
             identity_authority,
@@ -150,6 +151,8 @@ impl IdentityService {
             db,
             clock,
         });
+        // Audit rows of the first format (one hash chain) are re-sealed once (DESIGN.md 4.3).
+        state.audit.reseal_legacy().await.context("re-sealing first-format audit rows")?;
         // Rows written before names had a blind index get one (once; idempotent).
         let named = state.persons.backfill_name_index().await.context("name index backfill")?;
         if named > 0 {
@@ -245,7 +248,13 @@ impl IdentityService {
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),
         };
+        let checkpointer = self.state.audit.spawn_checkpointer(self.config.common.audit_checkpoint_interval);
         let result = serve(definition, listener, self.config.common.server_options(), shutdown).await;
+        checkpointer.abort();
+        // Seal what the drained calls appended, so a stopped replica leaves nothing unsealed.
+        if let Err(error) = self.state.audit.checkpoint_now().await {
+            tracing::warn!(%error, "final audit checkpoint failed; the next replica to run seals these rows");
+        }
         purger.abort();
         token_keys_watcher.abort();
         result

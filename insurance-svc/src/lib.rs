@@ -107,6 +107,7 @@ impl InsuranceService {
     pub async fn build(config: Config, dependencies: Dependencies) -> anyhow::Result<Self> {
         let keys = DataKeys::from_env_or_file(config.data_keys_file.as_deref()).context("personal-data keys")?;
         let partners = Partners::load(&config.common.partners_file)?;
+        let audit_keys = config.common.audit_keys()?;
         let db = Db::connect(&config.common.database_url, &config.common.pool_options())?;
         if !config.common.no_migrate {
             db.migrate(store::MIGRATIONS).await.context("insurance migrations")?;
@@ -149,10 +150,12 @@ impl InsuranceService {
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             identity,
-            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone()),
+            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone(), "insurance-svc", audit_keys),
             db,
             clock,
         });
+        // Audit rows of the first format (one hash chain) are re-sealed once (DESIGN.md 4.3).
+        state.audit.reseal_legacy().await.context("re-sealing first-format audit rows")?;
         Ok(Self { state, partners, config })
     }
 
@@ -256,7 +259,13 @@ impl InsuranceService {
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),
         };
+        let checkpointer = self.state.audit.spawn_checkpointer(self.config.common.audit_checkpoint_interval);
         let result = serve(definition, listener, self.config.common.server_options(), shutdown).await;
+        checkpointer.abort();
+        // Seal what the drained calls appended, so a stopped replica leaves nothing unsealed.
+        if let Err(error) = self.state.audit.checkpoint_now().await {
+            tracing::warn!(%error, "final audit checkpoint failed; the next replica to run seals these rows");
+        }
         purger.abort();
         person_token_refresher.abort();
         revocation_refresher.abort();

@@ -70,6 +70,21 @@ impl AuditKeys {
         CurrentAuditKey { kid: kid.to_owned(), signing: signing.clone(), mac: MacKey::derive(signing) }
     }
 
+    /// The public keys, for an export to a witness.
+    pub fn public_keys(&self) -> Vec<super::witness::ExportedKey> {
+        let ring = self.ring.ring();
+        ring.key_ids()
+            .into_iter()
+            .filter_map(|kid| {
+                let signing = ring.signing_key(kid)?;
+                Some(super::witness::ExportedKey {
+                    key_id: kid.to_owned(),
+                    public_key: hex::encode(signing.verifying_key().to_bytes()),
+                })
+            })
+            .collect()
+    }
+
     /// Every key by id, for verification: (MAC key, public key).
     pub fn all(&self) -> HashMap<String, (MacKey, VerifyingKey)> {
         let ring = self.ring.ring();

@@ -10,6 +10,7 @@ pub mod merkle;
 pub mod schema;
 pub mod seal;
 pub mod store;
+pub mod witness;
 
 pub use chain::{outcome_name, outcome_of};
 pub use keys::AuditKeys;

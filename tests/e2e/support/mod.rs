@@ -264,6 +264,10 @@ impl Stack {
         let token_keys_file = dir.path().join("person-token-keys.toml");
         TokenKeyRing::generate(chrono::Utc::now()).save_new(&token_keys_file).expect("save person-token keys");
 
+        // Both services seal their audit logs with keys outside the databases, as `medins up`.
+        let audit_keys_file = dir.path().join("audit-keys.toml");
+        medins_common::audit::AuditKeys::generate_ring().save_new(&audit_keys_file).expect("save audit keys");
+
         let databases = TestDatabases::create(dir.path());
         let (identity_url, insurance_url) = databases.urls();
         let clock = ManualClock::new(chrono::Utc::now());
@@ -283,6 +287,7 @@ impl Stack {
             common.shutdown_grace = options.shutdown_grace;
             common.drain_timeout = Duration::from_secs(5);
             common.db_timeout = Duration::from_secs(2);
+            common.audit_keys_file = Some(audit_keys_file.clone());
             common
         };
 
