@@ -124,6 +124,9 @@ reasons! {
     PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
     PhoneUnchanged => "PHONE_UNCHANGED",
     FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
+    // Issue 13, audit: calls a SERVICE relays on a partner's behalf (`x-on-behalf-of`).
+    OnBehalfOfNotAllowed => "ON_BEHALF_OF_NOT_ALLOWED",
+    OnBehalfOfInvalid => "ON_BEHALF_OF_INVALID",
 }
 
 impl fmt::Display for Reason {

@@ -135,7 +135,20 @@ impl IdentityService {
         // whenever they could not be refreshed for a few seconds.
         person_tokens.verifier().revocations().require_refresh_within(REVOCATION_MAX_STALENESS);
         revocations.refresh(person_tokens.verifier().revocations(), &clock).await.context("token revocations")?;
+        // The same insurance-svc endpoint and key as the outbox: the access history merges its
+        // audit records.
+        let insurance = match (&config.outbox.insurance_url, &config.outbox.insurance_api_key) {
+            (Some(url), Some(api_key)) => Some(clients::insurance::InsuranceClient::connect_lazy(
+                &medins_common::peer::PeerOptions {
+                    url: url.clone(),
+                    api_key: api_key.clone(),
+                    timeout: config.outbox.outbox_timeout,
+                },
+            )?),
+            _ => None,
+        };
         let state = Arc::new(State {
+            insurance,
             assurance: store::assurance::AssuranceStore::new(db.clone(), FieldCipher::new(&keys)),
             revocations,
             face,

@@ -48,6 +48,7 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.SettlementService/GetAnnualExpenses", scopes::EXPENSES_READ),
     ("/medins.insurance.v1.IdentityEventService/FaceVerificationCompleted", scopes::SERVICE),
     ("/medins.insurance.v1.IdentityEventService/PersonSuperseded", scopes::SERVICE),
+    ("/medins.insurance.v1.PersonAccessService/ListPersonAccesses", scopes::SERVICE),
     ("/medins.insurance.v1.VoucherService/ActivateVoucher", scopes::VOUCHER_ACTIVATE),
     ("/medins.insurance.v1.VoucherService/GetVoucher", scopes::VOUCHER_READ),
     ("/medins.insurance.v1.VoucherService/SuspendVoucher", scopes::VOUCHER_MANAGE),
@@ -182,6 +183,12 @@ impl InsuranceService {
         let events = IdentityEventServiceServer::new(IdentityEventApi::new(self.state.clone()))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        let person_accesses =
+            medins_proto::insurance::v1::person_access_service_server::PersonAccessServiceServer::new(
+                service::person_access::PersonAccessApi::new(self.state.clone()),
+            )
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
         let settlements = medins_proto::insurance::v1::settlement_service_server::SettlementServiceServer::new(
             service::settlement::SettlementApi::new(self.state.clone()),
         )
@@ -231,6 +238,11 @@ impl InsuranceService {
                 >(),
                 service_name::<IdentityEventServiceServer<IdentityEventApi>>(),
                 service_name::<
+                    medins_proto::insurance::v1::person_access_service_server::PersonAccessServiceServer<
+                        service::person_access::PersonAccessApi,
+                    >,
+                >(),
+                service_name::<
                     medins_proto::insurance::v1::settlement_service_server::SettlementServiceServer<
                         service::settlement::SettlementApi,
                     >,
@@ -249,6 +261,7 @@ impl InsuranceService {
             ],
             routes: Routes::new(accounts)
                 .add_service(events)
+                .add_service(person_accesses)
                 .add_service(vouchers)
                 .add_service(codes)
                 .add_service(settlements)

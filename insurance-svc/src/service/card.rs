@@ -330,9 +330,9 @@ impl CardApi {
         Ok(Some(id))
     }
 
-    async fn check_face(&self, session_id: Uuid, actor: Uuid) -> ApiResult<()> {
+    async fn check_face(&self, acting_partner: &str, session_id: Uuid, actor: Uuid) -> ApiResult<()> {
         let state = &self.state;
-        let session = match state.identity.get_face_verification(&session_id.to_string(), "face_session_id.").await {
+        let session = match state.identity.get_face_verification(acting_partner, &session_id.to_string(), "face_session_id.").await {
             Ok(session) => session,
             Err(error) if error.reason() == Reason::FaceSessionNotFound => return Err(FaceCheck::NotFound.into_error()),
             Err(error) => return Err(error),
@@ -367,7 +367,7 @@ impl CardApi {
             Some(agent) => {
                 // Who the agent is, checked without creating anyone: an agent is a known person.
                 let agent_id =
-                    state.identity.match_person(&agent.name, &agent.id_number, None, "agent.").await?.ok_or_else(
+                    state.identity.match_person(&caller.id, &agent.name, &agent.id_number, None, "agent.").await?.ok_or_else(
                         || ApiError::not_found(Reason::PersonNotFound, "the agent is not a registered person"),
                     )?;
                 if agent_id == person_id {
@@ -405,7 +405,7 @@ impl CardApi {
             let photo = self
                 .check_document("photo_document_id", online.photo, DocumentKind::Photo, person_id, photo_required(age))
                 .await?;
-            self.check_face(online.face_session_id, actor).await?;
+            self.check_face(&caller.id, online.face_session_id, actor).await?;
             let fee = state.cards.find_fee(online.fee_id).await?;
             check_fee(fee.map(|f| (f.person_id, f.application_id.is_some())), person_id)
                 .map_err(FeeCheck::into_error)?;
@@ -471,7 +471,7 @@ impl CardApi {
             Some(card_batch_person::Person::Identity(identity)) => self
                 .state
                 .identity
-                .resolve_person(&identity.name, &identity.id_number, &format!("persons[{index}].identity."))
+                .resolve_person(&caller.id, &identity.name, &identity.id_number, &format!("persons[{index}].identity."))
                 .await
                 .and_then(|person| require_uuid("person_id", &person.person_id)),
             None => Err(ApiError::invalid_field(
@@ -868,7 +868,7 @@ impl CardService for CardApi {
                     // no person behind.
                     let matched = state
                         .identity
-                        .match_person(&holder.name, &holder.id_number, Some(card.person_id), "holder.")
+                        .match_person(&caller.id, &holder.name, &holder.id_number, Some(card.person_id), "holder.")
                         .await?;
                     if matched != Some(card.person_id) {
                         return Err(ApiError::failed_precondition(

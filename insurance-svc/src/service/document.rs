@@ -171,7 +171,7 @@ impl DocumentApi {
     }
 
     /// Reads the header, then the chunks, of an upload, refusing as early as possible.
-    async fn receive(&self, request: &mut Request<Streaming<UploadDocumentRequest>>) -> Result<Received, Status> {
+    async fn receive(&self, acting_partner: &str, request: &mut Request<Streaming<UploadDocumentRequest>>) -> Result<Received, Status> {
         let header = match next_part(request).await? {
             None => {
                 return Err(ApiError::invalid_field(
@@ -200,7 +200,7 @@ impl DocumentApi {
         if claims.is_none() {
             // Operators name the owner themselves: a document for nobody is refused
             // (NOT_FOUND / PERSON_NOT_FOUND). A person token proves the owner exists.
-            self.state.identity.get_person(&owner_person_id.to_string(), "header.").await?;
+            self.state.identity.get_person(acting_partner, &owner_person_id.to_string(), "header.").await?;
         }
         // At most 8 MiB: 8192 KiB permits fit a u32.
         let kib = u32::try_from(declared.div_ceil(1024)).map_err(ApiError::internal)?;
@@ -239,6 +239,7 @@ impl DocumentApi {
     /// the owner's masked name, the rendering, the write.
     async fn generate_letter(
         &self,
+        acting_partner: &str,
         owner_person_id: Uuid,
         member_name: &str,
         relationship: Relationship,
@@ -247,7 +248,7 @@ impl DocumentApi {
         let state = &self.state;
         let signature = state.documents.find(signature_id).await?.ok_or_else(not_found)?;
         check_signature(&signature, owner_person_id)?;
-        let person = state.identity.get_person(&owner_person_id.to_string(), "owner_").await?;
+        let person = state.identity.get_person(acting_partner, &owner_person_id.to_string(), "owner_").await?;
         let bytes = state.objects.read(&signature.object_key).await?;
         if sha256_hex(&bytes) != signature.sha256 {
             return Err(ApiError::internal(format_args!("document {} bytes do not match their hash", signature.id)));
@@ -391,7 +392,7 @@ impl DocumentService for DocumentApi {
         mut request: Request<Streaming<UploadDocumentRequest>>,
     ) -> Result<Response<UploadDocumentResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let received = self.receive(&mut request).await?;
+        let received = self.receive(&caller.id, &mut request).await?;
         let fingerprint = UploadFingerprint {
             kind: received.kind.as_str().to_owned(),
             owner_person_id: received.owner_person_id.to_string(),
@@ -471,7 +472,7 @@ impl DocumentService for DocumentApi {
         let response = state
             .idempotency
             .run(&caller.id, "GenerateCommitmentLetter", request.metadata(), body, || async {
-                Ok(self.generate_letter(owner_person_id, &member_name, relationship, signature_id).await?)
+                Ok(self.generate_letter(&caller.id, owner_person_id, &member_name, relationship, signature_id).await?)
             })
             .await?;
         Ok(Response::new(response))

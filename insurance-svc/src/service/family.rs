@@ -103,12 +103,12 @@ impl FamilyApi {
     /// The wire form of a binding, with both persons' masked names and the member's age as
     /// identity-svc shows them to partners (`known` saves a call for a view already at hand).
     /// The member's birth date stays here, for the age rules: the view never carries it.
-    async fn binding_message(&self, binding: &Binding, known: &[&PersonView]) -> ApiResult<pb::FamilyBinding> {
+    async fn binding_message(&self, acting_partner: &str, binding: &Binding, known: &[&PersonView]) -> ApiResult<pb::FamilyBinding> {
         let view = |person: Uuid| async move {
             let id = person.to_string();
             match known.iter().find(|view| view.person_id == id) {
                 Some(view) => Ok((*view).clone()),
-                None => self.state.identity.get_person(&id, "").await,
+                None => self.state.identity.get_person(acting_partner, &id, "").await,
             }
         };
         let (owner, member) =
@@ -130,8 +130,11 @@ impl FamilyApi {
         })
     }
 
-    async fn binding_messages(&self, bindings: &[Binding]) -> ApiResult<Vec<pb::FamilyBinding>> {
-        join_all(bindings.iter().map(|binding| self.binding_message(binding, &[]))).await.into_iter().collect()
+    async fn binding_messages(&self, acting_partner: &str, bindings: &[Binding]) -> ApiResult<Vec<pb::FamilyBinding>> {
+        join_all(bindings.iter().map(|binding| self.binding_message(acting_partner, binding, &[])))
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// A binding the caller may see: its owner's or member's token, or an operator. Anyone
@@ -163,7 +166,7 @@ impl FamilyApi {
         // Who the member is, checked without creating anyone: an unknown pair is no insured
         // member (NOT_INSURED, as for a known person without an account).
         let Some(member) =
-            state.identity.match_person(&request.member_name, &request.member_id_number, None, "member_").await?
+            state.identity.match_person(partner_id, &request.member_name, &request.member_id_number, None, "member_").await?
         else {
             require_insured(None)?;
             return Err(ApiError::internal("a person without an account passed the insured check"));
@@ -180,8 +183,8 @@ impl FamilyApi {
         let month = month_key(today);
         state.family.check_places(owner, member, month.clone()).await?;
         // 7. The relationship fits the ages.
-        let owner_view = state.identity.get_person(&owner.to_string(), "owner_").await?;
-        let member_view = state.identity.get_person(&member.to_string(), "member_").await?;
+        let owner_view = state.identity.get_person(partner_id, &owner.to_string(), "owner_").await?;
+        let member_view = state.identity.get_person(partner_id, &member.to_string(), "member_").await?;
         let owner_account = state.accounts.find_open_by_person(owner).await?;
         let owner_birth = owner_account.map(|account| account.birth_date).ok_or_else(|| {
             ApiError::failed_precondition(Reason::NotInsured, "the owner has no open insured account")
@@ -240,7 +243,7 @@ impl FamilyApi {
             partner = partner_id,
             "family member bound"
         );
-        let message = self.binding_message(&binding, &[&owner_view, &member_view]).await?;
+        let message = self.binding_message(partner_id, &binding, &[&owner_view, &member_view]).await?;
         Ok(AddFamilyMemberResponse {
             binding: Some(message),
             face_check: face.map(|(session_id, liveness_challenge, expires_at)| pb::MemberFaceCheck {
@@ -303,30 +306,33 @@ impl FamilyService for FamilyApi {
         &self,
         request: Request<GetFamilyBindingRequest>,
     ) -> Result<Response<GetFamilyBindingResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let id = require_uuid("binding_id", &request.get_ref().binding_id)?;
         let (binding, _) = self.visible_binding(&request, id).await?;
-        Ok(Response::new(GetFamilyBindingResponse { binding: Some(self.binding_message(&binding, &[]).await?) }))
+        Ok(Response::new(GetFamilyBindingResponse { binding: Some(self.binding_message(&caller.id, &binding, &[]).await?) }))
     }
 
     async fn list_family_members(
         &self,
         request: Request<ListFamilyMembersRequest>,
     ) -> Result<Response<ListFamilyMembersResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let owner = require_uuid("owner_person_id", &body.owner_person_id)?;
         self.state.person_tokens.authorize(&request, owner).await?;
         let bindings = self.state.family.list_by_owner(owner, body.include_ended).await?;
-        Ok(Response::new(ListFamilyMembersResponse { bindings: self.binding_messages(&bindings).await? }))
+        Ok(Response::new(ListFamilyMembersResponse { bindings: self.binding_messages(&caller.id, &bindings).await? }))
     }
 
     async fn list_who_bound_me(
         &self,
         request: Request<ListWhoBoundMeRequest>,
     ) -> Result<Response<ListWhoBoundMeResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let member = require_uuid("member_person_id", &request.get_ref().member_person_id)?;
         self.state.person_tokens.authorize(&request, member).await?;
         let bindings = self.state.family.list_by_member(member).await?;
-        Ok(Response::new(ListWhoBoundMeResponse { bindings: self.binding_messages(&bindings).await? }))
+        Ok(Response::new(ListWhoBoundMeResponse { bindings: self.binding_messages(&caller.id, &bindings).await? }))
     }
 
     async fn remove_family_member(
@@ -358,7 +364,7 @@ impl FamilyService for FamilyApi {
                     "family binding removed"
                 );
                 Ok(RemoveFamilyMemberResponse {
-                    binding: Some(self.binding_message(&removed, &[]).await?),
+                    binding: Some(self.binding_message(&caller.id, &removed, &[]).await?),
                     member_voucher_suspended,
                 })
             })
@@ -389,7 +395,7 @@ impl FamilyService for FamilyApi {
             .run(&caller.id, "SetFamilyAid", request.metadata(), body, || async {
                 let binding = state.family.set_family_aid(id, enabled).await?;
                 tracing::info!(binding_id = %id, enabled, partner = %caller.id, "family aid set");
-                Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
+                Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&caller.id, &binding, &[]).await?) })
             })
             .await?;
         Ok(Response::new(response))
