@@ -1138,6 +1138,75 @@ mod tests {
         assert_eq!(find(verify(&audit).await), vec![(part, 4, FaultKind::Deleted)]);
     }
 
+    /// Rows of the first format, as the migration leaves them in `audit_log_v1`.
+    async fn legacy_rows(audit: &AuditStore, persons: &[Uuid]) {
+        let persons = persons.to_vec();
+        audit
+            .db
+            .run(move |conn| {
+                let mut prev = super::super::chain::GENESIS_HASH.to_vec();
+                let at = chrono::DateTime::from_timestamp_micros(1_795_000_000_000_000).unwrap().naive_utc();
+                for (i, person) in persons.iter().enumerate() {
+                    let seq = i as i64 + 1;
+                    let person = person.to_string();
+                    let fields = AuditFields {
+                        seq,
+                        partner_id: "bank",
+                        method: "/m/GetPerson",
+                        person_id: &person,
+                        outcome: "OK",
+                        recorded_at: at,
+                    };
+                    let hash = super::super::chain::chain_hash(&prev, &fields).to_vec();
+                    diesel::insert_into(audit_log_v1::table)
+                        .values((
+                            audit_log_v1::seq.eq(seq),
+                            audit_log_v1::partner_id.eq("bank"),
+                            audit_log_v1::method.eq("/m/GetPerson"),
+                            audit_log_v1::person_id.eq(&person),
+                            audit_log_v1::outcome.eq("OK"),
+                            audit_log_v1::recorded_at.eq(at),
+                            audit_log_v1::prev_hash.eq(&prev),
+                            audit_log_v1::row_hash.eq(&hash),
+                        ))
+                        .execute(conn)?;
+                    prev = hash;
+                }
+                diesel::update(audit_chain_head_v1::table.find(1))
+                    .set((audit_chain_head_v1::last_seq.eq(persons.len() as i64), audit_chain_head_v1::last_hash.eq(prev)))
+                    .execute(conn)?;
+                Ok::<_, DbError>(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn rows_of_the_first_format_are_resealed_with_their_seq_and_a_broken_chain_is_not() {
+        let (_dir, audit) = store().await;
+        let persons: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        legacy_rows(&audit, &persons).await;
+        assert_eq!(verify(&audit).await.faults, vec![]);
+        assert_eq!(audit.reseal_legacy().await.unwrap(), 5);
+        assert_eq!(audit.reseal_legacy().await.unwrap(), 0, "once");
+        let report = verify(&audit).await;
+        assert_eq!((report.rows, report.faults), (5, vec![]));
+        // New rows are numbered after them.
+        audit.record("ops", "/m/GetPerson", persons[0], Code::Ok).await;
+        let seqs: Vec<i64> = audit.history(persons[0], None, 10).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![6, 1]);
+
+        // A first-format chain someone edited is left in place and reported, not laundered.
+        let (_dir, audit) = store().await;
+        legacy_rows(&audit, &persons).await;
+        sql(&audit, "UPDATE audit_log_v1 SET partner_id = 'ops' WHERE seq = 2").await;
+        assert_eq!(audit.reseal_legacy().await.unwrap(), 0);
+        let faults = verify(&audit).await.faults;
+        assert_eq!(faults.len(), 1);
+        assert_eq!((faults[0].part, faults[0].idx), (-1, 2));
+        assert!(matches!(faults[0].kind, FaultKind::LegacyChainBroken(ChainFault::RowHashMismatch)));
+    }
+
     #[tokio::test]
     async fn inserted_rows_and_a_cut_off_end_are_named() {
         let (_dir, audit) = store().await;
