@@ -4,7 +4,11 @@
 //! keys rotate-audit`; retired keys are kept (never pruned) because checkpoints and rows they
 //! sealed are verified for as long as the log exists.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use chrono::Duration;
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -27,6 +31,8 @@ pub const AUDIT_KEY_RING: RingSettings = RingSettings {
 #[derive(Clone, Debug)]
 pub struct AuditKeys {
     ring: Arc<WatchedKeyRing>,
+    /// The current key with its MAC key derived, replaced when the file changes.
+    current: Arc<RwLock<Arc<CurrentAuditKey>>>,
 }
 
 /// The current key, ready to use: its id, signing key and derived MAC key.
@@ -43,12 +49,17 @@ pub struct CurrentAuditKey {
 impl AuditKeys {
     /// Loads the key file at `path`.
     pub fn load(path: &Path) -> Result<AuditKeys, KeyFileError> {
-        Ok(AuditKeys { ring: Arc::new(WatchedKeyRing::load(AUDIT_KEY_RING, path)?) })
+        Ok(AuditKeys::over(WatchedKeyRing::load(AUDIT_KEY_RING, path)?))
     }
 
     /// Keys from memory (tests).
     pub fn from_ring(ring: SigningKeyRing) -> AuditKeys {
-        AuditKeys { ring: Arc::new(WatchedKeyRing::from_ring(ring)) }
+        AuditKeys::over(WatchedKeyRing::from_ring(ring))
+    }
+
+    fn over(ring: WatchedKeyRing) -> AuditKeys {
+        let current = Arc::new(RwLock::new(Arc::new(derive_current(&ring))));
+        AuditKeys { ring: Arc::new(ring), current }
     }
 
     /// A new ring with one key.
@@ -58,16 +69,18 @@ impl AuditKeys {
 
     /// Re-reads the key file if it changed (a rotation); a broken file leaves the keys in force.
     pub fn reload_if_changed(&self) {
-        if let Err(error) = self.ring.reload_if_changed() {
-            tracing::error!(%error, "audit key file could not be re-read; the previous keys stay in force");
+        match self.ring.reload_if_changed() {
+            Ok(true) => *self.current.write().expect("audit key lock") = Arc::new(derive_current(&self.ring)),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, "audit key file could not be re-read; the previous keys stay in force")
+            }
         }
     }
 
     /// The current key.
-    pub fn current(&self) -> CurrentAuditKey {
-        let ring = self.ring.ring();
-        let (kid, signing) = ring.current_signer();
-        CurrentAuditKey { kid: kid.to_owned(), signing: signing.clone(), mac: MacKey::derive(signing) }
+    pub fn current(&self) -> Arc<CurrentAuditKey> {
+        self.current.read().expect("audit key lock").clone()
     }
 
     /// The public keys, for an export to a witness.
@@ -96,4 +109,10 @@ impl AuditKeys {
             })
             .collect()
     }
+}
+
+fn derive_current(ring: &WatchedKeyRing) -> CurrentAuditKey {
+    let ring = ring.ring();
+    let (kid, signing) = ring.current_signer();
+    CurrentAuditKey { kid: kid.to_owned(), signing: signing.clone(), mac: MacKey::derive(signing) }
 }

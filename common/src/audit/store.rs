@@ -50,6 +50,8 @@ pub const LANES: usize = 4;
 const MAX_BATCH: usize = 512;
 /// Rows waiting per lane at most; beyond, callers wait to enqueue.
 const QUEUE_CAPACITY: usize = 4096;
+/// Rows per INSERT statement (SQLite allows 32766 bound parameters; a row binds 9).
+const INSERT_CHUNK: usize = 256;
 /// Rows read per query when verifying or checkpointing.
 const PAGE: i64 = 1000;
 
@@ -399,7 +401,6 @@ async fn write_loop(
 #[derive(Insertable)]
 #[diesel(table_name = audit_log)]
 struct InsertRow<'a> {
-    seq: Option<i64>,
     part: i32,
     idx: i64,
     partner_id: &'a str,
@@ -418,9 +419,10 @@ fn append(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey, rows: &
     for row in rows {
         by_part.entry(row.part).or_default().push(row);
     }
+    let mut inserts = Vec::with_capacity(rows.len());
+    let mut kept_seqs = Vec::new();
     for (&part, rows) in &by_part {
         let mut size = lock_partition(conn, service, key, part)?;
-        let mut inserts = Vec::with_capacity(rows.len());
         for row in rows {
             let fields = RowFields {
                 part,
@@ -432,8 +434,8 @@ fn append(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey, rows: &
                 recorded_at: row.recorded_at,
             };
             let mac = key.mac.row_mac(service, &row_leaf(&fields)).to_vec();
+            kept_seqs.push(row.seq);
             inserts.push(InsertRow {
-                seq: row.seq,
                 part,
                 idx: size,
                 partner_id: &row.partner_id,
@@ -446,10 +448,6 @@ fn append(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey, rows: &
             });
             size += 1;
         }
-        // One statement per row: SQLite's batch insert cannot mix given and default `seq`.
-        for insert in &inserts {
-            diesel::insert_into(audit_log::table).values(insert).execute(conn)?;
-        }
         diesel::update(audit_partition::table.find(part))
             .set((
                 audit_partition::size.eq(size),
@@ -458,12 +456,39 @@ fn append(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey, rows: &
             ))
             .execute(conn)?;
     }
+    if kept_seqs.iter().all(Option::is_none) {
+        // New rows: one statement, `seq` from the database.
+        for chunk in inserts.chunks(INSERT_CHUNK) {
+            match conn {
+                DbConnection::Sqlite(sqlite) => diesel::insert_into(audit_log::table).values(chunk).execute(sqlite)?,
+                DbConnection::Postgres(pg) => diesel::insert_into(audit_log::table).values(chunk).execute(pg)?,
+            };
+        }
+    } else {
+        // Re-sealed first-format rows keep their `seq`.
+        for (insert, seq) in inserts.iter().zip(kept_seqs) {
+            match seq {
+                Some(seq) => diesel::insert_into(audit_log::table).values((audit_log::seq.eq(seq), insert)).execute(conn)?,
+                None => diesel::insert_into(audit_log::table).values(insert).execute(conn)?,
+            };
+        }
+    }
     Ok(by_part.len())
 }
 
 /// Holds the head of `part` for this transaction (creating it empty on first use); returns its
 /// size.
 fn lock_partition(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey, part: i32) -> Result<i64, DbError> {
+    let head = audit_partition::table.find(part).select(audit_partition::size);
+    let existing: Option<i64> = match conn {
+        // SQLite: BEGIN IMMEDIATE already holds the database's write lock.
+        DbConnection::Sqlite(_) => head.first(conn).optional()?,
+        DbConnection::Postgres(pg) => head.for_update().first(pg).optional()?,
+    };
+    if let Some(size) = existing {
+        return Ok(size);
+    }
+    // The partition's first row: create its head (another writer may be doing the same).
     let empty = (
         audit_partition::part.eq(part),
         audit_partition::size.eq(0i64),
@@ -482,7 +507,6 @@ fn lock_partition(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey,
                 .get_result(pg)?
         }
         DbConnection::Sqlite(sqlite) => {
-            // BEGIN IMMEDIATE already holds SQLite's single write lock.
             diesel::insert_or_ignore_into(audit_partition::table).values(empty).execute(sqlite)?;
             audit_partition::table.find(part).select(audit_partition::size).first(sqlite)?
         }
