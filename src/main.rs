@@ -10,11 +10,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use medins_common::{
+    audit::AuditKeys,
     auth::{PartnerKind, PartnersFile, RateLimit},
     config::CommonArgs,
     crypto::DataKeys,
     db::Db,
-    audit::AuditKeys,
     keyring::SigningKeyRing,
     token::TokenKeyRing,
 };
@@ -455,8 +455,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         common
     };
     let mut identity_config =
-        identity_svc::Config::new(common(identity_url), Some(dir.data_keys()))
-            .with_token_keys_file(dir.token_keys());
+        identity_svc::Config::new(common(identity_url), Some(dir.data_keys())).with_token_keys_file(dir.token_keys());
     // identity-svc's outbox delivers face outcomes to the insurance-svc bound here.
     if let Ok(key) = std::fs::read_to_string(dir.identity_service_key()) {
         identity_config.outbox.insurance_url = Some(format!("http://{insurance_addr}"));
@@ -467,14 +466,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     identity_config.dev = true;
     identity_config.verification.deny_list_file = Some(dir.root.join("deny-list.txt"));
     identity_config.verification.dev_sms_file = Some(dir.root.join("dev-sms.log"));
-    let insurance_config = insurance_svc::Config::new(
-        common(insurance_url),
-        format!("http://{identity_addr}"),
-        service_key,
-    )
-    .with_code_keys_file(dir.code_keys())
-    .with_data_keys_file(dir.insurance_data_keys())
-    .with_document_store(dir.root.join("documents").display().to_string());
+    let insurance_config =
+        insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), service_key)
+            .with_code_keys_file(dir.code_keys())
+            .with_data_keys_file(dir.insurance_data_keys())
+            .with_document_store(dir.root.join("documents").display().to_string());
     let identity = identity_svc::IdentityService::build(identity_config, Default::default()).await?;
     let insurance = insurance_svc::InsuranceService::build(insurance_config, Default::default()).await?;
     identity.partners().reload_on_sighup()?;

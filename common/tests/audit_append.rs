@@ -21,7 +21,8 @@ use medins_common::{
 };
 use uuid::Uuid;
 
-const SQLITE: diesel_migrations::EmbeddedMigrations = diesel_migrations::embed_migrations!("../migrations/insurance/sqlite");
+const SQLITE: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../migrations/insurance/sqlite");
 const POSTGRES: diesel_migrations::EmbeddedMigrations =
     diesel_migrations::embed_migrations!("../migrations/insurance/postgres");
 const TABLES: Migrations = Migrations { sqlite: || SQLITE, postgres: || POSTGRES };
@@ -30,12 +31,8 @@ const WINDOW: Duration = Duration::from_secs(3);
 
 async fn run(db: Db, label: &str) {
     db.migrate(TABLES).await.expect("migrate");
-    let store = AuditStore::new(
-        db,
-        Arc::new(SystemClock),
-        "insurance-svc",
-        AuditKeys::from_ring(AuditKeys::generate_ring()),
-    );
+    let store =
+        AuditStore::new(db, Arc::new(SystemClock), "insurance-svc", AuditKeys::from_ring(AuditKeys::generate_ring()));
     // One caller at a time: the cost one audited call waits for.
     let person = Uuid::now_v7();
     let started = Instant::now();

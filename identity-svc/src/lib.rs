@@ -138,13 +138,13 @@ impl IdentityService {
         // The same insurance-svc endpoint and key as the outbox: the access history merges its
         // audit records.
         let insurance = match (&config.outbox.insurance_url, &config.outbox.insurance_api_key) {
-            (Some(url), Some(api_key)) => Some(clients::insurance::InsuranceClient::connect_lazy(
-                &medins_common::peer::PeerOptions {
+            (Some(url), Some(api_key)) => {
+                Some(clients::insurance::InsuranceClient::connect_lazy(&medins_common::peer::PeerOptions {
                     url: url.clone(),
                     api_key: api_key.clone(),
                     timeout: config.outbox.outbox_timeout,
-                },
-            )?),
+                })?)
+            }
             _ => None,
         };
         let state = Arc::new(State {

@@ -299,8 +299,7 @@ async fn only_services_may_name_a_partner_they_act_for() {
     let error = stack.persons(Some(&stack.keys.ops)).get_person(with_header("bank")).await.unwrap_err();
     assert_eq!((error.code(), reason(&error).as_str()), (Code::PermissionDenied, "ON_BEHALF_OF_NOT_ALLOWED"));
     // A SERVICE naming something that is no partner id.
-    let error =
-        stack.persons(Some(&stack.keys.service)).get_person(with_header("bank; drop table")).await.unwrap_err();
+    let error = stack.persons(Some(&stack.keys.service)).get_person(with_header("bank; drop table")).await.unwrap_err();
     assert_eq!((error.code(), reason(&error).as_str()), (Code::InvalidArgument, "ON_BEHALF_OF_INVALID"));
     let error = stack.persons(Some(&stack.keys.service)).get_person(with_header(&"b".repeat(65))).await.unwrap_err();
     assert_eq!(reason(&error), "ON_BEHALF_OF_INVALID");

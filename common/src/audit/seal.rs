@@ -178,7 +178,7 @@ pub fn checkpoint_signature_valid(key: &VerifyingKey, checkpoint: &Checkpoint, s
 
 /// Proof nodes as stored: concatenated; `None` unless a whole number of hashes.
 pub fn proof_from_bytes(bytes: &[u8]) -> Option<Vec<Hash>> {
-    (bytes.len() % 32 == 0).then(|| bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect())
+    bytes.len().is_multiple_of(32).then(|| bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect())
 }
 
 #[cfg(test)]
@@ -264,7 +264,11 @@ mod tests {
         for variant in &changed {
             assert!(!checkpoint_signature_valid(&public, variant, &signature), "{variant:?}");
         }
-        assert!(!checkpoint_signature_valid(&SigningKey::from_bytes(&[8; 32]).verifying_key(), &checkpoint, &signature));
+        assert!(!checkpoint_signature_valid(
+            &SigningKey::from_bytes(&[8; 32]).verifying_key(),
+            &checkpoint,
+            &signature
+        ));
         assert!(!checkpoint_signature_valid(&public, &checkpoint, &signature[..63]));
         assert!(checkpoint_statement(&checkpoint).starts_with("medins audit checkpoint v1\nservice: identity-svc\n"));
     }

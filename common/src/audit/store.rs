@@ -40,8 +40,8 @@ use super::keys::{AuditKeys, CurrentAuditKey};
 use super::merkle::{Frontier, Hash, empty_root, extend, verify_consistency};
 use super::schema::{audit_chain_head_v1, audit_checkpoint, audit_log, audit_log_v1, audit_partition};
 use super::seal::{
-    Checkpoint, MacKey, RowFields, checkpoint_signature_valid, mac_matches, partition_of, proof_from_bytes,
-    row_leaf, sign_checkpoint,
+    Checkpoint, MacKey, RowFields, checkpoint_signature_valid, mac_matches, partition_of, proof_from_bytes, row_leaf,
+    sign_checkpoint,
 };
 
 /// Writer tasks per process; partition `p` is written by lane `p % LANES`.
@@ -414,7 +414,12 @@ struct InsertRow<'a> {
 
 /// Appends `rows` after their partitions' heads, inside the caller's write transaction; returns
 /// how many partitions it touched.
-fn append(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey, rows: &[NewAuditRow]) -> Result<usize, DbError> {
+fn append(
+    conn: &mut DbConnection,
+    service: &str,
+    key: &CurrentAuditKey,
+    rows: &[NewAuditRow],
+) -> Result<usize, DbError> {
     let mut by_part: BTreeMap<i32, Vec<&NewAuditRow>> = BTreeMap::new();
     for row in rows {
         by_part.entry(row.part).or_default().push(row);
@@ -468,7 +473,9 @@ fn append(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey, rows: &
         // Re-sealed first-format rows keep their `seq`.
         for (insert, seq) in inserts.iter().zip(kept_seqs) {
             match seq {
-                Some(seq) => diesel::insert_into(audit_log::table).values((audit_log::seq.eq(seq), insert)).execute(conn)?,
+                Some(seq) => {
+                    diesel::insert_into(audit_log::table).values((audit_log::seq.eq(seq), insert)).execute(conn)?
+                }
                 None => diesel::insert_into(audit_log::table).values(insert).execute(conn)?,
             };
         }
@@ -607,14 +614,19 @@ fn prepare_checkpoint(
         .first(conn)
         .optional()?;
     let (prev_size, prev_root, frontier) = match &last {
-        Some(last) => match (Frontier::from_bytes(last.tree_size as u64, &last.frontier), last.root.as_slice().try_into())
-        {
-            (Some(frontier), Ok(root)) => (last.tree_size, root, frontier),
-            _ => {
-                tracing::error!(part, size = last.tree_size, "stored audit checkpoint is malformed; not extending it");
-                return Ok(None);
+        Some(last) => {
+            match (Frontier::from_bytes(last.tree_size as u64, &last.frontier), last.root.as_slice().try_into()) {
+                (Some(frontier), Ok(root)) => (last.tree_size, root, frontier),
+                _ => {
+                    tracing::error!(
+                        part,
+                        size = last.tree_size,
+                        "stored audit checkpoint is malformed; not extending it"
+                    );
+                    return Ok(None);
+                }
             }
-        },
+        }
         None => (0, empty_root(), Frontier::new()),
     };
     if size <= prev_size {
@@ -865,7 +877,11 @@ fn verify_partition(
         expected += 1;
         while let Some(checkpoint) = sealed.next_if(|c| c.tree_size == expected) {
             if frontier.root().as_slice() != checkpoint.root.as_slice() {
-                return fault(checkpoint.prev_size, None, FaultKind::SealedRowsDiffer { tree_size: checkpoint.tree_size });
+                return fault(
+                    checkpoint.prev_size,
+                    None,
+                    FaultKind::SealedRowsDiffer { tree_size: checkpoint.tree_size },
+                );
             }
         }
     }
@@ -1197,7 +1213,10 @@ mod tests {
                     prev = hash;
                 }
                 diesel::update(audit_chain_head_v1::table.find(1))
-                    .set((audit_chain_head_v1::last_seq.eq(persons.len() as i64), audit_chain_head_v1::last_hash.eq(prev)))
+                    .set((
+                        audit_chain_head_v1::last_seq.eq(persons.len() as i64),
+                        audit_chain_head_v1::last_hash.eq(prev),
+                    ))
                     .execute(conn)?;
                 Ok::<_, DbError>(())
             })

@@ -59,7 +59,8 @@ fn parse_keys(export: &CheckpointExport) -> Result<HashMap<String, VerifyingKey>
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| format!("key {}: not 32 bytes of hex", key.key_id))?;
-            let public = VerifyingKey::from_bytes(&bytes).map_err(|_| format!("key {}: not an Ed25519 key", key.key_id))?;
+            let public =
+                VerifyingKey::from_bytes(&bytes).map_err(|_| format!("key {}: not an Ed25519 key", key.key_id))?;
             Ok((key.key_id.clone(), public))
         })
         .collect()

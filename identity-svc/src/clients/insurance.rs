@@ -8,8 +8,7 @@ use medins_common::{
 };
 use medins_proto::insurance::v1::{
     FaceVerificationCompletedRequest, ListPersonAccessesRequest, PersonAccess, PersonSupersededRequest,
-    identity_event_service_client::IdentityEventServiceClient,
-    person_access_service_client::PersonAccessServiceClient,
+    identity_event_service_client::IdentityEventServiceClient, person_access_service_client::PersonAccessServiceClient,
 };
 use tonic::{Status, transport::Channel};
 

@@ -70,7 +70,7 @@ impl Position {
 /// Merges two newest-first lists into one and keeps the first `limit`; returns them and
 /// whether more remain (some record was left over).
 pub fn merge<T>(mut records: Vec<(Position, T)>, limit: usize) -> (Vec<(Position, T)>, bool) {
-    records.sort_by(|a, b| b.0.cmp(&a.0));
+    records.sort_by_key(|record| std::cmp::Reverse(record.0));
     let more = records.len() > limit;
     records.truncate(limit);
     (records, more)
@@ -104,15 +104,17 @@ mod tests {
             .iter()
             .map(|&(t, s)| pos(t, Source::Identity, s))
             .collect();
-        let insurance: Vec<Position> =
-            [(10, 7), (11, 8), (15, 9), (15, 10), (21, 11)].iter().map(|&(t, s)| pos(t, Source::Insurance, s)).collect();
+        let insurance: Vec<Position> = [(10, 7), (11, 8), (15, 9), (15, 10), (21, 11)]
+            .iter()
+            .map(|&(t, s)| pos(t, Source::Insurance, s))
+            .collect();
         let query = |list: &[Position], before: Option<(NaiveDateTime, i64)>, n: usize| -> Vec<Position> {
             let mut found: Vec<Position> = list
                 .iter()
                 .copied()
                 .filter(|p| before.is_none_or(|(t, s)| p.recorded_at < t || (p.recorded_at == t && p.seq < s)))
                 .collect();
-            found.sort_by(|a, b| (b.recorded_at, b.seq).cmp(&(a.recorded_at, a.seq)));
+            found.sort_by_key(|p| std::cmp::Reverse((p.recorded_at, p.seq)));
             found.truncate(n);
             found
         };
@@ -130,7 +132,7 @@ mod tests {
                 cursor = page.last().map(|(p, _)| *p);
             }
             let mut all: Vec<Position> = identity.iter().chain(&insurance).copied().collect();
-            all.sort_by(|a, b| b.cmp(a));
+            all.sort_by_key(|p| std::cmp::Reverse(*p));
             assert_eq!(seen, all, "page size {limit}");
         }
     }

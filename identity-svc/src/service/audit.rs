@@ -56,7 +56,11 @@ impl AccessHistoryService for AccessHistoryApi {
             let cursor = decode_page_token("page_token", HISTORY_PAGE, &body.page_token)?
                 .map(|cursor| {
                     Position::from_cursor(&cursor).ok_or_else(|| {
-                        ApiError::invalid_field(Reason::InvalidArgument, "page_token", "is not a token this list returned")
+                        ApiError::invalid_field(
+                            Reason::InvalidArgument,
+                            "page_token",
+                            "is not a token this list returned",
+                        )
                     })
                 })
                 .transpose()?;
@@ -68,7 +72,8 @@ impl AccessHistoryService for AccessHistoryApi {
                 .await?
                 .into_iter()
                 .map(|entry| {
-                    let position = Position { recorded_at: entry.recorded_at, source: Source::Identity, seq: entry.seq };
+                    let position =
+                        Position { recorded_at: entry.recorded_at, source: Source::Identity, seq: entry.seq };
                     (position, record(entry.partner_id, entry.method, entry.outcome, entry.recorded_at))
                 })
                 .collect();
@@ -76,11 +81,7 @@ impl AccessHistoryService for AccessHistoryApi {
                 // Both halves or nothing: a history silently missing insurance-svc's records would
                 // tell the person nobody read their account.
                 let remote = insurance
-                    .list_person_accesses(
-                        person_id,
-                        cursor.map(|c| c.before_in(Source::Insurance)),
-                        (limit + 1) as i32,
-                    )
+                    .list_person_accesses(person_id, cursor.map(|c| c.before_in(Source::Insurance)), (limit + 1) as i32)
                     .await
                     .map_err(|status| {
                         tracing::warn!(code = ?status.code(), "insurance-svc access records unavailable");

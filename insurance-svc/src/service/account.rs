@@ -38,14 +38,21 @@ impl AccountApi {
     }
 
     /// Finds (or, for name + ID number, resolves) the person an account is for.
-    async fn person_of(&self, acting_partner: &str, person: Option<&open_account_request::Person>) -> ApiResult<PersonView> {
+    async fn person_of(
+        &self,
+        acting_partner: &str,
+        person: Option<&open_account_request::Person>,
+    ) -> ApiResult<PersonView> {
         match person {
             Some(open_account_request::Person::PersonId(id)) => {
                 let id = require_uuid("person_id", id)?;
                 self.state.identity.get_person(acting_partner, &id.to_string(), "").await
             }
             Some(open_account_request::Person::Identity(identity)) => {
-                self.state.identity.resolve_person(acting_partner, &identity.name, &identity.id_number, "identity.").await
+                self.state
+                    .identity
+                    .resolve_person(acting_partner, &identity.name, &identity.id_number, "identity.")
+                    .await
             }
             None => Err(ApiError::invalid_field(Reason::InvalidArgument, "person", "set person_id or identity")),
         }

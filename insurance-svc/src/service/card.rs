@@ -332,7 +332,11 @@ impl CardApi {
 
     async fn check_face(&self, acting_partner: &str, session_id: Uuid, actor: Uuid) -> ApiResult<()> {
         let state = &self.state;
-        let session = match state.identity.get_face_verification(acting_partner, &session_id.to_string(), "face_session_id.").await {
+        let session = match state
+            .identity
+            .get_face_verification(acting_partner, &session_id.to_string(), "face_session_id.")
+            .await
+        {
             Ok(session) => session,
             Err(error) if error.reason() == Reason::FaceSessionNotFound => return Err(FaceCheck::NotFound.into_error()),
             Err(error) => return Err(error),
@@ -366,10 +370,13 @@ impl CardApi {
         let agent_person_id = match &application.agent {
             Some(agent) => {
                 // Who the agent is, checked without creating anyone: an agent is a known person.
-                let agent_id =
-                    state.identity.match_person(&caller.id, &agent.name, &agent.id_number, None, "agent.").await?.ok_or_else(
-                        || ApiError::not_found(Reason::PersonNotFound, "the agent is not a registered person"),
-                    )?;
+                let agent_id = state
+                    .identity
+                    .match_person(&caller.id, &agent.name, &agent.id_number, None, "agent.")
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::not_found(Reason::PersonNotFound, "the agent is not a registered person")
+                    })?;
                 if agent_id == person_id {
                     return Err(ApiError::failed_precondition(
                         Reason::AgentIsApplicant,

@@ -84,7 +84,12 @@ impl HolderCache {
     }
 
     /// The holder's facts, from the cache or identity-svc.
-    pub async fn get(&self, acting_partner: &str, identity: &IdentityClient, person_id: Uuid) -> Result<HolderFacts, ApiError> {
+    pub async fn get(
+        &self,
+        acting_partner: &str,
+        identity: &IdentityClient,
+        person_id: Uuid,
+    ) -> Result<HolderFacts, ApiError> {
         if let Some(facts) = self.cached(person_id) {
             return Ok(facts);
         }

@@ -171,7 +171,11 @@ impl DocumentApi {
     }
 
     /// Reads the header, then the chunks, of an upload, refusing as early as possible.
-    async fn receive(&self, acting_partner: &str, request: &mut Request<Streaming<UploadDocumentRequest>>) -> Result<Received, Status> {
+    async fn receive(
+        &self,
+        acting_partner: &str,
+        request: &mut Request<Streaming<UploadDocumentRequest>>,
+    ) -> Result<Received, Status> {
         let header = match next_part(request).await? {
             None => {
                 return Err(ApiError::invalid_field(

@@ -103,7 +103,12 @@ impl FamilyApi {
     /// The wire form of a binding, with both persons' masked names and the member's age as
     /// identity-svc shows them to partners (`known` saves a call for a view already at hand).
     /// The member's birth date stays here, for the age rules: the view never carries it.
-    async fn binding_message(&self, acting_partner: &str, binding: &Binding, known: &[&PersonView]) -> ApiResult<pb::FamilyBinding> {
+    async fn binding_message(
+        &self,
+        acting_partner: &str,
+        binding: &Binding,
+        known: &[&PersonView],
+    ) -> ApiResult<pb::FamilyBinding> {
         let view = |person: Uuid| async move {
             let id = person.to_string();
             match known.iter().find(|view| view.person_id == id) {
@@ -165,8 +170,10 @@ impl FamilyApi {
         }
         // Who the member is, checked without creating anyone: an unknown pair is no insured
         // member (NOT_INSURED, as for a known person without an account).
-        let Some(member) =
-            state.identity.match_person(partner_id, &request.member_name, &request.member_id_number, None, "member_").await?
+        let Some(member) = state
+            .identity
+            .match_person(partner_id, &request.member_name, &request.member_id_number, None, "member_")
+            .await?
         else {
             require_insured(None)?;
             return Err(ApiError::internal("a person without an account passed the insured check"));
@@ -309,7 +316,9 @@ impl FamilyService for FamilyApi {
         let caller = Caller::of(&request)?;
         let id = require_uuid("binding_id", &request.get_ref().binding_id)?;
         let (binding, _) = self.visible_binding(&request, id).await?;
-        Ok(Response::new(GetFamilyBindingResponse { binding: Some(self.binding_message(&caller.id, &binding, &[]).await?) }))
+        Ok(Response::new(GetFamilyBindingResponse {
+            binding: Some(self.binding_message(&caller.id, &binding, &[]).await?),
+        }))
     }
 
     async fn list_family_members(

@@ -126,7 +126,10 @@ impl VoucherApi {
         }
         let account = state.accounts.find_open_by_person(person_id).await?;
         require_insured(account.map(|a| a.status))?;
-        let session = match state.identity.get_face_verification(acting_partner, &face_session_id.to_string(), "face_session_id.").await
+        let session = match state
+            .identity
+            .get_face_verification(acting_partner, &face_session_id.to_string(), "face_session_id.")
+            .await
         {
             Ok(session) => session,
             Err(error) if error.reason() == Reason::FaceSessionNotFound => {
