@@ -200,6 +200,22 @@ enum PartnerCommand {
         /// BANK, MINI_PROGRAM and CITY_APP, 1000 for OPS, 100 for the others).
         #[arg(long)]
         sms_daily_quota: Option<u32>,
+        /// An employer code an EMPLOYER partner speaks for (repeatable): it opens EMPLOYEE
+        /// accounts, credits contributions, applies for cards and reads ledgers only for these.
+        #[arg(long = "employer-code")]
+        employer_codes: Vec<String>,
+        /// Partners file.
+        #[arg(long, env = "MEDINS_PARTNERS_FILE", default_value = "data/partners.toml")]
+        partners_file: PathBuf,
+    },
+    /// Sets the employer codes an existing EMPLOYER partner speaks for (replacing its list; none
+    /// given: it speaks for no employer), then asks a running `medins up` to reload.
+    EmployerCodes {
+        /// Partner id.
+        id: String,
+        /// An employer code (repeatable).
+        #[arg(long = "employer-code")]
+        employer_codes: Vec<String>,
         /// Partners file.
         #[arg(long, env = "MEDINS_PARTNERS_FILE", default_value = "data/partners.toml")]
         partners_file: PathBuf,
@@ -267,6 +283,9 @@ const DEMO_PARTNERS: &[(&str, PartnerKind)] = &[
     ("demo-face-provider", PartnerKind::FaceProvider),
     ("demo-employer", PartnerKind::Employer),
 ];
+
+/// The employer code the demo employer speaks for.
+const DEMO_EMPLOYER_CODE: &str = "DEMO-EMPLOYER-01";
 
 /// Files of a data folder.
 struct DataDir {
@@ -388,6 +407,11 @@ fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
         );
         for (id, kind) in DEMO_PARTNERS {
             let key = file.add_partner(id, id, *kind, None, RateLimit::default(), &now).map_err(anyhow::Error::msg)?;
+            if *kind == PartnerKind::Employer {
+                // The walkthrough's employer (README) speaks for this one code.
+                file.set_employer_codes(id, BTreeSet::from([DEMO_EMPLOYER_CODE.to_owned()]))
+                    .map_err(anyhow::Error::msg)?;
+            }
             let variable = format!("MEDINS_{}_KEY", id.trim_start_matches("demo-").replace('-', "_").to_uppercase());
             println!("  {id:<20} {:<13} {}", kind.as_str(), key.expose());
             env_lines.push_str(&format!("export {variable}={}\n", key.expose()));
@@ -517,6 +541,7 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
             burst,
             face_provider,
             sms_daily_quota,
+            employer_codes,
             partners_file,
         } => {
             let mut file =
@@ -534,6 +559,7 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             file.set_face_provider(&id, face_provider.as_deref()).map_err(anyhow::Error::msg)?;
             file.set_sms_daily_quota(&id, sms_daily_quota).map_err(anyhow::Error::msg)?;
+            file.set_employer_codes(&id, employer_codes.into_iter().collect()).map_err(anyhow::Error::msg)?;
             file.save(&partners_file)?;
             println!("created partner {id} ({kind}); its API key, shown only now:\n{}", key.expose());
             signal_reload(&partners_file);
@@ -553,6 +579,15 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
                     partner.scopes.iter().cloned().collect::<Vec<_>>().join(",")
                 );
             }
+            Ok(())
+        }
+        PartnerCommand::EmployerCodes { id, employer_codes, partners_file } => {
+            let mut file = PartnersFile::load(&partners_file)?;
+            let codes: BTreeSet<String> = employer_codes.into_iter().collect();
+            file.set_employer_codes(&id, codes.clone()).map_err(anyhow::Error::msg)?;
+            file.save(&partners_file)?;
+            println!("{id} speaks for employer codes: {}", codes.into_iter().collect::<Vec<_>>().join(","));
+            signal_reload(&partners_file);
             Ok(())
         }
         PartnerCommand::Revoke { id, partners_file } => {

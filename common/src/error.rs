@@ -127,6 +127,18 @@ reasons! {
     // Issue 13, audit: calls a SERVICE relays on a partner's behalf (`x-on-behalf-of`).
     OnBehalfOfNotAllowed => "ON_BEHALF_OF_NOT_ALLOWED",
     OnBehalfOfInvalid => "ON_BEHALF_OF_INVALID",
+    // Issue 13, access at insurance-svc accounts, vouchers, codes, settlements (helper "access"):
+    // employers bound to their employer codes.
+    EmployerCodeNotHeld => "EMPLOYER_CODE_NOT_HELD",
+    // Issue 13, cards at the counter: a partner's failed card lookups per day are limited.
+    CardLookupLimitExceeded => "CARD_LOOKUP_LIMIT_EXCEEDED",
+    // Issue 14, family aid as policy says and writes that survive concurrency (helper "safety").
+    FamilyAidNotEligible => "FAMILY_AID_NOT_ELIGIBLE",
+    TransactionConflict => "TRANSACTION_CONFLICT",
+    // Issue 14, documents: parsed within limits, tied to what they prove.
+    DocumentUnreadable => "DOCUMENT_UNREADABLE",
+    ImageTooLarge => "IMAGE_TOO_LARGE",
+    DocumentNotTied => "DOCUMENT_NOT_TIED",
 }
 
 impl fmt::Display for Reason {
@@ -274,8 +286,24 @@ impl From<crate::db::DbError> for ApiError {
                 tracing::warn!(error = %cause, "database unavailable");
                 ApiError::unavailable(Reason::DatabaseUnavailable, "database unavailable, retry later")
             }
+            crate::db::DbError::Conflict(cause) => {
+                // Expected under contention and retried first (db::retry_conflicts): not an
+                // error of ours unless it outlasts the retries, which ABORTED tells the caller.
+                tracing::debug!(error = %cause, "database conflict");
+                ApiError::new(
+                    Code::Aborted,
+                    Reason::TransactionConflict,
+                    "the request collided with concurrent ones, retry with the same idempotency key",
+                )
+            }
             error @ (crate::db::DbError::Query(_) | crate::db::DbError::Config(_)) => ApiError::internal(error),
         }
+    }
+}
+
+impl crate::db::TransientConflict for ApiError {
+    fn is_transient_conflict(&self) -> bool {
+        self.reason == Reason::TransactionConflict
     }
 }
 

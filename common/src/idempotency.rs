@@ -27,7 +27,7 @@ use tonic::{Code, Status};
 use crate::{
     clock::SharedClock,
     crypto::{DataKeys, LabelledMac, constant_time_eq},
-    db::{Db, DbError, is_unique_violation},
+    db::{Db, DbConnection, DbError, is_unique_violation, retry_conflicts},
     error::{ApiError, Reason},
 };
 
@@ -159,15 +159,20 @@ impl Idempotency {
                 use idempotency_records::dsl as r;
                 let target =
                     r::idempotency_records.filter(r::partner_id.eq(&partner)).filter(r::idempotency_key.eq(&key_owned));
-                match response {
-                    Some(bytes) => {
-                        diesel::update(target).set((r::state.eq(DONE), r::response.eq(Some(bytes)))).execute(conn)?;
+                // One statement: run again whole if it lost to a concurrent transaction.
+                retry_conflicts(|| {
+                    match &response {
+                        Some(bytes) => {
+                            diesel::update(target)
+                                .set((r::state.eq(DONE), r::response.eq(Some(bytes))))
+                                .execute(conn)?;
+                        }
+                        None => {
+                            diesel::delete(target).execute(conn)?;
+                        }
                     }
-                    None => {
-                        diesel::delete(target).execute(conn)?;
-                    }
-                }
-                Ok(())
+                    Ok(())
+                })
             })
             .await
             .map_err(ApiError::from)?;
@@ -182,65 +187,85 @@ impl Idempotency {
         let hash = fingerprint.stored();
         let claim = self
             .db
-            .write(move |conn| -> Result<Claim, ApiError> {
-                use idempotency_records::dsl as r;
-                let inserted = diesel::insert_into(r::idempotency_records)
-                    .values((
-                        r::partner_id.eq(&partner),
-                        r::idempotency_key.eq(&key),
-                        r::request_hash.eq(&hash),
-                        r::state.eq(IN_FLIGHT),
-                        r::lease_until.eq(lease_until),
-                        r::expires_at.eq(expires_at),
-                        r::created_at.eq(now),
-                    ))
-                    .execute(conn);
-                match inserted {
-                    Ok(_) => return Ok(Claim::Run),
-                    Err(error) if is_unique_violation(&error) => {}
-                    Err(error) => return Err(error.into()),
-                }
-                let target =
-                    r::idempotency_records.filter(r::partner_id.eq(&partner)).filter(r::idempotency_key.eq(&key));
-                let Some(record) = target.select(Record::as_select()).first(conn).optional()? else {
-                    // Released between our insert and read: try again.
-                    return Ok(Claim::Busy);
-                };
-                if record.expires_at <= now {
-                    diesel::delete(target.filter(r::expires_at.eq(record.expires_at))).execute(conn)?;
-                    return Ok(Claim::Busy);
-                }
-                if !fingerprint.matches(&record.request_hash) {
-                    return Err(ApiError::failed_precondition(
-                        Reason::IdempotencyKeyMismatch,
-                        "this idempotency key was used with a different request",
-                    ));
-                }
-                if record.state == DONE {
-                    return Ok(Claim::Done(record.response.unwrap_or_default()));
-                }
-                if record.lease_until <= now {
-                    // The holder died mid-call: take the key over, unless someone else just did.
-                    let taken = diesel::update(target.filter(r::lease_until.eq(record.lease_until)))
-                        .set(r::lease_until.eq(lease_until))
-                        .execute(conn)?;
-                    if taken == 1 {
-                        return Ok(Claim::Run);
-                    }
-                }
-                Ok(Claim::Busy)
+            .write(move |conn| {
+                // Autocommit statements, each deciding on what the one before found: run again
+                // from the insert if one lost to a concurrent transaction (nothing of it stays).
+                retry_conflicts(|| claim_in(conn, &partner, &key, &hash, &fingerprint, now, lease_until, expires_at))
             })
             .await?;
         Ok(claim)
     }
+}
 
+/// One run of [`Idempotency::claim`]'s statements.
+#[allow(clippy::too_many_arguments)]
+fn claim_in(
+    conn: &mut DbConnection,
+    partner: &str,
+    key: &str,
+    hash: &[u8],
+    fingerprint: &RequestFingerprint,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    expires_at: NaiveDateTime,
+) -> Result<Claim, ApiError> {
+    use idempotency_records::dsl as r;
+    let inserted = diesel::insert_into(r::idempotency_records)
+        .values((
+            r::partner_id.eq(&partner),
+            r::idempotency_key.eq(&key),
+            r::request_hash.eq(&hash),
+            r::state.eq(IN_FLIGHT),
+            r::lease_until.eq(lease_until),
+            r::expires_at.eq(expires_at),
+            r::created_at.eq(now),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => return Ok(Claim::Run),
+        Err(error) if is_unique_violation(&error) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let target = r::idempotency_records.filter(r::partner_id.eq(&partner)).filter(r::idempotency_key.eq(&key));
+    let Some(record) = target.select(Record::as_select()).first(conn).optional()? else {
+        // Released between our insert and read: try again.
+        return Ok(Claim::Busy);
+    };
+    if record.expires_at <= now {
+        diesel::delete(target.filter(r::expires_at.eq(record.expires_at))).execute(conn)?;
+        return Ok(Claim::Busy);
+    }
+    if !fingerprint.matches(&record.request_hash) {
+        return Err(ApiError::failed_precondition(
+            Reason::IdempotencyKeyMismatch,
+            "this idempotency key was used with a different request",
+        ));
+    }
+    if record.state == DONE {
+        return Ok(Claim::Done(record.response.unwrap_or_default()));
+    }
+    if record.lease_until <= now {
+        // The holder died mid-call: take the key over, unless someone else just did.
+        let taken = diesel::update(target.filter(r::lease_until.eq(record.lease_until)))
+            .set(r::lease_until.eq(lease_until))
+            .execute(conn)?;
+        if taken == 1 {
+            return Ok(Claim::Run);
+        }
+    }
+    Ok(Claim::Busy)
+}
+
+impl Idempotency {
     /// Deletes outcomes past their retention; returns how many.
     pub async fn purge_expired(&self) -> Result<usize, ApiError> {
         let now = self.clock.stored_now();
         self.db
             .write(move |conn| {
                 use idempotency_records::dsl as r;
-                Ok(diesel::delete(r::idempotency_records.filter(r::expires_at.le(now))).execute(conn)?)
+                retry_conflicts(|| {
+                    Ok(diesel::delete(r::idempotency_records.filter(r::expires_at.le(now))).execute(conn)?)
+                })
             })
             .await
     }

@@ -42,8 +42,10 @@ pub struct Config {
 
     /// Settlement policy (TOML): deductible, reimbursement ratio (basis points) and annual cap
     /// in cents for every scheme x category, e.g. `[EMPLOYEE.OUTPATIENT]` with
-    /// `deductible_cents`, `reimbursement_ratio_bp`, `annual_cap_cents`. Default: the built-in
-    /// policy (`insurance_svc::domain::settlement::DEFAULT_POLICY_TOML`).
+    /// `deductible_cents`, `reimbursement_ratio_bp`, `annual_cap_cents`, and `[FAMILY_AID]`
+    /// listing, per scheme, the relationships its individual accounts may pay for (e.g.
+    /// `EMPLOYEE = ["SPOUSE", "PARENT", "CHILD"]`, `RESIDENT = []`). Checked at start. Default:
+    /// the built-in policy (`insurance_svc::domain::settlement::DEFAULT_POLICY_TOML`).
     #[arg(long, env = "MEDINS_POLICY_FILE")]
     pub policy_file: Option<std::path::PathBuf>,
 
@@ -55,7 +57,7 @@ pub struct Config {
 
     /// Personal-data key file (TOML: versioned AES-256 data keys and a separate blind-index key;
     /// the format of identity-svc's, but insurance-svc's own keys), encrypting card mailing
-    /// addresses at rest. `medins up` creates `data/keys/insurance-data-keys.toml`. The
+    /// addresses at rest and wrapping each document's own key. `medins up` creates `data/keys/insurance-data-keys.toml`. The
     /// environment variable MEDINS_DATA_KEYS, holding the file's text, takes precedence.
     #[arg(long, env = "MEDINS_DATA_KEYS_FILE")]
     pub data_keys_file: Option<std::path::PathBuf>,
@@ -79,6 +81,11 @@ pub struct Config {
     /// A token signed with an unknown key triggers a fetch of the keys, at most once per this.
     #[arg(long, env = "MEDINS_PERSON_TOKEN_KEYS_MIN_REFRESH", default_value = "3s", value_parser = parse_duration)]
     pub person_token_keys_min_refresh: Duration,
+
+    /// Memory budget, in MiB, of image decoding, PDF parsing and rendering (estimated from each
+    /// file's header before decoding; an image estimated beyond it is refused IMAGE_TOO_LARGE).
+    #[arg(long, env = "MEDINS_DECODE_BUDGET_MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(16..=4096))]
+    pub decode_budget_mib: u64,
 }
 
 impl Config {
@@ -98,7 +105,13 @@ impl Config {
             code_keys_check_interval: Duration::from_secs(2),
             person_token_keys_refresh: Duration::from_secs(60),
             person_token_keys_min_refresh: Duration::from_secs(3),
+            decode_budget_mib: crate::heavy::DEFAULT_BUDGET_BYTES / (1024 * 1024),
         }
+    }
+
+    /// The decoding budget in bytes.
+    pub fn decode_budget_bytes(&self) -> u64 {
+        self.decode_budget_mib * 1024 * 1024
     }
 
     /// The same configuration with a code key file.

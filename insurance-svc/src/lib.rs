@@ -6,6 +6,7 @@ pub mod clients;
 pub mod code_keys;
 pub mod config;
 pub mod domain;
+pub mod heavy;
 pub mod person_tokens;
 pub mod service;
 pub mod store;
@@ -144,6 +145,8 @@ impl InsuranceService {
             accounts: AccountStore::new(db.clone()),
             documents: store::document::DocumentStore::new(db.clone()),
             objects,
+            document_cipher: FieldCipher::new(&keys),
+            heavy: heavy::HeavyPool::new(config.decode_budget_bytes(), heavy::DEFAULT_WORKERS),
             family: store::family::FamilyStore::new(db.clone()),
             cards: store::card::CardStore::new(db.clone(), FieldCipher::new(&keys)),
             face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
@@ -224,6 +227,7 @@ impl InsuranceService {
         let code_keys_watcher =
             self.state.code_keys.spawn_watcher(self.state.clock.clone(), self.config.code_keys_check_interval);
         let purger = self.state.idempotency.spawn_purger(std::time::Duration::from_secs(600));
+        let document_sweeper = store::document_sweeper::spawn(self.state.clone(), store::document_sweeper::EVERY);
         let definition = ServiceDefinition {
             name: "insurance-svc",
             grpc_services: vec![
@@ -280,6 +284,7 @@ impl InsuranceService {
             tracing::warn!(%error, "final audit checkpoint failed; the next replica to run seals these rows");
         }
         purger.abort();
+        document_sweeper.abort();
         person_token_refresher.abort();
         revocation_refresher.abort();
         code_keys_watcher.abort();

@@ -52,8 +52,10 @@ async fn register_then_open_then_get_account() {
     assert_eq!(opened.balance_cents, 0);
     assert_eq!(opened.employer_code, "ACME-01");
 
+    // Read by person id as operators (a hospital or app needs the person's token: see
+    // tests/e2e/access.rs).
     let by_person = stack
-        .accounts(Some(&stack.keys.hospital))
+        .accounts(Some(&stack.keys.ops))
         .get_account(GetAccountRequest { key: Some(get_account_request::Key::PersonId(person_id.clone())) })
         .await
         .expect("get by person")
@@ -77,7 +79,7 @@ async fn register_then_open_then_get_account() {
 async fn a_person_has_one_open_account() {
     let stack = Stack::start().await;
     let person = SeedPerson::adult();
-    let mut accounts = stack.accounts(Some(&stack.keys.employer));
+    let mut accounts = stack.accounts(Some(&stack.keys.bank));
     accounts.open_account(open_by_identity(&person, Scheme::Resident, "")).await.expect("first open");
     let second = accounts.open_account(open_by_identity(&person, Scheme::Resident, "")).await.unwrap_err();
     assert_eq!(second.code(), Code::AlreadyExists);

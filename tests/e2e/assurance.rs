@@ -149,10 +149,11 @@ async fn a_real_name_face_session_passed_before_real_name_raises_nothing() {
 async fn a_level_1_token_is_refused_on_every_level_2_rpc_and_nothing_is_written() {
     let stack = Stack::start().await;
     let bank = stack.keys.bank.clone();
-    // A level-2 binder with an ACTIVE binding of a child.
-    let binder = stack.binder(0).await;
-    let documents = stack.binding_documents(&binder).await;
+    // A level-2 binder with an ACTIVE binding of a child (EMPLOYEE: family aid policy lets its
+    // account pay for a child).
+    let binder = stack.binder_in(medins_proto::insurance::v1::Scheme::Employee, 0).await;
     let child = stack.member_aged(10, 0).await;
+    let documents = stack.binding_documents(&binder, &child, Relationship::Child).await;
     let added = stack.add_member(&binder, &child, Relationship::Child, &documents).await.expect("level 2 binds");
     let binding_id = added.binding.unwrap().binding_id;
 

@@ -143,7 +143,7 @@ async fn a_revoked_key_stops_working_after_reload() {
     // Other partners are untouched, including insurance-svc's own key at identity-svc.
     stack.persons(Some(&stack.keys.ops)).get_person(get_person(&person_id)).await.expect("ops still works");
     stack.accounts(Some(&stack.keys.ops)).get_account(get_account_of(&person_id)).await.expect("ops still works");
-    stack.accounts(Some(&stack.keys.employer)).open_account(open(&SeedPerson::adult())).await.expect("resolve works");
+    stack.accounts(Some(&stack.keys.ops)).open_account(open(&SeedPerson::adult())).await.expect("resolve works");
     stack.shutdown().await;
 }
 

@@ -194,11 +194,12 @@ async fn a_service_center_issues_the_card_on_the_spot_and_banks_and_hospitals_ac
         "PARTNER_KIND_NOT_ALLOWED",
         None,
     );
+    // A holder who does not match gets what an unknown number gets: the counter cannot tell.
     let stranger = stack.insured_adult().await;
     assert_refused(
         activate(&stack, &stack.keys.bank, &card.card_number, CardActivationChannel::Bank, Some(&stranger.seed)).await,
-        Code::FailedPrecondition,
-        "CARD_HOLDER_MISMATCH",
+        Code::NotFound,
+        "CARD_NOT_FOUND",
         None,
     );
     // The holder check only matches: an identity nobody registered is refused and leaves no
@@ -210,8 +211,8 @@ async fn a_service_center_issues_the_card_on_the_spot_and_banks_and_hospitals_ac
     for identity in [&unknown, &wrong_name] {
         assert_refused(
             activate(&stack, &stack.keys.bank, &card.card_number, CardActivationChannel::Bank, Some(identity)).await,
-            Code::FailedPrecondition,
-            "CARD_HOLDER_MISMATCH",
+            Code::NotFound,
+            "CARD_NOT_FOUND",
             None,
         );
     }
@@ -219,13 +220,17 @@ async fn a_service_center_issues_the_card_on_the_spot_and_banks_and_hospitals_ac
 
     // First use at a hospital activates the medical function only; later uses change nothing.
     let used =
-        activate(&stack, &stack.keys.hospital, &card.card_number, CardActivationChannel::Hospital, None).await.unwrap();
+        activate(&stack, &stack.keys.hospital, &card.card_number, CardActivationChannel::Hospital, Some(&person.seed))
+            .await
+            .unwrap();
     assert_eq!(
         (used.medical_status, used.financial_status),
         (CardFunctionStatus::Active as i32, CardFunctionStatus::Inactive as i32)
     );
     let again =
-        activate(&stack, &stack.keys.pharmacy, &card.card_number, CardActivationChannel::Pharmacy, None).await.unwrap();
+        activate(&stack, &stack.keys.pharmacy, &card.card_number, CardActivationChannel::Pharmacy, Some(&person.seed))
+            .await
+            .unwrap();
     assert_eq!(again.medical_activated_at, used.medical_activated_at);
 
     // The bank activates the financial function (and keeps the medical one).
@@ -236,7 +241,10 @@ async fn a_service_center_issues_the_card_on_the_spot_and_banks_and_hospitals_ac
         (banked.medical_status, banked.financial_status),
         (CardFunctionStatus::Active as i32, CardFunctionStatus::Active as i32)
     );
-    assert_eq!(card_by_ops(&stack, &card.card_number).await, banked);
+    // The counter's view carries no person or application id; operators see the same card in full.
+    assert_eq!((banked.person_id.as_str(), banked.application_id.as_str()), ("", ""));
+    let full = card_by_ops(&stack, &card.card_number).await;
+    assert_eq!(Card { person_id: full.person_id.clone(), application_id: full.application_id.clone(), ..banked }, full);
 
     // A second first card for the same person is refused.
     assert_refused(
@@ -328,7 +336,8 @@ async fn a_service_point_card_is_ready_three_working_days_after_approval() {
     assert_eq!(waiting.status, CardApplicationStatus::ReadyForPickup as i32);
     // Not delivered yet: no activation.
     assert_refused(
-        activate(&stack, &stack.keys.hospital, &card.card_number, CardActivationChannel::Hospital, None).await,
+        activate(&stack, &stack.keys.hospital, &card.card_number, CardActivationChannel::Hospital, Some(&person.seed))
+            .await,
         Code::FailedPrecondition,
         "CARD_STATE_CONFLICT",
         Some(("status", "NOT_DELIVERED")),
@@ -554,7 +563,7 @@ async fn a_minor_is_applied_for_by_an_active_binder_only() {
     );
     assert_eq!(stack.count_insurance_rows("card_applications").await, 0);
 
-    let documents = stack.binding_documents(&parent).await;
+    let documents = stack.binding_documents(&parent, &child, Relationship::Child).await;
     let bound = stack.add_member(&parent, &child, Relationship::Child, &documents).await.expect("bind the child");
     assert_eq!(bound.binding.unwrap().status, BindingStatus::Active as i32);
     let application =
@@ -615,13 +624,20 @@ async fn every_illegal_step_over_grpc_is_a_card_state_conflict() {
         format!("{payload}{}", luhn_check_digit(&payload))
     };
     assert_refused(
-        activate(&stack, &stack.keys.hospital, &not_issued, CardActivationChannel::Hospital, None).await,
+        activate(&stack, &stack.keys.hospital, &not_issued, CardActivationChannel::Hospital, Some(&person.seed)).await,
         Code::NotFound,
         "CARD_NOT_FOUND",
         None,
     );
     assert_refused(
-        activate(&stack, &stack.keys.hospital, &mistyped(&not_issued), CardActivationChannel::Hospital, None).await,
+        activate(
+            &stack,
+            &stack.keys.hospital,
+            &mistyped(&not_issued),
+            CardActivationChannel::Hospital,
+            Some(&person.seed),
+        )
+        .await,
         Code::InvalidArgument,
         "INVALID_ARGUMENT",
         None,
@@ -645,7 +661,7 @@ async fn a_frozen_card_is_unusable_a_formally_lost_one_ends_and_is_replaced_unde
     // Neither activated nor used while frozen.
     for (key, channel, holder) in [
         (&stack.keys.bank, CardActivationChannel::Bank, Some(&person.seed)),
-        (&stack.keys.hospital, CardActivationChannel::Hospital, None),
+        (&stack.keys.hospital, CardActivationChannel::Hospital, Some(&person.seed)),
     ] {
         assert_refused(
             activate(&stack, key, &number, channel, holder).await,
@@ -669,7 +685,7 @@ async fn a_frozen_card_is_unusable_a_formally_lost_one_ends_and_is_replaced_unde
         .card
         .unwrap();
     assert_eq!(lifted.status, CardStatus::Valid as i32);
-    activate(&stack, &stack.keys.hospital, &number, CardActivationChannel::Hospital, None).await.unwrap();
+    activate(&stack, &stack.keys.hospital, &number, CardActivationChannel::Hospital, Some(&person.seed)).await.unwrap();
 
     // Formal loss ends it: no unfreezing, no use, no first card; a replacement needs a fee.
     let lost = ops.report_card_loss(loss(CardLossKind::Formal)).await.unwrap().into_inner().card.unwrap();
@@ -681,7 +697,7 @@ async fn a_frozen_card_is_unusable_a_formally_lost_one_ends_and_is_replaced_unde
         Some(("status", "LOST")),
     );
     assert_refused(
-        activate(&stack, &stack.keys.hospital, &number, CardActivationChannel::Hospital, None).await,
+        activate(&stack, &stack.keys.hospital, &number, CardActivationChannel::Hospital, Some(&person.seed)).await,
         Code::FailedPrecondition,
         "CARD_STATE_CONFLICT",
         None,
@@ -692,7 +708,10 @@ async fn a_frozen_card_is_unusable_a_formally_lost_one_ends_and_is_replaced_unde
         "CARD_STATE_CONFLICT",
         Some(("conflict", "existing_card")),
     );
-    let others_fee = stack.card_fee(&stack.insured_adult().await.person_id).await;
+    let others_fee = {
+        let other = stack.insured_adult().await;
+        stack.card_fee(&other.person_id, &other.seed).await
+    };
     let replace =
         |fee: &str| ReplaceCardRequest { card_number: number.clone(), fee_id: fee.to_owned(), mailing_address: None };
     assert_refused(
@@ -701,7 +720,7 @@ async fn a_frozen_card_is_unusable_a_formally_lost_one_ends_and_is_replaced_unde
         "CARD_FEE_INVALID",
         Some(("fee_check", "foreign")),
     );
-    let fee = stack.card_fee(&person.person_id).await;
+    let fee = stack.card_fee(&person.person_id, &person.seed).await;
     let replaced = ops.replace_card(replace(&fee)).await.unwrap().into_inner();
     let application = replaced.application.unwrap();
     let old = replaced.replaced_card.unwrap();
@@ -811,7 +830,7 @@ async fn online_kit(stack: &Stack, person: &FrontDoorPerson) -> OnlineKit {
         front: stack.uploaded_document(&person.person_id, DocumentKind::IdCardFront, &sample_jpeg()).await,
         back: stack.uploaded_document(&person.person_id, DocumentKind::IdCardBack, &sample_png()).await,
         photo: stack.uploaded_document(&person.person_id, DocumentKind::Photo, &sample_jpeg()).await,
-        fee: stack.card_fee(&person.person_id).await,
+        fee: stack.card_fee(&person.person_id, &person.seed).await,
     }
 }
 
@@ -900,7 +919,8 @@ async fn an_online_application_is_refused_for_each_missing_proof_writing_nothing
     assert_eq!((status.code(), reason(&status).as_str()), (Code::InvalidArgument, "INVALID_ARGUMENT"));
     assert_eq!(crate::support::bad_fields(&status), ["mailing_address.region_code", "mailing_address.phone"]);
     // With another person's fee.
-    let others_fee = OnlineKit { fee: stack.card_fee(&other.person_id).await, ..online_kit(&stack, &person).await };
+    let others_fee =
+        OnlineKit { fee: stack.card_fee(&other.person_id, &other.seed).await, ..online_kit(&stack, &person).await };
     assert_refused(
         cards.apply_for_card(with_person_token(online(&person, &others_fee, &sms, &face), &person.token)).await,
         Code::FailedPrecondition,
@@ -940,7 +960,8 @@ async fn an_online_application_is_refused_for_each_missing_proof_writing_nothing
     assert_eq!(nothing_written(&stack).await, (1, 1, 1));
 
     // One open application per person.
-    let kit_again = OnlineKit { fee: stack.card_fee(&person.person_id).await, ..online_kit(&stack, &person).await };
+    let kit_again =
+        OnlineKit { fee: stack.card_fee(&person.person_id, &person.seed).await, ..online_kit(&stack, &person).await };
     assert_refused(
         cards.apply_for_card(with_person_token(online(&person, &kit_again, &fresh_sms, &face), &person.token)).await,
         Code::FailedPrecondition,
@@ -968,8 +989,8 @@ async fn an_online_application_is_refused_for_each_missing_proof_writing_nothing
                 &other_token,
             ))
             .await,
-        Code::PermissionDenied,
-        "PERSON_TOKEN_INVALID",
+        Code::NotFound,
+        "CARD_APPLICATION_NOT_FOUND",
         None,
     );
 
@@ -1025,8 +1046,8 @@ async fn an_online_application_is_refused_for_each_missing_proof_writing_nothing
                 &other_token,
             ))
             .await,
-        Code::PermissionDenied,
-        "PERSON_TOKEN_INVALID",
+        Code::NotFound,
+        "CARD_NOT_FOUND",
         None,
     );
     cards
@@ -1143,33 +1164,34 @@ async fn card_fees_are_recorded_by_banks_once_per_reference() {
     let stack = Stack::start().await;
     let person = stack.insured_adult().await;
     let other = stack.insured_adult().await;
-    let request = |person_id: &str, amount: i64| RecordCardFeeRequest {
-        person_id: person_id.to_owned(),
+    let request = |payer: &InsuredPerson, amount: i64| RecordCardFeeRequest {
+        person_id: payer.person_id.clone(),
         amount_cents: amount,
         reference: "PAY-20261123-0001".into(),
+        payer: Some(PersonIdentity { name: payer.seed.name.clone(), id_number: payer.seed.id_number.clone() }),
     };
-    let first = stack.cards(Some(&stack.keys.bank)).record_card_fee(request(&person.person_id, 2000)).await.unwrap();
+    let first = stack.cards(Some(&stack.keys.bank)).record_card_fee(request(&person, 2000)).await.unwrap();
     let first = first.into_inner();
     assert!(first.created);
-    let retry = stack.cards(Some(&stack.keys.bank)).record_card_fee(request(&person.person_id, 2000)).await.unwrap();
+    let retry = stack.cards(Some(&stack.keys.bank)).record_card_fee(request(&person, 2000)).await.unwrap();
     let retry = retry.into_inner();
     assert!(!retry.created);
     assert_eq!(retry.fee, first.fee);
     assert_refused(
-        stack.cards(Some(&stack.keys.bank)).record_card_fee(request(&other.person_id, 2000)).await,
+        stack.cards(Some(&stack.keys.bank)).record_card_fee(request(&other, 2000)).await,
         Code::FailedPrecondition,
         "IDEMPOTENCY_KEY_MISMATCH",
         None,
     );
     assert_refused(
-        stack.cards(Some(&stack.keys.bank)).record_card_fee(request(&person.person_id, 0)).await,
+        stack.cards(Some(&stack.keys.bank)).record_card_fee(request(&person, 0)).await,
         Code::InvalidArgument,
         "INVALID_ARGUMENT",
         None,
     );
     // Only banks hold the scope; and only a bank's kind may use it.
     assert_refused(
-        stack.cards(Some(&stack.keys.mini_program)).record_card_fee(request(&person.person_id, 2000)).await,
+        stack.cards(Some(&stack.keys.mini_program)).record_card_fee(request(&person, 2000)).await,
         Code::PermissionDenied,
         "PERMISSION_DENIED_SCOPE",
         None,

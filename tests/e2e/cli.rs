@@ -1,5 +1,5 @@
 //! The `medins` binary: `up` on an empty folder is ready fast and serves reflection and health to
-//! grpcurl; `partner create|list|revoke` manage a partners file.
+//! grpcurl; `partner create|list|revoke|employer-codes` manage a partners file.
 
 use std::{
     io::{BufRead, BufReader},
@@ -240,4 +240,33 @@ fn partner_create_records_a_face_provider_and_an_sms_quota() {
     assert_eq!((city.face_provider.as_deref(), city.sms_daily_quota), (Some("face-co"), 7));
     let face = live.get("face-co").expect("face-co");
     assert_eq!((face.face_provider.as_deref(), face.sms_daily_quota), (None, 100), "the kind's default quota");
+}
+
+#[test]
+fn partner_create_and_employer_codes_bind_an_employer_to_its_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("partners.toml");
+    stdout_of(&partner(
+        &["create", "--id", "acme", "--kind", "EMPLOYER", "--employer-code", "ACME-01", "--employer-code", "ACME-02"],
+        &file,
+    ));
+    let codes = |file: &Path, id: &str| {
+        Partners::from_file(&PartnersFile::load(file).expect("load")).get(id).expect("partner").employer_codes.clone()
+    };
+    assert_eq!(codes(&file, "acme").into_iter().collect::<Vec<_>>(), ["ACME-01", "ACME-02"]);
+
+    // Another kind has no employer codes, and a code must be one: refused, nothing saved.
+    assert!(
+        !partner(&["create", "--id", "bank", "--kind", "BANK", "--employer-code", "ACME-01"], &file).status.success()
+    );
+    assert!(!partner(&["employer-codes", "acme", "--employer-code", "ACME 03"], &file).status.success());
+    let loaded = PartnersFile::load(&file).expect("load");
+    assert!(loaded.partners.iter().all(|p| p.id != "bank"), "nothing of the refused partner was saved");
+    assert_eq!(codes(&file, "acme").len(), 2, "the refused change left the codes as they were");
+
+    // An existing partner's list is replaced; none given: it speaks for no employer.
+    stdout_of(&partner(&["employer-codes", "acme", "--employer-code", "ACME-03"], &file));
+    assert_eq!(codes(&file, "acme").into_iter().collect::<Vec<_>>(), ["ACME-03"]);
+    stdout_of(&partner(&["employer-codes", "acme"], &file));
+    assert!(codes(&file, "acme").is_empty());
 }

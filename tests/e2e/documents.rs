@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use medins_common::mask::mask_name;
 use medins_proto::insurance::v1::{
-    DocumentKind, GenerateCommitmentLetterRequest, GetDocumentRequest, Relationship, UploadDocumentHeader,
-    UploadDocumentRequest, upload_document_request,
+    DocumentKind, GenerateCommitmentLetterRequest, GetDocumentRequest, PersonIdentity, Relationship,
+    UploadDocumentHeader, UploadDocumentRequest, upload_document_request,
 };
 use sha2::Digest;
 use tonic::{Code, Request, Status};
@@ -19,6 +19,7 @@ use crate::support::{
     documents::{
         UPLOAD_CHUNK_BYTES, sample_jpeg, sample_pdf, sample_png, sample_signature_png, upload_messages, upload_request,
     },
+    family::Member,
     reason, with_person_token,
 };
 
@@ -39,11 +40,43 @@ async fn assert_nothing_stored(stack: &Stack) {
     assert_eq!(stack.document_files(), Vec::<std::path::PathBuf>::new(), "no file in the document store");
 }
 
-/// A PDF of exactly `len` bytes (a real header, then padding).
-fn pdf_of_len(len: usize) -> Vec<u8> {
-    let mut bytes = sample_pdf();
-    bytes.resize(len, b'\n');
-    bytes
+/// A valid one-page PDF of exactly `len` bytes (at least 400): its content stream is padded
+/// with spaces, and the cross-reference table has the exact offsets.
+pub fn pdf_of_len(len: usize) -> Vec<u8> {
+    let build = |padding: usize| {
+        let mut out = b"%PDF-1.7\n".to_vec();
+        let mut offsets = Vec::new();
+        let mut object = |out: &mut Vec<u8>, body: &[u8]| {
+            offsets.push(out.len());
+            out.extend_from_slice(format!("{} 0 obj\n", offsets.len()).as_bytes());
+            out.extend_from_slice(body);
+            out.extend_from_slice(b"\nendobj\n");
+        };
+        object(&mut out, b"<< /Type /Catalog /Pages 2 0 R >>");
+        object(&mut out, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>");
+        object(&mut out, b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>");
+        let mut stream = format!("<< /Length {padding} >>\nstream\n").into_bytes();
+        stream.resize(stream.len() + padding, b' ');
+        stream.extend_from_slice(b"\nendstream");
+        object(&mut out, &stream);
+        let xref = out.len();
+        out.extend_from_slice(b"xref\n0 5\n0000000000 65535 f \n");
+        for offset in &offsets {
+            out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+        }
+        out.extend_from_slice(format!("trailer\n<< /Size 5 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes());
+        out
+    };
+    // The Length and offsets grow with the padding's digits: converge on the exact size.
+    let mut padding = len.saturating_sub(400);
+    loop {
+        let pdf = build(padding);
+        match pdf.len().cmp(&len) {
+            std::cmp::Ordering::Equal => return pdf,
+            std::cmp::Ordering::Less => padding += len - pdf.len(),
+            std::cmp::Ordering::Greater => padding -= pdf.len() - len,
+        }
+    }
 }
 
 #[tokio::test]
@@ -68,7 +101,11 @@ async fn an_upload_is_stored_with_its_sniffed_type_and_hash_and_the_owner_reads_
     let expected_file: std::path::PathBuf =
         ["documents", person.person_id.as_str(), document.document_id.as_str()].iter().collect();
     assert_eq!(stack.document_files(), vec![expected_file.clone()], "bytes under ids only");
-    assert_eq!(std::fs::read(stack.document_folder().join(&expected_file)).unwrap(), png);
+    // At rest the object is sealed (issue 14 item 3): no run of the image is in it.
+    let raw = std::fs::read(stack.document_folder().join(&expected_file)).unwrap();
+    assert!(raw.starts_with(b"MDOC\x01"), "a sealed object");
+    assert_eq!(raw.len(), png.len() + 5 + 12 + 16, "magic, nonce, ciphertext, tag");
+    assert!(!raw.windows(16).any(|w| png.windows(16).any(|p| p == w)), "no 16-byte run of the plaintext");
 
     let read = stack
         .documents(Some(key))
@@ -105,12 +142,28 @@ async fn image_kinds_take_jpeg_and_png_and_letters_and_registers_also_take_pdf()
         (DocumentKind::IdCardBack, sample_png(), "image/png"),
         (DocumentKind::Signature, sample_signature_png(), "image/png"),
         (DocumentKind::HouseholdRegister, sample_pdf(), "application/pdf"),
-        (DocumentKind::CommitmentLetter, sample_pdf(), "application/pdf"),
         (DocumentKind::HouseholdRegister, sample_jpeg(), "image/jpeg"),
     ] {
         let document = upload(kind, bytes).await.unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
         assert_eq!(document.content_type, content_type, "{kind:?}");
     }
+    // A letter names its member and the relationship.
+    let member = stack.member_aged(30, 0).await;
+    let subject = PersonIdentity { name: member.seed.name.clone(), id_number: member.seed.id_number.clone() };
+    let letter = stack
+        .upload_document_about(
+            key,
+            Some(&person.token),
+            &person.person_id,
+            DocumentKind::CommitmentLetter,
+            &sample_pdf(),
+            Some(subject),
+            Relationship::Sibling,
+        )
+        .await
+        .expect("a scanned letter");
+    assert_eq!(letter.content_type, "application/pdf");
+    assert_eq!((letter.subject_person_id, letter.relationship), (member.person_id, Relationship::Sibling as i32));
     assert_eq!(stack.count_insurance_rows("documents").await, 6);
 
     for kind in [DocumentKind::Signature, DocumentKind::Photo, DocumentKind::IdCardFront, DocumentKind::IdCardBack] {
@@ -468,10 +521,12 @@ fn pdf_text(pdf: &[u8]) -> String {
     run("pdftotext", &["-layout", "-enc", "UTF-8"])
 }
 
-/// Asks for a letter as the owner.
+/// Asks for a letter as the owner, for the member named `member_name` with `member`'s ID
+/// number.
 async fn generate_letter(
     stack: &Stack,
     person: &crate::support::vouchers::FrontDoorPerson,
+    member: &Member,
     member_name: &str,
     relationship: Relationship,
     signature_document_id: &str,
@@ -479,6 +534,7 @@ async fn generate_letter(
     let request = GenerateCommitmentLetterRequest {
         owner_person_id: person.person_id.clone(),
         member_name: member_name.to_owned(),
+        member_id_number: member.seed.id_number.clone(),
         relationship: relationship as i32,
         signature_document_id: signature_document_id.to_owned(),
     };
@@ -502,8 +558,8 @@ async fn a_generated_commitment_letter_opens_as_a_pdf_with_the_relationship_the_
     let china_date = (at + chrono::Duration::days(1)).date_naive().format("%Y-%m-%d").to_string();
 
     let person = stack.front_door_person(&stack.keys.mini_program).await;
-    let member_name = "欧阳娜娜";
-    crate::support::privacy::sensitive(member_name);
+    let member = stack.member_aged(60, 0).await;
+    let member_name = member.seed.name.as_str();
     for (signature_bytes, relationship, word) in [
         (sample_signature_png(), Relationship::Parent, "PARENT"),
         (sample_jpeg(), Relationship::OtherCloseRelative, "OTHER_CLOSE_RELATIVE"),
@@ -518,9 +574,12 @@ async fn a_generated_commitment_letter_opens_as_a_pdf_with_the_relationship_the_
             )
             .await
             .expect("signature upload");
-        let letter =
-            generate_letter(&stack, &person, member_name, relationship, &signature.document_id).await.expect("letter");
+        let letter = generate_letter(&stack, &person, &member, member_name, relationship, &signature.document_id)
+            .await
+            .expect("letter");
         assert_eq!(letter.kind, DocumentKind::CommitmentLetter as i32);
+        assert_eq!(letter.subject_person_id, member.person_id, "the letter records its member");
+        assert_eq!(letter.relationship, relationship as i32);
         assert_eq!(letter.content_type, "application/pdf");
         assert_eq!(letter.owner_person_id, person.person_id);
 
@@ -566,7 +625,8 @@ async fn a_letter_needs_the_owners_readable_signature_document_and_stores_nothin
     let key = &stack.keys.mini_program;
     let owner = stack.front_door_person(key).await;
     let other = stack.front_door_person(key).await;
-    crate::support::privacy::sensitive("张三丰");
+    let member = stack.member_aged(35, 0).await;
+    let name = member.seed.name.clone();
     let photo = stack
         .upload_document(key, Some(&owner.token), &owner.person_id, DocumentKind::Photo, &sample_png())
         .await
@@ -575,26 +635,29 @@ async fn a_letter_needs_the_owners_readable_signature_document_and_stores_nothin
         .upload_document(key, Some(&other.token), &other.person_id, DocumentKind::Signature, &sample_signature_png())
         .await
         .unwrap();
-    // Sniffed as a PNG (the signature is right), but not a PNG inside.
+    // Sniffed as a PNG (the signature is right), but not a PNG inside: refused at upload now
+    // that uploads are parsed (issue 14), so no letter can meet it.
     let mut broken = sample_signature_png()[..40].to_vec();
     broken.extend_from_slice(&[0x42; 200]);
-    let broken_signature = stack
+    let status = stack
         .upload_document(key, Some(&owner.token), &owner.person_id, DocumentKind::Signature, &broken)
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, "DOCUMENT_UNREADABLE");
     let good_signature = stack
         .upload_document(key, Some(&owner.token), &owner.person_id, DocumentKind::Signature, &sample_signature_png())
         .await
         .unwrap();
     let (rows, files) = (stack.count_insurance_rows("documents").await, stack.document_files().len());
-    assert_eq!((rows, files), (4, 4));
+    assert_eq!((rows, files), (3, 3));
 
     let unknown = uuid::Uuid::now_v7().to_string();
-    let status = generate_letter(&stack, &owner, "张三丰", Relationship::Spouse, &unknown).await.unwrap_err();
+    let status = generate_letter(&stack, &owner, &member, &name, Relationship::Spouse, &unknown).await.unwrap_err();
     assert_status(&status, Code::NotFound, "DOCUMENT_NOT_FOUND");
-    for (document, problem) in [(&photo, "kind"), (&others_signature, "owner"), (&broken_signature, "image")] {
-        let status =
-            generate_letter(&stack, &owner, "张三丰", Relationship::Spouse, &document.document_id).await.unwrap_err();
+    for (document, problem) in [(&photo, "kind"), (&others_signature, "owner")] {
+        let status = generate_letter(&stack, &owner, &member, &name, Relationship::Spouse, &document.document_id)
+            .await
+            .unwrap_err();
         assert_status(&status, Code::FailedPrecondition, "DOCUMENT_INVALID");
         let info = status.get_details_error_info().expect("error info");
         assert_eq!(info.metadata.get("problem").map(String::as_str), Some(problem));
@@ -603,23 +666,28 @@ async fn a_letter_needs_the_owners_readable_signature_document_and_stores_nothin
 
     let good = good_signature.document_id.as_str();
     // An empty name breaks the one name rule of both services: INVALID_NAME.
-    let status = generate_letter(&stack, &owner, "  ", Relationship::Spouse, good).await.unwrap_err();
+    let status = generate_letter(&stack, &owner, &member, "  ", Relationship::Spouse, good).await.unwrap_err();
     assert_status(&status, Code::InvalidArgument, "INVALID_NAME");
     assert_eq!(bad_fields(&status), vec!["member_name"]);
-    let status = generate_letter(&stack, &owner, "张三丰", Relationship::Unspecified, good).await.unwrap_err();
+    let status = generate_letter(&stack, &owner, &member, &name, Relationship::Unspecified, good).await.unwrap_err();
     assert_status(&status, Code::InvalidArgument, "INVALID_ENUM_VALUE");
     assert_eq!(bad_fields(&status), vec!["relationship"]);
-    let status = generate_letter(&stack, &owner, "张三丰", Relationship::Spouse, "nope").await.unwrap_err();
+    let status = generate_letter(&stack, &owner, &member, &name, Relationship::Spouse, "nope").await.unwrap_err();
     assert_eq!(bad_fields(&status), vec!["signature_document_id"]);
     // Someone else's token for the owner's letter.
     let impostor = crate::support::vouchers::FrontDoorPerson { token: other.token.clone(), ..owner.clone() };
-    let status = generate_letter(&stack, &impostor, "张三丰", Relationship::Spouse, good).await.unwrap_err();
+    let status = generate_letter(&stack, &impostor, &member, &name, Relationship::Spouse, good).await.unwrap_err();
     assert_status(&status, Code::PermissionDenied, "PERSON_TOKEN_INVALID");
+    // A name and ID number that are no insured person: NOT_INSURED, as AddFamilyMember says.
+    let mut stranger = member.clone();
+    stranger.seed.id_number = crate::support::SeedPerson::adult().id_number;
+    let status = generate_letter(&stack, &owner, &stranger, &name, Relationship::Spouse, good).await.unwrap_err();
+    assert_status(&status, Code::FailedPrecondition, "NOT_INSURED");
 
     assert_eq!(stack.count_insurance_rows("documents").await, rows, "no letter row");
     assert_eq!(stack.document_files().len(), files, "no letter file");
     // And the good signature works.
-    generate_letter(&stack, &owner, "张三丰", Relationship::Spouse, good).await.expect("letter");
+    generate_letter(&stack, &owner, &member, &name, Relationship::Spouse, good).await.expect("letter");
     assert_eq!(stack.count_insurance_rows("documents").await, rows + 1);
     stack.shutdown().await;
 }

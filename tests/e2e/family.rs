@@ -78,7 +78,7 @@ async fn balance(stack: &Stack, account_id: &str) -> i64 {
 /// A child under 16 bound at once by a fresh binder.
 async fn bound_child(stack: &Stack, binder: &Binder) -> (Member, String) {
     let child = stack.member_aged(8, 0).await;
-    let documents = stack.binding_documents(binder).await;
+    let documents = stack.binding_documents(binder, &child, Relationship::Child).await;
     let added = stack.add_member(binder, &child, Relationship::Child, &documents).await.expect("bind child");
     let binding = added.binding.unwrap();
     assert_eq!(binding.status, BindingStatus::Active as i32);
@@ -91,7 +91,7 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
     let child = stack.binder(0).await;
     let parent = stack.insured_member(NaiveDate::from_ymd_opt(1956, 3, 10).unwrap()).await;
     stack.credit(&parent.account_id, 20_000, "parent-contribution-1").await;
-    let documents = stack.binding_documents(&child).await;
+    let documents = stack.binding_documents(&child, &parent, Relationship::Parent).await;
 
     let added = stack.add_member(&child, &parent, Relationship::Parent, &documents).await.expect("add parent");
     let binding = added.binding.expect("binding");
@@ -181,11 +181,11 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
 async fn a_child_under_16_this_year_is_bound_at_once_and_the_year_of_the_16th_birthday_brings_the_face_check() {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
-    let documents = stack.binding_documents(&binder).await;
     let year = stack.clock_today().year();
 
     // Born on 1 January fifteen years ago: 15 this calendar year, bound at once.
     let fifteen_this_year = stack.insured_member(NaiveDate::from_ymd_opt(year - 15, 1, 1).unwrap()).await;
+    let documents = stack.binding_documents(&binder, &fifteen_this_year, Relationship::Child).await;
     let added =
         stack.add_member(&binder, &fifteen_this_year, Relationship::Child, &documents).await.expect("15 this year");
     let binding = added.binding.unwrap();
@@ -201,6 +201,7 @@ async fn a_child_under_16_this_year_is_bound_at_once_and_the_year_of_the_16th_bi
     // still 15 years old): the face check is asked for, so that the binding's status never tells
     // on which side of the binding date the birthday falls.
     let sixteen_this_year = stack.insured_member(NaiveDate::from_ymd_opt(year - 16, 12, 31).unwrap()).await;
+    let documents = stack.binding_documents(&binder, &sixteen_this_year, Relationship::Child).await;
     let added =
         stack.add_member(&binder, &sixteen_this_year, Relationship::Child, &documents).await.expect("16 this year");
     let binding = added.binding.unwrap();
@@ -213,15 +214,16 @@ async fn a_child_under_16_this_year_is_bound_at_once_and_the_year_of_the_16th_bi
 async fn the_quota_of_five_counts_pending_bindings_and_a_removal_frees_a_place() {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
-    let documents = stack.binding_documents(&binder).await;
     let mut bindings = Vec::new();
     for n in 0..5 {
         // Two adults (pending their face check) and three children.
         let member = if n < 2 { stack.member_aged(40, 0).await } else { stack.member_aged(5 + n, 0).await };
         let relationship = if n < 2 { Relationship::Sibling } else { Relationship::Child };
+        let documents = stack.binding_documents(&binder, &member, relationship).await;
         bindings.push(stack.add_member(&binder, &member, relationship, &documents).await.expect("within quota"));
     }
     let sixth = stack.member_aged(3, 0).await;
+    let documents = stack.binding_documents(&binder, &sixth, Relationship::Child).await;
     let before = family_rows(&stack).await;
     let refused = stack.add_member(&binder, &sixth, Relationship::Child, &documents).await.unwrap_err();
     assert_eq!((refused.code(), reason(&refused).as_str()), (Code::ResourceExhausted, "FAMILY_QUOTA_EXCEEDED"));
@@ -254,14 +256,15 @@ async fn the_quota_of_five_counts_pending_bindings_and_a_removal_frees_a_place()
 async fn twenty_concurrent_adds_for_one_owner_leave_exactly_five_live() {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
-    let documents = stack.binding_documents(&binder).await;
     let mut members = Vec::new();
     for n in 0..20 {
-        members.push(stack.member_aged(1 + n % 14, 0).await);
+        let member = stack.member_aged(1 + n % 14, 0).await;
+        let documents = stack.binding_documents(&binder, &member, Relationship::OtherCloseRelative).await;
+        members.push((member, documents));
     }
-    let calls = members.iter().map(|member| {
+    let calls = members.iter().map(|(member, documents)| {
         let mut client = stack.family(Some(&stack.keys.bank));
-        let request = add_request(&binder, member, Relationship::OtherCloseRelative, &documents);
+        let request = add_request(&binder, member, Relationship::OtherCloseRelative, documents);
         async move { client.add_family_member(request).await }
     });
     let outcomes = futures::future::join_all(calls).await;
@@ -281,7 +284,7 @@ async fn a_member_is_bound_by_at_most_two_persons_a_month() {
     let mut binders = Vec::new();
     for _ in 0..3 {
         let binder = stack.binder(0).await;
-        let documents = stack.binding_documents(&binder).await;
+        let documents = stack.binding_documents(&binder, &member, Relationship::OtherCloseRelative).await;
         binders.push((binder, documents));
     }
     for (binder, documents) in &binders[..2] {
@@ -306,8 +309,8 @@ async fn a_member_is_bound_by_at_most_two_persons_a_month() {
 async fn every_refusal_has_its_reason_in_the_contract_order_and_writes_nothing() {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
-    let documents = stack.binding_documents(&binder).await;
     let member = stack.member_aged(40, 0).await;
+    let documents = stack.binding_documents(&binder, &member, Relationship::Sibling).await;
     let mut family = stack.family(Some(&stack.keys.bank));
     let refused = |result: Result<tonic::Response<_>, tonic::Status>| {
         let status =
@@ -359,7 +362,7 @@ async fn every_refusal_has_its_reason_in_the_contract_order_and_writes_nothing()
     }
     // 8. Documents: missing, unknown, another person's, the wrong kind.
     let other = stack.binder(0).await;
-    let others = stack.binding_documents(&other).await;
+    let others = stack.binding_documents(&other, &member, Relationship::Sibling).await;
     let cases = [
         (
             BindingDocuments { commitment_letter: String::new(), ..documents.clone() },
@@ -418,10 +421,11 @@ async fn every_refusal_has_its_reason_in_the_contract_order_and_writes_nothing()
 async fn a_failed_face_check_rejects_an_expired_one_expires_both_free_the_place_and_duplicates_change_nothing() {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
-    let documents = stack.binding_documents(&binder).await;
     let failing = stack.member_aged(30, 0).await;
     let expiring = stack.member_aged(50, 0).await;
+    let documents = stack.binding_documents(&binder, &failing, Relationship::Sibling).await;
     let first = stack.add_member(&binder, &failing, Relationship::Sibling, &documents).await.unwrap();
+    let documents = stack.binding_documents(&binder, &expiring, Relationship::Sibling).await;
     let second = stack.add_member(&binder, &expiring, Relationship::Sibling, &documents).await.unwrap();
     let (first_id, second_id) =
         (first.binding.unwrap().binding_id, second.binding.as_ref().unwrap().binding_id.clone());
@@ -478,7 +482,8 @@ async fn a_failed_face_check_rejects_an_expired_one_expires_both_free_the_place_
 #[tokio::test]
 async fn family_aid_is_refused_without_authorisation_paid_by_the_binder_with_it_and_refused_again_when_off() {
     let stack = Stack::start().await;
-    let binder = stack.binder(50_000).await;
+    // EMPLOYEE: the scheme whose individual accounts the built-in policy lets pay for a child.
+    let binder = stack.binder_in(Scheme::Employee, 50_000).await;
     let (child, binding_id) = bound_child(&stack, &binder).await;
     let mut hospital = stack.settlements(Some(&stack.keys.hospital));
 
@@ -573,7 +578,7 @@ async fn removal_suspends_a_family_only_voucher_and_members_of_16_remove_themsel
         .unwrap_err();
     assert_eq!((again.code(), reason(&again).as_str()), (Code::FailedPrecondition, "BINDING_NOT_ACTIVE"));
     // A new binding lifts the FAMILY suspension.
-    let documents = stack.binding_documents(&binder).await;
+    let documents = stack.binding_documents(&binder, &child, Relationship::Child).await;
     stack.add_member(&binder, &child, Relationship::Child, &documents).await.expect("bind again");
     let voucher = stack.voucher_of(&child.person_id).await;
     assert_eq!(voucher.status, VoucherStatus::Active as i32);
@@ -583,6 +588,7 @@ async fn removal_suspends_a_family_only_voucher_and_members_of_16_remove_themsel
     stack.open_account_for(&adult.person_id).await;
     let adult_member =
         Member { person_id: adult.person_id.clone(), account_id: String::new(), seed: adult.seed.clone() };
+    let documents = stack.binding_documents(&binder, &adult_member, Relationship::Sibling).await;
     let added = stack.add_member(&binder, &adult_member, Relationship::Sibling, &documents).await.unwrap();
     let adult_binding = added.binding.unwrap().binding_id;
     let mine = family
@@ -639,7 +645,7 @@ async fn a_binding_face_check_goes_to_the_binders_partners_provider_and_no_other
     configure_face_provider(&stack, "bank", "face-provider");
     let child = stack.binder(0).await;
     let parent = stack.insured_member(NaiveDate::from_ymd_opt(1956, 3, 10).unwrap()).await;
-    let documents = stack.binding_documents(&child).await;
+    let documents = stack.binding_documents(&child, &parent, Relationship::Parent).await;
     // The bank now sends its customers to the second provider: insurance-svc starts the
     // member's session on the bank's behalf, so it is bound to that one.
     configure_face_provider(&stack, "bank", "face-provider-2");

@@ -100,7 +100,7 @@ async fn a_retry_after_success_returns_the_same_account_not_already_open() {
     assert_eq!((error.code(), reason(&error).as_str()), (Code::AlreadyExists, "ACCOUNT_ALREADY_OPEN"));
     // Keys are per partner: another partner's same key is a new call, refused the same way.
     let error = stack
-        .accounts(Some(&stack.keys.employer))
+        .accounts(Some(&stack.keys.ops))
         .open_account(with_idempotency_key(open(&person, "110105"), "k-retry"))
         .await
         .unwrap_err();

@@ -3,6 +3,9 @@
 
 mod support;
 
+mod access;
+mod access_cards;
+mod access_documents;
 mod accounts;
 mod assurance;
 mod audit;
@@ -13,8 +16,10 @@ mod cli;
 mod codes;
 mod docs;
 mod documents;
+mod documents_tied;
 mod face;
 mod family;
+mod family_aid;
 mod health;
 mod idempotency;
 mod ledger;

@@ -47,7 +47,8 @@ async fn counts(stack: &Stack) -> (i64, i64, i64, i64) {
 async fn invisible_characters_in_a_name_are_refused_everywhere_and_nothing_is_created() {
     let stack = Stack::start().await;
     let binder = stack.binder(0).await;
-    let documents = stack.binding_documents(&binder).await;
+    let sibling = stack.member_aged(30, 0).await;
+    let documents = stack.binding_documents(&binder, &sibling, Relationship::Sibling).await;
     let signature = stack
         .upload_document(
             &stack.keys.bank,
@@ -102,6 +103,7 @@ async fn invisible_characters_in_a_name_are_refused_everywhere_and_nothing_is_cr
                 GenerateCommitmentLetterRequest {
                     owner_person_id: binder.person_id.clone(),
                     member_name: name.clone(),
+                    member_id_number: seed.id_number.clone(),
                     relationship: Relationship::Sibling as i32,
                     signature_document_id: signature.clone(),
                 },

@@ -152,7 +152,7 @@ async fn everything_partners_read_about_a_binder_and_a_member_leaves_at_least_10
     }
 
     // insurance-svc: the family binding, as added, read and listed.
-    let documents = stack.binding_documents(&binder).await;
+    let documents = stack.binding_documents(&binder, &member, Relationship::Parent).await;
     let added = stack.add_member(&binder, &member, Relationship::Parent, &documents).await.expect("add the parent");
     let mut bindings = vec![added.binding.clone().unwrap()];
     about_binder.response(&added);

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-pub use partners::{ApiKey, Partner, PartnerKind, Partners, PartnersFile, RateLimit};
+pub use partners::{ApiKey, Partner, PartnerKind, Partners, PartnersFile, RateLimit, is_employer_code};
 
 use crate::error::{ApiError, ApiResult, Reason};
 

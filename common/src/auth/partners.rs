@@ -180,6 +180,17 @@ pub struct PartnerEntry {
     /// ([`PartnerKind::default_sms_daily_quota`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms_daily_quota: Option<u32>,
+    /// The employer codes an EMPLOYER partner speaks for (DESIGN.md 4.3a): it opens EMPLOYEE accounts,
+    /// credits contributions, applies for cards and reads ledgers only for these codes and their
+    /// employees. Empty for every other kind.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub employer_codes: BTreeSet<String>,
+}
+
+/// Whether `text` is an employer code: 1-32 ASCII letters, digits or hyphens (the same rule an
+/// EMPLOYEE account's `employer_code` follows).
+pub fn is_employer_code(text: &str) -> bool {
+    (1..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// The whole partners file.
@@ -247,6 +258,15 @@ impl PartnersFile {
                     ));
                 }
             }
+            if !partner.employer_codes.is_empty() && partner.kind != PartnerKind::Employer {
+                return Err(format!("partner {:?}: only an EMPLOYER partner has employer_codes", partner.id));
+            }
+            if let Some(bad) = partner.employer_codes.iter().find(|code| !is_employer_code(code)) {
+                return Err(format!(
+                    "partner {:?}: employer code {bad:?} must be 1-32 letters, digits or '-'",
+                    partner.id
+                ));
+            }
             for key in &partner.keys {
                 let bytes = hex::decode(&key.sha256).ok().filter(|b| b.len() == 32);
                 if bytes.is_none() {
@@ -301,6 +321,7 @@ impl PartnersFile {
             keys: vec![key.stored(now_rfc3339)],
             face_provider: None,
             sms_daily_quota: None,
+            employer_codes: BTreeSet::new(),
         });
         self.validate()?;
         Ok(key)
@@ -323,6 +344,18 @@ impl PartnersFile {
         let partner = self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
         partner.sms_daily_quota = quota;
         Ok(())
+    }
+
+    /// Sets the employer codes partner `id` speaks for (replacing the previous ones; empty:
+    /// none). Only an EMPLOYER partner has them, and each must be an employer code.
+    pub fn set_employer_codes(&mut self, id: &str, codes: BTreeSet<String>) -> Result<(), String> {
+        let partner = self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
+        let previous = std::mem::replace(&mut partner.employer_codes, codes);
+        self.validate().inspect_err(|_| {
+            if let Some(partner) = self.partners.iter_mut().find(|p| p.id == id) {
+                partner.employer_codes = previous;
+            }
+        })
     }
 
     /// Revokes every live key of a partner; returns how many.
@@ -398,6 +431,8 @@ pub struct Partner {
     pub face_provider: Option<String>,
     /// SMS codes it may have sent per China-time day.
     pub sms_daily_quota: u32,
+    /// The employer codes it speaks for (EMPLOYER partners only).
+    pub employer_codes: BTreeSet<String>,
     pub(crate) limiter: Gcra,
 }
 
@@ -435,6 +470,7 @@ impl Snapshot {
                 scopes: entry.scopes.clone(),
                 face_provider: entry.face_provider.clone(),
                 sms_daily_quota: entry.sms_daily_quota.unwrap_or_else(|| entry.kind.default_sms_daily_quota()),
+                employer_codes: entry.employer_codes.clone(),
                 limiter,
             });
             for key in entry.keys.iter().filter(|k| k.revoked_at.is_none()) {
@@ -607,6 +643,30 @@ mod tests {
         let path = dir.path().join("partners.toml");
         file.save(&path).unwrap();
         assert_eq!(PartnersFile::load(&path).unwrap(), file, "both fields survive the file");
+    }
+
+    #[test]
+    fn employer_codes_belong_to_employers_are_validated_and_survive_the_file() {
+        let (mut file, _) = file_with(PartnerKind::Employer);
+        file.add_partner("bank-1", "B", PartnerKind::Bank, None, RateLimit::default(), "x").unwrap();
+        let codes = |list: &[&str]| list.iter().map(|c| (*c).to_owned()).collect::<BTreeSet<_>>();
+        assert!(file.set_employer_codes("bank-1", codes(&["ACME-01"])).is_err(), "a bank speaks for no employer");
+        assert!(file.set_employer_codes("p1", codes(&["ACME 01"])).is_err(), "not an employer code");
+        assert!(file.set_employer_codes("p1", codes(&[""])).is_err());
+        assert!(file.set_employer_codes("p1", codes(&[&"A".repeat(33)])).is_err());
+        assert!(
+            file.partners.iter().all(|p| p.employer_codes.is_empty()),
+            "a refused change leaves entries as they were"
+        );
+        file.set_employer_codes("p1", codes(&["ACME-01", "ACME-02"])).unwrap();
+        assert_eq!(Partners::from_file(&file).get("p1").unwrap().employer_codes, codes(&["ACME-01", "ACME-02"]));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partners.toml");
+        file.save(&path).unwrap();
+        assert_eq!(PartnersFile::load(&path).unwrap(), file, "the codes survive the file");
+        file.set_employer_codes("p1", BTreeSet::new()).unwrap();
+        assert!(file.partners[0].employer_codes.is_empty());
     }
 
     #[test]

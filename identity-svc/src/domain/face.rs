@@ -11,6 +11,7 @@
 
 use chrono::{Duration, NaiveDateTime};
 use medins_common::{ApiError, ApiResult, Reason};
+use uuid::Uuid;
 
 /// How long a session waits for a passing submission.
 pub const SESSION_LIFETIME: Duration = Duration::minutes(5);
@@ -82,6 +83,47 @@ pub fn starts_without_person_token(kind: medins_common::auth::PartnerKind, purpo
     use medins_common::auth::PartnerKind;
     purpose == FacePurpose::PhoneChange
         && matches!(kind, PartnerKind::Bank | PartnerKind::MiniProgram | PartnerKind::CityApp)
+}
+
+/// The binder a session may name at its start (issue 13 item 1): only a medins service
+/// (insurance-svc, starting a family binding's member check for the binder's partner) names one,
+/// only for a FAMILY_BINDING session, and never the person verified. Everyone else naming one:
+/// PERMISSION_DENIED / PARTNER_KIND_NOT_ALLOWED, as for `on_behalf_of_partner_id`.
+pub fn session_binder(
+    field: &str,
+    caller: medins_common::auth::PartnerKind,
+    purpose: FacePurpose,
+    person: Uuid,
+    binder: Option<Uuid>,
+) -> ApiResult<Option<Uuid>> {
+    let Some(binder) = binder else { return Ok(None) };
+    if caller != medins_common::auth::PartnerKind::Service {
+        return Err(ApiError::new(
+            tonic::Code::PermissionDenied,
+            Reason::PartnerKindNotAllowed,
+            "only medins services (kind SERVICE) name a session's binder",
+        )
+        .with_field_violation(field, "must be empty"));
+    }
+    if purpose != FacePurpose::FamilyBinding {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "only for FACE_PURPOSE_FAMILY_BINDING"));
+    }
+    if binder == person {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not be the person verified"));
+    }
+    Ok(Some(binder))
+}
+
+/// Whose own person token may read and watch a session: the person verified, then, for a
+/// family binding's member check that named one, the binder who started the binding (the
+/// binder's phone runs the check of an elder who has no phone of their own). Nobody else: a
+/// binding alone opens no other session of the member.
+pub fn session_readers(person: Uuid, purpose: FacePurpose, binder: Option<Uuid>) -> Vec<Uuid> {
+    let mut readers = vec![person];
+    if let Some(binder) = binder.filter(|binder| purpose == FacePurpose::FamilyBinding && *binder != person) {
+        readers.push(binder);
+    }
+    readers
 }
 
 /// Where a session stands.
@@ -486,6 +528,28 @@ mod tests {
         assert!(validate_reference("reference", &"x".repeat(129)).is_err());
         assert!(validate_reference("reference", "a\nb").is_err());
         assert!(validate_provider_reference("provider_reference", " ").is_err());
+    }
+
+    #[test]
+    fn only_a_service_names_a_binder_and_only_for_a_family_binding_check() {
+        use medins_common::auth::PartnerKind;
+        let (person, binder) = (Uuid::now_v7(), Uuid::now_v7());
+        let named = |kind, purpose, who| session_binder("binder_person_id", kind, purpose, person, who);
+        assert_eq!(named(PartnerKind::Service, FacePurpose::FamilyBinding, Some(binder)).unwrap(), Some(binder));
+        assert_eq!(named(PartnerKind::Bank, FacePurpose::FamilyBinding, None).unwrap(), None);
+        let by_bank = named(PartnerKind::Bank, FacePurpose::FamilyBinding, Some(binder)).unwrap_err();
+        assert_eq!(by_bank.reason(), Reason::PartnerKindNotAllowed);
+        let other_purpose = named(PartnerKind::Service, FacePurpose::RealName, Some(binder)).unwrap_err();
+        assert_eq!(other_purpose.code(), tonic::Code::InvalidArgument);
+        assert!(named(PartnerKind::Service, FacePurpose::FamilyBinding, Some(person)).is_err());
+    }
+
+    #[test]
+    fn a_binder_reads_only_the_family_binding_check_that_named_them() {
+        let (person, binder) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(session_readers(person, FacePurpose::FamilyBinding, Some(binder)), [person, binder]);
+        assert_eq!(session_readers(person, FacePurpose::FamilyBinding, None), [person]);
+        assert_eq!(session_readers(person, FacePurpose::RealName, Some(binder)), [person]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::{SharedState, person_token::authorize_person};
 use crate::{
     domain::face::{
         FacePurpose, FaceStatus, Submission, Threshold, choose_provider, expired_error, liveness_challenge,
-        starts_without_person_token, validate_provider_reference, validate_reference,
+        session_binder, session_readers, starts_without_person_token, validate_provider_reference, validate_reference,
     },
     domain::partner::{acting_partner, parse_optional_partner_id},
     store::face::{FaceSession, FaceStore, NewFaceSession, ProviderCheck, SubmitResult, face_session_not_found},
@@ -155,6 +155,25 @@ pub fn session_message(session: &FaceSession, now: NaiveDateTime) -> pb::FaceSes
     }
 }
 
+/// Checks that the call's person token is one of the session's readers'
+/// (`domain::face::session_readers`: the person, or the binder of a family binding's member
+/// check); OPS and SERVICE callers pass. A caller that is none of them gets the answer the
+/// person's own check gives, so a binder learns nothing from a session that did not name them.
+async fn authorize_reader<T>(state: &super::State, request: &Request<T>, session: &FaceSession) -> ApiResult<()> {
+    let refusal = match authorize_person(state, request, session.person_id) {
+        Ok(()) => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    // Only now, on the refusal path, is the binder looked up.
+    let binder = state.face.store.binder_of(session.id).await?;
+    let readers = session_readers(session.person_id, session.purpose, binder);
+    if readers.into_iter().any(|reader| reader != session.person_id && authorize_person(state, request, reader).is_ok())
+    {
+        return Ok(());
+    }
+    Err(refusal)
+}
+
 /// A challenge from the operating system's CSPRNG.
 fn new_challenge() -> String {
     loop {
@@ -182,6 +201,11 @@ impl FaceVerificationService for FaceApi {
         let named_provider = parse_optional_partner_id("provider_id", &body.provider_id)?;
         let on_behalf_of = parse_optional_partner_id("on_behalf_of_partner_id", &body.on_behalf_of_partner_id)?;
         let acting = acting_partner("on_behalf_of_partner_id", &caller.id, caller.kind, on_behalf_of)?;
+        let named_binder = match body.binder_person_id.trim() {
+            "" => None,
+            raw => Some(require_uuid("binder_person_id", raw)?),
+        };
+        let binder = session_binder("binder_person_id", caller.kind, purpose, person_id, named_binder)?;
         let state = &self.state;
         let result: Result<_, Status> = async {
             // A partner starts a session only for a person it holds a token for (OPS, SERVICE
@@ -209,6 +233,7 @@ impl FaceVerificationService for FaceApi {
                         partner_id: caller.id.clone(),
                         bound_provider_id: provider.clone(),
                         challenge: new_challenge(),
+                        binder_person_id: binder,
                     };
                     let session = state.face.store.create(new, now).await?;
                     tracing::info!(
@@ -303,8 +328,7 @@ impl FaceVerificationService for FaceApi {
         // The front door that started a PHONE_CHANGE session without a token reads its outcome.
         let own_tokenless =
             starts_without_person_token(caller.kind, session.purpose) && session.partner_id == caller.id;
-        let authorized =
-            if own_tokenless { Ok(()) } else { authorize_person(&self.state, &request, session.person_id) };
+        let authorized = if own_tokenless { Ok(()) } else { authorize_reader(&self.state, &request, &session).await };
         let result: Result<_, Status> = authorized
             .map(|()| {
                 let now = self.state.clock.stored_now();
@@ -328,7 +352,7 @@ impl FaceVerificationService for FaceApi {
         let changes = self.state.face.subscribe();
         let session = self.session(session_id).await?;
         let person_id = session.person_id;
-        let authorized = authorize_person(&self.state, &request, person_id).map_err(Status::from);
+        let authorized = authorize_reader(&self.state, &request, &session).await.map_err(Status::from);
         self.state.audit.record(&audit_as, WATCH_FACE_VERIFICATION, person_id, outcome_of(&authorized)).await;
         authorized?;
         let (tx, rx) = mpsc::channel(4);

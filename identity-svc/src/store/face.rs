@@ -19,7 +19,7 @@ use medins_common::{
 };
 use uuid::Uuid;
 
-use super::schema::{face_outbox, face_sessions};
+use super::schema::{face_outbox, face_session_binders, face_sessions};
 use crate::domain::face::{
     FacePurpose, FaceStatus, SESSION_LIFETIME, SessionState, Submission, SubmitDecision, Threshold, decide_submission,
 };
@@ -121,6 +121,8 @@ pub struct NewFaceSession {
     pub bound_provider_id: String,
     /// The liveness challenge.
     pub challenge: String,
+    /// The binder who may read it (`domain::face::session_binder`).
+    pub binder_person_id: Option<Uuid>,
 }
 
 /// Who submitted, and their reference of the check.
@@ -195,32 +197,63 @@ impl FaceStore {
                     finished_at: None,
                     updated_at: now,
                 };
-                let inserted = diesel::insert_into(face_sessions::table)
-                    .values((
-                        face_sessions::id.eq(session.id.to_string()),
-                        face_sessions::person_id.eq(session.person_id.to_string()),
-                        face_sessions::purpose.eq(session.purpose.as_str()),
-                        face_sessions::reference.eq(&session.reference),
-                        face_sessions::partner_id.eq(&session.partner_id),
-                        face_sessions::provider_id.eq(Some(&session.bound_provider_id)),
-                        face_sessions::challenge.eq(&session.challenge),
-                        face_sessions::status.eq(session.status.as_str()),
-                        face_sessions::submissions.eq(session.submissions),
-                        face_sessions::created_at.eq(session.created_at),
-                        face_sessions::expires_at.eq(session.expires_at),
-                        face_sessions::updated_at.eq(session.updated_at),
-                    ))
-                    .execute(conn);
-                match inserted {
-                    Ok(_) => Ok(session),
-                    Err(diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                        _,
-                    )) => Err(ApiError::not_found(Reason::PersonNotFound, "no person with this id")),
-                    Err(error) => Err(error.into()),
-                }
+                let binder = new.binder_person_id;
+                // The session and its binder row commit together.
+                write_transaction(conn, |conn| {
+                    let inserted = diesel::insert_into(face_sessions::table)
+                        .values((
+                            face_sessions::id.eq(session.id.to_string()),
+                            face_sessions::person_id.eq(session.person_id.to_string()),
+                            face_sessions::purpose.eq(session.purpose.as_str()),
+                            face_sessions::reference.eq(&session.reference),
+                            face_sessions::partner_id.eq(&session.partner_id),
+                            face_sessions::provider_id.eq(Some(&session.bound_provider_id)),
+                            face_sessions::challenge.eq(&session.challenge),
+                            face_sessions::status.eq(session.status.as_str()),
+                            face_sessions::submissions.eq(session.submissions),
+                            face_sessions::created_at.eq(session.created_at),
+                            face_sessions::expires_at.eq(session.expires_at),
+                            face_sessions::updated_at.eq(session.updated_at),
+                        ))
+                        .execute(conn);
+                    match inserted {
+                        Ok(_) => {}
+                        Err(diesel::result::Error::DatabaseError(
+                            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                            _,
+                        )) => return Err(ApiError::not_found(Reason::PersonNotFound, "no person with this id")),
+                        Err(error) => return Err(error.into()),
+                    }
+                    if let Some(binder) = binder {
+                        diesel::insert_into(face_session_binders::table)
+                            .values((
+                                face_session_binders::session_id.eq(session.id.to_string()),
+                                face_session_binders::binder_person_id.eq(binder.to_string()),
+                            ))
+                            .execute(conn)?;
+                    }
+                    Ok(session.clone())
+                })
             })
             .await
+    }
+
+    /// The binder named at the start of a family binding's member check, if any
+    /// (`domain::face::session_binder`).
+    pub async fn binder_of(&self, session_id: Uuid) -> ApiResult<Option<Uuid>> {
+        let binder: Option<String> = self
+            .db
+            .read(move |conn| -> ApiResult<Option<String>> {
+                Ok(face_session_binders::table
+                    .find(session_id.to_string())
+                    .select(face_session_binders::binder_person_id)
+                    .first(conn)
+                    .optional()?)
+            })
+            .await?;
+        binder
+            .map(|id| Uuid::parse_str(&id).map_err(|_| ApiError::internal("face session binder: bad person id")))
+            .transpose()
     }
 
     /// A session by id.

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult,
     crypto::{BlindIndex, FieldAad, FieldCipher},
-    db::{Db, DbConnection, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
 };
 use uuid::Uuid;
 
@@ -105,6 +105,14 @@ impl From<ApiError> for LinkError {
 impl From<diesel::result::Error> for LinkError {
     fn from(error: diesel::result::Error) -> Self {
         LinkError::Api(error.into())
+    }
+}
+
+/// A lost insert race is looked at again by [`LinkStore::link`]; a conflict is retried by
+/// `write_transaction` (the shared `db::retry_conflicts`).
+impl TransientConflict for LinkError {
+    fn is_transient_conflict(&self) -> bool {
+        matches!(self, LinkError::Api(error) if error.is_transient_conflict())
     }
 }
 

@@ -96,14 +96,17 @@ macro_rules! outbox_delivery_marks {
             self.db
                 .write(move |conn| {
                     use $table::dsl as o;
-                    let updated = diesel::update(o::$table.find(id.to_string()).filter(o::delivered_at.is_null()))
-                        .set((
-                            o::delivered_at.eq(Some(now)),
-                            o::lease_owner.eq(None::<String>),
-                            o::lease_until.eq(None::<NaiveDateTime>),
-                            o::last_error.eq(None::<String>),
-                        ))
-                        .execute(conn)?;
+                    // One autocommit statement: the shared retry runs it again after a conflict.
+                    let updated = medins_common::db::retry_conflicts(|| {
+                        diesel::update(o::$table.find(id.to_string()).filter(o::delivered_at.is_null()))
+                            .set((
+                                o::delivered_at.eq(Some(now)),
+                                o::lease_owner.eq(None::<String>),
+                                o::lease_until.eq(None::<NaiveDateTime>),
+                                o::last_error.eq(None::<String>),
+                            ))
+                            .execute(conn)
+                    })?;
                     Ok(updated == 1)
                 })
                 .await
@@ -122,20 +125,23 @@ macro_rules! outbox_delivery_marks {
             self.db
                 .write(move |conn| {
                     use $table::dsl as o;
-                    let updated = diesel::update(
-                        o::$table
-                            .find(id.to_string())
-                            .filter(o::delivered_at.is_null())
-                            .filter(o::lease_owner.eq(&owner)),
-                    )
-                    .set((
-                        o::attempts.eq(o::attempts + 1),
-                        o::next_attempt_at.eq(Some(next_attempt_at)),
-                        o::lease_owner.eq(None::<String>),
-                        o::lease_until.eq(None::<NaiveDateTime>),
-                        o::last_error.eq(Some(error)),
-                    ))
-                    .execute(conn)?;
+                    // One autocommit statement: the shared retry runs it again after a conflict.
+                    let updated = medins_common::db::retry_conflicts(|| {
+                        diesel::update(
+                            o::$table
+                                .find(id.to_string())
+                                .filter(o::delivered_at.is_null())
+                                .filter(o::lease_owner.eq(&owner)),
+                        )
+                        .set((
+                            o::attempts.eq(o::attempts + 1),
+                            o::next_attempt_at.eq(Some(next_attempt_at)),
+                            o::lease_owner.eq(None::<String>),
+                            o::lease_until.eq(None::<NaiveDateTime>),
+                            o::last_error.eq(Some(&error)),
+                        ))
+                        .execute(conn)
+                    })?;
                     Ok(updated == 1)
                 })
                 .await
@@ -209,14 +215,18 @@ impl OutboxStore {
                     if first_undelivered.get(&session) != Some(&sequence) {
                         continue;
                     }
-                    let won = diesel::update(
-                        o::face_outbox
-                            .filter(o::id.eq(&id))
-                            .filter(o::delivered_at.is_null())
-                            .filter(o::lease_until.is_null().or(o::lease_until.lt(now))),
-                    )
-                    .set((o::lease_owner.eq(Some(&owner)), o::lease_until.eq(Some(lease_until))))
-                    .execute(conn)?;
+                    // Each claim is one autocommit compare-and-set: the shared retry runs it again
+                    // after a conflict (the claims before it stand).
+                    let won = medins_common::db::retry_conflicts(|| {
+                        diesel::update(
+                            o::face_outbox
+                                .filter(o::id.eq(&id))
+                                .filter(o::delivered_at.is_null())
+                                .filter(o::lease_until.is_null().or(o::lease_until.lt(now))),
+                        )
+                        .set((o::lease_owner.eq(Some(&owner)), o::lease_until.eq(Some(lease_until))))
+                        .execute(conn)
+                    })?;
                     if won == 1 {
                         claimed.push(id);
                     }

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
     crypto::{BlindIndex, FieldAad, FieldCipher},
-    db::{Db, DbConnection, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
 };
 use uuid::Uuid;
 
@@ -655,5 +655,13 @@ impl From<ApiError> for FindOrCreateError {
 impl From<diesel::result::Error> for FindOrCreateError {
     fn from(error: diesel::result::Error) -> Self {
         FindOrCreateError::Api(error.into())
+    }
+}
+
+/// A lost insert race is looked at again by [`PersonStore::find_or_create`]; a conflict is
+/// retried by `write_transaction` (the shared `db::retry_conflicts`).
+impl TransientConflict for FindOrCreateError {
+    fn is_transient_conflict(&self) -> bool {
+        matches!(self, FindOrCreateError::Api(error) if error.is_transient_conflict())
     }
 }

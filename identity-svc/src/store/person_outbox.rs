@@ -115,14 +115,18 @@ impl PersonOutboxStore {
                     .load(conn)?;
                 let mut events = Vec::with_capacity(candidates.len());
                 for id in candidates {
-                    let won = diesel::update(
-                        o::person_outbox
-                            .filter(o::id.eq(&id))
-                            .filter(o::delivered_at.is_null())
-                            .filter(o::lease_until.is_null().or(o::lease_until.lt(now))),
-                    )
-                    .set((o::lease_owner.eq(Some(&owner)), o::lease_until.eq(Some(lease_until))))
-                    .execute(conn)?;
+                    // Each claim is one autocommit compare-and-set: the shared retry runs it again
+                    // after a conflict (the claims before it stand).
+                    let won = medins_common::db::retry_conflicts(|| {
+                        diesel::update(
+                            o::person_outbox
+                                .filter(o::id.eq(&id))
+                                .filter(o::delivered_at.is_null())
+                                .filter(o::lease_until.is_null().or(o::lease_until.lt(now))),
+                        )
+                        .set((o::lease_owner.eq(Some(&owner)), o::lease_until.eq(Some(lease_until))))
+                        .execute(conn)
+                    })?;
                     if won == 1 {
                         let row = o::person_outbox.find(&id).select(PersonOutboxRow::as_select()).first(conn)?;
                         events.push(PersonSupersededEvent::try_from(row)?);

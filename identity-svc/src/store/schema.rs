@@ -124,6 +124,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// The binder who may read and watch a family binding's member check (issue 13; migration
+    /// 2026-12-07-130000): one row for the sessions insurance-svc named a binder for.
+    face_session_binders (session_id) {
+        session_id -> Text,
+        binder_person_id -> Text,
+    }
+}
+
+diesel::table! {
     /// Transactional outbox of FaceVerificationCompleted events for insurance-svc.
     face_outbox (id) {
         id -> Text,

@@ -223,12 +223,15 @@ impl IdentityClient {
     /// identity-svc), with `reference` (our own id of what it is for), on behalf of partner
     /// `on_behalf_of` (the partner that called us): identity-svc binds the session to that
     /// partner's configured face provider, else to the only one.
+    /// `binder`: the person who started the family binding this session checks the member for;
+    /// identity-svc lets them read and watch this one session with their own token.
     pub async fn start_face_verification(
         &self,
         person_id: Uuid,
         purpose: FacePurpose,
         reference: &str,
         on_behalf_of: &str,
+        binder: Option<Uuid>,
     ) -> ApiResult<StartFaceVerificationResponse> {
         let message = StartFaceVerificationRequest {
             person_id: person_id.to_string(),
@@ -236,6 +239,7 @@ impl IdentityClient {
             reference: reference.to_owned(),
             provider_id: String::new(),
             on_behalf_of_partner_id: on_behalf_of.to_owned(),
+            binder_person_id: binder.map(|id| id.to_string()).unwrap_or_default(),
         };
         // The reference doubles as the idempotency key: a retry after UNAVAILABLE gets the first
         // session back instead of starting a second one.

@@ -7,6 +7,9 @@
 //! Pure: no I/O. A caller with no relationship gets the rule's refusal, which is the same answer
 //! a missing person or object gets, so a refusal tells nothing about existence.
 
+use std::collections::BTreeSet;
+
+use chrono::NaiveDateTime;
 use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
 use tonic::Code;
 use uuid::Uuid;
@@ -28,6 +31,16 @@ pub enum Standing {
     Counter,
     /// The EMPLOYER partner that speaks for the employer code of this person's account.
     Employer,
+    /// The person is at the caller's counter (a BANK, HOSPITAL or PHARMACY partner) and showed
+    /// their ID card: the name and ID number the counter typed matched this person at
+    /// identity-svc (MatchPerson, no side effects). Only for the call that carried them.
+    HolderPresent,
+    /// A guardian of this person: a person holding an ACTIVE family binding of them while they
+    /// are a minor in the platform's sense (`domain::family::is_guardian`), which is also who
+    /// applies for a minor's card (CardService.ApplyForCard). The guardian's token, issued to
+    /// the caller. Narrower than [`Standing::Binder`]: RPCs that let a guardian act for a minor
+    /// (uploading the minor's documents) do not let a binder act for an adult member.
+    Guardian,
 }
 
 /// What a handler knows about the caller and the person when it asks.
@@ -45,6 +58,10 @@ pub struct Facts {
     pub counter_visit: bool,
     /// Whether the caller is the employer of `person`'s account.
     pub employer: bool,
+    /// Whether the call carried a name and ID number that matched `person`, from a counter.
+    pub holder_present: bool,
+    /// Whether the token's subject is a guardian of `person` (see [`Standing::Guardian`]).
+    pub guardian: bool,
 }
 
 impl Facts {
@@ -57,9 +74,48 @@ impl Facts {
             (self.binder && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Binder),
             (self.counter_visit, Standing::Counter),
             (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
+            (self.holder_present && is_counter_kind(self.caller), Standing::HolderPresent),
+            (self.guardian && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Guardian),
         ]
         .into_iter()
         .filter_map(|(holds, standing)| holds.then_some(standing))
+    }
+}
+
+/// Whether partners of `kind` serve people in person at a counter (banks, hospitals,
+/// pharmacies): the only ones a holder can be present at.
+pub fn is_counter_kind(kind: PartnerKind) -> bool {
+    matches!(kind, PartnerKind::Bank | PartnerKind::Hospital | PartnerKind::Pharmacy)
+}
+
+/// Whether an EMPLOYER partner speaking for `codes` is the employer of an account with
+/// `account_employer_code` (EMPLOYEE accounts carry one, RESIDENT accounts none).
+pub fn speaks_for(codes: &BTreeSet<String>, account_employer_code: Option<&str>) -> bool {
+    account_employer_code.is_some_and(|code| codes.contains(code))
+}
+
+/// How long the counter that opened a visit stands as that visit's counter: long enough for an
+/// inpatient stay to be settled at discharge; later, operators act.
+pub const COUNTER_VISIT_DAYS: i64 = 30;
+
+/// Whether partner `caller_id` is the counter of a visit opened by `visit_partner` at
+/// `opened_at`, as of `now`.
+pub fn counter_of_visit(caller_id: &str, visit_partner: &str, opened_at: NaiveDateTime, now: NaiveDateTime) -> bool {
+    caller_id == visit_partner && now.signed_duration_since(opened_at) <= chrono::Duration::days(COUNTER_VISIT_DAYS)
+}
+
+/// Checks, from the request alone (before anything is looked up, so the answer says nothing
+/// about any person), that an EMPLOYER partner names an employer code it speaks for: an
+/// employer opens EMPLOYEE accounts and applies for cards only under its own codes.
+pub fn require_own_employer_code(codes: &BTreeSet<String>, employer_code: &str) -> ApiResult<()> {
+    if codes.contains(employer_code.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::PermissionDenied,
+            Reason::EmployerCodeNotHeld,
+            "this employer partner does not speak for that employer code (partners file `employer_codes`)",
+        ))
     }
 }
 
@@ -88,7 +144,232 @@ pub struct Rule {
 
 /// The access table: one row per RPC that reads or changes a person's data. The contract
 /// comment of each RPC says the same in words; `tests/e2e/access.rs` walks it.
-pub const RULES: &[Rule] = &[];
+pub const RULES: &[Rule] = &[
+    // AccountService, VoucherService, CodeService, SettlementService (DESIGN.md 4.3a; tests/e2e/access.rs).
+    // AccountService
+    Rule {
+        method: "/medins.insurance.v1.AccountService/OpenAccount",
+        allows: &[Standing::Operator, Standing::Person, Standing::HolderPresent, Standing::Employer],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/GetAccount",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/CreditContribution",
+        allows: &[Standing::Operator, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/ListAccountEntries",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Employer],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/SuspendAccount",
+        allows: &[Standing::Operator],
+        refusal: NO_ACCOUNT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.AccountService/ResumeAccount",
+        allows: &[Standing::Operator],
+        refusal: NO_ACCOUNT,
+    },
+    // VoucherService
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/ActivateVoucher",
+        allows: &[Standing::Person],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/GetVoucher",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: NO_VOUCHER,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/SuspendVoucher",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_VOUCHER,
+    },
+    Rule {
+        method: "/medins.insurance.v1.VoucherService/ResumeVoucher",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: NO_VOUCHER,
+    },
+    // CodeService
+    Rule {
+        method: "/medins.insurance.v1.CodeService/IssueCode",
+        allows: &[Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule { method: "/medins.insurance.v1.CodeService/VerifyCode", allows: &[Standing::Counter], refusal: CODE_INVALID },
+    // SettlementService
+    Rule { method: "/medins.insurance.v1.SettlementService/Settle", allows: &[Standing::Counter], refusal: NO_VISIT },
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/ReverseSettlement",
+        allows: &[Standing::Operator],
+        refusal: NO_SETTLEMENT,
+    },
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/GetAnnualExpenses",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    // CardService (issue 13 items 1 and 3; card.proto states each row in words). A binder
+    // stands only as the guardian who applies for (or applied for) a minor's card: the handler
+    // narrows Binder with `domain::card::binder_acts`. ApplyForCardsBatch has its own employer
+    // check in the handler.
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardFee",
+        allows: &[Standing::Person, Standing::HolderPresent],
+        refusal: PERSON_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ApplyForCard",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: TOKEN_FOR_ANOTHER_PERSON,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReviewCardApplication",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardProduction",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/RecordCardDispatch",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ConfirmCardDelivery",
+        allows: &[Standing::Operator],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/GetCardApplication",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Employer],
+        refusal: CARD_APPLICATION_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ListCardApplications",
+        allows: &[Standing::Operator, Standing::Service],
+        refusal: OPERATORS_ONLY,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ActivateCard",
+        allows: &[Standing::HolderPresent],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/GetCard",
+        allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReportCardLoss",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/CancelCardLossReport",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ReplaceCard",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: CARD_NOT_FOUND,
+    },
+    // DocumentService (issue 14; contract: document.proto). A document belongs to its owner;
+    // a guardian acts for a minor owner; nobody else learns that a document or owner exists.
+    Rule {
+        method: "/medins.insurance.v1.DocumentService/UploadDocument",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: DOCUMENT_OWNER_REFUSAL,
+    },
+    Rule {
+        method: "/medins.insurance.v1.DocumentService/GetDocument",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: DOCUMENT_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.DocumentService/DownloadDocument",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: DOCUMENT_NOT_FOUND,
+    },
+    // The letter is the owner's own commitment: a guardian does not sign it for a minor.
+    Rule {
+        method: "/medins.insurance.v1.DocumentService/GenerateCommitmentLetter",
+        allows: &[Standing::Operator, Standing::Person],
+        refusal: DOCUMENT_OWNER_REFUSAL,
+    },
+];
+
+// Refusals of the rows above. Where the RPC names an object the refusal is that object's
+// NOT_FOUND, word for word, so it cannot be told from a missing one.
+const NO_ACCOUNT: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::AccountNotFound, message: "no such account" };
+const NO_VOUCHER: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::VoucherNotFound,
+    message: "this person has not activated a voucher",
+};
+const NO_VISIT: Refusal = Refusal { code: Code::NotFound, reason: Reason::VisitNotFound, message: "no such visit" };
+const NO_SETTLEMENT: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::SettlementNotFound, message: "no such settlement" };
+const CODE_INVALID: Refusal = Refusal {
+    code: Code::InvalidArgument,
+    reason: Reason::CodeInvalid,
+    message: "invalid code: not a valid medins code",
+};
+// A person-named call with someone else's token: the answer does not depend on the named id.
+const PERSON_TOKEN_NOT_THIS_PERSONS: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is neither this person's nor, where allowed, an active family binder's",
+};
+
+// Refusals of the CardService rows: what a missing card, application or person gets.
+const CARD_NOT_FOUND: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::CardNotFound, message: "no card with this number" };
+const CARD_APPLICATION_NOT_FOUND: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::CardApplicationNotFound,
+    message: "no card application with this id",
+};
+const PERSON_NOT_FOUND: Refusal = Refusal {
+    code: Code::NotFound,
+    reason: Reason::PersonNotFound,
+    message: "no person with this id for the token or identity shown",
+};
+const TOKEN_FOR_ANOTHER_PERSON: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is not the applicant's or their guardian's",
+};
+const OPERATORS_ONLY: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PartnerKindNotAllowed,
+    message: "only operators list card applications",
+};
+
+/// A document named by id that the caller may not see: the answer an unknown id gets.
+const DOCUMENT_NOT_FOUND: Refusal =
+    Refusal { code: Code::NotFound, reason: Reason::DocumentNotFound, message: "no such document" };
+
+/// A document for an owner the caller does not act for, decided from the token alone (the same
+/// answer whether the owner exists or not).
+const DOCUMENT_OWNER_REFUSAL: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is neither the owner's nor a guardian's",
+};
 
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {
@@ -105,4 +386,125 @@ pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
         .standings()
         .find(|standing| rule.allows.contains(standing))
         .ok_or_else(|| ApiError::new(rule.refusal.code, rule.refusal.reason, rule.refusal.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET_ACCOUNT: &str = "/medins.insurance.v1.AccountService/GetAccount";
+    const LEDGER: &str = "/medins.insurance.v1.AccountService/ListAccountEntries";
+    const CREDIT: &str = "/medins.insurance.v1.AccountService/CreditContribution";
+    const OPEN: &str = "/medins.insurance.v1.AccountService/OpenAccount";
+    const SETTLE: &str = "/medins.insurance.v1.SettlementService/Settle";
+
+    fn facts(caller: PartnerKind, person: Uuid) -> Facts {
+        Facts {
+            caller,
+            token_subject: None,
+            person,
+            binder: false,
+            counter_visit: false,
+            employer: false,
+            guardian: false,
+            holder_present: false,
+        }
+    }
+
+    #[test]
+    fn every_row_names_a_method_once_and_refuses_someone() {
+        let mut seen = std::collections::HashSet::new();
+        for rule in RULES {
+            assert!(seen.insert(rule.method), "{} appears twice", rule.method);
+            assert!(rule.method.starts_with("/medins.insurance.v1."));
+            assert!(!rule.allows.is_empty());
+        }
+        assert!(decide("/medins.insurance.v1.AccountService/Nope", &facts(PartnerKind::Ops, Uuid::nil())).is_err());
+    }
+
+    #[test]
+    fn the_person_the_binder_and_the_employer_stand_as_the_rows_say() {
+        let person = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let own = Facts { token_subject: Some(person), ..facts(PartnerKind::Bank, person) };
+        assert_eq!(decide(GET_ACCOUNT, &own).unwrap(), Standing::Person);
+        let strangers = Facts { token_subject: Some(other), ..facts(PartnerKind::Bank, person) };
+        let refusal = decide(GET_ACCOUNT, &strangers).unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::NotFound, Reason::AccountNotFound));
+        let binder = Facts { binder: true, ..strangers };
+        assert_eq!(decide(GET_ACCOUNT, &binder).unwrap(), Standing::Binder);
+        assert!(decide(LEDGER, &binder).is_err(), "a binder does not read the member's ledger");
+        // The binder fact counts only with someone else's token.
+        assert!(decide(GET_ACCOUNT, &Facts { binder: true, ..facts(PartnerKind::Bank, person) }).is_err());
+
+        let employer = Facts { employer: true, ..facts(PartnerKind::Employer, person) };
+        for method in [GET_ACCOUNT, LEDGER, CREDIT] {
+            assert_eq!(decide(method, &employer).unwrap(), Standing::Employer, "{method}");
+            assert!(decide(method, &facts(PartnerKind::Employer, person)).is_err(), "not its employee: {method}");
+        }
+        // The employer fact means nothing for another kind.
+        assert!(decide(CREDIT, &Facts { employer: true, ..facts(PartnerKind::Bank, person) }).is_err());
+    }
+
+    #[test]
+    fn presence_counts_at_a_counter_only_and_visits_only_for_their_counter() {
+        let person = Uuid::now_v7();
+        let present = |kind| Facts { holder_present: true, ..facts(kind, person) };
+        assert_eq!(decide(OPEN, &present(PartnerKind::Bank)).unwrap(), Standing::HolderPresent);
+        assert!(decide(OPEN, &present(PartnerKind::MiniProgram)).is_err());
+        assert!(decide(GET_ACCOUNT, &present(PartnerKind::Bank)).is_err(), "presence opens, it does not read");
+
+        let counter = Facts { counter_visit: true, ..facts(PartnerKind::Pharmacy, person) };
+        assert_eq!(decide(SETTLE, &counter).unwrap(), Standing::Counter);
+        let refusal = decide(SETTLE, &facts(PartnerKind::Hospital, person)).unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::NotFound, Reason::VisitNotFound));
+        assert!(decide(SETTLE, &facts(PartnerKind::Ops, person)).is_err(), "operators reverse, they do not settle");
+
+        let opened = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().and_hms_opt(8, 0, 0).unwrap();
+        assert!(counter_of_visit("p", "p", opened, opened + chrono::Duration::days(COUNTER_VISIT_DAYS)));
+        assert!(!counter_of_visit("p", "p", opened, opened + chrono::Duration::days(COUNTER_VISIT_DAYS + 1)));
+        assert!(!counter_of_visit("q", "p", opened, opened));
+    }
+
+    #[test]
+    fn an_employer_speaks_for_its_own_codes_only() {
+        let codes: BTreeSet<String> = ["ACME-01".to_owned()].into();
+        assert!(speaks_for(&codes, Some("ACME-01")));
+        assert!(!speaks_for(&codes, Some("OTHER")));
+        assert!(!speaks_for(&codes, None), "a RESIDENT account has no employer");
+        assert!(require_own_employer_code(&codes, " ACME-01 ").is_ok());
+        let refusal = require_own_employer_code(&codes, "OTHER").unwrap_err();
+        assert_eq!((refusal.code(), refusal.reason()), (Code::PermissionDenied, Reason::EmployerCodeNotHeld));
+        assert!(require_own_employer_code(&codes, "").is_err());
+    }
+
+    fn facts_with_token(caller: PartnerKind, subject: Option<Uuid>, person: Uuid) -> Facts {
+        Facts { token_subject: subject, ..facts(caller, person) }
+    }
+
+    #[test]
+    fn documents_are_the_owners_a_guardians_or_an_operators() {
+        let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let upload = "/medins.insurance.v1.DocumentService/UploadDocument";
+        let get = "/medins.insurance.v1.DocumentService/GetDocument";
+        let letter = "/medins.insurance.v1.DocumentService/GenerateCommitmentLetter";
+        let own = facts_with_token(PartnerKind::Bank, Some(owner), owner);
+        assert_eq!(decide(upload, &own).unwrap(), Standing::Person);
+        let guardian =
+            Facts { guardian: true, binder: true, ..facts_with_token(PartnerKind::Bank, Some(other), owner) };
+        assert_eq!(decide(upload, &guardian).unwrap(), Standing::Guardian);
+        assert_eq!(decide(get, &guardian).unwrap(), Standing::Guardian);
+        let error = decide(letter, &guardian).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (Code::PermissionDenied, Reason::PersonTokenInvalid));
+        // A binder of an adult is no guardian; a stranger neither.
+        let binder = Facts { binder: true, ..facts_with_token(PartnerKind::Bank, Some(other), owner) };
+        assert_eq!(decide(upload, &binder).unwrap_err().reason(), Reason::PersonTokenInvalid);
+        let error = decide(get, &facts_with_token(PartnerKind::MiniProgram, Some(other), owner)).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (Code::NotFound, Reason::DocumentNotFound));
+        // A guardian flag never makes a person their own guardian, and hospitals get nothing.
+        let own_flag = Facts { guardian: true, ..facts_with_token(PartnerKind::Bank, Some(owner), owner) };
+        assert_eq!(decide(upload, &own_flag).unwrap(), Standing::Person);
+        assert!(decide(get, &facts_with_token(PartnerKind::Hospital, None, owner)).is_err());
+        assert_eq!(decide(get, &facts_with_token(PartnerKind::Ops, None, owner)).unwrap(), Standing::Operator);
+    }
 }

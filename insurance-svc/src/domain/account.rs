@@ -71,10 +71,9 @@ pub fn is_region_code(text: &str) -> bool {
     text.len() == 6 && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0')
 }
 
-/// Whether `text` is an employer code: 1-32 letters, digits or hyphens.
-pub fn is_employer_code(text: &str) -> bool {
-    (1..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
+/// Whether `text` is an employer code: 1-32 letters, digits or hyphens (one rule with the
+/// partners file's `employer_codes`).
+pub use medins_common::auth::is_employer_code;
 
 /// Validates the terms of a new account: a six-digit region code; an employer code (1-32
 /// letters, digits or hyphens) for EMPLOYEE and none for RESIDENT.

@@ -8,7 +8,10 @@ use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
 use rand::{CryptoRng, Rng};
 use uuid::Uuid;
 
-use super::account::{is_employer_code, is_region_code};
+use super::{
+    access::Standing,
+    account::{is_employer_code, is_region_code},
+};
 
 /// Below this age a guardian applies (an ACTIVE family binder of the applicant).
 pub const GUARDIAN_AGE: i32 = 16;
@@ -698,6 +701,106 @@ impl ApplicationCursor {
     }
 }
 
+/// Failed card lookups a partner may make per China Standard Time day before every further
+/// lookup by card number is refused (RESOURCE_EXHAUSTED / CARD_LOOKUP_LIMIT_EXCEEDED until the
+/// next day). A counter types the number off a card in front of it: a few typos a day are
+/// normal, a walk through the number space is not.
+pub const LOOKUP_FAILURES_PER_DAY: u32 = 20;
+
+/// How a card-number lookup ended, for the per-partner failed-lookup count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupOutcome {
+    /// The number named a card the caller may act on: the reserved unit is given back.
+    Found,
+    /// No such card, or a card the caller has no standing for (another holder, another
+    /// person's token): the unit stays used.
+    Failed,
+    /// Something else went wrong (a dependency down, a bad field found late): not a lookup
+    /// that taught the caller anything; the unit is given back.
+    NotALookup,
+}
+
+/// Classifies a card lookup (find the card, match the holder, ask the access table) by its
+/// error, if any: the refusals that also answer a missing card count as failed.
+pub fn lookup_outcome(error: Option<&ApiError>) -> LookupOutcome {
+    match error {
+        None => LookupOutcome::Found,
+        Some(error) if matches!(error.code(), tonic::Code::NotFound | tonic::Code::PermissionDenied) => {
+            LookupOutcome::Failed
+        }
+        Some(error) if error.reason() == Reason::CardHolderMismatch => LookupOutcome::Failed,
+        Some(_) => LookupOutcome::NotALookup,
+    }
+}
+
+/// Whether a partner of `kind` has its failed card lookups counted: everyone but operators and
+/// medins' own services (who look cards up for people, audited, and need no budget).
+pub fn lookups_counted(kind: PartnerKind) -> bool {
+    !matches!(kind, PartnerKind::Ops | PartnerKind::Service)
+}
+
+/// The refusal once a partner used up its failed lookups of the day `today` (China Standard
+/// Time) at `now` (stored UTC): retry after the next China midnight.
+pub fn lookup_limit_exceeded(now: NaiveDateTime, today: NaiveDate) -> ApiError {
+    let next_day_start =
+        today.succ_opt().unwrap_or(today).and_time(chrono::NaiveTime::MIN) - chrono::Duration::hours(8);
+    let wait = (next_day_start - now).to_std().unwrap_or_default().max(std::time::Duration::from_secs(1));
+    ApiError::resource_exhausted(
+        Reason::CardLookupLimitExceeded,
+        "too many card lookups failed today for this partner; card numbers are refused until tomorrow",
+        wait,
+    )
+}
+
+/// Whether a Binder standing really acts for the holder in a card RPC: only the guardian who
+/// applied for the member's card (the application's `guardian_person_id`) manages it, so a
+/// binding alone does not open an adult member's card.
+pub fn binder_acts(standing: Standing, token_subject: Option<Uuid>, guardian_of_record: Option<Uuid>) -> bool {
+    standing != Standing::Binder || (token_subject.is_some() && token_subject == guardian_of_record)
+}
+
+/// Whether the token a card application came with fits what it says: a named guardian applies
+/// with the guardian's own token (standing Binder), an applicant for themselves with their own
+/// (standing Person); operators apply at the counter with no token. Anything else is refused
+/// like a token for another person.
+pub fn check_applying_as(standing: Standing, token_subject: Option<Uuid>, guardian: Option<Uuid>) -> ApiResult<()> {
+    let fits = match standing {
+        Standing::Person => guardian.is_none(),
+        Standing::Binder => guardian.is_some() && guardian == token_subject,
+        Standing::Operator | Standing::Service => true,
+        Standing::Counter | Standing::Employer | Standing::HolderPresent | Standing::Guardian => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            tonic::Code::PermissionDenied,
+            Reason::PersonTokenInvalid,
+            "the person token is not the applicant's or their guardian's",
+        ))
+    }
+}
+
+/// What a caller sees of a card: the holder's own app, a guardian and operators see it all; a
+/// counter where the holder is present sees the card's state only, no person or application
+/// id (the counter knows the person by the ID card shown, and ids would let it reach the
+/// person's data through other calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardView {
+    /// Every field.
+    Full,
+    /// Without person and application ids.
+    Counter,
+}
+
+/// The view a caller of `standing` gets.
+pub fn card_view(standing: Standing) -> CardView {
+    match standing {
+        Standing::HolderPresent | Standing::Counter => CardView::Counter,
+        _ => CardView::Full,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -945,5 +1048,103 @@ mod tests {
         };
         assert_eq!(ApplicationCursor::decode(&cursor.encode()).unwrap(), cursor);
         assert!(ApplicationCursor::decode("nonsense").is_err());
+    }
+    #[test]
+    fn a_binder_acts_for_a_card_only_as_the_guardian_who_applied() {
+        let (guardian, other) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(binder_acts(Standing::Binder, Some(guardian), Some(guardian)));
+        assert!(!binder_acts(Standing::Binder, Some(other), Some(guardian)));
+        assert!(!binder_acts(Standing::Binder, Some(guardian), None));
+        assert!(binder_acts(Standing::Person, Some(other), None));
+        assert!(binder_acts(Standing::Operator, None, None));
+    }
+
+    #[test]
+    fn an_application_token_must_be_the_applicants_or_the_named_guardians() {
+        let (guardian, other) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(check_applying_as(Standing::Person, Some(other), None).is_ok());
+        assert!(check_applying_as(Standing::Person, Some(other), Some(guardian)).is_err());
+        assert!(check_applying_as(Standing::Binder, Some(guardian), Some(guardian)).is_ok());
+        assert!(check_applying_as(Standing::Binder, Some(guardian), None).is_err());
+        assert!(check_applying_as(Standing::Binder, Some(other), Some(guardian)).is_err());
+        assert!(check_applying_as(Standing::Operator, None, Some(guardian)).is_ok());
+        let refused = check_applying_as(Standing::HolderPresent, None, None).unwrap_err();
+        assert_eq!((refused.code(), refused.reason()), (tonic::Code::PermissionDenied, Reason::PersonTokenInvalid));
+    }
+
+    #[test]
+    fn failed_lookups_are_the_answers_a_missing_card_also_gets() {
+        assert_eq!(lookup_outcome(None), LookupOutcome::Found);
+        let missing = ApiError::not_found(Reason::CardNotFound, "no card");
+        assert_eq!(lookup_outcome(Some(&missing)), LookupOutcome::Failed);
+        let down = ApiError::new(tonic::Code::Unavailable, Reason::DependencyUnavailable, "down");
+        assert_eq!(lookup_outcome(Some(&down)), LookupOutcome::NotALookup);
+        assert!(!lookups_counted(PartnerKind::Ops) && lookups_counted(PartnerKind::Hospital));
+    }
+
+    #[test]
+    fn the_lookup_limit_lifts_at_the_next_china_midnight() {
+        // 2026-12-07 23:00 CST = 15:00 UTC: one hour to wait.
+        let now = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap().and_hms_opt(15, 0, 0).unwrap();
+        let error = lookup_limit_exceeded(now, NaiveDate::from_ymd_opt(2026, 12, 7).unwrap());
+        assert_eq!((error.code(), error.reason()), (tonic::Code::ResourceExhausted, Reason::CardLookupLimitExceeded));
+    }
+
+    #[test]
+    fn a_counter_sees_no_ids() {
+        assert_eq!(card_view(Standing::HolderPresent), CardView::Counter);
+        assert_eq!(card_view(Standing::Person), CardView::Full);
+        assert_eq!(card_view(Standing::Operator), CardView::Full);
+    }
+    #[test]
+    fn every_card_rpc_but_the_employer_batch_has_an_access_row() {
+        use crate::domain::access::rule;
+        for method in [
+            "RecordCardFee",
+            "ApplyForCard",
+            "ReviewCardApplication",
+            "RecordCardProduction",
+            "RecordCardDispatch",
+            "ConfirmCardDelivery",
+            "GetCardApplication",
+            "ListCardApplications",
+            "ActivateCard",
+            "GetCard",
+            "ReportCardLoss",
+            "CancelCardLossReport",
+            "ReplaceCard",
+        ] {
+            assert!(rule(&format!("/medins.insurance.v1.CardService/{method}")).is_some(), "{method}");
+        }
+    }
+
+    #[test]
+    fn a_card_is_used_only_by_a_counter_where_the_holder_is_present() {
+        use crate::domain::access::{Facts, decide};
+        const ACTIVATE: &str = "/medins.insurance.v1.CardService/ActivateCard";
+        let person = Uuid::now_v7();
+        let facts = |caller, token_subject, holder_present| Facts {
+            caller,
+            token_subject,
+            person,
+            binder: false,
+            counter_visit: false,
+            employer: false,
+            holder_present,
+            guardian: false,
+        };
+        for counter in [PartnerKind::Bank, PartnerKind::Hospital, PartnerKind::Pharmacy] {
+            assert_eq!(decide(ACTIVATE, &facts(counter, None, true)).unwrap(), Standing::HolderPresent);
+            let absent = decide(ACTIVATE, &facts(counter, Some(person), false)).unwrap_err();
+            assert_eq!((absent.code(), absent.reason()), (tonic::Code::NotFound, Reason::CardNotFound));
+        }
+        // An app cannot claim a holder at its counter, and operators do not use cards.
+        assert!(decide(ACTIVATE, &facts(PartnerKind::MiniProgram, None, true)).is_err());
+        assert!(decide(ACTIVATE, &facts(PartnerKind::Ops, None, false)).is_err());
+        // Reading a card: the holder's token, not a counter.
+        const GET: &str = "/medins.insurance.v1.CardService/GetCard";
+        assert_eq!(decide(GET, &facts(PartnerKind::MiniProgram, Some(person), false)).unwrap(), Standing::Person);
+        assert!(decide(GET, &facts(PartnerKind::Hospital, None, true)).is_err());
+        assert!(decide(GET, &facts(PartnerKind::MiniProgram, Some(Uuid::now_v7()), false)).is_err());
     }
 }

@@ -135,6 +135,117 @@ pub fn check_content(kind: DocumentKind, bytes: &[u8]) -> ApiResult<ContentType>
     Ok(content_type)
 }
 
+/// How many bytes of parsed objects a PDF of `n` bytes is estimated to take, per byte, when
+/// lopdf loads it (objects, dictionaries, the decoded object and cross-reference streams).
+pub const PDF_PARSE_FACTOR: u64 = 6;
+
+/// The most one stream of a PDF may decompress to while it is loaded (lopdf's
+/// `max_decompressed_size`): object and cross-reference streams of real documents are far
+/// smaller; a compressed stream that inflates beyond it is a bomb.
+pub const PDF_STREAM_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// INVALID_ARGUMENT / DOCUMENT_UNREADABLE: bytes that start like `content_type` but do not
+/// parse as one.
+pub fn unreadable(content_type: ContentType) -> ApiError {
+    ApiError::invalid_argument(
+        Reason::DocumentUnreadable,
+        format!("the document starts like {} but does not parse as one", content_type.as_str()),
+    )
+    .with_metadata("content_type", content_type.as_str())
+}
+
+/// INVALID_ARGUMENT / IMAGE_TOO_LARGE: an image whose decode is estimated beyond the whole
+/// decoding budget; it is refused before a pixel is decoded.
+pub fn image_too_large(needed: u64, budget: u64) -> ApiError {
+    ApiError::invalid_argument(Reason::ImageTooLarge, "the image has more pixels than insurance-svc decodes")
+        .with_metadata("needed_bytes", needed.to_string())
+        .with_metadata("budget_bytes", budget.to_string())
+}
+
+/// The memory checking `bytes` of `content_type` is estimated to take, read from the header
+/// only (cheap: no pixel is decoded). A header that does not read is DOCUMENT_UNREADABLE now.
+pub fn inspection_estimate(content_type: ContentType, bytes: &[u8]) -> ApiResult<u64> {
+    match content_type {
+        ContentType::Png | ContentType::Jpeg => super::image::image_header(content_type, bytes)
+            .map(super::image::ImageHeader::decode_bytes)
+            .map_err(|_| unreadable(content_type)),
+        ContentType::Pdf => Ok(bytes.len() as u64 * PDF_PARSE_FACTOR + PDF_STREAM_LIMIT),
+    }
+}
+
+/// Parses a document completely within `limit` bytes: images decode (every pixel), PDFs load
+/// with lopdf (strict: a cross-reference table that does not describe the file is refused, not
+/// rebuilt), are not encrypted and have a page at least. Heavy: run it on the pool.
+pub fn inspect(content_type: ContentType, bytes: &[u8], limit: u64) -> ApiResult<()> {
+    match content_type {
+        ContentType::Png | ContentType::Jpeg => {
+            super::image::check_image(content_type, bytes, limit).map(|_| ()).map_err(|_| unreadable(content_type))
+        }
+        ContentType::Pdf => check_pdf(bytes).map_err(|_| unreadable(content_type)),
+    }
+}
+
+/// Why a PDF is refused (for tests and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdfProblem {
+    /// lopdf could not load it.
+    Parse,
+    /// It is encrypted: nobody could read it without the password.
+    Encrypted,
+    /// It has no page.
+    NoPage,
+}
+
+/// Loads a PDF with lopdf within [`PDF_STREAM_LIMIT`] per stream.
+pub fn check_pdf(bytes: &[u8]) -> Result<(), PdfProblem> {
+    let options = lopdf::LoadOptions {
+        strict: true,
+        max_decompressed_size: Some(PDF_STREAM_LIMIT as usize),
+        ..lopdf::LoadOptions::default()
+    };
+    let document = lopdf::Document::load_mem_with_options(bytes, options).map_err(|_| PdfProblem::Parse)?;
+    if document.is_encrypted() {
+        return Err(PdfProblem::Encrypted);
+    }
+    if document.get_pages().is_empty() {
+        return Err(PdfProblem::NoPage);
+    }
+    Ok(())
+}
+
+/// Whom an upload of a kind shows or names, as its header must say (`header.subject`,
+/// `header.relationship`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectNeed {
+    /// The owner (photos, ID card sides, signatures, and a register page without a subject).
+    Owner,
+    /// A household register page of the person the header names.
+    Named,
+    /// A commitment letter: the member the header names, and the relationship.
+    Letter,
+}
+
+/// The subject rule of an upload: a COMMITMENT_LETTER names its member and relationship
+/// (INVALID_ARGUMENT on `header.subject` or `header.relationship` when missing); a
+/// HOUSEHOLD_REGISTER page may name whose page it is (else the owner's) and takes no
+/// relationship; the other kinds show their owner and take neither.
+pub fn subject_need(kind: DocumentKind, subject_given: bool, relationship_given: bool) -> ApiResult<SubjectNeed> {
+    let field =
+        |field: &str, description: &str| Err(ApiError::invalid_field(Reason::InvalidArgument, field, description));
+    match kind {
+        DocumentKind::CommitmentLetter => match (subject_given, relationship_given) {
+            (false, _) => field("header.subject", "a commitment letter names the member it binds"),
+            (true, false) => field("header.relationship", "a commitment letter states the relationship"),
+            (true, true) => Ok(SubjectNeed::Letter),
+        },
+        _ if relationship_given => field("header.relationship", "only a commitment letter states a relationship"),
+        DocumentKind::HouseholdRegister if subject_given => Ok(SubjectNeed::Named),
+        DocumentKind::HouseholdRegister => Ok(SubjectNeed::Owner),
+        _ if subject_given => field("header.subject", "only letters and register pages name another person"),
+        _ => Ok(SubjectNeed::Owner),
+    }
+}
+
 /// The size an upload's header declares: 1 to [`MAX_DOCUMENT_BYTES`]. More is
 /// INVALID_ARGUMENT / DOCUMENT_TOO_LARGE before any byte is sent; zero or less INVALID_ARGUMENT
 /// on `header.size_bytes`.
@@ -328,5 +439,40 @@ mod tests {
     #[test]
     fn sha256_is_lowercase_hex() {
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn pdfs_parse_and_junk_with_pdf_magic_bytes_does_not() {
+        assert_eq!(check_pdf(include_bytes!("../../../tests/e2e/fixtures/sample.pdf")), Ok(()));
+        for junk in [&b"%PDF-1.4 not really a letter"[..], b"%PDF-1.7\n%%EOF\n", b"%PDF-"] {
+            assert_eq!(check_pdf(junk), Err(PdfProblem::Parse), "{junk:?}");
+            let error = inspect(ContentType::Pdf, junk, u64::MAX).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::DocumentUnreadable));
+        }
+    }
+
+    #[test]
+    fn a_pdf_is_estimated_by_its_size_and_an_image_by_its_header() {
+        assert_eq!(inspection_estimate(ContentType::Pdf, &[0; 1000]).unwrap(), 6000 + PDF_STREAM_LIMIT);
+        let error = inspection_estimate(ContentType::Png, b"\x89PNG\r\n\x1a\n junk").unwrap_err();
+        assert_eq!(error.reason(), Reason::DocumentUnreadable);
+        let bomb = include_bytes!("../../../tests/e2e/fixtures/bomb-4096-rgba16.png");
+        assert_eq!(inspection_estimate(ContentType::Png, bomb).unwrap(), 4096 * 4096 * 12);
+    }
+
+    #[test]
+    fn letters_name_their_member_and_relationship_and_only_pages_name_someone_else() {
+        use DocumentKind::*;
+        assert_eq!(subject_need(CommitmentLetter, true, true).unwrap(), SubjectNeed::Letter);
+        assert!(subject_need(CommitmentLetter, false, true).is_err());
+        assert!(subject_need(CommitmentLetter, true, false).is_err());
+        assert_eq!(subject_need(HouseholdRegister, true, false).unwrap(), SubjectNeed::Named);
+        assert_eq!(subject_need(HouseholdRegister, false, false).unwrap(), SubjectNeed::Owner);
+        assert!(subject_need(HouseholdRegister, true, true).is_err());
+        for kind in [IdCardFront, IdCardBack, Photo, Signature] {
+            assert_eq!(subject_need(kind, false, false).unwrap(), SubjectNeed::Owner);
+            assert!(subject_need(kind, true, false).is_err());
+            assert!(subject_need(kind, false, true).is_err());
+        }
     }
 }

@@ -241,29 +241,95 @@ pub fn document_id(role: BindingDocument, text: &str) -> ApiResult<Option<Uuid>>
     require_uuid(role.field(), text).map(Some)
 }
 
-/// Rule 8 for one document: present, known, of the right kind and the owner's. `found` is the
-/// stored document's (owner, kind), `None` when unknown. Returns the checked id.
+/// What rule 8 reads of a stored document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentFacts {
+    /// Its owner.
+    pub owner: Uuid,
+    /// Its kind.
+    pub kind: DocumentKind,
+    /// The person it shows or names (a register page's person, a letter's member).
+    pub subject: Option<Uuid>,
+    /// A letter's relationship.
+    pub relationship: Option<Relationship>,
+}
+
+/// The binding a document must prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindingParties {
+    /// The owner (binder).
+    pub owner: Uuid,
+    /// The member.
+    pub member: Uuid,
+    /// The relationship asked for.
+    pub relationship: Relationship,
+}
+
+/// Rule 8 for one document: present, known, the owner's, of the right kind
+/// (FAILED_PRECONDITION / DOCUMENT_MISSING or DOCUMENT_INVALID), and tied to this binding
+/// (FAILED_PRECONDITION / DOCUMENT_NOT_TIED, metadata `problem`): the commitment letter names
+/// this member (`member`) and this relationship (`relationship`); the owner's household
+/// register page shows the owner and the member's page the member (`subject`). A letter for
+/// member A therefore never binds member B, and one page cannot stand for two persons.
+/// Returns the checked id.
 pub fn check_document(
     role: BindingDocument,
     id: Option<Uuid>,
-    found: Option<(Uuid, DocumentKind)>,
-    owner: Uuid,
+    found: Option<DocumentFacts>,
+    binding: BindingParties,
 ) -> ApiResult<Uuid> {
     let refuse = |reason: Reason, message: &str| -> ApiResult<Uuid> {
         Err(ApiError::failed_precondition(reason, format!("{}: {message}", role.field()))
             .with_metadata("document", role.as_str()))
     };
-    match (id, found) {
-        (None, _) => refuse(Reason::DocumentMissing, "required"),
-        (Some(_), None) => refuse(Reason::DocumentInvalid, "no such document"),
-        (Some(_), Some((document_owner, _))) if document_owner != owner => {
-            refuse(Reason::DocumentInvalid, "not a document of the owner")
-        }
-        (Some(_), Some((_, kind))) if kind != role.kind() => {
-            refuse(Reason::DocumentInvalid, "the wrong kind of document")
-        }
-        (Some(id), Some(_)) => Ok(id),
+    let untied = |problem: &str, message: &str| -> ApiResult<Uuid> {
+        Err(ApiError::failed_precondition(Reason::DocumentNotTied, format!("{}: {message}", role.field()))
+            .with_metadata("document", role.as_str())
+            .with_metadata("problem", problem))
+    };
+    let (id, found) = match (id, found) {
+        (None, _) => return refuse(Reason::DocumentMissing, "required"),
+        (Some(_), None) => return refuse(Reason::DocumentInvalid, "no such document"),
+        (Some(id), Some(found)) => (id, found),
+    };
+    if found.owner != binding.owner {
+        return refuse(Reason::DocumentInvalid, "not a document of the owner");
     }
+    if found.kind != role.kind() {
+        return refuse(Reason::DocumentInvalid, "the wrong kind of document");
+    }
+    match role {
+        BindingDocument::CommitmentLetter => {
+            if found.subject != Some(binding.member) {
+                return untied("member", "the letter names another member");
+            }
+            if found.relationship != Some(binding.relationship) {
+                return untied("relationship", "the letter states another relationship");
+            }
+        }
+        BindingDocument::OwnerHouseholdRegister if found.subject != Some(binding.owner) => {
+            return untied("subject", "the page is not the owner's");
+        }
+        BindingDocument::MemberHouseholdRegister if found.subject != Some(binding.member) => {
+            return untied("subject", "the page is not the member's");
+        }
+        _ => {}
+    }
+    Ok(id)
+}
+
+/// Whether an ACTIVE binder of a member aged `member_age` with `relationship` is the member's
+/// guardian, who acts for them where the platform's flows need it (uploads the minor's
+/// documents, applies for the minor's card): the member is under
+/// [`super::card::GUARDIAN_AGE`] (16, the age from which members pass their own face check and
+/// apply for their own card), and the owner is not a parent, grandparent or spouse of theirs
+/// (relationships in which the member is the older one cannot make a guardian).
+pub fn is_guardian(relationship: Relationship, member_age: i32) -> bool {
+    member_age < super::card::GUARDIAN_AGE
+        && matches!(
+            relationship,
+            Relationship::Child | Relationship::Grandchild | Relationship::Sibling | Relationship::OtherCloseRelative
+        )
 }
 
 /// Whether a member born on `birth` must pass a face check to be bound on `today`: from 1
@@ -429,23 +495,48 @@ mod tests {
     }
 
     #[test]
-    fn documents_must_be_present_known_the_owners_and_of_their_kind() {
-        let owner = Uuid::now_v7();
+    fn documents_must_be_present_known_the_owners_of_their_kind_and_tied_to_the_binding() {
+        let (owner, member, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let binding = BindingParties { owner, member, relationship: Relationship::Child };
         let letter_id = Uuid::now_v7();
         let id = Some(letter_id);
         let letter = BindingDocument::CommitmentLetter;
-        assert_eq!(check_document(letter, None, None, owner).unwrap_err().reason(), Reason::DocumentMissing);
-        assert_eq!(check_document(letter, id, None, owner).unwrap_err().reason(), Reason::DocumentInvalid);
-        let foreign = Some((Uuid::now_v7(), DocumentKind::CommitmentLetter));
-        assert_eq!(check_document(letter, id, foreign, owner).unwrap_err().reason(), Reason::DocumentInvalid);
-        let wrong_kind = Some((owner, DocumentKind::HouseholdRegister));
-        assert_eq!(check_document(letter, id, wrong_kind, owner).unwrap_err().reason(), Reason::DocumentInvalid);
-        assert_eq!(
-            check_document(letter, id, Some((owner, DocumentKind::CommitmentLetter)), owner).unwrap(),
-            letter_id
-        );
+        let facts = |owner, kind, subject, relationship| Some(DocumentFacts { owner, kind, subject, relationship });
+        let good = facts(owner, DocumentKind::CommitmentLetter, Some(member), Some(Relationship::Child));
+        let reason = |found, role| check_document(role, id, found, binding).unwrap_err().reason();
+        assert_eq!(check_document(letter, None, None, binding).unwrap_err().reason(), Reason::DocumentMissing);
+        assert_eq!(reason(None, letter), Reason::DocumentInvalid);
+        let foreign = facts(other, DocumentKind::CommitmentLetter, Some(member), Some(Relationship::Child));
+        assert_eq!(reason(foreign, letter), Reason::DocumentInvalid);
+        let wrong_kind = facts(owner, DocumentKind::HouseholdRegister, Some(member), None);
+        assert_eq!(reason(wrong_kind, letter), Reason::DocumentInvalid);
+        assert_eq!(check_document(letter, id, good, binding).unwrap(), letter_id);
+        // A letter for member A is refused for member B, and for another relationship.
+        let for_other = facts(owner, DocumentKind::CommitmentLetter, Some(other), Some(Relationship::Child));
+        let error = check_document(letter, id, for_other, binding).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::DocumentNotTied));
+        let as_sibling = facts(owner, DocumentKind::CommitmentLetter, Some(member), Some(Relationship::Sibling));
+        assert_eq!(reason(as_sibling, letter), Reason::DocumentNotTied);
+        let unnamed = facts(owner, DocumentKind::CommitmentLetter, None, None);
+        assert_eq!(reason(unnamed, letter), Reason::DocumentNotTied, "old letters bind nobody");
+        // Register pages: the owner's shows the owner, the member's the member.
+        let owners_page = facts(owner, DocumentKind::HouseholdRegister, Some(owner), None);
+        let members_page = facts(owner, DocumentKind::HouseholdRegister, Some(member), None);
+        assert!(check_document(BindingDocument::OwnerHouseholdRegister, id, owners_page, binding).is_ok());
+        assert!(check_document(BindingDocument::MemberHouseholdRegister, id, members_page, binding).is_ok());
+        assert_eq!(reason(owners_page, BindingDocument::MemberHouseholdRegister), Reason::DocumentNotTied);
+        assert_eq!(reason(members_page, BindingDocument::OwnerHouseholdRegister), Reason::DocumentNotTied);
         assert_eq!(document_id(letter, "").unwrap(), None);
         assert!(document_id(letter, "letter").is_err());
+    }
+
+    #[test]
+    fn a_guardian_binds_a_minor_as_an_elder() {
+        assert!(is_guardian(Relationship::Child, 8));
+        assert!(is_guardian(Relationship::Grandchild, 15));
+        assert!(!is_guardian(Relationship::Child, 16), "16 and over act themselves");
+        assert!(!is_guardian(Relationship::Parent, 10));
+        assert!(!is_guardian(Relationship::Spouse, 15));
     }
 
     #[test]

@@ -284,7 +284,7 @@ mod tests {
             (ContentType::Png, &include_bytes!("../../../tests/e2e/fixtures/signature.png")[..]),
             (ContentType::Jpeg, &include_bytes!("../../../tests/e2e/fixtures/photo.jpg")[..]),
         ] {
-            let image = pdf_image(content_type, bytes).unwrap();
+            let image = pdf_image(content_type, bytes, 64 * 1024 * 1024).unwrap();
             let letter = letter();
             let pdf = render(&letter, &image);
             assert!(pdf.starts_with(b"%PDF-1.7\n"));

@@ -10,6 +10,10 @@ pub const PNG_MODULE_PIXELS: usize = 4;
 /// Quiet zone around the symbol, in modules (the QR standard asks for 4).
 pub const QUIET_ZONE_MODULES: usize = 4;
 
+/// The memory a code's QR PNG takes while it is written, for the bounded pool (`crate::heavy`):
+/// a version-40 symbol is 177 modules, 740 x 740 pixels at 1 bit, well under 1 MiB.
+pub const PNG_ESTIMATE_BYTES: u64 = 1024 * 1024;
+
 fn symbol(text: &str) -> Result<QrCode, qrcode::types::QrError> {
     // Level M: survives about 15% damage (a scratched or glaring phone screen).
     QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)

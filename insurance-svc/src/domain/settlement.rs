@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     account::{AccountStatus, Scheme},
-    family::BindingStatus,
+    family::{BindingStatus, Relationship},
 };
 
 /// Largest bill: 1 000 000 yuan.
@@ -172,10 +172,76 @@ struct SchemePolicies {
     pharmacy: Policy,
 }
 
-/// The policy table: one [`Policy`] for every scheme x category.
+/// Family aid (DESIGN.md 6, flow 5): whose individual account may pay the bills of which bound
+/// relatives. National policy lets an EMPLOYEE scheme's individual account pay for the holder's
+/// spouse, parents and children (whatever their own scheme); RESIDENT schemes have no
+/// individual account to share. Each scheme lists the relationships (as bound: the member's
+/// relationship to the binder) its accounts may pay for; an empty list pays for no one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyAidPolicy {
+    employee: Vec<Relationship>,
+    resident: Vec<Relationship>,
+}
+
+impl FamilyAidPolicy {
+    /// The relationships a `scheme`'s individual accounts may pay for.
+    pub fn payable_for(&self, scheme: Scheme) -> &[Relationship] {
+        match scheme {
+            Scheme::Employee => &self.employee,
+            Scheme::Resident => &self.resident,
+        }
+    }
+}
+
+/// `[FAMILY_AID]` as written: both schemes required, relationships by their stored names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FamilyAidFile {
+    #[serde(rename = "EMPLOYEE")]
+    employee: Vec<String>,
+    #[serde(rename = "RESIDENT")]
+    resident: Vec<String>,
+}
+
+impl FamilyAidFile {
+    fn validate(self) -> Result<FamilyAidPolicy, PolicyError> {
+        let parse = |scheme: Scheme, names: Vec<String>| {
+            let mut relationships = Vec::with_capacity(names.len());
+            for name in names {
+                let at = format!("FAMILY_AID.{}", scheme.as_str());
+                let relationship = Relationship::parse(&name)
+                    .ok_or_else(|| PolicyError::Invalid(format!("{at}: unknown relationship {name:?}")))?;
+                if relationships.contains(&relationship) {
+                    return Err(PolicyError::Invalid(format!("{at}: {name} listed twice")));
+                }
+                relationships.push(relationship);
+            }
+            Ok(relationships)
+        };
+        Ok(FamilyAidPolicy {
+            employee: parse(Scheme::Employee, self.employee)?,
+            resident: parse(Scheme::Resident, self.resident)?,
+        })
+    }
+}
+
+/// The policy file as written (see [`PolicyTable`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(rename = "EMPLOYEE")]
+    employee: SchemePolicies,
+    #[serde(rename = "RESIDENT")]
+    resident: SchemePolicies,
+    #[serde(rename = "FAMILY_AID")]
+    family_aid: FamilyAidFile,
+}
+
+/// The policy table: one [`Policy`] for every scheme x category, and the [`FamilyAidPolicy`].
 ///
-/// The file (`--policy-file`) is TOML with one table per scheme and category, all six present
-/// (a missing one is an error at start, never a silent default):
+/// The file (`--policy-file`) is TOML with one table per scheme and category, all six present,
+/// and a `[FAMILY_AID]` table listing both schemes (a missing one is an error at start, never a
+/// silent default):
 ///
 /// ```toml
 /// [EMPLOYEE.OUTPATIENT]
@@ -184,14 +250,16 @@ struct SchemePolicies {
 /// annual_cap_cents = 2000000       # and at most 20 000 yuan a year
 /// # ... EMPLOYEE.INPATIENT, EMPLOYEE.PHARMACY, RESIDENT.OUTPATIENT, RESIDENT.INPATIENT,
 /// # RESIDENT.PHARMACY
+///
+/// [FAMILY_AID]                     # whose individual account may pay for which relatives
+/// EMPLOYEE = ["SPOUSE", "PARENT", "CHILD"]
+/// RESIDENT = []
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyTable {
-    #[serde(rename = "EMPLOYEE")]
     employee: SchemePolicies,
-    #[serde(rename = "RESIDENT")]
     resident: SchemePolicies,
+    family_aid: FamilyAidPolicy,
 }
 
 /// The built-in policy (`medins up` and tests); production deployments load their own file.
@@ -226,6 +294,13 @@ annual_cap_cents = 25000000
 deductible_cents = 10000
 reimbursement_ratio_bp = 5000
 annual_cap_cents = 200000
+
+# Family aid: whose individual account may pay the bills of which bound relatives (the
+# member's relationship to the binder). National policy: EMPLOYEE individual accounts, for
+# the spouse, parents and children; RESIDENT schemes have no individual account to share.
+[FAMILY_AID]
+EMPLOYEE = ["SPOUSE", "PARENT", "CHILD"]
+RESIDENT = []
 "#;
 
 impl PolicyTable {
@@ -236,7 +311,9 @@ impl PolicyTable {
 
     /// Parses and validates a policy file's text.
     pub fn from_toml_str(text: &str) -> Result<PolicyTable, PolicyError> {
-        let table: PolicyTable = toml::from_str(text).map_err(|e| PolicyError::Parse(e.message().to_owned()))?;
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse(e.message().to_owned()))?;
+        let table =
+            PolicyTable { employee: file.employee, resident: file.resident, family_aid: file.family_aid.validate()? };
         for scheme in [Scheme::Employee, Scheme::Resident] {
             for category in Category::ALL {
                 table.policy(scheme, category).validate(&format!("{}.{}", scheme.as_str(), category.as_str()))?;
@@ -250,6 +327,11 @@ impl PolicyTable {
         let text = std::fs::read_to_string(path)
             .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
         PolicyTable::from_toml_str(&text)
+    }
+
+    /// Whose individual accounts may pay for which relatives.
+    pub fn family_aid(&self) -> &FamilyAidPolicy {
+        &self.family_aid
     }
 
     /// The policy of a scheme and category.
@@ -395,6 +477,41 @@ pub fn require_family_aid(binding: Option<(BindingStatus, bool)>) -> ApiResult<(
             "this binder has not authorised family aid for this holder: pay from the holder's account or SELF",
         )),
     }
+}
+
+/// Whether the individual account of a binder insured under `payer_scheme` (`None`: the
+/// binder has no open account) may pay the bills of a member bound as `relationship`, as
+/// `policy` says. The one decision behind switching family aid on (SetFamilyAid) and paying
+/// from a binder's account (Settle with PAY_FROM_BINDER_ACCOUNT), so a policy change also stops
+/// aid switched on before it. FAILED_PRECONDITION / FAMILY_AID_NOT_ELIGIBLE otherwise.
+pub fn require_family_aid_eligible(
+    policy: &FamilyAidPolicy,
+    payer_scheme: Option<Scheme>,
+    relationship: Relationship,
+) -> ApiResult<()> {
+    let Some(scheme) = payer_scheme else {
+        return Err(ApiError::failed_precondition(
+            Reason::FamilyAidNotEligible,
+            "the binder has no open individual account to pay from",
+        ));
+    };
+    if policy.payable_for(scheme).contains(&relationship) {
+        return Ok(());
+    }
+    Err(ApiError::failed_precondition(
+        Reason::FamilyAidNotEligible,
+        format!(
+            "family aid policy: {} individual accounts do not pay for a {} (payable for: {})",
+            scheme.as_str(),
+            relationship.as_str(),
+            match policy.payable_for(scheme) {
+                [] => "no one".to_owned(),
+                listed => listed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            }
+        ),
+    )
+    .with_metadata("scheme", scheme.as_str())
+    .with_metadata("relationship", relationship.as_str()))
 }
 
 /// Splits a bill of `total_cents` under `policy` on the year-to-date totals `ytd`, taking at
@@ -695,6 +812,68 @@ mod tests {
         std::fs::write(&path, DEFAULT_POLICY_TOML).unwrap();
         assert_eq!(PolicyTable::load(&path).unwrap(), PolicyTable::builtin());
         assert!(matches!(PolicyTable::load(&dir.path().join("absent.toml")), Err(PolicyError::Read { .. })));
+    }
+
+    #[test]
+    fn by_default_only_employee_accounts_pay_and_only_for_spouse_parents_and_children() {
+        let table = PolicyTable::builtin();
+        let aid = table.family_aid();
+        let every = [
+            Relationship::Spouse,
+            Relationship::Child,
+            Relationship::Parent,
+            Relationship::Grandparent,
+            Relationship::Grandchild,
+            Relationship::Sibling,
+            Relationship::OtherCloseRelative,
+        ];
+        for relationship in every {
+            let employee = require_family_aid_eligible(aid, Some(Scheme::Employee), relationship);
+            let eligible = matches!(relationship, Relationship::Spouse | Relationship::Parent | Relationship::Child);
+            assert_eq!(employee.is_ok(), eligible, "EMPLOYEE for {relationship:?}");
+            let resident = require_family_aid_eligible(aid, Some(Scheme::Resident), relationship).unwrap_err();
+            assert_eq!(
+                (resident.code(), resident.reason()),
+                (tonic::Code::FailedPrecondition, Reason::FamilyAidNotEligible)
+            );
+            let no_account = require_family_aid_eligible(aid, None, relationship).unwrap_err();
+            assert_eq!(no_account.reason(), Reason::FamilyAidNotEligible);
+        }
+        let refused = require_family_aid_eligible(aid, Some(Scheme::Employee), Relationship::Sibling).unwrap_err();
+        assert!(refused.message().contains("SIBLING") && refused.message().contains("SPOUSE, PARENT, CHILD"));
+    }
+
+    #[test]
+    fn the_family_aid_table_is_configurable_and_checked_at_start() {
+        let wider = DEFAULT_POLICY_TOML.replace("RESIDENT = []", r#"RESIDENT = ["CHILD"]"#).replace(
+            r#"EMPLOYEE = ["SPOUSE", "PARENT", "CHILD"]"#,
+            r#"EMPLOYEE = ["SPOUSE", "PARENT", "CHILD", "GRANDPARENT"]"#,
+        );
+        let table = PolicyTable::from_toml_str(&wider).unwrap();
+        assert!(require_family_aid_eligible(table.family_aid(), Some(Scheme::Resident), Relationship::Child).is_ok());
+        assert!(
+            require_family_aid_eligible(table.family_aid(), Some(Scheme::Employee), Relationship::Grandparent).is_ok()
+        );
+        assert!(require_family_aid_eligible(table.family_aid(), Some(Scheme::Resident), Relationship::Spouse).is_err());
+
+        let none = DEFAULT_POLICY_TOML.replace(r#"EMPLOYEE = ["SPOUSE", "PARENT", "CHILD"]"#, "EMPLOYEE = []");
+        let table = PolicyTable::from_toml_str(&none).unwrap();
+        let refused = require_family_aid_eligible(table.family_aid(), Some(Scheme::Employee), Relationship::Child);
+        assert!(refused.unwrap_err().message().contains("no one"));
+
+        let unknown = DEFAULT_POLICY_TOML.replace(r#""PARENT""#, r#""COUSIN""#);
+        let error = PolicyTable::from_toml_str(&unknown).unwrap_err().to_string();
+        assert!(error.contains("FAMILY_AID.EMPLOYEE") && error.contains("COUSIN"), "{error}");
+        let twice = DEFAULT_POLICY_TOML.replace(r#""PARENT""#, r#""CHILD""#);
+        assert!(PolicyTable::from_toml_str(&twice).unwrap_err().to_string().contains("twice"));
+        let lower = DEFAULT_POLICY_TOML.replace(r#""PARENT""#, r#""parent""#);
+        assert!(PolicyTable::from_toml_str(&lower).is_err(), "stored spellings only");
+        let missing_scheme = DEFAULT_POLICY_TOML.replace("RESIDENT = []", "");
+        assert!(PolicyTable::from_toml_str(&missing_scheme).unwrap_err().to_string().contains("RESIDENT"));
+        let missing_table: String = DEFAULT_POLICY_TOML.split("# Family aid").next().unwrap().to_owned();
+        assert!(PolicyTable::from_toml_str(&missing_table).unwrap_err().to_string().contains("FAMILY_AID"));
+        let unknown_scheme = DEFAULT_POLICY_TOML.replace("RESIDENT = []", "RESIDENT = []\nMILITARY = []");
+        assert!(PolicyTable::from_toml_str(&unknown_scheme).is_err());
     }
 
     /// One step of a random history: a bill, a credit, or a status change.

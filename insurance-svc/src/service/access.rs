@@ -30,6 +30,9 @@ pub struct HandlerFacts {
     pub counter_visit: bool,
     /// The caller speaks for the employer code of the person's account.
     pub employer: bool,
+    /// The call carried the person's name and ID number and they matched (a counter where the
+    /// person is present).
+    pub holder_present: bool,
 }
 
 /// A call on its way through the access table.
@@ -59,7 +62,10 @@ impl CallAccess {
         } else {
             None
         };
-        if token_subject.is_none() && !stands_without_token(rule, caller.kind) {
+        // Only a rule that admits the person or a binder can be met with a token; anyone else
+        // without a standing gets the rule's own refusal from `decide`.
+        let token_could_help = rule.allows.iter().any(|s| matches!(s, Standing::Person | Standing::Binder));
+        if token_subject.is_none() && token_could_help && !stands_without_token(rule, caller.kind) {
             return Err(ApiError::new(
                 Code::Unauthenticated,
                 Reason::PersonTokenRequired,
@@ -71,12 +77,19 @@ impl CallAccess {
 
     /// Step 2: whether the call may touch `person`'s data, and as what.
     pub async fn decide(&self, state: &State, person: Uuid, known: HandlerFacts) -> ApiResult<Standing> {
-        let binder = match self.token_subject {
-            Some(subject) if subject != person && self.rule.allows.contains(&Standing::Binder) => {
-                state.family.find_active(subject, person).await?.is_some()
-            }
-            _ => false,
+        let wants_binding = self.rule.allows.iter().any(|s| matches!(s, Standing::Binder | Standing::Guardian));
+        let binding = match self.token_subject {
+            Some(subject) if subject != person && wants_binding => state.family.find_active(subject, person).await?,
+            _ => None,
         };
+        let binder = binding.is_some();
+        // A guardian: the ACTIVE binding's member is a minor today (domain::family::is_guardian).
+        let guardian = binding.as_ref().is_some_and(|binding| {
+            crate::domain::family::is_guardian(
+                binding.relationship,
+                crate::domain::voucher::age_on(binding.member_birth_date, state.clock.today()),
+            )
+        });
         access::decide(
             self.method,
             &Facts {
@@ -86,8 +99,19 @@ impl CallAccess {
                 binder,
                 counter_visit: known.counter_visit,
                 employer: known.employer,
+                holder_present: known.holder_present,
+                guardian,
             },
         )
+    }
+
+    /// Records the call in `person`'s access history (DESIGN.md 4.3a), allowed or refused, once
+    /// the handler knows whose data it touched; `None` (no such person or object) records
+    /// nothing. Recording never changes the answer.
+    pub async fn record<R>(&self, state: &State, person: Option<Uuid>, result: &Result<R, tonic::Status>) {
+        if let Some(person) = person {
+            state.audit.record(&self.caller.id, self.method, person, medins_common::audit::outcome_of(result)).await;
+        }
     }
 }
 
@@ -98,6 +122,7 @@ pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
         Standing::Service => kind == PartnerKind::Service,
         Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
         Standing::Employer => kind == PartnerKind::Employer,
-        Standing::Person | Standing::Binder => false,
+        Standing::HolderPresent => access::is_counter_kind(kind),
+        Standing::Person | Standing::Binder | Standing::Guardian => false,
     })
 }

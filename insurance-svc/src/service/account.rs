@@ -2,7 +2,7 @@
 
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::{Caller, PartnerKind},
+    auth::{Partner, PartnerKind},
     convert::timestamp,
     error::{require_enum, require_uuid},
 };
@@ -16,10 +16,15 @@ use medins_proto::{
     },
 };
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
-use super::{SharedState, settlement::authorize_person_read};
+use super::{
+    SharedState,
+    access::{CallAccess, HandlerFacts},
+};
 use crate::{
     domain::{
+        access::{self, Standing},
         account::{AccountStatus, Scheme, account_terms},
         ledger::{self, EntryCursor, EntryKind},
     },
@@ -103,13 +108,45 @@ fn account_not_found() -> ApiError {
     ApiError::not_found(Reason::AccountNotFound, "no such account")
 }
 
+/// The account as `standing` may see it: an employer gets it without its balance (it sees its
+/// own contributions only, and a balance tells how the person spent).
+fn account_view(account: &Account, standing: Standing) -> pb::Account {
+    let mut message = account_message(account);
+    if standing == Standing::Employer {
+        message.balance_cents = 0;
+    }
+    message
+}
+
+/// A ledger entry as `standing` may see it: an employer gets its own contribution without the
+/// balance after it.
+fn entry_view(entry: &Entry, standing: Standing) -> pb::AccountEntry {
+    let mut message = entry_message(entry);
+    if standing == Standing::Employer {
+        message.balance_after_cents = 0;
+    }
+    message
+}
+
+/// The facts about the caller and an account that only this service can read: whether the
+/// caller is the EMPLOYER partner speaking for the account's employer code.
+fn account_facts(caller: &Partner, account: &Account) -> HandlerFacts {
+    HandlerFacts {
+        employer: caller.kind == PartnerKind::Employer
+            && access::speaks_for(&caller.employer_codes, account.employer_code.as_deref()),
+        ..HandlerFacts::default()
+    }
+}
+
 #[tonic::async_trait]
 impl AccountService for AccountApi {
     async fn open_account(
         &self,
         request: Request<OpenAccountRequest>,
     ) -> Result<Response<OpenAccountResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let caller = access.caller.clone();
         let body = request.get_ref();
         let scheme = match require_enum::<pb::Scheme>("scheme", body.scheme)? {
             pb::Scheme::Employee => Scheme::Employee,
@@ -129,31 +166,77 @@ impl AccountService for AccountApi {
             }
             Some(open_account_request::Person::PersonId(_)) => {}
         }
-        let state = &self.state;
-        let response = state
+        // An employer opens EMPLOYEE accounts under its own codes only: refused from the request
+        // alone, before any person is looked up, so it learns nothing about anyone.
+        let employer = caller.kind == PartnerKind::Employer;
+        if employer {
+            access::require_own_employer_code(&caller.employer_codes, terms.employer_code.as_deref().unwrap_or(""))?;
+        }
+        let facts = HandlerFacts {
+            employer,
+            holder_present: matches!(body.person, Some(open_account_request::Person::Identity(_))),
+            ..HandlerFacts::default()
+        };
+        // Named by id: decided before identity-svc is asked, so a refusal does not depend on
+        // whether the person exists. Named by name + ID number: the match is the standing.
+        if let Some(open_account_request::Person::PersonId(id)) = &body.person {
+            let person = require_uuid("person_id", id)?;
+            // A counter names a person by id only with their token (by name + ID number it
+            // needs none): say so rather than call a missing token invalid.
+            if access.token_subject.is_none() && access::is_counter_kind(caller.kind) {
+                return Err(ApiError::new(
+                    tonic::Code::Unauthenticated,
+                    Reason::PersonTokenRequired,
+                    "naming the person by id acts for them: send `x-person-token`, or name them by name and ID number",
+                )
+                .into());
+            }
+            access.decide(state, person, facts).await?;
+        }
+        // The person, once known (allowed or refused), for the access history.
+        let person_id = std::sync::OnceLock::new();
+        let result: Result<OpenAccountResponse, Status> = state
             .idempotency
             .run(&caller.id, "OpenAccount", request.metadata(), body, || async {
                 let person = self.person_of(&caller.id, body.person.as_ref()).await?;
-                let person_id = require_uuid("person_id", &person.person_id)?;
+                let id = require_uuid("person_id", &person.person_id)?;
+                let _ = person_id.set(id);
+                let standing = access.decide(state, id, facts).await?;
                 // The birth date (for age rules) comes over a SERVICE-only call: no partner view
                 // carries it.
-                let birth_date = state.identity.get_person_birth_date(&caller.id, person_id).await?;
-                let account = state.accounts.open(person_id, birth_date, terms, state.clock.stored_now()).await?;
-                tracing::info!(account_id = %account.id, %person_id, partner = %caller.id, "account opened");
-                Ok(OpenAccountResponse { account: Some(account_message(&account)) })
+                let birth_date = state.identity.get_person_birth_date(&caller.id, id).await?;
+                let account = state.accounts.open(id, birth_date, terms, state.clock.stored_now()).await?;
+                tracing::info!(account_id = %account.id, person_id = %id, partner = %caller.id, "account opened");
+                Ok(OpenAccountResponse { account: Some(account_view(&account, standing)) })
             })
-            .await?;
-        Ok(Response::new(response))
+            .await;
+        let person_id = person_id.get().copied().or_else(|| match &body.person {
+            Some(open_account_request::Person::PersonId(id)) => Uuid::parse_str(id).ok(),
+            _ => None,
+        });
+        // Only a person that exists is recorded: by id, one the request named and the access
+        // table let through; by name + ID number, one identity-svc matched.
+        let recorded = match (&result, &body.person) {
+            (Err(status), Some(open_account_request::Person::PersonId(_)))
+                if status.code() == tonic::Code::NotFound =>
+            {
+                None
+            }
+            _ => person_id,
+        };
+        access.record(state, recorded, &result).await;
+        result.map(Response::new)
     }
 
     async fn get_account(&self, request: Request<GetAccountRequest>) -> Result<Response<GetAccountResponse>, Status> {
-        Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
         let account = match &request.get_ref().key {
             Some(get_account_request::Key::AccountId(id)) => {
-                self.state.accounts.find(require_uuid("account_id", id)?).await?
+                state.accounts.find(require_uuid("account_id", id)?).await?
             }
             Some(get_account_request::Key::PersonId(id)) => {
-                self.state.accounts.find_open_by_person(require_uuid("person_id", id)?).await?
+                state.accounts.find_open_by_person(require_uuid("person_id", id)?).await?
             }
             None => {
                 return Err(
@@ -162,37 +245,52 @@ impl AccountService for AccountApi {
             }
         };
         let account = account.ok_or_else(account_not_found)?;
-        Ok(Response::new(GetAccountResponse { account: Some(account_message(&account)) }))
+        let result = async {
+            let standing = access.decide(state, account.person_id, account_facts(&access.caller, &account)).await?;
+            Ok(GetAccountResponse { account: Some(account_view(&account, standing)) })
+        }
+        .await;
+        access.record(state, Some(account.person_id), &result).await;
+        result.map(Response::new)
     }
 
     async fn credit_contribution(
         &self,
         request: Request<CreditContributionRequest>,
     ) -> Result<Response<CreditContributionResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let caller = access.caller.clone();
         let body = request.get_ref();
         let account_id = require_uuid("account_id", &body.account_id)?;
         let contribution = ledger::contribution(body.amount_cents, &body.reference)?;
-        let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "CreditContribution", request.metadata(), body, || async {
-                let (entry, account) = state.ledger.credit(account_id, contribution, state.clock.stored_now()).await?;
-                tracing::info!(%account_id, entry_id = %entry.id, partner = %caller.id, "contribution credited");
-                Ok(CreditContributionResponse {
-                    entry: Some(entry_message(&entry)),
-                    account: Some(account_message(&account)),
+        let account = state.accounts.find(account_id).await?.ok_or_else(account_not_found)?;
+        let result: Result<CreditContributionResponse, Status> = async {
+            let standing = access.decide(state, account.person_id, account_facts(&caller, &account)).await?;
+            state
+                .idempotency
+                .run(&caller.id, "CreditContribution", request.metadata(), body, || async {
+                    let (entry, account) =
+                        state.ledger.credit(account_id, contribution, &caller.id, state.clock.stored_now()).await?;
+                    tracing::info!(%account_id, entry_id = %entry.id, partner = %caller.id, "contribution credited");
+                    Ok(CreditContributionResponse {
+                        entry: Some(entry_view(&entry, standing)),
+                        account: Some(account_view(&account, standing)),
+                    })
                 })
-            })
-            .await?;
-        Ok(Response::new(response))
+                .await
+        }
+        .await;
+        access.record(state, Some(account.person_id), &result).await;
+        result.map(Response::new)
     }
 
     async fn list_account_entries(
         &self,
         request: Request<ListAccountEntriesRequest>,
     ) -> Result<Response<ListAccountEntriesResponse>, Status> {
-        Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
         let body = request.get_ref();
         let account_id = require_uuid("account_id", &body.account_id)?;
         let page_size = ledger::page_size(body.page_size)?;
@@ -200,53 +298,75 @@ impl AccountService for AccountApi {
             "" => None,
             token => Some(EntryCursor::decode(token, account_id)?),
         };
-        let account = self.state.accounts.find(account_id).await?.ok_or_else(account_not_found)?;
-        // Employers pay into their employees' ledgers and reconcile against them.
-        authorize_person_read(&self.state, &request, account.person_id, &[PartnerKind::Employer]).await?;
-        let (entries, next) = self.state.ledger.list(account_id, cursor, page_size).await?;
-        Ok(Response::new(ListAccountEntriesResponse {
-            entries: entries.iter().map(entry_message).collect(),
-            next_page_token: next.map(|cursor| cursor.encode()).unwrap_or_default(),
-        }))
+        let account = state.accounts.find(account_id).await?.ok_or_else(account_not_found)?;
+        let result: Result<ListAccountEntriesResponse, Status> = async {
+            let standing = access.decide(state, account.person_id, account_facts(&access.caller, &account)).await?;
+            // An employer reads the contributions it paid in, nothing else of the ledger.
+            let only = (standing == Standing::Employer).then(|| access.caller.id.clone());
+            let (entries, next) = state.ledger.list(account_id, cursor, page_size, only).await?;
+            Ok(ListAccountEntriesResponse {
+                entries: entries.iter().map(|entry| entry_view(entry, standing)).collect(),
+                next_page_token: next.map(|cursor| cursor.encode()).unwrap_or_default(),
+            })
+        }
+        .await;
+        access.record(state, Some(account.person_id), &result).await;
+        result.map(Response::new)
     }
 
     async fn suspend_account(
         &self,
         request: Request<SuspendAccountRequest>,
     ) -> Result<Response<SuspendAccountResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let caller = access.caller.clone();
         let body = request.get_ref();
         let account_id = require_uuid("account_id", &body.account_id)?;
         // The reason is checked but not logged: free text may hold personal data.
         ledger::ops_reason(&body.reason)?;
-        let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "SuspendAccount", request.metadata(), body, || async {
-                let account = state.ledger.change_status(account_id, ledger::suspend, state.clock.stored_now()).await?;
-                tracing::info!(%account_id, partner = %caller.id, "account suspended");
-                Ok(SuspendAccountResponse { account: Some(account_message(&account)) })
-            })
-            .await?;
-        Ok(Response::new(response))
+        let account = state.accounts.find(account_id).await?.ok_or_else(account_not_found)?;
+        let result: Result<SuspendAccountResponse, Status> = async {
+            access.decide(state, account.person_id, HandlerFacts::default()).await?;
+            state
+                .idempotency
+                .run(&caller.id, "SuspendAccount", request.metadata(), body, || async {
+                    let account =
+                        state.ledger.change_status(account_id, ledger::suspend, state.clock.stored_now()).await?;
+                    tracing::info!(%account_id, partner = %caller.id, "account suspended");
+                    Ok(SuspendAccountResponse { account: Some(account_message(&account)) })
+                })
+                .await
+        }
+        .await;
+        access.record(state, Some(account.person_id), &result).await;
+        result.map(Response::new)
     }
 
     async fn resume_account(
         &self,
         request: Request<ResumeAccountRequest>,
     ) -> Result<Response<ResumeAccountResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let caller = access.caller.clone();
         let body = request.get_ref();
         let account_id = require_uuid("account_id", &body.account_id)?;
-        let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "ResumeAccount", request.metadata(), body, || async {
-                let account = state.ledger.change_status(account_id, ledger::resume, state.clock.stored_now()).await?;
-                tracing::info!(%account_id, partner = %caller.id, "account resumed");
-                Ok(ResumeAccountResponse { account: Some(account_message(&account)) })
-            })
-            .await?;
-        Ok(Response::new(response))
+        let account = state.accounts.find(account_id).await?.ok_or_else(account_not_found)?;
+        let result: Result<ResumeAccountResponse, Status> = async {
+            access.decide(state, account.person_id, HandlerFacts::default()).await?;
+            state
+                .idempotency
+                .run(&caller.id, "ResumeAccount", request.metadata(), body, || async {
+                    let account =
+                        state.ledger.change_status(account_id, ledger::resume, state.clock.stored_now()).await?;
+                    tracing::info!(%account_id, partner = %caller.id, "account resumed");
+                    Ok(ResumeAccountResponse { account: Some(account_message(&account)) })
+                })
+                .await
+        }
+        .await;
+        access.record(state, Some(account.person_id), &result).await;
+        result.map(Response::new)
     }
 }

@@ -8,13 +8,16 @@
 //! the person asks for a new code: nothing else was written, no fee was taken and the face
 //! session stays unused.
 
+use std::sync::OnceLock;
+
 use chrono::{Datelike, NaiveDate};
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::{Caller, Partner, PartnerKind},
+    auth::{CalledMethod, Caller, Partner, PartnerKind},
     convert::{from_timestamp, timestamp},
     error::{require_enum, require_uuid},
     mask::{mask_name, mask_phone, mask_street},
+    token::PERSON_TOKEN_METADATA,
 };
 use medins_proto::{
     identity::v1::SmsPurpose,
@@ -33,16 +36,21 @@ use medins_proto::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::SharedState;
+use super::{
+    SharedState,
+    access::{CallAccess, HandlerFacts},
+};
 use crate::{
     domain::{
+        access::Standing,
         account::Scheme,
         card::{
             ActivationChannel, Applicant, ApplicationCursor, ApplicationFields, ApplicationStatus, CardAction,
-            CardChannel, CardStatus, Delivery, FeeCheck, FunctionStatus, MAX_BATCH, MailingAddress, applicant_rule,
+            CardChannel, CardStatus, CardView, Delivery, FeeCheck, FunctionStatus, LOOKUP_FAILURES_PER_DAY,
+            LookupOutcome, MAX_BATCH, MailingAddress, applicant_rule, binder_acts, card_view, check_applying_as,
             check_channel_fields, check_fee, delivery_of, employer_code, fee_terms, function_status, guardian_required,
-            mailing_address, parse_card_number, photo_required, rejection_reason, require_channel_partner,
-            require_fee_partner, tracking_number,
+            lookup_limit_exceeded, lookup_outcome, lookups_counted, mailing_address, parse_card_number, photo_required,
+            rejection_reason, require_channel_partner, require_fee_partner, tracking_number,
         },
         document::DocumentKind,
         face::{FaceCheck, FacePurpose, check_face_session},
@@ -169,12 +177,18 @@ fn function_message(status: FunctionStatus) -> pb::CardFunctionStatus {
     }
 }
 
-/// The wire form of a card.
+/// The wire form of a card, in full.
 pub fn card_message(card: &Card) -> pb::Card {
+    card_message_as(card, CardView::Full)
+}
+
+/// The wire form of a card as `view` shows it (a counter gets no person or application id).
+pub fn card_message_as(card: &Card, view: CardView) -> pb::Card {
+    let full = view == CardView::Full;
     pb::Card {
         card_number: card.card_number.clone(),
-        person_id: card.person_id.to_string(),
-        application_id: card.application_id.to_string(),
+        person_id: if full { card.person_id.to_string() } else { String::new() },
+        application_id: if full { card.application_id.to_string() } else { String::new() },
         status: match card.status {
             CardStatus::Valid => pb::CardStatus::Valid,
             CardStatus::LostTemporary => pb::CardStatus::LostTemporary,
@@ -185,7 +199,11 @@ pub fn card_message(card: &Card) -> pb::Card {
         financial_status: function_message(function_status(card.status, card.financial_activated_at.is_some())) as i32,
         medical_activated_at: card.medical_activated_at.map(timestamp),
         financial_activated_at: card.financial_activated_at.map(timestamp),
-        replaced_by_application_id: card.replaced_by_application_id.map(|id| id.to_string()).unwrap_or_default(),
+        replaced_by_application_id: card
+            .replaced_by_application_id
+            .filter(|_| full)
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         issued_at: Some(timestamp(card.issued_at)),
         updated_at: Some(timestamp(card.updated_at)),
         delivered: card.delivered,
@@ -267,6 +285,23 @@ fn decode_application(body: &ApplyForCardRequest) -> ApiResult<Application> {
         _ => None,
     };
     Ok(Application { person_id, channel, guardian, online, agent: body.agent.clone() })
+}
+
+/// The gRPC code an outcome had, for the access history.
+fn outcome<T>(result: &ApiResult<T>) -> tonic::Code {
+    match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(error) => error.code(),
+    }
+}
+
+/// The outcome code of a call's answer, for the access history.
+fn answered<T>(result: &Result<T, Status>) -> tonic::Code {
+    medins_common::audit::outcome_of(result)
+}
+
+fn card_not_found() -> ApiError {
+    ApiError::not_found(Reason::CardNotFound, "no card with this number")
 }
 
 fn document_error(reason: Reason, field: &str, check: &str, message: &str) -> ApiError {
@@ -351,17 +386,12 @@ impl CardApi {
     }
 
     /// ApplyForCard after decoding, in the contract's order.
-    async fn apply(
-        &self,
-        request: &Request<ApplyForCardRequest>,
-        application: Application,
-        caller: &Partner,
-    ) -> ApiResult<ApplyForCardResponse> {
+    async fn apply(&self, application: Application, caller: &Partner) -> ApiResult<ApplyForCardResponse> {
         let state = &self.state;
         let person_id = application.person_id;
-        // The one applying: the guardian for a minor. Their token, SMS and face prove it.
+        // The one applying: the guardian for a minor. Their token (checked against the access
+        // table before this), SMS and face prove it.
         let actor = application.guardian.unwrap_or(person_id);
-        state.person_tokens.authorize(request, actor).await?;
         let (age, _) = self.insured_age(person_id).await?;
         self.check_applicant(person_id, age, application.guardian).await?;
         if let Some(conflict) = state.cards.application_conflict(person_id).await? {
@@ -519,44 +549,95 @@ impl CardApi {
         (Some(person_id), result)
     }
 
-    /// Loads an application and checks the caller may read it: operators, the applicant or the
-    /// guardian (token), or the employer partner that applied for it.
-    async fn readable_application<T>(&self, request: &Request<T>, id: Uuid) -> ApiResult<CardApplication> {
-        let caller = Caller::of(request)?;
-        let application =
-            self.state.cards.find_application(id).await?.ok_or_else(|| {
-                ApiError::not_found(Reason::CardApplicationNotFound, "no card application with this id")
-            })?;
-        if caller.kind == PartnerKind::Employer && application.partner_id == caller.id {
-            return Ok(application);
+    /// Records a call for `person` in the person's access history (DESIGN.md 4.3a), when the
+    /// call got far enough to know a person who exists.
+    async fn record<T>(&self, access: &CallAccess, person: Option<Uuid>, result: &Result<T, Status>) {
+        if let Some(person) = person {
+            self.state.audit.record(&access.caller.id, access.method, person, answered(result)).await;
         }
-        if let Some(claims) = self.state.person_tokens.claims(request).await?
-            && claims.person_id != application.person_id
-            && Some(claims.person_id) != application.guardian_person_id
+    }
+
+    /// Whether insurance-svc knows `person` (an account of theirs): refused calls naming a
+    /// person id are recorded for that person only then, never for a missing person.
+    async fn known_person(&self, person: Uuid) -> Option<Uuid> {
+        match self.state.accounts.find_open_by_person(person).await {
+            Ok(Some(_)) => Some(person),
+            _ => None,
+        }
+    }
+
+    /// A card by number for the caller, as one counted lookup (issue 13 item 3): a unit of the
+    /// partner's failed lookups of the day is reserved first (refused once they are used up),
+    /// and given back only if the number named a card the caller may act on. A missing card, a
+    /// holder who does not match and a caller with no standing all get the same answer, and
+    /// all keep the unit. Sets `subject` to the holder once a card is found.
+    async fn card_for(
+        &self,
+        access: &CallAccess,
+        number: &str,
+        holder: Option<&pb::PersonIdentity>,
+        subject: &OnceLock<Uuid>,
+    ) -> ApiResult<(Card, Standing)> {
+        let state = &self.state;
+        let caller = &access.caller;
+        let counted = lookups_counted(caller.kind);
+        let day = state.clock.today();
+        if counted && !state.cards.reserve_lookup(&caller.id, day, LOOKUP_FAILURES_PER_DAY).await? {
+            return Err(lookup_limit_exceeded(state.clock.stored_now(), day));
+        }
+        let result = self.find_card_for(&caller.id, access, number, holder, subject).await;
+        if counted
+            && lookup_outcome(result.as_ref().err()) != LookupOutcome::Failed
+            && let Err(error) = state.cards.release_lookup(&caller.id, day).await
         {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
-                Reason::PersonTokenInvalid,
-                "the person token was issued for another person",
-            ));
+            // The unit stays used: the partner loses one lookup, nobody gains one.
+            tracing::warn!(%error, partner = %caller.id, "a card lookup was not given back");
         }
-        Ok(application)
+        result
     }
 
-    /// Loads a card by a number field and checks the caller may act for its holder.
-    async fn holders_card<T>(&self, request: &Request<T>, raw_number: &str) -> ApiResult<Card> {
-        let number = parse_card_number("card_number", raw_number)?;
-        let card = self
-            .state
-            .cards
-            .find_card(number)
-            .await?
-            .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "no card with this number"))?;
-        self.state.person_tokens.authorize(request, card.person_id).await?;
-        Ok(card)
+    async fn find_card_for(
+        &self,
+        acting_partner: &str,
+        access: &CallAccess,
+        number: &str,
+        holder: Option<&pb::PersonIdentity>,
+        subject: &OnceLock<Uuid>,
+    ) -> ApiResult<(Card, Standing)> {
+        let state = &self.state;
+        let Some(card) = state.cards.find_card(number.to_owned()).await? else {
+            if let Some(holder) = holder {
+                // The same check an existing card gets, so a malformed identity gets the same
+                // answer whether the number exists or not (and about the same time).
+                state.identity.match_person(acting_partner, &holder.name, &holder.id_number, None, "holder.").await?;
+            }
+            return Err(card_not_found());
+        };
+        let _ = subject.set(card.person_id);
+        let holder_present = match holder {
+            // A side-effect-free match against the card's holder: a failed check leaves no
+            // person behind.
+            Some(holder) => {
+                state
+                    .identity
+                    .match_person(acting_partner, &holder.name, &holder.id_number, Some(card.person_id), "holder.")
+                    .await?
+                    == Some(card.person_id)
+            }
+            None => false,
+        };
+        let standing =
+            access.decide(state, card.person_id, HandlerFacts { holder_present, ..Default::default() }).await?;
+        if standing == Standing::Binder {
+            let guardian = state.cards.find_application(card.application_id).await?.and_then(|a| a.guardian_person_id);
+            if !binder_acts(standing, access.token_subject, guardian) {
+                return Err(card_not_found());
+            }
+        }
+        Ok((card, standing))
     }
 
-    /// A loss report or its cancellation by the holder or operators.
+    /// A loss report or its cancellation by the holder, the guardian who applied, or operators.
     async fn change_card<T: prost::Message>(
         &self,
         request: &Request<T>,
@@ -564,12 +645,15 @@ impl CardApi {
         raw_number: &str,
         action: CardAction,
     ) -> Result<pb::Card, Status> {
-        let caller = Caller::of(request)?;
+        let number = parse_card_number("card_number", raw_number)?;
+        let access = CallAccess::begin(&self.state, request).await?;
+        let caller = access.caller.clone();
         let state = &self.state;
-        state
+        let subject = OnceLock::new();
+        let result = state
             .idempotency
             .run(&caller.id, method, request.metadata(), request.get_ref(), || async {
-                let card = self.holders_card(request, raw_number).await?;
+                let (card, standing) = self.card_for(&access, &number, None, &subject).await?;
                 let card = state.cards.change_card(card.card_number, action, state.clock.stored_now()).await?;
                 tracing::info!(
                     application_id = %card.application_id,
@@ -577,10 +661,48 @@ impl CardApi {
                     partner = %caller.id,
                     "card status changed"
                 );
-                Ok(card_message(&card))
+                Ok(card_message_as(&card, card_view(standing)))
             })
-            .await
+            .await;
+        self.record(&access, subject.get().copied(), &result).await;
+        result
     }
+
+    /// An operator's step on an application: the access table first (operators only; everyone
+    /// else gets the answer a missing application gets), then `step`, recorded for the
+    /// applicant.
+    async fn operator_step<T, Resp, F, Fut>(
+        &self,
+        request: &Request<T>,
+        id: Uuid,
+        name: &str,
+        step: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        T: prost::Message,
+        Resp: prost::Message + Default,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ApiResult<Resp>>,
+    {
+        let access = CallAccess::begin(&self.state, request).await?;
+        let state = &self.state;
+        let application = state.cards.find_application(id).await?.ok_or_else(application_not_found)?;
+        let result = match access.decide(state, application.person_id, HandlerFacts::default()).await {
+            Ok(_) => {
+                state
+                    .idempotency
+                    .run(&access.caller.id, name, request.metadata(), request.get_ref(), || async { Ok(step().await?) })
+                    .await
+            }
+            Err(error) => Err(error.into()),
+        };
+        self.record(&access, Some(application.person_id), &result).await;
+        result.map(Response::new)
+    }
+}
+
+fn application_not_found() -> ApiError {
+    ApiError::not_found(Reason::CardApplicationNotFound, "no card application with this id")
 }
 
 #[tonic::async_trait]
@@ -593,22 +715,49 @@ impl CardService for CardApi {
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let (amount_cents, reference) = fee_terms(body.amount_cents, &body.reference)?;
+        if body.payer.is_none() && request.metadata().get(PERSON_TOKEN_METADATA).is_none() {
+            return Err(ApiError::invalid_field(
+                Reason::InvalidArgument,
+                "payer",
+                "required unless the call carries the person's token",
+            )
+            .into());
+        }
         require_fee_partner(caller.kind)?;
         let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "RecordCardFee", request.metadata(), body, || async {
-                let (fee, created) = state
-                    .cards
-                    .record_fee(person_id, caller.id.clone(), reference, amount_cents, state.clock.stored_now())
-                    .await?;
-                if created {
-                    tracing::info!(fee_id = %fee.id, %person_id, partner = %caller.id, "card fee recorded");
-                }
-                Ok(RecordCardFeeResponse { fee: Some(fee_message(&fee)), created })
-            })
-            .await?;
-        Ok(Response::new(response))
+        let access = CallAccess::begin(state, &request).await?;
+        let holder_present = match &body.payer {
+            Some(payer) => {
+                state
+                    .identity
+                    .match_person(&caller.id, &payer.name, &payer.id_number, Some(person_id), "payer.")
+                    .await?
+                    == Some(person_id)
+            }
+            None => false,
+        };
+        let result = match access.decide(state, person_id, HandlerFacts { holder_present, ..Default::default() }).await
+        {
+            Ok(_) => {
+                state
+                    .idempotency
+                    .run(&caller.id, "RecordCardFee", request.metadata(), body, || async {
+                        let (fee, created) = state
+                            .cards
+                            .record_fee(person_id, caller.id.clone(), reference, amount_cents, state.clock.stored_now())
+                            .await?;
+                        if created {
+                            tracing::info!(fee_id = %fee.id, %person_id, partner = %caller.id, "card fee recorded");
+                        }
+                        Ok(RecordCardFeeResponse { fee: Some(fee_message(&fee)), created })
+                    })
+                    .await
+            }
+            Err(error) => Err(error.into()),
+        };
+        let subject = if result.is_ok() { Some(person_id) } else { self.known_person(person_id).await };
+        self.record(&access, subject, &result).await;
+        Ok(Response::new(result?))
     }
 
     async fn apply_for_card(
@@ -619,13 +768,27 @@ impl CardService for CardApi {
         let application = decode_application(request.get_ref())?;
         require_channel_partner(application.channel, caller.kind)?;
         let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "ApplyForCard", request.metadata(), request.get_ref(), || async {
-                Ok(self.apply(&request, application, &caller).await?)
-            })
-            .await?;
-        Ok(Response::new(response))
+        let access = CallAccess::begin(state, &request).await?;
+        let person_id = application.person_id;
+        let guardian = application.guardian;
+        let decided = access
+            .decide(state, person_id, HandlerFacts::default())
+            .await
+            .and_then(|standing| check_applying_as(standing, access.token_subject, guardian));
+        let result = match decided {
+            Ok(()) => {
+                state
+                    .idempotency
+                    .run(&caller.id, "ApplyForCard", request.metadata(), request.get_ref(), || async {
+                        Ok(self.apply(application, &caller).await?)
+                    })
+                    .await
+            }
+            Err(error) => Err(error.into()),
+        };
+        let subject = if result.is_ok() { Some(person_id) } else { self.known_person(person_id).await };
+        self.record(&access, subject, &result).await;
+        Ok(Response::new(result?))
     }
 
     async fn apply_for_cards_batch(
@@ -635,12 +798,18 @@ impl CardService for CardApi {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let employer = employer_code(&body.employer_code)?;
+        // An EMPLOYER partner applies only under the codes it speaks for (DESIGN.md 4.3a), refused
+        // before any person is looked up.
+        if caller.kind == PartnerKind::Employer {
+            crate::domain::access::require_own_employer_code(&caller.employer_codes, &employer)?;
+        }
         if body.persons.is_empty() || body.persons.len() > MAX_BATCH {
             return Err(
                 ApiError::invalid_field(Reason::InvalidArgument, "persons", "must list 1 to 100 persons").into()
             );
         }
         let state = &self.state;
+        let method = CalledMethod::of(&request).unwrap_or("/medins.insurance.v1.CardService/ApplyForCardsBatch");
         let response = state
             .idempotency
             .run(&caller.id, "ApplyForCardsBatch", request.metadata(), body, || async {
@@ -648,6 +817,10 @@ impl CardService for CardApi {
                 let (mut accepted, mut refused) = (0, 0);
                 for (index, entry) in body.persons.iter().enumerate() {
                     let (person_id, outcome) = self.apply_employee(index, entry, &employer, &caller).await;
+                    // Each employee's application is a change of that person's data.
+                    if let Some(person) = person_id {
+                        state.audit.record(&caller.id, method, person, self::outcome(&outcome)).await;
+                    }
                     let mut result = pb::CardBatchResult {
                         index: index as i32,
                         person_id: person_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -700,18 +873,15 @@ impl CardService for CardApi {
             pb::CardReviewDecision::Unspecified => unreachable!("require_enum refuses the zero value"),
         };
         let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "ReviewCardApplication", request.metadata(), body, || async {
+        self.operator_step(&request, id, "ReviewCardApplication", || async {
                 let application = state
                     .cards
                     .review(id, rejection.clone(), state.clock.today(), caller.id.clone(), state.clock.stored_now())
                     .await?;
                 tracing::info!(application_id = %id, status = application.status.as_str(), partner = %caller.id, "card application reviewed");
                 Ok(ReviewCardApplicationResponse { application: Some(application_message(&application)) })
-            })
-            .await?;
-        Ok(Response::new(response))
+        })
+        .await
     }
 
     async fn record_card_production(
@@ -722,18 +892,15 @@ impl CardService for CardApi {
         let body = request.get_ref();
         let id = require_uuid("application_id", &body.application_id)?;
         let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "RecordCardProduction", request.metadata(), body, || async {
-                let (application, card) = state.cards.produce(id, caller.id.clone(), state.clock.stored_now()).await?;
-                tracing::info!(application_id = %id, partner = %caller.id, "card produced");
-                Ok(RecordCardProductionResponse {
-                    application: Some(application_message(&application)),
-                    card: Some(card_message(&card)),
-                })
+        self.operator_step(&request, id, "RecordCardProduction", || async {
+            let (application, card) = state.cards.produce(id, caller.id.clone(), state.clock.stored_now()).await?;
+            tracing::info!(application_id = %id, partner = %caller.id, "card produced");
+            Ok(RecordCardProductionResponse {
+                application: Some(application_message(&application)),
+                card: Some(card_message(&card)),
             })
-            .await?;
-        Ok(Response::new(response))
+        })
+        .await
     }
 
     async fn record_card_dispatch(
@@ -748,16 +915,13 @@ impl CardService for CardApi {
             text => Some(tracking_number(text)?),
         };
         let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "RecordCardDispatch", request.metadata(), body, || async {
+        self.operator_step(&request, id, "RecordCardDispatch", || async {
                 let application =
                     state.cards.dispatch(id, tracking.clone(), caller.id.clone(), state.clock.stored_now()).await?;
                 tracing::info!(application_id = %id, status = application.status.as_str(), partner = %caller.id, "card dispatched");
                 Ok(RecordCardDispatchResponse { application: Some(application_message(&application)) })
-            })
-            .await?;
-        Ok(Response::new(response))
+        })
+        .await
     }
 
     async fn confirm_card_delivery(
@@ -768,19 +932,16 @@ impl CardService for CardApi {
         let body = request.get_ref();
         let id = require_uuid("application_id", &body.application_id)?;
         let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "ConfirmCardDelivery", request.metadata(), body, || async {
-                let (application, card) =
-                    state.cards.confirm_delivery(id, caller.id.clone(), state.clock.stored_now()).await?;
-                tracing::info!(application_id = %id, partner = %caller.id, "card delivered");
-                Ok(ConfirmCardDeliveryResponse {
-                    application: Some(application_message(&application)),
-                    card: Some(card_message(&card)),
-                })
+        self.operator_step(&request, id, "ConfirmCardDelivery", || async {
+            let (application, card) =
+                state.cards.confirm_delivery(id, caller.id.clone(), state.clock.stored_now()).await?;
+            tracing::info!(application_id = %id, partner = %caller.id, "card delivered");
+            Ok(ConfirmCardDeliveryResponse {
+                application: Some(application_message(&application)),
+                card: Some(card_message(&card)),
             })
-            .await?;
-        Ok(Response::new(response))
+        })
+        .await
     }
 
     async fn get_card_application(
@@ -788,15 +949,32 @@ impl CardService for CardApi {
         request: Request<GetCardApplicationRequest>,
     ) -> Result<Response<GetCardApplicationResponse>, Status> {
         let id = require_uuid("application_id", &request.get_ref().application_id)?;
-        let application = self.readable_application(&request, id).await?;
-        Ok(Response::new(GetCardApplicationResponse { application: Some(application_message(&application)) }))
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let application = state.cards.find_application(id).await?.ok_or_else(application_not_found)?;
+        // The employer partner that applied for it in a batch reads it.
+        let caller = &access.caller;
+        let employer = caller.kind == PartnerKind::Employer
+            && application.channel == CardChannel::Employer
+            && application.partner_id == caller.id;
+        let result: Result<_, Status> = async {
+            let standing =
+                access.decide(state, application.person_id, HandlerFacts { employer, ..Default::default() }).await?;
+            if !binder_acts(standing, access.token_subject, application.guardian_person_id) {
+                return Err(application_not_found().into());
+            }
+            Ok(GetCardApplicationResponse { application: Some(application_message(&application)) })
+        }
+        .await;
+        self.record(&access, Some(application.person_id), &result).await;
+        Ok(Response::new(result?))
     }
 
     async fn list_card_applications(
         &self,
         request: Request<ListCardApplicationsRequest>,
     ) -> Result<Response<ListCardApplicationsResponse>, Status> {
-        Caller::of(&request)?;
+        let access = CallAccess::begin(&self.state, &request).await?;
         let body = request.get_ref();
         let status = match body.status {
             0 => None,
@@ -831,7 +1009,16 @@ impl CardService for CardApi {
             "" => None,
             token => Some(ApplicationCursor::decode(token)?),
         };
+        // Operators only: the rule's standings do not depend on the person, so any id asks.
+        access.decide(&self.state, filter.person_id.unwrap_or_else(Uuid::nil), HandlerFacts::default()).await?;
         let (applications, next) = self.state.cards.list_applications(filter, cursor, size).await?;
+        // A page reads every applicant on it: each is recorded once.
+        let mut persons: Vec<Uuid> = applications.iter().map(|a| a.person_id).collect();
+        persons.sort_unstable();
+        persons.dedup();
+        for person in persons {
+            self.state.audit.record(&access.caller.id, access.method, person, tonic::Code::Ok).await;
+        }
         Ok(Response::new(ListCardApplicationsResponse {
             applications: applications.iter().map(application_message).collect(),
             next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
@@ -851,73 +1038,80 @@ impl CardService for CardApi {
             pb::CardActivationChannel::Pharmacy => ActivationChannel::Pharmacy,
             pb::CardActivationChannel::Unspecified => unreachable!("require_enum refuses the zero value"),
         };
-        match (channel, &body.holder) {
-            (ActivationChannel::Bank, None) => {
-                return Err(ApiError::invalid_field(Reason::InvalidArgument, "holder", "required at a bank").into());
-            }
-            (ActivationChannel::Hospital | ActivationChannel::Pharmacy, Some(_)) => {
-                return Err(ApiError::invalid_field(Reason::InvalidArgument, "holder", "only used at a bank").into());
-            }
-            _ => {}
-        }
+        let Some(holder) = body.holder.as_ref() else {
+            return Err(ApiError::invalid_field(
+                Reason::InvalidArgument,
+                "holder",
+                "required: the holder shows their ID card at the counter",
+            )
+            .into());
+        };
         channel.require_partner(caller.kind)?;
         let state = &self.state;
-        let response = state
+        let access = CallAccess::begin(state, &request).await?;
+        let subject = OnceLock::new();
+        let result = state
             .idempotency
             .run(&caller.id, "ActivateCard", request.metadata(), body, || async {
+                let (card, standing) = self.card_for(&access, &number, Some(holder), &subject).await?;
                 let card = state
                     .cards
-                    .find_card(number.clone())
-                    .await?
-                    .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "no card with this number"))?;
-                if let Some(holder) = &body.holder {
-                    // A side-effect-free match against the card's holder: a failed check leaves
-                    // no person behind.
-                    let matched = state
-                        .identity
-                        .match_person(&caller.id, &holder.name, &holder.id_number, Some(card.person_id), "holder.")
-                        .await?;
-                    if matched != Some(card.person_id) {
-                        return Err(ApiError::failed_precondition(
-                            Reason::CardHolderMismatch,
-                            "the identity shown is not the card holder's",
-                        )
-                        .into());
-                    }
-                }
-                let card =
-                    state.cards.activate(number.clone(), channel, caller.id.clone(), state.clock.stored_now()).await?;
+                    .activate(card.card_number, channel, caller.id.clone(), state.clock.stored_now())
+                    .await?;
                 tracing::info!(
                     application_id = %card.application_id,
                     channel = channel.as_str(),
                     partner = %caller.id,
                     "card activated or used"
                 );
-                Ok(ActivateCardResponse { card: Some(card_message(&card)) })
+                Ok(ActivateCardResponse { card: Some(card_message_as(&card, card_view(standing))) })
             })
-            .await?;
-        Ok(Response::new(response))
+            .await;
+        self.record(&access, subject.get().copied(), &result).await;
+        Ok(Response::new(result?))
     }
 
     async fn get_card(&self, request: Request<GetCardRequest>) -> Result<Response<GetCardResponse>, Status> {
-        let card = match &request.get_ref().key {
-            Some(get_card_request::Key::CardNumber(number)) => self.holders_card(&request, number).await?,
+        let state = &self.state;
+        match &request.get_ref().key {
+            Some(get_card_request::Key::CardNumber(number)) => {
+                let number = parse_card_number("card_number", number)?;
+                let access = CallAccess::begin(state, &request).await?;
+                let subject = OnceLock::new();
+                let result: Result<_, Status> = self
+                    .card_for(&access, &number, None, &subject)
+                    .await
+                    .map(|(card, standing)| GetCardResponse { card: Some(card_message_as(&card, card_view(standing))) })
+                    .map_err(Status::from);
+                self.record(&access, subject.get().copied(), &result).await;
+                Ok(Response::new(result?))
+            }
             Some(get_card_request::Key::PersonId(id)) => {
                 let person_id = require_uuid("person_id", id)?;
-                self.state.person_tokens.authorize(&request, person_id).await?;
-                self.state
-                    .cards
-                    .current_card_of(person_id)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "this person has no card"))?
+                let access = CallAccess::begin(state, &request).await?;
+                let card = state.cards.current_card_of(person_id).await?;
+                let result: Result<_, Status> = async {
+                    let standing = access.decide(state, person_id, HandlerFacts::default()).await?;
+                    let card = card
+                        .as_ref()
+                        .ok_or_else(|| ApiError::not_found(Reason::CardNotFound, "no card with this number"))?;
+                    if standing == Standing::Binder {
+                        let guardian =
+                            state.cards.find_application(card.application_id).await?.and_then(|a| a.guardian_person_id);
+                        if !binder_acts(standing, access.token_subject, guardian) {
+                            return Err(card_not_found().into());
+                        }
+                    }
+                    Ok(GetCardResponse { card: Some(card_message_as(card, card_view(standing))) })
+                }
+                .await;
+                // A person with a card exists; one whose token the call carried too.
+                let known = card.is_some() || access.token_subject == Some(person_id);
+                self.record(&access, known.then_some(person_id), &result).await;
+                Ok(Response::new(result?))
             }
-            None => {
-                return Err(
-                    ApiError::invalid_field(Reason::InvalidArgument, "key", "set card_number or person_id").into()
-                );
-            }
-        };
-        Ok(Response::new(GetCardResponse { card: Some(card_message(&card)) }))
+            None => Err(ApiError::invalid_field(Reason::InvalidArgument, "key", "set card_number or person_id").into()),
+        }
     }
 
     async fn report_card_loss(
@@ -951,14 +1145,16 @@ impl CardService for CardApi {
     ) -> Result<Response<ReplaceCardResponse>, Status> {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
-        parse_card_number("card_number", &body.card_number)?;
+        let number = parse_card_number("card_number", &body.card_number)?;
         let fee_id = require_uuid("fee_id", &body.fee_id)?;
         let address = address_of("mailing_address.", body.mailing_address.as_ref())?;
         let state = &self.state;
-        let response = state
+        let access = CallAccess::begin(state, &request).await?;
+        let subject = OnceLock::new();
+        let result = state
             .idempotency
             .run(&caller.id, "ReplaceCard", request.metadata(), body, || async {
-                let card = self.holders_card(&request, &body.card_number).await?;
+                let (card, _) = self.card_for(&access, &number, None, &subject).await?;
                 let (application, old) = state
                     .cards
                     .replace(card.card_number, fee_id, address.clone(), caller.id.clone(), state.clock.stored_now())
@@ -974,7 +1170,8 @@ impl CardService for CardApi {
                     replaced_card: Some(card_message(&old)),
                 })
             })
-            .await?;
-        Ok(Response::new(response))
+            .await;
+        self.record(&access, subject.get().copied(), &result).await;
+        Ok(Response::new(result?))
     }
 }

@@ -28,10 +28,14 @@ use medins_proto::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::SharedState;
+use super::{
+    SharedState,
+    access::{CallAccess, HandlerFacts},
+};
 use crate::{
     clients::identity::IdentityClient,
     domain::{
+        access,
         account::{AccountStatus, Scheme},
         code::CODE_TEXT_LEN,
         qr::qr_png,
@@ -149,13 +153,10 @@ fn account_status_message(status: AccountStatus) -> pb::AccountStatus {
     }
 }
 
-#[tonic::async_trait]
-impl CodeService for CodeApi {
-    async fn issue_code(&self, request: Request<IssueCodeRequest>) -> Result<Response<IssueCodeResponse>, Status> {
+impl CodeApi {
+    /// IssueCode once access is decided: the holder's voucher must be ACTIVE.
+    async fn issue(&self, request: &Request<IssueCodeRequest>, holder: Uuid) -> Result<IssueCodeResponse, Status> {
         let state = &self.state;
-        let caller = Caller::of(&request)?;
-        let holder = require_uuid("holder_person_id", &request.get_ref().holder_person_id)?;
-        super::family::authorize_person_or_binder(state, &request, holder).await?;
         let voucher_id = match state.vouchers.status_of(holder).await? {
             Some((id, VoucherStatus::Active)) => id,
             Some((_, VoucherStatus::Suspended)) => {
@@ -172,17 +173,38 @@ impl CodeService for CodeApi {
         };
         let issued = state.code_keys.issue(voucher_id, state.clock.now());
         let png = if request.get_ref().include_png {
-            qr_png(&issued.text).map_err(|e| ApiError::internal(format_args!("QR rendering failed: {e:?}")))?
+            // Off the async runtime, on the bounded pool (issue 14 item 4).
+            let text = issued.text.clone();
+            match state.heavy.run(crate::domain::qr::PNG_ESTIMATE_BYTES, move || qr_png(&text)).await? {
+                Ok(png) => png.map_err(|e| ApiError::internal(format_args!("QR rendering failed: {e:?}")))?,
+                Err(refusal) => {
+                    return Err(ApiError::internal(format_args!("QR rendering refused: {refusal:?}")).into());
+                }
+            }
         } else {
             Vec::new()
         };
-        state.holders.warm(&caller.id, &state.identity, holder);
-        Ok(Response::new(IssueCodeResponse {
+        state.holders.warm(&medins_common::auth::Caller::of(request)?.id, &state.identity, holder);
+        Ok(IssueCodeResponse {
             expires_at: Some(timestamp(issued.payload.expires_at_time().naive_utc())),
             key_id: issued.payload.key_id_text(),
             code: issued.text,
             png,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl CodeService for CodeApi {
+    async fn issue_code(&self, request: Request<IssueCodeRequest>) -> Result<Response<IssueCodeResponse>, Status> {
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let holder = require_uuid("holder_person_id", &request.get_ref().holder_person_id)?;
+        // The holder's own token or an ACTIVE binder's: known before anything is looked up.
+        access.decide(state, holder, HandlerFacts::default()).await?;
+        let result = self.issue(&request, holder).await;
+        access.record(state, Some(holder), &result).await;
+        result.map(Response::new)
     }
 
     async fn verify_code(&self, request: Request<VerifyCodeRequest>) -> Result<Response<VerifyCodeResponse>, Status> {
@@ -197,13 +219,14 @@ impl CodeService for CodeApi {
             .into());
         }
         let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
         let body = request.get_ref();
         let text = body.code.trim();
         if text.len() > CODE_TEXT_LEN * 2 {
             return Err(ApiError::from(crate::domain::code::CodeError::Invalid).into());
         }
         let payload = state.code_keys.verify(text, state.clock.now()).map_err(ApiError::from)?;
-        let response = state
+        let result = state
             .idempotency
             .run(&caller.id, "VerifyCode", request.metadata(), body, || async {
                 let redemption = Redemption {
@@ -214,6 +237,14 @@ impl CodeService for CodeApi {
                 };
                 let opened = state.visits.open_for_code(redemption, state.clock.stored_now()).await?;
                 let visit = &opened.visit;
+                // The holder showed this live code at this counter: the visit is the counter's.
+                let counter_visit = access::counter_of_visit(
+                    &caller.id,
+                    &visit.partner_id,
+                    visit.opened_at,
+                    state.clock.stored_now(),
+                );
+                access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
                 // The visit is open whatever identity-svc says now: show what is known.
                 let facts = match state.holders.get(&caller.id, &state.identity, visit.person_id).await {
                     Ok(facts) => facts,
@@ -242,8 +273,13 @@ impl CodeService for CodeApi {
                     }),
                 })
             })
-            .await?;
-        Ok(Response::new(response))
+            .await;
+        // A verified code names its holder; a refused one (forged, expired, used) opened nothing
+        // and is not looked up for the record.
+        let holder =
+            result.as_ref().ok().and_then(|r| r.holder.as_ref()).and_then(|h| Uuid::parse_str(&h.person_id).ok());
+        access.record(state, holder, &result).await;
+        result.map(Response::new)
     }
 
     async fn get_code_keys(

@@ -20,34 +20,17 @@ use medins_proto::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{SharedState, State};
+use super::SharedState;
 use crate::{
     domain::{
         family::{
-            self, Actor, BindingDocument, BindingStatus, Relationship, Remover, actor_for, check_document,
+            self, BindingDocument, BindingParties, BindingStatus, DocumentFacts, Relationship, Remover, check_document,
             check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
         },
         voucher::{VoucherStatus, age_on, require_insured},
     },
     store::family::{Binding, NewBinding},
 };
-
-/// Who acts for `person`: an operator (exempt caller), the person (their token), or a person
-/// holding an ACTIVE family binding of them (their token). Anyone else is PERMISSION_DENIED /
-/// PERSON_TOKEN_INVALID. The binding is looked up only when the token is someone else's, so the
-/// holder's own calls cost nothing more.
-pub(crate) async fn authorize_person_or_binder<T>(
-    state: &State,
-    request: &Request<T>,
-    person: Uuid,
-) -> ApiResult<Actor> {
-    let subject = state.person_tokens.claims(request).await?.map(|claims| claims.person_id);
-    let binder = match subject {
-        Some(subject) if subject != person => state.family.find_active(subject, person).await?.is_some(),
-        _ => false,
-    };
-    actor_for(subject, person, binder)
-}
 
 /// The FamilyService implementation.
 pub struct FamilyApi {
@@ -68,7 +51,8 @@ pub(crate) fn relationship_of(message: pb::Relationship) -> Relationship {
     }
 }
 
-fn relationship_message(relationship: Relationship) -> pb::Relationship {
+/// The wire form of a relationship.
+pub(crate) fn relationship_message(relationship: Relationship) -> pb::Relationship {
     match relationship {
         Relationship::Spouse => pb::Relationship::Spouse,
         Relationship::Child => pb::Relationship::Child,
@@ -201,10 +185,16 @@ impl FamilyApi {
         let mut documents = Vec::with_capacity(BindingDocument::ALL.len());
         for (role, id) in BindingDocument::ALL.into_iter().zip(request.documents) {
             let found = match id {
-                Some(id) => state.documents.find(id).await?.map(|document| (document.owner_person_id, document.kind)),
+                Some(id) => state.documents.find(id).await?.map(|document| DocumentFacts {
+                    owner: document.owner_person_id,
+                    kind: document.kind,
+                    subject: document.subject_person_id,
+                    relationship: document.relationship,
+                }),
                 None => None,
             };
-            documents.push(check_document(role, id, found, owner)?);
+            let parties = BindingParties { owner, member, relationship: request.relationship };
+            documents.push(check_document(role, id, found, parties)?);
         }
         let [commitment_letter_id, owner_register_id, member_register_id] = documents[..] else {
             return Err(ApiError::internal("a binding takes exactly three documents"));
@@ -214,7 +204,15 @@ impl FamilyApi {
         let face = if needs_face_check(member_birth, today) {
             let started = state
                 .identity
-                .start_face_verification(member, IdentityFacePurpose::FamilyBinding, &id.to_string(), partner_id)
+                // The binder reads and watches this session with their own token: the member
+                // (an elder) may have no phone of their own.
+                .start_face_verification(
+                    member,
+                    IdentityFacePurpose::FamilyBinding,
+                    &id.to_string(),
+                    partner_id,
+                    Some(owner),
+                )
                 .await?;
             let session = started.session.ok_or_else(|| ApiError::internal("identity-svc started no session"))?;
             let session_id = Uuid::parse_str(&session.session_id)
@@ -402,7 +400,10 @@ impl FamilyService for FamilyApi {
         let response = state
             .idempotency
             .run(&caller.id, "SetFamilyAid", request.metadata(), body, || async {
-                let binding = state.family.set_family_aid(id, enabled).await?;
+                // Family aid policy (README, Configuration): the binder's scheme must pay for
+                // this relationship; the same decision Settle asks (domain::settlement).
+                let aid_policy = state.settlements.policy().family_aid().clone();
+                let binding = state.family.set_family_aid(id, enabled, aid_policy).await?;
                 tracing::info!(binding_id = %id, enabled, partner = %caller.id, "family aid set");
                 Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&caller.id, &binding, &[]).await?) })
             })

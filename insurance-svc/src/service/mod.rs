@@ -47,6 +47,10 @@ pub struct State {
     pub documents: crate::store::document::DocumentStore,
     /// Document bytes (object store).
     pub objects: crate::store::objects::DocumentObjects,
+    /// Wraps each document's own key (insurance-svc's versioned data keys).
+    pub document_cipher: medins_common::crypto::FieldCipher,
+    /// The bounded pool for image decoding, PDF parsing and rendering, QR PNGs.
+    pub heavy: crate::heavy::HeavyPool,
     /// Family bindings.
     pub family: crate::store::family::FamilyStore,
     /// Card fees, applications and cards.

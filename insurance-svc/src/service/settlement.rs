@@ -1,8 +1,7 @@
 //! `medins.insurance.v1.SettlementService`.
 
 use medins_common::{
-    ApiResult,
-    auth::{Caller, PartnerKind},
+    ApiError, ApiResult, Reason,
     convert::timestamp,
     error::{require_enum, require_uuid},
 };
@@ -11,11 +10,14 @@ use medins_proto::insurance::v1::{
     ReverseSettlementResponse, SettleRequest, SettleResponse, settlement_service_server::SettlementService,
 };
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
-use super::{SharedState, State};
+use super::{
+    SharedState,
+    access::{CallAccess, HandlerFacts},
+};
 use crate::{
     domain::{
+        access::{self, Standing},
         ledger,
         settlement::{self, Category, ExpenseTotals, PayFrom, SettlementStatus},
     },
@@ -32,25 +34,6 @@ impl SettlementApi {
     pub fn new(state: SharedState) -> Self {
         Self { state }
     }
-}
-
-/// Checks that the caller may read what belongs to `person_id` (a ledger, annual expenses).
-///
-/// OPS and SERVICE partners act for no one person, nor do the kinds in `also_exempt`. Every
-/// other caller acts for the person and must send that person's token, issued to it
-/// (`x-person-token`, DESIGN.md 4.3): PERSON_TOKEN_REQUIRED without one, PERSON_TOKEN_INVALID
-/// with a bad one or one for someone else.
-pub(crate) async fn authorize_person_read<T>(
-    state: &State,
-    request: &Request<T>,
-    person_id: Uuid,
-    also_exempt: &[PartnerKind],
-) -> ApiResult<()> {
-    let caller = Caller::of(request)?;
-    if !also_exempt.contains(&caller.kind) {
-        state.person_tokens.authorize(request, person_id).await?;
-    }
-    Ok(())
 }
 
 fn category_from_wire(raw: i32) -> ApiResult<Category> {
@@ -118,7 +101,9 @@ fn totals_message(t: &ExpenseTotals) -> pb::ExpenseTotals {
 #[tonic::async_trait]
 impl SettlementService for SettlementApi {
     async fn settle(&self, request: Request<SettleRequest>) -> Result<Response<SettleResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let caller = access.caller.clone();
         let body = request.get_ref();
         let visit_id = require_uuid("visit_id", &body.visit_id)?;
         let pay_from = pay_from_from_wire(body.pay_from)?;
@@ -129,66 +114,108 @@ impl SettlementService for SettlementApi {
             &body.items_summary,
         )?;
         let binder = settlement::binder_of(pay_from, &body.binder_person_id)?;
-        let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "Settle", request.metadata(), body, || async {
-                let settled =
-                    state.settlements.settle(visit_id, &caller.id, terms, binder, state.clock.stored_now()).await?;
-                tracing::info!(settlement_id = %settled.id, %visit_id, partner = %caller.id, "visit settled");
-                Ok(SettleResponse { settlement: Some(settlement_message(&settled)) })
-            })
-            .await?;
-        Ok(Response::new(response))
+        let visit = state.visits.find(visit_id).await?.ok_or_else(visit_not_found)?;
+        let result = async {
+            // Only the counter that opened the visit, for a bounded time, settles it; anyone else
+            // gets the answer a missing visit gets.
+            let counter_visit =
+                access::counter_of_visit(&caller.id, &visit.partner_id, visit.opened_at, state.clock.stored_now());
+            access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
+            state
+                .idempotency
+                .run(&caller.id, "Settle", request.metadata(), body, || async {
+                    let settled =
+                        state.settlements.settle(visit_id, &caller.id, terms, binder, state.clock.stored_now()).await?;
+                    tracing::info!(settlement_id = %settled.id, %visit_id, partner = %caller.id, "visit settled");
+                    Ok(SettleResponse { settlement: Some(settlement_message(&settled)) })
+                })
+                .await
+        }
+        .await;
+        access.record(state, Some(visit.person_id), &result).await;
+        result.map(Response::new)
     }
 
     async fn reverse_settlement(
         &self,
         request: Request<ReverseSettlementRequest>,
     ) -> Result<Response<ReverseSettlementResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let caller = access.caller.clone();
         let body = request.get_ref();
         let settlement_id = require_uuid("settlement_id", &body.settlement_id)?;
         // Checked, not logged: free text may hold personal data.
         ledger::ops_reason(&body.reason)?;
-        let state = &self.state;
-        let response = state
-            .idempotency
-            .run(&caller.id, "ReverseSettlement", request.metadata(), body, || async {
-                let reversed = state.settlements.reverse(settlement_id, state.clock.stored_now()).await?;
-                tracing::info!(%settlement_id, partner = %caller.id, "settlement reversed");
-                Ok(ReverseSettlementResponse { settlement: Some(settlement_message(&reversed)) })
-            })
-            .await?;
-        Ok(Response::new(response))
+        let found = state
+            .settlements
+            .find(settlement_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(Reason::SettlementNotFound, "no such settlement"))?;
+        let result = async {
+            access.decide(state, found.person_id, HandlerFacts::default()).await?;
+            state
+                .idempotency
+                .run(&caller.id, "ReverseSettlement", request.metadata(), body, || async {
+                    let reversed = state.settlements.reverse(settlement_id, state.clock.stored_now()).await?;
+                    tracing::info!(%settlement_id, partner = %caller.id, "settlement reversed");
+                    Ok(ReverseSettlementResponse { settlement: Some(settlement_message(&reversed)) })
+                })
+                .await
+        }
+        .await;
+        access.record(state, Some(found.person_id), &result).await;
+        result.map(Response::new)
     }
 
     async fn get_annual_expenses(
         &self,
         request: Request<GetAnnualExpensesRequest>,
     ) -> Result<Response<GetAnnualExpensesResponse>, Status> {
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let year = settlement::expenses_year(body.year)?;
-        super::family::authorize_person_or_binder(&self.state, &request, person_id).await?;
-        let lines = self.state.settlements.expense_lines(person_id, year).await?;
-        let expenses = settlement::annual_expenses(&lines);
-        Ok(Response::new(GetAnnualExpensesResponse {
-            year,
-            totals: Some(totals_message(&expenses.totals)),
-            by_category: expenses
-                .by_category
-                .iter()
-                .map(|(category, totals)| pb::CategoryExpenses {
-                    category: category_to_wire(*category) as i32,
-                    totals: Some(totals_message(totals)),
-                })
-                .collect(),
-            by_month: expenses
-                .by_month
-                .iter()
-                .map(|(month, totals)| pb::MonthExpenses { month: *month as i32, totals: Some(totals_message(totals)) })
-                .collect(),
-        }))
+        // The person's token or an ACTIVE binder's (or operators): decided before anything is
+        // read, so a refusal does not depend on the id.
+        let standing = access.decide(state, person_id, HandlerFacts::default()).await?;
+        let result: Result<GetAnnualExpensesResponse, Status> = async {
+            let lines = state.settlements.expense_lines(person_id, year).await?;
+            let expenses = settlement::annual_expenses(&lines);
+            Ok(GetAnnualExpensesResponse {
+                year,
+                totals: Some(totals_message(&expenses.totals)),
+                by_category: expenses
+                    .by_category
+                    .iter()
+                    .map(|(category, totals)| pb::CategoryExpenses {
+                        category: category_to_wire(*category) as i32,
+                        totals: Some(totals_message(totals)),
+                    })
+                    .collect(),
+                by_month: expenses
+                    .by_month
+                    .iter()
+                    .map(|(month, totals)| pb::MonthExpenses {
+                        month: *month as i32,
+                        totals: Some(totals_message(totals)),
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        // A token or binding proves the person exists; an operator may name any id, so its
+        // call is recorded only for a person with an account.
+        let known = match standing {
+            Standing::Person | Standing::Binder => Some(person_id),
+            _ => state.accounts.find_open_by_person(person_id).await.ok().flatten().map(|a| a.person_id),
+        };
+        access.record(state, known, &result).await;
+        result.map(Response::new)
     }
+}
+
+fn visit_not_found() -> ApiError {
+    ApiError::not_found(Reason::VisitNotFound, "no such visit")
 }

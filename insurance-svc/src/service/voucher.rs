@@ -2,7 +2,6 @@
 
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::Caller,
     convert::{from_timestamp, timestamp},
     error::{require_enum, require_uuid},
 };
@@ -17,9 +16,13 @@ use medins_proto::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::SharedState;
+use super::{
+    SharedState,
+    access::{CallAccess, HandlerFacts},
+};
 use crate::{
     domain::{
+        access::Standing,
         face::FacePurpose,
         voucher::{
             Channel, FaceCheck, FaceSessionFacts, FaceSessionStatus, Suspender, VoucherStatus, check_activation_face,
@@ -157,7 +160,8 @@ impl VoucherApi {
         Ok(ActivateVoucherResponse { voucher: Some(voucher_message(&voucher)), created })
     }
 
-    /// Suspends or resumes, as operators (exempt callers) or as the holder (person token).
+    /// Suspends or resumes, as operators or as the holder (person token), as the access table
+    /// says; recorded in the holder's access history.
     async fn change_status<T>(
         &self,
         request: &Request<T>,
@@ -168,26 +172,48 @@ impl VoucherApi {
     where
         T: prost::Message,
     {
-        let caller = Caller::of(request)?;
         let state = &self.state;
-        let claims = state.person_tokens.authorize(request, person_id).await?;
-        let actor = if claims.is_some() { Suspender::Holder } else { Suspender::Ops };
-        let change = change(actor);
-        let voucher = state
-            .idempotency
-            .run(&caller.id, method, request.metadata(), request.get_ref(), || async {
-                let voucher = state.vouchers.change_status(person_id, change, state.clock.stored_now()).await?;
-                tracing::info!(
-                    voucher_id = %voucher.id,
-                    status = voucher.status.as_str(),
-                    by = actor.as_str(),
-                    partner = %caller.id,
-                    "voucher status set"
-                );
-                Ok(voucher_message(&voucher))
-            })
-            .await?;
-        Ok(voucher)
+        let access = CallAccess::begin(state, request).await?;
+        let caller = access.caller.clone();
+        let result: Result<pb::Voucher, Status> = async {
+            let actor = match access.decide(state, person_id, HandlerFacts::default()).await? {
+                Standing::Person => Suspender::Holder,
+                _ => Suspender::Ops,
+            };
+            let change = change(actor);
+            state
+                .idempotency
+                .run(&caller.id, method, request.metadata(), request.get_ref(), || async {
+                    let voucher = state.vouchers.change_status(person_id, change, state.clock.stored_now()).await?;
+                    tracing::info!(
+                        voucher_id = %voucher.id,
+                        status = voucher.status.as_str(),
+                        by = actor.as_str(),
+                        partner = %caller.id,
+                        "voucher status set"
+                    );
+                    Ok(voucher_message(&voucher))
+                })
+                .await
+        }
+        .await;
+        access.record(state, self.known_person(person_id, &result).await, &result).await;
+        result
+    }
+
+    /// `person_id` if the access history should record a call about it: a call that did not end
+    /// NOT_FOUND names a person with a voucher; one that did is recorded only if the person
+    /// has one (a refusal looks like NOT_FOUND too), never for an unknown id.
+    async fn known_person<R>(&self, person_id: Uuid, result: &Result<R, Status>) -> Option<Uuid> {
+        match result {
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                match self.state.vouchers.find_by_person(person_id).await {
+                    Ok(Some(_)) => Some(person_id),
+                    _ => None,
+                }
+            }
+            _ => Some(person_id),
+        }
     }
 }
 
@@ -197,31 +223,42 @@ impl VoucherService for VoucherApi {
         &self,
         request: Request<ActivateVoucherRequest>,
     ) -> Result<Response<ActivateVoucherResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let caller = access.caller.clone();
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let channel =
             self_activation_channel(channel_of(require_enum::<pb::ActivationChannel>("channel", body.channel)?))?;
         let face_session_id = require_uuid("face_session_id", &body.face_session_id)?;
-        let state = &self.state;
-        state.person_tokens.authorize(&request, person_id).await?;
-        let response = state
+        // Only the person activates (their token): a refusal does not depend on the id, and
+        // what the person does with their own token is theirs to see.
+        access.decide(state, person_id, HandlerFacts::default()).await?;
+        let result = state
             .idempotency
             .run(&caller.id, "ActivateVoucher", request.metadata(), body, || async {
                 Ok(self.activate(&caller.id, person_id, channel, face_session_id, &caller.id).await?)
             })
-            .await?;
-        Ok(Response::new(response))
+            .await;
+        access.record(state, Some(person_id), &result).await;
+        result.map(Response::new)
     }
 
     async fn get_voucher(&self, request: Request<GetVoucherRequest>) -> Result<Response<GetVoucherResponse>, Status> {
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
         let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
-        self.state.person_tokens.authorize(&request, person_id).await?;
         let voucher =
-            self.state.vouchers.find_by_person(person_id).await?.ok_or_else(|| {
+            state.vouchers.find_by_person(person_id).await?.ok_or_else(|| {
                 ApiError::not_found(Reason::VoucherNotFound, "this person has not activated a voucher")
             })?;
-        Ok(Response::new(GetVoucherResponse { voucher: Some(voucher_message(&voucher)) }))
+        let result = access
+            .decide(state, person_id, HandlerFacts::default())
+            .await
+            .map(|_| GetVoucherResponse { voucher: Some(voucher_message(&voucher)) })
+            .map_err(Status::from);
+        access.record(state, Some(person_id), &result).await;
+        result.map(Response::new)
     }
 
     async fn suspend_voucher(

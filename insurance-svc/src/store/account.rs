@@ -4,7 +4,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, is_unique_violation},
+    db::{Db, is_unique_violation, retry_conflicts},
 };
 use uuid::Uuid;
 
@@ -101,20 +101,23 @@ impl AccountStore {
                     birth_date,
                     opened_at: now,
                 };
-                let inserted = diesel::insert_into(accounts::table)
-                    .values((
-                        accounts::id.eq(account.id.to_string()),
-                        accounts::person_id.eq(account.person_id.to_string()),
-                        accounts::scheme.eq(account.scheme.as_str()),
-                        accounts::region_code.eq(&account.region_code),
-                        accounts::employer_code.eq(&account.employer_code),
-                        accounts::status.eq(account.status.as_str()),
-                        accounts::balance_cents.eq(account.balance_cents),
-                        accounts::birth_date.eq(account.birth_date),
-                        accounts::opened_at.eq(now),
-                        accounts::updated_at.eq(now),
-                    ))
-                    .execute(conn);
+                // One autocommit statement: the shared retry runs it again after a conflict.
+                let inserted = retry_conflicts(|| {
+                    diesel::insert_into(accounts::table)
+                        .values((
+                            accounts::id.eq(account.id.to_string()),
+                            accounts::person_id.eq(account.person_id.to_string()),
+                            accounts::scheme.eq(account.scheme.as_str()),
+                            accounts::region_code.eq(&account.region_code),
+                            accounts::employer_code.eq(&account.employer_code),
+                            accounts::status.eq(account.status.as_str()),
+                            accounts::balance_cents.eq(account.balance_cents),
+                            accounts::birth_date.eq(account.birth_date),
+                            accounts::opened_at.eq(now),
+                            accounts::updated_at.eq(now),
+                        ))
+                        .execute(conn)
+                });
                 match inserted {
                     Ok(_) => Ok(account),
                     Err(error) if is_unique_violation(&error) => Err(ApiError::already_exists(

@@ -8,12 +8,13 @@ use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
     crypto::{FieldAad, FieldCipher},
-    db::{Db, DbConnection, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, is_unique_violation, retry_conflicts, write_transaction},
 };
 use uuid::Uuid;
 
 use super::schema::{
-    card_application_events, card_application_evidence, card_applications, card_fees, card_mailing_addresses, cards,
+    card_application_events, card_application_evidence, card_applications, card_fees, card_lookup_failures,
+    card_mailing_addresses, cards,
 };
 use crate::domain::{
     card::{
@@ -325,16 +326,19 @@ impl CardStore {
         self.db
             .write(move |conn| {
                 let id = Uuid::now_v7();
-                let inserted = diesel::insert_into(card_fees::table)
-                    .values((
-                        card_fees::id.eq(id.to_string()),
-                        card_fees::person_id.eq(person_id.to_string()),
-                        card_fees::bank_partner_id.eq(&bank_partner_id),
-                        card_fees::reference.eq(&reference),
-                        card_fees::amount_cents.eq(amount_cents),
-                        card_fees::recorded_at.eq(now),
-                    ))
-                    .execute(conn);
+                // One autocommit statement: the shared retry runs it again after a conflict.
+                let inserted = retry_conflicts(|| {
+                    diesel::insert_into(card_fees::table)
+                        .values((
+                            card_fees::id.eq(id.to_string()),
+                            card_fees::person_id.eq(person_id.to_string()),
+                            card_fees::bank_partner_id.eq(&bank_partner_id),
+                            card_fees::reference.eq(&reference),
+                            card_fees::amount_cents.eq(amount_cents),
+                            card_fees::recorded_at.eq(now),
+                        ))
+                        .execute(conn)
+                });
                 let created = match inserted {
                     Ok(_) => true,
                     Err(error) if is_unique_violation(&error) => false,
@@ -434,7 +438,14 @@ impl CardStore {
                 write_transaction(conn, |conn| {
                     let action =
                         if rejection.is_some() { ApplicationAction::Reject } else { ApplicationAction::Approve };
-                    step(conn, id, action, &partner, now, Change::Review { rejection, today: Some(today) })?;
+                    step(
+                        conn,
+                        id,
+                        action,
+                        &partner,
+                        now,
+                        Change::Review { rejection: rejection.clone(), today: Some(today) },
+                    )?;
                     load_application(conn, &cipher, id)
                 })
             })
@@ -486,7 +497,14 @@ impl CardStore {
                         }
                         _ => {}
                     }
-                    step(conn, id, ApplicationAction::Dispatch, &partner, now, Change::Dispatch { tracking })?;
+                    step(
+                        conn,
+                        id,
+                        ApplicationAction::Dispatch,
+                        &partner,
+                        now,
+                        Change::Dispatch { tracking: tracking.clone() },
+                    )?;
                     load_application(conn, &cipher, id)
                 })
             })
@@ -566,6 +584,65 @@ impl CardStore {
                     ApplicationCursor { submitted_at: last.submitted_at, application_id: last.id }
                 });
                 Ok((applications, next))
+            })
+            .await
+    }
+
+    /// Reserves one of `partner_id`'s failed card lookups of `day` (China Standard Time) if
+    /// fewer than `limit` are used; false once the limit is reached. One conditional update on
+    /// the partner's row, which both backends apply atomically (PostgreSQL re-checks the
+    /// condition on the row it waited for), so concurrent lookups never pass the limit.
+    pub async fn reserve_lookup(&self, partner_id: &str, day: NaiveDate, limit: u32) -> ApiResult<bool> {
+        let partner_id = partner_id.to_owned();
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    let row = (
+                        card_lookup_failures::partner_id.eq(&partner_id),
+                        card_lookup_failures::day.eq(day),
+                        card_lookup_failures::failures.eq(0),
+                    );
+                    match conn {
+                        DbConnection::Postgres(pg) => {
+                            diesel::insert_into(card_lookup_failures::table)
+                                .values(row)
+                                .on_conflict_do_nothing()
+                                .execute(pg)?;
+                        }
+                        DbConnection::Sqlite(sqlite) => {
+                            diesel::insert_or_ignore_into(card_lookup_failures::table).values(row).execute(sqlite)?;
+                        }
+                    }
+                    let reserved = diesel::update(
+                        card_lookup_failures::table
+                            .find((&partner_id, day))
+                            .filter(card_lookup_failures::failures.lt(limit)),
+                    )
+                    .set(card_lookup_failures::failures.eq(card_lookup_failures::failures + 1))
+                    .execute(conn)?;
+                    Ok(reserved == 1)
+                })
+            })
+            .await
+    }
+
+    /// Gives back a unit [`CardStore::reserve_lookup`] took on `day`: the lookup found a card
+    /// the caller may act on.
+    pub async fn release_lookup(&self, partner_id: &str, day: NaiveDate) -> ApiResult<()> {
+        let partner_id = partner_id.to_owned();
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    diesel::update(
+                        card_lookup_failures::table
+                            .find((&partner_id, day))
+                            .filter(card_lookup_failures::failures.gt(0)),
+                    )
+                    .set(card_lookup_failures::failures.eq(card_lookup_failures::failures - 1))
+                    .execute(conn)?;
+                    Ok(())
+                })
             })
             .await
     }
@@ -677,12 +754,12 @@ impl CardStore {
                         person_id: card.person_id,
                         channel: CardChannel::Replacement,
                         delivery: crate::domain::card::delivery_of(CardChannel::Replacement, mailing_address.is_some()),
-                        partner_id: partner,
+                        partner_id: partner.clone(),
                         guardian_person_id: None,
                         agent_person_id: None,
                         employer_code: None,
                         evidence: None,
-                        mailing_address,
+                        mailing_address: mailing_address.clone(),
                         fee_id: Some(fee_id),
                     };
                     let id = insert_application(conn, &cipher, &new, Some(&number), now)?;

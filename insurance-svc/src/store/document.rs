@@ -1,16 +1,21 @@
-//! Document metadata at rest. The bytes live in the object store; a row is written only after
-//! every byte is stored, so a row always names a complete object.
+//! Document metadata at rest. The bytes live in the object store, encrypted; a row is written
+//! only after every byte is stored, so a row always names a complete object. Before the bytes
+//! are written an intent names their key; the row's insert removes it in the same transaction,
+//! so an intent that outlives the upload names bytes without a row, which the sweeper deletes.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult,
-    db::{Db, DbConnection},
+    db::{Db, DbConnection, write_transaction},
 };
 use uuid::Uuid;
 
-use super::schema::documents;
-use crate::domain::document::{ContentType, DocumentKind};
+use super::schema::{document_object_intents, documents};
+use crate::domain::{
+    document::{ContentType, DocumentKind},
+    family::Relationship,
+};
 
 /// A stored document's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +38,17 @@ pub struct Document {
     pub uploaded_by: String,
     /// When it was stored.
     pub created_at: NaiveDateTime,
+    /// The person the document shows or names: whose household register page it is, the
+    /// member a commitment letter binds, the owner for the other kinds. `None` only for letters
+    /// stored before letters named their member (they bind nobody).
+    pub subject_person_id: Option<Uuid>,
+    /// A commitment letter's relationship of the member to the owner.
+    pub relationship: Option<Relationship>,
+    /// The person whose token uploaded it, when it was not the owner's (a guardian).
+    pub uploaded_by_person_id: Option<Uuid>,
+    /// The document's key, wrapped by insurance-svc's data keys (`store::objects`); `None` for
+    /// bytes stored in clear before documents were encrypted.
+    pub wrapped_key: Option<Vec<u8>>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -47,6 +63,10 @@ struct DocumentRow {
     object_key: String,
     uploaded_by: String,
     created_at: NaiveDateTime,
+    subject_person_id: Option<String>,
+    relationship: Option<String>,
+    uploaded_by_person_id: Option<String>,
+    wrapped_key: Option<Vec<u8>>,
 }
 
 impl TryFrom<DocumentRow> for Document {
@@ -64,6 +84,24 @@ impl TryFrom<DocumentRow> for Document {
             object_key: row.object_key,
             uploaded_by: row.uploaded_by,
             created_at: row.created_at,
+            subject_person_id: row
+                .subject_person_id
+                .as_deref()
+                .map(Uuid::parse_str)
+                .transpose()
+                .map_err(|_| bad("subject_person_id"))?,
+            relationship: row
+                .relationship
+                .as_deref()
+                .map(|text| Relationship::parse(text).ok_or_else(|| bad("relationship")))
+                .transpose()?,
+            uploaded_by_person_id: row
+                .uploaded_by_person_id
+                .as_deref()
+                .map(Uuid::parse_str)
+                .transpose()
+                .map_err(|_| bad("uploaded_by_person_id"))?,
+            wrapped_key: row.wrapped_key,
         })
     }
 }
@@ -80,6 +118,10 @@ impl From<&Document> for DocumentRow {
             object_key: document.object_key.clone(),
             uploaded_by: document.uploaded_by.clone(),
             created_at: document.created_at,
+            subject_person_id: document.subject_person_id.map(|id| id.to_string()),
+            relationship: document.relationship.map(|r| r.as_str().to_owned()),
+            uploaded_by_person_id: document.uploaded_by_person_id.map(|id| id.to_string()),
+            wrapped_key: document.wrapped_key.clone(),
         }
     }
 }
@@ -96,12 +138,115 @@ impl DocumentStore {
         Self { db }
     }
 
-    /// Records a document whose bytes are already in the object store.
+    /// Records that bytes are about to be written under `object_key` (before the write).
+    pub async fn record_intent(&self, object_key: String, now: NaiveDateTime) -> ApiResult<()> {
+        self.db
+            .write(move |conn| {
+                diesel::insert_into(document_object_intents::table)
+                    .values((
+                        document_object_intents::object_key.eq(object_key),
+                        document_object_intents::created_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records a document whose bytes are already in the object store, and removes their
+    /// intent in the same transaction.
     pub async fn insert(&self, document: Document) -> ApiResult<Document> {
         self.db
             .write(move |conn| {
-                diesel::insert_into(documents::table).values(DocumentRow::from(&document)).execute(conn)?;
-                Ok(document)
+                write_transaction(conn, |conn| {
+                    diesel::insert_into(documents::table).values(DocumentRow::from(&document)).execute(conn)?;
+                    diesel::delete(document_object_intents::table.find(&document.object_key)).execute(conn)?;
+                    Ok(document.clone())
+                })
+            })
+            .await
+    }
+
+    /// Object keys of intents recorded before `before` (at most `limit`): bytes whose row never
+    /// committed, unless a row names them after all (then only the intent is stale).
+    pub async fn stale_intents(&self, before: NaiveDateTime, limit: i64) -> ApiResult<Vec<(String, bool)>> {
+        self.db
+            .read(move |conn| {
+                let keys: Vec<String> = document_object_intents::table
+                    .filter(document_object_intents::created_at.lt(before))
+                    .order(document_object_intents::created_at.asc())
+                    .limit(limit)
+                    .select(document_object_intents::object_key)
+                    .load(conn)?;
+                let named: Vec<String> = documents::table
+                    .filter(documents::object_key.eq_any(&keys))
+                    .select(documents::object_key)
+                    .load(conn)?;
+                Ok(keys
+                    .into_iter()
+                    .map(|key| {
+                        let has_row = named.contains(&key);
+                        (key, has_row)
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    /// Documents whose bytes are still in clear (stored before documents were sealed), oldest
+    /// first.
+    pub async fn unsealed(&self, limit: i64) -> ApiResult<Vec<Document>> {
+        self.db
+            .read(move |conn| {
+                documents::table
+                    .filter(documents::wrapped_key.is_null())
+                    .order(documents::created_at.asc())
+                    .limit(limit)
+                    .select(DocumentRow::as_select())
+                    .load(conn)?
+                    .into_iter()
+                    .map(Document::try_from)
+                    .collect()
+            })
+            .await
+    }
+
+    /// Points a document still in clear at its sealed object (compare-and-set on the old key
+    /// and the missing wrapped key) and removes the sealed object's intent, in one transaction.
+    /// `false` if another replica sealed it first.
+    pub async fn mark_sealed(
+        &self,
+        id: Uuid,
+        old_key: String,
+        new_key: String,
+        wrapped_key: Vec<u8>,
+    ) -> ApiResult<bool> {
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    let updated = diesel::update(
+                        documents::table
+                            .find(id.to_string())
+                            .filter(documents::object_key.eq(&old_key))
+                            .filter(documents::wrapped_key.is_null()),
+                    )
+                    .set((documents::object_key.eq(&new_key), documents::wrapped_key.eq(&wrapped_key)))
+                    .execute(conn)?;
+                    if updated == 1 {
+                        diesel::delete(document_object_intents::table.find(&new_key)).execute(conn)?;
+                    }
+                    Ok(updated == 1)
+                })
+            })
+            .await
+    }
+
+    /// Forgets an intent (its bytes were deleted, or a row names them).
+    pub async fn forget_intent(&self, object_key: String) -> ApiResult<()> {
+        self.db
+            .write(move |conn| {
+                diesel::delete(document_object_intents::table.find(object_key)).execute(conn)?;
+                Ok(())
             })
             .await
     }

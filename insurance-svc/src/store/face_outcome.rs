@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult,
-    db::{Db, is_unique_violation},
+    db::{Db, is_unique_violation, retry_conflicts},
 };
 use uuid::Uuid;
 
@@ -86,18 +86,21 @@ impl FaceOutcomeStore {
         self.db
             .write(move |conn| {
                 let session_id = record.session_id.to_string();
-                let inserted = diesel::insert_into(face_outcomes::table)
-                    .values((
-                        face_outcomes::session_id.eq(&session_id),
-                        face_outcomes::event_id.eq(record.event_id.to_string()),
-                        face_outcomes::person_id.eq(record.person_id.to_string()),
-                        face_outcomes::purpose.eq(record.purpose.as_str()),
-                        face_outcomes::reference.eq(&record.reference),
-                        face_outcomes::outcome.eq(record.outcome.as_str()),
-                        face_outcomes::finished_at.eq(record.finished_at),
-                        face_outcomes::received_at.eq(received_at),
-                    ))
-                    .execute(conn);
+                // One autocommit statement: the shared retry runs it again after a conflict.
+                let inserted = retry_conflicts(|| {
+                    diesel::insert_into(face_outcomes::table)
+                        .values((
+                            face_outcomes::session_id.eq(&session_id),
+                            face_outcomes::event_id.eq(record.event_id.to_string()),
+                            face_outcomes::person_id.eq(record.person_id.to_string()),
+                            face_outcomes::purpose.eq(record.purpose.as_str()),
+                            face_outcomes::reference.eq(&record.reference),
+                            face_outcomes::outcome.eq(record.outcome.as_str()),
+                            face_outcomes::finished_at.eq(record.finished_at),
+                            face_outcomes::received_at.eq(received_at),
+                        ))
+                        .execute(conn)
+                });
                 match inserted {
                     Ok(_) => Ok(Recorded::New),
                     Err(error) if is_unique_violation(&error) => {

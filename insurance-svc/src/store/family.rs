@@ -9,6 +9,7 @@ use medins_common::{
 use uuid::Uuid;
 
 use super::{
+    account::open_account_of,
     ledger::{TxError, write_with_retry},
     schema::{family_binder_months, family_bindings, vouchers},
     voucher::{activate_for_family_in, suspend_family_only_in},
@@ -16,6 +17,7 @@ use super::{
 use crate::domain::{
     face::FaceOutcome,
     family::{self, BindingStatus, FAMILY_QUOTA, MONTHLY_BINDERS, Places, Relationship, Remover},
+    settlement::{self, FamilyAidPolicy},
 };
 
 /// A family binding.
@@ -244,11 +246,20 @@ impl FamilyStore {
     }
 
     /// Switches family aid of an ACTIVE binding; FAILED_PRECONDITION / BINDING_NOT_ACTIVE
-    /// otherwise.
-    pub async fn set_family_aid(&self, id: Uuid, enabled: bool) -> ApiResult<Binding> {
+    /// otherwise. Switching it on also needs `policy` to let the binder's scheme pay for the
+    /// member's relationship (FAILED_PRECONDITION / FAMILY_AID_NOT_ELIGIBLE), decided by
+    /// [`settlement::require_family_aid_eligible`] on the binder's open account, read here;
+    /// switching it off is always allowed.
+    pub async fn set_family_aid(&self, id: Uuid, enabled: bool, policy: FamilyAidPolicy) -> ApiResult<Binding> {
         self.db
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
+                    if enabled {
+                        let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                        family::require_active(binding.status)?;
+                        let scheme = open_account_of(conn, binding.owner_person_id)?.map(|account| account.scheme);
+                        settlement::require_family_aid_eligible(&policy, scheme, binding.relationship)?;
+                    }
                     let updated = diesel::update(
                         family_bindings::table
                             .filter(family_bindings::id.eq(id.to_string()))

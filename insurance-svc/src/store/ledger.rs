@@ -13,7 +13,7 @@ use diesel::{
 };
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{CachedSql, Db, DbConnection, is_unique_violation, write_transaction},
+    db::{CachedSql, Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
 };
 use uuid::Uuid;
 
@@ -45,6 +45,8 @@ pub struct Entry {
     pub settlement_id: Option<Uuid>,
     /// When.
     pub created_at: NaiveDateTime,
+    /// The partner that credited this contribution (contributions credited since the column exists).
+    pub credited_by: Option<String>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -58,6 +60,7 @@ struct EntryRow {
     reference: String,
     settlement_id: Option<String>,
     created_at: NaiveDateTime,
+    credited_by: Option<String>,
 }
 
 impl TryFrom<EntryRow> for Entry {
@@ -79,6 +82,7 @@ impl TryFrom<EntryRow> for Entry {
             balance_after_cents: row.balance_after_cents,
             reference: row.reference,
             created_at: row.created_at,
+            credited_by: row.credited_by,
         })
     }
 }
@@ -91,14 +95,24 @@ pub(crate) struct NewEntry<'a> {
     pub amount_cents: i64,
     pub reference: &'a str,
     pub settlement_id: Option<Uuid>,
+    /// The partner crediting a contribution.
+    pub credited_by: Option<&'a str>,
 }
 
-/// Why a write transaction failed: an answer for the caller, or a lost race on a unique index
-/// (or a PostgreSQL serialisation failure), after which the whole transaction is run again.
+/// Why a write transaction failed: an answer for the caller, or a lost race on a unique index,
+/// after which [`write_with_retry`] runs the whole transaction again. (Serialization failures
+/// and deadlocks are `Api` errors with reason TRANSACTION_CONFLICT, retried by
+/// `write_transaction` itself: the shared `db::retry_conflicts`.)
 #[derive(Debug)]
 pub(crate) enum TxError {
     Api(ApiError),
     Raced,
+}
+
+impl TransientConflict for TxError {
+    fn is_transient_conflict(&self) -> bool {
+        matches!(self, TxError::Api(error) if error.is_transient_conflict())
+    }
 }
 
 impl From<ApiError> for TxError {
@@ -109,14 +123,7 @@ impl From<ApiError> for TxError {
 
 impl From<DieselError> for TxError {
     fn from(error: DieselError) -> Self {
-        use diesel::result::DatabaseErrorKind;
-        if is_unique_violation(&error)
-            || matches!(error, DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _))
-        {
-            TxError::Raced
-        } else {
-            TxError::Api(error.into())
-        }
+        if is_unique_violation(&error) { TxError::Raced } else { TxError::Api(error.into()) }
     }
 }
 
@@ -175,6 +182,7 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
         reference: new.reference.to_owned(),
         settlement_id: new.settlement_id,
         created_at: now,
+        credited_by: new.credited_by.map(str::to_owned),
     };
     diesel::insert_into(account_entries::table)
         .values((
@@ -186,6 +194,7 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
             account_entries::reference.eq(&entry.reference),
             account_entries::settlement_id.eq(entry.settlement_id.map(|id| id.to_string())),
             account_entries::created_at.eq(now),
+            account_entries::credited_by.eq(new.credited_by),
         ))
         .execute(conn)?;
     Ok(entry)
@@ -225,8 +234,10 @@ impl LedgerStore {
         &self,
         account_id: Uuid,
         contribution: Contribution,
+        partner_id: &str,
         now: NaiveDateTime,
     ) -> ApiResult<(Entry, Account)> {
+        let partner_id = partner_id.to_owned();
         self.db
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
@@ -244,6 +255,7 @@ impl LedgerStore {
                             amount_cents: contribution.amount_cents,
                             reference: &contribution.reference,
                             settlement_id: None,
+                            credited_by: Some(&partner_id),
                         },
                         now,
                     )?;
@@ -255,12 +267,15 @@ impl LedgerStore {
     }
 
     /// A page of an account's entries, newest first, after `cursor`; with the cursor of the
-    /// next page when there is one. NOT_FOUND / ACCOUNT_NOT_FOUND for an unknown account.
+    /// next page when there is one. With `only_credited_by`, only the contributions that
+    /// partner credited (an employer's view). NOT_FOUND / ACCOUNT_NOT_FOUND for an unknown
+    /// account.
     pub async fn list(
         &self,
         account_id: Uuid,
         cursor: Option<EntryCursor>,
         page_size: usize,
+        only_credited_by: Option<String>,
     ) -> ApiResult<(Vec<Entry>, Option<EntryCursor>)> {
         self.db
             .run(move |conn| {
@@ -273,6 +288,11 @@ impl LedgerStore {
                     .filter(account_entries::account_id.eq(account_id.to_string()))
                     .select(EntryRow::as_select())
                     .into_boxed();
+                if let Some(partner) = &only_credited_by {
+                    query = query
+                        .filter(account_entries::kind.eq(EntryKind::Contribution.as_str()))
+                        .filter(account_entries::credited_by.eq(partner.clone()));
+                }
                 if let Some(cursor) = cursor {
                     query = query.filter(
                         account_entries::created_at.lt(cursor.created_at).or(account_entries::created_at

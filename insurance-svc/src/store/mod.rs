@@ -3,6 +3,7 @@
 pub mod account;
 pub mod card;
 pub mod document;
+pub mod document_sweeper;
 pub mod face_outcome;
 pub mod family;
 pub mod ledger;

@@ -5,18 +5,123 @@
 //! Failures of the store are the dependency's, not the caller's: UNAVAILABLE /
 //! DEPENDENCY_UNAVAILABLE, retryable. An object missing under a key the database names is data
 //! loss: INTERNAL (logged).
+//!
+//! Documents are identity documents (DESIGN.md 4.3a): every object is sealed before it leaves
+//! this process, in the local folder and in S3 alike. Each document has its own random
+//! AES-256-GCM key; the object is `MDOC` `01` nonce ciphertext tag, with associated data binding
+//! the document id and its owner (an object copied under another document or owner does not
+//! open); the key is wrapped by insurance-svc's versioned data keys (`FieldCipher`, AAD table
+//! `documents`, column `wrapped_key`, the document id) and kept in the document's row, never
+//! beside the object. A stolen bucket or folder is ciphertext; bytes whose row never committed
+//! cannot be opened even before the sweeper deletes them. A local folder is 0700 and its files
+//! 0600.
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
+use aes_gcm::{
+    Aes256Gcm, Nonce, Tag,
+    aead::{AeadInPlace, KeyInit},
+};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
-use medins_common::{ApiError, ApiResult, Reason};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    crypto::{FieldAad, FieldCipher, random_bytes},
+};
 use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+use uuid::Uuid;
+
+/// The first bytes of a sealed object: a magic and the format version.
+pub const SEALED_MAGIC: &[u8; 5] = b"MDOC\x01";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Context label of a document's associated data (part of the storage format).
+const DOCUMENT_AAD_CONTEXT: &[u8] = b"medins/document/v1";
 
 /// Where document bytes are kept.
 #[derive(Clone)]
 pub struct DocumentObjects {
     store: Arc<dyn ObjectStore>,
+    /// The local folder, when the store is one (its files' modes are set here).
+    local_root: Option<PathBuf>,
+}
+
+/// A document's bytes as stored: the sealed object and its wrapped key (for the row).
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// `MDOC` `01` nonce ciphertext tag.
+    pub object: Vec<u8>,
+    /// The document key, wrapped by the data keys.
+    pub wrapped_key: Vec<u8>,
+}
+
+fn key_aad(document_id: &str) -> FieldAad<'_> {
+    FieldAad { table: "documents", column: "wrapped_key", row_id: document_id }
+}
+
+fn document_aad(document_id: Uuid, owner_person_id: Uuid) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(DOCUMENT_AAD_CONTEXT.len() + 80);
+    for part in [DOCUMENT_AAD_CONTEXT, document_id.as_bytes(), owner_person_id.as_bytes()] {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part);
+    }
+    aad
+}
+
+/// Seals `plaintext` as document `document_id` of `owner_person_id` under a fresh key wrapped
+/// by `cipher`.
+pub fn seal(cipher: &FieldCipher, document_id: Uuid, owner_person_id: Uuid, plaintext: &[u8]) -> Sealed {
+    let mut key = random_bytes::<32>();
+    let nonce = random_bytes::<NONCE_LEN>();
+    let mut object = Vec::with_capacity(SEALED_MAGIC.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+    object.extend_from_slice(SEALED_MAGIC);
+    object.extend_from_slice(&nonce);
+    object.extend_from_slice(plaintext);
+    let start = SEALED_MAGIC.len() + NONCE_LEN;
+    let tag = Aes256Gcm::new((&key).into())
+        .encrypt_in_place_detached(
+            Nonce::from_slice(&nonce),
+            &document_aad(document_id, owner_person_id),
+            &mut object[start..],
+        )
+        .expect("a document is far below AES-GCM's limit");
+    object.extend_from_slice(&tag);
+    let wrapped_key = cipher.encrypt(&key_aad(&document_id.to_string()), &key);
+    key.fill(0);
+    Sealed { object, wrapped_key }
+}
+
+/// Opens a sealed object of document `document_id` of `owner_person_id`. Anything that does not
+/// open (another document's object or key, an altered byte, an unknown key version) is INTERNAL:
+/// the store no longer holds what the row names.
+pub fn open(
+    cipher: &FieldCipher,
+    document_id: Uuid,
+    owner_person_id: Uuid,
+    wrapped_key: &[u8],
+    object: &[u8],
+) -> ApiResult<Vec<u8>> {
+    let damaged = || ApiError::internal(format_args!("document {document_id}: the stored object does not open"));
+    let mut key = cipher.decrypt(&key_aad(&document_id.to_string()), wrapped_key).map_err(|_| damaged())?;
+    let key_bytes: [u8; 32] = key.as_slice().try_into().map_err(|_| damaged())?;
+    key.fill(0);
+    let body = object.strip_prefix(SEALED_MAGIC.as_slice()).ok_or_else(damaged)?;
+    if body.len() < NONCE_LEN + TAG_LEN {
+        return Err(damaged());
+    }
+    let (nonce, rest) = body.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let mut plaintext = ciphertext.to_vec();
+    let result = Aes256Gcm::new((&key_bytes).into()).decrypt_in_place_detached(
+        Nonce::from_slice(nonce),
+        &document_aad(document_id, owner_person_id),
+        &mut plaintext,
+        Tag::from_slice(tag),
+    );
+    let mut key_bytes = key_bytes;
+    key_bytes.fill(0);
+    result.map_err(|_| damaged())?;
+    Ok(plaintext)
 }
 
 impl std::fmt::Debug for DocumentObjects {
@@ -41,17 +146,28 @@ impl DocumentObjects {
             None => anyhow::bail!("document store URL must be file:///folder or s3://bucket"),
         };
         anyhow::ensure!(!folder.as_os_str().is_empty(), "document store folder is empty");
-        std::fs::create_dir_all(&folder)
-            .map_err(|e| anyhow::anyhow!("creating the document folder {}: {e}", folder.display()))?;
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&folder)
+                .map_err(|e| anyhow::anyhow!("creating the document folder {}: {e}", folder.display()))?;
+            // An existing folder too: identity documents are for this service's user only.
+            std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| anyhow::anyhow!("restricting the document folder {}: {e}", folder.display()))?;
+        }
         let local = object_store::local::LocalFileSystem::new_with_prefix(&folder)?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        Ok(Self::new(Arc::new(local)))
+        let mut objects = Self::new(Arc::new(local));
+        objects.local_root = Some(folder);
+        Ok(objects)
     }
 
     /// Wraps any object store (tests: `object_store::memory::InMemory`).
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self { store, local_root: None }
     }
 
     /// An S3-compatible bucket, `bucket[/prefix]`. Endpoint, region and credentials come from
@@ -80,9 +196,20 @@ impl DocumentObjects {
         anyhow::bail!("s3:// document stores need insurance-svc built with the `s3` feature")
     }
 
-    /// Stores `bytes` under `key`.
+    /// Stores `bytes` under `key`; in a local folder the file becomes 0600 and every folder on
+    /// its way 0700 (object_store creates them with the process umask).
     pub async fn put(&self, key: &str, bytes: Bytes) -> ApiResult<()> {
-        self.store.put(&path(key)?, bytes.into()).await.map(|_| ()).map_err(|e| unavailable("put", &e))
+        self.store.put(&path(key)?, bytes.into()).await.map(|_| ()).map_err(|e| unavailable("put", &e))?;
+        if let Some(root) = &self.local_root {
+            let (root, key) = (root.clone(), key.to_owned());
+            let restricted =
+                tokio::task::spawn_blocking(move || restrict(&root, &key)).await.map_err(ApiError::internal)?;
+            restricted.map_err(|error| {
+                tracing::warn!(%error, "document file modes could not be set");
+                ApiError::unavailable(Reason::DependencyUnavailable, "the document store is unavailable, retry later")
+            })?;
+        }
+        Ok(())
     }
 
     /// The bytes under `key`, as the store streams them.
@@ -107,6 +234,19 @@ impl DocumentObjects {
     }
 }
 
+/// 0600 for the file under `root` at `key`, 0700 for each folder between.
+fn restrict(root: &std::path::Path, key: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut at = root.to_path_buf();
+    let parts: Vec<&str> = key.split('/').collect();
+    for (index, part) in parts.iter().enumerate() {
+        at.push(part);
+        let mode = if index + 1 == parts.len() { 0o600 } else { 0o700 };
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 fn path(key: &str) -> ApiResult<Path> {
     Path::parse(key).map_err(|_| ApiError::internal("invalid object key"))
 }
@@ -129,6 +269,41 @@ fn read_error(key: &str, error: &object_store::Error) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_document_opens_only_as_itself() {
+        let cipher = FieldCipher::new(&medins_common::crypto::DataKeys::generate());
+        let (id, owner) = (Uuid::now_v7(), Uuid::now_v7());
+        let plaintext = b"%PDF-1.7 household register of a person".to_vec();
+        let sealed = seal(&cipher, id, owner, &plaintext);
+        assert!(sealed.object.starts_with(SEALED_MAGIC));
+        assert!(!sealed.object.windows(16).any(|w| plaintext.windows(16).any(|p| p == w)), "no plaintext run");
+        assert_eq!(open(&cipher, id, owner, &sealed.wrapped_key, &sealed.object).unwrap(), plaintext);
+        // Another document's id or owner, another key, a flipped byte: nothing opens.
+        assert!(open(&cipher, Uuid::now_v7(), owner, &sealed.wrapped_key, &sealed.object).is_err());
+        assert!(open(&cipher, id, Uuid::now_v7(), &sealed.wrapped_key, &sealed.object).is_err());
+        let other = seal(&cipher, Uuid::now_v7(), owner, &plaintext);
+        assert!(open(&cipher, id, owner, &other.wrapped_key, &sealed.object).is_err());
+        let mut flipped = sealed.object.clone();
+        flipped[20] ^= 1;
+        assert!(open(&cipher, id, owner, &sealed.wrapped_key, &flipped).is_err());
+        let stranger = FieldCipher::new(&medins_common::crypto::DataKeys::generate());
+        assert!(open(&stranger, id, owner, &sealed.wrapped_key, &sealed.object).is_err());
+    }
+
+    #[tokio::test]
+    async fn local_files_are_0600_in_0700_folders() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("docs");
+        let objects = DocumentObjects::from_url(&format!("file://{}", root.display())).unwrap();
+        objects.put("documents/a/b", Bytes::from_static(b"x")).await.unwrap();
+        let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(root.clone()), 0o700);
+        assert_eq!(mode(root.join("documents")), 0o700);
+        assert_eq!(mode(root.join("documents/a")), 0o700);
+        assert_eq!(mode(root.join("documents/a/b")), 0o600);
+    }
 
     #[tokio::test]
     async fn a_local_folder_stores_reads_streams_and_deletes() {

@@ -102,6 +102,7 @@ diesel::table! {
         reference -> Text,
         settlement_id -> Nullable<Text>,
         created_at -> Timestamp,
+        credited_by -> Nullable<Text>,
     }
 }
 
@@ -128,6 +129,19 @@ diesel::table! {
         sha256 -> Text,
         object_key -> Text,
         uploaded_by -> Text,
+        created_at -> Timestamp,
+        subject_person_id -> Nullable<Text>,
+        relationship -> Nullable<Text>,
+        uploaded_by_person_id -> Nullable<Text>,
+        wrapped_key -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    /// Document bytes written before their row; removed with the row's insert, swept otherwise
+    /// (migration 2026-12-07-080000).
+    document_object_intents (object_key) {
+        object_key -> Text,
         created_at -> Timestamp,
     }
 }
@@ -277,3 +291,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     card_application_events,
     cards,
 );
+
+diesel::table! {
+    /// Failed card lookups per partner and China-time day (issue 13 item 3).
+    card_lookup_failures (partner_id, day) {
+        partner_id -> Text,
+        day -> Date,
+        failures -> Integer,
+    }
+}

@@ -8,6 +8,14 @@
 //! the same locks in the same order (totals, then the charged account). The read replaced four
 //! statements: on PostgreSQL each is a round trip, and hospitals and pharmacies wait on this one.
 //!
+//! Lock order, the same for every transaction here, so that none waits in a cycle (PostgreSQL
+//! 40P01): totals rows first (by person, year, category), then account rows (by id), and only
+//! the accounts charged. Family aid charges the binder's account, not the holder's: its read
+//! ([`FAMILY_AID_INPUTS`]) leaves the holder's account unlocked and the binder's is locked
+//! after the totals. So A paying B's bill while B pays A's holds (totals B, account A) and
+//! (totals A, account B), which cannot cross. A conflict that still happens (another writer
+//! outside this order) is retried by `write_transaction` (`db::retry_conflicts`).
+//!
 //! On PostgreSQL the settlements waiting at the same moment (all but family aid) go further:
 //! they are settled together, one transaction of four round trips for the whole batch
 //! ([`settle_batch`]), the way SQLite's writer group-commits. The split stays the one Rust
@@ -199,14 +207,19 @@ macro_rules! settle_inputs_columns {
 /// (totals row, then account row locked). SQLite needs no locks (the writer holds the database)
 /// and has no `INSERT` in `WITH`: a missing totals row reads as zero and [`store_year_to_date`]
 /// creates it.
+///
+/// `holder_pays`: whether the holder's account may be charged (locked on PostgreSQL); family
+/// aid reads it unlocked (see the module doc on lock order).
 fn settle_inputs(
     conn: &mut DbConnection,
     visit_id: Uuid,
     year: i32,
     category: Category,
+    holder_pays: bool,
 ) -> Result<Option<SettleInputs>, TxError> {
     if conn.backend() == Backend::Postgres {
-        return Ok(batch_inputs(conn, &[(visit_id, year, category)])?.pop().flatten());
+        let sql = if holder_pays { SETTLE_BATCH_INPUTS } else { FAMILY_AID_INPUTS };
+        return Ok(inputs_by_visit(conn, sql, &[(visit_id, year, category)])?.pop().flatten());
     }
     let inputs = CachedSql::new(
         concat!(
@@ -331,6 +344,7 @@ fn store_settlement(
                 amount_cents: -settled.account_cents,
                 reference: &settled.id.to_string(),
                 settlement_id: Some(settled.id),
+                credited_by: None,
             },
             settled.settled_at,
         )?;
@@ -394,7 +408,7 @@ fn settle_one(
 ) -> Result<Settlement, TxError> {
     let (visit_id, terms) = (call.visit_id, &call.terms);
     let year = settlement::settlement_year(call.now);
-    let inputs = settle_inputs(conn, visit_id, year, terms.category)?.ok_or_else(visit_not_found)?;
+    let inputs = settle_inputs(conn, visit_id, year, terms.category, binder.is_none())?.ok_or_else(visit_not_found)?;
     require_opening_partner(&inputs.partner_id, call)?;
     let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
     if let Some(first) = inputs.settlement_id {
@@ -405,18 +419,21 @@ fn settle_one(
     }
     let person_id = Uuid::parse_str(&inputs.person_id).map_err(|_| bad("person_id"))?;
     let scheme = Scheme::parse(&inputs.scheme).ok_or_else(|| bad("account scheme"))?;
-    // Family aid: the binder's authorisation is read in this transaction, and the binder's
-    // account pays instead of the holder's (locked after the holder's).
+    // Family aid: the binder's authorisation is read in this transaction, the policy decides
+    // whether the binder's scheme pays for this relationship, and the binder's account pays
+    // instead of the holder's (the only account locked: see the module doc on lock order).
     let (account_id, account_status, balance_cents, entry_kind) = match binder {
         Some(binder) => {
             let binding = super::family::find_active_in(conn, binder, person_id)?;
-            settlement::require_family_aid(binding.map(|b| (b.status, b.family_aid)))?;
+            settlement::require_family_aid(binding.as_ref().map(|b| (b.status, b.family_aid)))?;
             let open = super::account::open_account_of(conn, binder)?.ok_or_else(|| {
                 ApiError::failed_precondition(
                     Reason::FamilyAidNotAuthorised,
                     "the binder has no open individual account",
                 )
             })?;
+            let relationship = binding.map(|b| b.relationship).ok_or_else(|| bad("binding"))?;
+            settlement::require_family_aid_eligible(policy.family_aid(), Some(open.scheme), relationship)?;
             let locked = lock_account(conn, open.id)?.ok_or_else(|| bad("binder account"))?;
             (open.id, locked.status, locked.balance_cents, EntryKind::FamilyAid)
         }
@@ -438,25 +455,38 @@ fn settle_one(
 /// Most settlements in one batch.
 const SETTLE_BATCH: usize = 64;
 
-/// [`SettleInputs`] of a batch, `ord` counting its calls from 1. The totals rows are created or
-/// locked first, in key order, then the account rows in id order: whatever batch, settlement or
-/// reversal runs beside it takes totals before accounts too.
-const SETTLE_BATCH_INPUTS: &str = concat!(
-    "WITH r AS (\
-         SELECT * FROM unnest(?, ?, ?) WITH ORDINALITY AS r(visit_id, year, category, ord)), \
-     keyed AS (\
-         SELECT DISTINCT v.person_id, r.year, r.category FROM r JOIN visits v ON v.id = r.visit_id), \
-     t AS (\
-         INSERT INTO annual_totals (person_id, year, category, total_cents, fund_cents, deductible_cents) \
-         SELECT person_id, year, category, 0, 0, 0 FROM keyed ORDER BY person_id, year, category \
-         ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
-         RETURNING person_id, year, category, total_cents, fund_cents, deductible_cents) \
-     SELECT r.ord, ",
-    settle_inputs_columns!(),
-    "FROM r JOIN visits v ON v.id = r.visit_id JOIN accounts a ON a.id = v.account_id \
-     LEFT JOIN t ON t.person_id = v.person_id AND t.year = r.year AND t.category = r.category \
-     ORDER BY a.id FOR NO KEY UPDATE OF a"
-);
+/// The read of [`SettleInputs`] for visits bound as arrays, `ord` counting them from 1: the
+/// totals rows are created or locked first, in key order; `$accounts` follows, the account
+/// rows' lock clause or nothing.
+macro_rules! settle_inputs_sql {
+    ($($accounts:literal)?) => {
+        concat!(
+            "WITH r AS (\
+                 SELECT * FROM unnest(?, ?, ?) WITH ORDINALITY AS r(visit_id, year, category, ord)), \
+             keyed AS (\
+                 SELECT DISTINCT v.person_id, r.year, r.category FROM r JOIN visits v ON v.id = r.visit_id), \
+             t AS (\
+                 INSERT INTO annual_totals (person_id, year, category, total_cents, fund_cents, deductible_cents) \
+                 SELECT person_id, year, category, 0, 0, 0 FROM keyed ORDER BY person_id, year, category \
+                 ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
+                 RETURNING person_id, year, category, total_cents, fund_cents, deductible_cents) \
+             SELECT r.ord, ",
+            settle_inputs_columns!(),
+            "FROM r JOIN visits v ON v.id = r.visit_id JOIN accounts a ON a.id = v.account_id \
+             LEFT JOIN t ON t.person_id = v.person_id AND t.year = r.year AND t.category = r.category"
+            $(, $accounts)?
+        )
+    };
+}
+
+/// [`SettleInputs`] of a batch. The totals rows are created or locked first, in key order, then
+/// the account rows in id order: whatever batch, settlement or reversal runs beside it takes
+/// totals before accounts too.
+const SETTLE_BATCH_INPUTS: &str = settle_inputs_sql!(" ORDER BY a.id FOR NO KEY UPDATE OF a");
+
+/// [`SETTLE_BATCH_INPUTS`] without the account locks, for family aid, whose holder's account is
+/// not charged (module doc, lock order). The totals row is still created or locked first.
+const FAMILY_AID_INPUTS: &str = settle_inputs_sql!();
 
 #[derive(QueryableByName)]
 struct BatchInputs {
@@ -576,8 +606,18 @@ fn batch_inputs(
     conn: &mut DbConnection,
     visits: &[(Uuid, i32, Category)],
 ) -> Result<Vec<Option<SettleInputs>>, TxError> {
+    inputs_by_visit(conn, SETTLE_BATCH_INPUTS, visits)
+}
+
+/// Reads [`SettleInputs`] of visits with `sql` ([`SETTLE_BATCH_INPUTS`] or
+/// [`FAMILY_AID_INPUTS`]), one per visit in order (none: no such visit).
+fn inputs_by_visit(
+    conn: &mut DbConnection,
+    sql: &'static str,
+    visits: &[(Uuid, i32, Category)],
+) -> Result<Vec<Option<SettleInputs>>, TxError> {
     let rows: Vec<BatchInputs> = CachedSql::new(
-        SETTLE_BATCH_INPUTS,
+        sql,
         (
             visits.iter().map(|(visit_id, _, _)| visit_id.to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
             visits.iter().map(|(_, year, _)| *year).collect::<Vec<_>>().into_sql::<Array<Integer>>(),
@@ -788,6 +828,11 @@ impl SettlementStore {
         self.db.write(move |conn| write_with_retry(conn, |conn| settle_one(conn, &policy, &call, binder))).await
     }
 
+    /// A settlement by id.
+    pub async fn find(&self, settlement_id: Uuid) -> ApiResult<Option<Settlement>> {
+        self.db.read(move |conn| find(conn, settlement_id)).await
+    }
+
     /// Reverses a settlement: status REVERSED, the account share credited back with a
     /// REVERSAL entry, the year-to-date totals restored. Once only
     /// (SETTLEMENT_ALREADY_REVERSED).
@@ -835,6 +880,7 @@ impl SettlementStore {
                                 amount_cents: found.account_cents,
                                 reference: &settlement_id.to_string(),
                                 settlement_id: Some(settlement_id),
+                                credited_by: None,
                             },
                             now,
                         )?;

@@ -14,7 +14,9 @@ use diesel::{
 };
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Backend, Batcher, CachedSql, Db, DbConnection, DbError, is_unique_violation, write_transaction},
+    db::{
+        Backend, Batcher, CachedSql, Db, DbConnection, DbError, is_unique_violation, retry_conflicts, write_transaction,
+    },
 };
 use uuid::Uuid;
 
@@ -320,18 +322,21 @@ fn redeem_in_one_statement(
         return Err(DbError::Query("the one-statement redemption is PostgreSQL's".into()));
     };
     let column = |field: fn(&Redeeming) -> String| batch.iter().map(field).collect::<Vec<_>>();
-    let rows: Vec<Redeemed> = CachedSql::new(
-        REDEEM_IN_ONE_STATEMENT,
-        (
-            column(|(r, _, _)| r.voucher_id.to_string()).into_sql::<Array<Text>>(),
-            column(|(_, _, visit_id)| visit_id.to_string()).into_sql::<Array<Text>>(),
-            column(|(r, _, _)| r.partner_id.clone()).into_sql::<Array<Text>>(),
-            batch.iter().map(|(r, _, _)| r.nonce.to_vec()).collect::<Vec<_>>().into_sql::<Array<Binary>>(),
-            column(|(r, _, _)| r.key_id.clone()).into_sql::<Array<Text>>(),
-            batch.iter().map(|(_, now, _)| *now).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
-        ),
-    )
-    .load(pg)?;
+    // One autocommit statement: the shared retry runs it again after a conflict.
+    let rows: Vec<Redeemed> = retry_conflicts(|| {
+        CachedSql::new(
+            REDEEM_IN_ONE_STATEMENT,
+            (
+                column(|(r, _, _)| r.voucher_id.to_string()).into_sql::<Array<Text>>(),
+                column(|(_, _, visit_id)| visit_id.to_string()).into_sql::<Array<Text>>(),
+                column(|(r, _, _)| r.partner_id.clone()).into_sql::<Array<Text>>(),
+                batch.iter().map(|(r, _, _)| r.nonce.to_vec()).collect::<Vec<_>>().into_sql::<Array<Binary>>(),
+                column(|(r, _, _)| r.key_id.clone()).into_sql::<Array<Text>>(),
+                batch.iter().map(|(_, now, _)| *now).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
+            ),
+        )
+        .load(&mut *pg)
+    })?;
     let mut found: Vec<Option<Redeemable>> = batch.iter().map(|_| None).collect();
     for row in rows {
         let slot = usize::try_from(row.ord - 1).ok().and_then(|index| found.get_mut(index));

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
 };
 use uuid::Uuid;
 
@@ -129,6 +129,14 @@ enum ActivateFailure {
 impl From<diesel::result::Error> for ActivateFailure {
     fn from(error: diesel::result::Error) -> Self {
         ActivateFailure::Api(error.into())
+    }
+}
+
+/// A lost insert race is run again by [`VoucherStore::activate`]; a conflict is retried by
+/// `write_transaction` (the shared `db::retry_conflicts`).
+impl TransientConflict for ActivateFailure {
+    fn is_transient_conflict(&self) -> bool {
+        matches!(self, ActivateFailure::Api(error) if error.is_transient_conflict())
     }
 }
 

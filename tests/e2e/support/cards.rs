@@ -6,8 +6,8 @@ use medins_common::crypto::DataKeys;
 use medins_proto::{
     identity::v1::{RegisterPersonRequest, SendSmsCodeRequest, SmsPurpose, VerifySmsCodeRequest},
     insurance::v1::{
-        DocumentKind, OpenAccountRequest, RecordCardFeeRequest, Scheme, card_service_client::CardServiceClient,
-        open_account_request,
+        DocumentKind, OpenAccountRequest, PersonIdentity, RecordCardFeeRequest, Scheme,
+        card_service_client::CardServiceClient, open_account_request,
     },
 };
 use uuid::Uuid;
@@ -106,13 +106,15 @@ impl Stack {
             .challenge_id
     }
 
-    /// A card fee of `person_id` recorded by the bank; returns its id.
-    pub async fn card_fee(&self, person_id: &str) -> String {
+    /// A card fee of `person_id` recorded by the bank, the person (`payer`) at its counter;
+    /// returns its id.
+    pub async fn card_fee(&self, person_id: &str, payer: &SeedPerson) -> String {
         self.cards(Some(&self.keys.bank))
             .record_card_fee(RecordCardFeeRequest {
                 person_id: person_id.to_owned(),
                 amount_cents: 2000,
                 reference: format!("FEE-{}", Uuid::now_v7().simple()),
+                payer: Some(PersonIdentity { name: payer.name.clone(), id_number: payer.id_number.clone() }),
             })
             .await
             .expect("record fee")

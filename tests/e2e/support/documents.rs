@@ -15,8 +15,9 @@
 use std::path::{Path, PathBuf};
 
 use medins_proto::insurance::v1::{
-    Document, DocumentKind, DownloadDocumentRequest, UploadDocumentHeader, UploadDocumentRequest,
-    document_service_client::DocumentServiceClient, download_document_response, upload_document_request,
+    Document, DocumentKind, DownloadDocumentRequest, PersonIdentity, Relationship, UploadDocumentHeader,
+    UploadDocumentRequest, document_service_client::DocumentServiceClient, download_document_response,
+    upload_document_request,
 };
 use tonic::{Request, Status};
 
@@ -59,11 +60,26 @@ pub fn upload_messages(
     bytes: &[u8],
     chunk_bytes: usize,
 ) -> Vec<UploadDocumentRequest> {
+    upload_messages_about(owner_person_id, kind, bytes, chunk_bytes, None, Relationship::Unspecified)
+}
+
+/// [`upload_messages`] with the header naming whom the document shows (a register page's
+/// person, a letter's member) and a letter's relationship.
+pub fn upload_messages_about(
+    owner_person_id: &str,
+    kind: DocumentKind,
+    bytes: &[u8],
+    chunk_bytes: usize,
+    subject: Option<PersonIdentity>,
+    relationship: Relationship,
+) -> Vec<UploadDocumentRequest> {
     let header = UploadDocumentHeader {
         kind: kind as i32,
         owner_person_id: owner_person_id.to_owned(),
         size_bytes: bytes.len() as i64,
         sha256: String::new(),
+        subject,
+        relationship: relationship as i32,
     };
     std::iter::once(upload_document_request::Part::Header(header))
         .chain(bytes.chunks(chunk_bytes).map(|chunk| upload_document_request::Part::Chunk(chunk.to_vec())))
@@ -102,6 +118,24 @@ impl Stack {
         bytes: &[u8],
     ) -> Result<Document, Status> {
         let messages = upload_messages(owner_person_id, kind, bytes, UPLOAD_CHUNK_BYTES);
+        let response = self.documents(Some(key)).upload_document(upload_request(messages, token)).await?;
+        Ok(response.into_inner().document.expect("an uploaded document"))
+    }
+
+    /// Uploads a document that names whom it shows (`subject`, by name and ID number) and, for a
+    /// letter, the relationship.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload_document_about(
+        &self,
+        key: &str,
+        token: Option<&str>,
+        owner_person_id: &str,
+        kind: DocumentKind,
+        bytes: &[u8],
+        subject: Option<PersonIdentity>,
+        relationship: Relationship,
+    ) -> Result<Document, Status> {
+        let messages = upload_messages_about(owner_person_id, kind, bytes, UPLOAD_CHUNK_BYTES, subject, relationship);
         let response = self.documents(Some(key)).upload_document(upload_request(messages, token)).await?;
         Ok(response.into_inner().document.expect("an uploaded document"))
     }

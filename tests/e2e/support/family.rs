@@ -96,18 +96,47 @@ impl Stack {
         self.insured_member(birth).await
     }
 
-    /// The three documents, uploaded by `binder` as theirs.
-    pub async fn binding_documents(&self, binder: &Binder) -> BindingDocuments {
-        let upload = |kind: DocumentKind, bytes: Vec<u8>| async move {
-            self.upload_document(&self.keys.bank, Some(&binder.token), &binder.person_id, kind, &bytes)
-                .await
-                .expect("upload a binding document")
-                .document_id
+    /// The three documents of binding `member` as `relationship`, uploaded by `binder` as
+    /// theirs: a letter naming the member and the relationship, the binder's own register page,
+    /// and the member's page (naming the member).
+    pub async fn binding_documents(
+        &self,
+        binder: &Binder,
+        member: &Member,
+        relationship: Relationship,
+    ) -> BindingDocuments {
+        let identity = PersonIdentity { name: member.seed.name.clone(), id_number: member.seed.id_number.clone() };
+        let upload = |kind: DocumentKind, bytes: Vec<u8>, subject: Option<PersonIdentity>, relationship| async move {
+            self.upload_document_about(
+                &self.keys.bank,
+                Some(&binder.token),
+                &binder.person_id,
+                kind,
+                &bytes,
+                subject,
+                relationship,
+            )
+            .await
+            .expect("upload a binding document")
+            .document_id
         };
         BindingDocuments {
-            commitment_letter: upload(DocumentKind::CommitmentLetter, sample_pdf()).await,
-            owner_register: upload(DocumentKind::HouseholdRegister, sample_jpeg()).await,
-            member_register: upload(DocumentKind::HouseholdRegister, sample_pdf()).await,
+            commitment_letter: upload(
+                DocumentKind::CommitmentLetter,
+                sample_pdf(),
+                Some(identity.clone()),
+                relationship,
+            )
+            .await,
+            owner_register: upload(DocumentKind::HouseholdRegister, sample_jpeg(), None, Relationship::Unspecified)
+                .await,
+            member_register: upload(
+                DocumentKind::HouseholdRegister,
+                sample_pdf(),
+                Some(identity.clone()),
+                Relationship::Unspecified,
+            )
+            .await,
         }
     }
 

@@ -23,7 +23,8 @@ impl Stack {
     }
 
     /// A new adult who came through the bank's front door (registered, real name, linked, with
-    /// person tokens from the bank), insured under `scheme` (the employer opens the account),
+    /// person tokens from the bank), insured under `scheme` (the employer opens an EMPLOYEE
+    /// account under its code, the bank a RESIDENT one with the person's token),
     /// with an ACTIVE voucher (a PASSED face session, channel BANK_APP) and, when
     /// `balance_cents > 0`, that much credited. Returns the account as it is then.
     pub async fn insured_with_balance(&self, scheme: Scheme, balance_cents: i64) -> Account {
@@ -33,19 +34,18 @@ impl Stack {
     /// [`Stack::insured_with_balance`], also returning the person (seed and bank token).
     pub async fn insured_holder(&self, scheme: Scheme, balance_cents: i64) -> (FrontDoorPerson, Account) {
         let person = self.front_door_person(&self.keys.bank).await;
-        let account = self
-            .accounts(Some(&self.keys.employer))
-            .open_account(OpenAccountRequest {
-                person: Some(open_account_request::Person::PersonId(person.person_id.clone())),
-                scheme: scheme as i32,
-                region_code: "110105".into(),
-                employer_code: if scheme == Scheme::Employee { "ACME-01".into() } else { String::new() },
-            })
-            .await
-            .expect("open account")
-            .into_inner()
-            .account
-            .expect("account");
+        let open = OpenAccountRequest {
+            person: Some(open_account_request::Person::PersonId(person.person_id.clone())),
+            scheme: scheme as i32,
+            region_code: "110105".into(),
+            employer_code: if scheme == Scheme::Employee { "ACME-01".into() } else { String::new() },
+        };
+        let account = if scheme == Scheme::Employee {
+            self.accounts(Some(&self.keys.employer)).open_account(open).await
+        } else {
+            self.accounts(Some(&self.keys.bank)).open_account(with_person_token(open, &person.token)).await
+        };
+        let account = account.expect("open account").into_inner().account.expect("account");
         let face = self.passed_face_session(&self.keys.bank, &person, FacePurpose::VoucherActivation).await;
         self.vouchers(Some(&self.keys.bank))
             .activate_voucher(with_person_token(
@@ -95,10 +95,11 @@ impl Stack {
             .visit_id
     }
 
-    /// Credits a contribution as the employer; returns the entry and the account after it.
+    /// Credits a contribution as operators (any account: an employer credits only its
+    /// employees'); returns the entry and the account after it.
     pub async fn credit(&self, account_id: &str, amount_cents: i64, reference: &str) -> (AccountEntry, Account) {
         let response = self
-            .accounts(Some(&self.keys.employer))
+            .accounts(Some(&self.keys.ops))
             .credit_contribution(CreditContributionRequest {
                 account_id: account_id.into(),
                 amount_cents,

@@ -79,6 +79,30 @@ impl Stack {
         CodeServiceClient::with_interceptor(channel(addr), interceptor(key))
     }
 
+    /// Settlements of the insurance-svc at `addr` (a replica), as the partner holding `key`.
+    pub fn settlements_at(
+        &self,
+        addr: std::net::SocketAddr,
+        key: Option<&str>,
+    ) -> medins_proto::insurance::v1::settlement_service_client::SettlementServiceClient<Intercepted> {
+        medins_proto::insurance::v1::settlement_service_client::SettlementServiceClient::with_interceptor(
+            channel(addr),
+            interceptor(key),
+        )
+    }
+
+    /// Family bindings of the insurance-svc at `addr` (a replica), as the partner holding `key`.
+    pub fn family_at(
+        &self,
+        addr: std::net::SocketAddr,
+        key: Option<&str>,
+    ) -> medins_proto::insurance::v1::family_service_client::FamilyServiceClient<Intercepted> {
+        medins_proto::insurance::v1::family_service_client::FamilyServiceClient::with_interceptor(
+            channel(addr),
+            interceptor(key),
+        )
+    }
+
     /// insurance-svc's code key file (rotate it to test rotation).
     pub fn code_keys_file(&self) -> std::path::PathBuf {
         self.insurance_config.code_keys_file.clone().expect("tests always have a code key file")
@@ -213,9 +237,10 @@ impl Stack {
         sent.challenge_id
     }
 
-    /// Opens a RESIDENT account in region 110105 for a known person, as the bank.
+    /// Opens a RESIDENT account in region 110105 for a known person, as operators (a bank
+    /// names a person by id only with their token).
     pub async fn open_account_for(&self, person_id: &str) -> Account {
-        self.accounts(Some(&self.keys.bank))
+        self.accounts(Some(&self.keys.ops))
             .open_account(OpenAccountRequest {
                 person: Some(open_account_request::Person::PersonId(person_id.to_owned())),
                 scheme: Scheme::Resident as i32,
@@ -281,14 +306,23 @@ impl Stack {
 
     /// Starts another insurance-svc on the same database, code keys and identity-svc.
     pub async fn start_insurance_replica(&self) -> InsuranceReplica {
+        self.start_insurance_replica_with(|_| {}).await
+    }
+
+    /// [`Stack::start_insurance_replica`] with its configuration changed by `configure` (another
+    /// policy file, say).
+    pub async fn start_insurance_replica_with(
+        &self,
+        configure: impl FnOnce(&mut insurance_svc::Config),
+    ) -> InsuranceReplica {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
-        let service = InsuranceService::build(
-            self.insurance_config.clone(),
-            insurance_svc::Dependencies { clock: Arc::new(self.clock.clone()) },
-        )
-        .await
-        .expect("build insurance-svc replica");
+        let mut config = self.insurance_config.clone();
+        configure(&mut config);
+        let service =
+            InsuranceService::build(config, insurance_svc::Dependencies { clock: Arc::new(self.clock.clone()) })
+                .await
+                .expect("build insurance-svc replica");
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(service.serve(listener, stopped(rx)));
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel(addr));

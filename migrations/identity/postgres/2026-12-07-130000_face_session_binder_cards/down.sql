@@ -1,0 +1,1 @@
+DROP TABLE face_session_binders;

@@ -1,0 +1,1 @@
+ALTER TABLE account_entries DROP COLUMN credited_by;
