@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use medins_common::{
+    audit::AuditKeys,
     auth::{PartnerKind, PartnersFile, RateLimit},
     config::CommonArgs,
     crypto::DataKeys,
@@ -53,7 +54,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Checks identity-svc's audit trail.
+    /// Checks and exports both services' audit logs (README "Audit trail").
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -89,6 +90,14 @@ enum KeysCommand {
         #[arg(long, env = "MEDINS_CODE_KEYS_FILE", default_value = "data/keys/code-signing-keys.toml")]
         code_keys_file: PathBuf,
     },
+    /// Makes a new audit key current (new rows and checkpoints are sealed with it) and retires
+    /// the current one, which stays in the file for verification. Running servers re-read the
+    /// file at their next checkpoint.
+    RotateAudit {
+        /// Audit key file.
+        #[arg(long, env = "MEDINS_AUDIT_KEYS_FILE", default_value = "data/keys/audit-keys.toml")]
+        audit_keys_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,14 +111,43 @@ enum CodeCommand {
     },
 }
 
+/// The databases and key file the audit commands read.
+#[derive(clap::Args, Debug)]
+struct AuditSources {
+    /// identity-svc database URL.
+    #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL", default_value = "sqlite://data/identity.db")]
+    identity_database_url: String,
+    /// insurance-svc database URL.
+    #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL", default_value = "sqlite://data/insurance.db")]
+    insurance_database_url: String,
+    /// Audit key file (every key that sealed the logs; retired keys are kept in it).
+    #[arg(long, env = "MEDINS_AUDIT_KEYS_FILE", default_value = "data/keys/audit-keys.toml")]
+    audit_keys_file: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
-    /// Walks the audit hash chain from the first row to the head and prints "chain intact (N
-    /// rows)", or the first broken row and exits with status 1.
-    Verify {
-        /// identity-svc database URL.
-        #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL", default_value = "sqlite://data/identity.db")]
-        identity_database_url: String,
+    /// Checks every partition of both services' audit logs against the row MACs and the signed
+    /// checkpoints; prints a summary per service, or the first changed, deleted or inserted row
+    /// of each damaged partition and exits with status 1.
+    Verify(AuditSources),
+    /// Writes every signed checkpoint of both services, with the public keys, as JSON
+    /// (format `medins-audit-checkpoints/v1`, README "Audit trail") for an outside witness.
+    ExportCheckpoints {
+        #[command(flatten)]
+        sources: AuditSources,
+        /// File to write; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// For a witness: checks that a newer export is a consistent continuation of an older one
+    /// (signatures, consistency proofs, nothing the older one showed removed or changed).
+    /// Needs no database and no private key.
+    CheckConsistency {
+        /// The export the witness kept.
+        older: PathBuf,
+        /// The newer export.
+        newer: PathBuf,
     },
 }
 
@@ -270,6 +308,9 @@ impl DataDir {
     fn code_keys(&self) -> PathBuf {
         self.root.join("keys").join("code-signing-keys.toml")
     }
+    fn audit_keys(&self) -> PathBuf {
+        self.root.join("keys").join("audit-keys.toml")
+    }
     fn token_keys(&self) -> PathBuf {
         self.root.join("keys").join("person-token-keys.toml")
     }
@@ -327,6 +368,15 @@ fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
         std::fs::create_dir_all(dir.token_keys().parent().expect("has parent"))?;
         TokenKeyRing::generate(chrono::Utc::now()).save_new(&dir.token_keys())?;
         println!("generated person-token signing keys: {} (keep secret; never commit)", dir.token_keys().display());
+        created = true;
+    }
+    if !dir.audit_keys().exists() {
+        std::fs::create_dir_all(dir.audit_keys().parent().expect("has parent"))?;
+        AuditKeys::generate_ring().save_new(&dir.audit_keys())?;
+        println!(
+            "generated audit keys: {} (keep secret, outside database backups; never commit)",
+            dir.audit_keys().display()
+        );
         created = true;
     }
     if !dir.code_keys().exists() {
@@ -424,9 +474,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let identity_addr = identity_listener.local_addr()?;
     let insurance_addr = insurance_listener.local_addr()?;
 
+    let common = |url: String| {
+        let mut common = CommonArgs::new(url, dir.partners());
+        common.audit_keys_file = Some(dir.audit_keys());
+        common
+    };
     let mut identity_config =
-        identity_svc::Config::new(CommonArgs::new(identity_url, dir.partners()), Some(dir.data_keys()))
-            .with_token_keys_file(dir.token_keys());
+        identity_svc::Config::new(common(identity_url), Some(dir.data_keys())).with_token_keys_file(dir.token_keys());
     // identity-svc's outbox delivers face outcomes to the insurance-svc bound here.
     if let Ok(key) = std::fs::read_to_string(dir.identity_service_key()) {
         identity_config.outbox.insurance_url = Some(format!("http://{insurance_addr}"));
@@ -437,14 +491,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     identity_config.dev = true;
     identity_config.verification.deny_list_file = Some(dir.root.join("deny-list.txt"));
     identity_config.verification.dev_sms_file = Some(dir.root.join("dev-sms.log"));
-    let insurance_config = insurance_svc::Config::new(
-        CommonArgs::new(insurance_url, dir.partners()),
-        format!("http://{identity_addr}"),
-        service_key,
-    )
-    .with_code_keys_file(dir.code_keys())
-    .with_data_keys_file(dir.insurance_data_keys())
-    .with_document_store(dir.root.join("documents").display().to_string());
+    let insurance_config =
+        insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), service_key)
+            .with_code_keys_file(dir.code_keys())
+            .with_data_keys_file(dir.insurance_data_keys())
+            .with_document_store(dir.root.join("documents").display().to_string());
     let identity = identity_svc::IdentityService::build(identity_config, Default::default()).await?;
     let insurance = insurance_svc::InsuranceService::build(insurance_config, Default::default()).await?;
     identity.partners().reload_on_sighup()?;
@@ -582,6 +633,14 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
             println!("running servers pick the new key up within seconds (they watch {})", code_keys_file.display());
             Ok(())
         }
+        KeysCommand::RotateAudit { audit_keys_file } => {
+            let mut ring = SigningKeyRing::load(medins_common::audit::keys::AUDIT_KEY_RING, &audit_keys_file)?;
+            let retired = ring.current_kid().to_owned();
+            let current = ring.rotate(chrono::Utc::now());
+            ring.save(&audit_keys_file)?;
+            println!("audit key is now {current}; {retired} retired (kept to verify what it sealed)");
+            Ok(())
+        }
         KeysCommand::Rotate { token_keys_file } => {
             let mut ring = TokenKeyRing::load(&token_keys_file)?;
             let now = chrono::Utc::now();
@@ -599,27 +658,107 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
 
 async fn audit(command: AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Verify { identity_database_url } => {
-            // Opening a missing SQLite file would create an empty database: refuse instead.
-            if let medins_common::db::DatabaseUrl::Sqlite(path) =
-                medins_common::db::DatabaseUrl::parse(&identity_database_url)?
-                && !path.exists()
-            {
-                bail!("no identity database at {}", path.display());
+        AuditCommand::Verify(sources) => {
+            let (keys, dbs) = open_audit_sources(&sources)?;
+            let mut damaged = false;
+            for (service, db) in dbs {
+                let report = medins_common::audit::verify_log(&db, service, &keys)
+                    .await
+                    .with_context(|| format!("reading {service}'s audit log"))?;
+                print!("{}", audit_report_text(service, &report));
+                damaged |= !report.faults.is_empty();
             }
-            let db = Db::connect(&identity_database_url, &Default::default())?;
-            match medins_common::audit::verify_chain(&db).await.context("reading the audit trail")? {
-                medins_common::audit::ChainVerdict::Intact { rows } => {
-                    println!("chain intact ({rows} rows)");
+            if damaged {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCommand::ExportCheckpoints { sources, out } => {
+            let (keys, dbs) = open_audit_sources(&sources)?;
+            let mut checkpoints = Vec::new();
+            for (service, db) in dbs {
+                checkpoints.extend(medins_common::audit::load_checkpoints(&db, service).await?);
+            }
+            let export = medins_common::audit::witness::CheckpointExport {
+                format: medins_common::audit::witness::EXPORT_FORMAT.to_owned(),
+                exported_at: now_rfc3339(),
+                keys: keys.public_keys(),
+                checkpoints,
+            };
+            let text = serde_json::to_string_pretty(&export)? + "\n";
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {} checkpoints to {}", export.checkpoints.len(), path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        AuditCommand::CheckConsistency { older, newer } => {
+            let read = |path: &Path| -> anyhow::Result<medins_common::audit::witness::CheckpointExport> {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("{} is not a checkpoint export", path.display()))
+            };
+            match medins_common::audit::witness::check_consistency(&read(&older)?, &read(&newer)?) {
+                Ok(summary) => {
+                    println!(
+                        "consistent: {} partitions, {} checkpoints, {} new since the older export{}",
+                        summary.partitions,
+                        summary.checkpoints,
+                        summary.new_checkpoints,
+                        if summary.new_keys.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; new keys: {}", summary.new_keys.join(", "))
+                        }
+                    );
                     Ok(())
                 }
-                medins_common::audit::ChainVerdict::Broken { seq, fault } => {
-                    println!("chain broken at row {seq}: {}", fault.description());
+                Err(problem) => {
+                    println!("NOT consistent: {problem}");
                     std::process::exit(1);
                 }
             }
         }
     }
+}
+
+/// The audit key file and both databases, refusing a missing SQLite file (opening it would
+/// create an empty database that verifies).
+fn open_audit_sources(
+    sources: &AuditSources,
+) -> anyhow::Result<(medins_common::audit::AuditKeys, Vec<(&'static str, Db)>)> {
+    let keys = AuditKeys::load(&sources.audit_keys_file)
+        .with_context(|| format!("loading the audit key file {}", sources.audit_keys_file.display()))?;
+    let mut dbs = Vec::new();
+    for (service, url) in
+        [("identity-svc", &sources.identity_database_url), ("insurance-svc", &sources.insurance_database_url)]
+    {
+        if let medins_common::db::DatabaseUrl::Sqlite(path) = medins_common::db::DatabaseUrl::parse(url)?
+            && !path.exists()
+        {
+            bail!("no {service} database at {}", path.display());
+        }
+        dbs.push((service, Db::connect(url, &Default::default())?));
+    }
+    Ok((keys, dbs))
+}
+
+/// What `medins audit verify` prints for one service.
+pub fn audit_report_text(service: &str, report: &medins_common::audit::LogReport) -> String {
+    let mut text = format!(
+        "{service}: {} rows in {} partitions, {} checkpoints, {} rows not yet checkpointed (MAC-sealed): {}\n",
+        report.rows,
+        report.partitions,
+        report.checkpoints,
+        report.unsealed_rows,
+        if report.faults.is_empty() { "intact" } else { "DAMAGED" }
+    );
+    for fault in &report.faults {
+        text.push_str(&format!("{service}: {fault}\n"));
+    }
+    text
 }
 
 /// `medins code show`: a code as a terminal QR symbol.

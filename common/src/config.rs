@@ -74,6 +74,17 @@ pub struct CommonArgs {
     /// How long a successful outcome is kept for idempotent retries.
     #[arg(long, env = "MEDINS_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_retention: Duration,
+
+    /// Audit key file (TOML, mode 0600: Ed25519 keys with ids that sign audit checkpoints and
+    /// key the per-row MACs; README "Audit trail"), created by `medins up`, rotated with
+    /// `medins keys rotate-audit`. Required. Keep it outside the database and its backups.
+    #[arg(long, env = "MEDINS_AUDIT_KEYS_FILE")]
+    pub audit_keys_file: Option<PathBuf>,
+
+    /// How often each audit partition that grew is sealed by a signed checkpoint (also at
+    /// graceful shutdown).
+    #[arg(long, env = "MEDINS_AUDIT_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub audit_checkpoint_interval: Duration,
 }
 
 impl CommonArgs {
@@ -94,6 +105,8 @@ impl CommonArgs {
             shutdown_grace: defaults.shutdown_grace,
             drain_timeout: defaults.drain_timeout,
             idempotency_retention: IdempotencyOptions::default().retention,
+            audit_keys_file: None,
+            audit_checkpoint_interval: Duration::from_secs(5),
         }
     }
 
@@ -114,6 +127,16 @@ impl CommonArgs {
     /// The pool settings.
     pub fn pool_options(&self) -> PoolOptions {
         PoolOptions { max_size: self.db_pool_size, connection_timeout: self.db_timeout }
+    }
+
+    /// The audit keys (required: whoever writes the database must not be able to re-seal it).
+    pub fn audit_keys(&self) -> anyhow::Result<crate::audit::AuditKeys> {
+        use anyhow::Context;
+        let path = self
+            .audit_keys_file
+            .as_deref()
+            .context("audit keys: set --audit-keys-file (MEDINS_AUDIT_KEYS_FILE); `medins up` creates one")?;
+        crate::audit::AuditKeys::load(path).with_context(|| format!("loading the audit key file {}", path.display()))
     }
 
     /// The idempotency settings.

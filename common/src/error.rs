@@ -124,6 +124,9 @@ reasons! {
     PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
     PhoneUnchanged => "PHONE_UNCHANGED",
     FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
+    // Issue 13, audit: calls a SERVICE relays on a partner's behalf (`x-on-behalf-of`).
+    OnBehalfOfNotAllowed => "ON_BEHALF_OF_NOT_ALLOWED",
+    OnBehalfOfInvalid => "ON_BEHALF_OF_INVALID",
     // Issue 13, access at insurance-svc accounts, vouchers, codes, settlements (helper "access"):
     // employers bound to their employer codes.
     EmployerCodeNotHeld => "EMPLOYER_CODE_NOT_HELD",

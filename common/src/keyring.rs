@@ -332,6 +332,12 @@ impl SigningKeyRing {
         (&key.kid, &key.signing)
     }
 
+    /// The signing key with id `kid`, current or retired (for keys that also derive other keys,
+    /// as the audit ring's MAC keys).
+    pub fn signing_key(&self, kid: &str) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.kid == kid).map(|k| &k.signing)
+    }
+
     /// Ids of every key in the ring, oldest first.
     pub fn key_ids(&self) -> Vec<&str> {
         self.keys.iter().map(|k| k.kid.as_str()).collect()

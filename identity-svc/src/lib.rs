@@ -108,6 +108,7 @@ impl IdentityService {
             Some(authority) => authority,
             None => authority::from_config(&config)?,
         };
+        let audit_keys = config.common.audit_keys()?;
         let db = Db::connect(&config.common.database_url, &config.common.pool_options())?;
         if !config.common.no_migrate {
             db.migrate(store::MIGRATIONS).await.context("identity migrations")?;
@@ -134,13 +135,26 @@ impl IdentityService {
         // whenever they could not be refreshed for a few seconds.
         person_tokens.verifier().revocations().require_refresh_within(REVOCATION_MAX_STALENESS);
         revocations.refresh(person_tokens.verifier().revocations(), &clock).await.context("token revocations")?;
+        // The same insurance-svc endpoint and key as the outbox: the access history merges its
+        // audit records.
+        let insurance = match (&config.outbox.insurance_url, &config.outbox.insurance_api_key) {
+            (Some(url), Some(api_key)) => {
+                Some(clients::insurance::InsuranceClient::connect_lazy(&medins_common::peer::PeerOptions {
+                    url: url.clone(),
+                    api_key: api_key.clone(),
+                    timeout: config.outbox.outbox_timeout,
+                })?)
+            }
+            _ => None,
+        };
         let state = Arc::new(State {
+            insurance,
             assurance: store::assurance::AssuranceStore::new(db.clone(), FieldCipher::new(&keys)),
             revocations,
             face,
             person_tokens,
             links: store::link::LinkStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys)),
-            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone()),
+            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone(), "identity-svc", audit_keys),
             sms: store::sms::SmsStore::new(db.clone(), FieldCipher::new(&keys), BlindIndex::new(&keys), clock.clone()),
             sms_sender,
             identity_authority,
@@ -150,6 +164,8 @@ impl IdentityService {
             db,
             clock,
         });
+        // Audit rows of the first format (one hash chain) are re-sealed once (DESIGN.md 4.3).
+        state.audit.reseal_legacy().await.context("re-sealing first-format audit rows")?;
         // Rows written before names had a blind index get one (once; idempotent).
         let named = state.persons.backfill_name_index().await.context("name index backfill")?;
         if named > 0 {
@@ -245,7 +261,13 @@ impl IdentityService {
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),
         };
+        let checkpointer = self.state.audit.spawn_checkpointer(self.config.common.audit_checkpoint_interval);
         let result = serve(definition, listener, self.config.common.server_options(), shutdown).await;
+        checkpointer.abort();
+        // Seal what the drained calls appended, so a stopped replica leaves nothing unsealed.
+        if let Err(error) = self.state.audit.checkpoint_now().await {
+            tracing::warn!(%error, "final audit checkpoint failed; the next replica to run seals these rows");
+        }
         purger.abort();
         token_keys_watcher.abort();
         result

@@ -50,6 +50,7 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.SettlementService/GetAnnualExpenses", scopes::EXPENSES_READ),
     ("/medins.insurance.v1.IdentityEventService/FaceVerificationCompleted", scopes::SERVICE),
     ("/medins.insurance.v1.IdentityEventService/PersonSuperseded", scopes::SERVICE),
+    ("/medins.insurance.v1.PersonAccessService/ListPersonAccesses", scopes::SERVICE),
     ("/medins.insurance.v1.VoucherService/ActivateVoucher", scopes::VOUCHER_ACTIVATE),
     ("/medins.insurance.v1.VoucherService/GetVoucher", scopes::VOUCHER_READ),
     ("/medins.insurance.v1.VoucherService/SuspendVoucher", scopes::VOUCHER_MANAGE),
@@ -113,6 +114,7 @@ impl InsuranceService {
     pub async fn build(config: Config, dependencies: Dependencies) -> anyhow::Result<Self> {
         let keys = DataKeys::from_env_or_file(config.data_keys_file.as_deref()).context("personal-data keys")?;
         let partners = Partners::load(&config.common.partners_file)?;
+        let audit_keys = config.common.audit_keys()?;
         let db = Db::connect(&config.common.database_url, &config.common.pool_options())?;
         if !config.common.no_migrate {
             db.migrate(store::MIGRATIONS).await.context("insurance migrations")?;
@@ -161,10 +163,12 @@ impl InsuranceService {
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             identity,
-            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone()),
+            audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone(), "insurance-svc", audit_keys),
             db,
             clock,
         });
+        // Audit rows of the first format (one hash chain) are re-sealed once (DESIGN.md 4.3).
+        state.audit.reseal_legacy().await.context("re-sealing first-format audit rows")?;
         Ok(Self { state, partners, config })
     }
 
@@ -189,6 +193,12 @@ impl InsuranceService {
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         let events = IdentityEventServiceServer::new(IdentityEventApi::new(self.state.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let person_accesses =
+            medins_proto::insurance::v1::person_access_service_server::PersonAccessServiceServer::new(
+                service::person_access::PersonAccessApi::new(self.state.clone()),
+            )
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         let settlements = medins_proto::insurance::v1::settlement_service_server::SettlementServiceServer::new(
@@ -243,6 +253,11 @@ impl InsuranceService {
                 >(),
                 service_name::<IdentityEventServiceServer<IdentityEventApi>>(),
                 service_name::<
+                    medins_proto::insurance::v1::person_access_service_server::PersonAccessServiceServer<
+                        service::person_access::PersonAccessApi,
+                    >,
+                >(),
+                service_name::<
                     medins_proto::insurance::v1::settlement_service_server::SettlementServiceServer<
                         service::settlement::SettlementApi,
                     >,
@@ -261,6 +276,7 @@ impl InsuranceService {
             ],
             routes: Routes::new(accounts)
                 .add_service(events)
+                .add_service(person_accesses)
                 .add_service(vouchers)
                 .add_service(codes)
                 .add_service(settlements)
@@ -271,7 +287,13 @@ impl InsuranceService {
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),
         };
+        let checkpointer = self.state.audit.spawn_checkpointer(self.config.common.audit_checkpoint_interval);
         let result = serve(definition, listener, self.config.common.server_options(), shutdown).await;
+        checkpointer.abort();
+        // Seal what the drained calls appended, so a stopped replica leaves nothing unsealed.
+        if let Err(error) = self.state.audit.checkpoint_now().await {
+            tracing::warn!(%error, "final audit checkpoint failed; the next replica to run seals these rows");
+        }
         purger.abort();
         document_sweeper.abort();
         review_sweeper.abort();

@@ -161,6 +161,8 @@ impl Target {
         DataKeys::generate().save_new(&insurance_data_keys)?;
         let token_keys = root.join("person-token-keys.toml");
         TokenKeyRing::generate(now).save_new(&token_keys)?;
+        let audit_keys = root.join("audit-keys.toml");
+        medins_common::audit::AuditKeys::generate_ring().save_new(&audit_keys)?;
         let code_keys = root.join("code-signing-keys.toml");
         SigningKeyRing::generate(insurance_svc::domain::code::CODE_KEY_RING, now).save_new(&code_keys)?;
 
@@ -193,6 +195,8 @@ impl Target {
                 identity_url,
                 "--partners-file".into(),
                 partners_arg.clone(),
+                "--audit-keys-file".into(),
+                audit_keys.display().to_string(),
                 "--data-keys-file".into(),
                 data_keys.display().to_string(),
                 "--token-keys-file".into(),
@@ -219,6 +223,8 @@ impl Target {
                 insurance_url,
                 "--partners-file".into(),
                 partners_arg,
+                "--audit-keys-file".into(),
+                audit_keys.display().to_string(),
                 "--identity-url".into(),
                 format!("http://{identity_addr}"),
                 "--code-keys-file".into(),

@@ -4,10 +4,7 @@
 //! counters bound to their visits; and every call about a person in that person's access
 //! history. Runs on SQLite and, with `MEDINS_TEST_POSTGRES_URL`, on PostgreSQL.
 
-use std::sync::Arc;
-
 use chrono::Datelike;
-use medins_common::audit::AuditStore;
 use medins_proto::insurance::v1::{
     Account, AccountEntry, ApplyForCardsBatchRequest, CardBatchPerson, Category, CreditContributionRequest, EntryKind,
     GetAccountRequest, GetAnnualExpensesRequest, GetVoucherRequest, IssueCodeRequest, ListAccountEntriesRequest,
@@ -475,7 +472,7 @@ async fn the_access_history_shows_each_partner_and_method_that_touched_the_perso
     let stack = Stack::start().await;
     let (holder, account) = stack.insured_holder(Scheme::Employee, 10_000).await;
     let (stranger, _) = stack.insured_holder(Scheme::Resident, 0).await;
-    let audit = AuditStore::new(stack.insurance_db.clone(), Arc::new(stack.clock.clone()));
+    let audit = stack.audit_replica("insurance-svc");
     let person = uuid::Uuid::parse_str(&holder.person_id).unwrap();
     let before = audit.history(person, None, 1000).await.unwrap().len();
 

@@ -4,11 +4,11 @@
 //! (concurrent); a guardian's ONLINE application for a minor with the guardian's token; the
 //! binder reading and watching the member's face check; and the person's access history.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::NaiveDate;
 use futures::StreamExt;
-use medins_common::audit::{AuditEntry, AuditStore};
+use medins_common::audit::AuditEntry;
 use medins_proto::{
     identity::v1::{FacePurpose, GetFaceVerificationRequest, WatchFaceVerificationRequest},
     insurance::v1::{
@@ -91,7 +91,7 @@ async fn holder_with_card(stack: &Stack) -> (FrontDoorPerson, Card) {
 
 /// The access history insurance-svc recorded for `person`, once `count` entries are there.
 async fn history(stack: &Stack, person: &str, count: usize) -> Vec<AuditEntry> {
-    let store = AuditStore::new(stack.insurance_db.clone(), Arc::new(stack.clock.clone()));
+    let store = stack.audit_replica("insurance-svc");
     let person = Uuid::parse_str(person).unwrap();
     for _ in 0..200 {
         let entries = store.history(person, None, 500).await.expect("read the history");

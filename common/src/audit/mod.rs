@@ -1,11 +1,20 @@
-//! The audit trail both services keep (DESIGN.md 4.3): one row per call that read or changed a
-//! person's data, recorded under the partner that made it. `chain` decides (pure), `store`
-//! reads and writes; each service's database holds its own `audit_log` and `audit_chain_head`
-//! (created by the service's migrations, described once in `schema`).
+//! The audit log both services keep (DESIGN.md 4.3): one row per call that read or changed a
+//! person's data, recorded under the partner that made it. `merkle` and `seal` decide (pure),
+//! `keys` holds the audit key file, `store` reads and writes; each service's database holds its
+//! own log (created by the service's migrations, described once in `schema`). `chain` is the
+//! first format's hash chain, kept to verify and re-seal rows written before partitions.
 
 pub mod chain;
+pub mod keys;
+pub mod merkle;
 pub mod schema;
+pub mod seal;
 pub mod store;
+pub mod witness;
 
 pub use chain::{outcome_name, outcome_of};
-pub use store::{AuditEntry, AuditStore, ChainVerdict, verify_chain};
+pub use keys::AuditKeys;
+pub use store::{
+    AuditEntry, AuditStats, AuditStore, ChainVerdict, ExportedCheckpoint, Fault, FaultKind, LogReport,
+    load_checkpoints, verify_log,
+};

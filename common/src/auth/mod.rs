@@ -55,6 +55,53 @@ impl CalledMethod {
     }
 }
 
+/// Metadata header with which a SERVICE partner (insurance-svc calling identity-svc) names the
+/// partner it relays a call for, so the person's access history shows who acted (DESIGN.md
+/// 4.3). Honoured only from SERVICE callers; anyone else sending it is refused
+/// (PERMISSION_DENIED / ON_BEHALF_OF_NOT_ALLOWED), because a partner naming another would hide
+/// itself from the person's history.
+pub const ON_BEHALF_OF_HEADER: &str = "x-on-behalf-of";
+
+/// The partner a SERVICE caller relays a call for, put into the request extensions by
+/// [`AuthLayer`] when the call carries [`ON_BEHALF_OF_HEADER`].
+#[derive(Debug, Clone)]
+pub struct OnBehalfOf(pub Arc<str>);
+
+/// The partner an audit row names for a call: the partner a SERVICE caller relays it for, else
+/// the caller.
+pub fn audit_partner<T>(request: &tonic::Request<T>) -> String {
+    if let Some(OnBehalfOf(partner)) = request.extensions().get::<OnBehalfOf>() {
+        return partner.to_string();
+    }
+    request.extensions().get::<Caller>().map(|caller| caller.0.id.clone()).unwrap_or_default()
+}
+
+/// Reads [`ON_BEHALF_OF_HEADER`]: `None` without it, the partner id from a SERVICE caller.
+fn on_behalf_of(headers: &http::HeaderMap, caller: &Partner) -> ApiResult<Option<Arc<str>>> {
+    let Some(value) = headers.get(ON_BEHALF_OF_HEADER) else { return Ok(None) };
+    if caller.kind != PartnerKind::Service {
+        return Err(ApiError::new(
+            tonic::Code::PermissionDenied,
+            Reason::OnBehalfOfNotAllowed,
+            "only SERVICE partners may relay a call on behalf of another partner",
+        ));
+    }
+    let valid = value
+        .to_str()
+        .ok()
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                Reason::OnBehalfOfInvalid,
+                ON_BEHALF_OF_HEADER,
+                "must be a partner id: 1-64 letters, digits, '-' or '_'",
+            )
+        })?;
+    Ok(Some(Arc::from(valid)))
+}
+
 /// The bearer token of a call, if any.
 pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -137,8 +184,15 @@ where
         if is_public(path) {
             return Box::pin(inner.call(request));
         }
-        match self.layer.authorise(request.headers(), path) {
-            Ok(partner) => {
+        let authorised = self.layer.authorise(request.headers(), path).and_then(|partner| {
+            let relayed_for = on_behalf_of(request.headers(), &partner)?;
+            Ok((partner, relayed_for))
+        });
+        match authorised {
+            Ok((partner, relayed_for)) => {
+                if let Some(relayed_for) = relayed_for {
+                    request.extensions_mut().insert(OnBehalfOf(relayed_for));
+                }
                 tracing::Span::current().record("partner", partner.id.as_str());
                 if let Some((&method, _)) = self.layer.scopes.get_key_value(request.uri().path()) {
                     request.extensions_mut().insert(CalledMethod(method));

@@ -7,8 +7,8 @@ use medins_common::{
     peer::{Peer, PeerOptions, traced},
 };
 use medins_proto::insurance::v1::{
-    FaceVerificationCompletedRequest, PersonSupersededRequest,
-    identity_event_service_client::IdentityEventServiceClient,
+    FaceVerificationCompletedRequest, ListPersonAccessesRequest, PersonAccess, PersonSupersededRequest,
+    identity_event_service_client::IdentityEventServiceClient, person_access_service_client::PersonAccessServiceClient,
 };
 use tonic::{Status, transport::Channel};
 
@@ -18,19 +18,25 @@ use crate::{
 };
 
 const SERVICE: &str = "medins.insurance.v1.IdentityEventService";
+const ACCESSES: &str = "medins.insurance.v1.PersonAccessService";
 
 /// A cheap-to-clone client.
 #[derive(Clone)]
 pub struct InsuranceClient {
     peer: Peer,
     events: IdentityEventServiceClient<Channel>,
+    accesses: PersonAccessServiceClient<Channel>,
 }
 
 impl InsuranceClient {
     /// A client that connects on first use (identity-svc starts while insurance-svc is down).
     pub fn connect_lazy(options: &PeerOptions) -> anyhow::Result<Self> {
         let peer = Peer::connect_lazy(options)?;
-        Ok(Self { events: IdentityEventServiceClient::new(peer.channel()), peer })
+        Ok(Self {
+            events: IdentityEventServiceClient::new(peer.channel()),
+            accesses: PersonAccessServiceClient::new(peer.channel()),
+            peer,
+        })
     }
 
     /// Delivers one PersonSuperseded event; Ok(duplicate) once insurance-svc has applied it
@@ -50,6 +56,27 @@ impl InsuranceClient {
         })
         .await
         .map(|response| response.into_inner().duplicate)
+    }
+
+    /// insurance-svc's audit records of a person, newest first, strictly before `before`
+    /// (`recorded_at`, `seq`) when given (the merged access history, DESIGN.md 4.3).
+    pub async fn list_person_accesses(
+        &self,
+        person_id: uuid::Uuid,
+        before: Option<(chrono::NaiveDateTime, i64)>,
+        page_size: i32,
+    ) -> Result<Vec<PersonAccess>, Status> {
+        traced(ACCESSES, "ListPersonAccesses", async {
+            let request = self.peer.request(ListPersonAccessesRequest {
+                person_id: person_id.to_string(),
+                page_size,
+                before_recorded_at: before.map(|(at, _)| timestamp(at)),
+                before_seq: before.map(|(_, seq)| seq).unwrap_or_default(),
+            });
+            self.accesses.clone().list_person_accesses(request).await
+        })
+        .await
+        .map(|response| response.into_inner().records)
     }
 
     /// Delivers one event; Ok(duplicate) once insurance-svc has recorded it (now or before).

@@ -1,7 +1,12 @@
 //! `medins.identity.v1.AccessHistoryService`: a person reads who accessed their data.
 
 use medins_common::audit::outcome_of;
-use medins_common::{ApiError, Reason, auth::Caller, convert::timestamp, error::require_uuid};
+use medins_common::{
+    ApiError, Reason,
+    auth::Caller,
+    convert::{from_timestamp, timestamp},
+    error::require_uuid,
+};
 use medins_proto::identity::v1::{
     AccessRecord, ListMyAccessHistoryRequest, ListMyAccessHistoryResponse,
     access_history_service_server::AccessHistoryService,
@@ -9,7 +14,14 @@ use medins_proto::identity::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{SharedState, person_token::authorize_person};
-use crate::domain::link::{decode_page_token, encode_page_token, page_size};
+use crate::domain::{
+    access_history::{Position, Source, merge},
+    link::{decode_page_token, encode_page_token, page_size},
+};
+
+fn record(partner_id: String, method: String, outcome: String, recorded_at: chrono::NaiveDateTime) -> AccessRecord {
+    AccessRecord { partner_id, method, outcome, recorded_at: Some(timestamp(recorded_at)) }
+}
 
 /// Audit method name of ListMyAccessHistory.
 pub const LIST_MY_ACCESS_HISTORY: &str = "/medins.identity.v1.AccessHistoryService/ListMyAccessHistory";
@@ -35,41 +47,73 @@ impl AccessHistoryService for AccessHistoryApi {
         &self,
         request: Request<ListMyAccessHistoryRequest>,
     ) -> Result<Response<ListMyAccessHistoryResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result: Result<_, Status> = async {
             let limit = page_size("page_size", body.page_size)?;
-            let before = decode_page_token("page_token", HISTORY_PAGE, &body.page_token)?
-                .map(|cursor| cursor.parse::<i64>())
-                .transpose()
-                .map_err(|_| {
-                    ApiError::invalid_field(Reason::InvalidArgument, "page_token", "is not a token this list returned")
-                })?;
+            let cursor = decode_page_token("page_token", HISTORY_PAGE, &body.page_token)?
+                .map(|cursor| {
+                    Position::from_cursor(&cursor).ok_or_else(|| {
+                        ApiError::invalid_field(
+                            Reason::InvalidArgument,
+                            "page_token",
+                            "is not a token this list returned",
+                        )
+                    })
+                })
+                .transpose()?;
             authorize_person(&self.state, &request, person_id)?;
-            let mut entries = self.state.audit.history(person_id, before, limit + 1).await?;
-            let next_page_token = if entries.len() as i64 > limit {
-                entries.truncate(limit as usize);
-                entries.last().map(|last| encode_page_token(HISTORY_PAGE, &last.seq.to_string())).unwrap_or_default()
-            } else {
-                String::new()
+            let mut records: Vec<(Position, AccessRecord)> = self
+                .state
+                .audit
+                .history_by_time(person_id, cursor.map(|c| c.before_in(Source::Identity)), limit + 1)
+                .await?
+                .into_iter()
+                .map(|entry| {
+                    let position =
+                        Position { recorded_at: entry.recorded_at, source: Source::Identity, seq: entry.seq };
+                    (position, record(entry.partner_id, entry.method, entry.outcome, entry.recorded_at))
+                })
+                .collect();
+            if let Some(insurance) = &self.state.insurance {
+                // Both halves or nothing: a history silently missing insurance-svc's records would
+                // tell the person nobody read their account.
+                let remote = insurance
+                    .list_person_accesses(person_id, cursor.map(|c| c.before_in(Source::Insurance)), (limit + 1) as i32)
+                    .await
+                    .map_err(|status| {
+                        tracing::warn!(code = ?status.code(), "insurance-svc access records unavailable");
+                        ApiError::unavailable(
+                            Reason::DependencyUnavailable,
+                            "insurance-svc's half of the access history is unavailable, retry later",
+                        )
+                    })?;
+                for access in remote {
+                    let recorded_at = access
+                        .recorded_at
+                        .as_ref()
+                        .and_then(from_timestamp)
+                        .ok_or_else(|| ApiError::internal("insurance-svc sent an access record without a time"))?
+                        .naive_utc();
+                    let position = Position { recorded_at, source: Source::Insurance, seq: access.seq };
+                    records.push((position, record(access.partner_id, access.method, access.outcome, recorded_at)));
+                }
+            }
+            let (page, more) = merge(records, limit as usize);
+            let next_page_token = match page.last() {
+                Some((last, _)) if more => encode_page_token(HISTORY_PAGE, &last.to_cursor()),
+                _ => String::new(),
             };
             Ok(Response::new(ListMyAccessHistoryResponse {
-                records: entries
-                    .into_iter()
-                    .map(|entry| AccessRecord {
-                        partner_id: entry.partner_id,
-                        method: entry.method,
-                        outcome: entry.outcome,
-                        recorded_at: Some(timestamp(entry.recorded_at)),
-                    })
-                    .collect(),
+                records: page.into_iter().map(|(_, record)| record).collect(),
                 next_page_token,
             }))
         }
         .await;
         // Recorded after the listing, so a page never contains the call that read it.
-        self.state.audit.record(&caller.id, LIST_MY_ACCESS_HISTORY, person_id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, LIST_MY_ACCESS_HISTORY, person_id, outcome_of(&result)).await;
         result
     }
 }

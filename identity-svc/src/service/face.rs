@@ -193,6 +193,7 @@ impl FaceVerificationService for FaceApi {
         request: Request<StartFaceVerificationRequest>,
     ) -> Result<Response<StartFaceVerificationResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let purpose = purpose_of(require_enum::<pb::FacePurpose>("purpose", body.purpose)?);
@@ -253,7 +254,7 @@ impl FaceVerificationService for FaceApi {
                 .map(Response::new)
         }
         .await;
-        state.audit.record(&caller.id, START_FACE_VERIFICATION, person_id, outcome_of(&result)).await;
+        state.audit.record(&audit_as, START_FACE_VERIFICATION, person_id, outcome_of(&result)).await;
         result
     }
 
@@ -262,6 +263,7 @@ impl FaceVerificationService for FaceApi {
         request: Request<SubmitFaceResultRequest>,
     ) -> Result<Response<SubmitFaceResultResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         // The scope alone is not enough: only a certified provider may decide an outcome.
         if caller.kind != PartnerKind::FaceProvider {
             return Err(ApiError::new(
@@ -311,7 +313,7 @@ impl FaceVerificationService for FaceApi {
             })
             .await
             .map(Response::new);
-        state.audit.record(&caller.id, SUBMIT_FACE_RESULT, person_id, outcome_of(&result)).await;
+        state.audit.record(&audit_as, SUBMIT_FACE_RESULT, person_id, outcome_of(&result)).await;
         result
     }
 
@@ -320,6 +322,7 @@ impl FaceVerificationService for FaceApi {
         request: Request<GetFaceVerificationRequest>,
     ) -> Result<Response<GetFaceVerificationResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let session_id = require_uuid("session_id", &request.get_ref().session_id)?;
         let session = self.session(session_id).await?;
         // The front door that started a PHONE_CHANGE session without a token reads its outcome.
@@ -332,7 +335,7 @@ impl FaceVerificationService for FaceApi {
                 Response::new(GetFaceVerificationResponse { session: Some(session_message(&session, now)) })
             })
             .map_err(Status::from);
-        self.state.audit.record(&caller.id, GET_FACE_VERIFICATION, session.person_id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, GET_FACE_VERIFICATION, session.person_id, outcome_of(&result)).await;
         result
     }
 
@@ -342,14 +345,15 @@ impl FaceVerificationService for FaceApi {
         &self,
         request: Request<WatchFaceVerificationRequest>,
     ) -> Result<Response<Self::WatchFaceVerificationStream>, Status> {
-        let caller = Caller::of(&request)?;
+        Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let session_id = require_uuid("session_id", &request.get_ref().session_id)?;
         // Subscribe before the first read, so no change can fall between the two.
         let changes = self.state.face.subscribe();
         let session = self.session(session_id).await?;
         let person_id = session.person_id;
         let authorized = authorize_reader(&self.state, &request, &session).await.map_err(Status::from);
-        self.state.audit.record(&caller.id, WATCH_FACE_VERIFICATION, person_id, outcome_of(&authorized)).await;
+        self.state.audit.record(&audit_as, WATCH_FACE_VERIFICATION, person_id, outcome_of(&authorized)).await;
         authorized?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(watch_session(self.state.clone(), session, changes, tx));

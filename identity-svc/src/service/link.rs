@@ -103,6 +103,7 @@ impl PartnerLinkService for PartnerLinkApi {
         request: Request<LinkPartnerAccountRequest>,
     ) -> Result<Response<LinkPartnerAccountResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result = async {
@@ -118,7 +119,7 @@ impl PartnerLinkService for PartnerLinkApi {
         }
         .await
         .map(Response::new);
-        self.state.audit.record(&caller.id, LINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, LINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
         result
     }
 
@@ -127,6 +128,7 @@ impl PartnerLinkService for PartnerLinkApi {
         request: Request<UnlinkPartnerAccountRequest>,
     ) -> Result<Response<UnlinkPartnerAccountResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result: Result<_, Status> = async {
             authorize_person(&self.state, &request, person_id)?;
@@ -137,7 +139,7 @@ impl PartnerLinkService for PartnerLinkApi {
             Ok(Response::new(UnlinkPartnerAccountResponse { unlinked }))
         }
         .await;
-        self.state.audit.record(&caller.id, UNLINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, UNLINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
         result
     }
 
@@ -146,6 +148,7 @@ impl PartnerLinkService for PartnerLinkApi {
         request: Request<RevokePartnerLinkRequest>,
     ) -> Result<Response<RevokePartnerLinkResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result: Result<_, Status> = async {
@@ -164,7 +167,7 @@ impl PartnerLinkService for PartnerLinkApi {
                 .map(Response::new)
         }
         .await;
-        self.state.audit.record(&caller.id, REVOKE_PARTNER_LINK, person_id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, REVOKE_PARTNER_LINK, person_id, outcome_of(&result)).await;
         result
     }
 
@@ -173,6 +176,7 @@ impl PartnerLinkService for PartnerLinkApi {
         request: Request<ListPartnerLinksRequest>,
     ) -> Result<Response<ListPartnerLinksResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result: Result<_, Status> = async {
@@ -205,7 +209,7 @@ impl PartnerLinkService for PartnerLinkApi {
             }))
         }
         .await;
-        self.state.audit.record(&caller.id, LIST_PARTNER_LINKS, person_id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, LIST_PARTNER_LINKS, person_id, outcome_of(&result)).await;
         result
     }
 }

@@ -48,6 +48,9 @@ pub struct State {
     pub assurance: crate::store::assurance::AssuranceStore,
     /// Token revocations (the feed this process and insurance-svc refuse tokens by).
     pub revocations: crate::store::revocation::RevocationStore,
+    /// insurance-svc, for its half of a person's access history; `None` when no insurance-svc
+    /// is configured (`--insurance-url`, `--insurance-api-key`): then there is no other half.
+    pub insurance: Option<crate::clients::insurance::InsuranceClient>,
 }
 
 /// Shared state handle.

@@ -99,6 +99,7 @@ impl PersonService for PersonApi {
         request: Request<RegisterPersonRequest>,
     ) -> Result<Response<RegisterPersonResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let new = self.parse_new_person(&body.name, &body.id_number, Some(&body.phone))?;
         let state = &self.state;
@@ -119,13 +120,14 @@ impl PersonService for PersonApi {
             })
             .await?;
         if let Some(person_id) = response.person.as_ref().and_then(|p| uuid::Uuid::parse_str(&p.person_id).ok()) {
-            self.state.audit.record(&caller.id, REGISTER_PERSON, person_id, tonic::Code::Ok).await;
+            self.state.audit.record(&audit_as, REGISTER_PERSON, person_id, tonic::Code::Ok).await;
         }
         Ok(Response::new(response))
     }
 
     async fn get_person(&self, request: Request<GetPersonRequest>) -> Result<Response<GetPersonResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result: Result<_, Status> = async {
             // A partner reads a person only with a token for that person (OPS, SERVICE exempt).
@@ -134,7 +136,7 @@ impl PersonService for PersonApi {
             Ok(Response::new(GetPersonResponse { person: Some(person_view(&person, self.state.clock.as_ref())) }))
         }
         .await;
-        self.state.audit.record(&caller.id, GET_PERSON, id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, GET_PERSON, id, outcome_of(&result)).await;
         result
     }
 
@@ -143,13 +145,14 @@ impl PersonService for PersonApi {
         request: Request<ResolvePersonRequest>,
     ) -> Result<Response<ResolvePersonResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let new = self.parse_new_person(&body.name, &body.id_number, None)?;
         let (person, created) = self.state.persons.find_or_create(new, self.state.clock.stored_now()).await?;
         if created {
             tracing::info!(person_id = %person.id, partner = %caller.id, "person created by resolution");
         }
-        self.state.audit.record(&caller.id, RESOLVE_PERSON, person.id, tonic::Code::Ok).await;
+        self.state.audit.record(&audit_as, RESOLVE_PERSON, person.id, tonic::Code::Ok).await;
         Ok(Response::new(ResolvePersonResponse {
             person: Some(person_view(&person, self.state.clock.as_ref())),
             created,
@@ -161,6 +164,7 @@ impl PersonService for PersonApi {
         request: Request<pb::CompleteRealNameRequest>,
     ) -> Result<Response<pb::CompleteRealNameResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
@@ -172,7 +176,7 @@ impl PersonService for PersonApi {
                 Ok(pb::CompleteRealNameResponse { person: Some(person_view(&person, state.clock.as_ref())) })
             })
             .await;
-        state.audit.record(&caller.id, COMPLETE_REAL_NAME, person_id, outcome_of(&result)).await;
+        state.audit.record(&audit_as, COMPLETE_REAL_NAME, person_id, outcome_of(&result)).await;
         Ok(Response::new(result?))
     }
 
@@ -180,7 +184,8 @@ impl PersonService for PersonApi {
         &self,
         request: Request<pb::MatchPersonRequest>,
     ) -> Result<Response<pb::MatchPersonResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let new = self.parse_new_person(&body.name, &body.id_number, None)?;
         let person_id =
@@ -188,7 +193,7 @@ impl PersonService for PersonApi {
         let matched = self.state.persons.match_person(new.name, new.id_number, person_id).await?;
         // Audited under the matched person, or under the person asked about when there is none.
         if let Some(subject) = matched.as_ref().map(|p| p.id).or(person_id) {
-            self.state.audit.record(&caller.id, MATCH_PERSON, subject, tonic::Code::Ok).await;
+            self.state.audit.record(&audit_as, MATCH_PERSON, subject, tonic::Code::Ok).await;
         }
         Ok(Response::new(pb::MatchPersonResponse {
             matched: matched.is_some(),
@@ -201,6 +206,7 @@ impl PersonService for PersonApi {
         request: Request<pb::ChangePhoneRequest>,
     ) -> Result<Response<pb::ChangePhoneResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let new_phone = phone::parse(&body.new_phone).map_err(|e| phone_error("new_phone", e))?;
@@ -232,7 +238,7 @@ impl PersonService for PersonApi {
                 Ok(pb::ChangePhoneResponse { person: Some(person_view(&person, state.clock.as_ref())) })
             })
             .await;
-        state.audit.record(&caller.id, CHANGE_PHONE, person_id, outcome_of(&result)).await;
+        state.audit.record(&audit_as, CHANGE_PHONE, person_id, outcome_of(&result)).await;
         Ok(Response::new(result?))
     }
 
@@ -241,6 +247,7 @@ impl PersonService for PersonApi {
         request: Request<pb::ConsumeSmsChallengeRequest>,
     ) -> Result<Response<pb::ConsumeSmsChallengeResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
@@ -273,7 +280,7 @@ impl PersonService for PersonApi {
                 Ok(pb::ConsumeSmsChallengeResponse { consumed: true })
             })
             .await;
-        state.audit.record(&caller.id, CONSUME_SMS_CHALLENGE, person_id, outcome_of(&result)).await;
+        state.audit.record(&audit_as, CONSUME_SMS_CHALLENGE, person_id, outcome_of(&result)).await;
         Ok(Response::new(result?))
     }
     async fn suspend_person(

@@ -32,7 +32,8 @@ impl PersonFactsService for PersonFactsApi {
         &self,
         request: Request<GetPersonFactsRequest>,
     ) -> Result<Response<GetPersonFactsResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result: Result<_, Status> = async {
             let person = self.state.persons.find(id).await?.ok_or_else(person_not_found)?;
@@ -43,7 +44,7 @@ impl PersonFactsService for PersonFactsApi {
             }))
         }
         .await;
-        self.state.audit.record(&caller.id, GET_PERSON_FACTS, id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, GET_PERSON_FACTS, id, outcome_of(&result)).await;
         result
     }
 }

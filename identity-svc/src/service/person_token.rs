@@ -170,9 +170,10 @@ impl PersonTokenService for PersonTokenApi {
         request: Request<IssuePersonTokenRequest>,
     ) -> Result<Response<IssuePersonTokenResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result = self.issue(&caller.id, person_id).await.map(Response::new).map_err(Status::from);
-        self.state.audit.record(&caller.id, ISSUE_PERSON_TOKEN, person_id, outcome_of(&result)).await;
+        self.state.audit.record(&audit_as, ISSUE_PERSON_TOKEN, person_id, outcome_of(&result)).await;
         result
     }
 

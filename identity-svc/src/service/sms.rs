@@ -42,6 +42,7 @@ impl SmsService for SmsApi {
         request: Request<SendSmsCodeRequest>,
     ) -> Result<Response<SendSmsCodeResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let audit_as = medins_common::auth::audit_partner(&request);
         let body = request.get_ref();
         let purpose = SmsPurpose::from_proto(require_enum::<pb::SmsPurpose>("purpose", body.purpose)?)
             .ok_or_else(|| ApiError::invalid_field(Reason::InvalidEnumValue, "purpose", "must be set"))?;
@@ -92,7 +93,7 @@ impl SmsService for SmsApi {
             .await;
         // A code to a person's phone on record reads their phone: it is theirs to see.
         if let Recipient::PhoneOnRecord(person_id) = recipient {
-            state.audit.record(&caller.id, SEND_SMS_CODE, person_id, outcome_of(&result)).await;
+            state.audit.record(&audit_as, SEND_SMS_CODE, person_id, outcome_of(&result)).await;
         }
         Ok(Response::new(result?))
     }

@@ -38,6 +38,7 @@ pub async fn suspend_person(
     request: Request<SuspendPersonRequest>,
 ) -> Result<Response<SuspendPersonResponse>, Status> {
     let caller = Caller::of(&request)?;
+    let audit_as = medins_common::auth::audit_partner(&request);
     let body = request.get_ref();
     let person_id = require_uuid("person_id", &body.person_id)?;
     let result: Result<_, Status> = async {
@@ -55,7 +56,7 @@ pub async fn suspend_person(
         }))
     }
     .await;
-    state.audit.record(&caller.id, SUSPEND_PERSON, person_id, outcome_of(&result)).await;
+    state.audit.record(&audit_as, SUSPEND_PERSON, person_id, outcome_of(&result)).await;
     result
 }
 
@@ -65,6 +66,7 @@ pub async fn resume_person(
     request: Request<ResumePersonRequest>,
 ) -> Result<Response<ResumePersonResponse>, Status> {
     let caller = Caller::of(&request)?;
+    let audit_as = medins_common::auth::audit_partner(&request);
     let body = request.get_ref();
     let person_id = require_uuid("person_id", &body.person_id)?;
     let result: Result<_, Status> = async {
@@ -77,6 +79,6 @@ pub async fn resume_person(
         Ok(Response::new(ResumePersonResponse { changed: change.changed }))
     }
     .await;
-    state.audit.record(&caller.id, RESUME_PERSON, person_id, outcome_of(&result)).await;
+    state.audit.record(&audit_as, RESUME_PERSON, person_id, outcome_of(&result)).await;
     result
 }

@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 
 use medins_common::{
     ApiError, ApiResult,
+    auth::ON_BEHALF_OF_HEADER,
     peer::{Peer, PeerOptions, traced},
 };
 use medins_proto::identity::v1::{
@@ -61,7 +62,13 @@ impl IdentityClient {
     }
 
     /// Resolves name + ID number to a person (created at identity-svc if new).
-    pub async fn resolve_person(&self, name: &str, id_number: &str, field_prefix: &str) -> ApiResult<PersonView> {
+    pub async fn resolve_person(
+        &self,
+        acting_partner: &str,
+        name: &str,
+        id_number: &str,
+        field_prefix: &str,
+    ) -> ApiResult<PersonView> {
         let message = ResolvePersonRequest { name: name.to_owned(), id_number: id_number.to_owned() };
         let response = self
             .call(
@@ -69,6 +76,7 @@ impl IdentityClient {
                 PERSONS,
                 "ResolvePerson",
                 field_prefix,
+                Some(acting_partner),
                 None,
                 message,
                 |mut client, request| async move { client.resolve_person(request).await },
@@ -83,6 +91,7 @@ impl IdentityClient {
     /// [`resolve_person`](Self::resolve_person).
     pub async fn match_person(
         &self,
+        acting_partner: &str,
         name: &str,
         id_number: &str,
         person_id: Option<Uuid>,
@@ -99,6 +108,7 @@ impl IdentityClient {
                 PERSONS,
                 "MatchPerson",
                 field_prefix,
+                Some(acting_partner),
                 None,
                 message,
                 |mut client, request| async move { client.match_person(request).await },
@@ -113,24 +123,38 @@ impl IdentityClient {
     }
 
     /// A person by id.
-    pub async fn get_person(&self, person_id: &str, field_prefix: &str) -> ApiResult<PersonView> {
+    pub async fn get_person(&self, acting_partner: &str, person_id: &str, field_prefix: &str) -> ApiResult<PersonView> {
         let message = GetPersonRequest { person_id: person_id.to_owned() };
         let response = self
-            .call(&self.persons, PERSONS, "GetPerson", field_prefix, None, message, |mut client, request| async move {
-                client.get_person(request).await
-            })
+            .call(
+                &self.persons,
+                PERSONS,
+                "GetPerson",
+                field_prefix,
+                Some(acting_partner),
+                None,
+                message,
+                |mut client, request| async move { client.get_person(request).await },
+            )
             .await?;
         response.person.ok_or_else(|| ApiError::internal("identity-svc answered without a person"))
     }
 
     /// A person's birth date, for age rules only (`PersonFactsService.GetPersonFacts`, scope
     /// `service`): partner views never carry it, and nothing here returns it to a partner.
-    pub async fn get_person_birth_date(&self, person_id: Uuid) -> ApiResult<NaiveDate> {
+    pub async fn get_person_birth_date(&self, acting_partner: &str, person_id: Uuid) -> ApiResult<NaiveDate> {
         let message = GetPersonFactsRequest { person_id: person_id.to_string() };
         let response = self
-            .call(&self.facts, FACTS, "GetPersonFacts", "", None, message, |mut client, request| async move {
-                client.get_person_facts(request).await
-            })
+            .call(
+                &self.facts,
+                FACTS,
+                "GetPersonFacts",
+                "",
+                Some(acting_partner),
+                None,
+                message,
+                |mut client, request| async move { client.get_person_facts(request).await },
+            )
             .await?;
         response
             .birth_date
@@ -139,7 +163,12 @@ impl IdentityClient {
     }
 
     /// A face session by id (insurance-svc's SERVICE key may read any session).
-    pub async fn get_face_verification(&self, session_id: &str, field_prefix: &str) -> ApiResult<FaceSession> {
+    pub async fn get_face_verification(
+        &self,
+        acting_partner: &str,
+        session_id: &str,
+        field_prefix: &str,
+    ) -> ApiResult<FaceSession> {
         let message = GetFaceVerificationRequest { session_id: session_id.to_owned() };
         let response = self
             .call(
@@ -147,6 +176,7 @@ impl IdentityClient {
                 FACES,
                 "GetFaceVerification",
                 field_prefix,
+                Some(acting_partner),
                 None,
                 message,
                 |mut client, request| async move { client.get_face_verification(request).await },
@@ -180,6 +210,7 @@ impl IdentityClient {
             PERSONS,
             "ConsumeSmsChallenge",
             field_prefix,
+            Some(on_behalf_of),
             Some(&key),
             message,
             |mut client, request| async move { client.consume_sms_challenge(request).await },
@@ -217,6 +248,7 @@ impl IdentityClient {
             FACES,
             "StartFaceVerification",
             "",
+            Some(on_behalf_of),
             Some(reference),
             message,
             |mut client, request| async move { client.start_face_verification(request).await },
@@ -232,6 +264,7 @@ impl IdentityClient {
                 TOKENS,
                 "GetPublicKeys",
                 "",
+                None,
                 None,
                 GetPublicKeysRequest {},
                 |mut client, request| async move { client.get_public_keys(request).await },
@@ -259,6 +292,7 @@ impl IdentityClient {
         service: &'static str,
         method: &'static str,
         field_prefix: &str,
+        acting_partner: Option<&str>,
         idempotency_key: Option<&str>,
         message: Req,
         send: F,
@@ -274,6 +308,12 @@ impl IdentityClient {
             .map(AsciiMetadataValue::try_from)
             .transpose()
             .map_err(|_| ApiError::internal("an idempotency key is not visible ASCII"))?;
+        // The partner we act for: identity-svc records the call under it in the person's access
+        // history (DESIGN.md 4.3), honouring the header only from SERVICE keys like ours.
+        let acting = acting_partner
+            .map(AsciiMetadataValue::try_from)
+            .transpose()
+            .map_err(|_| ApiError::internal("a partner id is not visible ASCII"))?;
         let mut delay = Duration::from_millis(50);
         let mut attempt = 1;
         traced(service, method, async {
@@ -281,6 +321,9 @@ impl IdentityClient {
                 let mut request = self.peer.request(message.clone());
                 if let Some(key) = &key {
                     request.metadata_mut().insert("idempotency-key", key.clone());
+                }
+                if let Some(acting) = &acting {
+                    request.metadata_mut().insert(ON_BEHALF_OF_HEADER, acting.clone());
                 }
                 match send(client.clone(), request).await {
                     Err(status) if status.code() == Code::Unavailable && attempt < self.attempts => {

@@ -43,14 +43,21 @@ impl AccountApi {
     }
 
     /// Finds (or, for name + ID number, resolves) the person an account is for.
-    async fn person_of(&self, person: Option<&open_account_request::Person>) -> ApiResult<PersonView> {
+    async fn person_of(
+        &self,
+        acting_partner: &str,
+        person: Option<&open_account_request::Person>,
+    ) -> ApiResult<PersonView> {
         match person {
             Some(open_account_request::Person::PersonId(id)) => {
                 let id = require_uuid("person_id", id)?;
-                self.state.identity.get_person(&id.to_string(), "").await
+                self.state.identity.get_person(acting_partner, &id.to_string(), "").await
             }
             Some(open_account_request::Person::Identity(identity)) => {
-                self.state.identity.resolve_person(&identity.name, &identity.id_number, "identity.").await
+                self.state
+                    .identity
+                    .resolve_person(acting_partner, &identity.name, &identity.id_number, "identity.")
+                    .await
             }
             None => Err(ApiError::invalid_field(Reason::InvalidArgument, "person", "set person_id or identity")),
         }
@@ -191,13 +198,13 @@ impl AccountService for AccountApi {
         let result: Result<OpenAccountResponse, Status> = state
             .idempotency
             .run(&caller.id, "OpenAccount", request.metadata(), body, || async {
-                let person = self.person_of(body.person.as_ref()).await?;
+                let person = self.person_of(&caller.id, body.person.as_ref()).await?;
                 let id = require_uuid("person_id", &person.person_id)?;
                 let _ = person_id.set(id);
                 let standing = access.decide(state, id, facts).await?;
                 // The birth date (for age rules) comes over a SERVICE-only call: no partner view
                 // carries it.
-                let birth_date = state.identity.get_person_birth_date(id).await?;
+                let birth_date = state.identity.get_person_birth_date(&caller.id, id).await?;
                 let account = state.accounts.open(id, birth_date, terms, state.clock.stored_now()).await?;
                 tracing::info!(account_id = %account.id, person_id = %id, partner = %caller.id, "account opened");
                 Ok(OpenAccountResponse { account: Some(account_view(&account, standing)) })

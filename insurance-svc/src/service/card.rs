@@ -365,9 +365,13 @@ impl CardApi {
         Ok(Some(id))
     }
 
-    async fn check_face(&self, session_id: Uuid, actor: Uuid) -> ApiResult<()> {
+    async fn check_face(&self, acting_partner: &str, session_id: Uuid, actor: Uuid) -> ApiResult<()> {
         let state = &self.state;
-        let session = match state.identity.get_face_verification(&session_id.to_string(), "face_session_id.").await {
+        let session = match state
+            .identity
+            .get_face_verification(acting_partner, &session_id.to_string(), "face_session_id.")
+            .await
+        {
             Ok(session) => session,
             Err(error) if error.reason() == Reason::FaceSessionNotFound => return Err(FaceCheck::NotFound.into_error()),
             Err(error) => return Err(error),
@@ -396,10 +400,13 @@ impl CardApi {
         let agent_person_id = match &application.agent {
             Some(agent) => {
                 // Who the agent is, checked without creating anyone: an agent is a known person.
-                let agent_id =
-                    state.identity.match_person(&agent.name, &agent.id_number, None, "agent.").await?.ok_or_else(
-                        || ApiError::not_found(Reason::PersonNotFound, "the agent is not a registered person"),
-                    )?;
+                let agent_id = state
+                    .identity
+                    .match_person(&caller.id, &agent.name, &agent.id_number, None, "agent.")
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::not_found(Reason::PersonNotFound, "the agent is not a registered person")
+                    })?;
                 if agent_id == person_id {
                     return Err(ApiError::failed_precondition(
                         Reason::AgentIsApplicant,
@@ -435,7 +442,7 @@ impl CardApi {
             let photo = self
                 .check_document("photo_document_id", online.photo, DocumentKind::Photo, person_id, photo_required(age))
                 .await?;
-            self.check_face(online.face_session_id, actor).await?;
+            self.check_face(&caller.id, online.face_session_id, actor).await?;
             let fee = state.cards.find_fee(online.fee_id).await?;
             check_fee(fee.map(|f| (f.person_id, f.application_id.is_some())), person_id)
                 .map_err(FeeCheck::into_error)?;
@@ -501,7 +508,7 @@ impl CardApi {
             Some(card_batch_person::Person::Identity(identity)) => self
                 .state
                 .identity
-                .resolve_person(&identity.name, &identity.id_number, &format!("persons[{index}].identity."))
+                .resolve_person(&caller.id, &identity.name, &identity.id_number, &format!("persons[{index}].identity."))
                 .await
                 .and_then(|person| require_uuid("person_id", &person.person_id)),
             None => Err(ApiError::invalid_field(
@@ -578,7 +585,7 @@ impl CardApi {
         if counted && !state.cards.reserve_lookup(&caller.id, day, LOOKUP_FAILURES_PER_DAY).await? {
             return Err(lookup_limit_exceeded(state.clock.stored_now(), day));
         }
-        let result = self.find_card_for(access, number, holder, subject).await;
+        let result = self.find_card_for(&caller.id, access, number, holder, subject).await;
         if counted
             && lookup_outcome(result.as_ref().err()) != LookupOutcome::Failed
             && let Err(error) = state.cards.release_lookup(&caller.id, day).await
@@ -591,6 +598,7 @@ impl CardApi {
 
     async fn find_card_for(
         &self,
+        acting_partner: &str,
         access: &CallAccess,
         number: &str,
         holder: Option<&pb::PersonIdentity>,
@@ -601,7 +609,7 @@ impl CardApi {
             if let Some(holder) = holder {
                 // The same check an existing card gets, so a malformed identity gets the same
                 // answer whether the number exists or not (and about the same time).
-                state.identity.match_person(&holder.name, &holder.id_number, None, "holder.").await?;
+                state.identity.match_person(acting_partner, &holder.name, &holder.id_number, None, "holder.").await?;
             }
             return Err(card_not_found());
         };
@@ -610,7 +618,10 @@ impl CardApi {
             // A side-effect-free match against the card's holder: a failed check leaves no
             // person behind.
             Some(holder) => {
-                state.identity.match_person(&holder.name, &holder.id_number, Some(card.person_id), "holder.").await?
+                state
+                    .identity
+                    .match_person(acting_partner, &holder.name, &holder.id_number, Some(card.person_id), "holder.")
+                    .await?
                     == Some(card.person_id)
             }
             None => false,
@@ -717,7 +728,10 @@ impl CardService for CardApi {
         let access = CallAccess::begin(state, &request).await?;
         let holder_present = match &body.payer {
             Some(payer) => {
-                state.identity.match_person(&payer.name, &payer.id_number, Some(person_id), "payer.").await?
+                state
+                    .identity
+                    .match_person(&caller.id, &payer.name, &payer.id_number, Some(person_id), "payer.")
+                    .await?
                     == Some(person_id)
             }
             None => false,

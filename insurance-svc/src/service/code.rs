@@ -88,11 +88,16 @@ impl HolderCache {
     }
 
     /// The holder's facts, from the cache or identity-svc.
-    pub async fn get(&self, identity: &IdentityClient, person_id: Uuid) -> Result<HolderFacts, ApiError> {
+    pub async fn get(
+        &self,
+        acting_partner: &str,
+        identity: &IdentityClient,
+        person_id: Uuid,
+    ) -> Result<HolderFacts, ApiError> {
         if let Some(facts) = self.cached(person_id) {
             return Ok(facts);
         }
-        let person = identity.get_person(&person_id.to_string(), "").await?;
+        let person = identity.get_person(acting_partner, &person_id.to_string(), "").await?;
         let facts = HolderFacts {
             masked_name: person.masked_name,
             sex: match Sex::try_from(person.sex) {
@@ -108,13 +113,13 @@ impl HolderCache {
 
     /// Fetches the holder's facts in the background unless cached (IssueCode: the counter will
     /// ask within the minute).
-    pub fn warm(self: &std::sync::Arc<Self>, identity: &IdentityClient, person_id: Uuid) {
+    pub fn warm(self: &std::sync::Arc<Self>, acting_partner: &str, identity: &IdentityClient, person_id: Uuid) {
         if self.cached(person_id).is_some() {
             return;
         }
-        let (cache, identity) = (self.clone(), identity.clone());
+        let (cache, identity, acting_partner) = (self.clone(), identity.clone(), acting_partner.to_owned());
         tokio::spawn(async move {
-            if let Err(error) = cache.get(&identity, person_id).await {
+            if let Err(error) = cache.get(&acting_partner, &identity, person_id).await {
                 tracing::debug!(%error, "holder facts not prefetched");
             }
         });
@@ -179,7 +184,7 @@ impl CodeApi {
         } else {
             Vec::new()
         };
-        state.holders.warm(&state.identity, holder);
+        state.holders.warm(&medins_common::auth::Caller::of(request)?.id, &state.identity, holder);
         Ok(IssueCodeResponse {
             expires_at: Some(timestamp(issued.payload.expires_at_time().naive_utc())),
             key_id: issued.payload.key_id_text(),
@@ -241,7 +246,7 @@ impl CodeService for CodeApi {
                 );
                 access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
                 // The visit is open whatever identity-svc says now: show what is known.
-                let facts = match state.holders.get(&state.identity, visit.person_id).await {
+                let facts = match state.holders.get(&caller.id, &state.identity, visit.person_id).await {
                     Ok(facts) => facts,
                     Err(error) => {
                         tracing::warn!(%error, visit_id = %visit.id, "holder facts unavailable; visit opened without them");

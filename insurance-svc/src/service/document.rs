@@ -151,15 +151,21 @@ async fn record<T>(state: &State, access: &CallAccess, person: Uuid, result: &Re
 
 /// Whether identity-svc knows `person` (a refused call is recorded for an existing person only;
 /// errors count as unknown: the answer does not depend on this).
-async fn person_exists(state: &State, person: Uuid) -> bool {
-    state.identity.get_person(&person.to_string(), "").await.is_ok()
+async fn person_exists(acting_partner: &str, state: &State, person: Uuid) -> bool {
+    state.identity.get_person(acting_partner, &person.to_string(), "").await.is_ok()
 }
 
 /// The person a document upload or letter names, by name and ID number: an insured person
 /// (FAILED_PRECONDITION / NOT_INSURED otherwise, the answer AddFamilyMember gives for the same
 /// pair), matched without creating anyone.
-async fn insured_person(state: &State, name: &str, id_number: &str, prefix: &str) -> ApiResult<Uuid> {
-    let Some(person) = state.identity.match_person(name, id_number, None, prefix).await? else {
+async fn insured_person(
+    acting_partner: &str,
+    state: &State,
+    name: &str,
+    id_number: &str,
+    prefix: &str,
+) -> ApiResult<Uuid> {
+    let Some(person) = state.identity.match_person(acting_partner, name, id_number, None, prefix).await? else {
         require_insured(None)?;
         return Err(ApiError::internal("an unknown person passed the insured check"));
     };
@@ -290,6 +296,7 @@ impl DocumentApi {
     /// as early as possible, then parses the bytes on the pool.
     async fn receive(
         &self,
+        acting_partner: &str,
         header: Header,
         token_subject: Option<Uuid>,
         request: &mut Request<Streaming<UploadDocumentRequest>>,
@@ -299,7 +306,8 @@ impl DocumentApi {
         let subject = match (&header.need, &header.subject) {
             (SubjectNeed::Owner, _) | (_, None) => None,
             (_, Some(subject)) => {
-                let person = insured_person(state, &subject.name, &subject.id_number, "header.subject.").await?;
+                let person =
+                    insured_person(acting_partner, state, &subject.name, &subject.id_number, "header.subject.").await?;
                 if header.need == SubjectNeed::Letter {
                     require_not_self(owner_person_id, person)?;
                 }
@@ -408,14 +416,18 @@ impl DocumentApi {
 
     /// The letter, once the request is decoded and the caller admitted: the signature document,
     /// the member, the owner's masked name, the rendering (on the pool), the write.
-    async fn generate_letter(&self, letter: LetterRequest) -> ApiResult<GenerateCommitmentLetterResponse> {
+    async fn generate_letter(
+        &self,
+        acting_partner: &str,
+        letter: LetterRequest,
+    ) -> ApiResult<GenerateCommitmentLetterResponse> {
         let state = &self.state;
         let LetterRequest { owner_person_id, member_name, member_id_number, relationship, signature_id } = letter;
         let signature = state.documents.find(signature_id).await?.ok_or_else(not_found)?;
         check_signature(&signature, owner_person_id)?;
-        let member = insured_person(state, &member_name, &member_id_number, "member_").await?;
+        let member = insured_person(acting_partner, state, &member_name, &member_id_number, "member_").await?;
         require_not_self(owner_person_id, member)?;
-        let person = state.identity.get_person(&owner_person_id.to_string(), "owner_").await?;
+        let person = state.identity.get_person(acting_partner, &owner_person_id.to_string(), "owner_").await?;
         let bytes = Self::read_bytes(state, &signature).await?;
         let unreadable = |error: crate::domain::image::ImageError| {
             tracing::info!(document_id = %signature_id, %error, "signature image refused");
@@ -591,7 +603,7 @@ impl DocumentService for DocumentApi {
             Ok(admitted) => admitted,
             Err((owner, status)) => {
                 if let Some(owner) = owner
-                    && person_exists(state, owner).await
+                    && person_exists(&access.caller.id, state, owner).await
                 {
                     record::<()>(state, &access, owner, &Err(status.clone())).await;
                 }
@@ -603,7 +615,7 @@ impl DocumentService for DocumentApi {
             // Operators name the owner themselves: a document for nobody is refused (NOT_FOUND /
             // PERSON_NOT_FOUND), and not recorded (there is nobody to show it to). A person
             // token, or a guardian's binding, proves the owner exists.
-            state.identity.get_person(&owner.to_string(), "header.").await?;
+            state.identity.get_person(&access.caller.id, &owner.to_string(), "header.").await?;
         }
         let result = self.upload(&access, header, &mut request).await;
         record(state, &access, owner, &result).await;
@@ -651,21 +663,21 @@ impl DocumentService for DocumentApi {
         match access.decide(state, owner, HandlerFacts::default()).await {
             Err(error) => {
                 let status = Status::from(error);
-                if person_exists(state, owner).await {
+                if person_exists(&access.caller.id, state, owner).await {
                     record::<()>(state, &access, owner, &Err(status.clone())).await;
                 }
                 return Err(status);
             }
             // An operator's letter for nobody is PERSON_NOT_FOUND, and not recorded.
             Ok(Standing::Operator) => {
-                state.identity.get_person(&owner.to_string(), "owner_").await?;
+                state.identity.get_person(&access.caller.id, &owner.to_string(), "owner_").await?;
             }
             Ok(_) => {}
         }
         let result = state
             .idempotency
             .run(&access.caller.id, "GenerateCommitmentLetter", request.metadata(), body, || async {
-                Ok(self.generate_letter(letter).await?)
+                Ok(self.generate_letter(&access.caller.id, letter).await?)
             })
             .await;
         record(state, &access, owner, &result).await;
@@ -681,7 +693,7 @@ impl DocumentApi {
         header: Header,
         request: &mut Request<Streaming<UploadDocumentRequest>>,
     ) -> Result<UploadDocumentResponse, Status> {
-        let received = self.receive(header, access.token_subject, request).await?;
+        let received = self.receive(&access.caller.id, header, access.token_subject, request).await?;
         let fingerprint = UploadFingerprint {
             kind: received.kind.as_str().to_owned(),
             owner_person_id: received.owner_person_id.to_string(),

@@ -118,12 +118,17 @@ impl FamilyApi {
     /// The wire form of a binding, with both persons' masked names and the member's age as
     /// identity-svc shows them to partners (`known` saves a call for a view already at hand).
     /// The member's birth date stays here, for the age rules: the view never carries it.
-    async fn binding_message(&self, binding: &Binding, known: &[&PersonView]) -> ApiResult<pb::FamilyBinding> {
+    async fn binding_message(
+        &self,
+        acting_partner: &str,
+        binding: &Binding,
+        known: &[&PersonView],
+    ) -> ApiResult<pb::FamilyBinding> {
         let view = |person: Uuid| async move {
             let id = person.to_string();
             match known.iter().find(|view| view.person_id == id) {
                 Some(view) => Ok((*view).clone()),
-                None => self.state.identity.get_person(&id, "").await,
+                None => self.state.identity.get_person(acting_partner, &id, "").await,
             }
         };
         let (owner, member) =
@@ -151,8 +156,11 @@ impl FamilyApi {
         })
     }
 
-    async fn binding_messages(&self, bindings: &[Binding]) -> ApiResult<Vec<pb::FamilyBinding>> {
-        join_all(bindings.iter().map(|binding| self.binding_message(binding, &[]))).await.into_iter().collect()
+    async fn binding_messages(&self, acting_partner: &str, bindings: &[Binding]) -> ApiResult<Vec<pb::FamilyBinding>> {
+        join_all(bindings.iter().map(|binding| self.binding_message(acting_partner, binding, &[])))
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// A binding the caller may touch under the access table: the rule's standings towards its
@@ -191,7 +199,10 @@ impl FamilyApi {
         if !card_holds {
             return Ok(false);
         }
-        let session = match state.identity.get_face_verification(&session_id.to_string(), "terminal.owner_face_").await
+        let session = match state
+            .identity
+            .get_face_verification(&access.caller.id, &session_id.to_string(), "terminal.owner_face_")
+            .await
         {
             Ok(session) => session,
             Err(error) if error.code() == tonic::Code::NotFound => return Ok(false),
@@ -241,8 +252,10 @@ impl FamilyApi {
         }
         // Who the member is, checked without creating anyone: an unknown pair is no insured
         // member (NOT_INSURED, as for a known person without an account).
-        let Some(member) =
-            state.identity.match_person(&request.member_name, &request.member_id_number, None, "member_").await?
+        let Some(member) = state
+            .identity
+            .match_person(partner_id, &request.member_name, &request.member_id_number, None, "member_")
+            .await?
         else {
             require_insured(None)?;
             return Err(ApiError::internal("a person without an account passed the insured check"));
@@ -259,8 +272,8 @@ impl FamilyApi {
         let month = month_key(today);
         state.family.check_places(owner, member, month.clone()).await?;
         // 7. The relationship fits the ages.
-        let owner_view = state.identity.get_person(&owner.to_string(), "owner_").await?;
-        let member_view = state.identity.get_person(&member.to_string(), "member_").await?;
+        let owner_view = state.identity.get_person(partner_id, &owner.to_string(), "owner_").await?;
+        let member_view = state.identity.get_person(partner_id, &member.to_string(), "member_").await?;
         let owner_account = state.accounts.find_open_by_person(owner).await?;
         let owner_birth = owner_account.map(|account| account.birth_date).ok_or_else(|| {
             ApiError::failed_precondition(Reason::NotInsured, "the owner has no open insured account")
@@ -291,7 +304,7 @@ impl FamilyApi {
             (Some(owner_resident), true) => {
                 let matched = state
                     .identity
-                    .match_person(&owner_resident.name, &owner_resident.id_number, None, "owner_")
+                    .match_person(partner_id, &owner_resident.name, &owner_resident.id_number, None, "owner_")
                     .await?;
                 if matched != Some(owner) {
                     return Err(ApiError::failed_precondition(
@@ -371,7 +384,7 @@ impl FamilyApi {
             partner = partner_id,
             "family member bound"
         );
-        let message = self.binding_message(&binding, &[&owner_view, &member_view]).await?;
+        let message = self.binding_message(partner_id, &binding, &[&owner_view, &member_view]).await?;
         Ok(AddFamilyMemberResponse {
             binding: Some(message),
             face_check: face.map(|(session_id, liveness_challenge, expires_at)| pb::MemberFaceCheck {
@@ -544,7 +557,9 @@ impl FamilyService for FamilyApi {
         let persons = [binding.owner_person_id, binding.member_person_id];
         let result = async {
             self.binding_for(&access, id).await?;
-            Ok(GetFamilyBindingResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
+            Ok(GetFamilyBindingResponse {
+                binding: Some(self.binding_message(&access.caller.id, &binding, &[]).await?),
+            })
         }
         .await
         .map_err(|error: ApiError| Status::from(error));
@@ -561,7 +576,7 @@ impl FamilyService for FamilyApi {
         access.decide(&self.state, owner, HandlerFacts::default()).await?;
         let result = async {
             let bindings = self.state.family.list_by_owner(owner, body.include_ended).await?;
-            Ok(ListFamilyMembersResponse { bindings: self.binding_messages(&bindings).await? })
+            Ok(ListFamilyMembersResponse { bindings: self.binding_messages(&access.caller.id, &bindings).await? })
         }
         .await
         .map_err(|error: ApiError| Status::from(error));
@@ -577,7 +592,7 @@ impl FamilyService for FamilyApi {
         access.decide(&self.state, member, HandlerFacts::default()).await?;
         let result = async {
             let bindings = self.state.family.list_by_member(member).await?;
-            Ok(ListWhoBoundMeResponse { bindings: self.binding_messages(&bindings).await? })
+            Ok(ListWhoBoundMeResponse { bindings: self.binding_messages(&access.caller.id, &bindings).await? })
         }
         .await
         .map_err(|error: ApiError| Status::from(error));
@@ -618,7 +633,7 @@ impl FamilyService for FamilyApi {
                         "family binding removed"
                     );
                     Ok(RemoveFamilyMemberResponse {
-                        binding: Some(self.binding_message(&removed, &[]).await?),
+                        binding: Some(self.binding_message(&access.caller.id, &removed, &[]).await?),
                         member_voucher_suspended,
                     })
                 })
@@ -658,7 +673,9 @@ impl FamilyService for FamilyApi {
                     let aid_policy = state.settlements.policy().family_aid().clone();
                     let binding = state.family.set_family_aid(id, enabled, aid_policy).await?;
                     tracing::info!(binding_id = %id, enabled, partner = %caller, "family aid set");
-                    Ok(SetFamilyAidResponse { binding: Some(self.binding_message(&binding, &[]).await?) })
+                    Ok(SetFamilyAidResponse {
+                        binding: Some(self.binding_message(&access.caller.id, &binding, &[]).await?),
+                    })
                 })
                 .await
         }
@@ -794,7 +811,7 @@ impl FamilyService for FamilyApi {
             let result = async {
                 access.decide(state, binding.owner_person_id, HandlerFacts::default()).await?;
                 Ok(pb::FamilyBindingReview {
-                    binding: Some(self.binding_message(binding, &[]).await?),
+                    binding: Some(self.binding_message(&access.caller.id, binding, &[]).await?),
                     commitment_letter_document_id: binding.commitment_letter_id.to_string(),
                     owner_household_register_document_id: binding.owner_register_id.to_string(),
                     member_household_register_document_id: binding.member_register_id.to_string(),
@@ -850,7 +867,9 @@ impl FamilyService for FamilyApi {
                         reviewer = %caller,
                         "family binding reviewed"
                     );
-                    Ok(ReviewFamilyBindingResponse { binding: Some(self.binding_message(&reviewed, &[]).await?) })
+                    Ok(ReviewFamilyBindingResponse {
+                        binding: Some(self.binding_message(&access.caller.id, &reviewed, &[]).await?),
+                    })
                 })
                 .await
         }

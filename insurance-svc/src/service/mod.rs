@@ -7,6 +7,7 @@ pub mod code;
 pub mod document;
 pub mod events;
 pub mod family;
+pub mod person_access;
 pub mod settlement;
 pub mod voucher;
 

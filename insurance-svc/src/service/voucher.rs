@@ -113,13 +113,14 @@ impl VoucherApi {
     /// the contract: real name, insured account, face session, then the write.
     async fn activate(
         &self,
+        acting_partner: &str,
         person_id: Uuid,
         channel: Channel,
         face_session_id: Uuid,
         partner_id: &str,
     ) -> ApiResult<ActivateVoucherResponse> {
         let state = &self.state;
-        let person = state.identity.get_person(&person_id.to_string(), "").await?;
+        let person = state.identity.get_person(acting_partner, &person_id.to_string(), "").await?;
         if person.real_name_status != RealNameStatus::Verified as i32 {
             return Err(ApiError::failed_precondition(
                 Reason::RealNameRequired,
@@ -128,7 +129,10 @@ impl VoucherApi {
         }
         let account = state.accounts.find_open_by_person(person_id).await?;
         require_insured(account.map(|a| a.status))?;
-        let session = match state.identity.get_face_verification(&face_session_id.to_string(), "face_session_id.").await
+        let session = match state
+            .identity
+            .get_face_verification(acting_partner, &face_session_id.to_string(), "face_session_id.")
+            .await
         {
             Ok(session) => session,
             Err(error) if error.reason() == Reason::FaceSessionNotFound => {
@@ -233,7 +237,7 @@ impl VoucherService for VoucherApi {
         let result = state
             .idempotency
             .run(&caller.id, "ActivateVoucher", request.metadata(), body, || async {
-                Ok(self.activate(person_id, channel, face_session_id, &caller.id).await?)
+                Ok(self.activate(&caller.id, person_id, channel, face_session_id, &caller.id).await?)
             })
             .await;
         access.record(state, Some(person_id), &result).await;

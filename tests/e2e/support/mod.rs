@@ -266,6 +266,10 @@ impl Stack {
         let token_keys_file = dir.path().join("person-token-keys.toml");
         TokenKeyRing::generate(chrono::Utc::now()).save_new(&token_keys_file).expect("save person-token keys");
 
+        // Both services seal their audit logs with keys outside the databases, as `medins up`.
+        let audit_keys_file = dir.path().join("audit-keys.toml");
+        medins_common::audit::AuditKeys::generate_ring().save_new(&audit_keys_file).expect("save audit keys");
+
         let databases = TestDatabases::create(dir.path());
         let (identity_url, insurance_url) = databases.urls();
         let clock = ManualClock::new(chrono::Utc::now());
@@ -285,6 +289,9 @@ impl Stack {
             common.shutdown_grace = options.shutdown_grace;
             common.drain_timeout = Duration::from_secs(5);
             common.db_timeout = Duration::from_secs(2);
+            common.audit_keys_file = Some(audit_keys_file.clone());
+            // Tests seal when they choose (a second writer's `checkpoint_now`), and at shutdown.
+            common.audit_checkpoint_interval = Duration::from_secs(3600);
             common
         };
 
@@ -684,5 +691,24 @@ impl Stack {
         self.identity_stop = stop;
         self.identity_task = Some(tokio::spawn(identity.serve(listener, stopped(rx))));
         self.wait_until_serving().await;
+    }
+}
+
+/// The audit logs (tests/e2e/audit.rs).
+impl Stack {
+    /// The audit key file both services seal their logs with.
+    pub fn audit_keys_file(&self) -> PathBuf {
+        self.identity_config.common.audit_keys_file.clone().expect("tests give the services an audit key file")
+    }
+
+    /// The audit keys.
+    pub fn audit_keys(&self) -> medins_common::audit::AuditKeys {
+        medins_common::audit::AuditKeys::load(&self.audit_keys_file()).expect("audit keys")
+    }
+
+    /// A second audit writer on a service's database, standing for another replica.
+    pub fn audit_replica(&self, service: &'static str) -> medins_common::audit::AuditStore {
+        let db = if service == "identity-svc" { &self.identity_db } else { &self.insurance_db };
+        medins_common::audit::AuditStore::new(db.clone(), Arc::new(self.clock.clone()), service, self.audit_keys())
     }
 }
