@@ -16,7 +16,7 @@ use std::{
 
 use hdrhistogram::Histogram;
 use tonic::{
-    Code, Status,
+    Status,
     transport::{Channel, Endpoint},
 };
 
@@ -154,7 +154,7 @@ pub async fn run_phase<W: Workload>(workload: Arc<W>, channels: &[Channel], phas
                         histogram.saturating_record(micros as u64);
                     }
                     Err(status) => {
-                        let name = code_name(status.code()).to_owned();
+                        let name = medins_common::audit::outcome_name(status.code()).to_owned();
                         *errors.entry(name.clone()).or_default() += 1;
                         samples.entry(name).or_insert_with(|| status.message().chars().take(200).collect());
                     }
@@ -241,28 +241,6 @@ where
     Ok(slots.into_iter().map(|slot| slot.expect("every index was done")).collect())
 }
 
-/// The canonical name of a gRPC code, e.g. `RESOURCE_EXHAUSTED`.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
 
 #[cfg(test)]
 mod tests {
