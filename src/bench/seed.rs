@@ -1,7 +1,7 @@
 //! Seeding through the public gRPC API, the way partners do it: a bank registers persons, each
 //! completes real name with an SMS code, is linked to the bank with another SMS code (the codes
-//! come from the bench's SMS webhook), gets a person token, an account opened and credited by an
-//! employer, a face session passed at the face provider, and an ACTIVE voucher.
+//! come from the bench's SMS webhook), gets a person token, an account opened through the bank
+//! with that token and credited by an operator, a face session passed at the face provider, and an ACTIVE voucher.
 
 use std::{
     sync::Arc,
@@ -54,7 +54,6 @@ pub struct Seeder {
     insurance: Channel,
     ops: AsciiMetadataValue,
     bank: AsciiMetadataValue,
-    employer: AsciiMetadataValue,
     face_provider: AsciiMetadataValue,
     hospital: AsciiMetadataValue,
     /// Per-run randomness so ID numbers and phones do not collide with earlier runs.
@@ -91,7 +90,6 @@ impl Seeder {
             insurance: channel(target.insurance_addr)?,
             ops: bearer(&target.keys.ops)?,
             bank: bearer(&target.keys.bank)?,
-            employer: bearer(&target.keys.employer)?,
             face_provider: bearer(&target.keys.face_provider)?,
             hospital: bearer(&target.keys.hospital)?,
             run: uuid::Uuid::new_v4().as_u128() as u64,
@@ -261,8 +259,10 @@ impl Seeder {
                     region_code: "110105".into(),
                     employer_code: String::new(),
                 },
-                &self.employer,
-                None,
+                // The person, through the bank, with their token: a RESIDENT account has no
+                // employer to open it (DESIGN.md 4.3a).
+                &self.bank,
+                Some(&token),
             ))
             .await
             .context("OpenAccount")?
@@ -318,7 +318,8 @@ impl Seeder {
                     amount_cents: SEED_BALANCE_CENTS,
                     reference: format!("bench-{:x}-{i}", self.run),
                 },
-                &self.employer,
+                // Operators credit RESIDENT accounts; employers only their own employees'.
+                &self.ops,
                 None,
             ))
             .await
