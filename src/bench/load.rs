@@ -241,7 +241,6 @@ where
     Ok(slots.into_iter().map(|slot| slot.expect("every index was done")).collect())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,10 +159,6 @@ pub struct BenchArgs {
     #[arg(long, env = "MEDINS_HOSPITAL_KEY", hide_env_values = true)]
     pub hospital_key: Option<String>,
 
-    /// --target remote: an EMPLOYER key.
-    #[arg(long, env = "MEDINS_EMPLOYER_KEY", hide_env_values = true)]
-    pub employer_key: Option<String>,
-
     /// --target remote: a FACE_PROVIDER key.
     #[arg(long, env = "MEDINS_FACE_PROVIDER_KEY", hide_env_values = true)]
     pub face_provider_key: Option<String>,
@@ -230,7 +226,6 @@ impl BenchArgs {
             ops: need(&self.ops_key, "--ops-key")?,
             bank: need(&self.bank_key, "--bank-key")?,
             hospital: need(&self.hospital_key, "--hospital-key")?,
-            employer: need(&self.employer_key, "--employer-key")?,
             face_provider: need(&self.face_provider_key, "--face-provider-key")?,
         })
     }

@@ -23,14 +23,12 @@ use super::sms::SmsGateway;
 /// API keys the scenarios call with.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    /// OPS: reads persons (get-person).
+    /// OPS: reads persons (get-person), credits the seeded accounts.
     pub ops: String,
     /// BANK: registers persons, links them, gets their tokens, issues their codes.
     pub bank: String,
     /// HOSPITAL: verifies codes and settles visits.
     pub hospital: String,
-    /// EMPLOYER: opens accounts, credits contributions.
-    pub employer: String,
     /// FACE_PROVIDER: submits face outcomes.
     pub face_provider: String,
 }
@@ -148,7 +146,6 @@ impl Target {
             ops: add("bench-ops", PartnerKind::Ops)?,
             bank: add("bench-bank", PartnerKind::Bank)?,
             hospital: add("bench-hospital", PartnerKind::Hospital)?,
-            employer: add("bench-employer", PartnerKind::Employer)?,
             face_provider: add("bench-face-provider", PartnerKind::FaceProvider)?,
         };
         let insurance_to_identity = add("insurance-svc", PartnerKind::Service)?;
