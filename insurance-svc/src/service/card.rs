@@ -296,10 +296,6 @@ fn outcome<T>(result: &ApiResult<T>) -> tonic::Code {
 }
 
 /// The outcome code of a call's answer, for the access history.
-fn answered<T>(result: &Result<T, Status>) -> tonic::Code {
-    medins_common::audit::outcome_of(result)
-}
-
 fn card_not_found() -> ApiError {
     ApiError::not_found(Reason::CardNotFound, "no card with this number")
 }
@@ -549,14 +545,6 @@ impl CardApi {
         (Some(person_id), result)
     }
 
-    /// Records a call for `person` in the person's access history (DESIGN.md 4.3a), when the
-    /// call got far enough to know a person who exists.
-    async fn record<T>(&self, access: &CallAccess, person: Option<Uuid>, result: &Result<T, Status>) {
-        if let Some(person) = person {
-            self.state.audit.record(&access.caller.id, access.method, person, answered(result)).await;
-        }
-    }
-
     /// Whether insurance-svc knows `person` (an account of theirs): refused calls naming a
     /// person id are recorded for that person only then, never for a missing person.
     async fn known_person(&self, person: Uuid) -> Option<Uuid> {
@@ -664,7 +652,7 @@ impl CardApi {
                 Ok(card_message_as(&card, card_view(standing)))
             })
             .await;
-        self.record(&access, subject.get().copied(), &result).await;
+        access.record(&self.state, subject.get().copied(), &result).await;
         result
     }
 
@@ -696,7 +684,7 @@ impl CardApi {
             }
             Err(error) => Err(error.into()),
         };
-        self.record(&access, Some(application.person_id), &result).await;
+        access.record(&self.state, Some(application.person_id), &result).await;
         result.map(Response::new)
     }
 }
@@ -756,7 +744,7 @@ impl CardService for CardApi {
             Err(error) => Err(error.into()),
         };
         let subject = if result.is_ok() { Some(person_id) } else { self.known_person(person_id).await };
-        self.record(&access, subject, &result).await;
+        access.record(&self.state, subject, &result).await;
         Ok(Response::new(result?))
     }
 
@@ -787,7 +775,7 @@ impl CardService for CardApi {
             Err(error) => Err(error.into()),
         };
         let subject = if result.is_ok() { Some(person_id) } else { self.known_person(person_id).await };
-        self.record(&access, subject, &result).await;
+        access.record(&self.state, subject, &result).await;
         Ok(Response::new(result?))
     }
 
@@ -966,7 +954,7 @@ impl CardService for CardApi {
             Ok(GetCardApplicationResponse { application: Some(application_message(&application)) })
         }
         .await;
-        self.record(&access, Some(application.person_id), &result).await;
+        access.record(&self.state, Some(application.person_id), &result).await;
         Ok(Response::new(result?))
     }
 
@@ -1067,7 +1055,7 @@ impl CardService for CardApi {
                 Ok(ActivateCardResponse { card: Some(card_message_as(&card, card_view(standing))) })
             })
             .await;
-        self.record(&access, subject.get().copied(), &result).await;
+        access.record(&self.state, subject.get().copied(), &result).await;
         Ok(Response::new(result?))
     }
 
@@ -1083,7 +1071,7 @@ impl CardService for CardApi {
                     .await
                     .map(|(card, standing)| GetCardResponse { card: Some(card_message_as(&card, card_view(standing))) })
                     .map_err(Status::from);
-                self.record(&access, subject.get().copied(), &result).await;
+                access.record(&self.state, subject.get().copied(), &result).await;
                 Ok(Response::new(result?))
             }
             Some(get_card_request::Key::PersonId(id)) => {
@@ -1107,7 +1095,7 @@ impl CardService for CardApi {
                 .await;
                 // A person with a card exists; one whose token the call carried too.
                 let known = card.is_some() || access.token_subject == Some(person_id);
-                self.record(&access, known.then_some(person_id), &result).await;
+                access.record(&self.state, known.then_some(person_id), &result).await;
                 Ok(Response::new(result?))
             }
             None => Err(ApiError::invalid_field(Reason::InvalidArgument, "key", "set card_number or person_id").into()),
@@ -1171,7 +1159,7 @@ impl CardService for CardApi {
                 })
             })
             .await;
-        self.record(&access, subject.get().copied(), &result).await;
+        access.record(&self.state, subject.get().copied(), &result).await;
         Ok(Response::new(result?))
     }
 }

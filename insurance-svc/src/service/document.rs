@@ -142,13 +142,6 @@ pub struct Tie {
     pub uploaded_by_person_id: Option<Uuid>,
 }
 
-/// Records a call in the owner's access history, once the owner is known to exist; recording
-/// never changes the answer.
-async fn record<T>(state: &State, access: &CallAccess, person: Uuid, result: &Result<T, Status>) {
-    let outcome = medins_common::audit::outcome_of(result);
-    state.audit.record(&access.caller.id, access.method, person, outcome).await;
-}
-
 /// Whether identity-svc knows `person` (a refused call is recorded for an existing person only;
 /// errors count as unknown: the answer does not depend on this).
 async fn person_exists(acting_partner: &str, state: &State, person: Uuid) -> bool {
@@ -492,7 +485,7 @@ impl DocumentApi {
             .await
             .map(|_| ())
             .map_err(Status::from);
-        record(state, access, document.owner_person_id, &result).await;
+        access.record(state, Some(document.owner_person_id), &result).await;
         result.map(|()| document)
     }
 }
@@ -605,7 +598,7 @@ impl DocumentService for DocumentApi {
                 if let Some(owner) = owner
                     && person_exists(&access.caller.id, state, owner).await
                 {
-                    record::<()>(state, &access, owner, &Err(status.clone())).await;
+                    access.record::<()>(state, Some(owner), &Err(status.clone())).await;
                 }
                 return Err(status);
             }
@@ -618,7 +611,7 @@ impl DocumentService for DocumentApi {
             state.identity.get_person(&access.caller.id, &owner.to_string(), "header.").await?;
         }
         let result = self.upload(&access, header, &mut request).await;
-        record(state, &access, owner, &result).await;
+        access.record(state, Some(owner), &result).await;
         result.map(Response::new)
     }
 
@@ -664,7 +657,7 @@ impl DocumentService for DocumentApi {
             Err(error) => {
                 let status = Status::from(error);
                 if person_exists(&access.caller.id, state, owner).await {
-                    record::<()>(state, &access, owner, &Err(status.clone())).await;
+                    access.record::<()>(state, Some(owner), &Err(status.clone())).await;
                 }
                 return Err(status);
             }
@@ -680,7 +673,7 @@ impl DocumentService for DocumentApi {
                 Ok(self.generate_letter(&access.caller.id, letter).await?)
             })
             .await;
-        record(state, &access, owner, &result).await;
+        access.record(state, Some(owner), &result).await;
         Ok(Response::new(result?))
     }
 }

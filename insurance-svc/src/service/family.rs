@@ -4,7 +4,6 @@
 use futures::future::join_all;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    audit::outcome_of,
     auth::PartnerKind,
     convert::{from_timestamp, timestamp},
     error::{require_enum, require_uuid},
@@ -222,9 +221,8 @@ impl FamilyApi {
 
     /// Records the call in the access history of each known person (never changes the answer).
     async fn audit<R>(&self, access: &CallAccess, persons: &[Uuid], result: Result<R, Status>) -> Result<R, Status> {
-        let outcome = outcome_of(&result);
         for person in persons {
-            self.state.audit.record(&access.caller.id, access.method, *person, outcome).await;
+            access.record(&self.state, Some(*person), &result).await;
         }
         result
     }
