@@ -73,18 +73,33 @@ impl Facts {
     /// The standings these facts give, strongest first.
     fn standings(&self) -> impl Iterator<Item = Standing> + '_ {
         [
-            (self.caller == PartnerKind::Ops, Standing::Operator),
-            (self.caller == PartnerKind::Service, Standing::Service),
+            (kind_may_hold(Standing::Operator, self.caller), Standing::Operator),
+            (kind_may_hold(Standing::Service, self.caller), Standing::Service),
             (self.token_subject == Some(self.person), Standing::Person),
             (self.binder && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Binder),
             (self.counter_visit, Standing::Counter),
-            (self.employer && self.caller == PartnerKind::Employer, Standing::Employer),
-            (self.present && matches!(self.caller, PartnerKind::Terminal | PartnerKind::Hospital), Standing::Present),
-            (self.holder_present && is_counter_kind(self.caller), Standing::HolderPresent),
+            (self.employer && kind_may_hold(Standing::Employer, self.caller), Standing::Employer),
+            (self.present && kind_may_hold(Standing::Present, self.caller), Standing::Present),
+            (self.holder_present && kind_may_hold(Standing::HolderPresent, self.caller), Standing::HolderPresent),
             (self.guardian && self.token_subject.is_some_and(|subject| subject != self.person), Standing::Guardian),
         ]
         .into_iter()
         .filter_map(|(holds, standing)| holds.then_some(standing))
+    }
+}
+
+/// Whether a partner of `kind` can hold `standing` without a person token (Person, Binder and
+/// Guardian are held only through one). One answer for deciding (`Facts::standings`) and for
+/// asking for a token before any lookup (`service::access::stands_without_token`).
+pub fn kind_may_hold(standing: Standing, kind: PartnerKind) -> bool {
+    match standing {
+        Standing::Operator => kind == PartnerKind::Ops,
+        Standing::Service => kind == PartnerKind::Service,
+        Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
+        Standing::Employer => kind == PartnerKind::Employer,
+        Standing::Present => matches!(kind, PartnerKind::Terminal | PartnerKind::Hospital),
+        Standing::HolderPresent => is_counter_kind(kind),
+        Standing::Person | Standing::Binder | Standing::Guardian => false,
     }
 }
 

@@ -120,13 +120,5 @@ impl CallAccess {
 
 /// Whether a partner of `kind` could hold a standing of `rule` without a person token.
 pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
-    rule.allows.iter().any(|standing| match standing {
-        Standing::Operator => kind == PartnerKind::Ops,
-        Standing::Service => kind == PartnerKind::Service,
-        Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
-        Standing::Employer => kind == PartnerKind::Employer,
-        Standing::Present => matches!(kind, PartnerKind::Terminal | PartnerKind::Hospital),
-        Standing::HolderPresent => access::is_counter_kind(kind),
-        Standing::Person | Standing::Binder | Standing::Guardian => false,
-    })
+    rule.allows.iter().any(|standing| access::kind_may_hold(*standing, kind))
 }
