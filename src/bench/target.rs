@@ -164,8 +164,7 @@ impl Target {
         SigningKeyRing::generate(insurance_svc::domain::code::CODE_KEY_RING, now).save_new(&code_keys)?;
 
         let sms = SmsGateway::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let identity_addr = free_port()?;
-        let insurance_addr = free_port()?;
+        let [identity_addr, insurance_addr] = free_ports::<2>()?;
         let sqlite = |name: &str| format!("sqlite://{}", root.join(name).display());
         let identity_url = options.identity_database_url.unwrap_or_else(|| sqlite("identity.db"));
         let insurance_url = options.insurance_database_url.unwrap_or_else(|| sqlite("insurance.db"));
@@ -263,8 +262,18 @@ impl Target {
 
 /// A free 127.0.0.1 port (bound, then released for the child to bind).
 pub fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = StdTcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?)
+    let [addr] = free_ports::<1>()?;
+    Ok(addr)
+}
+
+/// `N` distinct free 127.0.0.1 ports: all held until all are chosen, since a port released
+/// before the next is asked for can be handed out again (both services once got the same one).
+pub fn free_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
+    let listeners = (0..N)
+        .map(|_| StdTcpListener::bind("127.0.0.1:0").context("finding a free port"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addrs = listeners.iter().map(|listener| listener.local_addr()).collect::<Result<Vec<_>, _>>()?;
+    Ok(addrs.try_into().expect("one address per listener"))
 }
 
 /// Child processes of a local stack; stopped (and the folder removed unless kept) on drop.
