@@ -27,7 +27,11 @@ use std::{
 use crate::{
     ApiResult,
     clock::SharedClock,
-    db::{Db, DbConnection, DbError, is_unique_violation, write_transaction},
+    db::{CachedSql, Db, DbConnection, DbError, is_unique_violation, write_transaction},
+};
+use diesel::{
+    IntoSql,
+    sql_types::{BigInt, Binary, Integer, Text, Timestamp},
 };
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -164,6 +168,21 @@ impl AuditStore {
         };
         if let Err(error) = self.enqueue(row).await {
             tracing::error!(%error, partner = partner_id, method, "audit row could not be written");
+        }
+    }
+
+    /// The row of a call by `partner_id` to `method`, to be appended by the call's own write
+    /// transaction once it knows whose data it touched ([`InlineAudit::append`]): a call that
+    /// writes anyway (a settlement, a redemption) then commits its row with its change, instead
+    /// of waiting for a second transaction. A call whose transaction does not commit records
+    /// its outcome with [`AuditStore::record`] as any other.
+    pub fn inline(&self, partner_id: &str, method: &str) -> InlineAudit {
+        InlineAudit {
+            service: self.service,
+            key: self.keys.current(),
+            partner_id: partner_id.to_owned(),
+            method: method.to_owned(),
+            recorded_at: self.clock.stored_now(),
         }
     }
 
@@ -352,6 +371,41 @@ impl AuditStore {
     }
 }
 
+/// A call's audit row waiting for the call's own write transaction; see [`AuditStore::inline`].
+#[derive(Clone)]
+pub struct InlineAudit {
+    service: &'static str,
+    key: Arc<CurrentAuditKey>,
+    partner_id: String,
+    method: String,
+    recorded_at: NaiveDateTime,
+}
+
+impl std::fmt::Debug for InlineAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineAudit").field("method", &self.method).finish_non_exhaustive()
+    }
+}
+
+impl InlineAudit {
+    /// Appends the row for `person_id` with `outcome`, sealed as [`AuditStore::record`] seals
+    /// it, inside the caller's write transaction: it commits or rolls back with the call's
+    /// change.
+    pub fn append(&self, conn: &mut DbConnection, person_id: Uuid, outcome: tonic::Code) -> Result<(), DbError> {
+        let person_id = person_id.to_string();
+        let row = NewAuditRow {
+            seq: None,
+            part: partition_of(&person_id),
+            partner_id: self.partner_id.clone(),
+            method: self.method.clone(),
+            person_id,
+            outcome: outcome_name(outcome).to_owned(),
+            recorded_at: self.recorded_at,
+        };
+        append(conn, self.service, &self.key, std::slice::from_ref(&row)).map(|_| ())
+    }
+}
+
 type EntryRow = (i64, String, String, String, NaiveDateTime);
 const ENTRY_COLUMNS: (
     audit_log::seq,
@@ -453,21 +507,48 @@ fn append(
             });
             size += 1;
         }
-        diesel::update(audit_partition::table.find(part))
-            .set((
-                audit_partition::size.eq(size),
-                audit_partition::key_id.eq(&key.kid),
-                audit_partition::head_mac.eq(key.mac.head_mac(service, part, size).to_vec()),
-            ))
-            .execute(conn)?;
+        // Kept prepared (diesel prepares every UPDATE again): this runs for every audited call.
+        CachedSql::new(
+            "UPDATE audit_partition SET size = ?, key_id = ?, head_mac = ? WHERE part = ?",
+            (
+                size.into_sql::<BigInt>(),
+                key.kid.as_str().into_sql::<Text>(),
+                key.mac.head_mac(service, part, size).to_vec().into_sql::<Binary>(),
+                part.into_sql::<Integer>(),
+            ),
+        )
+        .execute(conn)?;
     }
     if kept_seqs.iter().all(Option::is_none) {
-        // New rows: one statement, `seq` from the database.
-        for chunk in inserts.chunks(INSERT_CHUNK) {
-            match conn {
-                DbConnection::Sqlite(sqlite) => diesel::insert_into(audit_log::table).values(chunk).execute(sqlite)?,
-                DbConnection::Postgres(pg) => diesel::insert_into(audit_log::table).values(chunk).execute(pg)?,
-            };
+        // New rows, `seq` from the database. PostgreSQL: one statement per chunk (one round
+        // trip). SQLite: one kept-prepared statement per row, since diesel runs a SQLite batch
+        // insert as a statement per row anyway, each prepared again, inside a savepoint of its own.
+        match conn {
+            DbConnection::Sqlite(_) => {
+                for row in &inserts {
+                    CachedSql::new(
+                        "INSERT INTO audit_log (part, idx, partner_id, method, person_id, outcome, recorded_at, \
+                         key_id, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            row.part.into_sql::<Integer>(),
+                            row.idx.into_sql::<BigInt>(),
+                            row.partner_id.into_sql::<Text>(),
+                            row.method.into_sql::<Text>(),
+                            row.person_id.into_sql::<Text>(),
+                            row.outcome.into_sql::<Text>(),
+                            row.recorded_at.into_sql::<Timestamp>(),
+                            row.key_id.into_sql::<Text>(),
+                            row.mac.as_slice().into_sql::<Binary>(),
+                        ),
+                    )
+                    .execute(conn)?;
+                }
+            }
+            DbConnection::Postgres(pg) => {
+                for chunk in inserts.chunks(INSERT_CHUNK) {
+                    diesel::insert_into(audit_log::table).values(chunk).execute(pg)?;
+                }
+            }
         }
     } else {
         // Re-sealed first-format rows keep their `seq`.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use medins_common::{
     ApiError, ApiResult, Reason,
+    audit::InlineAudit,
     auth::{CalledMethod, Caller, Partner, PartnerKind},
     token::PERSON_TOKEN_METADATA,
 };
@@ -21,7 +22,10 @@ use tonic::{Code, Request};
 use uuid::Uuid;
 
 use super::State;
-use crate::domain::access::{self, Facts, Rule, Standing};
+use crate::{
+    domain::access::{self, Facts, Rule, Standing},
+    store::Audited,
+};
 
 /// Facts about the caller that only the handler can read (defaults: none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,6 +118,25 @@ impl CallAccess {
     pub async fn record<R>(&self, state: &State, person: Option<Uuid>, result: &Result<R, tonic::Status>) {
         if let Some(person) = person {
             state.audit.record(&self.caller.id, self.method, person, medins_common::audit::outcome_of(result)).await;
+        }
+    }
+
+    /// The call's audit row for a write that commits it with its own change
+    /// (`AuditStore::inline`); the handler then records with [`CallAccess::record_unless`].
+    pub fn inline(&self, state: &State) -> InlineAudit {
+        state.audit.inline(&self.caller.id, self.method)
+    }
+
+    /// [`CallAccess::record`], unless the call's own transaction already committed its row.
+    pub async fn record_unless<R>(
+        &self,
+        state: &State,
+        audited: Audited,
+        person: Option<Uuid>,
+        result: &Result<R, tonic::Status>,
+    ) {
+        if audited != Audited::InTransaction {
+            self.record(state, person, result).await;
         }
     }
 }

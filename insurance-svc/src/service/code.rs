@@ -8,7 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -41,7 +41,7 @@ use crate::{
         qr::qr_png,
         voucher::VoucherStatus,
     },
-    store::visit::Redemption,
+    store::{Audited, visit::Redemption},
 };
 
 /// What the counter is shown of a holder, from identity-svc.
@@ -226,6 +226,8 @@ impl CodeService for CodeApi {
             return Err(ApiError::from(crate::domain::code::CodeError::Invalid).into());
         }
         let payload = state.code_keys.verify(text, state.clock.now()).map_err(ApiError::from)?;
+        let inline = access.inline(state);
+        let audited = OnceLock::new();
         let result = state
             .idempotency
             .run(&caller.id, "VerifyCode", request.metadata(), body, || async {
@@ -235,7 +237,8 @@ impl CodeService for CodeApi {
                     key_id: payload.key_id_text(),
                     partner_id: caller.id.clone(),
                 };
-                let opened = state.visits.open_for_code(redemption, state.clock.stored_now()).await?;
+                let (opened, audit) = state.visits.open_for_code(redemption, state.clock.stored_now(), &inline).await?;
+                let _ = audited.set(audit);
                 let visit = &opened.visit;
                 // The holder showed this live code at this counter: the visit is the counter's.
                 let counter_visit = access::counter_of_visit(
@@ -278,7 +281,7 @@ impl CodeService for CodeApi {
         // and is not looked up for the record.
         let holder =
             result.as_ref().ok().and_then(|r| r.holder.as_ref()).and_then(|h| Uuid::parse_str(&h.person_id).ok());
-        access.record(state, holder, &result).await;
+        access.record_unless(state, audited.get().copied().unwrap_or(Audited::No), holder, &result).await;
         result.map(Response::new)
     }
 

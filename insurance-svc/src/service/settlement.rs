@@ -1,5 +1,7 @@
 //! `medins.insurance.v1.SettlementService`.
 
+use std::sync::OnceLock;
+
 use medins_common::{
     ApiError, ApiResult, Reason,
     convert::timestamp,
@@ -21,7 +23,7 @@ use crate::{
         ledger,
         settlement::{self, Category, ExpenseTotals, PayFrom, SettlementStatus},
     },
-    store::settlement::Settlement,
+    store::{Audited, settlement::Settlement},
 };
 
 /// The SettlementService implementation.
@@ -115,6 +117,8 @@ impl SettlementService for SettlementApi {
         )?;
         let binder = settlement::binder_of(pay_from, &body.binder_person_id)?;
         let visit = state.visits.find(visit_id).await?.ok_or_else(visit_not_found)?;
+        let inline = access.inline(state);
+        let audited = OnceLock::new();
         let result = async {
             // Only the counter that opened the visit, for a bounded time, settles it; anyone else
             // gets the answer a missing visit gets.
@@ -124,15 +128,18 @@ impl SettlementService for SettlementApi {
             state
                 .idempotency
                 .run(&caller.id, "Settle", request.metadata(), body, || async {
-                    let settled =
-                        state.settlements.settle(visit_id, &caller.id, terms, binder, state.clock.stored_now()).await?;
+                    let (settled, audit) = state
+                        .settlements
+                        .settle(visit_id, &caller.id, terms, binder, state.clock.stored_now(), &inline)
+                        .await?;
+                    let _ = audited.set(audit);
                     tracing::info!(settlement_id = %settled.id, %visit_id, partner = %caller.id, "visit settled");
                     Ok(SettleResponse { settlement: Some(settlement_message(&settled)) })
                 })
                 .await
         }
         .await;
-        access.record(state, Some(visit.person_id), &result).await;
+        access.record_unless(state, audited.get().copied().unwrap_or(Audited::No), Some(visit.person_id), &result).await;
         result.map(Response::new)
     }
 

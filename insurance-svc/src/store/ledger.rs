@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 use diesel::{
     prelude::*,
     result::Error as DieselError,
-    sql_types::{BigInt, Text, Timestamp},
+    sql_types::{BigInt, Nullable, Text, Timestamp},
 };
 use medins_common::{
     ApiError, ApiResult, Reason,
@@ -184,19 +184,23 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
         created_at: now,
         credited_by: new.credited_by.map(str::to_owned),
     };
-    diesel::insert_into(account_entries::table)
-        .values((
-            account_entries::id.eq(entry.id.to_string()),
-            account_entries::account_id.eq(entry.account_id.to_string()),
-            account_entries::kind.eq(entry.kind.as_str()),
-            account_entries::amount_cents.eq(entry.amount_cents),
-            account_entries::balance_after_cents.eq(entry.balance_after_cents),
-            account_entries::reference.eq(&entry.reference),
-            account_entries::settlement_id.eq(entry.settlement_id.map(|id| id.to_string())),
-            account_entries::created_at.eq(now),
-            account_entries::credited_by.eq(new.credited_by),
-        ))
-        .execute(conn)?;
+    // Kept prepared, as the balance update above: every settlement and credit posts one.
+    CachedSql::new(
+        "INSERT INTO account_entries (id, account_id, kind, amount_cents, balance_after_cents, reference, \
+         settlement_id, created_at, credited_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            entry.id.to_string().into_sql::<Text>(),
+            entry.account_id.to_string().into_sql::<Text>(),
+            entry.kind.as_str().into_sql::<Text>(),
+            entry.amount_cents.into_sql::<BigInt>(),
+            entry.balance_after_cents.into_sql::<BigInt>(),
+            entry.reference.as_str().into_sql::<Text>(),
+            entry.settlement_id.map(|id| id.to_string()).into_sql::<Nullable<Text>>(),
+            now.into_sql::<Timestamp>(),
+            new.credited_by.into_sql::<Nullable<Text>>(),
+        ),
+    )
+    .execute(conn)?;
     Ok(entry)
 }
 

@@ -14,6 +14,16 @@ pub mod visit;
 pub mod voucher;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+/// Whether a write committed its call's audit row with its change
+/// (`medins_common::audit::InlineAudit`), or left it to the caller to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audited {
+    /// The row committed in the call's own transaction.
+    InTransaction,
+    /// Not recorded: the caller records the call (PostgreSQL's batched statements).
+    No,
+}
 use medins_common::db::Migrations;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/insurance/sqlite");

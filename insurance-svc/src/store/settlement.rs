@@ -32,6 +32,7 @@ use diesel::{
     sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp},
 };
 use medins_common::{
+    audit::InlineAudit,
     ApiError, ApiResult, Reason,
     db::{Backend, Batcher, CachedSql, Chain, Db, DbConnection, write_transaction},
 };
@@ -39,6 +40,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use super::{
+    Audited,
     account::lock_account,
     ledger::{NewEntry, TxError, post_entry, write_with_retry},
     schema::{annual_totals, settlements},
@@ -316,25 +318,35 @@ fn store_settlement(
         let key = (settled.person_id, settled.year, settled.category);
         return store_settlements(conn, std::slice::from_ref(settled), &entries, &[(key, totals)]);
     }
-    diesel::insert_into(settlements::table)
-        .values((
-            settlements::id.eq(settled.id.to_string()),
-            settlements::visit_id.eq(settled.visit_id.to_string()),
-            settlements::person_id.eq(settled.person_id.to_string()),
-            settlements::category.eq(settled.category.as_str()),
-            settlements::pay_from.eq(settled.pay_from.as_str()),
-            settlements::charged_account_id.eq(settled.charged_account_id.map(|id| id.to_string())),
-            settlements::total_cents.eq(settled.total_cents),
-            settlements::fund_cents.eq(settled.fund_cents),
-            settlements::account_cents.eq(settled.account_cents),
-            settlements::self_cents.eq(settled.self_cents),
-            settlements::deductible_cents.eq(settled.deductible_cents),
-            settlements::year.eq(settled.year),
-            settlements::items_summary.eq(&settled.items_summary),
-            settlements::status.eq(settled.status.as_str()),
-            settlements::settled_at.eq(settled.settled_at),
-        ))
-        .execute(conn)?;
+    // Kept prepared: diesel's insert builds and looks up its SQL text anew on every call, a
+    // tenth of the writer's time on this path (docs/benchmarks.md, issue 13).
+    CachedSql::new(
+        "INSERT INTO settlements (id, visit_id, person_id, category, pay_from, charged_account_id, total_cents, \
+         fund_cents, account_cents, self_cents, deductible_cents, year, items_summary, status, settled_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        Chain(
+            (
+                settled.id.to_string().into_sql::<Text>(),
+                settled.visit_id.to_string().into_sql::<Text>(),
+                settled.person_id.to_string().into_sql::<Text>(),
+                settled.category.as_str().into_sql::<Text>(),
+                settled.pay_from.as_str().into_sql::<Text>(),
+                settled.charged_account_id.map(|id| id.to_string()).into_sql::<Nullable<Text>>(),
+                settled.total_cents.into_sql::<BigInt>(),
+                settled.fund_cents.into_sql::<BigInt>(),
+            ),
+            (
+                settled.account_cents.into_sql::<BigInt>(),
+                settled.self_cents.into_sql::<BigInt>(),
+                settled.deductible_cents.into_sql::<BigInt>(),
+                settled.year.into_sql::<Integer>(),
+                settled.items_summary.as_str().into_sql::<Text>(),
+                settled.status.as_str().into_sql::<Text>(),
+                settled.settled_at.into_sql::<Timestamp>(),
+            ),
+        ),
+    )
+    .execute(conn)?;
     if let Some(account_id) = settled.charged_account_id {
         post_entry(
             conn,
@@ -808,6 +820,10 @@ impl SettlementStore {
     /// settlement, other terms are refused (VISIT_ALREADY_SETTLED). On PostgreSQL the
     /// settlements waiting at the same moment, except family aid, are settled together
     /// ([`settle_batch`]).
+    ///
+    /// Returns whether the call's audit row was committed with the settlement (`audit`, on
+    /// SQLite, where the settlement is a transaction of its own on the writer thread); when
+    /// not, the caller records it.
     pub async fn settle(
         &self,
         visit_id: Uuid,
@@ -815,17 +831,29 @@ impl SettlementStore {
         terms: SettleTerms,
         binder: Option<Uuid>,
         now: NaiveDateTime,
-    ) -> ApiResult<Settlement> {
+        audit: &InlineAudit,
+    ) -> ApiResult<(Settlement, Audited)> {
         let call = SettleCall { visit_id, partner_id: partner_id.to_owned(), terms, now };
         if binder.is_none() && self.db.backend() == Backend::Postgres {
             let batcher = self.batcher.get_or_init(|| {
                 let policy = self.policy.clone();
                 Batcher::start(self.db.clone(), SETTLE_BATCH, move |conn, calls| Ok(settle_batch(conn, &policy, calls)))
             });
-            return batcher.call(call).await?;
+            return Ok((batcher.call(call).await??, Audited::No));
         }
         let policy = self.policy.clone();
-        self.db.write(move |conn| write_with_retry(conn, |conn| settle_one(conn, &policy, &call, binder))).await
+        let audit = audit.clone();
+        let settled = self
+            .db
+            .write(move |conn| {
+                write_with_retry(conn, |conn| {
+                    let settled = settle_one(conn, &policy, &call, binder)?;
+                    audit.append(conn, settled.person_id, Code::Ok).map_err(ApiError::from)?;
+                    Ok(settled)
+                })
+            })
+            .await?;
+        Ok((settled, Audited::InTransaction))
     }
 
     /// A settlement by id.

@@ -14,13 +14,17 @@ use diesel::{
 };
 use medins_common::{
     ApiError, ApiResult, Reason,
+    audit::InlineAudit,
     db::{
         Backend, Batcher, CachedSql, Db, DbConnection, DbError, is_unique_violation, retry_conflicts, write_transaction,
     },
 };
 use uuid::Uuid;
 
-use super::schema::{accounts, visits, vouchers};
+use super::{
+    Audited,
+    schema::{accounts, visits, vouchers},
+};
 use crate::domain::{
     account::{AccountStatus, Scheme},
     voucher::{VoucherStatus, require_insured},
@@ -138,18 +142,35 @@ impl VisitStore {
     /// PostgreSQL they are one statement, run for all the redemptions waiting at that moment
     /// at once ([`Batcher`]): each round trip of a statement of its own woke a server process
     /// and a blocking thread, which cost more than the statement (docs/benchmarks.md).
-    pub async fn open_for_code(&self, redemption: Redemption, now: NaiveDateTime) -> ApiResult<OpenedVisit> {
+    ///
+    /// On SQLite the call's audit row (`audit`, for the holder, outcome OK) commits with the
+    /// visit; on PostgreSQL the caller records it ([`Audited`]).
+    pub async fn open_for_code(
+        &self,
+        redemption: Redemption,
+        now: NaiveDateTime,
+        audit: &InlineAudit,
+    ) -> ApiResult<(OpenedVisit, Audited)> {
         match self.db.backend() {
             Backend::Sqlite => {
-                self.db
-                    .write(move |conn| write_transaction(conn, |conn| open_in_transaction(conn, &redemption, now)))
-                    .await
+                let audit = audit.clone();
+                let opened = self
+                    .db
+                    .write(move |conn| {
+                        write_transaction(conn, |conn| {
+                            let opened = open_in_transaction(conn, &redemption, now)?;
+                            audit.append(conn, opened.visit.person_id, tonic::Code::Ok)?;
+                            Ok::<_, ApiError>(opened)
+                        })
+                    })
+                    .await?;
+                Ok((opened, Audited::InTransaction))
             }
             Backend::Postgres => {
                 let redeemer = self
                     .redeemer
                     .get_or_init(|| Batcher::start(self.db.clone(), REDEEM_BATCH, redeem_in_one_statement));
-                redeemer.call((redemption, now, Uuid::now_v7())).await?
+                Ok((redeemer.call((redemption, now, Uuid::now_v7())).await??, Audited::No))
             }
         }
     }
@@ -251,18 +272,22 @@ fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: Na
         });
     let opened = redemption_outcome(found, redemption, Uuid::now_v7(), now)?;
     let visit = &opened.visit;
-    let inserted = diesel::insert_into(visits::table)
-        .values((
-            visits::id.eq(visit.id.to_string()),
-            visits::voucher_id.eq(visit.voucher_id.to_string()),
-            visits::person_id.eq(visit.person_id.to_string()),
-            visits::account_id.eq(visit.account_id.to_string()),
-            visits::partner_id.eq(&visit.partner_id),
-            visits::code_nonce.eq(redemption.nonce.as_slice()),
-            visits::code_key_id.eq(&visit.code_key_id),
-            visits::opened_at.eq(now),
-        ))
-        .execute(conn);
+    // Kept prepared: diesel's insert builds and looks up its SQL text anew on every call.
+    let inserted = CachedSql::new(
+        "INSERT INTO visits (id, voucher_id, person_id, account_id, partner_id, code_nonce, code_key_id, opened_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            visit.id.to_string().into_sql::<Text>(),
+            visit.voucher_id.to_string().into_sql::<Text>(),
+            visit.person_id.to_string().into_sql::<Text>(),
+            visit.account_id.to_string().into_sql::<Text>(),
+            visit.partner_id.as_str().into_sql::<Text>(),
+            redemption.nonce.as_slice().into_sql::<Binary>(),
+            visit.code_key_id.as_str().into_sql::<Text>(),
+            now.into_sql::<Timestamp>(),
+        ),
+    )
+    .execute(conn);
     match inserted {
         Ok(_) => Ok(opened),
         Err(error) if is_unique_violation(&error) => Err(code_already_used()),
