@@ -167,7 +167,8 @@ impl WebhookClient {
             return Err(WebhookError::Config("the URL must start with https:// and name a host".into()));
         };
         let tls = match uri.scheme_str() {
-            Some("https") => crate::tls::client_config(options.ca_file.as_deref(), &[b"http/1.1"])
+            // No ALPN here: the connector offers http/1.1 itself (enable_http1).
+            Some("https") => crate::tls::client_config(options.ca_file.as_deref(), &[])
                 .map_err(|error| WebhookError::Config(format!("TLS: {error:#}")))?,
             Some("http") if crate::tls::plaintext_allowed(host, options.insecure_plaintext) => {
                 // Never used for an http:// URL; the connector type wants one.
