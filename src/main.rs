@@ -168,6 +168,14 @@ struct UpArgs {
     /// insurance-svc database URL (default: SQLite in the data folder).
     #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL")]
     insurance_database_url: Option<String>,
+    /// Serve both services over TLS with a development CA and certificates under
+    /// `<data folder>/tls/` (made on first use, reused while valid); the services call each
+    /// other over TLS too, each presenting its own client certificate.
+    #[arg(long)]
+    tls: bool,
+    /// Without --tls: allow listening on a non-loopback address in plaintext.
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,6 +212,16 @@ enum PartnerCommand {
         /// accounts, credits contributions, applies for cards and reads ledgers only for these.
         #[arg(long = "employer-code")]
         employer_codes: Vec<String>,
+        /// Binds the partner's keys to the client certificate in this PEM file (its public key's
+        /// SHA-256): the keys are then accepted only over mutual TLS presenting a certificate with
+        /// that key (docs/tls.md).
+        #[arg(long)]
+        pin_client_cert: Option<PathBuf>,
+        /// Binds the partner's keys to client certificates carrying this name (subject common
+        /// name, DNS or URI name), issued by the servers' client CA; with --pin-client-cert both
+        /// must match.
+        #[arg(long)]
+        pin_client_subject: Option<String>,
         /// Partners file.
         #[arg(long, env = "MEDINS_PARTNERS_FILE", default_value = "data/partners.toml")]
         partners_file: PathBuf,
@@ -452,6 +470,17 @@ fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
     Ok(created)
 }
 
+/// `medins up --tls`: the development CA, the servers' certificate and each service's client
+/// certificate under `<data folder>/tls/` (made or renewed as needed; reused while valid).
+fn prepare_dev_tls(dir: &DataDir) -> anyhow::Result<medins_common::tls::dev::DevTlsDir> {
+    let tls = medins_common::tls::dev::DevTlsDir { root: dir.root.join("tls") };
+    let written = tls.ensure(&[SERVICE_PARTNER_ID, IDENTITY_SERVICE_PARTNER_ID])?;
+    for path in &written {
+        println!("generated development TLS file {} (never commit the keys beside it)", path.display());
+    }
+    Ok(tls)
+}
+
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let _telemetry = medins_common::telemetry::init("medins")?;
@@ -474,16 +503,30 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let identity_addr = identity_listener.local_addr()?;
     let insurance_addr = insurance_listener.local_addr()?;
 
-    let common = |url: String| {
+    let tls = if args.tls { Some(prepare_dev_tls(&dir)?) } else { None };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let common = |url: String, service: &str| {
         let mut common = CommonArgs::new(url, dir.partners());
         common.audit_keys_file = Some(dir.audit_keys());
+        common.insecure_plaintext = args.insecure_plaintext;
+        if let Some(tls) = &tls {
+            // Mutual TLS is offered (optional): partners pinned to a certificate of the dev CA
+            // must present it; the services present theirs to each other.
+            common.tls_cert_file = Some(tls.server_cert());
+            common.tls_key_file = Some(tls.server_key());
+            common.tls_client_ca_file = Some(tls.ca_cert());
+            common.peer_ca_file = Some(tls.ca_cert());
+            common.peer_cert_file = Some(tls.client_cert(service));
+            common.peer_key_file = Some(tls.client_key(service));
+        }
         common
     };
     let mut identity_config =
-        identity_svc::Config::new(common(identity_url), Some(dir.data_keys())).with_token_keys_file(dir.token_keys());
+        identity_svc::Config::new(common(identity_url, IDENTITY_SERVICE_PARTNER_ID), Some(dir.data_keys()))
+            .with_token_keys_file(dir.token_keys());
     // identity-svc's outbox delivers face outcomes to the insurance-svc bound here.
     if let Ok(key) = std::fs::read_to_string(dir.identity_service_key()) {
-        identity_config.outbox.insurance_url = Some(format!("http://{insurance_addr}"));
+        identity_config.outbox.insurance_url = Some(format!("{scheme}://{insurance_addr}"));
         identity_config.outbox.insurance_api_key = Some(key.trim().to_owned());
     }
     // A local stack: SMS codes are logged (not sent) and real names are checked by the
@@ -491,11 +534,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     identity_config.dev = true;
     identity_config.verification.deny_list_file = Some(dir.root.join("deny-list.txt"));
     identity_config.verification.dev_sms_file = Some(dir.root.join("dev-sms.log"));
-    let insurance_config =
-        insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), service_key)
-            .with_code_keys_file(dir.code_keys())
-            .with_data_keys_file(dir.insurance_data_keys())
-            .with_document_store(dir.root.join("documents").display().to_string());
+    let insurance_config = insurance_svc::Config::new(
+        common(insurance_url, SERVICE_PARTNER_ID),
+        format!("{scheme}://{identity_addr}"),
+        service_key,
+    )
+    .with_code_keys_file(dir.code_keys())
+    .with_data_keys_file(dir.insurance_data_keys())
+    .with_document_store(dir.root.join("documents").display().to_string());
     let identity = identity_svc::IdentityService::build(identity_config, Default::default()).await?;
     let insurance = insurance_svc::InsuranceService::build(insurance_config, Default::default()).await?;
     identity.partners().reload_on_sighup()?;
@@ -512,6 +558,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("identity-svc   listening on {identity_addr}");
     println!("insurance-svc  listening on {insurance_addr}");
     println!("data folder    {}", dir.root.display());
+    if let Some(tls) = &tls {
+        let ca = tls.ca_cert();
+        println!("TLS            both services (development CA {}; mutual TLS offered)", ca.display());
+        println!("  grpcurl -cacert {} localhost:{} list", ca.display(), identity_addr.port());
+        println!(
+            "  grpcurl -cacert {} -H \"authorization: Bearer $MEDINS_HOSPITAL_KEY\" localhost:{} \\\n    \
+             medins.identity.v1.PersonTokenService/GetPublicKeys",
+            ca.display(),
+            identity_addr.port()
+        );
+        println!("  grpcurl -cacert {} localhost:{} list", ca.display(), insurance_addr.port());
+    }
     println!(
         "dev mode       SMS codes are logged, not sent; real names checked against {} (not a real authority)",
         dir.root.join("deny-list.txt").display()
@@ -543,8 +601,11 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
             face_provider,
             sms_daily_quota,
             employer_codes,
+            pin_client_cert,
+            pin_client_subject,
             partners_file,
         } => {
+            let pin = client_certificate_pin(pin_client_cert.as_deref(), pin_client_subject)?;
             let mut file =
                 if partners_file.exists() { PartnersFile::load(&partners_file)? } else { PartnersFile::default() };
             let scopes = scopes.map(|list| list.into_iter().map(|s| s.trim().to_owned()).collect::<BTreeSet<_>>());
@@ -561,8 +622,13 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
             file.set_face_provider(&id, face_provider.as_deref()).map_err(anyhow::Error::msg)?;
             file.set_sms_daily_quota(&id, sms_daily_quota).map_err(anyhow::Error::msg)?;
             file.set_employer_codes(&id, employer_codes.into_iter().collect()).map_err(anyhow::Error::msg)?;
+            let pinned = pin.is_some();
+            file.set_client_certificate(&id, pin).map_err(anyhow::Error::msg)?;
             file.save(&partners_file)?;
             println!("created partner {id} ({kind}); its API key, shown only now:\n{}", key.expose());
+            if pinned {
+                println!("its keys are accepted only over mutual TLS with its pinned client certificate");
+            }
             signal_reload(&partners_file);
             Ok(())
         }
@@ -603,6 +669,21 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The pin of `medins partner create --pin-client-cert/--pin-client-subject`, if asked for.
+fn client_certificate_pin(
+    cert_file: Option<&Path>,
+    subject: Option<String>,
+) -> anyhow::Result<Option<medins_common::auth::CertificatePin>> {
+    if cert_file.is_none() && subject.is_none() {
+        return Ok(None);
+    }
+    let spki_sha256 = match cert_file {
+        Some(path) => Some(hex::encode(medins_common::tls::ClientCertificate::from_pem_file(path)?.spki_sha256)),
+        None => None,
+    };
+    Ok(Some(medins_common::auth::CertificatePin { spki_sha256, subject }))
 }
 
 /// Sends SIGHUP to a `medins up` running on the same data folder, so the change applies now.

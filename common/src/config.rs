@@ -3,7 +3,14 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::{db::PoolOptions, idempotency::IdempotencyOptions, server::ServerOptions};
+use crate::{
+    db::PoolOptions,
+    idempotency::IdempotencyOptions,
+    peer::PeerTransport,
+    server::ServerOptions,
+    tls::{ClientAuth, PeerTls, ServerTlsOptions},
+    webhook::WebhookOptions,
+};
 
 /// Parses durations such as `250ms`, `10s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -85,6 +92,56 @@ pub struct CommonArgs {
     /// graceful shutdown).
     #[arg(long, env = "MEDINS_AUDIT_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub audit_checkpoint_interval: Duration,
+
+    /// TLS certificate chain (PEM, leaf first) this server presents; with --tls-key-file. The
+    /// files are re-read when they change (a file that does not load is logged and the previous
+    /// certificate stays). Without them the server speaks plaintext, which it does only on a
+    /// loopback address unless --insecure-plaintext (docs/tls.md).
+    #[arg(long, env = "MEDINS_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "MEDINS_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) whose client certificates this server accepts (mutual TLS). Partners
+    /// whose entry pins a client certificate must present it; see --tls-client-auth.
+    #[arg(long, env = "MEDINS_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// With --tls-client-ca-file: `optional` (a certificate is checked when presented; only
+    /// pinned partners must present one) or `required` (every connection presents one).
+    #[arg(long, env = "MEDINS_TLS_CLIENT_AUTH", value_enum, default_value = "optional")]
+    pub tls_client_auth: ClientAuth,
+
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "MEDINS_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// Allow plaintext where TLS is otherwise required: serving on a non-loopback address
+    /// without a certificate, calling the other service or a webhook at a non-loopback
+    /// `http://` URL. Only behind something that encrypts (a TLS-terminating proxy, a mesh).
+    #[arg(long, env = "MEDINS_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+
+    /// CA certificates (PEM) that issued the other medins service's certificate (its `https://`
+    /// URL); default: the system trust store.
+    #[arg(long, env = "MEDINS_PEER_CA_FILE")]
+    pub peer_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) this service presents to the other one (when it asks: mutual
+    /// TLS); with --peer-key-file.
+    #[arg(long, env = "MEDINS_PEER_CERT_FILE", requires = "peer_key_file")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --peer-cert-file.
+    #[arg(long, env = "MEDINS_PEER_KEY_FILE", requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) trusted for `https://` webhooks (SMS gateway, identity and
+    /// relationship authorities); default: the system trust store.
+    #[arg(long, env = "MEDINS_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -107,7 +164,45 @@ impl CommonArgs {
             idempotency_retention: IdempotencyOptions::default().retention,
             audit_keys_file: None,
             audit_checkpoint_interval: Duration::from_secs(5),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_client_auth: ClientAuth::Optional,
+            tls_reload_interval: Duration::from_secs(5),
+            insecure_plaintext: false,
+            peer_ca_file: None,
+            peer_cert_file: None,
+            peer_key_file: None,
+            webhook_ca_file: None,
         }
+    }
+
+    /// The server's TLS settings, if it has a certificate.
+    pub fn server_tls(&self) -> Option<ServerTlsOptions> {
+        let (cert, key) = (self.tls_cert_file.as_ref()?, self.tls_key_file.as_ref()?);
+        let mut tls = ServerTlsOptions::new(cert, key);
+        if let Some(ca) = &self.tls_client_ca_file {
+            tls = tls.with_client_ca(ca, self.tls_client_auth);
+        }
+        tls.reload_interval = self.tls_reload_interval;
+        Some(tls)
+    }
+
+    /// How this service reaches the other one.
+    pub fn peer_transport(&self) -> PeerTransport {
+        PeerTransport {
+            tls: PeerTls {
+                ca_file: self.peer_ca_file.clone(),
+                cert_file: self.peer_cert_file.clone(),
+                key_file: self.peer_key_file.clone(),
+            },
+            insecure_plaintext: self.insecure_plaintext,
+        }
+    }
+
+    /// `options` with this service's webhook trust settings.
+    pub fn webhook_options(&self, options: WebhookOptions) -> WebhookOptions {
+        WebhookOptions { ca_file: self.webhook_ca_file.clone(), insecure_plaintext: self.insecure_plaintext, ..options }
     }
 
     /// The server limits.
@@ -120,6 +215,8 @@ impl CommonArgs {
             health_check_interval: self.health_check_interval,
             shutdown_grace: self.shutdown_grace,
             drain_timeout: self.drain_timeout,
+            tls: self.server_tls(),
+            insecure_plaintext: self.insecure_plaintext,
             ..ServerOptions::default()
         }
     }

@@ -146,6 +146,8 @@ reasons! {
     DocumentUnreadable => "DOCUMENT_UNREADABLE",
     ImageTooLarge => "IMAGE_TOO_LARGE",
     DocumentNotTied => "DOCUMENT_NOT_TIED",
+    // Issue 15, TLS: a partner's key pinned to its client certificate (docs/tls.md).
+    ClientCertificateMismatch => "CLIENT_CERTIFICATE_MISMATCH",
 }
 
 impl fmt::Display for Reason {

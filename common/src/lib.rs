@@ -19,6 +19,7 @@ pub mod phone;
 pub mod revocation;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod webhook;
 

@@ -12,23 +12,41 @@ use tonic::{
 };
 use tracing::Instrument;
 
-use crate::telemetry::{client_span, inject_context};
+use crate::{
+    telemetry::{client_span, inject_context},
+    tls::{PeerTls, plaintext_allowed},
+};
+
+/// How the other service is reached on the wire.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerTransport {
+    /// TLS of `https://` URLs.
+    pub tls: PeerTls,
+    /// Allow an `http://` URL whose host is not loopback (`--insecure-plaintext`).
+    pub insecure_plaintext: bool,
+}
 
 /// How to reach the other service.
 #[derive(Clone)]
 pub struct PeerOptions {
-    /// Base URL, e.g. `http://127.0.0.1:50051`.
+    /// Base URL: `https://identity.internal:50051`, or `http://` on loopback.
     pub url: String,
     /// The SERVICE partner key this service presents there.
     pub api_key: String,
     /// Per-call deadline.
     pub timeout: Duration,
+    /// TLS and the plaintext rule.
+    pub transport: PeerTransport,
 }
 
 impl std::fmt::Debug for PeerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The API key stays out of logs.
-        f.debug_struct("PeerOptions").field("url", &self.url).field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("PeerOptions")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,7 +60,28 @@ pub struct Peer {
 impl Peer {
     /// Connects on first use, so each service starts while the other is down.
     pub fn connect_lazy(options: &PeerOptions) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(options.url.clone())?
+        let endpoint = Endpoint::from_shared(options.url.clone())?;
+        let host = endpoint.uri().host().unwrap_or_default().to_owned();
+        let tls = &options.transport.tls;
+        let endpoint = match endpoint.uri().scheme_str() {
+            Some("https") => endpoint.tls_config(tls.client_tls_config()?)?,
+            Some("http") => {
+                anyhow::ensure!(
+                    plaintext_allowed(&host, options.transport.insecure_plaintext),
+                    "{}: refusing plaintext to a host that is not loopback: use https:// (docs/tls.md), or say \
+                     --insecure-plaintext",
+                    options.url
+                );
+                anyhow::ensure!(
+                    *tls == PeerTls::default(),
+                    "{}: TLS files are set for the other service but its URL is http://",
+                    options.url
+                );
+                endpoint
+            }
+            _ => anyhow::bail!("{}: the URL must start with https:// (or http:// on loopback)", options.url),
+        };
+        let channel = endpoint
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(2)))
             .tcp_nodelay(true)

@@ -6,10 +6,12 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
+use anyhow::Context as _;
 use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
 use http_body::{Body as HttpBody, Frame};
@@ -23,6 +25,7 @@ use crate::{
     db::Db,
     error::{ApiError, Reason},
     telemetry::TraceLayer,
+    tls::{ReloadingServerConfig, ServerTlsOptions},
 };
 
 /// Default largest message, each way: 64 KiB. Documents travel as streams of such chunks.
@@ -51,6 +54,11 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// How long in-flight calls may take to finish once the listener is closed.
     pub drain_timeout: Duration,
+    /// TLS (docs/tls.md); none: plaintext, allowed only on a loopback address unless
+    /// `insecure_plaintext`.
+    pub tls: Option<ServerTlsOptions>,
+    /// Serve plaintext on a non-loopback address (behind a TLS-terminating proxy or mesh).
+    pub insecure_plaintext: bool,
 }
 
 impl Default for ServerOptions {
@@ -65,6 +73,8 @@ impl Default for ServerOptions {
             health_check_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
+            tls: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -99,6 +109,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let ServiceDefinition { name, grpc_services, routes, partners, method_scopes, db } = service;
+    let tls = server_tls(name, &listener, &options, &partners)?;
     let health = HealthReporter::new();
     // Nothing is SERVING until the database probe says so.
     set_all(&health, &grpc_services, ServingStatus::NotServing).await;
@@ -130,7 +141,9 @@ pub async fn serve(
         .layer(MessageLimitLayer { max_message_bytes: options.max_message_bytes })
         .layer(AuthLayer::new(partners, method_scopes));
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+    let tcp = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+    let certificate_watcher = tls.as_ref().map(|tls| tls.spawn_watcher(name));
+    let incoming = crate::tls::incoming(tcp, tls);
 
     let (listener_closed_tx, listener_closed_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = options.shutdown_grace;
@@ -174,7 +187,56 @@ pub async fn serve(
         }
     };
     probe.abort();
+    if let Some(watcher) = certificate_watcher {
+        watcher.abort();
+    }
     result
+}
+
+/// The server's TLS configuration, or `None` for plaintext where plaintext is allowed: on a
+/// loopback address, or anywhere with `insecure_plaintext`.
+fn server_tls(
+    name: &'static str,
+    listener: &TcpListener,
+    options: &ServerOptions,
+    partners: &Partners,
+) -> anyhow::Result<Option<Arc<ReloadingServerConfig>>> {
+    let address = listener.local_addr()?;
+    let pinned = partners.pinned_to_certificates();
+    let Some(tls_options) = &options.tls else {
+        if !address.ip().is_loopback() && !options.insecure_plaintext {
+            anyhow::bail!(
+                "{name}: refusing to serve plaintext on {address}: give a certificate and key (--tls-cert-file, \
+                 --tls-key-file), listen on a loopback address, or say --insecure-plaintext (docs/tls.md)"
+            );
+        }
+        if !address.ip().is_loopback() {
+            tracing::warn!(service = name, %address, "serving PLAINTEXT on a non-loopback address (--insecure-plaintext)");
+        }
+        if !pinned.is_empty() {
+            tracing::warn!(
+                service = name,
+                partners = pinned.join(","),
+                "partners bound to client certificates cannot authenticate over plaintext"
+            );
+        }
+        return Ok(None);
+    };
+    let tls = ReloadingServerConfig::load(tls_options.clone()).with_context(|| format!("{name}: TLS"))?;
+    if !pinned.is_empty() && !tls.asks_for_client_certificates() {
+        tracing::warn!(
+            service = name,
+            partners = pinned.join(","),
+            "partners bound to client certificates cannot authenticate: no client CA (--tls-client-ca-file)"
+        );
+    }
+    tracing::info!(
+        service = name,
+        %address,
+        mutual = tls.asks_for_client_certificates(),
+        "serving TLS (certificate files re-read when they change)"
+    );
+    Ok(Some(tls))
 }
 
 async fn set_all(reporter: &HealthReporter, services: &[&'static str], status: ServingStatus) {

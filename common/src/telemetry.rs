@@ -17,6 +17,7 @@ use opentelemetry::{
     propagation::{Extractor, Injector},
     trace::TracerProvider as _,
 };
+use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::{metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tonic::{body::Body, metadata::MetadataMap};
 use tower::{Layer, Service};
@@ -76,11 +77,18 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
         return Ok(TelemetryGuard::default());
     }
 
+    let tls = otlp_tls()?;
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_owned()).build();
-    let span_exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+    let mut span_exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    let mut metric_exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+    if let Some(tls) = tls {
+        span_exporter = span_exporter.with_tls_config(tls.clone());
+        metric_exporter = metric_exporter.with_tls_config(tls);
+    }
+    let span_exporter = span_exporter.build()?;
     let tracer_provider =
         SdkTracerProvider::builder().with_batch_exporter(span_exporter).with_resource(resource.clone()).build();
-    let metric_exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic().build()?;
+    let metric_exporter = metric_exporter.build()?;
     let meter_provider =
         SdkMeterProvider::builder().with_periodic_exporter(metric_exporter).with_resource(resource).build();
     global::set_meter_provider(meter_provider.clone());
@@ -89,6 +97,36 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     let otel = otel_layer(tracer_provider.tracer("medins"));
     tracing_subscriber::registry().with(fmt).with(otel).try_init()?;
     Ok(TelemetryGuard { tracer: Some(tracer_provider), meter: Some(meter_provider) })
+}
+
+/// TLS of the OTLP exporter, from the standard OpenTelemetry variables (docs/tls.md): an
+/// `https://` `OTEL_EXPORTER_OTLP_ENDPOINT` is verified against `OTEL_EXPORTER_OTLP_CERTIFICATE`
+/// (a PEM CA file) or the system trust store, with `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+/// `OTEL_EXPORTER_OTLP_CLIENT_KEY` as the client certificate where the collector asks for one.
+/// An `http://` endpoint is refused unless its host is loopback or
+/// `OTEL_EXPORTER_OTLP_INSECURE=true`: spans name partners and methods.
+fn otlp_tls() -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let variable = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(std::path::PathBuf::from);
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
+    let uri: http::Uri = endpoint.parse().map_err(|_| anyhow::anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT is not a URL"))?;
+    let insecure =
+        std::env::var("OTEL_EXPORTER_OTLP_INSECURE").is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
+    match uri.scheme_str() {
+        Some("https") => {
+            let files = crate::tls::PeerTls {
+                ca_file: variable("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+                cert_file: variable("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"),
+                key_file: variable("OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+            };
+            Ok(Some(files.client_tls_config()?))
+        }
+        Some("http") if crate::tls::plaintext_allowed(uri.host().unwrap_or_default(), insecure) => Ok(None),
+        Some("http") => anyhow::bail!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT: refusing plaintext to a host that is not loopback: use https://, or set \
+             OTEL_EXPORTER_OTLP_INSECURE=true"
+        ),
+        _ => anyhow::bail!("OTEL_EXPORTER_OTLP_ENDPOINT must start with https:// (or http:// on loopback)"),
+    }
 }
 
 /// The tracing -> OpenTelemetry layer with the transport filter applied (also used by tests

@@ -7,18 +7,20 @@
 //! timeout; connection errors, timeouts, HTTP 5xx and 429 are retried a bounded number of times
 //! with capped exponential backoff and jitter; any other non-2xx status is final.
 //!
-//! **Plain HTTP/1.1 only.** TLS is out of scope for this client: `https://` URLs are refused at
-//! configuration time. In production, reach a gateway over TLS through a local TLS-originating
-//! proxy (a sidecar), or add a TLS connector here.
+//! HTTP/1.1 over TLS (rustls, TLS 1.3 preferred, docs/tls.md): `https://` URLs are verified
+//! against the system trust store or, when given, a CA file of their own (a private gateway).
+//! `http://` is refused when the client is built unless the host is loopback (a local
+//! TLS-originating sidecar) or the operator said `--insecure-plaintext`.
 //!
 //! Errors describe the transport and status only: never the request or response body (which
 //! carries personal data), the bearer token, or the URL's path and query.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -77,6 +79,10 @@ pub struct WebhookOptions {
     pub max_backoff: Duration,
     /// Largest response body accepted.
     pub max_response_bytes: usize,
+    /// CA certificates (PEM) trusted for `https://`; none: the system trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Allow `http://` to a host that is not loopback.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for WebhookOptions {
@@ -87,6 +93,8 @@ impl Default for WebhookOptions {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(2),
             max_response_bytes: 64 * 1024,
+            ca_file: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -131,7 +139,7 @@ pub struct WebhookClient {
     uri: Uri,
     token: Option<BearerToken>,
     options: WebhookOptions,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl fmt::Debug for WebhookClient {
@@ -152,27 +160,42 @@ enum AttemptError {
 }
 
 impl WebhookClient {
-    /// A client posting to `url` (`http://host[:port]/path`).
+    /// A client posting to `url`: `https://host[:port]/path`, or `http://` on loopback.
     pub fn new(url: &str, token: Option<BearerToken>, options: WebhookOptions) -> Result<Self, WebhookError> {
         let uri: Uri = url.trim().parse().map_err(|_| WebhookError::Config("the URL is not valid".into()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
+        let Some(host) = uri.host().filter(|host| !host.is_empty()) else {
+            return Err(WebhookError::Config("the URL must start with https:// and name a host".into()));
+        };
+        let tls = match uri.scheme_str() {
+            // No ALPN here: the connector offers http/1.1 itself (enable_http1).
+            Some("https") => crate::tls::client_config(options.ca_file.as_deref(), &[])
+                .map_err(|error| WebhookError::Config(format!("TLS: {error:#}")))?,
+            Some("http") if crate::tls::plaintext_allowed(host, options.insecure_plaintext) => {
+                // Never used for an http:// URL; the connector type wants one.
+                crate::tls::client_config_without_roots()
+                    .map_err(|error| WebhookError::Config(format!("TLS: {error:#}")))?
+            }
+            Some("http") => {
                 return Err(WebhookError::Config(
-                    "https URLs are not supported (no TLS in this client): use a local TLS-originating proxy".into(),
+                    "http:// is allowed only to a loopback host (a local TLS-originating proxy): use https://, or \
+                     say --insecure-plaintext"
+                        .into(),
                 ));
             }
-            _ => return Err(WebhookError::Config("the URL must start with http://".into())),
-        }
-        if uri.authority().is_none() {
-            return Err(WebhookError::Config("the URL must name a host".into()));
-        }
+            _ => return Err(WebhookError::Config("the URL must start with https:// (or http:// on loopback)".into())),
+        };
         if options.max_attempts == 0 {
             return Err(WebhookError::Config("max_attempts must be at least 1".into()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(options.attempt_timeout));
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(options.attempt_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Ok(Self { uri, token, options, client })
     }
@@ -294,7 +317,7 @@ pub mod testing {
 
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
-        net::{TcpListener, TcpStream},
+        net::TcpListener,
         task::JoinHandle,
     };
 
@@ -364,6 +387,7 @@ pub mod testing {
     /// last answer repeats. Every connection is closed after one answer.
     pub struct FakeWebhookServer {
         addr: SocketAddr,
+        scheme: &'static str,
         requests: Arc<Mutex<Vec<RecordedRequest>>>,
         task: JoinHandle<()>,
     }
@@ -371,9 +395,32 @@ pub mod testing {
     impl FakeWebhookServer {
         /// Starts on 127.0.0.1 with a free port.
         pub async fn start(script: Vec<FakeResponse>) -> Self {
+            Self::start_with(script, None).await
+        }
+
+        /// Starts on 127.0.0.1 with a free port, speaking HTTPS with this certificate chain and
+        /// key (PEM).
+        pub async fn start_tls(script: Vec<FakeResponse>, cert_pem: &str, key_pem: &str) -> Self {
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+            let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certificate PEM");
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
+            let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+                .with_protocol_versions(crate::tls::PROTOCOL_VERSIONS)
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("certificate and key");
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Self::start_with(script, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+        }
+
+        async fn start_with(script: Vec<FakeResponse>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
             assert!(!script.is_empty(), "a script needs at least one answer");
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake webhook");
             let addr = listener.local_addr().expect("address");
+            let tls_scheme = tls.is_some();
             let requests = Arc::new(Mutex::new(Vec::new()));
             let script = Arc::new(script);
             let next = Arc::new(AtomicUsize::new(0));
@@ -381,17 +428,31 @@ pub mod testing {
             let task = tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     let (script, next, recorded) = (script.clone(), next.clone(), recorded.clone());
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let _ = answer(stream, &script, &next, &recorded).await;
+                        match tls {
+                            None => {
+                                let _ = answer(stream, &script, &next, &recorded).await;
+                            }
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    let _ = answer(stream, &script, &next, &recorded).await;
+                                }
+                            }
+                        }
                     });
                 }
             });
-            Self { addr, requests, task }
+            Self { addr, scheme: if tls_scheme { "https" } else { "http" }, requests, task }
         }
 
-        /// `http://127.0.0.1:PORT/hook`.
+        /// `http://127.0.0.1:PORT/hook` (`https://localhost:PORT/hook` with TLS, the name its
+        /// certificate is expected to carry).
         pub fn url(&self) -> String {
-            format!("http://{}/hook", self.addr)
+            match self.scheme {
+                "https" => format!("https://localhost:{}/hook", self.addr.port()),
+                _ => format!("http://{}/hook", self.addr),
+            }
         }
 
         /// The requests received so far.
@@ -415,7 +476,7 @@ pub mod testing {
     }
 
     async fn answer(
-        mut stream: TcpStream,
+        mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         script: &[FakeResponse],
         next: &AtomicUsize,
         recorded: &Mutex<Vec<RecordedRequest>>,
@@ -577,10 +638,48 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_are_accepted() {
-        for bad in ["https://example.com/hook", "ftp://x/y", "not a url", "/relative"] {
+    fn https_anywhere_and_http_only_on_loopback_are_accepted() {
+        for bad in
+            ["http://example.com/hook", "http://10.1.2.3/hook", "ftp://x/y", "not a url", "/relative", "https:///x"]
+        {
             assert!(matches!(WebhookClient::new(bad, None, fast()), Err(WebhookError::Config(_))), "{bad}");
         }
+        for good in ["http://127.0.0.1:9/hook", "http://localhost/hook", "http://[::1]:8/hook"] {
+            WebhookClient::new(good, None, fast()).expect(good);
+        }
+        let insecure = WebhookOptions { insecure_plaintext: true, ..fast() };
+        WebhookClient::new("http://10.1.2.3/hook", None, insecure).expect("allowed when asked for");
+        let dir = tempfile::tempdir().unwrap();
+        let missing = WebhookOptions { ca_file: Some(dir.path().join("none.pem")), ..fast() };
+        assert!(matches!(WebhookClient::new("https://example.com/hook", None, missing), Err(WebhookError::Config(_))));
+    }
+
+    #[tokio::test]
+    async fn https_is_verified_against_the_given_ca() {
+        let ca = crate::tls::dev::DevCa::generate().unwrap();
+        let leaf = ca.issue_server(&["localhost".into()]).unwrap();
+        let server =
+            FakeWebhookServer::start_tls(vec![FakeResponse::new(200, r#"{"ok":true}"#)], &leaf.cert_pem, &leaf.key_pem)
+                .await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+        let options = WebhookOptions { ca_file: Some(ca_file), ..fast() };
+        let answer: serde_json::Value = WebhookClient::new(&server.url(), None, options)
+            .unwrap()
+            .post_json_for(&serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(answer, serde_json::json!({"ok": true}));
+
+        // Another CA's client does not trust the server: nothing is sent.
+        let other = crate::tls::dev::DevCa::generate().unwrap();
+        let other_file = dir.path().join("other.pem");
+        std::fs::write(&other_file, other.cert_pem()).unwrap();
+        let options = WebhookOptions { ca_file: Some(other_file), ..fast() };
+        let error = WebhookClient::new(&server.url(), None, options).unwrap().post_json(&()).await.unwrap_err();
+        assert!(matches!(error, WebhookError::Unreachable { .. }), "{error}");
+        assert_eq!(server.requests().len(), 1, "only the trusted client's request arrived");
     }
 
     #[test]

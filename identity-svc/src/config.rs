@@ -206,8 +206,8 @@ mod face_config_tests {
     }
 }
 
-/// Where SMS codes go and who confirms real names (webhooks: plain `http://`, TLS is out of
-/// scope; reach an https gateway through a local TLS-originating proxy).
+/// Where SMS codes go and who confirms real names (webhooks: `https://`, trusted through the
+/// system store or --webhook-ca-file; `http://` only on loopback, docs/tls.md).
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct VerificationArgs {
     /// SMS gateway webhook: POST of JSON {"phone", "code", "message", "purpose"}; any 2xx means

@@ -121,7 +121,12 @@ impl IdentityService {
             face_threshold,
             config.face.face_watch_poll_interval,
         );
-        let outbox = outbox::OutboxWorker::from_config(&config.outbox, db.clone(), face.outbox_wake())?;
+        let outbox = outbox::OutboxWorker::from_config(
+            &config.outbox,
+            config.common.peer_transport(),
+            db.clone(),
+            face.outbox_wake(),
+        )?;
         let token_keys_file =
             config.tokens.token_keys_file.as_deref().context(
                 "person-token keys: set --token-keys-file (MEDINS_TOKEN_KEYS_FILE); `medins up` creates one",
@@ -143,6 +148,7 @@ impl IdentityService {
                     url: url.clone(),
                     api_key: api_key.clone(),
                     timeout: config.outbox.outbox_timeout,
+                    transport: config.common.peer_transport(),
                 })?)
             }
             _ => None,

@@ -29,7 +29,7 @@ use medins_common::{
     ApiResult,
     clock::{SharedClock, SystemClock},
     db::Db,
-    peer::PeerOptions,
+    peer::{PeerOptions, PeerTransport},
 };
 use tokio::sync::Notify;
 
@@ -118,7 +118,12 @@ impl OutboxWorker {
 
     /// The worker the configuration asks for: `None` when neither the insurance-svc URL nor its
     /// key is set (delivery off); an error when only one is, or the timing is inconsistent.
-    pub fn from_config(args: &OutboxArgs, db: Db, wake: Arc<Notify>) -> anyhow::Result<Option<Self>> {
+    pub fn from_config(
+        args: &OutboxArgs,
+        transport: PeerTransport,
+        db: Db,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Option<Self>> {
         let (url, api_key) = match (&args.insurance_url, &args.insurance_api_key) {
             (None, None) => return Ok(None),
             (Some(url), Some(key)) => (url.clone(), key.clone()),
@@ -133,7 +138,7 @@ impl OutboxWorker {
             batch: args.outbox_batch,
         };
         options.validate()?;
-        let client = InsuranceClient::connect_lazy(&PeerOptions { url, api_key, timeout: options.timeout })?;
+        let client = InsuranceClient::connect_lazy(&PeerOptions { url, api_key, timeout: options.timeout, transport })?;
         Ok(Some(Self::new(OutboxStore::new(db.clone()), PersonOutboxStore::new(db), client, options, wake)))
     }
 

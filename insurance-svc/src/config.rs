@@ -185,6 +185,7 @@ impl Config {
                 url: self.identity_url.clone(),
                 api_key: self.identity_api_key.clone(),
                 timeout: self.identity_timeout,
+                transport: self.common.peer_transport(),
             },
             attempts: self.identity_attempts,
         }

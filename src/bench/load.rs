@@ -17,7 +17,7 @@ use std::{
 use hdrhistogram::Histogram;
 use tonic::{
     Status,
-    transport::{Channel, Endpoint},
+    transport::{Channel, ClientTlsConfig, Endpoint},
 };
 
 /// Highest latency the histograms track (longer calls are clamped to it): 60 s.
@@ -104,10 +104,17 @@ fn new_histogram() -> Histogram<u64> {
 
 /// `channels` HTTP/2 connections to `addr` (each connected now, so they are distinct), with a
 /// client-side deadline on every call.
-pub async fn connect_channels(addr: SocketAddr, channels: usize, timeout: Duration) -> anyhow::Result<Vec<Channel>> {
+/// With `tls`, the connections are TLS and their handshakes happen here, before any measured
+/// phase.
+pub async fn connect_channels(
+    addr: SocketAddr,
+    channels: usize,
+    timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> anyhow::Result<Vec<Channel>> {
     let mut connected = Vec::with_capacity(channels);
     for _ in 0..channels.max(1) {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let channel = endpoint(addr, tls)?
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -117,6 +124,19 @@ pub async fn connect_channels(addr: SocketAddr, channels: usize, timeout: Durati
         connected.push(channel);
     }
     Ok(connected)
+}
+
+/// An endpoint for a server of this machine: `https://` with `tls`, else `http://`.
+pub fn endpoint(addr: SocketAddr, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Endpoint> {
+    Ok(match tls {
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone())?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    })
+}
+
+/// Client TLS trusting the CA certificate in `ca_file` (PEM).
+pub fn client_tls(ca_file: &std::path::Path) -> anyhow::Result<ClientTlsConfig> {
+    medins_common::tls::PeerTls { ca_file: Some(ca_file.to_owned()), ..Default::default() }.client_tls_config()
 }
 
 /// Runs one phase of `workload` over `channels` (task `i` uses channel `i % channels.len()`).

@@ -168,6 +168,18 @@ pub struct BenchArgs {
     #[arg(long)]
     pub sms_webhook_listen: Option<SocketAddr>,
 
+    /// Everything over TLS: the echo server and, with --target local, both services (and their
+    /// calls to each other) serve TLS with a development CA made in the temp folder. Handshakes
+    /// happen when the connections open, before warm-up, so the windows measure TLS records,
+    /// not handshakes.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// --target remote with --tls: the CA certificate (PEM) that issued the services'
+    /// certificates (`medins up --tls` makes data/tls/ca.pem).
+    #[arg(long, default_value = "data/tls/ca.pem")]
+    pub tls_ca_file: std::path::PathBuf,
+
     /// --target remote: identity-svc's pid, for its peak memory and CPU time.
     #[arg(long)]
     pub identity_pid: Option<u32>,
@@ -240,21 +252,30 @@ struct EchoServer {
 }
 
 impl EchoServer {
-    async fn start(placement: EchoPlacement) -> anyhow::Result<EchoServer> {
+    async fn start(
+        placement: EchoPlacement,
+        tls: Option<&medins_common::tls::dev::DevTlsDir>,
+    ) -> anyhow::Result<EchoServer> {
+        let tls_files = tls.map(|files| (files.server_cert(), files.server_key()));
         match placement {
             EchoPlacement::InProcess => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?;
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                tokio::spawn(serve::serve_echo(listener, async move {
+                let tls = tls_files.map(|(cert, key)| medins_common::tls::ServerTlsOptions::new(cert, key));
+                tokio::spawn(serve::serve_echo(listener, tls, async move {
                     let _ = stopped.await;
                 }));
                 Ok(EchoServer { addr, process: None, stop: Some(stop), child: None })
             }
             EchoPlacement::Child => {
                 let addr = target::free_port()?;
+                let mut args = vec!["bench-service".to_owned(), "echo".into(), addr.to_string()];
+                if let Some((cert, key)) = &tls_files {
+                    args.extend([cert.display().to_string(), key.display().to_string()]);
+                }
                 let child = std::process::Command::new(std::env::current_exe()?)
-                    .args(["bench-service", "echo", &addr.to_string()])
+                    .args(&args)
                     .stdin(std::process::Stdio::piped())
                     .spawn()
                     .context("starting the echo server")?;
@@ -351,7 +372,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if rustc_at_start > 0 {
         eprintln!("warning: {rustc_at_start} rustc process(es) running: other builds share the CPUs with this run");
     }
-    let echo = EchoServer::start(args.echo_server).await?;
+    // One development CA for the run: the echo server's certificate and a local stack's.
+    let tls_dir = if args.tls { Some(tempfile::Builder::new().prefix("medins-bench-tls-").tempdir()?) } else { None };
+    let tls = match &tls_dir {
+        Some(dir) => {
+            let files = medins_common::tls::dev::DevTlsDir { root: dir.path().to_owned() };
+            files.ensure(&[])?;
+            Some(files)
+        }
+        None => None,
+    };
+    let echo_tls = tls.as_ref().map(|files| load::client_tls(&files.ca_cert())).transpose()?;
+    let echo = EchoServer::start(args.echo_server, tls.as_ref()).await?;
     let target = if plan.is_empty() {
         None
     } else {
@@ -363,6 +395,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     insurance_database_url: args.insurance_database_url.clone(),
                     keep_data: args.keep_data,
                     db_pool_size: args.db_pool_size,
+                    tls: tls.clone(),
                 })
                 .await?
             }
@@ -374,6 +407,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     sms_webhook_listen: args.sms_webhook_listen,
                     identity_pid: args.identity_pid,
                     insurance_pid: args.insurance_pid,
+                    tls_ca_file: args.tls.then(|| args.tls_ca_file.clone()),
                 })
                 .await?
             }
@@ -384,7 +418,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         insurance: target.as_ref().and_then(|t| t.insurance_process),
         echo: echo.process,
     };
-    let runner = Runner { args: &args, watched };
+    let runner =
+        Runner { args: &args, watched, echo_tls, target_tls: target.as_ref().and_then(|t| t.client_tls.clone()) };
 
     // Seed before anything is measured.
     let mut seeder = None;
@@ -412,12 +447,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     person_ids: registered.iter().map(|p| p.person_id.clone()).collect(),
                     ops: seeder.ops().clone(),
                 });
-                runner.steady(*scenario, target.identity_addr, workload).await?
+                runner.steady(*scenario, target.identity_addr, runner.target_tls.as_ref(), workload).await?
             }
             Scenario::IssueCode => {
                 seeder.refresh_tokens(&mut insured).await?;
                 let workload = Arc::new(IssueCodeLoad { persons: insured.clone(), bank: seeder.bank().clone() });
-                runner.steady(*scenario, target.insurance_addr, workload).await?
+                runner.steady(*scenario, target.insurance_addr, runner.target_tls.as_ref(), workload).await?
             }
             Scenario::VerifyCode => {
                 seeder.refresh_tokens(&mut insured).await?;
@@ -454,6 +489,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", report.render());
     }
     drop(target);
+    drop(echo);
+    drop(tls_dir);
     Ok(())
 }
 
@@ -461,6 +498,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 struct Runner<'a> {
     args: &'a BenchArgs,
     watched: Watched,
+    /// TLS to the echo server (`--tls`).
+    echo_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// TLS to the services (`--tls`).
+    target_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Runner<'_> {
@@ -468,8 +509,12 @@ impl Runner<'_> {
         Phase { concurrency: self.args.concurrency, duration, max_requests: self.args.max_requests }
     }
 
-    async fn channels(&self, addr: SocketAddr) -> anyhow::Result<Vec<Channel>> {
-        connect_channels(addr, self.args.channels, self.args.request_timeout).await
+    async fn channels(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Vec<Channel>> {
+        connect_channels(addr, self.args.channels, self.args.request_timeout, tls).await
     }
 
     /// Warm-up, then the measured window with resource accounting.
@@ -525,7 +570,7 @@ impl Runner<'_> {
 
     async fn echo(&self, echo: &EchoServer) -> anyhow::Result<ScenarioReport> {
         let workload = Arc::new(EchoLoad { payload: vec![0x5a; self.args.echo_payload_bytes] });
-        let channels = self.channels(echo.addr).await?;
+        let channels = self.channels(echo.addr, self.echo_tls.as_ref()).await?;
         let warm = self.warm("echo", &channels, workload.clone()).await;
         self.window("echo", &channels, workload, self.args.duration, warm.as_ref(), None).await
     }
@@ -535,9 +580,10 @@ impl Runner<'_> {
         &self,
         scenario: Scenario,
         addr: SocketAddr,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
         workload: Arc<W>,
     ) -> anyhow::Result<ScenarioReport> {
-        let channels = self.channels(addr).await?;
+        let channels = self.channels(addr, tls).await?;
         let warm = self.warm(scenario.name(), &channels, workload.clone()).await;
         self.window(scenario.name(), &channels, workload, self.args.duration, warm.as_ref(), None).await
     }
@@ -561,7 +607,7 @@ impl Runner<'_> {
         persons: Arc<Vec<Insured>>,
     ) -> anyhow::Result<ScenarioReport> {
         let name = Scenario::VerifyCode.name();
-        let channels = self.channels(addr).await?;
+        let channels = self.channels(addr, self.target_tls.as_ref()).await?;
         let warm = if self.args.warmup.is_zero() {
             None
         } else {
@@ -592,7 +638,7 @@ impl Runner<'_> {
         persons: Arc<Vec<Insured>>,
     ) -> anyhow::Result<ScenarioReport> {
         let name = Scenario::Settle.name();
-        let channels = self.channels(addr).await?;
+        let channels = self.channels(addr, self.target_tls.as_ref()).await?;
         let warm = if self.args.warmup.is_zero() {
             None
         } else {

@@ -157,6 +157,9 @@ pub struct RunSettings {
     pub rustc_processes: [usize; 2],
     /// medins version.
     pub version: String,
+    /// `TLS` (every connection of the load generator, the echo server and the services'
+    /// calls to each other; handshakes before the windows) or `plaintext`.
+    pub transport: String,
 }
 
 /// The whole run.
@@ -215,6 +218,7 @@ impl Report {
                 },
                 rustc_processes: [rustc_at_start, rustc_at_end],
                 version: env!("CARGO_PKG_VERSION").into(),
+                transport: if args.tls { "TLS".into() } else { "plaintext".into() },
             },
             echo_ok_per_second: echo,
             scenarios,
@@ -228,11 +232,12 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "\nmedins bench {}: target {} ({}{}), {} in flight over {} connection(s), {:.0} s window after {:.0} s warm-up",
+            "\nmedins bench {}: target {} ({}{}), {}, {} in flight over {} connection(s), {:.0} s window after {:.0} s warm-up",
             s.version,
             s.target,
             s.backend.as_deref().unwrap_or("echo only"),
             s.db_pool_size.map(|size| format!(", {size} database connections per service")).unwrap_or_default(),
+            s.transport,
             s.concurrency,
             s.channels,
             s.duration_seconds,

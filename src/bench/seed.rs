@@ -82,7 +82,7 @@ impl Seeder {
     /// Over `target`'s services.
     pub fn new(target: &Target) -> anyhow::Result<Seeder> {
         let channel = |addr| {
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            super::load::endpoint(addr, target.client_tls.as_ref())
                 .map(|e| e.timeout(Duration::from_secs(10)).connect_lazy())
         };
         Ok(Seeder {

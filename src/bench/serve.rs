@@ -20,7 +20,8 @@ pub enum ServiceKind {
     Identity,
     /// insurance-svc (flags as `insurance-svc --help`).
     Insurance,
-    /// The bare echo server; the only flag is the listen address.
+    /// The bare echo server; flags: the listen address, then optionally a certificate and key
+    /// file to serve TLS.
     Echo,
 }
 
@@ -47,18 +48,18 @@ impl EchoService for Echo {
 }
 
 /// Serves the bare echo service (tonic defaults but TCP_NODELAY, as the services) on `listener`
-/// until `shutdown`.
+/// until `shutdown`; over TLS with `tls`, accepted as the services accept (`medins_common::tls`).
 pub async fn serve_echo(
     listener: TcpListener,
+    tls: Option<medins_common::tls::ServerTlsOptions>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = tls.map(medins_common::tls::ReloadingServerConfig::load).transpose()?;
+    // As the services do: no Nagle delay on small answers.
+    let tcp = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(EchoServiceServer::new(Echo))
-        .serve_with_incoming_shutdown(
-            // As the services do: no Nagle delay on small answers.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(medins_common::tls::incoming(tcp, tls), shutdown)
         .await?;
     Ok(())
 }
@@ -105,7 +106,11 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
         ServiceKind::Echo => {
             let addr: SocketAddr =
                 args.args.first().ok_or_else(|| anyhow::anyhow!("echo needs a listen address"))?.parse()?;
-            serve_echo(TcpListener::bind(addr).await?, stop_signal()).await
+            let tls = match (args.args.get(1), args.args.get(2)) {
+                (Some(cert), Some(key)) => Some(medins_common::tls::ServerTlsOptions::new(cert, key)),
+                _ => None,
+            };
+            serve_echo(TcpListener::bind(addr).await?, tls, stop_signal()).await
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Target {
     pub insurance_process: Option<Process>,
     /// "SQLite", "PostgreSQL" or "existing services".
     pub backend: String,
+    /// TLS to the services, when they serve it.
+    pub client_tls: Option<tonic::transport::ClientTlsConfig>,
     /// Kept alive (and stopped on drop) for a local stack.
     _local: Option<LocalStack>,
 }
@@ -70,6 +72,8 @@ pub struct LocalOptions {
     pub keep_data: bool,
     /// Database connections per service (default: the services' own).
     pub db_pool_size: Option<u32>,
+    /// Serve TLS with this development CA's server certificate.
+    pub tls: Option<medins_common::tls::dev::DevTlsDir>,
 }
 
 /// Flags of `--target remote`.
@@ -86,6 +90,8 @@ pub struct RemoteOptions {
     pub identity_pid: Option<u32>,
     /// insurance-svc's pid.
     pub insurance_pid: Option<u32>,
+    /// The services serve TLS with certificates of this CA (PEM).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 fn require_loopback(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
@@ -117,6 +123,7 @@ impl Target {
             identity_process: options.identity_pid.map(|pid| Process { pid }),
             insurance_process: options.insurance_pid.map(|pid| Process { pid }),
             backend: "existing services".into(),
+            client_tls: options.tls_ca_file.as_deref().map(super::load::client_tls).transpose()?,
             _local: None,
         })
     }
@@ -174,8 +181,29 @@ impl Target {
             _ => "mixed SQLite/PostgreSQL",
         };
 
-        let mut stack =
-            LocalStack { root: root.clone(), dir: Some(dir), keep: options.keep_data, children: Vec::new() };
+        let client_tls = options.tls.as_ref().map(|tls| super::load::client_tls(&tls.ca_cert())).transpose()?;
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        // With TLS both serve the development certificate and trust its CA for each other.
+        let with_tls = |mut service_args: Vec<String>| {
+            if let Some(tls) = &options.tls {
+                service_args.extend([
+                    "--tls-cert-file".into(),
+                    tls.server_cert().display().to_string(),
+                    "--tls-key-file".into(),
+                    tls.server_key().display().to_string(),
+                    "--peer-ca-file".into(),
+                    tls.ca_cert().display().to_string(),
+                ]);
+            }
+            service_args
+        };
+        let mut stack = LocalStack {
+            root: root.clone(),
+            dir: Some(dir),
+            keep: options.keep_data,
+            children: Vec::new(),
+            client_tls: client_tls.clone(),
+        };
         let partners_arg = partners_file.display().to_string();
         let pool_args: Vec<String> =
             options.db_pool_size.map(|size| vec!["--db-pool-size".into(), size.to_string()]).unwrap_or_default();
@@ -183,56 +211,60 @@ impl Target {
         stack.children.push(ChildService::spawn(
             "identity-svc",
             &root,
-            &[
-                "identity".into(),
-                "--listen".into(),
-                identity_addr.to_string(),
-                "--database-url".into(),
-                identity_url,
-                "--partners-file".into(),
-                partners_arg.clone(),
-                "--audit-keys-file".into(),
-                audit_keys.display().to_string(),
-                "--data-keys-file".into(),
-                data_keys.display().to_string(),
-                "--token-keys-file".into(),
-                token_keys.display().to_string(),
-                "--dev".into(),
-                "--sms-webhook-url".into(),
-                sms.url(),
-                "--insurance-url".into(),
-                format!("http://{insurance_addr}"),
-            ]
-            .into_iter()
-            .chain(pool_args.clone())
-            .collect::<Vec<_>>(),
+            &with_tls(
+                vec![
+                    "identity".into(),
+                    "--listen".into(),
+                    identity_addr.to_string(),
+                    "--database-url".into(),
+                    identity_url,
+                    "--partners-file".into(),
+                    partners_arg.clone(),
+                    "--audit-keys-file".into(),
+                    audit_keys.display().to_string(),
+                    "--data-keys-file".into(),
+                    data_keys.display().to_string(),
+                    "--token-keys-file".into(),
+                    token_keys.display().to_string(),
+                    "--dev".into(),
+                    "--sms-webhook-url".into(),
+                    sms.url(),
+                    "--insurance-url".into(),
+                    format!("{scheme}://{insurance_addr}"),
+                ]
+                .into_iter()
+                .chain(pool_args.clone())
+                .collect(),
+            ),
             &[("MEDINS_INSURANCE_API_KEY", &identity_to_insurance)],
         )?);
         stack.children.push(ChildService::spawn(
             "insurance-svc",
             &root,
-            &[
-                "insurance".into(),
-                "--listen".into(),
-                insurance_addr.to_string(),
-                "--database-url".into(),
-                insurance_url,
-                "--partners-file".into(),
-                partners_arg,
-                "--audit-keys-file".into(),
-                audit_keys.display().to_string(),
-                "--identity-url".into(),
-                format!("http://{identity_addr}"),
-                "--code-keys-file".into(),
-                code_keys.display().to_string(),
-                "--data-keys-file".into(),
-                insurance_data_keys.display().to_string(),
-                "--document-store".into(),
-                root.join("documents").display().to_string(),
-            ]
-            .into_iter()
-            .chain(pool_args)
-            .collect::<Vec<_>>(),
+            &with_tls(
+                vec![
+                    "insurance".into(),
+                    "--listen".into(),
+                    insurance_addr.to_string(),
+                    "--database-url".into(),
+                    insurance_url,
+                    "--partners-file".into(),
+                    partners_arg,
+                    "--audit-keys-file".into(),
+                    audit_keys.display().to_string(),
+                    "--identity-url".into(),
+                    format!("{scheme}://{identity_addr}"),
+                    "--code-keys-file".into(),
+                    code_keys.display().to_string(),
+                    "--data-keys-file".into(),
+                    insurance_data_keys.display().to_string(),
+                    "--document-store".into(),
+                    root.join("documents").display().to_string(),
+                ]
+                .into_iter()
+                .chain(pool_args)
+                .collect(),
+            ),
             &[("MEDINS_IDENTITY_API_KEY", &insurance_to_identity)],
         )?);
         for (index, addr) in [identity_addr, insurance_addr].into_iter().enumerate() {
@@ -255,6 +287,7 @@ impl Target {
             identity_process,
             insurance_process,
             backend: backend.into(),
+            client_tls,
             _local: Some(stack),
         })
     }
@@ -282,14 +315,14 @@ struct LocalStack {
     dir: Option<tempfile::TempDir>,
     keep: bool,
     children: Vec<ChildService>,
+    client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl LocalStack {
     async fn wait_until_serving(&mut self, index: usize, addr: SocketAddr) -> anyhow::Result<()> {
         let started = Instant::now();
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let channel =
+            super::load::endpoint(addr, self.client_tls.as_ref())?.timeout(Duration::from_secs(2)).connect_lazy();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         loop {
             let child = &mut self.children[index];

@@ -270,3 +270,129 @@ fn partner_create_and_employer_codes_bind_an_employer_to_its_codes() {
     stdout_of(&partner(&["employer-codes", "acme"], &file));
     assert!(codes(&file, "acme").is_empty());
 }
+
+#[test]
+fn up_with_tls_makes_a_development_ca_and_serves_both_services_over_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut child = medins()
+        .args(["up", "--tls", "--data-dir"])
+        .arg(&data)
+        .args(["--identity-listen", "127.0.0.1:0", "--insurance-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn medins up --tls");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut guard = ChildGuard { child: Some(child) };
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let ready = line.starts_with("ready in ");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    let text = lines.join("\n");
+    assert!(lines.last().is_some_and(|l| l.starts_with("ready in ")), "never ready:\n{text}");
+    let ca_file = data.join("tls").join("ca.pem");
+    assert!(ca_file.is_file() && data.join("tls").join("server.pem").is_file(), "{text}");
+    assert!(text.contains(&format!("grpcurl -cacert {}", ca_file.display())), "prints the grpcurl commands:\n{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("tls").join("ca-key.pem")).expect("CA key").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the CA key is the owner's only");
+    }
+    let address = |service: &str| -> std::net::SocketAddr {
+        lines
+            .iter()
+            .find(|l| l.starts_with(service) && l.contains("listening on "))
+            .and_then(|l| l.rsplit("listening on ").next())
+            .expect("a listening line")
+            .trim()
+            .parse()
+            .expect("an address")
+    };
+    let ca = std::fs::read_to_string(&ca_file).expect("CA");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    for addr in [address("identity-svc"), address("insurance-svc")] {
+        let serving = runtime.block_on(async {
+            let mut health =
+                tonic_health::pb::health_client::HealthClient::new(crate::support::tls_channel(addr, &ca, None));
+            for _ in 0..200 {
+                let status = health
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await
+                    .map(|r| r.into_inner().status)
+                    .ok();
+                if status == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        });
+        assert!(serving, "{addr} is SERVING over TLS with the development CA");
+        if let Some(grpcurl) = grpcurl() {
+            let (ok, listed) =
+                run_grpcurl(&grpcurl, &["-cacert", &ca_file.display().to_string(), &addr.to_string(), "list"]);
+            assert!(ok && listed.contains("grpc.health.v1.Health"), "grpcurl -cacert {addr} list: {listed}");
+        }
+    }
+    let status = guard.terminate(Duration::from_secs(15)).expect("medins up exits after SIGTERM");
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+
+    // A second start reuses the files.
+    let before = std::fs::read(&ca_file).expect("CA");
+    let output = medins()
+        .args(["up", "--tls", "--data-dir"])
+        .arg(&data)
+        .args(["--identity-listen", "127.0.0.1:0", "--insurance-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn again");
+    let mut again = ChildGuard { child: Some(output) };
+    let stdout = again.child.as_mut().and_then(|c| c.stdout.take()).expect("stdout");
+    let printed: Vec<String> =
+        BufReader::new(stdout).lines().map_while(Result::ok).take_while(|l| !l.starts_with("ready in ")).collect();
+    assert!(!printed.iter().any(|l| l.contains("generated development TLS file")), "{printed:?}");
+    assert_eq!(std::fs::read(&ca_file).expect("CA"), before, "the CA is reused");
+    again.terminate(Duration::from_secs(15));
+}
+
+#[test]
+fn partner_create_can_pin_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("partners.toml");
+    let issued =
+        medins_common::tls::dev::DevCa::generate().expect("CA").issue_client("bank-gw").expect("client certificate");
+    let cert = dir.path().join("bank-gw.pem");
+    std::fs::write(&cert, &issued.cert_pem).expect("write");
+    let created = stdout_of(&partner(
+        &[
+            "create",
+            "--id",
+            "bank-gw",
+            "--kind",
+            "BANK",
+            "--pin-client-cert",
+            &cert.display().to_string(),
+            "--pin-client-subject",
+            "bank-gw",
+        ],
+        &file,
+    ));
+    assert!(created.contains("mutual TLS"), "{created}");
+    let loaded = PartnersFile::load(&file).expect("load");
+    let pin = loaded.partners[0].client_certificate.clone().expect("pinned");
+    assert_eq!(pin.spki_sha256, Some(hex::encode(issued.spki_sha256())));
+    assert_eq!(pin.subject.as_deref(), Some("bank-gw"));
+    let refused =
+        partner(&["create", "--id", "other", "--kind", "BANK", "--pin-client-cert", "/nonexistent.pem"], &file);
+    assert!(!refused.status.success(), "a missing certificate file is an error");
+    assert!(PartnersFile::load(&file).expect("load").partners.iter().all(|p| p.id != "other"), "nothing written");
+}

@@ -37,6 +37,7 @@ mod revocation;
 mod settlement;
 mod sms;
 mod telemetry;
+mod tls;
 mod tokens;
 mod unmasking;
 mod vouchers;

@@ -54,7 +54,7 @@ async fn finish_sessions(stack: &Stack, count: usize) -> BTreeSet<String> {
 }
 
 /// Session ids recorded at insurance-svc.
-async fn received(stack: &Stack) -> Vec<String> {
+pub(crate) async fn received(stack: &Stack) -> Vec<String> {
     stack
         .insurance_db
         .run(|conn| face_outcomes::table.select(face_outcomes::session_id).load::<String>(conn).map_err(DbError::from))

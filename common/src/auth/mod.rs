@@ -16,9 +16,12 @@ use futures::future::BoxFuture;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-pub use partners::{ApiKey, Partner, PartnerKind, Partners, PartnersFile, RateLimit, is_employer_code};
+pub use partners::{ApiKey, CertificatePin, Partner, PartnerKind, Partners, PartnersFile, RateLimit, is_employer_code};
 
-use crate::error::{ApiError, ApiResult, Reason};
+use crate::{
+    error::{ApiError, ApiResult, Reason},
+    tls::ConnectionInfo,
+};
 
 /// The scope each RPC needs, by full method path (`/medins.identity.v1.PersonService/GetPerson`).
 pub type MethodScopes = &'static [(&'static str, &'static str)];
@@ -122,7 +125,12 @@ impl AuthLayer {
         Self { partners, scopes: Arc::new(scopes.iter().copied().collect()) }
     }
 
-    fn authorise(&self, headers: &http::HeaderMap, path: &str) -> ApiResult<Arc<Partner>> {
+    fn authorise(
+        &self,
+        headers: &http::HeaderMap,
+        path: &str,
+        connection: Option<&ConnectionInfo>,
+    ) -> ApiResult<Arc<Partner>> {
         let partner = bearer(headers).and_then(|key| self.partners.authenticate(key)).ok_or_else(|| {
             ApiError::new(
                 tonic::Code::Unauthenticated,
@@ -130,6 +138,19 @@ impl AuthLayer {
                 "missing or unknown API key: send `authorization: Bearer mk_...`",
             )
         })?;
+        // A key bound to a certificate is worth nothing without it (docs/tls.md): a stolen key
+        // alone does not authenticate.
+        if let Some(pin) = &partner.client_certificate {
+            let presented = connection.and_then(|connection| connection.client_certificate.as_deref());
+            if !presented.is_some_and(|certificate| pin.matches(certificate)) {
+                return Err(ApiError::new(
+                    tonic::Code::Unauthenticated,
+                    Reason::ClientCertificateMismatch,
+                    "this API key is accepted only over a mutual-TLS connection presenting its partner's pinned \
+                     client certificate",
+                ));
+            }
+        }
         // An unknown path passes with any valid key: tonic then answers UNIMPLEMENTED.
         if let Some(scope) = self.scopes.get(path)
             && !partner.has_scope(scope)
@@ -184,7 +205,8 @@ where
         if is_public(path) {
             return Box::pin(inner.call(request));
         }
-        let authorised = self.layer.authorise(request.headers(), path).and_then(|partner| {
+        let connection = request.extensions().get::<ConnectionInfo>();
+        let authorised = self.layer.authorise(request.headers(), path, connection).and_then(|partner| {
             let relayed_for = on_behalf_of(request.headers(), &partner)?;
             Ok((partner, relayed_for))
         });

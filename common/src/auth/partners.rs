@@ -194,6 +194,53 @@ pub struct PartnerEntry {
     /// employees. Empty for every other kind.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub employer_codes: BTreeSet<String>,
+    /// The client certificate this partner's keys are bound to (docs/tls.md): its keys are then
+    /// accepted only over a mutual-TLS connection presenting that certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<CertificatePin>,
+}
+
+/// A partner's client certificate, pinned by its public key, its name, or both (both must then
+/// match).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CertificatePin {
+    /// Hex SHA-256 of the certificate's DER SubjectPublicKeyInfo: survives re-issuing the
+    /// certificate with the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<String>,
+    /// A name the certificate carries: a subject common name or a DNS or URI subject alternative
+    /// name (trusted only because the client CA issued it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl CertificatePin {
+    /// Whether `certificate` is the pinned one.
+    pub fn matches(&self, certificate: &crate::tls::ClientCertificate) -> bool {
+        let key_matches = self.spki_sha256.as_deref().is_none_or(|pinned| {
+            hex::decode(pinned).is_ok_and(|pinned| constant_time_eq(&pinned, &certificate.spki_sha256))
+        });
+        let name_matches =
+            self.subject.as_deref().is_none_or(|pinned| certificate.names.iter().any(|name| name == pinned));
+        key_matches && name_matches
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.spki_sha256.is_none() && self.subject.is_none() {
+            return Err("client_certificate needs spki_sha256, subject or both".into());
+        }
+        if let Some(spki) = &self.spki_sha256
+            && hex::decode(spki).map(|bytes| bytes.len()) != Ok(32)
+        {
+            return Err("client_certificate.spki_sha256 must be 64 hex digits".into());
+        }
+        if let Some(subject) = &self.subject
+            && (subject.is_empty() || subject.len() > 255 || subject.chars().any(char::is_control))
+        {
+            return Err("client_certificate.subject must be 1-255 printable characters".into());
+        }
+        Ok(())
+    }
 }
 
 /// Whether `text` is an employer code: 1-32 ASCII letters, digits or hyphens (the same rule an
@@ -276,6 +323,9 @@ impl PartnersFile {
                     partner.id
                 ));
             }
+            if let Some(pin) = &partner.client_certificate {
+                pin.validate().map_err(|message| format!("partner {:?}: {message}", partner.id))?;
+            }
             for key in &partner.keys {
                 let bytes = hex::decode(&key.sha256).ok().filter(|b| b.len() == 32);
                 if bytes.is_none() {
@@ -331,6 +381,7 @@ impl PartnersFile {
             face_provider: None,
             sms_daily_quota: None,
             employer_codes: BTreeSet::new(),
+            client_certificate: None,
         });
         self.validate()?;
         Ok(key)
@@ -363,6 +414,17 @@ impl PartnersFile {
         self.validate().inspect_err(|_| {
             if let Some(partner) = self.partners.iter_mut().find(|p| p.id == id) {
                 partner.employer_codes = previous;
+            }
+        })
+    }
+
+    /// Binds (or with `None` unbinds) partner `id`'s keys to a client certificate.
+    pub fn set_client_certificate(&mut self, id: &str, pin: Option<CertificatePin>) -> Result<(), String> {
+        let partner = self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
+        let previous = std::mem::replace(&mut partner.client_certificate, pin);
+        self.validate().inspect_err(|_| {
+            if let Some(partner) = self.partners.iter_mut().find(|p| p.id == id) {
+                partner.client_certificate = previous;
             }
         })
     }
@@ -442,6 +504,8 @@ pub struct Partner {
     pub sms_daily_quota: u32,
     /// The employer codes it speaks for (EMPLOYER partners only).
     pub employer_codes: BTreeSet<String>,
+    /// The client certificate its keys are bound to, if any.
+    pub client_certificate: Option<CertificatePin>,
     pub(crate) limiter: Gcra,
 }
 
@@ -480,6 +544,7 @@ impl Snapshot {
                 face_provider: entry.face_provider.clone(),
                 sms_daily_quota: entry.sms_daily_quota.unwrap_or_else(|| entry.kind.default_sms_daily_quota()),
                 employer_codes: entry.employer_codes.clone(),
+                client_certificate: entry.client_certificate.clone(),
                 limiter,
             });
             for key in entry.keys.iter().filter(|k| k.revoked_at.is_none()) {
@@ -550,6 +615,19 @@ impl Partners {
     /// A partner by id (for reports; never for authentication).
     pub fn get(&self, id: &str) -> Option<Arc<Partner>> {
         self.snapshot().partners.get(id).cloned()
+    }
+
+    /// Ids of the partners whose keys are bound to a client certificate, sorted.
+    pub fn pinned_to_certificates(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .snapshot()
+            .partners
+            .values()
+            .filter(|p| p.client_certificate.is_some())
+            .map(|p| p.id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Ids of every FACE_PROVIDER partner, sorted.
@@ -676,6 +754,35 @@ mod tests {
         assert_eq!(PartnersFile::load(&path).unwrap(), file, "the codes survive the file");
         file.set_employer_codes("p1", BTreeSet::new()).unwrap();
         assert!(file.partners[0].employer_codes.is_empty());
+    }
+
+    #[test]
+    fn a_certificate_pin_is_validated_matches_key_and_name_and_survives_the_file() {
+        let (mut file, _) = file_with(PartnerKind::Bank);
+        let pin = |spki: Option<&str>, subject: Option<&str>| CertificatePin {
+            spki_sha256: spki.map(str::to_owned),
+            subject: subject.map(str::to_owned),
+        };
+        assert!(file.set_client_certificate("p1", Some(pin(None, None))).is_err(), "a pin needs something");
+        assert!(file.set_client_certificate("p1", Some(pin(Some("abcd"), None))).is_err());
+        assert!(file.set_client_certificate("p1", Some(pin(None, Some("a\nb")))).is_err());
+        assert_eq!(file.partners[0].client_certificate, None, "a refused change leaves the entry as it was");
+        let spki = [7u8; 32];
+        let certificate =
+            crate::tls::ClientCertificate { spki_sha256: spki, names: vec!["gw.bank.example".into(), "gw".into()] };
+        assert!(pin(Some(&hex::encode(spki)), None).matches(&certificate));
+        assert!(pin(None, Some("gw")).matches(&certificate));
+        assert!(pin(Some(&hex::encode(spki)), Some("gw.bank.example")).matches(&certificate));
+        assert!(!pin(Some(&hex::encode([8u8; 32])), Some("gw")).matches(&certificate), "both must match");
+        assert!(!pin(Some(&hex::encode(spki)), Some("other")).matches(&certificate), "both must match");
+        assert!(!pin(None, Some("GW")).matches(&certificate), "names compare exactly");
+
+        file.set_client_certificate("p1", Some(pin(Some(&hex::encode(spki)), Some("gw")))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partners.toml");
+        file.save(&path).unwrap();
+        assert_eq!(PartnersFile::load(&path).unwrap(), file);
+        assert_eq!(Partners::load(&path).unwrap().pinned_to_certificates(), vec!["p1".to_owned()]);
     }
 
     #[test]

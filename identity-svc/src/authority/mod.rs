@@ -60,7 +60,7 @@ pub fn from_config(config: &crate::Config) -> anyhow::Result<Arc<dyn IdentityAut
             let authority = WebhookIdentityAuthority::new(
                 url,
                 verification.identity_authority_token.clone(),
-                verification.webhook_options(),
+                config.common.webhook_options(verification.webhook_options()),
             )
             .map_err(|e| anyhow::anyhow!("--identity-authority-url: {e}"))?;
             Ok(Arc::new(authority))

@@ -7,7 +7,7 @@ use super::{AuthorityError, AuthorityVerdict, IdentityAuthority};
 /// Posts `{"name": ..., "id_number": ...}` with `authorization: Bearer <token>` and reads
 /// `{"result": "MATCH" | "MISMATCH" | "DENY"}`. Timeouts, connection errors and 5xx are
 /// retried (bounded); after that, or on any other failure, the authority is unavailable.
-/// Plain HTTP only (see `medins_common::webhook`).
+/// `https://`, or `http://` on loopback (see `medins_common::webhook`).
 #[derive(Debug, Clone)]
 pub struct WebhookIdentityAuthority {
     client: WebhookClient,

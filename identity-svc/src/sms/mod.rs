@@ -62,9 +62,12 @@ pub fn sender_from_config(config: &crate::Config) -> anyhow::Result<Arc<dyn SmsS
     let verification = &config.verification;
     match (&verification.sms_webhook_url, config.dev) {
         (Some(url), _) => {
-            let sender =
-                WebhookSmsSender::new(url, verification.sms_webhook_token.clone(), verification.webhook_options())
-                    .map_err(|e| anyhow::anyhow!("--sms-webhook-url: {e}"))?;
+            let sender = WebhookSmsSender::new(
+                url,
+                verification.sms_webhook_token.clone(),
+                config.common.webhook_options(verification.webhook_options()),
+            )
+            .map_err(|e| anyhow::anyhow!("--sms-webhook-url: {e}"))?;
             Ok(Arc::new(sender))
         }
         (None, true) => {

@@ -8,7 +8,7 @@ use crate::domain::sms::SmsPurpose;
 /// Posts `{"phone", "code", "message", "purpose"}` to the gateway's URL with
 /// `authorization: Bearer <token>`; any 2xx means accepted. Timeouts, connection errors and
 /// 5xx are retried (bounded, with backoff; the `idempotency-key` header lets the gateway drop
-/// duplicates), other statuses are final. Plain HTTP only (see `medins_common::webhook`).
+/// duplicates), other statuses are final. `https://`, or `http://` on loopback (see `medins_common::webhook`).
 #[derive(Debug, Clone)]
 pub struct WebhookSmsSender {
     client: WebhookClient,

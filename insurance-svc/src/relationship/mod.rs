@@ -79,10 +79,10 @@ pub async fn verdict_or_review(
 pub fn from_config(config: &crate::Config) -> anyhow::Result<Arc<dyn RelationshipAuthority>> {
     match &config.relationship_authority_url {
         Some(url) => {
-            let options = medins_common::webhook::WebhookOptions {
+            let options = config.common.webhook_options(medins_common::webhook::WebhookOptions {
                 attempt_timeout: config.relationship_authority_timeout,
                 ..Default::default()
-            };
+            });
             let authority =
                 WebhookRelationshipAuthority::new(url, config.relationship_authority_token.clone(), options)
                     .map_err(|e| anyhow::anyhow!("--relationship-authority-url: {e}"))?;

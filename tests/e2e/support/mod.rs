@@ -99,6 +99,76 @@ pub struct StackOptions {
     /// identity-svc's identity authority; default: the development stand-in reading
     /// [`Stack::deny_list`].
     pub identity_authority: Option<Arc<dyn identity_svc::authority::IdentityAuthority>>,
+    /// Serve both services over TLS with mutual TLS offered ([`StackTls`]), the services calling
+    /// each other over it.
+    pub tls: bool,
+    /// identity-svc sends SMS codes through this webhook (URL, CA file it trusts) instead of
+    /// into [`Stack::sms`].
+    pub sms_webhook: Option<(String, PathBuf)>,
+}
+
+/// The TLS material of a stack started with [`StackOptions::tls`]: a development CA, the
+/// servers' certificate (files watched by both servers) and the services' client certificates.
+pub struct StackTls {
+    pub ca: medins_common::tls::dev::DevCa,
+    pub ca_file: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl StackTls {
+    fn create(dir: &std::path::Path) -> StackTls {
+        let ca = medins_common::tls::dev::DevCa::generate().expect("dev CA");
+        let tls = StackTls {
+            ca_file: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server-key.pem"),
+            ca,
+        };
+        std::fs::write(&tls.ca_file, tls.ca.cert_pem()).expect("write CA");
+        tls.issue_server().write(&tls.server_cert, &tls.server_key).expect("write server certificate");
+        for service in ["insurance-svc", "identity-svc"] {
+            let (cert, key) = Self::client_files(dir, service);
+            tls.ca.issue_client(service).expect("client certificate").write(&cert, &key).expect("write");
+        }
+        tls
+    }
+
+    /// A new server certificate for 127.0.0.1 and localhost from the stack's CA.
+    pub fn issue_server(&self) -> medins_common::tls::dev::Issued {
+        self.ca.issue_server(&["localhost".into(), "127.0.0.1".into()]).expect("server certificate")
+    }
+
+    fn client_files(dir: &std::path::Path, id: &str) -> (PathBuf, PathBuf) {
+        (dir.join(format!("{id}-client.pem")), dir.join(format!("{id}-client-key.pem")))
+    }
+
+    fn configure(&self, common: &mut CommonArgs, service: &str) {
+        let dir = self.ca_file.parent().expect("folder");
+        common.tls_cert_file = Some(self.server_cert.clone());
+        common.tls_key_file = Some(self.server_key.clone());
+        common.tls_client_ca_file = Some(self.ca_file.clone());
+        common.tls_reload_interval = Duration::from_millis(50);
+        common.peer_ca_file = Some(self.ca_file.clone());
+        let (cert, key) = Self::client_files(dir, service);
+        common.peer_cert_file = Some(cert);
+        common.peer_key_file = Some(key);
+    }
+}
+
+/// A TLS channel to a local server trusting `ca_pem`, presenting `identity` (certificate and
+/// key PEM) when given.
+pub fn tls_channel(addr: std::net::SocketAddr, ca_pem: &str, identity: Option<(&str, &str)>) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some((cert, key)) = identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(config)
+        .expect("tls config")
+        .connect_lazy()
 }
 
 impl Default for StackOptions {
@@ -110,6 +180,8 @@ impl Default for StackOptions {
             start_insurance: true,
             outbox_timeout: Duration::from_millis(500),
             identity_authority: None,
+            tls: false,
+            sms_webhook: None,
         }
     }
 }
@@ -134,6 +206,8 @@ pub struct Stack {
     pub sms: sms::SmsInbox,
     /// Deny list of the development identity authority (one ID number per line; absent: empty).
     pub deny_list: PathBuf,
+    /// TLS material, when the stack serves TLS.
+    pub tls: Option<StackTls>,
     identity_dependencies: identity_svc::Dependencies,
     identity_stop: watch::Sender<bool>,
     insurance_stop: watch::Sender<bool>,
@@ -277,14 +351,19 @@ impl Stack {
         let deny_list = dir.path().join("deny-list.txt");
         let identity_dependencies = identity_svc::Dependencies {
             clock: Arc::new(clock.clone()),
-            sms_sender: Some(Arc::new(sms.sender.clone())),
+            sms_sender: options.sms_webhook.is_none().then(|| Arc::new(sms.sender.clone()) as _),
             identity_authority: Some(options.identity_authority.clone().unwrap_or_else(|| {
                 Arc::new(identity_svc::authority::DevIdentityAuthority::new(Some(deny_list.clone())))
             })),
         };
 
-        let common = |url: String| {
+        let tls = options.tls.then(|| StackTls::create(dir.path()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let common = |url: String, service: &str| {
             let mut common = CommonArgs::new(url, partners_file.clone());
+            if let Some(tls) = &tls {
+                tls.configure(&mut common, service);
+            }
             common.health_check_interval = options.health_check_interval;
             common.shutdown_grace = options.shutdown_grace;
             common.drain_timeout = Duration::from_secs(5);
@@ -301,20 +380,29 @@ impl Stack {
         let insurance_addr = insurance_listener.local_addr().unwrap();
 
         let identity_config = {
-            let mut config = identity_svc::Config::new(common(identity_url), Some(keys_file))
+            let mut config = identity_svc::Config::new(common(identity_url, "identity-svc"), Some(keys_file))
                 .with_token_keys_file(token_keys_file.clone());
             // Rotations in tests are picked up within a few ticks.
             config.tokens.token_keys_check_interval = Duration::from_millis(50);
             face_and_outbox_settings(&mut config, insurance_addr, &keys, &options);
+            config.outbox.insurance_url = Some(format!("{scheme}://{insurance_addr}"));
+            if let Some((url, ca_file)) = &options.sms_webhook {
+                config.verification.sms_webhook_url = Some(url.clone());
+                config.common.webhook_ca_file = Some(ca_file.clone());
+            }
             config
         };
         let identity = IdentityService::build(identity_config.clone(), identity_dependencies.clone())
             .await
             .expect("build identity-svc");
         let insurance_config = vouchers::insurance_config(
-            insurance_svc::Config::new(common(insurance_url), format!("http://{identity_addr}"), keys.service.clone())
-                .with_data_keys_file(insurance_keys_file)
-                .with_document_store(documents::store_url(dir.path())),
+            insurance_svc::Config::new(
+                common(insurance_url, "insurance-svc"),
+                format!("{scheme}://{identity_addr}"),
+                keys.service.clone(),
+            )
+            .with_data_keys_file(insurance_keys_file)
+            .with_document_store(documents::store_url(dir.path())),
             dir.path(),
         );
         let insurance = InsuranceService::build(
@@ -352,6 +440,7 @@ impl Stack {
             databases,
             sms,
             deny_list,
+            tls,
             identity_dependencies,
             identity_stop,
             insurance_stop,
@@ -370,7 +459,7 @@ impl Stack {
         let identity = self.identity_task.is_some().then_some(self.identity_addr);
         let insurance = self.insurance_task.is_some().then_some(self.insurance_addr);
         for addr in [identity, insurance].into_iter().flatten() {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel(addr));
+            let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel_to(addr));
             for attempt in 0.. {
                 let status = health
                     .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
@@ -386,14 +475,34 @@ impl Stack {
         }
     }
 
+    /// identity-svc's configuration and dependencies, to build another one (tests of start-up
+    /// checks).
+    pub fn identity_setup(&self) -> (identity_svc::Config, identity_svc::Dependencies) {
+        (self.identity_config.clone(), self.identity_dependencies.clone())
+    }
+
+    /// insurance-svc's configuration.
+    pub fn insurance_setup(&self) -> insurance_svc::Config {
+        self.insurance_config.clone()
+    }
+
     /// A channel to identity-svc.
     pub fn identity_channel(&self) -> Channel {
-        channel(self.identity_addr)
+        self.channel_to(self.identity_addr)
     }
 
     /// A channel to insurance-svc.
     pub fn insurance_channel(&self) -> Channel {
-        channel(self.insurance_addr)
+        self.channel_to(self.insurance_addr)
+    }
+
+    /// A channel to a server of this stack: TLS without a client certificate when the stack
+    /// serves TLS.
+    pub fn channel_to(&self, addr: std::net::SocketAddr) -> Channel {
+        match &self.tls {
+            Some(tls) => tls_channel(addr, tls.ca.cert_pem(), None),
+            None => channel(addr),
+        }
     }
 
     /// identity-svc persons, as the partner holding `key` (None: no key at all).
@@ -492,7 +601,7 @@ pub fn channel(addr: std::net::SocketAddr) -> Channel {
     Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect_lazy()
 }
 
-fn interceptor(key: Option<&str>) -> CallerInterceptor {
+pub fn interceptor(key: Option<&str>) -> CallerInterceptor {
     CallerInterceptor { authorization: key.map(|k| format!("Bearer {k}").parse().expect("ascii key")) }
 }
 
