@@ -909,8 +909,11 @@ mod tests {
     fn another_database_keeps_user_host_port_and_the_tls_parameters() {
         let with = |url: &str, db: &str| DatabaseUrl::parse(url).unwrap().with_database(db).map(|u| u.expose());
         assert_eq!(
-            with("postgres://postgres@127.0.0.1:5432/postgres?sslmode=verify-full&sslrootcert=/tmp/pg.x/tls/ca.pem", "t_1")
-                .unwrap(),
+            with(
+                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=verify-full&sslrootcert=/tmp/pg.x/tls/ca.pem",
+                "t_1"
+            )
+            .unwrap(),
             "postgres://postgres@127.0.0.1:5432/t_1?sslmode=verify-full&sslrootcert=/tmp/pg.x/tls/ca.pem"
         );
         assert_eq!(with("postgresql://u:pw@db.example:6432/a", "b").unwrap(), "postgresql://u:pw@db.example:6432/b");
