@@ -90,7 +90,7 @@ async fn a_pool_on_a_verify_full_url_works_and_the_server_sees_tls() {
     let url = DatabaseUrl::parse(&admin).unwrap().with_database(&name).unwrap().expose();
 
     let db = Db::connect(&url, &PoolOptions::default()).unwrap();
-    let seen = db.run(|conn| session(conn)).await.expect("a pooled connection over verify-full");
+    let seen = db.run(session).await.expect("a pooled connection over verify-full");
     assert!(seen.ssl, "the server sees a TLS session");
     assert!(["TLSv1.2", "TLSv1.3"].contains(&seen.version.as_str()), "TLS version {}", seen.version);
     assert_eq!(seen.database, name);
@@ -109,7 +109,7 @@ async fn a_plaintext_connection_is_refused_by_the_server() {
     // medins's pool reports it as an unreachable database: health NOT_SERVING, calls UNAVAILABLE.
     let options = PoolOptions { connection_timeout: std::time::Duration::from_millis(500), ..PoolOptions::default() };
     let db = Db::connect(&plaintext, &options).unwrap();
-    let outcome = db.run(|conn| session(conn)).await;
+    let outcome = db.run(session).await;
     assert!(matches!(outcome, Err(DbError::Unavailable(_))), "plaintext pool: {:?}", outcome.map(|s| s.ssl));
 }
 
