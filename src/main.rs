@@ -43,10 +43,20 @@ enum Command {
     /// Runs pending migrations of both databases, then exits.
     Migrate {
         /// identity-svc database URL.
-        #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL", default_value = "sqlite://data/identity.db")]
+        #[arg(
+            long,
+            env = "MEDINS_IDENTITY_DATABASE_URL",
+            hide_env_values = true,
+            default_value = "sqlite://data/identity.db"
+        )]
         identity_database_url: String,
         /// insurance-svc database URL.
-        #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL", default_value = "sqlite://data/insurance.db")]
+        #[arg(
+            long,
+            env = "MEDINS_INSURANCE_DATABASE_URL",
+            hide_env_values = true,
+            default_value = "sqlite://data/insurance.db"
+        )]
         insurance_database_url: String,
     },
     /// Manages signing keys: identity-svc's person-token keys, insurance-svc's payment-code keys.
@@ -115,10 +125,20 @@ enum CodeCommand {
 #[derive(clap::Args, Debug)]
 struct AuditSources {
     /// identity-svc database URL.
-    #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL", default_value = "sqlite://data/identity.db")]
+    #[arg(
+        long,
+        env = "MEDINS_IDENTITY_DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://data/identity.db"
+    )]
     identity_database_url: String,
     /// insurance-svc database URL.
-    #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL", default_value = "sqlite://data/insurance.db")]
+    #[arg(
+        long,
+        env = "MEDINS_INSURANCE_DATABASE_URL",
+        hide_env_values = true,
+        default_value = "sqlite://data/insurance.db"
+    )]
     insurance_database_url: String,
     /// Audit key file (every key that sealed the logs; retired keys are kept in it).
     #[arg(long, env = "MEDINS_AUDIT_KEYS_FILE", default_value = "data/keys/audit-keys.toml")]
@@ -163,10 +183,10 @@ struct UpArgs {
     #[arg(long, default_value = "127.0.0.1:50052")]
     insurance_listen: SocketAddr,
     /// identity-svc database URL (default: SQLite in the data folder).
-    #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL")]
+    #[arg(long, env = "MEDINS_IDENTITY_DATABASE_URL", hide_env_values = true)]
     identity_database_url: Option<String>,
     /// insurance-svc database URL (default: SQLite in the data folder).
-    #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL")]
+    #[arg(long, env = "MEDINS_INSURANCE_DATABASE_URL", hide_env_values = true)]
     insurance_database_url: Option<String>,
     /// Serve both services over TLS with a development CA and certificates under
     /// `<data folder>/tls/` (made on first use, reused while valid); the services call each

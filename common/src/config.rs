@@ -31,7 +31,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
     /// Database URL: `sqlite://path/to/file.db` or `postgres://user:password@host:port/db`.
-    #[arg(long, env = "MEDINS_DATABASE_URL")]
+    #[arg(long, env = "MEDINS_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
     /// Partners file (TOML): who may call, with which scopes; reloaded on SIGHUP.

@@ -99,6 +99,43 @@ impl DatabaseUrl {
         Err(DbError::Config("database URL must start with sqlite:// or postgres://".into()))
     }
 
+    /// The URL of another database on the same PostgreSQL server: the same scheme, user,
+    /// password, host and port, the path replaced by `database`, and the query kept whole, so
+    /// that the connection parameters in it (`sslmode=verify-full`, `sslrootcert=...`, README
+    /// "PostgreSQL over TLS") apply to the new database too. Tests create a database per test
+    /// this way from `MEDINS_TEST_POSTGRES_URL`. `database` is a plain name (letters, digits,
+    /// `_`); SQLite URLs have no server and are refused.
+    pub fn with_database(&self, database: &str) -> Result<DatabaseUrl, DbError> {
+        let DatabaseUrl::Postgres(url) = self else {
+            return Err(DbError::Config("only a postgres:// URL names databases on a server".into()));
+        };
+        if database.is_empty() || !database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(DbError::Config("a database name is letters, digits and '_'".into()));
+        }
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| DbError::Config("no '://' in the URL".into()))?;
+        // The query starts at the first '?' (libpq's own URI parser splits there too); the
+        // authority ends at the first '/' before it.
+        let (before_query, query) = match rest.split_once('?') {
+            Some((before, query)) => (before, Some(query)),
+            None => (rest, None),
+        };
+        let authority = before_query.split_once('/').map_or(before_query, |(authority, _)| authority);
+        let mut out = format!("{scheme}://{authority}/{database}");
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(query);
+        }
+        Ok(DatabaseUrl::Postgres(out))
+    }
+
+    /// The URL as libpq or the SQLite path takes it (it may carry a password: never log it).
+    pub fn expose(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => url.clone(),
+        }
+    }
+
     /// The backend of this URL.
     pub fn backend(&self) -> Backend {
         match self {
@@ -897,6 +934,26 @@ mod tests {
         assert!(!path.exists());
         std::fs::File::create(&path).unwrap();
         manager.connect().expect("an existing file opens");
+    }
+
+    #[test]
+    fn another_database_keeps_user_host_port_and_the_tls_parameters() {
+        let with = |url: &str, db: &str| DatabaseUrl::parse(url).unwrap().with_database(db).map(|u| u.expose());
+        assert_eq!(
+            with(
+                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=verify-full&sslrootcert=/tmp/pg.x/tls/ca.pem",
+                "t_1"
+            )
+            .unwrap(),
+            "postgres://postgres@127.0.0.1:5432/t_1?sslmode=verify-full&sslrootcert=/tmp/pg.x/tls/ca.pem"
+        );
+        assert_eq!(with("postgresql://u:pw@db.example:6432/a", "b").unwrap(), "postgresql://u:pw@db.example:6432/b");
+        assert_eq!(with("postgres://u@h", "b").unwrap(), "postgres://u@h/b");
+        assert_eq!(with("postgres://u@h?sslmode=require", "b").unwrap(), "postgres://u@h/b?sslmode=require");
+        assert_eq!(with("postgres://u@[::1]:5432/a?x=1/2", "b").unwrap(), "postgres://u@[::1]:5432/b?x=1/2");
+        assert!(matches!(with("postgres://u@h/a", "b; DROP"), Err(DbError::Config(_))));
+        assert!(matches!(with("postgres://u@h/a", ""), Err(DbError::Config(_))));
+        assert!(matches!(with("sqlite://a.db", "b"), Err(DbError::Config(_))));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::{
 use medins_common::{
     audit::{AuditKeys, AuditStore},
     clock::SystemClock,
-    db::{Db, Migrations, PoolOptions},
+    db::{DatabaseUrl, Db, Migrations, PoolOptions},
 };
 use uuid::Uuid;
 
@@ -82,7 +82,7 @@ async fn audit_append_throughput() {
         let name = format!("medins_bench_{}", Uuid::new_v4().simple());
         let mut conn = diesel::PgConnection::establish(&admin).expect("connect");
         diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).unwrap();
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        run(Db::connect(&format!("{base}/{name}"), &PoolOptions::default()).unwrap(), "PostgreSQL").await;
+        let url = DatabaseUrl::parse(&admin).and_then(|url| url.with_database(&name)).unwrap().expose();
+        run(Db::connect(&url, &PoolOptions::default()).unwrap(), "PostgreSQL").await;
     }
 }

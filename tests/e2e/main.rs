@@ -17,6 +17,7 @@ mod claims;
 mod cli;
 mod codes;
 mod counter_binding;
+mod database_tls;
 mod docs;
 mod documents;
 mod documents_tied;

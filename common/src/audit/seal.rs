@@ -7,8 +7,8 @@
 //!   different locks.
 //! - A row's leaf is its canonical encoding ([`leaf_data`]); its leaf hash is RFC 6962's.
 //! - Every row carries an HMAC-SHA256 of its leaf hash under a MAC key derived from the audit
-//!   signing key ([`row_mac`]): a row changed, inserted or moved in the database without that
-//!   key no longer matches, so verification names the exact row, also for rows written after
+//!   signing key ([`MacKey::row_mac`]): a row changed, inserted or moved in the database without
+//!   that key no longer matches, so verification names the exact row, also for rows written after
 //!   the last checkpoint. (A MAC costs about a microsecond; an Ed25519 signature per row ~20
 //!   microseconds to sign and ~50 to verify, for no more protection: the witness checks the
 //!   signed checkpoints, not the rows.)

@@ -240,7 +240,7 @@ impl PersonStore {
     }
 
     /// Takes, on the caller's connection and until its transaction ends, the lock on every
-    /// claim decision about the ID number of `person_id` (see [`lock_id_number_in`]). A
+    /// claim decision about the ID number of `person_id` (see `lock_id_number_in`). A
     /// confirmation takes it first, before it changes any row. NOT_FOUND if no such row.
     pub fn lock_claims_of_in(&self, conn: &mut DbConnection, person_id: Uuid) -> ApiResult<()> {
         let index: Option<Vec<u8>> =

@@ -634,7 +634,7 @@ pub fn luhn_check_digit(payload: &str) -> u8 {
     ((10 - sum % 10) % 10) as u8
 }
 
-/// A new card number: the issuer prefix, [`SEQUENCE_DIGITS`] digits drawn uniformly from `rng`
+/// A new card number: the issuer prefix, `SEQUENCE_DIGITS` digits drawn uniformly from `rng`
 /// (a CSPRNG in the service), and the Luhn check digit. Drawn rather than counted, so that a
 /// counter that knows one card number cannot walk to its neighbours; the store draws again in
 /// the rare case the number is taken.

@@ -50,7 +50,7 @@ pub async fn sweep_before(state: &SharedState, before: chrono::NaiveDateTime) ->
     }
 }
 
-/// Seals up to [`BATCH`] documents still in clear per call, until none is left; returns how
+/// Seals up to `BATCH` documents still in clear per call, until none is left; returns how
 /// many were sealed.
 pub async fn seal_unsealed(state: &SharedState) -> ApiResult<usize> {
     let mut sealed = 0;

@@ -1,6 +1,6 @@
 //! The individual-account ledger at rest.
 //!
-//! The balance on `accounts.balance_cents` changes only in [`post_entry`], together with the
+//! The balance on `accounts.balance_cents` changes only in `post_entry`, together with the
 //! entry that explains it, inside the caller's write transaction, by a conditional update
 //! (`balance + delta >= 0`, affected rows checked) that the schema backs with
 //! `CHECK (balance_cents >= 0)` and `CHECK (balance_after_cents >= 0)`.

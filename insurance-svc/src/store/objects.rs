@@ -135,7 +135,7 @@ impl DocumentObjects {
     /// - `file:///absolute/folder` (or a plain path): a local folder, created if missing; files
     ///   are written to a temporary name, synced and renamed, so a reader never sees half a
     ///   document;
-    /// - `s3://bucket[/prefix]`: an S3-compatible bucket (see [`DocumentObjects::s3`]).
+    /// - `s3://bucket[/prefix]`: an S3-compatible bucket (see `DocumentObjects::s3`).
     pub fn from_url(url: &str) -> anyhow::Result<Self> {
         if let Some(rest) = url.strip_prefix("s3://") {
             return Self::s3(rest);

@@ -1,6 +1,6 @@
 //! Settlements, year-to-date totals and annual expenses at rest.
 //!
-//! Settling is one write transaction that starts with one read ([`settle_inputs`]): the visit,
+//! Settling is one write transaction that starts with one read (`settle_inputs`): the visit,
 //! its holder's account, whether the visit is settled already and the holder's year-to-date
 //! totals for the year and category. On PostgreSQL that read locks the totals row, then the
 //! account row, so settlements of one person or one account queue instead of both reading the
@@ -11,14 +11,14 @@
 //! Lock order, the same for every transaction here, so that none waits in a cycle (PostgreSQL
 //! 40P01): totals rows first (by person, year, category), then account rows (by id), and only
 //! the accounts charged. Family aid charges the binder's account, not the holder's: its read
-//! ([`FAMILY_AID_INPUTS`]) leaves the holder's account unlocked and the binder's is locked
+//! (`FAMILY_AID_INPUTS`) leaves the holder's account unlocked and the binder's is locked
 //! after the totals. So A paying B's bill while B pays A's holds (totals B, account A) and
 //! (totals A, account B), which cannot cross. A conflict that still happens (another writer
 //! outside this order) is retried by `write_transaction` (`db::retry_conflicts`).
 //!
 //! On PostgreSQL the settlements waiting at the same moment (all but family aid) go further:
 //! they are settled together, one transaction of four round trips for the whole batch
-//! ([`settle_batch`]), the way SQLite's writer group-commits. The split stays the one Rust
+//! (`settle_batch`), the way SQLite's writer group-commits. The split stays the one Rust
 //! function; the batch only feeds it the balance and totals the calls before it left.
 
 use std::{
@@ -819,7 +819,7 @@ impl SettlementStore {
     /// [`settlement::split`]. A visit settles once: the same terms again return the first
     /// settlement, other terms are refused (VISIT_ALREADY_SETTLED). On PostgreSQL the
     /// settlements waiting at the same moment, except family aid, are settled together
-    /// ([`settle_batch`]).
+    /// (`settle_batch`).
     ///
     /// Returns whether the call's audit row was committed with the settlement (`audit`, on
     /// SQLite, where the settlement is a transaction of its own on the writer thread); when

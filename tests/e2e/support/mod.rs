@@ -272,9 +272,12 @@ impl TestDatabases {
     }
 }
 
+/// `database` on the server of `admin_url`, with its query (sslmode, sslrootcert) kept.
 fn database_url(admin_url: &str, database: &str) -> String {
-    let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(admin_url);
-    format!("{base}/{database}")
+    medins_common::db::DatabaseUrl::parse(admin_url)
+        .and_then(|url| url.with_database(database))
+        .expect("MEDINS_TEST_POSTGRES_URL is a postgres:// URL")
+        .expose()
 }
 
 fn drop_database(admin_url: &str, name: &str) {
