@@ -1144,41 +1144,6 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_wal_starts_again_under_writes_that_never_pause() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sqlite_db(&dir);
-        db.write(|conn| Ok::<_, DbError>(conn.batch_execute("CREATE TABLE t (n INTEGER NOT NULL, pad BLOB)")?))
-            .await
-            .unwrap();
-        // ~200 MiB of pages written by 8 writers that never leave the writer idle: a passive
-        // checkpoint alone never lets the WAL start from its beginning again, so it grew by
-        // all of it.
-        let wal = dir.path().join("w.db-wal");
-        let mut largest = 0;
-        for round in 0..400u32 {
-            let writes = (0..8u32).map(|i| {
-                let db = db.clone();
-                async move {
-                    db.write(move |conn| {
-                        Ok::<_, DbError>(
-                            conn.batch_execute(&format!("INSERT INTO t VALUES ({}, zeroblob(65536))", round * 8 + i))?,
-                        )
-                    })
-                    .await
-                    .unwrap()
-                }
-            });
-            futures::future::join_all(writes).await;
-            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
-        }
-        let written: u64 = 400 * 8 * 65536;
-        assert!(
-            largest < written / 2,
-            "the WAL grew to {largest} bytes for {written} bytes written: it never started again"
-        );
-    }
-
     fn database_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
         DieselError::DatabaseError(kind, Box::new(message.to_owned()))
     }

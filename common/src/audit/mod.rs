@@ -15,6 +15,6 @@ pub mod witness;
 pub use chain::{outcome_name, outcome_of};
 pub use keys::AuditKeys;
 pub use store::{
-    AuditEntry, AuditStats, AuditStore, ChainVerdict, InlineAudit, ExportedCheckpoint, Fault, FaultKind, LogReport,
+    AuditEntry, AuditStats, AuditStore, ChainVerdict, ExportedCheckpoint, Fault, FaultKind, InlineAudit, LogReport,
     load_checkpoints, verify_log,
 };

@@ -29,12 +29,12 @@ use crate::{
     clock::SharedClock,
     db::{CachedSql, Db, DbConnection, DbError, is_unique_violation, write_transaction},
 };
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
 use diesel::{
     IntoSql,
     sql_types::{BigInt, Binary, Integer, Text, Timestamp},
 };
-use chrono::NaiveDateTime;
-use diesel::prelude::*;
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;

@@ -139,7 +139,9 @@ impl SettlementService for SettlementApi {
                 .await
         }
         .await;
-        access.record_unless(state, audited.get().copied().unwrap_or(Audited::No), Some(visit.person_id), &result).await;
+        access
+            .record_unless(state, audited.get().copied().unwrap_or(Audited::No), Some(visit.person_id), &result)
+            .await;
         result.map(Response::new)
     }
 

@@ -32,8 +32,8 @@ use diesel::{
     sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp},
 };
 use medins_common::{
-    audit::InlineAudit,
     ApiError, ApiResult, Reason,
+    audit::InlineAudit,
     db::{Backend, Batcher, CachedSql, Chain, Db, DbConnection, write_transaction},
 };
 use tonic::Code;
