@@ -589,10 +589,15 @@ async fn a_squatters_claim_never_locks_out_the_resident_and_is_superseded_by_the
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(status_of(resident_id.clone()).await, AccountStatus::Active as i32);
-    assert_eq!(
-        count_where(&stack, "SELECT COUNT(*) AS count FROM person_outbox WHERE delivered_at IS NOT NULL".into()).await,
-        2
-    );
+    // Both supersessions' events are delivered; the outbox marks each once insurance-svc has
+    // answered it, so the second may still be on its way when the first account is suspended.
+    let delivered =
+        || count_where(&stack, "SELECT COUNT(*) AS count FROM person_outbox WHERE delivered_at IS NOT NULL".into());
+    while delivered().await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "both events delivered within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered().await, 2);
     // A redelivery changes nothing.
     let again = stack
         .identity_events(Some(&stack.keys.identity_service))
