@@ -1,6 +1,7 @@
 //! What identity-svc and insurance-svc share: configuration, telemetry, partner auth, errors,
 //! storage, idempotency, server bootstrap and the cryptography of personal data.
 
+pub mod access;
 pub mod assurance;
 pub mod audit;
 pub mod auth;

@@ -545,14 +545,15 @@ async fn a_squatters_claim_never_locks_out_the_resident_and_is_superseded_by_the
             "PERSON_NOT_FOUND",
         );
     }
-    // The squatter's partner gets no token for it: it is no person any more.
+    // The squatter's partner gets no token for it: its link ended with the claim, and without
+    // a link the answer is the one a missing id gets (the access table: PARTNER_LINK_REQUIRED).
     assert_refused(
         stack
             .person_tokens(Some(&stack.keys.mini_program))
             .issue_person_token(IssuePersonTokenRequest { person_id: squat_id.clone() })
             .await,
-        Code::NotFound,
-        "PERSON_NOT_FOUND",
+        Code::FailedPrecondition,
+        "PARTNER_LINK_REQUIRED",
     );
     // insurance-svc cannot act for it either: it asks identity-svc, which knows no such person.
     assert_refused(

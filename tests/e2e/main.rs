@@ -7,6 +7,7 @@ mod access;
 mod access_cards;
 mod access_documents;
 mod access_family;
+mod access_identity;
 mod accounts;
 mod assurance;
 mod audit;

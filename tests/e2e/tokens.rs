@@ -170,9 +170,12 @@ async fn a_token_needs_a_live_link_and_a_verified_real_name() {
     // A link with the bank lets only the bank obtain tokens.
     let error = stack.person_tokens(Some(&stack.keys.mini_program)).issue_person_token(request()).await.unwrap_err();
     assert_eq!(reason(&error), "PARTNER_LINK_REQUIRED");
+    // An id that is no person is one the bank has no link with: the same answer, so a partner
+    // cannot tell a person it is not linked with from a missing id (identity-svc's access table).
     let missing =
         tokens.issue_person_token(IssuePersonTokenRequest { person_id: uuid::Uuid::now_v7().to_string() }).await;
-    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    let error = missing.unwrap_err();
+    assert_eq!((error.code(), reason(&error).as_str()), (Code::FailedPrecondition, "PARTNER_LINK_REQUIRED"));
     stack.shutdown().await;
 }
 

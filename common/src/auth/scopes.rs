@@ -5,7 +5,8 @@
 pub const PERSON_REGISTER: &str = "person.register";
 /// Read masked person views.
 pub const PERSON_READ: &str = "person.read";
-/// Resolve name + ID number to a person id (insurance-svc, ops).
+/// Resolve or match a name + ID number to a person id (insurance-svc, ops; identity-svc's access
+/// table admits no other kind).
 pub const PERSON_RESOLVE: &str = "person.resolve";
 /// Open insured accounts.
 pub const ACCOUNT_OPEN: &str = "account.open";
@@ -125,9 +126,9 @@ pub const HOSPITAL_EXTRA: &[&str] = &[FAMILY_COUNTER];
 pub const TERMINAL: &[&str] = &[KEYS_READ, FAMILY_COUNTER];
 /// Face-verification providers.
 pub const FACE_PROVIDER: &[&str] = &[FACE_SUBMIT, KEYS_READ];
-/// Employers.
-pub const EMPLOYER: &[&str] =
-    &[PERSON_RESOLVE, ACCOUNT_OPEN, ACCOUNT_READ, KEYS_READ, ACCOUNT_CREDIT, CARD_BATCH, CARD_READ];
+/// Employers. They reach identity-svc only through insurance-svc (opening their employees'
+/// accounts, card batches), bound to their employer codes there.
+pub const EMPLOYER: &[&str] = &[ACCOUNT_OPEN, ACCOUNT_READ, KEYS_READ, ACCOUNT_CREDIT, CARD_BATCH, CARD_READ];
 /// Operations staff.
 pub const OPS: &[&str] = &[
     PERSON_REGISTER,

@@ -50,11 +50,10 @@ pub fn decide_face_assurance(
     }
 }
 
-/// What IssuePersonToken finds about a person and the calling partner.
+/// What IssuePersonToken finds about a person, once the access table has found the calling
+/// partner linked with them (`domain::access`, standing Linked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenIssueFacts {
-    /// The caller has a live link with the person.
-    pub live_link: bool,
     /// An operator suspended the person and has not resumed them.
     pub suspended: bool,
     /// Real name is complete.
@@ -63,15 +62,8 @@ pub struct TokenIssueFacts {
     pub stored_level: i32,
 }
 
-/// The level of the token to issue, or why none is issued. The link comes first: a partner with
-/// no link learns nothing else about the person.
+/// The level of the token to issue to a linked partner, or why none is issued.
 pub fn decide_token_issue(facts: TokenIssueFacts) -> ApiResult<AssuranceLevel> {
-    if !facts.live_link {
-        return Err(ApiError::failed_precondition(
-            Reason::PartnerLinkRequired,
-            "the caller has no live link with this person (PartnerLinkService.LinkPartnerAccount)",
-        ));
-    }
     if facts.suspended {
         return Err(ApiError::failed_precondition(
             Reason::PersonSuspended,
@@ -142,12 +134,10 @@ mod tests {
     }
 
     #[test]
-    fn tokens_need_a_link_then_no_suspension_then_real_name() {
-        let ok = TokenIssueFacts { live_link: true, suspended: false, real_name_verified: true, stored_level: 2 };
+    fn tokens_need_no_suspension_then_real_name() {
+        let ok = TokenIssueFacts { suspended: false, real_name_verified: true, stored_level: 2 };
         assert_eq!(decide_token_issue(ok).unwrap(), AssuranceLevel::RealNameAndFace);
         let reason = |facts| decide_token_issue(facts).unwrap_err().reason();
-        let unlinked = TokenIssueFacts { live_link: false, suspended: true, real_name_verified: false, ..ok };
-        assert_eq!(reason(unlinked), Reason::PartnerLinkRequired);
         assert_eq!(
             reason(TokenIssueFacts { suspended: true, real_name_verified: false, ..ok }),
             Reason::PersonSuspended

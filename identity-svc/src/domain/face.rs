@@ -13,6 +13,8 @@ use chrono::{Duration, NaiveDateTime};
 use medins_common::{ApiError, ApiResult, Reason};
 use uuid::Uuid;
 
+use super::access::Standing;
+
 /// How long a session waits for a passing submission.
 pub const SESSION_LIFETIME: Duration = Duration::minutes(5);
 
@@ -75,29 +77,20 @@ impl FacePurpose {
     }
 }
 
-/// Whether a partner of `kind` may start (and then read) a session of `purpose` for a person
-/// without that person's token. Only PHONE_CHANGE, only for a person's front door (apps and
-/// banks): a person with no phone on record cannot obtain a token, and binding a phone is
-/// exactly what this session is to prove; the face itself is the proof of the person.
-pub fn starts_without_person_token(kind: medins_common::auth::PartnerKind, purpose: FacePurpose) -> bool {
-    use medins_common::auth::PartnerKind;
-    purpose == FacePurpose::PhoneChange
-        && matches!(kind, PartnerKind::Bank | PartnerKind::MiniProgram | PartnerKind::CityApp)
-}
-
-/// The binder a session may name at its start (issue 13 item 1): only a medins service
-/// (insurance-svc, starting a family binding's member check for the binder's partner) names one,
-/// only for a FAMILY_BINDING session, and never the person verified. Everyone else naming one:
-/// PERMISSION_DENIED / PARTNER_KIND_NOT_ALLOWED, as for `on_behalf_of_partner_id`.
+/// The binder a session may name at its start (issue 13 item 1): only a caller standing as a
+/// medins service (insurance-svc, starting a family binding's member check for the binder's
+/// partner; the access table's [`Standing::Service`]) names one, only for a FAMILY_BINDING
+/// session, and never the person verified. Everyone else naming one: PERMISSION_DENIED /
+/// PARTNER_KIND_NOT_ALLOWED, as for `on_behalf_of_partner_id`.
 pub fn session_binder(
     field: &str,
-    caller: medins_common::auth::PartnerKind,
+    standing: Standing,
     purpose: FacePurpose,
     person: Uuid,
     binder: Option<Uuid>,
 ) -> ApiResult<Option<Uuid>> {
     let Some(binder) = binder else { return Ok(None) };
-    if caller != medins_common::auth::PartnerKind::Service {
+    if standing != Standing::Service {
         return Err(ApiError::new(
             tonic::Code::PermissionDenied,
             Reason::PartnerKindNotAllowed,
@@ -532,16 +525,17 @@ mod tests {
 
     #[test]
     fn only_a_service_names_a_binder_and_only_for_a_family_binding_check() {
-        use medins_common::auth::PartnerKind;
         let (person, binder) = (Uuid::now_v7(), Uuid::now_v7());
-        let named = |kind, purpose, who| session_binder("binder_person_id", kind, purpose, person, who);
-        assert_eq!(named(PartnerKind::Service, FacePurpose::FamilyBinding, Some(binder)).unwrap(), Some(binder));
-        assert_eq!(named(PartnerKind::Bank, FacePurpose::FamilyBinding, None).unwrap(), None);
-        let by_bank = named(PartnerKind::Bank, FacePurpose::FamilyBinding, Some(binder)).unwrap_err();
-        assert_eq!(by_bank.reason(), Reason::PartnerKindNotAllowed);
-        let other_purpose = named(PartnerKind::Service, FacePurpose::RealName, Some(binder)).unwrap_err();
+        let named = |standing, purpose, who| session_binder("binder_person_id", standing, purpose, person, who);
+        assert_eq!(named(Standing::Service, FacePurpose::FamilyBinding, Some(binder)).unwrap(), Some(binder));
+        assert_eq!(named(Standing::Person, FacePurpose::FamilyBinding, None).unwrap(), None);
+        for standing in [Standing::Person, Standing::Operator, Standing::PhoneChangeStarter] {
+            let refused = named(standing, FacePurpose::FamilyBinding, Some(binder)).unwrap_err();
+            assert_eq!(refused.reason(), Reason::PartnerKindNotAllowed, "{standing:?}");
+        }
+        let other_purpose = named(Standing::Service, FacePurpose::RealName, Some(binder)).unwrap_err();
         assert_eq!(other_purpose.code(), tonic::Code::InvalidArgument);
-        assert!(named(PartnerKind::Service, FacePurpose::FamilyBinding, Some(person)).is_err());
+        assert!(named(Standing::Service, FacePurpose::FamilyBinding, Some(person)).is_err());
     }
 
     #[test]
@@ -550,19 +544,5 @@ mod tests {
         assert_eq!(session_readers(person, FacePurpose::FamilyBinding, Some(binder)), [person, binder]);
         assert_eq!(session_readers(person, FacePurpose::FamilyBinding, None), [person]);
         assert_eq!(session_readers(person, FacePurpose::RealName, Some(binder)), [person]);
-    }
-
-    #[test]
-    fn only_a_front_door_phone_change_session_starts_without_a_person_token() {
-        use medins_common::auth::PartnerKind;
-        for kind in [PartnerKind::Bank, PartnerKind::MiniProgram, PartnerKind::CityApp] {
-            assert!(starts_without_person_token(kind, FacePurpose::PhoneChange));
-            for purpose in FacePurpose::ALL.into_iter().filter(|p| *p != FacePurpose::PhoneChange) {
-                assert!(!starts_without_person_token(kind, purpose));
-            }
-        }
-        for kind in [PartnerKind::Hospital, PartnerKind::Pharmacy, PartnerKind::FaceProvider, PartnerKind::Employer] {
-            assert!(!starts_without_person_token(kind, FacePurpose::PhoneChange));
-        }
     }
 }

@@ -1,5 +1,6 @@
 //! Rules of identity-svc: pure, no I/O.
 
+pub mod access;
 pub mod access_history;
 pub mod assurance;
 pub mod disclosure;

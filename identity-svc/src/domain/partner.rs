@@ -1,7 +1,9 @@
 //! Partner ids in requests (a face provider named at StartFaceVerification, the partner a
 //! medins service acts for): pure checks of their shape, and whose word counts.
 
-use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
+use medins_common::{ApiError, ApiResult, Reason};
+
+use super::access::Standing;
 
 /// Longest partner id a request may carry (ids in the partners file are far shorter).
 pub const MAX_PARTNER_ID_LEN: usize = 64;
@@ -23,18 +25,19 @@ pub fn parse_optional_partner_id(field: &str, raw: &str) -> ApiResult<Option<Str
     Ok(Some(raw.to_owned()))
 }
 
-/// The partner a call acts for: the caller itself, or, for a SERVICE caller (insurance-svc
-/// relaying its own caller's request), the partner it names. Anyone else naming a partner is
-/// refused PERMISSION_DENIED / PARTNER_KIND_NOT_ALLOWED: a partner never acts in another's name.
+/// The partner a call acts for: the caller itself, or, for a caller standing as a medins service
+/// (the access table's [`Standing::Service`]: insurance-svc relaying its own caller's request),
+/// the partner it names. Anyone else naming a partner is refused PERMISSION_DENIED /
+/// PARTNER_KIND_NOT_ALLOWED: a partner never acts in another's name.
 pub fn acting_partner(
     field: &str,
     caller_id: &str,
-    caller_kind: PartnerKind,
+    standing: Standing,
     on_behalf_of: Option<String>,
 ) -> ApiResult<String> {
     match on_behalf_of {
         None => Ok(caller_id.to_owned()),
-        Some(partner) if caller_kind == PartnerKind::Service => Ok(partner),
+        Some(partner) if standing == Standing::Service => Ok(partner),
         Some(_) => Err(ApiError::new(
             tonic::Code::PermissionDenied,
             Reason::PartnerKindNotAllowed,
@@ -60,11 +63,11 @@ mod tests {
 
     #[test]
     fn only_a_service_acts_on_behalf_of_another_partner() {
-        assert_eq!(acting_partner("f", "app", PartnerKind::MiniProgram, None).unwrap(), "app");
-        assert_eq!(acting_partner("f", "svc", PartnerKind::Service, Some("app".into())).unwrap(), "app");
-        assert_eq!(acting_partner("f", "svc", PartnerKind::Service, None).unwrap(), "svc");
-        for kind in [PartnerKind::MiniProgram, PartnerKind::Ops, PartnerKind::Bank] {
-            let error = acting_partner("f", "x", kind, Some("app".into())).unwrap_err();
+        assert_eq!(acting_partner("f", "app", Standing::Person, None).unwrap(), "app");
+        assert_eq!(acting_partner("f", "svc", Standing::Service, Some("app".into())).unwrap(), "app");
+        assert_eq!(acting_partner("f", "svc", Standing::Service, None).unwrap(), "svc");
+        for standing in [Standing::Person, Standing::Operator, Standing::FrontDoor, Standing::PhoneChangeStarter] {
+            let error = acting_partner("f", "x", standing, Some("app".into())).unwrap_err();
             assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::PartnerKindNotAllowed));
         }
     }

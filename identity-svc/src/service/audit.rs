@@ -1,9 +1,7 @@
 //! `medins.identity.v1.AccessHistoryService`: a person reads who accessed their data.
 
-use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, Reason,
-    auth::Caller,
     convert::{from_timestamp, timestamp},
     error::require_uuid,
 };
@@ -13,7 +11,7 @@ use medins_proto::identity::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{SharedState, person_token::authorize_person};
+use super::{SharedState, access::CallAccess};
 use crate::domain::{
     access_history::{Position, Source, merge},
     link::{decode_page_token, encode_page_token, page_size},
@@ -22,9 +20,6 @@ use crate::domain::{
 fn record(partner_id: String, method: String, outcome: String, recorded_at: chrono::NaiveDateTime) -> AccessRecord {
     AccessRecord { partner_id, method, outcome, recorded_at: Some(timestamp(recorded_at)) }
 }
-
-/// Audit method name of ListMyAccessHistory.
-pub const LIST_MY_ACCESS_HISTORY: &str = "/medins.identity.v1.AccessHistoryService/ListMyAccessHistory";
 
 /// Page-token kind of ListMyAccessHistory.
 const HISTORY_PAGE: &str = "audit";
@@ -47,8 +42,7 @@ impl AccessHistoryService for AccessHistoryApi {
         &self,
         request: Request<ListMyAccessHistoryRequest>,
     ) -> Result<Response<ListMyAccessHistoryResponse>, Status> {
-        Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result: Result<_, Status> = async {
@@ -64,7 +58,8 @@ impl AccessHistoryService for AccessHistoryApi {
                     })
                 })
                 .transpose()?;
-            authorize_person(&self.state, &request, person_id)?;
+            // The person's own token, or an operator (domain::access).
+            access.decide_for(person_id)?;
             let mut records: Vec<(Position, AccessRecord)> = self
                 .state
                 .audit
@@ -113,7 +108,7 @@ impl AccessHistoryService for AccessHistoryApi {
         }
         .await;
         // Recorded after the listing, so a page never contains the call that read it.
-        self.state.audit.record(&audit_as, LIST_MY_ACCESS_HISTORY, person_id, outcome_of(&result)).await;
+        access.record(&self.state, person_id, &result).await;
         result
     }
 }

@@ -10,10 +10,8 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use chrono::NaiveDateTime;
 use futures::Stream;
-use medins_common::audit::outcome_of;
 use medins_common::{
-    ApiError, ApiResult, Reason,
-    auth::{Caller, PartnerKind},
+    ApiResult, Reason,
     convert::timestamp,
     error::{require_enum, require_uuid},
 };
@@ -26,24 +24,16 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{SharedState, person_token::authorize_person};
+use super::{SharedState, access::CallAccess};
 use crate::{
+    domain::access::Facts,
     domain::face::{
         FacePurpose, FaceStatus, Submission, Threshold, choose_provider, expired_error, liveness_challenge,
-        session_binder, session_readers, starts_without_person_token, validate_provider_reference, validate_reference,
+        session_binder, validate_provider_reference, validate_reference,
     },
     domain::partner::{acting_partner, parse_optional_partner_id},
     store::face::{FaceSession, FaceStore, NewFaceSession, ProviderCheck, SubmitResult, face_session_not_found},
 };
-
-/// Audit method name of StartFaceVerification.
-pub const START_FACE_VERIFICATION: &str = "/medins.identity.v1.FaceVerificationService/StartFaceVerification";
-/// Audit method name of SubmitFaceResult.
-pub const SUBMIT_FACE_RESULT: &str = "/medins.identity.v1.FaceVerificationService/SubmitFaceResult";
-/// Audit method name of GetFaceVerification.
-pub const GET_FACE_VERIFICATION: &str = "/medins.identity.v1.FaceVerificationService/GetFaceVerification";
-/// Audit method name of WatchFaceVerification.
-pub const WATCH_FACE_VERIFICATION: &str = "/medins.identity.v1.FaceVerificationService/WatchFaceVerification";
 
 /// What the face handlers, the expiry sweeper and the outbox worker of one process share.
 pub struct FaceContext {
@@ -155,25 +145,6 @@ pub fn session_message(session: &FaceSession, now: NaiveDateTime) -> pb::FaceSes
     }
 }
 
-/// Checks that the call's person token is one of the session's readers'
-/// (`domain::face::session_readers`: the person, or the binder of a family binding's member
-/// check); OPS and SERVICE callers pass. A caller that is none of them gets the answer the
-/// person's own check gives, so a binder learns nothing from a session that did not name them.
-async fn authorize_reader<T>(state: &super::State, request: &Request<T>, session: &FaceSession) -> ApiResult<()> {
-    let refusal = match authorize_person(state, request, session.person_id) {
-        Ok(()) => return Ok(()),
-        Err(refusal) => refusal,
-    };
-    // Only now, on the refusal path, is the binder looked up.
-    let binder = state.face.store.binder_of(session.id).await?;
-    let readers = session_readers(session.person_id, session.purpose, binder);
-    if readers.into_iter().any(|reader| reader != session.person_id && authorize_person(state, request, reader).is_ok())
-    {
-        return Ok(());
-    }
-    Err(refusal)
-}
-
 /// A challenge from the operating system's CSPRNG.
 fn new_challenge() -> String {
     loop {
@@ -192,27 +163,28 @@ impl FaceVerificationService for FaceApi {
         &self,
         request: Request<StartFaceVerificationRequest>,
     ) -> Result<Response<StartFaceVerificationResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let purpose = purpose_of(require_enum::<pb::FacePurpose>("purpose", body.purpose)?);
         let reference = validate_reference("reference", &body.reference)?;
         let named_provider = parse_optional_partner_id("provider_id", &body.provider_id)?;
         let on_behalf_of = parse_optional_partner_id("on_behalf_of_partner_id", &body.on_behalf_of_partner_id)?;
-        let acting = acting_partner("on_behalf_of_partner_id", &caller.id, caller.kind, on_behalf_of)?;
         let named_binder = match body.binder_person_id.trim() {
             "" => None,
             raw => Some(require_uuid("binder_person_id", raw)?),
         };
-        let binder = session_binder("binder_person_id", caller.kind, purpose, person_id, named_binder)?;
         let state = &self.state;
         let result: Result<_, Status> = async {
-            // A partner starts a session only for a person it holds a token for (OPS, SERVICE
-            // exempt), except a front door proving a person's face for a phone change.
-            if !starts_without_person_token(caller.kind, purpose) {
-                authorize_person(state, &request, person_id)?;
-            }
+            // The person's own token, operators and services; a front door, without a token,
+            // for a phone change (domain::access). Only a service names the partner it acts for
+            // and the binding's binder.
+            let facts =
+                Facts { phone_change_starter: purpose == FacePurpose::PhoneChange, ..access.facts(Some(person_id))? };
+            let standing = access.decide(&facts)?;
+            let acting = acting_partner("on_behalf_of_partner_id", &caller.id, standing, on_behalf_of)?;
+            let binder = session_binder("binder_person_id", standing, purpose, person_id, named_binder)?;
             // A superseded claim is no person: no session for it (its row still exists).
             state.persons.find(person_id).await?.ok_or_else(super::person::person_not_found)?;
             let configured = state.partners.get(&acting).and_then(|partner| partner.face_provider.clone());
@@ -254,7 +226,7 @@ impl FaceVerificationService for FaceApi {
                 .map(Response::new)
         }
         .await;
-        state.audit.record(&audit_as, START_FACE_VERIFICATION, person_id, outcome_of(&result)).await;
+        access.record(state, person_id, &result).await;
         result
     }
 
@@ -262,17 +234,11 @@ impl FaceVerificationService for FaceApi {
         &self,
         request: Request<SubmitFaceResultRequest>,
     ) -> Result<Response<SubmitFaceResultResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
-        // The scope alone is not enough: only a certified provider may decide an outcome.
-        if caller.kind != PartnerKind::FaceProvider {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
-                Reason::PartnerKindNotAllowed,
-                "only face-verification providers (kind FACE_PROVIDER) submit face results",
-            )
-            .into());
-        }
+        let access = CallAccess::begin(&self.state, &request)?;
+        // The scope alone is not enough: only a certified provider may decide an outcome
+        // (domain::access); which provider, is the session's own rule (`store::face`).
+        access.decide_by_kind()?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let session_id = require_uuid("session_id", &body.session_id)?;
         let submission = Submission::new(body.liveness_passed, body.similarity)?;
@@ -313,7 +279,7 @@ impl FaceVerificationService for FaceApi {
             })
             .await
             .map(Response::new);
-        state.audit.record(&audit_as, SUBMIT_FACE_RESULT, person_id, outcome_of(&result)).await;
+        access.record(state, person_id, &result).await;
         result
     }
 
@@ -321,21 +287,24 @@ impl FaceVerificationService for FaceApi {
         &self,
         request: Request<GetFaceVerificationRequest>,
     ) -> Result<Response<GetFaceVerificationResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
         let session_id = require_uuid("session_id", &request.get_ref().session_id)?;
-        let session = self.session(session_id).await?;
-        // The front door that started a PHONE_CHANGE session without a token reads its outcome.
-        let own_tokenless =
-            starts_without_person_token(caller.kind, session.purpose) && session.partner_id == caller.id;
-        let authorized = if own_tokenless { Ok(()) } else { authorize_reader(&self.state, &request, &session).await };
-        let result: Result<_, Status> = authorized
-            .map(|()| {
+        let session = self.state.face.store.find(session_id).await?;
+        // The person, the binder the session names, the front door that started a phone-change
+        // session, operators and services (domain::access). Anyone else gets the same answer
+        // for this session as for one that does not exist.
+        let decided = access.decide_session(&self.state, session.as_ref()).await;
+        let Some(session) = session else {
+            decided?;
+            return Err(face_session_not_found().into());
+        };
+        let result: Result<_, Status> = decided
+            .map(|_| {
                 let now = self.state.clock.stored_now();
                 Response::new(GetFaceVerificationResponse { session: Some(session_message(&session, now)) })
             })
             .map_err(Status::from);
-        self.state.audit.record(&audit_as, GET_FACE_VERIFICATION, session.person_id, outcome_of(&result)).await;
+        access.record(&self.state, session.person_id, &result).await;
         result
     }
 
@@ -345,15 +314,19 @@ impl FaceVerificationService for FaceApi {
         &self,
         request: Request<WatchFaceVerificationRequest>,
     ) -> Result<Response<Self::WatchFaceVerificationStream>, Status> {
-        Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
         let session_id = require_uuid("session_id", &request.get_ref().session_id)?;
         // Subscribe before the first read, so no change can fall between the two.
         let changes = self.state.face.subscribe();
-        let session = self.session(session_id).await?;
-        let person_id = session.person_id;
-        let authorized = authorize_reader(&self.state, &request, &session).await.map_err(Status::from);
-        self.state.audit.record(&audit_as, WATCH_FACE_VERIFICATION, person_id, outcome_of(&authorized)).await;
+        let session = self.state.face.store.find(session_id).await?;
+        // As GetFaceVerification, without the phone-change starter (domain::access).
+        let decided = access.decide_session(&self.state, session.as_ref()).await;
+        let Some(session) = session else {
+            decided?;
+            return Err(face_session_not_found().into());
+        };
+        let authorized = decided.map_err(Status::from);
+        access.record(&self.state, session.person_id, &authorized).await;
         authorized?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(watch_session(self.state.clone(), session, changes, tx));

@@ -1,9 +1,8 @@
 //! `medins.identity.v1.PartnerLinkService`: a partner links its own user to a person after an SMS
 //! code proved control of the person's phone (DESIGN.md flow 6).
 
-use medins_common::audit::outcome_of;
 use medins_common::{
-    ApiError, ApiResult, Reason, auth::Caller, convert::timestamp, error::require_uuid, revocation::RevocationReason,
+    ApiError, ApiResult, Reason, convert::timestamp, error::require_uuid, revocation::RevocationReason,
 };
 use medins_proto::identity::v1::{
     LinkPartnerAccountRequest, LinkPartnerAccountResponse, ListPartnerLinksRequest, ListPartnerLinksResponse,
@@ -13,7 +12,7 @@ use medins_proto::identity::v1::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{SharedState, person::person_not_found, person_token::authorize_person};
+use super::{SharedState, access::CallAccess, person::person_not_found};
 use crate::{
     domain::{
         assurance::parse_partner_id,
@@ -22,16 +21,6 @@ use crate::{
     },
     store::link::{LinkCheck, PartnerLink},
 };
-
-/// Audit method name of LinkPartnerAccount.
-pub const LINK_PARTNER_ACCOUNT: &str = "/medins.identity.v1.PartnerLinkService/LinkPartnerAccount";
-/// Audit method name of UnlinkPartnerAccount.
-pub const UNLINK_PARTNER_ACCOUNT: &str = "/medins.identity.v1.PartnerLinkService/UnlinkPartnerAccount";
-/// Audit method name of ListPartnerLinks.
-pub const LIST_PARTNER_LINKS: &str = "/medins.identity.v1.PartnerLinkService/ListPartnerLinks";
-
-/// Audit method name of RevokePartnerLink.
-pub const REVOKE_PARTNER_LINK: &str = "/medins.identity.v1.PartnerLinkService/RevokePartnerLink";
 
 /// Page-token kind of ListPartnerLinks.
 const LINKS_PAGE: &str = "links";
@@ -102,11 +91,14 @@ impl PartnerLinkService for PartnerLinkApi {
         &self,
         request: Request<LinkPartnerAccountRequest>,
     ) -> Result<Response<LinkPartnerAccountResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result = async {
+            // Front doors and operators, by kind (domain::access): the link is what the person's
+            // SMS code grants, so no token can exist yet.
+            access.decide_for(person_id)?;
             let user_ref = parse_partner_user_ref("partner_user_ref", &body.partner_user_ref)?;
             let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
             let state = &self.state;
@@ -119,7 +111,7 @@ impl PartnerLinkService for PartnerLinkApi {
         }
         .await
         .map(Response::new);
-        self.state.audit.record(&audit_as, LINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
+        access.record(&self.state, person_id, &result).await;
         result
     }
 
@@ -127,11 +119,11 @@ impl PartnerLinkService for PartnerLinkApi {
         &self,
         request: Request<UnlinkPartnerAccountRequest>,
     ) -> Result<Response<UnlinkPartnerAccountResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result: Result<_, Status> = async {
-            authorize_person(&self.state, &request, person_id)?;
+            access.decide_for(person_id)?;
             let unlinked = self.end_link(&caller.id, person_id, RevocationReason::Unlinked).await?;
             if unlinked {
                 tracing::info!(%person_id, partner = %caller.id, "partner account unlinked");
@@ -139,7 +131,7 @@ impl PartnerLinkService for PartnerLinkApi {
             Ok(Response::new(UnlinkPartnerAccountResponse { unlinked }))
         }
         .await;
-        self.state.audit.record(&audit_as, UNLINK_PARTNER_ACCOUNT, person_id, outcome_of(&result)).await;
+        access.record(&self.state, person_id, &result).await;
         result
     }
 
@@ -147,13 +139,13 @@ impl PartnerLinkService for PartnerLinkApi {
         &self,
         request: Request<RevokePartnerLinkRequest>,
     ) -> Result<Response<RevokePartnerLinkResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result: Result<_, Status> = async {
             let partner_id = parse_partner_id("partner_id", &body.partner_id)?;
-            authorize_person(&self.state, &request, person_id)?;
+            access.decide_for(person_id)?;
             self.state
                 .idempotency
                 .run(&caller.id, "RevokePartnerLink", request.metadata(), body, || async {
@@ -167,7 +159,7 @@ impl PartnerLinkService for PartnerLinkApi {
                 .map(Response::new)
         }
         .await;
-        self.state.audit.record(&audit_as, REVOKE_PARTNER_LINK, person_id, outcome_of(&result)).await;
+        access.record(&self.state, person_id, &result).await;
         result
     }
 
@@ -175,8 +167,8 @@ impl PartnerLinkService for PartnerLinkApi {
         &self,
         request: Request<ListPartnerLinksRequest>,
     ) -> Result<Response<ListPartnerLinksResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result: Result<_, Status> = async {
@@ -187,7 +179,7 @@ impl PartnerLinkService for PartnerLinkApi {
                 .map_err(|_| {
                     ApiError::invalid_field(Reason::InvalidArgument, "page_token", "is not a token this list returned")
                 })?;
-            authorize_person(&self.state, &request, person_id)?;
+            access.decide_for(person_id)?;
             // One more than asked tells whether another page follows.
             let mut links = self.state.links.list_live(person_id, &caller.id, before, limit + 1).await?;
             let next_page_token = if links.len() as i64 > limit {
@@ -209,7 +201,7 @@ impl PartnerLinkService for PartnerLinkApi {
             }))
         }
         .await;
-        self.state.audit.record(&audit_as, LIST_PARTNER_LINKS, person_id, outcome_of(&result)).await;
+        access.record(&self.state, person_id, &result).await;
         result
     }
 }

@@ -1,5 +1,6 @@
 //! gRPC services of identity-svc: decode, authorise, call the domain and store, encode.
 
+pub mod access;
 pub mod audit;
 pub mod face;
 pub mod link;

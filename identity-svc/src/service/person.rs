@@ -1,9 +1,7 @@
 //! `medins.identity.v1.PersonService`.
 
-use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::{Caller, PartnerKind},
     clock::{Clock, china_standard_time},
     convert::timestamp,
     error::{require_enum, require_uuid},
@@ -15,9 +13,10 @@ use medins_proto::identity::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{SharedState, person_token::authorize_person};
+use super::{SharedState, access::CallAccess};
 use crate::{
     domain::{
+        access::Standing,
         disclosure::shown_age,
         id_number::{self, Sex},
         person::{RealName, id_number_error, normalize_name, phone_error},
@@ -26,21 +25,6 @@ use crate::{
     },
     store::person::{NewPerson, Person, PhoneChange, PhoneChangeEvidence},
 };
-
-/// Audit method name of RegisterPerson.
-pub const REGISTER_PERSON: &str = "/medins.identity.v1.PersonService/RegisterPerson";
-/// Audit method name of GetPerson.
-pub const GET_PERSON: &str = "/medins.identity.v1.PersonService/GetPerson";
-/// Audit method name of ResolvePerson.
-pub const RESOLVE_PERSON: &str = "/medins.identity.v1.PersonService/ResolvePerson";
-/// Audit method name of CompleteRealName.
-pub const COMPLETE_REAL_NAME: &str = "/medins.identity.v1.PersonService/CompleteRealName";
-/// Audit method name of MatchPerson.
-pub const MATCH_PERSON: &str = "/medins.identity.v1.PersonService/MatchPerson";
-/// Audit method name of ChangePhone.
-pub const CHANGE_PHONE: &str = "/medins.identity.v1.PersonService/ChangePhone";
-/// Audit method name of ConsumeSmsChallenge.
-pub const CONSUME_SMS_CHALLENGE: &str = "/medins.identity.v1.PersonService/ConsumeSmsChallenge";
 
 /// The PersonService implementation.
 pub struct PersonApi {
@@ -98,8 +82,10 @@ impl PersonService for PersonApi {
         &self,
         request: Request<RegisterPersonRequest>,
     ) -> Result<Response<RegisterPersonResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        // Front doors and operators only, decided from the caller alone.
+        access.decide_by_kind()?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let new = self.parse_new_person(&body.name, &body.id_number, Some(&body.phone))?;
         let state = &self.state;
@@ -120,23 +106,22 @@ impl PersonService for PersonApi {
             })
             .await?;
         if let Some(person_id) = response.person.as_ref().and_then(|p| uuid::Uuid::parse_str(&p.person_id).ok()) {
-            self.state.audit.record(&audit_as, REGISTER_PERSON, person_id, tonic::Code::Ok).await;
+            access.record_ok(&self.state, person_id).await;
         }
         Ok(Response::new(response))
     }
 
     async fn get_person(&self, request: Request<GetPersonRequest>) -> Result<Response<GetPersonResponse>, Status> {
-        Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
         let id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result: Result<_, Status> = async {
-            // A partner reads a person only with a token for that person (OPS, SERVICE exempt).
-            authorize_person(&self.state, &request, id)?;
+            // The person's own token, operators and services (domain::access).
+            access.decide_for(id)?;
             let person = self.state.persons.find(id).await?.ok_or_else(person_not_found)?;
             Ok(Response::new(GetPersonResponse { person: Some(person_view(&person, self.state.clock.as_ref())) }))
         }
         .await;
-        self.state.audit.record(&audit_as, GET_PERSON, id, outcome_of(&result)).await;
+        access.record(&self.state, id, &result).await;
         result
     }
 
@@ -144,15 +129,16 @@ impl PersonService for PersonApi {
         &self,
         request: Request<ResolvePersonRequest>,
     ) -> Result<Response<ResolvePersonResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        // Medins services and operators only, decided from the caller alone.
+        access.decide_by_kind()?;
         let body = request.get_ref();
         let new = self.parse_new_person(&body.name, &body.id_number, None)?;
         let (person, created) = self.state.persons.find_or_create(new, self.state.clock.stored_now()).await?;
         if created {
-            tracing::info!(person_id = %person.id, partner = %caller.id, "person created by resolution");
+            tracing::info!(person_id = %person.id, partner = %access.caller.id, "person created by resolution");
         }
-        self.state.audit.record(&audit_as, RESOLVE_PERSON, person.id, tonic::Code::Ok).await;
+        access.record_ok(&self.state, person.id).await;
         Ok(Response::new(ResolvePersonResponse {
             person: Some(person_view(&person, self.state.clock.as_ref())),
             created,
@@ -163,20 +149,26 @@ impl PersonService for PersonApi {
         &self,
         request: Request<pb::CompleteRealNameRequest>,
     ) -> Result<Response<pb::CompleteRealNameResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
         let state = &self.state;
-        let result = state
-            .idempotency
-            .run(&caller.id, "CompleteRealName", request.metadata(), body, || async {
-                let person = super::real_name::complete_real_name(state, person_id, challenge_id, &caller.id).await?;
-                Ok(pb::CompleteRealNameResponse { person: Some(person_view(&person, state.clock.as_ref())) })
-            })
-            .await;
-        state.audit.record(&audit_as, COMPLETE_REAL_NAME, person_id, outcome_of(&result)).await;
+        let result = match access.decide_for(person_id) {
+            Ok(_) => {
+                state
+                    .idempotency
+                    .run(&caller.id, "CompleteRealName", request.metadata(), body, || async {
+                        let person =
+                            super::real_name::complete_real_name(state, person_id, challenge_id, &caller.id).await?;
+                        Ok(pb::CompleteRealNameResponse { person: Some(person_view(&person, state.clock.as_ref())) })
+                    })
+                    .await
+            }
+            Err(refusal) => Err(refusal.into()),
+        };
+        access.record(state, person_id, &result).await;
         Ok(Response::new(result?))
     }
 
@@ -184,8 +176,9 @@ impl PersonService for PersonApi {
         &self,
         request: Request<pb::MatchPersonRequest>,
     ) -> Result<Response<pb::MatchPersonResponse>, Status> {
-        Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        // Medins services and operators only, decided from the caller alone.
+        access.decide_by_kind()?;
         let body = request.get_ref();
         let new = self.parse_new_person(&body.name, &body.id_number, None)?;
         let person_id =
@@ -193,7 +186,7 @@ impl PersonService for PersonApi {
         let matched = self.state.persons.match_person(new.name, new.id_number, person_id).await?;
         // Audited under the matched person, or under the person asked about when there is none.
         if let Some(subject) = matched.as_ref().map(|p| p.id).or(person_id) {
-            self.state.audit.record(&audit_as, MATCH_PERSON, subject, tonic::Code::Ok).await;
+            access.record_ok(&self.state, subject).await;
         }
         Ok(Response::new(pb::MatchPersonResponse {
             matched: matched.is_some(),
@@ -205,18 +198,19 @@ impl PersonService for PersonApi {
         &self,
         request: Request<pb::ChangePhoneRequest>,
     ) -> Result<Response<pb::ChangePhoneResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let new_phone = phone::parse(&body.new_phone).map_err(|e| phone_error("new_phone", e))?;
         let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
-        let proof = match &body.proof {
+        let mut proof = match &body.proof {
             Some(pb::change_phone_request::Proof::FaceSessionId(id)) => {
                 PhoneChangeEvidence::Face(require_uuid("face_session_id", id)?)
             }
+            // Whose word counts is the access table's answer, below.
             Some(pb::change_phone_request::Proof::OperatorReason(reason)) => {
-                PhoneChangeEvidence::Operator { caller_is_ops: caller.kind == PartnerKind::Ops, reason: reason.clone() }
+                PhoneChangeEvidence::Operator { caller_is_ops: false, reason: reason.clone() }
             }
             None => {
                 return Err(ApiError::invalid_field(
@@ -228,17 +222,27 @@ impl PersonService for PersonApi {
             }
         };
         let state = &self.state;
-        let result = state
-            .idempotency
-            .run(&caller.id, "ChangePhone", request.metadata(), body, || async {
-                let change = PhoneChange { person_id, new_phone, challenge_id, proof, partner_id: caller.id.clone() };
-                let (person, method) =
-                    state.persons.change_phone(state.sms.clone(), change, state.clock.stored_now()).await?;
-                tracing::info!(%person_id, method = method.as_str(), partner = %caller.id, "phone changed");
-                Ok(pb::ChangePhoneResponse { person: Some(person_view(&person, state.clock.as_ref())) })
-            })
-            .await;
-        state.audit.record(&audit_as, CHANGE_PHONE, person_id, outcome_of(&result)).await;
+        let result: Result<_, Status> = async {
+            // Front doors and operators, by kind; an operator's reason as the proof counts for
+            // the operator standing only (domain::person::decide_phone_change).
+            let standing = access.decide_for(person_id)?;
+            if let PhoneChangeEvidence::Operator { caller_is_ops, .. } = &mut proof {
+                *caller_is_ops = standing == Standing::Operator;
+            }
+            state
+                .idempotency
+                .run(&caller.id, "ChangePhone", request.metadata(), body, || async {
+                    let change =
+                        PhoneChange { person_id, new_phone, challenge_id, proof, partner_id: caller.id.clone() };
+                    let (person, method) =
+                        state.persons.change_phone(state.sms.clone(), change, state.clock.stored_now()).await?;
+                    tracing::info!(%person_id, method = method.as_str(), partner = %caller.id, "phone changed");
+                    Ok(pb::ChangePhoneResponse { person: Some(person_view(&person, state.clock.as_ref())) })
+                })
+                .await
+        }
+        .await;
+        access.record(state, person_id, &result).await;
         Ok(Response::new(result?))
     }
 
@@ -246,41 +250,46 @@ impl PersonService for PersonApi {
         &self,
         request: Request<pb::ConsumeSmsChallengeRequest>,
     ) -> Result<Response<pb::ConsumeSmsChallengeResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
         let purpose = SmsPurpose::from_proto(require_enum::<pb::SmsPurpose>("purpose", body.purpose)?)
             .ok_or_else(|| ApiError::invalid_field(Reason::InvalidEnumValue, "purpose", "must be set"))?;
-        // The challenge must be one the partner the service acts for asked for.
         let on_behalf_of = crate::domain::partner::parse_optional_partner_id(
             "on_behalf_of_partner_id",
             &body.on_behalf_of_partner_id,
         )?;
-        let acting =
-            crate::domain::partner::acting_partner("on_behalf_of_partner_id", &caller.id, caller.kind, on_behalf_of)?;
         let state = &self.state;
-        let result = state
-            .idempotency
-            .run(&caller.id, "ConsumeSmsChallenge", request.metadata(), body, || async {
-                let person = state.persons.find(person_id).await?.ok_or_else(person_not_found)?;
-                let phone = person.phone.as_deref().ok_or_else(|| {
-                    ApiError::failed_precondition(Reason::PhoneRequired, "the person has no phone on record")
-                })?;
-                state.sms.consume_verified(challenge_id, phone, purpose, &acting).await?;
-                tracing::info!(
-                    %person_id,
-                    %challenge_id,
-                    purpose = purpose.as_str(),
-                    partner = %caller.id,
-                    on_behalf_of = %acting,
-                    "sms challenge consumed"
-                );
-                Ok(pb::ConsumeSmsChallengeResponse { consumed: true })
-            })
-            .await;
-        state.audit.record(&audit_as, CONSUME_SMS_CHALLENGE, person_id, outcome_of(&result)).await;
+        let result: Result<_, Status> = async {
+            // Medins services only; the challenge must be one the partner the service acts for
+            // asked for.
+            let standing = access.decide_by_kind()?;
+            let acting =
+                crate::domain::partner::acting_partner("on_behalf_of_partner_id", &caller.id, standing, on_behalf_of)?;
+            state
+                .idempotency
+                .run(&caller.id, "ConsumeSmsChallenge", request.metadata(), body, || async {
+                    let person = state.persons.find(person_id).await?.ok_or_else(person_not_found)?;
+                    let phone = person.phone.as_deref().ok_or_else(|| {
+                        ApiError::failed_precondition(Reason::PhoneRequired, "the person has no phone on record")
+                    })?;
+                    state.sms.consume_verified(challenge_id, phone, purpose, &acting).await?;
+                    tracing::info!(
+                        %person_id,
+                        %challenge_id,
+                        purpose = purpose.as_str(),
+                        partner = %caller.id,
+                        on_behalf_of = %acting,
+                        "sms challenge consumed"
+                    );
+                    Ok(pb::ConsumeSmsChallengeResponse { consumed: true })
+                })
+                .await
+        }
+        .await;
+        access.record(state, person_id, &result).await;
         Ok(Response::new(result?))
     }
     async fn suspend_person(

@@ -2,17 +2,13 @@
 //! `service`), never shown to partners.
 
 use chrono::Datelike;
-use medins_common::{auth::Caller, error::require_uuid};
+use medins_common::error::require_uuid;
 use medins_proto::identity::v1::{
     self as pb, GetPersonFactsRequest, GetPersonFactsResponse, person_facts_service_server::PersonFactsService,
 };
 use tonic::{Request, Response, Status};
 
-use super::{SharedState, person::person_not_found};
-use medins_common::audit::outcome_of;
-
-/// Audit method name of GetPersonFacts.
-pub const GET_PERSON_FACTS: &str = "/medins.identity.v1.PersonFactsService/GetPersonFacts";
+use super::{SharedState, access::CallAccess, person::person_not_found};
 
 /// The PersonFactsService implementation.
 pub struct PersonFactsApi {
@@ -32,10 +28,11 @@ impl PersonFactsService for PersonFactsApi {
         &self,
         request: Request<GetPersonFactsRequest>,
     ) -> Result<Response<GetPersonFactsResponse>, Status> {
-        Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
         let id = require_uuid("person_id", &request.get_ref().person_id)?;
         let result: Result<_, Status> = async {
+            // Medins services only (domain::access), whatever scopes a partner was given.
+            access.decide_for(id)?;
             let person = self.state.persons.find(id).await?.ok_or_else(person_not_found)?;
             let birth = person.birth_date;
             Ok(Response::new(GetPersonFactsResponse {
@@ -44,7 +41,7 @@ impl PersonFactsService for PersonFactsApi {
             }))
         }
         .await;
-        self.state.audit.record(&audit_as, GET_PERSON_FACTS, id, outcome_of(&result)).await;
+        access.record(&self.state, id, &result).await;
         result
     }
 }

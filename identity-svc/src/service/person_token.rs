@@ -1,6 +1,7 @@
 //! Person tokens in identity-svc (DESIGN.md 4.3): the signing key ring loaded from the key
-//! file and kept current, [`authorize_person`] for every RPC that acts for an existing person,
-//! and `medins.identity.v1.PersonTokenService` (IssuePersonToken, GetPublicKeys).
+//! file and kept current (its verifier checks the tokens `service::access` reads), and
+//! `medins.identity.v1.PersonTokenService` (IssuePersonToken, GetPublicKeys,
+//! ListTokenRevocations).
 //!
 //! Key rotation reaches a running server without a signal: the key file is re-read when its
 //! modification time, size or inode changes (`medins keys rotate` replaces it atomically), checked
@@ -11,18 +12,17 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use medins_common::audit::outcome_of;
 use medins_common::{
-    ApiError, ApiResult, Reason,
+    ApiResult,
     assurance::AssuranceLevel,
-    auth::{Caller, PartnerKind},
+    auth::Caller,
     convert::timestamp,
     error::require_uuid,
     keyring::WatchedKeyRing,
     revocation::issue_time_after,
     token::{
         IssuedToken, ListedKey, PERSON_TOKEN_ALG, PersonTokenVerifier, TOKEN_KEY_RING, TokenKeyFileError, TokenKeyRing,
-        authorize_request_person, sign_person_token,
+        sign_person_token,
     },
 };
 use medins_proto::identity::v1::{
@@ -33,11 +33,11 @@ use medins_proto::identity::v1::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{SharedState, State};
-use crate::{domain::assurance::decide_token_issue, store::revocation::RevocationStore};
-
-/// Audit method name of IssuePersonToken.
-pub const ISSUE_PERSON_TOKEN: &str = "/medins.identity.v1.PersonTokenService/IssuePersonToken";
+use super::{SharedState, access::CallAccess};
+use crate::{
+    domain::{access::Facts, assurance::decide_token_issue},
+    store::revocation::RevocationStore,
+};
 
 /// The person-token keys of identity-svc: the ring that signs (re-read when its file changes),
 /// and a verifier over its listed public keys.
@@ -126,15 +126,6 @@ impl PersonTokens {
     }
 }
 
-/// Checks that a call may act for `person_id`: [`medins_common::token::authorize_request_person`]
-/// (the one rule both services apply: OPS and SERVICE exempt, everyone else needs the person's
-/// token issued to them, not revoked, of the level the RPC needs) over this server's own listed
-/// keys and revocations.
-pub fn authorize_person<T>(state: &State, request: &Request<T>, person_id: Uuid) -> ApiResult<()> {
-    // Revoked tokens and the assurance level the RPC needs are checked on the same path.
-    authorize_request_person(state.person_tokens.verifier(), request, person_id, state.clock.now()).map(|_| ())
-}
-
 /// The PersonTokenService implementation.
 pub struct PersonTokenApi {
     state: SharedState,
@@ -146,8 +137,13 @@ impl PersonTokenApi {
         Self { state }
     }
 
-    async fn issue(&self, partner_id: &str, person_id: Uuid) -> ApiResult<IssuePersonTokenResponse> {
+    async fn issue(&self, access: &CallAccess, person_id: Uuid) -> ApiResult<IssuePersonTokenResponse> {
         let state = &self.state;
+        let partner_id = access.caller.id.as_str();
+        // The link is the standing (domain::access): a partner with none learns only that, the
+        // same for an existing and a missing person, before anything about the person is read.
+        let linked = state.links.has_live_link(partner_id, person_id).await?;
+        access.decide(&Facts { linked, ..access.facts(Some(person_id))? })?;
         let facts = state.assurance.issue_facts(person_id, partner_id).await?;
         let level = decide_token_issue(facts.decision)?;
         // Never at or before a revocation this partner's tokens for the person are subject to:
@@ -169,11 +165,10 @@ impl PersonTokenService for PersonTokenApi {
         &self,
         request: Request<IssuePersonTokenRequest>,
     ) -> Result<Response<IssuePersonTokenResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
         let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
-        let result = self.issue(&caller.id, person_id).await.map(Response::new).map_err(Status::from);
-        self.state.audit.record(&audit_as, ISSUE_PERSON_TOKEN, person_id, outcome_of(&result)).await;
+        let result = self.issue(&access, person_id).await.map(Response::new).map_err(Status::from);
+        access.record(&self.state, person_id, &result).await;
         result
     }
 
@@ -201,15 +196,9 @@ impl PersonTokenService for PersonTokenApi {
         &self,
         request: Request<ListTokenRevocationsRequest>,
     ) -> Result<Response<ListTokenRevocationsResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        if caller.kind != PartnerKind::Service {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
-                Reason::PartnerKindNotAllowed,
-                "only medins services read token revocations",
-            )
-            .into());
-        }
+        let access = CallAccess::begin(&self.state, &request)?;
+        // Medins services only (domain::access): it names person ids and partner ids.
+        access.decide_by_kind()?;
         let since = RevocationStore::window_start(self.state.clock.now());
         let revocations = self
             .state

@@ -1,9 +1,7 @@
 //! `medins.identity.v1.SmsService`.
 
-use medins_common::audit::outcome_of;
 use medins_common::{
     ApiError, Reason,
-    auth::Caller,
     convert::timestamp,
     error::{require_enum, require_uuid},
     mask::mask_phone,
@@ -14,14 +12,11 @@ use medins_proto::identity::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::SharedState;
+use super::{SharedState, access::CallAccess};
 use crate::domain::{
     phone,
     sms::{self, Recipient, SmsPurpose},
 };
-
-/// Audit method name of SendSmsCode (recorded when the code goes to a person's phone on record).
-pub const SEND_SMS_CODE: &str = "/medins.identity.v1.SmsService/SendSmsCode";
 
 /// The SmsService implementation.
 pub struct SmsApi {
@@ -41,8 +36,8 @@ impl SmsService for SmsApi {
         &self,
         request: Request<SendSmsCodeRequest>,
     ) -> Result<Response<SendSmsCodeResponse>, Status> {
-        let caller = Caller::of(&request)?;
-        let audit_as = medins_common::auth::audit_partner(&request);
+        let access = CallAccess::begin(&self.state, &request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let purpose = SmsPurpose::from_proto(require_enum::<pb::SmsPurpose>("purpose", body.purpose)?)
             .ok_or_else(|| ApiError::invalid_field(Reason::InvalidEnumValue, "purpose", "must be set"))?;
@@ -50,7 +45,11 @@ impl SmsService for SmsApi {
             if body.person_id.is_empty() { None } else { Some(require_uuid("person_id", &body.person_id)?) };
         let recipient = sms::decide_recipient(purpose, &body.phone, person_id)?;
         let state = &self.state;
-        let result = state
+        // Front doors and operators, by kind (domain::access); a code for a person goes only to
+        // their phone on record (domain::sms::decide_recipient).
+        let result = match access.decide_by_kind() {
+            Err(refusal) => Err(refusal.into()),
+            Ok(_) => state
             .idempotency
             .run(&caller.id, "SendSmsCode", request.metadata(), body, || async {
                 let phone = match &recipient {
@@ -90,10 +89,12 @@ impl SmsService for SmsApi {
                     phone_masked: mask_phone(phone.as_str()),
                 })
             })
-            .await;
-        // A code to a person's phone on record reads their phone: it is theirs to see.
+            .await,
+        };
+        // A code to a person's phone on record reads their phone: it is theirs to see, and so
+        // is a refused attempt.
         if let Recipient::PhoneOnRecord(person_id) = recipient {
-            state.audit.record(&audit_as, SEND_SMS_CODE, person_id, outcome_of(&result)).await;
+            access.record(state, person_id, &result).await;
         }
         Ok(Response::new(result?))
     }
@@ -102,7 +103,11 @@ impl SmsService for SmsApi {
         &self,
         request: Request<VerifySmsCodeRequest>,
     ) -> Result<Response<VerifySmsCodeResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let access = CallAccess::begin(&self.state, &request)?;
+        // Front doors and operators, by kind (domain::access); a challenge then answers only the
+        // partner that asked for it (store::sms).
+        access.decide_by_kind()?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let challenge_id = require_uuid("challenge_id", &body.challenge_id)?;
         if !sms::is_well_formed_code(&body.code) {

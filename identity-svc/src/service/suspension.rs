@@ -1,48 +1,27 @@
 //! SuspendPerson and ResumePerson (PersonService): an operator stops every partner from acting
 //! for a person, and lifts that again. The RPC methods in `person.rs` delegate here.
 
-use medins_common::audit::outcome_of;
-use medins_common::{
-    ApiError, Reason,
-    auth::{Caller, PartnerKind},
-    convert::timestamp,
-    error::require_uuid,
-};
+use medins_common::{convert::timestamp, error::require_uuid};
 use medins_proto::identity::v1::{
     ResumePersonRequest, ResumePersonResponse, SuspendPersonRequest, SuspendPersonResponse,
 };
 use tonic::{Request, Response, Status};
 
-use super::SharedState;
+use super::{SharedState, access::CallAccess};
 use crate::domain::assurance::parse_operator_reason;
-
-/// Audit method name of SuspendPerson.
-pub const SUSPEND_PERSON: &str = "/medins.identity.v1.PersonService/SuspendPerson";
-/// Audit method name of ResumePerson.
-pub const RESUME_PERSON: &str = "/medins.identity.v1.PersonService/ResumePerson";
-
-fn operators_only(kind: PartnerKind) -> Result<(), ApiError> {
-    if kind != PartnerKind::Ops {
-        return Err(ApiError::new(
-            tonic::Code::PermissionDenied,
-            Reason::PartnerKindNotAllowed,
-            "only operators suspend and resume persons",
-        ));
-    }
-    Ok(())
-}
 
 /// SuspendPerson.
 pub async fn suspend_person(
     state: &SharedState,
     request: Request<SuspendPersonRequest>,
 ) -> Result<Response<SuspendPersonResponse>, Status> {
-    let caller = Caller::of(&request)?;
-    let audit_as = medins_common::auth::audit_partner(&request);
+    let access = CallAccess::begin(state, &request)?;
+    let caller = &access.caller;
     let body = request.get_ref();
     let person_id = require_uuid("person_id", &body.person_id)?;
     let result: Result<_, Status> = async {
-        operators_only(caller.kind)?;
+        // Operators only (domain::access).
+        access.decide_for(person_id)?;
         let reason = parse_operator_reason("reason", &body.reason)?;
         let change = state.assurance.suspend(person_id, &caller.id, &reason, state.clock.stored_now()).await?;
         if let Some(revocation) = change.revocation {
@@ -56,7 +35,7 @@ pub async fn suspend_person(
         }))
     }
     .await;
-    state.audit.record(&audit_as, SUSPEND_PERSON, person_id, outcome_of(&result)).await;
+    access.record(state, person_id, &result).await;
     result
 }
 
@@ -65,12 +44,13 @@ pub async fn resume_person(
     state: &SharedState,
     request: Request<ResumePersonRequest>,
 ) -> Result<Response<ResumePersonResponse>, Status> {
-    let caller = Caller::of(&request)?;
-    let audit_as = medins_common::auth::audit_partner(&request);
+    let access = CallAccess::begin(state, &request)?;
+    let caller = &access.caller;
     let body = request.get_ref();
     let person_id = require_uuid("person_id", &body.person_id)?;
     let result: Result<_, Status> = async {
-        operators_only(caller.kind)?;
+        // Operators only (domain::access).
+        access.decide_for(person_id)?;
         let reason = parse_operator_reason("reason", &body.reason)?;
         let change = state.assurance.resume(person_id, &caller.id, &reason, state.clock.stored_now()).await?;
         if change.changed {
@@ -79,6 +59,6 @@ pub async fn resume_person(
         Ok(Response::new(ResumePersonResponse { changed: change.changed }))
     }
     .await;
-    state.audit.record(&audit_as, RESUME_PERSON, person_id, outcome_of(&result)).await;
+    access.record(state, person_id, &result).await;
     result
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     revocation::{latest_revocation_in, revoke_tokens_in},
-    schema::{partner_links, person_assurance, person_suspensions, persons},
+    schema::{person_assurance, person_suspensions, persons},
 };
 use crate::domain::{
     assurance::{FaceAssurance, METHOD_FACE, TokenIssueFacts, decide_face_assurance, effective_level},
@@ -155,12 +155,6 @@ impl AssuranceStore {
                     .optional()?
                     .ok_or_else(person_not_found)?;
                 let stored_level = stored_level_in(conn, &id)?;
-                let links: i64 = partner_links::table
-                    .filter(partner_links::partner_id.eq(&partner_id))
-                    .filter(partner_links::person_id.eq(&id))
-                    .filter(partner_links::unlinked_at.is_null())
-                    .count()
-                    .get_result(conn)?;
                 let open: i64 = person_suspensions::table
                     .filter(person_suspensions::person_id.eq(&id))
                     .filter(person_suspensions::resumed_at.is_null())
@@ -168,7 +162,6 @@ impl AssuranceStore {
                     .get_result(conn)?;
                 Ok(IssueFacts {
                     decision: TokenIssueFacts {
-                        live_link: links > 0,
                         suspended: open > 0,
                         real_name_verified: real_name_status == VERIFIED,
                         stored_level,

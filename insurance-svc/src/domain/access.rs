@@ -10,41 +10,12 @@
 use std::collections::BTreeSet;
 
 use chrono::NaiveDateTime;
+// The shared vocabulary (standings, rules, refusals) lives in `medins_common::access`; this
+// module keeps insurance-svc's facts and its table.
+pub use medins_common::access::{Refusal, Rule, Standing, is_counter_kind, kind_may_hold};
 use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
 use tonic::Code;
 use uuid::Uuid;
-
-/// How a caller stands to the person whose data a call reads or changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Standing {
-    /// An OPS partner (operators act for anyone, and every such call is audited).
-    Operator,
-    /// A medins service (SERVICE partners: identity-svc's events, internal jobs).
-    Service,
-    /// The person: the call carries a person token for this person, issued to the caller.
-    Person,
-    /// A person holding an ACTIVE family binding of this person (the call carries the binder's
-    /// token, issued to the caller).
-    Binder,
-    /// The hospital or pharmacy counter that holds an open or recent visit of this person (the
-    /// visit's facts only, for a bounded time).
-    Counter,
-    /// The EMPLOYER partner that speaks for the employer code of this person's account.
-    Employer,
-    /// The counter (self-service terminal, hospital insurance office) where the person is
-    /// present now, proven by their social security card and a PASSED face check there.
-    Present,
-    /// The person is at the caller's counter (a BANK, HOSPITAL or PHARMACY partner) and showed
-    /// their ID card: the name and ID number the counter typed matched this person at
-    /// identity-svc (MatchPerson, no side effects). Only for the call that carried them.
-    HolderPresent,
-    /// A guardian of this person: a person holding an ACTIVE family binding of them while they
-    /// are a minor in the platform's sense (`domain::family::is_guardian`), which is also who
-    /// applies for a minor's card (CardService.ApplyForCard). The guardian's token, issued to
-    /// the caller. Narrower than [`Standing::Binder`]: RPCs that let a guardian act for a minor
-    /// (uploading the minor's documents) do not let a binder act for an adult member.
-    Guardian,
-}
 
 /// What a handler knows about the caller and the person when it asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,27 +59,6 @@ impl Facts {
     }
 }
 
-/// Whether a partner of `kind` can hold `standing` without a person token (Person, Binder and
-/// Guardian are held only through one). One answer for deciding (`Facts::standings`) and for
-/// asking for a token before any lookup (`service::access::stands_without_token`).
-pub fn kind_may_hold(standing: Standing, kind: PartnerKind) -> bool {
-    match standing {
-        Standing::Operator => kind == PartnerKind::Ops,
-        Standing::Service => kind == PartnerKind::Service,
-        Standing::Counter => matches!(kind, PartnerKind::Hospital | PartnerKind::Pharmacy),
-        Standing::Employer => kind == PartnerKind::Employer,
-        Standing::Present => matches!(kind, PartnerKind::Terminal | PartnerKind::Hospital),
-        Standing::HolderPresent => is_counter_kind(kind),
-        Standing::Person | Standing::Binder | Standing::Guardian => false,
-    }
-}
-
-/// Whether partners of `kind` serve people in person at a counter (banks, hospitals,
-/// pharmacies): the only ones a holder can be present at.
-pub fn is_counter_kind(kind: PartnerKind) -> bool {
-    matches!(kind, PartnerKind::Bank | PartnerKind::Hospital | PartnerKind::Pharmacy)
-}
-
 /// Whether an EMPLOYER partner speaking for `codes` is the employer of an account with
 /// `account_employer_code` (EMPLOYEE accounts carry one, RESIDENT accounts none).
 pub fn speaks_for(codes: &BTreeSet<String>, account_employer_code: Option<&str>) -> bool {
@@ -138,29 +88,6 @@ pub fn require_own_employer_code(codes: &BTreeSet<String>, employer_code: &str) 
             "this employer partner does not speak for that employer code (partners file `employer_codes`)",
         ))
     }
-}
-
-/// What a caller without an allowed standing gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    /// NOT_FOUND where the RPC names an object (the same answer as a missing one), else
-    /// PERMISSION_DENIED.
-    pub code: Code,
-    /// The ErrorInfo reason.
-    pub reason: Reason,
-    /// The message.
-    pub message: &'static str,
-}
-
-/// Who may call one RPC for whom.
-#[derive(Debug, Clone, Copy)]
-pub struct Rule {
-    /// Full gRPC method path.
-    pub method: &'static str,
-    /// The standings that may call it.
-    pub allows: &'static [Standing],
-    /// The answer to everyone else.
-    pub refusal: Refusal,
 }
 
 /// The access table: one row per RPC that reads or changes a person's data. The contract
@@ -467,19 +394,13 @@ const DOCUMENT_OWNER_REFUSAL: Refusal = Refusal {
 
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {
-    RULES.iter().find(|rule| rule.method == method)
+    medins_common::access::find_rule(RULES, method)
 }
 
 /// Decides whether a call to `method` with `facts` may go on, and as what. A method missing
 /// from the table is refused (a wiring bug must not open access).
 pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
-    let Some(rule) = rule(method) else {
-        return Err(ApiError::new(Code::Internal, Reason::Internal, "no access rule for this method"));
-    };
-    facts
-        .standings()
-        .find(|standing| rule.allows.contains(standing))
-        .ok_or_else(|| ApiError::new(rule.refusal.code, rule.refusal.reason, rule.refusal.message))
+    medins_common::access::decide(RULES, method, facts.standings())
 }
 
 #[cfg(test)]

@@ -768,9 +768,15 @@ pub fn check_applying_as(standing: Standing, token_subject: Option<Uuid>, guardi
         Standing::Person => guardian.is_none(),
         Standing::Binder => guardian.is_some() && guardian == token_subject,
         Standing::Operator | Standing::Service => true,
-        Standing::Counter | Standing::Employer | Standing::HolderPresent | Standing::Guardian | Standing::Present => {
-            false
-        }
+        Standing::Counter
+        | Standing::Employer
+        | Standing::HolderPresent
+        | Standing::Guardian
+        | Standing::Present
+        | Standing::FrontDoor
+        | Standing::Linked
+        | Standing::PhoneChangeStarter
+        | Standing::FaceProvider => false,
     };
     if fits {
         Ok(())
