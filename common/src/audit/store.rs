@@ -71,6 +71,22 @@ struct NewAuditRow {
     recorded_at: NaiveDateTime,
 }
 
+impl NewAuditRow {
+    /// A new row (its `seq` from the database) in `person_id`'s partition.
+    fn new(partner_id: &str, method: &str, person_id: Uuid, outcome: tonic::Code, recorded_at: NaiveDateTime) -> Self {
+        let person_id = person_id.to_string();
+        NewAuditRow {
+            seq: None,
+            part: partition_of(&person_id),
+            partner_id: partner_id.to_owned(),
+            method: method.to_owned(),
+            person_id,
+            outcome: outcome_name(outcome).to_owned(),
+            recorded_at,
+        }
+    }
+}
+
 struct Pending {
     row: NewAuditRow,
     done: oneshot::Sender<Result<(), String>>,
@@ -156,16 +172,7 @@ impl AuditStore {
     /// `outcome`, and waits until it is committed. A failure to write is logged (never with
     /// personal data), not returned: the call it records has already happened.
     pub async fn record(&self, partner_id: &str, method: &str, person_id: Uuid, outcome: tonic::Code) {
-        let person_id = person_id.to_string();
-        let row = NewAuditRow {
-            seq: None,
-            part: partition_of(&person_id),
-            partner_id: partner_id.to_owned(),
-            method: method.to_owned(),
-            person_id,
-            outcome: outcome_name(outcome).to_owned(),
-            recorded_at: self.clock.stored_now(),
-        };
+        let row = NewAuditRow::new(partner_id, method, person_id, outcome, self.clock.stored_now());
         if let Err(error) = self.enqueue(row).await {
             tracing::error!(%error, partner = partner_id, method, "audit row could not be written");
         }
@@ -392,16 +399,7 @@ impl InlineAudit {
     /// it, inside the caller's write transaction: it commits or rolls back with the call's
     /// change.
     pub fn append(&self, conn: &mut DbConnection, person_id: Uuid, outcome: tonic::Code) -> Result<(), DbError> {
-        let person_id = person_id.to_string();
-        let row = NewAuditRow {
-            seq: None,
-            part: partition_of(&person_id),
-            partner_id: self.partner_id.clone(),
-            method: self.method.clone(),
-            person_id,
-            outcome: outcome_name(outcome).to_owned(),
-            recorded_at: self.recorded_at,
-        };
+        let row = NewAuditRow::new(&self.partner_id, &self.method, person_id, outcome, self.recorded_at);
         append(conn, self.service, &self.key, std::slice::from_ref(&row)).map(|_| ())
     }
 }
