@@ -275,27 +275,8 @@ fn partner_create_and_employer_codes_bind_an_employer_to_its_codes() {
 fn up_with_tls_makes_a_development_ca_and_serves_both_services_over_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let mut child = medins()
-        .args(["up", "--tls", "--data-dir"])
-        .arg(&data)
-        .args(["--identity-listen", "127.0.0.1:0", "--insurance-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn medins up --tls");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut guard = ChildGuard { child: Some(child) };
-    let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        let ready = line.starts_with("ready in ");
-        lines.push(line);
-        if ready {
-            break;
-        }
-    }
+    let (mut guard, lines) = start_up(&data, &["--tls"]);
     let text = lines.join("\n");
-    assert!(lines.last().is_some_and(|l| l.starts_with("ready in ")), "never ready:\n{text}");
     let ca_file = data.join("tls").join("ca.pem");
     assert!(ca_file.is_file() && data.join("tls").join("server.pem").is_file(), "{text}");
     assert!(text.contains(&format!("grpcurl -cacert {}", ca_file.display())), "prints the grpcurl commands:\n{text}");
@@ -305,16 +286,7 @@ fn up_with_tls_makes_a_development_ca_and_serves_both_services_over_tls() {
         let mode = std::fs::metadata(data.join("tls").join("ca-key.pem")).expect("CA key").permissions().mode();
         assert_eq!(mode & 0o077, 0, "the CA key is the owner's only");
     }
-    let address = |service: &str| -> std::net::SocketAddr {
-        lines
-            .iter()
-            .find(|l| l.starts_with(service) && l.contains("listening on "))
-            .and_then(|l| l.rsplit("listening on ").next())
-            .expect("a listening line")
-            .trim()
-            .parse()
-            .expect("an address")
-    };
+    let address = |service: &str| std::net::SocketAddr::from(([127, 0, 0, 1], listening_port(&lines, service)));
     let ca = std::fs::read_to_string(&ca_file).expect("CA");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     for addr in [address("identity-svc"), address("insurance-svc")] {
@@ -346,19 +318,7 @@ fn up_with_tls_makes_a_development_ca_and_serves_both_services_over_tls() {
 
     // A second start reuses the files.
     let before = std::fs::read(&ca_file).expect("CA");
-    let output = medins()
-        .args(["up", "--tls", "--data-dir"])
-        .arg(&data)
-        .args(["--identity-listen", "127.0.0.1:0", "--insurance-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn again");
-    let mut again = ChildGuard { child: Some(output) };
-    let stdout = again.child.as_mut().and_then(|c| c.stdout.take()).expect("stdout");
-    let printed: Vec<String> =
-        BufReader::new(stdout).lines().map_while(Result::ok).take_while(|l| !l.starts_with("ready in ")).collect();
+    let (mut again, printed) = start_up(&data, &["--tls"]);
     assert!(!printed.iter().any(|l| l.contains("generated development TLS file")), "{printed:?}");
     assert_eq!(std::fs::read(&ca_file).expect("CA"), before, "the CA is reused");
     again.terminate(Duration::from_secs(15));
@@ -395,4 +355,152 @@ fn partner_create_can_pin_a_client_certificate() {
         partner(&["create", "--id", "other", "--kind", "BANK", "--pin-client-cert", "/nonexistent.pem"], &file);
     assert!(!refused.status.success(), "a missing certificate file is an error");
     assert!(PartnersFile::load(&file).expect("load").partners.iter().all(|p| p.id != "other"), "nothing written");
+}
+
+/// `medins up` started in `data` with `extra` arguments on ports of its own; the guard and the
+/// lines it printed up to `ready in`.
+fn start_up(data: &Path, extra: &[&str]) -> (ChildGuard, Vec<String>) {
+    let mut child = medins()
+        .arg("up")
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--identity-listen", "127.0.0.1:0", "--insurance-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn medins up");
+    let stdout = child.stdout.take().expect("stdout");
+    let guard = ChildGuard { child: Some(child) };
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let ready = line.starts_with("ready in ");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    assert!(lines.last().is_some_and(|l| l.starts_with("ready in ")), "never ready:\n{}", lines.join("\n"));
+    (guard, lines)
+}
+
+/// The port a service printed in its `listening on` line.
+fn listening_port(lines: &[String], service: &str) -> u16 {
+    lines
+        .iter()
+        .find(|l| l.starts_with(service) && l.contains("listening on "))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|port| port.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{service} listening on` line in:\n{}", lines.join("\n")))
+}
+
+/// The `sh` blocks of the README's "Try it with grpcurl" section, in order.
+fn readme_walkthrough_blocks() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let section = readme
+        .split("\n## ")
+        .find(|section| section.starts_with("Try it with grpcurl"))
+        .expect("README has a \"Try it with grpcurl\" section");
+    let mut blocks = Vec::new();
+    let mut block: Option<String> = None;
+    for line in section.lines() {
+        match (&mut block, line.trim_end()) {
+            (None, "```sh") => block = Some(String::new()),
+            (Some(_), "```") => blocks.extend(block.take()),
+            (Some(text), line) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// Runs `script` with bash in `dir` (where the README's `data/` and `tests/` paths resolve),
+/// the README's ports replaced by the ones `medins up` chose; all it printed, stdout and stderr
+/// interleaved.
+fn run_pasted(script: &str, dir: &Path, grpcurl: &Path, identity_port: u16, insurance_port: u16) -> String {
+    let script = script
+        .replace("localhost:50051", &format!("localhost:{identity_port}"))
+        .replace("localhost:50052", &format!("localhost:{insurance_port}"));
+    let path = format!(
+        "{}:{}",
+        grpcurl.parent().expect("grpcurl's folder").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("bash")
+        .args(["-c", &format!("exec 2>&1\n{script}")])
+        .current_dir(dir)
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The README's walkthrough works when pasted (README "Try it with grpcurl"): every block is run
+/// as written against `medins up` (the TLS block against `medins up --tls`), and the only calls
+/// that fail are the ones the README says fail, with the reasons it names. Takes over a minute:
+/// the walkthrough waits out the one-code-per-phone-per-minute rule as a reader would.
+#[test]
+fn the_readme_walkthrough_works_when_pasted() {
+    let Some(found) = grpcurl() else { return };
+    // The README calls it `grpcurl`: put it on PATH under that name.
+    let bin = tempfile::tempdir().expect("temp dir");
+    let grpcurl = bin.path().join("grpcurl");
+    std::os::unix::fs::symlink(&found, &grpcurl).expect("grpcurl on PATH");
+    let blocks = readme_walkthrough_blocks();
+    let (tls_blocks, plain_blocks): (Vec<&String>, Vec<&String>) =
+        blocks.iter().partition(|block| block.contains("-- up --tls"));
+    assert_eq!(tls_blocks.len(), 1, "one TLS block in the walkthrough: {blocks:#?}");
+    assert!(plain_blocks.len() >= 3, "the walkthrough's blocks: {blocks:#?}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests"), dir.path().join("tests"))
+        .expect("the sample files at tests/ as in the repository");
+    let (mut up, lines) = start_up(&dir.path().join("data"), &[]);
+    let script: String = plain_blocks.iter().map(|block| block.as_str()).collect();
+    let printed = run_pasted(
+        &script,
+        dir.path(),
+        &grpcurl,
+        listening_port(&lines, "identity-svc"),
+        listening_port(&lines, "insurance-svc"),
+    );
+    for broken in ["Failed to dial", "No such file", "command not found", "Failed to ", "unbound variable"] {
+        assert!(!printed.contains(broken), "the walkthrough printed {broken:?}:\n{printed}");
+    }
+    let compact: String = printed.chars().filter(|c| !c.is_whitespace()).collect();
+    let reasons: Vec<&str> = compact.split(r#""reason":""#).skip(1).filter_map(|rest| rest.split('"').next()).collect();
+    assert_eq!(
+        reasons,
+        ["CODE_ALREADY_USED", "UNAUTHENTICATED", "ALREADY_BOUND"],
+        "only the calls the README says fail fail, with its reasons:\n{printed}"
+    );
+    assert_eq!(printed.matches("ERROR:").count(), 3, "{printed}");
+    for shown in ["\"status\": \"BINDING_STATUS_ACTIVE\"", "\"visitId\"", "CARD_FUNCTION_STATUS_ACTIVE"] {
+        assert!(printed.contains(shown), "the walkthrough shows {shown}:\n{printed}");
+    }
+    up.terminate(Duration::from_secs(15)).expect("medins up exits after SIGTERM");
+
+    // The TLS block, after its first line (`cargo run --release -- up --tls`), which is this.
+    let tls_dir = tempfile::tempdir().expect("temp dir");
+    let (mut up, lines) = start_up(&tls_dir.path().join("data"), &["--tls"]);
+    let block = tls_blocks[0];
+    let (first, rest) = block.split_once('\n').expect("a TLS block of several lines");
+    assert_eq!(first.trim(), "cargo run --release -- up --tls", "{block}");
+    let keys = "source data/dev-keys.env\n";
+    let printed = run_pasted(
+        &format!("{keys}{rest}"),
+        tls_dir.path(),
+        &grpcurl,
+        listening_port(&lines, "identity-svc"),
+        listening_port(&lines, "insurance-svc"),
+    );
+    assert!(!printed.contains("ERROR") && !printed.contains("Failed"), "{printed}");
+    assert_eq!(printed.matches("grpc.health.v1.Health").count(), 2, "both services listed over TLS:\n{printed}");
+    assert!(printed.contains("\"keys\""), "GetPublicKeys over TLS:\n{printed}");
+    up.terminate(Duration::from_secs(15)).expect("medins up --tls exits after SIGTERM");
 }
