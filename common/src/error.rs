@@ -69,6 +69,7 @@ reasons! {
     InsufficientBalance => "INSUFFICIENT_BALANCE",
     AccountClosed => "ACCOUNT_CLOSED",
     VisitNotFound => "VISIT_NOT_FOUND",
+    CatalogItemNotFound => "CATALOG_ITEM_NOT_FOUND",
     VisitPartnerMismatch => "VISIT_PARTNER_MISMATCH",
     VisitAlreadySettled => "VISIT_ALREADY_SETTLED",
     SettlementNotFound => "SETTLEMENT_NOT_FOUND",

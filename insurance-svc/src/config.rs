@@ -49,6 +49,13 @@ pub struct Config {
     #[arg(long, env = "MEDINS_POLICY_FILE")]
     pub policy_file: Option<std::path::PathBuf>,
 
+    /// The catalogue folder: `national.toml` and one `<region code>.toml` per region that
+    /// publishes its own items (TOML: `version = "..."` and `[[items]]` with `code`, `name`,
+    /// `kind` DRUG|TREATMENT|CONSUMABLE, `class` A|B|C, `unit`, optional `price_cap_cents`).
+    /// Checked at start. Default: the built-in sample (`insurance_svc::domain::catalog`).
+    #[arg(long, env = "MEDINS_CATALOG_DIR")]
+    pub catalog_dir: Option<std::path::PathBuf>,
+
     /// Payment-code signing key file (TOML, mode 0600: Ed25519 keys `ck-...` with creation and
     /// retirement times), created by `medins up` and rotated with `medins keys rotate-codes`.
     /// Every replica must read the same file. Re-read whenever it changes (no signal needed).
@@ -129,6 +136,7 @@ impl Config {
             identity_timeout: Duration::from_secs(3),
             identity_attempts: 3,
             policy_file: None,
+            catalog_dir: None,
             code_keys_file: None,
             data_keys_file: None,
             document_store: None,
@@ -175,6 +183,14 @@ impl Config {
         match &self.policy_file {
             Some(path) => crate::domain::settlement::PolicyTable::load(path),
             None => Ok(crate::domain::settlement::PolicyTable::builtin()),
+        }
+    }
+
+    /// The catalogue: the `--catalog-dir`, or the built-in one.
+    pub fn catalog(&self) -> Result<crate::domain::catalog::Catalog, crate::domain::catalog::CatalogError> {
+        match &self.catalog_dir {
+            Some(dir) => crate::domain::catalog::Catalog::load_dir(dir),
+            None => Ok(crate::domain::catalog::Catalog::builtin()),
         }
     }
 

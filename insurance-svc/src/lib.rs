@@ -58,6 +58,8 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.CodeService/IssueCode", scopes::CODE_ISSUE),
     ("/medins.insurance.v1.CodeService/VerifyCode", scopes::CODE_VERIFY),
     ("/medins.insurance.v1.CodeService/GetCodeKeys", scopes::KEYS_READ),
+    ("/medins.insurance.v1.CatalogService/LookupCatalogItem", scopes::CATALOG_READ),
+    ("/medins.insurance.v1.CatalogService/SearchCatalog", scopes::CATALOG_READ),
     ("/medins.insurance.v1.FamilyService/AddFamilyMember", scopes::FAMILY_MANAGE),
     ("/medins.insurance.v1.FamilyService/GetFamilyBinding", scopes::FAMILY_READ),
     ("/medins.insurance.v1.FamilyService/ListFamilyMembers", scopes::FAMILY_READ),
@@ -121,6 +123,7 @@ impl InsuranceService {
         }
         let identity = IdentityClient::connect_lazy(&config.identity_client_options())?;
         let policy = Arc::new(config.policy_table()?);
+        let catalog = Arc::new(config.catalog()?);
         let clock = dependencies.clock;
         let code_keys = Arc::new(match &config.code_keys_file {
             Some(path) => code_keys::CodeKeys::load(path, clock.now())
@@ -161,6 +164,7 @@ impl InsuranceService {
             face_outcomes: store::face_outcome::FaceOutcomeStore::new(db.clone()),
             ledger: store::ledger::LedgerStore::new(db.clone()),
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),
+            catalog,
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             identity,
             audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone(), "insurance-svc", audit_keys),
@@ -231,6 +235,11 @@ impl InsuranceService {
         )
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+        let catalog = medins_proto::insurance::v1::catalog_service_server::CatalogServiceServer::new(
+            service::catalog::CatalogApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
         let revocation_refresher = self.state.person_tokens.spawn_revocation_refresher();
         let code_keys_watcher =
@@ -282,7 +291,8 @@ impl InsuranceService {
                 .add_service(settlements)
                 .add_service(family)
                 .add_service(documents)
-                .add_service(cards),
+                .add_service(cards)
+                .add_service(catalog),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),

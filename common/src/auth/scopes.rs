@@ -32,6 +32,8 @@ pub const LINK_MANAGE: &str = "link.manage";
 pub const TOKEN_ISSUE: &str = "token.issue";
 /// Read the public keys that verify person tokens (every partner may).
 pub const KEYS_READ: &str = "keys.read";
+/// Read the catalogue of drugs, treatment items and consumables (public policy: every partner).
+pub const CATALOG_READ: &str = "catalog.read";
 /// Read a person's own access history (with a person token).
 pub const AUDIT_READ: &str = "audit.read";
 /// Activate a person's electronic medical insurance voucher (with a person token).
@@ -100,6 +102,7 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     LINK_MANAGE,
     TOKEN_ISSUE,
     KEYS_READ,
+    CATALOG_READ,
     AUDIT_READ,
     VOUCHER_ACTIVATE,
     VOUCHER_READ,
@@ -118,17 +121,19 @@ pub const FRONT_DOOR_APP: &[&str] = &[
 /// activate cards.
 pub const BANK_EXTRA: &[&str] = &[ACCOUNT_OPEN, CARD_FEE, CARD_ACTIVATE];
 /// Hospitals and pharmacies (a card's medical function activates at first use there).
-pub const POINT_OF_CARE: &[&str] = &[ACCOUNT_READ, KEYS_READ, CODE_VERIFY, SETTLEMENT_WRITE, CARD_ACTIVATE];
+pub const POINT_OF_CARE: &[&str] =
+    &[ACCOUNT_READ, KEYS_READ, CATALOG_READ, CODE_VERIFY, SETTLEMENT_WRITE, CARD_ACTIVATE];
 /// What a hospital holds beyond the point-of-care scopes: its medical insurance office binds
 /// family members with the owner present.
 pub const HOSPITAL_EXTRA: &[&str] = &[FAMILY_COUNTER];
 /// Self-service terminals: family bindings with the owner present.
-pub const TERMINAL: &[&str] = &[KEYS_READ, FAMILY_COUNTER];
+pub const TERMINAL: &[&str] = &[KEYS_READ, CATALOG_READ, FAMILY_COUNTER];
 /// Face-verification providers.
-pub const FACE_PROVIDER: &[&str] = &[FACE_SUBMIT, KEYS_READ];
+pub const FACE_PROVIDER: &[&str] = &[FACE_SUBMIT, KEYS_READ, CATALOG_READ];
 /// Employers. They reach identity-svc only through insurance-svc (opening their employees'
 /// accounts, card batches), bound to their employer codes there.
-pub const EMPLOYER: &[&str] = &[ACCOUNT_OPEN, ACCOUNT_READ, KEYS_READ, ACCOUNT_CREDIT, CARD_BATCH, CARD_READ];
+pub const EMPLOYER: &[&str] =
+    &[ACCOUNT_OPEN, ACCOUNT_READ, KEYS_READ, CATALOG_READ, ACCOUNT_CREDIT, CARD_BATCH, CARD_READ];
 /// Operations staff.
 pub const OPS: &[&str] = &[
     PERSON_REGISTER,
@@ -144,6 +149,7 @@ pub const OPS: &[&str] = &[
     LINK_MANAGE,
     TOKEN_ISSUE,
     KEYS_READ,
+    CATALOG_READ,
     AUDIT_READ,
     VOUCHER_READ,
     VOUCHER_MANAGE,
@@ -166,4 +172,5 @@ pub const OPS: &[&str] = &[
     PERSON_MANAGE,
 ];
 /// medins services calling each other.
-pub const SERVICE_PEER: &[&str] = &[PERSON_READ, PERSON_RESOLVE, SERVICE, FACE_START, FACE_READ, KEYS_READ];
+pub const SERVICE_PEER: &[&str] =
+    &[PERSON_READ, PERSON_RESOLVE, SERVICE, FACE_START, FACE_READ, KEYS_READ, CATALOG_READ];

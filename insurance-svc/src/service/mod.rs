@@ -3,6 +3,7 @@
 pub mod access;
 pub mod account;
 pub mod card;
+pub mod catalog;
 pub mod code;
 pub mod document;
 pub mod events;
@@ -35,6 +36,8 @@ pub struct State {
     pub ledger: crate::store::ledger::LedgerStore,
     /// Settlements, year-to-date totals and the policy table they are computed with.
     pub settlements: crate::store::settlement::SettlementStore,
+    /// The catalogue of drugs, treatment items and consumables.
+    pub catalog: Arc<crate::domain::catalog::Catalog>,
     /// Vouchers and their activations.
     pub vouchers: crate::store::voucher::VoucherStore,
     /// Visits opened by verified codes.

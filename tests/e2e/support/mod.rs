@@ -78,7 +78,7 @@ impl Interceptor for CallerInterceptor {
     }
 }
 
-type Intercepted = InterceptedService<Channel, CallerInterceptor>;
+pub type Intercepted = InterceptedService<Channel, CallerInterceptor>;
 
 /// Options of a stack.
 #[derive(Clone, Debug)]
