@@ -60,6 +60,9 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.CodeService/GetCodeKeys", scopes::KEYS_READ),
     ("/medins.insurance.v1.CatalogService/LookupCatalogItem", scopes::CATALOG_READ),
     ("/medins.insurance.v1.CatalogService/SearchCatalog", scopes::CATALOG_READ),
+    ("/medins.insurance.v1.CrossRegionService/FileCrossRegionCare", scopes::CROSSREGION_MANAGE),
+    ("/medins.insurance.v1.CrossRegionService/ListCrossRegionFilings", scopes::CROSSREGION_READ),
+    ("/medins.insurance.v1.CrossRegionService/CancelCrossRegionFiling", scopes::CROSSREGION_MANAGE),
     ("/medins.insurance.v1.FamilyService/AddFamilyMember", scopes::FAMILY_MANAGE),
     ("/medins.insurance.v1.FamilyService/GetFamilyBinding", scopes::FAMILY_READ),
     ("/medins.insurance.v1.FamilyService/ListFamilyMembers", scopes::FAMILY_READ),
@@ -165,6 +168,7 @@ impl InsuranceService {
             ledger: store::ledger::LedgerStore::new(db.clone()),
             settlements: store::settlement::SettlementStore::new(db.clone(), policy),
             catalog,
+            cross_region: store::cross_region::CrossRegionStore::new(db.clone()),
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             identity,
             audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone(), "insurance-svc", audit_keys),
@@ -240,6 +244,11 @@ impl InsuranceService {
         )
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+        let cross_region = medins_proto::insurance::v1::cross_region_service_server::CrossRegionServiceServer::new(
+            service::cross_region::CrossRegionApi::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
         let revocation_refresher = self.state.person_tokens.spawn_revocation_refresher();
         let code_keys_watcher =
@@ -292,7 +301,8 @@ impl InsuranceService {
                 .add_service(family)
                 .add_service(documents)
                 .add_service(cards)
-                .add_service(catalog),
+                .add_service(catalog)
+                .add_service(cross_region),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),

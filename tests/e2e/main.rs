@@ -19,6 +19,7 @@ mod claims;
 mod cli;
 mod codes;
 mod counter_binding;
+mod cross_region;
 mod database_tls;
 mod docs;
 mod documents;

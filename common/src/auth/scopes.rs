@@ -34,6 +34,10 @@ pub const TOKEN_ISSUE: &str = "token.issue";
 pub const KEYS_READ: &str = "keys.read";
 /// Read the catalogue of drugs, treatment items and consumables (public policy: every partner).
 pub const CATALOG_READ: &str = "catalog.read";
+/// File and cancel a person's cross-region care filings (with a person token; operators any).
+pub const CROSSREGION_MANAGE: &str = "crossregion.manage";
+/// Read a person's cross-region care filings (with a person token; operators any).
+pub const CROSSREGION_READ: &str = "crossregion.read";
 /// Read a person's own access history (with a person token).
 pub const AUDIT_READ: &str = "audit.read";
 /// Activate a person's electronic medical insurance voucher (with a person token).
@@ -116,6 +120,8 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     CARD_APPLY,
     CARD_READ,
     CARD_LOSS,
+    CROSSREGION_MANAGE,
+    CROSSREGION_READ,
 ];
 /// What banks hold beyond a front-door app's scopes: they open accounts, take card fees and
 /// activate cards.
@@ -170,6 +176,8 @@ pub const OPS: &[&str] = &[
     CARD_BATCH,
     CARD_LOSS,
     PERSON_MANAGE,
+    CROSSREGION_MANAGE,
+    CROSSREGION_READ,
 ];
 /// medins services calling each other.
 pub const SERVICE_PEER: &[&str] =

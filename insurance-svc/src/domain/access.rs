@@ -310,6 +310,22 @@ pub const RULES: &[Rule] = &[
         allows: &[Standing::Operator, Standing::Person],
         refusal: DOCUMENT_OWNER_REFUSAL,
     },
+    // CrossRegionService: the person files and cancels (a guardian for a minor), binders read.
+    Rule {
+        method: "/medins.insurance.v1.CrossRegionService/FileCrossRegionCare",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: TOKEN_NOT_PERSONS_OR_GUARDIANS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CrossRegionService/ListCrossRegionFilings",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CrossRegionService/CancelCrossRegionFiling",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: TOKEN_NOT_PERSONS_OR_GUARDIANS,
+    },
 ];
 
 // Refusals of the rows above. Where the RPC names an object the refusal is that object's
@@ -390,6 +406,14 @@ const DOCUMENT_OWNER_REFUSAL: Refusal = Refusal {
     code: Code::PermissionDenied,
     reason: Reason::PersonTokenInvalid,
     message: "the person token is neither the owner's nor a guardian's",
+};
+
+/// A person-named call with a token that is neither the person's nor their guardian's (the same
+/// answer whether the person exists or not).
+const TOKEN_NOT_PERSONS_OR_GUARDIANS: Refusal = Refusal {
+    code: Code::PermissionDenied,
+    reason: Reason::PersonTokenInvalid,
+    message: "the person token is neither this person's nor their guardian's",
 };
 
 /// The rule of `method`, if it touches a person's data.

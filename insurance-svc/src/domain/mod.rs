@@ -5,6 +5,7 @@ pub mod account;
 pub mod card;
 pub mod catalog;
 pub mod code;
+pub mod cross_region;
 pub mod document;
 pub mod face;
 pub mod family;

@@ -117,7 +117,7 @@ fn status_from_wire(status: pb::CardApplicationStatus) -> Option<ApplicationStat
     })
 }
 
-fn date_message(date: NaiveDate) -> pb::CardDate {
+pub(crate) fn date_message(date: NaiveDate) -> pb::CardDate {
     pb::CardDate { year: date.year(), month: date.month() as i32, day: date.day() as i32 }
 }
 

@@ -5,6 +5,7 @@ pub mod account;
 pub mod card;
 pub mod catalog;
 pub mod code;
+pub mod cross_region;
 pub mod document;
 pub mod events;
 pub mod family;
@@ -38,6 +39,8 @@ pub struct State {
     pub settlements: crate::store::settlement::SettlementStore,
     /// The catalogue of drugs, treatment items and consumables.
     pub catalog: Arc<crate::domain::catalog::Catalog>,
+    /// Cross-region care filings.
+    pub cross_region: crate::store::cross_region::CrossRegionStore,
     /// Vouchers and their activations.
     pub vouchers: crate::store::voucher::VoucherStore,
     /// Visits opened by verified codes.

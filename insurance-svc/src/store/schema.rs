@@ -309,6 +309,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     card_mailing_addresses,
     card_application_events,
     cards,
+    cross_region_filings,
 );
 
 diesel::table! {
@@ -317,5 +318,22 @@ diesel::table! {
         partner_id -> Text,
         day -> Date,
         failures -> Integer,
+    }
+}
+
+diesel::table! {
+    /// Cross-region care filings (migration 2026-12-07-170000).
+    cross_region_filings (id) {
+        id -> Text,
+        person_id -> Text,
+        insured_region_code -> Text,
+        destination_region_code -> Text,
+        kind -> Text,
+        starts_on -> Date,
+        ends_on -> Nullable<Date>,
+        status -> Text,
+        filed_by -> Text,
+        filed_at -> Timestamp,
+        cancelled_at -> Nullable<Timestamp>,
     }
 }

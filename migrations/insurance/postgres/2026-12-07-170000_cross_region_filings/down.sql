@@ -1,0 +1,1 @@
+DROP TABLE cross_region_filings;
