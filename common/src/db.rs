@@ -31,8 +31,10 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 mod batch;
 mod cached_sql;
+mod types;
 pub use batch::Batcher;
 pub use cached_sql::{Binds, CachedSql, Chain};
+pub use types::DbUuid;
 
 /// A connection to either backend. Queries written with diesel's DSL work on both; the few
 /// that cannot (upsert, `FOR UPDATE`, batch insert) match on the variant.
@@ -89,14 +91,14 @@ impl DatabaseUrl {
         if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             if path.is_empty() || path == ":memory:" {
                 // An in-memory database is private to one connection: a pool would see several.
-                return Err(DbError::Config("sqlite needs a file path, e.g. sqlite://data/identity.db".into()));
+                return Err(DbError::Config(DbCause::from("sqlite needs a file path, e.g. sqlite://data/identity.db")));
             }
             return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(DatabaseUrl::Postgres(url.to_owned()));
         }
-        Err(DbError::Config("database URL must start with sqlite:// or postgres://".into()))
+        Err(DbError::Config(DbCause::from("database URL must start with sqlite:// or postgres://")))
     }
 
     /// The URL of another database on the same PostgreSQL server: the same scheme, user,
@@ -107,12 +109,13 @@ impl DatabaseUrl {
     /// `_`); SQLite URLs have no server and are refused.
     pub fn with_database(&self, database: &str) -> Result<DatabaseUrl, DbError> {
         let DatabaseUrl::Postgres(url) = self else {
-            return Err(DbError::Config("only a postgres:// URL names databases on a server".into()));
+            return Err(DbError::Config(DbCause::from("only a postgres:// URL names databases on a server")));
         };
         if database.is_empty() || !database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(DbError::Config("a database name is letters, digits and '_'".into()));
+            return Err(DbError::Config(DbCause::from("a database name is letters, digits and '_'")));
         }
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| DbError::Config("no '://' in the URL".into()))?;
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| DbError::Config(DbCause::from("no '://' in the URL")))?;
         // The query starts at the first '?' (libpq's own URI parser splits there too); the
         // authority ends at the first '/' before it.
         let (before_query, query) = match rest.split_once('?') {
@@ -145,22 +148,79 @@ impl DatabaseUrl {
     }
 }
 
-/// Storage errors, split by what the caller can do about them.
+/// Storage errors, split by what the caller can do about them. Each keeps its cause whole
+/// (`source()`: diesel's error, the pool's, or a sentence of ours), for the one log line
+/// written where the failure is answered. `C` is [`DbCause`] everywhere but in an expression
+/// that names a sentence of ours as a `String` (`DbError::Query(format!(..))`): `?` and `into`
+/// turn that `DbError<String>` into a `DbError`.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum DbError {
+pub enum DbError<C = DbCause> {
     /// The database cannot be reached (pool timeout, connection refused, dropped): retryable.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] C),
     /// A transaction lost to a concurrent one (serialization failure, deadlock, SQLite busy)
     /// and nothing of it was kept: running it again may succeed ([`retry_conflicts`]).
-    #[error("database conflict: {0}")]
-    Conflict(String),
+    #[error("database conflict")]
+    Conflict(#[source] C),
     /// A query failed for another reason: a fault of ours.
-    #[error("database query failed: {0}")]
-    Query(String),
+    #[error("database query failed")]
+    Query(#[source] C),
     /// Bad configuration (URL, path).
-    #[error("database configuration: {0}")]
-    Config(String),
+    #[error("database configuration")]
+    Config(#[source] C),
+}
+
+/// Why a [`DbError`] happened: an error kept whole (with its own `source()` chain), or a
+/// sentence of ours (`"...".into()`). Cheap to clone.
+#[derive(Clone)]
+pub struct DbCause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl DbCause {
+    /// Keeps `error` whole.
+    pub fn of(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        DbCause(Arc::new(error))
+    }
+}
+
+impl std::fmt::Debug for DbCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for DbCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for DbCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<DbError<String>> for DbError {
+    fn from(error: DbError<String>) -> Self {
+        match error {
+            DbError::Unavailable(text) => DbError::Unavailable(text.into()),
+            DbError::Conflict(text) => DbError::Conflict(text.into()),
+            DbError::Query(text) => DbError::Query(text.into()),
+            DbError::Config(text) => DbError::Config(text.into()),
+        }
+    }
+}
+
+impl From<String> for DbCause {
+    fn from(text: String) -> Self {
+        DbCause(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(text)))
+    }
+}
+
+impl From<&str> for DbCause {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
 }
 
 impl From<DieselError> for DbError {
@@ -169,9 +229,9 @@ impl From<DieselError> for DbError {
             DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,
-            ) => DbError::Unavailable(error.to_string()),
-            _ if conflict_of(&error).is_some() => DbError::Conflict(error.to_string()),
-            _ => DbError::Query(error.to_string()),
+            ) => DbError::Unavailable(DbCause::of(error)),
+            _ if conflict_of(&error).is_some() => DbError::Conflict(DbCause::of(error)),
+            _ => DbError::Query(DbCause::of(error)),
         }
     }
 }
@@ -201,7 +261,7 @@ fn open_existing(path: &Path) -> String {
 /// Refuses work on a deleted SQLite database: a connection opened before the file was deleted
 /// still answers, from a file no one will ever read again.
 fn require_sqlite_file(path: &Path) -> Result<(), DbError> {
-    if path.exists() { Ok(()) } else { Err(DbError::Unavailable("the SQLite database file is missing".into())) }
+    if path.exists() { Ok(()) } else { Err(DbError::Unavailable(DbCause::from("the SQLite database file is missing"))) }
 }
 
 /// Deadlocks are recognised by PostgreSQL's English message ([`conflict_of`]): says so, once per
@@ -327,7 +387,7 @@ impl Db {
             && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
         {
             std::fs::create_dir_all(parent)
-                .map_err(|e| DbError::Config(format!("cannot create {}: {e}", parent.display())))?;
+                .map_err(|e| DbError::Config(DbCause::from(format!("cannot create {}: {e}", parent.display()))))?;
         }
         if let DatabaseUrl::Sqlite(path) = &url {
             // Created here (SQLite takes an empty file as a new database), so that from now on a
@@ -336,7 +396,7 @@ impl Db {
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| DbError::Config(format!("cannot create {}: {e}", path.display())))?;
+                .map_err(|e| DbError::Config(DbCause::from(format!("cannot create {}: {e}", path.display()))))?;
         }
         let pool = r2d2::Pool::builder()
             .max_size(options.max_size)
@@ -369,7 +429,7 @@ impl Db {
     {
         let waited = tokio::time::timeout(self.connection_timeout, self.permits.clone().acquire_owned()).await;
         let Ok(Ok(permit)) = waited else {
-            return Err(DbError::Unavailable("timed out waiting for a database connection".into()).into());
+            return Err(DbError::Unavailable(DbCause::from("timed out waiting for a database connection")).into());
         };
         let pool = self.pool.clone();
         let url = self.url.clone();
@@ -379,11 +439,11 @@ impl Db {
             if let DatabaseUrl::Sqlite(path) = &*url {
                 require_sqlite_file(path)?;
             }
-            let mut conn = pool.get().map_err(|e| DbError::Unavailable(e.to_string()))?;
+            let mut conn = pool.get().map_err(|e| DbError::Unavailable(DbCause::of(e)))?;
             work(&mut conn)
         })
         .await
-        .map_err(|join| E::from(DbError::Query(format!("database task failed: {join}"))))?
+        .map_err(|join| E::from(DbError::Query(DbCause::from(format!("database task failed: {join}")))))?
     }
 
     /// Runs a short read: an indexed lookup of a row or a few, nothing that scans. On SQLite such
@@ -436,7 +496,7 @@ impl Db {
                 let _ = answer.send(result);
             })
         });
-        let stopped = || E::from(DbError::Unavailable("the database writer has stopped".into()));
+        let stopped = || E::from(DbError::Unavailable(DbCause::from("the database writer has stopped")));
         writer.send(job).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
@@ -454,7 +514,7 @@ impl Db {
                     result
                 }
             };
-            applied.map_err(|e| DbError::Query(format!("migration failed: {e}")))
+            applied.map_err(|e| DbError::Query(DbCause::from(format!("migration failed: {e}"))))
         })
         .await
     }
@@ -467,7 +527,7 @@ impl Db {
                 DbConnection::Sqlite(inner) => inner.revert_all_migrations((migrations.sqlite)()).map(|v| v.len()),
                 DbConnection::Postgres(inner) => inner.revert_all_migrations((migrations.postgres)()).map(|v| v.len()),
             };
-            reverted.map_err(|e| DbError::Query(format!("revert failed: {e}")))
+            reverted.map_err(|e| DbError::Query(DbCause::from(format!("revert failed: {e}"))))
         })
         .await
     }
@@ -698,7 +758,8 @@ mod sqlite_writer {
         let (sender, queue) = tokio::sync::mpsc::channel(QUEUE);
         // Capacity one: requests made while a checkpoint runs or pauses fold into one.
         let (wrote, checkpoint_due) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread_failed = |e: std::io::Error| DbError::Config(format!("cannot start a SQLite thread: {e}"));
+        let thread_failed =
+            |e: std::io::Error| DbError::Config(DbCause::from(format!("cannot start a SQLite thread: {e}")));
         let checkpointer = manager.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -813,7 +874,7 @@ mod sqlite_writer {
         let answers: Vec<AnswerCaller> = batch.drain(..).map(|job| job(Ok(&mut *conn))).collect();
         let committed = match depth(conn) {
             Ok(1) => Manager::commit_transaction(conn).map_err(DbError::from),
-            Ok(_) => Err(DbError::Query("a write left the batch transaction unbalanced".into())),
+            Ok(_) => Err(DbError::Query(DbCause::from("a write left the batch transaction unbalanced"))),
             Err(error) => Err(error.into()),
         };
         if committed.is_err() {
@@ -841,7 +902,7 @@ mod sqlite_writer {
             return Err(missing);
         }
         if slot.is_none() {
-            let mut conn = manager.connect().map_err(|e| DbError::Unavailable(e.to_string()))?;
+            let mut conn = manager.connect().map_err(|e| DbError::Unavailable(DbCause::of(e)))?;
             // The checkpointer thread checkpoints instead (see `checkpoint_when_due`); savepoint
             // journals stay in memory instead of a temporary file; the WAL restarted after a
             // long run is trimmed back.
@@ -869,10 +930,10 @@ mod sqlite_writer {
         type Manager = <DbConnection as Connection>::TransactionManager;
         let batch_depth = depth(conn)?;
         let result = catch_unwind(AssertUnwindSafe(|| work(&mut *conn)))
-            .unwrap_or_else(|_| Err(E::from(DbError::Query("a database task panicked".into()))));
+            .unwrap_or_else(|_| Err(E::from(DbError::Query(DbCause::from("a database task panicked")))));
         let result = match result {
             Ok(_) if depth(conn)? != batch_depth => {
-                Err(E::from(DbError::Query("a write left a savepoint open".into())))
+                Err(E::from(DbError::Query(DbCause::from("a write left a savepoint open"))))
             }
             result => result,
         };
@@ -898,6 +959,103 @@ mod sqlite_writer {
             *slot = None;
         }
     }
+}
+
+/// Why a write transaction failed: an answer for the caller, or a lost race on a unique index
+/// (a concurrent transaction inserted the same key first), after which [`write_retrying`] runs
+/// the whole transaction again. Serialization failures and deadlocks are `Api` errors with
+/// reason TRANSACTION_CONFLICT, retried inside by [`write_transaction`] ([`retry_conflicts`]).
+/// `?` on a diesel error makes a unique violation `Raced`: match it first where a unique index
+/// means an answer instead (a reused face session, a code already used).
+#[derive(Debug)]
+pub enum TxError {
+    /// The caller's answer.
+    Api(crate::ApiError),
+    /// A unique index refused this run's insert: run again, and see the winner's row.
+    Raced,
+}
+
+impl TransientConflict for TxError {
+    fn is_transient_conflict(&self) -> bool {
+        matches!(self, TxError::Api(error) if error.is_transient_conflict())
+    }
+}
+
+impl From<crate::ApiError> for TxError {
+    fn from(error: crate::ApiError) -> Self {
+        TxError::Api(error)
+    }
+}
+
+impl From<DbError> for TxError {
+    fn from(error: DbError) -> Self {
+        TxError::Api(error.into())
+    }
+}
+
+impl From<DieselError> for TxError {
+    fn from(error: DieselError) -> Self {
+        if is_unique_violation(&error) { TxError::Raced } else { TxError::Api(error.into()) }
+    }
+}
+
+/// Most runs of one write transaction that keeps losing unique-index races.
+pub const RACE_ATTEMPTS: u32 = 3;
+
+/// The one retry of a write that can lose a race (docs/architecture.md, "Storage"): runs `work`
+/// in a [`write_transaction`] (serialization failures, deadlocks and SQLite busy are retried
+/// there, with backoff), and runs the whole transaction again when it ended [`TxError::Raced`],
+/// at most [`RACE_ATTEMPTS`] times in all: the next run reads the winner's row and answers from
+/// it. `raced` is the answer when every run lost. Blocking, like [`write_transaction`].
+pub fn write_retrying<T, F>(
+    conn: &mut DbConnection,
+    mut work: F,
+    raced: impl FnOnce() -> crate::ApiError,
+) -> crate::ApiResult<T>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, TxError>,
+{
+    for _ in 0..RACE_ATTEMPTS {
+        match write_transaction(conn, &mut work) {
+            Ok(value) => return Ok(value),
+            Err(TxError::Raced) => continue,
+            Err(TxError::Api(error)) => return Err(error),
+        }
+    }
+    Err(raced())
+}
+
+/// The one row lock of both services (docs/architecture.md, "Storage"): `$query.first(conn)`
+/// as an `Option`, holding the row until the transaction ends — `FOR UPDATE` (or the lock method
+/// named, e.g. `for_no_key_update`) on PostgreSQL, nothing more on SQLite, whose
+/// `BEGIN IMMEDIATE` ([`write_transaction`]) already holds the database's single write lock.
+/// Call it inside a write transaction. A macro, because diesel's lock-clause types are not
+/// nameable in a generic function's bounds.
+///
+/// ```ignore
+/// let row = first_locked!(conn, accounts::table.find(DbUuid(id)).select(AccountRow::as_select()))?;
+/// ```
+#[macro_export]
+macro_rules! first_locked {
+    ($conn:expr, $query:expr) => {
+        $crate::first_locked!($conn, $query, for_update)
+    };
+    ($conn:expr, $query:expr, $lock:ident) => {{
+        use ::diesel::{OptionalExtension as _, QueryDsl as _, RunQueryDsl as _};
+        match $conn {
+            $crate::db::DbConnection::Sqlite(conn) => $query.first(conn).optional(),
+            $crate::db::DbConnection::Postgres(conn) => $query.$lock().first(conn).optional(),
+        }
+    }};
+}
+
+/// A lock on an application-chosen key until the transaction ends, for decisions that no single
+/// row stands for yet (a new claim of an ID number): `pg_advisory_xact_lock(key)` on
+/// PostgreSQL, nothing more on SQLite (see [`first_locked!`](crate::first_locked)).
+pub fn lock_key(conn: &mut DbConnection, key: i64) -> Result<(), DieselError> {
+    let DbConnection::Postgres(inner) = conn else { return Ok(()) };
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)").bind::<diesel::sql_types::BigInt, _>(key).execute(inner)?;
+    Ok(())
 }
 
 /// Whether a diesel error is a unique-constraint violation (a concurrent duplicate lost a race).
@@ -1079,7 +1237,7 @@ mod tests {
                             panic!("a bug in one write");
                         }
                         if n % 3 == 0 {
-                            return Err(DbError::Query("refused after writing".into()));
+                            return Err(DbError::Query(DbCause::from("refused after writing")));
                         }
                         Ok(())
                     })
@@ -1180,8 +1338,8 @@ mod tests {
         let api = crate::ApiError::from(db_error);
         assert_eq!((api.code(), api.reason()), (tonic::Code::Aborted, crate::Reason::TransactionConflict));
         assert!(api.is_transient_conflict());
-        assert!(!crate::ApiError::from(DbError::Query("x".into())).is_transient_conflict());
-        assert!(!crate::ApiError::from(DbError::Unavailable("x".into())).is_transient_conflict());
+        assert!(!crate::ApiError::from(DbError::Query(DbCause::from("x"))).is_transient_conflict());
+        assert!(!crate::ApiError::from(DbError::Unavailable(DbCause::from("x"))).is_transient_conflict());
     }
 
     #[test]
@@ -1329,5 +1487,134 @@ mod tests {
         let refused = db.write(|conn| insert(conn, 1)).await;
         assert!(matches!(refused, Err(DbError::Unavailable(_))), "{refused:?}");
         assert!(!dir.path().join("w.db").exists());
+    }
+
+    diesel::table! {
+        locked_rows (id) {
+            id -> Text,
+            n -> Integer,
+        }
+    }
+
+    #[test]
+    fn a_lost_unique_race_runs_the_transaction_again_and_stops_after_three_runs() {
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        conn.batch_execute("CREATE TABLE locked_rows (id TEXT PRIMARY KEY, n INTEGER NOT NULL)").unwrap();
+        let id = types::DbUuid(uuid::Uuid::now_v7());
+        // The first run loses (its insert hits the unique index: a "concurrent" winner's row is
+        // already there); the second reads the winner's row and answers from it.
+        diesel::insert_into(locked_rows::table)
+            .values((locked_rows::id.eq(id), locked_rows::n.eq(7)))
+            .execute(&mut conn)
+            .unwrap();
+        let mut runs = 0;
+        let found = write_retrying(
+            &mut conn,
+            |conn| {
+                runs += 1;
+                if runs == 1 {
+                    diesel::insert_into(locked_rows::table)
+                        .values((locked_rows::id.eq(id), locked_rows::n.eq(1)))
+                        .execute(conn)?;
+                }
+                Ok(locked_rows::table.find(id).select(locked_rows::n).first::<i32>(conn)?)
+            },
+            || crate::ApiError::internal("raced"),
+        );
+        assert_eq!((found.unwrap(), runs), (7, 2));
+        // Always losing: three runs, then the caller's answer.
+        let mut runs = 0;
+        let lost = write_retrying(
+            &mut conn,
+            |conn| -> Result<(), TxError> {
+                runs += 1;
+                diesel::insert_into(locked_rows::table)
+                    .values((locked_rows::id.eq(id), locked_rows::n.eq(1)))
+                    .execute(conn)?;
+                Ok(())
+            },
+            || crate::ApiError::already_exists(crate::Reason::AlreadyBound, "raced"),
+        );
+        assert_eq!((lost.unwrap_err().reason(), runs), (crate::Reason::AlreadyBound, RACE_ATTEMPTS));
+        // Any other failure is answered at once, and rolled back.
+        let mut runs = 0;
+        let failed = write_retrying(
+            &mut conn,
+            |conn| -> Result<(), TxError> {
+                runs += 1;
+                diesel::update(locked_rows::table).set(locked_rows::n.eq(0)).execute(conn)?;
+                Err(crate::ApiError::not_found(crate::Reason::PersonNotFound, "no").into())
+            },
+            || crate::ApiError::internal("raced"),
+        );
+        assert_eq!((failed.unwrap_err().reason(), runs), (crate::Reason::PersonNotFound, 1));
+        assert_eq!(locked_rows::table.select(locked_rows::n).first::<i32>(&mut conn).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_locked_row_is_read_on_sqlite_and_held_until_commit_on_postgres() {
+        let mut sqlite = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        sqlite.batch_execute("CREATE TABLE locked_rows (id TEXT PRIMARY KEY, n INTEGER NOT NULL)").unwrap();
+        let id = types::DbUuid(uuid::Uuid::now_v7());
+        diesel::insert_into(locked_rows::table)
+            .values((locked_rows::id.eq(id), locked_rows::n.eq(3)))
+            .execute(&mut sqlite)
+            .unwrap();
+        let n = write_transaction(&mut sqlite, |conn| -> Result<_, DbError> {
+            lock_key(conn, 42)?;
+            Ok(first_locked!(conn, locked_rows::table.find(id).select(locked_rows::n))?)
+        });
+        assert_eq!(n.unwrap(), Some(3));
+        let missing = write_transaction(&mut sqlite, |conn| -> Result<Option<i32>, DbError> {
+            Ok(first_locked!(conn, locked_rows::table.find(types::DbUuid(uuid::Uuid::nil())).select(locked_rows::n))?)
+        });
+        assert_eq!(missing.unwrap(), None);
+
+        let Some(url) = std::env::var("MEDINS_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty()) else {
+            eprintln!("skipped: MEDINS_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let manager = ConnectionManager { url: DatabaseUrl::parse(&url).unwrap() };
+        let schema = format!("locked_{}", uuid::Uuid::now_v7().simple());
+        let mut holder = manager.connect().unwrap();
+        let mut other = manager.connect().unwrap();
+        holder
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path TO {schema}; \
+                 CREATE TABLE locked_rows (id TEXT PRIMARY KEY, n INTEGER NOT NULL); \
+                 INSERT INTO locked_rows VALUES ('{id}', 3)"
+            ))
+            .unwrap();
+        other.batch_execute(&format!("SET search_path TO {schema}")).unwrap();
+        #[derive(QueryableByName)]
+        struct Got {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            got: bool,
+        }
+        // What another transaction can take while the holder's transaction runs.
+        let mut others_view = || {
+            let row = other.batch_execute("BEGIN; SELECT n FROM locked_rows FOR UPDATE NOWAIT; COMMIT");
+            if row.is_err() {
+                other.batch_execute("ROLLBACK").unwrap();
+            }
+            let key = diesel::sql_query("SELECT pg_try_advisory_xact_lock(42) AS got").get_result::<Got>(&mut other);
+            (row.is_ok(), key.unwrap().got)
+        };
+        for lock in [false, true] {
+            let seen = write_transaction(&mut holder, |conn| -> Result<_, DbError> {
+                let n = if lock {
+                    lock_key(conn, 42)?;
+                    first_locked!(conn, locked_rows::table.find(id).select(locked_rows::n))?
+                } else {
+                    locked_rows::table.find(id).select(locked_rows::n).first(conn).optional()?
+                };
+                Ok((n, others_view()))
+            });
+            // Unlocked, the other transaction takes both; locked, it takes neither.
+            assert_eq!(seen.unwrap(), (Some(3), (!lock, !lock)), "locked: {lock}");
+        }
+        // After the commit both are free again.
+        assert_eq!(others_view(), (true, true));
+        holder.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).unwrap();
     }
 }

@@ -13,7 +13,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub const ERROR_DOMAIN: &str = "medins.io";
 
 macro_rules! reasons {
-    ($($variant:ident => $text:literal,)*) => {
+    ($($variant:ident => $text:literal @ $code:ident,)*) => {
         /// Stable `ErrorInfo.reason` values. Partners switch on these strings; never rename one.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Reason {
@@ -33,127 +33,136 @@ macro_rules! reasons {
                     $(Reason::$variant => $text,)*
                 }
             }
+
+            /// The gRPC code this reason is answered with unless the place that fails says
+            /// otherwise (README, error table: the same column). Exceptions are written where
+            /// they happen, with a named constructor ([`ApiError::permission_denied`], ...).
+            pub fn code(self) -> Code {
+                match self {
+                    $(Reason::$variant => Code::$code,)*
+                }
+            }
         }
     };
 }
 
 reasons! {
-    InvalidArgument => "INVALID_ARGUMENT",
-    InvalidIdNumber => "INVALID_ID_NUMBER",
-    InvalidPhone => "INVALID_PHONE",
-    InvalidEnumValue => "INVALID_ENUM_VALUE",
-    NameMismatch => "NAME_MISMATCH",
-    PersonNotFound => "PERSON_NOT_FOUND",
-    AccountNotFound => "ACCOUNT_NOT_FOUND",
-    AccountAlreadyOpen => "ACCOUNT_ALREADY_OPEN",
-    RealNameRequired => "REAL_NAME_REQUIRED",
-    FaceVerificationRequired => "FACE_VERIFICATION_REQUIRED",
-    FaceSessionExpired => "FACE_SESSION_EXPIRED",
-    FaceSessionNotFound => "FACE_SESSION_NOT_FOUND",
-    FaceSessionFinished => "FACE_SESSION_FINISHED",
-    FaceAttemptsExhausted => "FACE_ATTEMPTS_EXHAUSTED",
-    PartnerKindNotAllowed => "PARTNER_KIND_NOT_ALLOWED",
-    SmsCodeInvalid => "SMS_CODE_INVALID",
-    SmsCodeExpired => "SMS_CODE_EXPIRED",
-    SmsRateLimited => "SMS_RATE_LIMITED",
-    SmsLocked => "SMS_LOCKED",
-    SmsChallengeNotFound => "SMS_CHALLENGE_NOT_FOUND",
-    RealNameRejected => "REAL_NAME_REJECTED",
-    PhoneRequired => "PHONE_REQUIRED",
-    NotInsured => "NOT_INSURED",
-    VoucherNotActive => "VOUCHER_NOT_ACTIVE",
-    VoucherNotFound => "VOUCHER_NOT_FOUND",
-    CodeExpired => "CODE_EXPIRED",
-    CodeAlreadyUsed => "CODE_ALREADY_USED",
-    CodeInvalid => "CODE_INVALID",
-    InsufficientBalance => "INSUFFICIENT_BALANCE",
-    AccountClosed => "ACCOUNT_CLOSED",
-    VisitNotFound => "VISIT_NOT_FOUND",
-    CatalogItemNotFound => "CATALOG_ITEM_NOT_FOUND",
-    NotCrossRegion => "NOT_CROSS_REGION",
-    CrossRegionFilingExists => "CROSS_REGION_FILING_EXISTS",
-    CrossRegionFilingLimit => "CROSS_REGION_FILING_LIMIT",
-    CrossRegionFilingCancelled => "CROSS_REGION_FILING_CANCELLED",
-    CrossRegionFilingNotFound => "CROSS_REGION_FILING_NOT_FOUND",
-    VisitPartnerMismatch => "VISIT_PARTNER_MISMATCH",
-    VisitAlreadySettled => "VISIT_ALREADY_SETTLED",
-    SettlementNotFound => "SETTLEMENT_NOT_FOUND",
-    SettlementAlreadyReversed => "SETTLEMENT_ALREADY_REVERSED",
-    FamilyAidNotAuthorised => "FAMILY_AID_NOT_AUTHORISED",
-    CannotBindSelf => "CANNOT_BIND_SELF",
-    AlreadyBound => "ALREADY_BOUND",
-    FamilyQuotaExceeded => "FAMILY_QUOTA_EXCEEDED",
-    MemberMonthlyLimit => "MEMBER_MONTHLY_LIMIT",
-    RelationshipAgeMismatch => "RELATIONSHIP_AGE_MISMATCH",
-    BindingNotFound => "BINDING_NOT_FOUND",
-    BindingNotActive => "BINDING_NOT_ACTIVE",
-    DocumentMissing => "DOCUMENT_MISSING",
-    DocumentInvalid => "DOCUMENT_INVALID",
-    DocumentNotFound => "DOCUMENT_NOT_FOUND",
-    DocumentTooLarge => "DOCUMENT_TOO_LARGE",
-    DocumentTypeNotAllowed => "DOCUMENT_TYPE_NOT_ALLOWED",
-    CardStateConflict => "CARD_STATE_CONFLICT",
-    CardApplicationNotFound => "CARD_APPLICATION_NOT_FOUND",
-    CardNotFound => "CARD_NOT_FOUND",
-    CardFeeInvalid => "CARD_FEE_INVALID",
-    CardHolderMismatch => "CARD_HOLDER_MISMATCH",
-    AgentIsApplicant => "AGENT_IS_APPLICANT",
-    GuardianRequired => "GUARDIAN_REQUIRED",
-    GuardianNotAllowed => "GUARDIAN_NOT_ALLOWED",
-    EmployerMismatch => "EMPLOYER_MISMATCH",
-    IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
-    IdempotencyKeyInvalid => "IDEMPOTENCY_KEY_INVALID",
-    RequestInFlight => "REQUEST_IN_FLIGHT",
-    Unauthenticated => "UNAUTHENTICATED",
-    PermissionDeniedScope => "PERMISSION_DENIED_SCOPE",
-    PersonTokenRequired => "PERSON_TOKEN_REQUIRED",
-    PersonTokenInvalid => "PERSON_TOKEN_INVALID",
-    PartnerLinkRequired => "PARTNER_LINK_REQUIRED",
-    PartnerLinkConflict => "PARTNER_LINK_CONFLICT",
-    PartnerRateLimited => "PARTNER_RATE_LIMITED",
-    MessageTooLarge => "MESSAGE_TOO_LARGE",
-    DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
-    DatabaseUnavailable => "DATABASE_UNAVAILABLE",
-    Internal => "INTERNAL",
+    InvalidArgument => "INVALID_ARGUMENT" @ InvalidArgument,
+    InvalidIdNumber => "INVALID_ID_NUMBER" @ InvalidArgument,
+    InvalidPhone => "INVALID_PHONE" @ InvalidArgument,
+    InvalidEnumValue => "INVALID_ENUM_VALUE" @ InvalidArgument,
+    NameMismatch => "NAME_MISMATCH" @ FailedPrecondition,
+    PersonNotFound => "PERSON_NOT_FOUND" @ NotFound,
+    AccountNotFound => "ACCOUNT_NOT_FOUND" @ NotFound,
+    AccountAlreadyOpen => "ACCOUNT_ALREADY_OPEN" @ AlreadyExists,
+    RealNameRequired => "REAL_NAME_REQUIRED" @ FailedPrecondition,
+    FaceVerificationRequired => "FACE_VERIFICATION_REQUIRED" @ FailedPrecondition,
+    FaceSessionExpired => "FACE_SESSION_EXPIRED" @ FailedPrecondition,
+    FaceSessionNotFound => "FACE_SESSION_NOT_FOUND" @ NotFound,
+    FaceSessionFinished => "FACE_SESSION_FINISHED" @ FailedPrecondition,
+    FaceAttemptsExhausted => "FACE_ATTEMPTS_EXHAUSTED" @ FailedPrecondition,
+    PartnerKindNotAllowed => "PARTNER_KIND_NOT_ALLOWED" @ PermissionDenied,
+    SmsCodeInvalid => "SMS_CODE_INVALID" @ FailedPrecondition,
+    SmsCodeExpired => "SMS_CODE_EXPIRED" @ FailedPrecondition,
+    SmsRateLimited => "SMS_RATE_LIMITED" @ ResourceExhausted,
+    SmsLocked => "SMS_LOCKED" @ FailedPrecondition,
+    SmsChallengeNotFound => "SMS_CHALLENGE_NOT_FOUND" @ NotFound,
+    RealNameRejected => "REAL_NAME_REJECTED" @ FailedPrecondition,
+    PhoneRequired => "PHONE_REQUIRED" @ FailedPrecondition,
+    NotInsured => "NOT_INSURED" @ FailedPrecondition,
+    VoucherNotActive => "VOUCHER_NOT_ACTIVE" @ FailedPrecondition,
+    VoucherNotFound => "VOUCHER_NOT_FOUND" @ NotFound,
+    CodeExpired => "CODE_EXPIRED" @ FailedPrecondition,
+    CodeAlreadyUsed => "CODE_ALREADY_USED" @ FailedPrecondition,
+    CodeInvalid => "CODE_INVALID" @ InvalidArgument,
+    InsufficientBalance => "INSUFFICIENT_BALANCE" @ FailedPrecondition,
+    AccountClosed => "ACCOUNT_CLOSED" @ FailedPrecondition,
+    VisitNotFound => "VISIT_NOT_FOUND" @ NotFound,
+    CatalogItemNotFound => "CATALOG_ITEM_NOT_FOUND" @ NotFound,
+    NotCrossRegion => "NOT_CROSS_REGION" @ FailedPrecondition,
+    CrossRegionFilingExists => "CROSS_REGION_FILING_EXISTS" @ AlreadyExists,
+    CrossRegionFilingLimit => "CROSS_REGION_FILING_LIMIT" @ FailedPrecondition,
+    CrossRegionFilingCancelled => "CROSS_REGION_FILING_CANCELLED" @ FailedPrecondition,
+    CrossRegionFilingNotFound => "CROSS_REGION_FILING_NOT_FOUND" @ NotFound,
+    VisitPartnerMismatch => "VISIT_PARTNER_MISMATCH" @ PermissionDenied,
+    VisitAlreadySettled => "VISIT_ALREADY_SETTLED" @ FailedPrecondition,
+    SettlementNotFound => "SETTLEMENT_NOT_FOUND" @ NotFound,
+    SettlementAlreadyReversed => "SETTLEMENT_ALREADY_REVERSED" @ FailedPrecondition,
+    FamilyAidNotAuthorised => "FAMILY_AID_NOT_AUTHORISED" @ FailedPrecondition,
+    CannotBindSelf => "CANNOT_BIND_SELF" @ FailedPrecondition,
+    AlreadyBound => "ALREADY_BOUND" @ AlreadyExists,
+    FamilyQuotaExceeded => "FAMILY_QUOTA_EXCEEDED" @ ResourceExhausted,
+    MemberMonthlyLimit => "MEMBER_MONTHLY_LIMIT" @ ResourceExhausted,
+    RelationshipAgeMismatch => "RELATIONSHIP_AGE_MISMATCH" @ FailedPrecondition,
+    BindingNotFound => "BINDING_NOT_FOUND" @ NotFound,
+    BindingNotActive => "BINDING_NOT_ACTIVE" @ FailedPrecondition,
+    DocumentMissing => "DOCUMENT_MISSING" @ FailedPrecondition,
+    DocumentInvalid => "DOCUMENT_INVALID" @ FailedPrecondition,
+    DocumentNotFound => "DOCUMENT_NOT_FOUND" @ NotFound,
+    DocumentTooLarge => "DOCUMENT_TOO_LARGE" @ InvalidArgument,
+    DocumentTypeNotAllowed => "DOCUMENT_TYPE_NOT_ALLOWED" @ InvalidArgument,
+    CardStateConflict => "CARD_STATE_CONFLICT" @ FailedPrecondition,
+    CardApplicationNotFound => "CARD_APPLICATION_NOT_FOUND" @ NotFound,
+    CardNotFound => "CARD_NOT_FOUND" @ NotFound,
+    CardFeeInvalid => "CARD_FEE_INVALID" @ FailedPrecondition,
+    CardHolderMismatch => "CARD_HOLDER_MISMATCH" @ FailedPrecondition,
+    AgentIsApplicant => "AGENT_IS_APPLICANT" @ FailedPrecondition,
+    GuardianRequired => "GUARDIAN_REQUIRED" @ FailedPrecondition,
+    GuardianNotAllowed => "GUARDIAN_NOT_ALLOWED" @ FailedPrecondition,
+    EmployerMismatch => "EMPLOYER_MISMATCH" @ FailedPrecondition,
+    IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH" @ FailedPrecondition,
+    IdempotencyKeyInvalid => "IDEMPOTENCY_KEY_INVALID" @ InvalidArgument,
+    RequestInFlight => "REQUEST_IN_FLIGHT" @ Aborted,
+    Unauthenticated => "UNAUTHENTICATED" @ Unauthenticated,
+    PermissionDeniedScope => "PERMISSION_DENIED_SCOPE" @ PermissionDenied,
+    PersonTokenRequired => "PERSON_TOKEN_REQUIRED" @ Unauthenticated,
+    PersonTokenInvalid => "PERSON_TOKEN_INVALID" @ Unauthenticated,
+    PartnerLinkRequired => "PARTNER_LINK_REQUIRED" @ FailedPrecondition,
+    PartnerLinkConflict => "PARTNER_LINK_CONFLICT" @ AlreadyExists,
+    PartnerRateLimited => "PARTNER_RATE_LIMITED" @ ResourceExhausted,
+    MessageTooLarge => "MESSAGE_TOO_LARGE" @ ResourceExhausted,
+    DependencyUnavailable => "DEPENDENCY_UNAVAILABLE" @ Unavailable,
+    DatabaseUnavailable => "DATABASE_UNAVAILABLE" @ Unavailable,
+    Internal => "INTERNAL" @ Internal,
     // Issue 12, SMS and face providers: per-partner SMS quotas and sessions bound to a provider.
-    SmsQuotaExceeded => "SMS_QUOTA_EXCEEDED",
-    FaceProviderRequired => "FACE_PROVIDER_REQUIRED",
-    FaceProviderUnknown => "FACE_PROVIDER_UNKNOWN",
-    FaceProviderMismatch => "FACE_PROVIDER_MISMATCH",
+    SmsQuotaExceeded => "SMS_QUOTA_EXCEEDED" @ ResourceExhausted,
+    FaceProviderRequired => "FACE_PROVIDER_REQUIRED" @ FailedPrecondition,
+    FaceProviderUnknown => "FACE_PROVIDER_UNKNOWN" @ InvalidArgument,
+    FaceProviderMismatch => "FACE_PROVIDER_MISMATCH" @ PermissionDenied,
     // Issue 12, assurance levels and tokens that die with their link.
-    AssuranceLevelTooLow => "ASSURANCE_LEVEL_TOO_LOW",
-    PersonTokenRevoked => "PERSON_TOKEN_REVOKED",
-    PersonSuspended => "PERSON_SUSPENDED",
+    AssuranceLevelTooLow => "ASSURANCE_LEVEL_TOO_LOW" @ PermissionDenied,
+    PersonTokenRevoked => "PERSON_TOKEN_REVOKED" @ Unauthenticated,
+    PersonSuspended => "PERSON_SUSPENDED" @ FailedPrecondition,
     // Issue 12, names as people write them (medins_common::name).
-    InvalidName => "INVALID_NAME",
+    InvalidName => "INVALID_NAME" @ InvalidArgument,
     // Issue 12, persons: phone changes and claims.
-    PhoneChangeConflict => "PHONE_CHANGE_CONFLICT",
-    PhoneUnchanged => "PHONE_UNCHANGED",
-    FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED",
+    PhoneChangeConflict => "PHONE_CHANGE_CONFLICT" @ Aborted,
+    PhoneUnchanged => "PHONE_UNCHANGED" @ FailedPrecondition,
+    FaceSessionAlreadyUsed => "FACE_SESSION_ALREADY_USED" @ FailedPrecondition,
     // Issue 13, audit: calls a SERVICE relays on a partner's behalf (`x-on-behalf-of`).
-    OnBehalfOfNotAllowed => "ON_BEHALF_OF_NOT_ALLOWED",
-    OnBehalfOfInvalid => "ON_BEHALF_OF_INVALID",
+    OnBehalfOfNotAllowed => "ON_BEHALF_OF_NOT_ALLOWED" @ PermissionDenied,
+    OnBehalfOfInvalid => "ON_BEHALF_OF_INVALID" @ InvalidArgument,
     // Issue 13, access at insurance-svc accounts, vouchers, codes, settlements (helper "access"):
     // employers bound to their employer codes.
-    EmployerCodeNotHeld => "EMPLOYER_CODE_NOT_HELD",
+    EmployerCodeNotHeld => "EMPLOYER_CODE_NOT_HELD" @ PermissionDenied,
     // Issue 14 items 1, 2, 7, family bindings: relationships proven before power, the notice
     // version accepted, binding at the counter.
-    RelationshipNotConfirmed => "RELATIONSHIP_NOT_CONFIRMED",
-    BindingNotInReview => "BINDING_NOT_IN_REVIEW",
-    NoticeNotAccepted => "NOTICE_NOT_ACCEPTED",
-    NoticeVersionNotCurrent => "NOTICE_VERSION_NOT_CURRENT",
-    OwnerNotPresent => "OWNER_NOT_PRESENT",
+    RelationshipNotConfirmed => "RELATIONSHIP_NOT_CONFIRMED" @ FailedPrecondition,
+    BindingNotInReview => "BINDING_NOT_IN_REVIEW" @ FailedPrecondition,
+    NoticeNotAccepted => "NOTICE_NOT_ACCEPTED" @ InvalidArgument,
+    NoticeVersionNotCurrent => "NOTICE_VERSION_NOT_CURRENT" @ FailedPrecondition,
+    OwnerNotPresent => "OWNER_NOT_PRESENT" @ PermissionDenied,
     // Issue 13, cards at the counter: a partner's failed card lookups per day are limited.
-    CardLookupLimitExceeded => "CARD_LOOKUP_LIMIT_EXCEEDED",
+    CardLookupLimitExceeded => "CARD_LOOKUP_LIMIT_EXCEEDED" @ ResourceExhausted,
     // Issue 14, family aid as policy says and writes that survive concurrency (helper "safety").
-    FamilyAidNotEligible => "FAMILY_AID_NOT_ELIGIBLE",
-    TransactionConflict => "TRANSACTION_CONFLICT",
+    FamilyAidNotEligible => "FAMILY_AID_NOT_ELIGIBLE" @ FailedPrecondition,
+    TransactionConflict => "TRANSACTION_CONFLICT" @ Aborted,
     // Issue 14, documents: parsed within limits, tied to what they prove.
-    DocumentUnreadable => "DOCUMENT_UNREADABLE",
-    ImageTooLarge => "IMAGE_TOO_LARGE",
-    DocumentNotTied => "DOCUMENT_NOT_TIED",
+    DocumentUnreadable => "DOCUMENT_UNREADABLE" @ InvalidArgument,
+    ImageTooLarge => "IMAGE_TOO_LARGE" @ InvalidArgument,
+    DocumentNotTied => "DOCUMENT_NOT_TIED" @ FailedPrecondition,
     // Issue 15, TLS: a partner's key pinned to its client certificate (docs/tls.md).
-    ClientCertificateMismatch => "CLIENT_CERTIFICATE_MISMATCH",
+    ClientCertificateMismatch => "CLIENT_CERTIFICATE_MISMATCH" @ Unauthenticated,
 }
 
 impl fmt::Display for Reason {
@@ -162,7 +171,24 @@ impl fmt::Display for Reason {
     }
 }
 
-/// A failure of an RPC, built by handlers and domain code, turned into a `Status` in one place.
+/// What caused an [`ApiError`]: kept whole (its own `source()` chain too) for the one log line
+/// written at the boundary ([`ApiError`] into `Status`). Never sent to the caller.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A cause given as text (`ApiError::internal("...")`).
+#[derive(Debug)]
+struct TextCause(String);
+
+impl fmt::Display for TextCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TextCause {}
+
+/// A failure of an RPC, built by handlers and domain code, turned into a `Status` in one place,
+/// where it is also logged, once (`From<ApiError> for Status`).
 #[derive(Debug, Clone)]
 pub struct ApiError {
     code: Code,
@@ -170,11 +196,22 @@ pub struct ApiError {
     message: String,
     field_violations: Vec<(String, String)>,
     retry_after: Option<Duration>,
-    metadata: HashMap<String, String>,
+    // A list, not a map (a few entries at most): keeps `ApiError`, returned everywhere, small.
+    metadata: Vec<(String, String)>,
+    cause: Option<Cause>,
+}
+
+impl From<Reason> for ApiError {
+    /// The reason's own code ([`Reason::code`]) and its name as the message.
+    fn from(reason: Reason) -> Self {
+        ApiError::of(reason, reason.as_str().to_ascii_lowercase().replace('_', " "))
+    }
 }
 
 impl ApiError {
-    /// A new error. `message` must not contain personal data: write it, never echo input.
+    /// A new error with an explicit code. Prefer [`ApiError::of`] (the reason's own code) or a
+    /// named constructor; this is for codes only known at run time (`from_remote`).
+    /// `message` must not contain personal data: write it, never echo input.
     pub fn new(code: Code, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -182,8 +219,15 @@ impl ApiError {
             message: message.into(),
             field_violations: Vec::new(),
             retry_after: None,
-            metadata: HashMap::new(),
+            metadata: Vec::new(),
+            cause: None,
         }
+    }
+
+    /// A new error answered with the reason's own code ([`Reason::code`], the README's error
+    /// table). `message` must not contain personal data.
+    pub fn of(reason: Reason, message: impl Into<String>) -> Self {
+        Self::new(reason.code(), reason, message)
     }
 
     /// INVALID_ARGUMENT: bad input, whatever the state.
@@ -213,6 +257,21 @@ impl ApiError {
         Self::new(Code::AlreadyExists, reason, message)
     }
 
+    /// PERMISSION_DENIED: the caller is known but may not do this.
+    pub fn permission_denied(reason: Reason, message: impl Into<String>) -> Self {
+        Self::new(Code::PermissionDenied, reason, message)
+    }
+
+    /// UNAUTHENTICATED: the caller (or the person token it sent) is not proven.
+    pub fn unauthenticated(reason: Reason, message: impl Into<String>) -> Self {
+        Self::new(Code::Unauthenticated, reason, message)
+    }
+
+    /// ABORTED: a concurrent request won; the caller may retry.
+    pub fn aborted(reason: Reason, message: impl Into<String>) -> Self {
+        Self::new(Code::Aborted, reason, message)
+    }
+
     /// RESOURCE_EXHAUSTED with a `RetryInfo` delay.
     pub fn resource_exhausted(reason: Reason, message: impl Into<String>, retry_after: Duration) -> Self {
         let mut error = Self::new(Code::ResourceExhausted, reason, message);
@@ -225,11 +284,21 @@ impl ApiError {
         Self::new(Code::Unavailable, reason, message)
     }
 
-    /// INTERNAL: a fault of ours. The cause is logged (it must not hold personal data either);
-    /// the caller sees a generic message.
+    /// INTERNAL: a fault of ours. The caller sees a generic message; `cause` (which must not
+    /// hold personal data either) is kept for the boundary's log line. Logs nothing itself.
     pub fn internal(cause: impl fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
-        Self::new(Code::Internal, Reason::Internal, "internal error")
+        Self::new(Code::Internal, Reason::Internal, "internal error").with_cause(TextCause(cause.to_string()))
+    }
+
+    /// [`ApiError::internal`] keeping an error whole, with its own `source()` chain.
+    pub fn internal_error(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::new(Code::Internal, Reason::Internal, "internal error").with_cause(cause)
+    }
+
+    /// Keeps `cause` as this error's `source()` (logged at the boundary, never sent).
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(std::sync::Arc::new(cause));
+        self
     }
 
     /// Adds a `BadRequest` field violation.
@@ -240,7 +309,8 @@ impl ApiError {
 
     /// Adds an `ErrorInfo.metadata` entry (never personal data).
     pub fn with_metadata(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.to_owned(), value.into());
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.push((key.to_owned(), value.into()));
         self
     }
 
@@ -264,20 +334,49 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
-}
 
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} {}: {}", self.code, self.reason, self.message)
+    /// Logs this failure, once, at the level its code calls for: our faults and unreachable
+    /// dependencies (INTERNAL, UNKNOWN, DATA_LOSS, UNAVAILABLE) at error, a request refused as
+    /// the contract says at debug. Called where the error becomes a `Status`.
+    pub fn log(&self) {
+        match self.code {
+            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
+                tracing::error!(code = ?self.code, reason = %self.reason, error = %self, "request failed");
+            }
+            _ => tracing::debug!(code = ?self.code, reason = %self.reason, error = %self, "request refused"),
+        }
     }
 }
 
-impl std::error::Error for ApiError {}
+impl fmt::Display for ApiError {
+    /// Code, reason, message and, when there is one, the whole cause chain (so that every log
+    /// line that prints an `ApiError` keeps why it happened).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {}: {}", self.code, self.reason, self.message)?;
+        let mut cause = self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static));
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Self {
+        error.log();
         let mut details = ErrorDetails::new();
-        details.set_error_info(error.reason.as_str(), ERROR_DOMAIN, error.metadata);
+        details.set_error_info(
+            error.reason.as_str(),
+            ERROR_DOMAIN,
+            error.metadata.into_iter().collect::<HashMap<_, _>>(),
+        );
         for (field, description) in error.field_violations {
             details.add_bad_request_violation(field, description);
         }
@@ -296,22 +395,20 @@ impl From<diesel::result::Error> for ApiError {
 
 impl From<crate::db::DbError> for ApiError {
     fn from(error: crate::db::DbError) -> Self {
+        use crate::db::DbError;
         match error {
-            crate::db::DbError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "database unavailable");
+            DbError::Unavailable(_) => {
                 ApiError::unavailable(Reason::DatabaseUnavailable, "database unavailable, retry later")
+                    .with_cause(error)
             }
-            crate::db::DbError::Conflict(cause) => {
-                // Expected under contention and retried first (db::retry_conflicts): not an
-                // error of ours unless it outlasts the retries, which ABORTED tells the caller.
-                tracing::debug!(error = %cause, "database conflict");
-                ApiError::new(
-                    Code::Aborted,
-                    Reason::TransactionConflict,
-                    "the request collided with concurrent ones, retry with the same idempotency key",
-                )
-            }
-            error @ (crate::db::DbError::Query(_) | crate::db::DbError::Config(_)) => ApiError::internal(error),
+            // Expected under contention and retried first (db::retry_conflicts): ABORTED tells
+            // the caller it outlasted the retries.
+            DbError::Conflict(_) => ApiError::of(
+                Reason::TransactionConflict,
+                "the request collided with concurrent ones, retry with the same idempotency key",
+            )
+            .with_cause(error),
+            DbError::Query(_) | DbError::Config(_) => ApiError::internal_error(error),
         }
     }
 }
@@ -405,6 +502,51 @@ mod tests {
         let unknown = require_enum::<medins_proto::insurance::v1::Scheme>("scheme", 99).unwrap_err();
         assert_eq!(unknown.code(), Code::InvalidArgument);
         assert!(require_enum::<medins_proto::insurance::v1::Scheme>("scheme", 1).is_ok());
+    }
+
+    #[test]
+    fn each_reason_owns_the_code_the_readme_table_gives_it() {
+        let readme = include_str!("../../README.md");
+        let mut listed = 0;
+        for line in readme.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [_, reason, code, ..] = cells[..] else { continue };
+            let Some(reason) = Reason::ALL.iter().find(|r| r.as_str() == reason) else { continue };
+            // `FAILED_PRECONDITION` in the table, `FailedPrecondition` in tonic.
+            let camel: String =
+                code.split('_').map(|word| word[..1].to_owned() + &word[1..].to_ascii_lowercase()).collect();
+            assert_eq!(format!("{:?}", reason.code()), camel, "{reason}");
+            assert_eq!(ApiError::from(*reason).code(), reason.code(), "{reason}");
+            listed += 1;
+        }
+        assert_eq!(listed, Reason::ALL.len(), "every reason is in the README's table");
+    }
+
+    #[test]
+    fn a_database_failure_keeps_its_cause_chain_and_tells_the_caller_nothing_of_it() {
+        let diesel_error = diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::CheckViolation,
+            Box::new(String::from("new row violates check constraint \"balance_not_negative\"")),
+        );
+        let error = ApiError::from(diesel_error);
+        assert_eq!(
+            (error.code(), error.reason(), error.message()),
+            (Code::Internal, Reason::Internal, "internal error")
+        );
+        // ApiError -> DbError -> diesel's error, each reachable through source().
+        let db = std::error::Error::source(&error).expect("the DbError");
+        assert_eq!(db.to_string(), "database query failed");
+        let diesel = db.source().expect("diesel's error");
+        assert!(diesel.to_string().contains("balance_not_negative"));
+        // Every log line that prints the error keeps the whole chain.
+        assert!(
+            error.to_string().ends_with(
+                "internal error: database query failed: new row violates check constraint \"balance_not_negative\""
+            ),
+            "{error}"
+        );
+        let status: Status = error.into();
+        assert_eq!(status.message(), "internal error");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod validate;
 pub mod webhook;
 
 pub use error::{ApiError, ApiResult, Reason};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Db, DbConnection, DbError};
+use super::{Db, DbCause, DbConnection, DbError};
 
 /// Calls waiting beyond this many are held back by their callers (backpressure).
 const QUEUE: usize = 4096;
@@ -58,7 +58,10 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                         }
                     }
                     Ok(outputs) => {
-                        let error = DbError::Query(format!("a batch of {calls} calls answered {}", outputs.len()));
+                        let error = DbError::Query(DbCause::from(format!(
+                            "a batch of {calls} calls answered {}",
+                            outputs.len()
+                        )));
                         for answer in answers {
                             let _ = answer.send(Err(error.clone()));
                         }
@@ -80,8 +83,8 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         self.queue
             .send(Waiting { input, answer })
             .await
-            .map_err(|_| DbError::Unavailable("the batching task has stopped".into()))?;
-        answered.await.map_err(|_| DbError::Query("the batching task dropped a call".into()))?
+            .map_err(|_| DbError::Unavailable(DbCause::from("the batching task has stopped")))?;
+        answered.await.map_err(|_| DbError::Query(DbCause::from("the batching task dropped a call")))?
     }
 }
 
