@@ -32,6 +32,9 @@ pub const MAX_UNIT_CHARS: usize = 16;
 pub const MAX_VERSION_CHARS: usize = 32;
 /// Longest name prefix a search accepts.
 pub const MAX_NAME_PREFIX_CHARS: usize = MAX_NAME_CHARS;
+/// A search's pages: 20 items unless asked, at most 100, larger requests refused.
+pub const SEARCH_PAGE: medins_common::validate::PageSize =
+    medins_common::validate::PageSize { default: 20, max: 100, cap: false };
 
 /// What an item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

@@ -16,66 +16,34 @@ pub const MAX_SHORT_FILING_DAYS: i64 = 180;
 /// Most filings a person may have ACTIVE at once: bounds what one person can store.
 pub const MAX_ACTIVE_FILINGS: usize = 10;
 
-/// Why the person is filing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FilingKind {
-    /// Living in the other region for the long term (retired elsewhere, living with children).
-    LongTermResidence,
-    /// Posted or employed in the other region.
-    WorkingElsewhere,
-    /// Referred by a hospital of the insured region to one in the other region.
-    Referral,
-    /// A temporary stay (travel, family visit, short-term work).
-    Temporary,
+medins_common::text_enum! {
+    /// Why the person is filing.
+    pub enum FilingKind {
+        /// Living in the other region for the long term (retired elsewhere, living with children).
+        LongTermResidence => "LONG_TERM_RESIDENCE",
+        /// Posted or employed in the other region.
+        WorkingElsewhere => "WORKING_ELSEWHERE",
+        /// Referred by a hospital of the insured region to one in the other region.
+        Referral => "REFERRAL",
+        /// A temporary stay (travel, family visit, short-term work).
+        Temporary => "TEMPORARY",
+    }
 }
 
 impl FilingKind {
-    /// Every kind.
-    pub const ALL: [FilingKind; 4] =
-        [FilingKind::LongTermResidence, FilingKind::WorkingElsewhere, FilingKind::Referral, FilingKind::Temporary];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FilingKind::LongTermResidence => "LONG_TERM_RESIDENCE",
-            FilingKind::WorkingElsewhere => "WORKING_ELSEWHERE",
-            FilingKind::Referral => "REFERRAL",
-            FilingKind::Temporary => "TEMPORARY",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-
     /// Whether the filing lasts until cancelled (no end date): living or working elsewhere.
     pub fn is_open_ended(self) -> bool {
         matches!(self, FilingKind::LongTermResidence | FilingKind::WorkingElsewhere)
     }
 }
 
-/// Where a filing stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FilingStatus {
-    /// In force for its period.
-    Active,
-    /// Cancelled by the person or an operator; covers nothing.
-    Cancelled,
-}
-
-impl FilingStatus {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FilingStatus::Active => "ACTIVE",
-            FilingStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [FilingStatus::Active, FilingStatus::Cancelled].into_iter().find(|s| s.as_str() == text)
+medins_common::text_enum! {
+    /// Where a filing stands.
+    pub enum FilingStatus {
+        /// In force for its period.
+        Active => "ACTIVE",
+        /// Cancelled by the person or an operator; covers nothing.
+        Cancelled => "CANCELLED",
     }
 }
 
@@ -182,7 +150,7 @@ pub fn filing_terms(
 /// the same pooling region may overlap the period, and at most [`MAX_ACTIVE_FILINGS`] at once.
 pub fn admit_filing(insured_region_code: &str, terms: &FilingTerms, active: &[Filing]) -> ApiResult<()> {
     if !is_cross_region(insured_region_code, &terms.destination_region_code) {
-        return Err(ApiError::failed_precondition(
+        return Err(ApiError::of(
             Reason::NotCrossRegion,
             "the destination is in the person's own pooling region: no filing is needed there",
         ));
@@ -193,13 +161,13 @@ pub fn admit_filing(insured_region_code: &str, terms: &FilingTerms, active: &[Fi
             && pooling_region(&filing.destination_region_code) == destination
             && filing.overlaps(terms.starts_on, terms.ends_on)
     }) {
-        return Err(ApiError::already_exists(
+        return Err(ApiError::of(
             Reason::CrossRegionFilingExists,
             "an active filing for that region already covers part of this period",
         ));
     }
     if active.iter().filter(|filing| filing.status == FilingStatus::Active).count() >= MAX_ACTIVE_FILINGS {
-        return Err(ApiError::failed_precondition(
+        return Err(ApiError::of(
             Reason::CrossRegionFilingLimit,
             "at most 10 filings may be active at once: cancel one first",
         ));

@@ -9,10 +9,7 @@ use medins_proto::insurance::v1::{
 use tonic::{Request, Response, Status};
 
 use super::SharedState;
-use crate::domain::{
-    catalog::{self, CoverageClass, Found, ItemKind, Query},
-    ledger::page_size,
-};
+use crate::domain::catalog::{self, CoverageClass, Found, ItemKind, Query};
 
 /// The CatalogService implementation.
 pub struct CatalogApi {
@@ -56,7 +53,7 @@ fn lookup(state: &SharedState, request: &LookupCatalogItemRequest) -> ApiResult<
         .catalog
         .lookup(region, code)
         .map(item_message)
-        .ok_or_else(|| ApiError::not_found(Reason::CatalogItemNotFound, "no catalogue item with this code here"))
+        .ok_or_else(|| ApiError::of(Reason::CatalogItemNotFound, "no catalogue item with this code here"))
 }
 
 fn search(state: &SharedState, request: &SearchCatalogRequest) -> ApiResult<SearchCatalogResponse> {
@@ -66,7 +63,7 @@ fn search(state: &SharedState, request: &SearchCatalogRequest) -> ApiResult<Sear
         Some(WireQuery::NamePrefix(prefix)) => catalog::request_query(None, Some(prefix))?,
         None => catalog::request_query(None, None)?,
     };
-    let limit = page_size(request.page_size)?;
+    let limit = catalog::SEARCH_PAGE.check("page_size", request.page_size)?;
     // The token is the code of the previous page's last item; a name search continues after
     // that item's name, so it must still be in the catalogue as it applies here.
     let after = match request.page_token.as_str() {

@@ -102,10 +102,11 @@ impl CrossRegionService for CrossRegionApi {
         let result: Result<FileCrossRegionCareResponse, Status> = state
             .idempotency
             .run(&caller.id, "FileCrossRegionCare", request.metadata(), body, || async {
-                let account =
-                    state.accounts.find_open_by_person(person_id).await?.ok_or_else(|| {
-                        ApiError::not_found(Reason::AccountNotFound, "this person has no open account")
-                    })?;
+                let account = state
+                    .accounts
+                    .find_open_by_person(person_id)
+                    .await?
+                    .ok_or_else(|| ApiError::of(Reason::AccountNotFound, "this person has no open account"))?;
                 let _ = known.set(person_id);
                 let filing =
                     state.cross_region.file(account.id, terms, caller.id.clone(), state.clock.stored_now()).await?;

@@ -6,7 +6,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection, write_transaction},
+    db::{Db, DbConnection, DbUuid, write_transaction},
 };
 use uuid::Uuid;
 
@@ -15,54 +15,81 @@ use crate::domain::cross_region::{Filing, FilingKind, FilingStatus, FilingTerms,
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = cross_region_filings)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct FilingRow {
-    id: String,
-    person_id: String,
+    id: DbUuid,
+    person_id: DbUuid,
     insured_region_code: String,
     destination_region_code: String,
-    kind: String,
+    kind: FilingKind,
     starts_on: NaiveDate,
     ends_on: Option<NaiveDate>,
-    status: String,
+    status: FilingStatus,
     filed_by: String,
     filed_at: NaiveDateTime,
     cancelled_at: Option<NaiveDateTime>,
 }
 
-impl TryFrom<FilingRow> for Filing {
-    type Error = ApiError;
-
-    fn try_from(row: FilingRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("cross-region filing {}: bad {what}", row.id));
-        Ok(Filing {
-            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
-            kind: FilingKind::parse(&row.kind).ok_or_else(|| bad("kind"))?,
-            status: FilingStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+impl From<FilingRow> for Filing {
+    fn from(row: FilingRow) -> Self {
+        Filing {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
             insured_region_code: row.insured_region_code,
             destination_region_code: row.destination_region_code,
+            kind: row.kind,
             starts_on: row.starts_on,
             ends_on: row.ends_on,
+            status: row.status,
             filed_by: row.filed_by,
             filed_at: row.filed_at,
             cancelled_at: row.cancelled_at,
-        })
+        }
+    }
+}
+
+impl From<&Filing> for FilingRow {
+    fn from(filing: &Filing) -> Self {
+        FilingRow {
+            id: filing.id.into(),
+            person_id: filing.person_id.into(),
+            insured_region_code: filing.insured_region_code.clone(),
+            destination_region_code: filing.destination_region_code.clone(),
+            kind: filing.kind,
+            starts_on: filing.starts_on,
+            ends_on: filing.ends_on,
+            status: filing.status,
+            filed_by: filing.filed_by.clone(),
+            filed_at: filing.filed_at,
+            cancelled_at: filing.cancelled_at,
+        }
     }
 }
 
 fn filing_not_found() -> ApiError {
-    ApiError::not_found(Reason::CrossRegionFilingNotFound, "no such cross-region filing for this person")
+    ApiError::of(Reason::CrossRegionFilingNotFound, "no such cross-region filing for this person")
 }
 
 fn filings_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<Vec<Filing>> {
-    cross_region_filings::table
-        .filter(cross_region_filings::person_id.eq(person_id.to_string()))
+    Ok(cross_region_filings::table
+        .filter(cross_region_filings::person_id.eq(DbUuid(person_id)))
         .order((cross_region_filings::filed_at.desc(), cross_region_filings::id.desc()))
         .select(FilingRow::as_select())
         .load(conn)?
         .into_iter()
-        .map(Filing::try_from)
-        .collect()
+        .map(Filing::from)
+        .collect())
+}
+
+/// One filing of `person_id`; another person's or a missing one is NOT_FOUND alike.
+fn filing_of(conn: &mut DbConnection, person_id: Uuid, filing_id: Uuid) -> ApiResult<Filing> {
+    let row = cross_region_filings::table
+        .find(DbUuid(filing_id))
+        .filter(cross_region_filings::person_id.eq(DbUuid(person_id)))
+        .select(FilingRow::as_select())
+        .first(conn)
+        .optional()?;
+    row.map(Filing::from).ok_or_else(filing_not_found)
 }
 
 /// The filings table.
@@ -106,21 +133,7 @@ impl CrossRegionStore {
                         filed_at: now,
                         cancelled_at: None,
                     };
-                    diesel::insert_into(cross_region_filings::table)
-                        .values(FilingRow {
-                            id: filing.id.to_string(),
-                            person_id: filing.person_id.to_string(),
-                            insured_region_code: filing.insured_region_code.clone(),
-                            destination_region_code: filing.destination_region_code.clone(),
-                            kind: filing.kind.as_str().to_owned(),
-                            starts_on: filing.starts_on,
-                            ends_on: filing.ends_on,
-                            status: filing.status.as_str().to_owned(),
-                            filed_by: filing.filed_by.clone(),
-                            filed_at: filing.filed_at,
-                            cancelled_at: None,
-                        })
-                        .execute(conn)?;
+                    diesel::insert_into(cross_region_filings::table).values(FilingRow::from(&filing)).execute(conn)?;
                     Ok(filing)
                 })
             })
@@ -135,17 +148,7 @@ impl CrossRegionStore {
 
     /// One filing of `person_id`; another person's or a missing one is NOT_FOUND alike.
     pub async fn find(&self, person_id: Uuid, filing_id: Uuid) -> ApiResult<Filing> {
-        self.db
-            .read(move |conn| {
-                let row = cross_region_filings::table
-                    .find(filing_id.to_string())
-                    .filter(cross_region_filings::person_id.eq(person_id.to_string()))
-                    .select(FilingRow::as_select())
-                    .first(conn)
-                    .optional()?;
-                row.map(Filing::try_from).transpose()?.ok_or_else(filing_not_found)
-            })
-            .await
+        self.db.read(move |conn| filing_of(conn, person_id, filing_id)).await
     }
 
     /// Cancels a filing of `person_id` if the domain admits it; the filing as it is after.
@@ -153,27 +156,21 @@ impl CrossRegionStore {
         self.db
             .write(move |conn| {
                 write_transaction(conn, |conn| {
-                    let row = cross_region_filings::table
-                        .find(filing_id.to_string())
-                        .filter(cross_region_filings::person_id.eq(person_id.to_string()))
-                        .select(FilingRow::as_select())
-                        .first(conn)
-                        .optional()?;
-                    let mut filing = row.map(Filing::try_from).transpose()?.ok_or_else(filing_not_found)?;
+                    let mut filing = filing_of(conn, person_id, filing_id)?;
                     admit_cancel(&filing)?;
                     // Compare-and-set on the status: a concurrent cancel changes no second row.
                     let changed = diesel::update(
                         cross_region_filings::table
-                            .find(filing_id.to_string())
-                            .filter(cross_region_filings::status.eq(FilingStatus::Active.as_str())),
+                            .find(DbUuid(filing_id))
+                            .filter(cross_region_filings::status.eq(FilingStatus::Active)),
                     )
                     .set((
-                        cross_region_filings::status.eq(FilingStatus::Cancelled.as_str()),
+                        cross_region_filings::status.eq(FilingStatus::Cancelled),
                         cross_region_filings::cancelled_at.eq(Some(now)),
                     ))
                     .execute(conn)?;
                     if changed == 0 {
-                        return Err(ApiError::failed_precondition(
+                        return Err(ApiError::of(
                             Reason::CrossRegionFilingCancelled,
                             "this filing is already cancelled",
                         ));
