@@ -748,6 +748,8 @@ mod sqlite_writer {
     const RESTART_FRAMES: i32 = 8192;
     /// Bytes a WAL file is trimmed back to after a restart.
     const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+    /// The writer connection's page cache, KiB (memory it takes only as the pages are used).
+    const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
     /// Starts the writer thread of the database at `path`, and its checkpointer; both stop when
     /// every [`Db`] clone (every sender) is gone.
@@ -905,9 +907,14 @@ mod sqlite_writer {
             let mut conn = manager.connect().map_err(|e| DbError::Unavailable(DbCause::of(e)))?;
             // The checkpointer thread checkpoints instead (see `checkpoint_when_due`); savepoint
             // journals stay in memory instead of a temporary file; the WAL restarted after a
-            // long run is trimmed back.
+            // long run is trimmed back. The page cache is larger than SQLite's 2 MiB default:
+            // this connection writes every index, and with 2 MiB the leaves its inserts land on
+            // were read back from the file on most calls (`readDbPage`, an eighth of the
+            // writer's time in the settle benchmark; docs/benchmarks.md). It stays valid between
+            // batches, since no other connection writes.
             conn.batch_execute(&format!(
-                "PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}"
+                "PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}; \
+                 PRAGMA cache_size = -{WRITER_CACHE_KIB}"
             ))?;
             *slot = Some(conn);
         }

@@ -16,5 +16,5 @@ pub use chain::{outcome_name, outcome_of};
 pub use keys::AuditKeys;
 pub use store::{
     AuditEntry, AuditStats, AuditStore, ChainVerdict, ExportedCheckpoint, Fault, FaultKind, InlineAudit, LogReport,
-    load_checkpoints, verify_log,
+    load_checkpoints, partitions_for, verify_log,
 };

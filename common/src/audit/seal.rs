@@ -2,7 +2,8 @@
 //! and of keys the database never holds. The store writes what these compute; `medins audit
 //! verify` recomputes it.
 //!
-//! - The log is split into [`PARTITIONS`] partitions by a hash of the person id, each with its
+//! - The log is split into partitions by a hash of the person id ([`partition_of`]; on
+//!   PostgreSQL [`PARTITIONS`], on SQLite one: see `super::store::partitions_for`), each with its
 //!   own positions `idx` = 0, 1, 2, ... without gaps, so appends for different persons take
 //!   different locks.
 //! - A row's leaf is its canonical encoding ([`leaf_data`]); its leaf hash is RFC 6962's.
@@ -25,8 +26,8 @@ use sha2::{Digest, Sha256};
 
 use super::merkle::{Hash, leaf_hash};
 
-/// Partitions of each service's log. Part of the storage format only through the stored
-/// `part` of each row: changing it moves future rows, never re-reads old ones.
+/// Partitions of each service's log on PostgreSQL. Part of the storage format only through the
+/// stored `part` of each row: changing it moves future rows, never re-reads old ones.
 pub const PARTITIONS: i32 = 64;
 
 /// Label of the row encoding; changing it changes every leaf.
@@ -38,10 +39,10 @@ const HEAD_CONTEXT: &[u8] = b"medins/audit/head/v1";
 /// First line of a signed checkpoint statement.
 pub const CHECKPOINT_HEADER: &str = "medins audit checkpoint v1";
 
-/// The partition of a person's rows.
-pub fn partition_of(person_id: &str) -> i32 {
+/// The partition of a person's rows in a log of `partitions` partitions (at least one).
+pub fn partition_of(person_id: &str, partitions: i32) -> i32 {
     let digest = Sha256::new().chain_update(b"medins/audit/partition/v1").chain_update(person_id).finalize();
-    (u32::from_be_bytes(digest[..4].try_into().expect("4 bytes")) % PARTITIONS as u32) as i32
+    (u32::from_be_bytes(digest[..4].try_into().expect("4 bytes")) % partitions.max(1) as u32) as i32
 }
 
 /// The fields of one row that its leaf covers.
@@ -276,9 +277,10 @@ mod tests {
     #[test]
     fn partitions_spread_persons() {
         let parts: std::collections::HashSet<i32> =
-            (0..1000).map(|i| partition_of(&uuid::Uuid::from_u128(i).to_string())).collect();
+            (0..1000).map(|i| partition_of(&uuid::Uuid::from_u128(i).to_string(), PARTITIONS)).collect();
         assert!(parts.len() > PARTITIONS as usize * 3 / 4, "{}", parts.len());
         assert!(parts.iter().all(|p| (0..PARTITIONS).contains(p)));
+        assert!((0..100).all(|i| partition_of(&uuid::Uuid::from_u128(i).to_string(), 1) == 0));
         assert!(proof_from_bytes(&[0; 64]).is_some_and(|p| p.len() == 2));
         assert!(proof_from_bytes(&[0; 63]).is_none());
     }

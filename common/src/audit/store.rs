@@ -6,8 +6,11 @@
 //! each writes every row waiting at that moment in one transaction (group commit), locking
 //! only the heads of the partitions it touches (in partition order, so two writers never
 //! deadlock), on PostgreSQL with `SELECT ... FOR UPDATE`. Rows of different partitions, from
-//! different lanes or replicas, do not wait for each other on PostgreSQL; on SQLite every write
-//! shares the database's one writer anyway, where group commit is what keeps appends cheap.
+//! different lanes or replicas, do not wait for each other on PostgreSQL. On SQLite every write
+//! shares the database's one writer anyway, so partitions would buy no parallelism there and
+//! the log has one ([`partitions_for`]): its `(part, idx)` index then grows at its right edge
+//! instead of at 64 places, and each group commit writes one index page to the WAL instead of
+//! one per partition touched (docs/benchmarks.md, "Issue 13: the audit budget").
 //!
 //! Checkpoints: [`AuditStore::spawn_checkpointer`] seals, every few seconds, each partition that
 //! grew: it re-checks the new rows' MACs, extends the partition's Merkle tree from the last
@@ -27,7 +30,7 @@ use std::{
 use crate::{
     ApiResult,
     clock::SharedClock,
-    db::{CachedSql, Db, DbConnection, DbError, is_unique_violation, write_transaction},
+    db::{Backend, CachedSql, Db, DbConnection, DbError, is_unique_violation, write_transaction},
 };
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -44,12 +47,25 @@ use super::keys::{AuditKeys, CurrentAuditKey};
 use super::merkle::{Frontier, Hash, empty_root, extend, verify_consistency};
 use super::schema::{audit_chain_head_v1, audit_checkpoint, audit_log, audit_log_v1, audit_partition};
 use super::seal::{
-    Checkpoint, MacKey, RowFields, checkpoint_signature_valid, mac_matches, partition_of, proof_from_bytes, row_leaf,
-    sign_checkpoint,
+    Checkpoint, MacKey, PARTITIONS, RowFields, checkpoint_signature_valid, mac_matches, partition_of, proof_from_bytes,
+    row_leaf, sign_checkpoint,
 };
 
-/// Writer tasks per process; partition `p` is written by lane `p % LANES`.
+/// Writer tasks per process at most; partition `p` is written by lane `p % lanes`.
 pub const LANES: usize = 4;
+
+/// Partitions new rows are spread over on `backend`: [`PARTITIONS`] on PostgreSQL, where
+/// appends to different partitions lock different heads and run in parallel; one on SQLite,
+/// whose one writer serialises every append whatever the partition. Rows already written keep
+/// their partition (the verifier reads each row's stored `part`), so a log written with another
+/// count stays valid; its other partitions just stop growing.
+pub fn partitions_for(backend: Backend) -> i32 {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => PARTITIONS,
+    }
+}
+
 /// Rows written per transaction at most.
 const MAX_BATCH: usize = 512;
 /// Rows waiting per lane at most; beyond, callers wait to enqueue.
@@ -72,12 +88,19 @@ struct NewAuditRow {
 }
 
 impl NewAuditRow {
-    /// A new row (its `seq` from the database) in `person_id`'s partition.
-    fn new(partner_id: &str, method: &str, person_id: Uuid, outcome: tonic::Code, recorded_at: NaiveDateTime) -> Self {
+    /// A new row (its `seq` from the database) in `person_id`'s partition of `partitions`.
+    fn new(
+        partitions: i32,
+        partner_id: &str,
+        method: &str,
+        person_id: Uuid,
+        outcome: tonic::Code,
+        recorded_at: NaiveDateTime,
+    ) -> Self {
         let person_id = person_id.to_string();
         NewAuditRow {
             seq: None,
-            part: partition_of(&person_id),
+            part: partition_of(&person_id, partitions),
             partner_id: partner_id.to_owned(),
             method: method.to_owned(),
             person_id,
@@ -133,6 +156,7 @@ pub struct AuditStore {
     clock: SharedClock,
     service: &'static str,
     keys: AuditKeys,
+    partitions: i32,
     lanes: Arc<Vec<mpsc::Sender<Pending>>>,
     stats: Arc<AuditStats>,
 }
@@ -143,14 +167,25 @@ impl AuditStore {
     /// when the last clone is dropped.
     pub fn new(db: Db, clock: SharedClock, service: &'static str, keys: AuditKeys) -> Self {
         let stats = Arc::new(AuditStats::default());
-        let lanes = (0..LANES)
+        let partitions = partitions_for(db.backend());
+        let lanes = (0..LANES.min(partitions as usize))
             .map(|_| {
                 let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
                 tokio::spawn(write_loop(db.clone(), service, keys.clone(), stats.clone(), receiver));
                 queue
             })
             .collect();
-        Self { db, clock, service, keys, lanes: Arc::new(lanes), stats }
+        Self { db, clock, service, keys, partitions, lanes: Arc::new(lanes), stats }
+    }
+
+    /// How many partitions this process spreads new rows over ([`partitions_for`]).
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// The partition this process appends `person_id`'s rows to.
+    pub fn partition_of(&self, person_id: &str) -> i32 {
+        partition_of(person_id, self.partitions)
     }
 
     /// The service whose log this is.
@@ -172,7 +207,7 @@ impl AuditStore {
     /// `outcome`, and waits until it is committed. A failure to write is logged (never with
     /// personal data), not returned: the call it records has already happened.
     pub async fn record(&self, partner_id: &str, method: &str, person_id: Uuid, outcome: tonic::Code) {
-        let row = NewAuditRow::new(partner_id, method, person_id, outcome, self.clock.stored_now());
+        let row = NewAuditRow::new(self.partitions, partner_id, method, person_id, outcome, self.clock.stored_now());
         if let Err(error) = self.enqueue(row).await {
             tracing::error!(%error, partner = partner_id, method, "audit row could not be written");
         }
@@ -186,6 +221,7 @@ impl AuditStore {
     pub fn inline(&self, partner_id: &str, method: &str) -> InlineAudit {
         InlineAudit {
             service: self.service,
+            partitions: self.partitions,
             key: self.keys.current(),
             partner_id: partner_id.to_owned(),
             method: method.to_owned(),
@@ -194,7 +230,7 @@ impl AuditStore {
     }
 
     async fn enqueue(&self, row: NewAuditRow) -> Result<(), String> {
-        let lane = &self.lanes[row.part as usize % LANES];
+        let lane = &self.lanes[row.part as usize % self.lanes.len()];
         let (done, written) = oneshot::channel();
         match lane.send(Pending { row, done }).await {
             Ok(()) => written.await.unwrap_or_else(|_| Err("audit writer stopped".to_owned())),
@@ -280,7 +316,7 @@ impl AuditStore {
             .into_iter()
             .map(|row| NewAuditRow {
                 seq: Some(row.seq),
-                part: partition_of(&row.person_id),
+                part: partition_of(&row.person_id, self.partitions),
                 partner_id: row.partner_id,
                 method: row.method,
                 person_id: row.person_id,
@@ -382,6 +418,7 @@ impl AuditStore {
 #[derive(Clone)]
 pub struct InlineAudit {
     service: &'static str,
+    partitions: i32,
     key: Arc<CurrentAuditKey>,
     partner_id: String,
     method: String,
@@ -399,7 +436,8 @@ impl InlineAudit {
     /// it, inside the caller's write transaction: it commits or rolls back with the call's
     /// change.
     pub fn append(&self, conn: &mut DbConnection, person_id: Uuid, outcome: tonic::Code) -> Result<(), DbError> {
-        let row = NewAuditRow::new(&self.partner_id, &self.method, person_id, outcome, self.recorded_at);
+        let row =
+            NewAuditRow::new(self.partitions, &self.partner_id, &self.method, person_id, outcome, self.recorded_at);
         append(conn, self.service, &self.key, std::slice::from_ref(&row)).map(|_| ())
     }
 }
@@ -1202,7 +1240,8 @@ mod tests {
         futures::future::join_all(calls).await;
         let report = verify(&audit).await;
         assert_eq!((report.rows, report.unsealed_rows, report.faults.clone()), (200, 200, vec![]));
-        assert!(report.partitions > 1);
+        // SQLite: one partition, 200 positions without a gap (`partitions_for`).
+        assert_eq!(report.partitions, 1);
         let written = audit.checkpoint_now().await.unwrap();
         assert_eq!(written, report.partitions);
         assert_eq!(audit.checkpoint_now().await.unwrap(), 0, "nothing new to seal");
@@ -1226,6 +1265,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_log_written_over_many_partitions_stays_valid_when_new_rows_go_to_one() {
+        // A SQLite log written while it had PARTITIONS partitions: three persons' rows in their
+        // old partitions, sealed by a checkpoint.
+        let (_dir, audit) = store().await;
+        let persons: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let at = audit.clock.stored_now();
+        let old_rows: Vec<NewAuditRow> = persons
+            .iter()
+            .flat_map(|person| {
+                (0..2).map(move |_| NewAuditRow::new(PARTITIONS, "bank", "/m/GetPerson", *person, Code::Ok, at))
+            })
+            .collect();
+        let old_parts: std::collections::BTreeSet<i32> = old_rows.iter().map(|row| row.part).collect();
+        let key = audit.keys.current();
+        audit
+            .db
+            .write(move |conn| write_transaction(conn, |conn| append(conn, "insurance-svc", &key, &old_rows)))
+            .await
+            .unwrap();
+        assert_eq!(audit.checkpoint_now().await.unwrap(), old_parts.len());
+        // New rows go to partition 0, after whatever it held; the old partitions stay intact.
+        for person in &persons {
+            audit.record("ops", "/m/GetPerson", *person, Code::Ok).await;
+        }
+        let report = verify(&audit).await;
+        assert_eq!(report.faults, vec![]);
+        assert_eq!((report.rows, report.unsealed_rows), (9, 3));
+        assert_eq!(report.partitions, old_parts.iter().chain([&0]).collect::<std::collections::BTreeSet<_>>().len());
+        let new_parts: Vec<i32> = audit
+            .db
+            .run(|conn| {
+                audit_log::table
+                    .filter(audit_log::partner_id.eq("ops"))
+                    .order(audit_log::seq.asc())
+                    .select(audit_log::part)
+                    .load(conn)
+                    .map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+        assert_eq!(new_parts, vec![0, 0, 0]);
+        // Every person's history still lists the old and the new rows.
+        for person in &persons {
+            assert_eq!(audit.history(*person, None, 10).await.unwrap().len(), 3);
+        }
+        assert_eq!(audit.checkpoint_now().await.unwrap(), 1, "only partition 0 grew");
+        assert_eq!(verify(&audit).await.faults, vec![]);
+    }
+
+    #[tokio::test]
     async fn changed_deleted_and_inserted_rows_are_named() {
         let (_dir, audit) = store().await;
         let person = Uuid::now_v7();
@@ -1236,7 +1325,7 @@ mod tests {
         for _ in 0..3 {
             audit.record("bank", "/m/GetPerson", person, Code::Ok).await;
         }
-        let part = partition_of(&person.to_string());
+        let part = audit.partition_of(&person.to_string());
         assert_eq!(verify(&audit).await.faults, vec![]);
         let find = |report: LogReport| report.faults.into_iter().map(|f| (f.part, f.idx, f.kind)).collect::<Vec<_>>();
 
@@ -1336,7 +1425,7 @@ mod tests {
         for _ in 0..5 {
             audit.record("bank", "/m/GetPerson", person, Code::Ok).await;
         }
-        let part = partition_of(&person.to_string());
+        let part = audit.partition_of(&person.to_string());
         let find = |report: LogReport| report.faults.into_iter().map(|f| (f.part, f.idx, f.kind)).collect::<Vec<_>>();
         // A row slipped in at position 2, the rest moved up (a copy of row 0 with a new time).
         sql(&audit, "UPDATE audit_log SET idx = idx + 100 WHERE idx >= 2").await;
