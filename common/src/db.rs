@@ -739,7 +739,7 @@ mod sqlite_writer {
     ///
     /// A PASSIVE checkpoint never lets the WAL start again from its beginning while the writer
     /// keeps committing (there is always a frame it has not copied yet), so under steady load
-    /// the WAL grew without end (10 GB in a minute of `medins bench settle`), and every commit
+    /// the WAL grew without end (10 GB in a minute of `medins-bench settle`), and every commit
     /// wrote to fresh file pages the kernel had to zero first (a third of the writer's time).
     /// Once the WAL holds more than [`RESTART_FRAMES`], a RESTART checkpoint waits for the
     /// batch being written and for readers of older frames, copies what is left (little: the

@@ -113,7 +113,7 @@ pub struct AuditEntry {
     pub recorded_at: NaiveDateTime,
 }
 
-/// Counters of this process's appends (tests and `medins bench` read them).
+/// Counters of this process's appends (tests and `medins-bench` read them).
 #[derive(Debug, Default)]
 pub struct AuditStats {
     /// Rows appended.
