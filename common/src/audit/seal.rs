@@ -1,6 +1,6 @@
-//! How audit rows and checkpoints are sealed (DESIGN.md 4.3): pure functions of a row's fields
-//! and of keys the database never holds. The store writes what these compute; `medins audit
-//! verify` recomputes it.
+//! How audit rows and checkpoints are sealed (docs/architecture.md#who-may-call-what): pure
+//! functions of a row's fields and of keys the database never holds. The store writes what these
+//! compute; `medins audit verify` recomputes it.
 //!
 //! - The log is split into [`PARTITIONS`] partitions by a hash of the person id, each with its
 //!   own positions `idx` = 0, 1, 2, ... without gaps, so appends for different persons take

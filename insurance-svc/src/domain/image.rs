@@ -3,13 +3,14 @@
 //! [`pdf_image`] on the bounded pool (`crate::heavy`), after [`image_header`] has estimated the
 //! memory a decode takes.
 //!
-//! Parsers of untrusted bytes are libraries (STYLE.md): PNG with image-rs's `png` (every chunk
+//! Parsers of untrusted bytes are libraries
+//! (docs/architecture.md#documents-are-identity-documents): PNG with image-rs's `png` (every chunk
 //! CRC and the zlib checksum checked, allocations capped by `png::Limits`), JPEG with `zune-jpeg`
 //! (strict mode, sides capped before any pixel buffer exists, then a full decode, so a file that
-//! only starts like a JPEG is refused). A JPEG goes into a PDF as it is (PDF's DCTDecode is
-//! JPEG); a PNG is decoded and flattened onto white paper, since a drawn signature is usually a
-//! transparent PNG and the letter is white. Anything that does not decode is refused, never
-//! guessed at.
+//! only starts like a JPEG is refused). A JPEG goes into a PDF as it is (PDF's DCTDecode is JPEG);
+//! a PNG is decoded and flattened onto white paper, since a drawn signature is usually a
+//! transparent PNG and the letter is white. Anything that does not decode is refused, never guessed
+//! at.
 
 use std::io::Cursor;
 
