@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Throwaway PostgreSQL cluster for the test suite (DESIGN.md 7, PITFALLS.md "PostgreSQL in tests").
+# Throwaway PostgreSQL cluster for the test suite (docs/architecture.md#storage, "Tests on
+# PostgreSQL").
 #
 #   source .ci/pg.sh
 #   pg_start                      # exports MEDINS_TEST_POSTGRES_URL

@@ -20,8 +20,6 @@ use medins_common::{
 };
 use tokio::net::TcpListener;
 
-mod bench;
-
 /// medins: the online side of the national medical insurance platform.
 #[derive(Parser, Debug)]
 #[command(name = "medins", version, about)]
@@ -74,12 +72,6 @@ enum Command {
         #[command(subcommand)]
         command: CodeCommand,
     },
-    /// Load generator: throughput and latency of the hot paths against a bare echo server
-    /// measured in the same run (docs/benchmarks.md).
-    Bench(Box<bench::BenchArgs>),
-    /// Internal: one service as a child process of `medins bench`.
-    #[command(hide = true)]
-    BenchService(bench::ServiceArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,8 +275,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys { command } => keys(command),
         Command::Audit { command } => audit(command).await,
         Command::Code { command: CodeCommand::Show { code } } => show_code(code),
-        Command::Bench(args) => bench::run(*args).await,
-        Command::BenchService(args) => bench::run_service(args).await,
         Command::Migrate { identity_database_url, insurance_database_url } => {
             let _telemetry = medins_common::telemetry::init("medins")?;
             for (name, url, migrations) in [

@@ -1,7 +1,8 @@
-//! The access vocabulary both services share (DESIGN.md 4.3a): how a caller stands to the person
-//! whose data a call reads or changes ([`Standing`]), which partner kinds can hold a standing
-//! without a person token ([`kind_may_hold`]), and the shape of an access table: one [`Rule`]
-//! per RPC, naming the standings that may call it and the [`Refusal`] everyone else gets.
+//! The access vocabulary both services share (docs/architecture.md#trust-model): how a caller
+//! stands to the person whose data a call reads or changes ([`Standing`]), which partner kinds can
+//! hold a standing without a person token ([`kind_may_hold`]), and the shape of an access table:
+//! one [`Rule`] per RPC, naming the standings that may call it and the [`Refusal`] everyone else
+//! gets.
 //!
 //! Each service keeps its own table (`RULES` in its `domain::access`) and its own facts (what
 //! its handlers can know about a caller), and reads its table only through [`decide`]. Scopes

@@ -1,4 +1,4 @@
-//! Cryptography for personal data at rest (DESIGN.md section 4.5).
+//! Cryptography for personal data at rest (docs/architecture.md#personal-data).
 //!
 //! identity-svc stores ID numbers, names and phone numbers encrypted field by field with
 //! AES-256-GCM ([`FieldCipher`]), and finds rows by ID number or phone through an

@@ -1,6 +1,7 @@
-//! Storage (DESIGN.md 7): one diesel connection type over SQLite and PostgreSQL, chosen by the
-//! URL scheme; an r2d2 pool with per-connection setup; blocking work in `spawn_blocking`;
-//! embedded migrations per backend; write transactions that serialise correctly on both.
+//! Storage (docs/architecture.md#storage): one diesel connection type over SQLite and PostgreSQL,
+//! chosen by the URL scheme; an r2d2 pool with per-connection setup; blocking work in
+//! `spawn_blocking`; embedded migrations per backend; write transactions that serialise correctly
+//! on both.
 //!
 //! Writes go through [`Db::write`]. On PostgreSQL that is a pooled connection. SQLite allows
 //! one writer at a time, and connections that compete for it sleep in SQLite's busy handler
@@ -688,9 +689,9 @@ const CONFLICT_BACKOFF_BASE: Duration = Duration::from_millis(2);
 /// No retry waits longer than this.
 const CONFLICT_BACKOFF_CAP: Duration = Duration::from_millis(100);
 
-/// The one retry of both services' writes (DESIGN.md 7, PITFALLS.md): runs `attempt` again while
-/// it fails with a [`TransientConflict`], at most [`CONFLICT_ATTEMPTS`] runs in all, sleeping a
-/// random time ("full jitter": uniform in zero to 2, 4, 8 ... at most 100 ms) between runs so
+/// The one retry of both services' writes (docs/architecture.md#storage): runs `attempt` again
+/// while it fails with a [`TransientConflict`], at most [`CONFLICT_ATTEMPTS`] runs in all, sleeping
+/// a random time ("full jitter": uniform in zero to 2, 4, 8 ... at most 100 ms) between runs so
 /// that the transactions that collided do not collide again in step. Any other outcome is
 /// returned at once; so is the last conflict, which callers answer ABORTED /
 /// TRANSACTION_CONFLICT. `attempt` must be safe to run again after a conflict: a whole
@@ -802,7 +803,7 @@ mod sqlite_writer {
     ///
     /// A PASSIVE checkpoint never lets the WAL start again from its beginning while the writer
     /// keeps committing (there is always a frame it has not copied yet), so under steady load
-    /// the WAL grew without end (10 GB in a minute of `medins bench settle`), and every commit
+    /// the WAL grew without end (10 GB in a minute of `medins-bench settle`), and every commit
     /// wrote to fresh file pages the kernel had to zero first (a third of the writer's time).
     /// Once the WAL holds more than [`RESTART_FRAMES`], a RESTART checkpoint waits for the
     /// batch being written and for readers of older frames, copies what is left (little: the

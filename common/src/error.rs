@@ -1,6 +1,7 @@
 //! The one error type of both services and its single mapping to `tonic::Status`
-//! (DESIGN.md 4.2): the most specific gRPC code, a `google.rpc.ErrorInfo` whose reason partners
-//! switch on, `BadRequest` field violations for field problems and `RetryInfo` for limits.
+//! (docs/architecture.md#errors): the most specific gRPC code, a `google.rpc.ErrorInfo` whose
+//! reason partners switch on, `BadRequest` field violations for field problems and `RetryInfo` for
+//! limits.
 //!
 //! Messages are written by us, never copied from input: they hold no personal data.
 

@@ -1,4 +1,5 @@
-//! Idempotency keys (DESIGN.md 4.4), usable by any mutating RPC of either service.
+//! Idempotency keys (docs/architecture.md#retries-and-idempotency), usable by any mutating RPC of
+//! either service.
 //!
 //! The first successful outcome for (partner, key) is stored with a hash of the method and
 //! request for 24 hours; a retry gets the stored response; the same key with another request is

@@ -1,7 +1,7 @@
-//! Server bootstrap shared by both services (DESIGN.md 4.7): health and reflection on every
-//! server, explicit limits (tonic's defaults are not safe for a public endpoint), the trace and
-//! auth layers, a database probe that drives health, and graceful shutdown: NOT_SERVING first,
-//! then a bounded drain.
+//! Server bootstrap shared by both services (docs/architecture.md#server-hardening): health and
+//! reflection on every server, explicit limits (tonic's defaults are not safe for a public
+//! endpoint), the trace and auth layers, a database probe that drives health, and graceful
+//! shutdown: NOT_SERVING first, then a bounded drain.
 
 use std::{
     future::Future,

@@ -1,7 +1,7 @@
-//! Telemetry (DESIGN.md 4.6): `tracing` always; OpenTelemetry traces and RPC metrics over OTLP
-//! only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. W3C trace context is extracted from incoming
-//! metadata by [`TraceLayer`] and injected into outgoing calls by [`inject_context`], so one
-//! trace spans both services. Spans carry the method, the partner id and the status code,
+//! Telemetry (docs/architecture.md#telemetry): `tracing` always; OpenTelemetry traces and RPC
+//! metrics over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. W3C trace context is extracted
+//! from incoming metadata by [`TraceLayer`] and injected into outgoing calls by [`inject_context`],
+//! so one trace spans both services. Spans carry the method, the partner id and the status code,
 //! never personal data.
 
 use std::{

@@ -1,6 +1,6 @@
-//! Person tokens (DESIGN.md 4.3): short-lived EdDSA-signed tokens that identity-svc issues to a
-//! partner for one person, and that any medins service verifies offline with the listed public
-//! keys.
+//! Person tokens (docs/architecture.md#who-may-call-what): short-lived EdDSA-signed tokens that
+//! identity-svc issues to a partner for one person, and that any medins service verifies offline
+//! with the listed public keys.
 //!
 //! # Format
 //!
@@ -620,9 +620,10 @@ pub fn request_person_claims<T>(
     Ok(claims)
 }
 
-/// Checks that a call by `caller` may act for `person_id`: the one rule of DESIGN.md 4.3 both
-/// services apply. As [`person_token_claims`], and a valid token for another person is
-/// PERMISSION_DENIED / PERSON_TOKEN_INVALID. Returns the claims (`None` for exempt callers).
+/// Checks that a call by `caller` may act for `person_id`: the one rule of
+/// docs/architecture.md#who-may-call-what both services apply. As [`person_token_claims`], and a
+/// valid token for another person is PERMISSION_DENIED / PERSON_TOKEN_INVALID. Returns the claims
+/// (`None` for exempt callers).
 pub fn authorize_person(
     verifier: &PersonTokenVerifier,
     caller: &Partner,

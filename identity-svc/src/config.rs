@@ -65,7 +65,7 @@ impl Config {
     }
 }
 
-/// Person-token signing keys (DESIGN.md 4.3).
+/// Person-token signing keys (docs/architecture.md#who-may-call-what).
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct TokenArgs {
     /// Person-token key file (TOML, mode 0600: Ed25519 signing keys with ids, creation and

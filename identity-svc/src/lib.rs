@@ -1,5 +1,5 @@
-//! identity-svc: who a person is (DESIGN.md 5). The only holder of raw personal data: ID
-//! numbers, names and phones, encrypted per field at rest.
+//! identity-svc: who a person is (docs/architecture.md#identity-svc). The only holder of raw
+//! personal data: ID numbers, names and phones, encrypted per field at rest.
 
 pub mod authority;
 pub mod clients;
@@ -39,7 +39,7 @@ use crate::{
     store::person::PersonStore,
 };
 
-/// The scope each RPC of identity-svc needs (DESIGN.md 4.3).
+/// The scope each RPC of identity-svc needs (docs/architecture.md#who-may-call-what).
 pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.identity.v1.PersonService/RegisterPerson", scopes::PERSON_REGISTER),
     ("/medins.identity.v1.PersonService/GetPerson", scopes::PERSON_READ),
@@ -170,7 +170,8 @@ impl IdentityService {
             db,
             clock,
         });
-        // Audit rows of the first format (one hash chain) are re-sealed once (DESIGN.md 4.3).
+        // Audit rows of the first format (one hash chain) are re-sealed once
+        // (docs/architecture.md#who-may-call-what).
         state.audit.reseal_legacy().await.context("re-sealing first-format audit rows")?;
         // Rows written before names had a blind index get one (once; idempotent).
         let named = state.persons.backfill_name_index().await.context("name index backfill")?;

@@ -1,4 +1,5 @@
-//! Delivery of face outcomes to insurance-svc (DESIGN.md 2, the transactional outbox).
+//! Delivery of face outcomes to insurance-svc (docs/architecture.md#services-and-what-each-owns,
+//! the transactional outbox).
 //!
 //! `store::face` writes a `face_outbox` row in the same transaction that ends a session with an
 //! insurance purpose (VOUCHER_ACTIVATION, FAMILY_BINDING, CARD_APPLICATION). This worker

@@ -1,4 +1,4 @@
-//! Heavy work off the async runtime (DESIGN.md 4.3a "Documents are identity documents"; issue
+//! Heavy work off the async runtime (docs/architecture.md#documents-are-identity-documents; issue
 //! 14 item 4): image decoding, PDF parsing and rendering, and QR PNG encoding run on tokio's
 //! blocking threads, at most [`HeavyPool::workers`] at a time, and only once the memory they
 //! are estimated to need fits a process-wide budget.

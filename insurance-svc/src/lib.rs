@@ -1,6 +1,7 @@
-//! insurance-svc: what a person may do with their insurance (DESIGN.md 6). Holds no raw
-//! personal data: persons are opaque ids resolved through identity-svc, and the one piece of
-//! personal data it keeps, a card's mailing address, is encrypted per field (DESIGN.md 4.5).
+//! insurance-svc: what a person may do with their insurance (docs/architecture.md#insurance-svc).
+//! Holds no raw personal data: persons are opaque ids resolved through identity-svc, and the one
+//! piece of personal data it keeps, a card's mailing address, is encrypted per field
+//! (docs/architecture.md#personal-data).
 
 pub mod clients;
 pub mod code_keys;
@@ -37,7 +38,7 @@ use crate::{
     store::account::AccountStore,
 };
 
-/// The scope each RPC of insurance-svc needs (DESIGN.md 4.3).
+/// The scope each RPC of insurance-svc needs (docs/architecture.md#who-may-call-what).
 pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.AccountService/OpenAccount", scopes::ACCOUNT_OPEN),
     ("/medins.insurance.v1.AccountService/GetAccount", scopes::ACCOUNT_READ),
@@ -175,7 +176,8 @@ impl InsuranceService {
             db,
             clock,
         });
-        // Audit rows of the first format (one hash chain) are re-sealed once (DESIGN.md 4.3).
+        // Audit rows of the first format (one hash chain) are re-sealed once
+        // (docs/architecture.md#who-may-call-what).
         state.audit.reseal_legacy().await.context("re-sealing first-format audit rows")?;
         Ok(Self { state, partners, config })
     }

@@ -1,5 +1,5 @@
-//! Person tokens in insurance-svc (DESIGN.md 4.3): verified offline with identity-svc's public
-//! keys, fetched with `PersonTokenService/GetPublicKeys`.
+//! Person tokens in insurance-svc (docs/architecture.md#who-may-call-what): verified offline with
+//! identity-svc's public keys, fetched with `PersonTokenService/GetPublicKeys`.
 //!
 //! The keys are fetched in the background at start (retried with backoff while identity-svc is
 //! down: insurance-svc starts and serves everything else meanwhile) and every

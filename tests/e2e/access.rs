@@ -1,7 +1,7 @@
-//! The access table (DESIGN.md 4.3a) for AccountService, VoucherService, CodeService
-//! and SettlementService: every RPC x caller, for an existing and a missing id, with the answer
-//! (code + ErrorInfo reason) and the state afterwards; employers bound to their employer codes;
-//! counters bound to their visits; and every call about a person in that person's access
+//! The access table (docs/architecture.md#trust-model) for AccountService, VoucherService,
+//! CodeService and SettlementService: every RPC x caller, for an existing and a missing id, with
+//! the answer (code + ErrorInfo reason) and the state afterwards; employers bound to their employer
+//! codes; counters bound to their visits; and every call about a person in that person's access
 //! history. Runs on SQLite and, with `MEDINS_TEST_POSTGRES_URL`, on PostgreSQL.
 
 use chrono::Datelike;

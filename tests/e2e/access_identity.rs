@@ -1,10 +1,10 @@
-//! identity-svc's access table (DESIGN.md 4.3a; `identity-svc/src/domain/access.rs`), walked:
-//! every RPC of the table x every caller (the person's own token, another person's token, the
-//! binder a face check names, every partner kind without a token, OPS, SERVICE), each for an
-//! existing and a missing person (or face session), checking code + ErrorInfo reason, that a
-//! refusal is the same for both, and the state afterwards. Every partner here holds every
-//! identity-svc scope, so what answers is the access table, not the scopes. Runs on SQLite and,
-//! with `MEDINS_TEST_POSTGRES_URL`, on PostgreSQL.
+//! identity-svc's access table (docs/architecture.md#trust-model;
+//! `identity-svc/src/domain/access.rs`), walked: every RPC of the table x every caller (the
+//! person's own token, another person's token, the binder a face check names, every partner kind
+//! without a token, OPS, SERVICE), each for an existing and a missing person (or face session),
+//! checking code + ErrorInfo reason, that a refusal is the same for both, and the state afterwards.
+//! Every partner here holds every identity-svc scope, so what answers is the access table, not the
+//! scopes. Runs on SQLite and, with `MEDINS_TEST_POSTGRES_URL`, on PostgreSQL.
 
 use std::{collections::BTreeSet, time::Duration};
 

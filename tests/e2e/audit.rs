@@ -1,7 +1,8 @@
-//! The audit log (DESIGN.md 4.3, README "Audit trail"): calls about a person are recorded at the
-//! service that served them, under the partner that acted (also when insurance-svc relays the
-//! call to identity-svc), in partitioned logs sealed by per-row MACs and signed checkpoints that
-//! `medins audit verify` checks; the person reads both services' records in one history.
+//! The audit log (docs/architecture.md#who-may-call-what, README "Audit trail"): calls about a
+//! person are recorded at the service that served them, under the partner that acted (also when
+//! insurance-svc relays the call to identity-svc), in partitioned logs sealed by per-row MACs and
+//! signed checkpoints that `medins audit verify` checks; the person reads both services' records in
+//! one history.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,5 +1,5 @@
-//! Who may call what (DESIGN.md 4.3): API keys, scopes, revocation on reload, public health and
-//! reflection, per-partner rate limits.
+//! Who may call what (docs/architecture.md#who-may-call-what): API keys, scopes, revocation on
+//! reload, public health and reflection, per-partner rate limits.
 
 use std::time::Duration;
 

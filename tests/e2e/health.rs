@@ -1,5 +1,5 @@
-//! Health (DESIGN.md 4.7): SERVING when up, NOT_SERVING when the database is unreachable and
-//! while draining before shutdown.
+//! Health (docs/architecture.md#server-hardening): SERVING when up, NOT_SERVING when the database
+//! is unreachable and while draining before shutdown.
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
-//! Idempotency keys (DESIGN.md 4.4): one outcome per (partner, key), replayed on retry, refused
-//! for another request, never stored for a failure.
+//! Idempotency keys (docs/architecture.md#retries-and-idempotency): one outcome per (partner, key),
+//! replayed on retry, refused for another request, never stored for a failure.
 
 use medins_proto::{
     identity::v1::RegisterPersonRequest,

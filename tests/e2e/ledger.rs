@@ -203,7 +203,8 @@ async fn a_ledger_is_read_by_ops_the_employer_and_the_holders_front_door_with_th
         page_token: String::new(),
     };
     // Operators read every entry; the employer (of ACME-01) only the contributions it credited
-    // itself, and the seed credit was the operators' (DESIGN.md 4.3a; tests/e2e/access.rs).
+    // itself, and the seed credit was the operators' (docs/architecture.md#trust-model;
+    // tests/e2e/access.rs).
     for (key, count) in [(&stack.keys.ops, 1), (&stack.keys.employer, 0)] {
         let page = stack.accounts(Some(key)).list_account_entries(request()).await.expect("ops and the employer");
         assert_eq!(page.into_inner().entries.len(), count);
@@ -220,7 +221,8 @@ async fn a_ledger_is_read_by_ops_the_employer_and_the_holders_front_door_with_th
         (&stack.keys.bank, None, Code::Unauthenticated, "PERSON_TOKEN_REQUIRED"),
         (&stack.keys.hospital, None, Code::Unauthenticated, "PERSON_TOKEN_REQUIRED"),
         (&stack.keys.mini_program, Some(token.clone()), Code::Unauthenticated, "PERSON_TOKEN_INVALID"),
-        // Another person's token: the answer a missing account gets (DESIGN.md 4.3a).
+        // Another person's token: the answer a missing account gets
+        // (docs/architecture.md#trust-model).
         (&stack.keys.bank, Some(stack.holder_token(&other).await), Code::NotFound, "ACCOUNT_NOT_FOUND"),
     ];
     for (key, token, code, expected) in refused {

@@ -1,5 +1,5 @@
-//! Server hardening as a partner sees it (DESIGN.md 4.7): message size limits, malformed
-//! requests. (Unknown and `_UNSPECIFIED` enum values: accounts.rs.)
+//! Server hardening as a partner sees it (docs/architecture.md#server-hardening): message size
+//! limits, malformed requests. (Unknown and `_UNSPECIFIED` enum values: accounts.rs.)
 
 use medins_proto::{
     identity::v1::RegisterPersonRequest,

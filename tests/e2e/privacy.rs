@@ -1,6 +1,6 @@
-//! Personal data at rest (DESIGN.md 2 and 4.5): the identity database holds no plaintext ID
-//! number, name or phone; the insurance database holds none at all. Every column of every table
-//! is read as raw bytes (and on SQLite the database and WAL files too).
+//! Personal data at rest (docs/architecture.md#personal-data): the identity database holds no
+//! plaintext ID number, name or phone; the insurance database holds none at all. Every column of
+//! every table is read as raw bytes (and on SQLite the database and WAL files too).
 
 use diesel::{
     QueryableByName, RunQueryDsl,

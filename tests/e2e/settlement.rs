@@ -186,7 +186,8 @@ async fn only_the_partner_that_opened_a_visit_settles_it_and_bad_requests_change
     let request = settle_request(&visit_id, 1_000, Category::Outpatient, PayFrom::HolderAccount);
 
     let foreign = stack.settlements(Some(&stack.keys.pharmacy)).settle(request.clone()).await.unwrap_err();
-    // Another counter learns nothing about the visit: the answer a missing one gets (DESIGN.md 4.3a).
+    // Another counter learns nothing about the visit: the answer a missing one gets
+    // (docs/architecture.md#trust-model).
     assert_eq!((foreign.code(), reason(&foreign).as_str()), (Code::NotFound, "VISIT_NOT_FOUND"));
     let no_scope = stack.settlements(Some(&stack.keys.bank)).settle(request.clone()).await.unwrap_err();
     assert_eq!((no_scope.code(), reason(&no_scope).as_str()), (Code::PermissionDenied, "PERMISSION_DENIED_SCOPE"));

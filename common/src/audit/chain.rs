@@ -1,6 +1,6 @@
-//! The audit chain (DESIGN.md 4.3): how a row's hash is computed from the previous row's hash
-//! and the row's canonical fields, and how a walk over the rows finds the first broken one.
-//! Pure: the store reads and writes rows, this decides.
+//! The audit chain (docs/architecture.md#who-may-call-what): how a row's hash is computed from the
+//! previous row's hash and the row's canonical fields, and how a walk over the rows finds the first
+//! broken one. Pure: the store reads and writes rows, this decides.
 
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};

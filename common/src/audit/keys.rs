@@ -1,8 +1,8 @@
-//! The audit key file (DESIGN.md 4.3): Ed25519 keys with ids that sign checkpoints, from which
-//! the row MAC keys are derived. Kept beside the person-token keys, never in the database, so
-//! that whoever can write the database cannot re-seal what they changed. Rotated with `medins
-//! keys rotate-audit`; retired keys are kept (never pruned) because checkpoints and rows they
-//! sealed are verified for as long as the log exists.
+//! The audit key file (docs/architecture.md#who-may-call-what): Ed25519 keys with ids that sign
+//! checkpoints, from which the row MAC keys are derived. Kept beside the person-token keys, never
+//! in the database, so that whoever can write the database cannot re-seal what they changed.
+//! Rotated with `medins keys rotate-audit`; retired keys are kept (never pruned) because
+//! checkpoints and rows they sealed are verified for as long as the log exists.
 
 use std::{
     collections::HashMap,

@@ -1,8 +1,9 @@
-//! The audit log both services keep (DESIGN.md 4.3): one row per call that read or changed a
-//! person's data, recorded under the partner that made it. `merkle` and `seal` decide (pure),
-//! `keys` holds the audit key file, `store` reads and writes; each service's database holds its
-//! own log (created by the service's migrations, described once in `schema`). `chain` is the
-//! first format's hash chain, kept to verify and re-seal rows written before partitions.
+//! The audit log both services keep (docs/architecture.md#who-may-call-what): one row per call that
+//! read or changed a person's data, recorded under the partner that made it. `merkle` and `seal`
+//! decide (pure), `keys` holds the audit key file, `store` reads and writes; each service's
+//! database holds its own log (created by the service's migrations, described once in `schema`).
+//! `chain` is the first format's hash chain, kept to verify and re-seal rows written before
+//! partitions.
 
 pub mod chain;
 pub mod keys;

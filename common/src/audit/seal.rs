@@ -1,6 +1,6 @@
-//! How audit rows and checkpoints are sealed (DESIGN.md 4.3): pure functions of a row's fields
-//! and of keys the database never holds. The store writes what these compute; `medins audit
-//! verify` recomputes it.
+//! How audit rows and checkpoints are sealed (docs/architecture.md#who-may-call-what): pure
+//! functions of a row's fields and of keys the database never holds. The store writes what these
+//! compute; `medins audit verify` recomputes it.
 //!
 //! - The log is split into partitions by a hash of the person id ([`partition_of`]; on
 //!   PostgreSQL [`PARTITIONS`], on SQLite one: see `super::store::partitions_for`), each with its

@@ -1,6 +1,6 @@
-//! The audit log at rest (DESIGN.md 4.3): one sealed row per call that read or changed a
-//! person's data, in the database of the service that served the call. What is computed is
-//! `super::seal`'s and `super::merkle`'s; this module reads and writes.
+//! The audit log at rest (docs/architecture.md#who-may-call-what): one sealed row per call that
+//! read or changed a person's data, in the database of the service that served the call. What is
+//! computed is `super::seal`'s and `super::merkle`'s; this module reads and writes.
 //!
 //! Appends: [`AuditStore::record`] hands its row to one of [`LANES`] writer tasks (by partition);
 //! each writes every row waiting at that moment in one transaction (group commit), locking
@@ -136,7 +136,7 @@ pub struct AuditEntry {
     pub recorded_at: NaiveDateTime,
 }
 
-/// Counters of this process's appends (tests and `medins bench` read them).
+/// Counters of this process's appends (tests and `medins-bench` read them).
 #[derive(Debug, Default)]
 pub struct AuditStats {
     /// Rows appended.

@@ -1,6 +1,6 @@
-//! Partner authentication and authorisation as a tower layer (DESIGN.md 4.3): API key ->
-//! partner, the RPC's scope, the partner's rate limit. Handlers read the typed [`Caller`] from
-//! the request extensions.
+//! Partner authentication and authorisation as a tower layer
+//! (docs/architecture.md#who-may-call-what): API key -> partner, the RPC's scope, the partner's
+//! rate limit. Handlers read the typed [`Caller`] from the request extensions.
 
 pub mod partners;
 pub mod rate_limit;
@@ -59,10 +59,10 @@ impl CalledMethod {
 }
 
 /// Metadata header with which a SERVICE partner (insurance-svc calling identity-svc) names the
-/// partner it relays a call for, so the person's access history shows who acted (DESIGN.md
-/// 4.3). Honoured only from SERVICE callers; anyone else sending it is refused
-/// (PERMISSION_DENIED / ON_BEHALF_OF_NOT_ALLOWED), because a partner naming another would hide
-/// itself from the person's history.
+/// partner it relays a call for, so the person's access history shows who acted
+/// (docs/architecture.md#who-may-call-what). Honoured only from SERVICE callers; anyone else
+/// sending it is refused (PERMISSION_DENIED / ON_BEHALF_OF_NOT_ALLOWED), because a partner naming
+/// another would hide itself from the person's history.
 pub const ON_BEHALF_OF_HEADER: &str = "x-on-behalf-of";
 
 /// The partner a SERVICE caller relays a call for, put into the request extensions by

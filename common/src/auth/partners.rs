@@ -1,5 +1,6 @@
-//! The partners file (DESIGN.md 4.3): who may call, with which scopes, at what rate. API keys
-//! are stored only as SHA-256; a presented key is hashed and compared in constant time.
+//! The partners file (docs/architecture.md#who-may-call-what): who may call, with which scopes, at
+//! what rate. API keys are stored only as SHA-256; a presented key is hashed and compared in
+//! constant time.
 //!
 //! The file is read at start and again on reload (SIGHUP, or `Partners::reload`), so revoking a
 //! key takes effect without a restart.
@@ -189,9 +190,9 @@ pub struct PartnerEntry {
     /// ([`PartnerKind::default_sms_daily_quota`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms_daily_quota: Option<u32>,
-    /// The employer codes an EMPLOYER partner speaks for (DESIGN.md 4.3a): it opens EMPLOYEE accounts,
-    /// credits contributions, applies for cards and reads ledgers only for these codes and their
-    /// employees. Empty for every other kind.
+    /// The employer codes an EMPLOYER partner speaks for (docs/architecture.md#trust-model): it
+    /// opens EMPLOYEE accounts, credits contributions, applies for cards and reads ledgers only for
+    /// these codes and their employees. Empty for every other kind.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub employer_codes: BTreeSet<String>,
     /// The client certificate this partner's keys are bound to (docs/tls.md): its keys are then
@@ -345,8 +346,9 @@ impl PartnersFile {
         let body = toml::to_string_pretty(self)
             .map_err(|e| PartnersError::Invalid { path: path.to_owned(), message: e.to_string() })?;
         let text = format!(
-            "# medins partners (DESIGN.md 4.3). API keys are stored as SHA-256 only; each key was shown\n\
-             # once when created. Edit with `medins partner create|list|revoke`, then reload (SIGHUP).\n\n{body}"
+            "# medins partners (docs/architecture.md#who-may-call-what). API keys are stored as SHA-256\n\
+             # only; each key was shown once when created. Edit with `medins partner create|list|revoke`,\n\
+             # then reload (SIGHUP).\n\n{body}"
         );
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io)?;

@@ -1,5 +1,5 @@
-//! The identity authority (DESIGN.md 5): does this name belong to this resident ID number, and
-//! may it be verified? [`IdentityAuthority`] and its implementations:
+//! The identity authority (docs/architecture.md#identity-svc): does this name belong to this
+//! resident ID number, and may it be verified? [`IdentityAuthority`] and its implementations:
 //!
 //! - [`WebhookIdentityAuthority`]: the real authority (or a gateway to it) behind a webhook.
 //! - [`DevIdentityAuthority`]: development and tests only; NOT an identity authority.

@@ -59,7 +59,8 @@ impl InsuranceClient {
     }
 
     /// insurance-svc's audit records of a person, newest first, strictly before `before`
-    /// (`recorded_at`, `seq`) when given (the merged access history, DESIGN.md 4.3).
+    /// (`recorded_at`, `seq`) when given (the merged access history,
+    /// docs/architecture.md#who-may-call-what).
     pub async fn list_person_accesses(
         &self,
         person_id: uuid::Uuid,

@@ -1,9 +1,9 @@
-//! identity-svc's access table (DESIGN.md 4.3a): for every RPC that reads or changes a person's
-//! data, who may call it for whom. Scopes only say what kind of partner may call at all; this
-//! says whose data it may touch. Every handler asks [`decide`] (through `service::access`) with
-//! the facts it knows; nothing else in identity-svc decides access. The standings, rules and
-//! refusals are the platform's shared vocabulary (`medins_common::access`); insurance-svc keeps
-//! its own table in its own `domain::access`.
+//! identity-svc's access table (docs/architecture.md#trust-model): for every RPC that reads or
+//! changes a person's data, who may call it for whom. Scopes only say what kind of partner may call
+//! at all; this says whose data it may touch. Every handler asks [`decide`] (through
+//! `service::access`) with the facts it knows; nothing else in identity-svc decides access. The
+//! standings, rules and refusals are the platform's shared vocabulary (`medins_common::access`);
+//! insurance-svc keeps its own table in its own `domain::access`.
 //!
 //! Pure: no I/O. A caller with no standing gets the row's refusal, decided from the request and
 //! the caller alone (a person id is compared with the token's subject, never looked up first),

@@ -1,5 +1,6 @@
-//! The merged access history (DESIGN.md 4.3): identity-svc's and insurance-svc's audit records
-//! of a person in one order, newest first, paged by one cursor that covers both sources. Pure.
+//! The merged access history (docs/architecture.md#who-may-call-what): identity-svc's and
+//! insurance-svc's audit records of a person in one order, newest first, paged by one cursor that
+//! covers both sources. Pure.
 //!
 //! The order is (recorded_at, source, seq) descending, identity-svc's records before
 //! insurance-svc's at the same microsecond. A cursor is the position of the last record

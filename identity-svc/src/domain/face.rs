@@ -1,6 +1,6 @@
-//! Face verification rules (DESIGN.md 5): purposes, the session lifecycle, what a provider's
-//! submission does, and the liveness challenge. Pure: the caller brings the time and the
-//! randomness.
+//! Face verification rules (docs/architecture.md#identity-svc): purposes, the session lifecycle,
+//! what a provider's submission does, and the liveness challenge. Pure: the caller brings the time
+//! and the randomness.
 //!
 //! A passing submission (liveness and similarity >= threshold) ends the session PASSED. A
 //! failing one leaves it PENDING so the person can try again in front of the camera, except the

@@ -6,7 +6,7 @@ use medins_common::{ApiError, ApiResult, Reason};
 /// Longest partner user ref, in bytes.
 pub const MAX_PARTNER_USER_REF_LEN: usize = 128;
 
-/// Largest page of any list RPC (DESIGN.md 4.1).
+/// Largest page of any list RPC (docs/architecture.md#contracts).
 pub const MAX_PAGE_SIZE: i64 = 100;
 
 /// Validates a partner's user ref: trimmed, 1-128 printable ASCII characters without spaces

@@ -1,4 +1,4 @@
-//! Rules of SMS verification codes (DESIGN.md 5): pure, no I/O.
+//! Rules of SMS verification codes (docs/architecture.md#identity-svc): pure, no I/O.
 //!
 //! A code is 6 digits from a CSPRNG, valid for 5 minutes. A phone gets at most one code per
 //! 60 seconds and [`DAILY_LIMIT`] per calendar day in China Standard Time. A challenge allows

@@ -109,8 +109,8 @@ impl CallAccess {
         self.decide(&facts)
     }
 
-    /// Records the call in `person`'s access history (DESIGN.md 4.3a), allowed or refused.
-    /// Recording never changes the answer.
+    /// Records the call in `person`'s access history (docs/architecture.md#trust-model), allowed or
+    /// refused. Recording never changes the answer.
     pub async fn record<R>(&self, state: &State, person: Uuid, result: &Result<R, Status>) {
         state.audit.record(&self.audit_as, self.method, person, outcome_of(result)).await;
     }

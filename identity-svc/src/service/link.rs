@@ -1,5 +1,5 @@
 //! `medins.identity.v1.PartnerLinkService`: a partner links its own user to a person after an SMS
-//! code proved control of the person's phone (DESIGN.md flow 6).
+//! code proved control of the person's phone (docs/architecture.md#identity-svc).
 
 use medins_common::{
     ApiError, ApiResult, Reason, convert::timestamp, error::require_uuid, revocation::RevocationReason,

@@ -1,6 +1,6 @@
-//! Person tokens in identity-svc (DESIGN.md 4.3): the signing key ring loaded from the key
-//! file and kept current (its verifier checks the tokens `service::access` reads), and
-//! `medins.identity.v1.PersonTokenService` (IssuePersonToken, GetPublicKeys,
+//! Person tokens in identity-svc (docs/architecture.md#who-may-call-what): the signing key ring
+//! loaded from the key file and kept current (its verifier checks the tokens `service::access`
+//! reads), and `medins.identity.v1.PersonTokenService` (IssuePersonToken, GetPublicKeys,
 //! ListTokenRevocations).
 //!
 //! Key rotation reaches a running server without a signal: the key file is re-read when its

@@ -10,7 +10,7 @@ use crate::domain::sms::SmsPurpose;
 /// Logs the masked phone and the code at WARN instead of sending an SMS, and optionally appends
 /// `<masked phone> <purpose> <code>` to a file (so scripts and the README walkthrough can read
 /// the code). For development only: it is the one place where a code appears in a log
-/// (DESIGN.md 4.5), and identity-svc builds it only when started with `--dev`.
+/// (docs/architecture.md#personal-data), and identity-svc builds it only when started with `--dev`.
 #[derive(Debug, Default)]
 pub struct LogSmsSender {
     file: Option<Mutex<PathBuf>>,

@@ -1,4 +1,5 @@
-//! Delivery of SMS codes (DESIGN.md 5): the [`SmsSender`] trait and its implementations.
+//! Delivery of SMS codes (docs/architecture.md#identity-svc): the [`SmsSender`] trait and its
+//! implementations.
 //!
 //! - [`WebhookSmsSender`]: a real SMS gateway behind an HTTP webhook (production).
 //! - [`LogSmsSender`]: development only, logs the code instead of sending it; identity-svc uses

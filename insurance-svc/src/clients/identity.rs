@@ -309,7 +309,8 @@ impl IdentityClient {
             .transpose()
             .map_err(|_| ApiError::internal("an idempotency key is not visible ASCII"))?;
         // The partner we act for: identity-svc records the call under it in the person's access
-        // history (DESIGN.md 4.3), honouring the header only from SERVICE keys like ours.
+        // history (docs/architecture.md#who-may-call-what), honouring the header only from SERVICE
+        // keys like ours.
         let acting = acting_partner
             .map(AsciiMetadataValue::try_from)
             .transpose()

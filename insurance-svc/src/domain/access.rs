@@ -1,8 +1,8 @@
-//! The access table (DESIGN.md 4.3a): for every RPC that reads or changes a person's data, who
-//! may call it for whom. Scopes only say what kind of partner may call at all; this says whose
-//! data it may touch. Every handler that touches a person's data asks [`decide`] with the facts it
-//! read (the `service::access` helper gathers the common ones); nothing else in the code decides
-//! access.
+//! The access table (docs/architecture.md#trust-model): for every RPC that reads or changes a
+//! person's data, who may call it for whom. Scopes only say what kind of partner may call at all;
+//! this says whose data it may touch. Every handler that touches a person's data asks [`decide`]
+//! with the facts it read (the `service::access` helper gathers the common ones); nothing else in
+//! the code decides access.
 //!
 //! Pure: no I/O. A caller with no relationship gets the rule's refusal, which is the same answer
 //! a missing person or object gets, so a refusal tells nothing about existence.
@@ -93,8 +93,8 @@ pub fn require_own_employer_code(codes: &BTreeSet<String>, employer_code: &str) 
 /// The access table: one row per RPC that reads or changes a person's data. The contract
 /// comment of each RPC says the same in words; `tests/e2e/access.rs` walks it.
 pub const RULES: &[Rule] = &[
-    // AccountService, VoucherService, CodeService, SettlementService (DESIGN.md 4.3a; tests/e2e/access.rs).
-    // AccountService
+    // AccountService, VoucherService, CodeService, SettlementService
+    // (docs/architecture.md#trust-model; tests/e2e/access.rs). AccountService
     Rule {
         method: "/medins.insurance.v1.AccountService/OpenAccount",
         allows: &[Standing::Operator, Standing::Person, Standing::HolderPresent, Standing::Employer],

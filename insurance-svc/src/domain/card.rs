@@ -1,4 +1,4 @@
-//! Social security cards (DESIGN.md flow 7 and 6 "Cards"): channels and what each needs, the
+//! Social security cards (docs/architecture.md#cards): channels and what each needs, the
 //! application and card state tables, who may act, working days, card numbers with their check
 //! digit, and the validation of every free-form field. Pure.
 

@@ -1,5 +1,6 @@
-//! Dynamic payment codes (DESIGN.md 6 "Vouchers"): the binary layout, its text form, signing and
-//! verification, and who may have a code issued. Pure: keys and time come in as arguments.
+//! Dynamic payment codes (docs/architecture.md#vouchers-and-codes): the binary layout, its text
+//! form, signing and verification, and who may have a code issued. Pure: keys and time come in as
+//! arguments.
 //!
 //! # Format
 //!

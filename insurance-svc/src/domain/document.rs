@@ -1,5 +1,5 @@
-//! Documents (DESIGN.md 6 "Documents"): kinds, the content types accepted and the size limit.
-//! Pure.
+//! Documents (docs/architecture.md#documents): kinds, the content types accepted and the size
+//! limit. Pure.
 
 use medins_common::{ApiError, ApiResult, Reason};
 use uuid::Uuid;

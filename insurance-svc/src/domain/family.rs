@@ -1,4 +1,4 @@
-//! Family bindings (DESIGN.md flow 5 and 6 "Family"): relationships, statuses and the rules of
+//! Family bindings (docs/architecture.md#family): relationships, statuses and the rules of
 //! AddFamilyMember in their contract order. Pure.
 
 use chrono::NaiveDate;
@@ -108,8 +108,8 @@ impl BindingStatus {
     }
 }
 
-/// How a binding's relationship was proven before it became ACTIVE (DESIGN.md 4.3a: a
-/// relationship gives power only once proven).
+/// How a binding's relationship was proven before it became ACTIVE
+/// (docs/architecture.md#trust-model: a relationship gives power only once proven).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RelationshipProof {
     /// The member (16 or over) passed their own FAMILY_BINDING face check: their consent.

@@ -3,13 +3,14 @@
 //! [`pdf_image`] on the bounded pool (`crate::heavy`), after [`image_header`] has estimated the
 //! memory a decode takes.
 //!
-//! Parsers of untrusted bytes are libraries (STYLE.md): PNG with image-rs's `png` (every chunk
+//! Parsers of untrusted bytes are libraries
+//! (docs/architecture.md#documents-are-identity-documents): PNG with image-rs's `png` (every chunk
 //! CRC and the zlib checksum checked, allocations capped by `png::Limits`), JPEG with `zune-jpeg`
 //! (strict mode, sides capped before any pixel buffer exists, then a full decode, so a file that
-//! only starts like a JPEG is refused). A JPEG goes into a PDF as it is (PDF's DCTDecode is
-//! JPEG); a PNG is decoded and flattened onto white paper, since a drawn signature is usually a
-//! transparent PNG and the letter is white. Anything that does not decode is refused, never
-//! guessed at.
+//! only starts like a JPEG is refused). A JPEG goes into a PDF as it is (PDF's DCTDecode is JPEG);
+//! a PNG is decoded and flattened onto white paper, since a drawn signature is usually a
+//! transparent PNG and the letter is white. Anything that does not decode is refused, never guessed
+//! at.
 
 use std::io::Cursor;
 
@@ -308,11 +309,13 @@ mod tests {
         assert_eq!(pdf_image(ContentType::Png, &flipped, LIMIT), Err(ImageError::Corrupt("PNG")));
         // Truncated.
         assert!(pdf_image(ContentType::Png, &png[..png.len() / 2], LIMIT).is_err());
-        // 5000 pixels wide (IHDR rewritten with a valid CRC).
-        let mut wide = png.to_vec();
-        wide[16..20].copy_from_slice(&5000u32.to_be_bytes());
-        let crc = crate::domain::qr::crc32(&wide[12..29]);
-        wide[29..33].copy_from_slice(&crc.to_be_bytes());
+        // A valid PNG 5000 pixels wide.
+        let mut wide = Vec::new();
+        let mut encoder = png::Encoder::new(&mut wide, 5000, 1);
+        encoder.set_color(png::ColorType::Rgb);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&[0x80; 5000 * 3]).unwrap();
+        writer.finish().unwrap();
         assert_eq!(pdf_image(ContentType::Png, &wide, LIMIT), Err(ImageError::Size));
         // A JPEG without a frame header, and a PDF.
         assert!(pdf_image(ContentType::Jpeg, &[0xFF, 0xD8, 0xFF, 0xD9], LIMIT).is_err());

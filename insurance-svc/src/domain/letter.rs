@@ -1,5 +1,6 @@
-//! The personal commitment letter an owner signs to bind a family member (DESIGN.md 6
-//! "Documents"): its wording, its layout on one A4 page, and the PDF. Pure.
+//! The personal commitment letter an owner signs to bind a family member
+//! (docs/architecture.md#documents): its wording, its layout on one A4 page, and
+//! the PDF. Pure.
 //!
 //! The letter shows names only masked (the owner's as identity-svc masks it, the member's with
 //! the common masking rule); the relationship and date are written in Chinese and in English so

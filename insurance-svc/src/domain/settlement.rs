@@ -172,10 +172,10 @@ struct SchemePolicies {
     pharmacy: Policy,
 }
 
-/// Family aid (DESIGN.md 6, flow 5): whose individual account may pay the bills of which bound
-/// relatives. National policy lets an EMPLOYEE scheme's individual account pay for the holder's
-/// spouse, parents and children (whatever their own scheme); RESIDENT schemes have no
-/// individual account to share. Each scheme lists the relationships (as bound: the member's
+/// Family aid (docs/architecture.md#visits-and-settlement): whose individual account may pay the
+/// bills of which bound relatives. National policy lets an EMPLOYEE scheme's individual account pay
+/// for the holder's spouse, parents and children (whatever their own scheme); RESIDENT schemes have
+/// no individual account to share. Each scheme lists the relationships (as bound: the member's
 /// relationship to the binder) its accounts may pay for; an empty list pays for no one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilyAidPolicy {

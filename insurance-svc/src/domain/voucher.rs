@@ -1,4 +1,4 @@
-//! Vouchers (DESIGN.md flow 3 and 6 "Vouchers"): channels, statuses, the activation rules and
+//! Vouchers (docs/architecture.md#vouchers-and-codes): channels, statuses, the activation rules and
 //! who may suspend and resume. Pure.
 
 use chrono::{NaiveDate, NaiveDateTime};

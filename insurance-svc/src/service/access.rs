@@ -112,9 +112,9 @@ impl CallAccess {
         )
     }
 
-    /// Records the call in `person`'s access history (DESIGN.md 4.3a), allowed or refused, once
-    /// the handler knows whose data it touched; `None` (no such person or object) records
-    /// nothing. Recording never changes the answer.
+    /// Records the call in `person`'s access history (docs/architecture.md#trust-model), allowed or
+    /// refused, once the handler knows whose data it touched; `None` (no such person or object)
+    /// records nothing. Recording never changes the answer.
     pub async fn record<R>(&self, state: &State, person: Option<Uuid>, result: &Result<R, tonic::Status>) {
         if let Some(person) = person {
             state.audit.record(&self.caller.id, self.method, person, medins_common::audit::outcome_of(result)).await;

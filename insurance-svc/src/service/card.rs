@@ -786,8 +786,8 @@ impl CardService for CardApi {
         let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let employer = employer_code(&body.employer_code)?;
-        // An EMPLOYER partner applies only under the codes it speaks for (DESIGN.md 4.3a), refused
-        // before any person is looked up.
+        // An EMPLOYER partner applies only under the codes it speaks for
+        // (docs/architecture.md#trust-model), refused before any person is looked up.
         if caller.kind == PartnerKind::Employer {
             crate::domain::access::require_own_employer_code(&caller.employer_codes, &employer)?;
         }

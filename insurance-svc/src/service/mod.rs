@@ -68,7 +68,8 @@ pub struct State {
     pub relationships: Arc<dyn crate::relationship::RelationshipAuthority>,
     /// How long an operator has to review a binding the authority could not confirm.
     pub family_review_period: chrono::Duration,
-    /// The audit trail: every call that reads or changes a person's data (DESIGN.md 4.3a).
+    /// The audit trail: every call that reads or changes a person's data
+    /// (docs/architecture.md#trust-model).
     pub audit: medins_common::audit::AuditStore,
 }
 

@@ -1,5 +1,6 @@
 //! `medins.insurance.v1.PersonAccessService`: insurance-svc's audit records of a person, for
-//! identity-svc's merged access history (DESIGN.md 4.3). SERVICE callers only.
+//! identity-svc's merged access history (docs/architecture.md#who-may-call-what). SERVICE callers
+//! only.
 
 use medins_common::{
     ApiError, Reason,

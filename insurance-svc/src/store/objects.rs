@@ -6,10 +6,10 @@
 //! DEPENDENCY_UNAVAILABLE, retryable. An object missing under a key the database names is data
 //! loss: INTERNAL (logged).
 //!
-//! Documents are identity documents (DESIGN.md 4.3a): every object is sealed before it leaves
-//! this process, in the local folder and in S3 alike. Each document has its own random
-//! AES-256-GCM key; the object is `MDOC` `01` nonce ciphertext tag, with associated data binding
-//! the document id and its owner (an object copied under another document or owner does not
+//! Documents are identity documents (docs/architecture.md#trust-model): every object is sealed
+//! before it leaves this process, in the local folder and in S3 alike. Each document has its own
+//! random AES-256-GCM key; the object is `MDOC` `01` nonce ciphertext tag, with associated data
+//! binding the document id and its owner (an object copied under another document or owner does not
 //! open); the key is wrapped by insurance-svc's versioned data keys (`FieldCipher`, AAD table
 //! `documents`, column `wrapped_key`, the document id) and kept in the document's row, never
 //! beside the object. A stolen bucket or folder is ciphertext; bytes whose row never committed

@@ -325,7 +325,8 @@ impl Stack {
             service: add(&mut file, "insurance-svc", PartnerKind::Service),
             identity_service: add(&mut file, "identity-svc", PartnerKind::Service),
         };
-        // The stack's employer speaks for these codes (DESIGN.md 4.3a); "OTHER-CO" is nobody's here.
+        // The stack's employer speaks for these codes (docs/architecture.md#trust-model);
+        // "OTHER-CO" is nobody's here.
         file.set_employer_codes("employer", ["ACME-01", "BULK-1"].map(str::to_owned).into()).expect("employer codes");
         let extra_key = options.extra_partner.as_ref().map(|(id, kind, rate_limit)| {
             file.add_partner(id, id, *kind, None, *rate_limit, "2026-11-23T00:00:00Z")

@@ -1,6 +1,6 @@
--- Face verification sessions (DESIGN.md 5). Only the outcome of a check is kept: no image.
--- A session ends once: finished_at is set exactly when the status is final, and a final row is
--- never updated again (the store only updates rows WHERE status = 'PENDING').
+-- Face verification sessions (docs/architecture.md#identity-svc). Only the outcome of a check is
+-- kept: no image. A session ends once: finished_at is set exactly when the status is final, and a
+-- final row is never updated again (the store only updates rows WHERE status = 'PENDING').
 CREATE TABLE face_sessions (
     id TEXT PRIMARY KEY NOT NULL,
     person_id TEXT NOT NULL REFERENCES persons (id),

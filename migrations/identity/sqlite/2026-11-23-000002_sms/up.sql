@@ -1,5 +1,5 @@
--- SMS verification challenges (DESIGN.md 5). The code itself is never stored: only
--- HMAC-SHA256 under the blind-index key, bound to the challenge id. The phone is found by its
+-- SMS verification challenges (docs/architecture.md#identity-svc). The code itself is never stored:
+-- only HMAC-SHA256 under the blind-index key, bound to the challenge id. The phone is found by its
 -- blind index (same "phone" domain as persons.phone_index) and kept encrypted for the masked
 -- answer of VerifySmsCode.
 CREATE TABLE sms_challenges (

@@ -1,8 +1,8 @@
--- Partner links (DESIGN.md flow 6): a partner's own user, linked to a person after an SMS code
--- proved control of the person's phone. The partner's user ref may itself identify the person
--- (an app account id, sometimes a phone number), so it is stored like personal data: encrypted,
--- with an HMAC blind index over (partner, ref) for the uniqueness checks. An unlinked row stays
--- (unlinked_at set); only live rows take part in the two uniqueness rules.
+-- Partner links (docs/architecture.md#identity-svc): a partner's own user, linked to a person after
+-- an SMS code proved control of the person's phone. The partner's user ref may itself identify the
+-- person (an app account id, sometimes a phone number), so it is stored like personal data:
+-- encrypted, with an HMAC blind index over (partner, ref) for the uniqueness checks. An unlinked
+-- row stays (unlinked_at set); only live rows take part in the two uniqueness rules.
 CREATE TABLE partner_links (
     id TEXT PRIMARY KEY NOT NULL,
     partner_id TEXT NOT NULL,
@@ -20,10 +20,11 @@ CREATE UNIQUE INDEX partner_links_live_user_ref ON partner_links (partner_id, pa
 -- The person's own list, newest first (ids are UUIDv7: time ordered).
 CREATE INDEX partner_links_person ON partner_links (person_id, id);
 
--- Audit trail (DESIGN.md 4.3): one row per call that read or changed a person's data. Rows form
--- a hash chain: row_hash = SHA-256(context, prev_hash, the row's canonical fields), prev_hash is
--- the row_hash of the row before (32 zero bytes for the first). No foreign key on person_id:
--- calls about unknown persons are recorded too, and the trail outlives the person row.
+-- Audit trail (docs/architecture.md#who-may-call-what): one row per call that read or changed a
+-- person's data. Rows form a hash chain: row_hash = SHA-256(context, prev_hash, the row's canonical
+-- fields), prev_hash is the row_hash of the row before (32 zero bytes for the first). No foreign
+-- key on person_id: calls about unknown persons are recorded too, and the trail outlives the person
+-- row.
 CREATE TABLE audit_log (
     seq BIGINT PRIMARY KEY NOT NULL CHECK (seq >= 1),
     partner_id TEXT NOT NULL,

@@ -1,6 +1,6 @@
--- Family bindings (DESIGN.md 6 "Family"): an owner binds a member with three documents.
--- A live binding (PENDING_FACE or ACTIVE) holds one of the owner's 5 quota slots: the unique
--- index on (owner, slot) makes the quota an invariant of the schema, whatever the code does.
+-- Family bindings (docs/architecture.md#family): an owner binds a member with three
+-- documents. A live binding (PENDING_FACE or ACTIVE) holds one of the owner's 5 quota slots: the
+-- unique index on (owner, slot) makes the quota an invariant of the schema, whatever the code does.
 CREATE TABLE family_bindings (
     id TEXT PRIMARY KEY NOT NULL,
     owner_person_id TEXT NOT NULL,

@@ -1,4 +1,4 @@
--- Social security cards (DESIGN.md flow 7 and 6 "Cards"). Every invariant the flow relies on
+-- Social security cards (docs/architecture.md#cards). Every invariant the flow relies on
 -- is also a constraint here: one open application per person, one card in force per person,
 -- a card number issued once (the counter only grows; numbers are primary keys and rows are
 -- never deleted), a face session and an SMS challenge used by one application, a fee paying

@@ -1,5 +1,5 @@
--- Audit trail (DESIGN.md 4.3a): one row per call at insurance-svc that read or changed a
--- person's data, the same table as identity-svc's (medins_common::audit). Rows form
+-- Audit trail (docs/architecture.md#trust-model): one row per call at insurance-svc that read or
+-- changed a person's data, the same table as identity-svc's (medins_common::audit). Rows form
 -- a hash chain: row_hash = SHA-256(context, prev_hash, the row's canonical fields), prev_hash is
 -- the row_hash of the row before (32 zero bytes for the first). No foreign key on person_id:
 -- calls about unknown persons are recorded too, and the trail outlives the person row.

@@ -1,8 +1,8 @@
--- The audit log becomes partitioned and sealed (DESIGN.md 4.3, README "Audit trail"): rows are
--- spread over partitions by a hash of the person id, each with its own gap-free positions (idx)
--- and head, so appends for different persons do not take one lock; each row carries an
--- HMAC-SHA256 under a key outside the database, and signed RFC 6962 checkpoints seal each
--- partition. The hash-chained rows of the first format move to audit_log_v1; the services
+-- The audit log becomes partitioned and sealed (docs/architecture.md#who-may-call-what, README
+-- "Audit trail"): rows are spread over partitions by a hash of the person id, each with its own
+-- gap-free positions (idx) and head, so appends for different persons do not take one lock; each
+-- row carries an HMAC-SHA256 under a key outside the database, and signed RFC 6962 checkpoints seal
+-- each partition. The hash-chained rows of the first format move to audit_log_v1; the services
 -- re-seal them into audit_log at start (they need the key, which SQL does not have).
 ALTER TABLE audit_log RENAME TO audit_log_v1;
 DROP INDEX audit_log_person;

@@ -232,7 +232,7 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "\nmedins bench {}: target {} ({}{}), {}, {} in flight over {} connection(s), {:.0} s window after {:.0} s warm-up",
+            "\nmedins-bench {}: target {} ({}{}), {}, {} in flight over {} connection(s), {:.0} s window after {:.0} s warm-up",
             s.version,
             s.target,
             s.backend.as_deref().unwrap_or("echo only"),

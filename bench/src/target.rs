@@ -96,7 +96,7 @@ pub struct RemoteOptions {
 
 fn require_loopback(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() {
-        bail!("{what} {addr}: medins bench only sends traffic to this machine (127.0.0.1 / ::1)");
+        bail!("{what} {addr}: medins-bench only sends traffic to this machine (127.0.0.1 / ::1)");
     }
     Ok(())
 }
@@ -361,7 +361,7 @@ impl Drop for LocalStack {
     }
 }
 
-/// One service process: `medins bench-service <which> <flags>`, its log in the stack folder.
+/// One service process: `medins-bench service <which> <flags>`, its log in the stack folder.
 struct ChildService {
     name: &'static str,
     child: Child,
@@ -372,10 +372,10 @@ impl ChildService {
     fn spawn(name: &'static str, root: &Path, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<ChildService> {
         let log = root.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
-        let exe = std::env::current_exe().context("locating the medins executable")?;
+        let exe = std::env::current_exe().context("locating the medins-bench executable")?;
         let mut command = Command::new(exe);
         command
-            .arg("bench-service")
+            .arg("service")
             .args(args)
             // The child stops when this pipe closes: when the bench stops or dies.
             .stdin(Stdio::piped())

@@ -1,12 +1,14 @@
-//! `medins bench`: the project's load generator (DESIGN.md 9, issue 4 part 6).
+//! `medins-bench`: the project's load generator (issue 4 part 6), a binary of its own so that
+//! the production `medins` binary carries none of it (issue 16).
 //!
 //! Every run measures the bare tonic echo server first (and again last), so each scenario is
 //! reported as a ratio of the ceiling measured on the same machine, in the same minute, with the
 //! same load generator. The services run as child processes of this executable (`--target
-//! local`: the code of the `identity-svc` and `insurance-svc` binaries, on a fresh temp folder
-//! with SQLite or on given PostgreSQL URLs), so each one's peak memory (`VmHWM`, reset per
-//! scenario) and CPU time are its own; or they are services already running on this machine
-//! (`--target remote`). Only 127.0.0.1 traffic. See docs/benchmarks.md.
+//! local`: `medins-bench service identity|insurance`, hidden, runs the code of the `identity-svc`
+//! and `insurance-svc` binaries, which it links as libraries, on a fresh temp folder with SQLite
+//! or on given PostgreSQL URLs), so each one's peak memory (`VmHWM`, reset per scenario) and CPU
+//! time are its own; or they are services already running on this machine (`--target remote`).
+//! Only 127.0.0.1 traffic. See docs/benchmarks.md.
 
 pub mod load;
 pub mod procfs;
@@ -34,7 +36,34 @@ use self::{
     seed::{Insured, Seeder},
     target::{Keys, LocalOptions, Process, RemoteOptions, Target},
 };
-pub use serve::{ServiceArgs, run as run_service};
+use serve::ServiceArgs;
+
+/// medins-bench: throughput and latency of the medins hot paths against a bare echo server
+/// measured in the same run (docs/benchmarks.md).
+#[derive(clap::Parser, Debug)]
+#[command(name = "medins-bench", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(flatten)]
+    bench: Box<BenchArgs>,
+    #[command(subcommand)]
+    internal: Option<Internal>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Internal {
+    /// Internal: one service (or the echo server) as a child process of the bench.
+    #[command(hide = true)]
+    Service(ServiceArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = <Cli as clap::Parser>::parse();
+    match cli.internal {
+        Some(Internal::Service(args)) => serve::run(args).await,
+        None => run(*cli.bench).await,
+    }
+}
 
 /// How long a code verifies after it was issued, minus a margin: a verify-code window ends
 /// before the first of its codes expires.
@@ -58,7 +87,7 @@ pub enum EchoPlacement {
     Child,
 }
 
-/// Flags of `medins bench`.
+/// Flags of `medins-bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Scenarios to run, in order (default: all). `echo` is always measured first and, when
@@ -270,7 +299,7 @@ impl EchoServer {
             }
             EchoPlacement::Child => {
                 let addr = target::free_port()?;
-                let mut args = vec!["bench-service".to_owned(), "echo".into(), addr.to_string()];
+                let mut args = vec!["service".to_owned(), "echo".into(), addr.to_string()];
                 if let Some((cert, key)) = &tls_files {
                     args.extend([cert.display().to_string(), key.display().to_string()]);
                 }
@@ -363,7 +392,7 @@ impl Watched {
     }
 }
 
-/// Runs `medins bench`.
+/// Runs the bench.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     args.check()?;
     let plan = args.plan();

@@ -1,4 +1,4 @@
-//! `medins bench-service` (hidden): one service as a child process of `medins bench`: what the
+//! `medins-bench service` (hidden): one service as a child process of the bench: what the
 //! `identity-svc` and `insurance-svc` binaries do (same flags, same code), or the bare echo
 //! server. It stops on SIGTERM/Ctrl-C and also when its standard input closes, so it never
 //! outlives the bench.
@@ -25,7 +25,7 @@ pub enum ServiceKind {
     Echo,
 }
 
-/// Flags of `medins bench-service`.
+/// Flags of `medins-bench service`.
 #[derive(clap::Args, Debug)]
 pub struct ServiceArgs {
     /// Which server.
@@ -83,7 +83,7 @@ async fn stop_signal() {
     }
 }
 
-/// Runs `medins bench-service`.
+/// Runs `medins-bench service`.
 pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
     match args.service {
         ServiceKind::Identity => {

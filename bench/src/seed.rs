@@ -260,7 +260,7 @@ impl Seeder {
                     employer_code: String::new(),
                 },
                 // The person, through the bank, with their token: a RESIDENT account has no
-                // employer to open it (DESIGN.md 4.3a).
+                // employer to open it (docs/architecture.md#trust-model).
                 &self.bank,
                 Some(&token),
             ))
