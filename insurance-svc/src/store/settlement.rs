@@ -18,8 +18,10 @@
 //!
 //! On PostgreSQL the settlements waiting at the same moment (all but family aid) go further:
 //! they are settled together, one transaction of four round trips for the whole batch
-//! (`settle_batch`), the way SQLite's writer group-commits. The split stays the one Rust
-//! function; the batch only feeds it the balance and totals the calls before it left.
+//! (`settle_batch`), the way SQLite's writer group-commits. Both paths read the facts, ask the
+//! one decision (`domain::settlement::decide`: partner, replay, family aid, paying account,
+//! split, debit, totals) and write it; the batch only feeds it the balance and totals the calls
+//! before it left.
 
 use std::{
     collections::HashMap,
