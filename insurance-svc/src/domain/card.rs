@@ -809,12 +809,355 @@ pub fn card_view(standing: Standing) -> CardView {
     }
 }
 
+/// A card fee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardFee {
+    /// Fee id.
+    pub id: Uuid,
+    /// Who paid.
+    pub person_id: Uuid,
+    /// The bank partner.
+    pub bank_partner_id: String,
+    /// The bank's reference.
+    pub reference: String,
+    /// Amount in fen.
+    pub amount_cents: i64,
+    /// The application it paid for.
+    pub application_id: Option<Uuid>,
+    /// Recorded.
+    pub recorded_at: NaiveDateTime,
+}
+
+/// One status an application reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationEvent {
+    /// The status.
+    pub status: ApplicationStatus,
+    /// The partner whose call made the step.
+    pub partner_id: String,
+    /// When.
+    pub at: NaiveDateTime,
+}
+
+/// A card application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardApplication {
+    /// Application id.
+    pub id: Uuid,
+    /// The applicant.
+    pub person_id: Uuid,
+    /// Channel.
+    pub channel: CardChannel,
+    /// Delivery.
+    pub delivery: Delivery,
+    /// Status.
+    pub status: ApplicationStatus,
+    /// The partner that submitted it.
+    pub partner_id: String,
+    /// The guardian who applied (applicants under 16).
+    pub guardian_person_id: Option<Uuid>,
+    /// The agent (AGENT).
+    pub agent_person_id: Option<Uuid>,
+    /// The employer code (EMPLOYER).
+    pub employer_code: Option<String>,
+    /// The lost card replaced (REPLACEMENT).
+    pub replaces_card_number: Option<String>,
+    /// Why it was rejected.
+    pub rejection_reason: Option<String>,
+    /// When a pick-up card is ready by.
+    pub ready_by: Option<NaiveDate>,
+    /// Mail tracking number.
+    pub tracking_number: Option<String>,
+    /// The card's number.
+    pub card_number: Option<String>,
+    /// Submitted.
+    pub submitted_at: NaiveDateTime,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+    /// Mailing address (mailed cards; loaded by single reads only).
+    pub mailing_address: Option<MailingAddress>,
+    /// The fee that paid for it (loaded by single reads only).
+    pub fee_id: Option<Uuid>,
+    /// Every status reached, oldest first (loaded by single reads only).
+    pub history: Vec<ApplicationEvent>,
+}
+
+/// A card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Card {
+    /// The number.
+    pub card_number: String,
+    /// The holder.
+    pub person_id: Uuid,
+    /// Its application.
+    pub application_id: Uuid,
+    /// Status.
+    pub status: CardStatus,
+    /// Medical function activated.
+    pub medical_activated_at: Option<NaiveDateTime>,
+    /// Financial function activated.
+    pub financial_activated_at: Option<NaiveDateTime>,
+    /// The application replacing it.
+    pub replaced_by_application_id: Option<Uuid>,
+    /// Produced.
+    pub issued_at: NaiveDateTime,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+    /// Whether its application is DELIVERED.
+    pub delivered: bool,
+}
+
+/// The proof an ONLINE application was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// ID card front.
+    pub id_card_front: Uuid,
+    /// ID card back.
+    pub id_card_back: Uuid,
+    /// Photo (optional under 7).
+    pub photo: Option<Uuid>,
+    /// The face session.
+    pub face_session_id: Uuid,
+    /// The consumed SMS challenge.
+    pub sms_challenge_id: Uuid,
+}
+
+/// A new application.
+#[derive(Debug, Clone)]
+pub struct NewApplication {
+    /// The applicant.
+    pub person_id: Uuid,
+    /// Channel.
+    pub channel: CardChannel,
+    /// Delivery.
+    pub delivery: Delivery,
+    /// The partner submitting it.
+    pub partner_id: String,
+    /// The guardian applying.
+    pub guardian_person_id: Option<Uuid>,
+    /// The agent.
+    pub agent_person_id: Option<Uuid>,
+    /// The employer code.
+    pub employer_code: Option<String>,
+    /// ONLINE proof.
+    pub evidence: Option<Evidence>,
+    /// Where to mail it.
+    pub mailing_address: Option<MailingAddress>,
+    /// The fee paying for it.
+    pub fee_id: Option<Uuid>,
+}
+
+/// The refusal of an application while the person has an open one.
+pub fn open_application_conflict() -> ApiError {
+    ApiError::failed_precondition(Reason::CardStateConflict, "the person already has an open card application")
+        .with_metadata("conflict", "open_application")
+}
+
+/// The refusal of an application (or of a card's production) while the person has a current
+/// card.
+pub fn existing_card_conflict() -> ApiError {
+    ApiError::failed_precondition(
+        Reason::CardStateConflict,
+        "the person already has a card: report it lost formally and replace it (ReplaceCard)",
+    )
+    .with_metadata("conflict", "existing_card")
+}
+
+/// Whether a person may apply: not with an open application ([`ApplicationStatus::is_open`]),
+/// not with a current card (one not REPLACED). FAILED_PRECONDITION / CARD_STATE_CONFLICT with
+/// the conflict in the metadata otherwise.
+pub fn require_may_apply(open_application: bool, current_card: bool) -> ApiResult<()> {
+    if open_application {
+        return Err(open_application_conflict());
+    }
+    if current_card {
+        return Err(existing_card_conflict());
+    }
+    Ok(())
+}
+
+/// Whether a dispatch fits the application's delivery: a mailed card needs a tracking number,
+/// a card picked up at a service point has none (INVALID_ARGUMENT on `tracking_number`). The
+/// state table ([`next_application_status`]) decides whether it may be dispatched at all.
+pub fn check_dispatch(delivery: Delivery, has_tracking: bool) -> ApiResult<()> {
+    match (delivery, has_tracking) {
+        (Delivery::Mail, false) => {
+            Err(ApiError::invalid_field(Reason::InvalidArgument, "tracking_number", "required for a mailed card"))
+        }
+        (Delivery::Pickup, true) => Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "tracking_number",
+            "must be empty for a card picked up at a service point",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The ready-by date a review sets: an application approved on `today` for pick-up is ready
+/// [`PICKUP_WORKING_DAYS`] working days later ([`ready_by`]); no date otherwise.
+pub fn ready_by_after(next: ApplicationStatus, delivery: Delivery, today: NaiveDate) -> Option<NaiveDate> {
+    (next == ApplicationStatus::Approved && delivery == Delivery::Pickup).then(|| ready_by(today))
+}
+
+/// What an activation (or use) of a card switches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activation {
+    /// The medical function, at its first use.
+    pub medical: bool,
+    /// The financial function, at its first use at a bank.
+    pub financial: bool,
+}
+
+/// Activating (or using) `card` through `channel`: a VALID card ([`next_card_status`]) that
+/// was delivered (else CARD_STATE_CONFLICT, status NOT_DELIVERED); the medical function at its
+/// first use, the financial one too at a bank, each once.
+pub fn decide_activation(card: &Card, channel: ActivationChannel) -> ApiResult<Activation> {
+    next_card_status(card.status, CardAction::Activate)?;
+    if !card.delivered {
+        return Err(StateConflict { status: "NOT_DELIVERED", action: CardAction::Activate.as_str() }.into_error());
+    }
+    Ok(Activation {
+        medical: card.medical_activated_at.is_none(),
+        financial: channel.activates_financial() && card.financial_activated_at.is_none(),
+    })
+}
+
+/// Replacing a LOST `card`: the card becomes REPLACED ([`next_card_status`]) and a new
+/// REPLACEMENT application paid by `fee_id` is submitted for its holder, mailed to
+/// `mailing_address` or picked up. Refused while the holder has an open application, and
+/// unless the fee (`fee`: its payer and whether it paid already, [`check_fee`]) is the
+/// holder's and unused.
+pub fn decide_replacement(
+    card: &Card,
+    open_application: bool,
+    fee: Option<(Uuid, bool)>,
+    fee_id: Uuid,
+    mailing_address: Option<MailingAddress>,
+    partner_id: &str,
+) -> ApiResult<(CardStatus, NewApplication)> {
+    let next = next_card_status(card.status, CardAction::Replace)?;
+    if open_application {
+        return Err(open_application_conflict());
+    }
+    check_fee(fee, card.person_id).map_err(FeeCheck::into_error)?;
+    let new = NewApplication {
+        person_id: card.person_id,
+        channel: CardChannel::Replacement,
+        delivery: delivery_of(CardChannel::Replacement, mailing_address.is_some()),
+        partner_id: partner_id.to_owned(),
+        guardian_person_id: None,
+        agent_person_id: None,
+        employer_code: None,
+        evidence: None,
+        mailing_address,
+        fee_id: Some(fee_id),
+    };
+    Ok((next, new))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn card(status: CardStatus, delivered: bool) -> Card {
+        let at = date(2026, 5, 1).and_hms_opt(3, 0, 0).unwrap();
+        Card {
+            card_number: "8611000000000001".into(),
+            person_id: Uuid::now_v7(),
+            application_id: Uuid::now_v7(),
+            status,
+            medical_activated_at: None,
+            financial_activated_at: None,
+            replaced_by_application_id: None,
+            issued_at: at,
+            updated_at: at,
+            delivered,
+        }
+    }
+
+    #[test]
+    fn one_open_application_and_one_current_card_per_person() {
+        assert!(require_may_apply(false, false).is_ok());
+        for (open, current, conflict) in
+            [(true, false, "open_application"), (true, true, "open_application"), (false, true, "existing_card")]
+        {
+            let error = require_may_apply(open, current).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::CardStateConflict));
+            let expected =
+                if conflict == "open_application" { open_application_conflict() } else { existing_card_conflict() };
+            assert_eq!(error.message(), expected.message());
+        }
+        let open: Vec<_> = ApplicationStatus::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str()).collect();
+        assert_eq!(open, ["SUBMITTED", "APPROVED", "PRODUCED", "MAILED", "READY_FOR_PICKUP"]);
+    }
+
+    #[test]
+    fn a_dispatch_fits_its_delivery() {
+        assert!(check_dispatch(Delivery::Mail, true).is_ok());
+        assert!(check_dispatch(Delivery::Pickup, false).is_ok());
+        for (delivery, tracking) in [(Delivery::Mail, false), (Delivery::Pickup, true)] {
+            let error = check_dispatch(delivery, tracking).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
+        }
+        let friday = date(2026, 11, 27);
+        assert_eq!(ready_by_after(ApplicationStatus::Approved, Delivery::Pickup, friday), Some(ready_by(friday)));
+        assert_eq!(ready_by_after(ApplicationStatus::Approved, Delivery::Mail, friday), None);
+        assert_eq!(ready_by_after(ApplicationStatus::Rejected, Delivery::Pickup, friday), None);
+    }
+
+    #[test]
+    fn a_delivered_valid_card_activates_each_function_once() {
+        let fresh = card(CardStatus::Valid, true);
+        assert_eq!(
+            decide_activation(&fresh, ActivationChannel::Hospital).unwrap(),
+            Activation { medical: true, financial: false }
+        );
+        assert_eq!(
+            decide_activation(&fresh, ActivationChannel::Bank).unwrap(),
+            Activation { medical: true, financial: true }
+        );
+        let used = Card {
+            medical_activated_at: Some(fresh.issued_at),
+            financial_activated_at: Some(fresh.issued_at),
+            ..fresh.clone()
+        };
+        assert_eq!(
+            decide_activation(&used, ActivationChannel::Bank).unwrap(),
+            Activation { medical: false, financial: false }
+        );
+
+        let undelivered = decide_activation(&card(CardStatus::Valid, false), ActivationChannel::Hospital).unwrap_err();
+        assert_eq!(undelivered.reason(), Reason::CardStateConflict);
+        assert!(undelivered.message().contains("NOT_DELIVERED"));
+        for status in [CardStatus::LostTemporary, CardStatus::Lost, CardStatus::Replaced] {
+            let error = decide_activation(&card(status, true), ActivationChannel::Pharmacy).unwrap_err();
+            assert_eq!(error.reason(), Reason::CardStateConflict);
+        }
+    }
+
+    #[test]
+    fn a_lost_card_is_replaced_by_a_new_application_paid_by_the_holders_unused_fee() {
+        let lost = card(CardStatus::Lost, true);
+        let fee_id = Uuid::now_v7();
+        let (next, new) =
+            decide_replacement(&lost, false, Some((lost.person_id, false)), fee_id, None, "bank-1").unwrap();
+        assert_eq!(next, CardStatus::Replaced);
+        assert_eq!((new.person_id, new.channel, new.fee_id), (lost.person_id, CardChannel::Replacement, Some(fee_id)));
+        assert_eq!((new.delivery, new.partner_id.as_str()), (delivery_of(CardChannel::Replacement, false), "bank-1"));
+
+        let valid =
+            decide_replacement(&card(CardStatus::Valid, true), false, Some((lost.person_id, false)), fee_id, None, "b");
+        assert_eq!(valid.unwrap_err().reason(), Reason::CardStateConflict);
+        let open = decide_replacement(&lost, true, Some((lost.person_id, false)), fee_id, None, "b").unwrap_err();
+        assert_eq!(open.message(), open_application_conflict().message());
+        for fee in [None, Some((Uuid::now_v7(), false)), Some((lost.person_id, true))] {
+            let error = decide_replacement(&lost, false, fee, fee_id, None, "b").unwrap_err();
+            assert_eq!(error.reason(), Reason::CardFeeInvalid);
+        }
     }
 
     #[test]

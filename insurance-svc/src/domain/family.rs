@@ -1,7 +1,7 @@
 //! Family bindings (docs/architecture.md#family): relationships, statuses and the rules of
 //! AddFamilyMember in their contract order. Pure.
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveDateTime};
 use medins_common::{ApiError, ApiResult, Reason, error::require_uuid};
 use uuid::Uuid;
 
@@ -674,12 +674,392 @@ pub fn require_active(status: BindingStatus) -> ApiResult<()> {
     }
 }
 
+/// A family binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// Binding id.
+    pub id: Uuid,
+    /// The person who bound the member (the binder).
+    pub owner_person_id: Uuid,
+    /// The bound member.
+    pub member_person_id: Uuid,
+    /// How the member is related to the owner.
+    pub relationship: Relationship,
+    /// Status.
+    pub status: BindingStatus,
+    /// The member's birth date (age rules and displays).
+    pub member_birth_date: NaiveDate,
+    /// The member's FAMILY_BINDING face session (members 16 and over).
+    pub face_session_id: Option<Uuid>,
+    /// The commitment letter.
+    pub commitment_letter_id: Uuid,
+    /// The owner's household register page.
+    pub owner_register_id: Uuid,
+    /// The member's household register page.
+    pub member_register_id: Uuid,
+    /// Whether the owner pays the member's bills from their own individual account.
+    pub family_aid: bool,
+    /// Created.
+    pub created_at: NaiveDateTime,
+    /// Became ACTIVE.
+    pub activated_at: Option<NaiveDateTime>,
+    /// Ended (REJECTED, EXPIRED, REMOVED).
+    pub ended_at: Option<NaiveDateTime>,
+    /// How the relationship was proven (set once ACTIVE).
+    pub relationship_proof: Option<RelationshipProof>,
+    /// PENDING_REVIEW: when it expires unreviewed.
+    pub review_deadline: Option<NaiveDateTime>,
+    /// An operator's rejection reason.
+    pub rejection_reason: Option<String>,
+    /// The notice version the owner accepted, and when (absent on bindings made before).
+    pub notice: Option<(String, NaiveDateTime)>,
+    /// Where it was made.
+    pub channel: BindingChannel,
+}
+
+/// A face check at a counter proves the owner's presence for one binding: a session that
+/// already served one is PERMISSION_DENIED / OWNER_NOT_PRESENT.
+pub fn require_unused_owner_face(already_served: bool) -> ApiResult<()> {
+    if already_served {
+        return Err(ApiError::new(
+            tonic::Code::PermissionDenied,
+            Reason::OwnerNotPresent,
+            "this face check already served a binding: run a new one",
+        ));
+    }
+    Ok(())
+}
+
+/// The places a new binding competes for, read under the owner's lock: whether the owner
+/// already has a live binding of the member, the owner's taken quota slots (one per live
+/// binding), and the member's binder-month slots of the month (binder, slot).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SlotFacts {
+    /// The owner already has a live binding of this member.
+    pub already_bound: bool,
+    /// The quota slots (1 to [`FAMILY_QUOTA`]) of the owner's live bindings.
+    pub owner_slots: Vec<i32>,
+    /// Who bound the member this month, and the slot (1 to [`MONTHLY_BINDERS`]) each took.
+    pub member_month: Vec<(Uuid, i32)>,
+}
+
+impl SlotFacts {
+    /// What rules 4-6 look at, for a binding by `owner`.
+    pub fn places(&self, owner: Uuid) -> Places {
+        Places {
+            already_bound: self.already_bound,
+            owner_live: self.owner_slots.len() as i64,
+            other_binders_this_month: self.member_month.iter().filter(|(binder, _)| *binder != owner).count() as i64,
+        }
+    }
+}
+
+/// The places a new binding takes: the owner's lowest free quota slot, and the member's
+/// lowest free binder-month slot unless the owner holds one this month already (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    /// The owner's quota slot.
+    pub quota_slot: i32,
+    /// The member's binder-month slot to take, if the owner holds none this month.
+    pub month_slot: Option<i32>,
+}
+
+/// Rules 4-6 ([`check_places`]) on the places read, then the slots a new binding by `owner`
+/// takes. The unique indexes on the slots make a concurrent binding on another replica lose
+/// its race instead of exceeding a limit.
+pub fn allocate_slots(owner: Uuid, facts: &SlotFacts) -> ApiResult<Slots> {
+    check_places(facts.places(owner))?;
+    let quota_slot = (1..=FAMILY_QUOTA as i32)
+        .find(|slot| !facts.owner_slots.contains(slot))
+        .ok_or_else(|| ApiError::internal("family quota: no free slot after the check"))?;
+    let month_slot = if facts.member_month.iter().any(|(binder, _)| *binder == owner) {
+        None
+    } else {
+        let free = (1..=MONTHLY_BINDERS as i32).find(|slot| !facts.member_month.iter().any(|(_, taken)| taken == slot));
+        Some(free.ok_or_else(|| ApiError::internal("binder months: no free slot after the check"))?)
+    };
+    Ok(Slots { quota_slot, month_slot })
+}
+
+/// How a new binding starts, from its [`Admission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// Its status.
+    pub status: BindingStatus,
+    /// How the relationship was proven, when it starts ACTIVE.
+    pub proof: Option<RelationshipProof>,
+    /// When it became ACTIVE (now, when it starts so).
+    pub activated_at: Option<NaiveDateTime>,
+    /// PENDING_REVIEW: when it expires unreviewed.
+    pub review_deadline: Option<NaiveDateTime>,
+    /// Whether the member's voucher is activated now (channel FAMILY).
+    pub activates_member_voucher: bool,
+}
+
+/// The start of a binding admitted as `admission` at `now`; a review has `review_period`.
+pub fn start(admission: Admission, now: NaiveDateTime, review_period: chrono::Duration) -> Start {
+    match admission {
+        Admission::PendingFace => Start {
+            status: BindingStatus::PendingFace,
+            proof: None,
+            activated_at: None,
+            review_deadline: None,
+            activates_member_voucher: false,
+        },
+        Admission::PendingReview => Start {
+            status: BindingStatus::PendingReview,
+            proof: None,
+            activated_at: None,
+            review_deadline: Some(now + review_period),
+            activates_member_voucher: false,
+        },
+        Admission::Active(proof) => Start {
+            status: BindingStatus::Active,
+            proof: Some(proof),
+            activated_at: Some(now),
+            review_deadline: None,
+            activates_member_voucher: true,
+        },
+    }
+}
+
+/// A change of a live binding's status, as it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The new status: ACTIVE keeps the binding's place; any other ends it (`ended_at`, the
+    /// place freed).
+    pub to: BindingStatus,
+    /// How the relationship was proven, when it becomes ACTIVE.
+    pub proof: Option<RelationshipProof>,
+    /// Who removed it (REMOVED).
+    pub removed_by: Option<Remover>,
+    /// An operator's rejection reason (REJECTED by review).
+    pub rejection_reason: Option<String>,
+    /// Whether the member's voucher is activated (channel FAMILY): it became ACTIVE.
+    pub activates_member_voucher: bool,
+}
+
+impl Transition {
+    fn to(to: BindingStatus, proof: Option<RelationshipProof>) -> Self {
+        Transition {
+            to,
+            proof,
+            removed_by: None,
+            rejection_reason: None,
+            activates_member_voucher: to == BindingStatus::Active,
+        }
+    }
+
+    /// Whether the binding keeps its quota place (it is still live).
+    pub fn keeps_place(&self) -> bool {
+        self.to.is_live()
+    }
+}
+
+/// A FAMILY_BINDING face outcome on a PENDING_FACE binding ([`status_after_face`]): PASSED
+/// activates it, the member's own face being the proof; FAILED and EXPIRED end it.
+pub fn face_transition(outcome: FaceOutcome) -> Transition {
+    let to = status_after_face(outcome);
+    Transition::to(to, (to == BindingStatus::Active).then_some(RelationshipProof::MemberFace))
+}
+
+/// An operator's review ([`decide_review`]): APPROVE activates (proof OPERATOR_REVIEW), REJECT
+/// ends it with the reason.
+pub fn review_transition(
+    status: BindingStatus,
+    deadline: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+    decision: &ReviewDecision,
+) -> ApiResult<Transition> {
+    let to = decide_review(status, deadline, now, decision)?;
+    Ok(match decision {
+        ReviewDecision::Approve => Transition::to(to, Some(RelationshipProof::OperatorReview)),
+        ReviewDecision::Reject(reason) => {
+            Transition { rejection_reason: Some(reason.clone()), ..Transition::to(to, None) }
+        }
+    })
+}
+
+/// What removing a binding does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The binding's change: REMOVED by the remover, its place freed.
+    pub transition: Transition,
+    /// Whether the member's voucher is suspended, if the member never activated it themself
+    /// (the voucher cascade): the binding was ACTIVE and the member keeps no other ACTIVE
+    /// binding.
+    pub suspends_member_voucher: bool,
+}
+
+/// Removes a binding in `status` by `by`, the member holding `other_active` other ACTIVE
+/// bindings: a live binding is removed (FAILED_PRECONDITION / BINDING_NOT_ACTIVE when it has
+/// ended already).
+pub fn decide_removal(status: BindingStatus, by: Remover, other_active: i64) -> ApiResult<Removal> {
+    if !status.is_live() {
+        require_active(status)?;
+    }
+    Ok(Removal {
+        transition: Transition { removed_by: Some(by), ..Transition::to(BindingStatus::Removed, None) },
+        suspends_member_voucher: status == BindingStatus::Active && other_active == 0,
+    })
+}
+
+/// Switching family aid on or off for a binding in `status`: only an ACTIVE binding
+/// (FAILED_PRECONDITION / BINDING_NOT_ACTIVE); switching it on also needs the family-aid
+/// policy to let the owner's account (`payer_scheme`; `None`: no open account) pay for the
+/// member's relationship ([`super::settlement::require_family_aid_eligible`]).
+pub fn decide_family_aid_switch(
+    status: BindingStatus,
+    enabled: bool,
+    policy: &super::settlement::FamilyAidPolicy,
+    payer_scheme: Option<super::account::Scheme>,
+    relationship: Relationship,
+) -> ApiResult<()> {
+    require_active(status)?;
+    if enabled {
+        super::settlement::require_family_aid_eligible(policy, payer_scheme, relationship)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn at(h: u32) -> NaiveDateTime {
+        date(2026, 5, 1).and_hms_opt(h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_new_binding_takes_the_lowest_free_slots() {
+        let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let fresh = SlotFacts::default();
+        assert_eq!(allocate_slots(owner, &fresh).unwrap(), Slots { quota_slot: 1, month_slot: Some(1) });
+        let facts = SlotFacts { already_bound: false, owner_slots: vec![1, 3], member_month: vec![(other, 1)] };
+        assert_eq!(allocate_slots(owner, &facts).unwrap(), Slots { quota_slot: 2, month_slot: Some(2) });
+        // The owner already bound the member this month (another binding since ended): no new month slot.
+        let again = SlotFacts { member_month: vec![(other, 1), (owner, 2)], ..facts };
+        assert_eq!(allocate_slots(owner, &again).unwrap(), Slots { quota_slot: 2, month_slot: None });
+        assert_eq!(again.places(owner), Places { already_bound: false, owner_live: 2, other_binders_this_month: 1 });
+    }
+
+    #[test]
+    fn slots_are_refused_by_rules_4_to_6_in_order() {
+        let (owner, a, b) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let bound =
+            SlotFacts { already_bound: true, owner_slots: vec![1, 2, 3, 4, 5], member_month: vec![(a, 1), (b, 2)] };
+        assert_eq!(allocate_slots(owner, &bound).unwrap_err().reason(), Reason::AlreadyBound);
+        let full = SlotFacts { already_bound: false, ..bound.clone() };
+        let error = allocate_slots(owner, &full).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::ResourceExhausted, Reason::FamilyQuotaExceeded));
+        let month = SlotFacts { owner_slots: vec![1], ..full };
+        assert_eq!(allocate_slots(owner, &month).unwrap_err().reason(), Reason::MemberMonthlyLimit);
+        // Two binders this month, one of them this owner: the owner keeps its month slot.
+        let own = SlotFacts { already_bound: false, owner_slots: vec![], member_month: vec![(a, 1), (owner, 2)] };
+        assert_eq!(allocate_slots(owner, &own).unwrap().month_slot, None);
+    }
+
+    #[test]
+    fn a_binding_starts_as_admitted() {
+        let week = chrono::Duration::days(7);
+        let face = start(Admission::PendingFace, at(1), week);
+        assert_eq!(
+            (face.status, face.proof, face.activated_at, face.review_deadline),
+            (BindingStatus::PendingFace, None, None, None)
+        );
+        assert!(!face.activates_member_voucher);
+        let review = start(Admission::PendingReview, at(1), week);
+        assert_eq!((review.status, review.review_deadline), (BindingStatus::PendingReview, Some(at(1) + week)));
+        assert!(!review.activates_member_voucher);
+        let active = start(Admission::Active(RelationshipProof::Authority), at(1), week);
+        assert_eq!(
+            (active.status, active.proof, active.activated_at),
+            (BindingStatus::Active, Some(RelationshipProof::Authority), Some(at(1)))
+        );
+        assert!(active.activates_member_voucher);
+    }
+
+    #[test]
+    fn a_face_outcome_activates_or_ends_the_binding() {
+        let passed = face_transition(FaceOutcome::Passed);
+        assert_eq!((passed.to, passed.proof), (BindingStatus::Active, Some(RelationshipProof::MemberFace)));
+        assert!(passed.keeps_place() && passed.activates_member_voucher);
+        for (outcome, to) in
+            [(FaceOutcome::Failed, BindingStatus::Rejected), (FaceOutcome::Expired, BindingStatus::Expired)]
+        {
+            let ended = face_transition(outcome);
+            assert_eq!((ended.to, ended.proof), (to, None));
+            assert!(!ended.keeps_place() && !ended.activates_member_voucher);
+        }
+    }
+
+    #[test]
+    fn a_review_transition_records_its_proof_or_reason() {
+        let deadline = Some(at(10));
+        let approved =
+            review_transition(BindingStatus::PendingReview, deadline, at(9), &ReviewDecision::Approve).unwrap();
+        assert_eq!((approved.to, approved.proof), (BindingStatus::Active, Some(RelationshipProof::OperatorReview)));
+        assert!(approved.activates_member_voucher && approved.keeps_place());
+        let reject = ReviewDecision::Reject("register page unreadable".into());
+        let rejected = review_transition(BindingStatus::PendingReview, deadline, at(9), &reject).unwrap();
+        assert_eq!(
+            (rejected.to, rejected.rejection_reason.as_deref()),
+            (BindingStatus::Rejected, Some("register page unreadable"))
+        );
+        assert!(!rejected.keeps_place() && !rejected.activates_member_voucher);
+        let late = review_transition(BindingStatus::PendingReview, deadline, at(10), &ReviewDecision::Approve);
+        assert_eq!(late.unwrap_err().reason(), Reason::BindingNotInReview);
+    }
+
+    #[test]
+    fn removal_frees_the_place_and_cascades_to_the_voucher_only_from_the_last_active_binding() {
+        let last = decide_removal(BindingStatus::Active, Remover::Owner, 0).unwrap();
+        assert_eq!((last.transition.to, last.transition.removed_by), (BindingStatus::Removed, Some(Remover::Owner)));
+        assert!(!last.transition.keeps_place());
+        assert!(last.suspends_member_voucher);
+        assert!(!decide_removal(BindingStatus::Active, Remover::Member, 1).unwrap().suspends_member_voucher);
+        for pending in [BindingStatus::PendingFace, BindingStatus::PendingReview] {
+            assert!(!decide_removal(pending, Remover::Ops, 0).unwrap().suspends_member_voucher);
+        }
+        for ended in [BindingStatus::Rejected, BindingStatus::Expired, BindingStatus::Removed] {
+            let error = decide_removal(ended, Remover::Owner, 0).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::BindingNotActive));
+        }
+    }
+
+    #[test]
+    fn family_aid_switches_on_an_active_binding_and_on_only_where_the_policy_pays() {
+        use super::super::{account::Scheme, settlement::PolicyTable};
+        let table = PolicyTable::builtin();
+        let aid = table.family_aid();
+        let switch = |status, enabled, scheme, relationship| {
+            decide_family_aid_switch(status, enabled, aid, scheme, relationship)
+        };
+        assert!(switch(BindingStatus::Active, true, Some(Scheme::Employee), Relationship::Child).is_ok());
+        assert!(switch(BindingStatus::Active, false, None, Relationship::Sibling).is_ok(), "off is always allowed");
+        let not_eligible =
+            switch(BindingStatus::Active, true, Some(Scheme::Employee), Relationship::Sibling).unwrap_err();
+        assert_eq!(not_eligible.reason(), Reason::FamilyAidNotEligible);
+        assert_eq!(
+            switch(BindingStatus::Active, true, None, Relationship::Child).unwrap_err().reason(),
+            Reason::FamilyAidNotEligible
+        );
+        for enabled in [true, false] {
+            let error =
+                switch(BindingStatus::PendingFace, enabled, Some(Scheme::Employee), Relationship::Child).unwrap_err();
+            assert_eq!(error.reason(), Reason::BindingNotActive);
+        }
+    }
+
+    #[test]
+    fn an_owner_face_session_serves_one_binding() {
+        assert!(require_unused_owner_face(false).is_ok());
+        let error = require_unused_owner_face(true).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::OwnerNotPresent));
     }
 
     #[test]

@@ -162,6 +162,20 @@ pub fn balance_after(balance_cents: i64, delta_cents: i64) -> Option<i64> {
     balance_cents.checked_add(delta_cents).filter(|after| *after >= 0)
 }
 
+/// Posting `amount_cents` (credits positive, debits negative) on a balance of `balance_cents`:
+/// the balance after it ([`balance_after`]), or FAILED_PRECONDITION / INSUFFICIENT_BALANCE for
+/// a debit the balance does not cover. The one rule of every posting: the batch computes its
+/// entries with it, and `store::ledger::post_entry`'s conditional update is its SQL form (it
+/// answers a non-match with [`insufficient_balance`]).
+pub fn post(balance_cents: i64, amount_cents: i64) -> ApiResult<i64> {
+    balance_after(balance_cents, amount_cents).ok_or_else(insufficient_balance)
+}
+
+/// The refusal of a debit the balance does not cover.
+pub fn insufficient_balance() -> ApiError {
+    ApiError::failed_precondition(Reason::InsufficientBalance, "the account balance does not cover this debit")
+}
+
 /// The page size of a list request: 0 means [`DEFAULT_PAGE_SIZE`]; 1-100 as asked.
 pub fn page_size(requested: i32) -> ApiResult<usize> {
     match requested {
@@ -264,6 +278,8 @@ mod tests {
         assert_eq!(balance_after(100, -101), None);
         assert_eq!(balance_after(i64::MAX, 1), None);
         assert_eq!(balance_after(0, 5), Some(5));
+        assert_eq!(post(100, -100).unwrap(), 0);
+        assert_eq!(post(100, -101).unwrap_err().reason(), Reason::InsufficientBalance);
     }
 
     #[test]

@@ -15,4 +15,5 @@ pub mod letter;
 pub mod pdf;
 pub mod qr;
 pub mod settlement;
+pub mod visit;
 pub mod voucher;

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::{
     account::{AccountStatus, Scheme},
     family::{BindingStatus, Relationship},
+    ledger::EntryKind,
 };
 
 /// Largest bill: 1 000 000 yuan.
@@ -563,6 +564,265 @@ pub fn expenses_year(year: i32) -> ApiResult<i32> {
     }
 }
 
+/// A settled (or reversed) bill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// Settlement id.
+    pub id: Uuid,
+    /// The visit.
+    pub visit_id: Uuid,
+    /// The patient.
+    pub person_id: Uuid,
+    /// Category.
+    pub category: Category,
+    /// Who paid the rest.
+    pub pay_from: PayFrom,
+    /// The account charged, when it paid anything.
+    pub charged_account_id: Option<Uuid>,
+    /// Total.
+    pub total_cents: i64,
+    /// Fund share.
+    pub fund_cents: i64,
+    /// Account share.
+    pub account_cents: i64,
+    /// Self-pay.
+    pub self_cents: i64,
+    /// Deductible consumed by this bill.
+    pub deductible_cents: i64,
+    /// Calendar year (China Standard Time) it counts in.
+    pub year: i32,
+    /// Items summary.
+    pub items_summary: String,
+    /// Status.
+    pub status: SettlementStatus,
+    /// When settled.
+    pub settled_at: NaiveDateTime,
+    /// When reversed.
+    pub reversed_at: Option<NaiveDateTime>,
+}
+
+impl Settlement {
+    /// The terms it was settled with (a retry must repeat them).
+    pub fn terms(&self) -> SettleTerms {
+        SettleTerms {
+            total_cents: self.total_cents,
+            category: self.category,
+            pay_from: self.pay_from,
+            items_summary: self.items_summary.clone(),
+        }
+    }
+
+    /// How it was paid.
+    pub fn split(&self) -> Split {
+        Split {
+            deductible_cents: self.deductible_cents,
+            fund_cents: self.fund_cents,
+            account_cents: self.account_cents,
+            self_cents: self.self_cents,
+        }
+    }
+}
+
+/// A Settle call: the visit, the partner settling it, the validated bill and the time.
+#[derive(Debug, Clone)]
+pub struct SettleCall {
+    /// The visit.
+    pub visit_id: Uuid,
+    /// The partner settling it.
+    pub partner_id: String,
+    /// The bill.
+    pub terms: SettleTerms,
+    /// When (UTC).
+    pub now: NaiveDateTime,
+}
+
+impl SettleCall {
+    /// The calendar year the bill counts in.
+    pub fn year(&self) -> i32 {
+        settlement_year(self.now)
+    }
+}
+
+/// An individual account as a settlement reads it (locked when it may be charged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountFacts {
+    /// Account id.
+    pub id: Uuid,
+    /// Its scheme.
+    pub scheme: Scheme,
+    /// Its status.
+    pub status: AccountStatus,
+    /// Its balance.
+    pub balance_cents: i64,
+}
+
+/// The binding a family-aid settlement relies on: the binder's ACTIVE binding of the holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AidBinding {
+    /// The binding's status.
+    pub status: BindingStatus,
+    /// Whether the binder switched family aid on.
+    pub family_aid: bool,
+    /// The holder's relationship to the binder.
+    pub relationship: Relationship,
+}
+
+/// What a family-aid settlement (PAY_FROM_BINDER_ACCOUNT) reads about the binder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyAidFacts {
+    /// The binder's ACTIVE binding of the holder, if any.
+    pub binding: Option<AidBinding>,
+    /// The binder's open individual account, if any (locked).
+    pub binder_account: Option<AccountFacts>,
+}
+
+/// Everything the settlement of one call is decided on, read in the settling transaction.
+#[derive(Debug, Clone)]
+pub struct SettleFacts<'a> {
+    /// The call.
+    pub call: &'a SettleCall,
+    /// The partner that opened the visit.
+    pub opened_by: &'a str,
+    /// The visit's holder.
+    pub person_id: Uuid,
+    /// The visit's settlement, when it was settled before (a retry, or other terms).
+    pub earlier: Option<Settlement>,
+    /// The holder's account (the one insured when the visit was opened).
+    pub holder_account: AccountFacts,
+    /// With PAY_FROM_BINDER_ACCOUNT: the binder's binding and account.
+    pub family_aid: Option<FamilyAidFacts>,
+    /// The holder's totals so far in the bill's year and category.
+    pub year_to_date: YearToDate,
+}
+
+/// The ledger entry of a settlement's account share, with the balance after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Debit {
+    /// The settlement it pays.
+    pub settlement_id: Uuid,
+    /// The account charged.
+    pub account_id: Uuid,
+    /// SETTLEMENT, or FAMILY_AID from a binder's account.
+    pub kind: EntryKind,
+    /// Signed: negative.
+    pub amount_cents: i64,
+    /// The account's balance after it ([`super::ledger::post`] on the read balance).
+    pub balance_after_cents: i64,
+    /// When.
+    pub created_at: NaiveDateTime,
+}
+
+/// A new settlement to write: its row, the debit of the account that pays a share, and the
+/// holder's totals after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSettlement {
+    /// The settlement.
+    pub settlement: Settlement,
+    /// The account's debit, when it pays anything.
+    pub debit: Option<Debit>,
+    /// The holder's year-to-date totals (the bill's year and category) after it.
+    pub year_to_date: YearToDate,
+}
+
+/// What a Settle call comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The visit was settled before with the same terms: that settlement, nothing to write.
+    Replay(Settlement),
+    /// A new settlement to write.
+    Settle(NewSettlement),
+}
+
+/// Only the partner that opened a visit settles it: PERMISSION_DENIED / VISIT_PARTNER_MISMATCH.
+pub fn require_opening_partner(opened_by: &str, partner_id: &str) -> ApiResult<()> {
+    if opened_by == partner_id {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        tonic::Code::PermissionDenied,
+        Reason::VisitPartnerMismatch,
+        "only the partner that opened a visit may settle it",
+    ))
+}
+
+/// The account that pays a family-aid bill: the binder's, when the binder holds an ACTIVE
+/// binding of the holder with aid on ([`require_family_aid`]), has an open account (else
+/// FAMILY_AID_NOT_AUTHORISED) and the policy lets that account's scheme pay for the
+/// relationship ([`require_family_aid_eligible`]).
+fn binder_pays(policy: &FamilyAidPolicy, aid: FamilyAidFacts) -> ApiResult<AccountFacts> {
+    require_family_aid(aid.binding.map(|b| (b.status, b.family_aid)))?;
+    let account = aid.binder_account.ok_or_else(|| {
+        ApiError::failed_precondition(Reason::FamilyAidNotAuthorised, "the binder has no open individual account")
+    })?;
+    let relationship =
+        aid.binding.map(|b| b.relationship).ok_or_else(|| ApiError::internal("family aid: no binding"))?;
+    require_family_aid_eligible(policy, Some(account.scheme), relationship)?;
+    Ok(account)
+}
+
+/// Settles one call on its facts, the one decision of the single path and the PostgreSQL batch
+/// alike: only the opening partner settles; a settled visit answers a retry with the same terms
+/// with its settlement ([`replay_settlement`]); family aid is authorised and the binder's
+/// account pays instead of the holder's; the bill is [`split`] under the holder's scheme and
+/// the bill's category, the paying account contributing what [`account_available`] allows; its
+/// share is debited ([`super::ledger::post`]) and the totals move by the split.
+pub fn decide(policy: &PolicyTable, facts: SettleFacts<'_>) -> ApiResult<Decision> {
+    let call = facts.call;
+    require_opening_partner(facts.opened_by, &call.partner_id)?;
+    if let Some(earlier) = facts.earlier {
+        replay_settlement(&earlier.terms(), &call.terms)?;
+        return Ok(Decision::Replay(earlier));
+    }
+    let (payer, kind) = match facts.family_aid {
+        Some(aid) => (binder_pays(policy.family_aid(), aid)?, EntryKind::FamilyAid),
+        None => (facts.holder_account, EntryKind::Settlement),
+    };
+    let terms = &call.terms;
+    let available = account_available(terms.pay_from, payer.status, payer.balance_cents);
+    let policy = policy.policy(facts.holder_account.scheme, terms.category);
+    let split = split(terms.total_cents, &policy, facts.year_to_date, available);
+    let settlement = Settlement {
+        id: Uuid::now_v7(),
+        visit_id: call.visit_id,
+        person_id: facts.person_id,
+        category: terms.category,
+        pay_from: terms.pay_from,
+        charged_account_id: (split.account_cents > 0).then_some(payer.id),
+        total_cents: terms.total_cents,
+        fund_cents: split.fund_cents,
+        account_cents: split.account_cents,
+        self_cents: split.self_cents,
+        deductible_cents: split.deductible_cents,
+        year: call.year(),
+        items_summary: terms.items_summary.clone(),
+        status: SettlementStatus::Settled,
+        settled_at: call.now,
+        reversed_at: None,
+    };
+    let debit = match settlement.charged_account_id {
+        Some(account_id) => Some(Debit {
+            settlement_id: settlement.id,
+            account_id,
+            kind,
+            amount_cents: -split.account_cents,
+            balance_after_cents: super::ledger::post(payer.balance_cents, -split.account_cents)?,
+            created_at: call.now,
+        }),
+        None => None,
+    };
+    Ok(Decision::Settle(NewSettlement { settlement, debit, year_to_date: facts.year_to_date.plus(&split) }))
+}
+
+/// The holder's totals after `settlement` is reversed.
+pub fn year_to_date_after_reversal(ytd: YearToDate, settlement: &Settlement) -> YearToDate {
+    let split = settlement.split();
+    YearToDate {
+        total_cents: ytd.total_cents - split.total_cents(),
+        fund_cents: ytd.fund_cents - split.fund_cents,
+        deductible_cents: ytd.deductible_cents - split.deductible_cents,
+    }
+}
+
 /// One standing settlement, as annual expenses see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExpenseLine {
@@ -698,6 +958,179 @@ mod tests {
         assert_eq!(binder_of(PayFrom::SelfPay, "").unwrap(), None);
         assert!(binder_of(PayFrom::SelfPay, &Uuid::now_v7().to_string()).is_err());
         assert!(binder_of(PayFrom::BinderAccount, "").is_err());
+    }
+
+    /// Facts of a visit opened by "hospital-1" for a holder with an ACTIVE EMPLOYEE account.
+    struct Case {
+        call: SettleCall,
+        person_id: Uuid,
+        holder: AccountFacts,
+    }
+
+    fn case(total_cents: i64, pay_from: PayFrom, balance_cents: i64) -> Case {
+        let now = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap().and_hms_opt(3, 0, 0).unwrap();
+        Case {
+            call: SettleCall {
+                visit_id: Uuid::now_v7(),
+                partner_id: "hospital-1".into(),
+                terms: settle_terms(total_cents, Category::Outpatient, pay_from, "x-ray").unwrap(),
+                now,
+            },
+            person_id: Uuid::now_v7(),
+            holder: AccountFacts {
+                id: Uuid::now_v7(),
+                scheme: Scheme::Employee,
+                status: AccountStatus::Active,
+                balance_cents,
+            },
+        }
+    }
+
+    impl Case {
+        fn facts(&self) -> SettleFacts<'_> {
+            SettleFacts {
+                call: &self.call,
+                opened_by: "hospital-1",
+                person_id: self.person_id,
+                earlier: None,
+                holder_account: self.holder,
+                family_aid: None,
+                year_to_date: YearToDate::default(),
+            }
+        }
+    }
+
+    fn settled(decision: ApiResult<Decision>) -> NewSettlement {
+        match decision.unwrap() {
+            Decision::Settle(new) => new,
+            Decision::Replay(first) => panic!("replayed {first:?}"),
+        }
+    }
+
+    /// EMPLOYEE OUTPATIENT in the built-in policy: 180 000 deductible, 70 %, cap 2 000 000.
+    #[test]
+    fn a_bill_is_split_and_the_holders_account_debited_by_the_one_posting_rule() {
+        let table = PolicyTable::builtin();
+        let c = case(200_000, PayFrom::HolderAccount, 1_000_000);
+        let new = settled(decide(&table, c.facts()));
+        let s = &new.settlement;
+        // 180 000 deductible, 70 % of the other 20 000 from the fund, the rest from the account.
+        assert_eq!((s.deductible_cents, s.fund_cents, s.account_cents, s.self_cents), (180_000, 14_000, 186_000, 0));
+        assert_eq!(
+            (s.visit_id, s.person_id, s.year, s.status),
+            (c.call.visit_id, c.person_id, 2026, SettlementStatus::Settled)
+        );
+        assert_eq!(s.charged_account_id, Some(c.holder.id));
+        let debit = new.debit.unwrap();
+        assert_eq!((debit.account_id, debit.kind, debit.amount_cents), (c.holder.id, EntryKind::Settlement, -186_000));
+        assert_eq!(debit.balance_after_cents, 1_000_000 - 186_000);
+        assert_eq!(debit.settlement_id, s.id);
+        assert_eq!(
+            new.year_to_date,
+            YearToDate { total_cents: 200_000, fund_cents: 14_000, deductible_cents: 180_000 }
+        );
+    }
+
+    #[test]
+    fn an_insufficient_balance_pays_what_it_holds_and_the_rest_is_self_pay() {
+        let c = case(10_000, PayFrom::HolderAccount, 2_500);
+        let new = settled(decide(&PolicyTable::builtin(), c.facts()));
+        assert_eq!((new.settlement.account_cents, new.settlement.self_cents), (2_500, 7_500));
+        assert_eq!(new.debit.unwrap().balance_after_cents, 0);
+
+        let empty = case(10_000, PayFrom::HolderAccount, 0);
+        let new = settled(decide(&PolicyTable::builtin(), empty.facts()));
+        assert_eq!((new.settlement.charged_account_id, new.debit), (None, None), "nothing paid, nothing posted");
+    }
+
+    #[test]
+    fn a_suspended_account_or_self_pay_is_not_debited() {
+        let mut c = case(10_000, PayFrom::HolderAccount, 50_000);
+        c.holder.status = AccountStatus::Suspended;
+        let new = settled(decide(&PolicyTable::builtin(), c.facts()));
+        assert_eq!((new.settlement.account_cents, new.settlement.self_cents, new.debit), (0, 10_000, None));
+        let c = case(10_000, PayFrom::SelfPay, 50_000);
+        let new = settled(decide(&PolicyTable::builtin(), c.facts()));
+        assert_eq!((new.settlement.account_cents, new.settlement.self_cents, new.debit), (0, 10_000, None));
+    }
+
+    #[test]
+    fn once_the_annual_cap_is_reached_the_fund_pays_nothing() {
+        let c = case(100_000, PayFrom::SelfPay, 0);
+        let cap = PolicyTable::builtin().policy(Scheme::Employee, Category::Outpatient).annual_cap_cents;
+        let reached = YearToDate { total_cents: 9_000_000, fund_cents: cap, deductible_cents: 180_000 };
+        let new = settled(decide(&PolicyTable::builtin(), SettleFacts { year_to_date: reached, ..c.facts() }));
+        assert_eq!((new.settlement.fund_cents, new.settlement.self_cents), (0, 100_000));
+        assert_eq!(new.year_to_date.fund_cents, cap);
+        assert_eq!(new.year_to_date.total_cents, 9_100_000);
+    }
+
+    #[test]
+    fn only_the_opening_partner_settles() {
+        let c = case(1_000, PayFrom::HolderAccount, 0);
+        let error = decide(&PolicyTable::builtin(), SettleFacts { opened_by: "pharmacy-9", ..c.facts() }).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::VisitPartnerMismatch));
+    }
+
+    #[test]
+    fn a_settled_visit_replays_the_same_terms_and_refuses_others() {
+        let table = PolicyTable::builtin();
+        let c = case(1_000, PayFrom::HolderAccount, 5_000);
+        let first = settled(decide(&table, c.facts())).settlement;
+        let replay = decide(&table, SettleFacts { earlier: Some(first.clone()), ..c.facts() }).unwrap();
+        assert_eq!(replay, Decision::Replay(first.clone()));
+
+        let mut other = c.call.clone();
+        other.terms.total_cents = 1_001;
+        let facts = SettleFacts { call: &other, earlier: Some(first), ..c.facts() };
+        let error = decide(&table, facts).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::VisitAlreadySettled));
+    }
+
+    fn aid(relationship: Relationship, family_aid: bool, binder: Option<AccountFacts>) -> FamilyAidFacts {
+        FamilyAidFacts {
+            binding: Some(AidBinding { status: BindingStatus::Active, family_aid, relationship }),
+            binder_account: binder,
+        }
+    }
+
+    #[test]
+    fn family_aid_charges_the_binders_account_when_authorised_and_eligible() {
+        let c = case(10_000, PayFrom::BinderAccount, 0);
+        let binder = AccountFacts { id: Uuid::now_v7(), balance_cents: 3_000, ..c.holder };
+        let facts = SettleFacts { family_aid: Some(aid(Relationship::Child, true, Some(binder))), ..c.facts() };
+        let new = settled(decide(&PolicyTable::builtin(), facts));
+        assert_eq!(new.settlement.charged_account_id, Some(binder.id));
+        assert_eq!((new.settlement.account_cents, new.settlement.self_cents), (3_000, 7_000));
+        let debit = new.debit.unwrap();
+        assert_eq!((debit.account_id, debit.kind, debit.balance_after_cents), (binder.id, EntryKind::FamilyAid, 0));
+    }
+
+    #[test]
+    fn family_aid_is_refused_without_authorisation_account_or_eligibility() {
+        let table = PolicyTable::builtin();
+        let c = case(10_000, PayFrom::BinderAccount, 0);
+        let binder = AccountFacts { id: Uuid::now_v7(), ..c.holder };
+        let refused = |family_aid| {
+            let error = decide(&table, SettleFacts { family_aid: Some(family_aid), ..c.facts() }).unwrap_err();
+            (error.code(), error.reason())
+        };
+        let not_authorised = (tonic::Code::FailedPrecondition, Reason::FamilyAidNotAuthorised);
+        assert_eq!(refused(FamilyAidFacts { binding: None, binder_account: Some(binder) }), not_authorised);
+        assert_eq!(refused(aid(Relationship::Child, false, Some(binder))), not_authorised, "aid switched off");
+        assert_eq!(refused(aid(Relationship::Child, true, None)), not_authorised, "no open account");
+        let not_eligible = (tonic::Code::FailedPrecondition, Reason::FamilyAidNotEligible);
+        assert_eq!(refused(aid(Relationship::Sibling, true, Some(binder))), not_eligible);
+        let resident = AccountFacts { scheme: Scheme::Resident, ..binder };
+        assert_eq!(refused(aid(Relationship::Child, true, Some(resident))), not_eligible);
+    }
+
+    #[test]
+    fn a_reversal_takes_the_settlement_out_of_the_totals() {
+        let c = case(200_000, PayFrom::SelfPay, 0);
+        let before = YearToDate { total_cents: 50_000, fund_cents: 0, deductible_cents: 50_000 };
+        let new = settled(decide(&PolicyTable::builtin(), SettleFacts { year_to_date: before, ..c.facts() }));
+        assert_eq!(year_to_date_after_reversal(new.year_to_date, &new.settlement), before);
     }
 
     #[test]

@@ -45,19 +45,20 @@ use crate::{
         access::Standing,
         account::Scheme,
         card::{
-            ActivationChannel, Applicant, ApplicationCursor, ApplicationFields, ApplicationStatus, CardAction,
-            CardChannel, CardStatus, CardView, Delivery, FeeCheck, FunctionStatus, LOOKUP_FAILURES_PER_DAY,
-            LookupOutcome, MAX_BATCH, MailingAddress, applicant_rule, binder_acts, card_view, check_applying_as,
-            check_channel_fields, check_fee, delivery_of, employer_code, fee_terms, function_status, guardian_required,
-            lookup_limit_exceeded, lookup_outcome, lookups_counted, mailing_address, parse_card_number, photo_required,
-            rejection_reason, require_channel_partner, require_fee_partner, tracking_number,
+            ActivationChannel, Applicant, ApplicationCursor, ApplicationFields, ApplicationStatus, Card, CardAction,
+            CardApplication, CardChannel, CardFee, CardStatus, CardView, Delivery, Evidence, FeeCheck, FunctionStatus,
+            LOOKUP_FAILURES_PER_DAY, LookupOutcome, MAX_BATCH, MailingAddress, NewApplication, applicant_rule,
+            binder_acts, card_view, check_applying_as, check_channel_fields, check_fee, delivery_of, employer_code,
+            fee_terms, function_status, guardian_required, lookup_limit_exceeded, lookup_outcome, lookups_counted,
+            mailing_address, parse_card_number, photo_required, rejection_reason, require_channel_partner,
+            require_fee_partner, tracking_number,
         },
         document::DocumentKind,
         face::{FaceCheck, FacePurpose, check_face_session},
         ledger::page_size,
         voucher::{age_on, require_insured},
     },
-    store::card::{ApplicationFilter, Card, CardApplication, CardFee, Evidence, NewApplication},
+    store::card::ApplicationFilter,
 };
 
 /// The CardService implementation.
@@ -390,9 +391,7 @@ impl CardApi {
         let actor = application.guardian.unwrap_or(person_id);
         let (age, _) = self.insured_age(person_id).await?;
         self.check_applicant(person_id, age, application.guardian).await?;
-        if let Some(conflict) = state.cards.application_conflict(person_id).await? {
-            return Err(conflict);
-        }
+        state.cards.check_may_apply(person_id).await?;
         let agent_person_id = match &application.agent {
             Some(agent) => {
                 // Who the agent is, checked without creating anyone: an agent is a known person.

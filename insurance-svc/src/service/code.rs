@@ -39,9 +39,10 @@ use crate::{
         account::{AccountStatus, Scheme},
         code::CODE_TEXT_LEN,
         qr::qr_png,
+        visit::Redemption,
         voucher::VoucherStatus,
     },
-    store::{Audited, visit::Redemption},
+    store::Audited,
 };
 
 /// What the counter is shown of a holder, from identity-svc.

@@ -32,14 +32,14 @@ use crate::{
         access::Standing,
         card::CardStatus,
         family::{
-            self, Admission, BindingChannel, BindingDocument, BindingParties, BindingStatus, DocumentFacts,
+            self, Admission, Binding, BindingChannel, BindingDocument, BindingParties, BindingStatus, DocumentFacts,
             Relationship, RelationshipProof, Remover, ReviewCursor, ReviewDecision, admit, asks_authority,
             check_document, check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
         },
         voucher::{VoucherStatus, age_on, require_insured},
     },
     relationship::{Resident, verdict_or_review},
-    store::family::{Binding, NewBinding},
+    store::family::NewBinding,
 };
 
 /// The FamilyService implementation.

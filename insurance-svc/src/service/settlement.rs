@@ -21,9 +21,9 @@ use crate::{
     domain::{
         access::{self, Standing},
         ledger,
-        settlement::{self, Category, ExpenseTotals, PayFrom, SettlementStatus},
+        settlement::{self, Category, ExpenseTotals, PayFrom, Settlement, SettlementStatus},
     },
-    store::{Audited, settlement::Settlement},
+    store::Audited,
 };
 
 /// The SettlementService implementation.

@@ -18,31 +18,12 @@ use super::schema::{
 };
 use crate::domain::{
     card::{
-        ActivationChannel, ApplicationAction, ApplicationCursor, ApplicationStatus, CardAction, CardChannel,
-        CardStatus, Delivery, FeeCheck, MailingAddress, StateConflict, check_fee, next_application_status,
-        next_card_status, random_card_number, ready_by,
+        self, ActivationChannel, ApplicationAction, ApplicationCursor, ApplicationEvent, ApplicationStatus, Card,
+        CardAction, CardApplication, CardChannel, CardFee, CardStatus, Delivery, FeeCheck, MailingAddress,
+        NewApplication, StateConflict, check_fee, next_application_status, next_card_status, random_card_number,
     },
     face::FaceCheck,
 };
-
-/// A card fee.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardFee {
-    /// Fee id.
-    pub id: Uuid,
-    /// Who paid.
-    pub person_id: Uuid,
-    /// The bank partner.
-    pub bank_partner_id: String,
-    /// The bank's reference.
-    pub reference: String,
-    /// Amount in fen.
-    pub amount_cents: i64,
-    /// The application it paid for.
-    pub application_id: Option<Uuid>,
-    /// Recorded.
-    pub recorded_at: NaiveDateTime,
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = card_fees)]
@@ -74,60 +55,6 @@ impl TryFrom<FeeRow> for CardFee {
             recorded_at: row.recorded_at,
         })
     }
-}
-
-/// One status an application reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApplicationEvent {
-    /// The status.
-    pub status: ApplicationStatus,
-    /// The partner whose call made the step.
-    pub partner_id: String,
-    /// When.
-    pub at: NaiveDateTime,
-}
-
-/// A card application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardApplication {
-    /// Application id.
-    pub id: Uuid,
-    /// The applicant.
-    pub person_id: Uuid,
-    /// Channel.
-    pub channel: CardChannel,
-    /// Delivery.
-    pub delivery: Delivery,
-    /// Status.
-    pub status: ApplicationStatus,
-    /// The partner that submitted it.
-    pub partner_id: String,
-    /// The guardian who applied (applicants under 16).
-    pub guardian_person_id: Option<Uuid>,
-    /// The agent (AGENT).
-    pub agent_person_id: Option<Uuid>,
-    /// The employer code (EMPLOYER).
-    pub employer_code: Option<String>,
-    /// The lost card replaced (REPLACEMENT).
-    pub replaces_card_number: Option<String>,
-    /// Why it was rejected.
-    pub rejection_reason: Option<String>,
-    /// When a pick-up card is ready by.
-    pub ready_by: Option<NaiveDate>,
-    /// Mail tracking number.
-    pub tracking_number: Option<String>,
-    /// The card's number.
-    pub card_number: Option<String>,
-    /// Submitted.
-    pub submitted_at: NaiveDateTime,
-    /// Last change.
-    pub updated_at: NaiveDateTime,
-    /// Mailing address (mailed cards; loaded by single reads only).
-    pub mailing_address: Option<MailingAddress>,
-    /// The fee that paid for it (loaded by single reads only).
-    pub fee_id: Option<Uuid>,
-    /// Every status reached, oldest first (loaded by single reads only).
-    pub history: Vec<ApplicationEvent>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -184,31 +111,6 @@ impl TryFrom<ApplicationRow> for CardApplication {
     }
 }
 
-/// A card.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Card {
-    /// The number.
-    pub card_number: String,
-    /// The holder.
-    pub person_id: Uuid,
-    /// Its application.
-    pub application_id: Uuid,
-    /// Status.
-    pub status: CardStatus,
-    /// Medical function activated.
-    pub medical_activated_at: Option<NaiveDateTime>,
-    /// Financial function activated.
-    pub financial_activated_at: Option<NaiveDateTime>,
-    /// The application replacing it.
-    pub replaced_by_application_id: Option<Uuid>,
-    /// Produced.
-    pub issued_at: NaiveDateTime,
-    /// Last change.
-    pub updated_at: NaiveDateTime,
-    /// Whether its application is DELIVERED.
-    pub delivered: bool,
-}
-
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = cards)]
 struct CardRow {
@@ -221,46 +123,6 @@ struct CardRow {
     replaced_by_application_id: Option<String>,
     issued_at: NaiveDateTime,
     updated_at: NaiveDateTime,
-}
-
-/// The proof an ONLINE application was made with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evidence {
-    /// ID card front.
-    pub id_card_front: Uuid,
-    /// ID card back.
-    pub id_card_back: Uuid,
-    /// Photo (optional under 7).
-    pub photo: Option<Uuid>,
-    /// The face session.
-    pub face_session_id: Uuid,
-    /// The consumed SMS challenge.
-    pub sms_challenge_id: Uuid,
-}
-
-/// A new application.
-#[derive(Debug, Clone)]
-pub struct NewApplication {
-    /// The applicant.
-    pub person_id: Uuid,
-    /// Channel.
-    pub channel: CardChannel,
-    /// Delivery.
-    pub delivery: Delivery,
-    /// The partner submitting it.
-    pub partner_id: String,
-    /// The guardian applying.
-    pub guardian_person_id: Option<Uuid>,
-    /// The agent.
-    pub agent_person_id: Option<Uuid>,
-    /// The employer code.
-    pub employer_code: Option<String>,
-    /// ONLINE proof.
-    pub evidence: Option<Evidence>,
-    /// Where to mail it.
-    pub mailing_address: Option<MailingAddress>,
-    /// The fee paying for it.
-    pub fee_id: Option<Uuid>,
 }
 
 /// A listing filter.
@@ -290,21 +152,6 @@ fn application_not_found() -> ApiError {
 
 fn card_not_found() -> ApiError {
     ApiError::not_found(Reason::CardNotFound, "no card with this number")
-}
-
-const OPEN: [&str; 5] = ["SUBMITTED", "APPROVED", "PRODUCED", "MAILED", "READY_FOR_PICKUP"];
-
-fn open_application_conflict() -> ApiError {
-    ApiError::failed_precondition(Reason::CardStateConflict, "the person already has an open card application")
-        .with_metadata("conflict", "open_application")
-}
-
-fn existing_card_conflict() -> ApiError {
-    ApiError::failed_precondition(
-        Reason::CardStateConflict,
-        "the person already has a card: report it lost formally and replace it (ReplaceCard)",
-    )
-    .with_metadata("conflict", "existing_card")
 }
 
 impl CardStore {
@@ -366,9 +213,9 @@ impl CardStore {
         self.db.read(move |conn| find_fee_in(conn, id)).await
     }
 
-    /// Why `person_id` may not apply now, if anything: an open application or a current card.
-    pub async fn application_conflict(&self, person_id: Uuid) -> ApiResult<Option<ApiError>> {
-        self.db.run(move |conn| application_conflict_in(conn, person_id)).await
+    /// Whether `person_id` may apply now ([`card::require_may_apply`]).
+    pub async fn check_may_apply(&self, person_id: Uuid) -> ApiResult<()> {
+        self.db.run(move |conn| check_may_apply_in(conn, person_id)).await
     }
 
     /// Whether a face session already proved an application.
@@ -398,9 +245,7 @@ impl CardStore {
         self.db
             .write(move |conn| {
                 write_transaction(conn, |conn| {
-                    if let Some(conflict) = application_conflict_in(conn, new.person_id)? {
-                        return Err(conflict);
-                    }
+                    check_may_apply_in(conn, new.person_id)?;
                     let id = insert_application(conn, &cipher, &new, None, now)?;
                     if !issue_on_spot {
                         return Ok((load_application(conn, &cipher, id)?, None));
@@ -480,23 +325,7 @@ impl CardStore {
             .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
-                    match (current.delivery, &tracking) {
-                        (Delivery::Mail, None) => {
-                            return Err(ApiError::invalid_field(
-                                Reason::InvalidArgument,
-                                "tracking_number",
-                                "required for a mailed card",
-                            ));
-                        }
-                        (Delivery::Pickup, Some(_)) => {
-                            return Err(ApiError::invalid_field(
-                                Reason::InvalidArgument,
-                                "tracking_number",
-                                "must be empty for a card picked up at a service point",
-                            ));
-                        }
-                        _ => {}
-                    }
+                    card::check_dispatch(current.delivery, tracking.is_some())?;
                     step(
                         conn,
                         id,
@@ -683,14 +512,10 @@ impl CardStore {
             .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
-                    next_card_status(card.status, CardAction::Activate)?;
-                    if !card.delivered {
-                        return Err(StateConflict { status: "NOT_DELIVERED", action: CardAction::Activate.as_str() }
-                            .into_error());
-                    }
+                    let activation = card::decide_activation(&card, channel)?;
                     let by = format!("{}:{partner}", channel.as_str());
                     let target = cards::table.find(&number).filter(cards::status.eq(CardStatus::Valid.as_str()));
-                    if card.medical_activated_at.is_none() {
+                    if activation.medical {
                         diesel::update(target)
                             .set((
                                 cards::medical_activated_at.eq(Some(now)),
@@ -699,7 +524,7 @@ impl CardStore {
                             ))
                             .execute(conn)?;
                     }
-                    if channel.activates_financial() && card.financial_activated_at.is_none() {
+                    if activation.financial {
                         diesel::update(target)
                             .set((
                                 cards::financial_activated_at.eq(Some(now)),
@@ -743,25 +568,16 @@ impl CardStore {
             .write(move |conn| {
                 write_transaction(conn, |conn| {
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
-                    let next = next_card_status(card.status, CardAction::Replace)?;
-                    if open_application_of(conn, card.person_id)? {
-                        return Err(open_application_conflict());
-                    }
-                    let fee = find_fee_in(conn, fee_id)?;
-                    check_fee(fee.map(|f| (f.person_id, f.application_id.is_some())), card.person_id)
-                        .map_err(FeeCheck::into_error)?;
-                    let new = NewApplication {
-                        person_id: card.person_id,
-                        channel: CardChannel::Replacement,
-                        delivery: crate::domain::card::delivery_of(CardChannel::Replacement, mailing_address.is_some()),
-                        partner_id: partner.clone(),
-                        guardian_person_id: None,
-                        agent_person_id: None,
-                        employer_code: None,
-                        evidence: None,
-                        mailing_address: mailing_address.clone(),
-                        fee_id: Some(fee_id),
-                    };
+                    let open_application = open_application_of(conn, card.person_id)?;
+                    let fee = find_fee_in(conn, fee_id)?.map(|f| (f.person_id, f.application_id.is_some()));
+                    let (next, new) = card::decide_replacement(
+                        &card,
+                        open_application,
+                        fee,
+                        fee_id,
+                        mailing_address.clone(),
+                        &partner,
+                    )?;
                     let id = insert_application(conn, &cipher, &new, Some(&number), now)?;
                     set_card_status(conn, &number, card.status, next, Some(id), now)?;
                     let old = load_card(conn, &number)?.ok_or_else(card_not_found)?;
@@ -783,24 +599,23 @@ fn find_fee_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardFee>> 
 }
 
 fn open_application_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<bool> {
+    let open: Vec<&str> = ApplicationStatus::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str()).collect();
     let count: i64 = card_applications::table
         .filter(card_applications::person_id.eq(person_id.to_string()))
-        .filter(card_applications::status.eq_any(OPEN))
+        .filter(card_applications::status.eq_any(open))
         .count()
         .get_result(conn)?;
     Ok(count > 0)
 }
 
-fn application_conflict_in(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<Option<ApiError>> {
-    if open_application_of(conn, person_id)? {
-        return Ok(Some(open_application_conflict()));
-    }
-    let cards: i64 = cards::table
+fn check_may_apply_in(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<()> {
+    let open_application = open_application_of(conn, person_id)?;
+    let current_cards: i64 = cards::table
         .filter(cards::person_id.eq(person_id.to_string()))
         .filter(cards::status.ne(CardStatus::Replaced.as_str()))
         .count()
         .get_result(conn)?;
-    Ok((cards > 0).then(existing_card_conflict))
+    card::require_may_apply(open_application, current_cards > 0)
 }
 
 /// The encrypted columns of `card_mailing_addresses`; table and column are part of each field's
@@ -864,7 +679,7 @@ fn insert_application(
     match inserted {
         Ok(_) => {}
         // A concurrent application of the same person won (one open application per person).
-        Err(error) if is_unique_violation(&error) => return Err(open_application_conflict()),
+        Err(error) if is_unique_violation(&error) => return Err(card::open_application_conflict()),
         Err(error) => return Err(error.into()),
     }
     insert_event(conn, &id_text, ApplicationStatus::Submitted, &new.partner_id, now)?;
@@ -968,10 +783,7 @@ fn step(
     let changed = match change {
         Change::Plain => diesel::update(target).set((status, updated)).execute(conn)?,
         Change::Review { rejection, today } => {
-            let ready = match (next, current.delivery, today) {
-                (ApplicationStatus::Approved, Delivery::Pickup, Some(today)) => Some(ready_by(today)),
-                _ => None,
-            };
+            let ready = today.and_then(|today| card::ready_by_after(next, current.delivery, today));
             diesel::update(target)
                 .set((
                     status,
@@ -1020,7 +832,7 @@ fn produce_in(conn: &mut DbConnection, id: Uuid, partner: &str, now: NaiveDateTi
             if is_unique_violation(&error) {
                 // A current card of this person exists (made after the application was
                 // submitted, e.g. through another channel): this one cannot be produced.
-                existing_card_conflict()
+                card::existing_card_conflict()
             } else {
                 error.into()
             }

@@ -10,61 +10,18 @@ use uuid::Uuid;
 
 use super::{
     account::open_account_of,
-    ledger::{TxError, write_with_retry},
+    ledger::write_with_retry,
     schema::{family_binder_months, family_binding_terms, family_bindings, vouchers},
     voucher::{activate_for_family_in, suspend_family_only_in},
 };
 use crate::domain::{
     face::FaceOutcome,
     family::{
-        self, Admission, BindingChannel, BindingStatus, FAMILY_QUOTA, MONTHLY_BINDERS, Places, Relationship,
-        RelationshipProof, Remover, ReviewDecision,
+        self, Admission, Binding, BindingChannel, BindingStatus, Relationship, RelationshipProof, Remover,
+        ReviewDecision, SlotFacts, Transition,
     },
-    settlement::{self, FamilyAidPolicy},
+    settlement::FamilyAidPolicy,
 };
-
-/// A family binding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
-    /// Binding id.
-    pub id: Uuid,
-    /// The person who bound the member (the binder).
-    pub owner_person_id: Uuid,
-    /// The bound member.
-    pub member_person_id: Uuid,
-    /// How the member is related to the owner.
-    pub relationship: Relationship,
-    /// Status.
-    pub status: BindingStatus,
-    /// The member's birth date (age rules and displays).
-    pub member_birth_date: NaiveDate,
-    /// The member's FAMILY_BINDING face session (members 16 and over).
-    pub face_session_id: Option<Uuid>,
-    /// The commitment letter.
-    pub commitment_letter_id: Uuid,
-    /// The owner's household register page.
-    pub owner_register_id: Uuid,
-    /// The member's household register page.
-    pub member_register_id: Uuid,
-    /// Whether the owner pays the member's bills from their own individual account.
-    pub family_aid: bool,
-    /// Created.
-    pub created_at: NaiveDateTime,
-    /// Became ACTIVE.
-    pub activated_at: Option<NaiveDateTime>,
-    /// Ended (REJECTED, EXPIRED, REMOVED).
-    pub ended_at: Option<NaiveDateTime>,
-    /// How the relationship was proven (set once ACTIVE).
-    pub relationship_proof: Option<RelationshipProof>,
-    /// PENDING_REVIEW: when it expires unreviewed.
-    pub review_deadline: Option<NaiveDateTime>,
-    /// An operator's rejection reason.
-    pub rejection_reason: Option<String>,
-    /// The notice version the owner accepted, and when (absent on bindings made before).
-    pub notice: Option<(String, NaiveDateTime)>,
-    /// Where it was made.
-    pub channel: BindingChannel,
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = family_bindings)]
@@ -155,7 +112,7 @@ impl FamilyStore {
     /// Rules 4-6 of AddFamilyMember as the database stands now (the write checks them again
     /// under the owner's lock).
     pub async fn check_places(&self, owner: Uuid, member: Uuid, month: String) -> ApiResult<()> {
-        self.db.run(move |conn| family::check_places(places_in(conn, owner, member, &month)?)).await
+        self.db.run(move |conn| family::check_places(slot_facts(conn, owner, member, &month)?.places(owner))).await
     }
 
     /// Writes a new binding: under the owner's lock (`SELECT ... FOR UPDATE` of the owner's
@@ -168,29 +125,17 @@ impl FamilyStore {
                 write_with_retry(conn, |conn| {
                     lock_owner(conn, new.owner_person_id)?;
                     if let Some(session) = new.owner_face_session_id {
-                        // A face check at the counter proves the owner's presence for one binding.
                         let used: i64 = family_binding_terms::table
                             .filter(family_binding_terms::owner_face_session_id.eq(session.to_string()))
                             .count()
                             .get_result(conn)?;
-                        if used > 0 {
-                            return Err(ApiError::new(
-                                tonic::Code::PermissionDenied,
-                                Reason::OwnerNotPresent,
-                                "this face check already served a binding: run a new one",
-                            )
-                            .into());
-                        }
+                        family::require_unused_owner_face(used > 0)?;
                     }
-                    let places = places_in(conn, new.owner_person_id, new.member_person_id, &new.month)?;
-                    family::check_places(places)?;
-                    let slot = free_slot(conn, new.owner_person_id)?;
-                    let months = binder_month_slots(conn, new.member_person_id, &new.month)?;
+                    let facts = slot_facts(conn, new.owner_person_id, new.member_person_id, &new.month)?;
+                    let slots = family::allocate_slots(new.owner_person_id, &facts)?;
+                    let start = family::start(new.admission, now, new.review_period);
                     let owner_text = new.owner_person_id.to_string();
-                    if !months.iter().any(|(owner, _)| *owner == owner_text) {
-                        let month_slot = (1..=MONTHLY_BINDERS as i32)
-                            .find(|candidate| !months.iter().any(|(_, taken)| taken == candidate))
-                            .ok_or_else(|| ApiError::internal("binder months: no free slot after the check"))?;
+                    if let Some(month_slot) = slots.month_slot {
                         diesel::insert_into(family_binder_months::table)
                             .values((
                                 family_binder_months::member_person_id.eq(new.member_person_id.to_string()),
@@ -201,21 +146,14 @@ impl FamilyStore {
                             ))
                             .execute(conn)?;
                     }
-                    let (status, proof) = match new.admission {
-                        Admission::PendingFace => (BindingStatus::PendingFace, None),
-                        Admission::PendingReview => (BindingStatus::PendingReview, None),
-                        Admission::Active(proof) => (BindingStatus::Active, Some(proof)),
-                    };
-                    let active = status == BindingStatus::Active;
-                    let review_deadline = (status == BindingStatus::PendingReview).then(|| now + new.review_period);
                     diesel::insert_into(family_bindings::table)
                         .values((
                             family_bindings::id.eq(new.id.to_string()),
                             family_bindings::owner_person_id.eq(&owner_text),
                             family_bindings::member_person_id.eq(new.member_person_id.to_string()),
                             family_bindings::relationship.eq(new.relationship.as_str()),
-                            family_bindings::status.eq(status.as_str()),
-                            family_bindings::quota_slot.eq(Some(slot)),
+                            family_bindings::status.eq(start.status.as_str()),
+                            family_bindings::quota_slot.eq(Some(slots.quota_slot)),
                             family_bindings::member_birth_date.eq(new.member_birth_date),
                             family_bindings::face_session_id.eq(new.face_session_id.map(|id| id.to_string())),
                             family_bindings::commitment_letter_id.eq(new.commitment_letter_id.to_string()),
@@ -223,14 +161,14 @@ impl FamilyStore {
                             family_bindings::member_register_id.eq(new.member_register_id.to_string()),
                             family_bindings::family_aid.eq(false),
                             family_bindings::created_at.eq(now),
-                            family_bindings::activated_at.eq(active.then_some(now)),
+                            family_bindings::activated_at.eq(start.activated_at),
                         ))
                         .execute(conn)?;
                     diesel::insert_into(family_binding_terms::table)
                         .values((
                             family_binding_terms::binding_id.eq(new.id.to_string()),
-                            family_binding_terms::relationship_proof.eq(proof.map(RelationshipProof::as_str)),
-                            family_binding_terms::review_deadline.eq(review_deadline),
+                            family_binding_terms::relationship_proof.eq(start.proof.map(RelationshipProof::as_str)),
+                            family_binding_terms::review_deadline.eq(start.review_deadline),
                             family_binding_terms::notice_version.eq(Some(new.notice_version)),
                             family_binding_terms::notice_accepted_at.eq(Some(now)),
                             family_binding_terms::channel.eq(new.channel.as_str()),
@@ -239,7 +177,7 @@ impl FamilyStore {
                             family_binding_terms::attested_by.eq(new.attested_by.as_deref()),
                         ))
                         .execute(conn)?;
-                    if active {
+                    if start.activates_member_voucher {
                         activate_for_family_in(conn, new.member_person_id, &new.partner_id, now)?;
                     }
                     Ok(find_in(conn, new.id)?.ok_or_else(|| ApiError::internal("binding vanished"))?)
@@ -266,9 +204,9 @@ impl FamilyStore {
                     let Some(binding) = pending_by_session(conn, session_id, member)? else {
                         return Ok(None);
                     };
-                    let status = family::status_after_face(outcome);
-                    end_or_activate(conn, binding.id, status, None, now)?;
-                    if status == BindingStatus::Active {
+                    let transition = family::face_transition(outcome);
+                    write_transition(conn, binding.id, &transition, None, now)?;
+                    if transition.activates_member_voucher {
                         activate_for_family_in(conn, member, &partner_id, now)?;
                     }
                     Ok(find_in(conn, binding.id)?)
@@ -289,21 +227,16 @@ impl FamilyStore {
                     lock_owner(conn, binding.owner_person_id)?;
                     // Read again under the lock: a concurrent removal or face outcome may have won.
                     let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                    if !binding.status.is_live() {
-                        family::require_active(binding.status)?;
-                    }
-                    end_or_activate(conn, id, BindingStatus::Removed, Some(by), now)?;
-                    let mut suspended = false;
-                    if binding.status == BindingStatus::Active {
-                        let others: i64 = family_bindings::table
-                            .filter(family_bindings::member_person_id.eq(binding.member_person_id.to_string()))
-                            .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
-                            .count()
-                            .get_result(conn)?;
-                        if others == 0 {
-                            suspended = suspend_family_only_in(conn, binding.member_person_id, now)?;
-                        }
-                    }
+                    let other_active: i64 = family_bindings::table
+                        .filter(family_bindings::member_person_id.eq(binding.member_person_id.to_string()))
+                        .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
+                        .filter(family_bindings::id.ne(id.to_string()))
+                        .count()
+                        .get_result(conn)?;
+                    let removal = family::decide_removal(binding.status, by, other_active)?;
+                    write_transition(conn, id, &removal.transition, None, now)?;
+                    let suspended =
+                        removal.suspends_member_voucher && suspend_family_only_in(conn, binding.member_person_id, now)?;
                     Ok((find_in(conn, id)?.ok_or_else(binding_not_found)?, suspended))
                 })
             })
@@ -319,12 +252,13 @@ impl FamilyStore {
         self.db
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
-                    if enabled {
-                        let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                        family::require_active(binding.status)?;
-                        let scheme = open_account_of(conn, binding.owner_person_id)?.map(|account| account.scheme);
-                        settlement::require_family_aid_eligible(&policy, scheme, binding.relationship)?;
-                    }
+                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                    // The owner's account matters only to switching aid on.
+                    let scheme = match enabled {
+                        true => open_account_of(conn, binding.owner_person_id)?.map(|account| account.scheme),
+                        false => None,
+                    };
+                    family::decide_family_aid_switch(binding.status, enabled, &policy, scheme, binding.relationship)?;
                     let updated = diesel::update(
                         family_bindings::table
                             .filter(family_bindings::id.eq(id.to_string()))
@@ -332,6 +266,7 @@ impl FamilyStore {
                     )
                     .set(family_bindings::family_aid.eq(enabled))
                     .execute(conn)?;
+                    // A concurrent removal may have won since the read.
                     let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
                     if updated == 0 {
                         family::require_active(binding.status)?;
@@ -359,41 +294,13 @@ impl FamilyStore {
                     let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
                     lock_owner(conn, binding.owner_person_id)?;
                     let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                    let status = family::decide_review(binding.status, binding.review_deadline, now, &decision)?;
-                    let target = family_bindings::table
-                        .filter(family_bindings::id.eq(id.to_string()))
-                        .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()));
-                    let updated = match &decision {
-                        ReviewDecision::Approve => diesel::update(target)
-                            .set((
-                                family_bindings::status.eq(status.as_str()),
-                                family_bindings::activated_at.eq(Some(now)),
-                            ))
-                            .execute(conn)?,
-                        ReviewDecision::Reject(_) => diesel::update(target)
-                            .set((
-                                family_bindings::status.eq(status.as_str()),
-                                family_bindings::quota_slot.eq(None::<i32>),
-                                family_bindings::ended_at.eq(Some(now)),
-                            ))
-                            .execute(conn)?,
-                    };
-                    let (proof, reason) = match &decision {
-                        ReviewDecision::Approve => (Some(RelationshipProof::OperatorReview.as_str()), None),
-                        ReviewDecision::Reject(reason) => (None, Some(reason.as_str())),
-                    };
-                    diesel::update(family_binding_terms::table.find(id.to_string()))
-                        .set((
-                            family_binding_terms::relationship_proof.eq(proof),
-                            family_binding_terms::reviewed_by.eq(Some(&reviewer)),
-                            family_binding_terms::reviewed_at.eq(Some(now)),
-                            family_binding_terms::rejection_reason.eq(reason),
-                        ))
-                        .execute(conn)?;
+                    let transition =
+                        family::review_transition(binding.status, binding.review_deadline, now, &decision)?;
+                    let updated = write_transition(conn, id, &transition, Some(&reviewer), now)?;
                     if updated != 1 {
                         return Err(ApiError::internal("review: the binding changed under the owner's lock").into());
                     }
-                    if status == BindingStatus::Active {
+                    if transition.activates_member_voucher {
                         activate_for_family_in(conn, binding.member_person_id, &reviewer, now)?;
                     }
                     Ok(find_in(conn, id)?.ok_or_else(binding_not_found)?)
@@ -568,7 +475,9 @@ fn lock_owner(conn: &mut DbConnection, owner: Uuid) -> QueryResult<()> {
     Ok(())
 }
 
-fn places_in(conn: &mut DbConnection, owner: Uuid, member: Uuid, month: &str) -> QueryResult<Places> {
+/// The places a new binding by `owner` of `member` in `month` competes for (see
+/// [`family::SlotFacts`]).
+fn slot_facts(conn: &mut DbConnection, owner: Uuid, member: Uuid, month: &str) -> ApiResult<SlotFacts> {
     let owner_text = owner.to_string();
     let already_bound: i64 = family_bindings::table
         .filter(family_bindings::owner_person_id.eq(&owner_text))
@@ -576,33 +485,28 @@ fn places_in(conn: &mut DbConnection, owner: Uuid, member: Uuid, month: &str) ->
         .filter(family_bindings::quota_slot.is_not_null())
         .count()
         .get_result(conn)?;
-    let owner_live: i64 = family_bindings::table
+    let owner_slots: Vec<Option<i32>> = family_bindings::table
         .filter(family_bindings::owner_person_id.eq(&owner_text))
-        .filter(family_bindings::quota_slot.is_not_null())
-        .count()
-        .get_result(conn)?;
-    let other_binders_this_month =
-        binder_month_slots(conn, member, month)?.iter().filter(|(binder, _)| *binder != owner_text).count() as i64;
-    Ok(Places { already_bound: already_bound > 0, owner_live, other_binders_this_month })
-}
-
-fn binder_month_slots(conn: &mut DbConnection, member: Uuid, month: &str) -> QueryResult<Vec<(String, i32)>> {
-    family_binder_months::table
-        .filter(family_binder_months::member_person_id.eq(member.to_string()))
-        .filter(family_binder_months::month.eq(month))
-        .select((family_binder_months::owner_person_id, family_binder_months::slot))
-        .load(conn)
-}
-
-fn free_slot(conn: &mut DbConnection, owner: Uuid) -> Result<i32, TxError> {
-    let taken: Vec<Option<i32>> = family_bindings::table
-        .filter(family_bindings::owner_person_id.eq(owner.to_string()))
         .filter(family_bindings::quota_slot.is_not_null())
         .select(family_bindings::quota_slot)
         .load(conn)?;
-    (1..=FAMILY_QUOTA as i32)
-        .find(|slot| !taken.contains(&Some(*slot)))
-        .ok_or_else(|| TxError::Api(ApiError::internal("family quota: no free slot after the check")))
+    let member_month: Vec<(String, i32)> = family_binder_months::table
+        .filter(family_binder_months::member_person_id.eq(member.to_string()))
+        .filter(family_binder_months::month.eq(month))
+        .select((family_binder_months::owner_person_id, family_binder_months::slot))
+        .load(conn)?;
+    let member_month = member_month
+        .into_iter()
+        .map(|(binder, slot)| {
+            let binder = Uuid::parse_str(&binder).map_err(|_| ApiError::internal("binder months: bad owner"))?;
+            Ok((binder, slot))
+        })
+        .collect::<ApiResult<_>>()?;
+    Ok(SlotFacts {
+        already_bound: already_bound > 0,
+        owner_slots: owner_slots.into_iter().flatten().collect(),
+        member_month,
+    })
 }
 
 fn find_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Binding>> {
@@ -629,33 +533,46 @@ fn pending_by_session(conn: &mut DbConnection, session_id: Uuid, member: Uuid) -
         .transpose()
 }
 
-/// Moves a live binding to `status`: ACTIVE keeps its place; every other status ends it and
-/// frees the place.
-fn end_or_activate(
+/// Writes a live binding's [`Transition`] (decided by `domain::family`): one that keeps the
+/// place sets the status and `activated_at`; any other ends the binding and frees its place.
+/// A review's transition records its reviewer with the proof or the rejection reason, in one
+/// update (the schema wants an OPERATOR_REVIEW proof and a rejection reason to name their
+/// reviewer). Returns the rows changed (0: the binding had ended already).
+fn write_transition(
     conn: &mut DbConnection,
     id: Uuid,
-    status: BindingStatus,
-    removed_by: Option<Remover>,
+    transition: &Transition,
+    reviewer: Option<&str>,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
+    let terms = family_binding_terms::table.find(id.to_string());
+    let proof = transition.proof.map(RelationshipProof::as_str);
+    if let Some(reviewer) = reviewer {
+        diesel::update(terms)
+            .set((
+                family_binding_terms::relationship_proof.eq(proof),
+                family_binding_terms::reviewed_by.eq(Some(reviewer)),
+                family_binding_terms::reviewed_at.eq(Some(now)),
+                family_binding_terms::rejection_reason.eq(transition.rejection_reason.as_deref()),
+            ))
+            .execute(conn)?;
+    } else if proof.is_some() {
+        diesel::update(terms).set(family_binding_terms::relationship_proof.eq(proof)).execute(conn)?;
+    }
     let target = family_bindings::table
         .filter(family_bindings::id.eq(id.to_string()))
         .filter(family_bindings::quota_slot.is_not_null());
-    if status == BindingStatus::Active {
-        // Only a face outcome activates through here: the member's own face is the proof.
-        diesel::update(family_binding_terms::table.find(id.to_string()))
-            .set(family_binding_terms::relationship_proof.eq(Some(RelationshipProof::MemberFace.as_str())))
-            .execute(conn)?;
+    if transition.keeps_place() {
         diesel::update(target)
-            .set((family_bindings::status.eq(status.as_str()), family_bindings::activated_at.eq(Some(now))))
+            .set((family_bindings::status.eq(transition.to.as_str()), family_bindings::activated_at.eq(Some(now))))
             .execute(conn)
     } else {
         diesel::update(target)
             .set((
-                family_bindings::status.eq(status.as_str()),
+                family_bindings::status.eq(transition.to.as_str()),
                 family_bindings::quota_slot.eq(None::<i32>),
                 family_bindings::ended_at.eq(Some(now)),
-                family_bindings::removed_by.eq(removed_by.map(Remover::as_str)),
+                family_bindings::removed_by.eq(transition.removed_by.map(Remover::as_str)),
             ))
             .execute(conn)
     }

@@ -1,9 +1,12 @@
 //! The individual-account ledger at rest.
 //!
-//! The balance on `accounts.balance_cents` changes only in `post_entry`, together with the
-//! entry that explains it, inside the caller's write transaction, by a conditional update
-//! (`balance + delta >= 0`, affected rows checked) that the schema backs with
-//! `CHECK (balance_cents >= 0)` and `CHECK (balance_after_cents >= 0)`.
+//! The balance on `accounts.balance_cents` changes only together with the entry that explains
+//! it, inside the caller's write transaction, by the one rule `domain::ledger::post` (a
+//! posting may not take the balance below zero): in `post_entry`, whose conditional update
+//! (`balance + delta >= 0`, affected rows checked) is that rule in SQL, or in the PostgreSQL
+//! settlement batch (`store::settlement`), which writes entries computed by `ledger::post` on
+//! the locked balance and sets each account's balance to its last entry's `balance_after`. The
+//! schema backs both with `CHECK (balance_cents >= 0)` and `CHECK (balance_after_cents >= 0)`.
 
 use chrono::NaiveDateTime;
 use diesel::{
@@ -167,11 +170,7 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
     .get_result(conn)
     .optional()?;
     let Some(BalanceAfter { balance_cents: balance_after_cents }) = balance_after else {
-        return Err(ApiError::failed_precondition(
-            Reason::InsufficientBalance,
-            "the account balance does not cover this debit",
-        )
-        .into());
+        return Err(ledger::insufficient_balance().into());
     };
     let entry = Entry {
         id: Uuid::now_v7(),

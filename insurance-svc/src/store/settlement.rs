@@ -18,8 +18,10 @@
 //!
 //! On PostgreSQL the settlements waiting at the same moment (all but family aid) go further:
 //! they are settled together, one transaction of four round trips for the whole batch
-//! (`settle_batch`), the way SQLite's writer group-commits. The split stays the one Rust
-//! function; the batch only feeds it the balance and totals the calls before it left.
+//! (`settle_batch`), the way SQLite's writer group-commits. Both paths read the facts, ask the
+//! one decision (`domain::settlement::decide`: partner, replay, family aid, paying account,
+//! split, debit, totals) and write it; the batch only feeds it the balance and totals the calls
+//! before it left.
 
 use std::{
     collections::HashMap,
@@ -36,7 +38,6 @@ use medins_common::{
     audit::InlineAudit,
     db::{Backend, Batcher, CachedSql, Chain, Db, DbConnection, write_transaction},
 };
-use tonic::Code;
 use uuid::Uuid;
 
 use super::{
@@ -48,66 +49,11 @@ use super::{
 use crate::domain::{
     account::{AccountStatus, Scheme},
     ledger::EntryKind,
-    settlement::{self, Category, ExpenseLine, PayFrom, PolicyTable, SettleTerms, SettlementStatus, Split, YearToDate},
+    settlement::{
+        self, AccountFacts, AidBinding, Category, Debit, Decision, ExpenseLine, FamilyAidFacts, NewSettlement, PayFrom,
+        PolicyTable, SettleCall, SettleFacts, SettleTerms, Settlement, SettlementStatus, YearToDate,
+    },
 };
-
-/// A settled (or reversed) bill.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settlement {
-    /// Settlement id.
-    pub id: Uuid,
-    /// The visit.
-    pub visit_id: Uuid,
-    /// The patient.
-    pub person_id: Uuid,
-    /// Category.
-    pub category: Category,
-    /// Who paid the rest.
-    pub pay_from: PayFrom,
-    /// The account charged, when it paid anything.
-    pub charged_account_id: Option<Uuid>,
-    /// Total.
-    pub total_cents: i64,
-    /// Fund share.
-    pub fund_cents: i64,
-    /// Account share.
-    pub account_cents: i64,
-    /// Self-pay.
-    pub self_cents: i64,
-    /// Deductible consumed by this bill.
-    pub deductible_cents: i64,
-    /// Calendar year (China Standard Time) it counts in.
-    pub year: i32,
-    /// Items summary.
-    pub items_summary: String,
-    /// Status.
-    pub status: SettlementStatus,
-    /// When settled.
-    pub settled_at: NaiveDateTime,
-    /// When reversed.
-    pub reversed_at: Option<NaiveDateTime>,
-}
-
-impl Settlement {
-    /// The terms it was settled with (a retry must repeat them).
-    pub fn terms(&self) -> SettleTerms {
-        SettleTerms {
-            total_cents: self.total_cents,
-            category: self.category,
-            pay_from: self.pay_from,
-            items_summary: self.items_summary.clone(),
-        }
-    }
-
-    fn split(&self) -> Split {
-        Split {
-            deductible_cents: self.deductible_cents,
-            fund_cents: self.fund_cents,
-            account_cents: self.account_cents,
-            self_cents: self.self_cents,
-        }
-    }
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = settlements)]
@@ -191,6 +137,26 @@ impl SettleInputs {
             fund_cents: self.ytd_fund_cents.unwrap_or(0),
             deductible_cents: self.ytd_deductible_cents.unwrap_or(0),
         }
+    }
+
+    /// The holder and the holder's account, as read.
+    fn holder(&self, visit_id: Uuid) -> ApiResult<(Uuid, AccountFacts)> {
+        let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
+        let account = AccountFacts {
+            id: Uuid::parse_str(&self.account_id).map_err(|_| bad("account_id"))?,
+            scheme: Scheme::parse(&self.scheme).ok_or_else(|| bad("account scheme"))?,
+            status: AccountStatus::parse(&self.account_status).ok_or_else(|| bad("account status"))?,
+            balance_cents: self.balance_cents,
+        };
+        Ok((Uuid::parse_str(&self.person_id).map_err(|_| bad("person_id"))?, account))
+    }
+
+    /// The visit's earlier settlement, if it has one.
+    fn earlier(&self, conn: &mut DbConnection, visit_id: Uuid) -> ApiResult<Option<Settlement>> {
+        let Some(id) = &self.settlement_id else { return Ok(None) };
+        let bad = || ApiError::internal(format_args!("visit {visit_id}: bad settlement"));
+        let id = Uuid::parse_str(id).map_err(|_| bad())?;
+        Ok(Some(find(conn, id)?.ok_or_else(bad)?))
     }
 }
 
@@ -298,25 +264,20 @@ fn store_year_to_date(
     Ok(())
 }
 
-/// Writes a new settlement: its row, the debit of the charged account (whose locked balance
-/// was `balance_cents`) with its ledger entry (`entry_kind`) when the account pays a share, and
-/// the person's year-to-date totals, in the caller's transaction (which holds the locks
-/// [`settle_inputs`] took). On PostgreSQL that is [`store_settlements`]' one statement.
-fn store_settlement(
-    conn: &mut DbConnection,
-    settled: &Settlement,
-    entry_kind: EntryKind,
-    balance_cents: i64,
-    totals: YearToDate,
-) -> Result<(), TxError> {
+/// Writes a new settlement: its row, the debit of the charged account with its ledger entry
+/// when the account pays a share, and the holder's year-to-date totals, in the caller's
+/// transaction (which holds the locks [`settle_inputs`] took). On PostgreSQL that is
+/// [`store_settlements`]' one statement.
+fn store_settlement(conn: &mut DbConnection, new: &NewSettlement) -> Result<(), TxError> {
+    let settled = &new.settlement;
     if conn.backend() == Backend::Postgres {
-        let entries: Vec<SettlementEntry> = settled
-            .charged_account_id
-            .map(|account_id| SettlementEntry::debit(settled, account_id, entry_kind, balance_cents))
-            .into_iter()
-            .collect();
         let key = (settled.person_id, settled.year, settled.category);
-        return store_settlements(conn, std::slice::from_ref(settled), &entries, &[(key, totals)]);
+        return store_settlements(
+            conn,
+            std::slice::from_ref(settled),
+            new.debit.as_slice(),
+            &[(key, new.year_to_date)],
+        );
     }
     // Kept prepared: diesel's insert builds and looks up its SQL text anew on every call, a
     // tenth of the writer's time on this path (docs/benchmarks.md, issue 13).
@@ -347,121 +308,85 @@ fn store_settlement(
         ),
     )
     .execute(conn)?;
-    if let Some(account_id) = settled.charged_account_id {
+    if let Some(debit) = &new.debit {
         post_entry(
             conn,
             NewEntry {
-                account_id,
-                kind: entry_kind,
-                amount_cents: -settled.account_cents,
+                account_id: debit.account_id,
+                kind: debit.kind,
+                amount_cents: debit.amount_cents,
                 reference: &settled.id.to_string(),
                 settlement_id: Some(settled.id),
                 credited_by: None,
             },
-            settled.settled_at,
+            debit.created_at,
         )?;
     }
-    store_year_to_date(conn, settled.person_id, settled.year, settled.category, totals)
+    store_year_to_date(conn, settled.person_id, settled.year, settled.category, new.year_to_date)
 }
 
 fn visit_not_found() -> ApiError {
     ApiError::not_found(Reason::VisitNotFound, "no such visit")
 }
 
-/// A Settle call: the visit, the partner settling it, the bill and the time.
-#[derive(Debug)]
-struct SettleCall {
-    visit_id: Uuid,
-    partner_id: String,
-    terms: SettleTerms,
-    now: NaiveDateTime,
+/// What family aid reads about `binder` in the settling transaction: the binder's ACTIVE
+/// binding of the holder, and the binder's open account, locked after the totals (module doc,
+/// lock order).
+fn family_aid_facts(conn: &mut DbConnection, binder: Uuid, holder: Uuid) -> Result<FamilyAidFacts, TxError> {
+    let binding = super::family::find_active_in(conn, binder, holder)?;
+    let binder_account = match super::account::open_account_of(conn, binder)? {
+        None => None,
+        Some(open) => {
+            let locked = lock_account(conn, open.id)?
+                .ok_or_else(|| ApiError::internal(format_args!("account {}: vanished under its lock", open.id)))?;
+            Some(AccountFacts {
+                id: locked.id,
+                scheme: locked.scheme,
+                status: locked.status,
+                balance_cents: locked.balance_cents,
+            })
+        }
+    };
+    Ok(FamilyAidFacts {
+        binding: binding.map(|b| AidBinding {
+            status: b.status,
+            family_aid: b.family_aid,
+            relationship: b.relationship,
+        }),
+        binder_account,
+    })
 }
 
-/// Only the partner that opened a visit settles it.
-fn require_opening_partner(opened_by: &str, call: &SettleCall) -> ApiResult<()> {
-    if opened_by == call.partner_id {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        Code::PermissionDenied,
-        Reason::VisitPartnerMismatch,
-        "only the partner that opened a visit may settle it",
-    ))
-}
-
-/// The settlement of `call` paid as `split` (fund, then `account_id` if it pays a share).
-fn new_settlement(call: &SettleCall, person_id: Uuid, account_id: Uuid, year: i32, split: &Split) -> Settlement {
-    Settlement {
-        id: Uuid::now_v7(),
-        visit_id: call.visit_id,
-        person_id,
-        category: call.terms.category,
-        pay_from: call.terms.pay_from,
-        charged_account_id: (split.account_cents > 0).then_some(account_id),
-        total_cents: call.terms.total_cents,
-        fund_cents: split.fund_cents,
-        account_cents: split.account_cents,
-        self_cents: split.self_cents,
-        deductible_cents: split.deductible_cents,
-        year,
-        items_summary: call.terms.items_summary.clone(),
-        status: SettlementStatus::Settled,
-        settled_at: call.now,
-        reversed_at: None,
-    }
-}
-
-/// Settles one call in the caller's transaction; see [`SettlementStore::settle`].
+/// Settles one call in the caller's transaction: reads its facts, asks
+/// [`settlement::decide`], writes the decision. See [`SettlementStore::settle`].
 fn settle_one(
     conn: &mut DbConnection,
     policy: &PolicyTable,
     call: &SettleCall,
     binder: Option<Uuid>,
 ) -> Result<Settlement, TxError> {
-    let (visit_id, terms) = (call.visit_id, &call.terms);
-    let year = settlement::settlement_year(call.now);
-    let inputs = settle_inputs(conn, visit_id, year, terms.category, binder.is_none())?.ok_or_else(visit_not_found)?;
-    require_opening_partner(&inputs.partner_id, call)?;
-    let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
-    if let Some(first) = inputs.settlement_id {
-        let first_id = Uuid::parse_str(&first).map_err(|_| bad("settlement"))?;
-        let first = find(conn, first_id)?.ok_or_else(|| bad("settlement"))?;
-        settlement::replay_settlement(&first.terms(), terms)?;
-        return Ok(first);
-    }
-    let person_id = Uuid::parse_str(&inputs.person_id).map_err(|_| bad("person_id"))?;
-    let scheme = Scheme::parse(&inputs.scheme).ok_or_else(|| bad("account scheme"))?;
-    // Family aid: the binder's authorisation is read in this transaction, the policy decides
-    // whether the binder's scheme pays for this relationship, and the binder's account pays
-    // instead of the holder's (the only account locked: see the module doc on lock order).
-    let (account_id, account_status, balance_cents, entry_kind) = match binder {
-        Some(binder) => {
-            let binding = super::family::find_active_in(conn, binder, person_id)?;
-            settlement::require_family_aid(binding.as_ref().map(|b| (b.status, b.family_aid)))?;
-            let open = super::account::open_account_of(conn, binder)?.ok_or_else(|| {
-                ApiError::failed_precondition(
-                    Reason::FamilyAidNotAuthorised,
-                    "the binder has no open individual account",
-                )
-            })?;
-            let relationship = binding.map(|b| b.relationship).ok_or_else(|| bad("binding"))?;
-            settlement::require_family_aid_eligible(policy.family_aid(), Some(open.scheme), relationship)?;
-            let locked = lock_account(conn, open.id)?.ok_or_else(|| bad("binder account"))?;
-            (open.id, locked.status, locked.balance_cents, EntryKind::FamilyAid)
-        }
-        None => (
-            Uuid::parse_str(&inputs.account_id).map_err(|_| bad("account_id"))?,
-            AccountStatus::parse(&inputs.account_status).ok_or_else(|| bad("account status"))?,
-            inputs.balance_cents,
-            EntryKind::Settlement,
-        ),
+    let visit_id = call.visit_id;
+    let inputs = settle_inputs(conn, visit_id, call.year(), call.terms.category, binder.is_none())?
+        .ok_or_else(visit_not_found)?;
+    let (person_id, holder_account) = inputs.holder(visit_id)?;
+    let earlier = inputs.earlier(conn, visit_id)?;
+    let family_aid = binder.map(|binder| family_aid_facts(conn, binder, person_id)).transpose()?;
+    let facts = SettleFacts {
+        call,
+        opened_by: &inputs.partner_id,
+        person_id,
+        earlier,
+        holder_account,
+        family_aid,
+        year_to_date: inputs.year_to_date(),
     };
-    let available = settlement::account_available(terms.pay_from, account_status, balance_cents);
-    let ytd = inputs.year_to_date();
-    let split = settlement::split(terms.total_cents, &policy.policy(scheme, terms.category), ytd, available);
-    let settled = new_settlement(call, person_id, account_id, year, &split);
-    store_settlement(conn, &settled, entry_kind, balance_cents, ytd.plus(&split))?;
-    Ok(settled)
+    match settlement::decide(policy, facts)? {
+        Decision::Replay(first) => Ok(first),
+        Decision::Settle(new) => {
+            store_settlement(conn, &new)?;
+            Ok(new.settlement)
+        }
+    }
 }
 
 /// Most settlements in one batch.
@@ -574,31 +499,6 @@ fn postgres(conn: &mut DbConnection) -> Result<&mut diesel::pg::PgConnection, Tx
     }
 }
 
-/// The ledger entry of a new settlement's debit, with the balance after it (computed on the
-/// locked balance).
-struct SettlementEntry {
-    settlement_id: Uuid,
-    account_id: Uuid,
-    kind: EntryKind,
-    amount_cents: i64,
-    balance_after_cents: i64,
-    created_at: NaiveDateTime,
-}
-
-impl SettlementEntry {
-    /// The debit of `settled`'s account share from `account_id`, which held `balance_cents`.
-    fn debit(settled: &Settlement, account_id: Uuid, kind: EntryKind, balance_cents: i64) -> Self {
-        SettlementEntry {
-            settlement_id: settled.id,
-            account_id,
-            kind,
-            amount_cents: -settled.account_cents,
-            balance_after_cents: balance_cents - settled.account_cents,
-            created_at: settled.settled_at,
-        }
-    }
-}
-
 /// A person's year-to-date totals row: person, year, category.
 type TotalsKey = (Uuid, i32, Category);
 
@@ -609,7 +509,7 @@ struct BatchState {
     totals: HashMap<TotalsKey, YearToDate>,
     settled: HashMap<Uuid, Settlement>,
     new: Vec<Settlement>,
-    entries: Vec<SettlementEntry>,
+    entries: Vec<Debit>,
 }
 
 /// Reads the [`SettleInputs`] of visits (visit, year, category) with [`SETTLE_BATCH_INPUTS`],
@@ -650,15 +550,14 @@ fn settle_together(
     policy: &PolicyTable,
     calls: &[SettleCall],
 ) -> Result<Vec<ApiResult<Settlement>>, TxError> {
-    let visits: Vec<_> =
-        calls.iter().map(|call| (call.visit_id, settlement::settlement_year(call.now), call.terms.category)).collect();
+    let visits: Vec<_> = calls.iter().map(|call| (call.visit_id, call.year(), call.terms.category)).collect();
     let inputs = batch_inputs(conn, &visits)?;
     let mut state = BatchState::default();
     let mut outcomes = Vec::with_capacity(calls.len());
-    for ((call, (_, year, _)), inputs) in calls.iter().zip(visits).zip(inputs) {
+    for (call, inputs) in calls.iter().zip(inputs) {
         outcomes.push(match inputs {
             None => Err(visit_not_found()),
-            Some(inputs) => settle_in_batch(conn, policy, call, year, inputs, &mut state)?,
+            Some(inputs) => settle_in_batch(conn, policy, call, inputs, &mut state)?,
         });
     }
     let totals: Vec<_> = state.totals.into_iter().collect();
@@ -666,51 +565,50 @@ fn settle_together(
     Ok(outcomes)
 }
 
-/// One call of a batch: `Err` only for what fails the whole batch; a refusal of this call is
-/// its outcome.
+/// One call of a batch: its facts are what was read, moved by the calls before it in the
+/// batch (their settlements, the balances and totals they left); [`settlement::decide`] decides
+/// as for a call alone. `Err` only for what fails the whole batch; a refusal of this call is
+/// its outcome and changes nothing.
 fn settle_in_batch(
     conn: &mut DbConnection,
     policy: &PolicyTable,
     call: &SettleCall,
-    year: i32,
     inputs: SettleInputs,
     state: &mut BatchState,
 ) -> Result<ApiResult<Settlement>, TxError> {
-    if let Err(refused) = require_opening_partner(&inputs.partner_id, call) {
-        return Ok(Err(refused));
-    }
     let visit_id = call.visit_id;
-    let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
-    let first = match (state.settled.get(&visit_id), &inputs.settlement_id) {
-        (Some(first), _) => Some(first.clone()),
-        (None, Some(first)) => {
-            let first_id = Uuid::parse_str(first).map_err(|_| bad("settlement"))?;
-            Some(find(conn, first_id)?.ok_or_else(|| bad("settlement"))?)
-        }
-        (None, None) => None,
+    let (person_id, mut holder_account) = inputs.holder(visit_id)?;
+    let earlier = match state.settled.get(&visit_id) {
+        Some(first) => Some(first.clone()),
+        None => inputs.earlier(conn, visit_id)?,
     };
-    if let Some(first) = first {
-        return Ok(settlement::replay_settlement(&first.terms(), &call.terms).map(|()| first));
+    if let Some(&(status, balance_cents)) = state.balances.get(&holder_account.id) {
+        (holder_account.status, holder_account.balance_cents) = (status, balance_cents);
     }
-    let person_id = Uuid::parse_str(&inputs.person_id).map_err(|_| bad("person_id"))?;
-    let account_id = Uuid::parse_str(&inputs.account_id).map_err(|_| bad("account_id"))?;
-    let scheme = Scheme::parse(&inputs.scheme).ok_or_else(|| bad("account scheme"))?;
-    let status = AccountStatus::parse(&inputs.account_status).ok_or_else(|| bad("account status"))?;
-    let (status, balance_cents) = *state.balances.entry(account_id).or_insert((status, inputs.balance_cents));
-    let key = (person_id, year, call.terms.category);
-    let ytd = *state.totals.entry(key).or_insert_with(|| inputs.year_to_date());
-    let available = settlement::account_available(call.terms.pay_from, status, balance_cents);
-    let split = settlement::split(call.terms.total_cents, &policy.policy(scheme, call.terms.category), ytd, available);
-    let settled = new_settlement(call, person_id, account_id, year, &split);
-    if let Some(account_id) = settled.charged_account_id {
-        let debit = SettlementEntry::debit(&settled, account_id, EntryKind::Settlement, balance_cents);
-        state.balances.insert(account_id, (status, debit.balance_after_cents));
+    let key = (person_id, call.year(), call.terms.category);
+    let year_to_date = state.totals.get(&key).copied().unwrap_or_else(|| inputs.year_to_date());
+    let facts = SettleFacts {
+        call,
+        opened_by: &inputs.partner_id,
+        person_id,
+        earlier,
+        holder_account,
+        family_aid: None,
+        year_to_date,
+    };
+    let new = match settlement::decide(policy, facts) {
+        Err(refused) => return Ok(Err(refused)),
+        Ok(Decision::Replay(first)) => return Ok(Ok(first)),
+        Ok(Decision::Settle(new)) => new,
+    };
+    if let Some(debit) = new.debit {
+        state.balances.insert(debit.account_id, (holder_account.status, debit.balance_after_cents));
         state.entries.push(debit);
     }
-    state.totals.insert(key, ytd.plus(&split));
-    state.settled.insert(visit_id, settled.clone());
-    state.new.push(settled.clone());
-    Ok(Ok(settled))
+    state.totals.insert(key, new.year_to_date);
+    state.settled.insert(visit_id, new.settlement.clone());
+    state.new.push(new.settlement.clone());
+    Ok(Ok(new.settlement))
 }
 
 /// Writes new settlements with their debits' ledger entries (in order: an account's last entry
@@ -719,7 +617,7 @@ fn settle_in_batch(
 fn store_settlements(
     conn: &mut DbConnection,
     new: &[Settlement],
-    entries: &[SettlementEntry],
+    entries: &[Debit],
     totals: &[(TotalsKey, YearToDate)],
 ) -> Result<(), TxError> {
     if new.is_empty() {
@@ -752,7 +650,7 @@ fn store_settlements(
         ),
     );
     let entry_texts =
-        |field: fn(&SettlementEntry) -> String| entries.iter().map(field).collect::<Vec<_>>().into_sql::<Array<Text>>();
+        |field: fn(&Debit) -> String| entries.iter().map(field).collect::<Vec<_>>().into_sql::<Array<Text>>();
     let entry_rows = (
         entries.iter().map(|_| Uuid::now_v7().to_string()).collect::<Vec<_>>().into_sql::<Array<Text>>(),
         entry_texts(|e| e.account_id.to_string()),
@@ -763,7 +661,7 @@ fn store_settlements(
         entry_texts(|e| e.settlement_id.to_string()),
         entries.iter().map(|e| e.created_at).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
     );
-    let mut charged: HashMap<Uuid, &SettlementEntry> = HashMap::new();
+    let mut charged: HashMap<Uuid, &Debit> = HashMap::new();
     for entry in entries {
         charged.insert(entry.account_id, entry);
     }
@@ -848,7 +746,7 @@ impl SettlementStore {
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
                     let settled = settle_one(conn, &policy, &call, binder)?;
-                    audit.append(conn, settled.person_id, Code::Ok).map_err(ApiError::from)?;
+                    audit.append(conn, settled.person_id, tonic::Code::Ok).map_err(ApiError::from)?;
                     Ok(settled)
                 })
             })
@@ -891,12 +789,7 @@ impl SettlementStore {
                     if flipped == 0 {
                         settlement::ensure_reversible(SettlementStatus::Reversed)?;
                     }
-                    let split = found.split();
-                    let restored = YearToDate {
-                        total_cents: ytd.total_cents - split.total_cents(),
-                        fund_cents: ytd.fund_cents - split.fund_cents,
-                        deductible_cents: ytd.deductible_cents - split.deductible_cents,
-                    };
+                    let restored = settlement::year_to_date_after_reversal(ytd, &found);
                     store_year_to_date(conn, found.person_id, found.year, found.category, restored)?;
                     if let Some(account_id) = charged {
                         // Credited back whatever the account's status now: the money was its.
