@@ -584,13 +584,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "dev mode       SMS codes are logged, not sent; real names checked against {} (not a real authority)",
         dir.root.join("deny-list.txt").display()
     );
+    // Listening before "ready" is printed: whoever reads that line may stop us at once.
+    let shutdown = medins_common::server::shutdown_signal();
     println!(
         "ready in {} ms (Ctrl-C to stop; `kill -HUP {}` reloads the partners file)",
         started.elapsed().as_millis(),
         std::process::id()
     );
 
-    medins_common::server::shutdown_signal().await;
+    shutdown.await;
     let _ = stop_tx.send(true);
     let (identity_result, insurance_result) = tokio::join!(identity_task, insurance_task);
     let _ = std::fs::remove_file(dir.pid_file());
