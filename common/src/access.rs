@@ -112,6 +112,21 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal with the reason's own code ([`Reason::code`]).
+    pub const fn of(reason: Reason, message: &'static str) -> Self {
+        Refusal { code: reason.code(), reason, message }
+    }
+
+    /// PERMISSION_DENIED whatever the reason's own code (a valid token of another person).
+    pub const fn permission_denied(reason: Reason, message: &'static str) -> Self {
+        Refusal { code: Code::PermissionDenied, reason, message }
+    }
+
+    /// NOT_FOUND whatever the reason's own code (the answer a missing object gets).
+    pub const fn not_found(reason: Reason, message: &'static str) -> Self {
+        Refusal { code: Code::NotFound, reason, message }
+    }
+
     /// The refusal as an error.
     pub fn error(&self) -> ApiError {
         ApiError::new(self.code, self.reason, self.message)
@@ -150,7 +165,7 @@ pub fn decide(
     standings: impl IntoIterator<Item = Standing>,
 ) -> ApiResult<Standing> {
     let Some(rule) = find_rule(rules, method) else {
-        return Err(ApiError::new(Code::Internal, Reason::Internal, "no access rule for this method"));
+        return Err(ApiError::of(Reason::Internal, "no access rule for this method"));
     };
     standings.into_iter().find(|standing| rule.allows.contains(standing)).ok_or_else(|| rule.refusal.error())
 }
@@ -159,8 +174,7 @@ pub fn decide(
 mod tests {
     use super::*;
 
-    const REFUSAL: Refusal =
-        Refusal { code: Code::NotFound, reason: Reason::AccountNotFound, message: "no such account" };
+    const REFUSAL: Refusal = Refusal::of(Reason::AccountNotFound, "no such account");
     const RULES: &[Rule] =
         &[Rule { method: "/x.v1.S/Read", allows: &[Standing::Operator, Standing::Person], refusal: REFUSAL }];
 

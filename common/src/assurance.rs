@@ -77,8 +77,7 @@ pub fn permits(held: AssuranceLevel, method: Option<&str>) -> bool {
 /// `method` needs. `None` claims (operators, medins services) pass.
 pub fn require_level(claims: Option<&PersonClaims>, method: Option<&str>) -> ApiResult<()> {
     match claims {
-        Some(claims) if !permits(claims.assurance_level, method) => Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        Some(claims) if !permits(claims.assurance_level, method) => Err(ApiError::of(
             Reason::AssuranceLevelTooLow,
             format!(
                 "this call needs a person token of assurance level {} (real name and a PASSED REAL_NAME face \

@@ -38,7 +38,7 @@ macro_rules! reasons {
             /// The gRPC code this reason is answered with unless the place that fails says
             /// otherwise (README, error table: the same column). Exceptions are written where
             /// they happen, with a named constructor ([`ApiError::permission_denied`], ...).
-            pub fn code(self) -> Code {
+            pub const fn code(self) -> Code {
                 match self {
                     $(Reason::$variant => Code::$code,)*
                 }

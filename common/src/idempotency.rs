@@ -23,7 +23,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::{
     clock::SharedClock,
@@ -139,8 +139,7 @@ impl Idempotency {
                         .map_err(|e| ApiError::internal(format!("stored response: {e}")).into());
                 }
                 Claim::Busy if tokio::time::Instant::now() >= deadline => {
-                    return Err(ApiError::new(
-                        Code::Aborted,
+                    return Err(ApiError::of(
                         Reason::RequestInFlight,
                         "a call with this idempotency key is still running; retry later with the same key",
                     )
@@ -237,7 +236,7 @@ fn claim_in(
         return Ok(Claim::Busy);
     }
     if !fingerprint.matches(&record.request_hash) {
-        return Err(ApiError::failed_precondition(
+        return Err(ApiError::of(
             Reason::IdempotencyKeyMismatch,
             "this idempotency key was used with a different request",
         ));

@@ -381,13 +381,10 @@ impl HttpBody for LimitedBody {
                     if !self.inspect(&chunk) {
                         self.failed = true;
                         let max = self.max;
-                        let status: tonic::Status = ApiError::new(
-                            tonic::Code::ResourceExhausted,
-                            Reason::MessageTooLarge,
-                            format!("message larger than {max} bytes"),
-                        )
-                        .with_metadata("max_bytes", max.to_string())
-                        .into();
+                        let status: tonic::Status =
+                            ApiError::of(Reason::MessageTooLarge, format!("message larger than {max} bytes"))
+                                .with_metadata("max_bytes", max.to_string())
+                                .into();
                         return Poll::Ready(Some(Err(status)));
                     }
                 }

@@ -587,19 +587,16 @@ pub fn person_token_claims(
         return Ok(None);
     }
     let Some(value) = metadata.get(PERSON_TOKEN_METADATA) else {
-        return Err(ApiError::new(
-            tonic::Code::Unauthenticated,
+        return Err(ApiError::of(
             Reason::PersonTokenRequired,
             "this call acts for a person: send `x-person-token` (PersonTokenService.IssuePersonToken)",
         ));
     };
-    let invalid = |message: String| ApiError::new(tonic::Code::Unauthenticated, Reason::PersonTokenInvalid, message);
+    let invalid = |message: String| ApiError::of(Reason::PersonTokenInvalid, message);
     let token = value.to_str().map_err(|_| invalid("person token is malformed".into()))?;
     let claims = verifier.verify(token.trim(), &caller.id, now).map_err(|error| match error {
-        TokenError::Revoked => {
-            ApiError::new(tonic::Code::Unauthenticated, Reason::PersonTokenRevoked, error.to_string())
-        }
-        TokenError::RevocationsStale => ApiError::unavailable(Reason::DependencyUnavailable, error.to_string()),
+        TokenError::Revoked => ApiError::of(Reason::PersonTokenRevoked, error.to_string()),
+        TokenError::RevocationsStale => ApiError::of(Reason::DependencyUnavailable, error.to_string()),
         _ => invalid(error.to_string()),
     })?;
     Ok(Some(claims))
@@ -638,8 +635,7 @@ pub fn authorize_person(
 
 fn require_person(claims: Option<&PersonClaims>, person_id: Uuid) -> ApiResult<()> {
     match claims {
-        Some(claims) if claims.person_id != person_id => Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        Some(claims) if claims.person_id != person_id => Err(ApiError::permission_denied(
             Reason::PersonTokenInvalid,
             "the person token was issued for another person",
         )),

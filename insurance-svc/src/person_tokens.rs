@@ -206,7 +206,7 @@ impl PersonTokenKeys {
 }
 
 fn keys_unavailable() -> ApiError {
-    ApiError::unavailable(
+    ApiError::of(
         Reason::DependencyUnavailable,
         "person-token keys cannot be fetched from identity-svc now, retry later",
     )

@@ -39,9 +39,11 @@ pub struct Caller(pub Arc<Partner>);
 impl Caller {
     /// The caller of a request, or UNAUTHENTICATED if the auth layer did not run (a wiring bug).
     pub fn of<T>(request: &tonic::Request<T>) -> ApiResult<Arc<Partner>> {
-        request.extensions().get::<Caller>().map(|caller| caller.0.clone()).ok_or_else(|| {
-            ApiError::new(tonic::Code::Unauthenticated, Reason::Unauthenticated, "no authenticated caller")
-        })
+        request
+            .extensions()
+            .get::<Caller>()
+            .map(|caller| caller.0.clone())
+            .ok_or_else(|| ApiError::of(Reason::Unauthenticated, "no authenticated caller"))
     }
 }
 
@@ -83,8 +85,7 @@ pub fn audit_partner<T>(request: &tonic::Request<T>) -> String {
 fn on_behalf_of(headers: &http::HeaderMap, caller: &Partner) -> ApiResult<Option<Arc<str>>> {
     let Some(value) = headers.get(ON_BEHALF_OF_HEADER) else { return Ok(None) };
     if caller.kind != PartnerKind::Service {
-        return Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        return Err(ApiError::of(
             Reason::OnBehalfOfNotAllowed,
             "only SERVICE partners may relay a call on behalf of another partner",
         ));
@@ -132,19 +133,14 @@ impl AuthLayer {
         connection: Option<&ConnectionInfo>,
     ) -> ApiResult<Arc<Partner>> {
         let partner = bearer(headers).and_then(|key| self.partners.authenticate(key)).ok_or_else(|| {
-            ApiError::new(
-                tonic::Code::Unauthenticated,
-                Reason::Unauthenticated,
-                "missing or unknown API key: send `authorization: Bearer mk_...`",
-            )
+            ApiError::of(Reason::Unauthenticated, "missing or unknown API key: send `authorization: Bearer mk_...`")
         })?;
         // A key bound to a certificate is worth nothing without it (docs/tls.md): a stolen key
         // alone does not authenticate.
         if let Some(pin) = &partner.client_certificate {
             let presented = connection.and_then(|connection| connection.client_certificate.as_deref());
             if !presented.is_some_and(|certificate| pin.matches(certificate)) {
-                return Err(ApiError::new(
-                    tonic::Code::Unauthenticated,
+                return Err(ApiError::of(
                     Reason::ClientCertificateMismatch,
                     "this API key is accepted only over a mutual-TLS connection presenting its partner's pinned \
                      client certificate",
@@ -155,12 +151,8 @@ impl AuthLayer {
         if let Some(scope) = self.scopes.get(path)
             && !partner.has_scope(scope)
         {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
-                Reason::PermissionDeniedScope,
-                format!("this API key lacks the scope `{scope}`"),
-            )
-            .with_metadata("scope", *scope));
+            return Err(ApiError::of(Reason::PermissionDeniedScope, format!("this API key lacks the scope `{scope}`"))
+                .with_metadata("scope", *scope));
         }
         if let Err(wait) = partner.limiter.check() {
             return Err(ApiError::resource_exhausted(Reason::PartnerRateLimited, "partner rate limit reached", wait));

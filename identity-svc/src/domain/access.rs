@@ -20,7 +20,6 @@ use medins_common::{
     access::{self, kind_may_hold},
     auth::PartnerKind,
 };
-use tonic::Code;
 use uuid::Uuid;
 
 /// What a handler knows about the caller and the person when it asks.
@@ -222,50 +221,35 @@ pub const PERSON_FREE_METHODS: &[&str] = &["/medins.identity.v1.PersonTokenServi
 
 // Refusals of the rows above. A refusal by kind is decided from the caller alone; one by token
 // from the request's person id and the token, never from a lookup.
-const FRONT_DOORS_AND_OPERATORS: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PartnerKindNotAllowed,
-    message: "only a person's front door (kinds BANK, MINI_PROGRAM, CITY_APP) or an operator takes this step",
-};
-const SERVICES_AND_OPERATORS: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PartnerKindNotAllowed,
-    message: "only medins services (kind SERVICE) and operators resolve or match a name and ID number",
-};
-const SERVICES_ONLY: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PartnerKindNotAllowed,
-    message: "only medins services (kind SERVICE) make this call",
-};
-const OPERATORS_ONLY: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PartnerKindNotAllowed,
-    message: "only operators suspend and resume persons",
-};
-const FACE_PROVIDERS_ONLY: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PartnerKindNotAllowed,
-    message: "only face-verification providers (kind FACE_PROVIDER) submit face results",
-};
+const FRONT_DOORS_AND_OPERATORS: Refusal = Refusal::of(
+    Reason::PartnerKindNotAllowed,
+    "only a person's front door (kinds BANK, MINI_PROGRAM, CITY_APP) or an operator takes this step",
+);
+const SERVICES_AND_OPERATORS: Refusal = Refusal::of(
+    Reason::PartnerKindNotAllowed,
+    "only medins services (kind SERVICE) and operators resolve or match a name and ID number",
+);
+const SERVICES_ONLY: Refusal =
+    Refusal::of(Reason::PartnerKindNotAllowed, "only medins services (kind SERVICE) make this call");
+const OPERATORS_ONLY: Refusal = Refusal::of(Reason::PartnerKindNotAllowed, "only operators suspend and resume persons");
+const FACE_PROVIDERS_ONLY: Refusal = Refusal::of(
+    Reason::PartnerKindNotAllowed,
+    "only face-verification providers (kind FACE_PROVIDER) submit face results",
+);
 /// A token of someone else (the answer the person-token check always gave, whether or not the
 /// named person exists).
-const NOT_THIS_PERSONS_TOKEN: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PersonTokenInvalid,
-    message: "the person token was issued for another person",
-};
+const NOT_THIS_PERSONS_TOKEN: Refusal =
+    Refusal::permission_denied(Reason::PersonTokenInvalid, "the person token was issued for another person");
 /// A face session the token gives no standing towards, or none at all: the same answer.
-const NOT_THE_SESSIONS_TOKEN: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PersonTokenInvalid,
-    message: "the person token is neither the verified person's nor the binder's this session names",
-};
+const NOT_THE_SESSIONS_TOKEN: Refusal = Refusal::permission_denied(
+    Reason::PersonTokenInvalid,
+    "the person token is neither the verified person's nor the binder's this session names",
+);
 /// No live link: the same answer for an existing and a missing person.
-const NO_LINK: Refusal = Refusal {
-    code: Code::FailedPrecondition,
-    reason: Reason::PartnerLinkRequired,
-    message: "the caller has no live link with this person (PartnerLinkService.LinkPartnerAccount)",
-};
+const NO_LINK: Refusal = Refusal::of(
+    Reason::PartnerLinkRequired,
+    "the caller has no live link with this person (PartnerLinkService.LinkPartnerAccount)",
+);
 
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {
@@ -288,8 +272,7 @@ pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
 
 /// UNAUTHENTICATED / PERSON_TOKEN_REQUIRED.
 fn token_required() -> ApiError {
-    ApiError::new(
-        Code::Unauthenticated,
+    ApiError::of(
         Reason::PersonTokenRequired,
         "this call acts for a person: send `x-person-token` (PersonTokenService.IssuePersonToken)",
     )
@@ -298,6 +281,7 @@ fn token_required() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     const GET_PERSON: &str = "/medins.identity.v1.PersonService/GetPerson";
     const REGISTER: &str = "/medins.identity.v1.PersonService/RegisterPerson";

@@ -65,14 +65,13 @@ pub struct TokenIssueFacts {
 /// The level of the token to issue to a linked partner, or why none is issued.
 pub fn decide_token_issue(facts: TokenIssueFacts) -> ApiResult<AssuranceLevel> {
     if facts.suspended {
-        return Err(ApiError::failed_precondition(
+        return Err(ApiError::of(
             Reason::PersonSuspended,
             "an operator suspended this person: no person tokens are issued until the suspension is lifted",
         ));
     }
-    effective_level(facts.real_name_verified, facts.stored_level).ok_or_else(|| {
-        ApiError::failed_precondition(Reason::RealNameRequired, "the person's real name is not verified")
-    })
+    effective_level(facts.real_name_verified, facts.stored_level)
+        .ok_or_else(|| ApiError::of(Reason::RealNameRequired, "the person's real name is not verified"))
 }
 
 /// Validates an operator's reason: trimmed, 1-500 characters, no control characters.

@@ -91,8 +91,7 @@ pub fn session_binder(
 ) -> ApiResult<Option<Uuid>> {
     let Some(binder) = binder else { return Ok(None) };
     if standing != Standing::Service {
-        return Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        return Err(ApiError::of(
             Reason::PartnerKindNotAllowed,
             "only medins services (kind SERVICE) name a session's binder",
         )
@@ -259,8 +258,7 @@ pub fn decide_submission(
 ) -> ApiResult<SubmitDecision> {
     // An empty binding (a session started before sessions were bound) accepts nobody.
     if bound_provider.is_empty() || bound_provider != submitter {
-        return Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        return Err(ApiError::of(
             Reason::FaceProviderMismatch,
             "this face session is bound to another face-verification provider",
         ));
@@ -268,13 +266,10 @@ pub fn decide_submission(
     match session.status {
         FaceStatus::Expired => return Err(expired_error()),
         _ if session.submissions >= MAX_SUBMISSIONS => {
-            return Err(ApiError::failed_precondition(
-                Reason::FaceAttemptsExhausted,
-                "this face session has taken its 3 submissions",
-            ));
+            return Err(ApiError::of(Reason::FaceAttemptsExhausted, "this face session has taken its 3 submissions"));
         }
         FaceStatus::Passed | FaceStatus::Failed => {
-            return Err(ApiError::failed_precondition(Reason::FaceSessionFinished, "this face session has ended"));
+            return Err(ApiError::of(Reason::FaceSessionFinished, "this face session has ended"));
         }
         FaceStatus::Pending if now >= session.expires_at => return Ok(SubmitDecision::ExpireAndRefuse),
         FaceStatus::Pending => {}
@@ -309,8 +304,7 @@ pub fn choose_provider(
         return if is_provider(named) {
             Ok(named.to_owned())
         } else {
-            Err(ApiError::new(
-                tonic::Code::InvalidArgument,
+            Err(ApiError::of(
                 Reason::FaceProviderUnknown,
                 "no face-verification provider (partner of kind FACE_PROVIDER) has this id",
             )
@@ -322,7 +316,7 @@ pub fn choose_provider(
     }
     match face_providers {
         [only] => Ok(only.clone()),
-        _ => Err(ApiError::failed_precondition(
+        _ => Err(ApiError::of(
             Reason::FaceProviderRequired,
             "name the face-verification provider (provider_id): none is configured for this partner and \
              there is not exactly one",
@@ -332,7 +326,7 @@ pub fn choose_provider(
 
 /// FAILED_PRECONDITION / FACE_SESSION_EXPIRED.
 pub fn expired_error() -> ApiError {
-    ApiError::failed_precondition(Reason::FaceSessionExpired, "this face session has expired; start a new one")
+    ApiError::of(Reason::FaceSessionExpired, "this face session has expired; start a new one")
 }
 
 /// Validates a caller's reference: at most 128 characters, no control characters.

@@ -53,7 +53,7 @@ pub fn decide_link(live_ref_for_person: Option<&str>, requested_ref: &str, ref_t
 
 /// ALREADY_EXISTS / PARTNER_LINK_CONFLICT.
 pub fn link_conflict() -> ApiError {
-    ApiError::already_exists(
+    ApiError::of(
         Reason::PartnerLinkConflict,
         "the caller already links this person to another user ref, or this user ref to another person",
     )

@@ -38,8 +38,7 @@ pub fn acting_partner(
     match on_behalf_of {
         None => Ok(caller_id.to_owned()),
         Some(partner) if standing == Standing::Service => Ok(partner),
-        Some(_) => Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        Some(_) => Err(ApiError::of(
             Reason::PartnerKindNotAllowed,
             "only medins services (kind SERVICE) act on behalf of another partner",
         )

@@ -83,10 +83,7 @@ pub fn decide_claim(live: &[ClaimFacts]) -> ClaimDecision {
 
 /// The error of [`ClaimDecision::NameMismatch`].
 pub fn name_mismatch() -> ApiError {
-    ApiError::failed_precondition(
-        Reason::NameMismatch,
-        "the identity authority confirmed this ID number under another name",
-    )
+    ApiError::of(Reason::NameMismatch, "the identity authority confirmed this ID number under another name")
 }
 
 /// Side-effect-free match (MatchPerson): the live person of this name, and, when the caller
@@ -176,6 +173,8 @@ pub enum PhoneChangeRefusal {
     FaceUsed,
     /// The session passed more than 10 minutes ago.
     FaceStale,
+    /// The phone on record changed (or another change was recorded) while this one ran.
+    Conflict,
 }
 
 impl PhoneChangeRefusal {
@@ -184,10 +183,9 @@ impl PhoneChangeRefusal {
     pub fn into_error(self) -> ApiError {
         match self {
             PhoneChangeRefusal::Unchanged => {
-                ApiError::failed_precondition(Reason::PhoneUnchanged, "the new phone is already the phone on record")
+                ApiError::of(Reason::PhoneUnchanged, "the new phone is already the phone on record")
             }
-            PhoneChangeRefusal::OperatorOnly => ApiError::new(
-                tonic::Code::PermissionDenied,
+            PhoneChangeRefusal::OperatorOnly => ApiError::of(
                 Reason::PartnerKindNotAllowed,
                 "only operators (kind OPS) may change a phone on a recorded reason; others prove the person's face",
             ),
@@ -196,20 +194,47 @@ impl PhoneChangeRefusal {
                 "operator_reason",
                 "an operator's phone change needs a reason of 1-500 characters",
             ),
-            PhoneChangeRefusal::FaceNotFound | PhoneChangeRefusal::FaceNotProof => ApiError::failed_precondition(
+            PhoneChangeRefusal::FaceNotFound | PhoneChangeRefusal::FaceNotProof => ApiError::of(
                 Reason::FaceVerificationRequired,
                 "a PASSED PHONE_CHANGE face session of this person, finished within 10 minutes, is required",
             ),
-            PhoneChangeRefusal::FaceUsed => ApiError::failed_precondition(
+            PhoneChangeRefusal::FaceUsed => ApiError::of(
                 Reason::FaceSessionAlreadyUsed,
                 "this face session already proved a phone change: start a new one",
             ),
-            PhoneChangeRefusal::FaceStale => ApiError::failed_precondition(
+            PhoneChangeRefusal::FaceStale => ApiError::of(
                 Reason::FaceSessionExpired,
                 "the face session passed more than 10 minutes ago: start a new one",
             ),
+            PhoneChangeRefusal::Conflict => ApiError::of(
+                Reason::PhoneChangeConflict,
+                "the phone on record changed while this change ran: read the person and start again",
+            ),
         }
     }
+}
+
+/// Decides the outcome of the phone change's compare-and-set: the update keyed on the phone
+/// read at the start changed `rows_changed` rows; anything but one means a concurrent change
+/// won (ABORTED / PHONE_CHANGE_CONFLICT).
+pub fn decide_phone_swap(rows_changed: usize) -> Result<(), PhoneChangeRefusal> {
+    if rows_changed == 1 { Ok(()) } else { Err(PhoneChangeRefusal::Conflict) }
+}
+
+/// Decides a change record refused by a unique index (one change per face session, per SMS
+/// challenge): with face proof the session proved another change that committed meanwhile
+/// (FACE_SESSION_ALREADY_USED); otherwise the challenge did (PHONE_CHANGE_CONFLICT).
+pub fn decide_duplicate_change_record(method: PhoneChangeMethod) -> PhoneChangeRefusal {
+    match method {
+        PhoneChangeMethod::Face => PhoneChangeRefusal::FaceUsed,
+        PhoneChangeMethod::Operator => PhoneChangeRefusal::Conflict,
+    }
+}
+
+/// Decides a confirmation of a real name that a unique index refused: another claim of the
+/// same ID number was confirmed first, under another name (FAILED_PRECONDITION / NAME_MISMATCH).
+pub fn decide_confirmation_refused() -> ApiError {
+    name_mismatch()
 }
 
 /// Decides a phone change of a person whose phone on record is `current` to `new` (both
@@ -253,6 +278,31 @@ pub fn decide_phone_change(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_phone_change_that_lost_its_compare_and_set_or_its_record_is_refused_by_kind() {
+        assert_eq!(super::decide_phone_swap(1), Ok(()));
+        for rows in [0, 2] {
+            let refusal = super::decide_phone_swap(rows).unwrap_err();
+            let error = refusal.into_error();
+            assert_eq!(
+                (error.code(), error.reason()),
+                (tonic::Code::Aborted, medins_common::Reason::PhoneChangeConflict)
+            );
+        }
+        let face = super::decide_duplicate_change_record(super::PhoneChangeMethod::Face).into_error();
+        assert_eq!(face.reason(), medins_common::Reason::FaceSessionAlreadyUsed);
+        let operator = super::decide_duplicate_change_record(super::PhoneChangeMethod::Operator).into_error();
+        assert_eq!(
+            (operator.code(), operator.reason()),
+            (tonic::Code::Aborted, medins_common::Reason::PhoneChangeConflict)
+        );
+        let mismatch = super::decide_confirmation_refused();
+        assert_eq!(
+            (mismatch.code(), mismatch.reason()),
+            (tonic::Code::FailedPrecondition, medins_common::Reason::NameMismatch)
+        );
+    }
+
     use super::*;
 
     #[test]

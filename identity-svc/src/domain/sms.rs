@@ -197,10 +197,10 @@ pub fn decide_recipient(purpose: SmsPurpose, phone: &str, person_id: Option<uuid
 /// there is no such person, FAILED_PRECONDITION / PHONE_REQUIRED when they have no phone.
 pub fn phone_on_record(person_found: bool, phone: Option<String>) -> ApiResult<String> {
     if !person_found {
-        return Err(ApiError::not_found(Reason::PersonNotFound, "no person with this id"));
+        return Err(ApiError::of(Reason::PersonNotFound, "no person with this id"));
     }
     phone.ok_or_else(|| {
-        ApiError::failed_precondition(
+        ApiError::of(
             Reason::PhoneRequired,
             "the person has no phone on record: bind one first (PHONE_CHANGE), then ask again",
         )
@@ -375,20 +375,19 @@ impl VerifyOutcome {
         match self {
             VerifyOutcome::Verified => None,
             VerifyOutcome::WrongCode { attempts } => Some(
-                ApiError::failed_precondition(Reason::SmsCodeInvalid, "the code is wrong")
+                ApiError::of(Reason::SmsCodeInvalid, "the code is wrong")
                     .with_metadata("attempts_left", MAX_WRONG_ATTEMPTS.saturating_sub(attempts).to_string()),
             ),
-            VerifyOutcome::LockedNow { .. } | VerifyOutcome::Locked => Some(ApiError::failed_precondition(
+            VerifyOutcome::LockedNow { .. } | VerifyOutcome::Locked => Some(ApiError::of(
                 Reason::SmsLocked,
                 "too many wrong codes: this challenge is locked, request a new code",
             )),
             VerifyOutcome::Expired => {
-                Some(ApiError::failed_precondition(Reason::SmsCodeExpired, "the code has expired, request a new code"))
+                Some(ApiError::of(Reason::SmsCodeExpired, "the code has expired, request a new code"))
             }
-            VerifyOutcome::AlreadyUsed => Some(ApiError::failed_precondition(
-                Reason::SmsCodeInvalid,
-                "this challenge was already verified: a code verifies once",
-            )),
+            VerifyOutcome::AlreadyUsed => {
+                Some(ApiError::of(Reason::SmsCodeInvalid, "this challenge was already verified: a code verifies once"))
+            }
         }
     }
 }
@@ -449,17 +448,14 @@ impl ConsumeRefusal {
     /// FAILED_PRECONDITION with SMS_CODE_INVALID, or SMS_CODE_EXPIRED.
     pub fn into_error(self) -> ApiError {
         match self {
-            ConsumeRefusal::OtherPhoneOrPurpose => ApiError::failed_precondition(
-                Reason::SmsCodeInvalid,
-                "the SMS verification was for another phone or purpose",
-            ),
-            ConsumeRefusal::NotVerified => {
-                ApiError::failed_precondition(Reason::SmsCodeInvalid, "the SMS code has not been verified")
+            ConsumeRefusal::OtherPhoneOrPurpose => {
+                ApiError::of(Reason::SmsCodeInvalid, "the SMS verification was for another phone or purpose")
             }
+            ConsumeRefusal::NotVerified => ApiError::of(Reason::SmsCodeInvalid, "the SMS code has not been verified"),
             ConsumeRefusal::AlreadyConsumed => {
-                ApiError::failed_precondition(Reason::SmsCodeInvalid, "the SMS verification was already used")
+                ApiError::of(Reason::SmsCodeInvalid, "the SMS verification was already used")
             }
-            ConsumeRefusal::Expired => ApiError::failed_precondition(
+            ConsumeRefusal::Expired => ApiError::of(
                 Reason::SmsCodeExpired,
                 "the SMS verification is more than 10 minutes old, verify a new code",
             ),

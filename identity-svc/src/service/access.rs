@@ -53,9 +53,9 @@ impl CallAccess {
     pub fn begin<T>(state: &State, request: &Request<T>) -> ApiResult<CallAccess> {
         let caller = Caller::of(request)?;
         let method = CalledMethod::of(request)
-            .ok_or_else(|| ApiError::new(Code::Internal, Reason::Internal, "the called method was not recorded"))?;
-        let rule = access::rule(method)
-            .ok_or_else(|| ApiError::new(Code::Internal, Reason::Internal, "no access rule for this method"))?;
+            .ok_or_else(|| ApiError::of(Reason::Internal, "the called method was not recorded"))?;
+        let rule =
+            access::rule(method).ok_or_else(|| ApiError::of(Reason::Internal, "no access rule for this method"))?;
         // A token is read only where it can give a standing; elsewhere it is ignored, as before.
         let token_sent = request.metadata().get(PERSON_TOKEN_METADATA).is_some();
         let token = if token_sent && rule.admits_token() && access::carries_tokens(caller.kind) {

@@ -80,7 +80,7 @@ impl AccessHistoryService for AccessHistoryApi {
                     .await
                     .map_err(|status| {
                         tracing::warn!(code = ?status.code(), "insurance-svc access records unavailable");
-                        ApiError::unavailable(
+                        ApiError::of(
                             Reason::DependencyUnavailable,
                             "insurance-svc's half of the access history is unavailable, retry later",
                         )

@@ -73,7 +73,7 @@ impl PartnerLinkApi {
             return Ok(LinkPartnerAccountResponse { link: Some(link_view(&link)), created: false });
         }
         let phone = person.phone.as_deref().ok_or_else(|| {
-            ApiError::failed_precondition(Reason::PhoneRequired, "the person has no phone on record to send a code to")
+            ApiError::of(Reason::PhoneRequired, "the person has no phone on record to send a code to")
         })?;
         // Only a challenge this partner asked for: another partner's is NOT_FOUND.
         state.sms.consume_verified(challenge_id, phone, SmsPurpose::LinkAccount, partner_id).await?;

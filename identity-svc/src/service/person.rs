@@ -272,9 +272,10 @@ impl PersonService for PersonApi {
                 .idempotency
                 .run(&caller.id, "ConsumeSmsChallenge", request.metadata(), body, || async {
                     let person = state.persons.find(person_id).await?.ok_or_else(person_not_found)?;
-                    let phone = person.phone.as_deref().ok_or_else(|| {
-                        ApiError::failed_precondition(Reason::PhoneRequired, "the person has no phone on record")
-                    })?;
+                    let phone = person
+                        .phone
+                        .as_deref()
+                        .ok_or_else(|| ApiError::of(Reason::PhoneRequired, "the person has no phone on record"))?;
                     state.sms.consume_verified(challenge_id, phone, purpose, &acting).await?;
                     tracing::info!(
                         %person_id,

@@ -33,16 +33,13 @@ pub(super) async fn complete_real_name(
         return Ok(person);
     }
     let phone = person.phone.clone().ok_or_else(|| {
-        ApiError::failed_precondition(
-            Reason::PhoneRequired,
-            "the person has no phone on record: register the person with a phone first",
-        )
+        ApiError::of(Reason::PhoneRequired, "the person has no phone on record: register the person with a phone first")
     })?;
     state.sms.check_verified(challenge_id, &phone, SmsPurpose::RealName, partner).await?;
 
     let verdict = state.identity_authority.check(&person.name, &person.id_number).await.map_err(|error| {
         tracing::warn!(%person_id, error = %error, "identity authority gave no verdict");
-        ApiError::unavailable(Reason::DependencyUnavailable, "the identity authority is unavailable, retry later")
+        ApiError::of(Reason::DependencyUnavailable, "the identity authority is unavailable, retry later")
     })?;
     tracing::info!(%person_id, %challenge_id, partner, verdict = verdict.as_str(), "identity authority verdict");
 
@@ -75,7 +72,7 @@ pub(super) async fn complete_real_name(
         }
         AuthorityVerdict::Mismatch | AuthorityVerdict::Deny => {
             state.sms.consume_verified(challenge_id, &phone, SmsPurpose::RealName, partner).await?;
-            Err(ApiError::failed_precondition(
+            Err(ApiError::of(
                 Reason::RealNameRejected,
                 "the identity authority did not confirm this name and ID number",
             ))

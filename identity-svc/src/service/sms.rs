@@ -70,8 +70,7 @@ impl SmsService for SmsApi {
                 if let Err(error) = state.sms_sender.send(phone.as_str(), &code, purpose).await {
                     tracing::warn!(challenge_id = %challenge.id, error = %error, "SMS not delivered, challenge discarded");
                     state.sms.discard_undelivered(challenge.id).await?;
-                    return Err(ApiError::unavailable(
-                        Reason::DependencyUnavailable,
+                    return Err(ApiError::of(Reason::DependencyUnavailable,
                         "the SMS gateway did not accept the message, retry later",
                     )
                     .into());

@@ -35,7 +35,7 @@ pub struct IssueFacts {
 }
 
 fn person_not_found() -> ApiError {
-    ApiError::not_found(Reason::PersonNotFound, "no person with this id")
+    ApiError::of(Reason::PersonNotFound, "no person with this id")
 }
 
 /// The stored level of a person (0: none recorded).
@@ -205,8 +205,7 @@ impl AssuranceStore {
                         Ok(_) => {}
                         // A concurrent suspension won (PostgreSQL): the same answer as above.
                         Err(error) if is_unique_violation(&error) => {
-                            return Err(ApiError::new(
-                                tonic::Code::Aborted,
+                            return Err(ApiError::of(
                                 Reason::RequestInFlight,
                                 "a concurrent suspension of this person; retry",
                             ));

@@ -15,7 +15,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection, write_transaction},
+    db::{Db, DbConnection, DbUuid, write_transaction},
 };
 use uuid::Uuid;
 
@@ -202,8 +202,8 @@ impl FaceStore {
                 write_transaction(conn, |conn| {
                     let inserted = diesel::insert_into(face_sessions::table)
                         .values((
-                            face_sessions::id.eq(session.id.to_string()),
-                            face_sessions::person_id.eq(session.person_id.to_string()),
+                            face_sessions::id.eq(DbUuid(session.id)),
+                            face_sessions::person_id.eq(DbUuid(session.person_id)),
                             face_sessions::purpose.eq(session.purpose.as_str()),
                             face_sessions::reference.eq(&session.reference),
                             face_sessions::partner_id.eq(&session.partner_id),
@@ -221,14 +221,14 @@ impl FaceStore {
                         Err(diesel::result::Error::DatabaseError(
                             diesel::result::DatabaseErrorKind::ForeignKeyViolation,
                             _,
-                        )) => return Err(ApiError::not_found(Reason::PersonNotFound, "no person with this id")),
+                        )) => return Err(ApiError::of(Reason::PersonNotFound, "no person with this id")),
                         Err(error) => return Err(error.into()),
                     }
                     if let Some(binder) = binder {
                         diesel::insert_into(face_session_binders::table)
                             .values((
-                                face_session_binders::session_id.eq(session.id.to_string()),
-                                face_session_binders::binder_person_id.eq(binder.to_string()),
+                                face_session_binders::session_id.eq(DbUuid(session.id)),
+                                face_session_binders::binder_person_id.eq(DbUuid(binder)),
                             ))
                             .execute(conn)?;
                     }
@@ -245,7 +245,7 @@ impl FaceStore {
             .db
             .read(move |conn| -> ApiResult<Option<String>> {
                 Ok(face_session_binders::table
-                    .find(session_id.to_string())
+                    .find(DbUuid(session_id))
                     .select(face_session_binders::binder_person_id)
                     .first(conn)
                     .optional()?)
@@ -260,11 +260,8 @@ impl FaceStore {
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<FaceSession>> {
         self.db
             .read(move |conn| {
-                let row = face_sessions::table
-                    .find(id.to_string())
-                    .select(FaceSessionRow::as_select())
-                    .first(conn)
-                    .optional()?;
+                let row =
+                    face_sessions::table.find(DbUuid(id)).select(FaceSessionRow::as_select()).first(conn).optional()?;
                 row.map(FaceSession::try_from).transpose()
             })
             .await
@@ -376,23 +373,14 @@ impl FaceStore {
 
 /// NOT_FOUND / FACE_SESSION_NOT_FOUND.
 pub fn face_session_not_found() -> ApiError {
-    ApiError::not_found(Reason::FaceSessionNotFound, "no face session with this id")
+    ApiError::of(Reason::FaceSessionNotFound, "no face session with this id")
 }
 
 /// Reads a session for update: the row lock on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already
 /// holds the database write lock).
 fn lock_session(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<FaceSession>> {
-    let row = match conn {
-        DbConnection::Sqlite(inner) => {
-            face_sessions::table.find(id.to_string()).select(FaceSessionRow::as_select()).first(inner).optional()?
-        }
-        DbConnection::Postgres(inner) => face_sessions::table
-            .find(id.to_string())
-            .select(FaceSessionRow::as_select())
-            .for_update()
-            .first(inner)
-            .optional()?,
-    };
+    let row =
+        medins_common::first_locked!(conn, face_sessions::table.find(DbUuid(id)).select(FaceSessionRow::as_select()))?;
     row.map(FaceSession::try_from).transpose()
 }
 
@@ -400,10 +388,10 @@ fn lock_session(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<FaceSessi
 fn pending(
     session: &FaceSession,
 ) -> diesel::dsl::Filter<
-    diesel::dsl::Find<face_sessions::table, String>,
+    diesel::dsl::Find<face_sessions::table, DbUuid>,
     diesel::dsl::Eq<face_sessions::status, &'static str>,
 > {
-    face_sessions::table.find(session.id.to_string()).filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
+    face_sessions::table.find(DbUuid(session.id)).filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
 }
 
 /// Ends a PENDING session with `status` and writes its outbox event; returns whether an event
@@ -447,9 +435,9 @@ fn write_outbox_event(
         .first(conn)?;
     diesel::insert_into(face_outbox::table)
         .values((
-            face_outbox::id.eq(Uuid::now_v7().to_string()),
+            face_outbox::id.eq(DbUuid(Uuid::now_v7())),
             face_outbox::session_id.eq(&session_id),
-            face_outbox::person_id.eq(session.person_id.to_string()),
+            face_outbox::person_id.eq(DbUuid(session.person_id)),
             face_outbox::purpose.eq(session.purpose.as_str()),
             face_outbox::reference.eq(&session.reference),
             face_outbox::outcome.eq(outcome.as_str()),

@@ -4,10 +4,11 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use medins_common::db::DbUuid;
 use medins_common::{
     ApiError, ApiResult,
     crypto::{BlindIndex, FieldAad, FieldCipher},
-    db::{Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, TxError, is_unique_violation, write_retrying, write_transaction},
 };
 use uuid::Uuid;
 
@@ -91,31 +92,6 @@ impl std::fmt::Debug for LinkStore {
     }
 }
 
-enum LinkError {
-    Api(ApiError),
-    Race,
-}
-
-impl From<ApiError> for LinkError {
-    fn from(error: ApiError) -> Self {
-        LinkError::Api(error)
-    }
-}
-
-impl From<diesel::result::Error> for LinkError {
-    fn from(error: diesel::result::Error) -> Self {
-        LinkError::Api(error.into())
-    }
-}
-
-/// A lost insert race is looked at again by [`LinkStore::link`]; a conflict is retried by
-/// `write_transaction` (the shared `db::retry_conflicts`).
-impl TransientConflict for LinkError {
-    fn is_transient_conflict(&self) -> bool {
-        matches!(self, LinkError::Api(error) if error.is_transient_conflict())
-    }
-}
-
 impl LinkStore {
     /// A store over `db` with the data and index keys.
     pub fn new(db: Db, cipher: FieldCipher, index: BlindIndex) -> Self {
@@ -140,7 +116,7 @@ impl LinkStore {
             .run(move |conn| {
                 let count: i64 = partner_links::table
                     .filter(partner_links::partner_id.eq(&partner_id))
-                    .filter(partner_links::person_id.eq(person_id.to_string()))
+                    .filter(partner_links::person_id.eq(DbUuid(person_id)))
                     .filter(partner_links::unlinked_at.is_null())
                     .count()
                     .get_result(conn)?;
@@ -157,7 +133,7 @@ impl LinkStore {
     ) -> ApiResult<Option<PartnerLink>> {
         let row = partner_links::table
             .filter(partner_links::partner_id.eq(partner_id))
-            .filter(partner_links::person_id.eq(person_id.to_string()))
+            .filter(partner_links::person_id.eq(DbUuid(person_id)))
             .filter(partner_links::unlinked_at.is_null())
             .select(LinkRow::as_select())
             .first(conn)
@@ -175,7 +151,7 @@ impl LinkStore {
         let count: i64 = partner_links::table
             .filter(partner_links::partner_id.eq(partner_id))
             .filter(partner_links::partner_user_ref_index.eq(index))
-            .filter(partner_links::person_id.ne(person_id.to_string()))
+            .filter(partner_links::person_id.ne(DbUuid(person_id)))
             .filter(partner_links::unlinked_at.is_null())
             .count()
             .get_result(conn)?;
@@ -218,14 +194,11 @@ impl LinkStore {
             .write(move |conn| {
                 // SQLite serialises writers with BEGIN IMMEDIATE; on PostgreSQL two first links can
                 // race, and the loser (unique violation) looks again and finds the winner's link.
-                match store.link_once(conn, &partner_id, person_id, &user_ref, now) {
-                    Err(LinkError::Race) => store.link_once(conn, &partner_id, person_id, &user_ref, now),
-                    other => other,
-                }
-                .map_err(|error| match error {
-                    LinkError::Api(error) => error,
-                    LinkError::Race => link_conflict(),
-                })
+                write_retrying(
+                    conn,
+                    |conn| store.link_once(conn, &partner_id, person_id, &user_ref, now),
+                    link_conflict,
+                )
             })
             .await
     }
@@ -237,44 +210,43 @@ impl LinkStore {
         person_id: Uuid,
         user_ref: &str,
         now: NaiveDateTime,
-    ) -> Result<(PartnerLink, bool), LinkError> {
+    ) -> Result<(PartnerLink, bool), TxError> {
         let index = self.ref_index(partner_id, user_ref);
-        write_transaction(conn, |conn| {
-            let existing = self.live_link_in(conn, partner_id, person_id)?;
-            let taken = self.ref_taken_by_other(conn, partner_id, person_id, &index)?;
-            match decide_link(existing.as_ref().map(|l| l.partner_user_ref.as_str()), user_ref, taken) {
-                LinkDecision::Existing => return Ok((existing.expect("existing link"), false)),
-                LinkDecision::Conflict => return Err(link_conflict().into()),
-                LinkDecision::Create => {}
-            }
-            let id = Uuid::now_v7();
-            let id_text = id.to_string();
-            let inserted = diesel::insert_into(partner_links::table)
-                .values((
-                    partner_links::id.eq(&id_text),
-                    partner_links::partner_id.eq(partner_id),
-                    partner_links::person_id.eq(person_id.to_string()),
-                    partner_links::partner_user_ref_index.eq(&index),
-                    partner_links::partner_user_ref_enc.eq(self
-                        .cipher
-                        .encrypt_str(&FieldAad { table: TABLE, column: USER_REF_COLUMN, row_id: &id_text }, user_ref)),
-                    partner_links::linked_at.eq(now),
-                ))
-                .execute(conn);
-            match inserted {
-                Ok(_) => {}
-                Err(error) if is_unique_violation(&error) => return Err(LinkError::Race),
-                Err(error) => return Err(ApiError::from(error).into()),
-            }
-            let link = PartnerLink {
-                id,
-                partner_id: partner_id.to_owned(),
-                person_id,
-                partner_user_ref: user_ref.to_owned(),
-                linked_at: now,
-            };
-            Ok((link, true))
-        })
+        // The caller's `write_retrying` holds the transaction.
+        let existing = self.live_link_in(conn, partner_id, person_id)?;
+        let taken = self.ref_taken_by_other(conn, partner_id, person_id, &index)?;
+        match decide_link(existing.as_ref().map(|l| l.partner_user_ref.as_str()), user_ref, taken) {
+            LinkDecision::Existing => return Ok((existing.expect("existing link"), false)),
+            LinkDecision::Conflict => return Err(link_conflict().into()),
+            LinkDecision::Create => {}
+        }
+        let id = Uuid::now_v7();
+        let id_text = id.to_string();
+        let inserted = diesel::insert_into(partner_links::table)
+            .values((
+                partner_links::id.eq(&id_text),
+                partner_links::partner_id.eq(partner_id),
+                partner_links::person_id.eq(DbUuid(person_id)),
+                partner_links::partner_user_ref_index.eq(&index),
+                partner_links::partner_user_ref_enc.eq(self
+                    .cipher
+                    .encrypt_str(&FieldAad { table: TABLE, column: USER_REF_COLUMN, row_id: &id_text }, user_ref)),
+                partner_links::linked_at.eq(now),
+            ))
+            .execute(conn);
+        match inserted {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => return Err(TxError::Raced),
+            Err(error) => return Err(ApiError::from(error).into()),
+        }
+        let link = PartnerLink {
+            id,
+            partner_id: partner_id.to_owned(),
+            person_id,
+            partner_user_ref: user_ref.to_owned(),
+            linked_at: now,
+        };
+        Ok((link, true))
     }
 
     /// Ends the partner's live link with the person; false if none was live.
@@ -298,7 +270,7 @@ impl LinkStore {
                     let ended = diesel::update(
                         partner_links::table
                             .filter(partner_links::partner_id.eq(&partner_id))
-                            .filter(partner_links::person_id.eq(person_id.to_string()))
+                            .filter(partner_links::person_id.eq(DbUuid(person_id)))
                             .filter(partner_links::unlinked_at.is_null()),
                     )
                     .set(partner_links::unlinked_at.eq(now))
@@ -326,7 +298,7 @@ impl LinkStore {
         self.db
             .run(move |conn| {
                 let mut query = partner_links::table
-                    .filter(partner_links::person_id.eq(person_id.to_string()))
+                    .filter(partner_links::person_id.eq(DbUuid(person_id)))
                     .filter(partner_links::unlinked_at.is_null())
                     .order(partner_links::id.desc())
                     .limit(limit)

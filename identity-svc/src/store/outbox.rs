@@ -16,6 +16,7 @@
 //! The delivery columns (`next_attempt_at`, `lease_until`, `delivered_at`) are in the worker's
 //! wall-clock time; a NULL `next_attempt_at` means never tried, due now.
 
+use medins_common::db::DbUuid;
 use std::{collections::HashMap, time::Duration};
 
 use chrono::NaiveDateTime;
@@ -98,7 +99,7 @@ macro_rules! outbox_delivery_marks {
                     use $table::dsl as o;
                     // One autocommit statement: the shared retry runs it again after a conflict.
                     let updated = medins_common::db::retry_conflicts(|| {
-                        diesel::update(o::$table.find(id.to_string()).filter(o::delivered_at.is_null()))
+                        diesel::update(o::$table.find(DbUuid(id)).filter(o::delivered_at.is_null()))
                             .set((
                                 o::delivered_at.eq(Some(now)),
                                 o::lease_owner.eq(None::<String>),
@@ -129,7 +130,7 @@ macro_rules! outbox_delivery_marks {
                     let updated = medins_common::db::retry_conflicts(|| {
                         diesel::update(
                             o::$table
-                                .find(id.to_string())
+                                .find(DbUuid(id))
                                 .filter(o::delivered_at.is_null())
                                 .filter(o::lease_owner.eq(&owner)),
                         )

@@ -7,10 +7,11 @@
 
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
+use medins_common::db::DbUuid;
 use medins_common::{
     ApiError, ApiResult, Reason,
     crypto::{BlindIndex, FieldAad, FieldCipher},
-    db::{Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, TxError, is_unique_violation, write_retrying, write_transaction},
 };
 use uuid::Uuid;
 
@@ -19,8 +20,9 @@ use crate::domain::{
     face::{FacePurpose, FaceStatus},
     id_number::{IdNumber, Sex},
     person::{
-        ClaimDecision, ClaimFacts, PhoneChangeFaceFacts, PhoneChangeMethod, PhoneChangeProof, RealName,
-        claims_to_supersede, decide_claim, decide_match, decide_phone_change, name_mismatch,
+        ClaimDecision, ClaimFacts, PhoneChangeFaceFacts, PhoneChangeMethod, PhoneChangeProof, PhoneChangeRefusal,
+        RealName, claims_to_supersede, decide_claim, decide_confirmation_refused, decide_duplicate_change_record,
+        decide_match, decide_phone_change, decide_phone_swap, name_mismatch,
     },
     phone::Phone,
     sms::SmsPurpose,
@@ -111,7 +113,7 @@ impl PersonStore {
         self.db
             .read(move |conn| {
                 let row = persons::table
-                    .find(id.to_string())
+                    .find(DbUuid(id))
                     .filter(persons::claim_status.eq(LIVE))
                     .select(PersonRow::as_select())
                     .first(conn)
@@ -132,14 +134,11 @@ impl PersonStore {
             .write(move |conn| {
                 // SQLite serialises writers with BEGIN IMMEDIATE; on PostgreSQL two first
                 // registrations of one number can race, and the loser finds the winner's row.
-                match store.find_or_create_once(conn, &new, now) {
-                    Err(FindOrCreateError::Race) => store.find_or_create_once(conn, &new, now),
-                    other => other,
-                }
-                .map_err(|error| match error {
-                    FindOrCreateError::Api(error) => error,
-                    FindOrCreateError::Race => ApiError::internal("person insert raced twice"),
-                })
+                write_retrying(
+                    conn,
+                    |conn| store.find_or_create_once(conn, &new, now),
+                    || ApiError::internal("person insert raced three times"),
+                )
             })
             .await
     }
@@ -149,61 +148,60 @@ impl PersonStore {
         conn: &mut DbConnection,
         new: &NewPerson,
         now: NaiveDateTime,
-    ) -> Result<(Person, bool), FindOrCreateError> {
+    ) -> Result<(Person, bool), TxError> {
         let id_number_index = self.index.compute(ID_NUMBER_DOMAIN, new.id_number.as_str());
-        write_transaction(conn, |conn| {
-            lock_id_number_in(conn, &id_number_index)?;
-            let live = self.live_claims_in(conn, &id_number_index)?;
-            let facts = claim_facts(&live, &new.name);
-            match decide_claim(&facts) {
-                ClaimDecision::Existing(id) => {
-                    let person = live
-                        .into_iter()
-                        .find(|p| p.id == id)
-                        .ok_or_else(|| ApiError::internal("decided on an unknown claim"))?;
-                    return Ok((person, false));
-                }
-                ClaimDecision::NameMismatch => return Err(name_mismatch().into()),
-                ClaimDecision::NewClaim => {}
+        // The caller's `write_retrying` holds the transaction.
+        lock_id_number_in(conn, &id_number_index)?;
+        let live = self.live_claims_in(conn, &id_number_index)?;
+        let facts = claim_facts(&live, &new.name);
+        match decide_claim(&facts) {
+            ClaimDecision::Existing(id) => {
+                let person = live
+                    .into_iter()
+                    .find(|p| p.id == id)
+                    .ok_or_else(|| ApiError::internal("decided on an unknown claim"))?;
+                return Ok((person, false));
             }
-            let id = Uuid::now_v7();
-            let id_text = id.to_string();
-            let inserted = diesel::insert_into(persons::table)
-                .values((
-                    persons::id.eq(&id_text),
-                    persons::id_number_index.eq(&id_number_index),
-                    persons::id_number_enc.eq(self.encrypt(&id_text, "id_number_enc", new.id_number.as_str())),
-                    persons::name_enc.eq(self.encrypt(&id_text, "name_enc", &new.name)),
-                    persons::name_index.eq(Some(self.index.compute(NAME_DOMAIN, &new.name))),
-                    persons::phone_index.eq(new.phone.as_ref().map(|p| self.index.compute(PHONE_DOMAIN, p.as_str()))),
-                    persons::phone_enc.eq(new.phone.as_ref().map(|p| self.encrypt(&id_text, "phone_enc", p.as_str()))),
-                    persons::birth_date.eq(new.id_number.birth_date()),
-                    persons::sex.eq(new.id_number.sex().as_str()),
-                    persons::region_code.eq(new.id_number.region_code()),
-                    persons::real_name_status.eq(RealName::Unverified.status_str()),
-                    persons::claim_status.eq(LIVE),
-                    persons::created_at.eq(now),
-                    persons::updated_at.eq(now),
-                ))
-                .execute(conn);
-            match inserted {
-                Ok(_) => {}
-                Err(error) if is_unique_violation(&error) => return Err(FindOrCreateError::Race),
-                Err(error) => return Err(ApiError::from(error).into()),
-            }
-            let person = Person {
-                id,
-                name: new.name.clone(),
-                id_number: new.id_number.as_str().to_owned(),
-                phone: new.phone.as_ref().map(|p| p.as_str().to_owned()),
-                birth_date: new.id_number.birth_date(),
-                sex: new.id_number.sex(),
-                region_code: new.id_number.region_code().to_owned(),
-                real_name: RealName::Unverified,
-                created_at: now,
-            };
-            Ok((person, true))
-        })
+            ClaimDecision::NameMismatch => return Err(name_mismatch().into()),
+            ClaimDecision::NewClaim => {}
+        }
+        let id = Uuid::now_v7();
+        let id_text = id.to_string();
+        let inserted = diesel::insert_into(persons::table)
+            .values((
+                persons::id.eq(&id_text),
+                persons::id_number_index.eq(&id_number_index),
+                persons::id_number_enc.eq(self.encrypt(&id_text, "id_number_enc", new.id_number.as_str())),
+                persons::name_enc.eq(self.encrypt(&id_text, "name_enc", &new.name)),
+                persons::name_index.eq(Some(self.index.compute(NAME_DOMAIN, &new.name))),
+                persons::phone_index.eq(new.phone.as_ref().map(|p| self.index.compute(PHONE_DOMAIN, p.as_str()))),
+                persons::phone_enc.eq(new.phone.as_ref().map(|p| self.encrypt(&id_text, "phone_enc", p.as_str()))),
+                persons::birth_date.eq(new.id_number.birth_date()),
+                persons::sex.eq(new.id_number.sex().as_str()),
+                persons::region_code.eq(new.id_number.region_code()),
+                persons::real_name_status.eq(RealName::Unverified.status_str()),
+                persons::claim_status.eq(LIVE),
+                persons::created_at.eq(now),
+                persons::updated_at.eq(now),
+            ))
+            .execute(conn);
+        match inserted {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => return Err(TxError::Raced),
+            Err(error) => return Err(ApiError::from(error).into()),
+        }
+        let person = Person {
+            id,
+            name: new.name.clone(),
+            id_number: new.id_number.as_str().to_owned(),
+            phone: new.phone.as_ref().map(|p| p.as_str().to_owned()),
+            birth_date: new.id_number.birth_date(),
+            sex: new.id_number.sex(),
+            region_code: new.id_number.region_code().to_owned(),
+            real_name: RealName::Unverified,
+            created_at: now,
+        };
+        Ok((person, true))
     }
 
     /// The live person a name + ID number pair matches ([`decide_match`]), limited to
@@ -244,8 +242,8 @@ impl PersonStore {
     /// confirmation takes it first, before it changes any row. NOT_FOUND if no such row.
     pub fn lock_claims_of_in(&self, conn: &mut DbConnection, person_id: Uuid) -> ApiResult<()> {
         let index: Option<Vec<u8>> =
-            persons::table.find(person_id.to_string()).select(persons::id_number_index).first(conn).optional()?;
-        let index = index.ok_or_else(|| ApiError::not_found(Reason::PersonNotFound, "no person with this id"))?;
+            persons::table.find(DbUuid(person_id)).select(persons::id_number_index).first(conn).optional()?;
+        let index = index.ok_or_else(|| ApiError::of(Reason::PersonNotFound, "no person with this id"))?;
         lock_id_number_in(conn, &index)
     }
 
@@ -328,7 +326,7 @@ impl PersonStore {
             .select(PersonRow::as_select())
             .first(conn)
             .optional()?
-            .ok_or_else(|| ApiError::not_found(Reason::PersonNotFound, "no person with this id"))?;
+            .ok_or_else(|| ApiError::of(Reason::PersonNotFound, "no person with this id"))?;
         let previous_index = row.phone_index.clone();
         let mut person = self.decrypt(row)?;
         let proof = match &change.proof {
@@ -362,9 +360,7 @@ impl PersonStore {
             }
             None => diesel::update(target.filter(persons::phone_index.is_null())).set(values).execute(conn)?,
         };
-        if changed != 1 {
-            return Err(phone_change_conflict());
-        }
+        decide_phone_swap(changed).map_err(PhoneChangeRefusal::into_error)?;
         let change_id = Uuid::now_v7().to_string();
         let (face_session_id, reason_enc) = match &change.proof {
             PhoneChangeEvidence::Face(session_id) => (Some(session_id.to_string()), None),
@@ -382,7 +378,7 @@ impl PersonStore {
                 phone_changes::person_id.eq(&id_text),
                 phone_changes::method.eq(method.as_str()),
                 phone_changes::partner_id.eq(&change.partner_id),
-                phone_changes::sms_challenge_id.eq(change.challenge_id.to_string()),
+                phone_changes::sms_challenge_id.eq(DbUuid(change.challenge_id)),
                 phone_changes::face_session_id.eq(face_session_id),
                 phone_changes::reason_enc.eq(reason_enc),
                 phone_changes::previous_phone_index.eq(previous_index),
@@ -392,11 +388,10 @@ impl PersonStore {
             .execute(conn);
         match recorded {
             Ok(_) => {}
-            // The face session proved another change committed meanwhile (PostgreSQL).
-            Err(error) if is_unique_violation(&error) && method == PhoneChangeMethod::Face => {
-                return Err(crate::domain::person::PhoneChangeRefusal::FaceUsed.into_error());
+            // Another change recorded meanwhile (PostgreSQL): the domain says which answer.
+            Err(error) if is_unique_violation(&error) => {
+                return Err(decide_duplicate_change_record(method).into_error());
             }
-            Err(error) if is_unique_violation(&error) => return Err(phone_change_conflict()),
             Err(error) => return Err(error.into()),
         }
         person.phone = Some(change.new_phone.as_str().to_owned());
@@ -496,7 +491,7 @@ impl PersonStore {
         .map_err(|error| {
             if is_unique_violation(&error) {
                 // Another claim of this number was confirmed first (the partial unique index).
-                name_mismatch()
+                decide_confirmation_refused()
             } else {
                 error.into()
             }
@@ -510,7 +505,7 @@ impl PersonStore {
                 .optional()?
                 .is_none()
         {
-            return Err(ApiError::not_found(Reason::PersonNotFound, "no person with this id"));
+            return Err(ApiError::of(Reason::PersonNotFound, "no person with this id"));
         }
         Ok(changed == 1)
     }
@@ -575,15 +570,6 @@ pub enum PhoneChangeEvidence {
     },
 }
 
-/// ABORTED / PHONE_CHANGE_CONFLICT.
-fn phone_change_conflict() -> ApiError {
-    ApiError::new(
-        tonic::Code::Aborted,
-        Reason::PhoneChangeConflict,
-        "the phone on record changed while this change ran: read the person and start again",
-    )
-}
-
 /// Where a superseded claim's access ends, inside the superseding transaction: its live
 /// partner links end now (so no partner obtains a new token for it), and every token for it is
 /// revoked on every replica of both services. A claim should never hold a token (tokens need
@@ -613,14 +599,10 @@ fn end_access_of_superseded_in(conn: &mut DbConnection, superseded: &[Uuid], now
 /// SQLite's write transactions already run one at a time; PostgreSQL takes a transaction-scoped
 /// advisory lock keyed by the number's blind index (an HMAC: the key reveals nothing).
 fn lock_id_number_in(conn: &mut DbConnection, id_number_index: &[u8]) -> ApiResult<()> {
-    let DbConnection::Postgres(inner) = conn else { return Ok(()) };
     let mut key = [0u8; 8];
     let len = id_number_index.len().min(8);
     key[..len].copy_from_slice(&id_number_index[..len]);
-    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-        .bind::<diesel::sql_types::BigInt, _>(i64::from_be_bytes(key))
-        .execute(inner)?;
-    Ok(())
+    Ok(medins_common::db::lock_key(conn, i64::from_be_bytes(key))?)
 }
 
 /// The claim facts of `live` for `name`.
@@ -639,29 +621,4 @@ fn claim_facts_by_id(live: &[Person]) -> Vec<ClaimFacts> {
     live.iter()
         .map(|p| ClaimFacts { id: p.id, same_name: false, confirmed: matches!(p.real_name, RealName::Verified { .. }) })
         .collect()
-}
-
-enum FindOrCreateError {
-    Api(ApiError),
-    Race,
-}
-
-impl From<ApiError> for FindOrCreateError {
-    fn from(error: ApiError) -> Self {
-        FindOrCreateError::Api(error)
-    }
-}
-
-impl From<diesel::result::Error> for FindOrCreateError {
-    fn from(error: diesel::result::Error) -> Self {
-        FindOrCreateError::Api(error.into())
-    }
-}
-
-/// A lost insert race is looked at again by [`PersonStore::find_or_create`]; a conflict is
-/// retried by `write_transaction` (the shared `db::retry_conflicts`).
-impl TransientConflict for FindOrCreateError {
-    fn is_transient_conflict(&self) -> bool {
-        matches!(self, FindOrCreateError::Api(error) if error.is_transient_conflict())
-    }
 }

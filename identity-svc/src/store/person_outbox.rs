@@ -6,6 +6,7 @@
 //! workers never hold one event at once. Events of different persons are independent: no order
 //! between them is kept. Delivery columns are in the worker's wall-clock time.
 
+use medins_common::db::DbUuid;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
@@ -68,9 +69,9 @@ pub fn record_superseded_in(
 ) -> ApiResult<()> {
     diesel::insert_into(person_outbox::table)
         .values((
-            person_outbox::id.eq(Uuid::now_v7().to_string()),
-            person_outbox::person_id.eq(person_id.to_string()),
-            person_outbox::superseded_by.eq(superseded_by.to_string()),
+            person_outbox::id.eq(DbUuid(Uuid::now_v7())),
+            person_outbox::person_id.eq(DbUuid(person_id)),
+            person_outbox::superseded_by.eq(DbUuid(superseded_by)),
             person_outbox::occurred_at.eq(now),
             person_outbox::created_at.eq(now),
         ))

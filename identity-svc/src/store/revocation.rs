@@ -4,6 +4,7 @@
 //! the partner's right to act for the person (an unlink, a revocation by the person, a
 //! suspension, a superseded claim).
 
+use medins_common::db::DbUuid;
 use std::{sync::Arc, time::Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -35,8 +36,8 @@ pub fn revoke_tokens_in(
 ) -> ApiResult<Revocation> {
     diesel::insert_into(token_revocations::table)
         .values((
-            token_revocations::id.eq(Uuid::now_v7().to_string()),
-            token_revocations::person_id.eq(person_id.to_string()),
+            token_revocations::id.eq(DbUuid(Uuid::now_v7())),
+            token_revocations::person_id.eq(DbUuid(person_id)),
             token_revocations::partner_id.eq(partner_id),
             token_revocations::revoked_at.eq(now),
             token_revocations::reason.eq(reason.as_str()),
@@ -49,7 +50,7 @@ pub fn revoke_tokens_in(
 /// `person_id`: its own or every partner's.
 pub fn latest_revocation_in(conn: &mut DbConnection, person_id: Uuid, partner_id: &str) -> ApiResult<Option<i64>> {
     let latest: Option<NaiveDateTime> = token_revocations::table
-        .filter(token_revocations::person_id.eq(person_id.to_string()))
+        .filter(token_revocations::person_id.eq(DbUuid(person_id)))
         .filter(token_revocations::partner_id.eq(partner_id).or(token_revocations::partner_id.is_null()))
         .select(diesel::dsl::max(token_revocations::revoked_at))
         .first(conn)?;

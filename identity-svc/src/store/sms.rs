@@ -16,6 +16,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use medins_common::db::DbUuid;
 use medins_common::{
     ApiError, ApiResult, Reason,
     clock::SharedClock,
@@ -175,7 +176,7 @@ impl SmsStore {
                 write_transaction(conn, |conn| {
                     let target = || {
                         sms_challenges::table
-                            .find(id.to_string())
+                            .find(DbUuid(id))
                             .filter(sms_challenges::state.eq(ChallengeState::Pending.as_str()))
                             .filter(sms_challenges::attempts.eq(0))
                     };
@@ -417,5 +418,5 @@ fn parse_state(row: &ChallengeRow) -> ApiResult<ChallengeState> {
 }
 
 fn challenge_not_found() -> ApiError {
-    ApiError::not_found(Reason::SmsChallengeNotFound, "no SMS challenge with this id")
+    ApiError::of(Reason::SmsChallengeNotFound, "no SMS challenge with this id")
 }

@@ -14,7 +14,6 @@ use chrono::NaiveDateTime;
 // module keeps insurance-svc's facts and its table.
 pub use medins_common::access::{Refusal, Rule, Standing, is_counter_kind, kind_may_hold};
 use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
-use tonic::Code;
 use uuid::Uuid;
 
 /// What a handler knows about the caller and the person when it asks.
@@ -82,8 +81,7 @@ pub fn require_own_employer_code(codes: &BTreeSet<String>, employer_code: &str) 
     if codes.contains(employer_code.trim()) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            Code::PermissionDenied,
+        Err(ApiError::of(
             Reason::EmployerCodeNotHeld,
             "this employer partner does not speak for that employer code (partners file `employer_codes`)",
         ))
@@ -330,91 +328,58 @@ pub const RULES: &[Rule] = &[
 
 // Refusals of the rows above. Where the RPC names an object the refusal is that object's
 // NOT_FOUND, word for word, so it cannot be told from a missing one.
-const NO_ACCOUNT: Refusal =
-    Refusal { code: Code::NotFound, reason: Reason::AccountNotFound, message: "no such account" };
-const NO_VOUCHER: Refusal = Refusal {
-    code: Code::NotFound,
-    reason: Reason::VoucherNotFound,
-    message: "this person has not activated a voucher",
-};
-const NO_VISIT: Refusal = Refusal { code: Code::NotFound, reason: Reason::VisitNotFound, message: "no such visit" };
-const NO_SETTLEMENT: Refusal =
-    Refusal { code: Code::NotFound, reason: Reason::SettlementNotFound, message: "no such settlement" };
-const CODE_INVALID: Refusal = Refusal {
-    code: Code::InvalidArgument,
-    reason: Reason::CodeInvalid,
-    message: "invalid code: not a valid medins code",
-};
+const NO_ACCOUNT: Refusal = Refusal::of(Reason::AccountNotFound, "no such account");
+const NO_VOUCHER: Refusal = Refusal::of(Reason::VoucherNotFound, "this person has not activated a voucher");
+const NO_VISIT: Refusal = Refusal::of(Reason::VisitNotFound, "no such visit");
+const NO_SETTLEMENT: Refusal = Refusal::of(Reason::SettlementNotFound, "no such settlement");
+const CODE_INVALID: Refusal = Refusal::of(Reason::CodeInvalid, "invalid code: not a valid medins code");
 // A person-named call with someone else's token: the answer does not depend on the named id.
-const PERSON_TOKEN_NOT_THIS_PERSONS: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PersonTokenInvalid,
-    message: "the person token is neither this person's nor, where allowed, an active family binder's",
-};
+const PERSON_TOKEN_NOT_THIS_PERSONS: Refusal = Refusal::permission_denied(
+    Reason::PersonTokenInvalid,
+    "the person token is neither this person's nor, where allowed, an active family binder's",
+);
 
 /// FamilyService: a binding the caller has no standing towards does not exist for them.
-const NO_SUCH_BINDING: Refusal =
-    Refusal { code: Code::NotFound, reason: Reason::BindingNotFound, message: "no such family binding" };
+const NO_SUCH_BINDING: Refusal = Refusal::of(Reason::BindingNotFound, "no such family binding");
 
 /// FamilyService at the counter: the owner's card and face were not verified at this counter
 /// (the same answer for an unknown card, another person's card and a face check that failed).
-const OWNER_NOT_PRESENT: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::OwnerNotPresent,
-    message: "the owner's social security card and a passed face check at this counter are required",
-};
+const OWNER_NOT_PRESENT: Refusal = Refusal::of(
+    Reason::OwnerNotPresent,
+    "the owner's social security card and a passed face check at this counter are required",
+);
 
 /// FamilyService calls naming a person: a token of someone else (the answer the person-token
 /// check always gave, whether or not the named person exists).
-const TOKEN_NOT_THE_PERSONS: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PersonTokenInvalid,
-    message: "the person token is not this person's",
-};
+const TOKEN_NOT_THE_PERSONS: Refusal =
+    Refusal::permission_denied(Reason::PersonTokenInvalid, "the person token is not this person's");
 
 // Refusals of the CardService rows: what a missing card, application or person gets.
-const CARD_NOT_FOUND: Refusal =
-    Refusal { code: Code::NotFound, reason: Reason::CardNotFound, message: "no card with this number" };
-const CARD_APPLICATION_NOT_FOUND: Refusal = Refusal {
-    code: Code::NotFound,
-    reason: Reason::CardApplicationNotFound,
-    message: "no card application with this id",
-};
-const PERSON_NOT_FOUND: Refusal = Refusal {
-    code: Code::NotFound,
-    reason: Reason::PersonNotFound,
-    message: "no person with this id for the token or identity shown",
-};
-const TOKEN_FOR_ANOTHER_PERSON: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PersonTokenInvalid,
-    message: "the person token is not the applicant's or their guardian's",
-};
-const OPERATORS_ONLY: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PartnerKindNotAllowed,
-    message: "only operators list card applications",
-};
+const CARD_NOT_FOUND: Refusal = Refusal::of(Reason::CardNotFound, "no card with this number");
+const CARD_APPLICATION_NOT_FOUND: Refusal =
+    Refusal::of(Reason::CardApplicationNotFound, "no card application with this id");
+const PERSON_NOT_FOUND: Refusal =
+    Refusal::of(Reason::PersonNotFound, "no person with this id for the token or identity shown");
+const TOKEN_FOR_ANOTHER_PERSON: Refusal = Refusal::permission_denied(
+    Reason::PersonTokenInvalid,
+    "the person token is not the applicant's or their guardian's",
+);
+const OPERATORS_ONLY: Refusal = Refusal::of(Reason::PartnerKindNotAllowed, "only operators list card applications");
 
 /// A document named by id that the caller may not see: the answer an unknown id gets.
-const DOCUMENT_NOT_FOUND: Refusal =
-    Refusal { code: Code::NotFound, reason: Reason::DocumentNotFound, message: "no such document" };
+const DOCUMENT_NOT_FOUND: Refusal = Refusal::of(Reason::DocumentNotFound, "no such document");
 
 /// A document for an owner the caller does not act for, decided from the token alone (the same
 /// answer whether the owner exists or not).
-const DOCUMENT_OWNER_REFUSAL: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PersonTokenInvalid,
-    message: "the person token is neither the owner's nor a guardian's",
-};
+const DOCUMENT_OWNER_REFUSAL: Refusal =
+    Refusal::permission_denied(Reason::PersonTokenInvalid, "the person token is neither the owner's nor a guardian's");
 
 /// A person-named call with a token that is neither the person's nor their guardian's (the same
 /// answer whether the person exists or not).
-const TOKEN_NOT_PERSONS_OR_GUARDIANS: Refusal = Refusal {
-    code: Code::PermissionDenied,
-    reason: Reason::PersonTokenInvalid,
-    message: "the person token is neither this person's nor their guardian's",
-};
+const TOKEN_NOT_PERSONS_OR_GUARDIANS: Refusal = Refusal::permission_denied(
+    Reason::PersonTokenInvalid,
+    "the person token is neither this person's nor their guardian's",
+);
 
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {
@@ -430,6 +395,7 @@ pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     const GET_ACCOUNT: &str = "/medins.insurance.v1.AccountService/GetAccount";
     const LEDGER: &str = "/medins.insurance.v1.AccountService/ListAccountEntries";

@@ -155,9 +155,7 @@ impl From<CodeError> for ApiError {
     fn from(error: CodeError) -> Self {
         match error {
             CodeError::Invalid => ApiError::invalid_field(Reason::CodeInvalid, "code", "not a valid medins code"),
-            CodeError::Expired => {
-                ApiError::failed_precondition(Reason::CodeExpired, "the code has expired: show a fresh one")
-            }
+            CodeError::Expired => ApiError::of(Reason::CodeExpired, "the code has expired: show a fresh one"),
         }
     }
 }

@@ -120,13 +120,10 @@ pub fn sniff(bytes: &[u8]) -> Option<ContentType> {
 /// for bytes that are not JPEG, PNG or PDF, or a type the kind does not take.
 pub fn check_content(kind: DocumentKind, bytes: &[u8]) -> ApiResult<ContentType> {
     let Some(content_type) = sniff(bytes) else {
-        return Err(ApiError::invalid_argument(
-            Reason::DocumentTypeNotAllowed,
-            "the document is not a JPEG, PNG or PDF file",
-        ));
+        return Err(ApiError::of(Reason::DocumentTypeNotAllowed, "the document is not a JPEG, PNG or PDF file"));
     };
     if !kind.allows(content_type) {
-        return Err(ApiError::invalid_argument(
+        return Err(ApiError::of(
             Reason::DocumentTypeNotAllowed,
             format!("a {} document must be a JPEG or PNG image", kind.as_str()),
         )
@@ -147,7 +144,7 @@ pub const PDF_STREAM_LIMIT: u64 = 16 * 1024 * 1024;
 /// INVALID_ARGUMENT / DOCUMENT_UNREADABLE: bytes that start like `content_type` but do not
 /// parse as one.
 pub fn unreadable(content_type: ContentType) -> ApiError {
-    ApiError::invalid_argument(
+    ApiError::of(
         Reason::DocumentUnreadable,
         format!("the document starts like {} but does not parse as one", content_type.as_str()),
     )
@@ -157,7 +154,7 @@ pub fn unreadable(content_type: ContentType) -> ApiError {
 /// INVALID_ARGUMENT / IMAGE_TOO_LARGE: an image whose decode is estimated beyond the whole
 /// decoding budget; it is refused before a pixel is decoded.
 pub fn image_too_large(needed: u64, budget: u64) -> ApiError {
-    ApiError::invalid_argument(Reason::ImageTooLarge, "the image has more pixels than insurance-svc decodes")
+    ApiError::of(Reason::ImageTooLarge, "the image has more pixels than insurance-svc decodes")
         .with_metadata("needed_bytes", needed.to_string())
         .with_metadata("budget_bytes", budget.to_string())
 }
@@ -273,7 +270,7 @@ fn size_field(description: &str) -> ApiError {
 }
 
 fn too_large() -> ApiError {
-    ApiError::invalid_argument(Reason::DocumentTooLarge, "the document is larger than 8 MiB")
+    ApiError::of(Reason::DocumentTooLarge, "the document is larger than 8 MiB")
         .with_metadata("max_bytes", MAX_DOCUMENT_BYTES.to_string())
 }
 

@@ -138,8 +138,7 @@ impl FaceCheck {
             FaceCheck::Stale => "the face session passed more than 10 minutes ago: start a new one",
             FaceCheck::Reused => "the face session was already used: start a new one",
         };
-        ApiError::failed_precondition(Reason::FaceVerificationRequired, message)
-            .with_metadata("face_check", self.as_str())
+        ApiError::of(Reason::FaceVerificationRequired, message).with_metadata("face_check", self.as_str())
     }
 }
 

@@ -105,7 +105,7 @@ pub fn replay_contribution(first_amount_cents: i64, retry: &Contribution) -> Api
     if first_amount_cents == retry.amount_cents {
         Ok(())
     } else {
-        Err(ApiError::failed_precondition(
+        Err(ApiError::of(
             Reason::IdempotencyKeyMismatch,
             "this reference was already credited to the account with another amount",
         )
@@ -145,7 +145,7 @@ pub fn resume(status: AccountStatus) -> ApiResult<AccountStatus> {
 }
 
 fn account_closed() -> ApiError {
-    ApiError::failed_precondition(Reason::AccountClosed, "the account is closed")
+    ApiError::of(Reason::AccountClosed, "the account is closed")
 }
 
 /// Validates an operations reason: at most 200 characters.

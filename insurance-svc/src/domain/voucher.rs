@@ -121,12 +121,11 @@ impl Suspender {
 pub fn may_resume(suspended_by: Suspender, actor: Suspender) -> ApiResult<()> {
     match (suspended_by, actor) {
         (_, Suspender::Ops) | (Suspender::Holder, Suspender::Holder) => Ok(()),
-        (Suspender::Ops, Suspender::Holder) => Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        (Suspender::Ops, Suspender::Holder) => Err(ApiError::of(
             Reason::PermissionDeniedScope,
             "this voucher was suspended by operators: only operators resume it",
         )),
-        (Suspender::Family, Suspender::Holder) => Err(ApiError::failed_precondition(
+        (Suspender::Family, Suspender::Holder) => Err(ApiError::of(
             Reason::VoucherNotActive,
             "this voucher was kept by a family binding that ended: activate it yourself (ActivateVoucher)",
         )),
@@ -155,11 +154,11 @@ pub fn require_insured(account: Option<AccountStatus>) -> ApiResult<()> {
     match account {
         Some(AccountStatus::Active) => Ok(()),
         None | Some(AccountStatus::Closed) => {
-            Err(ApiError::failed_precondition(Reason::NotInsured, "the person has no open insured account")
+            Err(ApiError::of(Reason::NotInsured, "the person has no open insured account")
                 .with_metadata("account_status", "NONE"))
         }
         Some(AccountStatus::Suspended) => {
-            Err(ApiError::failed_precondition(Reason::NotInsured, "the person's insured account is suspended")
+            Err(ApiError::of(Reason::NotInsured, "the person's insured account is suspended")
                 .with_metadata("account_status", "SUSPENDED"))
         }
     }

@@ -18,7 +18,7 @@ use medins_common::{
     auth::{CalledMethod, Caller, Partner, PartnerKind},
     token::PERSON_TOKEN_METADATA,
 };
-use tonic::{Code, Request};
+use tonic::Request;
 use uuid::Uuid;
 
 use super::State;
@@ -59,9 +59,9 @@ impl CallAccess {
     pub async fn begin<T>(state: &State, request: &Request<T>) -> ApiResult<CallAccess> {
         let caller = Caller::of(request)?;
         let method = CalledMethod::of(request)
-            .ok_or_else(|| ApiError::new(Code::Internal, Reason::Internal, "the called method was not recorded"))?;
-        let rule = access::rule(method)
-            .ok_or_else(|| ApiError::new(Code::Internal, Reason::Internal, "no access rule for this method"))?;
+            .ok_or_else(|| ApiError::of(Reason::Internal, "the called method was not recorded"))?;
+        let rule =
+            access::rule(method).ok_or_else(|| ApiError::of(Reason::Internal, "no access rule for this method"))?;
         let token_sent = request.metadata().get(PERSON_TOKEN_METADATA).is_some();
         let token_subject = if token_sent && !matches!(caller.kind, PartnerKind::Ops | PartnerKind::Service) {
             state.person_tokens.claims(request).await?.map(|claims| claims.person_id)
@@ -72,8 +72,7 @@ impl CallAccess {
         // without a standing gets the rule's own refusal from `decide`.
         let token_could_help = rule.allows.iter().any(|s| matches!(s, Standing::Person | Standing::Binder));
         if token_subject.is_none() && token_could_help && !stands_without_token(rule, caller.kind) {
-            return Err(ApiError::new(
-                Code::Unauthenticated,
+            return Err(ApiError::of(
                 Reason::PersonTokenRequired,
                 "this call acts for a person: send `x-person-token` (PersonTokenService.IssuePersonToken)",
             ));

@@ -105,7 +105,7 @@ pub fn entry_message(entry: &Entry) -> pb::AccountEntry {
 }
 
 fn account_not_found() -> ApiError {
-    ApiError::not_found(Reason::AccountNotFound, "no such account")
+    ApiError::of(Reason::AccountNotFound, "no such account")
 }
 
 /// The account as `standing` may see it: an employer gets it without its balance (it sees its
@@ -184,8 +184,7 @@ impl AccountService for AccountApi {
             // A counter names a person by id only with their token (by name + ID number it
             // needs none): say so rather than call a missing token invalid.
             if access.token_subject.is_none() && access::is_counter_kind(caller.kind) {
-                return Err(ApiError::new(
-                    tonic::Code::Unauthenticated,
+                return Err(ApiError::of(
                     Reason::PersonTokenRequired,
                     "naming the person by id acts for them: send `x-person-token`, or name them by name and ID number",
                 )

@@ -128,7 +128,7 @@ struct UploadFingerprint {
 }
 
 fn not_found() -> ApiError {
-    ApiError::not_found(Reason::DocumentNotFound, "no such document")
+    ApiError::of(Reason::DocumentNotFound, "no such document")
 }
 
 /// What ties a stored document to what it proves, and who sent it.
@@ -424,7 +424,7 @@ impl DocumentApi {
         let bytes = Self::read_bytes(state, &signature).await?;
         let unreadable = |error: crate::domain::image::ImageError| {
             tracing::info!(document_id = %signature_id, %error, "signature image refused");
-            ApiError::failed_precondition(Reason::DocumentInvalid, "the signature image cannot be read")
+            ApiError::of(Reason::DocumentInvalid, "the signature image cannot be read")
                 .with_metadata("problem", "image")
                 .with_field_violation("signature_document_id", "the image is corrupt or larger than 4096 x 4096")
         };
@@ -521,7 +521,7 @@ fn decode_letter(body: &GenerateCommitmentLetterRequest) -> ApiResult<LetterRequ
 /// DOCUMENT_INVALID otherwise (ErrorInfo metadata `problem`: `owner` or `kind`).
 pub fn check_signature(document: &Document, owner_person_id: Uuid) -> ApiResult<()> {
     let invalid = |problem: &str, description: &str| {
-        ApiError::failed_precondition(Reason::DocumentInvalid, "the signature document cannot be used")
+        ApiError::of(Reason::DocumentInvalid, "the signature document cannot be used")
             .with_metadata("problem", problem)
             .with_field_violation("signature_document_id", description)
     };

@@ -41,12 +41,7 @@ impl PersonAccessService for PersonAccessApi {
         // The scope already keeps others out; the kind is checked too, so a scope granted by
         // mistake to a partner does not open every person's history.
         if caller.kind != PartnerKind::Service {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
-                Reason::PartnerKindNotAllowed,
-                "only medins services read access records",
-            )
-            .into());
+            return Err(ApiError::of(Reason::PartnerKindNotAllowed, "only medins services read access records").into());
         }
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;

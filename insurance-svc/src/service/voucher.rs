@@ -122,10 +122,7 @@ impl VoucherApi {
         let state = &self.state;
         let person = state.identity.get_person(acting_partner, &person_id.to_string(), "").await?;
         if person.real_name_status != RealNameStatus::Verified as i32 {
-            return Err(ApiError::failed_precondition(
-                Reason::RealNameRequired,
-                "the person's real name is not verified",
-            ));
+            return Err(ApiError::of(Reason::RealNameRequired, "the person's real name is not verified"));
         }
         let account = state.accounts.find_open_by_person(person_id).await?;
         require_insured(account.map(|a| a.status))?;
@@ -248,10 +245,11 @@ impl VoucherService for VoucherApi {
         let state = &self.state;
         let access = CallAccess::begin(state, &request).await?;
         let person_id = require_uuid("person_id", &request.get_ref().person_id)?;
-        let voucher =
-            state.vouchers.find_by_person(person_id).await?.ok_or_else(|| {
-                ApiError::not_found(Reason::VoucherNotFound, "this person has not activated a voucher")
-            })?;
+        let voucher = state
+            .vouchers
+            .find_by_person(person_id)
+            .await?
+            .ok_or_else(|| ApiError::of(Reason::VoucherNotFound, "this person has not activated a voucher"))?;
         let result = access
             .decide(state, person_id, HandlerFacts::default())
             .await

@@ -4,7 +4,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, is_unique_violation, retry_conflicts},
+    db::{Db, DbUuid, is_unique_violation, retry_conflicts},
 };
 use uuid::Uuid;
 
@@ -105,8 +105,8 @@ impl AccountStore {
                 let inserted = retry_conflicts(|| {
                     diesel::insert_into(accounts::table)
                         .values((
-                            accounts::id.eq(account.id.to_string()),
-                            accounts::person_id.eq(account.person_id.to_string()),
+                            accounts::id.eq(DbUuid(account.id)),
+                            accounts::person_id.eq(DbUuid(account.person_id)),
                             accounts::scheme.eq(account.scheme.as_str()),
                             accounts::region_code.eq(&account.region_code),
                             accounts::employer_code.eq(&account.employer_code),
@@ -120,10 +120,9 @@ impl AccountStore {
                 });
                 match inserted {
                     Ok(_) => Ok(account),
-                    Err(error) if is_unique_violation(&error) => Err(ApiError::already_exists(
-                        Reason::AccountAlreadyOpen,
-                        "this person already has an open account",
-                    )),
+                    Err(error) if is_unique_violation(&error) => {
+                        Err(ApiError::of(Reason::AccountAlreadyOpen, "this person already has an open account"))
+                    }
                     Err(error) => Err(error.into()),
                 }
             })
@@ -134,8 +133,7 @@ impl AccountStore {
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Account>> {
         self.db
             .read(move |conn| {
-                let row =
-                    accounts::table.find(id.to_string()).select(AccountRow::as_select()).first(conn).optional()?;
+                let row = accounts::table.find(DbUuid(id)).select(AccountRow::as_select()).first(conn).optional()?;
                 row.map(Account::try_from).transpose()
             })
             .await
@@ -153,7 +151,7 @@ pub(crate) fn open_account_of(
     person_id: Uuid,
 ) -> ApiResult<Option<Account>> {
     let row = accounts::table
-        .filter(accounts::person_id.eq(person_id.to_string()))
+        .filter(accounts::person_id.eq(DbUuid(person_id)))
         .filter(accounts::status.ne(AccountStatus::Closed.as_str()))
         .select(AccountRow::as_select())
         .first(conn)
@@ -166,14 +164,11 @@ pub(crate) fn open_account_of(
 /// while inserts that merely reference the account, such as visits, still proceed). On SQLite
 /// `BEGIN IMMEDIATE` already holds the database's single write lock.
 pub(crate) fn lock_account(conn: &mut medins_common::db::DbConnection, id: Uuid) -> ApiResult<Option<Account>> {
-    use medins_common::db::DbConnection;
-    let key = id.to_string();
-    let row = match conn {
-        DbConnection::Sqlite(_) => accounts::table.find(key).select(AccountRow::as_select()).first(conn).optional()?,
-        DbConnection::Postgres(pg) => {
-            accounts::table.find(key).select(AccountRow::as_select()).for_no_key_update().first(pg).optional()?
-        }
-    };
+    let row = medins_common::first_locked!(
+        conn,
+        accounts::table.find(DbUuid(id)).select(AccountRow::as_select()),
+        for_no_key_update
+    )?;
     row.map(Account::try_from).transpose()
 }
 
@@ -184,7 +179,7 @@ pub(crate) fn set_account_status(
     status: AccountStatus,
     now: NaiveDateTime,
 ) -> ApiResult<()> {
-    diesel::update(accounts::table.find(id.to_string()))
+    diesel::update(accounts::table.find(DbUuid(id)))
         .set((accounts::status.eq(status.as_str()), accounts::updated_at.eq(now)))
         .execute(conn)?;
     Ok(())

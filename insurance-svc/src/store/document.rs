@@ -5,6 +5,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use medins_common::db::DbUuid;
 use medins_common::{
     ApiError, ApiResult,
     db::{Db, DbConnection, write_transaction},
@@ -226,7 +227,7 @@ impl DocumentStore {
                 write_transaction(conn, |conn| {
                     let updated = diesel::update(
                         documents::table
-                            .find(id.to_string())
+                            .find(DbUuid(id))
                             .filter(documents::object_key.eq(&old_key))
                             .filter(documents::wrapped_key.is_null()),
                     )
@@ -260,7 +261,7 @@ impl DocumentStore {
 /// A document by id, inside a caller's transaction.
 pub fn find_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Document>> {
     documents::table
-        .find(id.to_string())
+        .find(DbUuid(id))
         .select(DocumentRow::as_select())
         .first(conn)
         .optional()?

@@ -2,6 +2,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use medins_common::db::DbUuid;
 use medins_common::{
     ApiError, ApiResult,
     db::{Db, is_unique_violation, retry_conflicts},
@@ -91,8 +92,8 @@ impl FaceOutcomeStore {
                     diesel::insert_into(face_outcomes::table)
                         .values((
                             face_outcomes::session_id.eq(&session_id),
-                            face_outcomes::event_id.eq(record.event_id.to_string()),
-                            face_outcomes::person_id.eq(record.person_id.to_string()),
+                            face_outcomes::event_id.eq(DbUuid(record.event_id)),
+                            face_outcomes::person_id.eq(DbUuid(record.person_id)),
                             face_outcomes::purpose.eq(record.purpose.as_str()),
                             face_outcomes::reference.eq(&record.reference),
                             face_outcomes::outcome.eq(record.outcome.as_str()),
@@ -119,7 +120,7 @@ impl FaceOutcomeStore {
         self.db
             .read(move |conn| {
                 let row = face_outcomes::table
-                    .find(session_id.to_string())
+                    .find(DbUuid(session_id))
                     .select(FaceOutcomeRow::as_select())
                     .first(conn)
                     .optional()?;

@@ -11,12 +11,12 @@
 use chrono::NaiveDateTime;
 use diesel::{
     prelude::*,
-    result::Error as DieselError,
     sql_types::{BigInt, Nullable, Text, Timestamp},
 };
+use medins_common::db::DbUuid;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{CachedSql, Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
+    db::{CachedSql, Db, DbConnection},
 };
 use uuid::Uuid;
 
@@ -102,48 +102,17 @@ pub(crate) struct NewEntry<'a> {
     pub credited_by: Option<&'a str>,
 }
 
-/// Why a write transaction failed: an answer for the caller, or a lost race on a unique index,
-/// after which [`write_with_retry`] runs the whole transaction again. (Serialization failures
-/// and deadlocks are `Api` errors with reason TRANSACTION_CONFLICT, retried by
-/// `write_transaction` itself: the shared `db::retry_conflicts`.)
-#[derive(Debug)]
-pub(crate) enum TxError {
-    Api(ApiError),
-    Raced,
-}
-
-impl TransientConflict for TxError {
-    fn is_transient_conflict(&self) -> bool {
-        matches!(self, TxError::Api(error) if error.is_transient_conflict())
-    }
-}
-
-impl From<ApiError> for TxError {
-    fn from(error: ApiError) -> Self {
-        TxError::Api(error)
-    }
-}
-
-impl From<DieselError> for TxError {
-    fn from(error: DieselError) -> Self {
-        if is_unique_violation(&error) { TxError::Raced } else { TxError::Api(error.into()) }
-    }
-}
+/// Why a write transaction failed (the shared `db::TxError`: an answer, or a lost race on a
+/// unique index that [`write_with_retry`] runs again).
+pub(crate) use medins_common::db::TxError;
 
 /// Runs `work` in a write transaction, again (at most three times in all) when it lost a race:
-/// the next run sees the winner's row and answers from it.
+/// the next run sees the winner's row and answers from it (the shared `db::write_retrying`).
 pub(crate) fn write_with_retry<T>(
     conn: &mut DbConnection,
-    mut work: impl FnMut(&mut DbConnection) -> Result<T, TxError>,
+    work: impl FnMut(&mut DbConnection) -> Result<T, TxError>,
 ) -> ApiResult<T> {
-    for _ in 0..3 {
-        match write_transaction(conn, &mut work) {
-            Ok(value) => return Ok(value),
-            Err(TxError::Raced) => continue,
-            Err(TxError::Api(error)) => return Err(error),
-        }
-    }
-    Err(ApiError::internal("a write lost its race three times"))
+    medins_common::db::write_retrying(conn, work, || ApiError::internal("a write lost its race three times"))
 }
 
 #[derive(QueryableByName)]
@@ -205,7 +174,7 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
 
 fn find_contribution(conn: &mut DbConnection, account_id: Uuid, reference: &str) -> ApiResult<Option<Entry>> {
     let row = account_entries::table
-        .filter(account_entries::account_id.eq(account_id.to_string()))
+        .filter(account_entries::account_id.eq(DbUuid(account_id)))
         .filter(account_entries::kind.eq(EntryKind::Contribution.as_str()))
         .filter(account_entries::reference.eq(reference))
         .select(EntryRow::as_select())
@@ -215,7 +184,7 @@ fn find_contribution(conn: &mut DbConnection, account_id: Uuid, reference: &str)
 }
 
 fn account_not_found() -> ApiError {
-    ApiError::not_found(Reason::AccountNotFound, "no such account")
+    ApiError::of(Reason::AccountNotFound, "no such account")
 }
 
 /// The ledger.
@@ -283,12 +252,12 @@ impl LedgerStore {
         self.db
             .run(move |conn| {
                 let exists: Option<String> =
-                    accounts::table.find(account_id.to_string()).select(accounts::id).first(conn).optional()?;
+                    accounts::table.find(DbUuid(account_id)).select(accounts::id).first(conn).optional()?;
                 if exists.is_none() {
                     return Err(account_not_found());
                 }
                 let mut query = account_entries::table
-                    .filter(account_entries::account_id.eq(account_id.to_string()))
+                    .filter(account_entries::account_id.eq(DbUuid(account_id)))
                     .select(EntryRow::as_select())
                     .into_boxed();
                 if let Some(partner) = &only_credited_by {

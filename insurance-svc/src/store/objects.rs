@@ -206,7 +206,7 @@ impl DocumentObjects {
                 tokio::task::spawn_blocking(move || restrict(&root, &key)).await.map_err(ApiError::internal)?;
             restricted.map_err(|error| {
                 tracing::warn!(%error, "document file modes could not be set");
-                ApiError::unavailable(Reason::DependencyUnavailable, "the document store is unavailable, retry later")
+                ApiError::of(Reason::DependencyUnavailable, "the document store is unavailable, retry later")
             })?;
         }
         Ok(())
@@ -254,7 +254,7 @@ fn path(key: &str) -> ApiResult<Path> {
 fn unavailable(operation: &str, error: &object_store::Error) -> ApiError {
     // Object store errors name the key (ids only) and the backend; no personal data.
     tracing::warn!(operation, %error, "document store failed");
-    ApiError::unavailable(Reason::DependencyUnavailable, "the document store is unavailable, retry later")
+    ApiError::of(Reason::DependencyUnavailable, "the document store is unavailable, retry later")
 }
 
 fn read_error(key: &str, error: &object_store::Error) -> ApiError {

@@ -2,9 +2,10 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use medins_common::db::DbUuid;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection, TransientConflict, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, TxError, is_unique_violation, write_retrying, write_transaction},
 };
 use uuid::Uuid;
 
@@ -78,7 +79,7 @@ pub struct VoucherStore {
 }
 
 fn voucher_not_found() -> ApiError {
-    ApiError::not_found(Reason::VoucherNotFound, "this person has not activated a voucher")
+    ApiError::of(Reason::VoucherNotFound, "this person has not activated a voucher")
 }
 
 fn load_voucher(conn: &mut DbConnection, row: VoucherRow) -> ApiResult<Voucher> {
@@ -112,32 +113,10 @@ fn load_voucher(conn: &mut DbConnection, row: VoucherRow) -> ApiResult<Voucher> 
 
 fn voucher_row_of(conn: &mut DbConnection, person_id: Uuid) -> QueryResult<Option<VoucherRow>> {
     vouchers::table
-        .filter(vouchers::person_id.eq(person_id.to_string()))
+        .filter(vouchers::person_id.eq(DbUuid(person_id)))
         .select(VoucherRow::as_select())
         .first(conn)
         .optional()
-}
-
-/// Why an activation transaction did not commit.
-enum ActivateFailure {
-    /// A concurrent first activation created the voucher: run again.
-    Raced,
-    /// A refusal or fault to report.
-    Api(ApiError),
-}
-
-impl From<diesel::result::Error> for ActivateFailure {
-    fn from(error: diesel::result::Error) -> Self {
-        ActivateFailure::Api(error.into())
-    }
-}
-
-/// A lost insert race is run again by [`VoucherStore::activate`]; a conflict is retried by
-/// `write_transaction` (the shared `db::retry_conflicts`).
-impl TransientConflict for ActivateFailure {
-    fn is_transient_conflict(&self) -> bool {
-        matches!(self, ActivateFailure::Api(error) if error.is_transient_conflict())
-    }
 }
 
 impl VoucherStore {
@@ -161,7 +140,7 @@ impl VoucherStore {
         self.db
             .read(move |conn| {
                 let row: Option<(String, String)> = vouchers::table
-                    .filter(vouchers::person_id.eq(person_id.to_string()))
+                    .filter(vouchers::person_id.eq(DbUuid(person_id)))
                     .select((vouchers::id, vouchers::status))
                     .first(conn)
                     .optional()?;
@@ -186,14 +165,11 @@ impl VoucherStore {
             .write(move |conn| {
                 // Two concurrent first activations on PostgreSQL: the loser's voucher insert hits
                 // the one-per-person index; the second run finds the winner's voucher.
-                for _ in 0..3 {
-                    match write_transaction(conn, |conn| activate_once(conn, &activation, now)) {
-                        Ok(done) => return Ok(done),
-                        Err(ActivateFailure::Raced) => continue,
-                        Err(ActivateFailure::Api(error)) => return Err(error),
-                    }
-                }
-                Err(ApiError::internal("voucher activation kept racing"))
+                write_retrying(
+                    conn,
+                    |conn| activate_once(conn, &activation, now),
+                    || ApiError::internal("voucher activation kept racing"),
+                )
             })
             .await
     }
@@ -244,7 +220,7 @@ fn activate_once(
     conn: &mut DbConnection,
     activation: &NewActivation,
     now: NaiveDateTime,
-) -> Result<(Voucher, bool), ActivateFailure> {
+) -> Result<(Voucher, bool), TxError> {
     let (voucher_id, created) = match voucher_row_of(conn, activation.person_id)? {
         // The holder's own activation lifts a suspension left by an ended family binding.
         Some(row) if row.suspended_by.as_deref() == Some(Suspender::Family.as_str()) => {
@@ -252,7 +228,7 @@ fn activate_once(
             (row.id, false)
         }
         Some(row) if row.status != VoucherStatus::Active.as_str() => {
-            return Err(ActivateFailure::Api(ApiError::failed_precondition(
+            return Err(TxError::Api(ApiError::of(
                 Reason::VoucherNotActive,
                 "the voucher is suspended: resume it (ResumeVoucher) instead of activating it again",
             )));
@@ -263,7 +239,7 @@ fn activate_once(
             let inserted = diesel::insert_into(vouchers::table)
                 .values((
                     vouchers::id.eq(&id),
-                    vouchers::person_id.eq(activation.person_id.to_string()),
+                    vouchers::person_id.eq(DbUuid(activation.person_id)),
                     vouchers::status.eq(VoucherStatus::Active.as_str()),
                     vouchers::activated_at.eq(now),
                     vouchers::updated_at.eq(now),
@@ -271,28 +247,28 @@ fn activate_once(
                 .execute(conn);
             match inserted {
                 Ok(_) => (id, true),
-                Err(error) if is_unique_violation(&error) => return Err(ActivateFailure::Raced),
+                Err(error) if is_unique_violation(&error) => return Err(TxError::Raced),
                 Err(error) => return Err(error.into()),
             }
         }
     };
     let inserted = diesel::insert_into(voucher_activations::table)
         .values((
-            voucher_activations::id.eq(Uuid::now_v7().to_string()),
+            voucher_activations::id.eq(DbUuid(Uuid::now_v7())),
             voucher_activations::voucher_id.eq(&voucher_id),
             voucher_activations::channel.eq(activation.channel.as_str()),
-            voucher_activations::face_session_id.eq(activation.face_session_id.map(|id| id.to_string())),
+            voucher_activations::face_session_id.eq(activation.face_session_id.map(DbUuid)),
             voucher_activations::partner_id.eq(&activation.partner_id),
             voucher_activations::activated_at.eq(now),
         ))
         .execute(conn);
     match inserted {
         Ok(_) => {}
-        Err(error) if is_unique_violation(&error) => return Err(ActivateFailure::Api(FaceCheck::Reused.into_error())),
+        Err(error) if is_unique_violation(&error) => return Err(TxError::Api(FaceCheck::Reused.into_error())),
         Err(error) => return Err(error.into()),
     }
     let row = vouchers::table.find(&voucher_id).select(VoucherRow::as_select()).first(conn)?;
-    Ok((load_voucher(conn, row).map_err(ActivateFailure::Api)?, created))
+    Ok((load_voucher(conn, row).map_err(TxError::Api)?, created))
 }
 
 fn set_active(conn: &mut DbConnection, voucher_id: &str, now: NaiveDateTime) -> QueryResult<usize> {
@@ -329,7 +305,7 @@ pub(crate) fn activate_for_family_in(
             diesel::insert_into(vouchers::table)
                 .values((
                     vouchers::id.eq(&id),
-                    vouchers::person_id.eq(member.to_string()),
+                    vouchers::person_id.eq(DbUuid(member)),
                     vouchers::status.eq(VoucherStatus::Active.as_str()),
                     vouchers::activated_at.eq(now),
                     vouchers::updated_at.eq(now),
@@ -340,7 +316,7 @@ pub(crate) fn activate_for_family_in(
     };
     diesel::insert_into(voucher_activations::table)
         .values((
-            voucher_activations::id.eq(Uuid::now_v7().to_string()),
+            voucher_activations::id.eq(DbUuid(Uuid::now_v7())),
             voucher_activations::voucher_id.eq(&voucher_id),
             voucher_activations::channel.eq(Channel::Family.as_str()),
             voucher_activations::face_session_id.eq(None::<String>),
