@@ -246,7 +246,7 @@ impl FamilyStore {
     /// Switches family aid of an ACTIVE binding; FAILED_PRECONDITION / BINDING_NOT_ACTIVE
     /// otherwise. Switching it on also needs `policy` to let the binder's scheme pay for the
     /// member's relationship (FAILED_PRECONDITION / FAMILY_AID_NOT_ELIGIBLE), decided by
-    /// [`settlement::require_family_aid_eligible`] on the binder's open account, read here;
+    /// [`crate::domain::family::decide_family_aid_switch`] on the binder's open account, read here;
     /// switching it off is always allowed.
     pub async fn set_family_aid(&self, id: Uuid, enabled: bool, policy: FamilyAidPolicy) -> ApiResult<Binding> {
         self.db
