@@ -199,58 +199,48 @@ impl InsuranceService {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let max = self.config.common.max_message_bytes;
-        let accounts = AccountServiceServer::new(AccountApi::new(self.state.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let events = IdentityEventServiceServer::new(IdentityEventApi::new(self.state.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let person_accesses =
-            medins_proto::insurance::v1::person_access_service_server::PersonAccessServiceServer::new(
-                service::person_access::PersonAccessApi::new(self.state.clone()),
-            )
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let settlements = medins_proto::insurance::v1::settlement_service_server::SettlementServiceServer::new(
-            service::settlement::SettlementApi::new(self.state.clone()),
-        )
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let vouchers = medins_proto::insurance::v1::voucher_service_server::VoucherServiceServer::new(
-            service::voucher::VoucherApi::new(self.state.clone()),
-        )
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let codes = medins_proto::insurance::v1::code_service_server::CodeServiceServer::new(
-            service::code::CodeApi::new(self.state.clone()),
-        )
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let cards = medins_proto::insurance::v1::card_service_server::CardServiceServer::new(
-            service::card::CardApi::new(self.state.clone()),
-        )
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let family = medins_proto::insurance::v1::family_service_server::FamilyServiceServer::new(
-            service::family::FamilyApi::new(self.state.clone()),
-        )
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let documents = medins_proto::insurance::v1::document_service_server::DocumentServiceServer::new(
-            service::document::DocumentApi::new(self.state.clone()),
-        )
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let catalog = medins_proto::insurance::v1::catalog_service_server::CatalogServiceServer::new(
-            service::catalog::CatalogApi::new(self.state.clone()),
-        )
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let cross_region = medins_proto::insurance::v1::cross_region_service_server::CrossRegionServiceServer::new(
-            service::cross_region::CrossRegionApi::new(self.state.clone()),
-        )
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+        // Every service with the configured message size limit, both ways.
+        macro_rules! limited {
+            ($($server:ident)::+, $($api:ident)::+) => {
+                $($server)::+::new($($api)::+::new(self.state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+            };
+        }
+        let accounts = limited!(AccountServiceServer, AccountApi);
+        let events = limited!(IdentityEventServiceServer, IdentityEventApi);
+        let person_accesses = limited!(
+            medins_proto::insurance::v1::person_access_service_server::PersonAccessServiceServer,
+            service::person_access::PersonAccessApi
+        );
+        let settlements = limited!(
+            medins_proto::insurance::v1::settlement_service_server::SettlementServiceServer,
+            service::settlement::SettlementApi
+        );
+        let vouchers = limited!(
+            medins_proto::insurance::v1::voucher_service_server::VoucherServiceServer,
+            service::voucher::VoucherApi
+        );
+        let codes =
+            limited!(medins_proto::insurance::v1::code_service_server::CodeServiceServer, service::code::CodeApi);
+        let cards =
+            limited!(medins_proto::insurance::v1::card_service_server::CardServiceServer, service::card::CardApi);
+        let family = limited!(
+            medins_proto::insurance::v1::family_service_server::FamilyServiceServer,
+            service::family::FamilyApi
+        );
+        let documents = limited!(
+            medins_proto::insurance::v1::document_service_server::DocumentServiceServer,
+            service::document::DocumentApi
+        );
+        let catalog = limited!(
+            medins_proto::insurance::v1::catalog_service_server::CatalogServiceServer,
+            service::catalog::CatalogApi
+        );
+        let cross_region = limited!(
+            medins_proto::insurance::v1::cross_region_service_server::CrossRegionServiceServer,
+            service::cross_region::CrossRegionApi
+        );
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
         let revocation_refresher = self.state.person_tokens.spawn_revocation_refresher();
         let code_keys_watcher =
