@@ -291,7 +291,7 @@ impl ActivationChannel {
 }
 
 fn kind_not_allowed(message: String) -> ApiError {
-    ApiError::new(tonic::Code::PermissionDenied, Reason::PartnerKindNotAllowed, message)
+    ApiError::of(Reason::PartnerKindNotAllowed, message)
 }
 
 /// Counter channels (SERVICE_CENTER, SERVICE_POINT, AGENT) are operated by OPS partners with
@@ -781,8 +781,9 @@ pub fn check_applying_as(standing: Standing, token_subject: Option<Uuid>, guardi
     if fits {
         Ok(())
     } else {
-        Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        // PERMISSION_DENIED rather than the reason's UNAUTHENTICATED: the token is proven, it is
+        // only not this applicant's (or their guardian's).
+        Err(ApiError::permission_denied(
             Reason::PersonTokenInvalid,
             "the person token is not the applicant's or their guardian's",
         ))
@@ -1428,7 +1429,7 @@ mod tests {
         assert_eq!(lookup_outcome(None), LookupOutcome::Found);
         let missing = ApiError::not_found(Reason::CardNotFound, "no card");
         assert_eq!(lookup_outcome(Some(&missing)), LookupOutcome::Failed);
-        let down = ApiError::new(tonic::Code::Unavailable, Reason::DependencyUnavailable, "down");
+        let down = ApiError::of(Reason::DependencyUnavailable, "down");
         assert_eq!(lookup_outcome(Some(&down)), LookupOutcome::NotALookup);
         assert!(!lookups_counted(PartnerKind::Ops) && lookups_counted(PartnerKind::Hospital));
     }

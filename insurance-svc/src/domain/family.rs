@@ -403,15 +403,13 @@ pub fn check_places(places: Places) -> ApiResult<()> {
         return Err(ApiError::already_exists(Reason::AlreadyBound, "this member is already bound by this person"));
     }
     if places.owner_live >= FAMILY_QUOTA {
-        return Err(ApiError::new(
-            tonic::Code::ResourceExhausted,
+        return Err(ApiError::of(
             Reason::FamilyQuotaExceeded,
             "5 family members are bound or pending: remove one first",
         ));
     }
     if places.other_binders_this_month >= MONTHLY_BINDERS {
-        return Err(ApiError::new(
-            tonic::Code::ResourceExhausted,
+        return Err(ApiError::of(
             Reason::MemberMonthlyLimit,
             "this member was already bound by 2 other persons this month",
         ));
@@ -641,8 +639,7 @@ pub fn remover(
     }
     if subject == binding_member {
         if member_age < FACE_CHECK_AGE {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
+            return Err(ApiError::of(
                 Reason::PermissionDeniedScope,
                 "a member under 16 cannot remove a family binding themself",
             ));
@@ -721,11 +718,7 @@ pub struct Binding {
 /// already served one is PERMISSION_DENIED / OWNER_NOT_PRESENT.
 pub fn require_unused_owner_face(already_served: bool) -> ApiResult<()> {
     if already_served {
-        return Err(ApiError::new(
-            tonic::Code::PermissionDenied,
-            Reason::OwnerNotPresent,
-            "this face check already served a binding: run a new one",
-        ));
+        return Err(ApiError::of(Reason::OwnerNotPresent, "this face check already served a binding: run a new one"));
     }
     Ok(())
 }

@@ -738,11 +738,7 @@ pub fn require_opening_partner(opened_by: &str, partner_id: &str) -> ApiResult<(
     if opened_by == partner_id {
         return Ok(());
     }
-    Err(ApiError::new(
-        tonic::Code::PermissionDenied,
-        Reason::VisitPartnerMismatch,
-        "only the partner that opened a visit may settle it",
-    ))
+    Err(ApiError::of(Reason::VisitPartnerMismatch, "only the partner that opened a visit may settle it"))
 }
 
 /// The account that pays a family-aid bill: the binder's, when the binder holds an ACTIVE
