@@ -30,36 +30,9 @@ const SEQUENCE_DIGITS: usize = 9;
 /// Digits of a whole card number: prefix, sequence, check digit.
 pub const CARD_NUMBER_DIGITS: usize = ISSUER_PREFIX.len() + SEQUENCE_DIGITS + 1;
 
-macro_rules! spelled {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)*
-        }
-
-        impl $name {
-            /// Every value.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
-
-            /// Stored spelling.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)*
-                }
-            }
-
-            /// From the stored spelling.
-            pub fn parse(text: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == text)
-            }
-        }
-    };
-}
-
-spelled! {
+medins_common::text_enum! {
     /// Where an application was made.
-    CardChannel {
+    pub enum CardChannel {
         /// Online through a partner app.
         Online => "ONLINE",
         /// At a service center, issued on the spot.
@@ -75,9 +48,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// How a card reaches its holder.
-    Delivery {
+    pub enum Delivery {
         /// By mail.
         Mail => "MAIL",
         /// Picked up at a service point.
@@ -87,9 +60,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// Where an application stands.
-    ApplicationStatus {
+    pub enum ApplicationStatus {
         /// Waiting for review.
         Submitted => "SUBMITTED",
         /// Approved, waiting for production.
@@ -107,9 +80,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// A step of an application.
-    ApplicationAction {
+    pub enum ApplicationAction {
         /// Ops approve it.
         Approve => "APPROVE",
         /// Ops reject it.
@@ -123,9 +96,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// Where a card stands.
-    CardStatus {
+    pub enum CardStatus {
         /// In force.
         Valid => "VALID",
         /// Frozen by a temporary loss report.
@@ -137,9 +110,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// A step of a card.
-    CardAction {
+    pub enum CardAction {
         /// Activate (or use) a function.
         Activate => "ACTIVATE",
         /// Report it lost, temporarily.

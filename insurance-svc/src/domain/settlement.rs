@@ -34,84 +34,38 @@ pub const MAX_ITEMS_SUMMARY_CHARS: usize = 500;
 /// Basis points in 100 %.
 pub const FULL_RATIO_BP: u32 = 10_000;
 
-/// What a bill was for; each category has its own deductible and cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Category {
-    /// Outpatient visit.
-    Outpatient,
-    /// Inpatient stay.
-    Inpatient,
-    /// Pharmacy purchase.
-    Pharmacy,
-}
-
-impl Category {
-    /// Every category, in contract order.
-    pub const ALL: [Category; 3] = [Category::Outpatient, Category::Inpatient, Category::Pharmacy];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Outpatient => "OUTPATIENT",
-            Category::Inpatient => "INPATIENT",
-            Category::Pharmacy => "PHARMACY",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Category::ALL.into_iter().find(|c| c.as_str() == text)
+medins_common::text_enum! {
+    /// What a bill was for; each category has its own deductible and cap.
+    #[derive(PartialOrd, Ord)]
+    pub enum Category {
+        /// Outpatient visit.
+        Outpatient => "OUTPATIENT",
+        /// Inpatient stay.
+        Inpatient => "INPATIENT",
+        /// Pharmacy purchase.
+        Pharmacy => "PHARMACY",
     }
 }
 
-/// Which individual account pays what the fund does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PayFrom {
-    /// The holder's own account, up to its balance, then self-pay.
-    HolderAccount,
-    /// A family binder's account (family mutual aid): needs that binder's authorisation.
-    BinderAccount,
-    /// No individual account: the rest is self-pay.
-    SelfPay,
-}
-
-impl PayFrom {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayFrom::HolderAccount => "HOLDER_ACCOUNT",
-            PayFrom::BinderAccount => "BINDER_ACCOUNT",
-            PayFrom::SelfPay => "SELF",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [PayFrom::HolderAccount, PayFrom::BinderAccount, PayFrom::SelfPay].into_iter().find(|p| p.as_str() == text)
+medins_common::text_enum! {
+    /// Which individual account pays what the fund does not.
+    pub enum PayFrom {
+        /// The holder's own account, up to its balance, then self-pay.
+        HolderAccount => "HOLDER_ACCOUNT",
+        /// A family binder's account (family mutual aid): needs that binder's authorisation.
+        BinderAccount => "BINDER_ACCOUNT",
+        /// No individual account: the rest is self-pay.
+        SelfPay => "SELF",
     }
 }
 
-/// Whether a settlement stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SettlementStatus {
-    /// Settled: counts in year-to-date totals and annual expenses.
-    Settled,
-    /// Reversed by operations: counts nowhere.
-    Reversed,
-}
-
-impl SettlementStatus {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SettlementStatus::Settled => "SETTLED",
-            SettlementStatus::Reversed => "REVERSED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [SettlementStatus::Settled, SettlementStatus::Reversed].into_iter().find(|s| s.as_str() == text)
+medins_common::text_enum! {
+    /// Whether a settlement stands.
+    pub enum SettlementStatus {
+        /// Settled: counts in year-to-date totals and annual expenses.
+        Settled => "SETTLED",
+        /// Reversed by operations: counts nowhere.
+        Reversed => "REVERSED",
     }
 }
 
@@ -316,7 +270,7 @@ impl PolicyTable {
         let table =
             PolicyTable { employee: file.employee, resident: file.resident, family_aid: file.family_aid.validate()? };
         for scheme in [Scheme::Employee, Scheme::Resident] {
-            for category in Category::ALL {
+            for &category in Category::ALL {
                 table.policy(scheme, category).validate(&format!("{}.{}", scheme.as_str(), category.as_str()))?;
             }
         }
@@ -876,7 +830,7 @@ pub struct AnnualExpenses {
 pub fn annual_expenses(lines: &[ExpenseLine]) -> AnnualExpenses {
     let mut totals = ExpenseTotals::default();
     let mut by_category: Vec<(Category, ExpenseTotals)> =
-        Category::ALL.into_iter().map(|c| (c, ExpenseTotals::default())).collect();
+        Category::ALL.iter().map(|&c| (c, ExpenseTotals::default())).collect();
     let mut by_month: BTreeMap<u32, ExpenseTotals> = BTreeMap::new();
     for line in lines {
         totals.add(line);
@@ -1197,7 +1151,7 @@ mod tests {
     fn the_builtin_policy_covers_every_scheme_and_category() {
         let table = PolicyTable::builtin();
         for scheme in [Scheme::Employee, Scheme::Resident] {
-            for category in Category::ALL {
+            for &category in Category::ALL {
                 let p = table.policy(scheme, category);
                 assert!(p.reimbursement_ratio_bp <= FULL_RATIO_BP && p.annual_cap_cents > 0);
             }
