@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
     crypto::{FieldAad, FieldCipher},
-    db::{Db, DbConnection, is_unique_violation, retry_conflicts, write_transaction},
+    db::{Db, DbConnection, DbUuid, is_unique_violation, retry_conflicts, write_transaction},
 };
 use uuid::Uuid;
 
@@ -177,8 +177,8 @@ impl CardStore {
                 let inserted = retry_conflicts(|| {
                     diesel::insert_into(card_fees::table)
                         .values((
-                            card_fees::id.eq(id.to_string()),
-                            card_fees::person_id.eq(person_id.to_string()),
+                            card_fees::id.eq(DbUuid(id)),
+                            card_fees::person_id.eq(DbUuid(person_id)),
                             card_fees::bank_partner_id.eq(&bank_partner_id),
                             card_fees::reference.eq(&reference),
                             card_fees::amount_cents.eq(amount_cents),
@@ -223,7 +223,7 @@ impl CardStore {
         self.db
             .run(move |conn| {
                 let count: i64 = card_application_evidence::table
-                    .filter(card_application_evidence::face_session_id.eq(face_session_id.to_string()))
+                    .filter(card_application_evidence::face_session_id.eq(DbUuid(face_session_id)))
                     .count()
                     .get_result(conn)?;
                 Ok(count > 0)
@@ -386,7 +386,7 @@ impl CardStore {
                     query = query.filter(card_applications::status.eq(status.as_str()));
                 }
                 if let Some(person) = filter.person_id {
-                    query = query.filter(card_applications::person_id.eq(person.to_string()));
+                    query = query.filter(card_applications::person_id.eq(DbUuid(person)));
                 }
                 if let Some(from) = filter.from {
                     query = query.filter(card_applications::submitted_at.ge(from));
@@ -395,7 +395,7 @@ impl CardStore {
                     query = query.filter(card_applications::submitted_at.lt(before));
                 }
                 if let Some(cursor) = cursor {
-                    let id = cursor.application_id.to_string();
+                    let id = DbUuid(cursor.application_id);
                     query =
                         query.filter(card_applications::submitted_at.lt(cursor.submitted_at).or(
                             card_applications::submitted_at.eq(cursor.submitted_at).and(card_applications::id.lt(id)),
@@ -486,7 +486,7 @@ impl CardStore {
         self.db
             .run(move |conn| {
                 let number: Option<String> = cards::table
-                    .filter(cards::person_id.eq(person_id.to_string()))
+                    .filter(cards::person_id.eq(DbUuid(person_id)))
                     .filter(cards::status.ne(CardStatus::Replaced.as_str()))
                     .select(cards::card_number)
                     .first(conn)
@@ -590,7 +590,7 @@ impl CardStore {
 
 fn find_fee_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardFee>> {
     card_fees::table
-        .find(id.to_string())
+        .find(DbUuid(id))
         .select(FeeRow::as_select())
         .first(conn)
         .optional()?
@@ -601,7 +601,7 @@ fn find_fee_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardFee>> 
 fn open_application_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<bool> {
     let open: Vec<&str> = ApplicationStatus::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str()).collect();
     let count: i64 = card_applications::table
-        .filter(card_applications::person_id.eq(person_id.to_string()))
+        .filter(card_applications::person_id.eq(DbUuid(person_id)))
         .filter(card_applications::status.eq_any(open))
         .count()
         .get_result(conn)?;
@@ -611,7 +611,7 @@ fn open_application_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<bo
 fn check_may_apply_in(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<()> {
     let open_application = open_application_of(conn, person_id)?;
     let current_cards: i64 = cards::table
-        .filter(cards::person_id.eq(person_id.to_string()))
+        .filter(cards::person_id.eq(DbUuid(person_id)))
         .filter(cards::status.ne(CardStatus::Replaced.as_str()))
         .count()
         .get_result(conn)?;
@@ -662,14 +662,14 @@ fn insert_application(
     let id_text = id.to_string();
     let inserted = diesel::insert_into(card_applications::table)
         .values((
-            card_applications::id.eq(&id_text),
-            card_applications::person_id.eq(new.person_id.to_string()),
+            card_applications::id.eq(DbUuid(id)),
+            card_applications::person_id.eq(DbUuid(new.person_id)),
             card_applications::channel.eq(new.channel.as_str()),
             card_applications::delivery.eq(new.delivery.as_str()),
             card_applications::status.eq(ApplicationStatus::Submitted.as_str()),
             card_applications::partner_id.eq(&new.partner_id),
-            card_applications::guardian_person_id.eq(new.guardian_person_id.map(|g| g.to_string())),
-            card_applications::agent_person_id.eq(new.agent_person_id.map(|a| a.to_string())),
+            card_applications::guardian_person_id.eq(new.guardian_person_id.map(DbUuid)),
+            card_applications::agent_person_id.eq(new.agent_person_id.map(DbUuid)),
             card_applications::employer_code.eq(new.employer_code.as_deref()),
             card_applications::replaces_card_number.eq(replaces),
             card_applications::submitted_at.eq(now),
@@ -686,12 +686,12 @@ fn insert_application(
     if let Some(evidence) = &new.evidence {
         let inserted = diesel::insert_into(card_application_evidence::table)
             .values((
-                card_application_evidence::application_id.eq(&id_text),
-                card_application_evidence::id_card_front_document_id.eq(evidence.id_card_front.to_string()),
-                card_application_evidence::id_card_back_document_id.eq(evidence.id_card_back.to_string()),
-                card_application_evidence::photo_document_id.eq(evidence.photo.map(|p| p.to_string())),
-                card_application_evidence::face_session_id.eq(evidence.face_session_id.to_string()),
-                card_application_evidence::sms_challenge_id.eq(evidence.sms_challenge_id.to_string()),
+                card_application_evidence::application_id.eq(DbUuid(id)),
+                card_application_evidence::id_card_front_document_id.eq(DbUuid(evidence.id_card_front)),
+                card_application_evidence::id_card_back_document_id.eq(DbUuid(evidence.id_card_back)),
+                card_application_evidence::photo_document_id.eq(evidence.photo.map(DbUuid)),
+                card_application_evidence::face_session_id.eq(DbUuid(evidence.face_session_id)),
+                card_application_evidence::sms_challenge_id.eq(DbUuid(evidence.sms_challenge_id)),
             ))
             .execute(conn);
         match inserted {
@@ -705,7 +705,7 @@ fn insert_application(
     if let Some(address) = &new.mailing_address {
         diesel::insert_into(card_mailing_addresses::table)
             .values((
-                card_mailing_addresses::application_id.eq(&id_text),
+                card_mailing_addresses::application_id.eq(DbUuid(id)),
                 card_mailing_addresses::region_code.eq(&address.region_code),
                 card_mailing_addresses::street_enc.eq(seal(cipher, STREET, &id_text, &address.street)),
                 card_mailing_addresses::recipient_enc.eq(seal(cipher, RECIPIENT, &id_text, &address.recipient)),
@@ -717,11 +717,11 @@ fn insert_application(
         // Compare-and-set: the fee pays once, for its own person.
         let paid = diesel::update(
             card_fees::table
-                .find(fee_id.to_string())
-                .filter(card_fees::person_id.eq(new.person_id.to_string()))
+                .find(DbUuid(fee_id))
+                .filter(card_fees::person_id.eq(DbUuid(new.person_id)))
                 .filter(card_fees::application_id.is_null()),
         )
-        .set(card_fees::application_id.eq(Some(&id_text)))
+        .set(card_fees::application_id.eq(Some(DbUuid(id))))
         .execute(conn)?;
         if paid != 1 {
             let fee = find_fee_in(conn, fee_id)?;
@@ -743,7 +743,7 @@ fn insert_event(
 ) -> ApiResult<()> {
     diesel::insert_into(card_application_events::table)
         .values((
-            card_application_events::id.eq(Uuid::now_v7().to_string()),
+            card_application_events::id.eq(DbUuid(Uuid::now_v7())),
             card_application_events::application_id.eq(application_id),
             card_application_events::status.eq(status.as_str()),
             card_application_events::partner_id.eq(partner),
@@ -777,7 +777,8 @@ fn step(
     let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     let next = next_application_status(current.status, action, current.delivery)?;
     let id_text = id.to_string();
-    let target = card_applications::table.find(&id_text).filter(card_applications::status.eq(current.status.as_str()));
+    let target =
+        card_applications::table.find(DbUuid(id)).filter(card_applications::status.eq(current.status.as_str()));
     let status = card_applications::status.eq(next.as_str());
     let updated = card_applications::updated_at.eq(now);
     let changed = match change {
@@ -821,8 +822,8 @@ fn produce_in(conn: &mut DbConnection, id: Uuid, partner: &str, now: NaiveDateTi
     diesel::insert_into(cards::table)
         .values((
             cards::card_number.eq(&number),
-            cards::person_id.eq(current.person_id.to_string()),
-            cards::application_id.eq(id.to_string()),
+            cards::person_id.eq(DbUuid(current.person_id)),
+            cards::application_id.eq(DbUuid(id)),
             cards::status.eq(CardStatus::Valid.as_str()),
             cards::issued_at.eq(now),
             cards::updated_at.eq(now),
@@ -870,7 +871,7 @@ fn set_card_status(
     let changed = diesel::update(cards::table.find(number).filter(cards::status.eq(from.as_str())))
         .set((
             cards::status.eq(to.as_str()),
-            cards::replaced_by_application_id.eq(replaced_by.map(|id| id.to_string())),
+            cards::replaced_by_application_id.eq(replaced_by.map(DbUuid)),
             cards::updated_at.eq(now),
         ))
         .execute(conn)?;
@@ -882,7 +883,7 @@ fn set_card_status(
 
 fn find_application_row(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardApplication>> {
     card_applications::table
-        .find(id.to_string())
+        .find(DbUuid(id))
         .select(ApplicationRow::as_select())
         .first(conn)
         .optional()?
@@ -894,7 +895,7 @@ fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> 
     let mut application = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     let id_text = id.to_string();
     let events: Vec<(String, String, NaiveDateTime)> = card_application_events::table
-        .filter(card_application_events::application_id.eq(&id_text))
+        .filter(card_application_events::application_id.eq(DbUuid(id)))
         .order((card_application_events::at.asc(), card_application_events::id.asc()))
         .select((card_application_events::status, card_application_events::partner_id, card_application_events::at))
         .load(conn)?;
@@ -909,7 +910,7 @@ fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> 
         })
         .collect::<ApiResult<_>>()?;
     let address =
-        card_mailing_addresses::table.find(&id_text).select(AddressRow::as_select()).first(conn).optional()?;
+        card_mailing_addresses::table.find(DbUuid(id)).select(AddressRow::as_select()).first(conn).optional()?;
     application.mailing_address = address
         .map(|row| -> ApiResult<MailingAddress> {
             Ok(MailingAddress {
@@ -920,8 +921,11 @@ fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> 
             })
         })
         .transpose()?;
-    let fee: Option<String> =
-        card_fees::table.filter(card_fees::application_id.eq(&id_text)).select(card_fees::id).first(conn).optional()?;
+    let fee: Option<String> = card_fees::table
+        .filter(card_fees::application_id.eq(DbUuid(id)))
+        .select(card_fees::id)
+        .first(conn)
+        .optional()?;
     application.fee_id = fee.as_deref().map(|f| uuid_of(f, "fee id")).transpose()?;
     Ok(application)
 }

@@ -4,7 +4,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection},
+    db::{Db, DbConnection, DbUuid},
 };
 use uuid::Uuid;
 
@@ -126,7 +126,7 @@ impl FamilyStore {
                     lock_owner(conn, new.owner_person_id)?;
                     if let Some(session) = new.owner_face_session_id {
                         let used: i64 = family_binding_terms::table
-                            .filter(family_binding_terms::owner_face_session_id.eq(session.to_string()))
+                            .filter(family_binding_terms::owner_face_session_id.eq(DbUuid(session)))
                             .count()
                             .get_result(conn)?;
                         family::require_unused_owner_face(used > 0)?;
@@ -134,13 +134,12 @@ impl FamilyStore {
                     let facts = slot_facts(conn, new.owner_person_id, new.member_person_id, &new.month)?;
                     let slots = family::allocate_slots(new.owner_person_id, &facts)?;
                     let start = family::start(new.admission, now, new.review_period);
-                    let owner_text = new.owner_person_id.to_string();
                     if let Some(month_slot) = slots.month_slot {
                         diesel::insert_into(family_binder_months::table)
                             .values((
-                                family_binder_months::member_person_id.eq(new.member_person_id.to_string()),
+                                family_binder_months::member_person_id.eq(DbUuid(new.member_person_id)),
                                 family_binder_months::month.eq(&new.month),
-                                family_binder_months::owner_person_id.eq(&owner_text),
+                                family_binder_months::owner_person_id.eq(DbUuid(new.owner_person_id)),
                                 family_binder_months::slot.eq(month_slot),
                                 family_binder_months::created_at.eq(now),
                             ))
@@ -148,17 +147,17 @@ impl FamilyStore {
                     }
                     diesel::insert_into(family_bindings::table)
                         .values((
-                            family_bindings::id.eq(new.id.to_string()),
-                            family_bindings::owner_person_id.eq(&owner_text),
-                            family_bindings::member_person_id.eq(new.member_person_id.to_string()),
+                            family_bindings::id.eq(DbUuid(new.id)),
+                            family_bindings::owner_person_id.eq(DbUuid(new.owner_person_id)),
+                            family_bindings::member_person_id.eq(DbUuid(new.member_person_id)),
                             family_bindings::relationship.eq(new.relationship.as_str()),
                             family_bindings::status.eq(start.status.as_str()),
                             family_bindings::quota_slot.eq(Some(slots.quota_slot)),
                             family_bindings::member_birth_date.eq(new.member_birth_date),
-                            family_bindings::face_session_id.eq(new.face_session_id.map(|id| id.to_string())),
-                            family_bindings::commitment_letter_id.eq(new.commitment_letter_id.to_string()),
-                            family_bindings::owner_register_id.eq(new.owner_register_id.to_string()),
-                            family_bindings::member_register_id.eq(new.member_register_id.to_string()),
+                            family_bindings::face_session_id.eq(new.face_session_id.map(DbUuid)),
+                            family_bindings::commitment_letter_id.eq(DbUuid(new.commitment_letter_id)),
+                            family_bindings::owner_register_id.eq(DbUuid(new.owner_register_id)),
+                            family_bindings::member_register_id.eq(DbUuid(new.member_register_id)),
                             family_bindings::family_aid.eq(false),
                             family_bindings::created_at.eq(now),
                             family_bindings::activated_at.eq(start.activated_at),
@@ -166,14 +165,13 @@ impl FamilyStore {
                         .execute(conn)?;
                     diesel::insert_into(family_binding_terms::table)
                         .values((
-                            family_binding_terms::binding_id.eq(new.id.to_string()),
+                            family_binding_terms::binding_id.eq(DbUuid(new.id)),
                             family_binding_terms::relationship_proof.eq(start.proof.map(RelationshipProof::as_str)),
                             family_binding_terms::review_deadline.eq(start.review_deadline),
                             family_binding_terms::notice_version.eq(Some(new.notice_version)),
                             family_binding_terms::notice_accepted_at.eq(Some(now)),
                             family_binding_terms::channel.eq(new.channel.as_str()),
-                            family_binding_terms::owner_face_session_id
-                                .eq(new.owner_face_session_id.map(|id| id.to_string())),
+                            family_binding_terms::owner_face_session_id.eq(new.owner_face_session_id.map(DbUuid)),
                             family_binding_terms::attested_by.eq(new.attested_by.as_deref()),
                         ))
                         .execute(conn)?;
@@ -228,9 +226,9 @@ impl FamilyStore {
                     // Read again under the lock: a concurrent removal or face outcome may have won.
                     let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
                     let other_active: i64 = family_bindings::table
-                        .filter(family_bindings::member_person_id.eq(binding.member_person_id.to_string()))
+                        .filter(family_bindings::member_person_id.eq(DbUuid(binding.member_person_id)))
                         .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
-                        .filter(family_bindings::id.ne(id.to_string()))
+                        .filter(family_bindings::id.ne(DbUuid(id)))
                         .count()
                         .get_result(conn)?;
                     let removal = family::decide_removal(binding.status, by, other_active)?;
@@ -261,7 +259,7 @@ impl FamilyStore {
                     family::decide_family_aid_switch(binding.status, enabled, &policy, scheme, binding.relationship)?;
                     let updated = diesel::update(
                         family_bindings::table
-                            .filter(family_bindings::id.eq(id.to_string()))
+                            .filter(family_bindings::id.eq(DbUuid(id)))
                             .filter(family_bindings::status.eq(BindingStatus::Active.as_str())),
                     )
                     .set(family_bindings::family_aid.eq(enabled))
@@ -327,7 +325,7 @@ impl FamilyStore {
                     .into_boxed();
                 if let Some((deadline, id)) = after {
                     query = query.filter(family_binding_terms::review_deadline.gt(deadline).or(
-                        family_binding_terms::review_deadline.eq(deadline).and(family_bindings::id.gt(id.to_string())),
+                        family_binding_terms::review_deadline.eq(deadline).and(family_bindings::id.gt(DbUuid(id))),
                     ));
                 }
                 query.load::<(BindingRow, TermsRow)>(conn)?.into_iter().map(Binding::try_from).collect()
@@ -386,7 +384,7 @@ impl FamilyStore {
             .run(move |conn| {
                 let mut query = family_bindings::table
                     .inner_join(family_binding_terms::table)
-                    .filter(family_bindings::owner_person_id.eq(owner.to_string()))
+                    .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
                     .select((BindingRow::as_select(), TermsRow::as_select()))
                     .order((family_bindings::created_at.desc(), family_bindings::id.desc()))
                     .limit(50)
@@ -405,7 +403,7 @@ impl FamilyStore {
             .run(move |conn| {
                 family_bindings::table
                     .inner_join(family_binding_terms::table)
-                    .filter(family_bindings::member_person_id.eq(member.to_string()))
+                    .filter(family_bindings::member_person_id.eq(DbUuid(member)))
                     .filter(family_bindings::quota_slot.is_not_null())
                     .select((BindingRow::as_select(), TermsRow::as_select()))
                     .order((family_bindings::created_at.desc(), family_bindings::id.desc()))
@@ -467,7 +465,7 @@ fn binding_not_found() -> ApiError {
 fn lock_owner(conn: &mut DbConnection, owner: Uuid) -> QueryResult<()> {
     if let DbConnection::Postgres(pg) = conn {
         vouchers::table
-            .filter(vouchers::person_id.eq(owner.to_string()))
+            .filter(vouchers::person_id.eq(DbUuid(owner)))
             .select(vouchers::id)
             .for_update()
             .load::<String>(pg)?;
@@ -478,20 +476,19 @@ fn lock_owner(conn: &mut DbConnection, owner: Uuid) -> QueryResult<()> {
 /// The places a new binding by `owner` of `member` in `month` competes for (see
 /// [`family::SlotFacts`]).
 fn slot_facts(conn: &mut DbConnection, owner: Uuid, member: Uuid, month: &str) -> ApiResult<SlotFacts> {
-    let owner_text = owner.to_string();
     let already_bound: i64 = family_bindings::table
-        .filter(family_bindings::owner_person_id.eq(&owner_text))
-        .filter(family_bindings::member_person_id.eq(member.to_string()))
+        .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
+        .filter(family_bindings::member_person_id.eq(DbUuid(member)))
         .filter(family_bindings::quota_slot.is_not_null())
         .count()
         .get_result(conn)?;
     let owner_slots: Vec<Option<i32>> = family_bindings::table
-        .filter(family_bindings::owner_person_id.eq(&owner_text))
+        .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
         .filter(family_bindings::quota_slot.is_not_null())
         .select(family_bindings::quota_slot)
         .load(conn)?;
     let member_month: Vec<(String, i32)> = family_binder_months::table
-        .filter(family_binder_months::member_person_id.eq(member.to_string()))
+        .filter(family_binder_months::member_person_id.eq(DbUuid(member)))
         .filter(family_binder_months::month.eq(month))
         .select((family_binder_months::owner_person_id, family_binder_months::slot))
         .load(conn)?;
@@ -512,7 +509,7 @@ fn slot_facts(conn: &mut DbConnection, owner: Uuid, member: Uuid, month: &str) -
 fn find_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Binding>> {
     family_bindings::table
         .inner_join(family_binding_terms::table)
-        .filter(family_bindings::id.eq(id.to_string()))
+        .filter(family_bindings::id.eq(DbUuid(id)))
         .select((BindingRow::as_select(), TermsRow::as_select()))
         .first::<(BindingRow, TermsRow)>(conn)
         .optional()?
@@ -523,8 +520,8 @@ fn find_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Binding>> {
 fn pending_by_session(conn: &mut DbConnection, session_id: Uuid, member: Uuid) -> ApiResult<Option<Binding>> {
     family_bindings::table
         .inner_join(family_binding_terms::table)
-        .filter(family_bindings::face_session_id.eq(session_id.to_string()))
-        .filter(family_bindings::member_person_id.eq(member.to_string()))
+        .filter(family_bindings::face_session_id.eq(DbUuid(session_id)))
+        .filter(family_bindings::member_person_id.eq(DbUuid(member)))
         .filter(family_bindings::status.eq(BindingStatus::PendingFace.as_str()))
         .select((BindingRow::as_select(), TermsRow::as_select()))
         .first::<(BindingRow, TermsRow)>(conn)
@@ -545,7 +542,7 @@ fn write_transition(
     reviewer: Option<&str>,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    let terms = family_binding_terms::table.find(id.to_string());
+    let terms = family_binding_terms::table.find(DbUuid(id));
     let proof = transition.proof.map(RelationshipProof::as_str);
     if let Some(reviewer) = reviewer {
         diesel::update(terms)
@@ -560,7 +557,7 @@ fn write_transition(
         diesel::update(terms).set(family_binding_terms::relationship_proof.eq(proof)).execute(conn)?;
     }
     let target = family_bindings::table
-        .filter(family_bindings::id.eq(id.to_string()))
+        .filter(family_bindings::id.eq(DbUuid(id)))
         .filter(family_bindings::quota_slot.is_not_null());
     if transition.keeps_place() {
         diesel::update(target)
@@ -582,8 +579,8 @@ fn write_transition(
 pub fn find_active_in(conn: &mut DbConnection, owner: Uuid, member: Uuid) -> ApiResult<Option<Binding>> {
     family_bindings::table
         .inner_join(family_binding_terms::table)
-        .filter(family_bindings::owner_person_id.eq(owner.to_string()))
-        .filter(family_bindings::member_person_id.eq(member.to_string()))
+        .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
+        .filter(family_bindings::member_person_id.eq(DbUuid(member)))
         .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
         .select((BindingRow::as_select(), TermsRow::as_select()))
         .first::<(BindingRow, TermsRow)>(conn)

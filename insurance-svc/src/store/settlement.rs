@@ -36,7 +36,7 @@ use diesel::{
 use medins_common::{
     ApiError, ApiResult, Reason,
     audit::InlineAudit,
-    db::{Backend, Batcher, CachedSql, Chain, Db, DbConnection, write_transaction},
+    db::{Backend, Batcher, CachedSql, Chain, Db, DbConnection, DbUuid, write_transaction},
 };
 use uuid::Uuid;
 
@@ -197,7 +197,7 @@ fn settle_inputs(
              LEFT JOIN annual_totals t ON t.person_id = v.person_id AND t.year = ? AND t.category = ? \
              WHERE v.id = ?"
         ),
-        (year.into_sql::<Integer>(), category.as_str().into_sql::<Text>(), visit_id.to_string().into_sql::<Text>()),
+        (year.into_sql::<Integer>(), category.as_str().into_sql::<Text>(), DbUuid(visit_id).into_sql::<Text>()),
     )
     .get_result(conn)
     .optional()?;
@@ -213,7 +213,7 @@ struct TotalsRow {
 }
 
 fn find(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Settlement>> {
-    let row = settlements::table.find(id.to_string()).select(SettlementRow::as_select()).first(conn).optional()?;
+    let row = settlements::table.find(DbUuid(id)).select(SettlementRow::as_select()).first(conn).optional()?;
     row.map(Settlement::try_from).transpose()
 }
 
@@ -231,7 +231,7 @@ fn lock_year_to_date(
          VALUES (?, ?, ?, 0, 0, 0) \
          ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
          RETURNING total_cents, fund_cents, deductible_cents",
-        (person_id.to_string().into_sql::<Text>(), year.into_sql::<Integer>(), category.as_str().into_sql::<Text>()),
+        (DbUuid(person_id).into_sql::<Text>(), year.into_sql::<Integer>(), category.as_str().into_sql::<Text>()),
     )
     .get_result(conn)?;
     Ok(YearToDate { total_cents: row.total_cents, fund_cents: row.fund_cents, deductible_cents: row.deductible_cents })
@@ -252,7 +252,7 @@ fn store_year_to_date(
          ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = excluded.total_cents, \
              fund_cents = excluded.fund_cents, deductible_cents = excluded.deductible_cents",
         (
-            person_id.to_string().into_sql::<Text>(),
+            DbUuid(person_id).into_sql::<Text>(),
             year.into_sql::<Integer>(),
             category.as_str().into_sql::<Text>(),
             totals.total_cents.into_sql::<BigInt>(),
@@ -287,12 +287,12 @@ fn store_settlement(conn: &mut DbConnection, new: &NewSettlement) -> Result<(), 
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         Chain(
             (
-                settled.id.to_string().into_sql::<Text>(),
-                settled.visit_id.to_string().into_sql::<Text>(),
-                settled.person_id.to_string().into_sql::<Text>(),
+                DbUuid(settled.id).into_sql::<Text>(),
+                DbUuid(settled.visit_id).into_sql::<Text>(),
+                DbUuid(settled.person_id).into_sql::<Text>(),
                 settled.category.as_str().into_sql::<Text>(),
                 settled.pay_from.as_str().into_sql::<Text>(),
-                settled.charged_account_id.map(|id| id.to_string()).into_sql::<Nullable<Text>>(),
+                settled.charged_account_id.map(DbUuid).into_sql::<Nullable<Text>>(),
                 settled.total_cents.into_sql::<BigInt>(),
                 settled.fund_cents.into_sql::<BigInt>(),
             ),
@@ -778,7 +778,7 @@ impl SettlementStore {
                     // The status flips once: a concurrent second reversal matches no row.
                     let flipped = diesel::update(
                         settlements::table
-                            .filter(settlements::id.eq(settlement_id.to_string()))
+                            .filter(settlements::id.eq(DbUuid(settlement_id)))
                             .filter(settlements::status.eq(SettlementStatus::Settled.as_str())),
                     )
                     .set((
@@ -819,7 +819,7 @@ impl SettlementStore {
         self.db
             .run(move |conn| {
                 let rows: Vec<SettlementRow> = settlements::table
-                    .filter(settlements::person_id.eq(person_id.to_string()))
+                    .filter(settlements::person_id.eq(DbUuid(person_id)))
                     .filter(settlements::year.eq(year))
                     .filter(settlements::status.eq(SettlementStatus::Settled.as_str()))
                     .select(SettlementRow::as_select())

@@ -16,7 +16,8 @@ use medins_common::{
     ApiError, ApiResult,
     audit::InlineAudit,
     db::{
-        Backend, Batcher, CachedSql, Db, DbConnection, DbError, is_unique_violation, retry_conflicts, write_transaction,
+        Backend, Batcher, CachedSql, Db, DbConnection, DbError, DbUuid, is_unique_violation, retry_conflicts,
+        write_transaction,
     },
 };
 use uuid::Uuid;
@@ -86,7 +87,7 @@ impl VisitStore {
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Visit>> {
         self.db
             .read(move |conn| {
-                let row = visits::table.find(id.to_string()).select(VisitRow::as_select()).first(conn).optional()?;
+                let row = visits::table.find(DbUuid(id)).select(VisitRow::as_select()).first(conn).optional()?;
                 row.map(Visit::try_from).transpose()
             })
             .await
@@ -198,7 +199,7 @@ fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: Na
             accounts::table
                 .on(accounts::person_id.eq(vouchers::person_id).and(accounts::status.ne(CLOSED_ACCOUNT.as_str()))),
         )
-        .filter(vouchers::id.eq(redemption.voucher_id.to_string()))
+        .filter(vouchers::id.eq(DbUuid(redemption.voucher_id)))
         .select((
             vouchers::person_id,
             vouchers::status,
@@ -227,10 +228,10 @@ fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: Na
         "INSERT INTO visits (id, voucher_id, person_id, account_id, partner_id, code_nonce, code_key_id, opened_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            visit.id.to_string().into_sql::<Text>(),
-            visit.voucher_id.to_string().into_sql::<Text>(),
-            visit.person_id.to_string().into_sql::<Text>(),
-            visit.account_id.to_string().into_sql::<Text>(),
+            DbUuid(visit.id).into_sql::<Text>(),
+            DbUuid(visit.voucher_id).into_sql::<Text>(),
+            DbUuid(visit.person_id).into_sql::<Text>(),
+            DbUuid(visit.account_id).into_sql::<Text>(),
             visit.partner_id.as_str().into_sql::<Text>(),
             redemption.nonce.as_slice().into_sql::<Binary>(),
             visit.code_key_id.as_str().into_sql::<Text>(),
