@@ -27,47 +27,43 @@ use crate::domain::{
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = card_fees)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct FeeRow {
-    id: String,
-    person_id: String,
+    id: DbUuid,
+    person_id: DbUuid,
     bank_partner_id: String,
     reference: String,
     amount_cents: i64,
-    application_id: Option<String>,
+    application_id: Option<DbUuid>,
     recorded_at: NaiveDateTime,
 }
 
-fn uuid_of(text: &str, what: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(text).map_err(|_| ApiError::internal(format_args!("card store: bad {what}")))
-}
-
-impl TryFrom<FeeRow> for CardFee {
-    type Error = ApiError;
-
-    fn try_from(row: FeeRow) -> ApiResult<Self> {
-        Ok(CardFee {
-            id: uuid_of(&row.id, "fee id")?,
-            person_id: uuid_of(&row.person_id, "fee person_id")?,
+impl From<FeeRow> for CardFee {
+    fn from(row: FeeRow) -> Self {
+        CardFee {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
             bank_partner_id: row.bank_partner_id,
             reference: row.reference,
             amount_cents: row.amount_cents,
-            application_id: row.application_id.as_deref().map(|id| uuid_of(id, "fee application_id")).transpose()?,
+            application_id: row.application_id.map(Uuid::from),
             recorded_at: row.recorded_at,
-        })
+        }
     }
 }
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = card_applications)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct ApplicationRow {
-    id: String,
-    person_id: String,
-    channel: String,
-    delivery: String,
-    status: String,
+    id: DbUuid,
+    person_id: DbUuid,
+    channel: CardChannel,
+    delivery: Delivery,
+    status: ApplicationStatus,
     partner_id: String,
-    guardian_person_id: Option<String>,
-    agent_person_id: Option<String>,
+    guardian_person_id: Option<DbUuid>,
+    agent_person_id: Option<DbUuid>,
     employer_code: Option<String>,
     replaces_card_number: Option<String>,
     rejection_reason: Option<String>,
@@ -82,20 +78,17 @@ fn bad(what: &str) -> ApiError {
     ApiError::internal(format_args!("card store: bad {what}"))
 }
 
-impl TryFrom<ApplicationRow> for CardApplication {
-    type Error = ApiError;
-
-    fn try_from(row: ApplicationRow) -> ApiResult<Self> {
-        let optional = |text: Option<String>, what: &str| text.as_deref().map(|t| uuid_of(t, what)).transpose();
-        Ok(CardApplication {
-            id: uuid_of(&row.id, "application id")?,
-            person_id: uuid_of(&row.person_id, "application person_id")?,
-            channel: CardChannel::parse(&row.channel).ok_or_else(|| bad("channel"))?,
-            delivery: Delivery::parse(&row.delivery).ok_or_else(|| bad("delivery"))?,
-            status: ApplicationStatus::parse(&row.status).ok_or_else(|| bad("application status"))?,
+impl From<ApplicationRow> for CardApplication {
+    fn from(row: ApplicationRow) -> Self {
+        CardApplication {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
+            channel: row.channel,
+            delivery: row.delivery,
+            status: row.status,
             partner_id: row.partner_id,
-            guardian_person_id: optional(row.guardian_person_id, "guardian")?,
-            agent_person_id: optional(row.agent_person_id, "agent")?,
+            guardian_person_id: row.guardian_person_id.map(Uuid::from),
+            agent_person_id: row.agent_person_id.map(Uuid::from),
             employer_code: row.employer_code,
             replaces_card_number: row.replaces_card_number,
             rejection_reason: row.rejection_reason,
@@ -107,20 +100,21 @@ impl TryFrom<ApplicationRow> for CardApplication {
             mailing_address: None,
             fee_id: None,
             history: Vec::new(),
-        })
+        }
     }
 }
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = cards)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct CardRow {
     card_number: String,
-    person_id: String,
-    application_id: String,
-    status: String,
+    person_id: DbUuid,
+    application_id: DbUuid,
+    status: CardStatus,
     medical_activated_at: Option<NaiveDateTime>,
     financial_activated_at: Option<NaiveDateTime>,
-    replaced_by_application_id: Option<String>,
+    replaced_by_application_id: Option<DbUuid>,
     issued_at: NaiveDateTime,
     updated_at: NaiveDateTime,
 }
@@ -195,8 +189,8 @@ impl CardStore {
                     .filter(card_fees::bank_partner_id.eq(&bank_partner_id))
                     .filter(card_fees::reference.eq(&reference))
                     .select(FeeRow::as_select())
-                    .first(conn)?
-                    .try_into()?;
+                    .first::<FeeRow>(conn)?
+                    .into();
                 if !created && (fee.person_id != person_id || fee.amount_cents != amount_cents) {
                     return Err(ApiError::failed_precondition(
                         Reason::IdempotencyKeyMismatch,
@@ -407,7 +401,7 @@ impl CardStore {
                     .load(conn)?;
                 let more = rows.len() > page_size;
                 let applications: Vec<CardApplication> =
-                    rows.into_iter().take(page_size).map(CardApplication::try_from).collect::<ApiResult<_>>()?;
+                    rows.into_iter().take(page_size).map(CardApplication::from).collect();
                 let next = more.then(|| {
                     let last = applications.last().expect("a full page");
                     ApplicationCursor { submitted_at: last.submitted_at, application_id: last.id }
@@ -589,13 +583,7 @@ impl CardStore {
 }
 
 fn find_fee_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardFee>> {
-    card_fees::table
-        .find(DbUuid(id))
-        .select(FeeRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(CardFee::try_from)
-        .transpose()
+    Ok(card_fees::table.find(DbUuid(id)).select(FeeRow::as_select()).first(conn).optional()?.map(CardFee::from))
 }
 
 fn open_application_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<bool> {
@@ -628,6 +616,7 @@ const PHONE: &str = "phone_enc";
 /// A mailing address as stored: the personal fields are blobs of [`seal`].
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = card_mailing_addresses)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct AddressRow {
     region_code: String,
     street_enc: Vec<u8>,
@@ -882,33 +871,24 @@ fn set_card_status(
 }
 
 fn find_application_row(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardApplication>> {
-    card_applications::table
+    Ok(card_applications::table
         .find(DbUuid(id))
         .select(ApplicationRow::as_select())
         .first(conn)
         .optional()?
-        .map(CardApplication::try_from)
-        .transpose()
+        .map(CardApplication::from))
 }
 
 fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> ApiResult<CardApplication> {
     let mut application = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     let id_text = id.to_string();
-    let events: Vec<(String, String, NaiveDateTime)> = card_application_events::table
+    let events: Vec<(ApplicationStatus, String, NaiveDateTime)> = card_application_events::table
         .filter(card_application_events::application_id.eq(DbUuid(id)))
         .order((card_application_events::at.asc(), card_application_events::id.asc()))
         .select((card_application_events::status, card_application_events::partner_id, card_application_events::at))
         .load(conn)?;
-    application.history = events
-        .into_iter()
-        .map(|(status, partner_id, at)| {
-            Ok(ApplicationEvent {
-                status: ApplicationStatus::parse(&status).ok_or_else(|| bad("event status"))?,
-                partner_id,
-                at,
-            })
-        })
-        .collect::<ApiResult<_>>()?;
+    application.history =
+        events.into_iter().map(|(status, partner_id, at)| ApplicationEvent { status, partner_id, at }).collect();
     let address =
         card_mailing_addresses::table.find(DbUuid(id)).select(AddressRow::as_select()).first(conn).optional()?;
     application.mailing_address = address
@@ -921,12 +901,12 @@ fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> 
             })
         })
         .transpose()?;
-    let fee: Option<String> = card_fees::table
+    let fee: Option<DbUuid> = card_fees::table
         .filter(card_fees::application_id.eq(DbUuid(id)))
         .select(card_fees::id)
         .first(conn)
         .optional()?;
-    application.fee_id = fee.as_deref().map(|f| uuid_of(f, "fee id")).transpose()?;
+    application.fee_id = fee.map(Uuid::from);
     Ok(application)
 }
 
@@ -935,18 +915,14 @@ fn load_card(conn: &mut DbConnection, number: &str) -> ApiResult<Option<Card>> {
         return Ok(None);
     };
     let delivered: Option<String> =
-        card_applications::table.find(&row.application_id).select(card_applications::status).first(conn).optional()?;
+        card_applications::table.find(row.application_id).select(card_applications::status).first(conn).optional()?;
     Ok(Some(Card {
-        person_id: uuid_of(&row.person_id, "card person_id")?,
-        application_id: uuid_of(&row.application_id, "card application_id")?,
-        status: CardStatus::parse(&row.status).ok_or_else(|| bad("card status"))?,
+        person_id: row.person_id.into(),
+        application_id: row.application_id.into(),
+        status: row.status,
         medical_activated_at: row.medical_activated_at,
         financial_activated_at: row.financial_activated_at,
-        replaced_by_application_id: row
-            .replaced_by_application_id
-            .as_deref()
-            .map(|id| uuid_of(id, "replaced_by"))
-            .transpose()?,
+        replaced_by_application_id: row.replaced_by_application_id.map(Uuid::from),
         issued_at: row.issued_at,
         updated_at: row.updated_at,
         delivered: delivered.as_deref() == Some(ApplicationStatus::Delivered.as_str()),
