@@ -57,13 +57,14 @@ use crate::domain::{
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = settlements)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct SettlementRow {
-    id: String,
-    visit_id: String,
-    person_id: String,
-    category: String,
-    pay_from: String,
-    charged_account_id: Option<String>,
+    id: DbUuid,
+    visit_id: DbUuid,
+    person_id: DbUuid,
+    category: Category,
+    pay_from: PayFrom,
+    charged_account_id: Option<DbUuid>,
     total_cents: i64,
     fund_cents: i64,
     account_cents: i64,
@@ -71,25 +72,21 @@ struct SettlementRow {
     deductible_cents: i64,
     year: i32,
     items_summary: String,
-    status: String,
+    status: SettlementStatus,
     settled_at: NaiveDateTime,
     reversed_at: Option<NaiveDateTime>,
 }
 
-impl TryFrom<SettlementRow> for Settlement {
-    type Error = ApiError;
-
-    fn try_from(row: SettlementRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("settlement {}: bad {what}", row.id));
-        let uuid = |text: &str, what: &str| Uuid::parse_str(text).map_err(|_| bad(what));
-        Ok(Settlement {
-            id: uuid(&row.id, "id")?,
-            visit_id: uuid(&row.visit_id, "visit_id")?,
-            person_id: uuid(&row.person_id, "person_id")?,
-            category: Category::parse(&row.category).ok_or_else(|| bad("category"))?,
-            pay_from: PayFrom::parse(&row.pay_from).ok_or_else(|| bad("pay_from"))?,
-            charged_account_id: row.charged_account_id.as_deref().map(|t| uuid(t, "charged_account_id")).transpose()?,
-            status: SettlementStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+impl From<SettlementRow> for Settlement {
+    fn from(row: SettlementRow) -> Self {
+        Settlement {
+            id: row.id.into(),
+            visit_id: row.visit_id.into(),
+            person_id: row.person_id.into(),
+            category: row.category,
+            pay_from: row.pay_from,
+            charged_account_id: row.charged_account_id.map(Uuid::from),
+            status: row.status,
             total_cents: row.total_cents,
             fund_cents: row.fund_cents,
             account_cents: row.account_cents,
@@ -99,7 +96,7 @@ impl TryFrom<SettlementRow> for Settlement {
             items_summary: row.items_summary,
             settled_at: row.settled_at,
             reversed_at: row.reversed_at,
-        })
+        }
     }
 }
 
@@ -214,7 +211,7 @@ struct TotalsRow {
 
 fn find(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Settlement>> {
     let row = settlements::table.find(DbUuid(id)).select(SettlementRow::as_select()).first(conn).optional()?;
-    row.map(Settlement::try_from).transpose()
+    Ok(row.map(Settlement::from))
 }
 
 /// Reads a person's year-to-date totals for a year and category, creating the zero row if
@@ -824,19 +821,20 @@ impl SettlementStore {
                     .filter(settlements::status.eq(SettlementStatus::Settled.as_str()))
                     .select(SettlementRow::as_select())
                     .load(conn)?;
-                rows.into_iter()
+                Ok(rows
+                    .into_iter()
                     .map(|row| {
-                        let s = Settlement::try_from(row)?;
-                        Ok(ExpenseLine {
+                        let s = Settlement::from(row);
+                        ExpenseLine {
                             category: s.category,
                             settled_at: s.settled_at,
                             total_cents: s.total_cents,
                             fund_cents: s.fund_cents,
                             account_cents: s.account_cents,
                             self_cents: s.self_cents,
-                        })
+                        }
                     })
-                    .collect()
+                    .collect())
             })
             .await
     }

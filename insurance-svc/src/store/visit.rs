@@ -37,32 +37,28 @@ use crate::domain::{
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = visits)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct VisitRow {
-    id: String,
-    voucher_id: String,
-    person_id: String,
-    account_id: String,
+    id: DbUuid,
+    voucher_id: DbUuid,
+    person_id: DbUuid,
+    account_id: DbUuid,
     partner_id: String,
     code_key_id: String,
     opened_at: NaiveDateTime,
 }
 
-impl TryFrom<VisitRow> for Visit {
-    type Error = ApiError;
-
-    fn try_from(row: VisitRow) -> ApiResult<Self> {
-        let uuid = |text: &str, what: &str| {
-            Uuid::parse_str(text).map_err(|_| ApiError::internal(format_args!("visit {}: bad {what}", row.id)))
-        };
-        Ok(Visit {
-            id: uuid(&row.id, "id")?,
-            voucher_id: uuid(&row.voucher_id, "voucher_id")?,
-            person_id: uuid(&row.person_id, "person_id")?,
-            account_id: uuid(&row.account_id, "account_id")?,
+impl From<VisitRow> for Visit {
+    fn from(row: VisitRow) -> Self {
+        Visit {
+            id: row.id.into(),
+            voucher_id: row.voucher_id.into(),
+            person_id: row.person_id.into(),
+            account_id: row.account_id.into(),
             partner_id: row.partner_id,
             code_key_id: row.code_key_id,
             opened_at: row.opened_at,
-        })
+        }
     }
 }
 
@@ -88,7 +84,7 @@ impl VisitStore {
         self.db
             .read(move |conn| {
                 let row = visits::table.find(DbUuid(id)).select(VisitRow::as_select()).first(conn).optional()?;
-                row.map(Visit::try_from).transpose()
+                Ok(row.map(Visit::from))
             })
             .await
     }
