@@ -4,7 +4,7 @@
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Weekday};
-use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
+use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind, validate::Amount};
 use rand::{CryptoRng, Rng};
 use uuid::Uuid;
 
@@ -23,6 +23,8 @@ pub const PICKUP_WORKING_DAYS: u32 = 3;
 pub const MAX_BATCH: usize = 100;
 /// The largest card fee (1,000 yuan), in fen.
 pub const MAX_FEE_CENTS: i64 = 100_000;
+/// A card fee's amount (`amount_cents`): 1 fen to [`MAX_FEE_CENTS`].
+pub const CARD_FEE: Amount = Amount { max_cents: MAX_FEE_CENTS };
 /// The issuer prefix of every card number medins issues (country 86, issuer 1100).
 pub const ISSUER_PREFIX: &str = "861100";
 /// Digits of the sequence part of a card number.
@@ -433,9 +435,7 @@ pub fn check_fee(fee: Option<(Uuid, bool)>, person_id: Uuid) -> Result<(), FeeCh
 
 /// A validated fee: 1 fen to 1,000 yuan, a reference of 1-64 letters, digits, `-` or `_`.
 pub fn fee_terms(amount_cents: i64, reference: &str) -> ApiResult<(i64, String)> {
-    if !(1..=MAX_FEE_CENTS).contains(&amount_cents) {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, "amount_cents", "must be 1 to 100000 fen"));
-    }
+    let amount_cents = CARD_FEE.check("amount_cents", amount_cents)?;
     let reference = reference.trim();
     if !(1..=64).contains(&reference.len())
         || !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -2,7 +2,11 @@
 //! AddFamilyMember in their contract order. Pure.
 
 use chrono::{NaiveDate, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason, error::require_uuid};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    error::require_uuid,
+    validate::{PageSize, TextField},
+};
 use uuid::Uuid;
 
 use super::{document::DocumentKind, face::FaceOutcome};
@@ -158,17 +162,14 @@ pub const REJECTION_REASON_MAX: usize = 200;
 /// (INVALID_ARGUMENT / INVALID_ARGUMENT on `rejection_reason` otherwise). The operator writes
 /// why the documents do not prove the relationship; it must not hold personal data.
 pub fn rejection_reason(text: &str) -> ApiResult<String> {
-    let text = text.trim();
-    let count = text.chars().count();
-    if count == 0 || count > REJECTION_REASON_MAX || text.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "rejection_reason",
-            "1-200 characters, no control characters",
-        ));
-    }
-    Ok(text.to_owned())
+    REJECTION_REASON.check("rejection_reason", text)
 }
+
+/// A rejection reason: required, at most [`REJECTION_REASON_MAX`] characters.
+pub const REJECTION_REASON: TextField = TextField { max_chars: REJECTION_REASON_MAX, required: true };
+
+/// The page of ListFamilyBindingReviews: 0 is 50, at most 100, larger requests refused.
+pub const REVIEW_PAGE: PageSize = PageSize { default: 50, max: 100, cap: false };
 
 /// The status a review moves a binding to. Only a PENDING_REVIEW binding whose deadline has not
 /// passed is reviewed; anything else is FAILED_PRECONDITION / BINDING_NOT_IN_REVIEW (a binding
@@ -231,11 +232,9 @@ impl ReviewCursor {
 
 /// A page size as sent: 0 is 50, 1-100 as is, anything else INVALID_ARGUMENT on `page_size`.
 pub fn page_size(size: i32) -> ApiResult<i64> {
-    match size {
-        0 => Ok(50),
-        1..=100 => Ok(i64::from(size)),
-        _ => Err(ApiError::invalid_field(Reason::InvalidArgument, "page_size", "0-100")),
-    }
+    let size = REVIEW_PAGE.check("page_size", size)?;
+    // At most REVIEW_PAGE.max (100): always fits.
+    Ok(i64::try_from(size).unwrap_or(i64::MAX))
 }
 
 /// The version of the family-binding notice (the text telling the owner what a binding lets

@@ -17,7 +17,12 @@
 use std::{collections::BTreeMap, path::Path};
 
 use chrono::{Datelike, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason, clock::china_standard_time, error::require_uuid};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    clock::china_standard_time,
+    error::require_uuid,
+    validate::{Amount, TextField},
+};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -31,6 +36,10 @@ use super::{
 pub const MAX_BILL_CENTS: i64 = 100_000_000;
 /// Longest items summary.
 pub const MAX_ITEMS_SUMMARY_CHARS: usize = 500;
+/// A bill's total (`total_cents`): 1 cent to [`MAX_BILL_CENTS`].
+pub const BILL_TOTAL: Amount = Amount { max_cents: MAX_BILL_CENTS };
+/// A bill's items summary: optional, at most [`MAX_ITEMS_SUMMARY_CHARS`].
+pub const ITEMS_SUMMARY: TextField = TextField { max_chars: MAX_ITEMS_SUMMARY_CHARS, required: false };
 /// Basis points in 100 %.
 pub const FULL_RATIO_BP: u32 = 10_000;
 
@@ -366,22 +375,9 @@ pub fn settle_terms(
     pay_from: PayFrom,
     items_summary: &str,
 ) -> ApiResult<SettleTerms> {
-    if !(1..=MAX_BILL_CENTS).contains(&total_cents) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "total_cents",
-            format!("must be 1 to {MAX_BILL_CENTS} cents"),
-        ));
-    }
-    let items_summary = items_summary.trim();
-    if items_summary.chars().count() > MAX_ITEMS_SUMMARY_CHARS {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "items_summary",
-            "must be at most 500 characters",
-        ));
-    }
-    Ok(SettleTerms { total_cents, category, pay_from, items_summary: items_summary.to_owned() })
+    let total_cents = BILL_TOTAL.check("total_cents", total_cents)?;
+    let items_summary = ITEMS_SUMMARY.check("items_summary", items_summary)?;
+    Ok(SettleTerms { total_cents, category, pay_from, items_summary })
 }
 
 /// What a Settle of an already settled visit answers: the first settlement when the terms are
