@@ -4,7 +4,7 @@
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Weekday};
-use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind};
+use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind, validate::Amount};
 use rand::{CryptoRng, Rng};
 use uuid::Uuid;
 
@@ -23,6 +23,8 @@ pub const PICKUP_WORKING_DAYS: u32 = 3;
 pub const MAX_BATCH: usize = 100;
 /// The largest card fee (1,000 yuan), in fen.
 pub const MAX_FEE_CENTS: i64 = 100_000;
+/// A card fee's amount (`amount_cents`): 1 fen to [`MAX_FEE_CENTS`].
+pub const CARD_FEE: Amount = Amount { max_cents: MAX_FEE_CENTS };
 /// The issuer prefix of every card number medins issues (country 86, issuer 1100).
 pub const ISSUER_PREFIX: &str = "861100";
 /// Digits of the sequence part of a card number.
@@ -30,36 +32,9 @@ const SEQUENCE_DIGITS: usize = 9;
 /// Digits of a whole card number: prefix, sequence, check digit.
 pub const CARD_NUMBER_DIGITS: usize = ISSUER_PREFIX.len() + SEQUENCE_DIGITS + 1;
 
-macro_rules! spelled {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)*
-        }
-
-        impl $name {
-            /// Every value.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
-
-            /// Stored spelling.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)*
-                }
-            }
-
-            /// From the stored spelling.
-            pub fn parse(text: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == text)
-            }
-        }
-    };
-}
-
-spelled! {
+medins_common::text_enum! {
     /// Where an application was made.
-    CardChannel {
+    pub enum CardChannel {
         /// Online through a partner app.
         Online => "ONLINE",
         /// At a service center, issued on the spot.
@@ -75,9 +50,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// How a card reaches its holder.
-    Delivery {
+    pub enum Delivery {
         /// By mail.
         Mail => "MAIL",
         /// Picked up at a service point.
@@ -87,9 +62,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// Where an application stands.
-    ApplicationStatus {
+    pub enum ApplicationStatus {
         /// Waiting for review.
         Submitted => "SUBMITTED",
         /// Approved, waiting for production.
@@ -107,9 +82,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// A step of an application.
-    ApplicationAction {
+    pub enum ApplicationAction {
         /// Ops approve it.
         Approve => "APPROVE",
         /// Ops reject it.
@@ -123,9 +98,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// Where a card stands.
-    CardStatus {
+    pub enum CardStatus {
         /// In force.
         Valid => "VALID",
         /// Frozen by a temporary loss report.
@@ -137,9 +112,9 @@ spelled! {
     }
 }
 
-spelled! {
+medins_common::text_enum! {
     /// A step of a card.
-    CardAction {
+    pub enum CardAction {
         /// Activate (or use) a function.
         Activate => "ACTIVATE",
         /// Report it lost, temporarily.
@@ -291,7 +266,7 @@ impl ActivationChannel {
 }
 
 fn kind_not_allowed(message: String) -> ApiError {
-    ApiError::new(tonic::Code::PermissionDenied, Reason::PartnerKindNotAllowed, message)
+    ApiError::of(Reason::PartnerKindNotAllowed, message)
 }
 
 /// Counter channels (SERVICE_CENTER, SERVICE_POINT, AGENT) are operated by OPS partners with
@@ -460,9 +435,7 @@ pub fn check_fee(fee: Option<(Uuid, bool)>, person_id: Uuid) -> Result<(), FeeCh
 
 /// A validated fee: 1 fen to 1,000 yuan, a reference of 1-64 letters, digits, `-` or `_`.
 pub fn fee_terms(amount_cents: i64, reference: &str) -> ApiResult<(i64, String)> {
-    if !(1..=MAX_FEE_CENTS).contains(&amount_cents) {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, "amount_cents", "must be 1 to 100000 fen"));
-    }
+    let amount_cents = CARD_FEE.check("amount_cents", amount_cents)?;
     let reference = reference.trim();
     if !(1..=64).contains(&reference.len())
         || !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -781,8 +754,9 @@ pub fn check_applying_as(standing: Standing, token_subject: Option<Uuid>, guardi
     if fits {
         Ok(())
     } else {
-        Err(ApiError::new(
-            tonic::Code::PermissionDenied,
+        // PERMISSION_DENIED rather than the reason's UNAUTHENTICATED: the token is proven, it is
+        // only not this applicant's (or their guardian's).
+        Err(ApiError::permission_denied(
             Reason::PersonTokenInvalid,
             "the person token is not the applicant's or their guardian's",
         ))
@@ -1428,7 +1402,7 @@ mod tests {
         assert_eq!(lookup_outcome(None), LookupOutcome::Found);
         let missing = ApiError::not_found(Reason::CardNotFound, "no card");
         assert_eq!(lookup_outcome(Some(&missing)), LookupOutcome::Failed);
-        let down = ApiError::new(tonic::Code::Unavailable, Reason::DependencyUnavailable, "down");
+        let down = ApiError::of(Reason::DependencyUnavailable, "down");
         assert_eq!(lookup_outcome(Some(&down)), LookupOutcome::NotALookup);
         assert!(!lookups_counted(PartnerKind::Ops) && lookups_counted(PartnerKind::Hospital));
     }

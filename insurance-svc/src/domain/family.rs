@@ -2,177 +2,91 @@
 //! AddFamilyMember in their contract order. Pure.
 
 use chrono::{NaiveDate, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason, error::require_uuid};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    error::require_uuid,
+    validate::{PageSize, TextField},
+};
 use uuid::Uuid;
 
 use super::{document::DocumentKind, face::FaceOutcome};
 
-/// How the member is related to the owner (the owner's view: PARENT = the member is the
-/// owner's parent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Relationship {
-    /// Husband or wife.
-    Spouse,
-    /// The owner's child (younger than the owner).
-    Child,
-    /// The owner's parent (older than the owner).
-    Parent,
-    /// The owner's grandparent (older than the owner).
-    Grandparent,
-    /// The owner's grandchild (younger than the owner).
-    Grandchild,
-    /// Brother or sister.
-    Sibling,
-    /// Another close relative.
-    OtherCloseRelative,
-}
-
-impl Relationship {
-    const ALL: [Relationship; 7] = [
-        Relationship::Spouse,
-        Relationship::Child,
-        Relationship::Parent,
-        Relationship::Grandparent,
-        Relationship::Grandchild,
-        Relationship::Sibling,
-        Relationship::OtherCloseRelative,
-    ];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Relationship::Spouse => "SPOUSE",
-            Relationship::Child => "CHILD",
-            Relationship::Parent => "PARENT",
-            Relationship::Grandparent => "GRANDPARENT",
-            Relationship::Grandchild => "GRANDCHILD",
-            Relationship::Sibling => "SIBLING",
-            Relationship::OtherCloseRelative => "OTHER_CLOSE_RELATIVE",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Relationship::ALL.into_iter().find(|r| r.as_str() == text)
+medins_common::text_enum! {
+    /// How the member is related to the owner (the owner's view: PARENT = the member is the
+    /// owner's parent).
+    pub enum Relationship {
+        /// Husband or wife.
+        Spouse => "SPOUSE",
+        /// The owner's child (younger than the owner).
+        Child => "CHILD",
+        /// The owner's parent (older than the owner).
+        Parent => "PARENT",
+        /// The owner's grandparent (older than the owner).
+        Grandparent => "GRANDPARENT",
+        /// The owner's grandchild (younger than the owner).
+        Grandchild => "GRANDCHILD",
+        /// Brother or sister.
+        Sibling => "SIBLING",
+        /// Another close relative.
+        OtherCloseRelative => "OTHER_CLOSE_RELATIVE",
     }
 }
 
-/// Where a binding stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BindingStatus {
-    /// Waiting for the member's face check (members 16 and over).
-    PendingFace,
-    /// Waiting for an operator's review of the documents: the relationship-verification
-    /// authority could not confirm the relationship (members under 16). No power until then.
-    PendingReview,
-    /// Bound: the owner may show the member's code and read their expenses.
-    Active,
-    /// The member's face check failed.
-    Rejected,
-    /// The member's face session expired unused.
-    Expired,
-    /// Removed by the owner or the member.
-    Removed,
+medins_common::text_enum! {
+    /// Where a binding stands.
+    pub enum BindingStatus {
+        /// Waiting for the member's face check (members 16 and over).
+        PendingFace => "PENDING_FACE",
+        /// Waiting for an operator's review of the documents: the relationship-verification
+        /// authority could not confirm the relationship (members under 16). No power until then.
+        PendingReview => "PENDING_REVIEW",
+        /// Bound: the owner may show the member's code and read their expenses.
+        Active => "ACTIVE",
+        /// The member's face check failed.
+        Rejected => "REJECTED",
+        /// The member's face session expired unused.
+        Expired => "EXPIRED",
+        /// Removed by the owner or the member.
+        Removed => "REMOVED",
+    }
 }
 
 impl BindingStatus {
-    const ALL: [BindingStatus; 6] = [
-        BindingStatus::PendingFace,
-        BindingStatus::PendingReview,
-        BindingStatus::Active,
-        BindingStatus::Rejected,
-        BindingStatus::Expired,
-        BindingStatus::Removed,
-    ];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BindingStatus::PendingFace => "PENDING_FACE",
-            BindingStatus::PendingReview => "PENDING_REVIEW",
-            BindingStatus::Active => "ACTIVE",
-            BindingStatus::Rejected => "REJECTED",
-            BindingStatus::Expired => "EXPIRED",
-            BindingStatus::Removed => "REMOVED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        BindingStatus::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
     /// Live bindings hold a quota place.
     pub fn is_live(self) -> bool {
         matches!(self, BindingStatus::PendingFace | BindingStatus::PendingReview | BindingStatus::Active)
     }
 }
 
-/// How a binding's relationship was proven before it became ACTIVE
-/// (docs/architecture.md#trust-model: a relationship gives power only once proven).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RelationshipProof {
-    /// The member (16 or over) passed their own FAMILY_BINDING face check: their consent.
-    MemberFace,
-    /// The relationship-verification authority (household registration) confirmed it.
-    Authority,
-    /// An operator reviewed the documents and approved.
-    OperatorReview,
-    /// An operator at the social security window saw the originals of both persons' ID cards,
-    /// social security cards and household register pages.
-    WindowAttestation,
-}
-
-impl RelationshipProof {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RelationshipProof::MemberFace => "MEMBER_FACE",
-            RelationshipProof::Authority => "AUTHORITY",
-            RelationshipProof::OperatorReview => "OPERATOR_REVIEW",
-            RelationshipProof::WindowAttestation => "WINDOW_ATTESTATION",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::MemberFace, Self::Authority, Self::OperatorReview, Self::WindowAttestation]
-            .into_iter()
-            .find(|proof| proof.as_str() == text)
+medins_common::text_enum! {
+    /// How a binding's relationship was proven before it became ACTIVE
+    /// (docs/architecture.md#trust-model: a relationship gives power only once proven).
+    pub enum RelationshipProof {
+        /// The member (16 or over) passed their own FAMILY_BINDING face check: their consent.
+        MemberFace => "MEMBER_FACE",
+        /// The relationship-verification authority (household registration) confirmed it.
+        Authority => "AUTHORITY",
+        /// An operator reviewed the documents and approved.
+        OperatorReview => "OPERATOR_REVIEW",
+        /// An operator at the social security window saw the originals of both persons' ID cards,
+        /// social security cards and household register pages.
+        WindowAttestation => "WINDOW_ATTESTATION",
     }
 }
 
-/// Where a binding was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BindingChannel {
-    /// Online, through a front door with the owner's person token.
-    Online,
-    /// A self-service terminal (TERMINAL partner): the owner's social security card and a PASSED
-    /// face session of the owner at the terminal.
-    Terminal,
-    /// The designated hospital's medical insurance office (HOSPITAL partner): card + face, as
-    /// at a terminal.
-    HospitalOffice,
-    /// The social security window (OPS partner): the operator attests the originals seen.
-    Window,
-}
-
-impl BindingChannel {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BindingChannel::Online => "ONLINE",
-            BindingChannel::Terminal => "TERMINAL",
-            BindingChannel::HospitalOffice => "HOSPITAL_OFFICE",
-            BindingChannel::Window => "WINDOW",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Online, Self::Terminal, Self::HospitalOffice, Self::Window]
-            .into_iter()
-            .find(|channel| channel.as_str() == text)
+medins_common::text_enum! {
+    /// Where a binding was made.
+    pub enum BindingChannel {
+        /// Online, through a front door with the owner's person token.
+        Online => "ONLINE",
+        /// A self-service terminal (TERMINAL partner): the owner's social security card and a PASSED
+        /// face session of the owner at the terminal.
+        Terminal => "TERMINAL",
+        /// The designated hospital's medical insurance office (HOSPITAL partner): card + face, as
+        /// at a terminal.
+        HospitalOffice => "HOSPITAL_OFFICE",
+        /// The social security window (OPS partner): the operator attests the originals seen.
+        Window => "WINDOW",
     }
 }
 
@@ -248,17 +162,14 @@ pub const REJECTION_REASON_MAX: usize = 200;
 /// (INVALID_ARGUMENT / INVALID_ARGUMENT on `rejection_reason` otherwise). The operator writes
 /// why the documents do not prove the relationship; it must not hold personal data.
 pub fn rejection_reason(text: &str) -> ApiResult<String> {
-    let text = text.trim();
-    let count = text.chars().count();
-    if count == 0 || count > REJECTION_REASON_MAX || text.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "rejection_reason",
-            "1-200 characters, no control characters",
-        ));
-    }
-    Ok(text.to_owned())
+    REJECTION_REASON.check("rejection_reason", text)
 }
+
+/// A rejection reason: required, at most [`REJECTION_REASON_MAX`] characters.
+pub const REJECTION_REASON: TextField = TextField { max_chars: REJECTION_REASON_MAX, required: true };
+
+/// The page of ListFamilyBindingReviews: 0 is 50, at most 100, larger requests refused.
+pub const REVIEW_PAGE: PageSize = PageSize { default: 50, max: 100, cap: false };
 
 /// The status a review moves a binding to. Only a PENDING_REVIEW binding whose deadline has not
 /// passed is reviewed; anything else is FAILED_PRECONDITION / BINDING_NOT_IN_REVIEW (a binding
@@ -321,11 +232,9 @@ impl ReviewCursor {
 
 /// A page size as sent: 0 is 50, 1-100 as is, anything else INVALID_ARGUMENT on `page_size`.
 pub fn page_size(size: i32) -> ApiResult<i64> {
-    match size {
-        0 => Ok(50),
-        1..=100 => Ok(i64::from(size)),
-        _ => Err(ApiError::invalid_field(Reason::InvalidArgument, "page_size", "0-100")),
-    }
+    let size = REVIEW_PAGE.check("page_size", size)?;
+    // At most REVIEW_PAGE.max (100): always fits.
+    Ok(i64::try_from(size).unwrap_or(i64::MAX))
 }
 
 /// The version of the family-binding notice (the text telling the owner what a binding lets
@@ -403,15 +312,13 @@ pub fn check_places(places: Places) -> ApiResult<()> {
         return Err(ApiError::already_exists(Reason::AlreadyBound, "this member is already bound by this person"));
     }
     if places.owner_live >= FAMILY_QUOTA {
-        return Err(ApiError::new(
-            tonic::Code::ResourceExhausted,
+        return Err(ApiError::of(
             Reason::FamilyQuotaExceeded,
             "5 family members are bound or pending: remove one first",
         ));
     }
     if places.other_binders_this_month >= MONTHLY_BINDERS {
-        return Err(ApiError::new(
-            tonic::Code::ResourceExhausted,
+        return Err(ApiError::of(
             Reason::MemberMonthlyLimit,
             "this member was already bound by 2 other persons this month",
         ));
@@ -641,8 +548,7 @@ pub fn remover(
     }
     if subject == binding_member {
         if member_age < FACE_CHECK_AGE {
-            return Err(ApiError::new(
-                tonic::Code::PermissionDenied,
+            return Err(ApiError::of(
                 Reason::PermissionDeniedScope,
                 "a member under 16 cannot remove a family binding themself",
             ));
@@ -721,11 +627,7 @@ pub struct Binding {
 /// already served one is PERMISSION_DENIED / OWNER_NOT_PRESENT.
 pub fn require_unused_owner_face(already_served: bool) -> ApiResult<()> {
     if already_served {
-        return Err(ApiError::new(
-            tonic::Code::PermissionDenied,
-            Reason::OwnerNotPresent,
-            "this face check already served a binding: run a new one",
-        ));
+        return Err(ApiError::of(Reason::OwnerNotPresent, "this face check already served a binding: run a new one"));
     }
     Ok(())
 }
@@ -1229,10 +1131,10 @@ mod tests {
 
     #[test]
     fn statuses_and_relationships_round_trip() {
-        for status in BindingStatus::ALL {
+        for &status in BindingStatus::ALL {
             assert_eq!(BindingStatus::parse(status.as_str()), Some(status));
         }
-        for relationship in Relationship::ALL {
+        for &relationship in Relationship::ALL {
             assert_eq!(Relationship::parse(relationship.as_str()), Some(relationship));
         }
         assert_eq!(month_key(date(2026, 1, 31)), "2026-01");

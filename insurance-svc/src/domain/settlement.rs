@@ -17,7 +17,12 @@
 use std::{collections::BTreeMap, path::Path};
 
 use chrono::{Datelike, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason, clock::china_standard_time, error::require_uuid};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    clock::china_standard_time,
+    error::require_uuid,
+    validate::{Amount, TextField},
+};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -31,87 +36,45 @@ use super::{
 pub const MAX_BILL_CENTS: i64 = 100_000_000;
 /// Longest items summary.
 pub const MAX_ITEMS_SUMMARY_CHARS: usize = 500;
+/// A bill's total (`total_cents`): 1 cent to [`MAX_BILL_CENTS`].
+pub const BILL_TOTAL: Amount = Amount { max_cents: MAX_BILL_CENTS };
+/// A bill's items summary: optional, at most [`MAX_ITEMS_SUMMARY_CHARS`].
+pub const ITEMS_SUMMARY: TextField = TextField { max_chars: MAX_ITEMS_SUMMARY_CHARS, required: false };
 /// Basis points in 100 %.
 pub const FULL_RATIO_BP: u32 = 10_000;
 
-/// What a bill was for; each category has its own deductible and cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Category {
-    /// Outpatient visit.
-    Outpatient,
-    /// Inpatient stay.
-    Inpatient,
-    /// Pharmacy purchase.
-    Pharmacy,
-}
-
-impl Category {
-    /// Every category, in contract order.
-    pub const ALL: [Category; 3] = [Category::Outpatient, Category::Inpatient, Category::Pharmacy];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Outpatient => "OUTPATIENT",
-            Category::Inpatient => "INPATIENT",
-            Category::Pharmacy => "PHARMACY",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Category::ALL.into_iter().find(|c| c.as_str() == text)
+medins_common::text_enum! {
+    /// What a bill was for; each category has its own deductible and cap.
+    #[derive(PartialOrd, Ord)]
+    pub enum Category {
+        /// Outpatient visit.
+        Outpatient => "OUTPATIENT",
+        /// Inpatient stay.
+        Inpatient => "INPATIENT",
+        /// Pharmacy purchase.
+        Pharmacy => "PHARMACY",
     }
 }
 
-/// Which individual account pays what the fund does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PayFrom {
-    /// The holder's own account, up to its balance, then self-pay.
-    HolderAccount,
-    /// A family binder's account (family mutual aid): needs that binder's authorisation.
-    BinderAccount,
-    /// No individual account: the rest is self-pay.
-    SelfPay,
-}
-
-impl PayFrom {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayFrom::HolderAccount => "HOLDER_ACCOUNT",
-            PayFrom::BinderAccount => "BINDER_ACCOUNT",
-            PayFrom::SelfPay => "SELF",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [PayFrom::HolderAccount, PayFrom::BinderAccount, PayFrom::SelfPay].into_iter().find(|p| p.as_str() == text)
+medins_common::text_enum! {
+    /// Which individual account pays what the fund does not.
+    pub enum PayFrom {
+        /// The holder's own account, up to its balance, then self-pay.
+        HolderAccount => "HOLDER_ACCOUNT",
+        /// A family binder's account (family mutual aid): needs that binder's authorisation.
+        BinderAccount => "BINDER_ACCOUNT",
+        /// No individual account: the rest is self-pay.
+        SelfPay => "SELF",
     }
 }
 
-/// Whether a settlement stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SettlementStatus {
-    /// Settled: counts in year-to-date totals and annual expenses.
-    Settled,
-    /// Reversed by operations: counts nowhere.
-    Reversed,
-}
-
-impl SettlementStatus {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SettlementStatus::Settled => "SETTLED",
-            SettlementStatus::Reversed => "REVERSED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [SettlementStatus::Settled, SettlementStatus::Reversed].into_iter().find(|s| s.as_str() == text)
+medins_common::text_enum! {
+    /// Whether a settlement stands.
+    pub enum SettlementStatus {
+        /// Settled: counts in year-to-date totals and annual expenses.
+        Settled => "SETTLED",
+        /// Reversed by operations: counts nowhere.
+        Reversed => "REVERSED",
     }
 }
 
@@ -316,7 +279,7 @@ impl PolicyTable {
         let table =
             PolicyTable { employee: file.employee, resident: file.resident, family_aid: file.family_aid.validate()? };
         for scheme in [Scheme::Employee, Scheme::Resident] {
-            for category in Category::ALL {
+            for &category in Category::ALL {
                 table.policy(scheme, category).validate(&format!("{}.{}", scheme.as_str(), category.as_str()))?;
             }
         }
@@ -412,22 +375,9 @@ pub fn settle_terms(
     pay_from: PayFrom,
     items_summary: &str,
 ) -> ApiResult<SettleTerms> {
-    if !(1..=MAX_BILL_CENTS).contains(&total_cents) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "total_cents",
-            format!("must be 1 to {MAX_BILL_CENTS} cents"),
-        ));
-    }
-    let items_summary = items_summary.trim();
-    if items_summary.chars().count() > MAX_ITEMS_SUMMARY_CHARS {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "items_summary",
-            "must be at most 500 characters",
-        ));
-    }
-    Ok(SettleTerms { total_cents, category, pay_from, items_summary: items_summary.to_owned() })
+    let total_cents = BILL_TOTAL.check("total_cents", total_cents)?;
+    let items_summary = ITEMS_SUMMARY.check("items_summary", items_summary)?;
+    Ok(SettleTerms { total_cents, category, pay_from, items_summary })
 }
 
 /// What a Settle of an already settled visit answers: the first settlement when the terms are
@@ -738,11 +688,7 @@ pub fn require_opening_partner(opened_by: &str, partner_id: &str) -> ApiResult<(
     if opened_by == partner_id {
         return Ok(());
     }
-    Err(ApiError::new(
-        tonic::Code::PermissionDenied,
-        Reason::VisitPartnerMismatch,
-        "only the partner that opened a visit may settle it",
-    ))
+    Err(ApiError::of(Reason::VisitPartnerMismatch, "only the partner that opened a visit may settle it"))
 }
 
 /// The account that pays a family-aid bill: the binder's, when the binder holds an ACTIVE
@@ -880,7 +826,7 @@ pub struct AnnualExpenses {
 pub fn annual_expenses(lines: &[ExpenseLine]) -> AnnualExpenses {
     let mut totals = ExpenseTotals::default();
     let mut by_category: Vec<(Category, ExpenseTotals)> =
-        Category::ALL.into_iter().map(|c| (c, ExpenseTotals::default())).collect();
+        Category::ALL.iter().map(|&c| (c, ExpenseTotals::default())).collect();
     let mut by_month: BTreeMap<u32, ExpenseTotals> = BTreeMap::new();
     for line in lines {
         totals.add(line);
@@ -1201,7 +1147,7 @@ mod tests {
     fn the_builtin_policy_covers_every_scheme_and_category() {
         let table = PolicyTable::builtin();
         for scheme in [Scheme::Employee, Scheme::Resident] {
-            for category in Category::ALL {
+            for &category in Category::ALL {
                 let p = table.policy(scheme, category);
                 assert!(p.reimbursement_ratio_bp <= FULL_RATIO_BP && p.annual_cap_cents > 0);
             }

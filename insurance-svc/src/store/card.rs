@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
     crypto::{FieldAad, FieldCipher},
-    db::{Db, DbConnection, is_unique_violation, retry_conflicts, write_transaction},
+    db::{Db, DbConnection, DbUuid, is_unique_violation, retry_conflicts, write_transaction},
 };
 use uuid::Uuid;
 
@@ -27,47 +27,43 @@ use crate::domain::{
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = card_fees)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct FeeRow {
-    id: String,
-    person_id: String,
+    id: DbUuid,
+    person_id: DbUuid,
     bank_partner_id: String,
     reference: String,
     amount_cents: i64,
-    application_id: Option<String>,
+    application_id: Option<DbUuid>,
     recorded_at: NaiveDateTime,
 }
 
-fn uuid_of(text: &str, what: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(text).map_err(|_| ApiError::internal(format_args!("card store: bad {what}")))
-}
-
-impl TryFrom<FeeRow> for CardFee {
-    type Error = ApiError;
-
-    fn try_from(row: FeeRow) -> ApiResult<Self> {
-        Ok(CardFee {
-            id: uuid_of(&row.id, "fee id")?,
-            person_id: uuid_of(&row.person_id, "fee person_id")?,
+impl From<FeeRow> for CardFee {
+    fn from(row: FeeRow) -> Self {
+        CardFee {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
             bank_partner_id: row.bank_partner_id,
             reference: row.reference,
             amount_cents: row.amount_cents,
-            application_id: row.application_id.as_deref().map(|id| uuid_of(id, "fee application_id")).transpose()?,
+            application_id: row.application_id.map(Uuid::from),
             recorded_at: row.recorded_at,
-        })
+        }
     }
 }
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = card_applications)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct ApplicationRow {
-    id: String,
-    person_id: String,
-    channel: String,
-    delivery: String,
-    status: String,
+    id: DbUuid,
+    person_id: DbUuid,
+    channel: CardChannel,
+    delivery: Delivery,
+    status: ApplicationStatus,
     partner_id: String,
-    guardian_person_id: Option<String>,
-    agent_person_id: Option<String>,
+    guardian_person_id: Option<DbUuid>,
+    agent_person_id: Option<DbUuid>,
     employer_code: Option<String>,
     replaces_card_number: Option<String>,
     rejection_reason: Option<String>,
@@ -82,20 +78,17 @@ fn bad(what: &str) -> ApiError {
     ApiError::internal(format_args!("card store: bad {what}"))
 }
 
-impl TryFrom<ApplicationRow> for CardApplication {
-    type Error = ApiError;
-
-    fn try_from(row: ApplicationRow) -> ApiResult<Self> {
-        let optional = |text: Option<String>, what: &str| text.as_deref().map(|t| uuid_of(t, what)).transpose();
-        Ok(CardApplication {
-            id: uuid_of(&row.id, "application id")?,
-            person_id: uuid_of(&row.person_id, "application person_id")?,
-            channel: CardChannel::parse(&row.channel).ok_or_else(|| bad("channel"))?,
-            delivery: Delivery::parse(&row.delivery).ok_or_else(|| bad("delivery"))?,
-            status: ApplicationStatus::parse(&row.status).ok_or_else(|| bad("application status"))?,
+impl From<ApplicationRow> for CardApplication {
+    fn from(row: ApplicationRow) -> Self {
+        CardApplication {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
+            channel: row.channel,
+            delivery: row.delivery,
+            status: row.status,
             partner_id: row.partner_id,
-            guardian_person_id: optional(row.guardian_person_id, "guardian")?,
-            agent_person_id: optional(row.agent_person_id, "agent")?,
+            guardian_person_id: row.guardian_person_id.map(Uuid::from),
+            agent_person_id: row.agent_person_id.map(Uuid::from),
             employer_code: row.employer_code,
             replaces_card_number: row.replaces_card_number,
             rejection_reason: row.rejection_reason,
@@ -107,20 +100,21 @@ impl TryFrom<ApplicationRow> for CardApplication {
             mailing_address: None,
             fee_id: None,
             history: Vec::new(),
-        })
+        }
     }
 }
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = cards)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct CardRow {
     card_number: String,
-    person_id: String,
-    application_id: String,
-    status: String,
+    person_id: DbUuid,
+    application_id: DbUuid,
+    status: CardStatus,
     medical_activated_at: Option<NaiveDateTime>,
     financial_activated_at: Option<NaiveDateTime>,
-    replaced_by_application_id: Option<String>,
+    replaced_by_application_id: Option<DbUuid>,
     issued_at: NaiveDateTime,
     updated_at: NaiveDateTime,
 }
@@ -177,8 +171,8 @@ impl CardStore {
                 let inserted = retry_conflicts(|| {
                     diesel::insert_into(card_fees::table)
                         .values((
-                            card_fees::id.eq(id.to_string()),
-                            card_fees::person_id.eq(person_id.to_string()),
+                            card_fees::id.eq(DbUuid(id)),
+                            card_fees::person_id.eq(DbUuid(person_id)),
                             card_fees::bank_partner_id.eq(&bank_partner_id),
                             card_fees::reference.eq(&reference),
                             card_fees::amount_cents.eq(amount_cents),
@@ -195,8 +189,8 @@ impl CardStore {
                     .filter(card_fees::bank_partner_id.eq(&bank_partner_id))
                     .filter(card_fees::reference.eq(&reference))
                     .select(FeeRow::as_select())
-                    .first(conn)?
-                    .try_into()?;
+                    .first::<FeeRow>(conn)?
+                    .into();
                 if !created && (fee.person_id != person_id || fee.amount_cents != amount_cents) {
                     return Err(ApiError::failed_precondition(
                         Reason::IdempotencyKeyMismatch,
@@ -223,7 +217,7 @@ impl CardStore {
         self.db
             .run(move |conn| {
                 let count: i64 = card_application_evidence::table
-                    .filter(card_application_evidence::face_session_id.eq(face_session_id.to_string()))
+                    .filter(card_application_evidence::face_session_id.eq(DbUuid(face_session_id)))
                     .count()
                     .get_result(conn)?;
                 Ok(count > 0)
@@ -386,7 +380,7 @@ impl CardStore {
                     query = query.filter(card_applications::status.eq(status.as_str()));
                 }
                 if let Some(person) = filter.person_id {
-                    query = query.filter(card_applications::person_id.eq(person.to_string()));
+                    query = query.filter(card_applications::person_id.eq(DbUuid(person)));
                 }
                 if let Some(from) = filter.from {
                     query = query.filter(card_applications::submitted_at.ge(from));
@@ -395,7 +389,7 @@ impl CardStore {
                     query = query.filter(card_applications::submitted_at.lt(before));
                 }
                 if let Some(cursor) = cursor {
-                    let id = cursor.application_id.to_string();
+                    let id = DbUuid(cursor.application_id);
                     query =
                         query.filter(card_applications::submitted_at.lt(cursor.submitted_at).or(
                             card_applications::submitted_at.eq(cursor.submitted_at).and(card_applications::id.lt(id)),
@@ -407,7 +401,7 @@ impl CardStore {
                     .load(conn)?;
                 let more = rows.len() > page_size;
                 let applications: Vec<CardApplication> =
-                    rows.into_iter().take(page_size).map(CardApplication::try_from).collect::<ApiResult<_>>()?;
+                    rows.into_iter().take(page_size).map(CardApplication::from).collect();
                 let next = more.then(|| {
                     let last = applications.last().expect("a full page");
                     ApplicationCursor { submitted_at: last.submitted_at, application_id: last.id }
@@ -486,7 +480,7 @@ impl CardStore {
         self.db
             .run(move |conn| {
                 let number: Option<String> = cards::table
-                    .filter(cards::person_id.eq(person_id.to_string()))
+                    .filter(cards::person_id.eq(DbUuid(person_id)))
                     .filter(cards::status.ne(CardStatus::Replaced.as_str()))
                     .select(cards::card_number)
                     .first(conn)
@@ -589,19 +583,13 @@ impl CardStore {
 }
 
 fn find_fee_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardFee>> {
-    card_fees::table
-        .find(id.to_string())
-        .select(FeeRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(CardFee::try_from)
-        .transpose()
+    Ok(card_fees::table.find(DbUuid(id)).select(FeeRow::as_select()).first(conn).optional()?.map(CardFee::from))
 }
 
 fn open_application_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<bool> {
     let open: Vec<&str> = ApplicationStatus::ALL.iter().filter(|s| s.is_open()).map(|s| s.as_str()).collect();
     let count: i64 = card_applications::table
-        .filter(card_applications::person_id.eq(person_id.to_string()))
+        .filter(card_applications::person_id.eq(DbUuid(person_id)))
         .filter(card_applications::status.eq_any(open))
         .count()
         .get_result(conn)?;
@@ -611,7 +599,7 @@ fn open_application_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<bo
 fn check_may_apply_in(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<()> {
     let open_application = open_application_of(conn, person_id)?;
     let current_cards: i64 = cards::table
-        .filter(cards::person_id.eq(person_id.to_string()))
+        .filter(cards::person_id.eq(DbUuid(person_id)))
         .filter(cards::status.ne(CardStatus::Replaced.as_str()))
         .count()
         .get_result(conn)?;
@@ -628,6 +616,7 @@ const PHONE: &str = "phone_enc";
 /// A mailing address as stored: the personal fields are blobs of [`seal`].
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = card_mailing_addresses)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct AddressRow {
     region_code: String,
     street_enc: Vec<u8>,
@@ -662,14 +651,14 @@ fn insert_application(
     let id_text = id.to_string();
     let inserted = diesel::insert_into(card_applications::table)
         .values((
-            card_applications::id.eq(&id_text),
-            card_applications::person_id.eq(new.person_id.to_string()),
+            card_applications::id.eq(DbUuid(id)),
+            card_applications::person_id.eq(DbUuid(new.person_id)),
             card_applications::channel.eq(new.channel.as_str()),
             card_applications::delivery.eq(new.delivery.as_str()),
             card_applications::status.eq(ApplicationStatus::Submitted.as_str()),
             card_applications::partner_id.eq(&new.partner_id),
-            card_applications::guardian_person_id.eq(new.guardian_person_id.map(|g| g.to_string())),
-            card_applications::agent_person_id.eq(new.agent_person_id.map(|a| a.to_string())),
+            card_applications::guardian_person_id.eq(new.guardian_person_id.map(DbUuid)),
+            card_applications::agent_person_id.eq(new.agent_person_id.map(DbUuid)),
             card_applications::employer_code.eq(new.employer_code.as_deref()),
             card_applications::replaces_card_number.eq(replaces),
             card_applications::submitted_at.eq(now),
@@ -686,12 +675,12 @@ fn insert_application(
     if let Some(evidence) = &new.evidence {
         let inserted = diesel::insert_into(card_application_evidence::table)
             .values((
-                card_application_evidence::application_id.eq(&id_text),
-                card_application_evidence::id_card_front_document_id.eq(evidence.id_card_front.to_string()),
-                card_application_evidence::id_card_back_document_id.eq(evidence.id_card_back.to_string()),
-                card_application_evidence::photo_document_id.eq(evidence.photo.map(|p| p.to_string())),
-                card_application_evidence::face_session_id.eq(evidence.face_session_id.to_string()),
-                card_application_evidence::sms_challenge_id.eq(evidence.sms_challenge_id.to_string()),
+                card_application_evidence::application_id.eq(DbUuid(id)),
+                card_application_evidence::id_card_front_document_id.eq(DbUuid(evidence.id_card_front)),
+                card_application_evidence::id_card_back_document_id.eq(DbUuid(evidence.id_card_back)),
+                card_application_evidence::photo_document_id.eq(evidence.photo.map(DbUuid)),
+                card_application_evidence::face_session_id.eq(DbUuid(evidence.face_session_id)),
+                card_application_evidence::sms_challenge_id.eq(DbUuid(evidence.sms_challenge_id)),
             ))
             .execute(conn);
         match inserted {
@@ -705,7 +694,7 @@ fn insert_application(
     if let Some(address) = &new.mailing_address {
         diesel::insert_into(card_mailing_addresses::table)
             .values((
-                card_mailing_addresses::application_id.eq(&id_text),
+                card_mailing_addresses::application_id.eq(DbUuid(id)),
                 card_mailing_addresses::region_code.eq(&address.region_code),
                 card_mailing_addresses::street_enc.eq(seal(cipher, STREET, &id_text, &address.street)),
                 card_mailing_addresses::recipient_enc.eq(seal(cipher, RECIPIENT, &id_text, &address.recipient)),
@@ -717,11 +706,11 @@ fn insert_application(
         // Compare-and-set: the fee pays once, for its own person.
         let paid = diesel::update(
             card_fees::table
-                .find(fee_id.to_string())
-                .filter(card_fees::person_id.eq(new.person_id.to_string()))
+                .find(DbUuid(fee_id))
+                .filter(card_fees::person_id.eq(DbUuid(new.person_id)))
                 .filter(card_fees::application_id.is_null()),
         )
-        .set(card_fees::application_id.eq(Some(&id_text)))
+        .set(card_fees::application_id.eq(Some(DbUuid(id))))
         .execute(conn)?;
         if paid != 1 {
             let fee = find_fee_in(conn, fee_id)?;
@@ -743,7 +732,7 @@ fn insert_event(
 ) -> ApiResult<()> {
     diesel::insert_into(card_application_events::table)
         .values((
-            card_application_events::id.eq(Uuid::now_v7().to_string()),
+            card_application_events::id.eq(DbUuid(Uuid::now_v7())),
             card_application_events::application_id.eq(application_id),
             card_application_events::status.eq(status.as_str()),
             card_application_events::partner_id.eq(partner),
@@ -777,7 +766,8 @@ fn step(
     let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     let next = next_application_status(current.status, action, current.delivery)?;
     let id_text = id.to_string();
-    let target = card_applications::table.find(&id_text).filter(card_applications::status.eq(current.status.as_str()));
+    let target =
+        card_applications::table.find(DbUuid(id)).filter(card_applications::status.eq(current.status.as_str()));
     let status = card_applications::status.eq(next.as_str());
     let updated = card_applications::updated_at.eq(now);
     let changed = match change {
@@ -821,8 +811,8 @@ fn produce_in(conn: &mut DbConnection, id: Uuid, partner: &str, now: NaiveDateTi
     diesel::insert_into(cards::table)
         .values((
             cards::card_number.eq(&number),
-            cards::person_id.eq(current.person_id.to_string()),
-            cards::application_id.eq(id.to_string()),
+            cards::person_id.eq(DbUuid(current.person_id)),
+            cards::application_id.eq(DbUuid(id)),
             cards::status.eq(CardStatus::Valid.as_str()),
             cards::issued_at.eq(now),
             cards::updated_at.eq(now),
@@ -870,7 +860,7 @@ fn set_card_status(
     let changed = diesel::update(cards::table.find(number).filter(cards::status.eq(from.as_str())))
         .set((
             cards::status.eq(to.as_str()),
-            cards::replaced_by_application_id.eq(replaced_by.map(|id| id.to_string())),
+            cards::replaced_by_application_id.eq(replaced_by.map(DbUuid)),
             cards::updated_at.eq(now),
         ))
         .execute(conn)?;
@@ -881,35 +871,26 @@ fn set_card_status(
 }
 
 fn find_application_row(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<CardApplication>> {
-    card_applications::table
-        .find(id.to_string())
+    Ok(card_applications::table
+        .find(DbUuid(id))
         .select(ApplicationRow::as_select())
         .first(conn)
         .optional()?
-        .map(CardApplication::try_from)
-        .transpose()
+        .map(CardApplication::from))
 }
 
 fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> ApiResult<CardApplication> {
     let mut application = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     let id_text = id.to_string();
-    let events: Vec<(String, String, NaiveDateTime)> = card_application_events::table
-        .filter(card_application_events::application_id.eq(&id_text))
+    let events: Vec<(ApplicationStatus, String, NaiveDateTime)> = card_application_events::table
+        .filter(card_application_events::application_id.eq(DbUuid(id)))
         .order((card_application_events::at.asc(), card_application_events::id.asc()))
         .select((card_application_events::status, card_application_events::partner_id, card_application_events::at))
         .load(conn)?;
-    application.history = events
-        .into_iter()
-        .map(|(status, partner_id, at)| {
-            Ok(ApplicationEvent {
-                status: ApplicationStatus::parse(&status).ok_or_else(|| bad("event status"))?,
-                partner_id,
-                at,
-            })
-        })
-        .collect::<ApiResult<_>>()?;
+    application.history =
+        events.into_iter().map(|(status, partner_id, at)| ApplicationEvent { status, partner_id, at }).collect();
     let address =
-        card_mailing_addresses::table.find(&id_text).select(AddressRow::as_select()).first(conn).optional()?;
+        card_mailing_addresses::table.find(DbUuid(id)).select(AddressRow::as_select()).first(conn).optional()?;
     application.mailing_address = address
         .map(|row| -> ApiResult<MailingAddress> {
             Ok(MailingAddress {
@@ -920,9 +901,12 @@ fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> 
             })
         })
         .transpose()?;
-    let fee: Option<String> =
-        card_fees::table.filter(card_fees::application_id.eq(&id_text)).select(card_fees::id).first(conn).optional()?;
-    application.fee_id = fee.as_deref().map(|f| uuid_of(f, "fee id")).transpose()?;
+    let fee: Option<DbUuid> = card_fees::table
+        .filter(card_fees::application_id.eq(DbUuid(id)))
+        .select(card_fees::id)
+        .first(conn)
+        .optional()?;
+    application.fee_id = fee.map(Uuid::from);
     Ok(application)
 }
 
@@ -931,18 +915,14 @@ fn load_card(conn: &mut DbConnection, number: &str) -> ApiResult<Option<Card>> {
         return Ok(None);
     };
     let delivered: Option<String> =
-        card_applications::table.find(&row.application_id).select(card_applications::status).first(conn).optional()?;
+        card_applications::table.find(row.application_id).select(card_applications::status).first(conn).optional()?;
     Ok(Some(Card {
-        person_id: uuid_of(&row.person_id, "card person_id")?,
-        application_id: uuid_of(&row.application_id, "card application_id")?,
-        status: CardStatus::parse(&row.status).ok_or_else(|| bad("card status"))?,
+        person_id: row.person_id.into(),
+        application_id: row.application_id.into(),
+        status: row.status,
         medical_activated_at: row.medical_activated_at,
         financial_activated_at: row.financial_activated_at,
-        replaced_by_application_id: row
-            .replaced_by_application_id
-            .as_deref()
-            .map(|id| uuid_of(id, "replaced_by"))
-            .transpose()?,
+        replaced_by_application_id: row.replaced_by_application_id.map(Uuid::from),
         issued_at: row.issued_at,
         updated_at: row.updated_at,
         delivered: delivered.as_deref() == Some(ApplicationStatus::Delivered.as_str()),

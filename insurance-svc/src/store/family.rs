@@ -4,13 +4,12 @@ use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    db::{Db, DbConnection},
+    db::{Db, DbConnection, DbUuid, write_retrying},
 };
 use uuid::Uuid;
 
 use super::{
     account::open_account_of,
-    ledger::write_with_retry,
     schema::{family_binder_months, family_binding_terms, family_bindings, vouchers},
     voucher::{activate_for_family_in, suspend_family_only_in},
 };
@@ -25,17 +24,18 @@ use crate::domain::{
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = family_bindings)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct BindingRow {
-    id: String,
-    owner_person_id: String,
-    member_person_id: String,
-    relationship: String,
-    status: String,
+    id: DbUuid,
+    owner_person_id: DbUuid,
+    member_person_id: DbUuid,
+    relationship: Relationship,
+    status: BindingStatus,
     member_birth_date: NaiveDate,
-    face_session_id: Option<String>,
-    commitment_letter_id: String,
-    owner_register_id: String,
-    member_register_id: String,
+    face_session_id: Option<DbUuid>,
+    commitment_letter_id: DbUuid,
+    owner_register_id: DbUuid,
+    member_register_id: DbUuid,
     family_aid: bool,
     created_at: NaiveDateTime,
     activated_at: Option<NaiveDateTime>,
@@ -44,45 +44,39 @@ pub(crate) struct BindingRow {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = family_binding_terms)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct TermsRow {
-    relationship_proof: Option<String>,
+    relationship_proof: Option<RelationshipProof>,
     review_deadline: Option<NaiveDateTime>,
     rejection_reason: Option<String>,
     notice_version: Option<String>,
     notice_accepted_at: Option<NaiveDateTime>,
-    channel: String,
+    channel: BindingChannel,
 }
 
-impl TryFrom<(BindingRow, TermsRow)> for Binding {
-    type Error = ApiError;
-
-    fn try_from((row, terms): (BindingRow, TermsRow)) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("family binding {}: bad {what}", row.id));
-        let uuid = |text: &str, what: &str| Uuid::parse_str(text).map_err(|_| bad(what));
-        Ok(Binding {
-            id: uuid(&row.id, "id")?,
-            owner_person_id: uuid(&row.owner_person_id, "owner_person_id")?,
-            member_person_id: uuid(&row.member_person_id, "member_person_id")?,
-            relationship: Relationship::parse(&row.relationship).ok_or_else(|| bad("relationship"))?,
-            status: BindingStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+impl From<(BindingRow, TermsRow)> for Binding {
+    fn from((row, terms): (BindingRow, TermsRow)) -> Self {
+        Binding {
+            id: row.id.into(),
+            owner_person_id: row.owner_person_id.into(),
+            member_person_id: row.member_person_id.into(),
+            relationship: row.relationship,
+            status: row.status,
             member_birth_date: row.member_birth_date,
-            face_session_id: row.face_session_id.as_deref().map(|s| uuid(s, "face_session_id")).transpose()?,
-            commitment_letter_id: uuid(&row.commitment_letter_id, "commitment_letter_id")?,
-            owner_register_id: uuid(&row.owner_register_id, "owner_register_id")?,
-            member_register_id: uuid(&row.member_register_id, "member_register_id")?,
+            face_session_id: row.face_session_id.map(Uuid::from),
+            commitment_letter_id: row.commitment_letter_id.into(),
+            owner_register_id: row.owner_register_id.into(),
+            member_register_id: row.member_register_id.into(),
             family_aid: row.family_aid,
             created_at: row.created_at,
             activated_at: row.activated_at,
             ended_at: row.ended_at,
-            relationship_proof: match terms.relationship_proof.as_deref() {
-                Some(text) => Some(RelationshipProof::parse(text).ok_or_else(|| bad("relationship_proof"))?),
-                None => None,
-            },
+            relationship_proof: terms.relationship_proof,
             review_deadline: terms.review_deadline,
             rejection_reason: terms.rejection_reason,
             notice: terms.notice_version.zip(terms.notice_accepted_at),
-            channel: BindingChannel::parse(&terms.channel).ok_or_else(|| bad("channel"))?,
-        })
+            channel: terms.channel,
+        }
     }
 }
 
@@ -122,66 +116,68 @@ impl FamilyStore {
     pub async fn add(&self, new: NewBinding, now: NaiveDateTime) -> ApiResult<Binding> {
         self.db
             .write(move |conn| {
-                write_with_retry(conn, |conn| {
-                    lock_owner(conn, new.owner_person_id)?;
-                    if let Some(session) = new.owner_face_session_id {
-                        let used: i64 = family_binding_terms::table
-                            .filter(family_binding_terms::owner_face_session_id.eq(session.to_string()))
-                            .count()
-                            .get_result(conn)?;
-                        family::require_unused_owner_face(used > 0)?;
-                    }
-                    let facts = slot_facts(conn, new.owner_person_id, new.member_person_id, &new.month)?;
-                    let slots = family::allocate_slots(new.owner_person_id, &facts)?;
-                    let start = family::start(new.admission, now, new.review_period);
-                    let owner_text = new.owner_person_id.to_string();
-                    if let Some(month_slot) = slots.month_slot {
-                        diesel::insert_into(family_binder_months::table)
+                write_retrying(
+                    conn,
+                    |conn| {
+                        lock_owner(conn, new.owner_person_id)?;
+                        if let Some(session) = new.owner_face_session_id {
+                            let used: i64 = family_binding_terms::table
+                                .filter(family_binding_terms::owner_face_session_id.eq(DbUuid(session)))
+                                .count()
+                                .get_result(conn)?;
+                            family::require_unused_owner_face(used > 0)?;
+                        }
+                        let facts = slot_facts(conn, new.owner_person_id, new.member_person_id, &new.month)?;
+                        let slots = family::allocate_slots(new.owner_person_id, &facts)?;
+                        let start = family::start(new.admission, now, new.review_period);
+                        if let Some(month_slot) = slots.month_slot {
+                            diesel::insert_into(family_binder_months::table)
+                                .values((
+                                    family_binder_months::member_person_id.eq(DbUuid(new.member_person_id)),
+                                    family_binder_months::month.eq(&new.month),
+                                    family_binder_months::owner_person_id.eq(DbUuid(new.owner_person_id)),
+                                    family_binder_months::slot.eq(month_slot),
+                                    family_binder_months::created_at.eq(now),
+                                ))
+                                .execute(conn)?;
+                        }
+                        diesel::insert_into(family_bindings::table)
                             .values((
-                                family_binder_months::member_person_id.eq(new.member_person_id.to_string()),
-                                family_binder_months::month.eq(&new.month),
-                                family_binder_months::owner_person_id.eq(&owner_text),
-                                family_binder_months::slot.eq(month_slot),
-                                family_binder_months::created_at.eq(now),
+                                family_bindings::id.eq(DbUuid(new.id)),
+                                family_bindings::owner_person_id.eq(DbUuid(new.owner_person_id)),
+                                family_bindings::member_person_id.eq(DbUuid(new.member_person_id)),
+                                family_bindings::relationship.eq(new.relationship.as_str()),
+                                family_bindings::status.eq(start.status.as_str()),
+                                family_bindings::quota_slot.eq(Some(slots.quota_slot)),
+                                family_bindings::member_birth_date.eq(new.member_birth_date),
+                                family_bindings::face_session_id.eq(new.face_session_id.map(DbUuid)),
+                                family_bindings::commitment_letter_id.eq(DbUuid(new.commitment_letter_id)),
+                                family_bindings::owner_register_id.eq(DbUuid(new.owner_register_id)),
+                                family_bindings::member_register_id.eq(DbUuid(new.member_register_id)),
+                                family_bindings::family_aid.eq(false),
+                                family_bindings::created_at.eq(now),
+                                family_bindings::activated_at.eq(start.activated_at),
                             ))
                             .execute(conn)?;
-                    }
-                    diesel::insert_into(family_bindings::table)
-                        .values((
-                            family_bindings::id.eq(new.id.to_string()),
-                            family_bindings::owner_person_id.eq(&owner_text),
-                            family_bindings::member_person_id.eq(new.member_person_id.to_string()),
-                            family_bindings::relationship.eq(new.relationship.as_str()),
-                            family_bindings::status.eq(start.status.as_str()),
-                            family_bindings::quota_slot.eq(Some(slots.quota_slot)),
-                            family_bindings::member_birth_date.eq(new.member_birth_date),
-                            family_bindings::face_session_id.eq(new.face_session_id.map(|id| id.to_string())),
-                            family_bindings::commitment_letter_id.eq(new.commitment_letter_id.to_string()),
-                            family_bindings::owner_register_id.eq(new.owner_register_id.to_string()),
-                            family_bindings::member_register_id.eq(new.member_register_id.to_string()),
-                            family_bindings::family_aid.eq(false),
-                            family_bindings::created_at.eq(now),
-                            family_bindings::activated_at.eq(start.activated_at),
-                        ))
-                        .execute(conn)?;
-                    diesel::insert_into(family_binding_terms::table)
-                        .values((
-                            family_binding_terms::binding_id.eq(new.id.to_string()),
-                            family_binding_terms::relationship_proof.eq(start.proof.map(RelationshipProof::as_str)),
-                            family_binding_terms::review_deadline.eq(start.review_deadline),
-                            family_binding_terms::notice_version.eq(Some(new.notice_version)),
-                            family_binding_terms::notice_accepted_at.eq(Some(now)),
-                            family_binding_terms::channel.eq(new.channel.as_str()),
-                            family_binding_terms::owner_face_session_id
-                                .eq(new.owner_face_session_id.map(|id| id.to_string())),
-                            family_binding_terms::attested_by.eq(new.attested_by.as_deref()),
-                        ))
-                        .execute(conn)?;
-                    if start.activates_member_voucher {
-                        activate_for_family_in(conn, new.member_person_id, &new.partner_id, now)?;
-                    }
-                    Ok(find_in(conn, new.id)?.ok_or_else(|| ApiError::internal("binding vanished"))?)
-                })
+                        diesel::insert_into(family_binding_terms::table)
+                            .values((
+                                family_binding_terms::binding_id.eq(DbUuid(new.id)),
+                                family_binding_terms::relationship_proof.eq(start.proof.map(RelationshipProof::as_str)),
+                                family_binding_terms::review_deadline.eq(start.review_deadline),
+                                family_binding_terms::notice_version.eq(Some(new.notice_version)),
+                                family_binding_terms::notice_accepted_at.eq(Some(now)),
+                                family_binding_terms::channel.eq(new.channel.as_str()),
+                                family_binding_terms::owner_face_session_id.eq(new.owner_face_session_id.map(DbUuid)),
+                                family_binding_terms::attested_by.eq(new.attested_by.as_deref()),
+                            ))
+                            .execute(conn)?;
+                        if start.activates_member_voucher {
+                            activate_for_family_in(conn, new.member_person_id, &new.partner_id, now)?;
+                        }
+                        Ok(find_in(conn, new.id)?.ok_or_else(|| ApiError::internal("binding vanished"))?)
+                    },
+                    family_write_raced,
+                )
             })
             .await
     }
@@ -200,17 +196,21 @@ impl FamilyStore {
     ) -> ApiResult<Option<Binding>> {
         self.db
             .write(move |conn| {
-                write_with_retry(conn, |conn| {
-                    let Some(binding) = pending_by_session(conn, session_id, member)? else {
-                        return Ok(None);
-                    };
-                    let transition = family::face_transition(outcome);
-                    write_transition(conn, binding.id, &transition, None, now)?;
-                    if transition.activates_member_voucher {
-                        activate_for_family_in(conn, member, &partner_id, now)?;
-                    }
-                    Ok(find_in(conn, binding.id)?)
-                })
+                write_retrying(
+                    conn,
+                    |conn| {
+                        let Some(binding) = pending_by_session(conn, session_id, member)? else {
+                            return Ok(None);
+                        };
+                        let transition = family::face_transition(outcome);
+                        write_transition(conn, binding.id, &transition, None, now)?;
+                        if transition.activates_member_voucher {
+                            activate_for_family_in(conn, member, &partner_id, now)?;
+                        }
+                        Ok(find_in(conn, binding.id)?)
+                    },
+                    family_write_raced,
+                )
             })
             .await
     }
@@ -222,23 +222,27 @@ impl FamilyStore {
     pub async fn remove(&self, id: Uuid, by: Remover, now: NaiveDateTime) -> ApiResult<(Binding, bool)> {
         self.db
             .write(move |conn| {
-                write_with_retry(conn, |conn| {
-                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                    lock_owner(conn, binding.owner_person_id)?;
-                    // Read again under the lock: a concurrent removal or face outcome may have won.
-                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                    let other_active: i64 = family_bindings::table
-                        .filter(family_bindings::member_person_id.eq(binding.member_person_id.to_string()))
-                        .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
-                        .filter(family_bindings::id.ne(id.to_string()))
-                        .count()
-                        .get_result(conn)?;
-                    let removal = family::decide_removal(binding.status, by, other_active)?;
-                    write_transition(conn, id, &removal.transition, None, now)?;
-                    let suspended =
-                        removal.suspends_member_voucher && suspend_family_only_in(conn, binding.member_person_id, now)?;
-                    Ok((find_in(conn, id)?.ok_or_else(binding_not_found)?, suspended))
-                })
+                write_retrying(
+                    conn,
+                    |conn| {
+                        let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                        lock_owner(conn, binding.owner_person_id)?;
+                        // Read again under the lock: a concurrent removal or face outcome may have won.
+                        let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                        let other_active: i64 = family_bindings::table
+                            .filter(family_bindings::member_person_id.eq(DbUuid(binding.member_person_id)))
+                            .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
+                            .filter(family_bindings::id.ne(DbUuid(id)))
+                            .count()
+                            .get_result(conn)?;
+                        let removal = family::decide_removal(binding.status, by, other_active)?;
+                        write_transition(conn, id, &removal.transition, None, now)?;
+                        let suspended = removal.suspends_member_voucher
+                            && suspend_family_only_in(conn, binding.member_person_id, now)?;
+                        Ok((find_in(conn, id)?.ok_or_else(binding_not_found)?, suspended))
+                    },
+                    family_write_raced,
+                )
             })
             .await
     }
@@ -251,28 +255,38 @@ impl FamilyStore {
     pub async fn set_family_aid(&self, id: Uuid, enabled: bool, policy: FamilyAidPolicy) -> ApiResult<Binding> {
         self.db
             .write(move |conn| {
-                write_with_retry(conn, |conn| {
-                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                    // The owner's account matters only to switching aid on.
-                    let scheme = match enabled {
-                        true => open_account_of(conn, binding.owner_person_id)?.map(|account| account.scheme),
-                        false => None,
-                    };
-                    family::decide_family_aid_switch(binding.status, enabled, &policy, scheme, binding.relationship)?;
-                    let updated = diesel::update(
-                        family_bindings::table
-                            .filter(family_bindings::id.eq(id.to_string()))
-                            .filter(family_bindings::status.eq(BindingStatus::Active.as_str())),
-                    )
-                    .set(family_bindings::family_aid.eq(enabled))
-                    .execute(conn)?;
-                    // A concurrent removal may have won since the read.
-                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                    if updated == 0 {
-                        family::require_active(binding.status)?;
-                    }
-                    Ok(binding)
-                })
+                write_retrying(
+                    conn,
+                    |conn| {
+                        let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                        // The owner's account matters only to switching aid on.
+                        let scheme = match enabled {
+                            true => open_account_of(conn, binding.owner_person_id)?.map(|account| account.scheme),
+                            false => None,
+                        };
+                        family::decide_family_aid_switch(
+                            binding.status,
+                            enabled,
+                            &policy,
+                            scheme,
+                            binding.relationship,
+                        )?;
+                        let updated = diesel::update(
+                            family_bindings::table
+                                .filter(family_bindings::id.eq(DbUuid(id)))
+                                .filter(family_bindings::status.eq(BindingStatus::Active.as_str())),
+                        )
+                        .set(family_bindings::family_aid.eq(enabled))
+                        .execute(conn)?;
+                        // A concurrent removal may have won since the read.
+                        let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                        if updated == 0 {
+                            family::require_active(binding.status)?;
+                        }
+                        Ok(binding)
+                    },
+                    family_write_raced,
+                )
             })
             .await
     }
@@ -290,21 +304,25 @@ impl FamilyStore {
     ) -> ApiResult<Binding> {
         self.db
             .write(move |conn| {
-                write_with_retry(conn, |conn| {
-                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                    lock_owner(conn, binding.owner_person_id)?;
-                    let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
-                    let transition =
-                        family::review_transition(binding.status, binding.review_deadline, now, &decision)?;
-                    let updated = write_transition(conn, id, &transition, Some(&reviewer), now)?;
-                    if updated != 1 {
-                        return Err(ApiError::internal("review: the binding changed under the owner's lock").into());
-                    }
-                    if transition.activates_member_voucher {
-                        activate_for_family_in(conn, binding.member_person_id, &reviewer, now)?;
-                    }
-                    Ok(find_in(conn, id)?.ok_or_else(binding_not_found)?)
-                })
+                write_retrying(
+                    conn,
+                    |conn| {
+                        let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                        lock_owner(conn, binding.owner_person_id)?;
+                        let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
+                        let transition =
+                            family::review_transition(binding.status, binding.review_deadline, now, &decision)?;
+                        let updated = write_transition(conn, id, &transition, Some(&reviewer), now)?;
+                        if updated != 1 {
+                            return Err(ApiError::internal("review: the binding changed under the owner's lock").into());
+                        }
+                        if transition.activates_member_voucher {
+                            activate_for_family_in(conn, binding.member_person_id, &reviewer, now)?;
+                        }
+                        Ok(find_in(conn, id)?.ok_or_else(binding_not_found)?)
+                    },
+                    family_write_raced,
+                )
             })
             .await
     }
@@ -327,10 +345,10 @@ impl FamilyStore {
                     .into_boxed();
                 if let Some((deadline, id)) = after {
                     query = query.filter(family_binding_terms::review_deadline.gt(deadline).or(
-                        family_binding_terms::review_deadline.eq(deadline).and(family_bindings::id.gt(id.to_string())),
+                        family_binding_terms::review_deadline.eq(deadline).and(family_bindings::id.gt(DbUuid(id))),
                     ));
                 }
-                query.load::<(BindingRow, TermsRow)>(conn)?.into_iter().map(Binding::try_from).collect()
+                Ok(query.load::<(BindingRow, TermsRow)>(conn)?.into_iter().map(Binding::from).collect())
             })
             .await
     }
@@ -340,22 +358,26 @@ impl FamilyStore {
     pub async fn expire_overdue_reviews(&self, now: NaiveDateTime) -> ApiResult<usize> {
         self.db
             .write(move |conn| {
-                write_with_retry(conn, |conn| {
-                    let overdue = family_binding_terms::table
-                        .filter(family_binding_terms::review_deadline.le(now))
-                        .select(family_binding_terms::binding_id);
-                    Ok(diesel::update(
-                        family_bindings::table
-                            .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()))
-                            .filter(family_bindings::id.eq_any(overdue)),
-                    )
-                    .set((
-                        family_bindings::status.eq(BindingStatus::Expired.as_str()),
-                        family_bindings::quota_slot.eq(None::<i32>),
-                        family_bindings::ended_at.eq(Some(now)),
-                    ))
-                    .execute(conn)?)
-                })
+                write_retrying(
+                    conn,
+                    |conn| {
+                        let overdue = family_binding_terms::table
+                            .filter(family_binding_terms::review_deadline.le(now))
+                            .select(family_binding_terms::binding_id);
+                        Ok(diesel::update(
+                            family_bindings::table
+                                .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()))
+                                .filter(family_bindings::id.eq_any(overdue)),
+                        )
+                        .set((
+                            family_bindings::status.eq(BindingStatus::Expired.as_str()),
+                            family_bindings::quota_slot.eq(None::<i32>),
+                            family_bindings::ended_at.eq(Some(now)),
+                        ))
+                        .execute(conn)?)
+                    },
+                    family_write_raced,
+                )
             })
             .await
     }
@@ -386,7 +408,7 @@ impl FamilyStore {
             .run(move |conn| {
                 let mut query = family_bindings::table
                     .inner_join(family_binding_terms::table)
-                    .filter(family_bindings::owner_person_id.eq(owner.to_string()))
+                    .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
                     .select((BindingRow::as_select(), TermsRow::as_select()))
                     .order((family_bindings::created_at.desc(), family_bindings::id.desc()))
                     .limit(50)
@@ -394,7 +416,7 @@ impl FamilyStore {
                 if !include_ended {
                     query = query.filter(family_bindings::quota_slot.is_not_null());
                 }
-                query.load::<(BindingRow, TermsRow)>(conn)?.into_iter().map(Binding::try_from).collect()
+                Ok(query.load::<(BindingRow, TermsRow)>(conn)?.into_iter().map(Binding::from).collect())
             })
             .await
     }
@@ -403,16 +425,16 @@ impl FamilyStore {
     pub async fn list_by_member(&self, member: Uuid) -> ApiResult<Vec<Binding>> {
         self.db
             .run(move |conn| {
-                family_bindings::table
+                Ok(family_bindings::table
                     .inner_join(family_binding_terms::table)
-                    .filter(family_bindings::member_person_id.eq(member.to_string()))
+                    .filter(family_bindings::member_person_id.eq(DbUuid(member)))
                     .filter(family_bindings::quota_slot.is_not_null())
                     .select((BindingRow::as_select(), TermsRow::as_select()))
                     .order((family_bindings::created_at.desc(), family_bindings::id.desc()))
                     .load::<(BindingRow, TermsRow)>(conn)?
                     .into_iter()
-                    .map(Binding::try_from)
-                    .collect()
+                    .map(Binding::from)
+                    .collect())
             })
             .await
     }
@@ -457,6 +479,11 @@ pub struct NewBinding {
     pub attested_by: Option<String>,
 }
 
+/// The answer when a binding write lost its unique-index race on every run.
+fn family_write_raced() -> ApiError {
+    ApiError::internal("a family binding write lost its race three times")
+}
+
 fn binding_not_found() -> ApiError {
     ApiError::not_found(Reason::BindingNotFound, "no such family binding")
 }
@@ -465,43 +492,34 @@ fn binding_not_found() -> ApiError {
 /// the transaction ends (the owner has one, or rule 1 refused the call). SQLite: `BEGIN
 /// IMMEDIATE` already holds the database's single write lock.
 fn lock_owner(conn: &mut DbConnection, owner: Uuid) -> QueryResult<()> {
-    if let DbConnection::Postgres(pg) = conn {
-        vouchers::table
-            .filter(vouchers::person_id.eq(owner.to_string()))
-            .select(vouchers::id)
-            .for_update()
-            .load::<String>(pg)?;
-    }
+    // `vouchers_one_per_person`: the row `first_locked!` locks is the owner's only one.
+    let _voucher: Option<DbUuid> = medins_common::first_locked!(
+        conn,
+        vouchers::table.filter(vouchers::person_id.eq(DbUuid(owner))).select(vouchers::id)
+    )?;
     Ok(())
 }
 
 /// The places a new binding by `owner` of `member` in `month` competes for (see
 /// [`family::SlotFacts`]).
 fn slot_facts(conn: &mut DbConnection, owner: Uuid, member: Uuid, month: &str) -> ApiResult<SlotFacts> {
-    let owner_text = owner.to_string();
     let already_bound: i64 = family_bindings::table
-        .filter(family_bindings::owner_person_id.eq(&owner_text))
-        .filter(family_bindings::member_person_id.eq(member.to_string()))
+        .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
+        .filter(family_bindings::member_person_id.eq(DbUuid(member)))
         .filter(family_bindings::quota_slot.is_not_null())
         .count()
         .get_result(conn)?;
     let owner_slots: Vec<Option<i32>> = family_bindings::table
-        .filter(family_bindings::owner_person_id.eq(&owner_text))
+        .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
         .filter(family_bindings::quota_slot.is_not_null())
         .select(family_bindings::quota_slot)
         .load(conn)?;
-    let member_month: Vec<(String, i32)> = family_binder_months::table
-        .filter(family_binder_months::member_person_id.eq(member.to_string()))
+    let member_month: Vec<(DbUuid, i32)> = family_binder_months::table
+        .filter(family_binder_months::member_person_id.eq(DbUuid(member)))
         .filter(family_binder_months::month.eq(month))
         .select((family_binder_months::owner_person_id, family_binder_months::slot))
         .load(conn)?;
-    let member_month = member_month
-        .into_iter()
-        .map(|(binder, slot)| {
-            let binder = Uuid::parse_str(&binder).map_err(|_| ApiError::internal("binder months: bad owner"))?;
-            Ok((binder, slot))
-        })
-        .collect::<ApiResult<_>>()?;
+    let member_month = member_month.into_iter().map(|(binder, slot)| (binder.into(), slot)).collect();
     Ok(SlotFacts {
         already_bound: already_bound > 0,
         owner_slots: owner_slots.into_iter().flatten().collect(),
@@ -510,27 +528,25 @@ fn slot_facts(conn: &mut DbConnection, owner: Uuid, member: Uuid, month: &str) -
 }
 
 fn find_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Binding>> {
-    family_bindings::table
+    Ok(family_bindings::table
         .inner_join(family_binding_terms::table)
-        .filter(family_bindings::id.eq(id.to_string()))
+        .filter(family_bindings::id.eq(DbUuid(id)))
         .select((BindingRow::as_select(), TermsRow::as_select()))
         .first::<(BindingRow, TermsRow)>(conn)
         .optional()?
-        .map(Binding::try_from)
-        .transpose()
+        .map(Binding::from))
 }
 
 fn pending_by_session(conn: &mut DbConnection, session_id: Uuid, member: Uuid) -> ApiResult<Option<Binding>> {
-    family_bindings::table
+    Ok(family_bindings::table
         .inner_join(family_binding_terms::table)
-        .filter(family_bindings::face_session_id.eq(session_id.to_string()))
-        .filter(family_bindings::member_person_id.eq(member.to_string()))
+        .filter(family_bindings::face_session_id.eq(DbUuid(session_id)))
+        .filter(family_bindings::member_person_id.eq(DbUuid(member)))
         .filter(family_bindings::status.eq(BindingStatus::PendingFace.as_str()))
         .select((BindingRow::as_select(), TermsRow::as_select()))
         .first::<(BindingRow, TermsRow)>(conn)
         .optional()?
-        .map(Binding::try_from)
-        .transpose()
+        .map(Binding::from))
 }
 
 /// Writes a live binding's [`Transition`] (decided by `domain::family`): one that keeps the
@@ -545,7 +561,7 @@ fn write_transition(
     reviewer: Option<&str>,
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    let terms = family_binding_terms::table.find(id.to_string());
+    let terms = family_binding_terms::table.find(DbUuid(id));
     let proof = transition.proof.map(RelationshipProof::as_str);
     if let Some(reviewer) = reviewer {
         diesel::update(terms)
@@ -560,7 +576,7 @@ fn write_transition(
         diesel::update(terms).set(family_binding_terms::relationship_proof.eq(proof)).execute(conn)?;
     }
     let target = family_bindings::table
-        .filter(family_bindings::id.eq(id.to_string()))
+        .filter(family_bindings::id.eq(DbUuid(id)))
         .filter(family_bindings::quota_slot.is_not_null());
     if transition.keeps_place() {
         diesel::update(target)
@@ -580,14 +596,13 @@ fn write_transition(
 
 /// The ACTIVE binding of `member` by `owner`, inside a caller's transaction.
 pub fn find_active_in(conn: &mut DbConnection, owner: Uuid, member: Uuid) -> ApiResult<Option<Binding>> {
-    family_bindings::table
+    Ok(family_bindings::table
         .inner_join(family_binding_terms::table)
-        .filter(family_bindings::owner_person_id.eq(owner.to_string()))
-        .filter(family_bindings::member_person_id.eq(member.to_string()))
+        .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
+        .filter(family_bindings::member_person_id.eq(DbUuid(member)))
         .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
         .select((BindingRow::as_select(), TermsRow::as_select()))
         .first::<(BindingRow, TermsRow)>(conn)
         .optional()?
-        .map(Binding::try_from)
-        .transpose()
+        .map(Binding::from))
 }

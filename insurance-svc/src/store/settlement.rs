@@ -36,7 +36,7 @@ use diesel::{
 use medins_common::{
     ApiError, ApiResult, Reason,
     audit::InlineAudit,
-    db::{Backend, Batcher, CachedSql, Chain, Db, DbConnection, write_transaction},
+    db::{Backend, Batcher, CachedSql, Chain, Db, DbConnection, DbUuid, write_transaction},
 };
 use uuid::Uuid;
 
@@ -57,13 +57,14 @@ use crate::domain::{
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = settlements)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct SettlementRow {
-    id: String,
-    visit_id: String,
-    person_id: String,
-    category: String,
-    pay_from: String,
-    charged_account_id: Option<String>,
+    id: DbUuid,
+    visit_id: DbUuid,
+    person_id: DbUuid,
+    category: Category,
+    pay_from: PayFrom,
+    charged_account_id: Option<DbUuid>,
     total_cents: i64,
     fund_cents: i64,
     account_cents: i64,
@@ -71,25 +72,21 @@ struct SettlementRow {
     deductible_cents: i64,
     year: i32,
     items_summary: String,
-    status: String,
+    status: SettlementStatus,
     settled_at: NaiveDateTime,
     reversed_at: Option<NaiveDateTime>,
 }
 
-impl TryFrom<SettlementRow> for Settlement {
-    type Error = ApiError;
-
-    fn try_from(row: SettlementRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("settlement {}: bad {what}", row.id));
-        let uuid = |text: &str, what: &str| Uuid::parse_str(text).map_err(|_| bad(what));
-        Ok(Settlement {
-            id: uuid(&row.id, "id")?,
-            visit_id: uuid(&row.visit_id, "visit_id")?,
-            person_id: uuid(&row.person_id, "person_id")?,
-            category: Category::parse(&row.category).ok_or_else(|| bad("category"))?,
-            pay_from: PayFrom::parse(&row.pay_from).ok_or_else(|| bad("pay_from"))?,
-            charged_account_id: row.charged_account_id.as_deref().map(|t| uuid(t, "charged_account_id")).transpose()?,
-            status: SettlementStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+impl From<SettlementRow> for Settlement {
+    fn from(row: SettlementRow) -> Self {
+        Settlement {
+            id: row.id.into(),
+            visit_id: row.visit_id.into(),
+            person_id: row.person_id.into(),
+            category: row.category,
+            pay_from: row.pay_from,
+            charged_account_id: row.charged_account_id.map(Uuid::from),
+            status: row.status,
             total_cents: row.total_cents,
             fund_cents: row.fund_cents,
             account_cents: row.account_cents,
@@ -99,7 +96,7 @@ impl TryFrom<SettlementRow> for Settlement {
             items_summary: row.items_summary,
             settled_at: row.settled_at,
             reversed_at: row.reversed_at,
-        })
+        }
     }
 }
 
@@ -197,7 +194,7 @@ fn settle_inputs(
              LEFT JOIN annual_totals t ON t.person_id = v.person_id AND t.year = ? AND t.category = ? \
              WHERE v.id = ?"
         ),
-        (year.into_sql::<Integer>(), category.as_str().into_sql::<Text>(), visit_id.to_string().into_sql::<Text>()),
+        (year.into_sql::<Integer>(), category.as_str().into_sql::<Text>(), DbUuid(visit_id).into_sql::<Text>()),
     )
     .get_result(conn)
     .optional()?;
@@ -213,8 +210,8 @@ struct TotalsRow {
 }
 
 fn find(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Settlement>> {
-    let row = settlements::table.find(id.to_string()).select(SettlementRow::as_select()).first(conn).optional()?;
-    row.map(Settlement::try_from).transpose()
+    let row = settlements::table.find(DbUuid(id)).select(SettlementRow::as_select()).first(conn).optional()?;
+    Ok(row.map(Settlement::from))
 }
 
 /// Reads a person's year-to-date totals for a year and category, creating the zero row if
@@ -231,7 +228,7 @@ fn lock_year_to_date(
          VALUES (?, ?, ?, 0, 0, 0) \
          ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = annual_totals.total_cents \
          RETURNING total_cents, fund_cents, deductible_cents",
-        (person_id.to_string().into_sql::<Text>(), year.into_sql::<Integer>(), category.as_str().into_sql::<Text>()),
+        (DbUuid(person_id).into_sql::<Text>(), year.into_sql::<Integer>(), category.as_str().into_sql::<Text>()),
     )
     .get_result(conn)?;
     Ok(YearToDate { total_cents: row.total_cents, fund_cents: row.fund_cents, deductible_cents: row.deductible_cents })
@@ -252,7 +249,7 @@ fn store_year_to_date(
          ON CONFLICT (person_id, year, category) DO UPDATE SET total_cents = excluded.total_cents, \
              fund_cents = excluded.fund_cents, deductible_cents = excluded.deductible_cents",
         (
-            person_id.to_string().into_sql::<Text>(),
+            DbUuid(person_id).into_sql::<Text>(),
             year.into_sql::<Integer>(),
             category.as_str().into_sql::<Text>(),
             totals.total_cents.into_sql::<BigInt>(),
@@ -287,12 +284,12 @@ fn store_settlement(conn: &mut DbConnection, new: &NewSettlement) -> Result<(), 
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         Chain(
             (
-                settled.id.to_string().into_sql::<Text>(),
-                settled.visit_id.to_string().into_sql::<Text>(),
-                settled.person_id.to_string().into_sql::<Text>(),
+                DbUuid(settled.id).into_sql::<Text>(),
+                DbUuid(settled.visit_id).into_sql::<Text>(),
+                DbUuid(settled.person_id).into_sql::<Text>(),
                 settled.category.as_str().into_sql::<Text>(),
                 settled.pay_from.as_str().into_sql::<Text>(),
-                settled.charged_account_id.map(|id| id.to_string()).into_sql::<Nullable<Text>>(),
+                settled.charged_account_id.map(DbUuid).into_sql::<Nullable<Text>>(),
                 settled.total_cents.into_sql::<BigInt>(),
                 settled.fund_cents.into_sql::<BigInt>(),
             ),
@@ -778,7 +775,7 @@ impl SettlementStore {
                     // The status flips once: a concurrent second reversal matches no row.
                     let flipped = diesel::update(
                         settlements::table
-                            .filter(settlements::id.eq(settlement_id.to_string()))
+                            .filter(settlements::id.eq(DbUuid(settlement_id)))
                             .filter(settlements::status.eq(SettlementStatus::Settled.as_str())),
                     )
                     .set((
@@ -819,24 +816,25 @@ impl SettlementStore {
         self.db
             .run(move |conn| {
                 let rows: Vec<SettlementRow> = settlements::table
-                    .filter(settlements::person_id.eq(person_id.to_string()))
+                    .filter(settlements::person_id.eq(DbUuid(person_id)))
                     .filter(settlements::year.eq(year))
                     .filter(settlements::status.eq(SettlementStatus::Settled.as_str()))
                     .select(SettlementRow::as_select())
                     .load(conn)?;
-                rows.into_iter()
+                Ok(rows
+                    .into_iter()
                     .map(|row| {
-                        let s = Settlement::try_from(row)?;
-                        Ok(ExpenseLine {
+                        let s = Settlement::from(row);
+                        ExpenseLine {
                             category: s.category,
                             settled_at: s.settled_at,
                             total_cents: s.total_cents,
                             fund_cents: s.fund_cents,
                             account_cents: s.account_cents,
                             self_cents: s.self_cents,
-                        })
+                        }
                     })
-                    .collect()
+                    .collect())
             })
             .await
     }

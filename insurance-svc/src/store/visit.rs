@@ -16,7 +16,8 @@ use medins_common::{
     ApiError, ApiResult,
     audit::InlineAudit,
     db::{
-        Backend, Batcher, CachedSql, Db, DbConnection, DbError, is_unique_violation, retry_conflicts, write_transaction,
+        Backend, Batcher, CachedSql, Db, DbConnection, DbError, DbUuid, is_unique_violation, retry_conflicts,
+        write_transaction,
     },
 };
 use uuid::Uuid;
@@ -36,32 +37,28 @@ use crate::domain::{
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = visits)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct VisitRow {
-    id: String,
-    voucher_id: String,
-    person_id: String,
-    account_id: String,
+    id: DbUuid,
+    voucher_id: DbUuid,
+    person_id: DbUuid,
+    account_id: DbUuid,
     partner_id: String,
     code_key_id: String,
     opened_at: NaiveDateTime,
 }
 
-impl TryFrom<VisitRow> for Visit {
-    type Error = ApiError;
-
-    fn try_from(row: VisitRow) -> ApiResult<Self> {
-        let uuid = |text: &str, what: &str| {
-            Uuid::parse_str(text).map_err(|_| ApiError::internal(format_args!("visit {}: bad {what}", row.id)))
-        };
-        Ok(Visit {
-            id: uuid(&row.id, "id")?,
-            voucher_id: uuid(&row.voucher_id, "voucher_id")?,
-            person_id: uuid(&row.person_id, "person_id")?,
-            account_id: uuid(&row.account_id, "account_id")?,
+impl From<VisitRow> for Visit {
+    fn from(row: VisitRow) -> Self {
+        Visit {
+            id: row.id.into(),
+            voucher_id: row.voucher_id.into(),
+            person_id: row.person_id.into(),
+            account_id: row.account_id.into(),
             partner_id: row.partner_id,
             code_key_id: row.code_key_id,
             opened_at: row.opened_at,
-        })
+        }
     }
 }
 
@@ -86,8 +83,8 @@ impl VisitStore {
     pub async fn find(&self, id: Uuid) -> ApiResult<Option<Visit>> {
         self.db
             .read(move |conn| {
-                let row = visits::table.find(id.to_string()).select(VisitRow::as_select()).first(conn).optional()?;
-                row.map(Visit::try_from).transpose()
+                let row = visits::table.find(DbUuid(id)).select(VisitRow::as_select()).first(conn).optional()?;
+                Ok(row.map(Visit::from))
             })
             .await
     }
@@ -198,7 +195,7 @@ fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: Na
             accounts::table
                 .on(accounts::person_id.eq(vouchers::person_id).and(accounts::status.ne(CLOSED_ACCOUNT.as_str()))),
         )
-        .filter(vouchers::id.eq(redemption.voucher_id.to_string()))
+        .filter(vouchers::id.eq(DbUuid(redemption.voucher_id)))
         .select((
             vouchers::person_id,
             vouchers::status,
@@ -227,10 +224,10 @@ fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: Na
         "INSERT INTO visits (id, voucher_id, person_id, account_id, partner_id, code_nonce, code_key_id, opened_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            visit.id.to_string().into_sql::<Text>(),
-            visit.voucher_id.to_string().into_sql::<Text>(),
-            visit.person_id.to_string().into_sql::<Text>(),
-            visit.account_id.to_string().into_sql::<Text>(),
+            DbUuid(visit.id).into_sql::<Text>(),
+            DbUuid(visit.voucher_id).into_sql::<Text>(),
+            DbUuid(visit.person_id).into_sql::<Text>(),
+            DbUuid(visit.account_id).into_sql::<Text>(),
             visit.partner_id.as_str().into_sql::<Text>(),
             redemption.nonce.as_slice().into_sql::<Binary>(),
             visit.code_key_id.as_str().into_sql::<Text>(),
