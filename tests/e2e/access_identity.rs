@@ -420,20 +420,7 @@ async fn start_session(stack: &Stack, key: &str, token: Option<&str>, person_id:
 /// A person registered by operators, with a phone.
 async fn registered(stack: &Stack) -> (String, SeedPerson) {
     let seed = SeedPerson::adult();
-    let person_id = stack
-        .persons(Some(&stack.keys.ops))
-        .register_person(RegisterPersonRequest {
-            name: seed.name.clone(),
-            id_number: seed.id_number.clone(),
-            phone: seed.phone.clone(),
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .person
-        .expect("person")
-        .person_id;
-    (person_id, seed)
+    (stack.register_as_ops(&seed).await, seed)
 }
 
 async fn world(stack: &Stack) -> World {

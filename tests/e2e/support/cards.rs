@@ -29,7 +29,12 @@ impl Stack {
 
     /// Registers `seed` as operators do at a counter; returns the person id.
     pub async fn register_as_ops(&self, seed: &SeedPerson) -> String {
-        self.persons(Some(&self.keys.ops))
+        self.register_at(&self.keys.ops, seed).await
+    }
+
+    /// Registers `seed` as the partner holding `partner_key`; returns the person id.
+    pub async fn register_at(&self, partner_key: &str, seed: &SeedPerson) -> String {
+        self.persons(Some(partner_key))
             .register_person(RegisterPersonRequest {
                 name: seed.name.clone(),
                 id_number: seed.id_number.clone(),

@@ -118,19 +118,7 @@ impl Stack {
     /// interval).
     pub async fn front_door_person(&self, partner_key: &str) -> FrontDoorPerson {
         let seed = SeedPerson::adult();
-        let person_id = self
-            .persons(Some(partner_key))
-            .register_person(RegisterPersonRequest {
-                name: seed.name.clone(),
-                id_number: seed.id_number.clone(),
-                phone: seed.phone.clone(),
-            })
-            .await
-            .expect("register")
-            .into_inner()
-            .person
-            .expect("person")
-            .person_id;
+        let person_id = self.register_at(partner_key, &seed).await;
         let challenge = self.verified_sms_challenge(partner_key, &person_id, &seed.phone, SmsPurpose::RealName).await;
         self.persons(Some(partner_key))
             .complete_real_name(CompleteRealNameRequest { person_id: person_id.clone(), challenge_id: challenge })
