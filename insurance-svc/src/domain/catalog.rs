@@ -371,6 +371,13 @@ impl Catalog {
         let books = self.books(region);
         // Each book's first `limit` matches after the cursor that no more specific book
         // overrides: the first `limit` of their union is the first `limit` of the whole view.
+        // A name search continues after the cursor item's (name, code), found once for every book.
+        let name_cursor = match query {
+            Query::NamePrefix(_) => {
+                after.and_then(|code| self.lookup(region, code)).map(|f| (f.item.name.clone(), f.item.code.clone()))
+            }
+            Query::CodePrefix(_) => None,
+        };
         let mut matches: BTreeMap<(String, String), Found<'_>> = BTreeMap::new();
         for (depth, (from, book)) in books.iter().enumerate() {
             let hidden = |code: &str| books[..depth].iter().any(|(_, nearer)| nearer.by_code.contains_key(code));
@@ -393,10 +400,7 @@ impl Catalog {
                     }
                 }
                 Query::NamePrefix(prefix) => {
-                    let cursor = after
-                        .and_then(|code| self.lookup(region, code))
-                        .map(|f| (f.item.name.clone(), f.item.code.clone()));
-                    let start = match &cursor {
+                    let start = match &name_cursor {
                         Some(cursor) if cursor.0.as_str() >= prefix.as_str() => cursor.clone(),
                         _ => (prefix.clone(), String::new()),
                     };
@@ -405,7 +409,7 @@ impl Catalog {
                         .range(start..)
                         .map(|(key, _)| key)
                         .take_while(|(name, _)| name.starts_with(prefix.as_str()))
-                        .filter(|key| Some(*key) != cursor.as_ref() && !hidden(&key.1))
+                        .filter(|key| Some(*key) != name_cursor.as_ref() && !hidden(&key.1))
                         .take(limit);
                     for (name, code) in names {
                         matches.insert((name.clone(), code.clone()), found(code));

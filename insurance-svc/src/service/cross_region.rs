@@ -3,7 +3,6 @@
 use chrono::NaiveDate;
 use medins_common::{
     ApiError, ApiResult, Reason,
-    auth::Caller,
     convert::timestamp,
     error::{require_enum, require_uuid},
 };
@@ -87,7 +86,7 @@ impl CrossRegionService for CrossRegionApi {
     ) -> Result<Response<FileCrossRegionCareResponse>, Status> {
         let state = &self.state;
         let access = CallAccess::begin(state, &request).await?;
-        let caller = Caller::of(&request)?;
+        let caller = &access.caller;
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let kind = kind_from_wire(body.kind)?;
