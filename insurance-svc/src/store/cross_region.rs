@@ -169,13 +169,11 @@ impl CrossRegionStore {
                         cross_region_filings::cancelled_at.eq(Some(now)),
                     ))
                     .execute(conn)?;
-                    if changed == 0 {
-                        return Err(ApiError::of(
-                            Reason::CrossRegionFilingCancelled,
-                            "this filing is already cancelled",
-                        ));
-                    }
                     filing.status = FilingStatus::Cancelled;
+                    if changed == 0 {
+                        // A concurrent cancel won: the domain's answer for a cancelled filing.
+                        admit_cancel(&filing)?;
+                    }
                     filing.cancelled_at = Some(now);
                     Ok(filing)
                 })
