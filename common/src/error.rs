@@ -107,6 +107,11 @@ reasons! {
     CardNotFound => "CARD_NOT_FOUND" @ NotFound,
     CardFeeInvalid => "CARD_FEE_INVALID" @ FailedPrecondition,
     CardHolderMismatch => "CARD_HOLDER_MISMATCH" @ FailedPrecondition,
+    // Issue 17 item 5, the card at the counter: its PIN (insurance-svc `domain::card_pin`).
+    CardPinIncorrect => "CARD_PIN_INCORRECT" @ PermissionDenied,
+    CardPinLocked => "CARD_PIN_LOCKED" @ FailedPrecondition,
+    CardPinTooWeak => "CARD_PIN_TOO_WEAK" @ InvalidArgument,
+    CardPinNotSet => "CARD_PIN_NOT_SET" @ FailedPrecondition,
     AgentIsApplicant => "AGENT_IS_APPLICANT" @ FailedPrecondition,
     GuardianRequired => "GUARDIAN_REQUIRED" @ FailedPrecondition,
     GuardianNotAllowed => "GUARDIAN_NOT_ALLOWED" @ FailedPrecondition,

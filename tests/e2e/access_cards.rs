@@ -185,6 +185,7 @@ async fn call(
                     card_number: number,
                     channel: CardActivationChannel::Bank as i32,
                     holder: Some(identity(stranger)),
+                    pin: "305917".into(),
                 },
                 token,
             ))
@@ -321,6 +322,7 @@ async fn a_hospital_walking_card_numbers_without_the_holder_learns_nothing_and_a
         card_number: number.to_owned(),
         channel: CardActivationChannel::Hospital as i32,
         holder,
+        pin: String::new(),
     };
     // Without the holder: refused before any lookup.
     let bare = hospital.activate_card(activate(&card.card_number, None)).await;
@@ -363,6 +365,7 @@ async fn a_hospital_walking_card_numbers_without_the_holder_learns_nothing_and_a
             card_number: card.card_number.clone(),
             channel: CardActivationChannel::Bank as i32,
             holder: Some(identity(&holder.seed)),
+            pin: "305917".into(),
         })
         .await
         .expect("the holder at the bank")
@@ -398,6 +401,7 @@ async fn a_partners_failed_card_lookups_stop_at_the_daily_limit_under_concurrenc
                     card_number: number,
                     channel: CardActivationChannel::Pharmacy as i32,
                     holder: Some(who),
+                    pin: String::new(),
                 })
                 .await
         }
@@ -430,6 +434,7 @@ async fn a_partners_failed_card_lookups_stop_at_the_daily_limit_under_concurrenc
             card_number: card.card_number.clone(),
             channel: CardActivationChannel::Hospital as i32,
             holder: Some(identity(&holder.seed)),
+            pin: String::new(),
         })
         .await
         .expect("the hospital's budget is its own");

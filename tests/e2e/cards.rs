@@ -42,6 +42,9 @@ fn assert_refused<T: std::fmt::Debug>(
     }
 }
 
+/// The PIN the holders of these tests choose at the bank.
+const PIN: &str = "305917";
+
 fn counter(person_id: &str, channel: CardChannel) -> ApplyForCardRequest {
     ApplyForCardRequest { person_id: person_id.to_owned(), channel: channel as i32, ..Default::default() }
 }
@@ -122,6 +125,8 @@ async fn activate(
             card_number: number.to_owned(),
             channel: channel as i32,
             holder: holder.map(|h| PersonIdentity { name: h.name.clone(), id_number: h.id_number.clone() }),
+            // The bank sets the PIN with the financial function; the other channels take none.
+            pin: if channel == CardActivationChannel::Bank { PIN.into() } else { String::new() },
         })
         .await
         .map(|r| r.into_inner().card.unwrap())

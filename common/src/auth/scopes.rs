@@ -87,6 +87,9 @@ pub const CARD_BATCH: &str = "card.batch";
 pub const CARD_ACTIVATE: &str = "card.activate";
 /// Record card fees paid at a bank.
 pub const CARD_FEE: &str = "card.fee";
+/// Change a card's PIN (the holder's app with their token, or a bank with the holder present)
+/// and reset it (a bank with the holder present, operators).
+pub const CARD_PIN: &str = "card.pin";
 /// Report a card lost and lift a temporary report (a person's own with a person token;
 /// operators any).
 pub const CARD_LOSS: &str = "card.loss";
@@ -120,6 +123,7 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     CARD_APPLY,
     CARD_READ,
     CARD_LOSS,
+    CARD_PIN,
     CROSSREGION_MANAGE,
     CROSSREGION_READ,
 ];
@@ -175,6 +179,7 @@ pub const OPS: &[&str] = &[
     CARD_MANAGE,
     CARD_BATCH,
     CARD_LOSS,
+    CARD_PIN,
     PERSON_MANAGE,
     CROSSREGION_MANAGE,
     CROSSREGION_READ,

@@ -151,6 +151,14 @@ pub const RULES: &[Rule] = &[
         refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
     },
     Rule { method: "/medins.insurance.v1.CodeService/VerifyCode", allows: &[Standing::Counter], refusal: CODE_INVALID },
+    // The card at the counter (issue 17 item 5; code.proto): the counter where the holder typed
+    // the card's right PIN stands as the holder present (the handler knows it only after the
+    // PIN); anything else is the answer an unknown card or a wrong PIN gets.
+    Rule {
+        method: "/medins.insurance.v1.CodeService/OpenVisitWithCard",
+        allows: &[Standing::HolderPresent],
+        refusal: CARD_OR_PIN_WRONG,
+    },
     // SettlementService
     Rule { method: "/medins.insurance.v1.SettlementService/Settle", allows: &[Standing::Counter], refusal: NO_VISIT },
     Rule {
@@ -265,6 +273,19 @@ pub const RULES: &[Rule] = &[
         allows: &[Standing::HolderPresent],
         refusal: CARD_NOT_FOUND,
     },
+    // PINs (issue 17 item 5): the holder changes theirs (own token, or present at a bank: the
+    // handler admits a `holder` from BANK partners only); a bank with the holder present or
+    // operators reset it. A person token never resets a PIN.
+    Rule {
+        method: "/medins.insurance.v1.CardService/ChangeCardPin",
+        allows: &[Standing::Person, Standing::HolderPresent],
+        refusal: CARD_NOT_FOUND,
+    },
+    Rule {
+        method: "/medins.insurance.v1.CardService/ResetCardPin",
+        allows: &[Standing::Operator, Standing::HolderPresent],
+        refusal: CARD_NOT_FOUND,
+    },
     Rule {
         method: "/medins.insurance.v1.CardService/GetCard",
         allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
@@ -364,6 +385,9 @@ const TOKEN_FOR_ANOTHER_PERSON: Refusal = Refusal::permission_denied(
     Reason::PersonTokenInvalid,
     "the person token is not the applicant's or their guardian's",
 );
+/// OpenVisitWithCard: the one answer for an unknown card, a card without a PIN and a wrong PIN
+/// (`domain::card_pin::card_or_pin_wrong`, word for word).
+const CARD_OR_PIN_WRONG: Refusal = Refusal::of(Reason::CardPinIncorrect, "the card number or the PIN is wrong");
 const OPERATORS_ONLY: Refusal = Refusal::of(Reason::PartnerKindNotAllowed, "only operators list card applications");
 
 /// A document named by id that the caller may not see: the answer an unknown id gets.

@@ -223,24 +223,26 @@ pub fn function_status(card: CardStatus, activated: bool) -> FunctionStatus {
     }
 }
 
-/// Where a card is activated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActivationChannel {
-    /// A bank: both functions, after checking the holder's ID.
-    Bank,
-    /// A hospital: the medical function.
-    Hospital,
-    /// A pharmacy: the medical function.
-    Pharmacy,
+medins_common::text_enum! {
+    /// Where a card is activated (or used), stored beside the activating partner.
+    pub enum ActivationChannel {
+        /// A bank: the financial function, after checking the holder's ID; sets the PIN.
+        Bank => "BANK",
+        /// A hospital: the medical function, at its first use.
+        Hospital => "HOSPITAL",
+        /// A pharmacy: the medical function, at its first use.
+        Pharmacy => "PHARMACY",
+    }
 }
 
 impl ActivationChannel {
-    /// Stored spelling (the activating partner is stored beside it).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActivationChannel::Bank => "BANK",
-            ActivationChannel::Hospital => "HOSPITAL",
-            ActivationChannel::Pharmacy => "PHARMACY",
+    /// The channel of a hospital's or pharmacy's counter, where a card is used for care (and
+    /// its medical function activated at first use); none for other kinds.
+    pub fn of_care_counter(kind: PartnerKind) -> Option<ActivationChannel> {
+        match kind {
+            PartnerKind::Hospital => Some(ActivationChannel::Hospital),
+            PartnerKind::Pharmacy => Some(ActivationChannel::Pharmacy),
+            _ => None,
         }
     }
 
@@ -693,15 +695,16 @@ pub enum LookupOutcome {
     NotALookup,
 }
 
-/// Classifies a card lookup (find the card, match the holder, ask the access table) by its
-/// error, if any: the refusals that also answer a missing card count as failed.
+/// Classifies a card lookup (find the card, match the holder, ask the access table, check a
+/// PIN) by its error's reason, if any: the refusals that also answer a missing card (the
+/// access rows of card RPCs refuse with CARD_NOT_FOUND), a wrong PIN (OpenVisitWithCard answers
+/// it as it answers an unknown card) and a locked PIN count as failed.
 pub fn lookup_outcome(error: Option<&ApiError>) -> LookupOutcome {
-    match error {
+    match error.map(ApiError::reason) {
         None => LookupOutcome::Found,
-        Some(error) if matches!(error.code(), tonic::Code::NotFound | tonic::Code::PermissionDenied) => {
+        Some(Reason::CardNotFound | Reason::CardHolderMismatch | Reason::CardPinIncorrect | Reason::CardPinLocked) => {
             LookupOutcome::Failed
         }
-        Some(error) if error.reason() == Reason::CardHolderMismatch => LookupOutcome::Failed,
         Some(_) => LookupOutcome::NotALookup,
     }
 }
@@ -976,24 +979,33 @@ pub fn ready_by_after(next: ApplicationStatus, delivery: Delivery, today: NaiveD
 /// What an activation (or use) of a card switches on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Activation {
-    /// The medical function, at its first use.
+    /// The medical function, at its first use at a hospital or pharmacy.
     pub medical: bool,
-    /// The financial function, at its first use at a bank.
+    /// The financial function, at a bank (which sets the card's PIN with it).
     pub financial: bool,
 }
 
 /// Activating (or using) `card` through `channel`: a VALID card ([`next_card_status`]) that
-/// was delivered (else CARD_STATE_CONFLICT, status NOT_DELIVERED); the medical function at its
-/// first use, the financial one too at a bank, each once.
+/// was delivered (else CARD_STATE_CONFLICT, status NOT_DELIVERED). At a hospital or pharmacy
+/// the medical function switches on at its first use (ActivateCard HOSPITAL/PHARMACY and
+/// OpenVisitWithCard both ask this one decision); later uses change nothing. At a bank the
+/// financial function switches on, once: the bank sets the PIN with it, so a second activation
+/// there is CARD_STATE_CONFLICT (status FINANCIAL_ACTIVE: the PIN is changed with ChangeCardPin
+/// or reset with ResetCardPin, never overwritten by an activation).
 pub fn decide_activation(card: &Card, channel: ActivationChannel) -> ApiResult<Activation> {
     next_card_status(card.status, CardAction::Activate)?;
     if !card.delivered {
         return Err(StateConflict { status: "NOT_DELIVERED", action: CardAction::Activate.as_str() }.into_error());
     }
-    Ok(Activation {
-        medical: card.medical_activated_at.is_none(),
-        financial: channel.activates_financial() && card.financial_activated_at.is_none(),
-    })
+    if channel.activates_financial() {
+        if card.financial_activated_at.is_some() {
+            return Err(
+                StateConflict { status: "FINANCIAL_ACTIVE", action: CardAction::Activate.as_str() }.into_error()
+            );
+        }
+        return Ok(Activation { medical: false, financial: true });
+    }
+    Ok(Activation { medical: card.medical_activated_at.is_none(), financial: false })
 }
 
 /// Replacing a LOST `card`: the card becomes REPLACED ([`next_card_status`]) and a new
@@ -1090,9 +1102,11 @@ mod tests {
             decide_activation(&fresh, ActivationChannel::Hospital).unwrap(),
             Activation { medical: true, financial: false }
         );
+        // The bank switches on the financial function only (the medical one waits for its first
+        // use at a hospital or pharmacy), once.
         assert_eq!(
             decide_activation(&fresh, ActivationChannel::Bank).unwrap(),
-            Activation { medical: true, financial: true }
+            Activation { medical: false, financial: true }
         );
         let used = Card {
             medical_activated_at: Some(fresh.issued_at),
@@ -1100,9 +1114,14 @@ mod tests {
             ..fresh.clone()
         };
         assert_eq!(
-            decide_activation(&used, ActivationChannel::Bank).unwrap(),
+            decide_activation(&used, ActivationChannel::Pharmacy).unwrap(),
             Activation { medical: false, financial: false }
         );
+        let again = decide_activation(&used, ActivationChannel::Bank).unwrap_err();
+        assert_eq!(again.reason(), Reason::CardStateConflict);
+        assert!(again.message().contains("FINANCIAL_ACTIVE"));
+        assert_eq!(ActivationChannel::of_care_counter(PartnerKind::Pharmacy), Some(ActivationChannel::Pharmacy));
+        assert_eq!(ActivationChannel::of_care_counter(PartnerKind::Bank), None);
 
         let undelivered = decide_activation(&card(CardStatus::Valid, false), ActivationChannel::Hospital).unwrap_err();
         assert_eq!(undelivered.reason(), Reason::CardStateConflict);
@@ -1402,6 +1421,9 @@ mod tests {
         assert_eq!(lookup_outcome(None), LookupOutcome::Found);
         let missing = ApiError::not_found(Reason::CardNotFound, "no card");
         assert_eq!(lookup_outcome(Some(&missing)), LookupOutcome::Failed);
+        for reason in [Reason::CardPinIncorrect, Reason::CardPinLocked] {
+            assert_eq!(lookup_outcome(Some(&ApiError::of(reason, "pin"))), LookupOutcome::Failed);
+        }
         let down = ApiError::of(Reason::DependencyUnavailable, "down");
         assert_eq!(lookup_outcome(Some(&down)), LookupOutcome::NotALookup);
         assert!(!lookups_counted(PartnerKind::Ops) && lookups_counted(PartnerKind::Hospital));

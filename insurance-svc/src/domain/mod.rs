@@ -3,6 +3,7 @@
 pub mod access;
 pub mod account;
 pub mod card;
+pub mod card_pin;
 pub mod catalog;
 pub mod code;
 pub mod cross_region;

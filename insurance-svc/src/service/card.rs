@@ -24,20 +24,20 @@ use medins_proto::{
     insurance::v1::{
         self as pb, ActivateCardRequest, ActivateCardResponse, ApplyForCardRequest, ApplyForCardResponse,
         ApplyForCardsBatchRequest, ApplyForCardsBatchResponse, CancelCardLossReportRequest,
-        CancelCardLossReportResponse, ConfirmCardDeliveryRequest, ConfirmCardDeliveryResponse,
-        GetCardApplicationRequest, GetCardApplicationResponse, GetCardRequest, GetCardResponse,
-        ListCardApplicationsRequest, ListCardApplicationsResponse, RecordCardDispatchRequest,
+        CancelCardLossReportResponse, ChangeCardPinRequest, ChangeCardPinResponse, ConfirmCardDeliveryRequest,
+        ConfirmCardDeliveryResponse, GetCardApplicationRequest, GetCardApplicationResponse, GetCardRequest,
+        GetCardResponse, ListCardApplicationsRequest, ListCardApplicationsResponse, RecordCardDispatchRequest,
         RecordCardDispatchResponse, RecordCardFeeRequest, RecordCardFeeResponse, RecordCardProductionRequest,
         RecordCardProductionResponse, ReplaceCardRequest, ReplaceCardResponse, ReportCardLossRequest,
-        ReportCardLossResponse, ReviewCardApplicationRequest, ReviewCardApplicationResponse, card_batch_person,
-        card_service_server::CardService, get_card_request,
+        ReportCardLossResponse, ResetCardPinRequest, ResetCardPinResponse, ReviewCardApplicationRequest,
+        ReviewCardApplicationResponse, card_batch_person, card_service_server::CardService, get_card_request,
     },
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{
-    SharedState,
+    SharedState, State,
     access::{CallAccess, HandlerFacts},
 };
 use crate::{
@@ -52,6 +52,10 @@ use crate::{
             fee_terms, function_status, guardian_required, lookup_limit_exceeded, lookup_outcome, lookups_counted,
             mailing_address, parse_card_number, photo_required, rejection_reason, require_channel_partner,
             require_fee_partner, tracking_number,
+        },
+        card_pin::{
+            self, HASH_ESTIMATE_BYTES, Pin, PinTry, check_strength, hash_pin, parse_pin, pin_locked, pin_not_set,
+            pin_wrong, verify_pin,
         },
         document::DocumentKind,
         face::{FaceCheck, FacePurpose, check_face_session},
@@ -286,6 +290,99 @@ fn decode_application(body: &ApplyForCardRequest) -> ApiResult<Application> {
         _ => None,
     };
     Ok(Application { person_id, channel, guardian, online, agent: body.agent.clone() })
+}
+
+/// Hashes a new PIN on the bounded pool (docs/architecture.md#documents-are-identity-documents:
+/// heavy work never runs on the async runtime; Argon2id takes ~19 MiB and tens of ms).
+pub(crate) async fn hash_on_pool(state: &State, pin: Pin) -> ApiResult<String> {
+    state
+        .heavy
+        .run(HASH_ESTIMATE_BYTES, move || hash_pin(&pin, &mut rand::rngs::OsRng))
+        .await?
+        .map_err(|refusal| ApiError::internal(format_args!("PIN hashing refused: {refusal:?}")))?
+}
+
+/// Verifies `pin` against `hash` on the bounded pool.
+pub(crate) async fn verify_on_pool(state: &State, pin: Pin, hash: String) -> ApiResult<bool> {
+    state
+        .heavy
+        .run(HASH_ESTIMATE_BYTES, move || verify_pin(&pin, &hash))
+        .await?
+        .map_err(|refusal| ApiError::internal(format_args!("PIN verification refused: {refusal:?}")))
+}
+
+/// Runs `lookup`, a lookup by card number for `caller`, as one counted lookup (issue 13 item
+/// 3): a unit of the partner's failed lookups of the day is reserved first (refused once they
+/// are used up) and given back only if the lookup found a card the caller may act on
+/// ([`lookup_outcome`]). Operators and SERVICE are not counted. Every lookup by card number,
+/// in CardService and CodeService.OpenVisitWithCard alike, goes through here.
+pub(crate) async fn counted_lookup<T, Fut>(state: &State, caller: &Partner, lookup: Fut) -> ApiResult<T>
+where
+    Fut: std::future::Future<Output = ApiResult<T>>,
+{
+    let counted = lookups_counted(caller.kind);
+    let day = state.clock.today();
+    if counted && !state.cards.reserve_lookup(&caller.id, day, LOOKUP_FAILURES_PER_DAY).await? {
+        return Err(lookup_limit_exceeded(state.clock.stored_now(), day));
+    }
+    let result = lookup.await;
+    if counted
+        && lookup_outcome(result.as_ref().err()) != LookupOutcome::Failed
+        && let Err(error) = state.cards.release_lookup(&caller.id, day).await
+    {
+        // The unit stays used: the partner loses one lookup, nobody gains one.
+        tracing::warn!(%error, partner = %caller.id, "a card lookup was not given back");
+    }
+    result
+}
+
+/// Checks `pin` against card `number`'s, taking one of its tries first
+/// (`CardStore::take_pin_try`) and giving it back when right. Returns the card (none: no such
+/// card) and, when it has a PIN that is not locked, whether the PIN was right; a card with no
+/// PIN, or no card, has a decoy hash verified so that every answer takes the same work.
+pub(crate) async fn check_pin(state: &State, number: &str, pin: Pin) -> ApiResult<(Option<Card>, PinCheck)> {
+    let Some((card, tried)) = state.cards.take_pin_try(number.to_owned()).await? else {
+        verify_on_pool(state, pin, card_pin::DECOY_HASH.clone()).await?;
+        return Ok((None, PinCheck::NotSet));
+    };
+    let check = match tried {
+        PinTry::Locked => PinCheck::Locked,
+        PinTry::NotSet => {
+            verify_on_pool(state, pin, card_pin::DECOY_HASH.clone()).await?;
+            PinCheck::NotSet
+        }
+        PinTry::Taken(hash) => {
+            if verify_on_pool(state, pin, hash.clone()).await? {
+                state.cards.give_back_pin_try(number.to_owned(), hash.clone()).await?;
+                PinCheck::Right(hash)
+            } else {
+                PinCheck::Wrong
+            }
+        }
+    };
+    Ok((Some(card), check))
+}
+
+/// How a PIN check went ([`check_pin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PinCheck {
+    /// Right (the hash it matched).
+    Right(String),
+    /// Wrong: one of the card's tries is used up.
+    Wrong,
+    /// Locked: not checked.
+    Locked,
+    /// No PIN (or no card).
+    NotSet,
+}
+
+/// A card that still has a PIN to change or reset: not formally lost or replaced
+/// (CARD_STATE_CONFLICT otherwise).
+fn require_live_card(card: &Card, action: &'static str) -> ApiResult<()> {
+    match card.status {
+        CardStatus::Valid | CardStatus::LostTemporary => Ok(()),
+        status => Err(crate::domain::card::StateConflict { status: status.as_str(), action }.into_error()),
+    }
 }
 
 /// The gRPC code an outcome had, for the access history.
@@ -565,22 +662,8 @@ impl CardApi {
         holder: Option<&pb::PersonIdentity>,
         subject: &OnceLock<Uuid>,
     ) -> ApiResult<(Card, Standing)> {
-        let state = &self.state;
         let caller = &access.caller;
-        let counted = lookups_counted(caller.kind);
-        let day = state.clock.today();
-        if counted && !state.cards.reserve_lookup(&caller.id, day, LOOKUP_FAILURES_PER_DAY).await? {
-            return Err(lookup_limit_exceeded(state.clock.stored_now(), day));
-        }
-        let result = self.find_card_for(&caller.id, access, number, holder, subject).await;
-        if counted
-            && lookup_outcome(result.as_ref().err()) != LookupOutcome::Failed
-            && let Err(error) = state.cards.release_lookup(&caller.id, day).await
-        {
-            // The unit stays used: the partner loses one lookup, nobody gains one.
-            tracing::warn!(%error, partner = %caller.id, "a card lookup was not given back");
-        }
-        result
+        counted_lookup(&self.state, caller, self.find_card_for(&caller.id, access, number, holder, subject)).await
     }
 
     async fn find_card_for(
@@ -1034,6 +1117,19 @@ impl CardService for CardApi {
             .into());
         };
         channel.require_partner(caller.kind)?;
+        // The bank sets the PIN with the financial function; nobody else sets one.
+        let pin = if channel.activates_financial() {
+            Some(check_strength("pin", &body.pin)?)
+        } else if body.pin.is_empty() {
+            None
+        } else {
+            return Err(ApiError::invalid_field(
+                Reason::InvalidArgument,
+                "pin",
+                "only the bank channel sets a PIN: leave it empty",
+            )
+            .into());
+        };
         let state = &self.state;
         let access = CallAccess::begin(state, &request).await?;
         let subject = OnceLock::new();
@@ -1041,9 +1137,13 @@ impl CardService for CardApi {
             .idempotency
             .run(&caller.id, "ActivateCard", request.metadata(), body, || async {
                 let (card, standing) = self.card_for(&access, &number, Some(holder), &subject).await?;
+                let pin_hash = match pin.clone() {
+                    Some(pin) => Some(hash_on_pool(state, pin).await?),
+                    None => None,
+                };
                 let card = state
                     .cards
-                    .activate(card.card_number, channel, caller.id.clone(), state.clock.stored_now())
+                    .activate(card.card_number, channel, caller.id.clone(), pin_hash, state.clock.stored_now())
                     .await?;
                 tracing::info!(
                     application_id = %card.application_id,
@@ -1156,6 +1256,101 @@ impl CardService for CardApi {
                     application: Some(application_message(&application)),
                     replaced_card: Some(card_message(&old)),
                 })
+            })
+            .await;
+        access.record(&self.state, subject.get().copied(), &result).await;
+        Ok(Response::new(result?))
+    }
+
+    async fn change_card_pin(
+        &self,
+        request: Request<ChangeCardPinRequest>,
+    ) -> Result<Response<ChangeCardPinResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let number = parse_card_number("card_number", &body.card_number)?;
+        let old_pin = parse_pin("old_pin", &body.old_pin)?;
+        let new_pin = check_strength("new_pin", &body.new_pin)?;
+        // The holder present counts at a bank's counter only.
+        if body.holder.is_some() && caller.kind != PartnerKind::Bank {
+            return Err(ApiError::of(
+                Reason::PartnerKindNotAllowed,
+                "only a BANK counter changes a PIN with the holder present; apps send the holder's token",
+            )
+            .into());
+        }
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let subject = OnceLock::new();
+        let result = state
+            .idempotency
+            .run(&caller.id, "ChangeCardPin", request.metadata(), body, || async {
+                let (card, standing) = self.card_for(&access, &number, body.holder.as_ref(), &subject).await?;
+                require_live_card(&card, "CHANGE_PIN")?;
+                let (_, check) = check_pin(state, &number, old_pin.clone()).await?;
+                let verified = match check {
+                    PinCheck::Right(hash) => hash,
+                    PinCheck::Wrong => return Err(pin_wrong().into()),
+                    PinCheck::Locked => return Err(pin_locked().into()),
+                    PinCheck::NotSet => return Err(pin_not_set().into()),
+                };
+                let new_hash = hash_on_pool(state, new_pin.clone()).await?;
+                let now = state.clock.stored_now();
+                // Only if the PIN is still the one just verified (a concurrent change or reset
+                // wins; the old PIN this call knew is no longer the PIN).
+                if !state.cards.replace_pin(number.clone(), Some(verified), new_hash, caller.id.clone(), now).await? {
+                    return Err(pin_wrong().into());
+                }
+                tracing::info!(application_id = %card.application_id, partner = %caller.id, "card PIN changed");
+                Ok(ChangeCardPinResponse { card: Some(card_message_as(&card, card_view(standing))) })
+            })
+            .await;
+        access.record(&self.state, subject.get().copied(), &result).await;
+        Ok(Response::new(result?))
+    }
+
+    async fn reset_card_pin(
+        &self,
+        request: Request<ResetCardPinRequest>,
+    ) -> Result<Response<ResetCardPinResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let body = request.get_ref();
+        let number = parse_card_number("card_number", &body.card_number)?;
+        let new_pin = check_strength("new_pin", &body.new_pin)?;
+        match caller.kind {
+            PartnerKind::Ops => {}
+            PartnerKind::Bank if body.holder.is_some() => {}
+            PartnerKind::Bank => {
+                return Err(ApiError::invalid_field(
+                    Reason::InvalidArgument,
+                    "holder",
+                    "required: the holder shows their ID card at the bank's counter",
+                )
+                .into());
+            }
+            _ => {
+                return Err(ApiError::of(
+                    Reason::PartnerKindNotAllowed,
+                    "only a BANK counter with the holder present, or operators, reset a PIN",
+                )
+                .into());
+            }
+        }
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let subject = OnceLock::new();
+        let result = state
+            .idempotency
+            .run(&caller.id, "ResetCardPin", request.metadata(), body, || async {
+                let (card, standing) = self.card_for(&access, &number, body.holder.as_ref(), &subject).await?;
+                require_live_card(&card, "RESET_PIN")?;
+                let new_hash = hash_on_pool(state, new_pin.clone()).await?;
+                state
+                    .cards
+                    .replace_pin(number.clone(), None, new_hash, caller.id.clone(), state.clock.stored_now())
+                    .await?;
+                tracing::info!(application_id = %card.application_id, partner = %caller.id, "card PIN reset");
+                Ok(ResetCardPinResponse { card: Some(card_message_as(&card, card_view(standing))) })
             })
             .await;
         access.record(&self.state, subject.get().copied(), &result).await;

@@ -22,7 +22,8 @@ use medins_proto::{
     identity::v1::Sex,
     insurance::v1::{
         self as pb, CodeHolder, CodeKey, GetCodeKeysRequest, GetCodeKeysResponse, IssueCodeRequest, IssueCodeResponse,
-        VerifyCodeRequest, VerifyCodeResponse, code_service_server::CodeService,
+        OpenVisitWithCardRequest, OpenVisitWithCardResponse, VerifyCodeRequest, VerifyCodeResponse,
+        code_service_server::CodeService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -37,11 +38,14 @@ use crate::{
     domain::{
         access,
         account::{AccountStatus, Scheme},
+        card::{ActivationChannel, CardView, parse_card_number},
+        card_pin::{card_or_pin_wrong, parse_pin, pin_locked},
         code::CODE_TEXT_LEN,
         qr::qr_png,
-        visit::Redemption,
+        visit::{CardUse, Redemption},
         voucher::VoucherStatus,
     },
+    service::card::{PinCheck, card_message_as, check_pin, counted_lookup},
     store::Audited,
 };
 
@@ -257,15 +261,11 @@ impl CodeService for CodeApi {
                         HolderFacts::default()
                     }
                 };
-                tracing::info!(
-                    visit_id = %visit.id,
-                    voucher_id = %visit.voucher_id,
-                    partner = %caller.id,
-                    "code verified, visit opened"
-                );
+                let voucher_id = visit.voucher_id().map(|id| id.to_string()).unwrap_or_default();
+                tracing::info!(visit_id = %visit.id, %voucher_id, partner = %caller.id, "code verified, visit opened");
                 Ok(VerifyCodeResponse {
                     visit_id: visit.id.to_string(),
-                    voucher_id: visit.voucher_id.to_string(),
+                    voucher_id,
                     holder: Some(CodeHolder {
                         person_id: visit.person_id.to_string(),
                         masked_name: facts.masked_name,
@@ -283,6 +283,86 @@ impl CodeService for CodeApi {
         let holder =
             result.as_ref().ok().and_then(|r| r.holder.as_ref()).and_then(|h| Uuid::parse_str(&h.person_id).ok());
         access.record_unless(state, audited.get().copied().unwrap_or(Audited::No), holder, &result).await;
+        result.map(Response::new)
+    }
+
+    async fn open_visit_with_card(
+        &self,
+        request: Request<OpenVisitWithCardRequest>,
+    ) -> Result<Response<OpenVisitWithCardResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        // Only a point of care opens visits; its kind is the channel of the card's first use.
+        let Some(channel) = ActivationChannel::of_care_counter(caller.kind) else {
+            return Err(ApiError::of(
+                Reason::PartnerKindNotAllowed,
+                "only hospitals and pharmacies (kinds HOSPITAL, PHARMACY) open visits with a card",
+            )
+            .into());
+        };
+        let body = request.get_ref();
+        let number = parse_card_number("card_number", &body.card_number)?;
+        let pin = parse_pin("pin", &body.pin)?;
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let inline = access.inline(state);
+        let audited = OnceLock::new();
+        let holder = OnceLock::new();
+        let result = state
+            .idempotency
+            .run(&caller.id, "OpenVisitWithCard", request.metadata(), body, || async {
+                // The card and its PIN, as one counted card lookup: an unknown number, a card
+                // without a PIN, a wrong PIN and a locked PIN keep the lookup's unit.
+                counted_lookup(state, &caller, async {
+                    let (card, check) = check_pin(state, &number, pin.clone()).await?;
+                    if let Some(card) = &card {
+                        let _ = holder.set(card.person_id);
+                    }
+                    match (card, check) {
+                        (Some(card), PinCheck::Right(_)) => {
+                            // The holder typed the card's PIN at this counter: present here.
+                            let facts = HandlerFacts { holder_present: true, ..HandlerFacts::default() };
+                            access.decide(state, card.person_id, facts).await?;
+                            Ok(())
+                        }
+                        (Some(_), PinCheck::Locked) => Err(pin_locked()),
+                        _ => Err(card_or_pin_wrong()),
+                    }
+                })
+                .await?;
+                let card_use = CardUse { channel, partner_id: caller.id.clone() };
+                let (used, audit) =
+                    state.visits.open_for_card(number.clone(), card_use, state.clock.stored_now(), &inline).await?;
+                let _ = audited.set(audit);
+                let visit = &used.opened.visit;
+                // The visit is open whatever identity-svc says now: show what is known.
+                let facts = match state.holders.get(&caller.id, &state.identity, visit.person_id).await {
+                    Ok(facts) => facts,
+                    Err(error) => {
+                        tracing::warn!(%error, visit_id = %visit.id, "holder facts unavailable; visit opened without them");
+                        HolderFacts::default()
+                    }
+                };
+                tracing::info!(visit_id = %visit.id, partner = %caller.id, "card and PIN accepted, visit opened");
+                Ok(OpenVisitWithCardResponse {
+                    visit_id: visit.id.to_string(),
+                    holder: Some(CodeHolder {
+                        // The counter knows the holder by the card: no id to reach them elsewhere.
+                        person_id: String::new(),
+                        masked_name: facts.masked_name,
+                        sex: facts.sex,
+                        age: facts.age,
+                        insured_region_code: used.opened.region_code.clone(),
+                        scheme: scheme_message(used.opened.scheme) as i32,
+                        account_status: account_status_message(used.opened.account_status) as i32,
+                    }),
+                    card: Some(card_message_as(&used.card, CardView::Counter)),
+                })
+            })
+            .await;
+        // Every attempt on an existing card is the holder's to see, refused or not.
+        access
+            .record_unless(state, audited.get().copied().unwrap_or(Audited::No), holder.get().copied(), &result)
+            .await;
         result.map(Response::new)
     }
 

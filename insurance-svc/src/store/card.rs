@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::schema::{
     card_application_events, card_application_evidence, card_applications, card_fees, card_lookup_failures,
-    card_mailing_addresses, cards,
+    card_mailing_addresses, card_pins, cards,
 };
 use crate::domain::{
     card::{
@@ -22,6 +22,7 @@ use crate::domain::{
         CardAction, CardApplication, CardChannel, CardFee, CardStatus, Delivery, FeeCheck, MailingAddress,
         NewApplication, StateConflict, check_fee, next_application_status, next_card_status, random_card_number,
     },
+    card_pin::{PIN_TRIES, PinTry, StoredPin, decide_try, pin_not_set},
     face::FaceCheck,
 };
 
@@ -494,12 +495,15 @@ impl CardStore {
     }
 
     /// Activates (or uses) a card through `channel`: a VALID, delivered card; the medical
-    /// function at first use, the financial one too at a bank. Returns it as it is afterwards.
+    /// function at first use at a hospital or pharmacy, the financial one at a bank, which sets
+    /// the PIN (`pin_hash`, required for the bank channel) in the same transaction. Returns it
+    /// as it is afterwards.
     pub async fn activate(
         &self,
         number: String,
         channel: ActivationChannel,
         partner: String,
+        pin_hash: Option<String>,
         now: NaiveDateTime,
     ) -> ApiResult<Card> {
         self.db
@@ -507,6 +511,21 @@ impl CardStore {
                 write_transaction(conn, |conn| {
                     let card = load_card(conn, &number)?.ok_or_else(card_not_found)?;
                     let activation = card::decide_activation(&card, channel)?;
+                    if activation.financial {
+                        let hash =
+                            pin_hash.as_deref().ok_or_else(|| ApiError::internal("bank activation without a PIN"))?;
+                        // One PIN row per card: the primary key refuses a second (a bank
+                        // activates the financial function once).
+                        diesel::insert_into(card_pins::table)
+                            .values((
+                                card_pins::card_number.eq(&number),
+                                card_pins::pin_hash.eq(hash),
+                                card_pins::failures.eq(0),
+                                card_pins::set_by.eq(&partner),
+                                card_pins::set_at.eq(now),
+                            ))
+                            .execute(conn)?;
+                    }
                     let by = format!("{}:{partner}", channel.as_str());
                     let target = cards::table.find(&number).filter(cards::status.eq(CardStatus::Valid.as_str()));
                     if activation.medical {
@@ -528,6 +547,92 @@ impl CardStore {
                             .execute(conn)?;
                     }
                     load_card(conn, &number)?.ok_or_else(card_not_found)
+                })
+            })
+            .await
+    }
+
+    /// Takes one try at `number`'s PIN ([`decide_try`] on the row read, then one conditional
+    /// update `failures < PIN_TRIES` that both backends apply atomically per row: PostgreSQL
+    /// re-checks the condition on the row it waited for, SQLite's writer runs one at a time),
+    /// so concurrent guesses never take more than [`PIN_TRIES`] tries. Returns the card and the
+    /// try (none: no such card). A try lost to concurrent ones reads as locked.
+    pub async fn take_pin_try(&self, number: String) -> ApiResult<Option<(Card, PinTry)>> {
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    let Some(card) = load_card(conn, &number)? else {
+                        return Ok(None);
+                    };
+                    let stored: Option<(String, i32)> = card_pins::table
+                        .find(&number)
+                        .select((card_pins::pin_hash, card_pins::failures))
+                        .first(conn)
+                        .optional()?;
+                    let decided = decide_try(stored.map(|(hash, failures)| StoredPin { hash, failures }));
+                    if let PinTry::Taken(_) = &decided {
+                        let taken =
+                            diesel::update(card_pins::table.find(&number).filter(card_pins::failures.lt(PIN_TRIES)))
+                                .set(card_pins::failures.eq(card_pins::failures + 1))
+                                .execute(conn)?;
+                        if taken != 1 {
+                            return Ok(Some((card, PinTry::Locked)));
+                        }
+                    }
+                    Ok(Some((card, decided)))
+                })
+            })
+            .await
+    }
+
+    /// Gives back the try a right PIN took: the count of wrong tries in a row goes back to 0,
+    /// unless the PIN changed meanwhile (`verified_hash` is the one the PIN was verified against).
+    pub async fn give_back_pin_try(&self, number: String, verified_hash: String) -> ApiResult<()> {
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    diesel::update(card_pins::table.find(&number).filter(card_pins::pin_hash.eq(&verified_hash)))
+                        .set(card_pins::failures.eq(0))
+                        .execute(conn)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Replaces `number`'s PIN by `new_hash` and clears its wrong tries. With `verified_hash`
+    /// (a change: the old PIN was verified against it) only if the PIN is still that one
+    /// (false otherwise: changed or reset meanwhile); without (a reset) whatever it is.
+    /// CARD_PIN_NOT_SET for a card without a PIN.
+    pub async fn replace_pin(
+        &self,
+        number: String,
+        verified_hash: Option<String>,
+        new_hash: String,
+        partner: String,
+        now: NaiveDateTime,
+    ) -> ApiResult<bool> {
+        self.db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    let exists: i64 = card_pins::table.find(&number).count().get_result(conn)?;
+                    if exists == 0 {
+                        return Err(pin_not_set());
+                    }
+                    let target = card_pins::table.find(&number);
+                    let values = (
+                        card_pins::pin_hash.eq(&new_hash),
+                        card_pins::failures.eq(0),
+                        card_pins::set_by.eq(&partner),
+                        card_pins::set_at.eq(now),
+                    );
+                    let changed = match &verified_hash {
+                        Some(old) => {
+                            diesel::update(target.filter(card_pins::pin_hash.eq(old))).set(values).execute(conn)?
+                        }
+                        None => diesel::update(target).set(values).execute(conn)?,
+                    };
+                    Ok(changed == 1)
                 })
             })
             .await
@@ -910,7 +1015,9 @@ fn load_application(conn: &mut DbConnection, cipher: &FieldCipher, id: Uuid) -> 
     Ok(application)
 }
 
-fn load_card(conn: &mut DbConnection, number: &str) -> ApiResult<Option<Card>> {
+/// A card by number, with whether its application was delivered (also read by the card visit,
+/// `store::visit`).
+pub(super) fn load_card(conn: &mut DbConnection, number: &str) -> ApiResult<Option<Card>> {
     let Some(row) = cards::table.find(number).select(CardRow::as_select()).first(conn).optional()? else {
         return Ok(None);
     };

@@ -59,13 +59,14 @@ diesel::table! {
     /// Visits opened by redeeming a code; `code_nonce` is unique.
     visits (id) {
         id -> Text,
-        voucher_id -> Text,
+        voucher_id -> Nullable<Text>,
         person_id -> Text,
         account_id -> Text,
         partner_id -> Text,
-        code_nonce -> Binary,
-        code_key_id -> Text,
+        code_nonce -> Nullable<Binary>,
+        code_key_id -> Nullable<Text>,
         opened_at -> Timestamp,
+        card_number -> Nullable<Text>,
     }
 }
 
@@ -283,6 +284,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// A card's PIN: Argon2id PHC string and wrong tries in a row (migration 220000).
+    card_pins (card_number) {
+        card_number -> Text,
+        pin_hash -> Text,
+        failures -> Integer,
+        set_by -> Text,
+        set_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(voucher_activations -> vouchers (voucher_id));
 diesel::joinable!(visits -> vouchers (voucher_id));
 diesel::joinable!(visits -> accounts (account_id));
@@ -296,6 +308,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     vouchers,
     voucher_activations,
     visits,
+    card_pins,
     settlements,
     account_entries,
     annual_totals,

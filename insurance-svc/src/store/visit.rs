@@ -1,9 +1,10 @@
-//! Visits: opened by redeeming a payment code at a hospital or pharmacy counter; the settlement
-//! of a visit refers to it.
+//! Visits: opened at a hospital or pharmacy counter by redeeming a payment code or by the
+//! social security card with its PIN; the settlement of a visit refers to it.
 //!
-//! A visit row says which voucher and person it is for, the account that was insured (ACTIVE)
-//! when it was opened, the partner (hospital or pharmacy) that opened it, and the code's nonce
-//! and key id. `visits.code_nonce` is unique: a code opens at most one visit, on any replica.
+//! A visit row says which person it is for, the account that was insured (ACTIVE) when it was
+//! opened, the partner (hospital or pharmacy) that opened it, and its source: the voucher, the
+//! code's nonce and key id, or the card's number (a CHECK keeps exactly one).
+//! `visits.code_nonce` is unique: a code opens at most one visit, on any replica.
 
 use std::sync::{Arc, LazyLock, OnceLock};
 
@@ -24,13 +25,15 @@ use uuid::Uuid;
 
 use super::{
     Audited,
-    schema::{accounts, visits, vouchers},
+    card::load_card,
+    schema::{accounts, cards, visits, vouchers},
 };
 use crate::domain::{
     account::{AccountStatus, Scheme},
+    card::{Card, CardStatus},
     visit::{
-        CLOSED_ACCOUNT, HolderAccount, INSURED_ACCOUNT, OpenedVisit, REDEEMABLE_VOUCHER, Redemption, RedemptionFacts,
-        Visit, code_already_used, decide_redemption,
+        CLOSED_ACCOUNT, CardUse, HolderAccount, INSURED_ACCOUNT, OpenedVisit, REDEEMABLE_VOUCHER, Redemption,
+        RedemptionFacts, Visit, VisitSource, code_already_used, decide_card_visit, decide_redemption,
     },
     voucher::VoucherStatus,
 };
@@ -40,26 +43,45 @@ use crate::domain::{
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct VisitRow {
     id: DbUuid,
-    voucher_id: DbUuid,
+    voucher_id: Option<DbUuid>,
     person_id: DbUuid,
     account_id: DbUuid,
     partner_id: String,
-    code_key_id: String,
+    code_key_id: Option<String>,
     opened_at: NaiveDateTime,
+    card_number: Option<String>,
 }
 
-impl From<VisitRow> for Visit {
-    fn from(row: VisitRow) -> Self {
-        Visit {
+impl TryFrom<VisitRow> for Visit {
+    type Error = ApiError;
+
+    fn try_from(row: VisitRow) -> ApiResult<Self> {
+        let source = match (row.voucher_id, row.code_key_id, row.card_number) {
+            (Some(voucher_id), Some(code_key_id), None) => {
+                VisitSource::Code { voucher_id: voucher_id.into(), code_key_id }
+            }
+            (None, None, Some(card_number)) => VisitSource::Card { card_number },
+            // The schema's CHECK (visits_one_source) makes this unreachable.
+            _ => return Err(ApiError::internal(format_args!("visit {}: no single source", row.id.0))),
+        };
+        Ok(Visit {
             id: row.id.into(),
-            voucher_id: row.voucher_id.into(),
+            source,
             person_id: row.person_id.into(),
             account_id: row.account_id.into(),
             partner_id: row.partner_id,
-            code_key_id: row.code_key_id,
             opened_at: row.opened_at,
-        }
+        })
     }
+}
+
+/// A visit opened with a card, and the card as it is afterwards (its medical function ACTIVE).
+#[derive(Debug, Clone)]
+pub struct CardVisit {
+    /// The visit and what the counter is told.
+    pub opened: OpenedVisit,
+    /// The card after its use.
+    pub card: Card,
 }
 
 /// A code to redeem on PostgreSQL, with the time and the id of the visit it would open.
@@ -84,7 +106,7 @@ impl VisitStore {
         self.db
             .read(move |conn| {
                 let row = visits::table.find(DbUuid(id)).select(VisitRow::as_select()).first(conn).optional()?;
-                Ok(row.map(Visit::from))
+                row.map(Visit::try_from).transpose()
             })
             .await
     }
@@ -128,6 +150,97 @@ impl VisitStore {
             }
         }
     }
+}
+
+impl VisitStore {
+    /// Opens a visit with card `number`, whose PIN the counter just proved right: in one write
+    /// transaction it reads the card and its holder's open account, asks
+    /// [`decide_card_visit`] (card VALID and delivered, account insured; the medical function
+    /// at first use), keeps the card VALID until commit (a guard update, which also row-locks it
+    /// on PostgreSQL against a concurrent loss report), switches the medical function on if this
+    /// is its first use, and inserts the visit. On SQLite the call's audit row (`audit`, for the
+    /// holder, outcome OK) commits with it; on PostgreSQL the caller records it ([`Audited`]).
+    /// Not the hot path of codes: no batching.
+    pub async fn open_for_card(
+        &self,
+        number: String,
+        card_use: CardUse,
+        now: NaiveDateTime,
+        audit: &InlineAudit,
+    ) -> ApiResult<(CardVisit, Audited)> {
+        let audit = audit.clone();
+        let inline = self.db.backend() == Backend::Sqlite;
+        let opened = self
+            .db
+            .write(move |conn| {
+                write_transaction(conn, |conn| {
+                    let opened = open_card_visit_in_transaction(conn, &number, &card_use, now)?;
+                    if inline {
+                        audit.append(conn, opened.opened.visit.person_id, tonic::Code::Ok)?;
+                    }
+                    Ok::<_, ApiError>(opened)
+                })
+            })
+            .await?;
+        Ok((opened, if inline { Audited::InTransaction } else { Audited::No }))
+    }
+}
+
+fn open_card_visit_in_transaction(
+    conn: &mut DbConnection,
+    number: &str,
+    card_use: &CardUse,
+    now: NaiveDateTime,
+) -> ApiResult<CardVisit> {
+    let not_found = || ApiError::not_found(medins_common::Reason::CardNotFound, "no card with this number");
+    let card = load_card(conn, number)?.ok_or_else(not_found)?;
+    let account = accounts::table
+        .filter(accounts::person_id.eq(DbUuid(card.person_id)))
+        .filter(accounts::status.ne(CLOSED_ACCOUNT.as_str()))
+        .select((accounts::id, accounts::scheme, accounts::region_code, accounts::status, accounts::birth_date))
+        .first::<(DbUuid, String, String, String, NaiveDate)>(conn)
+        .optional()?
+        .map(|(id, scheme, region_code, status, birth_date)| -> ApiResult<HolderAccount> {
+            let bad = |what: &str| ApiError::internal(format_args!("card visit: bad account {what}"));
+            Ok(HolderAccount {
+                id: id.into(),
+                scheme: Scheme::parse(&scheme).ok_or_else(|| bad("scheme"))?,
+                region_code,
+                status: AccountStatus::parse(&status).ok_or_else(|| bad("status"))?,
+                birth_date,
+            })
+        })
+        .transpose()?;
+    let (opened, activation) = decide_card_visit(&card, account, card_use, Uuid::now_v7(), now)?;
+    let valid = || cards::table.find(number).filter(cards::status.eq(CardStatus::Valid.as_str()));
+    // The card stays VALID until this commits: a loss report racing this visit waits for it
+    // on PostgreSQL (row lock) and SQLite's writer runs one transaction at a time.
+    if diesel::update(valid()).set(cards::status.eq(cards::status)).execute(conn)? != 1 {
+        return Err(crate::domain::card::StateConflict { status: card.status.as_str(), action: "USE" }.into_error());
+    }
+    if activation.medical {
+        let by = format!("{}:{}", card_use.channel.as_str(), card_use.partner_id);
+        diesel::update(valid().filter(cards::medical_activated_at.is_null()))
+            .set((
+                cards::medical_activated_at.eq(Some(now)),
+                cards::medical_activated_by.eq(Some(&by)),
+                cards::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    let visit = &opened.visit;
+    diesel::insert_into(visits::table)
+        .values((
+            visits::id.eq(DbUuid(visit.id)),
+            visits::person_id.eq(DbUuid(visit.person_id)),
+            visits::account_id.eq(DbUuid(visit.account_id)),
+            visits::partner_id.eq(&visit.partner_id),
+            visits::opened_at.eq(visit.opened_at),
+            visits::card_number.eq(Some(number)),
+        ))
+        .execute(conn)?;
+    let card = load_card(conn, number)?.ok_or_else(not_found)?;
+    Ok(CardVisit { opened, card })
 }
 
 /// The voucher and the holder's open account, as read for a redemption.
@@ -225,12 +338,12 @@ fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: Na
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             DbUuid(visit.id).into_sql::<Text>(),
-            DbUuid(visit.voucher_id).into_sql::<Text>(),
+            DbUuid(redemption.voucher_id).into_sql::<Text>(),
             DbUuid(visit.person_id).into_sql::<Text>(),
             DbUuid(visit.account_id).into_sql::<Text>(),
             visit.partner_id.as_str().into_sql::<Text>(),
             redemption.nonce.as_slice().into_sql::<Binary>(),
-            visit.code_key_id.as_str().into_sql::<Text>(),
+            redemption.key_id.as_str().into_sql::<Text>(),
             now.into_sql::<Timestamp>(),
         ),
     )

@@ -1,0 +1,294 @@
+//! A card's PIN (docs/architecture.md#cards, issue 17 item 5): set by the bank when it
+//! activates the financial function, changed by the holder, reset by the bank (or operators),
+//! and asked at a hospital or pharmacy counter that opens a visit with the card.
+//!
+//! - **Shape**: exactly [`PIN_DIGITS`] ASCII digits (INVALID_ARGUMENT on the field otherwise).
+//!   A new PIN is refused when trivially guessed ([`check_strength`]: INVALID_ARGUMENT /
+//!   CARD_PIN_TOO_WEAK with metadata `pin_check`).
+//! - **At rest**: an Argon2id hash in the PHC string format with a random 16-byte salt
+//!   ([`hash_pin`], parameters [`HASH_MEMORY_KIB`], [`HASH_PASSES`], [`HASH_LANES`]), never the
+//!   PIN. Hashing and verifying cost tens of milliseconds and ~19 MiB each: callers run them on
+//!   the bounded pool (`crate::heavy`), never on the async runtime. A stored hash carries its
+//!   own parameters, so raising them later still verifies older hashes.
+//! - **Tries**: [`PIN_TRIES`] wrong PINs in a row lock the PIN until the bank resets it. A try
+//!   is taken (the count raised under the condition `failures < PIN_TRIES`, one atomic update)
+//!   *before* the PIN is verified and given back by a right PIN, so concurrent guesses can never
+//!   verify more than [`PIN_TRIES`] wrong PINs ([`try_available`] is that condition; the store
+//!   writes it into its statement).
+//!
+//! Pure apart from the salt's randomness (from the caller's RNG): no I/O.
+
+use std::sync::LazyLock;
+
+use argon2::{
+    Algorithm, Argon2, Params, Version,
+    password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::CryptoRngCore},
+};
+use medins_common::{ApiError, ApiResult, Reason};
+
+/// Digits in a PIN.
+pub const PIN_DIGITS: usize = 6;
+
+/// Wrong PINs in a row that lock the PIN.
+pub const PIN_TRIES: i32 = 5;
+
+/// Argon2id memory per hash, KiB (19 MiB: OWASP's minimum for Argon2id with 2 passes).
+pub const HASH_MEMORY_KIB: u32 = 19 * 1024;
+
+/// Argon2id passes.
+pub const HASH_PASSES: u32 = 2;
+
+/// Argon2id lanes (one: the pool runs hashes side by side, not one hash on several threads).
+pub const HASH_LANES: u32 = 1;
+
+/// What one hash or verification is estimated to take from the heavy pool's memory budget.
+pub const HASH_ESTIMATE_BYTES: u64 = (HASH_MEMORY_KIB as u64 + 1024) * 1024;
+
+/// A PIN of the right shape. Its `Debug` hides the digits: PINs never reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(String);
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(******)")
+    }
+}
+
+impl Pin {
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A PIN as typed on a pin pad: exactly [`PIN_DIGITS`] ASCII digits, nothing around them
+/// (INVALID_ARGUMENT on `field`; the description never repeats the input).
+pub fn parse_pin(field: &str, raw: &str) -> ApiResult<Pin> {
+    if raw.len() == PIN_DIGITS && raw.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(Pin(raw.to_owned()))
+    } else {
+        Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must be exactly 6 digits"))
+    }
+}
+
+/// Why a new PIN is too easy to guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weakness {
+    /// One digit repeated (`000000`, `888888`).
+    SameDigits,
+    /// Each digit one more than the one before (`123456`, `456789`).
+    Ascending,
+    /// Each digit one less than the one before (`654321`, `987654`).
+    Descending,
+}
+
+impl Weakness {
+    /// The metadata value `pin_check`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weakness::SameDigits => "same_digits",
+            Weakness::Ascending => "ascending",
+            Weakness::Descending => "descending",
+        }
+    }
+}
+
+/// Why `pin` is trivially guessed, if it is: the PINs people try first on a found card.
+pub fn weakness(pin: &Pin) -> Option<Weakness> {
+    let digits: Vec<i8> = pin.0.bytes().map(|b| (b - b'0') as i8).collect();
+    let steps: Vec<i8> = digits.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    if steps.iter().all(|&step| step == 0) {
+        Some(Weakness::SameDigits)
+    } else if steps.iter().all(|&step| step == 1) {
+        Some(Weakness::Ascending)
+    } else if steps.iter().all(|&step| step == -1) {
+        Some(Weakness::Descending)
+    } else {
+        None
+    }
+}
+
+/// A PIN someone chooses now (ActivateCard BANK, ChangeCardPin, ResetCardPin): the shape of
+/// [`parse_pin`] and not [`weakness`]-weak (INVALID_ARGUMENT / CARD_PIN_TOO_WEAK on `field`,
+/// metadata `pin_check`).
+pub fn check_strength(field: &str, raw: &str) -> ApiResult<Pin> {
+    let pin = parse_pin(field, raw)?;
+    match weakness(&pin) {
+        None => Ok(pin),
+        Some(weakness) => Err(ApiError::invalid_field(
+            Reason::CardPinTooWeak,
+            field,
+            "too easy to guess: not one repeated digit, nor an ascending or descending run",
+        )
+        .with_metadata("pin_check", weakness.as_str())),
+    }
+}
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(HASH_MEMORY_KIB, HASH_PASSES, HASH_LANES, None).expect("constant Argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// The PHC string of `pin` under a fresh salt from `rng` (Argon2id, the parameters above).
+/// CPU- and memory-heavy: run it on the bounded pool.
+pub fn hash_pin(pin: &Pin, rng: &mut impl CryptoRngCore) -> ApiResult<String> {
+    let salt = SaltString::generate(rng);
+    argon2()
+        .hash_password(pin.0.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| ApiError::internal(format_args!("PIN hashing failed: {error}")))
+}
+
+/// Whether `pin` is the one `stored` (a PHC string from [`hash_pin`]) was made from, with the
+/// parameters the string carries. An unreadable string matches nothing. CPU- and memory-heavy:
+/// run it on the bounded pool.
+pub fn verify_pin(pin: &Pin, stored: &str) -> bool {
+    match PasswordHash::new(stored) {
+        Ok(hash) => argon2().verify_password(pin.0.as_bytes(), &hash).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash of no card's PIN: verified when there is no card (or no PIN) to verify against, so
+/// such an answer takes as long as a wrong PIN's and its time tells nothing.
+pub static DECOY_HASH: LazyLock<String> = LazyLock::new(|| {
+    hash_pin(&Pin("000000".into()), &mut argon2::password_hash::rand_core::OsRng).expect("the decoy PIN hashes")
+});
+
+/// Whether a PIN with `failures` wrong tries in a row may be tried once more (the condition
+/// the store's one atomic update takes a try under).
+pub fn try_available(failures: i32) -> bool {
+    failures < PIN_TRIES
+}
+
+/// The refusal a counter gets when the card number or the PIN is wrong: one answer for an
+/// unknown card, a card without a PIN and a wrong PIN, so a counter walking numbers learns no
+/// more from a wrong PIN than from a number never issued.
+pub fn card_or_pin_wrong() -> ApiError {
+    ApiError::of(Reason::CardPinIncorrect, "the card number or the PIN is wrong")
+}
+
+/// The refusal of a wrong old PIN by a caller who stands for the card's holder (ChangeCardPin).
+pub fn pin_wrong() -> ApiError {
+    ApiError::of(Reason::CardPinIncorrect, "the PIN is wrong")
+}
+
+/// The refusal once [`PIN_TRIES`] wrong PINs in a row locked the PIN.
+pub fn pin_locked() -> ApiError {
+    ApiError::of(
+        Reason::CardPinLocked,
+        "the card's PIN is locked after 5 wrong PINs: the holder has the bank reset it (ResetCardPin)",
+    )
+}
+
+/// The refusal of a PIN change or reset on a card that has none yet.
+pub fn pin_not_set() -> ApiError {
+    ApiError::of(
+        Reason::CardPinNotSet,
+        "the card has no PIN yet: it is set when a bank activates the financial function (ActivateCard BANK)",
+    )
+}
+
+/// A card's PIN as stored: its hash and the wrong tries in a row.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredPin {
+    /// The PHC string.
+    pub hash: String,
+    /// Wrong tries in a row (0 to [`PIN_TRIES`]).
+    pub failures: i32,
+}
+
+impl std::fmt::Debug for StoredPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredPin").field("failures", &self.failures).finish_non_exhaustive()
+    }
+}
+
+/// How taking a try at a card's PIN went (the store's atomic update).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinTry {
+    /// A try was taken: verify against this hash, then give the try back if right.
+    Taken(String),
+    /// The PIN is locked: no try taken, nothing verified.
+    Locked,
+    /// The card has no PIN.
+    NotSet,
+}
+
+/// The try a PIN `stored` allows: locked once [`PIN_TRIES`] wrong tries are counted.
+pub fn decide_try(stored: Option<StoredPin>) -> PinTry {
+    match stored {
+        None => PinTry::NotSet,
+        Some(stored) if try_available(stored.failures) => PinTry::Taken(stored.hash),
+        Some(_) => PinTry::Locked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::password_hash::rand_core::OsRng;
+
+    use super::*;
+
+    #[test]
+    fn a_pin_is_six_ascii_digits() {
+        for raw in ["123450", "000001", "908172"] {
+            assert_eq!(parse_pin("pin", raw).unwrap().as_str(), raw);
+        }
+        for raw in ["", "12345", "1234567", " 123456", "12345a", "１２３４５６", "12 456", "-12345"] {
+            let error = parse_pin("pin", raw).unwrap_err();
+            assert_eq!(error.reason(), Reason::InvalidArgument, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_digits_and_runs_are_too_weak() {
+        for (raw, weakness) in [
+            ("000000", Weakness::SameDigits),
+            ("777777", Weakness::SameDigits),
+            ("012345", Weakness::Ascending),
+            ("123456", Weakness::Ascending),
+            ("456789", Weakness::Ascending),
+            ("987654", Weakness::Descending),
+            ("654321", Weakness::Descending),
+            ("543210", Weakness::Descending),
+        ] {
+            let error = check_strength("new_pin", raw).unwrap_err();
+            assert_eq!(error.reason(), Reason::CardPinTooWeak, "{raw}");
+            assert_eq!(super::weakness(&parse_pin("new_pin", raw).unwrap()), Some(weakness), "{raw}");
+        }
+        for raw in ["123457", "890123", "112233", "135790", "000100", "918273"] {
+            assert!(check_strength("new_pin", raw).is_ok(), "{raw}");
+        }
+        assert_eq!(check_strength("new_pin", "12345").unwrap_err().reason(), Reason::InvalidArgument);
+    }
+
+    #[test]
+    fn a_hash_verifies_its_pin_only_and_each_hash_has_its_own_salt() {
+        let pin = parse_pin("pin", "305917").unwrap();
+        let first = hash_pin(&pin, &mut OsRng).unwrap();
+        let second = hash_pin(&pin, &mut OsRng).unwrap();
+        assert_ne!(first, second, "a fresh salt per hash");
+        assert!(first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{first}");
+        assert!(!first.contains("305917"));
+        assert!(verify_pin(&pin, &first) && verify_pin(&pin, &second));
+        assert!(!verify_pin(&parse_pin("pin", "305918").unwrap(), &first));
+        assert!(!verify_pin(&pin, "not a PHC string"));
+        assert!(!verify_pin(&pin, &DECOY_HASH));
+        assert_eq!(format!("{pin:?}"), "Pin(******)");
+    }
+
+    #[test]
+    fn five_wrong_tries_lock_and_a_missing_pin_is_not_set() {
+        let stored = |failures| Some(StoredPin { hash: "h".into(), failures });
+        for failures in 0..PIN_TRIES {
+            assert_eq!(decide_try(stored(failures)), PinTry::Taken("h".into()));
+        }
+        assert_eq!(decide_try(stored(PIN_TRIES)), PinTry::Locked);
+        assert_eq!(decide_try(None), PinTry::NotSet);
+        assert!(try_available(PIN_TRIES - 1) && !try_available(PIN_TRIES));
+        assert_eq!(card_or_pin_wrong().reason(), Reason::CardPinIncorrect);
+        assert_eq!(pin_locked().reason(), Reason::CardPinLocked);
+        assert_eq!(pin_not_set().reason(), Reason::CardPinNotSet);
+    }
+}
