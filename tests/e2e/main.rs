@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod binding;
 mod cards;
+mod cards_pin;
 mod catalog;
 mod claims;
 mod cli;
