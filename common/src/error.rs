@@ -336,6 +336,11 @@ impl ApiError {
         self.reason
     }
 
+    /// The `BadRequest` field violations: (field, description).
+    pub fn field_violations(&self) -> &[(String, String)] {
+        &self.field_violations
+    }
+
     /// The message.
     pub fn message(&self) -> &str {
         &self.message

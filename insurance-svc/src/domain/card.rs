@@ -4,7 +4,11 @@
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Weekday};
-use medins_common::{ApiError, ApiResult, Reason, auth::PartnerKind, validate::Amount};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    auth::PartnerKind,
+    validate::{Amount, TextField},
+};
 use rand::{CryptoRng, Rng};
 use uuid::Uuid;
 
@@ -471,14 +475,20 @@ impl std::fmt::Debug for MailingAddress {
     }
 }
 
-fn plain_text(text: &str, max_chars: usize) -> Option<String> {
-    let text = text.trim();
-    let count = text.chars().count();
-    ((1..=max_chars).contains(&count) && !text.chars().any(char::is_control)).then(|| text.to_owned())
-}
+/// A mailing address's street: required, at most 200 characters, no control characters.
+pub const STREET: TextField = TextField { max_chars: 200, required: true };
 
-/// Validates a mailing address; field violations are named `<prefix>region_code` and so on,
-/// all of them at once. The messages never repeat the input.
+/// Why operators rejected an application: required, at most 200 characters, no control
+/// characters.
+pub const REJECTION_REASON: TextField = TextField { max_chars: 200, required: true };
+
+/// The one validator of a mailing address (`MailingAddress` in card.proto), used by every RPC
+/// that takes one (ApplyForCard, ReplaceCard): the region code, the street ([`STREET`]), the
+/// recipient (the one name rule of both services, `medins_common::validate::name`) and the
+/// phone (the one mainland mobile rule, `medins_common::phone`). Field violations are named
+/// `<prefix>region_code` and so on, all of them at once; a bad recipient alone is
+/// INVALID_NAME, as every other name field, several bad fields INVALID_ARGUMENT. The messages
+/// never repeat the input.
 pub fn mailing_address(
     prefix: &str,
     region_code: &str,
@@ -486,59 +496,44 @@ pub fn mailing_address(
     recipient: &str,
     phone: &str,
 ) -> ApiResult<MailingAddress> {
-    let mut violations: Vec<(String, &str)> = Vec::new();
+    let field = |name: &str| format!("{prefix}{name}");
+    let mut refused: Vec<ApiError> = Vec::new();
+    let mut keep = |result: ApiResult<String>| result.map_err(|error| refused.push(error)).ok();
     let region = region_code.trim();
-    if !is_region_code(region) {
-        violations.push((format!("{prefix}region_code"), "must be a six-digit region code"));
-    }
-    let street = plain_text(street, 200);
-    if street.is_none() {
-        violations.push((format!("{prefix}street"), "must be 1-200 characters without control characters"));
-    }
-    // The recipient is a person's name: the one name rule of both services.
-    let recipient = match medins_common::name::normalize(recipient) {
-        Ok(name) => Some(name),
-        Err(error) => {
-            violations.push((format!("{prefix}recipient"), error.description()));
-            None
-        }
-    };
-    // The one mainland mobile rule (medins_common::phone), as identity-svc applies it.
-    let phone = medins_common::phone::parse(phone).ok().map(|phone| phone.as_str().to_owned());
-    if phone.is_none() {
-        violations.push((format!("{prefix}phone"), "must be a mainland mobile number"));
-    }
-    match (street, recipient, phone, violations.is_empty()) {
-        (Some(street), Some(recipient), Some(phone), true) => {
-            Ok(MailingAddress { region_code: region.to_owned(), street, recipient, phone })
+    let region = keep(if is_region_code(region) {
+        Ok(region.to_owned())
+    } else {
+        Err(ApiError::invalid_field(Reason::InvalidArgument, &field("region_code"), "must be a six-digit region code"))
+    });
+    let street = keep(STREET.check(&field("street"), street));
+    let recipient = keep(medins_common::validate::name(&field("recipient"), recipient));
+    let phone = keep(medins_common::phone::parse(phone).map(|phone| phone.as_str().to_owned()).map_err(|_| {
+        ApiError::invalid_field(Reason::InvalidArgument, &field("phone"), "must be a mainland mobile number")
+    }));
+    match (region, street, recipient, phone) {
+        (Some(region_code), Some(street), Some(recipient), Some(phone)) => {
+            Ok(MailingAddress { region_code, street, recipient, phone })
         }
         _ => {
-            // A bad recipient alone is INVALID_NAME, as every other name field; several bad
-            // fields at once stay INVALID_ARGUMENT with one violation each.
-            let reason = match violations.as_slice() {
-                [(field, _)] if field.ends_with("recipient") => Reason::InvalidName,
+            let reason = match refused.as_slice() {
+                [only] => only.reason(),
                 _ => Reason::InvalidArgument,
             };
-            let mut violations = violations.into_iter();
-            let (field, description) = violations.next().expect("a violation");
-            let mut error = ApiError::invalid_field(reason, &field, description);
-            for (field, description) in violations {
-                error = error.with_field_violation(&field, description);
+            let mut violations = refused.iter().flat_map(|error| error.field_violations().iter().cloned());
+            let (name, description) =
+                violations.next().ok_or_else(|| ApiError::internal("an address refused without a field"))?;
+            let mut error = ApiError::invalid_field(reason, &name, description);
+            for (name, description) in violations {
+                error = error.with_field_violation(&name, description);
             }
             Err(error)
         }
     }
 }
 
-/// A rejection reason: 1-200 characters without control characters.
+/// A rejection reason ([`REJECTION_REASON`]).
 pub fn rejection_reason(text: &str) -> ApiResult<String> {
-    plain_text(text, 200).ok_or_else(|| {
-        ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "rejection_reason",
-            "required to reject: 1-200 characters without control characters",
-        )
-    })
+    REJECTION_REASON.check("rejection_reason", text)
 }
 
 /// A carrier's tracking number: 6-32 letters, digits or `-`.
@@ -1370,8 +1365,14 @@ mod tests {
         assert_eq!((address.street.as_str(), address.phone.as_str()), ("1 Main St", "13812345678"));
         assert!(!format!("{address:?}").contains("张三"));
         let error = mailing_address("a.", "11010", "", "x", "12345").unwrap_err();
-        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
         assert!(!error.message().contains("12345"));
+        let fields: Vec<&str> = error.field_violations().iter().map(|(field, _)| field.as_str()).collect();
+        assert_eq!(fields, ["a.region_code", "a.street", "a.phone"], "every bad field at once");
+        let street = mailing_address("a.", "110105", &"街".repeat(STREET.max_chars + 1), "张三", "13812345678");
+        assert_eq!(street.unwrap_err().field_violations()[0].0, "a.street");
+        let name = mailing_address("a.", "110105", "1 Main St", "\u{202e}张三", "13812345678").unwrap_err();
+        assert_eq!(name.reason(), Reason::InvalidName, "a bad recipient alone is a bad name");
         for bad_phone in ["12812345678", "138--12345678"] {
             let error = mailing_address("a.", "110105", "1 Main St", "张三", bad_phone).unwrap_err();
             assert!(error.message().starts_with("invalid a.phone:"), "{bad_phone}");

@@ -71,25 +71,15 @@ pub fn parse_pin(field: &str, raw: &str) -> ApiResult<Pin> {
     }
 }
 
-/// Why a new PIN is too easy to guess.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Weakness {
-    /// One digit repeated (`000000`, `888888`).
-    SameDigits,
-    /// Each digit one more than the one before (`123456`, `456789`).
-    Ascending,
-    /// Each digit one less than the one before (`654321`, `987654`).
-    Descending,
-}
-
-impl Weakness {
-    /// The metadata value `pin_check`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Weakness::SameDigits => "same_digits",
-            Weakness::Ascending => "ascending",
-            Weakness::Descending => "descending",
-        }
+medins_common::text_enum! {
+    /// Why a new PIN is too easy to guess (the metadata value `pin_check`).
+    pub enum Weakness {
+        /// One digit repeated (`000000`, `888888`).
+        SameDigits => "same_digits",
+        /// Each digit one more than the one before (`123456`, `456789`).
+        Ascending => "ascending",
+        /// Each digit one less than the one before (`654321`, `987654`).
+        Descending => "descending",
     }
 }
 
