@@ -259,7 +259,7 @@ async fn a_card_visit_opens_with_the_right_pin_only_activates_the_medical_functi
     let used = opened.card.clone().unwrap();
     assert_eq!((used.person_id.as_str(), used.application_id.as_str()), ("", ""));
     assert_eq!(used.medical_status, CardFunctionStatus::Active as i32);
-    let first_use = used.medical_activated_at.clone();
+    let first_use = used.medical_activated_at;
     assert!(first_use.is_some());
     // The visit row names the card and no voucher or code.
     let visit_id = opened.visit_id.clone();
