@@ -27,47 +27,23 @@ pub const MAX_REFERENCE_CHARS: usize = 128;
 /// The default similarity threshold.
 pub const DEFAULT_THRESHOLD: f64 = 0.80;
 
-/// What a session is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FacePurpose {
-    /// Real-name verification at identity-svc.
-    RealName,
-    /// Activating the insurance voucher.
-    VoucherActivation,
-    /// Binding a family member aged 16 or over.
-    FamilyBinding,
-    /// Applying for a card online.
-    CardApplication,
-    /// Proving that the person themself asks to bind or change their phone.
-    PhoneChange,
+medins_common::text_enum! {
+    /// What a session is for.
+    pub enum FacePurpose {
+        /// Real-name verification at identity-svc.
+        RealName => "REAL_NAME",
+        /// Activating the insurance voucher.
+        VoucherActivation => "VOUCHER_ACTIVATION",
+        /// Binding a family member aged 16 or over.
+        FamilyBinding => "FAMILY_BINDING",
+        /// Applying for a card online.
+        CardApplication => "CARD_APPLICATION",
+        /// Proving that the person themself asks to bind or change their phone.
+        PhoneChange => "PHONE_CHANGE",
+    }
 }
 
 impl FacePurpose {
-    /// Every purpose.
-    pub const ALL: [FacePurpose; 5] = [
-        FacePurpose::RealName,
-        FacePurpose::VoucherActivation,
-        FacePurpose::FamilyBinding,
-        FacePurpose::CardApplication,
-        FacePurpose::PhoneChange,
-    ];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FacePurpose::RealName => "REAL_NAME",
-            FacePurpose::VoucherActivation => "VOUCHER_ACTIVATION",
-            FacePurpose::FamilyBinding => "FAMILY_BINDING",
-            FacePurpose::CardApplication => "CARD_APPLICATION",
-            FacePurpose::PhoneChange => "PHONE_CHANGE",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == text)
-    }
-
     /// Whether insurance-svc is told when a session of this purpose ends (through the outbox).
     pub fn notifies_insurance(self) -> bool {
         match self {
@@ -118,38 +94,21 @@ pub fn session_readers(person: Uuid, purpose: FacePurpose, binder: Option<Uuid>)
     readers
 }
 
-/// Where a session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FaceStatus {
-    /// Waiting for a passing submission.
-    Pending,
-    /// A submission passed.
-    Passed,
-    /// Three submissions, none passed.
-    Failed,
-    /// No passing submission before the expiry.
-    Expired,
+medins_common::text_enum! {
+    /// Where a session stands.
+    pub enum FaceStatus {
+        /// Waiting for a passing submission.
+        Pending => "PENDING",
+        /// A submission passed.
+        Passed => "PASSED",
+        /// Three submissions, none passed.
+        Failed => "FAILED",
+        /// No passing submission before the expiry.
+        Expired => "EXPIRED",
+    }
 }
 
 impl FaceStatus {
-    /// Every status.
-    pub const ALL: [FaceStatus; 4] = [FaceStatus::Pending, FaceStatus::Passed, FaceStatus::Failed, FaceStatus::Expired];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaceStatus::Pending => "PENDING",
-            FaceStatus::Passed => "PASSED",
-            FaceStatus::Failed => "FAILED",
-            FaceStatus::Expired => "EXPIRED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
     /// Whether the session has ended (and so never changes again).
     pub fn is_final(self) -> bool {
         self != FaceStatus::Pending

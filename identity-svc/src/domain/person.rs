@@ -137,22 +137,13 @@ pub enum PhoneChangeProof {
     },
 }
 
-/// How a phone change was proven (stored in the history).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PhoneChangeMethod {
-    /// SMS to the new phone + a PASSED face session of the person.
-    Face,
-    /// SMS to the new phone + an operator's recorded reason.
-    Operator,
-}
-
-impl PhoneChangeMethod {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PhoneChangeMethod::Face => "FACE",
-            PhoneChangeMethod::Operator => "OPERATOR",
-        }
+medins_common::text_enum! {
+    /// How a phone change was proven (stored in the history).
+    pub enum PhoneChangeMethod {
+        /// SMS to the new phone + a PASSED face session of the person.
+        Face => "FACE",
+        /// SMS to the new phone + an operator's recorded reason.
+        Operator => "OPERATOR",
     }
 }
 

@@ -204,12 +204,12 @@ impl FaceStore {
                         .values((
                             face_sessions::id.eq(DbUuid(session.id)),
                             face_sessions::person_id.eq(DbUuid(session.person_id)),
-                            face_sessions::purpose.eq(session.purpose.as_str()),
+                            face_sessions::purpose.eq(session.purpose),
                             face_sessions::reference.eq(&session.reference),
                             face_sessions::partner_id.eq(&session.partner_id),
                             face_sessions::provider_id.eq(Some(&session.bound_provider_id)),
                             face_sessions::challenge.eq(&session.challenge),
-                            face_sessions::status.eq(session.status.as_str()),
+                            face_sessions::status.eq(session.status),
                             face_sessions::submissions.eq(session.submissions),
                             face_sessions::created_at.eq(session.created_at),
                             face_sessions::expires_at.eq(session.expires_at),
@@ -299,7 +299,7 @@ impl FaceStore {
                             let finished_at = status.is_final().then_some(now);
                             let updated = diesel::update(pending(&session))
                                 .set((
-                                    face_sessions::status.eq(status.as_str()),
+                                    face_sessions::status.eq(status),
                                     face_sessions::submissions.eq(submissions),
                                     face_sessions::last_liveness_passed.eq(Some(check.submission.liveness_passed)),
                                     face_sessions::last_similarity.eq(Some(check.submission.similarity)),
@@ -343,7 +343,7 @@ impl FaceStore {
         self.db
             .write(move |conn| {
                 let due: Vec<String> = face_sessions::table
-                    .filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
+                    .filter(face_sessions::status.eq(FaceStatus::Pending))
                     .filter(face_sessions::expires_at.le(now))
                     .order(face_sessions::expires_at.asc())
                     .limit(limit)
@@ -391,7 +391,7 @@ fn pending(
     diesel::dsl::Find<face_sessions::table, DbUuid>,
     diesel::dsl::Eq<face_sessions::status, &'static str>,
 > {
-    face_sessions::table.find(DbUuid(session.id)).filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
+    face_sessions::table.find(DbUuid(session.id)).filter(face_sessions::status.eq(FaceStatus::Pending))
 }
 
 /// Ends a PENDING session with `status` and writes its outbox event; returns whether an event
@@ -405,7 +405,7 @@ fn finish(
 ) -> ApiResult<bool> {
     let updated = diesel::update(pending(session))
         .set((
-            face_sessions::status.eq(status.as_str()),
+            face_sessions::status.eq(status),
             face_sessions::finished_at.eq(Some(finished_at)),
             face_sessions::updated_at.eq(now),
         ))
@@ -438,9 +438,9 @@ fn write_outbox_event(
             face_outbox::id.eq(DbUuid(Uuid::now_v7())),
             face_outbox::session_id.eq(&session_id),
             face_outbox::person_id.eq(DbUuid(session.person_id)),
-            face_outbox::purpose.eq(session.purpose.as_str()),
+            face_outbox::purpose.eq(session.purpose),
             face_outbox::reference.eq(&session.reference),
-            face_outbox::outcome.eq(outcome.as_str()),
+            face_outbox::outcome.eq(outcome),
             face_outbox::finished_at.eq(finished_at),
             face_outbox::sequence.eq(last.unwrap_or(0) + 1),
             face_outbox::attempts.eq(0),

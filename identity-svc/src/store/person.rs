@@ -376,7 +376,7 @@ impl PersonStore {
             .values((
                 phone_changes::id.eq(&change_id),
                 phone_changes::person_id.eq(&id_text),
-                phone_changes::method.eq(method.as_str()),
+                phone_changes::method.eq(method),
                 phone_changes::partner_id.eq(&change.partner_id),
                 phone_changes::sms_challenge_id.eq(DbUuid(change.challenge_id)),
                 phone_changes::face_session_id.eq(face_session_id),
@@ -534,7 +534,7 @@ impl PersonStore {
             id_number: self.decrypt_field(&row.id, "id_number_enc", &row.id_number_enc)?,
             phone: row.phone_enc.map(|blob| self.decrypt_field(&row.id, "phone_enc", &blob)).transpose()?,
             birth_date: row.birth_date,
-            sex: Sex::parse_str(&row.sex).ok_or_else(|| ApiError::internal(format_args!("person {id}: bad sex")))?,
+            sex: Sex::parse(&row.sex).ok_or_else(|| ApiError::internal(format_args!("person {id}: bad sex")))?,
             region_code: row.region_code,
             real_name,
             created_at: row.created_at,

@@ -40,7 +40,7 @@ pub fn revoke_tokens_in(
             token_revocations::person_id.eq(DbUuid(person_id)),
             token_revocations::partner_id.eq(partner_id),
             token_revocations::revoked_at.eq(now),
-            token_revocations::reason.eq(reason.as_str()),
+            token_revocations::reason.eq(reason),
         ))
         .execute(conn)?;
     Ok(Revocation { person_id, partner_id: partner_id.map(str::to_owned), revoked_at_ms: millis(now) })

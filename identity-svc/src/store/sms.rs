@@ -153,8 +153,8 @@ impl SmsStore {
                                 phone.as_str(),
                             )),
                             sms_challenges::code_hmac.eq(store.code_hmac(id, &code)),
-                            sms_challenges::purpose.eq(purpose.as_str()),
-                            sms_challenges::state.eq(ChallengeState::Pending.as_str()),
+                            sms_challenges::purpose.eq(purpose),
+                            sms_challenges::state.eq(ChallengeState::Pending),
                             sms_challenges::attempts.eq(0),
                             sms_challenges::created_at.eq(now),
                             sms_challenges::expires_at.eq(allowed.expires_at),
@@ -177,7 +177,7 @@ impl SmsStore {
                     let target = || {
                         sms_challenges::table
                             .find(DbUuid(id))
-                            .filter(sms_challenges::state.eq(ChallengeState::Pending.as_str()))
+                            .filter(sms_challenges::state.eq(ChallengeState::Pending))
                             .filter(sms_challenges::attempts.eq(0))
                     };
                     let Some((partner_id, created_at)) = target()
@@ -230,20 +230,17 @@ impl SmsStore {
                         let target = sms_challenges::table
                             .find(&id_text)
                             .filter(sms_challenges::partner_id.eq(&partner_id))
-                            .filter(sms_challenges::state.eq(ChallengeState::Pending.as_str()))
+                            .filter(sms_challenges::state.eq(ChallengeState::Pending))
                             .filter(sms_challenges::attempts.eq(row.attempts));
                         let changed = match transition {
                             Transition::Verify => diesel::update(target)
                                 .set((
-                                    sms_challenges::state.eq(ChallengeState::Verified.as_str()),
+                                    sms_challenges::state.eq(ChallengeState::Verified),
                                     sms_challenges::verified_at.eq(Some(now)),
                                 ))
                                 .execute(conn)?,
                             Transition::CountWrongCode { attempts, state } => diesel::update(target)
-                                .set((
-                                    sms_challenges::state.eq(state.as_str()),
-                                    sms_challenges::attempts.eq(attempts as i32),
-                                ))
+                                .set((sms_challenges::state.eq(state), sms_challenges::attempts.eq(attempts as i32)))
                                 .execute(conn)?,
                         };
                         if changed == 1 {
@@ -312,9 +309,9 @@ impl SmsStore {
             sms_challenges::table
                 .find(&id_text)
                 .filter(sms_challenges::partner_id.eq(partner_id))
-                .filter(sms_challenges::state.eq(ChallengeState::Verified.as_str())),
+                .filter(sms_challenges::state.eq(ChallengeState::Verified)),
         )
-        .set((sms_challenges::state.eq(ChallengeState::Consumed.as_str()), sms_challenges::consumed_at.eq(Some(now))))
+        .set((sms_challenges::state.eq(ChallengeState::Consumed), sms_challenges::consumed_at.eq(Some(now))))
         .execute(conn)?;
         if changed == 1 { Ok(()) } else { Err(sms::ConsumeRefusal::AlreadyConsumed.into_error()) }
     }
@@ -348,7 +345,7 @@ impl SmsStore {
         let row = find_row(conn, id, partner_id)?.ok_or_else(challenge_not_found)?;
         let facts = ConsumeFacts {
             state: parse_state(&row)?,
-            purpose: SmsPurpose::parse_str(&row.purpose)
+            purpose: SmsPurpose::parse(&row.purpose)
                 .ok_or_else(|| ApiError::internal(format_args!("sms challenge {id}: bad purpose")))?,
             phone_matches: constant_time_eq(&self.index.compute(PHONE_DOMAIN, phone), &row.phone_index),
             verified_at: row.verified_at,
@@ -413,7 +410,7 @@ fn find_row(conn: &mut DbConnection, id: &str, partner_id: &str) -> ApiResult<Op
 }
 
 fn parse_state(row: &ChallengeRow) -> ApiResult<ChallengeState> {
-    ChallengeState::parse_str(&row.state)
+    ChallengeState::parse(&row.state)
         .ok_or_else(|| ApiError::internal(format_args!("sms challenge {}: bad state", row.id)))
 }
 

@@ -512,25 +512,15 @@ pub fn month_key(today: NaiveDate) -> String {
     today.format("%Y-%m").to_string()
 }
 
-/// Who ends a binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Remover {
-    /// The owner (binder).
-    Owner,
-    /// The member.
-    Member,
-    /// An operator.
-    Ops,
-}
-
-impl Remover {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Remover::Owner => "OWNER",
-            Remover::Member => "MEMBER",
-            Remover::Ops => "OPS",
-        }
+medins_common::text_enum! {
+    /// Who ends a binding.
+    pub enum Remover {
+        /// The owner (binder).
+        Owner => "OWNER",
+        /// The member.
+        Member => "MEMBER",
+        /// An operator.
+        Ops => "OPS",
     }
 }
 

@@ -23,45 +23,19 @@ pub const DEFAULT_PAGE_SIZE: usize = 20;
 /// Largest page.
 pub const MAX_PAGE_SIZE: usize = 100;
 
-/// What a ledger entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    /// Money paid in (employer, person).
-    Contribution,
-    /// Paid out for the holder's settled bill.
-    Settlement,
-    /// Paid out for a family member's bill (family mutual aid).
-    FamilyAid,
-    /// A correction by operations.
-    Adjustment,
-    /// Undoes a settlement or family-aid entry.
-    Reversal,
-}
-
-impl EntryKind {
-    /// Every kind.
-    pub const ALL: [EntryKind; 5] = [
-        EntryKind::Contribution,
-        EntryKind::Settlement,
-        EntryKind::FamilyAid,
-        EntryKind::Adjustment,
-        EntryKind::Reversal,
-    ];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Contribution => "CONTRIBUTION",
-            EntryKind::Settlement => "SETTLEMENT",
-            EntryKind::FamilyAid => "FAMILY_AID",
-            EntryKind::Adjustment => "ADJUSTMENT",
-            EntryKind::Reversal => "REVERSAL",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        EntryKind::ALL.into_iter().find(|k| k.as_str() == text)
+medins_common::text_enum! {
+    /// What a ledger entry records.
+    pub enum EntryKind {
+        /// Money paid in (employer, person).
+        Contribution => "CONTRIBUTION",
+        /// Paid out for the holder's settled bill.
+        Settlement => "SETTLEMENT",
+        /// Paid out for a family member's bill (family mutual aid).
+        FamilyAid => "FAMILY_AID",
+        /// A correction by operations.
+        Adjustment => "ADJUSTMENT",
+        /// Undoes a settlement or family-aid entry.
+        Reversal => "REVERSAL",
     }
 }
 
@@ -309,7 +283,7 @@ mod tests {
 
     #[test]
     fn entry_kinds_round_trip() {
-        for kind in EntryKind::ALL {
+        for &kind in EntryKind::ALL {
             assert_eq!(EntryKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(EntryKind::parse("GIFT"), None);

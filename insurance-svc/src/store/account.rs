@@ -107,10 +107,10 @@ impl AccountStore {
                         .values((
                             accounts::id.eq(DbUuid(account.id)),
                             accounts::person_id.eq(DbUuid(account.person_id)),
-                            accounts::scheme.eq(account.scheme.as_str()),
+                            accounts::scheme.eq(account.scheme),
                             accounts::region_code.eq(&account.region_code),
                             accounts::employer_code.eq(&account.employer_code),
-                            accounts::status.eq(account.status.as_str()),
+                            accounts::status.eq(account.status),
                             accounts::balance_cents.eq(account.balance_cents),
                             accounts::birth_date.eq(account.birth_date),
                             accounts::opened_at.eq(now),
@@ -152,7 +152,7 @@ pub(crate) fn open_account_of(
 ) -> ApiResult<Option<Account>> {
     let row = accounts::table
         .filter(accounts::person_id.eq(DbUuid(person_id)))
-        .filter(accounts::status.ne(AccountStatus::Closed.as_str()))
+        .filter(accounts::status.ne(AccountStatus::Closed))
         .select(AccountRow::as_select())
         .first(conn)
         .optional()?;
@@ -180,7 +180,7 @@ pub(crate) fn set_account_status(
     now: NaiveDateTime,
 ) -> ApiResult<()> {
     diesel::update(accounts::table.find(DbUuid(id)))
-        .set((accounts::status.eq(status.as_str()), accounts::updated_at.eq(now)))
+        .set((accounts::status.eq(status), accounts::updated_at.eq(now)))
         .execute(conn)?;
     Ok(())
 }

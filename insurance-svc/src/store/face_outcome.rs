@@ -94,9 +94,9 @@ impl FaceOutcomeStore {
                             face_outcomes::session_id.eq(&session_id),
                             face_outcomes::event_id.eq(DbUuid(record.event_id)),
                             face_outcomes::person_id.eq(DbUuid(record.person_id)),
-                            face_outcomes::purpose.eq(record.purpose.as_str()),
+                            face_outcomes::purpose.eq(record.purpose),
                             face_outcomes::reference.eq(&record.reference),
-                            face_outcomes::outcome.eq(record.outcome.as_str()),
+                            face_outcomes::outcome.eq(record.outcome),
                             face_outcomes::finished_at.eq(record.finished_at),
                             face_outcomes::received_at.eq(received_at),
                         ))

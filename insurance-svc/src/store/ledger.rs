@@ -159,7 +159,7 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
         (
             entry.id.to_string().into_sql::<Text>(),
             entry.account_id.to_string().into_sql::<Text>(),
-            entry.kind.as_str().into_sql::<Text>(),
+            entry.kind.into_sql::<Text>(),
             entry.amount_cents.into_sql::<BigInt>(),
             entry.balance_after_cents.into_sql::<BigInt>(),
             entry.reference.as_str().into_sql::<Text>(),
@@ -175,7 +175,7 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
 fn find_contribution(conn: &mut DbConnection, account_id: Uuid, reference: &str) -> ApiResult<Option<Entry>> {
     let row = account_entries::table
         .filter(account_entries::account_id.eq(DbUuid(account_id)))
-        .filter(account_entries::kind.eq(EntryKind::Contribution.as_str()))
+        .filter(account_entries::kind.eq(EntryKind::Contribution))
         .filter(account_entries::reference.eq(reference))
         .select(EntryRow::as_select())
         .first(conn)
@@ -262,7 +262,7 @@ impl LedgerStore {
                     .into_boxed();
                 if let Some(partner) = &only_credited_by {
                     query = query
-                        .filter(account_entries::kind.eq(EntryKind::Contribution.as_str()))
+                        .filter(account_entries::kind.eq(EntryKind::Contribution))
                         .filter(account_entries::credited_by.eq(partner.clone()));
                 }
                 if let Some(cursor) = cursor {

@@ -187,8 +187,8 @@ impl VoucherStore {
                         (StatusChange::Suspend { by, reason }, VoucherStatus::Active) => {
                             diesel::update(vouchers::table.find(&id))
                                 .set((
-                                    vouchers::status.eq(VoucherStatus::Suspended.as_str()),
-                                    vouchers::suspended_by.eq(Some(by.as_str())),
+                                    vouchers::status.eq(VoucherStatus::Suspended),
+                                    vouchers::suspended_by.eq(Some(by)),
                                     vouchers::suspension_reason.eq(Some(reason.as_str())),
                                     vouchers::updated_at.eq(now),
                                 ))
@@ -198,7 +198,7 @@ impl VoucherStore {
                             may_resume(current.suspended_by.unwrap_or(Suspender::Ops), *by)?;
                             diesel::update(vouchers::table.find(&id))
                                 .set((
-                                    vouchers::status.eq(VoucherStatus::Active.as_str()),
+                                    vouchers::status.eq(VoucherStatus::Active),
                                     vouchers::suspended_by.eq(None::<&str>),
                                     vouchers::suspension_reason.eq(None::<&str>),
                                     vouchers::updated_at.eq(now),
@@ -240,7 +240,7 @@ fn activate_once(
                 .values((
                     vouchers::id.eq(&id),
                     vouchers::person_id.eq(DbUuid(activation.person_id)),
-                    vouchers::status.eq(VoucherStatus::Active.as_str()),
+                    vouchers::status.eq(VoucherStatus::Active),
                     vouchers::activated_at.eq(now),
                     vouchers::updated_at.eq(now),
                 ))
@@ -256,7 +256,7 @@ fn activate_once(
         .values((
             voucher_activations::id.eq(DbUuid(Uuid::now_v7())),
             voucher_activations::voucher_id.eq(&voucher_id),
-            voucher_activations::channel.eq(activation.channel.as_str()),
+            voucher_activations::channel.eq(activation.channel),
             voucher_activations::face_session_id.eq(activation.face_session_id.map(DbUuid)),
             voucher_activations::partner_id.eq(&activation.partner_id),
             voucher_activations::activated_at.eq(now),
@@ -274,7 +274,7 @@ fn activate_once(
 fn set_active(conn: &mut DbConnection, voucher_id: &str, now: NaiveDateTime) -> QueryResult<usize> {
     diesel::update(vouchers::table.find(voucher_id))
         .set((
-            vouchers::status.eq(VoucherStatus::Active.as_str()),
+            vouchers::status.eq(VoucherStatus::Active),
             vouchers::suspended_by.eq(None::<&str>),
             vouchers::suspension_reason.eq(None::<&str>),
             vouchers::updated_at.eq(now),
@@ -306,7 +306,7 @@ pub(crate) fn activate_for_family_in(
                 .values((
                     vouchers::id.eq(&id),
                     vouchers::person_id.eq(DbUuid(member)),
-                    vouchers::status.eq(VoucherStatus::Active.as_str()),
+                    vouchers::status.eq(VoucherStatus::Active),
                     vouchers::activated_at.eq(now),
                     vouchers::updated_at.eq(now),
                 ))
@@ -318,7 +318,7 @@ pub(crate) fn activate_for_family_in(
         .values((
             voucher_activations::id.eq(DbUuid(Uuid::now_v7())),
             voucher_activations::voucher_id.eq(&voucher_id),
-            voucher_activations::channel.eq(Channel::Family.as_str()),
+            voucher_activations::channel.eq(Channel::Family),
             voucher_activations::face_session_id.eq(None::<String>),
             voucher_activations::partner_id.eq(partner_id),
             voucher_activations::activated_at.eq(now),
@@ -339,7 +339,7 @@ pub(crate) fn suspend_family_only_in(conn: &mut DbConnection, member: Uuid, now:
     }
     let own_activations: i64 = voucher_activations::table
         .filter(voucher_activations::voucher_id.eq(&row.id))
-        .filter(voucher_activations::channel.ne(Channel::Family.as_str()))
+        .filter(voucher_activations::channel.ne(Channel::Family))
         .count()
         .get_result(conn)?;
     if own_activations > 0 {
@@ -347,8 +347,8 @@ pub(crate) fn suspend_family_only_in(conn: &mut DbConnection, member: Uuid, now:
     }
     diesel::update(vouchers::table.find(&row.id))
         .set((
-            vouchers::status.eq(VoucherStatus::Suspended.as_str()),
-            vouchers::suspended_by.eq(Some(Suspender::Family.as_str())),
+            vouchers::status.eq(VoucherStatus::Suspended),
+            vouchers::suspended_by.eq(Some(Suspender::Family)),
             vouchers::suspension_reason.eq(Some("family binding ended")),
             vouchers::updated_at.eq(now),
         ))
