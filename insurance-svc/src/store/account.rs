@@ -36,34 +36,32 @@ pub struct Account {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = accounts)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct AccountRow {
-    id: String,
-    person_id: String,
-    scheme: String,
+    id: DbUuid,
+    person_id: DbUuid,
+    scheme: Scheme,
     region_code: String,
     employer_code: Option<String>,
-    status: String,
+    status: AccountStatus,
     balance_cents: i64,
     birth_date: NaiveDate,
     opened_at: NaiveDateTime,
 }
 
-impl TryFrom<AccountRow> for Account {
-    type Error = ApiError;
-
-    fn try_from(row: AccountRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("account {}: bad {what}", row.id));
-        Ok(Account {
-            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
-            scheme: Scheme::parse(&row.scheme).ok_or_else(|| bad("scheme"))?,
-            status: AccountStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+impl From<AccountRow> for Account {
+    fn from(row: AccountRow) -> Self {
+        Account {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
+            scheme: row.scheme,
+            status: row.status,
             region_code: row.region_code,
             employer_code: row.employer_code,
             balance_cents: row.balance_cents,
             birth_date: row.birth_date,
             opened_at: row.opened_at,
-        })
+        }
     }
 }
 
@@ -134,7 +132,7 @@ impl AccountStore {
         self.db
             .read(move |conn| {
                 let row = accounts::table.find(DbUuid(id)).select(AccountRow::as_select()).first(conn).optional()?;
-                row.map(Account::try_from).transpose()
+                Ok(row.map(Account::from))
             })
             .await
     }
@@ -156,7 +154,7 @@ pub(crate) fn open_account_of(
         .select(AccountRow::as_select())
         .first(conn)
         .optional()?;
-    row.map(Account::try_from).transpose()
+    Ok(row.map(Account::from))
 }
 
 /// Reads an account inside a write transaction and, on PostgreSQL, holds its row until the
@@ -169,7 +167,7 @@ pub(crate) fn lock_account(conn: &mut medins_common::db::DbConnection, id: Uuid)
         accounts::table.find(DbUuid(id)).select(AccountRow::as_select()),
         for_no_key_update
     )?;
-    row.map(Account::try_from).transpose()
+    Ok(row.map(Account::from))
 }
 
 /// Sets an account's status (inside the caller's transaction).
