@@ -55,8 +55,9 @@ impl TextField {
     }
 }
 
-/// The page size of one list: 0 asks for `default`; more than `max` is either refused or
-/// capped, as the list's contract says; negative is always refused.
+/// The page size of one list: 0 asks for `default` (a `default` of 0: the list has none, and
+/// 0 is refused); more than `max` is either refused or capped, as the list's contract says;
+/// negative is always refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageSize {
     /// What 0 (unset) means.
@@ -75,17 +76,29 @@ pub const IDENTITY_LISTS: PageSize = PageSize { default: 100, max: 100, cap: tru
 /// Ledger entries: 20 by default, at most 100, larger requests refused.
 pub const LEDGER_ENTRIES: PageSize = PageSize { default: 20, max: 100, cap: false };
 
+/// A person's access records as another medins service reads them (PersonAccessService): no
+/// default, 1 to 101 (a page of 100 and one more to tell whether another page follows).
+pub const PERSON_ACCESSES: PageSize = PageSize { default: 0, max: 101, cap: false };
+
 impl PageSize {
     /// The page size to use, or INVALID_ARGUMENT / INVALID_ARGUMENT on `field`.
     pub fn check(self, field: &str, raw: i32) -> ApiResult<usize> {
+        let out_of_range = || {
+            let least = if self.default == 0 { 1 } else { 0 };
+            ApiError::invalid_field(Reason::InvalidArgument, field, format!("must be {least} to {}", self.max))
+        };
         let Ok(requested) = usize::try_from(raw) else {
+            if self.default == 0 {
+                return Err(out_of_range());
+            }
             return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not be negative"));
         };
         match requested {
+            0 if self.default == 0 => Err(out_of_range()),
             0 => Ok(self.default),
             n if n <= self.max => Ok(n),
             _ if self.cap => Ok(self.max),
-            _ => Err(ApiError::invalid_field(Reason::InvalidArgument, field, format!("must be 0 to {}", self.max))),
+            _ => Err(out_of_range()),
         }
     }
 }
@@ -142,7 +155,16 @@ mod tests {
         assert_eq!(IDENTITY_LISTS.check("page_size", 1000).unwrap(), 100);
         assert_eq!(LEDGER_ENTRIES.check("page_size", 0).unwrap(), 20);
         assert_eq!(LEDGER_ENTRIES.check("page_size", 100).unwrap(), 100);
-        for (list, raw) in [(IDENTITY_LISTS, -1), (LEDGER_ENTRIES, -1), (LEDGER_ENTRIES, 101)] {
+        assert_eq!(PERSON_ACCESSES.check("page_size", 1).unwrap(), 1);
+        assert_eq!(PERSON_ACCESSES.check("page_size", 101).unwrap(), 101);
+        for (list, raw) in [
+            (IDENTITY_LISTS, -1),
+            (LEDGER_ENTRIES, -1),
+            (LEDGER_ENTRIES, 101),
+            (PERSON_ACCESSES, 0),
+            (PERSON_ACCESSES, -1),
+            (PERSON_ACCESSES, 102),
+        ] {
             let error = list.check("page_size", raw).unwrap_err();
             assert_eq!(violation(&error), (tonic::Code::InvalidArgument, Reason::InvalidArgument), "{raw}");
         }

@@ -2,7 +2,7 @@
 //! who may suspend and resume. Pure.
 
 use chrono::{NaiveDate, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason};
+use medins_common::{ApiError, ApiResult, Reason, validate};
 use uuid::Uuid;
 
 pub use super::face::{FACE_SESSION_FRESHNESS, FaceCheck, FaceSessionFacts, FaceSessionStatus};
@@ -83,18 +83,11 @@ pub fn may_resume(suspended_by: Suspender, actor: Suspender) -> ApiResult<()> {
     }
 }
 
-/// A suspension reason as stored: trimmed, at most 200 characters (free text for operators; the
-/// caller must not put personal data in it).
+/// A suspension reason as stored (`validate::SUSPENSION_REASON`): trimmed, at most 200
+/// characters, no control characters (free text for operators; the caller must not put
+/// personal data in it).
 pub fn suspension_reason(text: &str) -> ApiResult<String> {
-    let text = text.trim();
-    if text.chars().count() > 200 || text.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "reason",
-            "must be at most 200 characters without control characters",
-        ));
-    }
-    Ok(text.to_owned())
+    validate::SUSPENSION_REASON.check("reason", text)
 }
 
 /// The account state activation needs: an ACTIVE account. None or not active is
