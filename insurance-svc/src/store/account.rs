@@ -170,6 +170,23 @@ pub(crate) fn lock_account(conn: &mut medins_common::db::DbConnection, id: Uuid)
     Ok(row.map(Account::from))
 }
 
+/// A person's open (not closed) account inside a write transaction, its row held until the
+/// transaction ends as [`lock_account`] holds it: one read that both finds and locks it.
+pub(crate) fn lock_open_account_of(
+    conn: &mut medins_common::db::DbConnection,
+    person_id: Uuid,
+) -> ApiResult<Option<Account>> {
+    let row = medins_common::first_locked!(
+        conn,
+        accounts::table
+            .filter(accounts::person_id.eq(DbUuid(person_id)))
+            .filter(accounts::status.ne(AccountStatus::Closed))
+            .select(AccountRow::as_select()),
+        for_no_key_update
+    )?;
+    Ok(row.map(Account::from))
+}
+
 /// Sets an account's status (inside the caller's transaction).
 pub(crate) fn set_account_status(
     conn: &mut medins_common::db::DbConnection,
