@@ -146,21 +146,11 @@ async fn a_guardian_files_for_a_minor_and_an_active_binder_lists_the_filings() {
     let unbound = bank.file_cross_region_care(with_person_token(for_child(), &parent.token)).await.unwrap_err();
     assert_eq!((unbound.code(), reason(&unbound).as_str()), (Code::PermissionDenied, "PERSON_TOKEN_INVALID"));
 
-    stack.confirm_household(&parent, &child, Relationship::Child);
-    let documents = stack.binding_documents(&parent, &child, Relationship::Child).await;
-    let binding =
-        stack.add_member(&parent, &child, Relationship::Child, &documents).await.expect("bind").binding.unwrap();
+    let binding = stack.bind_confirmed(&parent, &child, Relationship::Child).await;
     assert_eq!(binding.status, BindingStatus::Active as i32);
     // A second ACTIVE binder of the same child.
     let grandparent = stack.binder(0).await;
-    stack.confirm_household(&grandparent, &child, Relationship::Grandchild);
-    let documents = stack.binding_documents(&grandparent, &child, Relationship::Grandchild).await;
-    let binding = stack
-        .add_member(&grandparent, &child, Relationship::Grandchild, &documents)
-        .await
-        .expect("bind the grandparent")
-        .binding
-        .unwrap();
+    let binding = stack.bind_confirmed(&grandparent, &child, Relationship::Grandchild).await;
     assert_eq!(binding.status, BindingStatus::Active as i32);
 
     // The parent, guardian of an 8-year-old, files in the child's name, on the child's account.

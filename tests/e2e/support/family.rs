@@ -145,6 +145,14 @@ impl Stack {
             .map(tonic::Response::into_inner)
     }
 
+    /// Binds `member` to `binder` as `relationship`, the household register confirming it (for
+    /// a member under 16 the binding is ACTIVE at once: no face check); returns the binding.
+    pub async fn bind_confirmed(&self, binder: &Binder, member: &Member, relationship: Relationship) -> FamilyBinding {
+        self.confirm_household(binder, member, relationship);
+        let documents = self.binding_documents(binder, member, relationship).await;
+        self.add_member(binder, member, relationship, &documents).await.expect("bind").binding.expect("binding")
+    }
+
     /// Writes in the development relationship authority's households file that `member` is
     /// `relationship` of `binder` (the household register confirms it).
     pub fn confirm_household(&self, binder: &Binder, member: &Member, relationship: Relationship) {
