@@ -766,7 +766,7 @@ async fn two_writers_appending_at_once_never_fork_a_partition() {
         .identity_db
         .run(move |conn| {
             audit_log::table
-                .filter(audit_log::person_id.eq(subject.to_string()))
+                .filter(audit_log::person_id.eq(medins_common::db::DbUuid(subject)))
                 .order(audit_log::idx.asc())
                 .select(audit_log::idx)
                 .load(conn)
