@@ -8,6 +8,7 @@
 //!   [`SUSPENSION_REASON`], ...), control characters refused.
 //! - Page sizes: [`PageSize`], a default and a maximum per list.
 //! - Money: [`Amount`], 1 cent up to a maximum per field meaning.
+//! - A caller's reference: [`reference`], kept exactly as sent.
 
 use crate::{ApiError, ApiResult, Reason};
 
@@ -53,6 +54,27 @@ impl TextField {
         }
         Ok(text.to_owned())
     }
+}
+
+/// Most characters of a caller's reference ([`reference`]).
+pub const REFERENCE_MAX_CHARS: usize = 128;
+
+/// A caller's reference (a face session's `reference`, checked by identity-svc when the session
+/// starts and by insurance-svc when its outcome arrives): at most [`REFERENCE_MAX_CHARS`]
+/// characters, no control characters, kept exactly as sent (the caller matches on it, so it is
+/// not trimmed); INVALID_ARGUMENT / INVALID_ARGUMENT on `field` otherwise.
+pub fn reference(field: &str, raw: &str) -> ApiResult<String> {
+    if raw.chars().count() > REFERENCE_MAX_CHARS {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            field,
+            format!("must be at most {REFERENCE_MAX_CHARS} characters"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not contain control characters"));
+    }
+    Ok(raw.to_owned())
 }
 
 /// The page size of one list: 0 asks for `default` (a `default` of 0: the list has none, and
@@ -167,6 +189,16 @@ mod tests {
         ] {
             let error = list.check("page_size", raw).unwrap_err();
             assert_eq!(violation(&error), (tonic::Code::InvalidArgument, Reason::InvalidArgument), "{raw}");
+        }
+    }
+
+    #[test]
+    fn references_are_kept_as_sent_up_to_128_characters_without_control_characters() {
+        assert_eq!(reference("reference", " r-1 ").unwrap(), " r-1 ");
+        assert_eq!(reference("reference", &"字".repeat(128)).unwrap().chars().count(), 128);
+        for bad in [&"x".repeat(129), "a\nb"] {
+            let error = reference("reference", bad).unwrap_err();
+            assert_eq!(violation(&error), (tonic::Code::InvalidArgument, Reason::InvalidArgument), "{bad:?}");
         }
     }
 

@@ -21,8 +21,8 @@ pub const SESSION_LIFETIME: Duration = Duration::minutes(5);
 /// Submissions a session accepts.
 pub const MAX_SUBMISSIONS: i32 = 3;
 
-/// Longest `reference` a caller may attach, in characters.
-pub const MAX_REFERENCE_CHARS: usize = 128;
+/// Longest `reference` a caller may attach, in characters (`validate::reference`).
+pub const MAX_REFERENCE_CHARS: usize = medins_common::validate::REFERENCE_MAX_CHARS;
 
 /// The default similarity threshold.
 pub const DEFAULT_THRESHOLD: f64 = 0.80;
@@ -288,15 +288,10 @@ pub fn expired_error() -> ApiError {
     ApiError::of(Reason::FaceSessionExpired, "this face session has expired; start a new one")
 }
 
-/// Validates a caller's reference: at most 128 characters, no control characters.
+/// Validates a caller's reference: the shared rule (`validate::reference`: at most 128
+/// characters, no control characters, kept as sent).
 pub fn validate_reference(field: &str, raw: &str) -> ApiResult<String> {
-    if raw.chars().count() > MAX_REFERENCE_CHARS {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must be at most 128 characters"));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not contain control characters"));
-    }
-    Ok(raw.to_owned())
+    medins_common::validate::reference(field, raw)
 }
 
 /// Validates a provider's reference: 1-128 characters, no control characters.
