@@ -54,41 +54,17 @@ pub fn revocation_window() -> chrono::Duration {
     chrono::Duration::seconds(PERSON_TOKEN_LIFETIME_SECS + MAX_ISSUED_AT_SKEW_SECS)
 }
 
-/// Why a revocation was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RevocationReason {
-    /// The partner unlinked (UnlinkPartnerAccount).
-    Unlinked,
-    /// The person revoked the partner's link (RevokePartnerLink).
-    RevokedByPerson,
-    /// An operator suspended the person (every partner).
-    PersonSuspended,
-    /// The person's claim was superseded by an authority-confirmed registration.
-    ClaimSuperseded,
-}
-
-impl RevocationReason {
-    /// Every reason, as stored.
-    pub const ALL: [RevocationReason; 4] = [
-        RevocationReason::Unlinked,
-        RevocationReason::RevokedByPerson,
-        RevocationReason::PersonSuspended,
-        RevocationReason::ClaimSuperseded,
-    ];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevocationReason::Unlinked => "UNLINKED",
-            RevocationReason::RevokedByPerson => "REVOKED_BY_PERSON",
-            RevocationReason::PersonSuspended => "PERSON_SUSPENDED",
-            RevocationReason::ClaimSuperseded => "CLAIM_SUPERSEDED",
-        }
-    }
-
-    /// Parses a stored spelling.
-    pub fn parse(text: &str) -> Option<RevocationReason> {
-        RevocationReason::ALL.into_iter().find(|reason| reason.as_str() == text)
+crate::text_enum! {
+    /// Why a revocation was written.
+    pub enum RevocationReason {
+        /// The partner unlinked (UnlinkPartnerAccount).
+        Unlinked => "UNLINKED",
+        /// The person revoked the partner's link (RevokePartnerLink).
+        RevokedByPerson => "REVOKED_BY_PERSON",
+        /// An operator suspended the person (every partner).
+        PersonSuspended => "PERSON_SUSPENDED",
+        /// The person's claim was superseded by an authority-confirmed registration.
+        ClaimSuperseded => "CLAIM_SUPERSEDED",
     }
 }
 
@@ -311,7 +287,7 @@ mod tests {
 
     #[test]
     fn reasons_round_trip() {
-        for reason in RevocationReason::ALL {
+        for &reason in RevocationReason::ALL {
             assert_eq!(RevocationReason::parse(reason.as_str()), Some(reason));
         }
         assert_eq!(RevocationReason::parse("x"), None);

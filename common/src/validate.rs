@@ -8,6 +8,7 @@
 //!   [`SUSPENSION_REASON`], ...), control characters refused.
 //! - Page sizes: [`PageSize`], a default and a maximum per list.
 //! - Money: [`Amount`], 1 cent up to a maximum per field meaning.
+//! - A caller's reference: [`reference`], kept exactly as sent.
 
 use crate::{ApiError, ApiResult, Reason};
 
@@ -55,8 +56,30 @@ impl TextField {
     }
 }
 
-/// The page size of one list: 0 asks for `default`; more than `max` is either refused or
-/// capped, as the list's contract says; negative is always refused.
+/// Most characters of a caller's reference ([`reference`]).
+pub const REFERENCE_MAX_CHARS: usize = 128;
+
+/// A caller's reference (a face session's `reference`, checked by identity-svc when the session
+/// starts and by insurance-svc when its outcome arrives): at most [`REFERENCE_MAX_CHARS`]
+/// characters, no control characters, kept exactly as sent (the caller matches on it, so it is
+/// not trimmed); INVALID_ARGUMENT / INVALID_ARGUMENT on `field` otherwise.
+pub fn reference(field: &str, raw: &str) -> ApiResult<String> {
+    if raw.chars().count() > REFERENCE_MAX_CHARS {
+        return Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            field,
+            format!("must be at most {REFERENCE_MAX_CHARS} characters"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not contain control characters"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// The page size of one list: 0 asks for `default` (a `default` of 0: the list has none, and
+/// 0 is refused); more than `max` is either refused or capped, as the list's contract says;
+/// negative is always refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageSize {
     /// What 0 (unset) means.
@@ -75,17 +98,29 @@ pub const IDENTITY_LISTS: PageSize = PageSize { default: 100, max: 100, cap: tru
 /// Ledger entries: 20 by default, at most 100, larger requests refused.
 pub const LEDGER_ENTRIES: PageSize = PageSize { default: 20, max: 100, cap: false };
 
+/// A person's access records as another medins service reads them (PersonAccessService): no
+/// default, 1 to 101 (a page of 100 and one more to tell whether another page follows).
+pub const PERSON_ACCESSES: PageSize = PageSize { default: 0, max: 101, cap: false };
+
 impl PageSize {
     /// The page size to use, or INVALID_ARGUMENT / INVALID_ARGUMENT on `field`.
     pub fn check(self, field: &str, raw: i32) -> ApiResult<usize> {
+        let out_of_range = || {
+            let least = if self.default == 0 { 1 } else { 0 };
+            ApiError::invalid_field(Reason::InvalidArgument, field, format!("must be {least} to {}", self.max))
+        };
         let Ok(requested) = usize::try_from(raw) else {
+            if self.default == 0 {
+                return Err(out_of_range());
+            }
             return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not be negative"));
         };
         match requested {
+            0 if self.default == 0 => Err(out_of_range()),
             0 => Ok(self.default),
             n if n <= self.max => Ok(n),
             _ if self.cap => Ok(self.max),
-            _ => Err(ApiError::invalid_field(Reason::InvalidArgument, field, format!("must be 0 to {}", self.max))),
+            _ => Err(out_of_range()),
         }
     }
 }
@@ -142,9 +177,28 @@ mod tests {
         assert_eq!(IDENTITY_LISTS.check("page_size", 1000).unwrap(), 100);
         assert_eq!(LEDGER_ENTRIES.check("page_size", 0).unwrap(), 20);
         assert_eq!(LEDGER_ENTRIES.check("page_size", 100).unwrap(), 100);
-        for (list, raw) in [(IDENTITY_LISTS, -1), (LEDGER_ENTRIES, -1), (LEDGER_ENTRIES, 101)] {
+        assert_eq!(PERSON_ACCESSES.check("page_size", 1).unwrap(), 1);
+        assert_eq!(PERSON_ACCESSES.check("page_size", 101).unwrap(), 101);
+        for (list, raw) in [
+            (IDENTITY_LISTS, -1),
+            (LEDGER_ENTRIES, -1),
+            (LEDGER_ENTRIES, 101),
+            (PERSON_ACCESSES, 0),
+            (PERSON_ACCESSES, -1),
+            (PERSON_ACCESSES, 102),
+        ] {
             let error = list.check("page_size", raw).unwrap_err();
             assert_eq!(violation(&error), (tonic::Code::InvalidArgument, Reason::InvalidArgument), "{raw}");
+        }
+    }
+
+    #[test]
+    fn references_are_kept_as_sent_up_to_128_characters_without_control_characters() {
+        assert_eq!(reference("reference", " r-1 ").unwrap(), " r-1 ");
+        assert_eq!(reference("reference", &"字".repeat(128)).unwrap().chars().count(), 128);
+        for bad in [&"x".repeat(129), "a\nb"] {
+            let error = reference("reference", bad).unwrap_err();
+            assert_eq!(violation(&error), (tonic::Code::InvalidArgument, Reason::InvalidArgument), "{bad:?}");
         }
     }
 

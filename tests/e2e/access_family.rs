@@ -55,9 +55,7 @@ async fn family_service_answers_by_relationship_and_a_stranger_learns_nothing() 
     let binding = stack.add_member(&owner, &child, Relationship::Child, &documents).await.unwrap().binding.unwrap();
     // Another ACTIVE binder of the same child: a binder of the member, not of this binding.
     let grandparent = stack.binder(0).await;
-    stack.confirm_household(&grandparent, &child, Relationship::Grandchild);
-    let grandparent_documents = stack.binding_documents(&grandparent, &child, Relationship::Grandchild).await;
-    stack.add_member(&grandparent, &child, Relationship::Grandchild, &grandparent_documents).await.unwrap();
+    stack.bind_confirmed(&grandparent, &child, Relationship::Grandchild).await;
     let stranger = stack.binder(0).await;
     let missing = uuid::Uuid::now_v7().to_string();
 

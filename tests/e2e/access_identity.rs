@@ -399,24 +399,6 @@ fn widen_partners(stack: &Stack) -> (String, String) {
     (city, terminal)
 }
 
-async fn start_session(stack: &Stack, key: &str, token: Option<&str>, person_id: &str, purpose: FacePurpose) -> String {
-    let request =
-        StartFaceVerificationRequest { person_id: person_id.to_owned(), purpose: purpose as i32, ..Default::default() };
-    let request = match token {
-        Some(token) => with_person_token(request, token),
-        None => Request::new(request),
-    };
-    stack
-        .faces(Some(key))
-        .start_face_verification(request)
-        .await
-        .expect("start a session")
-        .into_inner()
-        .session
-        .expect("session")
-        .session_id
-}
-
 /// A person registered by operators, with a phone.
 async fn registered(stack: &Stack) -> (String, SeedPerson) {
     let seed = SeedPerson::adult();
@@ -437,20 +419,14 @@ async fn world(stack: &Stack) -> World {
 
     let keys = &stack.keys;
     let holder_session =
-        start_session(stack, &keys.bank, Some(&holder.token), &holder.person_id, FacePurpose::RealName).await;
+        stack.start_face_session(&keys.bank, Some(&holder.token), &holder.person_id, FacePurpose::RealName).await;
     let submit_session =
-        start_session(stack, &keys.bank, Some(&holder.token), &holder.person_id, FacePurpose::RealName).await;
+        stack.start_face_session(&keys.bank, Some(&holder.token), &holder.person_id, FacePurpose::RealName).await;
     let phone_change_session =
-        start_session(stack, &keys.bank, None, &holder.person_id, FacePurpose::PhoneChange).await;
+        stack.start_face_session(&keys.bank, None, &holder.person_id, FacePurpose::PhoneChange).await;
 
     let (person_id, seed) = registered(stack).await;
-    let ops_challenge = stack
-        .sms_codes(Some(&keys.ops))
-        .send_sms_code(SendSmsCodeRequest { person_id, purpose: SmsPurpose::RealName as i32, ..Default::default() })
-        .await
-        .expect("operators send a code")
-        .into_inner()
-        .challenge_id;
+    let ops_challenge = stack.sent_sms(&keys.ops, &person_id, SmsPurpose::RealName).await;
     let code = stack.sms.last_code(&seed.phone);
     let wrong_code = if code == "000000" { "111111" } else { "000000" }.to_owned();
 

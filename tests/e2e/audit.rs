@@ -17,7 +17,7 @@ use medins_common::{
 };
 use medins_proto::{
     identity::v1::{GetPersonRequest, ListMyAccessHistoryRequest},
-    insurance::v1::{OpenAccountRequest, PersonIdentity, Scheme, open_account_request},
+    insurance::v1::Scheme,
 };
 use tonic::{Code, Request};
 use uuid::Uuid;
@@ -262,22 +262,7 @@ async fn a_call_insurance_svc_relays_is_recorded_under_the_partner_that_made_it(
     let person = SeedPerson::adult();
     // The bank opens an account by name and ID number: insurance-svc resolves the person at
     // identity-svc on the bank's behalf.
-    let opened = stack
-        .accounts(Some(&stack.keys.bank))
-        .open_account(OpenAccountRequest {
-            person: Some(open_account_request::Person::Identity(PersonIdentity {
-                name: person.name.clone(),
-                id_number: person.id_number.clone(),
-            })),
-            scheme: Scheme::Resident as i32,
-            region_code: "110105".into(),
-            employer_code: String::new(),
-        })
-        .await
-        .expect("open")
-        .into_inner()
-        .account
-        .unwrap();
+    let opened = stack.open_account_by_identity(&stack.keys.bank, &person, Scheme::Resident, "").await.expect("open");
     let rows = identity_rows(&stack, &opened.person_id).await;
     assert!(rows.contains(&("bank".to_owned(), RESOLVE_PERSON.to_owned())), "{rows:?}");
     assert!(rows.iter().all(|(partner, _)| partner != "insurance-svc"), "never the relaying service: {rows:?}");
@@ -781,7 +766,7 @@ async fn two_writers_appending_at_once_never_fork_a_partition() {
         .identity_db
         .run(move |conn| {
             audit_log::table
-                .filter(audit_log::person_id.eq(subject.to_string()))
+                .filter(audit_log::person_id.eq(medins_common::db::DbUuid(subject)))
                 .order(audit_log::idx.asc())
                 .select(audit_log::idx)
                 .load(conn)

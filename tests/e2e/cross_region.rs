@@ -2,12 +2,13 @@
 //! their token (operators at the window for anyone); a filing for the person's own pooling
 //! region, an overlapping one and a second cancel are refused with their reasons; another
 //! person's token learns nothing, whether the person exists or not; two concurrent overlapping
-//! filings leave exactly one.
+//! filings leave exactly one; a guardian files for a minor and an ACTIVE binder lists the
+//! member's filings.
 
 use chrono::{Datelike, NaiveDate};
 use medins_proto::insurance::v1::{
-    CancelCrossRegionFilingRequest, CardDate, CrossRegionFilingKind, CrossRegionFilingStatus,
-    FileCrossRegionCareRequest, ListCrossRegionFilingsRequest, Scheme,
+    BindingStatus, CancelCrossRegionFilingRequest, CardDate, CrossRegionFilingKind, CrossRegionFilingStatus,
+    FileCrossRegionCareRequest, ListCrossRegionFilingsRequest, Relationship, Scheme,
     cross_region_service_client::CrossRegionServiceClient,
 };
 use tonic::Code;
@@ -128,6 +129,54 @@ async fn a_person_files_lists_and_cancels_their_cross_region_care() {
         .into_inner()
         .filings;
     assert_eq!(by_ops.len(), 3);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_guardian_files_for_a_minor_and_an_active_binder_lists_the_filings() {
+    let stack = Stack::start().await;
+    let today = stack.clock_today();
+    let parent = stack.binder(0).await;
+    let child = stack.member_aged(8, 0).await;
+    let mut bank = filings(&stack, &stack.keys.bank);
+    let for_child = || temporary(&child.person_id, "310115", today, today + chrono::Days::new(30));
+    let list_child = || ListCrossRegionFilingsRequest { person_id: child.person_id.clone() };
+
+    // Unbound, the parent's token is another person's: refused, nothing filed.
+    let unbound = bank.file_cross_region_care(with_person_token(for_child(), &parent.token)).await.unwrap_err();
+    assert_eq!((unbound.code(), reason(&unbound).as_str()), (Code::PermissionDenied, "PERSON_TOKEN_INVALID"));
+
+    let binding = stack.bind_confirmed(&parent, &child, Relationship::Child).await;
+    assert_eq!(binding.status, BindingStatus::Active as i32);
+    // A second ACTIVE binder of the same child.
+    let grandparent = stack.binder(0).await;
+    let binding = stack.bind_confirmed(&grandparent, &child, Relationship::Grandchild).await;
+    assert_eq!(binding.status, BindingStatus::Active as i32);
+
+    // The parent, guardian of an 8-year-old, files in the child's name, on the child's account.
+    let filed = bank
+        .file_cross_region_care(with_person_token(for_child(), &parent.token))
+        .await
+        .expect("the guardian files")
+        .into_inner()
+        .filing
+        .unwrap();
+    assert_eq!(filed.person_id, child.person_id);
+    assert_eq!(filed.insured_region_code, "110105", "the insured region is the child's account's");
+    assert_eq!(filed.status, CrossRegionFilingStatus::Active as i32);
+
+    // The other ACTIVE binder reads the child's filings with their own token.
+    let listed = bank
+        .list_cross_region_filings(with_person_token(list_child(), &grandparent.token))
+        .await
+        .expect("an active binder lists")
+        .into_inner()
+        .filings;
+    assert_eq!(listed.iter().map(|f| f.filing_id.as_str()).collect::<Vec<_>>(), [filed.filing_id.as_str()]);
+    // A person bound to no one still learns nothing of the child.
+    let stranger = stack.binder(0).await;
+    let refused = bank.list_cross_region_filings(with_person_token(list_child(), &stranger.token)).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::PermissionDenied, "PERSON_TOKEN_INVALID"));
     stack.shutdown().await;
 }
 

@@ -263,8 +263,8 @@ async fn documents_stored_in_clear_before_are_sealed_at_start_and_still_download
             use insurance_svc::store::schema::documents as d;
             diesel::insert_into(d::table)
                 .values((
-                    d::id.eq(id.to_string()),
-                    d::owner_person_id.eq(owner.to_string()),
+                    d::id.eq(medins_common::db::DbUuid(id)),
+                    d::owner_person_id.eq(medins_common::db::DbUuid(owner)),
                     d::kind.eq("PHOTO"),
                     d::content_type.eq("image/jpeg"),
                     d::size_bytes.eq(size),
@@ -272,7 +272,7 @@ async fn documents_stored_in_clear_before_are_sealed_at_start_and_still_download
                     d::object_key.eq(row_key),
                     d::uploaded_by.eq("bank"),
                     d::created_at.eq(at),
-                    d::subject_person_id.eq(owner.to_string()),
+                    d::subject_person_id.eq(medins_common::db::DbUuid(owner)),
                 ))
                 .execute(conn)?;
             Ok::<_, medins_common::ApiError>(())

@@ -270,7 +270,7 @@ async fn two_workers_never_hold_one_event_and_a_session_s_events_go_in_order() {
                 .first(conn)?;
             diesel::insert_into(face_outbox::table)
                 .values((
-                    face_outbox::id.eq(uuid::Uuid::now_v7().to_string()),
+                    face_outbox::id.eq(medins_common::db::DbUuid(uuid::Uuid::now_v7())),
                     face_outbox::session_id.eq(&second),
                     face_outbox::person_id.eq(person_id),
                     face_outbox::purpose.eq(purpose),

@@ -12,9 +12,9 @@ use medins_common::{
 use medins_proto::{
     identity::v1::{
         FacePurpose, FaceSessionStatus, GetPublicKeysRequest, SendSmsCodeRequest, SmsPurpose as ProtoSmsPurpose,
-        StartFaceVerificationRequest, SubmitFaceResultRequest, person_token_service_client::PersonTokenServiceClient,
+        SubmitFaceResultRequest, person_token_service_client::PersonTokenServiceClient,
     },
-    insurance::v1::{OpenAccountRequest, PersonIdentity, Scheme, open_account_request},
+    insurance::v1::Scheme,
 };
 use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 
@@ -69,49 +69,18 @@ async fn partners_call_over_tls_and_the_services_call_each_other_over_it() {
 
     // A partner over TLS (no client certificate: mutual TLS is optional for unpinned keys).
     let person = SeedPerson::adult();
-    let registered = stack
-        .persons(Some(&stack.keys.bank))
-        .register_person(medins_proto::identity::v1::RegisterPersonRequest {
-            name: person.name.clone(),
-            id_number: person.id_number.clone(),
-            phone: person.phone.clone(),
-        })
-        .await
-        .expect("register over TLS")
-        .into_inner();
-    let person_id = registered.person.expect("person").person_id;
+    let person_id = stack.register_at(&stack.keys.bank, &person).await;
 
     // insurance-svc -> identity-svc over TLS, with insurance-svc's client certificate: opening
     // an account by name and ID number resolves the person at identity-svc.
     let opened = stack
-        .accounts(Some(&stack.keys.bank))
-        .open_account(OpenAccountRequest {
-            person: Some(open_account_request::Person::Identity(PersonIdentity {
-                name: person.name.clone(),
-                id_number: person.id_number.clone(),
-            })),
-            scheme: Scheme::Employee as i32,
-            region_code: "110105".into(),
-            employer_code: "ACME-01".into(),
-        })
+        .open_account_by_identity(&stack.keys.bank, &person, Scheme::Employee, "ACME-01")
         .await
-        .expect("open account: insurance-svc reached identity-svc over TLS")
-        .into_inner();
-    assert_eq!(opened.account.expect("account").person_id, person_id);
+        .expect("open account: insurance-svc reached identity-svc over TLS");
+    assert_eq!(opened.person_id, person_id);
 
     // identity-svc's outbox -> insurance-svc over TLS: a passed face session arrives there.
-    let started = stack
-        .faces(Some(&stack.keys.ops))
-        .start_face_verification(StartFaceVerificationRequest {
-            person_id: person_id.clone(),
-            purpose: FacePurpose::VoucherActivation as i32,
-            reference: "voucher-tls".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("start face session")
-        .into_inner();
-    let session_id = started.session.expect("session").session_id;
+    let session_id = stack.start_face_session(&stack.keys.ops, None, &person_id, FacePurpose::VoucherActivation).await;
     let submitted = stack
         .faces(Some(&stack.keys.face_provider))
         .submit_face_result(SubmitFaceResultRequest {
@@ -265,19 +234,7 @@ async fn sms_codes_reach_an_https_gateway_with_its_own_ca() {
         Stack::start_with(StackOptions { sms_webhook: Some((gateway.url(), ca_file)), ..tls_stack_options() }).await;
 
     let person = SeedPerson::adult();
-    let person_id = stack
-        .persons(Some(&stack.keys.bank))
-        .register_person(medins_proto::identity::v1::RegisterPersonRequest {
-            name: person.name.clone(),
-            id_number: person.id_number.clone(),
-            phone: person.phone.clone(),
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .person
-        .expect("person")
-        .person_id;
+    let person_id = stack.register_at(&stack.keys.bank, &person).await;
     stack
         .sms_codes(Some(&stack.keys.bank))
         .send_sms_code(SendSmsCodeRequest {

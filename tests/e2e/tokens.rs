@@ -56,7 +56,7 @@ pub async fn verify_and_link(stack: &Stack, person_id: &str, partner_id: &str) {
                 .execute(conn)?;
             diesel::insert_into(partner_links::table)
                 .values((
-                    partner_links::id.eq(uuid::Uuid::now_v7().to_string()),
+                    partner_links::id.eq(medins_common::db::DbUuid(uuid::Uuid::now_v7())),
                     partner_links::partner_id.eq(&partner_id),
                     partner_links::person_id.eq(&person_id),
                     // Never decrypted by these tests (only the caller's own list would).

@@ -16,9 +16,6 @@ pub const METHOD_REAL_NAME: &str = "SMS_AND_AUTHORITY";
 /// How level 2 was reached.
 pub const METHOD_FACE: &str = "REAL_NAME_FACE_SESSION";
 
-/// Longest operator reason, in characters.
-pub const MAX_OPERATOR_REASON_CHARS: usize = 500;
-
 /// The level a person's tokens carry: `None` before real name is complete (no token at all).
 /// A stored level below 1 for a verified person (a row verified before levels existed, or by
 /// hand) counts as 1.
@@ -72,19 +69,6 @@ pub fn decide_token_issue(facts: TokenIssueFacts) -> ApiResult<AssuranceLevel> {
     }
     effective_level(facts.real_name_verified, facts.stored_level)
         .ok_or_else(|| ApiError::of(Reason::RealNameRequired, "the person's real name is not verified"))
-}
-
-/// Validates an operator's reason: trimmed, 1-500 characters, no control characters.
-pub fn parse_operator_reason(field: &str, raw: &str) -> ApiResult<String> {
-    let reason = raw.trim();
-    let chars = reason.chars().count();
-    if chars == 0 || chars > MAX_OPERATOR_REASON_CHARS {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must be 1-500 characters"));
-    }
-    if reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not contain control characters"));
-    }
-    Ok(reason.to_owned())
 }
 
 /// Longest partner id accepted in a request.
@@ -146,9 +130,11 @@ mod tests {
 
     #[test]
     fn operator_reasons_and_partner_ids_are_validated() {
-        assert_eq!(parse_operator_reason("reason", "  fraud report 42 ").unwrap(), "fraud report 42");
+        // The operator's reason of SuspendPerson and ResumePerson is the shared declaration.
+        use medins_common::validate::OPERATOR_REASON;
+        assert_eq!(OPERATOR_REASON.check("reason", "  fraud report 42 ").unwrap(), "fraud report 42");
         for bad in ["", "  ", "a\u{7}b", &"x".repeat(501)] {
-            assert_eq!(parse_operator_reason("reason", bad).unwrap_err().reason(), Reason::InvalidArgument);
+            assert_eq!(OPERATOR_REASON.check("reason", bad).unwrap_err().reason(), Reason::InvalidArgument);
         }
         assert_eq!(parse_partner_id("partner_id", "bank").unwrap(), "bank");
         for bad in ["", "a b", "银行", &"p".repeat(65)] {

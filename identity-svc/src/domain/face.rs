@@ -21,53 +21,29 @@ pub const SESSION_LIFETIME: Duration = Duration::minutes(5);
 /// Submissions a session accepts.
 pub const MAX_SUBMISSIONS: i32 = 3;
 
-/// Longest `reference` a caller may attach, in characters.
-pub const MAX_REFERENCE_CHARS: usize = 128;
+/// Longest `reference` a caller may attach, in characters (`validate::reference`).
+pub const MAX_REFERENCE_CHARS: usize = medins_common::validate::REFERENCE_MAX_CHARS;
 
 /// The default similarity threshold.
 pub const DEFAULT_THRESHOLD: f64 = 0.80;
 
-/// What a session is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FacePurpose {
-    /// Real-name verification at identity-svc.
-    RealName,
-    /// Activating the insurance voucher.
-    VoucherActivation,
-    /// Binding a family member aged 16 or over.
-    FamilyBinding,
-    /// Applying for a card online.
-    CardApplication,
-    /// Proving that the person themself asks to bind or change their phone.
-    PhoneChange,
+medins_common::text_enum! {
+    /// What a session is for.
+    pub enum FacePurpose {
+        /// Real-name verification at identity-svc.
+        RealName => "REAL_NAME",
+        /// Activating the insurance voucher.
+        VoucherActivation => "VOUCHER_ACTIVATION",
+        /// Binding a family member aged 16 or over.
+        FamilyBinding => "FAMILY_BINDING",
+        /// Applying for a card online.
+        CardApplication => "CARD_APPLICATION",
+        /// Proving that the person themself asks to bind or change their phone.
+        PhoneChange => "PHONE_CHANGE",
+    }
 }
 
 impl FacePurpose {
-    /// Every purpose.
-    pub const ALL: [FacePurpose; 5] = [
-        FacePurpose::RealName,
-        FacePurpose::VoucherActivation,
-        FacePurpose::FamilyBinding,
-        FacePurpose::CardApplication,
-        FacePurpose::PhoneChange,
-    ];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FacePurpose::RealName => "REAL_NAME",
-            FacePurpose::VoucherActivation => "VOUCHER_ACTIVATION",
-            FacePurpose::FamilyBinding => "FAMILY_BINDING",
-            FacePurpose::CardApplication => "CARD_APPLICATION",
-            FacePurpose::PhoneChange => "PHONE_CHANGE",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == text)
-    }
-
     /// Whether insurance-svc is told when a session of this purpose ends (through the outbox).
     pub fn notifies_insurance(self) -> bool {
         match self {
@@ -118,38 +94,21 @@ pub fn session_readers(person: Uuid, purpose: FacePurpose, binder: Option<Uuid>)
     readers
 }
 
-/// Where a session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FaceStatus {
-    /// Waiting for a passing submission.
-    Pending,
-    /// A submission passed.
-    Passed,
-    /// Three submissions, none passed.
-    Failed,
-    /// No passing submission before the expiry.
-    Expired,
+medins_common::text_enum! {
+    /// Where a session stands.
+    pub enum FaceStatus {
+        /// Waiting for a passing submission.
+        Pending => "PENDING",
+        /// A submission passed.
+        Passed => "PASSED",
+        /// Three submissions, none passed.
+        Failed => "FAILED",
+        /// No passing submission before the expiry.
+        Expired => "EXPIRED",
+    }
 }
 
 impl FaceStatus {
-    /// Every status.
-    pub const ALL: [FaceStatus; 4] = [FaceStatus::Pending, FaceStatus::Passed, FaceStatus::Failed, FaceStatus::Expired];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaceStatus::Pending => "PENDING",
-            FaceStatus::Passed => "PASSED",
-            FaceStatus::Failed => "FAILED",
-            FaceStatus::Expired => "EXPIRED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
     /// Whether the session has ended (and so never changes again).
     pub fn is_final(self) -> bool {
         self != FaceStatus::Pending
@@ -329,15 +288,10 @@ pub fn expired_error() -> ApiError {
     ApiError::of(Reason::FaceSessionExpired, "this face session has expired; start a new one")
 }
 
-/// Validates a caller's reference: at most 128 characters, no control characters.
+/// Validates a caller's reference: the shared rule (`validate::reference`: at most 128
+/// characters, no control characters, kept as sent).
 pub fn validate_reference(field: &str, raw: &str) -> ApiResult<String> {
-    if raw.chars().count() > MAX_REFERENCE_CHARS {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must be at most 128 characters"));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not contain control characters"));
-    }
-    Ok(raw.to_owned())
+    medins_common::validate::reference(field, raw)
 }
 
 /// Validates a provider's reference: 1-128 characters, no control characters.

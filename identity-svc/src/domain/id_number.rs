@@ -42,31 +42,13 @@ pub const PROVINCE_CODES: &[u8] = &[
 /// Earliest birth year accepted.
 const MIN_BIRTH_YEAR: i32 = 1900;
 
-/// Sex as encoded by the parity of the sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sex {
-    /// Odd sequence number.
-    Male,
-    /// Even sequence number.
-    Female,
-}
-
-impl Sex {
-    /// Stable upper-case name: `"MALE"` or `"FEMALE"`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Sex::Male => "MALE",
-            Sex::Female => "FEMALE",
-        }
-    }
-
-    /// Inverse of [`Sex::as_str`]: exactly `"MALE"` or `"FEMALE"`, anything else is `None`.
-    pub fn parse_str(s: &str) -> Option<Sex> {
-        match s {
-            "MALE" => Some(Sex::Male),
-            "FEMALE" => Some(Sex::Female),
-            _ => None,
-        }
+medins_common::text_enum! {
+    /// Sex as encoded by the parity of the sequence number.
+    pub enum Sex {
+        /// Odd sequence number.
+        Male => "MALE",
+        /// Even sequence number.
+        Female => "FEMALE",
     }
 }
 
@@ -447,13 +429,13 @@ mod tests {
     #[test]
     fn sex_strings_round_trip() {
         for sex in [Sex::Male, Sex::Female] {
-            assert_eq!(Sex::parse_str(sex.as_str()), Some(sex));
+            assert_eq!(Sex::parse(sex.as_str()), Some(sex));
         }
         assert_eq!(Sex::Male.as_str(), "MALE");
         assert_eq!(Sex::Female.as_str(), "FEMALE");
-        assert_eq!(Sex::parse_str("male"), None);
-        assert_eq!(Sex::parse_str(""), None);
-        assert_eq!(Sex::parse_str("UNKNOWN"), None);
+        assert_eq!(Sex::parse("male"), None);
+        assert_eq!(Sex::parse(""), None);
+        assert_eq!(Sex::parse("UNKNOWN"), None);
     }
 
     #[test]

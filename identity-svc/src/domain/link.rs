@@ -6,9 +6,6 @@ use medins_common::{ApiError, ApiResult, Reason};
 /// Longest partner user ref, in bytes.
 pub const MAX_PARTNER_USER_REF_LEN: usize = 128;
 
-/// Largest page of any list RPC (docs/architecture.md#contracts).
-pub const MAX_PAGE_SIZE: i64 = 100;
-
 /// Validates a partner's user ref: trimmed, 1-128 printable ASCII characters without spaces
 /// (partners' account ids are opaque ASCII; anything else is most likely a mistake, and it keeps
 /// the value out of any encoding trouble).
@@ -59,16 +56,6 @@ pub fn link_conflict() -> ApiError {
     )
 }
 
-/// The page size of a list request: 0 or more than [`MAX_PAGE_SIZE`] means the maximum;
-/// negative is refused.
-pub fn page_size(field: &str, raw: i32) -> ApiResult<i64> {
-    match raw {
-        ..0 => Err(ApiError::invalid_field(Reason::InvalidArgument, field, "must not be negative")),
-        0 => Ok(MAX_PAGE_SIZE),
-        n => Ok(i64::from(n).min(MAX_PAGE_SIZE)),
-    }
-}
-
 /// An opaque page token: base64url of `kind:cursor`. The kind keeps a token of one list from
 /// being accepted by another.
 pub fn encode_page_token(kind: &str, cursor: &str) -> String {
@@ -115,14 +102,6 @@ mod tests {
     #[test]
     fn the_index_input_separates_partners() {
         assert_ne!(user_ref_index_input("a", "bc"), user_ref_index_input("ab", "c"));
-    }
-
-    #[test]
-    fn page_sizes_default_and_cap_at_100() {
-        assert_eq!(page_size("page_size", 0).unwrap(), 100);
-        assert_eq!(page_size("page_size", 7).unwrap(), 7);
-        assert_eq!(page_size("page_size", 1000).unwrap(), 100);
-        assert_eq!(page_size("page_size", -1).unwrap_err().reason(), Reason::InvalidArgument);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! which person a name + ID number pair is (claims), and what proves a phone change.
 
 use chrono::{Duration, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason};
+use medins_common::{ApiError, ApiResult, Reason, validate::OPERATOR_REASON};
 use uuid::Uuid;
 
 use super::{id_number::IdNumberError, phone::PhoneError};
@@ -105,8 +105,6 @@ pub fn claims_to_supersede(confirmed: Uuid, live: &[ClaimFacts]) -> Vec<Uuid> {
 
 /// How long a PASSED PHONE_CHANGE face session proves the person's presence.
 pub const PHONE_CHANGE_FACE_FRESHNESS: Duration = Duration::minutes(10);
-/// Longest operator reason, in characters.
-pub const MAX_OPERATOR_REASON_CHARS: usize = 500;
 
 /// What a face session offered as proof of a phone change is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,22 +135,13 @@ pub enum PhoneChangeProof {
     },
 }
 
-/// How a phone change was proven (stored in the history).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PhoneChangeMethod {
-    /// SMS to the new phone + a PASSED face session of the person.
-    Face,
-    /// SMS to the new phone + an operator's recorded reason.
-    Operator,
-}
-
-impl PhoneChangeMethod {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PhoneChangeMethod::Face => "FACE",
-            PhoneChangeMethod::Operator => "OPERATOR",
-        }
+medins_common::text_enum! {
+    /// How a phone change was proven (stored in the history).
+    pub enum PhoneChangeMethod {
+        /// SMS to the new phone + a PASSED face session of the person.
+        Face => "FACE",
+        /// SMS to the new phone + an operator's recorded reason.
+        Operator => "OPERATOR",
     }
 }
 
@@ -163,7 +152,8 @@ pub enum PhoneChangeRefusal {
     Unchanged,
     /// An operator reason from a caller that is not an operator.
     OperatorOnly,
-    /// An operator call without a reason (or with an overlong one).
+    /// An operator call without a reason (or with an overlong one, or one with control
+    /// characters: `validate::OPERATOR_REASON`).
     ReasonInvalid,
     /// No face session with that id.
     FaceNotFound,
@@ -192,7 +182,7 @@ impl PhoneChangeRefusal {
             PhoneChangeRefusal::ReasonInvalid => ApiError::invalid_field(
                 Reason::InvalidArgument,
                 "operator_reason",
-                "an operator's phone change needs a reason of 1-500 characters",
+                "an operator's phone change needs a reason of 1-500 characters without control characters",
             ),
             PhoneChangeRefusal::FaceNotFound | PhoneChangeRefusal::FaceNotProof => ApiError::of(
                 Reason::FaceVerificationRequired,
@@ -249,8 +239,8 @@ pub fn decide_phone_change(
     let method = match proof {
         PhoneChangeProof::Operator { caller_is_ops: false, .. } => return Err(PhoneChangeRefusal::OperatorOnly),
         PhoneChangeProof::Operator { caller_is_ops: true, reason } => {
-            let chars = reason.trim().chars().count();
-            if chars == 0 || chars > MAX_OPERATOR_REASON_CHARS {
+            // The same rule as every operator's reason (`validate::OPERATOR_REASON`).
+            if OPERATOR_REASON.check("operator_reason", reason).is_err() {
                 return Err(PhoneChangeRefusal::ReasonInvalid);
             }
             PhoneChangeMethod::Operator
@@ -434,6 +424,10 @@ mod tests {
         );
         assert_eq!(
             decide_phone_change(None, "13800000000", &operator(true, &"x".repeat(501)), now),
+            Err(PhoneChangeRefusal::ReasonInvalid)
+        );
+        assert_eq!(
+            decide_phone_change(None, "13800000000", &operator(true, "lost\nSIM"), now),
             Err(PhoneChangeRefusal::ReasonInvalid)
         );
         assert_eq!(

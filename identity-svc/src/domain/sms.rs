@@ -29,40 +29,22 @@ pub const MAX_WRONG_ATTEMPTS: u32 = 3;
 /// How long a verified challenge can still be used up by the call it was sent for.
 pub const VERIFIED_VALIDITY_MINUTES: i64 = 10;
 
-/// What a code is for. A verified challenge serves only its own purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SmsPurpose {
-    /// Completing real-name verification.
-    RealName,
-    /// Linking a partner platform's account.
-    LinkAccount,
-    /// Applying for a social security card.
-    CardApplication,
-    /// Proving a new phone before it replaces (or becomes) the phone on record. The code goes
-    /// to the new phone, not the one on record: that is what it proves.
-    PhoneChange,
+medins_common::text_enum! {
+    /// What a code is for. A verified challenge serves only its own purpose.
+    pub enum SmsPurpose {
+        /// Completing real-name verification.
+        RealName => "REAL_NAME",
+        /// Linking a partner platform's account.
+        LinkAccount => "LINK_ACCOUNT",
+        /// Applying for a social security card.
+        CardApplication => "CARD_APPLICATION",
+        /// Proving a new phone before it replaces (or becomes) the phone on record. The code goes
+        /// to the new phone, not the one on record: that is what it proves.
+        PhoneChange => "PHONE_CHANGE",
+    }
 }
 
 impl SmsPurpose {
-    /// Every purpose.
-    pub const ALL: [SmsPurpose; 4] =
-        [SmsPurpose::RealName, SmsPurpose::LinkAccount, SmsPurpose::CardApplication, SmsPurpose::PhoneChange];
-
-    /// Stored (and webhook) spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SmsPurpose::RealName => "REAL_NAME",
-            SmsPurpose::LinkAccount => "LINK_ACCOUNT",
-            SmsPurpose::CardApplication => "CARD_APPLICATION",
-            SmsPurpose::PhoneChange => "PHONE_CHANGE",
-        }
-    }
-
-    /// Parses the stored spelling.
-    pub fn parse_str(text: &str) -> Option<SmsPurpose> {
-        SmsPurpose::ALL.into_iter().find(|p| p.as_str() == text)
-    }
-
     /// What the SMS text says the code is for.
     pub fn description_zh(self) -> &'static str {
         match self {
@@ -95,35 +77,17 @@ impl SmsPurpose {
     }
 }
 
-/// Where a challenge is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChallengeState {
-    /// Sent, waiting for the code.
-    Pending,
-    /// The right code was given; waiting to be used up.
-    Verified,
-    /// Too many wrong codes.
-    Locked,
-    /// Used up by the call it was sent for.
-    Consumed,
-}
-
-impl ChallengeState {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChallengeState::Pending => "PENDING",
-            ChallengeState::Verified => "VERIFIED",
-            ChallengeState::Locked => "LOCKED",
-            ChallengeState::Consumed => "CONSUMED",
-        }
-    }
-
-    /// Parses the stored spelling.
-    pub fn parse_str(text: &str) -> Option<ChallengeState> {
-        [ChallengeState::Pending, ChallengeState::Verified, ChallengeState::Locked, ChallengeState::Consumed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+medins_common::text_enum! {
+    /// Where a challenge is in its life.
+    pub enum ChallengeState {
+        /// Sent, waiting for the code.
+        Pending => "PENDING",
+        /// The right code was given; waiting to be used up.
+        Verified => "VERIFIED",
+        /// Too many wrong codes.
+        Locked => "LOCKED",
+        /// Used up by the call it was sent for.
+        Consumed => "CONSUMED",
     }
 }
 
@@ -527,7 +491,7 @@ mod tests {
     #[test]
     fn codes_for_a_person_go_to_the_phone_on_record_only() {
         let id = uuid::Uuid::now_v7();
-        for purpose in SmsPurpose::ALL.into_iter().filter(|p| p.goes_to_phone_on_record()) {
+        for purpose in SmsPurpose::ALL.iter().copied().filter(|p| p.goes_to_phone_on_record()) {
             assert_eq!(decide_recipient(purpose, "", Some(id)).unwrap(), Recipient::PhoneOnRecord(id));
             // Any phone at all is refused, valid or not: no guessing which one is on record.
             for phone in ["13800138000", "x"] {
@@ -716,13 +680,13 @@ mod tests {
 
     #[test]
     fn purposes_and_states_round_trip_their_stored_spelling() {
-        for purpose in SmsPurpose::ALL {
-            assert_eq!(SmsPurpose::parse_str(purpose.as_str()), Some(purpose));
+        for &purpose in SmsPurpose::ALL {
+            assert_eq!(SmsPurpose::parse(purpose.as_str()), Some(purpose));
         }
         for state in
             [ChallengeState::Pending, ChallengeState::Verified, ChallengeState::Locked, ChallengeState::Consumed]
         {
-            assert_eq!(ChallengeState::parse_str(state.as_str()), Some(state));
+            assert_eq!(ChallengeState::parse(state.as_str()), Some(state));
         }
         assert_eq!(SmsPurpose::from_proto(pb::SmsPurpose::Unspecified), None);
         assert_eq!(SmsPurpose::from_proto(pb::SmsPurpose::CardApplication), Some(SmsPurpose::CardApplication));

@@ -4,6 +4,7 @@ use medins_common::{
     ApiError, Reason,
     convert::{from_timestamp, timestamp},
     error::require_uuid,
+    validate,
 };
 use medins_proto::identity::v1::{
     AccessRecord, ListMyAccessHistoryRequest, ListMyAccessHistoryResponse,
@@ -14,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::{SharedState, access::CallAccess};
 use crate::domain::{
     access_history::{Position, Source, merge},
-    link::{decode_page_token, encode_page_token, page_size},
+    link::{decode_page_token, encode_page_token},
 };
 
 fn record(partner_id: String, method: String, outcome: String, recorded_at: chrono::NaiveDateTime) -> AccessRecord {
@@ -46,7 +47,7 @@ impl AccessHistoryService for AccessHistoryApi {
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result: Result<_, Status> = async {
-            let limit = page_size("page_size", body.page_size)?;
+            let limit = validate::IDENTITY_LISTS.check("page_size", body.page_size)? as i64;
             let cursor = decode_page_token("page_token", HISTORY_PAGE, &body.page_token)?
                 .map(|cursor| {
                     Position::from_cursor(&cursor).ok_or_else(|| {

@@ -2,7 +2,7 @@
 //! code proved control of the person's phone (docs/architecture.md#identity-svc).
 
 use medins_common::{
-    ApiError, ApiResult, Reason, convert::timestamp, error::require_uuid, revocation::RevocationReason,
+    ApiError, ApiResult, Reason, convert::timestamp, error::require_uuid, revocation::RevocationReason, validate,
 };
 use medins_proto::identity::v1::{
     LinkPartnerAccountRequest, LinkPartnerAccountResponse, ListPartnerLinksRequest, ListPartnerLinksResponse,
@@ -16,7 +16,7 @@ use super::{SharedState, access::CallAccess, person::person_not_found};
 use crate::{
     domain::{
         assurance::parse_partner_id,
-        link::{decode_page_token, encode_page_token, page_size, parse_partner_user_ref},
+        link::{decode_page_token, encode_page_token, parse_partner_user_ref},
         sms::SmsPurpose,
     },
     store::link::{LinkCheck, PartnerLink},
@@ -172,7 +172,7 @@ impl PartnerLinkService for PartnerLinkApi {
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
         let result: Result<_, Status> = async {
-            let limit = page_size("page_size", body.page_size)?;
+            let limit = validate::IDENTITY_LISTS.check("page_size", body.page_size)? as i64;
             let before = decode_page_token("page_token", LINKS_PAGE, &body.page_token)?
                 .map(|cursor| Uuid::parse_str(&cursor))
                 .transpose()

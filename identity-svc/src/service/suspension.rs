@@ -1,14 +1,13 @@
 //! SuspendPerson and ResumePerson (PersonService): an operator stops every partner from acting
 //! for a person, and lifts that again. The RPC methods in `person.rs` delegate here.
 
-use medins_common::{convert::timestamp, error::require_uuid};
+use medins_common::{convert::timestamp, error::require_uuid, validate::OPERATOR_REASON};
 use medins_proto::identity::v1::{
     ResumePersonRequest, ResumePersonResponse, SuspendPersonRequest, SuspendPersonResponse,
 };
 use tonic::{Request, Response, Status};
 
 use super::{SharedState, access::CallAccess};
-use crate::domain::assurance::parse_operator_reason;
 
 /// SuspendPerson.
 pub async fn suspend_person(
@@ -22,7 +21,7 @@ pub async fn suspend_person(
     let result: Result<_, Status> = async {
         // Operators only (domain::access).
         access.decide_for(person_id)?;
-        let reason = parse_operator_reason("reason", &body.reason)?;
+        let reason = OPERATOR_REASON.check("reason", &body.reason)?;
         let change = state.assurance.suspend(person_id, &caller.id, &reason, state.clock.stored_now()).await?;
         if let Some(revocation) = change.revocation {
             // This replica refuses at once; the others at their next refresh.
@@ -51,7 +50,7 @@ pub async fn resume_person(
     let result: Result<_, Status> = async {
         // Operators only (domain::access).
         access.decide_for(person_id)?;
-        let reason = parse_operator_reason("reason", &body.reason)?;
+        let reason = OPERATOR_REASON.check("reason", &body.reason)?;
         let change = state.assurance.resume(person_id, &caller.id, &reason, state.clock.stored_now()).await?;
         if change.changed {
             tracing::info!(%person_id, operator = %caller.id, "person suspension lifted");

@@ -7,7 +7,7 @@ use medins_common::{
     ApiError, ApiResult, Reason,
     assurance::AssuranceLevel,
     crypto::{FieldAad, FieldCipher},
-    db::{Db, DbConnection, is_unique_violation, write_transaction},
+    db::{Db, DbConnection, DbUuid, is_unique_violation, write_transaction},
     revocation::{Revocation, RevocationReason},
 };
 use uuid::Uuid;
@@ -39,7 +39,7 @@ fn person_not_found() -> ApiError {
 }
 
 /// The stored level of a person (0: none recorded).
-fn stored_level_in(conn: &mut DbConnection, person_id: &str) -> ApiResult<i32> {
+fn stored_level_in(conn: &mut DbConnection, person_id: DbUuid) -> ApiResult<i32> {
     Ok(person_assurance::table
         .find(person_id)
         .select(person_assurance::level)
@@ -51,11 +51,11 @@ fn stored_level_in(conn: &mut DbConnection, person_id: &str) -> ApiResult<i32> {
 /// Records level 1 (reached by `method` at `now`) for a person whose real name was just
 /// verified, on the caller's connection (the real-name transaction). A higher level stays.
 pub fn mark_level_1_in(conn: &mut DbConnection, person_id: Uuid, method: &str, now: NaiveDateTime) -> ApiResult<()> {
-    let id = person_id.to_string();
-    if stored_level_in(conn, &id)? == 0 {
+    let id = DbUuid(person_id);
+    if stored_level_in(conn, id)? == 0 {
         diesel::insert_into(person_assurance::table)
             .values((
-                person_assurance::person_id.eq(&id),
+                person_assurance::person_id.eq(id),
                 person_assurance::level.eq(i32::from(AssuranceLevel::RealName.number())),
                 person_assurance::method.eq(method),
                 person_assurance::raised_at.eq(now),
@@ -78,9 +78,9 @@ pub fn apply_face_outcome_in(
     if purpose != FacePurpose::RealName || status != FaceStatus::Passed {
         return Ok(false);
     }
-    let id = person_id.to_string();
-    let real_name_status: String = persons::table.find(&id).select(persons::real_name_status).first(conn)?;
-    let stored = stored_level_in(conn, &id)?;
+    let id = DbUuid(person_id);
+    let real_name_status: String = persons::table.find(id).select(persons::real_name_status).first(conn)?;
+    let stored = stored_level_in(conn, id)?;
     let current = effective_level(real_name_status == VERIFIED, stored);
     if decide_face_assurance(purpose, status, current) != FaceAssurance::Raise {
         return Ok(false);
@@ -91,14 +91,14 @@ pub fn apply_face_outcome_in(
     let raised = if stored == 0 {
         diesel::insert_into(person_assurance::table)
             .values((
-                person_assurance::person_id.eq(&id),
+                person_assurance::person_id.eq(id),
                 person_assurance::level.eq(level_2),
                 person_assurance::method.eq(METHOD_FACE),
                 person_assurance::raised_at.eq(now),
             ))
             .execute(conn)?
     } else {
-        diesel::update(person_assurance::table.find(&id).filter(person_assurance::level.lt(level_2)))
+        diesel::update(person_assurance::table.find(id).filter(person_assurance::level.lt(level_2)))
             .set((
                 person_assurance::level.eq(level_2),
                 person_assurance::method.eq(METHOD_FACE),
@@ -145,18 +145,18 @@ impl AssuranceStore {
         let partner_id = partner_id.to_owned();
         self.db
             .read(move |conn| {
-                let id = person_id.to_string();
+                let id = DbUuid(person_id);
                 // A superseded claim is no person: it answers like a missing id.
                 let real_name_status: String = persons::table
-                    .find(&id)
+                    .find(id)
                     .filter(persons::claim_status.eq(super::person::LIVE))
                     .select(persons::real_name_status)
                     .first(conn)
                     .optional()?
                     .ok_or_else(person_not_found)?;
-                let stored_level = stored_level_in(conn, &id)?;
+                let stored_level = stored_level_in(conn, id)?;
                 let open: i64 = person_suspensions::table
-                    .filter(person_suspensions::person_id.eq(&id))
+                    .filter(person_suspensions::person_id.eq(id))
                     .filter(person_suspensions::resumed_at.is_null())
                     .count()
                     .get_result(conn)?;
@@ -185,17 +185,18 @@ impl AssuranceStore {
         self.db
             .write(move |conn| {
                 write_transaction(conn, |conn| {
-                    let id = person_id.to_string();
-                    require_live_person_in(conn, &id)?;
-                    if let Some(open) = open_suspension_in(conn, &id)? {
+                    let id = DbUuid(person_id);
+                    require_live_person_in(conn, id)?;
+                    if let Some(open) = open_suspension_in(conn, id)? {
                         return Ok(SuspensionChange { changed: false, suspended_at: Some(open), revocation: None });
                     }
-                    let row_id = Uuid::now_v7().to_string();
+                    let row_uuid = Uuid::now_v7();
+                    let row_id = row_uuid.to_string();
                     let aad = FieldAad { table: SUSPENSIONS, column: "reason_enc", row_id: &row_id };
                     let inserted = diesel::insert_into(person_suspensions::table)
                         .values((
-                            person_suspensions::id.eq(&row_id),
-                            person_suspensions::person_id.eq(&id),
+                            person_suspensions::id.eq(DbUuid(row_uuid)),
+                            person_suspensions::person_id.eq(id),
                             person_suspensions::suspended_at.eq(now),
                             person_suspensions::suspended_by.eq(&operator),
                             person_suspensions::reason_enc.eq(store.cipher.encrypt_str(&aad, &reason)),
@@ -231,10 +232,10 @@ impl AssuranceStore {
         self.db
             .write(move |conn| {
                 write_transaction(conn, |conn| {
-                    let id = person_id.to_string();
-                    require_live_person_in(conn, &id)?;
+                    let id = DbUuid(person_id);
+                    require_live_person_in(conn, id)?;
                     let open: Option<(String, NaiveDateTime)> = person_suspensions::table
-                        .filter(person_suspensions::person_id.eq(&id))
+                        .filter(person_suspensions::person_id.eq(id))
                         .filter(person_suspensions::resumed_at.is_null())
                         .select((person_suspensions::id, person_suspensions::suspended_at))
                         .first(conn)
@@ -261,18 +262,18 @@ impl AssuranceStore {
 
 /// NOT_FOUND / PERSON_NOT_FOUND unless `id` is a live person (a superseded claim answers like a
 /// missing id).
-fn require_live_person_in(conn: &mut DbConnection, id: &str) -> ApiResult<()> {
+fn require_live_person_in(conn: &mut DbConnection, id: DbUuid) -> ApiResult<()> {
     persons::table
         .find(id)
         .filter(persons::claim_status.eq(super::person::LIVE))
         .select(persons::id)
-        .first::<String>(conn)
+        .first::<DbUuid>(conn)
         .optional()?
         .map(|_| ())
         .ok_or_else(person_not_found)
 }
 
-fn open_suspension_in(conn: &mut DbConnection, person_id: &str) -> ApiResult<Option<NaiveDateTime>> {
+fn open_suspension_in(conn: &mut DbConnection, person_id: DbUuid) -> ApiResult<Option<NaiveDateTime>> {
     Ok(person_suspensions::table
         .filter(person_suspensions::person_id.eq(person_id))
         .filter(person_suspensions::resumed_at.is_null())

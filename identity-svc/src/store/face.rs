@@ -64,10 +64,11 @@ impl FaceSession {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = face_sessions)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct FaceSessionRow {
-    id: String,
-    person_id: String,
-    purpose: String,
+    id: DbUuid,
+    person_id: DbUuid,
+    purpose: FacePurpose,
     reference: String,
     partner_id: String,
     // The bound provider: NULL only for sessions started before sessions were bound, which no
@@ -75,7 +76,7 @@ struct FaceSessionRow {
     #[diesel(column_name = provider_id)]
     bound_provider_id: Option<String>,
     challenge: String,
-    status: String,
+    status: FaceStatus,
     submissions: i32,
     created_at: NaiveDateTime,
     expires_at: NaiveDateTime,
@@ -83,16 +84,13 @@ struct FaceSessionRow {
     updated_at: NaiveDateTime,
 }
 
-impl TryFrom<FaceSessionRow> for FaceSession {
-    type Error = ApiError;
-
-    fn try_from(row: FaceSessionRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("face session {}: bad {what}", row.id));
-        Ok(FaceSession {
-            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
-            purpose: FacePurpose::parse(&row.purpose).ok_or_else(|| bad("purpose"))?,
-            status: FaceStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+impl From<FaceSessionRow> for FaceSession {
+    fn from(row: FaceSessionRow) -> Self {
+        FaceSession {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
+            purpose: row.purpose,
+            status: row.status,
             reference: row.reference,
             partner_id: row.partner_id,
             bound_provider_id: row.bound_provider_id.unwrap_or_default(),
@@ -102,7 +100,7 @@ impl TryFrom<FaceSessionRow> for FaceSession {
             expires_at: row.expires_at,
             finished_at: row.finished_at,
             updated_at: row.updated_at,
-        })
+        }
     }
 }
 
@@ -204,12 +202,12 @@ impl FaceStore {
                         .values((
                             face_sessions::id.eq(DbUuid(session.id)),
                             face_sessions::person_id.eq(DbUuid(session.person_id)),
-                            face_sessions::purpose.eq(session.purpose.as_str()),
+                            face_sessions::purpose.eq(session.purpose),
                             face_sessions::reference.eq(&session.reference),
                             face_sessions::partner_id.eq(&session.partner_id),
                             face_sessions::provider_id.eq(Some(&session.bound_provider_id)),
                             face_sessions::challenge.eq(&session.challenge),
-                            face_sessions::status.eq(session.status.as_str()),
+                            face_sessions::status.eq(session.status),
                             face_sessions::submissions.eq(session.submissions),
                             face_sessions::created_at.eq(session.created_at),
                             face_sessions::expires_at.eq(session.expires_at),
@@ -241,19 +239,16 @@ impl FaceStore {
     /// The binder named at the start of a family binding's member check, if any
     /// (`domain::face::session_binder`).
     pub async fn binder_of(&self, session_id: Uuid) -> ApiResult<Option<Uuid>> {
-        let binder: Option<String> = self
-            .db
-            .read(move |conn| -> ApiResult<Option<String>> {
-                Ok(face_session_binders::table
+        self.db
+            .read(move |conn| -> ApiResult<Option<Uuid>> {
+                let binder: Option<DbUuid> = face_session_binders::table
                     .find(DbUuid(session_id))
                     .select(face_session_binders::binder_person_id)
                     .first(conn)
-                    .optional()?)
+                    .optional()?;
+                Ok(binder.map(Uuid::from))
             })
-            .await?;
-        binder
-            .map(|id| Uuid::parse_str(&id).map_err(|_| ApiError::internal("face session binder: bad person id")))
-            .transpose()
+            .await
     }
 
     /// A session by id.
@@ -262,7 +257,7 @@ impl FaceStore {
             .read(move |conn| {
                 let row =
                     face_sessions::table.find(DbUuid(id)).select(FaceSessionRow::as_select()).first(conn).optional()?;
-                row.map(FaceSession::try_from).transpose()
+                Ok(row.map(FaceSession::from))
             })
             .await
     }
@@ -299,7 +294,7 @@ impl FaceStore {
                             let finished_at = status.is_final().then_some(now);
                             let updated = diesel::update(pending(&session))
                                 .set((
-                                    face_sessions::status.eq(status.as_str()),
+                                    face_sessions::status.eq(status),
                                     face_sessions::submissions.eq(submissions),
                                     face_sessions::last_liveness_passed.eq(Some(check.submission.liveness_passed)),
                                     face_sessions::last_similarity.eq(Some(check.submission.similarity)),
@@ -342,8 +337,8 @@ impl FaceStore {
     pub async fn expire_due(&self, now: NaiveDateTime, limit: i64) -> ApiResult<Vec<ExpiredSession>> {
         self.db
             .write(move |conn| {
-                let due: Vec<String> = face_sessions::table
-                    .filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
+                let due: Vec<DbUuid> = face_sessions::table
+                    .filter(face_sessions::status.eq(FaceStatus::Pending))
                     .filter(face_sessions::expires_at.le(now))
                     .order(face_sessions::expires_at.asc())
                     .limit(limit)
@@ -351,7 +346,7 @@ impl FaceStore {
                     .load(conn)?;
                 let mut expired = Vec::with_capacity(due.len());
                 for id in due {
-                    let id = Uuid::parse_str(&id).map_err(ApiError::internal)?;
+                    let id = Uuid::from(id);
                     let outcome = write_transaction(conn, |conn| -> ApiResult<Option<bool>> {
                         // Another replica (or a submission) may have ended it since the scan.
                         match lock_session(conn, id)? {
@@ -381,7 +376,7 @@ pub fn face_session_not_found() -> ApiError {
 fn lock_session(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<FaceSession>> {
     let row =
         medins_common::first_locked!(conn, face_sessions::table.find(DbUuid(id)).select(FaceSessionRow::as_select()))?;
-    row.map(FaceSession::try_from).transpose()
+    Ok(row.map(FaceSession::from))
 }
 
 /// The session's row, only while still PENDING.
@@ -391,7 +386,7 @@ fn pending(
     diesel::dsl::Find<face_sessions::table, DbUuid>,
     diesel::dsl::Eq<face_sessions::status, &'static str>,
 > {
-    face_sessions::table.find(DbUuid(session.id)).filter(face_sessions::status.eq(FaceStatus::Pending.as_str()))
+    face_sessions::table.find(DbUuid(session.id)).filter(face_sessions::status.eq(FaceStatus::Pending))
 }
 
 /// Ends a PENDING session with `status` and writes its outbox event; returns whether an event
@@ -405,7 +400,7 @@ fn finish(
 ) -> ApiResult<bool> {
     let updated = diesel::update(pending(session))
         .set((
-            face_sessions::status.eq(status.as_str()),
+            face_sessions::status.eq(status),
             face_sessions::finished_at.eq(Some(finished_at)),
             face_sessions::updated_at.eq(now),
         ))
@@ -428,19 +423,19 @@ fn write_outbox_event(
     if !session.purpose.notifies_insurance() {
         return Ok(false);
     }
-    let session_id = session.id.to_string();
+    let session_id = DbUuid(session.id);
     let last: Option<i32> = face_outbox::table
-        .filter(face_outbox::session_id.eq(&session_id))
+        .filter(face_outbox::session_id.eq(session_id))
         .select(diesel::dsl::max(face_outbox::sequence))
         .first(conn)?;
     diesel::insert_into(face_outbox::table)
         .values((
             face_outbox::id.eq(DbUuid(Uuid::now_v7())),
-            face_outbox::session_id.eq(&session_id),
+            face_outbox::session_id.eq(session_id),
             face_outbox::person_id.eq(DbUuid(session.person_id)),
-            face_outbox::purpose.eq(session.purpose.as_str()),
+            face_outbox::purpose.eq(session.purpose),
             face_outbox::reference.eq(&session.reference),
-            face_outbox::outcome.eq(outcome.as_str()),
+            face_outbox::outcome.eq(outcome),
             face_outbox::finished_at.eq(finished_at),
             face_outbox::sequence.eq(last.unwrap_or(0) + 1),
             face_outbox::attempts.eq(0),

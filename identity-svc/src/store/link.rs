@@ -61,10 +61,11 @@ pub struct LinkSummary {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = partner_links)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct LinkRow {
-    id: String,
+    id: DbUuid,
     partner_id: String,
-    person_id: String,
+    person_id: DbUuid,
     partner_user_ref_enc: Vec<u8>,
     linked_at: NaiveDateTime,
 }
@@ -224,7 +225,7 @@ impl LinkStore {
         let id_text = id.to_string();
         let inserted = diesel::insert_into(partner_links::table)
             .values((
-                partner_links::id.eq(&id_text),
+                partner_links::id.eq(DbUuid(id)),
                 partner_links::partner_id.eq(partner_id),
                 partner_links::person_id.eq(DbUuid(person_id)),
                 partner_links::partner_user_ref_index.eq(&index),
@@ -305,7 +306,7 @@ impl LinkStore {
                     .select(LinkRow::as_select())
                     .into_boxed();
                 if let Some(before) = before {
-                    query = query.filter(partner_links::id.lt(before.to_string()));
+                    query = query.filter(partner_links::id.lt(DbUuid(before)));
                 }
                 let rows: Vec<LinkRow> = query.load(conn)?;
                 rows.into_iter()
@@ -321,7 +322,7 @@ impl LinkStore {
                         } else {
                             // Another partner's ref is never decrypted for this caller.
                             Ok(LinkSummary {
-                                id: Uuid::parse_str(&row.id).map_err(ApiError::internal)?,
+                                id: row.id.into(),
                                 partner_id: row.partner_id,
                                 partner_user_ref: None,
                                 linked_at: row.linked_at,
@@ -334,18 +335,19 @@ impl LinkStore {
     }
 
     fn decrypt(&self, row: LinkRow) -> ApiResult<PartnerLink> {
+        let row_id = row.id.to_string();
         let partner_user_ref = self
             .cipher
             .decrypt_string(
-                &FieldAad { table: TABLE, column: USER_REF_COLUMN, row_id: &row.id },
+                &FieldAad { table: TABLE, column: USER_REF_COLUMN, row_id: &row_id },
                 &row.partner_user_ref_enc,
             )
             .map_err(|error| {
                 ApiError::internal(format_args!("cannot decrypt {TABLE}.{USER_REF_COLUMN} of {}: {error}", row.id))
             })?;
         Ok(PartnerLink {
-            id: Uuid::parse_str(&row.id).map_err(ApiError::internal)?,
-            person_id: Uuid::parse_str(&row.person_id).map_err(ApiError::internal)?,
+            id: row.id.into(),
+            person_id: row.person_id.into(),
             partner_id: row.partner_id,
             partner_user_ref,
             linked_at: row.linked_at,

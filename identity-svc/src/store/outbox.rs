@@ -55,34 +55,32 @@ pub struct OutboxEvent {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = face_outbox)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct OutboxRow {
-    id: String,
-    session_id: String,
-    person_id: String,
-    purpose: String,
+    id: DbUuid,
+    session_id: DbUuid,
+    person_id: DbUuid,
+    purpose: FacePurpose,
     reference: String,
-    outcome: String,
+    outcome: FaceStatus,
     finished_at: NaiveDateTime,
     sequence: i32,
     attempts: i32,
 }
 
-impl TryFrom<OutboxRow> for OutboxEvent {
-    type Error = ApiError;
-
-    fn try_from(row: OutboxRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("outbox event {}: bad {what}", row.id));
-        Ok(OutboxEvent {
-            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-            session_id: Uuid::parse_str(&row.session_id).map_err(|_| bad("session_id"))?,
-            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
-            purpose: FacePurpose::parse(&row.purpose).ok_or_else(|| bad("purpose"))?,
-            outcome: FaceStatus::parse(&row.outcome).ok_or_else(|| bad("outcome"))?,
+impl From<OutboxRow> for OutboxEvent {
+    fn from(row: OutboxRow) -> Self {
+        OutboxEvent {
+            id: row.id.into(),
+            session_id: row.session_id.into(),
+            person_id: row.person_id.into(),
+            purpose: row.purpose,
+            outcome: row.outcome,
             reference: row.reference,
             finished_at: row.finished_at,
             sequence: row.sequence,
             attempts: row.attempts,
-        })
+        }
     }
 }
 
@@ -235,7 +233,7 @@ impl OutboxStore {
                 let mut events = Vec::with_capacity(claimed.len());
                 for id in claimed {
                     let row = o::face_outbox.find(&id).select(OutboxRow::as_select()).first(conn)?;
-                    events.push(OutboxEvent::try_from(row)?);
+                    events.push(OutboxEvent::from(row));
                 }
                 Ok(events)
             })

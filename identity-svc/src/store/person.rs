@@ -68,14 +68,15 @@ impl std::fmt::Debug for Person {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = persons)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct PersonRow {
-    id: String,
+    id: DbUuid,
     id_number_enc: Vec<u8>,
     name_enc: Vec<u8>,
     phone_index: Option<Vec<u8>>,
     phone_enc: Option<Vec<u8>>,
     birth_date: NaiveDate,
-    sex: String,
+    sex: Sex,
     region_code: String,
     real_name_status: String,
     real_name_method: Option<String>,
@@ -169,7 +170,7 @@ impl PersonStore {
         let id_text = id.to_string();
         let inserted = diesel::insert_into(persons::table)
             .values((
-                persons::id.eq(&id_text),
+                persons::id.eq(DbUuid(id)),
                 persons::id_number_index.eq(&id_number_index),
                 persons::id_number_enc.eq(self.encrypt(&id_text, "id_number_enc", new.id_number.as_str())),
                 persons::name_enc.eq(self.encrypt(&id_text, "name_enc", &new.name)),
@@ -177,7 +178,7 @@ impl PersonStore {
                 persons::phone_index.eq(new.phone.as_ref().map(|p| self.index.compute(PHONE_DOMAIN, p.as_str()))),
                 persons::phone_enc.eq(new.phone.as_ref().map(|p| self.encrypt(&id_text, "phone_enc", p.as_str()))),
                 persons::birth_date.eq(new.id_number.birth_date()),
-                persons::sex.eq(new.id_number.sex().as_str()),
+                persons::sex.eq(new.id_number.sex()),
                 persons::region_code.eq(new.id_number.region_code()),
                 persons::real_name_status.eq(RealName::Unverified.status_str()),
                 persons::claim_status.eq(LIVE),
@@ -257,15 +258,14 @@ impl PersonStore {
         confirmed: Uuid,
         now: NaiveDateTime,
     ) -> ApiResult<Vec<Uuid>> {
-        let confirmed_text = confirmed.to_string();
         let id_number_index: Vec<u8> =
-            persons::table.find(&confirmed_text).select(persons::id_number_index).first(conn)?;
+            persons::table.find(DbUuid(confirmed)).select(persons::id_number_index).first(conn)?;
         let live = self.live_claims_in(conn, &id_number_index)?;
         let superseded = claims_to_supersede(confirmed, &claim_facts_by_id(&live));
         if superseded.is_empty() {
             return Ok(superseded);
         }
-        let ids: Vec<String> = superseded.iter().map(Uuid::to_string).collect();
+        let ids: Vec<DbUuid> = superseded.iter().copied().map(DbUuid).collect();
         let changed = diesel::update(
             persons::table
                 .filter(persons::id.eq_any(&ids))
@@ -283,7 +283,7 @@ impl PersonStore {
             diesel::insert_into(person_supersessions::table)
                 .values((
                     person_supersessions::person_id.eq(id),
-                    person_supersessions::superseded_by.eq(&confirmed_text),
+                    person_supersessions::superseded_by.eq(DbUuid(confirmed)),
                     person_supersessions::superseded_at.eq(now),
                 ))
                 .execute(conn)?;
@@ -321,7 +321,7 @@ impl PersonStore {
     ) -> ApiResult<(Person, PhoneChangeMethod)> {
         let id_text = change.person_id.to_string();
         let row = persons::table
-            .find(&id_text)
+            .find(DbUuid(change.person_id))
             .filter(persons::claim_status.eq(LIVE))
             .select(PersonRow::as_select())
             .first(conn)
@@ -348,7 +348,7 @@ impl PersonStore {
         )?;
 
         let new_index = self.index.compute(PHONE_DOMAIN, change.new_phone.as_str());
-        let target = persons::table.find(&id_text).filter(persons::claim_status.eq(LIVE));
+        let target = persons::table.find(DbUuid(change.person_id)).filter(persons::claim_status.eq(LIVE));
         let values = (
             persons::phone_index.eq(Some(new_index.clone())),
             persons::phone_enc.eq(Some(self.encrypt(&id_text, "phone_enc", change.new_phone.as_str()))),
@@ -361,22 +361,23 @@ impl PersonStore {
             None => diesel::update(target.filter(persons::phone_index.is_null())).set(values).execute(conn)?,
         };
         decide_phone_swap(changed).map_err(PhoneChangeRefusal::into_error)?;
-        let change_id = Uuid::now_v7().to_string();
+        let change_id = Uuid::now_v7();
+        let change_id_text = change_id.to_string();
         let (face_session_id, reason_enc) = match &change.proof {
-            PhoneChangeEvidence::Face(session_id) => (Some(session_id.to_string()), None),
+            PhoneChangeEvidence::Face(session_id) => (Some(DbUuid(*session_id)), None),
             PhoneChangeEvidence::Operator { reason, .. } => (
                 None,
                 Some(self.cipher.encrypt_str(
-                    &FieldAad { table: "phone_changes", column: "reason_enc", row_id: &change_id },
+                    &FieldAad { table: "phone_changes", column: "reason_enc", row_id: &change_id_text },
                     reason.trim(),
                 )),
             ),
         };
         let recorded = diesel::insert_into(phone_changes::table)
             .values((
-                phone_changes::id.eq(&change_id),
-                phone_changes::person_id.eq(&id_text),
-                phone_changes::method.eq(method.as_str()),
+                phone_changes::id.eq(DbUuid(change_id)),
+                phone_changes::person_id.eq(DbUuid(change.person_id)),
+                phone_changes::method.eq(method),
                 phone_changes::partner_id.eq(&change.partner_id),
                 phone_changes::sms_challenge_id.eq(DbUuid(change.challenge_id)),
                 phone_changes::face_session_id.eq(face_session_id),
@@ -405,9 +406,8 @@ impl PersonStore {
         person_id: Uuid,
         session_id: Uuid,
     ) -> ApiResult<Option<PhoneChangeFaceFacts>> {
-        let session_text = session_id.to_string();
-        let row: Option<(String, String, String, Option<NaiveDateTime>)> = face_sessions::table
-            .find(&session_text)
+        let row: Option<(DbUuid, FacePurpose, FaceStatus, Option<NaiveDateTime>)> = face_sessions::table
+            .find(DbUuid(session_id))
             .select((
                 face_sessions::person_id,
                 face_sessions::purpose,
@@ -418,15 +418,15 @@ impl PersonStore {
             .optional()?;
         let Some((session_person, purpose, status, finished_at)) = row else { return Ok(None) };
         let already_used = phone_changes::table
-            .filter(phone_changes::face_session_id.eq(&session_text))
+            .filter(phone_changes::face_session_id.eq(DbUuid(session_id)))
             .select(phone_changes::id)
-            .first::<String>(conn)
+            .first::<DbUuid>(conn)
             .optional()?
             .is_some();
         Ok(Some(PhoneChangeFaceFacts {
-            same_person: session_person == person_id.to_string(),
-            phone_change_purpose: FacePurpose::parse(&purpose) == Some(FacePurpose::PhoneChange),
-            passed: FaceStatus::parse(&status) == Some(FaceStatus::Passed),
+            same_person: Uuid::from(session_person) == person_id,
+            phone_change_purpose: purpose == FacePurpose::PhoneChange,
+            passed: status == FaceStatus::Passed,
             finished_at,
             already_used,
         }))
@@ -474,10 +474,9 @@ impl PersonStore {
         method: &str,
         now: NaiveDateTime,
     ) -> ApiResult<bool> {
-        let id = id.to_string();
         let changed = diesel::update(
             persons::table
-                .find(&id)
+                .find(DbUuid(id))
                 .filter(persons::claim_status.eq(LIVE))
                 .filter(persons::real_name_status.eq(RealName::Unverified.status_str())),
         )
@@ -498,10 +497,10 @@ impl PersonStore {
         })?;
         if changed == 0
             && persons::table
-                .find(&id)
+                .find(DbUuid(id))
                 .filter(persons::claim_status.eq(LIVE))
                 .select(persons::id)
-                .first::<String>(conn)
+                .first::<DbUuid>(conn)
                 .optional()?
                 .is_none()
         {
@@ -521,7 +520,8 @@ impl PersonStore {
     }
 
     fn decrypt(&self, row: PersonRow) -> ApiResult<Person> {
-        let id = Uuid::parse_str(&row.id).map_err(ApiError::internal)?;
+        let id = Uuid::from(row.id);
+        let id_text = id.to_string();
         let real_name = match (row.real_name_status.as_str(), row.real_name_method, row.real_name_verified_at) {
             ("VERIFIED", Some(method), Some(at)) => RealName::Verified { method, at },
             ("UNVERIFIED", _, _) => RealName::Unverified,
@@ -530,11 +530,11 @@ impl PersonStore {
             }
         };
         Ok(Person {
-            name: self.decrypt_field(&row.id, "name_enc", &row.name_enc)?,
-            id_number: self.decrypt_field(&row.id, "id_number_enc", &row.id_number_enc)?,
-            phone: row.phone_enc.map(|blob| self.decrypt_field(&row.id, "phone_enc", &blob)).transpose()?,
+            name: self.decrypt_field(&id_text, "name_enc", &row.name_enc)?,
+            id_number: self.decrypt_field(&id_text, "id_number_enc", &row.id_number_enc)?,
+            phone: row.phone_enc.map(|blob| self.decrypt_field(&id_text, "phone_enc", &blob)).transpose()?,
             birth_date: row.birth_date,
-            sex: Sex::parse_str(&row.sex).ok_or_else(|| ApiError::internal(format_args!("person {id}: bad sex")))?,
+            sex: row.sex,
             region_code: row.region_code,
             real_name,
             created_at: row.created_at,
@@ -576,7 +576,7 @@ pub enum PhoneChangeEvidence {
 /// real name VERIFIED, and a confirmed person is never superseded); the revocation makes that
 /// hold even if a future rule lets one through.
 fn end_access_of_superseded_in(conn: &mut DbConnection, superseded: &[Uuid], now: NaiveDateTime) -> ApiResult<()> {
-    let ids: Vec<String> = superseded.iter().map(Uuid::to_string).collect();
+    let ids: Vec<DbUuid> = superseded.iter().copied().map(DbUuid).collect();
     diesel::update(
         partner_links::table.filter(partner_links::person_id.eq_any(&ids)).filter(partner_links::unlinked_at.is_null()),
     )

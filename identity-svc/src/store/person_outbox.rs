@@ -36,26 +36,24 @@ pub struct PersonSupersededEvent {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = person_outbox)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct PersonOutboxRow {
-    id: String,
-    person_id: String,
-    superseded_by: String,
+    id: DbUuid,
+    person_id: DbUuid,
+    superseded_by: DbUuid,
     occurred_at: NaiveDateTime,
     attempts: i32,
 }
 
-impl TryFrom<PersonOutboxRow> for PersonSupersededEvent {
-    type Error = ApiError;
-
-    fn try_from(row: PersonOutboxRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("person outbox event {}: bad {what}", row.id));
-        Ok(PersonSupersededEvent {
-            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
-            superseded_by: Uuid::parse_str(&row.superseded_by).map_err(|_| bad("superseded_by"))?,
+impl From<PersonOutboxRow> for PersonSupersededEvent {
+    fn from(row: PersonOutboxRow) -> Self {
+        PersonSupersededEvent {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
+            superseded_by: row.superseded_by.into(),
             occurred_at: row.occurred_at,
             attempts: row.attempts,
-        })
+        }
     }
 }
 
@@ -130,7 +128,7 @@ impl PersonOutboxStore {
                     })?;
                     if won == 1 {
                         let row = o::person_outbox.find(&id).select(PersonOutboxRow::as_select()).first(conn)?;
-                        events.push(PersonSupersededEvent::try_from(row)?);
+                        events.push(PersonSupersededEvent::from(row));
                     }
                 }
                 Ok(events)

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Instant};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use medins_common::{
-    ApiError, ApiResult,
+    ApiResult,
     clock::SharedClock,
     db::{Db, DbConnection},
     revocation::{REVOCATION_REFRESH_INTERVAL, Revocation, RevocationReason, TokenRevocations, revocation_window},
@@ -40,7 +40,7 @@ pub fn revoke_tokens_in(
             token_revocations::person_id.eq(DbUuid(person_id)),
             token_revocations::partner_id.eq(partner_id),
             token_revocations::revoked_at.eq(now),
-            token_revocations::reason.eq(reason.as_str()),
+            token_revocations::reason.eq(reason),
         ))
         .execute(conn)?;
     Ok(Revocation { person_id, partner_id: partner_id.map(str::to_owned), revoked_at_ms: millis(now) })
@@ -73,7 +73,7 @@ impl RevocationStore {
     pub async fn list_since(&self, since: NaiveDateTime) -> ApiResult<Vec<Revocation>> {
         self.db
             .read(move |conn| {
-                let rows: Vec<(String, Option<String>, NaiveDateTime)> = token_revocations::table
+                let rows: Vec<(DbUuid, Option<String>, NaiveDateTime)> = token_revocations::table
                     .filter(token_revocations::revoked_at.gt(since))
                     .order(token_revocations::revoked_at.asc())
                     .select((
@@ -82,15 +82,14 @@ impl RevocationStore {
                         token_revocations::revoked_at,
                     ))
                     .load(conn)?;
-                rows.into_iter()
-                    .map(|(person_id, partner_id, revoked_at)| {
-                        Ok(Revocation {
-                            person_id: Uuid::parse_str(&person_id).map_err(ApiError::internal)?,
-                            partner_id,
-                            revoked_at_ms: millis(revoked_at),
-                        })
+                Ok(rows
+                    .into_iter()
+                    .map(|(person_id, partner_id, revoked_at)| Revocation {
+                        person_id: person_id.into(),
+                        partner_id,
+                        revoked_at_ms: millis(revoked_at),
                     })
-                    .collect()
+                    .collect())
             })
             .await
     }

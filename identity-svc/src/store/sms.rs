@@ -45,13 +45,14 @@ const MAX_RACES: usize = 16;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sms_challenges)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct ChallengeRow {
-    id: String,
+    id: DbUuid,
     phone_index: Vec<u8>,
     phone_enc: Vec<u8>,
     code_hmac: Vec<u8>,
-    purpose: String,
-    state: String,
+    purpose: SmsPurpose,
+    state: ChallengeState,
     attempts: i32,
     expires_at: NaiveDateTime,
     verified_at: Option<NaiveDateTime>,
@@ -146,15 +147,15 @@ impl SmsStore {
                     let id_text = id.to_string();
                     diesel::insert_into(sms_challenges::table)
                         .values((
-                            sms_challenges::id.eq(&id_text),
+                            sms_challenges::id.eq(DbUuid(id)),
                             sms_challenges::phone_index.eq(&phone_index),
                             sms_challenges::phone_enc.eq(store.cipher.encrypt_str(
                                 &FieldAad { table: TABLE, column: "phone_enc", row_id: &id_text },
                                 phone.as_str(),
                             )),
                             sms_challenges::code_hmac.eq(store.code_hmac(id, &code)),
-                            sms_challenges::purpose.eq(purpose.as_str()),
-                            sms_challenges::state.eq(ChallengeState::Pending.as_str()),
+                            sms_challenges::purpose.eq(purpose),
+                            sms_challenges::state.eq(ChallengeState::Pending),
                             sms_challenges::attempts.eq(0),
                             sms_challenges::created_at.eq(now),
                             sms_challenges::expires_at.eq(allowed.expires_at),
@@ -177,7 +178,7 @@ impl SmsStore {
                     let target = || {
                         sms_challenges::table
                             .find(DbUuid(id))
-                            .filter(sms_challenges::state.eq(ChallengeState::Pending.as_str()))
+                            .filter(sms_challenges::state.eq(ChallengeState::Pending))
                             .filter(sms_challenges::attempts.eq(0))
                     };
                     let Some((partner_id, created_at)) = target()
@@ -214,13 +215,12 @@ impl SmsStore {
         let (outcome, row) = self
             .db
             .write(move |conn| {
-                let id_text = id.to_string();
                 let expected = store.code_hmac(id, &code);
                 write_transaction(conn, |conn| {
                     for _ in 0..MAX_RACES {
-                        let row = find_row(conn, &id_text, &partner_id)?.ok_or_else(challenge_not_found)?;
+                        let row = find_row(conn, id, &partner_id)?.ok_or_else(challenge_not_found)?;
                         let facts = ChallengeFacts {
-                            state: parse_state(&row)?,
+                            state: row.state,
                             attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
                             expires_at: row.expires_at,
                         };
@@ -228,22 +228,19 @@ impl SmsStore {
                         let Some(transition) = outcome.transition() else { return Ok((outcome, row)) };
                         // Compare-and-set against exactly what was read.
                         let target = sms_challenges::table
-                            .find(&id_text)
+                            .find(DbUuid(id))
                             .filter(sms_challenges::partner_id.eq(&partner_id))
-                            .filter(sms_challenges::state.eq(ChallengeState::Pending.as_str()))
+                            .filter(sms_challenges::state.eq(ChallengeState::Pending))
                             .filter(sms_challenges::attempts.eq(row.attempts));
                         let changed = match transition {
                             Transition::Verify => diesel::update(target)
                                 .set((
-                                    sms_challenges::state.eq(ChallengeState::Verified.as_str()),
+                                    sms_challenges::state.eq(ChallengeState::Verified),
                                     sms_challenges::verified_at.eq(Some(now)),
                                 ))
                                 .execute(conn)?,
                             Transition::CountWrongCode { attempts, state } => diesel::update(target)
-                                .set((
-                                    sms_challenges::state.eq(state.as_str()),
-                                    sms_challenges::attempts.eq(attempts as i32),
-                                ))
+                                .set((sms_challenges::state.eq(state), sms_challenges::attempts.eq(attempts as i32)))
                                 .execute(conn)?,
                         };
                         if changed == 1 {
@@ -258,8 +255,9 @@ impl SmsStore {
             Some(error) => Err(error),
             None => {
                 debug_assert_eq!(outcome, VerifyOutcome::Verified);
+                let row_id = row.id.to_string();
                 self.cipher
-                    .decrypt_string(&FieldAad { table: TABLE, column: "phone_enc", row_id: &row.id }, &row.phone_enc)
+                    .decrypt_string(&FieldAad { table: TABLE, column: "phone_enc", row_id: &row_id }, &row.phone_enc)
                     .map_err(|e| {
                         ApiError::internal(format_args!("cannot decrypt {TABLE}.phone_enc of {}: {e}", row.id))
                     })
@@ -306,15 +304,14 @@ impl SmsStore {
         partner_id: &str,
     ) -> ApiResult<()> {
         let now = self.clock.stored_now();
-        let id_text = challenge_id.to_string();
-        self.check_consumable(conn, &id_text, phone, purpose, partner_id, now)?;
+        self.check_consumable(conn, challenge_id, phone, purpose, partner_id, now)?;
         let changed = diesel::update(
             sms_challenges::table
-                .find(&id_text)
+                .find(DbUuid(challenge_id))
                 .filter(sms_challenges::partner_id.eq(partner_id))
-                .filter(sms_challenges::state.eq(ChallengeState::Verified.as_str())),
+                .filter(sms_challenges::state.eq(ChallengeState::Verified)),
         )
-        .set((sms_challenges::state.eq(ChallengeState::Consumed.as_str()), sms_challenges::consumed_at.eq(Some(now))))
+        .set((sms_challenges::state.eq(ChallengeState::Consumed), sms_challenges::consumed_at.eq(Some(now))))
         .execute(conn)?;
         if changed == 1 { Ok(()) } else { Err(sms::ConsumeRefusal::AlreadyConsumed.into_error()) }
     }
@@ -331,15 +328,13 @@ impl SmsStore {
         let store = self.clone();
         let (phone, partner_id) = (phone.to_owned(), partner_id.to_owned());
         let now = self.clock.stored_now();
-        self.db
-            .run(move |conn| store.check_consumable(conn, &challenge_id.to_string(), &phone, purpose, &partner_id, now))
-            .await
+        self.db.run(move |conn| store.check_consumable(conn, challenge_id, &phone, purpose, &partner_id, now)).await
     }
 
     fn check_consumable(
         &self,
         conn: &mut DbConnection,
-        id: &str,
+        id: Uuid,
         phone: &str,
         purpose: SmsPurpose,
         partner_id: &str,
@@ -347,9 +342,8 @@ impl SmsStore {
     ) -> ApiResult<()> {
         let row = find_row(conn, id, partner_id)?.ok_or_else(challenge_not_found)?;
         let facts = ConsumeFacts {
-            state: parse_state(&row)?,
-            purpose: SmsPurpose::parse_str(&row.purpose)
-                .ok_or_else(|| ApiError::internal(format_args!("sms challenge {id}: bad purpose")))?,
+            state: row.state,
+            purpose: row.purpose,
             phone_matches: constant_time_eq(&self.index.compute(PHONE_DOMAIN, phone), &row.phone_index),
             verified_at: row.verified_at,
         };
@@ -403,18 +397,13 @@ fn lock_phone(conn: &mut DbConnection, phone_index: &[u8], now: NaiveDateTime) -
 }
 
 /// A challenge by id, only if `partner_id` asked for it.
-fn find_row(conn: &mut DbConnection, id: &str, partner_id: &str) -> ApiResult<Option<ChallengeRow>> {
+fn find_row(conn: &mut DbConnection, id: Uuid, partner_id: &str) -> ApiResult<Option<ChallengeRow>> {
     Ok(sms_challenges::table
-        .find(id)
+        .find(DbUuid(id))
         .filter(sms_challenges::partner_id.eq(partner_id))
         .select(ChallengeRow::as_select())
         .first(conn)
         .optional()?)
-}
-
-fn parse_state(row: &ChallengeRow) -> ApiResult<ChallengeState> {
-    ChallengeState::parse_str(&row.state)
-        .ok_or_else(|| ApiError::internal(format_args!("sms challenge {}: bad state", row.id)))
 }
 
 fn challenge_not_found() -> ApiError {

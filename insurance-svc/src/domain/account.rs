@@ -2,56 +2,25 @@
 
 use medins_common::{ApiError, ApiResult, Reason};
 
-/// The insurance scheme of an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// Urban employee basic medical insurance (has an employer).
-    Employee,
-    /// Urban and rural resident basic medical insurance.
-    Resident,
-}
-
-impl Scheme {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Employee => "EMPLOYEE",
-            Scheme::Resident => "RESIDENT",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [Scheme::Employee, Scheme::Resident].into_iter().find(|s| s.as_str() == text)
+medins_common::text_enum! {
+    /// The insurance scheme of an account.
+    pub enum Scheme {
+        /// Urban employee basic medical insurance (has an employer).
+        Employee => "EMPLOYEE",
+        /// Urban and rural resident basic medical insurance.
+        Resident => "RESIDENT",
     }
 }
 
-/// Lifecycle of an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountStatus {
-    /// Pays and receives.
-    Active,
-    /// Frozen: pays nothing.
-    Suspended,
-    /// Closed for good.
-    Closed,
-}
-
-impl AccountStatus {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountStatus::Active => "ACTIVE",
-            AccountStatus::Suspended => "SUSPENDED",
-            AccountStatus::Closed => "CLOSED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [AccountStatus::Active, AccountStatus::Suspended, AccountStatus::Closed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+medins_common::text_enum! {
+    /// Lifecycle of an account.
+    pub enum AccountStatus {
+        /// Pays and receives.
+        Active => "ACTIVE",
+        /// Frozen: pays nothing.
+        Suspended => "SUSPENDED",
+        /// Closed for good.
+        Closed => "CLOSED",
     }
 }
 

@@ -6,59 +6,27 @@ use chrono::{Duration, NaiveDateTime};
 use medins_common::{ApiError, Reason};
 use uuid::Uuid;
 
-/// The purposes of face sessions that identity-svc reports to insurance-svc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FacePurpose {
-    /// Activating the voucher.
-    VoucherActivation,
-    /// Binding a family member aged 16 or over.
-    FamilyBinding,
-    /// Applying for a card online.
-    CardApplication,
-}
-
-impl FacePurpose {
-    /// Stored spelling (the same as identity-svc's).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FacePurpose::VoucherActivation => "VOUCHER_ACTIVATION",
-            FacePurpose::FamilyBinding => "FAMILY_BINDING",
-            FacePurpose::CardApplication => "CARD_APPLICATION",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [FacePurpose::VoucherActivation, FacePurpose::FamilyBinding, FacePurpose::CardApplication]
-            .into_iter()
-            .find(|p| p.as_str() == text)
+medins_common::text_enum! {
+    /// The purposes of face sessions that identity-svc reports to insurance-svc.
+    pub enum FacePurpose {
+        /// Activating the voucher.
+        VoucherActivation => "VOUCHER_ACTIVATION",
+        /// Binding a family member aged 16 or over.
+        FamilyBinding => "FAMILY_BINDING",
+        /// Applying for a card online.
+        CardApplication => "CARD_APPLICATION",
     }
 }
 
-/// How a face session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FaceOutcome {
-    /// Verified.
-    Passed,
-    /// Three submissions, none passed.
-    Failed,
-    /// Not verified in time.
-    Expired,
-}
-
-impl FaceOutcome {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaceOutcome::Passed => "PASSED",
-            FaceOutcome::Failed => "FAILED",
-            FaceOutcome::Expired => "EXPIRED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [FaceOutcome::Passed, FaceOutcome::Failed, FaceOutcome::Expired].into_iter().find(|o| o.as_str() == text)
+medins_common::text_enum! {
+    /// How a face session ended.
+    pub enum FaceOutcome {
+        /// Verified.
+        Passed => "PASSED",
+        /// Three submissions, none passed.
+        Failed => "FAILED",
+        /// Not verified in time.
+        Expired => "EXPIRED",
     }
 }
 

@@ -165,6 +165,30 @@ pub fn rejection_reason(text: &str) -> ApiResult<String> {
     REJECTION_REASON.check("rejection_reason", text)
 }
 
+/// An operator's review as sent: APPROVE with no rejection reason, or REJECT with one
+/// ([`rejection_reason`]); INVALID_ARGUMENT on `rejection_reason` otherwise.
+pub fn review_decision(approve: bool, rejection_reason_text: &str) -> ApiResult<ReviewDecision> {
+    match approve {
+        true if rejection_reason_text.is_empty() => Ok(ReviewDecision::Approve),
+        true => {
+            Err(ApiError::invalid_field(Reason::InvalidArgument, "rejection_reason", "must be empty when approving"))
+        }
+        false => Ok(ReviewDecision::Reject(rejection_reason(rejection_reason_text)?)),
+    }
+}
+
+/// Who switches a binding's family aid: the owner, or an operator (`token_subject` `None`: the
+/// access table admitted the caller without a person token). The member's token (the only
+/// other one the table admits) is PERMISSION_DENIED / PERSON_TOKEN_INVALID.
+pub fn require_aid_switcher(owner: Uuid, token_subject: Option<Uuid>) -> ApiResult<()> {
+    match token_subject {
+        Some(subject) if subject != owner => {
+            Err(ApiError::permission_denied(Reason::PersonTokenInvalid, "only the binder switches family aid"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A rejection reason: required, at most [`REJECTION_REASON_MAX`] characters.
 pub const REJECTION_REASON: TextField = TextField { max_chars: REJECTION_REASON_MAX, required: true };
 
@@ -512,25 +536,15 @@ pub fn month_key(today: NaiveDate) -> String {
     today.format("%Y-%m").to_string()
 }
 
-/// Who ends a binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Remover {
-    /// The owner (binder).
-    Owner,
-    /// The member.
-    Member,
-    /// An operator.
-    Ops,
-}
-
-impl Remover {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Remover::Owner => "OWNER",
-            Remover::Member => "MEMBER",
-            Remover::Ops => "OPS",
-        }
+medins_common::text_enum! {
+    /// Who ends a binding.
+    pub enum Remover {
+        /// The owner (binder).
+        Owner => "OWNER",
+        /// The member.
+        Member => "MEMBER",
+        /// An operator.
+        Ops => "OPS",
     }
 }
 
@@ -1097,6 +1111,12 @@ mod tests {
         assert!(rejection_reason("a\nb").is_err());
         assert!(rejection_reason(&"字".repeat(201)).is_err());
         assert_eq!(rejection_reason(" unreadable ").unwrap(), "unreadable");
+        assert_eq!(review_decision(true, "").unwrap(), ReviewDecision::Approve);
+        assert_eq!(review_decision(false, " unreadable ").unwrap(), ReviewDecision::Reject("unreadable".into()));
+        for (approve, reason) in [(true, "why"), (false, ""), (false, "a\nb")] {
+            let error = review_decision(approve, reason).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
+        }
     }
 
     #[test]
@@ -1152,5 +1172,14 @@ mod tests {
         {
             assert_eq!(BindingChannel::parse(channel.as_str()), Some(channel));
         }
+    }
+
+    #[test]
+    fn only_the_owner_or_an_operator_switches_family_aid() {
+        let (owner, member) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(require_aid_switcher(owner, Some(owner)).is_ok());
+        assert!(require_aid_switcher(owner, None).is_ok(), "an operator");
+        let error = require_aid_switcher(owner, Some(member)).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::PersonTokenInvalid));
     }
 }

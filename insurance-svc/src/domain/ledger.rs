@@ -7,68 +7,34 @@
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason};
+use medins_common::{ApiError, ApiResult, Reason, validate};
 use uuid::Uuid;
 
 use super::account::AccountStatus;
 
-/// Largest single contribution: 1 000 000 yuan.
-pub const MAX_CONTRIBUTION_CENTS: i64 = 100_000_000;
 /// Longest contribution reference.
 pub const MAX_REFERENCE_LEN: usize = 64;
-/// Longest free-text reason of an operations action.
-pub const MAX_REASON_CHARS: usize = 200;
-/// Page size when the request says 0.
-pub const DEFAULT_PAGE_SIZE: usize = 20;
-/// Largest page.
-pub const MAX_PAGE_SIZE: usize = 100;
 
-/// What a ledger entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    /// Money paid in (employer, person).
-    Contribution,
-    /// Paid out for the holder's settled bill.
-    Settlement,
-    /// Paid out for a family member's bill (family mutual aid).
-    FamilyAid,
-    /// A correction by operations.
-    Adjustment,
-    /// Undoes a settlement or family-aid entry.
-    Reversal,
-}
-
-impl EntryKind {
-    /// Every kind.
-    pub const ALL: [EntryKind; 5] = [
-        EntryKind::Contribution,
-        EntryKind::Settlement,
-        EntryKind::FamilyAid,
-        EntryKind::Adjustment,
-        EntryKind::Reversal,
-    ];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Contribution => "CONTRIBUTION",
-            EntryKind::Settlement => "SETTLEMENT",
-            EntryKind::FamilyAid => "FAMILY_AID",
-            EntryKind::Adjustment => "ADJUSTMENT",
-            EntryKind::Reversal => "REVERSAL",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        EntryKind::ALL.into_iter().find(|k| k.as_str() == text)
+medins_common::text_enum! {
+    /// What a ledger entry records.
+    pub enum EntryKind {
+        /// Money paid in (employer, person).
+        Contribution => "CONTRIBUTION",
+        /// Paid out for the holder's settled bill.
+        Settlement => "SETTLEMENT",
+        /// Paid out for a family member's bill (family mutual aid).
+        FamilyAid => "FAMILY_AID",
+        /// A correction by operations.
+        Adjustment => "ADJUSTMENT",
+        /// Undoes a settlement or family-aid entry.
+        Reversal => "REVERSAL",
     }
 }
 
 /// A validated contribution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contribution {
-    /// Cents, 1 to [`MAX_CONTRIBUTION_CENTS`].
+    /// Cents, 1 to `validate::CONTRIBUTION.max_cents`.
     pub amount_cents: i64,
     /// The contributor's reference, unique per account: the contribution's idempotency key.
     pub reference: String,
@@ -77,13 +43,7 @@ pub struct Contribution {
 /// Validates a contribution: 1 cent to 1 000 000 yuan; a reference of 1-64 letters, digits,
 /// `-` or `_`.
 pub fn contribution(amount_cents: i64, reference: &str) -> ApiResult<Contribution> {
-    if !(1..=MAX_CONTRIBUTION_CENTS).contains(&amount_cents) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "amount_cents",
-            format!("must be 1 to {MAX_CONTRIBUTION_CENTS} cents"),
-        ));
-    }
+    let amount_cents = validate::CONTRIBUTION.check("amount_cents", amount_cents)?;
     let reference = reference.trim();
     let valid = !reference.is_empty()
         && reference.len() <= MAX_REFERENCE_LEN
@@ -148,13 +108,11 @@ fn account_closed() -> ApiError {
     ApiError::of(Reason::AccountClosed, "the account is closed")
 }
 
-/// Validates an operations reason: at most 200 characters.
+/// Validates an operations reason (`validate::SUSPENSION_REASON`: at most 200 characters, no
+/// control characters); returns it trimmed.
 pub fn ops_reason(reason: &str) -> ApiResult<&str> {
-    let reason = reason.trim();
-    if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, "reason", "must be at most 200 characters"));
-    }
-    Ok(reason)
+    validate::SUSPENSION_REASON.check("reason", reason)?;
+    Ok(reason.trim())
 }
 
 /// The balance after adding `delta`, if it stays at or above zero (and does not overflow).
@@ -176,13 +134,9 @@ pub fn insufficient_balance() -> ApiError {
     ApiError::failed_precondition(Reason::InsufficientBalance, "the account balance does not cover this debit")
 }
 
-/// The page size of a list request: 0 means [`DEFAULT_PAGE_SIZE`]; 1-100 as asked.
+/// The page size of a list request (`validate::LEDGER_ENTRIES`): 0 means 20; 1-100 as asked.
 pub fn page_size(requested: i32) -> ApiResult<usize> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        1..=100 => Ok(requested as usize),
-        _ => Err(ApiError::invalid_field(Reason::InvalidArgument, "page_size", "must be 0 to 100")),
-    }
+    validate::LEDGER_ENTRIES.check("page_size", requested)
 }
 
 /// Where a page of entries (newest first) continues: strictly older than this entry, ordered by
@@ -237,8 +191,8 @@ mod tests {
     #[test]
     fn contributions_are_one_cent_to_a_million_yuan_with_a_plain_reference() {
         assert!(contribution(1, "PAY-2026-11_01").is_ok());
-        assert!(contribution(MAX_CONTRIBUTION_CENTS, "r").is_ok());
-        for amount in [0, -5, MAX_CONTRIBUTION_CENTS + 1] {
+        assert!(contribution(validate::CONTRIBUTION.max_cents, "r").is_ok());
+        for amount in [0, -5, validate::CONTRIBUTION.max_cents + 1] {
             assert_eq!(contribution(amount, "r").unwrap_err().reason(), Reason::InvalidArgument, "{amount}");
         }
         for reference in ["", " ", "a b", "工资", &"r".repeat(65), "a/b"] {
@@ -309,7 +263,7 @@ mod tests {
 
     #[test]
     fn entry_kinds_round_trip() {
-        for kind in EntryKind::ALL {
+        for &kind in EntryKind::ALL {
             assert_eq!(EntryKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(EntryKind::parse("GIFT"), None);

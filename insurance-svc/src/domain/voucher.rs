@@ -2,7 +2,7 @@
 //! who may suspend and resume. Pure.
 
 use chrono::{NaiveDate, NaiveDateTime};
-use medins_common::{ApiError, ApiResult, Reason};
+use medins_common::{ApiError, ApiResult, Reason, validate};
 use uuid::Uuid;
 
 pub use super::face::{FACE_SESSION_FRESHNESS, FaceCheck, FaceSessionFacts, FaceSessionStatus};
@@ -11,43 +11,22 @@ use super::{
     face::{FacePurpose, check_face_session},
 };
 
-/// Where a voucher was activated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    /// The national medical insurance app.
-    NationalApp,
-    /// A WeChat mini program.
-    Wechat,
-    /// An Alipay mini program.
-    Alipay,
-    /// A bank's app.
-    BankApp,
-    /// A city government app.
-    CityApp,
-    /// By the family member who bound the holder (FamilyService.AddFamilyMember; never through
-    /// ActivateVoucher).
-    Family,
-}
-
-impl Channel {
-    const ALL: [Channel; 6] =
-        [Channel::NationalApp, Channel::Wechat, Channel::Alipay, Channel::BankApp, Channel::CityApp, Channel::Family];
-
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::NationalApp => "NATIONAL_APP",
-            Channel::Wechat => "WECHAT",
-            Channel::Alipay => "ALIPAY",
-            Channel::BankApp => "BANK_APP",
-            Channel::CityApp => "CITY_APP",
-            Channel::Family => "FAMILY",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Channel::ALL.into_iter().find(|c| c.as_str() == text)
+medins_common::text_enum! {
+    /// Where a voucher was activated.
+    pub enum Channel {
+        /// The national medical insurance app.
+        NationalApp => "NATIONAL_APP",
+        /// A WeChat mini program.
+        Wechat => "WECHAT",
+        /// An Alipay mini program.
+        Alipay => "ALIPAY",
+        /// A bank's app.
+        BankApp => "BANK_APP",
+        /// A city government app.
+        CityApp => "CITY_APP",
+        /// By the family member who bound the holder (FamilyService.AddFamilyMember; never through
+        /// ActivateVoucher).
+        Family => "FAMILY",
     }
 }
 
@@ -64,55 +43,26 @@ pub fn self_activation_channel(channel: Channel) -> ApiResult<Channel> {
     }
 }
 
-/// Whether a voucher's codes work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VoucherStatus {
-    /// Codes are issued and verified.
-    Active,
-    /// Codes are refused.
-    Suspended,
-}
-
-impl VoucherStatus {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VoucherStatus::Active => "ACTIVE",
-            VoucherStatus::Suspended => "SUSPENDED",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [VoucherStatus::Active, VoucherStatus::Suspended].into_iter().find(|s| s.as_str() == text)
+medins_common::text_enum! {
+    /// Whether a voucher's codes work.
+    pub enum VoucherStatus {
+        /// Codes are issued and verified.
+        Active => "ACTIVE",
+        /// Codes are refused.
+        Suspended => "SUSPENDED",
     }
 }
 
-/// Who suspended a voucher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Suspender {
-    /// Operators (fraud, theft reported to the service center): only operators resume.
-    Ops,
-    /// The holder through a partner app (lost phone): the holder or operators resume.
-    Holder,
-    /// The last family binding that kept a FAMILY-only voucher ended: a new binding, the
-    /// holder's own activation (ActivateVoucher, with a face check) or operators lift it.
-    Family,
-}
-
-impl Suspender {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Suspender::Ops => "OPS",
-            Suspender::Holder => "HOLDER",
-            Suspender::Family => "FAMILY",
-        }
-    }
-
-    /// From the stored spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        [Suspender::Ops, Suspender::Holder, Suspender::Family].into_iter().find(|s| s.as_str() == text)
+medins_common::text_enum! {
+    /// Who suspended a voucher.
+    pub enum Suspender {
+        /// Operators (fraud, theft reported to the service center): only operators resume.
+        Ops => "OPS",
+        /// The holder through a partner app (lost phone): the holder or operators resume.
+        Holder => "HOLDER",
+        /// The last family binding that kept a FAMILY-only voucher ended: a new binding, the
+        /// holder's own activation (ActivateVoucher, with a face check) or operators lift it.
+        Family => "FAMILY",
     }
 }
 
@@ -133,18 +83,11 @@ pub fn may_resume(suspended_by: Suspender, actor: Suspender) -> ApiResult<()> {
     }
 }
 
-/// A suspension reason as stored: trimmed, at most 200 characters (free text for operators; the
-/// caller must not put personal data in it).
+/// A suspension reason as stored (`validate::SUSPENSION_REASON`): trimmed, at most 200
+/// characters, no control characters (free text for operators; the caller must not put
+/// personal data in it).
 pub fn suspension_reason(text: &str) -> ApiResult<String> {
-    let text = text.trim();
-    if text.chars().count() > 200 || text.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            Reason::InvalidArgument,
-            "reason",
-            "must be at most 200 characters without control characters",
-        ));
-    }
-    Ok(text.to_owned())
+    validate::SUSPENSION_REASON.check("reason", text)
 }
 
 /// The account state activation needs: an ACTIVE account. None or not active is
@@ -244,7 +187,7 @@ mod tests {
         assert_eq!(self_activation_channel(Channel::Wechat).unwrap(), Channel::Wechat);
         let error = self_activation_channel(Channel::Family).unwrap_err();
         assert_eq!((error.code(), error.reason()), (tonic::Code::InvalidArgument, Reason::InvalidArgument));
-        for channel in Channel::ALL {
+        for &channel in Channel::ALL {
             assert_eq!(Channel::parse(channel.as_str()), Some(channel));
         }
     }

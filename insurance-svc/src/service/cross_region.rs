@@ -101,14 +101,13 @@ impl CrossRegionService for CrossRegionApi {
         let result: Result<FileCrossRegionCareResponse, Status> = state
             .idempotency
             .run(&caller.id, "FileCrossRegionCare", request.metadata(), body, || async {
-                let account = state
-                    .accounts
-                    .find_open_by_person(person_id)
-                    .await?
-                    .ok_or_else(|| ApiError::of(Reason::AccountNotFound, "this person has no open account"))?;
-                let _ = known.set(person_id);
-                let filing =
-                    state.cross_region.file(account.id, terms, caller.id.clone(), state.clock.stored_now()).await?;
+                let filed =
+                    state.cross_region.file(person_id, terms, caller.id.clone(), state.clock.stored_now()).await;
+                // A person without an open account is not known here: the call records no one.
+                if !matches!(&filed, Err(error) if error.reason() == Reason::AccountNotFound) {
+                    let _ = known.set(person_id);
+                }
+                let filing = filed?;
                 Ok(FileCrossRegionCareResponse { filing: Some(filing_message(&filing)) })
             })
             .await;

@@ -72,15 +72,14 @@ fn decode(body: &FaceVerificationCompletedRequest) -> ApiResult<FaceOutcomeRecor
         .as_ref()
         .and_then(from_timestamp)
         .ok_or_else(|| ApiError::invalid_field(Reason::InvalidArgument, "finished_at", "must be set"))?;
-    if body.reference.chars().count() > 128 {
-        return Err(ApiError::invalid_field(Reason::InvalidArgument, "reference", "must be at most 128 characters"));
-    }
+    // The same rule identity-svc applied when the session started.
+    let reference = medins_common::validate::reference("reference", &body.reference)?;
     Ok(FaceOutcomeRecord {
         session_id: require_uuid("session_id", &body.session_id)?,
         event_id: require_uuid("event_id", &body.event_id)?,
         person_id: require_uuid("person_id", &body.person_id)?,
         purpose,
-        reference: body.reference.clone(),
+        reference,
         outcome,
         finished_at: finished_at.naive_utc(),
     })

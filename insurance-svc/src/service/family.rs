@@ -33,8 +33,8 @@ use crate::{
         card::CardStatus,
         family::{
             self, Admission, Binding, BindingChannel, BindingDocument, BindingParties, BindingStatus, DocumentFacts,
-            Relationship, RelationshipProof, Remover, ReviewCursor, ReviewDecision, admit, asks_authority,
-            check_document, check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
+            Relationship, RelationshipProof, Remover, ReviewCursor, admit, asks_authority, check_document,
+            check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
         },
         voucher::{VoucherStatus, age_on, require_insured},
     },
@@ -102,6 +102,13 @@ fn channel_message(channel: BindingChannel) -> pb::BindingChannel {
         BindingChannel::HospitalOffice => pb::BindingChannel::HospitalOffice,
         BindingChannel::Window => pb::BindingChannel::Window,
     }
+}
+
+/// The persons an add touches, for the audit: the owner, and the member once a binding names
+/// them.
+fn added_persons(owner: Uuid, binding: Option<&pb::FamilyBinding>) -> Vec<Uuid> {
+    let member = binding.and_then(|binding| Uuid::parse_str(&binding.member_person_id).ok());
+    std::iter::once(owner).chain(member).collect()
 }
 
 fn binding_not_found() -> ApiError {
@@ -536,12 +543,7 @@ impl FamilyService for FamilyApi {
                 Ok(self.add(owner, decoded, &access.caller.id, Presence::online()).await?)
             })
             .await;
-        let member = result
-            .as_ref()
-            .ok()
-            .and_then(|response| response.binding.as_ref())
-            .and_then(|binding| Uuid::parse_str(&binding.member_person_id).ok());
-        let persons: Vec<Uuid> = std::iter::once(owner).chain(member).collect();
+        let persons = added_persons(owner, result.as_ref().ok().and_then(|response| response.binding.as_ref()));
         Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
@@ -653,14 +655,7 @@ impl FamilyService for FamilyApi {
         let persons = [binding.owner_person_id, binding.member_person_id];
         let result = async {
             let (binding, standing, person) = self.binding_for(&access, id).await?;
-            if standing == Standing::Person && person != binding.owner_person_id {
-                return Err(ApiError::new(
-                    tonic::Code::PermissionDenied,
-                    Reason::PersonTokenInvalid,
-                    "only the binder switches family aid",
-                )
-                .into());
-            }
+            family::require_aid_switcher(binding.owner_person_id, (standing == Standing::Person).then_some(person))?;
             let enabled = body.enabled;
             let caller = &access.caller.id;
             state
@@ -776,12 +771,7 @@ impl FamilyService for FamilyApi {
                 .await
         }
         .await;
-        let member = result
-            .as_ref()
-            .ok()
-            .and_then(|response| response.binding.as_ref())
-            .and_then(|binding| Uuid::parse_str(&binding.member_person_id).ok());
-        let persons: Vec<Uuid> = std::iter::once(owner).chain(member).collect();
+        let persons = added_persons(owner, result.as_ref().ok().and_then(|response| response.binding.as_ref()));
         Ok(Response::new(self.audit(&access, &persons, result).await?))
     }
 
@@ -835,19 +825,12 @@ impl FamilyService for FamilyApi {
     ) -> Result<Response<ReviewFamilyBindingResponse>, Status> {
         let body = request.get_ref();
         let id = require_uuid("binding_id", &body.binding_id)?;
-        let decision = match require_enum::<pb::ReviewDecision>("decision", body.decision)? {
-            pb::ReviewDecision::Approve if body.rejection_reason.is_empty() => ReviewDecision::Approve,
-            pb::ReviewDecision::Approve => {
-                return Err(ApiError::invalid_field(
-                    Reason::InvalidArgument,
-                    "rejection_reason",
-                    "must be empty when approving",
-                )
-                .into());
-            }
-            pb::ReviewDecision::Reject => ReviewDecision::Reject(family::rejection_reason(&body.rejection_reason)?),
+        let approve = match require_enum::<pb::ReviewDecision>("decision", body.decision)? {
+            pb::ReviewDecision::Approve => true,
+            pb::ReviewDecision::Reject => false,
             pb::ReviewDecision::Unspecified => unreachable!("require_enum refuses the zero value"),
         };
+        let decision = family::review_decision(approve, &body.rejection_reason)?;
         let state = &self.state;
         let access = CallAccess::begin(state, &request).await?;
         let binding = state.family.find(id).await?.ok_or_else(binding_not_found)?;

@@ -7,6 +7,7 @@ use medins_common::{
     auth::{Caller, PartnerKind},
     convert::{from_timestamp, timestamp},
     error::require_uuid,
+    validate,
 };
 use medins_proto::insurance::v1::{
     ListPersonAccessesRequest, ListPersonAccessesResponse, PersonAccess,
@@ -15,9 +16,6 @@ use medins_proto::insurance::v1::{
 use tonic::{Request, Response, Status};
 
 use super::SharedState;
-
-/// Largest page: identity-svc asks for one more than its own largest page (100).
-const MAX_PAGE: i32 = 101;
 
 /// The PersonAccessService implementation.
 pub struct PersonAccessApi {
@@ -45,9 +43,7 @@ impl PersonAccessService for PersonAccessApi {
         }
         let body = request.get_ref();
         let person_id = require_uuid("person_id", &body.person_id)?;
-        if !(1..=MAX_PAGE).contains(&body.page_size) {
-            return Err(ApiError::invalid_field(Reason::InvalidArgument, "page_size", "must be 1 to 101").into());
-        }
+        let page_size = validate::PERSON_ACCESSES.check("page_size", body.page_size)?;
         if body.before_seq < 0 {
             return Err(ApiError::invalid_field(Reason::InvalidArgument, "before_seq", "must not be negative").into());
         }
@@ -60,7 +56,7 @@ impl PersonAccessService for PersonAccessApi {
                 })
             })
             .transpose()?;
-        let entries = self.state.audit.history_by_time(person_id, before, i64::from(body.page_size)).await?;
+        let entries = self.state.audit.history_by_time(person_id, before, page_size as i64).await?;
         Ok(Response::new(ListPersonAccessesResponse {
             records: entries
                 .into_iter()

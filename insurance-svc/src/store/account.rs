@@ -36,34 +36,32 @@ pub struct Account {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = accounts)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct AccountRow {
-    id: String,
-    person_id: String,
-    scheme: String,
+    id: DbUuid,
+    person_id: DbUuid,
+    scheme: Scheme,
     region_code: String,
     employer_code: Option<String>,
-    status: String,
+    status: AccountStatus,
     balance_cents: i64,
     birth_date: NaiveDate,
     opened_at: NaiveDateTime,
 }
 
-impl TryFrom<AccountRow> for Account {
-    type Error = ApiError;
-
-    fn try_from(row: AccountRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("account {}: bad {what}", row.id));
-        Ok(Account {
-            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
-            scheme: Scheme::parse(&row.scheme).ok_or_else(|| bad("scheme"))?,
-            status: AccountStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+impl From<AccountRow> for Account {
+    fn from(row: AccountRow) -> Self {
+        Account {
+            id: row.id.into(),
+            person_id: row.person_id.into(),
+            scheme: row.scheme,
+            status: row.status,
             region_code: row.region_code,
             employer_code: row.employer_code,
             balance_cents: row.balance_cents,
             birth_date: row.birth_date,
             opened_at: row.opened_at,
-        })
+        }
     }
 }
 
@@ -107,10 +105,10 @@ impl AccountStore {
                         .values((
                             accounts::id.eq(DbUuid(account.id)),
                             accounts::person_id.eq(DbUuid(account.person_id)),
-                            accounts::scheme.eq(account.scheme.as_str()),
+                            accounts::scheme.eq(account.scheme),
                             accounts::region_code.eq(&account.region_code),
                             accounts::employer_code.eq(&account.employer_code),
-                            accounts::status.eq(account.status.as_str()),
+                            accounts::status.eq(account.status),
                             accounts::balance_cents.eq(account.balance_cents),
                             accounts::birth_date.eq(account.birth_date),
                             accounts::opened_at.eq(now),
@@ -134,7 +132,7 @@ impl AccountStore {
         self.db
             .read(move |conn| {
                 let row = accounts::table.find(DbUuid(id)).select(AccountRow::as_select()).first(conn).optional()?;
-                row.map(Account::try_from).transpose()
+                Ok(row.map(Account::from))
             })
             .await
     }
@@ -152,11 +150,11 @@ pub(crate) fn open_account_of(
 ) -> ApiResult<Option<Account>> {
     let row = accounts::table
         .filter(accounts::person_id.eq(DbUuid(person_id)))
-        .filter(accounts::status.ne(AccountStatus::Closed.as_str()))
+        .filter(accounts::status.ne(AccountStatus::Closed))
         .select(AccountRow::as_select())
         .first(conn)
         .optional()?;
-    row.map(Account::try_from).transpose()
+    Ok(row.map(Account::from))
 }
 
 /// Reads an account inside a write transaction and, on PostgreSQL, holds its row until the
@@ -169,7 +167,24 @@ pub(crate) fn lock_account(conn: &mut medins_common::db::DbConnection, id: Uuid)
         accounts::table.find(DbUuid(id)).select(AccountRow::as_select()),
         for_no_key_update
     )?;
-    row.map(Account::try_from).transpose()
+    Ok(row.map(Account::from))
+}
+
+/// A person's open (not closed) account inside a write transaction, its row held until the
+/// transaction ends as [`lock_account`] holds it: one read that both finds and locks it.
+pub(crate) fn lock_open_account_of(
+    conn: &mut medins_common::db::DbConnection,
+    person_id: Uuid,
+) -> ApiResult<Option<Account>> {
+    let row = medins_common::first_locked!(
+        conn,
+        accounts::table
+            .filter(accounts::person_id.eq(DbUuid(person_id)))
+            .filter(accounts::status.ne(AccountStatus::Closed))
+            .select(AccountRow::as_select()),
+        for_no_key_update
+    )?;
+    Ok(row.map(Account::from))
 }
 
 /// Sets an account's status (inside the caller's transaction).
@@ -180,7 +195,7 @@ pub(crate) fn set_account_status(
     now: NaiveDateTime,
 ) -> ApiResult<()> {
     diesel::update(accounts::table.find(DbUuid(id)))
-        .set((accounts::status.eq(status.as_str()), accounts::updated_at.eq(now)))
+        .set((accounts::status.eq(status), accounts::updated_at.eq(now)))
         .execute(conn)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use medins_common::{
 };
 use uuid::Uuid;
 
-use super::{account::lock_account, schema::cross_region_filings};
+use super::{account::lock_open_account_of, schema::cross_region_filings};
 use crate::domain::cross_region::{Filing, FilingKind, FilingStatus, FilingTerms, admit_cancel, admit_filing};
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -104,11 +104,13 @@ impl CrossRegionStore {
         Self { db }
     }
 
-    /// Files `terms` for the holder of `account_id` (their open account: its region is the
-    /// insured region), if the domain admits it next to their filings, under the account's lock.
+    /// Files `terms` for `person_id`, if the domain admits it next to their filings: their open
+    /// account (its region is the insured region) is read once, locked, so that two concurrent
+    /// filings of one person cannot both pass the overlap rule. NOT_FOUND / ACCOUNT_NOT_FOUND
+    /// if the person has no open account.
     pub async fn file(
         &self,
-        account_id: Uuid,
+        person_id: Uuid,
         terms: FilingTerms,
         filed_by: String,
         now: NaiveDateTime,
@@ -116,8 +118,8 @@ impl CrossRegionStore {
         self.db
             .write(move |conn| {
                 write_transaction(conn, |conn| {
-                    let account = lock_account(conn, account_id)?
-                        .ok_or_else(|| ApiError::internal("the account of a filing vanished"))?;
+                    let account = lock_open_account_of(conn, person_id)?
+                        .ok_or_else(|| ApiError::of(Reason::AccountNotFound, "this person has no open account"))?;
                     let existing = filings_of(conn, account.person_id)?;
                     admit_filing(&account.region_code, &terms, &existing)?;
                     let filing = Filing {

@@ -7,7 +7,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use medins_common::db::DbUuid;
 use medins_common::{
-    ApiError, ApiResult,
+    ApiResult,
     db::{Db, DbConnection, write_transaction},
 };
 use uuid::Uuid;
@@ -54,74 +54,58 @@ pub struct Document {
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = documents)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct DocumentRow {
-    id: String,
-    owner_person_id: String,
-    kind: String,
-    content_type: String,
+    id: DbUuid,
+    owner_person_id: DbUuid,
+    kind: DocumentKind,
+    content_type: ContentType,
     size_bytes: i64,
     sha256: String,
     object_key: String,
     uploaded_by: String,
     created_at: NaiveDateTime,
-    subject_person_id: Option<String>,
-    relationship: Option<String>,
-    uploaded_by_person_id: Option<String>,
+    subject_person_id: Option<DbUuid>,
+    relationship: Option<Relationship>,
+    uploaded_by_person_id: Option<DbUuid>,
     wrapped_key: Option<Vec<u8>>,
 }
 
-impl TryFrom<DocumentRow> for Document {
-    type Error = ApiError;
-
-    fn try_from(row: DocumentRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("document {}: bad {what}", row.id));
-        Ok(Document {
-            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-            owner_person_id: Uuid::parse_str(&row.owner_person_id).map_err(|_| bad("owner_person_id"))?,
-            kind: DocumentKind::parse(&row.kind).ok_or_else(|| bad("kind"))?,
-            content_type: ContentType::parse(&row.content_type).ok_or_else(|| bad("content_type"))?,
+impl From<DocumentRow> for Document {
+    fn from(row: DocumentRow) -> Self {
+        Document {
+            id: row.id.into(),
+            owner_person_id: row.owner_person_id.into(),
+            kind: row.kind,
+            content_type: row.content_type,
             size_bytes: row.size_bytes,
             sha256: row.sha256,
             object_key: row.object_key,
             uploaded_by: row.uploaded_by,
             created_at: row.created_at,
-            subject_person_id: row
-                .subject_person_id
-                .as_deref()
-                .map(Uuid::parse_str)
-                .transpose()
-                .map_err(|_| bad("subject_person_id"))?,
-            relationship: row
-                .relationship
-                .as_deref()
-                .map(|text| Relationship::parse(text).ok_or_else(|| bad("relationship")))
-                .transpose()?,
-            uploaded_by_person_id: row
-                .uploaded_by_person_id
-                .as_deref()
-                .map(Uuid::parse_str)
-                .transpose()
-                .map_err(|_| bad("uploaded_by_person_id"))?,
+            subject_person_id: row.subject_person_id.map(Uuid::from),
+            relationship: row.relationship,
+            uploaded_by_person_id: row.uploaded_by_person_id.map(Uuid::from),
             wrapped_key: row.wrapped_key,
-        })
+        }
     }
 }
 
 impl From<&Document> for DocumentRow {
     fn from(document: &Document) -> Self {
         DocumentRow {
-            id: document.id.to_string(),
-            owner_person_id: document.owner_person_id.to_string(),
-            kind: document.kind.as_str().to_owned(),
-            content_type: document.content_type.as_str().to_owned(),
+            id: document.id.into(),
+            owner_person_id: document.owner_person_id.into(),
+            kind: document.kind,
+            content_type: document.content_type,
             size_bytes: document.size_bytes,
             sha256: document.sha256.clone(),
             object_key: document.object_key.clone(),
             uploaded_by: document.uploaded_by.clone(),
             created_at: document.created_at,
-            subject_person_id: document.subject_person_id.map(|id| id.to_string()),
-            relationship: document.relationship.map(|r| r.as_str().to_owned()),
-            uploaded_by_person_id: document.uploaded_by_person_id.map(|id| id.to_string()),
+            subject_person_id: document.subject_person_id.map(DbUuid),
+            relationship: document.relationship,
+            uploaded_by_person_id: document.uploaded_by_person_id.map(DbUuid),
             wrapped_key: document.wrapped_key.clone(),
         }
     }
@@ -199,15 +183,15 @@ impl DocumentStore {
     pub async fn unsealed(&self, limit: i64) -> ApiResult<Vec<Document>> {
         self.db
             .read(move |conn| {
-                documents::table
+                Ok(documents::table
                     .filter(documents::wrapped_key.is_null())
                     .order(documents::created_at.asc())
                     .limit(limit)
                     .select(DocumentRow::as_select())
                     .load(conn)?
                     .into_iter()
-                    .map(Document::try_from)
-                    .collect()
+                    .map(Document::from)
+                    .collect())
             })
             .await
     }
@@ -260,11 +244,5 @@ impl DocumentStore {
 
 /// A document by id, inside a caller's transaction.
 pub fn find_in(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Document>> {
-    documents::table
-        .find(DbUuid(id))
-        .select(DocumentRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(Document::try_from)
-        .transpose()
+    Ok(documents::table.find(DbUuid(id)).select(DocumentRow::as_select()).first(conn).optional()?.map(Document::from))
 }

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use medins_common::db::DbUuid;
 use medins_common::{
-    ApiError, ApiResult,
+    ApiResult,
     db::{Db, is_unique_violation, retry_conflicts},
 };
 use uuid::Uuid;
@@ -33,30 +33,28 @@ pub struct FaceOutcomeRecord {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = face_outcomes)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct FaceOutcomeRow {
-    session_id: String,
-    event_id: String,
-    person_id: String,
-    purpose: String,
+    session_id: DbUuid,
+    event_id: DbUuid,
+    person_id: DbUuid,
+    purpose: FacePurpose,
     reference: String,
-    outcome: String,
+    outcome: FaceOutcome,
     finished_at: NaiveDateTime,
 }
 
-impl TryFrom<FaceOutcomeRow> for FaceOutcomeRecord {
-    type Error = ApiError;
-
-    fn try_from(row: FaceOutcomeRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("face outcome {}: bad {what}", row.session_id));
-        Ok(FaceOutcomeRecord {
-            session_id: Uuid::parse_str(&row.session_id).map_err(|_| bad("session_id"))?,
-            event_id: Uuid::parse_str(&row.event_id).map_err(|_| bad("event_id"))?,
-            person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
-            purpose: FacePurpose::parse(&row.purpose).ok_or_else(|| bad("purpose"))?,
-            outcome: FaceOutcome::parse(&row.outcome).ok_or_else(|| bad("outcome"))?,
+impl From<FaceOutcomeRow> for FaceOutcomeRecord {
+    fn from(row: FaceOutcomeRow) -> Self {
+        FaceOutcomeRecord {
+            session_id: row.session_id.into(),
+            event_id: row.event_id.into(),
+            person_id: row.person_id.into(),
+            purpose: row.purpose,
+            outcome: row.outcome,
             reference: row.reference,
             finished_at: row.finished_at,
-        })
+        }
     }
 }
 
@@ -86,17 +84,17 @@ impl FaceOutcomeStore {
     pub async fn record(&self, record: FaceOutcomeRecord, received_at: NaiveDateTime) -> ApiResult<Recorded> {
         self.db
             .write(move |conn| {
-                let session_id = record.session_id.to_string();
+                let session_id = DbUuid(record.session_id);
                 // One autocommit statement: the shared retry runs it again after a conflict.
                 let inserted = retry_conflicts(|| {
                     diesel::insert_into(face_outcomes::table)
                         .values((
-                            face_outcomes::session_id.eq(&session_id),
+                            face_outcomes::session_id.eq(session_id),
                             face_outcomes::event_id.eq(DbUuid(record.event_id)),
                             face_outcomes::person_id.eq(DbUuid(record.person_id)),
-                            face_outcomes::purpose.eq(record.purpose.as_str()),
+                            face_outcomes::purpose.eq(record.purpose),
                             face_outcomes::reference.eq(&record.reference),
-                            face_outcomes::outcome.eq(record.outcome.as_str()),
+                            face_outcomes::outcome.eq(record.outcome),
                             face_outcomes::finished_at.eq(record.finished_at),
                             face_outcomes::received_at.eq(received_at),
                         ))
@@ -106,8 +104,8 @@ impl FaceOutcomeStore {
                     Ok(_) => Ok(Recorded::New),
                     Err(error) if is_unique_violation(&error) => {
                         let row =
-                            face_outcomes::table.find(&session_id).select(FaceOutcomeRow::as_select()).first(conn)?;
-                        Ok(Recorded::Duplicate(row.try_into()?))
+                            face_outcomes::table.find(session_id).select(FaceOutcomeRow::as_select()).first(conn)?;
+                        Ok(Recorded::Duplicate(row.into()))
                     }
                     Err(error) => Err(error.into()),
                 }
@@ -124,7 +122,7 @@ impl FaceOutcomeStore {
                     .select(FaceOutcomeRow::as_select())
                     .first(conn)
                     .optional()?;
-                row.map(FaceOutcomeRecord::try_from).transpose()
+                Ok(row.map(FaceOutcomeRecord::from))
             })
             .await
     }

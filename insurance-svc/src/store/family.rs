@@ -146,8 +146,8 @@ impl FamilyStore {
                                 family_bindings::id.eq(DbUuid(new.id)),
                                 family_bindings::owner_person_id.eq(DbUuid(new.owner_person_id)),
                                 family_bindings::member_person_id.eq(DbUuid(new.member_person_id)),
-                                family_bindings::relationship.eq(new.relationship.as_str()),
-                                family_bindings::status.eq(start.status.as_str()),
+                                family_bindings::relationship.eq(new.relationship),
+                                family_bindings::status.eq(start.status),
                                 family_bindings::quota_slot.eq(Some(slots.quota_slot)),
                                 family_bindings::member_birth_date.eq(new.member_birth_date),
                                 family_bindings::face_session_id.eq(new.face_session_id.map(DbUuid)),
@@ -166,7 +166,7 @@ impl FamilyStore {
                                 family_binding_terms::review_deadline.eq(start.review_deadline),
                                 family_binding_terms::notice_version.eq(Some(new.notice_version)),
                                 family_binding_terms::notice_accepted_at.eq(Some(now)),
-                                family_binding_terms::channel.eq(new.channel.as_str()),
+                                family_binding_terms::channel.eq(new.channel),
                                 family_binding_terms::owner_face_session_id.eq(new.owner_face_session_id.map(DbUuid)),
                                 family_binding_terms::attested_by.eq(new.attested_by.as_deref()),
                             ))
@@ -231,7 +231,7 @@ impl FamilyStore {
                         let binding = find_in(conn, id)?.ok_or_else(binding_not_found)?;
                         let other_active: i64 = family_bindings::table
                             .filter(family_bindings::member_person_id.eq(DbUuid(binding.member_person_id)))
-                            .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
+                            .filter(family_bindings::status.eq(BindingStatus::Active))
                             .filter(family_bindings::id.ne(DbUuid(id)))
                             .count()
                             .get_result(conn)?;
@@ -274,7 +274,7 @@ impl FamilyStore {
                         let updated = diesel::update(
                             family_bindings::table
                                 .filter(family_bindings::id.eq(DbUuid(id)))
-                                .filter(family_bindings::status.eq(BindingStatus::Active.as_str())),
+                                .filter(family_bindings::status.eq(BindingStatus::Active)),
                         )
                         .set(family_bindings::family_aid.eq(enabled))
                         .execute(conn)?;
@@ -338,7 +338,7 @@ impl FamilyStore {
             .run(move |conn| {
                 let mut query = family_bindings::table
                     .inner_join(family_binding_terms::table)
-                    .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()))
+                    .filter(family_bindings::status.eq(BindingStatus::PendingReview))
                     .select((BindingRow::as_select(), TermsRow::as_select()))
                     .order((family_binding_terms::review_deadline.asc(), family_bindings::id.asc()))
                     .limit(limit)
@@ -366,11 +366,11 @@ impl FamilyStore {
                             .select(family_binding_terms::binding_id);
                         Ok(diesel::update(
                             family_bindings::table
-                                .filter(family_bindings::status.eq(BindingStatus::PendingReview.as_str()))
+                                .filter(family_bindings::status.eq(BindingStatus::PendingReview))
                                 .filter(family_bindings::id.eq_any(overdue)),
                         )
                         .set((
-                            family_bindings::status.eq(BindingStatus::Expired.as_str()),
+                            family_bindings::status.eq(BindingStatus::Expired),
                             family_bindings::quota_slot.eq(None::<i32>),
                             family_bindings::ended_at.eq(Some(now)),
                         ))
@@ -542,7 +542,7 @@ fn pending_by_session(conn: &mut DbConnection, session_id: Uuid, member: Uuid) -
         .inner_join(family_binding_terms::table)
         .filter(family_bindings::face_session_id.eq(DbUuid(session_id)))
         .filter(family_bindings::member_person_id.eq(DbUuid(member)))
-        .filter(family_bindings::status.eq(BindingStatus::PendingFace.as_str()))
+        .filter(family_bindings::status.eq(BindingStatus::PendingFace))
         .select((BindingRow::as_select(), TermsRow::as_select()))
         .first::<(BindingRow, TermsRow)>(conn)
         .optional()?
@@ -580,15 +580,15 @@ fn write_transition(
         .filter(family_bindings::quota_slot.is_not_null());
     if transition.keeps_place() {
         diesel::update(target)
-            .set((family_bindings::status.eq(transition.to.as_str()), family_bindings::activated_at.eq(Some(now))))
+            .set((family_bindings::status.eq(transition.to), family_bindings::activated_at.eq(Some(now))))
             .execute(conn)
     } else {
         diesel::update(target)
             .set((
-                family_bindings::status.eq(transition.to.as_str()),
+                family_bindings::status.eq(transition.to),
                 family_bindings::quota_slot.eq(None::<i32>),
                 family_bindings::ended_at.eq(Some(now)),
-                family_bindings::removed_by.eq(transition.removed_by.map(Remover::as_str)),
+                family_bindings::removed_by.eq(transition.removed_by),
             ))
             .execute(conn)
     }
@@ -600,7 +600,7 @@ pub fn find_active_in(conn: &mut DbConnection, owner: Uuid, member: Uuid) -> Api
         .inner_join(family_binding_terms::table)
         .filter(family_bindings::owner_person_id.eq(DbUuid(owner)))
         .filter(family_bindings::member_person_id.eq(DbUuid(member)))
-        .filter(family_bindings::status.eq(BindingStatus::Active.as_str()))
+        .filter(family_bindings::status.eq(BindingStatus::Active))
         .select((BindingRow::as_select(), TermsRow::as_select()))
         .first::<(BindingRow, TermsRow)>(conn)
         .optional()?

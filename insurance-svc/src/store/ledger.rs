@@ -54,39 +54,32 @@ pub struct Entry {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = account_entries)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct EntryRow {
-    id: String,
-    account_id: String,
-    kind: String,
+    id: DbUuid,
+    account_id: DbUuid,
+    kind: EntryKind,
     amount_cents: i64,
     balance_after_cents: i64,
     reference: String,
-    settlement_id: Option<String>,
+    settlement_id: Option<DbUuid>,
     created_at: NaiveDateTime,
     credited_by: Option<String>,
 }
 
-impl TryFrom<EntryRow> for Entry {
-    type Error = ApiError;
-
-    fn try_from(row: EntryRow) -> ApiResult<Self> {
-        let bad = |what: &str| ApiError::internal(format_args!("account entry {}: bad {what}", row.id));
-        Ok(Entry {
-            id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-            account_id: Uuid::parse_str(&row.account_id).map_err(|_| bad("account_id"))?,
-            kind: EntryKind::parse(&row.kind).ok_or_else(|| bad("kind"))?,
-            settlement_id: row
-                .settlement_id
-                .as_deref()
-                .map(Uuid::parse_str)
-                .transpose()
-                .map_err(|_| bad("settlement_id"))?,
+impl From<EntryRow> for Entry {
+    fn from(row: EntryRow) -> Self {
+        Entry {
+            id: row.id.into(),
+            account_id: row.account_id.into(),
+            kind: row.kind,
+            settlement_id: row.settlement_id.map(Uuid::from),
             amount_cents: row.amount_cents,
             balance_after_cents: row.balance_after_cents,
             reference: row.reference,
             created_at: row.created_at,
             credited_by: row.credited_by,
-        })
+        }
     }
 }
 
@@ -132,7 +125,7 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
         (
             delta.into_sql::<BigInt>(),
             now.into_sql::<Timestamp>(),
-            new.account_id.to_string().into_sql::<Text>(),
+            DbUuid(new.account_id).into_sql::<Text>(),
             delta.into_sql::<BigInt>(),
         ),
     )
@@ -157,13 +150,13 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
         "INSERT INTO account_entries (id, account_id, kind, amount_cents, balance_after_cents, reference, \
          settlement_id, created_at, credited_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            entry.id.to_string().into_sql::<Text>(),
-            entry.account_id.to_string().into_sql::<Text>(),
-            entry.kind.as_str().into_sql::<Text>(),
+            DbUuid(entry.id).into_sql::<Text>(),
+            DbUuid(entry.account_id).into_sql::<Text>(),
+            entry.kind.into_sql::<Text>(),
             entry.amount_cents.into_sql::<BigInt>(),
             entry.balance_after_cents.into_sql::<BigInt>(),
             entry.reference.as_str().into_sql::<Text>(),
-            entry.settlement_id.map(|id| id.to_string()).into_sql::<Nullable<Text>>(),
+            entry.settlement_id.map(DbUuid).into_sql::<Nullable<Text>>(),
             now.into_sql::<Timestamp>(),
             new.credited_by.into_sql::<Nullable<Text>>(),
         ),
@@ -175,12 +168,12 @@ pub(crate) fn post_entry(conn: &mut DbConnection, new: NewEntry<'_>, now: NaiveD
 fn find_contribution(conn: &mut DbConnection, account_id: Uuid, reference: &str) -> ApiResult<Option<Entry>> {
     let row = account_entries::table
         .filter(account_entries::account_id.eq(DbUuid(account_id)))
-        .filter(account_entries::kind.eq(EntryKind::Contribution.as_str()))
+        .filter(account_entries::kind.eq(EntryKind::Contribution))
         .filter(account_entries::reference.eq(reference))
         .select(EntryRow::as_select())
         .first(conn)
         .optional()?;
-    row.map(Entry::try_from).transpose()
+    Ok(row.map(Entry::from))
 }
 
 fn account_not_found() -> ApiError {
@@ -262,21 +255,21 @@ impl LedgerStore {
                     .into_boxed();
                 if let Some(partner) = &only_credited_by {
                     query = query
-                        .filter(account_entries::kind.eq(EntryKind::Contribution.as_str()))
+                        .filter(account_entries::kind.eq(EntryKind::Contribution))
                         .filter(account_entries::credited_by.eq(partner.clone()));
                 }
                 if let Some(cursor) = cursor {
                     query = query.filter(
                         account_entries::created_at.lt(cursor.created_at).or(account_entries::created_at
                             .eq(cursor.created_at)
-                            .and(account_entries::id.lt(cursor.entry_id.to_string()))),
+                            .and(account_entries::id.lt(DbUuid(cursor.entry_id)))),
                     );
                 }
                 let rows: Vec<EntryRow> = query
                     .order((account_entries::created_at.desc(), account_entries::id.desc()))
                     .limit(page_size as i64 + 1)
                     .load(conn)?;
-                let mut entries = rows.into_iter().map(Entry::try_from).collect::<ApiResult<Vec<_>>>()?;
+                let mut entries: Vec<Entry> = rows.into_iter().map(Entry::from).collect();
                 let next = if entries.len() > page_size {
                     entries.truncate(page_size);
                     entries.last().map(|last| EntryCursor {

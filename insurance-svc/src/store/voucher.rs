@@ -33,11 +33,12 @@ pub struct Voucher {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = vouchers)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct VoucherRow {
-    id: String,
-    person_id: String,
-    status: String,
-    suspended_by: Option<String>,
+    id: DbUuid,
+    person_id: DbUuid,
+    status: VoucherStatus,
+    suspended_by: Option<Suspender>,
     activated_at: NaiveDateTime,
     updated_at: NaiveDateTime,
 }
@@ -83,28 +84,22 @@ fn voucher_not_found() -> ApiError {
 }
 
 fn load_voucher(conn: &mut DbConnection, row: VoucherRow) -> ApiResult<Voucher> {
-    let bad = |what: &str| ApiError::internal(format_args!("voucher {}: bad {what}", row.id));
-    let channels: Vec<String> = voucher_activations::table
-        .filter(voucher_activations::voucher_id.eq(&row.id))
+    let channels: Vec<Channel> = voucher_activations::table
+        .filter(voucher_activations::voucher_id.eq(row.id))
         .order((voucher_activations::activated_at.asc(), voucher_activations::id.asc()))
         .select(voucher_activations::channel)
         .load(conn)?;
     let mut distinct = Vec::new();
-    for text in channels {
-        let channel = Channel::parse(&text).ok_or_else(|| bad("channel"))?;
+    for channel in channels {
         if !distinct.contains(&channel) {
             distinct.push(channel);
         }
     }
     Ok(Voucher {
-        id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
-        person_id: Uuid::parse_str(&row.person_id).map_err(|_| bad("person_id"))?,
-        status: VoucherStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
-        suspended_by: row
-            .suspended_by
-            .as_deref()
-            .map(|s| Suspender::parse(s).ok_or_else(|| bad("suspended_by")))
-            .transpose()?,
+        id: row.id.into(),
+        person_id: row.person_id.into(),
+        status: row.status,
+        suspended_by: row.suspended_by,
         activated_at: row.activated_at,
         updated_at: row.updated_at,
         channels: distinct,
@@ -139,18 +134,12 @@ impl VoucherStore {
     pub async fn status_of(&self, person_id: Uuid) -> ApiResult<Option<(Uuid, VoucherStatus)>> {
         self.db
             .read(move |conn| {
-                let row: Option<(String, String)> = vouchers::table
+                let row: Option<(DbUuid, VoucherStatus)> = vouchers::table
                     .filter(vouchers::person_id.eq(DbUuid(person_id)))
                     .select((vouchers::id, vouchers::status))
                     .first(conn)
                     .optional()?;
-                row.map(|(id, status)| {
-                    let id = Uuid::parse_str(&id).map_err(|_| ApiError::internal("voucher: bad id"))?;
-                    let status =
-                        VoucherStatus::parse(&status).ok_or_else(|| ApiError::internal("voucher: bad status"))?;
-                    Ok((id, status))
-                })
-                .transpose()
+                Ok(row.map(|(id, status)| (id.into(), status)))
             })
             .await
     }
@@ -182,13 +171,13 @@ impl VoucherStore {
                 write_transaction(conn, |conn| {
                     let row = voucher_row_of(conn, person_id)?.ok_or_else(voucher_not_found)?;
                     let current = load_voucher(conn, row)?;
-                    let id = current.id.to_string();
+                    let id = DbUuid(current.id);
                     match (&change, current.status) {
                         (StatusChange::Suspend { by, reason }, VoucherStatus::Active) => {
-                            diesel::update(vouchers::table.find(&id))
+                            diesel::update(vouchers::table.find(id))
                                 .set((
-                                    vouchers::status.eq(VoucherStatus::Suspended.as_str()),
-                                    vouchers::suspended_by.eq(Some(by.as_str())),
+                                    vouchers::status.eq(VoucherStatus::Suspended),
+                                    vouchers::suspended_by.eq(Some(by)),
                                     vouchers::suspension_reason.eq(Some(reason.as_str())),
                                     vouchers::updated_at.eq(now),
                                 ))
@@ -196,10 +185,10 @@ impl VoucherStore {
                         }
                         (StatusChange::Resume { by }, VoucherStatus::Suspended) => {
                             may_resume(current.suspended_by.unwrap_or(Suspender::Ops), *by)?;
-                            diesel::update(vouchers::table.find(&id))
+                            diesel::update(vouchers::table.find(id))
                                 .set((
-                                    vouchers::status.eq(VoucherStatus::Active.as_str()),
-                                    vouchers::suspended_by.eq(None::<&str>),
+                                    vouchers::status.eq(VoucherStatus::Active),
+                                    vouchers::suspended_by.eq(None::<Suspender>),
                                     vouchers::suspension_reason.eq(None::<&str>),
                                     vouchers::updated_at.eq(now),
                                 ))
@@ -223,11 +212,11 @@ fn activate_once(
 ) -> Result<(Voucher, bool), TxError> {
     let (voucher_id, created) = match voucher_row_of(conn, activation.person_id)? {
         // The holder's own activation lifts a suspension left by an ended family binding.
-        Some(row) if row.suspended_by.as_deref() == Some(Suspender::Family.as_str()) => {
-            set_active(conn, &row.id, now)?;
+        Some(row) if row.suspended_by == Some(Suspender::Family) => {
+            set_active(conn, row.id, now)?;
             (row.id, false)
         }
-        Some(row) if row.status != VoucherStatus::Active.as_str() => {
+        Some(row) if row.status != VoucherStatus::Active => {
             return Err(TxError::Api(ApiError::of(
                 Reason::VoucherNotActive,
                 "the voucher is suspended: resume it (ResumeVoucher) instead of activating it again",
@@ -235,12 +224,12 @@ fn activate_once(
         }
         Some(row) => (row.id, false),
         None => {
-            let id = Uuid::now_v7().to_string();
+            let id = DbUuid(Uuid::now_v7());
             let inserted = diesel::insert_into(vouchers::table)
                 .values((
-                    vouchers::id.eq(&id),
+                    vouchers::id.eq(id),
                     vouchers::person_id.eq(DbUuid(activation.person_id)),
-                    vouchers::status.eq(VoucherStatus::Active.as_str()),
+                    vouchers::status.eq(VoucherStatus::Active),
                     vouchers::activated_at.eq(now),
                     vouchers::updated_at.eq(now),
                 ))
@@ -255,8 +244,8 @@ fn activate_once(
     let inserted = diesel::insert_into(voucher_activations::table)
         .values((
             voucher_activations::id.eq(DbUuid(Uuid::now_v7())),
-            voucher_activations::voucher_id.eq(&voucher_id),
-            voucher_activations::channel.eq(activation.channel.as_str()),
+            voucher_activations::voucher_id.eq(voucher_id),
+            voucher_activations::channel.eq(activation.channel),
             voucher_activations::face_session_id.eq(activation.face_session_id.map(DbUuid)),
             voucher_activations::partner_id.eq(&activation.partner_id),
             voucher_activations::activated_at.eq(now),
@@ -267,15 +256,15 @@ fn activate_once(
         Err(error) if is_unique_violation(&error) => return Err(TxError::Api(FaceCheck::Reused.into_error())),
         Err(error) => return Err(error.into()),
     }
-    let row = vouchers::table.find(&voucher_id).select(VoucherRow::as_select()).first(conn)?;
+    let row = vouchers::table.find(voucher_id).select(VoucherRow::as_select()).first(conn)?;
     Ok((load_voucher(conn, row).map_err(TxError::Api)?, created))
 }
 
-fn set_active(conn: &mut DbConnection, voucher_id: &str, now: NaiveDateTime) -> QueryResult<usize> {
+fn set_active(conn: &mut DbConnection, voucher_id: DbUuid, now: NaiveDateTime) -> QueryResult<usize> {
     diesel::update(vouchers::table.find(voucher_id))
         .set((
-            vouchers::status.eq(VoucherStatus::Active.as_str()),
-            vouchers::suspended_by.eq(None::<&str>),
+            vouchers::status.eq(VoucherStatus::Active),
+            vouchers::suspended_by.eq(None::<Suspender>),
             vouchers::suspension_reason.eq(None::<&str>),
             vouchers::updated_at.eq(now),
         ))
@@ -295,18 +284,18 @@ pub(crate) fn activate_for_family_in(
 ) -> QueryResult<()> {
     let voucher_id = match voucher_row_of(conn, member)? {
         Some(row) => {
-            if row.suspended_by.as_deref() == Some(Suspender::Family.as_str()) {
-                set_active(conn, &row.id, now)?;
+            if row.suspended_by == Some(Suspender::Family) {
+                set_active(conn, row.id, now)?;
             }
             row.id
         }
         None => {
-            let id = Uuid::now_v7().to_string();
+            let id = DbUuid(Uuid::now_v7());
             diesel::insert_into(vouchers::table)
                 .values((
-                    vouchers::id.eq(&id),
+                    vouchers::id.eq(id),
                     vouchers::person_id.eq(DbUuid(member)),
-                    vouchers::status.eq(VoucherStatus::Active.as_str()),
+                    vouchers::status.eq(VoucherStatus::Active),
                     vouchers::activated_at.eq(now),
                     vouchers::updated_at.eq(now),
                 ))
@@ -317,9 +306,9 @@ pub(crate) fn activate_for_family_in(
     diesel::insert_into(voucher_activations::table)
         .values((
             voucher_activations::id.eq(DbUuid(Uuid::now_v7())),
-            voucher_activations::voucher_id.eq(&voucher_id),
-            voucher_activations::channel.eq(Channel::Family.as_str()),
-            voucher_activations::face_session_id.eq(None::<String>),
+            voucher_activations::voucher_id.eq(voucher_id),
+            voucher_activations::channel.eq(Channel::Family),
+            voucher_activations::face_session_id.eq(None::<DbUuid>),
             voucher_activations::partner_id.eq(partner_id),
             voucher_activations::activated_at.eq(now),
         ))
@@ -334,21 +323,21 @@ pub(crate) fn suspend_family_only_in(conn: &mut DbConnection, member: Uuid, now:
     let Some(row) = voucher_row_of(conn, member)? else {
         return Ok(false);
     };
-    if row.status != VoucherStatus::Active.as_str() {
+    if row.status != VoucherStatus::Active {
         return Ok(false);
     }
     let own_activations: i64 = voucher_activations::table
-        .filter(voucher_activations::voucher_id.eq(&row.id))
-        .filter(voucher_activations::channel.ne(Channel::Family.as_str()))
+        .filter(voucher_activations::voucher_id.eq(row.id))
+        .filter(voucher_activations::channel.ne(Channel::Family))
         .count()
         .get_result(conn)?;
     if own_activations > 0 {
         return Ok(false);
     }
-    diesel::update(vouchers::table.find(&row.id))
+    diesel::update(vouchers::table.find(row.id))
         .set((
-            vouchers::status.eq(VoucherStatus::Suspended.as_str()),
-            vouchers::suspended_by.eq(Some(Suspender::Family.as_str())),
+            vouchers::status.eq(VoucherStatus::Suspended),
+            vouchers::suspended_by.eq(Some(Suspender::Family)),
             vouchers::suspension_reason.eq(Some("family binding ended")),
             vouchers::updated_at.eq(now),
         ))

@@ -82,7 +82,7 @@ impl Stack {
     /// Moves the clock 61 s first (the resend interval).
     pub async fn verified_card_sms(&self, key: &str, person_id: &str, phone: &str) -> String {
         self.clock.advance(chrono::Duration::seconds(61));
-        let challenge = self.sent_card_sms(key, person_id).await;
+        let challenge = self.sent_sms(key, person_id, SmsPurpose::CardApplication).await;
         let code = self.sms.last_code(phone);
         self.sms_codes(Some(key))
             .verify_sms_code(VerifySmsCodeRequest { challenge_id: challenge.clone(), code })
@@ -95,14 +95,16 @@ impl Stack {
     /// not verified. Moves the clock 61 s first.
     pub async fn unverified_card_sms(&self, key: &str, person_id: &str) -> String {
         self.clock.advance(chrono::Duration::seconds(61));
-        self.sent_card_sms(key, person_id).await
+        self.sent_sms(key, person_id, SmsPurpose::CardApplication).await
     }
 
-    async fn sent_card_sms(&self, key: &str, person_id: &str) -> String {
+    /// An SMS challenge of `purpose` sent by the partner holding `key` to `person_id`'s phone on
+    /// record; returns its id.
+    pub async fn sent_sms(&self, key: &str, person_id: &str, purpose: SmsPurpose) -> String {
         self.sms_codes(Some(key))
             .send_sms_code(SendSmsCodeRequest {
                 person_id: person_id.to_owned(),
-                purpose: SmsPurpose::CardApplication as i32,
+                purpose: purpose as i32,
                 ..Default::default()
             })
             .await

@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{Months, NaiveDate};
 use medins_proto::insurance::v1::{
     AddFamilyMemberRequest, AddFamilyMemberResponse, BindingStatus, DocumentKind, FamilyBinding,
-    GetFamilyBindingRequest, GetVoucherRequest, OpenAccountRequest, PersonIdentity, Relationship, Scheme, Voucher,
-    family_service_client::FamilyServiceClient, open_account_request,
+    GetFamilyBindingRequest, GetVoucherRequest, PersonIdentity, Relationship, Scheme, Voucher,
+    family_service_client::FamilyServiceClient,
 };
 use tonic::{Request, Status};
 
@@ -74,21 +74,9 @@ impl Stack {
     pub async fn insured_member(&self, birth: NaiveDate) -> Member {
         let seed = SeedPerson::born(birth);
         let account = self
-            .accounts(Some(&self.keys.bank))
-            .open_account(OpenAccountRequest {
-                person: Some(open_account_request::Person::Identity(PersonIdentity {
-                    name: seed.name.clone(),
-                    id_number: seed.id_number.clone(),
-                })),
-                scheme: Scheme::Resident as i32,
-                region_code: "110105".into(),
-                employer_code: String::new(),
-            })
+            .open_account_by_identity(&self.keys.bank, &seed, Scheme::Resident, "")
             .await
-            .expect("open the member's account")
-            .into_inner()
-            .account
-            .expect("account");
+            .expect("open the member's account");
         Member { person_id: account.person_id, account_id: account.account_id, seed }
     }
 
@@ -155,6 +143,14 @@ impl Stack {
             .add_family_member(add_request(binder, member, relationship, documents))
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Binds `member` to `binder` as `relationship`, the household register confirming it (for
+    /// a member under 16 the binding is ACTIVE at once: no face check); returns the binding.
+    pub async fn bind_confirmed(&self, binder: &Binder, member: &Member, relationship: Relationship) -> FamilyBinding {
+        self.confirm_household(binder, member, relationship);
+        let documents = self.binding_documents(binder, member, relationship).await;
+        self.add_member(binder, member, relationship, &documents).await.expect("bind").binding.expect("binding")
     }
 
     /// Writes in the development relationship authority's households file that `member` is

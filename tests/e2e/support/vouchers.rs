@@ -14,8 +14,8 @@ use medins_proto::{
         VerifySmsCodeRequest,
     },
     insurance::v1::{
-        Account, OpenAccountRequest, Scheme, code_service_client::CodeServiceClient, open_account_request,
-        voucher_service_client::VoucherServiceClient,
+        Account, OpenAccountRequest, PersonIdentity, Scheme, code_service_client::CodeServiceClient,
+        open_account_request, voucher_service_client::VoucherServiceClient,
     },
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -246,6 +246,30 @@ impl Stack {
             .expect("account")
     }
 
+    /// Opens an account in region 110105 as the partner holding `key`, naming the person by
+    /// name and ID number (insurance-svc resolves them at identity-svc).
+    pub async fn open_account_by_identity(
+        &self,
+        key: &str,
+        seed: &SeedPerson,
+        scheme: Scheme,
+        employer_code: &str,
+    ) -> Result<Account, tonic::Status> {
+        let opened = self
+            .accounts(Some(key))
+            .open_account(OpenAccountRequest {
+                person: Some(open_account_request::Person::Identity(PersonIdentity {
+                    name: seed.name.clone(),
+                    id_number: seed.id_number.clone(),
+                })),
+                scheme: scheme as i32,
+                region_code: "110105".into(),
+                employer_code: employer_code.into(),
+            })
+            .await?;
+        Ok(opened.into_inner().account.expect("account"))
+    }
+
     /// A face session the partner started for the person with its token, and the face provider
     /// then ended: PASSED with one good submission, or FAILED with three bad ones. Returns its
     /// id.
@@ -256,21 +280,7 @@ impl Stack {
         purpose: FacePurpose,
         pass: bool,
     ) -> String {
-        let started = self
-            .faces(Some(partner_key))
-            .start_face_verification(with_person_token(
-                StartFaceVerificationRequest {
-                    person_id: person.person_id.clone(),
-                    purpose: purpose as i32,
-                    reference: String::new(),
-                    ..Default::default()
-                },
-                &person.token,
-            ))
-            .await
-            .expect("start face session")
-            .into_inner();
-        let session_id = started.session.expect("session").session_id;
+        let session_id = self.start_face_session(partner_key, Some(&person.token), &person.person_id, purpose).await;
         let submissions = if pass { 1 } else { 3 };
         for _ in 0..submissions {
             self.faces(Some(&self.keys.face_provider))
@@ -284,6 +294,35 @@ impl Stack {
                 .expect("submit face result");
         }
         session_id
+    }
+
+    /// A face session of `purpose` for `person_id`, started by the partner holding `partner_key`
+    /// (with a person token, or without one as partners whose kind starts sessions for anyone);
+    /// returns its id. Nothing is submitted: it is PENDING.
+    pub async fn start_face_session(
+        &self,
+        partner_key: &str,
+        token: Option<&str>,
+        person_id: &str,
+        purpose: FacePurpose,
+    ) -> String {
+        let request = StartFaceVerificationRequest {
+            person_id: person_id.to_owned(),
+            purpose: purpose as i32,
+            ..Default::default()
+        };
+        let request = match token {
+            Some(token) => with_person_token(request, token),
+            None => tonic::Request::new(request),
+        };
+        self.faces(Some(partner_key))
+            .start_face_verification(request)
+            .await
+            .expect("start face session")
+            .into_inner()
+            .session
+            .expect("session")
+            .session_id
     }
 
     /// A PASSED face session (see [`Stack::face_session`]).
