@@ -599,13 +599,17 @@ where
     }
     match work(conn) {
         Ok(value) => {
-            Manager::commit_transaction(conn)?;
+            if let Err(error) = Manager::commit_transaction(conn) {
+                sqlite_writer::note_rollback();
+                return Err(error.into());
+            }
             Ok(value)
         }
         Err(error) => {
             // The work's error is the one worth reporting; a failed rollback marks the
             // connection broken and r2d2 drops it.
             let _ = Manager::rollback_transaction(conn);
+            sqlite_writer::note_rollback();
             Err(error)
         }
     }
@@ -725,6 +729,38 @@ fn transaction_depth(conn: &mut SqliteConnection) -> Result<u32, DieselError> {
     Ok(AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?.map_or(0, |depth| depth.get()))
 }
 
+/// The SQLite writer's batch transaction that the calling code runs in (see the module
+/// documentation): which batch, and how many savepoints have been rolled back in it so far. Code
+/// that keeps state in memory for the length of a batch (the audit log's partition heads,
+/// `crate::audit::store`) knows from `id` when that state is stale, and from `rollbacks` when
+/// rows it wrote may have been undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterBatch {
+    /// Distinct for every batch of this writer thread.
+    pub id: u64,
+    /// Savepoints rolled back in this batch so far.
+    pub rollbacks: u64,
+}
+
+/// The writer batch the calling code runs in: `Some` only on a SQLite writer thread, inside a
+/// batch transaction.
+pub fn writer_batch() -> Option<WriterBatch> {
+    sqlite_writer::current()
+}
+
+/// Work to run in the writer's batch transaction after every write of the batch and before its
+/// `COMMIT`. If it fails, the whole batch is rolled back and every caller gets the error.
+pub type BeforeCommit = Box<dyn FnOnce(&mut DbConnection) -> Result<(), DbError>>;
+
+/// Registers `hook` to run before the `COMMIT` of the current writer batch, once per `key`
+/// (a second registration under the same key in the same batch is dropped). Returns `false`,
+/// registering nothing, outside a writer batch ([`writer_batch`] is `None`). A hook runs
+/// whether or not the write that registered it was rolled back, so it must read what it
+/// needs from the database or from state it checks against [`writer_batch`].
+pub fn before_commit(key: &'static str, hook: BeforeCommit) -> bool {
+    sqlite_writer::register(key, hook)
+}
+
 /// A write queued for the SQLite writer. Called with the writer's connection inside the batch
 /// transaction (or with the reason there is none), it runs and returns how to answer its caller
 /// once the outcome of the batch's `COMMIT` is known.
@@ -735,6 +771,64 @@ mod sqlite_writer {
     //! The thread that owns a SQLite database's writing connection.
 
     use super::*;
+    use std::cell::{Cell, RefCell};
+
+    /// The batch transaction this thread runs, while it runs one.
+    struct Batch {
+        id: u64,
+        rollbacks: u64,
+        hooks: Vec<(&'static str, BeforeCommit)>,
+    }
+
+    thread_local! {
+        static BATCH: RefCell<Option<Batch>> = const { RefCell::new(None) };
+        static BATCHES: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub(super) fn current() -> Option<WriterBatch> {
+        BATCH.with_borrow(|batch| batch.as_ref().map(|b| WriterBatch { id: b.id, rollbacks: b.rollbacks }))
+    }
+
+    pub(super) fn register(key: &'static str, hook: BeforeCommit) -> bool {
+        BATCH.with_borrow_mut(|batch| match batch {
+            Some(batch) => {
+                if !batch.hooks.iter().any(|(k, _)| *k == key) {
+                    batch.hooks.push((key, hook));
+                }
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Counts a savepoint rolled back (or a release that failed) in the current batch; nothing
+    /// outside one.
+    pub(super) fn note_rollback() {
+        BATCH.with_borrow_mut(|batch| {
+            if let Some(batch) = batch {
+                batch.rollbacks += 1;
+            }
+        });
+    }
+
+    fn start_batch() {
+        let id = BATCHES.get() + 1;
+        BATCHES.set(id);
+        BATCH.set(Some(Batch { id, rollbacks: 0, hooks: Vec::new() }));
+    }
+
+    /// Runs the batch's [`before_commit`] hooks in the order registered; the first failure
+    /// stops them.
+    fn run_hooks(conn: &mut DbConnection) -> Result<(), DbError> {
+        loop {
+            // Taken out first: a hook may ask for the batch or register another.
+            let hooks = BATCH.with_borrow_mut(|batch| batch.as_mut().map(|b| std::mem::take(&mut b.hooks)));
+            let Some(hooks) = hooks.filter(|hooks| !hooks.is_empty()) else { return Ok(()) };
+            for (_, hook) in hooks {
+                hook(conn)?;
+            }
+        }
+    }
 
     /// Most writes in one transaction: a bound on what one failed `COMMIT` takes with it and
     /// on the wait of the first write of a batch.
@@ -874,12 +968,18 @@ mod sqlite_writer {
             drop_if_broken(slot);
             return;
         }
+        start_batch();
         let answers: Vec<AnswerCaller> = batch.drain(..).map(|job| job(Ok(&mut *conn))).collect();
         let committed = match depth(conn) {
-            Ok(1) => Manager::commit_transaction(conn).map_err(DbError::from),
+            Ok(1) => run_hooks(conn).and_then(|()| match depth(conn) {
+                Ok(1) => Manager::commit_transaction(conn).map_err(DbError::from),
+                Ok(_) => Err(DbError::Query(DbCause::from("a commit hook left the batch transaction unbalanced"))),
+                Err(error) => Err(error.into()),
+            }),
             Ok(_) => Err(DbError::Query(DbCause::from("a write left the batch transaction unbalanced"))),
             Err(error) => Err(error.into()),
         };
+        BATCH.set(None);
         if committed.is_err() {
             // Roll the whole batch back (every caller gets the error); a connection that cannot
             // is dropped below, which rolls back too.
@@ -947,6 +1047,7 @@ mod sqlite_writer {
         };
         if result.is_err() {
             while depth(conn)? > batch_depth {
+                note_rollback();
                 Manager::rollback_transaction(conn)?;
             }
         }

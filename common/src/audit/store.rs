@@ -19,6 +19,7 @@
 //! checkpointers (replicas) safe: the loser's insert fails and it moves on.
 
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, HashMap},
     sync::{
         Arc,
@@ -30,7 +31,10 @@ use std::{
 use crate::{
     ApiResult,
     clock::SharedClock,
-    db::{Backend, CachedSql, Db, DbConnection, DbError, is_unique_violation, write_transaction},
+    db::{
+        Backend, CachedSql, Db, DbConnection, DbError, WriterBatch, before_commit, is_unique_violation,
+        write_transaction, writer_batch,
+    },
 };
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -506,18 +510,26 @@ struct InsertRow<'a> {
 /// how many partitions it touched.
 fn append(
     conn: &mut DbConnection,
-    service: &str,
-    key: &CurrentAuditKey,
+    service: &'static str,
+    key: &Arc<CurrentAuditKey>,
     rows: &[NewAuditRow],
 ) -> Result<usize, DbError> {
     let mut by_part: BTreeMap<i32, Vec<&NewAuditRow>> = BTreeMap::new();
     for row in rows {
         by_part.entry(row.part).or_default().push(row);
     }
+    // On SQLite's writer thread the heads are kept for the batch (`batch_head`).
+    let batch = match conn {
+        DbConnection::Sqlite(_) => writer_batch(),
+        DbConnection::Postgres(_) => None,
+    };
     let mut inserts = Vec::with_capacity(rows.len());
     let mut kept_seqs = Vec::new();
     for (&part, rows) in &by_part {
-        let mut size = lock_partition(conn, service, key, part)?;
+        let mut size = match batch {
+            Some(batch) => batch_head(conn, service, key, part, batch)?,
+            None => lock_partition(conn, service, key, part)?,
+        };
         for row in rows {
             let fields = RowFields {
                 part,
@@ -543,7 +555,17 @@ fn append(
             });
             size += 1;
         }
-        // Kept prepared (diesel prepares every UPDATE again): this runs for every audited call.
+        if batch.is_some() {
+            // Written once, before the batch commits (`store_batch_heads`).
+            BATCH_HEADS.with_borrow_mut(|heads| {
+                if let Some(head) = heads.get_mut(&part) {
+                    head.next = size;
+                    head.key = key.clone();
+                }
+            });
+            continue;
+        }
+        // Kept prepared (diesel prepares every UPDATE again).
         CachedSql::new(
             "UPDATE audit_partition SET size = ?, key_id = ?, head_mac = ? WHERE part = ?",
             (
@@ -598,6 +620,119 @@ fn append(
         }
     }
     Ok(by_part.len())
+}
+
+/// A partition head as the SQLite writer's current batch has moved it, not yet written.
+struct BatchHead {
+    /// The writer batch ([`WriterBatch::id`]) it belongs to.
+    batch: u64,
+    /// [`WriterBatch::rollbacks`] when `next` was last known right.
+    rollbacks: u64,
+    service: &'static str,
+    key: Arc<CurrentAuditKey>,
+    /// The stored size when the batch first appended to the partition.
+    start: i64,
+    /// The position of the next row.
+    next: i64,
+}
+
+thread_local! {
+    /// The heads the SQLite writer thread's current batch appended to, by partition (one
+    /// writer thread per database, so per database). See [`batch_head`].
+    static BATCH_HEADS: RefCell<BTreeMap<i32, BatchHead>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// The next position in `part` for an append in the SQLite writer's batch `batch`. SQLite has
+/// one writer, and on it every write of a batch runs on this thread, so the head needs reading
+/// only once per batch and writing once, just before the batch commits ([`store_batch_heads`],
+/// a `db::before_commit` hook), instead of a `SELECT` and an `UPDATE` (and a head MAC) per
+/// audited call, each journaled again by the call's savepoint (docs/benchmarks.md, "Issue 13:
+/// the audit budget (session 4)"). The head is still written in the same transaction as the
+/// rows, so a crash keeps both or neither.
+///
+/// A savepoint rolled back since the last append (a write of the batch failed) may have taken
+/// rows of this batch with it; the next position is then read back from the rows: after the
+/// last row left, or the stored size if none of the batch's rows is left (never below it, so a
+/// cut-off end still shows as a gap).
+fn batch_head(
+    conn: &mut DbConnection,
+    service: &'static str,
+    key: &Arc<CurrentAuditKey>,
+    part: i32,
+    batch: WriterBatch,
+) -> Result<i64, DbError> {
+    let known = BATCH_HEADS
+        .with_borrow(|heads| heads.get(&part).filter(|h| h.batch == batch.id).map(|h| (h.rollbacks, h.start, h.next)));
+    match known {
+        Some((rollbacks, _, next)) if rollbacks == batch.rollbacks => Ok(next),
+        Some((_, start, _)) => {
+            let next = start.max(next_position(conn, part)?);
+            BATCH_HEADS.with_borrow_mut(|heads| {
+                if let Some(head) = heads.get_mut(&part) {
+                    head.rollbacks = batch.rollbacks;
+                    head.next = next;
+                }
+            });
+            Ok(next)
+        }
+        None => {
+            let start = lock_partition(conn, service, key, part)?;
+            BATCH_HEADS.with_borrow_mut(|heads| {
+                heads.retain(|_, head| head.batch == batch.id);
+                heads.insert(
+                    part,
+                    BatchHead {
+                        batch: batch.id,
+                        rollbacks: batch.rollbacks,
+                        service,
+                        key: key.clone(),
+                        start,
+                        next: start,
+                    },
+                );
+            });
+            before_commit("audit partition heads", Box::new(store_batch_heads));
+            Ok(start)
+        }
+    }
+}
+
+/// One past the last row of `part` (0 when it has none).
+fn next_position(conn: &mut DbConnection, part: i32) -> Result<i64, DbError> {
+    let last: Option<i64> =
+        audit_log::table.filter(audit_log::part.eq(part)).select(diesel::dsl::max(audit_log::idx)).first(conn)?;
+    Ok(last.map_or(0, |last| last + 1))
+}
+
+/// Writes the heads the finishing writer batch moved (the `db::before_commit` hook of
+/// [`batch_head`]). An upsert: the head row may have been created by a write that was rolled
+/// back.
+fn store_batch_heads(conn: &mut DbConnection) -> Result<(), DbError> {
+    let Some(batch) = writer_batch() else { return Ok(()) };
+    let heads: Vec<(i32, BatchHead)> = BATCH_HEADS.with_borrow_mut(std::mem::take).into_iter().collect();
+    for (part, head) in heads {
+        if head.batch != batch.id {
+            continue;
+        }
+        let size =
+            if head.rollbacks == batch.rollbacks { head.next } else { head.start.max(next_position(conn, part)?) };
+        if size == head.start {
+            continue;
+        }
+        CachedSql::new(
+            "INSERT INTO audit_partition (part, size, key_id, head_mac) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (part) DO UPDATE SET size = excluded.size, key_id = excluded.key_id, \
+             head_mac = excluded.head_mac",
+            (
+                part.into_sql::<Integer>(),
+                size.into_sql::<BigInt>(),
+                head.key.kid.as_str().into_sql::<Text>(),
+                head.key.mac.head_mac(head.service, part, size).to_vec().into_sql::<Binary>(),
+            ),
+        )
+        .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Holds the head of `part` for this transaction (creating it empty on first use); returns its
@@ -1262,6 +1397,71 @@ mod tests {
         // Group commit: fewer transactions than rows.
         let stats = audit.stats();
         assert!(stats.transactions.load(Ordering::Relaxed) < stats.rows.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn rows_rolled_back_with_their_write_leave_no_gap_when_writes_share_a_batch() {
+        // SQLite's writer keeps a partition's head in memory for a batch (`batch_head`). Writes
+        // that append and then fail (their savepoint rolled back) sit in the same batches as
+        // writes that commit and as group-committed rows; the log must stay gap-free with the
+        // head equal to what is left.
+        let (_dir, audit) = store().await;
+        let person = Uuid::now_v7();
+        // Hold the writer so that what follows queues up and shares batches.
+        let held = audit.db.write(|_conn| {
+            std::thread::sleep(Duration::from_millis(100));
+            Ok::<_, DbError>(())
+        });
+        let mut writes = Vec::new();
+        for i in 0..48 {
+            let inline = audit.inline("hospital", "/m/Settle");
+            writes.push(tokio::spawn({
+                let db = audit.db.clone();
+                async move {
+                    db.write(move |conn| {
+                        write_transaction(conn, |conn| {
+                            inline.append(conn, person, Code::Ok)?;
+                            if i % 3 == 1 {
+                                // A failure after the append: the row goes with the write.
+                                return Err(DbError::Query("refused after its audit row".into()));
+                            }
+                            inline.append(conn, person, Code::Ok)?;
+                            Ok(())
+                        })
+                    })
+                    .await
+                    .is_ok()
+                }
+            }));
+        }
+        let records: Vec<_> = (0..16)
+            .map(|_| {
+                let audit = audit.clone();
+                tokio::spawn(async move { audit.record("ops", "/m/GetPerson", person, Code::Ok).await })
+            })
+            .collect();
+        held.await.unwrap();
+        let mut committed = 0;
+        for write in writes {
+            committed += usize::from(write.await.unwrap());
+        }
+        for record in records {
+            record.await.unwrap();
+        }
+        assert_eq!(committed, 32);
+        let rows = (committed * 2 + 16) as i64;
+        let report = verify(&audit).await;
+        assert_eq!((report.rows, report.faults), (rows, vec![]));
+        let head: i64 = audit
+            .db
+            .run(|conn| audit_partition::table.find(0).select(audit_partition::size).first(conn).map_err(DbError::from))
+            .await
+            .unwrap();
+        assert_eq!(head, rows);
+        assert_eq!(audit.checkpoint_now().await.unwrap(), 1);
+        audit.record("ops", "/m/GetPerson", person, Code::Ok).await;
+        let report = verify(&audit).await;
+        assert_eq!((report.rows, report.unsealed_rows, report.faults), (rows + 1, 1, vec![]));
     }
 
     #[tokio::test]
