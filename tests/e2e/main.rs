@@ -40,6 +40,7 @@ mod persons;
 mod privacy;
 mod revocation;
 mod settlement;
+mod settlement_items;
 mod sms;
 mod telemetry;
 mod tls;

@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod objects;
 pub mod schema;
 pub mod settlement;
+mod settlement_details;
 pub mod visit;
 pub mod voucher;
 
