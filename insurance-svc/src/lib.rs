@@ -49,6 +49,8 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.SettlementService/Settle", scopes::SETTLEMENT_WRITE),
     ("/medins.insurance.v1.SettlementService/ReverseSettlement", scopes::SETTLEMENT_REVERSE),
     ("/medins.insurance.v1.SettlementService/GetAnnualExpenses", scopes::EXPENSES_READ),
+    ("/medins.insurance.v1.SettlementService/ListSettlements", scopes::SETTLEMENT_READ),
+    ("/medins.insurance.v1.SettlementService/GetSettlement", scopes::SETTLEMENT_READ),
     ("/medins.insurance.v1.IdentityEventService/FaceVerificationCompleted", scopes::SERVICE),
     ("/medins.insurance.v1.IdentityEventService/PersonSuperseded", scopes::SERVICE),
     ("/medins.insurance.v1.PersonAccessService/ListPersonAccesses", scopes::SERVICE),
@@ -173,6 +175,7 @@ impl InsuranceService {
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             identity,
             audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone(), "insurance-svc", audit_keys),
+            partners: partners.clone(),
             db,
             clock,
         });

@@ -39,6 +39,7 @@ mod persons;
 mod privacy;
 mod revocation;
 mod settlement;
+mod settlement_records;
 mod sms;
 mod telemetry;
 mod tls;

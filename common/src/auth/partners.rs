@@ -496,6 +496,8 @@ fn sha256(text: &str) -> [u8; 32] {
 pub struct Partner {
     /// Partner id.
     pub id: String,
+    /// Display name (a hospital's name on a person's settlement records).
+    pub name: String,
     /// Kind.
     pub kind: PartnerKind,
     /// Scopes held.
@@ -541,6 +543,7 @@ impl Snapshot {
             }
             let partner = Arc::new(Partner {
                 id: entry.id.clone(),
+                name: entry.name.clone(),
                 kind: entry.kind,
                 scopes: entry.scopes.clone(),
                 face_provider: entry.face_provider.clone(),

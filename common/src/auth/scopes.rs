@@ -74,6 +74,8 @@ pub const SETTLEMENT_WRITE: &str = "settlement.write";
 pub const SETTLEMENT_REVERSE: &str = "settlement.reverse";
 /// Read a person's annual medical expenses (with a person token; operators any).
 pub const EXPENSES_READ: &str = "expenses.read";
+/// Read a person's own settlement records (with a person token; operators any).
+pub const SETTLEMENT_READ: &str = "settlement.read";
 /// Apply for social security cards and replacements (a person's own with a person token;
 /// counter channels by operators).
 pub const CARD_APPLY: &str = "card.apply";
@@ -115,6 +117,7 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     FAMILY_READ,
     CODE_ISSUE,
     EXPENSES_READ,
+    SETTLEMENT_READ,
     DOCUMENT_UPLOAD,
     DOCUMENT_READ,
     CARD_APPLY,
@@ -168,6 +171,7 @@ pub const OPS: &[&str] = &[
     SETTLEMENT_WRITE,
     SETTLEMENT_REVERSE,
     EXPENSES_READ,
+    SETTLEMENT_READ,
     DOCUMENT_UPLOAD,
     DOCUMENT_READ,
     CARD_APPLY,

@@ -163,6 +163,18 @@ pub const RULES: &[Rule] = &[
         allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
         refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
     },
+    // A person's own settlement records (issue 17 item 6): the person, an ACTIVE binder (as for
+    // GetAnnualExpenses), operators.
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/ListSettlements",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/GetSettlement",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: NO_SETTLEMENT,
+    },
     // FamilyService (issue 13 item 1, issue 14): the owner and the member act on their own
     // bindings with their own tokens; binders have no standing here (a binding gives power over
     // the member's codes and expenses, not over other bindings); operators act for anyone.

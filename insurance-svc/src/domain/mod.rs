@@ -15,5 +15,6 @@ pub mod letter;
 pub mod pdf;
 pub mod qr;
 pub mod settlement;
+pub mod settlement_records;
 pub mod visit;
 pub mod voucher;

@@ -223,6 +223,20 @@ impl SettlementService for SettlementApi {
         access.record(state, known, &result).await;
         result.map(Response::new)
     }
+
+    async fn list_settlements(
+        &self,
+        request: Request<pb::ListSettlementsRequest>,
+    ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
+        super::settlement_records::list_settlements(&self.state, request).await
+    }
+
+    async fn get_settlement(
+        &self,
+        request: Request<pb::GetSettlementRequest>,
+    ) -> Result<Response<pb::GetSettlementResponse>, Status> {
+        super::settlement_records::get_settlement(&self.state, request).await
+    }
 }
 
 fn visit_not_found() -> ApiError {

@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod objects;
 pub mod schema;
 pub mod settlement;
+pub mod settlement_records;
 pub mod visit;
 pub mod voucher;
 

@@ -58,7 +58,7 @@ use crate::domain::{
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = settlements)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
-struct SettlementRow {
+pub(crate) struct SettlementRow {
     id: DbUuid,
     visit_id: DbUuid,
     person_id: DbUuid,
