@@ -51,6 +51,9 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.SettlementService/GetAnnualExpenses", scopes::EXPENSES_READ),
     ("/medins.insurance.v1.SettlementService/ListSettlements", scopes::SETTLEMENT_READ),
     ("/medins.insurance.v1.SettlementService/GetSettlement", scopes::SETTLEMENT_READ),
+    ("/medins.insurance.v1.ReimbursementService/SubmitClaim", scopes::CLAIMS_SUBMIT),
+    ("/medins.insurance.v1.ReimbursementService/ReviewClaim", scopes::CLAIMS_REVIEW),
+    ("/medins.insurance.v1.ReimbursementService/ListClaims", scopes::CLAIMS_READ),
     ("/medins.insurance.v1.IdentityEventService/FaceVerificationCompleted", scopes::SERVICE),
     ("/medins.insurance.v1.IdentityEventService/PersonSuperseded", scopes::SERVICE),
     ("/medins.insurance.v1.PersonAccessService/ListPersonAccesses", scopes::SERVICE),
@@ -244,6 +247,10 @@ impl InsuranceService {
             medins_proto::insurance::v1::cross_region_service_server::CrossRegionServiceServer,
             service::cross_region::CrossRegionApi
         );
+        let reimbursement = limited!(
+            medins_proto::insurance::v1::reimbursement_service_server::ReimbursementServiceServer,
+            service::claim::ReimbursementApi
+        );
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
         let revocation_refresher = self.state.person_tokens.spawn_revocation_refresher();
         let code_keys_watcher =
@@ -255,6 +262,11 @@ impl InsuranceService {
         let definition = ServiceDefinition {
             name: "insurance-svc",
             grpc_services: vec![
+                service_name::<
+                    medins_proto::insurance::v1::reimbursement_service_server::ReimbursementServiceServer<
+                        service::claim::ReimbursementApi,
+                    >,
+                >(),
                 service_name::<AccountServiceServer<AccountApi>>(),
                 service_name::<
                     medins_proto::insurance::v1::voucher_service_server::VoucherServiceServer<
@@ -297,7 +309,8 @@ impl InsuranceService {
                 .add_service(documents)
                 .add_service(cards)
                 .add_service(catalog)
-                .add_service(cross_region),
+                .add_service(cross_region)
+                .add_service(reimbursement),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),

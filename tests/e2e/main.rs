@@ -37,6 +37,7 @@ mod names;
 mod outbox;
 mod persons;
 mod privacy;
+mod reimbursement;
 mod revocation;
 mod settlement;
 mod settlement_records;

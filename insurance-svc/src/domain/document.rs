@@ -22,16 +22,19 @@ pub enum DocumentKind {
     Photo,
     /// A drawn signature (embedded in a commitment letter).
     Signature,
+    /// An invoice or itemised bill of care paid out of pocket (a reimbursement claim's evidence).
+    Invoice,
 }
 
 impl DocumentKind {
-    const ALL: [DocumentKind; 6] = [
+    const ALL: [DocumentKind; 7] = [
         DocumentKind::CommitmentLetter,
         DocumentKind::HouseholdRegister,
         DocumentKind::IdCardFront,
         DocumentKind::IdCardBack,
         DocumentKind::Photo,
         DocumentKind::Signature,
+        DocumentKind::Invoice,
     ];
 
     /// Stored spelling.
@@ -43,6 +46,7 @@ impl DocumentKind {
             DocumentKind::IdCardBack => "ID_CARD_BACK",
             DocumentKind::Photo => "PHOTO",
             DocumentKind::Signature => "SIGNATURE",
+            DocumentKind::Invoice => "INVOICE",
         }
     }
 
@@ -89,11 +93,11 @@ impl ContentType {
 impl DocumentKind {
     /// Whether a document of this kind may have this content type: photos of a person, of an ID
     /// card and drawn signatures are images (they are shown, printed on cards and embedded in
-    /// letters); letters and household register pages are often scanned to PDF, so they may be
+    /// letters); letters, household register pages and invoices are often scanned to PDF, so they may be
     /// either.
     pub fn allows(self, content_type: ContentType) -> bool {
         match self {
-            DocumentKind::CommitmentLetter | DocumentKind::HouseholdRegister => true,
+            DocumentKind::CommitmentLetter | DocumentKind::HouseholdRegister | DocumentKind::Invoice => true,
             DocumentKind::IdCardFront | DocumentKind::IdCardBack | DocumentKind::Photo | DocumentKind::Signature => {
                 content_type.is_image()
             }

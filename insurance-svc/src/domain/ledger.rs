@@ -36,16 +36,19 @@ pub enum EntryKind {
     Adjustment,
     /// Undoes a settlement or family-aid entry.
     Reversal,
+    /// The fund's share of an approved reimbursement claim, credited (`domain::claim`).
+    ClaimReimbursement,
 }
 
 impl EntryKind {
     /// Every kind.
-    pub const ALL: [EntryKind; 5] = [
+    pub const ALL: [EntryKind; 6] = [
         EntryKind::Contribution,
         EntryKind::Settlement,
         EntryKind::FamilyAid,
         EntryKind::Adjustment,
         EntryKind::Reversal,
+        EntryKind::ClaimReimbursement,
     ];
 
     /// Stored spelling.
@@ -56,6 +59,7 @@ impl EntryKind {
             EntryKind::FamilyAid => "FAMILY_AID",
             EntryKind::Adjustment => "ADJUSTMENT",
             EntryKind::Reversal => "REVERSAL",
+            EntryKind::ClaimReimbursement => "CLAIM_REIMBURSEMENT",
         }
     }
 

@@ -4,6 +4,7 @@ pub mod access;
 pub mod account;
 pub mod card;
 pub mod catalog;
+pub mod claim;
 pub mod code;
 pub mod cross_region;
 pub mod document;

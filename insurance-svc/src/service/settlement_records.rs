@@ -36,7 +36,7 @@ pub fn record_message(state: &State, record: &SettlementRecord) -> pb::Settlemen
         partner_id,
         partner_name,
         visit_opened_at,
-        claim_id: String::new(),
+        claim_id: record.claim_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 

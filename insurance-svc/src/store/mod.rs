@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod card;
+pub mod claim;
 pub mod cross_region;
 pub mod document;
 pub mod document_sweeper;

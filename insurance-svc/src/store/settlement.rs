@@ -60,7 +60,7 @@ use crate::domain::{
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct SettlementRow {
     id: DbUuid,
-    visit_id: DbUuid,
+    visit_id: Option<DbUuid>,
     person_id: DbUuid,
     category: Category,
     pay_from: PayFrom,
@@ -81,7 +81,7 @@ impl From<SettlementRow> for Settlement {
     fn from(row: SettlementRow) -> Self {
         Settlement {
             id: row.id.into(),
-            visit_id: row.visit_id.into(),
+            visit_id: row.visit_id.map(Uuid::from),
             person_id: row.person_id.into(),
             category: row.category,
             pay_from: row.pay_from,
@@ -285,7 +285,7 @@ fn store_settlement(conn: &mut DbConnection, new: &NewSettlement) -> Result<(), 
         Chain(
             (
                 DbUuid(settled.id).into_sql::<Text>(),
-                DbUuid(settled.visit_id).into_sql::<Text>(),
+                settled.visit_id.map(DbUuid).into_sql::<Nullable<Text>>(),
                 DbUuid(settled.person_id).into_sql::<Text>(),
                 settled.category.as_str().into_sql::<Text>(),
                 settled.pay_from.as_str().into_sql::<Text>(),
@@ -625,7 +625,10 @@ fn store_settlements(
     let settlements = Chain(
         (
             texts(|s| s.id.to_string()),
-            texts(|s| s.visit_id.to_string()),
+            new.iter()
+                .map(|s| s.visit_id.map(|id| id.to_string()))
+                .collect::<Vec<_>>()
+                .into_sql::<Array<Nullable<Text>>>(),
             texts(|s| s.person_id.to_string()),
             texts(|s| s.category.as_str().to_owned()),
             texts(|s| s.pay_from.as_str().to_owned()),
@@ -766,6 +769,7 @@ impl SettlementStore {
                     let mut found = find(conn, settlement_id)?
                         .ok_or_else(|| ApiError::not_found(Reason::SettlementNotFound, "no such settlement"))?;
                     settlement::ensure_reversible(found.status)?;
+                    crate::domain::claim::ensure_reversible_settlement(found.visit_id)?;
                     // Totals, then account: the order settling takes them in (settle_inputs).
                     let ytd = lock_year_to_date(conn, found.person_id, found.year, found.category)?;
                     let charged = found.charged_account_id.filter(|_| found.account_cents > 0);
@@ -838,4 +842,47 @@ impl SettlementStore {
             })
             .await
     }
+}
+
+/// Settles an approved reimbursement claim in the caller's write transaction (`store::claim`),
+/// with the one decision ([`settlement::decide`]) as a self-paid bill of `person_id`, whose
+/// account `account_id` gives the scheme: the totals row, then the account row are locked (the
+/// lock order of the module doc); the call is keyed by the claim, and the settlement written
+/// has no visit. Returns the settlement and the account as locked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn settle_claim(
+    conn: &mut DbConnection,
+    policy: &PolicyTable,
+    claim_id: Uuid,
+    reviewer: &str,
+    person_id: Uuid,
+    account_id: Uuid,
+    terms: SettleTerms,
+    now: NaiveDateTime,
+) -> Result<(Settlement, AccountFacts), TxError> {
+    let call = SettleCall { visit_id: claim_id, partner_id: reviewer.to_owned(), terms, now };
+    let year_to_date = lock_year_to_date(conn, person_id, call.year(), call.terms.category)?;
+    let locked = lock_account(conn, account_id)?
+        .ok_or_else(|| ApiError::internal(format_args!("claim {claim_id}: its account vanished")))?;
+    let holder_account = AccountFacts {
+        id: locked.id,
+        scheme: locked.scheme,
+        status: locked.status,
+        balance_cents: locked.balance_cents,
+    };
+    let facts = SettleFacts {
+        call: &call,
+        opened_by: reviewer,
+        person_id,
+        earlier: None,
+        holder_account,
+        family_aid: None,
+        year_to_date,
+    };
+    let Decision::Settle(mut new) = settlement::decide(policy, facts)? else {
+        return Err(ApiError::internal(format_args!("claim {claim_id}: a first settlement replayed")).into());
+    };
+    new.settlement.visit_id = None;
+    store_settlement(conn, &new)?;
+    Ok((new.settlement, holder_account))
 }

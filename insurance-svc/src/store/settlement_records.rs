@@ -36,11 +36,13 @@ pub struct SettlementRecord {
     pub settlement: Settlement,
     /// Its visit, when it settled one.
     pub visit: Option<VisitFacts>,
+    /// The reimbursement claim it paid, when it settled one (no visit then).
+    pub claim_id: Option<Uuid>,
 }
 
 /// The visits of `settled`, joined to them in order.
 fn with_visits(conn: &mut DbConnection, settled: Vec<Settlement>) -> ApiResult<Vec<SettlementRecord>> {
-    let ids: Vec<DbUuid> = settled.iter().map(|s| DbUuid(s.visit_id)).collect();
+    let ids: Vec<DbUuid> = settled.iter().filter_map(|s| s.visit_id.map(DbUuid)).collect();
     let found: Vec<(DbUuid, String, NaiveDateTime)> = if ids.is_empty() {
         Vec::new()
     } else {
@@ -53,11 +55,14 @@ fn with_visits(conn: &mut DbConnection, settled: Vec<Settlement>) -> ApiResult<V
         .into_iter()
         .map(|(id, partner_id, opened_at)| (Uuid::from(id), VisitFacts { partner_id, opened_at }))
         .collect();
+    let without_visit: Vec<Uuid> = settled.iter().filter(|s| s.visit_id.is_none()).map(|s| s.id).collect();
+    let claims = super::claim::claims_of_settlements(conn, &without_visit)?;
     Ok(settled
         .into_iter()
         .map(|settlement| {
-            let visit = by_id.remove(&settlement.visit_id);
-            SettlementRecord { settlement, visit }
+            let visit = settlement.visit_id.and_then(|id| by_id.remove(&id));
+            let claim_id = claims.get(&settlement.id).copied();
+            SettlementRecord { settlement, visit, claim_id }
         })
         .collect())
 }
