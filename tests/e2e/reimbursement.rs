@@ -171,6 +171,14 @@ async fn an_approved_claim_is_settled_by_the_policy_and_its_fund_share_credited_
         .into_inner();
     assert_eq!(mine.claims, vec![approved.clone()]);
 
+    // The person's access history shows the submission and the review.
+    let audit = stack.audit_replica("insurance-svc");
+    let history = audit.history(uuid::Uuid::parse_str(&person.person_id).unwrap(), None, 1000).await.unwrap();
+    let methods: Vec<String> = history.iter().map(|e| format!("{} {}", e.method, e.outcome)).collect();
+    for row in ["ReimbursementService/SubmitClaim OK", "ReimbursementService/ReviewClaim OK"] {
+        assert!(methods.contains(&format!("/medins.insurance.v1.{row}")), "{row} in {methods:?}");
+    }
+
     // A claim's settlement is not reversed: its money was paid back already.
     let reversal = stack
         .settlements(Some(&stack.keys.ops))

@@ -193,5 +193,16 @@ async fn a_stranger_learns_nothing_and_another_persons_settlement_is_not_found_l
     // Their own is theirs to read.
     let mine = get(own.settlement_id.clone()).await.expect("own settlement").into_inner().settlement.unwrap();
     assert_eq!(mine.settlement.as_ref(), Some(&own));
+
+    // The holder's access history shows the stranger's refused look at their settlement, and
+    // the holder's own listing.
+    list_as(&stack, &holder.token, &holder.person_id, year, 0, "").await.expect("own list");
+    let audit = stack.audit_replica("insurance-svc");
+    let history = audit.history(uuid::Uuid::parse_str(&holder.person_id).unwrap(), None, 1000).await.unwrap();
+    let rows: Vec<(String, String)> = history.iter().map(|e| (e.method.clone(), e.outcome.clone())).collect();
+    for (method, outcome) in [("GetSettlement", "NOT_FOUND"), ("ListSettlements", "OK")] {
+        let row = (format!("/medins.insurance.v1.SettlementService/{method}"), outcome.to_owned());
+        assert!(rows.contains(&row), "{row:?} in {rows:?}");
+    }
     stack.shutdown().await;
 }
