@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use medins_common::{
     audit::AuditKeys,
-    auth::{PartnerKind, PartnersFile, RateLimit},
+    auth::{CareSite, HospitalLevel, PartnerKind, PartnersFile, RateLimit},
     config::CommonArgs,
     crypto::DataKeys,
     db::Db,
@@ -234,6 +234,15 @@ enum PartnerCommand {
         /// must match.
         #[arg(long)]
         pin_client_subject: Option<String>,
+        /// A HOSPITAL's or PHARMACY's six-digit region code, where its care is given (decides
+        /// cross-region care and the catalogue its bills are priced in); with --hospital-level.
+        /// Without both, its care settles as care in each patient's insured region, UNGRADED.
+        #[arg(long, requires = "hospital_level")]
+        region_code: Option<String>,
+        /// Its grade: LEVEL_1, LEVEL_2, LEVEL_3 or UNGRADED for a HOSPITAL, PHARMACY for a
+        /// PHARMACY; with --region-code.
+        #[arg(long, requires = "region_code")]
+        hospital_level: Option<HospitalLevel>,
         /// Partners file.
         #[arg(long, env = "MEDINS_PARTNERS_FILE", default_value = "data/partners.toml")]
         partners_file: PathBuf,
@@ -312,6 +321,17 @@ const DEMO_PARTNERS: &[(&str, PartnerKind)] = &[
     ("demo-employer", PartnerKind::Employer),
     ("demo-terminal", PartnerKind::Terminal),
 ];
+
+/// Where the demo hospital and pharmacy give care (README walkthrough): the pharmacy in the
+/// walkthrough person's own district of Beijing, the hospital a level-3 hospital in Shanghai,
+/// where the person files cross-region care.
+fn demo_care_site(kind: PartnerKind) -> Option<(&'static str, HospitalLevel)> {
+    match kind {
+        PartnerKind::Pharmacy => Some(("110105", HospitalLevel::Pharmacy)),
+        PartnerKind::Hospital => Some(("310104", HospitalLevel::Level3)),
+        _ => None,
+    }
+}
 
 /// The employer code the demo employer speaks for.
 const DEMO_EMPLOYER_CODE: &str = "DEMO-EMPLOYER-01";
@@ -440,6 +460,10 @@ fn prepare_data_dir(dir: &DataDir) -> anyhow::Result<bool> {
                 // The walkthrough's employer (README) speaks for this one code.
                 file.set_employer_codes(id, BTreeSet::from([DEMO_EMPLOYER_CODE.to_owned()]))
                     .map_err(anyhow::Error::msg)?;
+            }
+            if let Some((region_code, level)) = demo_care_site(*kind) {
+                let site = CareSite { region_code: region_code.to_owned(), level };
+                file.set_care_site(id, Some(site)).map_err(anyhow::Error::msg)?;
             }
             let variable = format!("MEDINS_{}_KEY", id.trim_start_matches("demo-").replace('-', "_").to_uppercase());
             println!("  {id:<20} {:<13} {}", kind.as_str(), key.expose());
@@ -615,6 +639,8 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
             employer_codes,
             pin_client_cert,
             pin_client_subject,
+            region_code,
+            hospital_level,
             partners_file,
         } => {
             let pin = client_certificate_pin(pin_client_cert.as_deref(), pin_client_subject)?;
@@ -634,6 +660,8 @@ fn partner(command: PartnerCommand) -> anyhow::Result<()> {
             file.set_face_provider(&id, face_provider.as_deref()).map_err(anyhow::Error::msg)?;
             file.set_sms_daily_quota(&id, sms_daily_quota).map_err(anyhow::Error::msg)?;
             file.set_employer_codes(&id, employer_codes.into_iter().collect()).map_err(anyhow::Error::msg)?;
+            let site = region_code.zip(hospital_level).map(|(region_code, level)| CareSite { region_code, level });
+            file.set_care_site(&id, site).map_err(anyhow::Error::msg)?;
             let pinned = pin.is_some();
             file.set_client_certificate(&id, pin).map_err(anyhow::Error::msg)?;
             file.save(&partners_file)?;

@@ -194,6 +194,7 @@ impl Workload for SettleLoad {
             pay_from: PayFrom::HolderAccount as i32,
             items_summary: "bench: consultation".into(),
             binder_person_id: String::new(),
+            ..Default::default()
         };
         async move { client.settle(authorized(request, &self.hospital, None)).await.map(drop) }
     }

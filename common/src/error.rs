@@ -89,6 +89,11 @@ reasons! {
     VisitAlreadySettled => "VISIT_ALREADY_SETTLED" @ FailedPrecondition,
     SettlementNotFound => "SETTLEMENT_NOT_FOUND" @ NotFound,
     SettlementAlreadyReversed => "SETTLEMENT_ALREADY_REVERSED" @ FailedPrecondition,
+    CrossRegionNotFiled => "CROSS_REGION_NOT_FILED" @ FailedPrecondition,
+    PreSettlementNotFound => "PRE_SETTLEMENT_NOT_FOUND" @ NotFound,
+    PreSettlementExpired => "PRE_SETTLEMENT_EXPIRED" @ FailedPrecondition,
+    PreSettlementStale => "PRE_SETTLEMENT_STALE" @ FailedPrecondition,
+    PreSettlementTermsDiffer => "PRE_SETTLEMENT_TERMS_DIFFER" @ FailedPrecondition,
     FamilyAidNotAuthorised => "FAMILY_AID_NOT_AUTHORISED" @ FailedPrecondition,
     CannotBindSelf => "CANNOT_BIND_SELF" @ FailedPrecondition,
     AlreadyBound => "ALREADY_BOUND" @ AlreadyExists,
@@ -304,6 +309,16 @@ impl ApiError {
     pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.cause = Some(std::sync::Arc::new(cause));
         self
+    }
+
+    /// The `BadRequest` field violations' fields, in order.
+    pub fn violated_fields(&self) -> Vec<&str> {
+        self.field_violations.iter().map(|(field, _)| field.as_str()).collect()
+    }
+
+    /// The ErrorInfo metadata value of `key`, if set.
+    pub fn metadata_value(&self, key: &str) -> Option<&str> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Adds a `BadRequest` field violation.

@@ -435,6 +435,7 @@ fn settle_request(visit_id: &str) -> SettleRequest {
         pay_from: PayFrom::HolderAccount as i32,
         items_summary: "1 item".into(),
         binder_person_id: String::new(),
+        ..Default::default()
     }
 }
 

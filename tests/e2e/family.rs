@@ -68,6 +68,7 @@ fn settle(visit_id: &str, total_cents: i64, pay_from: PayFrom, binder: &str) -> 
         pay_from: pay_from as i32,
         items_summary: "药品 x2".into(),
         binder_person_id: binder.to_owned(),
+        ..Default::default()
     }
 }
 

@@ -83,6 +83,7 @@ fn aid_request(visit_id: &str, total_cents: i64, binder_person_id: &str) -> Sett
         pay_from: PayFrom::BinderAccount as i32,
         items_summary: "药品 x1".into(),
         binder_person_id: binder_person_id.to_owned(),
+        ..Default::default()
     }
 }
 

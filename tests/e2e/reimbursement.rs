@@ -26,21 +26,22 @@ async fn invoice_of(stack: &Stack, person: &Binder) -> String {
         .document_id
 }
 
-/// An inpatient bill at a hospital in Shanghai three days ago: 2 x 25 yuan + 3 000 yuan.
+/// An inpatient bill three days ago at a hospital of the person's own region (110105) that could
+/// not settle directly: 100 x 25 yuan of a class A item, 3 000 yuan of a self-funded one.
 fn claim_request(stack: &Stack, person_id: &str, invoices: Vec<String>, payout: ClaimPayout) -> SubmitClaimRequest {
     let day = stack.clock_today() - Duration::days(3);
     SubmitClaimRequest {
         person_id: person_id.into(),
-        hospital_name: "上海市第六人民医院".into(),
-        hospital_region_code: "310104".into(),
+        hospital_name: "北京市朝阳区某医院".into(),
+        hospital_region_code: "110105".into(),
         category: Category::Inpatient as i32,
         care_date: Some(CardDate { year: day.year(), month: day.month() as i32, day: day.day() as i32 }),
-        not_settled_because: NotSettledBecause::EmergencyElsewhereUnfiled as i32,
+        not_settled_because: NotSettledBecause::HospitalCouldNotSettle as i32,
         items: vec![
-            ClaimItem { code: CAPPED.into(), quantity: 2, unit_price_cents: 2_500 },
+            ClaimItem { code: CAPPED.into(), quantity: 100, unit_price_cents: 2_500 },
             ClaimItem { code: SELF_FUNDED.into(), quantity: 1, unit_price_cents: 300_000 },
         ],
-        total_cents: 305_000,
+        total_cents: 550_000,
         invoice_document_ids: invoices,
         payout: payout as i32,
     }
@@ -96,7 +97,7 @@ async fn an_approved_claim_is_settled_by_the_policy_and_its_fund_share_credited_
         .expect("submit")
         .into_inner();
     let claim = first.claim.expect("claim");
-    assert_eq!((claim.status, claim.total_cents), (ClaimStatus::Submitted as i32, 305_000));
+    assert_eq!((claim.status, claim.total_cents), (ClaimStatus::Submitted as i32, 550_000));
     assert_eq!(claim.invoice_document_ids, vec![invoice.clone()]);
     assert_eq!(claim.items.len(), 2);
     let replay = stack
@@ -119,18 +120,25 @@ async fn an_approved_claim_is_settled_by_the_policy_and_its_fund_share_credited_
     let approved =
         review(&stack, review_request(&claim.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
     assert_eq!(approved.status, ClaimStatus::Approved as i32);
-    // EMPLOYEE x INPATIENT: 1 300 yuan deductible, then 85 %: (305 000 - 130 000) x 0.85.
+    // The policy's decision on a self-paid bill: the fund pays part of the 2 500 yuan in scope
+    // above EMPLOYEE x INPATIENT's 1 300 yuan deductible, nothing of the self-funded item; the
+    // individual account pays nothing (the person paid at the hospital).
     let settled = approved.settlement.clone().expect("the claim's settlement");
+    let fund = settled.fund_cents;
+    assert!(fund > 0 && fund <= 250_000 - 130_000, "{settled:?}");
+    assert_eq!((settled.total_cents, settled.account_cents, settled.self_cents), (550_000, 0, 550_000 - fund));
+    let receipt = settled.receipt.clone().expect("the receipt: the decision per item");
     assert_eq!(
-        (settled.total_cents, settled.fund_cents, settled.account_cents, settled.self_cents),
-        (305_000, 148_750, 0, 156_250)
+        (receipt.in_scope_cents, receipt.c_self_funded_cents, receipt.deductible_cents),
+        (250_000, 300_000, 130_000)
     );
+    assert_eq!(receipt.items.len(), 2);
     assert_eq!((settled.visit_id.as_str(), settled.status), ("", SettlementStatus::Settled as i32));
-    assert_eq!(approved.credited_cents, 148_750);
-    assert_eq!(stack.year_to_date(&person.person_id, year, "INPATIENT").await, (305_000, 148_750, 130_000));
+    assert_eq!(approved.credited_cents, fund);
+    assert_eq!(stack.year_to_date(&person.person_id, year, "INPATIENT").await, (550_000, fund, 130_000));
 
     // The account: the fund's share credited once, by a CLAIM_REIMBURSEMENT entry naming the claim.
-    assert_eq!(balance(&stack, &person).await, 10_000 + 148_750);
+    assert_eq!(balance(&stack, &person).await, 10_000 + fund);
     let credits: Vec<_> = stack
         .all_entries(&person.account_id)
         .await
@@ -138,8 +146,8 @@ async fn an_approved_claim_is_settled_by_the_policy_and_its_fund_share_credited_
         .filter(|e| e.kind == EntryKind::ClaimReimbursement as i32)
         .collect();
     assert_eq!(credits.len(), 1);
-    assert_eq!((credits[0].amount_cents, credits[0].reference.as_str()), (148_750, claim.claim_id.as_str()));
-    assert_eq!(stack.balance_and_ledger_sum(&person.account_id).await, (158_750, 158_750));
+    assert_eq!((credits[0].amount_cents, credits[0].reference.as_str()), (fund, claim.claim_id.as_str()));
+    assert_eq!(stack.balance_and_ledger_sum(&person.account_id).await, (10_000 + fund, 10_000 + fund));
 
     // The person's records show the settlement as the claim's; their list shows it APPROVED.
     let records = stack
@@ -370,7 +378,7 @@ async fn strangers_submit_nothing_for_others_and_learn_nothing_of_their_claims_o
     }
     let mut over_cap = claim_request(&stack, &stranger.person_id, vec![invoice.clone()], ClaimPayout::Account);
     over_cap.items[0].unit_price_cents = 2_501;
-    over_cap.total_cents = 2 * 2_501 + 300_000;
+    over_cap.total_cents = 100 * 2_501 + 300_000;
     let refused = submit(&stack, &stranger, over_cap).await.unwrap_err();
     assert_eq!(bad_fields(&refused), vec!["items[0].unit_price_cents".to_owned()]);
 

@@ -21,6 +21,7 @@ fn settle_request(visit_id: &str, total_cents: i64, category: Category, pay_from
         pay_from: pay_from as i32,
         items_summary: "挂号费 x1, 血常规 x1".into(),
         binder_person_id: String::new(),
+        ..Default::default()
     }
 }
 
@@ -415,7 +416,8 @@ async fn annual_expenses_add_up_by_category_and_by_china_standard_time_month() {
         vec![
             (Category::Outpatient as i32, 2_500, 2),
             (Category::Inpatient as i32, 4_000, 1),
-            (Category::Pharmacy as i32, 3_000, 1)
+            (Category::Pharmacy as i32, 3_000, 1),
+            (Category::ChronicSpecial as i32, 0, 0)
         ]
     );
     let by_month: Vec<(i32, i64)> = y2027.by_month.iter().map(|m| (m.month, m.totals.unwrap().total_cents)).collect();

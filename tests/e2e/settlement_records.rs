@@ -32,6 +32,7 @@ async fn settled_visit(stack: &Stack, holder: &Binder, total_cents: i64) -> Sett
             pay_from: PayFrom::HolderAccount as i32,
             items_summary: "挂号费 x1".into(),
             binder_person_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("settle")

@@ -16,7 +16,10 @@ use futures::future::BoxFuture;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-pub use partners::{ApiKey, CertificatePin, Partner, PartnerKind, Partners, PartnersFile, RateLimit, is_employer_code};
+pub use partners::{
+    ApiKey, CareSite, CertificatePin, HospitalLevel, Partner, PartnerKind, Partners, PartnersFile, RateLimit,
+    is_employer_code, is_region_code,
+};
 
 use crate::{
     error::{ApiError, ApiResult, Reason},

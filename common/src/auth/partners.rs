@@ -136,6 +136,78 @@ impl FromStr for PartnerKind {
     }
 }
 
+/// A hospital's grade in the national grading of medical institutions (一级, 二级, 三级), or a
+/// pharmacy; UNGRADED for institutions outside the grading (clinics, community health
+/// stations). The settlement policy may differ by level (docs/architecture.md#visits-and-settlement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum HospitalLevel {
+    /// Level 1 (一级): community and township hospitals.
+    #[serde(rename = "LEVEL_1")]
+    Level1,
+    /// Level 2 (二级): district and county hospitals.
+    #[serde(rename = "LEVEL_2")]
+    Level2,
+    /// Level 3 (三级): regional and teaching hospitals.
+    #[serde(rename = "LEVEL_3")]
+    Level3,
+    /// A designated retail pharmacy.
+    #[serde(rename = "PHARMACY")]
+    Pharmacy,
+    /// Outside the grading.
+    #[serde(rename = "UNGRADED")]
+    Ungraded,
+}
+
+impl HospitalLevel {
+    /// Every level.
+    pub const ALL: [HospitalLevel; 5] = [
+        HospitalLevel::Level1,
+        HospitalLevel::Level2,
+        HospitalLevel::Level3,
+        HospitalLevel::Pharmacy,
+        HospitalLevel::Ungraded,
+    ];
+
+    /// The file, CLI and stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HospitalLevel::Level1 => "LEVEL_1",
+            HospitalLevel::Level2 => "LEVEL_2",
+            HospitalLevel::Level3 => "LEVEL_3",
+            HospitalLevel::Pharmacy => "PHARMACY",
+            HospitalLevel::Ungraded => "UNGRADED",
+        }
+    }
+
+    /// The level spelled `text` (exactly as stored).
+    pub fn parse(text: &str) -> Option<HospitalLevel> {
+        HospitalLevel::ALL.into_iter().find(|level| level.as_str() == text)
+    }
+}
+
+impl FromStr for HospitalLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HospitalLevel::parse(&s.to_ascii_uppercase())
+            .ok_or_else(|| format!("unknown hospital level {s:?}; one of {:?}", HospitalLevel::ALL.map(|l| l.as_str())))
+    }
+}
+
+/// Where a hospital or pharmacy gives care: its six-digit region code and its level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CareSite {
+    /// Six-digit administrative region code.
+    pub region_code: String,
+    /// Grade.
+    pub level: HospitalLevel,
+}
+
+/// Whether `text` is a six-digit administrative region code (not starting with 0).
+pub fn is_region_code(text: &str) -> bool {
+    text.len() == 6 && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0')
+}
+
 /// Requests per second a partner may make, with a burst allowance (GCRA).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RateLimit {
@@ -199,6 +271,53 @@ pub struct PartnerEntry {
     /// accepted only over a mutual-TLS connection presenting that certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<CertificatePin>,
+    /// A HOSPITAL's or PHARMACY's six-digit region code (where its care is given: cross-region
+    /// care is settled by it), set together with `hospital_level`. Absent: care there is
+    /// settled as care in each patient's insured region, at level UNGRADED (a PHARMACY:
+    /// PHARMACY), so a partner entry from before the field existed keeps settling as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_code: Option<String>,
+    /// A HOSPITAL's grade (LEVEL_1, LEVEL_2, LEVEL_3, UNGRADED) or PHARMACY for a PHARMACY
+    /// partner, set together with `region_code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hospital_level: Option<HospitalLevel>,
+}
+
+impl PartnerEntry {
+    /// Where this partner gives care, when its entry says (HOSPITAL and PHARMACY partners).
+    pub fn care_site(&self) -> Option<CareSite> {
+        match (&self.region_code, self.hospital_level) {
+            (Some(region_code), Some(level)) => Some(CareSite { region_code: region_code.clone(), level }),
+            _ => None,
+        }
+    }
+
+    fn validate_care_site(&self) -> Result<(), String> {
+        let id = &self.id;
+        match (&self.region_code, self.hospital_level) {
+            (None, None) => return Ok(()),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(format!("partner {id:?}: region_code and hospital_level are set together"));
+            }
+            (Some(region), Some(_)) if !is_region_code(region) => {
+                return Err(format!("partner {id:?}: region_code must be a six-digit region code"));
+            }
+            _ => {}
+        }
+        match (self.kind, self.hospital_level) {
+            (PartnerKind::Pharmacy, Some(HospitalLevel::Pharmacy)) => Ok(()),
+            (PartnerKind::Pharmacy, _) => {
+                Err(format!("partner {id:?}: a PHARMACY partner's hospital_level is PHARMACY"))
+            }
+            (PartnerKind::Hospital, Some(HospitalLevel::Pharmacy)) => {
+                Err(format!("partner {id:?}: a HOSPITAL's hospital_level is LEVEL_1, LEVEL_2, LEVEL_3 or UNGRADED"))
+            }
+            (PartnerKind::Hospital, _) => Ok(()),
+            _ => Err(format!(
+                "partner {id:?}: only HOSPITAL and PHARMACY partners have a region_code and hospital_level"
+            )),
+        }
+    }
 }
 
 /// A partner's client certificate, pinned by its public key, its name, or both (both must then
@@ -324,6 +443,7 @@ impl PartnersFile {
                     partner.id
                 ));
             }
+            partner.validate_care_site()?;
             if let Some(pin) = &partner.client_certificate {
                 pin.validate().map_err(|message| format!("partner {:?}: {message}", partner.id))?;
             }
@@ -384,6 +504,8 @@ impl PartnersFile {
             sms_daily_quota: None,
             employer_codes: BTreeSet::new(),
             client_certificate: None,
+            region_code: None,
+            hospital_level: None,
         });
         self.validate()?;
         Ok(key)
@@ -427,6 +549,19 @@ impl PartnersFile {
         self.validate().inspect_err(|_| {
             if let Some(partner) = self.partners.iter_mut().find(|p| p.id == id) {
                 partner.client_certificate = previous;
+            }
+        })
+    }
+
+    /// Sets (or with `None` clears) where HOSPITAL or PHARMACY partner `id` gives care.
+    pub fn set_care_site(&mut self, id: &str, site: Option<CareSite>) -> Result<(), String> {
+        let partner = self.partners.iter_mut().find(|p| p.id == id).ok_or_else(|| format!("no partner {id:?}"))?;
+        let previous = (partner.region_code.clone(), partner.hospital_level);
+        partner.region_code = site.as_ref().map(|s| s.region_code.clone());
+        partner.hospital_level = site.map(|s| s.level);
+        self.validate().inspect_err(|_| {
+            if let Some(partner) = self.partners.iter_mut().find(|p| p.id == id) {
+                (partner.region_code, partner.hospital_level) = previous;
             }
         })
     }
@@ -510,6 +645,8 @@ pub struct Partner {
     pub employer_codes: BTreeSet<String>,
     /// The client certificate its keys are bound to, if any.
     pub client_certificate: Option<CertificatePin>,
+    /// Where it gives care (HOSPITAL and PHARMACY partners whose entry says).
+    pub care_site: Option<CareSite>,
     pub(crate) limiter: Gcra,
 }
 
@@ -550,6 +687,7 @@ impl Snapshot {
                 sms_daily_quota: entry.sms_daily_quota.unwrap_or_else(|| entry.kind.default_sms_daily_quota()),
                 employer_codes: entry.employer_codes.clone(),
                 client_certificate: entry.client_certificate.clone(),
+                care_site: entry.care_site(),
                 limiter,
             });
             for key in entry.keys.iter().filter(|k| k.revoked_at.is_none()) {

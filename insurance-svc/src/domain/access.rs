@@ -153,6 +153,12 @@ pub const RULES: &[Rule] = &[
     Rule { method: "/medins.insurance.v1.CodeService/VerifyCode", allows: &[Standing::Counter], refusal: CODE_INVALID },
     // SettlementService
     Rule { method: "/medins.insurance.v1.SettlementService/Settle", allows: &[Standing::Counter], refusal: NO_VISIT },
+    // PreSettle: exactly Settle's row (the counter serving the visit), since it shows the same.
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/PreSettle",
+        allows: &[Standing::Counter],
+        refusal: NO_VISIT,
+    },
     Rule {
         method: "/medins.insurance.v1.SettlementService/ReverseSettlement",
         allows: &[Standing::Operator],

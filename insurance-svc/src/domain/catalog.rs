@@ -61,6 +61,27 @@ pub enum CoverageClass {
     C,
 }
 
+impl CoverageClass {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoverageClass::A => "A",
+            CoverageClass::B => "B",
+            CoverageClass::C => "C",
+        }
+    }
+
+    /// The class spelled `text` (as stored).
+    pub fn parse(text: &str) -> Option<CoverageClass> {
+        match text {
+            "A" => Some(CoverageClass::A),
+            "B" => Some(CoverageClass::B),
+            "C" => Some(CoverageClass::C),
+            _ => None,
+        }
+    }
+}
+
 /// One item of a book.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -257,6 +257,24 @@ pub fn items_summary(items: &[ClaimItem]) -> String {
     summary
 }
 
+/// A department code for the items of a claim: invoices of care paid out of pocket name no
+/// prescribing department the way a hospital's own bill does.
+pub const CLAIM_DEPARTMENT: &str = "CLAIM";
+
+/// The bill items the settlement decision prices: each claimed item, whole units.
+pub fn bill_items(items: &[ClaimItem]) -> Vec<super::settlement::BillItem> {
+    items
+        .iter()
+        .map(|item| super::settlement::BillItem {
+            code: item.code.clone(),
+            quantity_milli: item.quantity * 1000,
+            unit_price_cents: item.unit_price_cents,
+            department_code: CLAIM_DEPARTMENT.to_owned(),
+            department_name: String::new(),
+        })
+        .collect()
+}
+
 /// A reviewer's decision, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Review {

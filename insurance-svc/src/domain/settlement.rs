@@ -1,24 +1,29 @@
-//! Settlement rules: the per-scheme policy table, how a bill is split between the pooling
-//! fund, the individual account and self-pay, retries and reversals, and annual expenses.
-//! Pure: no I/O.
+//! Settlement rules: the policy table (pooling region x scheme x care type x hospital level),
+//! how a bill, bare total or itemised against the catalogue, is split between the pooling fund,
+//! the individual account and self-pay, cross-region care, pre-settlement, retries and
+//! reversals, and annual expenses. Pure: no I/O.
 //!
-//! The split of one bill, on the person's year-to-date totals for its category:
+//! The split of one bill, on the person's year-to-date totals for its care type ([`split_bill`];
+//! a bare total is one in-scope class A line):
 //!
 //! ```text
-//! deductible_part = min(total, max(0, deductible - deductible_ytd))
-//! fund            = min(floor((total - deductible_part) * ratio_bp / 10 000), max(0, cap - fund_ytd))
+//! in_scope        = A items + B items less their first self-pay share (C items: none)
+//! deductible_part = min(in_scope, max(0, deductible - deductible_ytd))
+//! fund            = min(floor((in_scope - deductible_part) * ratio_bp / 10 000), max(0, cap - fund_ytd))
 //! rest            = total - fund
 //! account         = min(rest, balance)   when paying from the holder's ACTIVE account, else 0
 //! self            = rest - account
 //! ```
 //!
-//! so fund + account + self = total, every part >= 0, and the balance never goes negative.
+//! so fund + account + self = total, every part >= 0, and the balance never goes negative;
+//! each of them is spread over the items so that the same holds for every item.
 
 use std::{collections::BTreeMap, path::Path};
 
-use chrono::{Datelike, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use medins_common::{
     ApiError, ApiResult, Reason,
+    auth::{HospitalLevel, is_region_code},
     clock::china_standard_time,
     error::require_uuid,
     validate::{Amount, TextField},
@@ -28,6 +33,8 @@ use uuid::Uuid;
 
 use super::{
     account::{AccountStatus, Scheme},
+    catalog::{Catalog, CoverageClass, Found},
+    cross_region::Filing,
     family::{BindingStatus, Relationship},
     ledger::EntryKind,
 };
@@ -53,6 +60,8 @@ medins_common::text_enum! {
         Inpatient => "INPATIENT",
         /// Pharmacy purchase.
         Pharmacy => "PHARMACY",
+        /// Outpatient care of chronic and special diseases (门诊慢特病), with their own terms.
+        ChronicSpecial => "CHRONIC_SPECIAL",
     }
 }
 
@@ -78,32 +87,22 @@ medins_common::text_enum! {
     }
 }
 
-/// The fund's terms for one scheme and category, per calendar year. Money in cents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The fund's terms for one pooling region, scheme, care type and hospital level, per calendar
+/// year. Money in cents, ratios and shares in basis points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// What the person pays each year before the fund pays anything.
+    /// What the person pays each year (of in-scope money) before the fund pays anything.
     pub deductible_cents: i64,
-    /// Share of the bill above the deductible the fund pays, in basis points (7000 = 70 %).
+    /// Share of in-scope money above the deductible the fund pays (7000 = 70 %): care in the
+    /// insured pooling region, or cross-region care under an ACTIVE filing.
     pub reimbursement_ratio_bp: u32,
     /// Most the fund pays in a year.
     pub annual_cap_cents: i64,
-}
-
-impl Policy {
-    fn validate(&self, at: &str) -> Result<(), PolicyError> {
-        let bad = |what: &str| Err(PolicyError::Invalid(format!("{at}: {what}")));
-        if self.deductible_cents < 0 {
-            return bad("deductible_cents must be >= 0");
-        }
-        if self.reimbursement_ratio_bp > FULL_RATIO_BP {
-            return bad("reimbursement_ratio_bp must be 0 to 10000");
-        }
-        if self.annual_cap_cents < 0 {
-            return bad("annual_cap_cents must be >= 0");
-        }
-        Ok(())
-    }
+    /// The share of a class B item the patient pays first; the rest is in scope.
+    pub b_self_pay_bp: u32,
+    /// The ratio for cross-region care without a filing; `None`: such care is not settled
+    /// directly (FAILED_PRECONDITION / CROSS_REGION_NOT_FILED: file it, or claim afterwards).
+    pub unfiled_ratio_bp: Option<u32>,
 }
 
 /// A policy file could not be used.
@@ -117,23 +116,167 @@ pub enum PolicyError {
         /// Why.
         source: std::io::Error,
     },
-    /// Not TOML of the expected shape (missing scheme or category, unknown key, wrong type).
+    /// Not TOML of the expected shape (unknown key or table, wrong type).
     #[error("policy file: {0}")]
     Parse(String),
-    /// A value out of range.
+    /// A missing or out-of-range value, named by its entry (`NATIONAL.EMPLOYEE.OUTPATIENT`).
     #[error("policy file: {0}")]
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The keys one entry of the file may list; in an override, only those listed override.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SchemePolicies {
-    #[serde(rename = "OUTPATIENT")]
-    outpatient: Policy,
-    #[serde(rename = "INPATIENT")]
-    inpatient: Policy,
+struct Patch {
+    deductible_cents: Option<i64>,
+    reimbursement_ratio_bp: Option<u32>,
+    annual_cap_cents: Option<i64>,
+    b_self_pay_bp: Option<u32>,
+    unfiled_ratio_bp: Option<u32>,
+    /// `true`: cross-region care without a filing is not settled directly here, whatever the
+    /// entries below it in precedence say.
+    #[serde(default)]
+    no_unfiled: bool,
+}
+
+impl Patch {
+    /// Checks the values it lists; `at` names the entry.
+    fn validate(&self, at: &str) -> Result<(), PolicyError> {
+        let bad = |what: &str| Err(PolicyError::Invalid(format!("{at}: {what}")));
+        if self.deductible_cents.is_some_and(|v| v < 0) {
+            return bad("deductible_cents must be >= 0");
+        }
+        if self.annual_cap_cents.is_some_and(|v| v < 0) {
+            return bad("annual_cap_cents must be >= 0");
+        }
+        for (name, value) in [
+            ("reimbursement_ratio_bp", self.reimbursement_ratio_bp),
+            ("b_self_pay_bp", self.b_self_pay_bp),
+            ("unfiled_ratio_bp", self.unfiled_ratio_bp),
+        ] {
+            if value.is_some_and(|v| v > FULL_RATIO_BP) {
+                return bad(&format!("{name} must be 0 to 10000"));
+            }
+        }
+        if self.no_unfiled && self.unfiled_ratio_bp.is_some() {
+            return bad("no_unfiled and unfiled_ratio_bp exclude each other");
+        }
+        Ok(())
+    }
+
+    /// `base` with the keys this entry lists.
+    fn apply(&self, base: Policy) -> Policy {
+        Policy {
+            deductible_cents: self.deductible_cents.unwrap_or(base.deductible_cents),
+            reimbursement_ratio_bp: self.reimbursement_ratio_bp.unwrap_or(base.reimbursement_ratio_bp),
+            annual_cap_cents: self.annual_cap_cents.unwrap_or(base.annual_cap_cents),
+            b_self_pay_bp: self.b_self_pay_bp.unwrap_or(base.b_self_pay_bp),
+            unfiled_ratio_bp: if self.no_unfiled { None } else { self.unfiled_ratio_bp.or(base.unfiled_ratio_bp) },
+        }
+    }
+
+    /// The complete policy a national care-type entry must be.
+    fn complete(&self, at: &str) -> Result<Policy, PolicyError> {
+        let missing =
+            |name: &str| PolicyError::Invalid(format!("{at}: {name} missing (national entries list every key)"));
+        Ok(Policy {
+            deductible_cents: self.deductible_cents.ok_or_else(|| missing("deductible_cents"))?,
+            reimbursement_ratio_bp: self.reimbursement_ratio_bp.ok_or_else(|| missing("reimbursement_ratio_bp"))?,
+            annual_cap_cents: self.annual_cap_cents.ok_or_else(|| missing("annual_cap_cents"))?,
+            b_self_pay_bp: self.b_self_pay_bp.ok_or_else(|| missing("b_self_pay_bp"))?,
+            unfiled_ratio_bp: self.unfiled_ratio_bp,
+        })
+    }
+}
+
+/// One care type's entry: its own keys, and per-level entries under it.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CareEntry {
+    deductible_cents: Option<i64>,
+    reimbursement_ratio_bp: Option<u32>,
+    annual_cap_cents: Option<i64>,
+    b_self_pay_bp: Option<u32>,
+    unfiled_ratio_bp: Option<u32>,
+    #[serde(default)]
+    no_unfiled: bool,
+    #[serde(rename = "LEVEL_1")]
+    level_1: Option<Patch>,
+    #[serde(rename = "LEVEL_2")]
+    level_2: Option<Patch>,
+    #[serde(rename = "LEVEL_3")]
+    level_3: Option<Patch>,
     #[serde(rename = "PHARMACY")]
-    pharmacy: Policy,
+    pharmacy: Option<Patch>,
+    #[serde(rename = "UNGRADED")]
+    ungraded: Option<Patch>,
+}
+
+impl CareEntry {
+    fn own(&self) -> Patch {
+        Patch {
+            deductible_cents: self.deductible_cents,
+            reimbursement_ratio_bp: self.reimbursement_ratio_bp,
+            annual_cap_cents: self.annual_cap_cents,
+            b_self_pay_bp: self.b_self_pay_bp,
+            unfiled_ratio_bp: self.unfiled_ratio_bp,
+            no_unfiled: self.no_unfiled,
+        }
+    }
+
+    fn level(&self, level: HospitalLevel) -> Option<Patch> {
+        match level {
+            HospitalLevel::Level1 => self.level_1,
+            HospitalLevel::Level2 => self.level_2,
+            HospitalLevel::Level3 => self.level_3,
+            HospitalLevel::Pharmacy => self.pharmacy,
+            HospitalLevel::Ungraded => self.ungraded,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemeEntry {
+    #[serde(rename = "OUTPATIENT")]
+    outpatient: Option<CareEntry>,
+    #[serde(rename = "INPATIENT")]
+    inpatient: Option<CareEntry>,
+    #[serde(rename = "PHARMACY")]
+    pharmacy: Option<CareEntry>,
+    #[serde(rename = "CHRONIC_SPECIAL")]
+    chronic_special: Option<CareEntry>,
+}
+
+impl SchemeEntry {
+    fn care(&self, category: Category) -> Option<CareEntry> {
+        match category {
+            Category::Outpatient => self.outpatient,
+            Category::Inpatient => self.inpatient,
+            Category::Pharmacy => self.pharmacy,
+            Category::ChronicSpecial => self.chronic_special,
+        }
+    }
+}
+
+/// The national table, or one region's overrides.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Layer {
+    #[serde(rename = "EMPLOYEE")]
+    employee: Option<SchemeEntry>,
+    #[serde(rename = "RESIDENT")]
+    resident: Option<SchemeEntry>,
+}
+
+impl Layer {
+    fn care(&self, scheme: Scheme, category: Category) -> Option<CareEntry> {
+        match scheme {
+            Scheme::Employee => self.employee,
+            Scheme::Resident => self.resident,
+        }
+        .and_then(|entry| entry.care(category))
+    }
 }
 
 /// Family aid (docs/architecture.md#visits-and-settlement): whose individual account may pay the
@@ -193,27 +336,53 @@ impl FamilyAidFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
-    #[serde(rename = "EMPLOYEE")]
-    employee: SchemePolicies,
-    #[serde(rename = "RESIDENT")]
-    resident: SchemePolicies,
+    #[serde(rename = "NATIONAL")]
+    national: Layer,
+    #[serde(rename = "REGION", default)]
+    regions: BTreeMap<String, Layer>,
     #[serde(rename = "FAMILY_AID")]
     family_aid: FamilyAidFile,
 }
 
-/// The policy table: one [`Policy`] for every scheme x category, and the [`FamilyAidPolicy`].
+const SCHEMES: [Scheme; 2] = [Scheme::Employee, Scheme::Resident];
+
+/// Every (scheme, care type, level) policy of one pooling region, resolved.
+type Resolved = BTreeMap<(&'static str, Category, HospitalLevel), Policy>;
+
+/// The policy table: a [`Policy`] for every pooling region x scheme x care type x hospital
+/// level, and the [`FamilyAidPolicy`].
 ///
-/// The file (`--policy-file`) is TOML with one table per scheme and category, all six present,
-/// and a `[FAMILY_AID]` table listing both schemes (a missing one is an error at start, never a
-/// silent default):
+/// The file (`--policy-file`) is TOML. `[NATIONAL.<scheme>.<care type>]` entries are the
+/// national defaults: all eight (EMPLOYEE and RESIDENT x OUTPATIENT, INPATIENT, PHARMACY,
+/// CHRONIC_SPECIAL) are required and list every key but `unfiled_ratio_bp` (absent: cross-region
+/// care without a filing is not settled directly). Everything else overrides only the keys it
+/// lists, most specific last:
+///
+/// 1. `[NATIONAL.<scheme>.<care>]`, the base;
+/// 2. `[NATIONAL.<scheme>.<care>.<level>]` (LEVEL_1, LEVEL_2, LEVEL_3, PHARMACY, UNGRADED);
+/// 3. `[REGION.<pooling region>.<scheme>.<care>]`, a pooling region's own terms;
+/// 4. `[REGION.<pooling region>.<scheme>.<care>.<level>]`.
+///
+/// A pooling region is named by its six-digit code (`310000` for Shanghai, whose fund pools
+/// city-wide; `440300` for Shenzhen): the policy of the person's INSURED region applies,
+/// wherever the care is given. `no_unfiled = true` in an override removes unfiled care.
+/// Values are checked at start and a bad one names its entry; a missing national entry, an
+/// unknown key, table or level, or a region not named by its pooling code is an error, never a
+/// silent default.
 ///
 /// ```toml
-/// [EMPLOYEE.OUTPATIENT]
-/// deductible_cents = 180000        # 1 800 yuan a year
+/// [NATIONAL.EMPLOYEE.OUTPATIENT]
+/// deductible_cents = 180000        # 1 800 yuan a year, of in-scope money
 /// reimbursement_ratio_bp = 7000    # the fund pays 70 % above the deductible
 /// annual_cap_cents = 2000000       # and at most 20 000 yuan a year
-/// # ... EMPLOYEE.INPATIENT, EMPLOYEE.PHARMACY, RESIDENT.OUTPATIENT, RESIDENT.INPATIENT,
-/// # RESIDENT.PHARMACY
+/// b_self_pay_bp = 1000             # class B items: the patient pays 10 % first
+/// unfiled_ratio_bp = 5000          # cross-region care without a filing: 50 %
+///
+/// [NATIONAL.EMPLOYEE.OUTPATIENT.LEVEL_1]
+/// reimbursement_ratio_bp = 8000    # community hospitals pay more
+///
+/// [REGION.310000.EMPLOYEE.OUTPATIENT]
+/// deductible_cents = 150000        # Shanghai's own deductible
 ///
 /// [FAMILY_AID]                     # whose individual account may pay for which relatives
 /// EMPLOYEE = ["SPOUSE", "PARENT", "CHILD"]
@@ -221,43 +390,100 @@ struct PolicyFile {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyTable {
-    employee: SchemePolicies,
-    resident: SchemePolicies,
+    national: Resolved,
+    regions: BTreeMap<String, Resolved>,
     family_aid: FamilyAidPolicy,
 }
 
 /// The built-in policy (`medins up` and tests); production deployments load their own file.
+/// Its shape follows the national practice: a yearly deductible per care type, a higher ratio
+/// at lower-level hospitals (to steer minor care to community hospitals), a B-class first
+/// self-pay share, and a lower ratio for cross-region care without a filing (none for pharmacy
+/// and chronic-disease care, which need a filing).
 pub const DEFAULT_POLICY_TOML: &str = r#"
-# Built-in settlement policy: money in cents (fen), ratios in basis points (7000 = 70 %).
-[EMPLOYEE.OUTPATIENT]
+# Built-in settlement policy: money in cents (fen), ratios and shares in basis points.
+[NATIONAL.EMPLOYEE.OUTPATIENT]
 deductible_cents = 180000
 reimbursement_ratio_bp = 7000
 annual_cap_cents = 2000000
+b_self_pay_bp = 1000
+unfiled_ratio_bp = 5000
 
-[EMPLOYEE.INPATIENT]
+[NATIONAL.EMPLOYEE.OUTPATIENT.LEVEL_1]
+reimbursement_ratio_bp = 8000
+
+[NATIONAL.EMPLOYEE.OUTPATIENT.LEVEL_3]
+reimbursement_ratio_bp = 6500
+
+[NATIONAL.EMPLOYEE.INPATIENT]
 deductible_cents = 130000
 reimbursement_ratio_bp = 8500
 annual_cap_cents = 50000000
+b_self_pay_bp = 1000
+unfiled_ratio_bp = 7000
 
-[EMPLOYEE.PHARMACY]
+[NATIONAL.EMPLOYEE.INPATIENT.LEVEL_1]
+reimbursement_ratio_bp = 9000
+
+[NATIONAL.EMPLOYEE.INPATIENT.LEVEL_3]
+reimbursement_ratio_bp = 8000
+
+[NATIONAL.EMPLOYEE.PHARMACY]
 deductible_cents = 100000
 reimbursement_ratio_bp = 5000
 annual_cap_cents = 500000
+b_self_pay_bp = 1000
 
-[RESIDENT.OUTPATIENT]
+[NATIONAL.EMPLOYEE.CHRONIC_SPECIAL]
+deductible_cents = 0
+reimbursement_ratio_bp = 8500
+annual_cap_cents = 5000000
+b_self_pay_bp = 1000
+
+[NATIONAL.RESIDENT.OUTPATIENT]
 deductible_cents = 10000
 reimbursement_ratio_bp = 5000
 annual_cap_cents = 300000
+b_self_pay_bp = 1500
+unfiled_ratio_bp = 3000
 
-[RESIDENT.INPATIENT]
+[NATIONAL.RESIDENT.OUTPATIENT.LEVEL_1]
+reimbursement_ratio_bp = 6000
+
+[NATIONAL.RESIDENT.INPATIENT]
 deductible_cents = 80000
 reimbursement_ratio_bp = 7000
 annual_cap_cents = 25000000
+b_self_pay_bp = 1500
+unfiled_ratio_bp = 5000
 
-[RESIDENT.PHARMACY]
+[NATIONAL.RESIDENT.INPATIENT.LEVEL_1]
+deductible_cents = 30000
+reimbursement_ratio_bp = 8000
+
+[NATIONAL.RESIDENT.INPATIENT.LEVEL_3]
+deductible_cents = 120000
+reimbursement_ratio_bp = 6000
+
+[NATIONAL.RESIDENT.PHARMACY]
 deductible_cents = 10000
 reimbursement_ratio_bp = 5000
 annual_cap_cents = 200000
+b_self_pay_bp = 1500
+
+[NATIONAL.RESIDENT.CHRONIC_SPECIAL]
+deductible_cents = 0
+reimbursement_ratio_bp = 6500
+annual_cap_cents = 2000000
+b_self_pay_bp = 1500
+
+# Shanghai's fund (pooled city-wide): its own outpatient deductible and a higher cap for
+# inpatient care at its level-3 hospitals.
+[REGION.310000.EMPLOYEE.OUTPATIENT]
+deductible_cents = 150000
+
+[REGION.310000.EMPLOYEE.INPATIENT.LEVEL_3]
+reimbursement_ratio_bp = 8500
 
 # Family aid: whose individual account may pay the bills of which bound relatives (the
 # member's relationship to the binder). National policy: EMPLOYEE individual accounts, for
@@ -266,6 +492,67 @@ annual_cap_cents = 200000
 EMPLOYEE = ["SPOUSE", "PARENT", "CHILD"]
 RESIDENT = []
 "#;
+
+/// The six-digit code naming the pooling region `region_code` belongs to (`310115` ->
+/// `310000`, `440305` -> `440300`).
+pub fn pooling_region_code(region_code: &str) -> String {
+    format!("{:0<6}", super::cross_region::pooling_region(region_code))
+}
+
+fn resolve(national: &Layer, region: Option<(&str, &Layer)>) -> Result<Resolved, PolicyError> {
+    let mut resolved = Resolved::new();
+    for scheme in SCHEMES {
+        for &category in Category::ALL {
+            let path = format!("{}.{}", scheme.as_str(), category.as_str());
+            let base_entry = national
+                .care(scheme, category)
+                .ok_or_else(|| PolicyError::Invalid(format!("NATIONAL.{path}: entry missing")))?;
+            let base = base_entry.own().complete(&format!("NATIONAL.{path}"))?;
+            let regional = region.and_then(|(_, layer)| layer.care(scheme, category));
+            for level in HospitalLevel::ALL {
+                let mut policy = base;
+                let mut named = format!("NATIONAL.{path}");
+                if let Some(patch) = base_entry.level(level) {
+                    policy = patch.apply(policy);
+                    named = format!("NATIONAL.{path}.{}", level.as_str());
+                }
+                if let (Some((code, _)), Some(entry)) = (region, regional) {
+                    policy = entry.own().apply(policy);
+                    named = format!("REGION.{code}.{path}");
+                    if let Some(patch) = entry.level(level) {
+                        policy = patch.apply(policy);
+                        named = format!("REGION.{code}.{path}.{}", level.as_str());
+                    }
+                }
+                if policy.unfiled_ratio_bp.is_some_and(|unfiled| unfiled > policy.reimbursement_ratio_bp) {
+                    return Err(PolicyError::Invalid(format!(
+                        "{named} ({}): unfiled_ratio_bp must not exceed reimbursement_ratio_bp",
+                        level.as_str()
+                    )));
+                }
+                resolved.insert((scheme.as_str(), category, level), policy);
+            }
+        }
+    }
+    Ok(resolved)
+}
+
+/// Checks every entry a layer lists, naming it.
+fn validate_layer(name: &str, layer: &Layer) -> Result<(), PolicyError> {
+    for scheme in SCHEMES {
+        for &category in Category::ALL {
+            let Some(entry) = layer.care(scheme, category) else { continue };
+            let at = format!("{name}.{}.{}", scheme.as_str(), category.as_str());
+            entry.own().validate(&at)?;
+            for level in HospitalLevel::ALL {
+                if let Some(patch) = entry.level(level) {
+                    patch.validate(&format!("{at}.{}", level.as_str()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
 
 impl PolicyTable {
     /// The built-in policy.
@@ -276,14 +563,20 @@ impl PolicyTable {
     /// Parses and validates a policy file's text.
     pub fn from_toml_str(text: &str) -> Result<PolicyTable, PolicyError> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse(e.message().to_owned()))?;
-        let table =
-            PolicyTable { employee: file.employee, resident: file.resident, family_aid: file.family_aid.validate()? };
-        for scheme in [Scheme::Employee, Scheme::Resident] {
-            for &category in Category::ALL {
-                table.policy(scheme, category).validate(&format!("{}.{}", scheme.as_str(), category.as_str()))?;
+        validate_layer("NATIONAL", &file.national)?;
+        let national = resolve(&file.national, None)?;
+        let mut regions = BTreeMap::new();
+        for (code, layer) in &file.regions {
+            let at = format!("REGION.{code}");
+            if !is_region_code(code) || pooling_region_code(code) != *code {
+                return Err(PolicyError::Invalid(format!(
+                    "{at}: a region table is named by its pooling region's six-digit code (such as 310000 or 440300)"
+                )));
             }
+            validate_layer(&at, layer)?;
+            regions.insert(code.clone(), resolve(&file.national, Some((code, layer)))?);
         }
-        Ok(table)
+        Ok(PolicyTable { national, regions, family_aid: file.family_aid.validate()? })
     }
 
     /// Loads a policy file.
@@ -298,17 +591,12 @@ impl PolicyTable {
         &self.family_aid
     }
 
-    /// The policy of a scheme and category.
-    pub fn policy(&self, scheme: Scheme, category: Category) -> Policy {
-        let per_scheme = match scheme {
-            Scheme::Employee => &self.employee,
-            Scheme::Resident => &self.resident,
-        };
-        match category {
-            Category::Outpatient => per_scheme.outpatient,
-            Category::Inpatient => per_scheme.inpatient,
-            Category::Pharmacy => per_scheme.pharmacy,
-        }
+    /// The policy for a person insured in `insured_region` (any six-digit code of it) under
+    /// `scheme`, for care of `category` at a hospital of `level`: the region's own table when
+    /// its pooling region has one, else the national one.
+    pub fn policy(&self, insured_region: &str, scheme: Scheme, category: Category, level: HospitalLevel) -> Policy {
+        let table = self.regions.get(&pooling_region_code(insured_region)).unwrap_or(&self.national);
+        table[&(scheme.as_str(), category, level)]
     }
 }
 
@@ -355,29 +643,150 @@ impl Split {
     }
 }
 
+/// Most items in one bill.
+pub const MAX_BILL_ITEMS: usize = 200;
+/// Largest quantity of one item, in thousandths: 100 000 units.
+pub const MAX_QUANTITY_MILLI: i64 = 100_000_000;
+/// Longest department code.
+pub const MAX_DEPARTMENT_CODE_CHARS: usize = 32;
+/// Longest department name.
+pub const MAX_DEPARTMENT_NAME_CHARS: usize = 50;
+
+/// One line of an itemised bill, as the hospital sent it (checked on its own by
+/// [`settle_terms`], against the catalogue by [`decide`]). Free of personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BillItem {
+    /// Catalogue code (national or the treatment region's).
+    pub code: String,
+    /// Quantity in thousandths of the catalogue unit (1 500 = 1.5 boxes).
+    pub quantity_milli: i64,
+    /// Price per unit, in cents.
+    pub unit_price_cents: i64,
+    /// The prescribing department's code in the hospital (letters, digits, '-', '_', '.').
+    pub department_code: String,
+    /// Its name (optional; at most 50 characters).
+    pub department_name: String,
+}
+
+impl BillItem {
+    /// The line's amount: quantity x unit price, to the nearest cent (halves up), as hospitals
+    /// price a fractional quantity.
+    pub fn amount_cents(&self) -> i64 {
+        let milli = i128::from(self.quantity_milli) * i128::from(self.unit_price_cents);
+        i64::try_from((milli + 500) / 1000).unwrap_or(i64::MAX)
+    }
+}
+
 /// Validated terms of a Settle request; a retry must repeat them exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettleTerms {
     /// Bill total, 1 cent to [`MAX_BILL_CENTS`].
     pub total_cents: i64,
-    /// Category.
+    /// Care type.
     pub category: Category,
     /// Who pays the rest.
     pub pay_from: PayFrom,
     /// Items, at most 500 characters.
     pub items_summary: String,
+    /// The bill's items (empty: the bare-total form, the whole total in scope as one A item);
+    /// their amounts add up to `total_cents`.
+    pub items: Vec<BillItem>,
 }
 
-/// Validates the terms of a Settle request.
+impl SettleTerms {
+    /// SHA-256 (hex) of the terms and the paying binder in a canonical form: what a
+    /// pre-settlement was for, compared when a Settle names it.
+    pub fn sha256(&self, binder: Option<Uuid>) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_be_bytes());
+            hash.update(bytes);
+        };
+        field(&self.total_cents.to_be_bytes());
+        field(self.category.as_str().as_bytes());
+        field(self.pay_from.as_str().as_bytes());
+        field(self.items_summary.as_bytes());
+        field(binder.map(|b| b.to_string()).unwrap_or_default().as_bytes());
+        for item in &self.items {
+            field(item.code.as_bytes());
+            field(&item.quantity_milli.to_be_bytes());
+            field(&item.unit_price_cents.to_be_bytes());
+            field(item.department_code.as_bytes());
+            field(item.department_name.as_bytes());
+        }
+        hex::encode(hash.finalize())
+    }
+}
+
+fn is_department_code(text: &str) -> bool {
+    (1..=MAX_DEPARTMENT_CODE_CHARS).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Validates the terms of a Settle (or PreSettle) request: the total, the summary and, when
+/// there are items, each item on its own (code syntax, quantity, unit price, department; each
+/// problem a field violation naming the item, `items[3].unit_price_cents`) and that their
+/// amounts add up to the total (`total_cents`). The catalogue is asked later, by [`decide`],
+/// in the treatment region.
 pub fn settle_terms(
     total_cents: i64,
     category: Category,
     pay_from: PayFrom,
     items_summary: &str,
+    items: Vec<BillItem>,
 ) -> ApiResult<SettleTerms> {
     let total_cents = BILL_TOTAL.check("total_cents", total_cents)?;
     let items_summary = ITEMS_SUMMARY.check("items_summary", items_summary)?;
-    Ok(SettleTerms { total_cents, category, pay_from, items_summary })
+    if items.len() > MAX_BILL_ITEMS {
+        return Err(ApiError::invalid_field(Reason::InvalidArgument, "items", "at most 200 items in one bill"));
+    }
+    let mut violations: Vec<(String, &str)> = Vec::new();
+    let mut sum: i64 = 0;
+    for (index, item) in items.iter().enumerate() {
+        let mut bad = |field: &str, what: &'static str| violations.push((format!("items[{index}].{field}"), what));
+        if !super::catalog::is_item_code(&item.code) {
+            bad("code", "must be 1-40 upper-case letters, digits, '-' or '.'");
+        }
+        if !(1..=MAX_QUANTITY_MILLI).contains(&item.quantity_milli) {
+            bad("quantity_milli", "must be 1 to 100 000 000 thousandths of a unit");
+        }
+        if !(1..=MAX_BILL_CENTS).contains(&item.unit_price_cents) {
+            bad("unit_price_cents", "must be 1 to 100 000 000 cents");
+        }
+        if !is_department_code(&item.department_code) {
+            bad("department_code", "must be 1-32 letters, digits, '-', '_' or '.'");
+        }
+        if item.department_name.chars().count() > MAX_DEPARTMENT_NAME_CHARS
+            || item.department_name.trim() != item.department_name
+            || item.department_name.chars().any(char::is_control)
+        {
+            bad("department_name", "must be at most 50 printable characters, without surrounding spaces");
+        }
+        let amount = item.amount_cents();
+        if (1..=MAX_QUANTITY_MILLI).contains(&item.quantity_milli)
+            && (1..=MAX_BILL_CENTS).contains(&item.unit_price_cents)
+            && !(1..=MAX_BILL_CENTS).contains(&amount)
+        {
+            bad("quantity_milli", "quantity x unit price must come to 1 cent to 100 000 000 cents");
+        }
+        sum = sum.saturating_add(amount);
+    }
+    if violations.is_empty() && !items.is_empty() && sum != total_cents {
+        violations.push(("total_cents".to_owned(), "must equal the sum of the items' amounts (quantity x unit price)"));
+    }
+    if let Some(error) = invalid_fields(violations) {
+        return Err(error);
+    }
+    Ok(SettleTerms { total_cents, category, pay_from, items_summary, items })
+}
+
+/// INVALID_ARGUMENT with every field violation, or nothing when there are none.
+fn invalid_fields(violations: Vec<(String, &str)>) -> Option<ApiError> {
+    let mut iter = violations.into_iter();
+    let (field, what) = iter.next()?;
+    let error = ApiError::invalid_field(Reason::InvalidArgument, &field, what);
+    Some(iter.fold(error, |error, (field, what)| error.with_field_violation(&field, what)))
 }
 
 /// What a Settle of an already settled visit answers: the first settlement when the terms are
@@ -465,22 +874,150 @@ pub fn require_family_aid_eligible(
     .with_metadata("relationship", relationship.as_str()))
 }
 
-/// Splits a bill of `total_cents` under `policy` on the year-to-date totals `ytd`, taking at
-/// most `account_available_cents` from the individual account (see the module doc).
-pub fn split(total_cents: i64, policy: &Policy, ytd: YearToDate, account_available_cents: i64) -> Split {
-    let total = total_cents.max(0);
-    let deductible_left = (policy.deductible_cents - ytd.deductible_cents).max(0);
-    let deductible_part = total.min(deductible_left);
-    let eligible = total - deductible_part;
-    // i128: a bill of 10^8 cents times 10^4 basis points fits i64, but a policy file need not
-    // be that kind; floor to whole cents (the person, not the fund, keeps the fraction).
-    let by_ratio =
-        (i128::from(eligible) * i128::from(policy.reimbursement_ratio_bp) / i128::from(FULL_RATIO_BP)) as i64;
+/// One line of a bill as the split sees it: its amount and coverage class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    /// Amount, cents.
+    pub amount_cents: i64,
+    /// Coverage class.
+    pub class: CoverageClass,
+}
+
+/// How one line (or a whole bill) was split, by scope and by payer:
+/// `in_scope + b_self_pay + c_self_funded = amount = fund + account + self`, and the fund pays
+/// only in-scope money above the deductible (`deductible + fund <= in_scope`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineSplit {
+    /// Within the fund's scope (A whole, B after its first self-pay share, C none).
+    pub in_scope_cents: i64,
+    /// A class B item's share the patient pays first.
+    pub b_self_pay_cents: i64,
+    /// Class C: outside the fund's scope.
+    pub c_self_funded_cents: i64,
+    /// In-scope money that went to the year's deductible.
+    pub deductible_cents: i64,
+    /// Paid by the pooling fund.
+    pub fund_cents: i64,
+    /// Paid from the individual account.
+    pub account_cents: i64,
+    /// Paid by the person.
+    pub self_cents: i64,
+}
+
+impl LineSplit {
+    /// The amount it splits.
+    pub fn amount_cents(&self) -> i64 {
+        self.fund_cents + self.account_cents + self.self_cents
+    }
+
+    fn add(&mut self, other: &LineSplit) {
+        self.in_scope_cents += other.in_scope_cents;
+        self.b_self_pay_cents += other.b_self_pay_cents;
+        self.c_self_funded_cents += other.c_self_funded_cents;
+        self.deductible_cents += other.deductible_cents;
+        self.fund_cents += other.fund_cents;
+        self.account_cents += other.account_cents;
+        self.self_cents += other.self_cents;
+    }
+
+    /// The bill-level split (payers and deductible).
+    pub fn split(&self) -> Split {
+        Split {
+            deductible_cents: self.deductible_cents,
+            fund_cents: self.fund_cents,
+            account_cents: self.account_cents,
+            self_cents: self.self_cents,
+        }
+    }
+}
+
+fn mul_bp(amount: i64, bp: u32) -> i128 {
+    i128::from(amount) * i128::from(bp)
+}
+
+/// Splits a bill's lines under `policy` at `ratio_bp` (the policy's ratio, or its unfiled
+/// ratio for cross-region care without a filing) on the year-to-date totals `ytd`, taking at
+/// most `account_available_cents` from the individual account:
+///
+/// 1. scope per line: A in scope; B: `b_self_pay_bp` of it (to the nearest cent, halves up)
+///    paid first by the patient, the rest in scope; C: self-funded;
+/// 2. the deductible still open this year is taken from in-scope money, line by line in order
+///    (so it may be crossed inside one bill);
+/// 3. the fund pays `floor(eligible x ratio)` of all in-scope money above the deductible, at
+///    most what is left under the annual cap, spread over the lines in proportion to their
+///    eligible money by largest remainder (ties to the earlier line): every cent placed;
+/// 4. the account pays the rest of each line, in order, up to what it may contribute;
+///    the remainder is self-pay.
+///
+/// Returns each line's split and the totals.
+pub fn split_bill(
+    lines: &[Line],
+    policy: &Policy,
+    ratio_bp: u32,
+    ytd: YearToDate,
+    account_available_cents: i64,
+) -> (Vec<LineSplit>, LineSplit) {
+    let mut splits: Vec<LineSplit> = lines
+        .iter()
+        .map(|line| {
+            let amount = line.amount_cents.max(0);
+            match line.class {
+                CoverageClass::A => LineSplit { in_scope_cents: amount, ..LineSplit::default() },
+                CoverageClass::B => {
+                    let first = ((mul_bp(amount, policy.b_self_pay_bp) + 5_000) / 10_000) as i64;
+                    let first = first.min(amount);
+                    LineSplit { in_scope_cents: amount - first, b_self_pay_cents: first, ..LineSplit::default() }
+                }
+                CoverageClass::C => LineSplit { c_self_funded_cents: amount, ..LineSplit::default() },
+            }
+        })
+        .collect();
+    // The deductible, line by line.
+    let mut deductible_left = (policy.deductible_cents - ytd.deductible_cents).max(0);
+    for split in &mut splits {
+        split.deductible_cents = split.in_scope_cents.min(deductible_left);
+        deductible_left -= split.deductible_cents;
+    }
+    // The fund: its ratio of the eligible total, floored (the person, not the fund, keeps the
+    // fraction), under the cap; i128 because a policy file need not keep products in i64.
+    let eligible: Vec<i64> = splits.iter().map(|s| s.in_scope_cents - s.deductible_cents).collect();
+    let eligible_total: i64 = eligible.iter().sum();
+    let by_ratio = (mul_bp(eligible_total, ratio_bp.min(FULL_RATIO_BP)) / i128::from(FULL_RATIO_BP)) as i64;
     let cap_left = (policy.annual_cap_cents - ytd.fund_cents).max(0);
     let fund = by_ratio.min(cap_left);
-    let rest = total - fund;
-    let account = rest.min(account_available_cents.max(0));
-    Split { deductible_cents: deductible_part, fund_cents: fund, account_cents: account, self_cents: rest - account }
+    if eligible_total > 0 && fund > 0 {
+        let mut remainders = Vec::with_capacity(splits.len());
+        let mut placed = 0;
+        for (index, (split, &e)) in splits.iter_mut().zip(&eligible).enumerate() {
+            let share = i128::from(fund) * i128::from(e);
+            split.fund_cents = (share / i128::from(eligible_total)) as i64;
+            placed += split.fund_cents;
+            remainders.push((share % i128::from(eligible_total), index));
+        }
+        remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(_, index) in remainders.iter().take((fund - placed) as usize) {
+            splits[index].fund_cents += 1;
+        }
+    }
+    // The account, line by line, then self-pay.
+    let mut available = account_available_cents.max(0);
+    let mut totals = LineSplit::default();
+    for (split, line) in splits.iter_mut().zip(lines) {
+        let rest = line.amount_cents.max(0) - split.fund_cents;
+        split.account_cents = rest.min(available);
+        available -= split.account_cents;
+        split.self_cents = rest - split.account_cents;
+        totals.add(split);
+    }
+    (splits, totals)
+}
+
+/// Splits a bare-total bill of `total_cents` (one in-scope A line) under `policy` at its ratio
+/// on the year-to-date totals `ytd`, taking at most `account_available_cents` from the
+/// individual account (see the module doc).
+pub fn split(total_cents: i64, policy: &Policy, ytd: YearToDate, account_available_cents: i64) -> Split {
+    let line = Line { amount_cents: total_cents, class: CoverageClass::A };
+    split_bill(&[line], policy, policy.reimbursement_ratio_bp, ytd, account_available_cents).1.split()
 }
 
 /// Whether a settlement may be reversed: once only (FAILED_PRECONDITION /
@@ -514,6 +1051,51 @@ pub fn expenses_year(year: i32) -> ApiResult<i32> {
     }
 }
 
+/// One item of a settled bill: as billed, as priced against the catalogue, and its split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledItem {
+    /// The line as billed.
+    pub item: BillItem,
+    /// The version of the catalogue book it was priced against.
+    pub catalog_version: String,
+    /// Its coverage class there.
+    pub class: CoverageClass,
+    /// Quantity x unit price.
+    pub amount_cents: i64,
+    /// How it was paid.
+    pub split: LineSplit,
+}
+
+/// What a settlement was decided on and its receipt's totals by scope (settlements from
+/// before itemised settlement have none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementDetails {
+    /// The holder's insured region (their account's), whose policy applied.
+    pub insured_region_code: String,
+    /// Where the care was given (the hospital's region; its catalogue applied).
+    pub treatment_region_code: String,
+    /// Whether they are different pooling regions.
+    pub cross_region: bool,
+    /// The ACTIVE filing that covered cross-region care, if one did.
+    pub filing_id: Option<Uuid>,
+    /// The hospital's level.
+    pub hospital_level: HospitalLevel,
+    /// The ratio applied, basis points.
+    pub ratio_bp: u32,
+    /// Whether the bill was itemised (else the bare-total form).
+    pub itemised: bool,
+    /// Totals by scope.
+    pub in_scope_cents: i64,
+    /// B-class first self-pay, total.
+    pub b_self_pay_cents: i64,
+    /// C-class self-funded, total.
+    pub c_self_funded_cents: i64,
+    /// The pre-settlement it confirmed, if any.
+    pub pre_settlement_id: Option<Uuid>,
+    /// The items, in bill order (none for a bare total).
+    pub items: Vec<SettledItem>,
+}
+
 /// A settled (or reversed) bill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
@@ -523,7 +1105,7 @@ pub struct Settlement {
     pub visit_id: Option<Uuid>,
     /// The patient.
     pub person_id: Uuid,
-    /// Category.
+    /// Care type.
     pub category: Category,
     /// Who paid the rest.
     pub pay_from: PayFrom,
@@ -549,6 +1131,8 @@ pub struct Settlement {
     pub settled_at: NaiveDateTime,
     /// When reversed.
     pub reversed_at: Option<NaiveDateTime>,
+    /// Regions, level, ratio, items and their splits (None: settled before these were kept).
+    pub details: Option<SettlementDetails>,
 }
 
 impl Settlement {
@@ -559,6 +1143,7 @@ impl Settlement {
             category: self.category,
             pay_from: self.pay_from,
             items_summary: self.items_summary.clone(),
+            items: self.details.iter().flat_map(|d| d.items.iter().map(|i| i.item.clone())).collect(),
         }
     }
 
@@ -573,15 +1158,33 @@ impl Settlement {
     }
 }
 
-/// A Settle call: the visit, the partner settling it, the validated bill and the time.
+/// Where a visit's care is given, as the settling partner's entry says: its region (None: the
+/// entry has none, and care there counts as care in the patient's insured region) and level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// Six-digit region code, when the partner entry has one.
+    pub region_code: Option<String>,
+    /// Hospital level (UNGRADED, or PHARMACY for a pharmacy, when the entry has none).
+    pub level: HospitalLevel,
+}
+
+/// A Settle (or PreSettle) call: the visit, the partner settling it and where it gives care,
+/// the validated bill, the binder paying (family aid), the pre-settlement it confirms and the
+/// time.
 #[derive(Debug, Clone)]
 pub struct SettleCall {
     /// The visit.
     pub visit_id: Uuid,
     /// The partner settling it.
     pub partner_id: String,
+    /// Where the partner gives care.
+    pub site: Site,
     /// The bill.
     pub terms: SettleTerms,
+    /// With PAY_FROM_BINDER_ACCOUNT: the binder.
+    pub binder: Option<Uuid>,
+    /// The pre-settlement this Settle confirms, if it names one.
+    pub pre_settlement_id: Option<Uuid>,
     /// When (UTC).
     pub now: NaiveDateTime,
 }
@@ -626,6 +1229,47 @@ pub struct FamilyAidFacts {
     pub binder_account: Option<AccountFacts>,
 }
 
+/// How long a pre-settlement may be confirmed by a Settle: 5 minutes, the time a cashier's
+/// window keeps a patient at the counter.
+pub const PRE_SETTLEMENT_VALIDITY_SECS: i64 = 300;
+
+/// What a split rested on: the holder's year-to-date totals of the bill's year and care type,
+/// and the account that may pay (its id, balance and status when read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestedOn {
+    /// The totals.
+    pub year_to_date: YearToDate,
+    /// The account that pays what the fund does not (the holder's or the binder's).
+    pub paying_account_id: Uuid,
+    /// Its balance.
+    pub balance_cents: i64,
+    /// Its status.
+    pub account_status: AccountStatus,
+}
+
+/// A pre-settlement: PreSettle's split of a bill, valid for [`PRE_SETTLEMENT_VALIDITY_SECS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreSettlement {
+    /// Its id.
+    pub id: Uuid,
+    /// The visit.
+    pub visit_id: Uuid,
+    /// The partner that asked (only it may confirm it).
+    pub partner_id: String,
+    /// [`SettleTerms::sha256`] of what it was for.
+    pub terms_sha256: String,
+    /// The bill total.
+    pub total_cents: i64,
+    /// The split.
+    pub split: Split,
+    /// The facts it rested on.
+    pub rested_on: RestedOn,
+    /// When.
+    pub created_at: NaiveDateTime,
+    /// Until when a Settle may confirm it.
+    pub expires_at: NaiveDateTime,
+}
+
 /// Everything the settlement of one call is decided on, read in the settling transaction.
 #[derive(Debug, Clone)]
 pub struct SettleFacts<'a> {
@@ -639,10 +1283,17 @@ pub struct SettleFacts<'a> {
     pub earlier: Option<Settlement>,
     /// The holder's account (the one insured when the visit was opened).
     pub holder_account: AccountFacts,
+    /// The holder's insured region (that account's region code).
+    pub insured_region_code: &'a str,
+    /// The holder's ACTIVE cross-region filings (read when the care is cross-region; empty
+    /// otherwise).
+    pub filings: &'a [Filing],
     /// With PAY_FROM_BINDER_ACCOUNT: the binder's binding and account.
     pub family_aid: Option<FamilyAidFacts>,
     /// The holder's totals so far in the bill's year and category.
     pub year_to_date: YearToDate,
+    /// The pre-settlement the call names, as stored (None: it names none, or none by that id).
+    pub pre_settlement: Option<PreSettlement>,
 }
 
 /// The ledger entry of a settlement's account share, with the balance after it.
@@ -662,8 +1313,8 @@ pub struct Debit {
     pub created_at: NaiveDateTime,
 }
 
-/// A new settlement to write: its row, the debit of the account that pays a share, and the
-/// holder's totals after it.
+/// A new settlement to write: its row (with its details and items), the debit of the account
+/// that pays a share, the holder's totals after it, and what it rested on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSettlement {
     /// The settlement.
@@ -672,6 +1323,30 @@ pub struct NewSettlement {
     pub debit: Option<Debit>,
     /// The holder's year-to-date totals (the bill's year and category) after it.
     pub year_to_date: YearToDate,
+    /// The facts the split rested on (what a pre-settlement keeps).
+    pub rested_on: RestedOn,
+}
+
+impl NewSettlement {
+    /// The details written with it.
+    pub fn details(&self) -> &SettlementDetails {
+        self.settlement.details.as_ref().expect("a new settlement has details")
+    }
+
+    /// The pre-settlement PreSettle stores for this decision.
+    pub fn pre_settlement(&self, call: &SettleCall) -> PreSettlement {
+        PreSettlement {
+            id: Uuid::now_v7(),
+            visit_id: call.visit_id,
+            partner_id: call.partner_id.clone(),
+            terms_sha256: call.terms.sha256(call.binder),
+            total_cents: call.terms.total_cents,
+            split: self.settlement.split(),
+            rested_on: self.rested_on,
+            created_at: call.now,
+            expires_at: call.now + chrono::Duration::seconds(PRE_SETTLEMENT_VALIDITY_SECS),
+        }
+    }
 }
 
 /// What a Settle call comes to.
@@ -706,13 +1381,116 @@ fn binder_pays(policy: &FamilyAidPolicy, aid: FamilyAidFacts) -> ApiResult<Accou
     Ok(account)
 }
 
-/// Settles one call on its facts, the one decision of the single path and the PostgreSQL batch
-/// alike: only the opening partner settles; a settled visit answers a retry with the same terms
-/// with its settlement ([`replay_settlement`]); family aid is authorised and the binder's
-/// account pays instead of the holder's; the bill is [`split`] under the holder's scheme and
-/// the bill's category, the paying account contributing what [`account_available`] allows; its
-/// share is debited ([`super::ledger::post`]) and the totals move by the split.
-pub fn decide(policy: &PolicyTable, facts: SettleFacts<'_>) -> ApiResult<Decision> {
+/// The calendar day (China Standard Time) of `at` (UTC): the day a filing must cover.
+pub fn care_day(at: NaiveDateTime) -> NaiveDate {
+    at.and_utc().with_timezone(&china_standard_time()).date_naive()
+}
+
+/// Where the care counts and at what ratio: the treatment region (the site's, else the
+/// insured region), whether it is cross-region, the filing that covers it, and the ratio —
+/// the policy's own ratio at home or under an ACTIVE filing of the treatment region's pooling
+/// region on the care day ([`super::cross_region::covering`]), else the policy's unfiled ratio,
+/// else FAILED_PRECONDITION / CROSS_REGION_NOT_FILED.
+pub fn care_terms<'f>(
+    policy: &Policy,
+    insured_region: &str,
+    site: &Site,
+    filings: &'f [Filing],
+    now: NaiveDateTime,
+) -> ApiResult<(String, bool, Option<&'f Filing>, u32)> {
+    let treatment = site.region_code.clone().unwrap_or_else(|| insured_region.to_owned());
+    if !super::cross_region::is_cross_region(insured_region, &treatment) {
+        return Ok((treatment, false, None, policy.reimbursement_ratio_bp));
+    }
+    if let Some(filing) = super::cross_region::covering(filings, &treatment, care_day(now)) {
+        return Ok((treatment, true, Some(filing), policy.reimbursement_ratio_bp));
+    }
+    match policy.unfiled_ratio_bp {
+        Some(ratio) => Ok((treatment, true, None, ratio)),
+        None => Err(ApiError::failed_precondition(
+            Reason::CrossRegionNotFiled,
+            "care outside the insured region without a cross-region filing is not settled directly under this \
+             policy: the person may file it (CrossRegionService.FileCrossRegionCare) or claim reimbursement",
+        )
+        .with_metadata("treatment_region_code", pooling_region_code(&treatment))),
+    }
+}
+
+/// Prices a bill's items in the treatment region's catalogue ([`Catalog::lookup`]): an
+/// unknown code or a unit price above the item's cap is INVALID_ARGUMENT with a field
+/// violation naming the item (`items[3].code`, `items[3].unit_price_cents`), all of them.
+pub fn price_items<'c>(catalog: &'c Catalog, treatment_region: &str, items: &[BillItem]) -> ApiResult<Vec<Found<'c>>> {
+    let mut found = Vec::with_capacity(items.len());
+    let mut violations: Vec<(String, &str)> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match catalog.lookup(Some(treatment_region), &item.code) {
+            None => violations.push((format!("items[{index}].code"), "not in the treatment region's catalogue")),
+            Some(hit) => {
+                if hit.item.price_cap_cents.is_some_and(|cap| item.unit_price_cents > cap) {
+                    violations.push((
+                        format!("items[{index}].unit_price_cents"),
+                        "above the catalogue's price cap for this item",
+                    ));
+                }
+                found.push(hit);
+            }
+        }
+    }
+    match invalid_fields(violations) {
+        Some(error) => Err(error),
+        None => Ok(found),
+    }
+}
+
+/// A pre-settlement named by a Settle stands: it is this visit's and this partner's (else
+/// NOT_FOUND / PRE_SETTLEMENT_NOT_FOUND, the answer an unknown id gets), not expired
+/// (PRE_SETTLEMENT_EXPIRED), for the same terms (PRE_SETTLEMENT_TERMS_DIFFER), and the facts
+/// it rested on are unchanged (PRE_SETTLEMENT_STALE, metadata `changed`: `ytd` or `balance`).
+fn confirm_pre_settlement(call: &SettleCall, pre: Option<&PreSettlement>, now_rested_on: &RestedOn) -> ApiResult<()> {
+    let not_found = || ApiError::not_found(Reason::PreSettlementNotFound, "no such pre-settlement of this visit");
+    let pre = pre.ok_or_else(not_found)?;
+    if pre.visit_id != call.visit_id || pre.partner_id != call.partner_id {
+        return Err(not_found());
+    }
+    if call.now >= pre.expires_at {
+        return Err(ApiError::failed_precondition(
+            Reason::PreSettlementExpired,
+            "the pre-settlement has expired: pre-settle again",
+        ));
+    }
+    if pre.terms_sha256 != call.terms.sha256(call.binder) {
+        return Err(ApiError::failed_precondition(
+            Reason::PreSettlementTermsDiffer,
+            "the bill differs from the one pre-settled: send the same terms, or pre-settle again",
+        ));
+    }
+    let stale = |changed: &str| {
+        Err(ApiError::failed_precondition(
+            Reason::PreSettlementStale,
+            format!("what the pre-settlement rested on has changed ({changed}): pre-settle again"),
+        )
+        .with_metadata("changed", changed))
+    };
+    if pre.rested_on.year_to_date != now_rested_on.year_to_date {
+        return stale("ytd");
+    }
+    if pre.rested_on != *now_rested_on {
+        return stale("balance");
+    }
+    Ok(())
+}
+
+/// Settles one call on its facts, the one decision of the single path, the PostgreSQL batch
+/// and PreSettle alike: only the opening partner settles; a settled visit answers a retry with
+/// the same terms with its settlement ([`replay_settlement`]); family aid is authorised and the
+/// binder's account pays instead of the holder's; the policy is the holder's insured region's
+/// for their scheme, the care type and the hospital's level, at the ratio [`care_terms`] gives
+/// (cross-region care: filed, unfiled or refused); the items are priced in the treatment
+/// region's catalogue ([`price_items`]); the bill is [`split_bill`] with the paying account
+/// contributing what [`account_available`] allows; a named pre-settlement must still stand
+/// and give the same split; the account share is debited ([`super::ledger::post`]) and the
+/// totals move by the split.
+pub fn decide(policy: &PolicyTable, catalog: &Catalog, facts: SettleFacts<'_>) -> ApiResult<Decision> {
     let call = facts.call;
     require_opening_partner(facts.opened_by, &call.partner_id)?;
     if let Some(earlier) = facts.earlier {
@@ -724,9 +1502,56 @@ pub fn decide(policy: &PolicyTable, facts: SettleFacts<'_>) -> ApiResult<Decisio
         None => (facts.holder_account, EntryKind::Settlement),
     };
     let terms = &call.terms;
+    let rested_on = RestedOn {
+        year_to_date: facts.year_to_date,
+        paying_account_id: payer.id,
+        balance_cents: payer.balance_cents,
+        account_status: payer.status,
+    };
+    if call.pre_settlement_id.is_some() {
+        confirm_pre_settlement(call, facts.pre_settlement.as_ref(), &rested_on)?;
+    }
     let available = account_available(terms.pay_from, payer.status, payer.balance_cents);
-    let policy = policy.policy(facts.holder_account.scheme, terms.category);
-    let split = split(terms.total_cents, &policy, facts.year_to_date, available);
+    let policy = policy.policy(facts.insured_region_code, facts.holder_account.scheme, terms.category, call.site.level);
+    let (treatment_region, cross_region, filing, ratio_bp) =
+        care_terms(&policy, facts.insured_region_code, &call.site, facts.filings, call.now)?;
+    let priced = price_items(catalog, &treatment_region, &terms.items)?;
+    let lines: Vec<Line> = if terms.items.is_empty() {
+        vec![Line { amount_cents: terms.total_cents, class: CoverageClass::A }]
+    } else {
+        terms
+            .items
+            .iter()
+            .zip(&priced)
+            .map(|(item, hit)| Line { amount_cents: item.amount_cents(), class: hit.item.class })
+            .collect()
+    };
+    let (line_splits, totals) = split_bill(&lines, &policy, ratio_bp, facts.year_to_date, available);
+    let split = totals.split();
+    if let Some(pre) = &facts.pre_settlement
+        && call.pre_settlement_id.is_some()
+        && pre.split != split
+    {
+        // The totals and balance are unchanged: the filing that set the ratio is what moved.
+        return Err(ApiError::failed_precondition(
+            Reason::PreSettlementStale,
+            "what the pre-settlement rested on has changed (filing): pre-settle again",
+        )
+        .with_metadata("changed", "filing"));
+    }
+    let items = terms
+        .items
+        .iter()
+        .zip(&priced)
+        .zip(&line_splits)
+        .map(|((item, hit), split)| SettledItem {
+            item: item.clone(),
+            catalog_version: hit.version.to_owned(),
+            class: hit.item.class,
+            amount_cents: item.amount_cents(),
+            split: *split,
+        })
+        .collect();
     let settlement = Settlement {
         id: Uuid::now_v7(),
         visit_id: Some(call.visit_id),
@@ -744,6 +1569,20 @@ pub fn decide(policy: &PolicyTable, facts: SettleFacts<'_>) -> ApiResult<Decisio
         status: SettlementStatus::Settled,
         settled_at: call.now,
         reversed_at: None,
+        details: Some(SettlementDetails {
+            insured_region_code: facts.insured_region_code.to_owned(),
+            treatment_region_code: treatment_region.clone(),
+            cross_region,
+            filing_id: filing.map(|f| f.id),
+            hospital_level: call.site.level,
+            ratio_bp,
+            itemised: !terms.items.is_empty(),
+            in_scope_cents: totals.in_scope_cents,
+            b_self_pay_cents: totals.b_self_pay_cents,
+            c_self_funded_cents: totals.c_self_funded_cents,
+            pre_settlement_id: call.pre_settlement_id,
+            items,
+        }),
     };
     let debit = match settlement.charged_account_id {
         Some(account_id) => Some(Debit {
@@ -756,7 +1595,7 @@ pub fn decide(policy: &PolicyTable, facts: SettleFacts<'_>) -> ApiResult<Decisio
         }),
         None => None,
     };
-    Ok(Decision::Settle(NewSettlement { settlement, debit, year_to_date: facts.year_to_date.plus(&split) }))
+    Ok(Decision::Settle(NewSettlement { settlement, debit, year_to_date: facts.year_to_date.plus(&split), rested_on }))
 }
 
 /// The holder's totals after `settlement` is reversed.
@@ -846,7 +1685,13 @@ mod tests {
     use super::*;
 
     fn policy(deductible_cents: i64, reimbursement_ratio_bp: u32, annual_cap_cents: i64) -> Policy {
-        Policy { deductible_cents, reimbursement_ratio_bp, annual_cap_cents }
+        Policy {
+            deductible_cents,
+            reimbursement_ratio_bp,
+            annual_cap_cents,
+            b_self_pay_bp: 1_000,
+            unfiled_ratio_bp: None,
+        }
     }
 
     #[test]
@@ -919,7 +1764,10 @@ mod tests {
             call: SettleCall {
                 visit_id: Uuid::now_v7(),
                 partner_id: "hospital-1".into(),
-                terms: settle_terms(total_cents, Category::Outpatient, pay_from, "x-ray").unwrap(),
+                site: Site { region_code: None, level: HospitalLevel::Ungraded },
+                binder: None,
+                pre_settlement_id: None,
+                terms: settle_terms(total_cents, Category::Outpatient, pay_from, "x-ray", vec![]).unwrap(),
                 now,
             },
             person_id: Uuid::now_v7(),
@@ -940,8 +1788,11 @@ mod tests {
                 person_id: self.person_id,
                 earlier: None,
                 holder_account: self.holder,
+                insured_region_code: "110105",
+                filings: &[],
                 family_aid: None,
                 year_to_date: YearToDate::default(),
+                pre_settlement: None,
             }
         }
     }
@@ -958,7 +1809,7 @@ mod tests {
     fn a_bill_is_split_and_the_holders_account_debited_by_the_one_posting_rule() {
         let table = PolicyTable::builtin();
         let c = case(200_000, PayFrom::HolderAccount, 1_000_000);
-        let new = settled(decide(&table, c.facts()));
+        let new = settled(decide(&table, &Catalog::builtin(), c.facts()));
         let s = &new.settlement;
         // 180 000 deductible, 70 % of the other 20 000 from the fund, the rest from the account.
         assert_eq!((s.deductible_cents, s.fund_cents, s.account_cents, s.self_cents), (180_000, 14_000, 186_000, 0));
@@ -980,12 +1831,12 @@ mod tests {
     #[test]
     fn an_insufficient_balance_pays_what_it_holds_and_the_rest_is_self_pay() {
         let c = case(10_000, PayFrom::HolderAccount, 2_500);
-        let new = settled(decide(&PolicyTable::builtin(), c.facts()));
+        let new = settled(decide(&PolicyTable::builtin(), &Catalog::builtin(), c.facts()));
         assert_eq!((new.settlement.account_cents, new.settlement.self_cents), (2_500, 7_500));
         assert_eq!(new.debit.unwrap().balance_after_cents, 0);
 
         let empty = case(10_000, PayFrom::HolderAccount, 0);
-        let new = settled(decide(&PolicyTable::builtin(), empty.facts()));
+        let new = settled(decide(&PolicyTable::builtin(), &Catalog::builtin(), empty.facts()));
         assert_eq!((new.settlement.charged_account_id, new.debit), (None, None), "nothing paid, nothing posted");
     }
 
@@ -993,19 +1844,23 @@ mod tests {
     fn a_suspended_account_or_self_pay_is_not_debited() {
         let mut c = case(10_000, PayFrom::HolderAccount, 50_000);
         c.holder.status = AccountStatus::Suspended;
-        let new = settled(decide(&PolicyTable::builtin(), c.facts()));
+        let new = settled(decide(&PolicyTable::builtin(), &Catalog::builtin(), c.facts()));
         assert_eq!((new.settlement.account_cents, new.settlement.self_cents, new.debit), (0, 10_000, None));
         let c = case(10_000, PayFrom::SelfPay, 50_000);
-        let new = settled(decide(&PolicyTable::builtin(), c.facts()));
+        let new = settled(decide(&PolicyTable::builtin(), &Catalog::builtin(), c.facts()));
         assert_eq!((new.settlement.account_cents, new.settlement.self_cents, new.debit), (0, 10_000, None));
     }
 
     #[test]
     fn once_the_annual_cap_is_reached_the_fund_pays_nothing() {
         let c = case(100_000, PayFrom::SelfPay, 0);
-        let cap = PolicyTable::builtin().policy(Scheme::Employee, Category::Outpatient).annual_cap_cents;
+        let cap = at("110105", Scheme::Employee, Category::Outpatient, HospitalLevel::Ungraded).annual_cap_cents;
         let reached = YearToDate { total_cents: 9_000_000, fund_cents: cap, deductible_cents: 180_000 };
-        let new = settled(decide(&PolicyTable::builtin(), SettleFacts { year_to_date: reached, ..c.facts() }));
+        let new = settled(decide(
+            &PolicyTable::builtin(),
+            &Catalog::builtin(),
+            SettleFacts { year_to_date: reached, ..c.facts() },
+        ));
         assert_eq!((new.settlement.fund_cents, new.settlement.self_cents), (0, 100_000));
         assert_eq!(new.year_to_date.fund_cents, cap);
         assert_eq!(new.year_to_date.total_cents, 9_100_000);
@@ -1014,7 +1869,9 @@ mod tests {
     #[test]
     fn only_the_opening_partner_settles() {
         let c = case(1_000, PayFrom::HolderAccount, 0);
-        let error = decide(&PolicyTable::builtin(), SettleFacts { opened_by: "pharmacy-9", ..c.facts() }).unwrap_err();
+        let error =
+            decide(&PolicyTable::builtin(), &Catalog::builtin(), SettleFacts { opened_by: "pharmacy-9", ..c.facts() })
+                .unwrap_err();
         assert_eq!((error.code(), error.reason()), (tonic::Code::PermissionDenied, Reason::VisitPartnerMismatch));
     }
 
@@ -1022,14 +1879,15 @@ mod tests {
     fn a_settled_visit_replays_the_same_terms_and_refuses_others() {
         let table = PolicyTable::builtin();
         let c = case(1_000, PayFrom::HolderAccount, 5_000);
-        let first = settled(decide(&table, c.facts())).settlement;
-        let replay = decide(&table, SettleFacts { earlier: Some(first.clone()), ..c.facts() }).unwrap();
+        let first = settled(decide(&table, &Catalog::builtin(), c.facts())).settlement;
+        let replay =
+            decide(&table, &Catalog::builtin(), SettleFacts { earlier: Some(first.clone()), ..c.facts() }).unwrap();
         assert_eq!(replay, Decision::Replay(first.clone()));
 
         let mut other = c.call.clone();
         other.terms.total_cents = 1_001;
         let facts = SettleFacts { call: &other, earlier: Some(first), ..c.facts() };
-        let error = decide(&table, facts).unwrap_err();
+        let error = decide(&table, &Catalog::builtin(), facts).unwrap_err();
         assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::VisitAlreadySettled));
     }
 
@@ -1045,7 +1903,7 @@ mod tests {
         let c = case(10_000, PayFrom::BinderAccount, 0);
         let binder = AccountFacts { id: Uuid::now_v7(), balance_cents: 3_000, ..c.holder };
         let facts = SettleFacts { family_aid: Some(aid(Relationship::Child, true, Some(binder))), ..c.facts() };
-        let new = settled(decide(&PolicyTable::builtin(), facts));
+        let new = settled(decide(&PolicyTable::builtin(), &Catalog::builtin(), facts));
         assert_eq!(new.settlement.charged_account_id, Some(binder.id));
         assert_eq!((new.settlement.account_cents, new.settlement.self_cents), (3_000, 7_000));
         let debit = new.debit.unwrap();
@@ -1058,7 +1916,8 @@ mod tests {
         let c = case(10_000, PayFrom::BinderAccount, 0);
         let binder = AccountFacts { id: Uuid::now_v7(), ..c.holder };
         let refused = |family_aid| {
-            let error = decide(&table, SettleFacts { family_aid: Some(family_aid), ..c.facts() }).unwrap_err();
+            let error = decide(&table, &Catalog::builtin(), SettleFacts { family_aid: Some(family_aid), ..c.facts() })
+                .unwrap_err();
             (error.code(), error.reason())
         };
         let not_authorised = (tonic::Code::FailedPrecondition, Reason::FamilyAidNotAuthorised);
@@ -1075,13 +1934,17 @@ mod tests {
     fn a_reversal_takes_the_settlement_out_of_the_totals() {
         let c = case(200_000, PayFrom::SelfPay, 0);
         let before = YearToDate { total_cents: 50_000, fund_cents: 0, deductible_cents: 50_000 };
-        let new = settled(decide(&PolicyTable::builtin(), SettleFacts { year_to_date: before, ..c.facts() }));
+        let new = settled(decide(
+            &PolicyTable::builtin(),
+            &Catalog::builtin(),
+            SettleFacts { year_to_date: before, ..c.facts() },
+        ));
         assert_eq!(year_to_date_after_reversal(new.year_to_date, &new.settlement), before);
     }
 
     #[test]
     fn a_retry_must_repeat_the_terms() {
-        let first = settle_terms(1_000, Category::Outpatient, PayFrom::HolderAccount, "x-ray").unwrap();
+        let first = settle_terms(1_000, Category::Outpatient, PayFrom::HolderAccount, "x-ray", vec![]).unwrap();
         assert!(replay_settlement(&first, &first.clone()).is_ok());
         let other = SettleTerms { total_cents: 1_001, ..first.clone() };
         assert_eq!(replay_settlement(&first, &other).unwrap_err().reason(), Reason::VisitAlreadySettled);
@@ -1089,10 +1952,10 @@ mod tests {
 
     #[test]
     fn settle_terms_are_bounded() {
-        assert!(settle_terms(0, Category::Pharmacy, PayFrom::SelfPay, "").is_err());
-        assert!(settle_terms(MAX_BILL_CENTS + 1, Category::Pharmacy, PayFrom::SelfPay, "").is_err());
-        assert!(settle_terms(MAX_BILL_CENTS, Category::Pharmacy, PayFrom::SelfPay, &"药".repeat(500)).is_ok());
-        let error = settle_terms(1, Category::Pharmacy, PayFrom::SelfPay, &"药".repeat(501)).unwrap_err();
+        assert!(settle_terms(0, Category::Pharmacy, PayFrom::SelfPay, "", vec![]).is_err());
+        assert!(settle_terms(MAX_BILL_CENTS + 1, Category::Pharmacy, PayFrom::SelfPay, "", vec![]).is_err());
+        assert!(settle_terms(MAX_BILL_CENTS, Category::Pharmacy, PayFrom::SelfPay, &"药".repeat(500), vec![]).is_ok());
+        let error = settle_terms(1, Category::Pharmacy, PayFrom::SelfPay, &"药".repeat(501), vec![]).unwrap_err();
         assert_eq!(error.reason(), Reason::InvalidArgument);
     }
 
@@ -1137,47 +2000,130 @@ mod tests {
         let categories: Vec<_> = expenses.by_category.iter().map(|(c, t)| (*c, t.total_cents)).collect();
         assert_eq!(
             categories,
-            vec![(Category::Outpatient, 3_000), (Category::Inpatient, 0), (Category::Pharmacy, 400)]
+            vec![
+                (Category::Outpatient, 3_000),
+                (Category::Inpatient, 0),
+                (Category::Pharmacy, 400),
+                (Category::ChronicSpecial, 0)
+            ]
         );
         let months: Vec<_> = expenses.by_month.iter().map(|(m, t)| (*m, t.total_cents)).collect();
         assert_eq!(months, vec![(3, 1_000), (4, 400), (7, 2_000)]);
     }
 
-    #[test]
-    fn the_builtin_policy_covers_every_scheme_and_category() {
-        let table = PolicyTable::builtin();
-        for scheme in [Scheme::Employee, Scheme::Resident] {
-            for &category in Category::ALL {
-                let p = table.policy(scheme, category);
-                assert!(p.reimbursement_ratio_bp <= FULL_RATIO_BP && p.annual_cap_cents > 0);
-            }
-        }
-        assert_eq!(table.policy(Scheme::Employee, Category::Outpatient), policy(180_000, 7_000, 2_000_000));
-        assert_eq!(table.policy(Scheme::Resident, Category::Pharmacy), policy(10_000, 5_000, 200_000));
+    const BEIJING: &str = "110105";
+    const SHANGHAI: &str = "310115";
+
+    fn at(region: &str, scheme: Scheme, category: Category, level: HospitalLevel) -> Policy {
+        PolicyTable::builtin().policy(region, scheme, category, level)
     }
 
     #[test]
-    fn a_policy_file_is_parsed_and_every_table_is_required() {
+    fn the_builtin_policy_covers_every_region_scheme_care_type_and_level() {
+        let table = PolicyTable::builtin();
+        for region in [BEIJING, SHANGHAI, "440305"] {
+            for scheme in [Scheme::Employee, Scheme::Resident] {
+                for &category in Category::ALL {
+                    for level in HospitalLevel::ALL {
+                        let p = table.policy(region, scheme, category, level);
+                        assert!(p.reimbursement_ratio_bp <= FULL_RATIO_BP && p.annual_cap_cents > 0);
+                        assert!(p.unfiled_ratio_bp.is_none_or(|u| u <= p.reimbursement_ratio_bp));
+                    }
+                }
+            }
+        }
+        // The national base, unchanged for ungraded institutions (the terms before levels).
+        let base = Policy { unfiled_ratio_bp: Some(5_000), ..policy(180_000, 7_000, 2_000_000) };
+        assert_eq!(at(BEIJING, Scheme::Employee, Category::Outpatient, HospitalLevel::Ungraded), base);
+        assert_eq!(
+            at(BEIJING, Scheme::Resident, Category::Pharmacy, HospitalLevel::Pharmacy),
+            Policy { b_self_pay_bp: 1_500, ..policy(10_000, 5_000, 200_000) }
+        );
+        // A level override changes only the keys it lists.
+        let level_1 = at(BEIJING, Scheme::Employee, Category::Outpatient, HospitalLevel::Level1);
+        assert_eq!(level_1, Policy { reimbursement_ratio_bp: 8_000, ..base });
+        // Shanghai's table: its deductible on top of the national level entry.
+        let shanghai = at(SHANGHAI, Scheme::Employee, Category::Outpatient, HospitalLevel::Level1);
+        assert_eq!(shanghai, Policy { deductible_cents: 150_000, ..level_1 });
+        assert_eq!(
+            at(SHANGHAI, Scheme::Employee, Category::Inpatient, HospitalLevel::Level3).reimbursement_ratio_bp,
+            8_500
+        );
+        assert_eq!(
+            at(BEIJING, Scheme::Employee, Category::Inpatient, HospitalLevel::Level3).reimbursement_ratio_bp,
+            8_000
+        );
+        // Pharmacy and chronic-disease care elsewhere needs a filing.
+        assert_eq!(
+            at(BEIJING, Scheme::Employee, Category::ChronicSpecial, HospitalLevel::Level2).unfiled_ratio_bp,
+            None
+        );
+    }
+
+    #[test]
+    fn a_policy_file_is_parsed_and_a_bad_entry_is_named() {
         let custom = DEFAULT_POLICY_TOML.replace("deductible_cents = 130000", "deductible_cents = 0");
         let table = PolicyTable::from_toml_str(&custom).unwrap();
-        assert_eq!(table.policy(Scheme::Employee, Category::Inpatient).deductible_cents, 0);
+        assert_eq!(
+            table.policy(BEIJING, Scheme::Employee, Category::Inpatient, HospitalLevel::Level2).deductible_cents,
+            0
+        );
 
-        let missing = DEFAULT_POLICY_TOML.replace("[RESIDENT.PHARMACY]", "[RESIDENT.UNUSED]");
-        let error = PolicyTable::from_toml_str(&missing).unwrap_err().to_string();
-        assert!(error.contains("UNUSED") || error.contains("PHARMACY"), "{error}");
-
-        let no_scheme: String = DEFAULT_POLICY_TOML.split("[RESIDENT.OUTPATIENT]").next().unwrap().to_owned();
-        assert!(PolicyTable::from_toml_str(&no_scheme).unwrap_err().to_string().contains("RESIDENT"));
-
+        let error = |text: &str| PolicyTable::from_toml_str(text).unwrap_err().to_string();
+        let missing = DEFAULT_POLICY_TOML.replace("[NATIONAL.RESIDENT.PHARMACY]", "[NATIONAL.RESIDENT.UNUSED]");
+        assert!(error(&missing).contains("UNUSED"), "{}", error(&missing));
+        let no_chronic = DEFAULT_POLICY_TOML
+            .replace("[NATIONAL.RESIDENT.CHRONIC_SPECIAL]", "[REGION.440300.RESIDENT.CHRONIC_SPECIAL]");
+        assert!(
+            error(&no_chronic).contains("NATIONAL.RESIDENT.CHRONIC_SPECIAL: entry missing"),
+            "{}",
+            error(&no_chronic)
+        );
+        let incomplete =
+            DEFAULT_POLICY_TOML.replacen("b_self_pay_bp = 1000\nunfiled_ratio_bp = 5000", "unfiled_ratio_bp = 5000", 1);
+        assert!(
+            error(&incomplete).contains("NATIONAL.EMPLOYEE.OUTPATIENT: b_self_pay_bp missing"),
+            "{}",
+            error(&incomplete)
+        );
         let unknown_key = DEFAULT_POLICY_TOML.replacen("annual_cap_cents", "annual_cap_yuan", 1);
         assert!(PolicyTable::from_toml_str(&unknown_key).is_err());
+        let unknown_level = DEFAULT_POLICY_TOML.replacen("OUTPATIENT.LEVEL_1]", "OUTPATIENT.LEVEL_4]", 1);
+        assert!(PolicyTable::from_toml_str(&unknown_level).is_err());
 
-        let ratio = DEFAULT_POLICY_TOML.replacen("reimbursement_ratio_bp = 7000", "reimbursement_ratio_bp = 10001", 1);
-        let error = PolicyTable::from_toml_str(&ratio).unwrap_err().to_string();
-        assert!(error.contains("EMPLOYEE.OUTPATIENT") && error.contains("reimbursement_ratio_bp"), "{error}");
+        let ratio = DEFAULT_POLICY_TOML.replacen("reimbursement_ratio_bp = 8000", "reimbursement_ratio_bp = 10001", 1);
+        let message = error(&ratio);
+        assert!(
+            message.contains("NATIONAL.EMPLOYEE.OUTPATIENT.LEVEL_1") && message.contains("reimbursement_ratio_bp"),
+            "{message}"
+        );
+        let negative = DEFAULT_POLICY_TOML.replacen("deductible_cents = 150000", "deductible_cents = -1", 1);
+        assert!(
+            error(&negative).contains("REGION.310000.EMPLOYEE.OUTPATIENT: deductible_cents"),
+            "{}",
+            error(&negative)
+        );
+        let unfiled_above =
+            DEFAULT_POLICY_TOML.replacen("reimbursement_ratio_bp = 6500", "reimbursement_ratio_bp = 4000", 1);
+        let message = error(&unfiled_above);
+        assert!(
+            message.contains("NATIONAL.EMPLOYEE.OUTPATIENT.LEVEL_3") && message.contains("unfiled_ratio_bp"),
+            "{message}"
+        );
+        let not_pooling = DEFAULT_POLICY_TOML.replace("REGION.310000", "REGION.310115");
+        assert!(error(&not_pooling).contains("REGION.310115"), "{}", error(&not_pooling));
 
-        let negative = DEFAULT_POLICY_TOML.replacen("deductible_cents = 10000\n", "deductible_cents = -1\n", 1);
-        assert!(PolicyTable::from_toml_str(&negative).unwrap_err().to_string().contains("RESIDENT.OUTPATIENT"));
+        // A region may take unfiled care away.
+        let no_unfiled = format!("{DEFAULT_POLICY_TOML}\n[REGION.440300.EMPLOYEE.OUTPATIENT]\nno_unfiled = true\n");
+        let table = PolicyTable::from_toml_str(&no_unfiled).unwrap();
+        assert_eq!(
+            table.policy("440305", Scheme::Employee, Category::Outpatient, HospitalLevel::Level2).unfiled_ratio_bp,
+            None
+        );
+        assert_eq!(
+            table.policy(BEIJING, Scheme::Employee, Category::Outpatient, HospitalLevel::Level2).unfiled_ratio_bp,
+            Some(5_000)
+        );
 
         let wrong_type = DEFAULT_POLICY_TOML.replacen("annual_cap_cents = 2000000", "annual_cap_cents = \"lots\"", 1);
         assert!(PolicyTable::from_toml_str(&wrong_type).is_err());
@@ -1253,6 +2199,266 @@ mod tests {
         assert!(PolicyTable::from_toml_str(&missing_table).unwrap_err().to_string().contains("FAMILY_AID"));
         let unknown_scheme = DEFAULT_POLICY_TOML.replace("RESIDENT = []", "RESIDENT = []\nMILITARY = []");
         assert!(PolicyTable::from_toml_str(&unknown_scheme).is_err());
+    }
+
+    fn item(code: &str, quantity_milli: i64, unit_price_cents: i64) -> BillItem {
+        BillItem {
+            code: code.into(),
+            quantity_milli,
+            unit_price_cents,
+            department_code: "NEI-01".into(),
+            department_name: "内科".into(),
+        }
+    }
+
+    /// A, B and C items of the built-in catalogue: amoxicillin (A, cap 1 800), albumin (B, cap
+    /// 45 000), vitamins (C, no cap), CT (B, cap 30 000).
+    fn abc_items() -> Vec<BillItem> {
+        vec![
+            item("XJ01CAA040A001010101", 2_000, 1_500),  // A: 2 boxes x 15.00 = 3 000
+            item("XB05AAR040B002010101", 1_500, 40_000), // B: 1.5 x 400.00 = 60 000
+            item("XA11HAX001A001010101", 1_000, 2_345),  // C: 2 345
+            item("210300001", 1_000, 25_001),            // B: 25 001
+        ]
+    }
+
+    #[test]
+    fn an_itemised_bill_is_split_per_item_with_the_deductible_crossed_inside_it() {
+        let items = abc_items();
+        let total: i64 = items.iter().map(BillItem::amount_cents).sum();
+        assert_eq!(total, 90_346);
+        let mut c = case(total, PayFrom::HolderAccount, 10_000);
+        c.call.terms = settle_terms(total, Category::Outpatient, PayFrom::HolderAccount, "", items).unwrap();
+        // 170 000 of the 180 000 deductible already used: 10 000 left, crossed in item 1.
+        let ytd = YearToDate { total_cents: 170_000, fund_cents: 0, deductible_cents: 170_000 };
+        let new = settled(decide(
+            &PolicyTable::builtin(),
+            &Catalog::builtin(),
+            SettleFacts { year_to_date: ytd, ..c.facts() },
+        ));
+        let d = new.settlement.details.clone().unwrap();
+        let lines: Vec<_> = d.items.iter().map(|i| i.split).collect();
+        // Scope: A whole; B 10 % first (6 000 and 2 500.1 -> 2 500); C outside.
+        assert_eq!(lines.iter().map(|l| l.in_scope_cents).collect::<Vec<_>>(), vec![3_000, 54_000, 0, 22_501]);
+        assert_eq!(lines.iter().map(|l| l.b_self_pay_cents).collect::<Vec<_>>(), vec![0, 6_000, 0, 2_500]);
+        assert_eq!(lines.iter().map(|l| l.c_self_funded_cents).collect::<Vec<_>>(), vec![0, 0, 2_345, 0]);
+        // The deductible: 3 000 from item 0, the other 7 000 from item 1.
+        assert_eq!(lines.iter().map(|l| l.deductible_cents).collect::<Vec<_>>(), vec![3_000, 7_000, 0, 0]);
+        // The fund: 70 % of 47 000 + 22 501 = 48 650.7 -> 48 650, spread 32 900 + 15 750.7.
+        assert_eq!(new.settlement.fund_cents, 48_650);
+        assert_eq!(lines.iter().map(|l| l.fund_cents).collect::<Vec<_>>(), vec![0, 32_900, 0, 15_750]);
+        // The account: 10 000 item by item, the rest self-pay.
+        assert_eq!(lines.iter().map(|l| l.account_cents).collect::<Vec<_>>(), vec![3_000, 7_000, 0, 0]);
+        for (l, i) in lines.iter().zip(&d.items) {
+            assert_eq!(l.fund_cents + l.account_cents + l.self_cents, i.amount_cents);
+            assert_eq!(l.in_scope_cents + l.b_self_pay_cents + l.c_self_funded_cents, i.amount_cents);
+        }
+        assert_eq!((d.in_scope_cents, d.b_self_pay_cents, d.c_self_funded_cents), (79_501, 8_500, 2_345));
+        assert_eq!(new.settlement.deductible_cents, 10_000);
+        assert_eq!(new.year_to_date.deductible_cents, 180_000);
+        assert_eq!((d.treatment_region_code.as_str(), d.cross_region, d.ratio_bp), ("110105", false, 7_000));
+        assert_eq!(d.items[1].class, CoverageClass::B);
+        assert_eq!(d.items[0].catalog_version, "NATIONAL-2026-12");
+    }
+
+    #[test]
+    fn the_annual_cap_stops_the_fund_inside_a_bill() {
+        let items = abc_items();
+        let total: i64 = items.iter().map(BillItem::amount_cents).sum();
+        let mut c = case(total, PayFrom::SelfPay, 0);
+        c.call.terms = settle_terms(total, Category::Outpatient, PayFrom::SelfPay, "", items).unwrap();
+        let ytd = YearToDate { total_cents: 3_000_000, fund_cents: 2_000_000 - 1_001, deductible_cents: 180_000 };
+        let new = settled(decide(
+            &PolicyTable::builtin(),
+            &Catalog::builtin(),
+            SettleFacts { year_to_date: ytd, ..c.facts() },
+        ));
+        assert_eq!(new.settlement.fund_cents, 1_001);
+        assert_eq!(new.year_to_date.fund_cents, 2_000_000);
+        let items = &new.settlement.details.as_ref().unwrap().items;
+        assert_eq!(items.iter().map(|i| i.split.fund_cents).sum::<i64>(), 1_001);
+    }
+
+    #[test]
+    fn bad_items_are_named_one_by_one() {
+        let violations = |error: ApiError| error.violated_fields().into_iter().map(str::to_owned).collect::<Vec<_>>();
+        let mut items = abc_items();
+        items[0].code = "bad code".into();
+        items[1].quantity_milli = 0;
+        items[2].department_code = String::new();
+        items[3].unit_price_cents = -5;
+        let error = settle_terms(1, Category::Outpatient, PayFrom::SelfPay, "", items).unwrap_err();
+        assert_eq!(
+            violations(error),
+            vec!["items[0].code", "items[1].quantity_milli", "items[2].department_code", "items[3].unit_price_cents"]
+        );
+        let error = settle_terms(90_345, Category::Outpatient, PayFrom::SelfPay, "", abc_items()).unwrap_err();
+        assert_eq!(violations(error), vec!["total_cents"]);
+
+        // The catalogue: an unknown code and a price over its cap.
+        let mut items = abc_items();
+        items[0].code = "XX0000".into();
+        items[3].unit_price_cents = 30_001;
+        let total = items.iter().map(BillItem::amount_cents).sum();
+        let mut c = case(total, PayFrom::SelfPay, 0);
+        c.call.terms = settle_terms(total, Category::Outpatient, PayFrom::SelfPay, "", items).unwrap();
+        let error = decide(&PolicyTable::builtin(), &Catalog::builtin(), c.facts()).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert_eq!(violations(error), vec!["items[0].code", "items[3].unit_price_cents"]);
+    }
+
+    fn filing(destination: &str, status: super::super::cross_region::FilingStatus) -> Filing {
+        let day = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
+        Filing {
+            id: Uuid::now_v7(),
+            person_id: Uuid::now_v7(),
+            insured_region_code: "110105".into(),
+            destination_region_code: destination.into(),
+            kind: super::super::cross_region::FilingKind::LongTermResidence,
+            starts_on: day,
+            ends_on: None,
+            status,
+            filed_by: "app".into(),
+            filed_at: day.and_hms_opt(0, 0, 0).unwrap(),
+            cancelled_at: None,
+        }
+    }
+
+    #[test]
+    fn cross_region_care_uses_the_treatment_catalogue_the_insured_policy_and_the_filing() {
+        use super::super::cross_region::FilingStatus;
+        let table = PolicyTable::builtin();
+        let catalog = Catalog::builtin();
+        // Shanghai's own book caps the consultation at 1 400 (national: 1 000).
+        let bill = vec![item("110200001", 1_000, 1_200)];
+        let mut c = case(1_200, PayFrom::SelfPay, 0);
+        c.call.terms = settle_terms(1_200, Category::Outpatient, PayFrom::SelfPay, "", bill).unwrap();
+        c.call.site = Site { region_code: Some("310104".into()), level: HospitalLevel::Level3 };
+        let spent = YearToDate { deductible_cents: 180_000, ..YearToDate::default() };
+
+        let filed = [filing("310115", FilingStatus::Active)];
+        let new = settled(decide(&table, &catalog, SettleFacts { filings: &filed, year_to_date: spent, ..c.facts() }));
+        let d = new.settlement.details.unwrap();
+        assert_eq!((d.insured_region_code.as_str(), d.treatment_region_code.as_str()), ("110105", "310104"));
+        assert!(d.cross_region);
+        assert_eq!(d.filing_id, Some(filed[0].id));
+        // The insured region's (national) LEVEL_3 ratio, 65 %.
+        assert_eq!((d.ratio_bp, new.settlement.fund_cents), (6_500, 780));
+        assert_eq!(d.items[0].catalog_version, "310000-2026-12");
+
+        // Without a filing (or with a cancelled one): the unfiled ratio, 50 %.
+        let cancelled = [filing("310115", FilingStatus::Cancelled)];
+        let new =
+            settled(decide(&table, &catalog, SettleFacts { filings: &cancelled, year_to_date: spent, ..c.facts() }));
+        let d = new.settlement.details.unwrap();
+        assert_eq!((d.filing_id, d.ratio_bp, new.settlement.fund_cents), (None, 5_000, 600));
+
+        // Nationally the same price is over the cap: the treatment region's book decides.
+        c.call.site.region_code = Some("110108".into());
+        let error = decide(&table, &catalog, SettleFacts { year_to_date: spent, ..c.facts() }).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+
+        // Chronic-disease care elsewhere without a filing is not settled directly.
+        let mut c = case(1_000, PayFrom::SelfPay, 0);
+        c.call.terms.category = Category::ChronicSpecial;
+        c.call.site = Site { region_code: Some("440305".into()), level: HospitalLevel::Level2 };
+        let error = decide(&table, &catalog, c.facts()).unwrap_err();
+        assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::CrossRegionNotFiled));
+        let other_region = [filing("310115", FilingStatus::Active)];
+        let error = decide(&table, &catalog, SettleFacts { filings: &other_region, ..c.facts() }).unwrap_err();
+        assert_eq!(error.reason(), Reason::CrossRegionNotFiled, "a filing for another region covers nothing here");
+        let there = [filing("440300", FilingStatus::Active)];
+        let new = settled(decide(&table, &catalog, SettleFacts { filings: &there, ..c.facts() }));
+        assert_eq!(new.settlement.details.unwrap().ratio_bp, 8_500);
+    }
+
+    #[test]
+    fn a_pre_settlement_is_confirmed_only_while_it_stands() {
+        let table = PolicyTable::builtin();
+        let catalog = Catalog::builtin();
+        let c = case(200_000, PayFrom::HolderAccount, 50_000);
+        let new = settled(decide(&table, &catalog, c.facts()));
+        let pre = new.pre_settlement(&c.call);
+        assert_eq!(pre.expires_at - pre.created_at, chrono::Duration::minutes(5));
+
+        let mut confirm = c.call.clone();
+        confirm.pre_settlement_id = Some(pre.id);
+        confirm.now += chrono::Duration::minutes(4);
+        let with = |pre: Option<PreSettlement>| SettleFacts { call: &confirm, pre_settlement: pre, ..c.facts() };
+        let again = settled(decide(&table, &catalog, with(Some(pre.clone()))));
+        assert_eq!(again.settlement.split(), pre.split);
+        assert_eq!(again.settlement.details.unwrap().pre_settlement_id, Some(pre.id));
+
+        let refused = |facts: SettleFacts<'_>| {
+            let e = decide(&table, &catalog, facts).unwrap_err();
+            (e.code(), e.reason(), e.metadata_value("changed").map(str::to_owned))
+        };
+        assert_eq!(refused(with(None)).1, Reason::PreSettlementNotFound);
+        let other_partner = PreSettlement { partner_id: "hospital-2".into(), ..pre.clone() };
+        assert_eq!(refused(with(Some(other_partner))).1, Reason::PreSettlementNotFound);
+        let expired = PreSettlement { expires_at: confirm.now, ..pre.clone() };
+        assert_eq!(refused(with(Some(expired))).1, Reason::PreSettlementExpired);
+        let moved = SettleFacts {
+            year_to_date: YearToDate { total_cents: 1, fund_cents: 0, deductible_cents: 1 },
+            ..with(Some(pre.clone()))
+        };
+        assert_eq!(refused(moved), (tonic::Code::FailedPrecondition, Reason::PreSettlementStale, Some("ytd".into())));
+        let credited = SettleFacts {
+            holder_account: AccountFacts { balance_cents: 50_001, ..c.holder },
+            ..with(Some(pre.clone()))
+        };
+        assert_eq!(refused(credited).2, Some("balance".into()));
+        let mut other_terms = confirm.clone();
+        other_terms.terms.items_summary = "other".into();
+        let facts = SettleFacts { call: &other_terms, pre_settlement: Some(pre.clone()), ..c.facts() };
+        assert_eq!(refused(facts).1, Reason::PreSettlementTermsDiffer);
+    }
+
+    fn class() -> impl Strategy<Value = CoverageClass> {
+        prop_oneof![Just(CoverageClass::A), Just(CoverageClass::B), Just(CoverageClass::C)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// For any itemised bill and any year before it: every item and the bill are paid in
+        /// full (fund + account + self = amount), no share is negative, scope adds up, the fund
+        /// pays only in-scope money above the deductible, and the year's fund never passes the cap.
+        #[test]
+        fn every_item_is_accounted_for_and_the_cap_holds(
+            p in (0..=500_000i64, 0..=FULL_RATIO_BP, 0..=5_000_000i64, 0..=FULL_RATIO_BP),
+            ratio in 0..=FULL_RATIO_BP,
+            lines in proptest::collection::vec((1..=5_000_000i64, class()), 1..20),
+            ytd in (0..=600_000i64, 0..=6_000_000i64),
+            available in 0..=3_000_000i64,
+        ) {
+            let policy = Policy { deductible_cents: p.0, reimbursement_ratio_bp: p.1, annual_cap_cents: p.2, b_self_pay_bp: p.3, unfiled_ratio_bp: None };
+            let lines: Vec<Line> = lines.into_iter().map(|(amount_cents, class)| Line { amount_cents, class }).collect();
+            let before = YearToDate { total_cents: ytd.0, fund_cents: ytd.1.min(policy.annual_cap_cents), deductible_cents: ytd.0.min(policy.deductible_cents) };
+            let (splits, totals) = split_bill(&lines, &policy, ratio, before, available);
+            let mut sum = LineSplit::default();
+            for (s, line) in splits.iter().zip(&lines) {
+                prop_assert_eq!(s.fund_cents + s.account_cents + s.self_cents, line.amount_cents);
+                prop_assert_eq!(s.in_scope_cents + s.b_self_pay_cents + s.c_self_funded_cents, line.amount_cents);
+                for part in [s.in_scope_cents, s.b_self_pay_cents, s.c_self_funded_cents, s.deductible_cents, s.fund_cents, s.account_cents, s.self_cents] {
+                    prop_assert!(part >= 0);
+                }
+                prop_assert!(s.deductible_cents + s.fund_cents <= s.in_scope_cents);
+                if line.class == CoverageClass::C {
+                    prop_assert_eq!(s.fund_cents, 0);
+                }
+                sum.add(s);
+            }
+            prop_assert_eq!(sum, totals);
+            let total: i64 = lines.iter().map(|l| l.amount_cents).sum();
+            prop_assert_eq!(totals.amount_cents(), total);
+            prop_assert!(totals.account_cents <= available);
+            let after = before.plus(&totals.split());
+            prop_assert!(after.fund_cents <= policy.annual_cap_cents);
+            prop_assert!(after.deductible_cents <= policy.deductible_cents);
+            let eligible = totals.in_scope_cents - totals.deductible_cents;
+            prop_assert_eq!(totals.fund_cents, (eligible * i64::from(ratio) / 10_000).min(policy.annual_cap_cents - before.fund_cents));
+        }
     }
 
     /// One step of a random history: a bill, a credit, or a status change.

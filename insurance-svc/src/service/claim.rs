@@ -52,6 +52,7 @@ fn category_from_wire(raw: i32) -> ApiResult<Category> {
         pb::Category::Outpatient => Category::Outpatient,
         pb::Category::Inpatient => Category::Inpatient,
         pb::Category::Pharmacy => Category::Pharmacy,
+        pb::Category::ChronicSpecial => Category::ChronicSpecial,
         pb::Category::Unspecified => unreachable!("require_enum refuses the zero value"),
     })
 }
@@ -249,8 +250,10 @@ impl ReimbursementService for ReimbursementApi {
                 .idempotency
                 .run(&caller.id, "ReviewClaim", request.metadata(), body, || async {
                     let policy = Arc::new(state.settlements.policy().clone());
-                    let record =
-                        self.claims.review(policy, claim_id, review, &caller.id, state.clock.stored_now()).await?;
+                    let record = self
+                        .claims
+                        .review(policy, state.catalog.clone(), claim_id, review, &caller.id, state.clock.stored_now())
+                        .await?;
                     tracing::info!(%claim_id, status = record.claim.status.as_str(), partner = %caller.id, "claim reviewed");
                     Ok(ReviewClaimResponse { claim: Some(claim_message(&record)) })
                 })

@@ -2,14 +2,16 @@
 
 use std::sync::OnceLock;
 
+use medins_common::auth::{HospitalLevel, PartnerKind};
 use medins_common::{
     ApiError, ApiResult, Reason,
     convert::timestamp,
     error::{require_enum, require_uuid},
 };
 use medins_proto::insurance::v1::{
-    self as pb, GetAnnualExpensesRequest, GetAnnualExpensesResponse, ReverseSettlementRequest,
-    ReverseSettlementResponse, SettleRequest, SettleResponse, settlement_service_server::SettlementService,
+    self as pb, GetAnnualExpensesRequest, GetAnnualExpensesResponse, PreSettleRequest, PreSettleResponse,
+    ReverseSettlementRequest, ReverseSettlementResponse, SettleRequest, SettleResponse,
+    settlement_service_server::SettlementService,
 };
 use tonic::{Request, Response, Status};
 
@@ -20,8 +22,12 @@ use super::{
 use crate::{
     domain::{
         access::{self, Standing},
+        catalog::CoverageClass,
         ledger,
-        settlement::{self, Category, ExpenseTotals, PayFrom, Settlement, SettlementStatus},
+        settlement::{
+            self, BillItem, Category, ExpenseTotals, PayFrom, SettleCall, SettleTerms, Settlement, SettlementDetails,
+            SettlementStatus, Site, Split,
+        },
     },
     store::Audited,
 };
@@ -43,6 +49,7 @@ fn category_from_wire(raw: i32) -> ApiResult<Category> {
         pb::Category::Outpatient => Category::Outpatient,
         pb::Category::Inpatient => Category::Inpatient,
         pb::Category::Pharmacy => Category::Pharmacy,
+        pb::Category::ChronicSpecial => Category::ChronicSpecial,
         pb::Category::Unspecified => unreachable!("require_enum refuses the zero value"),
     })
 }
@@ -53,6 +60,7 @@ pub(crate) fn category_to_wire(category: Category) -> pb::Category {
         Category::Outpatient => pb::Category::Outpatient,
         Category::Inpatient => pb::Category::Inpatient,
         Category::Pharmacy => pb::Category::Pharmacy,
+        Category::ChronicSpecial => pb::Category::ChronicSpecial,
     }
 }
 
@@ -88,6 +96,98 @@ pub fn settlement_message(s: &Settlement) -> pb::Settlement {
         } as i32,
         settled_at: Some(timestamp(s.settled_at)),
         reversed_at: s.reversed_at.map(timestamp),
+        receipt: s.details.as_ref().map(|d| receipt_message(s.total_cents, &s.split(), d)),
+    }
+}
+
+fn level_to_wire(level: HospitalLevel) -> pb::HospitalLevel {
+    match level {
+        HospitalLevel::Level1 => pb::HospitalLevel::HospitalLevel1,
+        HospitalLevel::Level2 => pb::HospitalLevel::HospitalLevel2,
+        HospitalLevel::Level3 => pb::HospitalLevel::HospitalLevel3,
+        HospitalLevel::Pharmacy => pb::HospitalLevel::Pharmacy,
+        HospitalLevel::Ungraded => pb::HospitalLevel::Ungraded,
+    }
+}
+
+/// The wire form of a settlement's (or pre-settlement's) breakdown.
+pub fn receipt_message(total_cents: i64, split: &Split, d: &SettlementDetails) -> pb::Receipt {
+    pb::Receipt {
+        total_cents,
+        in_scope_cents: d.in_scope_cents,
+        b_self_pay_cents: d.b_self_pay_cents,
+        c_self_funded_cents: d.c_self_funded_cents,
+        deductible_cents: split.deductible_cents,
+        fund_cents: split.fund_cents,
+        account_cents: split.account_cents,
+        self_cents: split.self_cents,
+        insured_region_code: d.insured_region_code.clone(),
+        treatment_region_code: d.treatment_region_code.clone(),
+        cross_region: d.cross_region,
+        filing_id: d.filing_id.map(|id| id.to_string()).unwrap_or_default(),
+        hospital_level: level_to_wire(d.hospital_level) as i32,
+        ratio_bp: d.ratio_bp as i32,
+        items: d
+            .items
+            .iter()
+            .map(|i| pb::ReceiptItem {
+                item: Some(pb::BillItem {
+                    code: i.item.code.clone(),
+                    quantity_milli: i.item.quantity_milli,
+                    unit_price_cents: i.item.unit_price_cents,
+                    department_code: i.item.department_code.clone(),
+                    department_name: i.item.department_name.clone(),
+                }),
+                catalog_version: i.catalog_version.clone(),
+                coverage_class: match i.class {
+                    CoverageClass::A => pb::CoverageClass::A,
+                    CoverageClass::B => pb::CoverageClass::B,
+                    CoverageClass::C => pb::CoverageClass::C,
+                } as i32,
+                amount_cents: i.amount_cents,
+                in_scope_cents: i.split.in_scope_cents,
+                b_self_pay_cents: i.split.b_self_pay_cents,
+                c_self_funded_cents: i.split.c_self_funded_cents,
+                deductible_cents: i.split.deductible_cents,
+                fund_cents: i.split.fund_cents,
+                account_cents: i.split.account_cents,
+                self_cents: i.split.self_cents,
+            })
+            .collect(),
+        pre_settlement_id: d.pre_settlement_id.map(|id| id.to_string()).unwrap_or_default(),
+    }
+}
+
+/// A bill's terms as a Settle or PreSettle request sends them, checked on their own.
+fn terms_from_wire(
+    total_cents: i64,
+    category: i32,
+    pay_from: PayFrom,
+    items_summary: &str,
+    items: &[pb::BillItem],
+) -> ApiResult<SettleTerms> {
+    let items = items
+        .iter()
+        .map(|i| BillItem {
+            code: i.code.clone(),
+            quantity_milli: i.quantity_milli,
+            unit_price_cents: i.unit_price_cents,
+            department_code: i.department_code.clone(),
+            department_name: i.department_name.clone(),
+        })
+        .collect();
+    settlement::settle_terms(total_cents, category_from_wire(category)?, pay_from, items_summary, items)
+}
+
+/// Where the calling partner gives care: its entry's region and level; without them, the
+/// patient's insured region at UNGRADED (PHARMACY for a pharmacy) — see PartnerEntry.
+fn site_of(caller: &medins_common::auth::Partner) -> Site {
+    match &caller.care_site {
+        Some(site) => Site { region_code: Some(site.region_code.clone()), level: site.level },
+        None => Site {
+            region_code: None,
+            level: if caller.kind == PartnerKind::Pharmacy { HospitalLevel::Pharmacy } else { HospitalLevel::Ungraded },
+        },
     }
 }
 
@@ -110,13 +210,12 @@ impl SettlementService for SettlementApi {
         let body = request.get_ref();
         let visit_id = require_uuid("visit_id", &body.visit_id)?;
         let pay_from = pay_from_from_wire(body.pay_from)?;
-        let terms = settlement::settle_terms(
-            body.total_cents,
-            category_from_wire(body.category)?,
-            pay_from,
-            &body.items_summary,
-        )?;
+        let terms = terms_from_wire(body.total_cents, body.category, pay_from, &body.items_summary, &body.items)?;
         let binder = settlement::binder_of(pay_from, &body.binder_person_id)?;
+        let pre_settlement_id = match body.pre_settlement_id.as_str() {
+            "" => None,
+            id => Some(require_uuid("pre_settlement_id", id)?),
+        };
         let visit = state.visits.find(visit_id).await?.ok_or_else(visit_not_found)?;
         let inline = access.inline(state);
         let audited = OnceLock::new();
@@ -129,10 +228,16 @@ impl SettlementService for SettlementApi {
             state
                 .idempotency
                 .run(&caller.id, "Settle", request.metadata(), body, || async {
-                    let (settled, audit) = state
-                        .settlements
-                        .settle(visit_id, &caller.id, terms, binder, state.clock.stored_now(), &inline)
-                        .await?;
+                    let call = SettleCall {
+                        visit_id,
+                        partner_id: caller.id.clone(),
+                        site: site_of(&caller),
+                        terms,
+                        binder,
+                        pre_settlement_id,
+                        now: state.clock.stored_now(),
+                    };
+                    let (settled, audit) = state.settlements.settle(call, &inline).await?;
                     let _ = audited.set(audit);
                     tracing::info!(settlement_id = %settled.id, %visit_id, partner = %caller.id, "visit settled");
                     Ok(SettleResponse { settlement: Some(settlement_message(&settled)) })
@@ -143,6 +248,43 @@ impl SettlementService for SettlementApi {
         access
             .record_unless(state, audited.get().copied().unwrap_or(Audited::No), Some(visit.person_id), &result)
             .await;
+        result.map(Response::new)
+    }
+
+    async fn pre_settle(&self, request: Request<PreSettleRequest>) -> Result<Response<PreSettleResponse>, Status> {
+        let state = &self.state;
+        let access = CallAccess::begin(state, &request).await?;
+        let caller = access.caller.clone();
+        let body = request.get_ref();
+        let visit_id = require_uuid("visit_id", &body.visit_id)?;
+        let pay_from = pay_from_from_wire(body.pay_from)?;
+        let terms = terms_from_wire(body.total_cents, body.category, pay_from, &body.items_summary, &body.items)?;
+        let binder = settlement::binder_of(pay_from, &body.binder_person_id)?;
+        let visit = state.visits.find(visit_id).await?.ok_or_else(visit_not_found)?;
+        let result = async {
+            // Settle's access, exactly: the counter that opened the visit, for a bounded time.
+            let counter_visit =
+                access::counter_of_visit(&caller.id, &visit.partner_id, visit.opened_at, state.clock.stored_now());
+            access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
+            let call = SettleCall {
+                visit_id,
+                partner_id: caller.id.clone(),
+                site: site_of(&caller),
+                terms,
+                binder,
+                pre_settlement_id: None,
+                now: state.clock.stored_now(),
+            };
+            let (new, pre) = state.settlements.pre_settle(call).await?;
+            tracing::info!(pre_settlement_id = %pre.id, %visit_id, partner = %caller.id, "visit pre-settled");
+            Ok(PreSettleResponse {
+                pre_settlement_id: pre.id.to_string(),
+                expires_at: Some(timestamp(pre.expires_at)),
+                receipt: Some(receipt_message(pre.total_cents, &pre.split, new.details())),
+            })
+        }
+        .await;
+        access.record(state, Some(visit.person_id), &result).await;
         result.map(Response::new)
     }
 

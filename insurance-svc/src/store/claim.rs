@@ -24,13 +24,15 @@ use super::{
     settlement::settle_claim,
 };
 use crate::domain::{
+    catalog::Catalog,
     claim::{
         self, Claim, ClaimCursor, ClaimItem, ClaimReview, ClaimStatus, ClaimTerms, Listing, NotSettledBecause, Payout,
         Review,
     },
     ledger::{self, EntryKind},
-    settlement::{Category, PayFrom, PolicyTable, SettleTerms, Settlement},
+    settlement::{Category, PayFrom, PolicyTable, SettleTerms, Settlement, Site},
 };
+use medins_common::auth::HospitalLevel;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = claims)]
@@ -131,7 +133,9 @@ fn assemble(conn: &mut DbConnection, rows: Vec<ClaimRow>) -> ApiResult<Vec<Claim
             .select(super::settlement::SettlementRow::as_select())
             .load(conn)?;
         for row in found {
-            let settlement = Settlement::from(row);
+            let mut settlement = Settlement::from(row);
+            // Its items and what its receipt shows, as GetSettlement gives them.
+            settlement.details = super::settlement_details::load_details(conn, settlement.id)?;
             settlements.insert(settlement.id, settlement);
         }
         let credited: Vec<(Option<DbUuid>, i64)> = account_entries::table
@@ -312,6 +316,7 @@ impl ClaimStore {
     pub async fn review(
         &self,
         policy: std::sync::Arc<PolicyTable>,
+        catalog: std::sync::Arc<Catalog>,
         claim_id: Uuid,
         review: Review,
         reviewer: &str,
@@ -320,7 +325,7 @@ impl ClaimStore {
         let reviewer = reviewer.to_owned();
         self.db
             .write(move |conn| {
-                write_with_retry(conn, |conn| review_in(conn, &policy, claim_id, &review, &reviewer, now))
+                write_with_retry(conn, |conn| review_in(conn, &policy, &catalog, claim_id, &review, &reviewer, now))
             })
             .await
     }
@@ -329,6 +334,7 @@ impl ClaimStore {
 fn review_in(
     conn: &mut DbConnection,
     policy: &PolicyTable,
+    catalog: &Catalog,
     claim_id: Uuid,
     review: &Review,
     reviewer: &str,
@@ -358,14 +364,19 @@ fn review_in(
                 // The person paid the whole bill: no individual account pays at settlement.
                 pay_from: PayFrom::SelfPay,
                 items_summary: claim::items_summary(&terms.items),
+                items: claim::bill_items(&terms.items),
             };
+            // Where the care was given: the hospital's region; its level is not on an invoice.
+            let site = Site { region_code: Some(terms.hospital_region_code.clone()), level: HospitalLevel::Ungraded };
             let (settled, account) = settle_claim(
                 conn,
                 policy,
+                catalog,
                 claim_id,
                 reviewer,
                 found.claim.person_id,
                 found.claim.account_id,
+                site,
                 settle_terms,
                 now,
             )?;

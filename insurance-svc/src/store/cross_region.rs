@@ -70,7 +70,8 @@ fn filing_not_found() -> ApiError {
     ApiError::of(Reason::CrossRegionFilingNotFound, "no such cross-region filing for this person")
 }
 
-fn filings_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<Vec<Filing>> {
+/// Every filing of `person_id`, newest first (settling reads them for cross-region care).
+pub(super) fn filings_of(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<Vec<Filing>> {
     Ok(cross_region_filings::table
         .filter(cross_region_filings::person_id.eq(DbUuid(person_id)))
         .order((cross_region_filings::filed_at.desc(), cross_region_filings::id.desc()))

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod objects;
 pub mod schema;
 pub mod settlement;
+mod settlement_details;
 pub mod settlement_records;
 pub mod visit;
 pub mod voucher;

@@ -286,7 +286,6 @@ diesel::table! {
 diesel::joinable!(voucher_activations -> vouchers (voucher_id));
 diesel::joinable!(visits -> vouchers (voucher_id));
 diesel::joinable!(visits -> accounts (account_id));
-
 diesel::joinable!(account_entries -> accounts (account_id));
 diesel::joinable!(family_binding_terms -> family_bindings (binding_id));
 
@@ -335,6 +334,68 @@ diesel::table! {
         filed_by -> Text,
         filed_at -> Timestamp,
         cancelled_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// The items of itemised bills with their split (migration 2026-12-07-200000).
+    settlement_items (settlement_id, line) {
+        settlement_id -> Text,
+        line -> Integer,
+        code -> Text,
+        catalog_version -> Text,
+        class -> Text,
+        quantity_milli -> BigInt,
+        unit_price_cents -> BigInt,
+        amount_cents -> BigInt,
+        department_code -> Text,
+        department_name -> Text,
+        in_scope_cents -> BigInt,
+        b_self_pay_cents -> BigInt,
+        deductible_cents -> BigInt,
+        fund_cents -> BigInt,
+        account_cents -> BigInt,
+        self_cents -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// What each settlement was decided on (migration 2026-12-07-200000).
+    settlement_facts (settlement_id) {
+        settlement_id -> Text,
+        insured_region_code -> Text,
+        treatment_region_code -> Text,
+        cross_region -> Bool,
+        filing_id -> Nullable<Text>,
+        hospital_level -> Text,
+        ratio_bp -> Integer,
+        itemised -> Bool,
+        in_scope_cents -> BigInt,
+        b_self_pay_cents -> BigInt,
+        c_self_funded_cents -> BigInt,
+        pre_settlement_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// PreSettle's answers (migration 2026-12-07-200000).
+    pre_settlements (id) {
+        id -> Text,
+        visit_id -> Text,
+        partner_id -> Text,
+        terms_sha256 -> Text,
+        fund_cents -> BigInt,
+        account_cents -> BigInt,
+        self_cents -> BigInt,
+        deductible_cents -> BigInt,
+        ytd_total_cents -> BigInt,
+        ytd_fund_cents -> BigInt,
+        ytd_deductible_cents -> BigInt,
+        paying_account_id -> Nullable<Text>,
+        balance_cents -> BigInt,
+        account_status -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }
 

@@ -45,13 +45,16 @@ use super::{
     account::lock_account,
     ledger::{NewEntry, TxError, post_entry, write_with_retry},
     schema::{annual_totals, settlements},
+    settlement_details::{find_pre_settlement, load_details, store_details, store_pre_settlement},
 };
 use crate::domain::{
     account::{AccountStatus, Scheme},
+    catalog::Catalog,
+    cross_region::{self, Filing},
     ledger::EntryKind,
     settlement::{
         self, AccountFacts, AidBinding, Category, Debit, Decision, ExpenseLine, FamilyAidFacts, NewSettlement, PayFrom,
-        PolicyTable, SettleCall, SettleFacts, SettleTerms, Settlement, SettlementStatus, YearToDate,
+        PolicyTable, PreSettlement, SettleCall, SettleFacts, Settlement, SettlementStatus, YearToDate,
     },
 };
 
@@ -96,6 +99,7 @@ impl From<SettlementRow> for Settlement {
             items_summary: row.items_summary,
             settled_at: row.settled_at,
             reversed_at: row.reversed_at,
+            details: None,
         }
     }
 }
@@ -117,6 +121,8 @@ struct SettleInputs {
     account_status: String,
     #[diesel(sql_type = BigInt)]
     balance_cents: i64,
+    #[diesel(sql_type = Text)]
+    region_code: String,
     #[diesel(sql_type = Nullable<Text>)]
     settlement_id: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -155,13 +161,26 @@ impl SettleInputs {
         let id = Uuid::parse_str(id).map_err(|_| bad())?;
         Ok(Some(find(conn, id)?.ok_or_else(bad)?))
     }
+
+    /// The holder's ACTIVE filings when care at `call`'s site is cross-region for them (the
+    /// only case a filing decides anything), else none.
+    fn filings(&self, conn: &mut DbConnection, person_id: Uuid, call: &SettleCall) -> ApiResult<Vec<Filing>> {
+        match &call.site.region_code {
+            Some(treatment) if cross_region::is_cross_region(&self.region_code, treatment) => {
+                let mut filings = super::cross_region::filings_of(conn, person_id)?;
+                filings.retain(|f| f.status == cross_region::FilingStatus::Active);
+                Ok(filings)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
 }
 
 /// The columns of [`SettleInputs`], after `FROM visits v JOIN accounts a` and the totals as `t`.
 macro_rules! settle_inputs_columns {
     () => {
         "v.person_id, v.account_id, v.partner_id, \
-                a.scheme, a.status AS account_status, a.balance_cents, \
+                a.scheme, a.status AS account_status, a.balance_cents, a.region_code, \
                 (SELECT s.id FROM settlements s WHERE s.visit_id = v.id) AS settlement_id, \
                 t.total_cents AS ytd_total_cents, t.fund_cents AS ytd_fund_cents, \
                 t.deductible_cents AS ytd_deductible_cents "
@@ -209,9 +228,12 @@ struct TotalsRow {
     deductible_cents: i64,
 }
 
+/// A settlement by id, with its details and items when it has them.
 fn find(conn: &mut DbConnection, id: Uuid) -> ApiResult<Option<Settlement>> {
     let row = settlements::table.find(DbUuid(id)).select(SettlementRow::as_select()).first(conn).optional()?;
-    Ok(row.map(Settlement::from))
+    let Some(mut settlement) = row.map(Settlement::from) else { return Ok(None) };
+    settlement.details = load_details(conn, id)?;
+    Ok(Some(settlement))
 }
 
 /// Reads a person's year-to-date totals for a year and category, creating the zero row if
@@ -319,6 +341,7 @@ fn store_settlement(conn: &mut DbConnection, new: &NewSettlement) -> Result<(), 
             debit.created_at,
         )?;
     }
+    store_details(conn, &[settled])?;
     store_year_to_date(conn, settled.person_id, settled.year, settled.category, new.year_to_date)
 }
 
@@ -354,34 +377,75 @@ fn family_aid_facts(conn: &mut DbConnection, binder: Uuid, holder: Uuid) -> Resu
     })
 }
 
-/// Settles one call in the caller's transaction: reads its facts, asks
-/// [`settlement::decide`], writes the decision. See [`SettlementStore::settle`].
-fn settle_one(
+/// Reads one call's facts in the caller's transaction and asks [`settlement::decide`].
+fn decide_one(
     conn: &mut DbConnection,
     policy: &PolicyTable,
+    catalog: &Catalog,
     call: &SettleCall,
-    binder: Option<Uuid>,
-) -> Result<Settlement, TxError> {
+) -> Result<Decision, TxError> {
     let visit_id = call.visit_id;
-    let inputs = settle_inputs(conn, visit_id, call.year(), call.terms.category, binder.is_none())?
+    let inputs = settle_inputs(conn, visit_id, call.year(), call.terms.category, call.binder.is_none())?
         .ok_or_else(visit_not_found)?;
     let (person_id, holder_account) = inputs.holder(visit_id)?;
     let earlier = inputs.earlier(conn, visit_id)?;
-    let family_aid = binder.map(|binder| family_aid_facts(conn, binder, person_id)).transpose()?;
+    let family_aid = call.binder.map(|binder| family_aid_facts(conn, binder, person_id)).transpose()?;
+    let filings = inputs.filings(conn, person_id, call)?;
+    let pre_settlement = match call.pre_settlement_id {
+        Some(id) => find_pre_settlement(conn, id)?,
+        None => None,
+    };
     let facts = SettleFacts {
         call,
         opened_by: &inputs.partner_id,
         person_id,
         earlier,
         holder_account,
+        insured_region_code: &inputs.region_code,
+        filings: &filings,
         family_aid,
         year_to_date: inputs.year_to_date(),
+        pre_settlement,
     };
-    match settlement::decide(policy, facts)? {
+    Ok(settlement::decide(policy, catalog, facts)?)
+}
+
+/// Settles one call in the caller's transaction: reads its facts, asks
+/// [`settlement::decide`], writes the decision. See [`SettlementStore::settle`].
+fn settle_one(
+    conn: &mut DbConnection,
+    policy: &PolicyTable,
+    catalog: &Catalog,
+    call: &SettleCall,
+) -> Result<Settlement, TxError> {
+    match decide_one(conn, policy, catalog, call)? {
         Decision::Replay(first) => Ok(first),
         Decision::Settle(new) => {
             store_settlement(conn, &new)?;
             Ok(new.settlement)
+        }
+    }
+}
+
+/// Pre-settles one call in the caller's transaction: the same facts and decision as
+/// [`settle_one`], but only the pre-settlement is written. A settled visit has nothing left to
+/// pre-settle: FAILED_PRECONDITION / VISIT_ALREADY_SETTLED.
+fn pre_settle_one(
+    conn: &mut DbConnection,
+    policy: &PolicyTable,
+    catalog: &Catalog,
+    call: &SettleCall,
+) -> Result<(NewSettlement, PreSettlement), TxError> {
+    match decide_one(conn, policy, catalog, call)? {
+        Decision::Replay(_) => Err(ApiError::failed_precondition(
+            medins_common::Reason::VisitAlreadySettled,
+            "this visit is already settled",
+        )
+        .into()),
+        Decision::Settle(new) => {
+            let pre = new.pre_settlement(call);
+            store_pre_settlement(conn, &pre)?;
+            Ok((new, pre))
         }
     }
 }
@@ -477,13 +541,18 @@ SELECT (SELECT count(*) FROM s) AS settlements, (SELECT count(*) FROM e) AS entr
 /// refused for its own reason is answered alone and writes nothing. If the batch fails as a
 /// whole (a database error, or a lost race with another replica), each call is settled again
 /// on its own, so a call never fails because of its neighbours.
-fn settle_batch(conn: &mut DbConnection, policy: &PolicyTable, calls: Vec<SettleCall>) -> Vec<ApiResult<Settlement>> {
-    match write_transaction(conn, |conn| settle_together(conn, policy, &calls)) {
+fn settle_batch(
+    conn: &mut DbConnection,
+    policy: &PolicyTable,
+    catalog: &Catalog,
+    calls: Vec<SettleCall>,
+) -> Vec<ApiResult<Settlement>> {
+    match write_transaction(conn, |conn| settle_together(conn, policy, catalog, &calls)) {
         Ok(outcomes) => outcomes,
         Err(failed) => {
             let raced = matches!(failed, TxError::Raced);
             tracing::warn!(calls = calls.len(), raced, "a settlement batch failed; settling its calls one by one");
-            calls.iter().map(|call| write_with_retry(conn, |conn| settle_one(conn, policy, call, None))).collect()
+            calls.iter().map(|call| write_with_retry(conn, |conn| settle_one(conn, policy, catalog, call))).collect()
         }
     }
 }
@@ -545,6 +614,7 @@ fn inputs_by_visit(
 fn settle_together(
     conn: &mut DbConnection,
     policy: &PolicyTable,
+    catalog: &Catalog,
     calls: &[SettleCall],
 ) -> Result<Vec<ApiResult<Settlement>>, TxError> {
     let visits: Vec<_> = calls.iter().map(|call| (call.visit_id, call.year(), call.terms.category)).collect();
@@ -554,7 +624,7 @@ fn settle_together(
     for (call, inputs) in calls.iter().zip(inputs) {
         outcomes.push(match inputs {
             None => Err(visit_not_found()),
-            Some(inputs) => settle_in_batch(conn, policy, call, inputs, &mut state)?,
+            Some(inputs) => settle_in_batch(conn, policy, catalog, call, inputs, &mut state)?,
         });
     }
     let totals: Vec<_> = state.totals.into_iter().collect();
@@ -569,6 +639,7 @@ fn settle_together(
 fn settle_in_batch(
     conn: &mut DbConnection,
     policy: &PolicyTable,
+    catalog: &Catalog,
     call: &SettleCall,
     inputs: SettleInputs,
     state: &mut BatchState,
@@ -584,16 +655,20 @@ fn settle_in_batch(
     }
     let key = (person_id, call.year(), call.terms.category);
     let year_to_date = state.totals.get(&key).copied().unwrap_or_else(|| inputs.year_to_date());
+    let filings = inputs.filings(conn, person_id, call)?;
     let facts = SettleFacts {
         call,
         opened_by: &inputs.partner_id,
         person_id,
         earlier,
         holder_account,
+        insured_region_code: &inputs.region_code,
+        filings: &filings,
         family_aid: None,
         year_to_date,
+        pre_settlement: None,
     };
-    let new = match settlement::decide(policy, facts) {
+    let new = match settlement::decide(policy, catalog, facts) {
         Err(refused) => return Ok(Err(refused)),
         Ok(Decision::Replay(first)) => return Ok(Ok(first)),
         Ok(Decision::Settle(new)) => new,
@@ -690,7 +765,7 @@ fn store_settlements(
     if written != expected {
         return Err(ApiError::internal(format_args!("settlement batch wrote {written:?}, not {expected:?}")).into());
     }
-    Ok(())
+    store_details(conn, &new.iter().collect::<Vec<_>>())
 }
 
 /// Settlements.
@@ -698,14 +773,15 @@ fn store_settlements(
 pub struct SettlementStore {
     db: Db,
     policy: Arc<PolicyTable>,
+    catalog: Arc<Catalog>,
     /// PostgreSQL's settlements paid by the holder or SELF, batched; started on first use.
     batcher: Arc<OnceLock<Batcher<SettleCall, ApiResult<Settlement>>>>,
 }
 
 impl SettlementStore {
-    /// A store over `db` settling under `policy`.
-    pub fn new(db: Db, policy: Arc<PolicyTable>) -> Self {
-        Self { db, policy, batcher: Arc::default() }
+    /// A store over `db` settling under `policy`, pricing items in `catalog`.
+    pub fn new(db: Db, policy: Arc<PolicyTable>, catalog: Arc<Catalog>) -> Self {
+        Self { db, policy, catalog, batcher: Arc::default() }
     }
 
     /// The policy table in force.
@@ -722,36 +798,40 @@ impl SettlementStore {
     /// Returns whether the call's audit row was committed with the settlement (`audit`, on
     /// SQLite, where the settlement is a transaction of its own on the writer thread); when
     /// not, the caller records it.
-    pub async fn settle(
-        &self,
-        visit_id: Uuid,
-        partner_id: &str,
-        terms: SettleTerms,
-        binder: Option<Uuid>,
-        now: NaiveDateTime,
-        audit: &InlineAudit,
-    ) -> ApiResult<(Settlement, Audited)> {
-        let call = SettleCall { visit_id, partner_id: partner_id.to_owned(), terms, now };
-        if binder.is_none() && self.db.backend() == Backend::Postgres {
+    ///
+    /// Family aid and a Settle confirming a pre-settlement take the single path on PostgreSQL
+    /// too (they read more than the batch's one statement does).
+    pub async fn settle(&self, call: SettleCall, audit: &InlineAudit) -> ApiResult<(Settlement, Audited)> {
+        if call.binder.is_none() && call.pre_settlement_id.is_none() && self.db.backend() == Backend::Postgres {
             let batcher = self.batcher.get_or_init(|| {
-                let policy = self.policy.clone();
-                Batcher::start(self.db.clone(), SETTLE_BATCH, move |conn, calls| Ok(settle_batch(conn, &policy, calls)))
+                let (policy, catalog) = (self.policy.clone(), self.catalog.clone());
+                Batcher::start(self.db.clone(), SETTLE_BATCH, move |conn, calls| {
+                    Ok(settle_batch(conn, &policy, &catalog, calls))
+                })
             });
             return Ok((batcher.call(call).await??, Audited::No));
         }
-        let policy = self.policy.clone();
+        let (policy, catalog) = (self.policy.clone(), self.catalog.clone());
         let audit = audit.clone();
         let settled = self
             .db
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
-                    let settled = settle_one(conn, &policy, &call, binder)?;
+                    let settled = settle_one(conn, &policy, &catalog, &call)?;
                     audit.append(conn, settled.person_id, tonic::Code::Ok).map_err(ApiError::from)?;
                     Ok(settled)
                 })
             })
             .await?;
         Ok((settled, Audited::InTransaction))
+    }
+
+    /// Pre-settles a visit: the decision Settle would make now, written only as a
+    /// pre-settlement (see [`settlement::PreSettlement`]); the settlement it would be is
+    /// returned with it (never written).
+    pub async fn pre_settle(&self, call: SettleCall) -> ApiResult<(NewSettlement, PreSettlement)> {
+        let (policy, catalog) = (self.policy.clone(), self.catalog.clone());
+        self.db.write(move |conn| write_with_retry(conn, |conn| pre_settle_one(conn, &policy, &catalog, &call))).await
     }
 
     /// A settlement by id.
@@ -846,21 +926,33 @@ impl SettlementStore {
 
 /// Settles an approved reimbursement claim in the caller's write transaction (`store::claim`),
 /// with the one decision ([`settlement::decide`]) as a self-paid bill of `person_id`, whose
-/// account `account_id` gives the scheme: the totals row, then the account row are locked (the
-/// lock order of the module doc); the call is keyed by the claim, and the settlement written
-/// has no visit. Returns the settlement and the account as locked.
+/// account `account_id` gives the scheme and insured region, given at `site` (the claim's
+/// hospital region): the totals row, then the account row are locked (the lock order of the
+/// module doc); the person's ACTIVE cross-region filings are read when the care was elsewhere.
+/// The call is keyed by the claim; the settlement written has no visit. Returns the settlement
+/// and the account as locked.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn settle_claim(
     conn: &mut DbConnection,
     policy: &PolicyTable,
+    catalog: &Catalog,
     claim_id: Uuid,
     reviewer: &str,
     person_id: Uuid,
     account_id: Uuid,
-    terms: SettleTerms,
+    site: settlement::Site,
+    terms: settlement::SettleTerms,
     now: NaiveDateTime,
 ) -> Result<(Settlement, AccountFacts), TxError> {
-    let call = SettleCall { visit_id: claim_id, partner_id: reviewer.to_owned(), terms, now };
+    let call = SettleCall {
+        visit_id: claim_id,
+        partner_id: reviewer.to_owned(),
+        site,
+        terms,
+        binder: None,
+        pre_settlement_id: None,
+        now,
+    };
     let year_to_date = lock_year_to_date(conn, person_id, call.year(), call.terms.category)?;
     let locked = lock_account(conn, account_id)?
         .ok_or_else(|| ApiError::internal(format_args!("claim {claim_id}: its account vanished")))?;
@@ -870,16 +962,27 @@ pub(crate) fn settle_claim(
         status: locked.status,
         balance_cents: locked.balance_cents,
     };
+    let filings = match &call.site.region_code {
+        Some(treatment) if cross_region::is_cross_region(&locked.region_code, treatment) => {
+            let mut filings = super::cross_region::filings_of(conn, person_id)?;
+            filings.retain(|f| f.status == cross_region::FilingStatus::Active);
+            filings
+        }
+        _ => Vec::new(),
+    };
     let facts = SettleFacts {
         call: &call,
         opened_by: reviewer,
         person_id,
         earlier: None,
         holder_account,
+        insured_region_code: &locked.region_code,
+        filings: &filings,
         family_aid: None,
         year_to_date,
+        pre_settlement: None,
     };
-    let Decision::Settle(mut new) = settlement::decide(policy, facts)? else {
+    let Decision::Settle(mut new) = settlement::decide(policy, catalog, facts)? else {
         return Err(ApiError::internal(format_args!("claim {claim_id}: a first settlement replayed")).into());
     };
     new.settlement.visit_id = None;

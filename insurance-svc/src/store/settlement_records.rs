@@ -40,8 +40,13 @@ pub struct SettlementRecord {
     pub claim_id: Option<Uuid>,
 }
 
-/// The visits of `settled`, joined to them in order.
-fn with_visits(conn: &mut DbConnection, settled: Vec<Settlement>) -> ApiResult<Vec<SettlementRecord>> {
+/// The visits of `settled`, joined to them in order, with each settlement's details (its items
+/// and what its receipt shows; `store::settlement_details`, one read per settlement: a page is at
+/// most 100).
+fn with_visits(conn: &mut DbConnection, mut settled: Vec<Settlement>) -> ApiResult<Vec<SettlementRecord>> {
+    for settlement in &mut settled {
+        settlement.details = super::settlement_details::load_details(conn, settlement.id)?;
+    }
     let ids: Vec<DbUuid> = settled.iter().filter_map(|s| s.visit_id.map(DbUuid)).collect();
     let found: Vec<(DbUuid, String, NaiveDateTime)> = if ids.is_empty() {
         Vec::new()

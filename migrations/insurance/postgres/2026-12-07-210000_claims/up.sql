@@ -27,7 +27,7 @@ CREATE TABLE claims (
     account_id TEXT NOT NULL REFERENCES accounts (id),
     hospital_name TEXT NOT NULL CHECK (length(hospital_name) BETWEEN 1 AND 100),
     hospital_region_code TEXT NOT NULL CHECK (length(hospital_region_code) = 6),
-    category TEXT NOT NULL CHECK (category IN ('OUTPATIENT', 'INPATIENT', 'PHARMACY')),
+    category TEXT NOT NULL CHECK (category IN ('OUTPATIENT', 'INPATIENT', 'PHARMACY', 'CHRONIC_SPECIAL')),
     care_date DATE NOT NULL,
     not_settled_because TEXT NOT NULL CHECK (not_settled_because IN ('EMERGENCY_ELSEWHERE_UNFILED', 'HOSPITAL_COULD_NOT_SETTLE', 'OTHER')),
     total_cents BIGINT NOT NULL CHECK (total_cents BETWEEN 1 AND 100000000),
