@@ -487,9 +487,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 seeder.refresh_tokens(&mut insured).await?;
                 runner.verify_code(target.insurance_addr, seeder, Arc::new(insured.clone())).await?
             }
-            Scenario::Settle => {
+            Scenario::Settle | Scenario::SettleItems | Scenario::PreSettle => {
                 seeder.refresh_tokens(&mut insured).await?;
-                runner.settle(target.insurance_addr, seeder, Arc::new(insured.clone())).await?
+                runner.settle(*scenario, target.insurance_addr, seeder, Arc::new(insured.clone())).await?
             }
         };
         results.push(result);
@@ -662,24 +662,30 @@ impl Runner<'_> {
 
     async fn settle(
         &self,
+        scenario: Scenario,
         addr: SocketAddr,
         seeder: &Arc<Seeder>,
         persons: Arc<Vec<Insured>>,
     ) -> anyhow::Result<ScenarioReport> {
-        let name = Scenario::Settle.name();
+        let name = scenario.name();
+        let kind = match scenario {
+            Scenario::SettleItems => scenarios::SettleKind::Items,
+            Scenario::PreSettle => scenarios::SettleKind::PreSettle,
+            _ => scenarios::SettleKind::Bare,
+        };
         let channels = self.channels(addr, self.target_tls.as_ref()).await?;
         let warm = if self.args.warmup.is_zero() {
             None
         } else {
             let visits = scenarios::open_visits(seeder, &persons, self.warm_items()).await?;
-            self.warm(name, &channels, Arc::new(SettleLoad { visits, hospital: seeder.hospital().clone() })).await
+            self.warm(name, &channels, Arc::new(SettleLoad { visits, hospital: seeder.hospital().clone(), kind })).await
         };
         let count = self.items_for_window(warm.as_ref(), self.args.duration);
         eprintln!("  {name}: opening {count} visits for the window (IssueCode + VerifyCode)");
         let started = Instant::now();
         let visits = scenarios::open_visits(seeder, &persons, count).await?;
         let note = format!("{count} visits opened in {:.1} s before the window", started.elapsed().as_secs_f64());
-        let workload = Arc::new(SettleLoad { visits, hospital: seeder.hospital().clone() });
+        let workload = Arc::new(SettleLoad { visits, hospital: seeder.hospital().clone(), kind });
         self.window(name, &channels, workload, self.args.duration, warm.as_ref(), Some(note)).await
     }
 }

@@ -8,8 +8,8 @@ use medins_proto::{
     bench::v1::{EchoRequest, echo_service_client::EchoServiceClient},
     identity::v1::{GetPersonRequest, person_service_client::PersonServiceClient},
     insurance::v1::{
-        Category, IssueCodeRequest, PayFrom, SettleRequest, VerifyCodeRequest, code_service_client::CodeServiceClient,
-        settlement_service_client::SettlementServiceClient,
+        BillItem, Category, IssueCodeRequest, PayFrom, PreSettleRequest, SettleRequest, VerifyCodeRequest,
+        code_service_client::CodeServiceClient, settlement_service_client::SettlementServiceClient,
     },
 };
 use tonic::{Status, metadata::AsciiMetadataValue, transport::Channel};
@@ -37,6 +37,12 @@ pub enum Scenario {
     /// insurance-svc Settle of visits opened by VerifyCode before the window, as the hospital
     /// that opened them (policy, ledger entry, balance update, year-to-date totals).
     Settle,
+    /// Settle of pre-opened visits with a 10-item bill (A, B and C items of the built-in
+    /// catalogue): pricing, the per-item split and ten item rows besides the settle scenario's.
+    SettleItems,
+    /// PreSettle of pre-opened visits with the same 10-item bill: the same read and decision,
+    /// one pre-settlement row written (no ledger entry, no totals).
+    PreSettle,
 }
 
 impl Scenario {
@@ -48,12 +54,17 @@ impl Scenario {
             Scenario::IssueCode => "issue-code",
             Scenario::VerifyCode => "verify-code",
             Scenario::Settle => "settle",
+            Scenario::SettleItems => "settle-items",
+            Scenario::PreSettle => "pre-settle",
         }
     }
 
     /// Needs persons with an ACTIVE voucher (the whole seeding flow, SMS codes included).
     pub fn needs_insured(self) -> bool {
-        matches!(self, Scenario::IssueCode | Scenario::VerifyCode | Scenario::Settle)
+        matches!(
+            self,
+            Scenario::IssueCode | Scenario::VerifyCode | Scenario::Settle | Scenario::SettleItems | Scenario::PreSettle
+        )
     }
 }
 
@@ -163,12 +174,56 @@ impl Workload for VerifyCodeLoad {
 /// account.
 pub const SETTLE_TOTAL_CENTS: i64 = 12_345;
 
-/// Settle of pre-opened visits, each once.
+/// The 10-item bill of the settle-items and pre-settle scenarios: (code, quantity in thousandths,
+/// unit price), all within the built-in catalogue's caps, nationally and in Shanghai.
+const BENCH_ITEMS: [(&str, i64, i64); 10] = [
+    ("XJ01CAA040A001010101", 1_000, 1_500),
+    ("XM01AEB020A001010101", 1_000, 2_000),
+    ("XB05AAR040B002010101", 1_000, 30_000),
+    ("XA11HAX001A001010101", 1_000, 1_700),
+    ("110200001", 1_000, 1_000),
+    ("250101001", 1_000, 2_000),
+    ("210300001", 1_000, 25_000),
+    ("C0301010010000000000000001", 5_000, 150),
+    ("XJ01CAA040A001010101", 2_000, 1_500),
+    ("250101001", 1_000, 2_500),
+];
+
+/// The total of [`BENCH_ITEMS`].
+pub const BENCH_ITEMS_TOTAL_CENTS: i64 = 69_450;
+
+fn bench_items() -> Vec<BillItem> {
+    BENCH_ITEMS
+        .iter()
+        .map(|&(code, quantity_milli, unit_price_cents)| BillItem {
+            code: code.into(),
+            quantity_milli,
+            unit_price_cents,
+            department_code: "BENCH-01".into(),
+            department_name: String::new(),
+        })
+        .collect()
+}
+
+/// What a [`SettleLoad`] sends for each visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleKind {
+    /// Settle of the bare total.
+    Bare,
+    /// Settle of the 10-item bill.
+    Items,
+    /// PreSettle of the 10-item bill.
+    PreSettle,
+}
+
+/// Settle (or PreSettle) of pre-opened visits, each once.
 pub struct SettleLoad {
     /// Visit ids.
     pub visits: Vec<String>,
     /// The hospital's key (it opened the visits).
     pub hospital: AsciiMetadataValue,
+    /// What is sent.
+    pub kind: SettleKind,
 }
 
 impl Workload for SettleLoad {
@@ -187,16 +242,36 @@ impl Workload for SettleLoad {
         client: &'a mut Self::Client,
         n: u64,
     ) -> impl Future<Output = Result<(), Status>> + Send + 'a {
+        let visit_id = self.visits[n as usize].clone();
+        let (total_cents, items) = match self.kind {
+            SettleKind::Bare => (SETTLE_TOTAL_CENTS, Vec::new()),
+            SettleKind::Items | SettleKind::PreSettle => (BENCH_ITEMS_TOTAL_CENTS, bench_items()),
+        };
         let request = SettleRequest {
-            visit_id: self.visits[n as usize].clone(),
-            total_cents: SETTLE_TOTAL_CENTS,
+            visit_id,
+            total_cents,
             category: Category::Outpatient as i32,
             pay_from: PayFrom::HolderAccount as i32,
             items_summary: "bench: consultation".into(),
             binder_person_id: String::new(),
-            ..Default::default()
+            items,
+            pre_settlement_id: String::new(),
         };
-        async move { client.settle(authorized(request, &self.hospital, None)).await.map(drop) }
+        async move {
+            if self.kind == SettleKind::PreSettle {
+                let pre = PreSettleRequest {
+                    visit_id: request.visit_id,
+                    total_cents: request.total_cents,
+                    category: request.category,
+                    pay_from: request.pay_from,
+                    items_summary: request.items_summary,
+                    binder_person_id: request.binder_person_id,
+                    items: request.items,
+                };
+                return client.pre_settle(authorized(pre, &self.hospital, None)).await.map(drop);
+            }
+            client.settle(authorized(request, &self.hospital, None)).await.map(drop)
+        }
     }
 }
 

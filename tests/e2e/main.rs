@@ -40,6 +40,7 @@ mod privacy;
 mod reimbursement;
 mod revocation;
 mod settlement;
+mod settlement_items;
 mod settlement_records;
 mod sms;
 mod telemetry;

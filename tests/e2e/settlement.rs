@@ -431,7 +431,7 @@ async fn annual_expenses_add_up_by_category_and_by_china_standard_time_month() {
 
     let empty = ops.get_annual_expenses(expenses(2028)).await.expect("2028").into_inner();
     assert_eq!(empty.totals.unwrap().settlements, 0);
-    assert_eq!(empty.by_category.len(), 3, "every category is listed, zero or not");
+    assert_eq!(empty.by_category.len(), 4, "every category is listed, zero or not");
     assert!(empty.by_month.is_empty());
 
     let bad_year = ops.get_annual_expenses(expenses(0)).await.unwrap_err();
