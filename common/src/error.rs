@@ -174,6 +174,10 @@ reasons! {
     DocumentNotTied => "DOCUMENT_NOT_TIED" @ FailedPrecondition,
     // Issue 15, TLS: a partner's key pinned to its client certificate (docs/tls.md).
     ClientCertificateMismatch => "CLIENT_CERTIFICATE_MISMATCH" @ Unauthenticated,
+    // Issue 17 item 7, reimbursement claims for bills paid out of pocket.
+    ClaimNotFound => "CLAIM_NOT_FOUND" @ NotFound,
+    ClaimAlreadyReviewed => "CLAIM_ALREADY_REVIEWED" @ FailedPrecondition,
+    ClaimSettlementNotReversible => "CLAIM_SETTLEMENT_NOT_REVERSIBLE" @ FailedPrecondition,
 }
 
 impl fmt::Display for Reason {

@@ -50,6 +50,11 @@ pub const METHOD_SCOPES: MethodScopes = &[
     ("/medins.insurance.v1.SettlementService/PreSettle", scopes::SETTLEMENT_WRITE),
     ("/medins.insurance.v1.SettlementService/ReverseSettlement", scopes::SETTLEMENT_REVERSE),
     ("/medins.insurance.v1.SettlementService/GetAnnualExpenses", scopes::EXPENSES_READ),
+    ("/medins.insurance.v1.SettlementService/ListSettlements", scopes::SETTLEMENT_READ),
+    ("/medins.insurance.v1.SettlementService/GetSettlement", scopes::SETTLEMENT_READ),
+    ("/medins.insurance.v1.ReimbursementService/SubmitClaim", scopes::CLAIMS_SUBMIT),
+    ("/medins.insurance.v1.ReimbursementService/ReviewClaim", scopes::CLAIMS_REVIEW),
+    ("/medins.insurance.v1.ReimbursementService/ListClaims", scopes::CLAIMS_READ),
     ("/medins.insurance.v1.IdentityEventService/FaceVerificationCompleted", scopes::SERVICE),
     ("/medins.insurance.v1.IdentityEventService/PersonSuperseded", scopes::SERVICE),
     ("/medins.insurance.v1.PersonAccessService/ListPersonAccesses", scopes::SERVICE),
@@ -177,6 +182,7 @@ impl InsuranceService {
             idempotency: Idempotency::new(db.clone(), clock.clone(), config.common.idempotency_options(), &keys),
             identity,
             audit: medins_common::audit::AuditStore::new(db.clone(), clock.clone(), "insurance-svc", audit_keys),
+            partners: partners.clone(),
             db,
             clock,
         });
@@ -245,6 +251,10 @@ impl InsuranceService {
             medins_proto::insurance::v1::cross_region_service_server::CrossRegionServiceServer,
             service::cross_region::CrossRegionApi
         );
+        let reimbursement = limited!(
+            medins_proto::insurance::v1::reimbursement_service_server::ReimbursementServiceServer,
+            service::claim::ReimbursementApi
+        );
         let person_token_refresher = self.state.person_tokens.spawn_refresher(self.config.person_token_keys_refresh);
         let revocation_refresher = self.state.person_tokens.spawn_revocation_refresher();
         let code_keys_watcher =
@@ -256,6 +266,11 @@ impl InsuranceService {
         let definition = ServiceDefinition {
             name: "insurance-svc",
             grpc_services: vec![
+                service_name::<
+                    medins_proto::insurance::v1::reimbursement_service_server::ReimbursementServiceServer<
+                        service::claim::ReimbursementApi,
+                    >,
+                >(),
                 service_name::<AccountServiceServer<AccountApi>>(),
                 service_name::<
                     medins_proto::insurance::v1::voucher_service_server::VoucherServiceServer<
@@ -298,7 +313,8 @@ impl InsuranceService {
                 .add_service(documents)
                 .add_service(cards)
                 .add_service(catalog)
-                .add_service(cross_region),
+                .add_service(cross_region)
+                .add_service(reimbursement),
             partners: self.partners,
             method_scopes: METHOD_SCOPES,
             db: self.state.db.clone(),

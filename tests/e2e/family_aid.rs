@@ -21,7 +21,7 @@ use crate::support::{
 
 /// Binds `member`, 16 or over, to `binder` as `relationship` through the member's face check
 /// (a passing submission by the face provider); returns the ACTIVE binding's id.
-async fn bind_adult(stack: &Stack, binder: &Binder, member: &Member, relationship: Relationship) -> String {
+pub(crate) async fn bind_adult(stack: &Stack, binder: &Binder, member: &Member, relationship: Relationship) -> String {
     let documents = stack.binding_documents(binder, member, relationship).await;
     let added = stack.add_member(binder, member, relationship, &documents).await.expect("add member");
     let binding_id = added.binding.expect("binding").binding_id;

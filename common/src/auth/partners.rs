@@ -631,6 +631,8 @@ fn sha256(text: &str) -> [u8; 32] {
 pub struct Partner {
     /// Partner id.
     pub id: String,
+    /// Display name (a hospital's name on a person's settlement records).
+    pub name: String,
     /// Kind.
     pub kind: PartnerKind,
     /// Scopes held.
@@ -678,6 +680,7 @@ impl Snapshot {
             }
             let partner = Arc::new(Partner {
                 id: entry.id.clone(),
+                name: entry.name.clone(),
                 kind: entry.kind,
                 scopes: entry.scopes.clone(),
                 face_provider: entry.face_provider.clone(),

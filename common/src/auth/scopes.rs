@@ -74,6 +74,15 @@ pub const SETTLEMENT_WRITE: &str = "settlement.write";
 pub const SETTLEMENT_REVERSE: &str = "settlement.reverse";
 /// Read a person's annual medical expenses (with a person token; operators any).
 pub const EXPENSES_READ: &str = "expenses.read";
+/// Read a person's own settlement records (with a person token; operators any).
+pub const SETTLEMENT_READ: &str = "settlement.read";
+/// Submit reimbursement claims for bills paid out of pocket (with a person token; operators at
+/// the window for anyone).
+pub const CLAIMS_SUBMIT: &str = "claims.submit";
+/// Read reimbursement claims (a person's own with a person token; operators any, and the queue).
+pub const CLAIMS_READ: &str = "claims.read";
+/// Approve or reject reimbursement claims (operators).
+pub const CLAIMS_REVIEW: &str = "claims.review";
 /// Apply for social security cards and replacements (a person's own with a person token;
 /// counter channels by operators).
 pub const CARD_APPLY: &str = "card.apply";
@@ -118,6 +127,9 @@ pub const FRONT_DOOR_APP: &[&str] = &[
     FAMILY_READ,
     CODE_ISSUE,
     EXPENSES_READ,
+    SETTLEMENT_READ,
+    CLAIMS_SUBMIT,
+    CLAIMS_READ,
     DOCUMENT_UPLOAD,
     DOCUMENT_READ,
     CARD_APPLY,
@@ -172,6 +184,10 @@ pub const OPS: &[&str] = &[
     SETTLEMENT_WRITE,
     SETTLEMENT_REVERSE,
     EXPENSES_READ,
+    SETTLEMENT_READ,
+    CLAIMS_SUBMIT,
+    CLAIMS_READ,
+    CLAIMS_REVIEW,
     DOCUMENT_UPLOAD,
     DOCUMENT_READ,
     CARD_APPLY,

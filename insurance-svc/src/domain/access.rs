@@ -177,6 +177,36 @@ pub const RULES: &[Rule] = &[
         allows: &[Standing::Operator, Standing::Service, Standing::Person, Standing::Binder],
         refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
     },
+    // A person's own settlement records (issue 17 item 6): the person, an ACTIVE binder (as for
+    // GetAnnualExpenses), operators.
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/ListSettlements",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.SettlementService/GetSettlement",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder],
+        refusal: NO_SETTLEMENT,
+    },
+    // ReimbursementService (issue 17 item 7; reimbursement.proto): the person or a guardian
+    // submits, operators at the window too; operators alone review; a person's list as
+    // ListSettlements (binders read).
+    Rule {
+        method: "/medins.insurance.v1.ReimbursementService/SubmitClaim",
+        allows: &[Standing::Operator, Standing::Person, Standing::Guardian],
+        refusal: TOKEN_NOT_PERSONS_OR_GUARDIANS,
+    },
+    Rule {
+        method: "/medins.insurance.v1.ReimbursementService/ReviewClaim",
+        allows: &[Standing::Operator],
+        refusal: NO_CLAIM,
+    },
+    Rule {
+        method: "/medins.insurance.v1.ReimbursementService/ListClaims",
+        allows: &[Standing::Operator, Standing::Person, Standing::Binder, Standing::Guardian],
+        refusal: PERSON_TOKEN_NOT_THIS_PERSONS,
+    },
     // FamilyService (issue 13 item 1, issue 14): the owner and the member act on their own
     // bindings with their own tokens; binders have no standing here (a binding gives power over
     // the member's codes and expenses, not over other bindings); operators act for anyone.
@@ -359,6 +389,7 @@ const NO_ACCOUNT: Refusal = Refusal::of(Reason::AccountNotFound, "no such accoun
 const NO_VOUCHER: Refusal = Refusal::of(Reason::VoucherNotFound, "this person has not activated a voucher");
 const NO_VISIT: Refusal = Refusal::of(Reason::VisitNotFound, "no such visit");
 const NO_SETTLEMENT: Refusal = Refusal::of(Reason::SettlementNotFound, "no such settlement");
+const NO_CLAIM: Refusal = Refusal::of(Reason::ClaimNotFound, "no such claim");
 const CODE_INVALID: Refusal = Refusal::of(Reason::CodeInvalid, "invalid code: not a valid medins code");
 // A person-named call with someone else's token: the answer does not depend on the named id.
 const PERSON_TOKEN_NOT_THIS_PERSONS: Refusal = Refusal::permission_denied(

@@ -22,6 +22,8 @@ medins_common::text_enum! {
         Photo => "PHOTO",
         /// A drawn signature (embedded in a commitment letter).
         Signature => "SIGNATURE",
+        /// An invoice or itemised bill of care paid out of pocket (a reimbursement claim's evidence).
+        Invoice => "INVOICE",
     }
 }
 
@@ -47,11 +49,11 @@ impl ContentType {
 impl DocumentKind {
     /// Whether a document of this kind may have this content type: photos of a person, of an ID
     /// card and drawn signatures are images (they are shown, printed on cards and embedded in
-    /// letters); letters and household register pages are often scanned to PDF, so they may be
+    /// letters); letters, household register pages and invoices are often scanned to PDF, so they may be
     /// either.
     pub fn allows(self, content_type: ContentType) -> bool {
         match self {
-            DocumentKind::CommitmentLetter | DocumentKind::HouseholdRegister => true,
+            DocumentKind::CommitmentLetter | DocumentKind::HouseholdRegister | DocumentKind::Invoice => true,
             DocumentKind::IdCardFront | DocumentKind::IdCardBack | DocumentKind::Photo | DocumentKind::Signature => {
                 content_type.is_image()
             }

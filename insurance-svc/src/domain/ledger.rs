@@ -28,6 +28,8 @@ medins_common::text_enum! {
         Adjustment => "ADJUSTMENT",
         /// Undoes a settlement or family-aid entry.
         Reversal => "REVERSAL",
+        /// The fund's share of an approved reimbursement claim, credited (`domain::claim`).
+        ClaimReimbursement => "CLAIM_REIMBURSEMENT",
     }
 }
 

@@ -1101,8 +1101,8 @@ pub struct SettlementDetails {
 pub struct Settlement {
     /// Settlement id.
     pub id: Uuid,
-    /// The visit.
-    pub visit_id: Uuid,
+    /// The visit; none for a reimbursement claim's settlement (`domain::claim`).
+    pub visit_id: Option<Uuid>,
     /// The patient.
     pub person_id: Uuid,
     /// Care type.
@@ -1554,7 +1554,7 @@ pub fn decide(policy: &PolicyTable, catalog: &Catalog, facts: SettleFacts<'_>) -
         .collect();
     let settlement = Settlement {
         id: Uuid::now_v7(),
-        visit_id: call.visit_id,
+        visit_id: Some(call.visit_id),
         person_id: facts.person_id,
         category: terms.category,
         pay_from: terms.pay_from,
@@ -1815,7 +1815,7 @@ mod tests {
         assert_eq!((s.deductible_cents, s.fund_cents, s.account_cents, s.self_cents), (180_000, 14_000, 186_000, 0));
         assert_eq!(
             (s.visit_id, s.person_id, s.year, s.status),
-            (c.call.visit_id, c.person_id, 2026, SettlementStatus::Settled)
+            (Some(c.call.visit_id), c.person_id, 2026, SettlementStatus::Settled)
         );
         assert_eq!(s.charged_account_id, Some(c.holder.id));
         let debit = new.debit.unwrap();

@@ -96,6 +96,7 @@ pub fn entry_message(entry: &Entry) -> pb::AccountEntry {
             EntryKind::FamilyAid => pb::EntryKind::FamilyAid,
             EntryKind::Adjustment => pb::EntryKind::Adjustment,
             EntryKind::Reversal => pb::EntryKind::Reversal,
+            EntryKind::ClaimReimbursement => pb::EntryKind::ClaimReimbursement,
         } as i32,
         amount_cents: entry.amount_cents,
         balance_after_cents: entry.balance_after_cents,

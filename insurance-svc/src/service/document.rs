@@ -80,6 +80,7 @@ pub fn kind_message(kind: DocumentKind) -> pb::DocumentKind {
         DocumentKind::IdCardBack => pb::DocumentKind::IdCardBack,
         DocumentKind::Photo => pb::DocumentKind::Photo,
         DocumentKind::Signature => pb::DocumentKind::Signature,
+        DocumentKind::Invoice => pb::DocumentKind::Invoice,
     }
 }
 
@@ -92,6 +93,7 @@ pub fn kind_of(message: pb::DocumentKind) -> DocumentKind {
         pb::DocumentKind::IdCardBack => DocumentKind::IdCardBack,
         pb::DocumentKind::Photo => DocumentKind::Photo,
         pb::DocumentKind::Signature => DocumentKind::Signature,
+        pb::DocumentKind::Invoice => DocumentKind::Invoice,
         pb::DocumentKind::Unspecified => unreachable!("require_enum refuses the zero value"),
     }
 }

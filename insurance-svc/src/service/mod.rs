@@ -4,6 +4,7 @@ pub mod access;
 pub mod account;
 pub mod card;
 pub mod catalog;
+pub mod claim;
 pub mod code;
 pub mod cross_region;
 pub mod document;
@@ -11,6 +12,7 @@ pub mod events;
 pub mod family;
 pub mod person_access;
 pub mod settlement;
+pub mod settlement_records;
 pub mod voucher;
 
 use std::sync::Arc;
@@ -68,6 +70,8 @@ pub struct State {
     pub relationships: Arc<dyn crate::relationship::RelationshipAuthority>,
     /// How long an operator has to review a binding the authority could not confirm.
     pub family_review_period: chrono::Duration,
+    /// The live partners (a settlement record names the hospital or pharmacy that settled it).
+    pub partners: medins_common::auth::Partners,
     /// The audit trail: every call that reads or changes a person's data
     /// (docs/architecture.md#trust-model).
     pub audit: medins_common::audit::AuditStore,

@@ -54,7 +54,8 @@ fn category_from_wire(raw: i32) -> ApiResult<Category> {
     })
 }
 
-fn category_to_wire(category: Category) -> pb::Category {
+/// The wire form of a category.
+pub(crate) fn category_to_wire(category: Category) -> pb::Category {
     match category {
         Category::Outpatient => pb::Category::Outpatient,
         Category::Inpatient => pb::Category::Inpatient,
@@ -76,7 +77,7 @@ fn pay_from_from_wire(raw: i32) -> ApiResult<PayFrom> {
 pub fn settlement_message(s: &Settlement) -> pb::Settlement {
     pb::Settlement {
         settlement_id: s.id.to_string(),
-        visit_id: s.visit_id.to_string(),
+        visit_id: s.visit_id.map(|id| id.to_string()).unwrap_or_default(),
         person_id: s.person_id.to_string(),
         category: category_to_wire(s.category) as i32,
         total_cents: s.total_cents,
@@ -364,6 +365,20 @@ impl SettlementService for SettlementApi {
         };
         access.record(state, known, &result).await;
         result.map(Response::new)
+    }
+
+    async fn list_settlements(
+        &self,
+        request: Request<pb::ListSettlementsRequest>,
+    ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
+        super::settlement_records::list_settlements(&self.state, request).await
+    }
+
+    async fn get_settlement(
+        &self,
+        request: Request<pb::GetSettlementRequest>,
+    ) -> Result<Response<pb::GetSettlementResponse>, Status> {
+        super::settlement_records::get_settlement(&self.state, request).await
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod card;
+pub mod claim;
 pub mod cross_region;
 pub mod document;
 pub mod document_sweeper;
@@ -12,6 +13,7 @@ pub mod objects;
 pub mod schema;
 pub mod settlement;
 mod settlement_details;
+pub mod settlement_records;
 pub mod visit;
 pub mod voucher;
 

@@ -71,10 +71,10 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// One settlement per visit.
+    /// One settlement per visit; a reimbursement claim's settlement has no visit.
     settlements (id) {
         id -> Text,
-        visit_id -> Text,
+        visit_id -> Nullable<Text>,
         person_id -> Text,
         category -> Text,
         pay_from -> Text,
@@ -298,7 +298,6 @@ diesel::table! {
 diesel::joinable!(voucher_activations -> vouchers (voucher_id));
 diesel::joinable!(visits -> vouchers (voucher_id));
 diesel::joinable!(visits -> accounts (account_id));
-diesel::joinable!(settlements -> visits (visit_id));
 diesel::joinable!(account_entries -> accounts (account_id));
 diesel::joinable!(family_binding_terms -> family_bindings (binding_id));
 
@@ -412,3 +411,57 @@ diesel::table! {
         expires_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    /// Reimbursement claims (migration 2026-12-07-210000).
+    claims (id) {
+        id -> Text,
+        person_id -> Text,
+        account_id -> Text,
+        hospital_name -> Text,
+        hospital_region_code -> Text,
+        category -> Text,
+        care_date -> Date,
+        not_settled_because -> Text,
+        total_cents -> BigInt,
+        payout -> Text,
+        status -> Text,
+        submitted_by -> Text,
+        submitted_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// A claim's billed items, in invoice order.
+    claim_items (claim_id, line) {
+        claim_id -> Text,
+        line -> Integer,
+        code -> Text,
+        quantity -> BigInt,
+        unit_price_cents -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// A claim's invoice documents.
+    claim_documents (claim_id, document_id) {
+        claim_id -> Text,
+        document_id -> Text,
+    }
+}
+
+diesel::table! {
+    /// A claim's one review.
+    claim_reviews (claim_id) {
+        claim_id -> Text,
+        decision -> Text,
+        reviewed_by -> Text,
+        reviewed_at -> Timestamp,
+        rejection_reason -> Nullable<Text>,
+        settlement_id -> Nullable<Text>,
+        transfer_reference -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(claim_reviews -> claims (claim_id));
+diesel::allow_tables_to_appear_in_same_query!(claims, claim_reviews);

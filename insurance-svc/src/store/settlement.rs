@@ -61,9 +61,9 @@ use crate::domain::{
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = settlements)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
-struct SettlementRow {
+pub(crate) struct SettlementRow {
     id: DbUuid,
-    visit_id: DbUuid,
+    visit_id: Option<DbUuid>,
     person_id: DbUuid,
     category: Category,
     pay_from: PayFrom,
@@ -84,7 +84,7 @@ impl From<SettlementRow> for Settlement {
     fn from(row: SettlementRow) -> Self {
         Settlement {
             id: row.id.into(),
-            visit_id: row.visit_id.into(),
+            visit_id: row.visit_id.map(Uuid::from),
             person_id: row.person_id.into(),
             category: row.category,
             pay_from: row.pay_from,
@@ -307,7 +307,7 @@ fn store_settlement(conn: &mut DbConnection, new: &NewSettlement) -> Result<(), 
         Chain(
             (
                 DbUuid(settled.id).into_sql::<Text>(),
-                DbUuid(settled.visit_id).into_sql::<Text>(),
+                settled.visit_id.map(DbUuid).into_sql::<Nullable<Text>>(),
                 DbUuid(settled.person_id).into_sql::<Text>(),
                 settled.category.as_str().into_sql::<Text>(),
                 settled.pay_from.as_str().into_sql::<Text>(),
@@ -700,7 +700,10 @@ fn store_settlements(
     let settlements = Chain(
         (
             texts(|s| s.id.to_string()),
-            texts(|s| s.visit_id.to_string()),
+            new.iter()
+                .map(|s| s.visit_id.map(|id| id.to_string()))
+                .collect::<Vec<_>>()
+                .into_sql::<Array<Nullable<Text>>>(),
             texts(|s| s.person_id.to_string()),
             texts(|s| s.category.as_str().to_owned()),
             texts(|s| s.pay_from.as_str().to_owned()),
@@ -846,6 +849,7 @@ impl SettlementStore {
                     let mut found = find(conn, settlement_id)?
                         .ok_or_else(|| ApiError::not_found(Reason::SettlementNotFound, "no such settlement"))?;
                     settlement::ensure_reversible(found.status)?;
+                    crate::domain::claim::ensure_reversible_settlement(found.visit_id)?;
                     // Totals, then account: the order settling takes them in (settle_inputs).
                     let ytd = lock_year_to_date(conn, found.person_id, found.year, found.category)?;
                     let charged = found.charged_account_id.filter(|_| found.account_cents > 0);
@@ -918,4 +922,70 @@ impl SettlementStore {
             })
             .await
     }
+}
+
+/// Settles an approved reimbursement claim in the caller's write transaction (`store::claim`),
+/// with the one decision ([`settlement::decide`]) as a self-paid bill of `person_id`, whose
+/// account `account_id` gives the scheme and insured region, given at `site` (the claim's
+/// hospital region): the totals row, then the account row are locked (the lock order of the
+/// module doc); the person's ACTIVE cross-region filings are read when the care was elsewhere.
+/// The call is keyed by the claim; the settlement written has no visit. Returns the settlement
+/// and the account as locked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn settle_claim(
+    conn: &mut DbConnection,
+    policy: &PolicyTable,
+    catalog: &Catalog,
+    claim_id: Uuid,
+    reviewer: &str,
+    person_id: Uuid,
+    account_id: Uuid,
+    site: settlement::Site,
+    terms: settlement::SettleTerms,
+    now: NaiveDateTime,
+) -> Result<(Settlement, AccountFacts), TxError> {
+    let call = SettleCall {
+        visit_id: claim_id,
+        partner_id: reviewer.to_owned(),
+        site,
+        terms,
+        binder: None,
+        pre_settlement_id: None,
+        now,
+    };
+    let year_to_date = lock_year_to_date(conn, person_id, call.year(), call.terms.category)?;
+    let locked = lock_account(conn, account_id)?
+        .ok_or_else(|| ApiError::internal(format_args!("claim {claim_id}: its account vanished")))?;
+    let holder_account = AccountFacts {
+        id: locked.id,
+        scheme: locked.scheme,
+        status: locked.status,
+        balance_cents: locked.balance_cents,
+    };
+    let filings = match &call.site.region_code {
+        Some(treatment) if cross_region::is_cross_region(&locked.region_code, treatment) => {
+            let mut filings = super::cross_region::filings_of(conn, person_id)?;
+            filings.retain(|f| f.status == cross_region::FilingStatus::Active);
+            filings
+        }
+        _ => Vec::new(),
+    };
+    let facts = SettleFacts {
+        call: &call,
+        opened_by: reviewer,
+        person_id,
+        earlier: None,
+        holder_account,
+        insured_region_code: &locked.region_code,
+        filings: &filings,
+        family_aid: None,
+        year_to_date,
+        pre_settlement: None,
+    };
+    let Decision::Settle(mut new) = settlement::decide(policy, catalog, facts)? else {
+        return Err(ApiError::internal(format_args!("claim {claim_id}: a first settlement replayed")).into());
+    };
+    new.settlement.visit_id = None;
+    store_settlement(conn, &new)?;
+    Ok((new.settlement, holder_account))
 }

@@ -17,6 +17,17 @@ use medins_proto::{
 use super::{Intercepted, Stack, interceptor, privacy, vouchers::FrontDoorPerson, with_person_token};
 
 impl Stack {
+    /// insurance-svc reimbursement claims, as the partner holding `key`.
+    pub fn reimbursements(
+        &self,
+        key: Option<&str>,
+    ) -> medins_proto::insurance::v1::reimbursement_service_client::ReimbursementServiceClient<Intercepted> {
+        medins_proto::insurance::v1::reimbursement_service_client::ReimbursementServiceClient::with_interceptor(
+            self.insurance_channel(),
+            interceptor(key),
+        )
+    }
+
     /// insurance-svc settlements, as the partner holding `key`.
     pub fn settlements(&self, key: Option<&str>) -> SettlementServiceClient<Intercepted> {
         SettlementServiceClient::with_interceptor(self.insurance_channel(), interceptor(key))
