@@ -8,7 +8,7 @@
 //!   [`SUSPENSION_REASON`], ...), control characters refused.
 //! - Page sizes: [`PageSize`], a default and a maximum per list.
 //! - Money: [`Amount`], 1 cent up to a maximum per field meaning.
-//! - A caller's reference: [`reference`], kept exactly as sent.
+//! - A caller's reference: [`reference()`], kept exactly as sent.
 
 use crate::{ApiError, ApiResult, Reason};
 
@@ -56,7 +56,7 @@ impl TextField {
     }
 }
 
-/// Most characters of a caller's reference ([`reference`]).
+/// Most characters of a caller's reference ([`reference()`]).
 pub const REFERENCE_MAX_CHARS: usize = 128;
 
 /// A caller's reference (a face session's `reference`, checked by identity-svc when the session

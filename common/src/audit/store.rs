@@ -12,7 +12,7 @@
 //! instead of at 64 places, and each group commit writes one index page to the WAL instead of
 //! one per partition touched (docs/benchmarks.md, "Issue 13: the audit budget"). There, too,
 //! the head is read once and written once per batch of the database's writer thread, not per
-//! audited call ([`batch_head`]).
+//! audited call (`batch_head`).
 //!
 //! Checkpoints: [`AuditStore::spawn_checkpointer`] seals, every few seconds, each partition that
 //! grew: it re-checks the new rows' MACs, extends the partition's Merkle tree from the last
