@@ -73,19 +73,7 @@ async fn card_by_ops(stack: &Stack, number: &str) -> Card {
 async fn holder_with_card(stack: &Stack) -> (FrontDoorPerson, Card) {
     let person = stack.front_door_person(&stack.keys.mini_program).await;
     stack.open_account_for(&person.person_id).await;
-    let card = stack
-        .cards(Some(&stack.keys.ops))
-        .apply_for_card(ApplyForCardRequest {
-            person_id: person.person_id.clone(),
-            channel: CardChannel::ServiceCenter as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("issue on the spot")
-        .into_inner()
-        .card
-        .unwrap();
-    privacy::sensitive(&card.card_number);
+    let card = stack.card_issued_on_the_spot(&person.person_id).await;
     (person, card)
 }
 

@@ -11,9 +11,9 @@ use diesel::prelude::*;
 use insurance_svc::store::schema::{card_pins, visits};
 use medins_common::{audit::AuditEntry, db::DbError};
 use medins_proto::insurance::v1::{
-    ActivateCardRequest, ApplyForCardRequest, Card, CardActivationChannel, CardChannel, CardFunctionStatus,
-    CardLossKind, Category, ChangeCardPinRequest, GetCardRequest, OpenVisitWithCardRequest, OpenVisitWithCardResponse,
-    PayFrom, PersonIdentity, ReportCardLossRequest, ResetCardPinRequest, SettleRequest, get_card_request,
+    ActivateCardRequest, Card, CardActivationChannel, CardFunctionStatus, CardLossKind, Category, ChangeCardPinRequest,
+    GetCardRequest, OpenVisitWithCardRequest, OpenVisitWithCardResponse, PayFrom, PersonIdentity,
+    ReportCardLossRequest, ResetCardPinRequest, SettleRequest, get_card_request,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -60,19 +60,7 @@ async fn holder_with_card(stack: &Stack) -> (FrontDoorPerson, Card) {
 async fn holder_with_card_and_account(stack: &Stack) -> ((FrontDoorPerson, Card), String) {
     let person = stack.front_door_person(&stack.keys.mini_program).await;
     let account = stack.open_account_for(&person.person_id).await;
-    let card = stack
-        .cards(Some(&stack.keys.ops))
-        .apply_for_card(ApplyForCardRequest {
-            person_id: person.person_id.clone(),
-            channel: CardChannel::ServiceCenter as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("issued on the spot")
-        .into_inner()
-        .card
-        .unwrap();
-    privacy::sensitive(&card.card_number);
+    let card = stack.card_issued_on_the_spot(&person.person_id).await;
     for pin in [PIN, WRONG] {
         privacy::sensitive_token(pin);
     }

@@ -6,8 +6,8 @@ use medins_common::auth::{PartnerKind, RateLimit};
 use medins_proto::{
     identity::v1::SubmitFaceResultRequest,
     insurance::v1::{
-        ApplyForCardRequest, BindFamilyMemberAtCounterRequest, BindingChannel, BindingStatus, CardChannel,
-        OriginalDocument, OwnerAtTerminal, RelationshipProof, StartCounterOwnerCheckRequest, WindowAttestation,
+        BindFamilyMemberAtCounterRequest, BindingChannel, BindingStatus, OriginalDocument, OwnerAtTerminal,
+        RelationshipProof, StartCounterOwnerCheckRequest, WindowAttestation,
         bind_family_member_at_counter_request::Presence,
     },
 };
@@ -16,7 +16,7 @@ use tonic::{Code, Status};
 use crate::support::{
     Stack, StackOptions,
     family::{Binder, BindingDocuments, Member, add_request},
-    privacy, reason,
+    reason,
 };
 
 const CHILD: medins_proto::insurance::v1::Relationship = medins_proto::insurance::v1::Relationship::Child;
@@ -31,19 +31,7 @@ async fn with_terminal() -> Stack {
 
 /// A card issued on the spot to `binder` at a service center.
 async fn card_of(stack: &Stack, binder: &Binder) -> String {
-    let card = stack
-        .cards(Some(&stack.keys.ops))
-        .apply_for_card(ApplyForCardRequest {
-            person_id: binder.person_id.clone(),
-            channel: CardChannel::ServiceCenter as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("issue a card")
-        .into_inner()
-        .card
-        .unwrap();
-    privacy::sensitive(&card.card_number);
+    let card = stack.card_issued_on_the_spot(&binder.person_id).await;
     card.card_number
 }
 

@@ -6,13 +6,13 @@ use medins_common::crypto::DataKeys;
 use medins_proto::{
     identity::v1::{RegisterPersonRequest, SendSmsCodeRequest, SmsPurpose, VerifySmsCodeRequest},
     insurance::v1::{
-        DocumentKind, OpenAccountRequest, PersonIdentity, RecordCardFeeRequest, Scheme,
-        card_service_client::CardServiceClient, open_account_request,
+        ApplyForCardRequest, Card, CardChannel, DocumentKind, OpenAccountRequest, PersonIdentity, RecordCardFeeRequest,
+        Scheme, card_service_client::CardServiceClient, open_account_request,
     },
 };
 use uuid::Uuid;
 
-use super::{Intercepted, SeedPerson, Stack, interceptor};
+use super::{Intercepted, SeedPerson, Stack, interceptor, privacy};
 
 /// A person registered by operators, with an open account.
 #[derive(Clone, Debug)]
@@ -141,6 +141,25 @@ impl Stack {
     pub fn identity_data_keys(&self) -> DataKeys {
         DataKeys::load(self.identity_config.data_keys_file.as_deref().expect("tests give identity-svc a key file"))
             .expect("load identity-svc's data keys")
+    }
+
+    /// `person_id`'s card, issued on the spot by operators at a service center (DELIVERED, VALID,
+    /// functions INACTIVE); its number is registered as sensitive for the leak checks.
+    pub async fn card_issued_on_the_spot(&self, person_id: &str) -> Card {
+        let card = self
+            .cards(Some(&self.keys.ops))
+            .apply_for_card(ApplyForCardRequest {
+                person_id: person_id.to_owned(),
+                channel: CardChannel::ServiceCenter as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("a card issued on the spot")
+            .into_inner()
+            .card
+            .expect("a service center application carries its card");
+        privacy::sensitive(&card.card_number);
+        card
     }
 
     /// A document of `owner`, uploaded through DocumentService by operators (the applicant's app
