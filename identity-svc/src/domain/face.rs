@@ -161,6 +161,44 @@ impl SessionState {
     }
 }
 
+/// A face session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceSession {
+    /// Session id.
+    pub id: Uuid,
+    /// The person being verified.
+    pub person_id: Uuid,
+    /// What it is for.
+    pub purpose: FacePurpose,
+    /// The starting caller's reference.
+    pub reference: String,
+    /// The partner that started it.
+    pub partner_id: String,
+    /// The FACE_PROVIDER partner that may decide it.
+    pub bound_provider_id: String,
+    /// The liveness challenge.
+    pub challenge: String,
+    /// Stored status (see [`FaceSession::state`] for the status at a given time).
+    pub status: FaceStatus,
+    /// Submissions so far.
+    pub submissions: i32,
+    /// Started.
+    pub created_at: NaiveDateTime,
+    /// Expires, while pending.
+    pub expires_at: NaiveDateTime,
+    /// Ended; `None` while pending.
+    pub finished_at: Option<NaiveDateTime>,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+}
+
+impl FaceSession {
+    /// What the rules look at.
+    pub fn state(&self) -> SessionState {
+        SessionState { status: self.status, submissions: self.submissions, expires_at: self.expires_at }
+    }
+}
+
 /// A provider's submission, validated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Submission {

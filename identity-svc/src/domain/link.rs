@@ -1,7 +1,9 @@
-//! Rules of partner links and of paging through lists: pure, no I/O.
+//! Partner links and the rules of links and of paging through lists: pure, no I/O.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::NaiveDateTime;
 use medins_common::{ApiError, ApiResult, Reason};
+use uuid::Uuid;
 
 /// Longest partner user ref, in bytes.
 pub const MAX_PARTNER_USER_REF_LEN: usize = 128;
@@ -36,6 +38,31 @@ pub enum LinkDecision {
     Existing,
     /// The person is linked to another ref of this partner, or the ref to another person.
     Conflict,
+}
+
+/// A live link, decrypted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PartnerLink {
+    /// Link id (UUIDv7).
+    pub id: Uuid,
+    /// The partner.
+    pub partner_id: String,
+    /// The person.
+    pub person_id: Uuid,
+    /// The partner's own user id. Never logged.
+    pub partner_user_ref: String,
+    /// When it was made.
+    pub linked_at: NaiveDateTime,
+}
+
+impl std::fmt::Debug for PartnerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartnerLink")
+            .field("id", &self.id)
+            .field("partner_id", &self.partner_id)
+            .field("person_id", &self.person_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Decides a link request (one live link per (partner, person) and per (partner, user ref)).

@@ -1,11 +1,14 @@
 //! Rules about persons that are not about the ID number itself: names, real-name status,
 //! which person a name + ID number pair is (claims), and what proves a phone change.
 
-use chrono::{Duration, NaiveDateTime};
+use chrono::{Duration, NaiveDate, NaiveDateTime};
 use medins_common::{ApiError, ApiResult, Reason, validate::OPERATOR_REASON};
 use uuid::Uuid;
 
-use super::{id_number::IdNumberError, phone::PhoneError};
+use super::{
+    id_number::{IdNumberError, Sex},
+    phone::PhoneError,
+};
 
 /// Validates and normalises a legal name with the one name rule of both services
 /// (`medins_common::name`: NFC, trimmed, 1-64 characters, no invisible or private-use
@@ -36,6 +39,35 @@ impl RealName {
             RealName::Unverified => "UNVERIFIED",
             RealName::Verified { .. } => "VERIFIED",
         }
+    }
+}
+
+/// A person, decrypted. Lives only inside identity-svc; leaves it masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Person {
+    /// Person id.
+    pub id: Uuid,
+    /// Normalised legal name.
+    pub name: String,
+    /// Normalised ID number.
+    pub id_number: String,
+    /// Phone on record (11 digits), if any.
+    pub phone: Option<String>,
+    /// Derived birth date.
+    pub birth_date: NaiveDate,
+    /// Derived sex.
+    pub sex: Sex,
+    /// Derived region code.
+    pub region_code: String,
+    /// Real-name status.
+    pub real_name: RealName,
+    /// First registered or resolved.
+    pub created_at: NaiveDateTime,
+}
+
+impl std::fmt::Debug for Person {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Person").field("id", &self.id).finish_non_exhaustive()
     }
 }
 

@@ -22,12 +22,9 @@ use tonic::{Code, Request, Status};
 use uuid::Uuid;
 
 use super::State;
-use crate::{
-    domain::{
-        access::{self, Facts, Rule, Standing},
-        face::{FacePurpose, session_readers},
-    },
-    store::face::FaceSession,
+use crate::domain::{
+    access::{self, Facts, Rule, Standing},
+    face::{FacePurpose, FaceSession, session_readers},
 };
 
 /// A call on its way through the access table.

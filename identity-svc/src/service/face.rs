@@ -28,11 +28,11 @@ use super::{SharedState, access::CallAccess};
 use crate::{
     domain::access::Facts,
     domain::face::{
-        FacePurpose, FaceStatus, Submission, Threshold, choose_provider, expired_error, liveness_challenge,
-        session_binder, validate_provider_reference, validate_reference,
+        FacePurpose, FaceSession, FaceStatus, Submission, Threshold, choose_provider, expired_error,
+        liveness_challenge, session_binder, validate_provider_reference, validate_reference,
     },
     domain::partner::{acting_partner, parse_optional_partner_id},
-    store::face::{FaceSession, FaceStore, NewFaceSession, ProviderCheck, SubmitResult, face_session_not_found},
+    store::face::{FaceStore, NewFaceSession, ProviderCheck, SubmitResult, face_session_not_found},
 };
 
 /// What the face handlers, the expiry sweeper and the outbox worker of one process share.

@@ -16,10 +16,10 @@ use super::{SharedState, access::CallAccess, person::person_not_found};
 use crate::{
     domain::{
         assurance::parse_partner_id,
-        link::{decode_page_token, encode_page_token, parse_partner_user_ref},
+        link::{PartnerLink, decode_page_token, encode_page_token, parse_partner_user_ref},
         sms::SmsPurpose,
     },
-    store::link::{LinkCheck, PartnerLink},
+    store::link::LinkCheck,
 };
 
 /// Page-token kind of ListPartnerLinks.

@@ -19,11 +19,11 @@ use crate::{
         access::Standing,
         disclosure::shown_age,
         id_number::{self, Sex},
-        person::{RealName, id_number_error, normalize_name, phone_error},
+        person::{Person, RealName, id_number_error, normalize_name, phone_error},
         phone,
         sms::SmsPurpose,
     },
-    store::person::{NewPerson, Person, PhoneChange, PhoneChangeEvidence},
+    store::person::{NewPerson, PhoneChange, PhoneChangeEvidence},
 };
 
 /// The PersonService implementation.

@@ -7,8 +7,10 @@ use uuid::Uuid;
 use super::{State, person::person_not_found};
 use crate::{
     authority::AuthorityVerdict,
-    domain::{person::RealName, sms::SmsPurpose},
-    store::person::Person,
+    domain::{
+        person::{Person, RealName},
+        sms::SmsPurpose,
+    },
 };
 
 /// How a real name verified by this flow is recorded.

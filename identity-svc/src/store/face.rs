@@ -21,46 +21,8 @@ use uuid::Uuid;
 
 use super::schema::{face_outbox, face_session_binders, face_sessions};
 use crate::domain::face::{
-    FacePurpose, FaceStatus, SESSION_LIFETIME, SessionState, Submission, SubmitDecision, Threshold, decide_submission,
+    FacePurpose, FaceSession, FaceStatus, SESSION_LIFETIME, Submission, SubmitDecision, Threshold, decide_submission,
 };
-
-/// A face session.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FaceSession {
-    /// Session id.
-    pub id: Uuid,
-    /// The person being verified.
-    pub person_id: Uuid,
-    /// What it is for.
-    pub purpose: FacePurpose,
-    /// The starting caller's reference.
-    pub reference: String,
-    /// The partner that started it.
-    pub partner_id: String,
-    /// The FACE_PROVIDER partner that may decide it.
-    pub bound_provider_id: String,
-    /// The liveness challenge.
-    pub challenge: String,
-    /// Stored status (see [`FaceSession::state`] for the status at a given time).
-    pub status: FaceStatus,
-    /// Submissions so far.
-    pub submissions: i32,
-    /// Started.
-    pub created_at: NaiveDateTime,
-    /// Expires, while pending.
-    pub expires_at: NaiveDateTime,
-    /// Ended; `None` while pending.
-    pub finished_at: Option<NaiveDateTime>,
-    /// Last change.
-    pub updated_at: NaiveDateTime,
-}
-
-impl FaceSession {
-    /// What the rules look at.
-    pub fn state(&self) -> SessionState {
-        SessionState { status: self.status, submissions: self.submissions, expires_at: self.expires_at }
-    }
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = face_sessions)]

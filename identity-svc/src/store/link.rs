@@ -15,36 +15,11 @@ use uuid::Uuid;
 use medins_common::revocation::{Revocation, RevocationReason};
 
 use super::{revocation::revoke_tokens_in, schema::partner_links};
-use crate::domain::link::{LinkDecision, decide_link, link_conflict, user_ref_index_input};
+use crate::domain::link::{LinkDecision, PartnerLink, decide_link, link_conflict, user_ref_index_input};
 
 const TABLE: &str = "partner_links";
 const USER_REF_COLUMN: &str = "partner_user_ref_enc";
 const USER_REF_DOMAIN: &str = "partner_user_ref";
-
-/// A live link, decrypted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PartnerLink {
-    /// Link id (UUIDv7).
-    pub id: Uuid,
-    /// The partner.
-    pub partner_id: String,
-    /// The person.
-    pub person_id: Uuid,
-    /// The partner's own user id. Never logged.
-    pub partner_user_ref: String,
-    /// When it was made.
-    pub linked_at: NaiveDateTime,
-}
-
-impl std::fmt::Debug for PartnerLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartnerLink")
-            .field("id", &self.id)
-            .field("partner_id", &self.partner_id)
-            .field("person_id", &self.person_id)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A live link as the person's own list shows it: the user ref only on the caller's link.
 #[derive(Debug, Clone, PartialEq, Eq)]

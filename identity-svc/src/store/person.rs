@@ -20,9 +20,9 @@ use crate::domain::{
     face::{FacePurpose, FaceStatus},
     id_number::{IdNumber, Sex},
     person::{
-        ClaimDecision, ClaimFacts, PhoneChangeFaceFacts, PhoneChangeMethod, PhoneChangeProof, PhoneChangeRefusal,
-        RealName, claims_to_supersede, decide_claim, decide_confirmation_refused, decide_duplicate_change_record,
-        decide_match, decide_phone_change, decide_phone_swap, name_mismatch,
+        ClaimDecision, ClaimFacts, Person, PhoneChangeFaceFacts, PhoneChangeMethod, PhoneChangeProof,
+        PhoneChangeRefusal, RealName, claims_to_supersede, decide_claim, decide_confirmation_refused,
+        decide_duplicate_change_record, decide_match, decide_phone_change, decide_phone_swap, name_mismatch,
     },
     phone::Phone,
     sms::SmsPurpose,
@@ -36,35 +36,6 @@ const NAME_DOMAIN: &str = "name";
 pub(crate) const LIVE: &str = "LIVE";
 /// `persons.claim_status` of a claim an authority-confirmed registration of its ID number ended.
 const SUPERSEDED: &str = "SUPERSEDED";
-
-/// A person, decrypted. Lives only inside identity-svc; leaves it masked.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Person {
-    /// Person id.
-    pub id: Uuid,
-    /// Normalised legal name.
-    pub name: String,
-    /// Normalised ID number.
-    pub id_number: String,
-    /// Phone on record (11 digits), if any.
-    pub phone: Option<String>,
-    /// Derived birth date.
-    pub birth_date: NaiveDate,
-    /// Derived sex.
-    pub sex: Sex,
-    /// Derived region code.
-    pub region_code: String,
-    /// Real-name status.
-    pub real_name: RealName,
-    /// First registered or resolved.
-    pub created_at: NaiveDateTime,
-}
-
-impl std::fmt::Debug for Person {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Person").field("id", &self.id).finish_non_exhaustive()
-    }
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = persons)]

@@ -1,6 +1,8 @@
-//! Accounts: schemes, statuses and the rules for opening one.
+//! Accounts: the entity, schemes, statuses and the rules for opening one.
 
+use chrono::{NaiveDate, NaiveDateTime};
 use medins_common::{ApiError, ApiResult, Reason};
+use uuid::Uuid;
 
 medins_common::text_enum! {
     /// The insurance scheme of an account.
@@ -22,6 +24,29 @@ medins_common::text_enum! {
         /// Closed for good.
         Closed => "CLOSED",
     }
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Account id.
+    pub id: Uuid,
+    /// Person id at identity-svc.
+    pub person_id: Uuid,
+    /// Scheme.
+    pub scheme: Scheme,
+    /// Region code.
+    pub region_code: String,
+    /// Employer code (employee scheme).
+    pub employer_code: Option<String>,
+    /// Status.
+    pub status: AccountStatus,
+    /// Individual-account balance in cents.
+    pub balance_cents: i64,
+    /// The holder's birth date (from identity-svc; for age rules).
+    pub birth_date: NaiveDate,
+    /// Opened.
+    pub opened_at: NaiveDateTime,
 }
 
 /// What opening an account needs besides the person.

@@ -30,6 +30,25 @@ medins_common::text_enum! {
     }
 }
 
+/// A recorded outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaceOutcomeRecord {
+    /// The face session at identity-svc.
+    pub session_id: Uuid,
+    /// identity-svc's event id (of the delivery that was recorded).
+    pub event_id: Uuid,
+    /// The person verified.
+    pub person_id: Uuid,
+    /// What it was for.
+    pub purpose: FacePurpose,
+    /// The starting caller's reference.
+    pub reference: String,
+    /// How it ended.
+    pub outcome: FaceOutcome,
+    /// When it ended.
+    pub finished_at: NaiveDateTime,
+}
+
 /// How long after a face session ended it may still prove a step (voucher activation, card
 /// application).
 pub const FACE_SESSION_FRESHNESS: Duration = Duration::minutes(10);

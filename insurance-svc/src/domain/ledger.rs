@@ -33,6 +33,29 @@ medins_common::text_enum! {
     }
 }
 
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Entry id.
+    pub id: Uuid,
+    /// Account.
+    pub account_id: Uuid,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Signed cents: credits positive, debits negative.
+    pub amount_cents: i64,
+    /// Balance right after this entry.
+    pub balance_after_cents: i64,
+    /// Contribution reference, or the settlement id.
+    pub reference: String,
+    /// The settlement this entry pays or reverses.
+    pub settlement_id: Option<Uuid>,
+    /// When.
+    pub created_at: NaiveDateTime,
+    /// The partner that credited this contribution (contributions credited since the column exists).
+    pub credited_by: Option<String>,
+}
+
 /// A validated contribution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contribution {

@@ -1,11 +1,13 @@
 //! A person's own settlement records (`SettlementService.ListSettlements` and
-//! `GetSettlement`): the page size and the opaque page token of the yearly listing. Pure: no
+//! `GetSettlement`): the record, the page size and the opaque page token of the yearly listing. Pure: no
 //! I/O.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, NaiveDateTime};
 use medins_common::{ApiError, ApiResult, Reason, validate::PageSize};
 use uuid::Uuid;
+
+use super::settlement::Settlement;
 
 /// Settlements of one page: 20 by default, at most 100, larger requests refused.
 pub const SETTLEMENT_PAGE: PageSize = PageSize { default: 20, max: 100, cap: false };
@@ -59,6 +61,26 @@ impl SettlementCursor {
         let settlement_id = Uuid::parse_str(settlement).map_err(|_| invalid())?;
         Ok(SettlementCursor { person_id, year, settled_at, settlement_id })
     }
+}
+
+/// Where a settlement was settled: the visit's counter and opening time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitFacts {
+    /// The hospital or pharmacy (partner id).
+    pub partner_id: String,
+    /// When the visit was opened.
+    pub opened_at: NaiveDateTime,
+}
+
+/// One settlement of a person's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementRecord {
+    /// The settlement.
+    pub settlement: Settlement,
+    /// Its visit, when it settled one.
+    pub visit: Option<VisitFacts>,
+    /// The reimbursement claim it paid, when it settled one (no visit then).
+    pub claim_id: Option<Uuid>,
 }
 
 /// The token of the page after `page` (one more row than the page size was read: `more`).

@@ -66,6 +66,25 @@ medins_common::text_enum! {
     }
 }
 
+/// A voucher with the channels it was activated through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voucher {
+    /// Voucher id.
+    pub id: Uuid,
+    /// Holder.
+    pub person_id: Uuid,
+    /// Status.
+    pub status: VoucherStatus,
+    /// Who suspended it, while suspended.
+    pub suspended_by: Option<Suspender>,
+    /// First activation.
+    pub activated_at: NaiveDateTime,
+    /// Last change.
+    pub updated_at: NaiveDateTime,
+    /// Distinct channels, first activation first.
+    pub channels: Vec<Channel>,
+}
+
 /// Checks that `actor` may lift a suspension made by `suspended_by`: operators lift any, the
 /// holder only their own.
 pub fn may_resume(suspended_by: Suspender, actor: Suspender) -> ApiResult<()> {

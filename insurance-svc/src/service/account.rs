@@ -22,13 +22,10 @@ use super::{
     SharedState,
     access::{CallAccess, HandlerFacts},
 };
-use crate::{
-    domain::{
-        access::{self, Standing},
-        account::{AccountStatus, Scheme, account_terms},
-        ledger::{self, EntryCursor, EntryKind},
-    },
-    store::{account::Account, ledger::Entry},
+use crate::domain::{
+    access::{self, Standing},
+    account::{Account, AccountStatus, Scheme, account_terms},
+    ledger::{self, Entry, EntryCursor, EntryKind},
 };
 
 /// The AccountService implementation.

@@ -39,8 +39,8 @@ use crate::{
     domain::{
         access::Standing,
         document::{
-            ContentType, DocumentKind, SubjectNeed, UploadBuffer, check_content, declared_sha256, declared_size,
-            image_too_large, inspect, inspection_estimate, object_key, sha256_hex, subject_need,
+            ContentType, Document, DocumentKind, SubjectNeed, UploadBuffer, check_content, declared_sha256,
+            declared_size, image_too_large, inspect, inspection_estimate, object_key, sha256_hex, subject_need,
         },
         family::{Relationship, require_not_self},
         image::{image_header, pdf_image},
@@ -48,10 +48,7 @@ use crate::{
         voucher::require_insured,
     },
     heavy::HeavyRefusal,
-    store::{
-        document::Document,
-        objects::{open, seal},
-    },
+    store::objects::{open, seal},
 };
 
 /// Largest chunk of a download (well under the default 64 KiB message limit).

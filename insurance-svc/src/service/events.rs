@@ -26,14 +26,11 @@ use super::SharedState;
 use crate::{
     domain::{
         account::AccountStatus,
-        face::{FaceOutcome, FacePurpose},
+        face::{FaceOutcome, FaceOutcomeRecord, FacePurpose},
         ledger,
         voucher::{Suspender, VoucherStatus},
     },
-    store::{
-        face_outcome::{FaceOutcomeRecord, Recorded},
-        voucher::StatusChange,
-    },
+    store::{face_outcome::Recorded, voucher::StatusChange},
 };
 
 /// The IdentityEventService implementation.

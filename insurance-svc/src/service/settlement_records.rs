@@ -16,9 +16,9 @@ use crate::{
     domain::{
         access::Standing,
         settlement,
-        settlement_records::{SETTLEMENT_PAGE, SettlementCursor, next_cursor},
+        settlement_records::{SETTLEMENT_PAGE, SettlementCursor, SettlementRecord, next_cursor},
     },
-    store::settlement_records::{self, SettlementRecord},
+    store::settlement_records,
 };
 
 /// The wire form of a record: the settlement, and the partner that settled its visit by id and

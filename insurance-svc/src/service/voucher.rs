@@ -25,11 +25,11 @@ use crate::{
         access::Standing,
         face::FacePurpose,
         voucher::{
-            Channel, FaceCheck, FaceSessionFacts, FaceSessionStatus, Suspender, VoucherStatus, check_activation_face,
-            require_insured, self_activation_channel, suspension_reason,
+            Channel, FaceCheck, FaceSessionFacts, FaceSessionStatus, Suspender, Voucher, VoucherStatus,
+            check_activation_face, require_insured, self_activation_channel, suspension_reason,
         },
     },
-    store::voucher::{NewActivation, StatusChange, Voucher},
+    store::voucher::{NewActivation, StatusChange},
 };
 
 /// The VoucherService implementation.

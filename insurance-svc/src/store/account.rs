@@ -9,30 +9,10 @@ use medins_common::{
 use uuid::Uuid;
 
 use super::schema::accounts;
+// `service/card.rs` names the account by this path; it is being changed on another branch, so
+// the path stays until that merges (then it uses `domain::account::Account`).
+pub use crate::domain::account::Account;
 use crate::domain::account::{AccountStatus, AccountTerms, Scheme};
-
-/// An account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    /// Account id.
-    pub id: Uuid,
-    /// Person id at identity-svc.
-    pub person_id: Uuid,
-    /// Scheme.
-    pub scheme: Scheme,
-    /// Region code.
-    pub region_code: String,
-    /// Employer code (employee scheme).
-    pub employer_code: Option<String>,
-    /// Status.
-    pub status: AccountStatus,
-    /// Individual-account balance in cents.
-    pub balance_cents: i64,
-    /// The holder's birth date (from identity-svc; for age rules).
-    pub birth_date: NaiveDate,
-    /// Opened.
-    pub opened_at: NaiveDateTime,
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = accounts)]

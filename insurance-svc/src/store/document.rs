@@ -14,43 +14,9 @@ use uuid::Uuid;
 
 use super::schema::{document_object_intents, documents};
 use crate::domain::{
-    document::{ContentType, DocumentKind},
+    document::{ContentType, Document, DocumentKind},
     family::Relationship,
 };
-
-/// A stored document's metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Document {
-    /// Document id.
-    pub id: Uuid,
-    /// The person the document belongs to.
-    pub owner_person_id: Uuid,
-    /// What it is.
-    pub kind: DocumentKind,
-    /// Content type sniffed from the bytes.
-    pub content_type: ContentType,
-    /// Size in bytes.
-    pub size_bytes: i64,
-    /// SHA-256 of the bytes, lowercase hex.
-    pub sha256: String,
-    /// Where the bytes are in the object store.
-    pub object_key: String,
-    /// The partner that uploaded it (or `medins` for rendered letters).
-    pub uploaded_by: String,
-    /// When it was stored.
-    pub created_at: NaiveDateTime,
-    /// The person the document shows or names: whose household register page it is, the
-    /// member a commitment letter binds, the owner for the other kinds. `None` only for letters
-    /// stored before letters named their member (they bind nobody).
-    pub subject_person_id: Option<Uuid>,
-    /// A commitment letter's relationship of the member to the owner.
-    pub relationship: Option<Relationship>,
-    /// The person whose token uploaded it, when it was not the owner's (a guardian).
-    pub uploaded_by_person_id: Option<Uuid>,
-    /// The document's key, wrapped by insurance-svc's data keys (`store::objects`); `None` for
-    /// bytes stored in clear before documents were encrypted.
-    pub wrapped_key: Option<Vec<u8>>,
-}
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = documents)]

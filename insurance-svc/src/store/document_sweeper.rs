@@ -71,7 +71,7 @@ pub async fn seal_unsealed(state: &SharedState) -> ApiResult<usize> {
     }
 }
 
-async fn seal_one(state: &SharedState, document: &crate::store::document::Document) -> ApiResult<bool> {
+async fn seal_one(state: &SharedState, document: &crate::domain::document::Document) -> ApiResult<bool> {
     use crate::domain::document::sha256_hex;
     let old_key = document.object_key.clone();
     let plaintext = match state.objects.read(&old_key).await {

@@ -10,26 +10,7 @@ use medins_common::{
 use uuid::Uuid;
 
 use super::schema::face_outcomes;
-use crate::domain::face::{FaceOutcome, FacePurpose};
-
-/// A recorded outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FaceOutcomeRecord {
-    /// The face session at identity-svc.
-    pub session_id: Uuid,
-    /// identity-svc's event id (of the delivery that was recorded).
-    pub event_id: Uuid,
-    /// The person verified.
-    pub person_id: Uuid,
-    /// What it was for.
-    pub purpose: FacePurpose,
-    /// The starting caller's reference.
-    pub reference: String,
-    /// How it ended.
-    pub outcome: FaceOutcome,
-    /// When it ended.
-    pub finished_at: NaiveDateTime,
-}
+use crate::domain::face::{FaceOutcome, FaceOutcomeRecord, FacePurpose};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = face_outcomes)]

@@ -21,36 +21,13 @@ use medins_common::{
 use uuid::Uuid;
 
 use super::{
-    account::{Account, lock_account, set_account_status},
+    account::{lock_account, set_account_status},
     schema::{account_entries, accounts},
 };
 use crate::domain::{
-    account::AccountStatus,
-    ledger::{self, Contribution, EntryCursor, EntryKind},
+    account::{Account, AccountStatus},
+    ledger::{self, Contribution, Entry, EntryCursor, EntryKind},
 };
-
-/// One ledger entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Entry id.
-    pub id: Uuid,
-    /// Account.
-    pub account_id: Uuid,
-    /// Kind.
-    pub kind: EntryKind,
-    /// Signed cents: credits positive, debits negative.
-    pub amount_cents: i64,
-    /// Balance right after this entry.
-    pub balance_after_cents: i64,
-    /// Contribution reference, or the settlement id.
-    pub reference: String,
-    /// The settlement this entry pays or reverses.
-    pub settlement_id: Option<Uuid>,
-    /// When.
-    pub created_at: NaiveDateTime,
-    /// The partner that credited this contribution (contributions credited since the column exists).
-    pub credited_by: Option<String>,
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = account_entries)]

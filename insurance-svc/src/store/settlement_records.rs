@@ -18,27 +18,10 @@ use super::{
     schema::{settlements, visits},
     settlement::SettlementRow,
 };
-use crate::domain::{settlement::Settlement, settlement_records::SettlementCursor};
-
-/// Where a settlement was settled: the visit's counter and opening time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VisitFacts {
-    /// The hospital or pharmacy (partner id).
-    pub partner_id: String,
-    /// When the visit was opened.
-    pub opened_at: NaiveDateTime,
-}
-
-/// One settlement of a person's records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettlementRecord {
-    /// The settlement.
-    pub settlement: Settlement,
-    /// Its visit, when it settled one.
-    pub visit: Option<VisitFacts>,
-    /// The reimbursement claim it paid, when it settled one (no visit then).
-    pub claim_id: Option<Uuid>,
-}
+use crate::domain::{
+    settlement::Settlement,
+    settlement_records::{SettlementCursor, SettlementRecord, VisitFacts},
+};
 
 /// The visits of `settled`, joined to them in order, with each settlement's details (its items
 /// and what its receipt shows; `store::settlement_details`, one read per settlement: a page is at

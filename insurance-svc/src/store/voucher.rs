@@ -10,26 +10,7 @@ use medins_common::{
 use uuid::Uuid;
 
 use super::schema::{voucher_activations, vouchers};
-use crate::domain::voucher::{Channel, FaceCheck, Suspender, VoucherStatus, may_resume};
-
-/// A voucher with the channels it was activated through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Voucher {
-    /// Voucher id.
-    pub id: Uuid,
-    /// Holder.
-    pub person_id: Uuid,
-    /// Status.
-    pub status: VoucherStatus,
-    /// Who suspended it, while suspended.
-    pub suspended_by: Option<Suspender>,
-    /// First activation.
-    pub activated_at: NaiveDateTime,
-    /// Last change.
-    pub updated_at: NaiveDateTime,
-    /// Distinct channels, first activation first.
-    pub channels: Vec<Channel>,
-}
+use crate::domain::voucher::{Channel, FaceCheck, Suspender, Voucher, VoucherStatus, may_resume};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = vouchers)]
