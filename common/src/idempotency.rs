@@ -87,6 +87,7 @@ pub struct Idempotency {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = idempotency_records)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct Record {
     request_hash: Vec<u8>,
     state: String,

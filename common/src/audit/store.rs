@@ -34,7 +34,7 @@ use crate::{
     ApiResult,
     clock::SharedClock,
     db::{
-        Backend, CachedSql, Db, DbConnection, DbError, WriterBatch, before_commit, is_unique_violation,
+        Backend, CachedSql, Db, DbConnection, DbError, DbUuid, WriterBatch, before_commit, is_unique_violation,
         write_transaction, writer_batch,
     },
 };
@@ -250,7 +250,7 @@ impl AuditStore {
         self.db
             .run(move |conn| {
                 let mut query = audit_log::table
-                    .filter(audit_log::person_id.eq(person_id.to_string()))
+                    .filter(audit_log::person_id.eq(DbUuid(person_id)))
                     .order(audit_log::seq.desc())
                     .limit(limit)
                     .select(ENTRY_COLUMNS)
@@ -275,7 +275,7 @@ impl AuditStore {
         self.db
             .run(move |conn| {
                 let mut query = audit_log::table
-                    .filter(audit_log::person_id.eq(person_id.to_string()))
+                    .filter(audit_log::person_id.eq(DbUuid(person_id)))
                     .order((audit_log::recorded_at.desc(), audit_log::seq.desc()))
                     .limit(limit)
                     .select(ENTRY_COLUMNS)
@@ -776,6 +776,7 @@ fn lock_partition(conn: &mut DbConnection, service: &str, key: &CurrentAuditKey,
 
 #[derive(Queryable, Selectable, Debug, Clone)]
 #[diesel(table_name = audit_log)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct StoredRow {
     seq: i64,
     part: i32,
@@ -811,6 +812,7 @@ impl StoredRow {
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
 #[diesel(table_name = audit_checkpoint)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct CheckpointRow {
     part: i32,
     tree_size: i64,
@@ -1148,6 +1150,7 @@ fn verify_partition(
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = audit_log_v1)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct LegacyRow {
     seq: i64,
     partner_id: String,

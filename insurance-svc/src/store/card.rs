@@ -378,7 +378,7 @@ impl CardStore {
             .run(move |conn| {
                 let mut query = card_applications::table.select(ApplicationRow::as_select()).into_boxed();
                 if let Some(status) = filter.status {
-                    query = query.filter(card_applications::status.eq(status.as_str()));
+                    query = query.filter(card_applications::status.eq(status));
                 }
                 if let Some(person) = filter.person_id {
                     query = query.filter(card_applications::person_id.eq(DbUuid(person)));
@@ -482,7 +482,7 @@ impl CardStore {
             .run(move |conn| {
                 let number: Option<String> = cards::table
                     .filter(cards::person_id.eq(DbUuid(person_id)))
-                    .filter(cards::status.ne(CardStatus::Replaced.as_str()))
+                    .filter(cards::status.ne(CardStatus::Replaced))
                     .select(cards::card_number)
                     .first(conn)
                     .optional()?;
@@ -527,7 +527,7 @@ impl CardStore {
                             .execute(conn)?;
                     }
                     let by = format!("{}:{partner}", channel.as_str());
-                    let target = cards::table.find(&number).filter(cards::status.eq(CardStatus::Valid.as_str()));
+                    let target = cards::table.find(&number).filter(cards::status.eq(CardStatus::Valid));
                     if activation.medical {
                         diesel::update(target)
                             .set((
@@ -705,7 +705,7 @@ fn check_may_apply_in(conn: &mut DbConnection, person_id: Uuid) -> ApiResult<()>
     let open_application = open_application_of(conn, person_id)?;
     let current_cards: i64 = cards::table
         .filter(cards::person_id.eq(DbUuid(person_id)))
-        .filter(cards::status.ne(CardStatus::Replaced.as_str()))
+        .filter(cards::status.ne(CardStatus::Replaced))
         .count()
         .get_result(conn)?;
     card::require_may_apply(open_application, current_cards > 0)
@@ -758,9 +758,9 @@ fn insert_application(
         .values((
             card_applications::id.eq(DbUuid(id)),
             card_applications::person_id.eq(DbUuid(new.person_id)),
-            card_applications::channel.eq(new.channel.as_str()),
-            card_applications::delivery.eq(new.delivery.as_str()),
-            card_applications::status.eq(ApplicationStatus::Submitted.as_str()),
+            card_applications::channel.eq(new.channel),
+            card_applications::delivery.eq(new.delivery),
+            card_applications::status.eq(ApplicationStatus::Submitted),
             card_applications::partner_id.eq(&new.partner_id),
             card_applications::guardian_person_id.eq(new.guardian_person_id.map(DbUuid)),
             card_applications::agent_person_id.eq(new.agent_person_id.map(DbUuid)),
@@ -839,7 +839,7 @@ fn insert_event(
         .values((
             card_application_events::id.eq(DbUuid(Uuid::now_v7())),
             card_application_events::application_id.eq(application_id),
-            card_application_events::status.eq(status.as_str()),
+            card_application_events::status.eq(status),
             card_application_events::partner_id.eq(partner),
             card_application_events::at.eq(now),
         ))
@@ -871,9 +871,8 @@ fn step(
     let current = find_application_row(conn, id)?.ok_or_else(application_not_found)?;
     let next = next_application_status(current.status, action, current.delivery)?;
     let id_text = id.to_string();
-    let target =
-        card_applications::table.find(DbUuid(id)).filter(card_applications::status.eq(current.status.as_str()));
-    let status = card_applications::status.eq(next.as_str());
+    let target = card_applications::table.find(DbUuid(id)).filter(card_applications::status.eq(current.status));
+    let status = card_applications::status.eq(next);
     let updated = card_applications::updated_at.eq(now);
     let changed = match change {
         Change::Plain => diesel::update(target).set((status, updated)).execute(conn)?,
@@ -918,7 +917,7 @@ fn produce_in(conn: &mut DbConnection, id: Uuid, partner: &str, now: NaiveDateTi
             cards::card_number.eq(&number),
             cards::person_id.eq(DbUuid(current.person_id)),
             cards::application_id.eq(DbUuid(id)),
-            cards::status.eq(CardStatus::Valid.as_str()),
+            cards::status.eq(CardStatus::Valid),
             cards::issued_at.eq(now),
             cards::updated_at.eq(now),
         ))
@@ -962,9 +961,9 @@ fn set_card_status(
     replaced_by: Option<Uuid>,
     now: NaiveDateTime,
 ) -> ApiResult<()> {
-    let changed = diesel::update(cards::table.find(number).filter(cards::status.eq(from.as_str())))
+    let changed = diesel::update(cards::table.find(number).filter(cards::status.eq(from)))
         .set((
-            cards::status.eq(to.as_str()),
+            cards::status.eq(to),
             cards::replaced_by_application_id.eq(replaced_by.map(DbUuid)),
             cards::updated_at.eq(now),
         ))

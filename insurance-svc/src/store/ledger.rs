@@ -86,6 +86,7 @@ pub(crate) fn write_with_retry<T>(
 }
 
 #[derive(QueryableByName)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct BalanceAfter {
     #[diesel(sql_type = BigInt)]
     balance_cents: i64,

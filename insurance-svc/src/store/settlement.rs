@@ -110,9 +110,9 @@ impl From<SettlementRow> for Settlement {
 #[derive(QueryableByName)]
 struct SettleInputs {
     #[diesel(sql_type = Text)]
-    person_id: String,
+    person_id: DbUuid,
     #[diesel(sql_type = Text)]
-    account_id: String,
+    account_id: DbUuid,
     #[diesel(sql_type = Text)]
     partner_id: String,
     #[diesel(sql_type = Text)]
@@ -124,7 +124,7 @@ struct SettleInputs {
     #[diesel(sql_type = Text)]
     region_code: String,
     #[diesel(sql_type = Nullable<Text>)]
-    settlement_id: Option<String>,
+    settlement_id: Option<DbUuid>,
     #[diesel(sql_type = Nullable<BigInt>)]
     ytd_total_cents: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -146,20 +146,19 @@ impl SettleInputs {
     fn holder(&self, visit_id: Uuid) -> ApiResult<(Uuid, AccountFacts)> {
         let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
         let account = AccountFacts {
-            id: Uuid::parse_str(&self.account_id).map_err(|_| bad("account_id"))?,
+            id: self.account_id.into(),
             scheme: Scheme::parse(&self.scheme).ok_or_else(|| bad("account scheme"))?,
             status: AccountStatus::parse(&self.account_status).ok_or_else(|| bad("account status"))?,
             balance_cents: self.balance_cents,
         };
-        Ok((Uuid::parse_str(&self.person_id).map_err(|_| bad("person_id"))?, account))
+        Ok((self.person_id.into(), account))
     }
 
     /// The visit's earlier settlement, if it has one.
     fn earlier(&self, conn: &mut DbConnection, visit_id: Uuid) -> ApiResult<Option<Settlement>> {
-        let Some(id) = &self.settlement_id else { return Ok(None) };
-        let bad = || ApiError::internal(format_args!("visit {visit_id}: bad settlement"));
-        let id = Uuid::parse_str(id).map_err(|_| bad())?;
-        Ok(Some(find(conn, id)?.ok_or_else(bad)?))
+        let Some(id) = self.settlement_id else { return Ok(None) };
+        let missing = || ApiError::internal(format_args!("visit {visit_id}: its settlement is gone"));
+        Ok(Some(find(conn, id.into())?.ok_or_else(missing)?))
     }
 
     /// The holder's ACTIVE filings when care at `call`'s site is cross-region for them (the

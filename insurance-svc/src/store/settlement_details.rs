@@ -201,7 +201,7 @@ struct FactsRow {
     #[diesel(sql_type = Bool)]
     cross_region: bool,
     #[diesel(sql_type = Nullable<Text>)]
-    filing_id: Option<String>,
+    filing_id: Option<DbUuid>,
     #[diesel(sql_type = Text)]
     hospital_level: String,
     #[diesel(sql_type = Integer)]
@@ -215,7 +215,7 @@ struct FactsRow {
     #[diesel(sql_type = BigInt)]
     c_self_funded_cents: i64,
     #[diesel(sql_type = Nullable<Text>)]
-    pre_settlement_id: Option<String>,
+    pre_settlement_id: Option<DbUuid>,
 }
 
 #[derive(QueryableByName)]
@@ -248,10 +248,6 @@ struct ItemRow {
     account_cents: i64,
     #[diesel(sql_type = BigInt)]
     self_cents: i64,
-}
-
-fn parse_uuid(what: &str, text: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(text).map_err(|_| ApiError::internal(format_args!("stored {what} is not a UUID")))
 }
 
 /// The details of settlement `id`, when it has them (settled after they were kept).
@@ -303,18 +299,14 @@ pub(super) fn load_details(conn: &mut DbConnection, id: Uuid) -> ApiResult<Optio
         insured_region_code: facts.insured_region_code,
         treatment_region_code: facts.treatment_region_code,
         cross_region: facts.cross_region,
-        filing_id: facts.filing_id.as_deref().map(|id| parse_uuid("filing id", id)).transpose()?,
+        filing_id: facts.filing_id.map(Uuid::from),
         hospital_level: HospitalLevel::parse(&facts.hospital_level).ok_or_else(|| bad("hospital level"))?,
         ratio_bp: u32::try_from(facts.ratio_bp).map_err(|_| bad("ratio"))?,
         itemised: facts.itemised,
         in_scope_cents: facts.in_scope_cents,
         b_self_pay_cents: facts.b_self_pay_cents,
         c_self_funded_cents: facts.c_self_funded_cents,
-        pre_settlement_id: facts
-            .pre_settlement_id
-            .as_deref()
-            .map(|id| parse_uuid("pre-settlement id", id))
-            .transpose()?,
+        pre_settlement_id: facts.pre_settlement_id.map(Uuid::from),
         items,
     }))
 }
@@ -357,9 +349,9 @@ pub(super) fn store_pre_settlement(conn: &mut DbConnection, pre: &PreSettlement)
 #[derive(QueryableByName)]
 struct PreRow {
     #[diesel(sql_type = Text)]
-    id: String,
+    id: DbUuid,
     #[diesel(sql_type = Text)]
-    visit_id: String,
+    visit_id: DbUuid,
     #[diesel(sql_type = Text)]
     partner_id: String,
     #[diesel(sql_type = Text)]
@@ -379,7 +371,7 @@ struct PreRow {
     #[diesel(sql_type = BigInt)]
     ytd_deductible_cents: i64,
     #[diesel(sql_type = Nullable<Text>)]
-    paying_account_id: Option<String>,
+    paying_account_id: Option<DbUuid>,
     #[diesel(sql_type = BigInt)]
     balance_cents: i64,
     #[diesel(sql_type = Text)]
@@ -403,8 +395,8 @@ pub(super) fn find_pre_settlement(conn: &mut DbConnection, id: Uuid) -> ApiResul
     let Some(row) = row else { return Ok(None) };
     let bad = |what: &str| ApiError::internal(format_args!("pre-settlement {id}: bad stored {what}"));
     Ok(Some(PreSettlement {
-        id: parse_uuid("pre-settlement id", &row.id)?,
-        visit_id: parse_uuid("visit id", &row.visit_id)?,
+        id: row.id.into(),
+        visit_id: row.visit_id.into(),
         partner_id: row.partner_id,
         terms_sha256: row.terms_sha256,
         total_cents: row.fund_cents + row.account_cents + row.self_cents,
@@ -420,10 +412,7 @@ pub(super) fn find_pre_settlement(conn: &mut DbConnection, id: Uuid) -> ApiResul
                 fund_cents: row.ytd_fund_cents,
                 deductible_cents: row.ytd_deductible_cents,
             },
-            paying_account_id: parse_uuid(
-                "account id",
-                row.paying_account_id.as_deref().ok_or_else(|| bad("account"))?,
-            )?,
+            paying_account_id: row.paying_account_id.ok_or_else(|| bad("account"))?.into(),
             balance_cents: row.balance_cents,
             account_status: AccountStatus::parse(&row.account_status).ok_or_else(|| bad("account status"))?,
         },

@@ -196,23 +196,19 @@ fn open_card_visit_in_transaction(
     let card = load_card(conn, number)?.ok_or_else(not_found)?;
     let account = accounts::table
         .filter(accounts::person_id.eq(DbUuid(card.person_id)))
-        .filter(accounts::status.ne(CLOSED_ACCOUNT.as_str()))
+        .filter(accounts::status.ne(CLOSED_ACCOUNT))
         .select((accounts::id, accounts::scheme, accounts::region_code, accounts::status, accounts::birth_date))
-        .first::<(DbUuid, String, String, String, NaiveDate)>(conn)
+        .first::<(DbUuid, Scheme, String, AccountStatus, NaiveDate)>(conn)
         .optional()?
-        .map(|(id, scheme, region_code, status, birth_date)| -> ApiResult<HolderAccount> {
-            let bad = |what: &str| ApiError::internal(format_args!("card visit: bad account {what}"));
-            Ok(HolderAccount {
-                id: id.into(),
-                scheme: Scheme::parse(&scheme).ok_or_else(|| bad("scheme"))?,
-                region_code,
-                status: AccountStatus::parse(&status).ok_or_else(|| bad("status"))?,
-                birth_date,
-            })
-        })
-        .transpose()?;
+        .map(|(id, scheme, region_code, status, birth_date)| HolderAccount {
+            id: id.into(),
+            scheme,
+            region_code,
+            status,
+            birth_date,
+        });
     let (opened, activation) = decide_card_visit(&card, account, card_use, Uuid::now_v7(), now)?;
-    let valid = || cards::table.find(number).filter(cards::status.eq(CardStatus::Valid.as_str()));
+    let valid = || cards::table.find(number).filter(cards::status.eq(CardStatus::Valid));
     // The card stays VALID until this commits: a loss report racing this visit waits for it
     // on PostgreSQL (row lock) and SQLite's writer runs one transaction at a time.
     if diesel::update(valid()).set(cards::status.eq(cards::status)).execute(conn)? != 1 {
@@ -245,19 +241,20 @@ fn open_card_visit_in_transaction(
 
 /// The voucher and the holder's open account, as read for a redemption.
 #[derive(QueryableByName)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct Redeemable {
     #[diesel(sql_type = Text)]
-    person_id: String,
+    person_id: DbUuid,
     #[diesel(sql_type = Text)]
-    voucher_status: String,
+    voucher_status: VoucherStatus,
     #[diesel(sql_type = Nullable<Text>)]
-    account_id: Option<String>,
+    account_id: Option<DbUuid>,
     #[diesel(sql_type = Nullable<Text>)]
-    scheme: Option<String>,
+    scheme: Option<Scheme>,
     #[diesel(sql_type = Nullable<Text>)]
     region_code: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    account_status: Option<String>,
+    account_status: Option<AccountStatus>,
     #[diesel(sql_type = Nullable<Date>)]
     birth_date: Option<NaiveDate>,
     /// Whether the statement inserted the visit (PostgreSQL only).
@@ -266,29 +263,23 @@ struct Redeemable {
 }
 
 impl Redeemable {
-    /// The facts of [`decide_redemption`], parsed from the row.
+    /// The facts of [`decide_redemption`] in the row (the account's columns come from one
+    /// left-joined row: all present or all NULL).
     fn facts(self) -> ApiResult<RedemptionFacts> {
-        let bad = |what: &str| ApiError::internal(format_args!("redemption: bad {what}"));
         let account = match self.account_id {
             None => None,
             Some(id) => {
                 let missing = |what: &str| ApiError::internal(format_args!("account: no {what}"));
                 Some(HolderAccount {
-                    id: Uuid::parse_str(&id).map_err(|_| bad("account id"))?,
-                    scheme: Scheme::parse(self.scheme.as_deref().ok_or_else(|| missing("scheme"))?)
-                        .ok_or_else(|| bad("account scheme"))?,
+                    id: id.into(),
+                    scheme: self.scheme.ok_or_else(|| missing("scheme"))?,
                     region_code: self.region_code.ok_or_else(|| missing("region"))?,
-                    status: AccountStatus::parse(self.account_status.as_deref().ok_or_else(|| missing("status"))?)
-                        .ok_or_else(|| bad("account status"))?,
+                    status: self.account_status.ok_or_else(|| missing("status"))?,
                     birth_date: self.birth_date.ok_or_else(|| missing("birth date"))?,
                 })
             }
         };
-        Ok(RedemptionFacts {
-            person_id: Uuid::parse_str(&self.person_id).map_err(|_| bad("voucher person"))?,
-            voucher_status: VoucherStatus::parse(&self.voucher_status).ok_or_else(|| bad("voucher status"))?,
-            account,
-        })
+        Ok(RedemptionFacts { person_id: self.person_id.into(), voucher_status: self.voucher_status, account })
     }
 }
 
@@ -305,8 +296,7 @@ fn redemption_outcome(
 fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: NaiveDateTime) -> ApiResult<OpenedVisit> {
     let found = vouchers::table
         .left_join(
-            accounts::table
-                .on(accounts::person_id.eq(vouchers::person_id).and(accounts::status.ne(CLOSED_ACCOUNT.as_str()))),
+            accounts::table.on(accounts::person_id.eq(vouchers::person_id).and(accounts::status.ne(CLOSED_ACCOUNT))),
         )
         .filter(vouchers::id.eq(DbUuid(redemption.voucher_id)))
         .select((
@@ -398,6 +388,7 @@ FROM found LEFT JOIN opened ON opened.id = found.visit_id",
 
 /// A row of [`REDEEM_IN_ONE_STATEMENT`]: what was read for the redemption at `ord` (from 1).
 #[derive(QueryableByName)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct Redeemed {
     #[diesel(sql_type = BigInt)]
     ord: i64,
