@@ -9,7 +9,12 @@ use medins_common::{
 };
 use uuid::Uuid;
 
-use super::{document::DocumentKind, face::FaceOutcome};
+use super::{
+    account::Account,
+    document::{Document, DocumentKind},
+    face::FaceOutcome,
+    voucher::{VoucherStatus, require_insured},
+};
 
 medins_common::text_enum! {
     /// How the member is related to the owner (the owner's view: PARENT = the member is the
@@ -310,6 +315,48 @@ pub fn member_name(text: &str) -> ApiResult<String> {
     medins_common::name::require_name("member_name", text)
 }
 
+/// Rule 1: the owner's voucher is ACTIVE (`status`: the owner's voucher, `None` without one);
+/// otherwise FAILED_PRECONDITION / VOUCHER_NOT_ACTIVE.
+pub fn require_owner_voucher(status: Option<VoucherStatus>) -> ApiResult<()> {
+    match status {
+        Some(VoucherStatus::Active) => Ok(()),
+        Some(VoucherStatus::Suspended) | None => Err(ApiError::failed_precondition(
+            Reason::VoucherNotActive,
+            "the owner's voucher is not active: activate it first",
+        )),
+    }
+}
+
+/// Rule 2: the member is insured (an ACTIVE account, `require_insured`), and their birth date
+/// from that account (the age rules' fact).
+pub fn insured_member_birth_date(account: Option<&Account>) -> ApiResult<NaiveDate> {
+    require_insured(account.map(|account| account.status))?;
+    account
+        .map(|account| account.birth_date)
+        .ok_or_else(|| ApiError::internal("an insured member without an open account"))
+}
+
+/// Rule 7's owner fact: the owner's birth date from their open account; none is
+/// FAILED_PRECONDITION / NOT_INSURED.
+pub fn owner_birth_date(account: Option<&Account>) -> ApiResult<NaiveDate> {
+    account
+        .map(|account| account.birth_date)
+        .ok_or_else(|| ApiError::failed_precondition(Reason::NotInsured, "the owner has no open insured account"))
+}
+
+/// Rule 9, when the relationship is asked of the authority: the owner's name and ID number sent
+/// with the request must be the owner's (`matched`: whom identity-svc matched them to);
+/// otherwise FAILED_PRECONDITION / NAME_MISMATCH.
+pub fn require_owner_named(matched: Option<Uuid>, owner: Uuid) -> ApiResult<()> {
+    if matched != Some(owner) {
+        return Err(ApiError::failed_precondition(
+            Reason::NameMismatch,
+            "owner_name and owner_id_number are not the owner's",
+        ));
+    }
+    Ok(())
+}
+
 /// Rule 3: a person cannot bind themself.
 pub fn require_not_self(owner: Uuid, member: Uuid) -> ApiResult<()> {
     if owner == member {
@@ -440,6 +487,17 @@ pub struct DocumentFacts {
     pub subject: Option<Uuid>,
     /// A letter's relationship.
     pub relationship: Option<Relationship>,
+}
+
+impl From<&Document> for DocumentFacts {
+    fn from(document: &Document) -> Self {
+        DocumentFacts {
+            owner: document.owner_person_id,
+            kind: document.kind,
+            subject: document.subject_person_id,
+            relationship: document.relationship,
+        }
+    }
 }
 
 /// The binding a document must prove.
@@ -841,6 +899,7 @@ pub fn decide_family_aid_switch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::account::{AccountStatus, Scheme};
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
@@ -848,6 +907,58 @@ mod tests {
 
     fn at(h: u32) -> NaiveDateTime {
         date(2026, 5, 1).and_hms_opt(h, 0, 0).unwrap()
+    }
+
+    fn account(status: AccountStatus, birth_date: NaiveDate) -> Account {
+        Account {
+            id: Uuid::now_v7(),
+            person_id: Uuid::now_v7(),
+            scheme: Scheme::Resident,
+            region_code: "110101".into(),
+            employer_code: None,
+            status,
+            balance_cents: 0,
+            birth_date,
+            opened_at: at(8),
+        }
+    }
+
+    fn code_and_reason(error: ApiError) -> (tonic::Code, Reason) {
+        (error.code(), error.reason())
+    }
+
+    #[test]
+    fn the_owner_binds_with_an_active_voucher_only() {
+        assert!(require_owner_voucher(Some(VoucherStatus::Active)).is_ok());
+        for refused in [Some(VoucherStatus::Suspended), None] {
+            let error = require_owner_voucher(refused).unwrap_err();
+            assert_eq!(code_and_reason(error), (tonic::Code::FailedPrecondition, Reason::VoucherNotActive));
+        }
+    }
+
+    #[test]
+    fn the_member_must_be_insured_and_the_owner_must_have_an_open_account() {
+        let born = date(1950, 3, 9);
+        assert_eq!(insured_member_birth_date(Some(&account(AccountStatus::Active, born))).unwrap(), born);
+        let suspended = insured_member_birth_date(Some(&account(AccountStatus::Suspended, born))).unwrap_err();
+        assert_eq!(code_and_reason(suspended), (tonic::Code::FailedPrecondition, Reason::NotInsured));
+        let none = insured_member_birth_date(None).unwrap_err();
+        assert_eq!(code_and_reason(none), (tonic::Code::FailedPrecondition, Reason::NotInsured));
+        // The owner's age fact needs an open account, not an active one (rule 1 already asked
+        // for an active voucher).
+        assert_eq!(owner_birth_date(Some(&account(AccountStatus::Suspended, born))).unwrap(), born);
+        let no_owner = owner_birth_date(None).unwrap_err();
+        assert_eq!(code_and_reason(no_owner), (tonic::Code::FailedPrecondition, Reason::NotInsured));
+    }
+
+    #[test]
+    fn the_owner_named_for_the_authority_must_be_the_owner() {
+        let owner = Uuid::now_v7();
+        assert!(require_owner_named(Some(owner), owner).is_ok());
+        for matched in [Some(Uuid::now_v7()), None] {
+            let error = require_owner_named(matched, owner).unwrap_err();
+            assert_eq!(code_and_reason(error), (tonic::Code::FailedPrecondition, Reason::NameMismatch));
+        }
     }
 
     #[test]

@@ -85,6 +85,20 @@ pub struct Voucher {
     pub channels: Vec<Channel>,
 }
 
+/// The voucher a code is issued for (`found`: the holder's voucher id and status, `None`
+/// without one): it must be ACTIVE; otherwise FAILED_PRECONDITION / VOUCHER_NOT_ACTIVE, with
+/// `voucher_status` NONE in the metadata when the holder has none.
+pub fn active_voucher(found: Option<(Uuid, VoucherStatus)>) -> ApiResult<Uuid> {
+    match found {
+        Some((id, VoucherStatus::Active)) => Ok(id),
+        Some((_, VoucherStatus::Suspended)) => {
+            Err(ApiError::failed_precondition(Reason::VoucherNotActive, "the voucher is suspended"))
+        }
+        None => Err(ApiError::failed_precondition(Reason::VoucherNotActive, "the holder has not activated a voucher")
+            .with_metadata("voucher_status", "NONE")),
+    }
+}
+
 /// Checks that `actor` may lift a suspension made by `suspended_by`: operators lift any, the
 /// holder only their own.
 pub fn may_resume(suspended_by: Suspender, actor: Suspender) -> ApiResult<()> {
@@ -153,6 +167,18 @@ mod tests {
 
     fn now() -> NaiveDateTime {
         NaiveDate::from_ymd_opt(2026, 11, 23).unwrap().and_hms_opt(8, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_code_is_issued_for_an_active_voucher_only() {
+        let id = Uuid::now_v7();
+        assert_eq!(active_voucher(Some((id, VoucherStatus::Active))).unwrap(), id);
+        let suspended = active_voucher(Some((id, VoucherStatus::Suspended))).unwrap_err();
+        assert_eq!((suspended.code(), suspended.reason()), (tonic::Code::FailedPrecondition, Reason::VoucherNotActive));
+        assert_eq!(suspended.metadata_value("voucher_status"), None);
+        let none = active_voucher(None).unwrap_err();
+        assert_eq!((none.code(), none.reason()), (tonic::Code::FailedPrecondition, Reason::VoucherNotActive));
+        assert_eq!(none.metadata_value("voucher_status"), Some("NONE"));
     }
 
     fn passed(person_id: Uuid, minutes_ago: i64) -> FaceSessionFacts {

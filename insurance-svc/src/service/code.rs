@@ -43,7 +43,7 @@ use crate::{
         code::CODE_TEXT_LEN,
         qr::qr_png,
         visit::{CardUse, Redemption},
-        voucher::VoucherStatus,
+        voucher::active_voucher,
     },
     service::card::{PinCheck, card_message_as, check_pin, counted_lookup},
     store::Audited,
@@ -162,20 +162,7 @@ impl CodeApi {
     /// IssueCode once access is decided: the holder's voucher must be ACTIVE.
     async fn issue(&self, request: &Request<IssueCodeRequest>, holder: Uuid) -> Result<IssueCodeResponse, Status> {
         let state = &self.state;
-        let voucher_id = match state.vouchers.status_of(holder).await? {
-            Some((id, VoucherStatus::Active)) => id,
-            Some((_, VoucherStatus::Suspended)) => {
-                return Err(ApiError::failed_precondition(Reason::VoucherNotActive, "the voucher is suspended").into());
-            }
-            None => {
-                return Err(ApiError::failed_precondition(
-                    Reason::VoucherNotActive,
-                    "the holder has not activated a voucher",
-                )
-                .with_metadata("voucher_status", "NONE")
-                .into());
-            }
-        };
+        let voucher_id = active_voucher(state.vouchers.status_of(holder).await?)?;
         let issued = state.code_keys.issue(voucher_id, state.clock.now());
         let png = if request.get_ref().include_png {
             // Off the async runtime, on the bounded pool (issue 14 item 4).

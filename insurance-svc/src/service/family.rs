@@ -34,9 +34,10 @@ use crate::{
         family::{
             self, Admission, Binding, BindingChannel, BindingDocument, BindingParties, BindingStatus, DocumentFacts,
             Relationship, RelationshipProof, Remover, ReviewCursor, admit, asks_authority, check_document,
-            check_relationship_age, document_id, month_key, needs_face_check, require_not_self,
+            check_relationship_age, document_id, insured_member_birth_date, month_key, needs_face_check,
+            owner_birth_date, require_not_self, require_owner_named, require_owner_voucher,
         },
-        voucher::{VoucherStatus, age_on, require_insured},
+        voucher::{age_on, require_insured},
     },
     relationship::{Resident, verdict_or_review},
     store::family::NewBinding,
@@ -246,15 +247,7 @@ impl FamilyApi {
         let window_attested = channel == BindingChannel::Window;
         let state = &self.state;
         // 1. The owner's voucher.
-        match state.vouchers.status_of(owner).await? {
-            Some((_, VoucherStatus::Active)) => {}
-            _ => {
-                return Err(ApiError::failed_precondition(
-                    Reason::VoucherNotActive,
-                    "the owner's voucher is not active: activate it first",
-                ));
-            }
-        }
+        require_owner_voucher(state.vouchers.status_of(owner).await?.map(|(_, status)| status))?;
         // Who the member is, checked without creating anyone: an unknown pair is no insured
         // member (NOT_INSURED, as for a known person without an account).
         let Some(member) = state
@@ -266,11 +259,7 @@ impl FamilyApi {
             return Err(ApiError::internal("a person without an account passed the insured check"));
         };
         // 2. The member is insured.
-        let member_account = state.accounts.find_open_by_person(member).await?;
-        require_insured(member_account.as_ref().map(|account| account.status))?;
-        let member_birth = member_account
-            .map(|account| account.birth_date)
-            .ok_or_else(|| ApiError::internal("an insured member without an open account"))?;
+        let member_birth = insured_member_birth_date(state.accounts.find_open_by_person(member).await?.as_ref())?;
         // 3-6.
         require_not_self(owner, member)?;
         let today = state.clock.today();
@@ -279,21 +268,13 @@ impl FamilyApi {
         // 7. The relationship fits the ages.
         let owner_view = state.identity.get_person(partner_id, &owner.to_string(), "owner_").await?;
         let member_view = state.identity.get_person(partner_id, &member.to_string(), "member_").await?;
-        let owner_account = state.accounts.find_open_by_person(owner).await?;
-        let owner_birth = owner_account.map(|account| account.birth_date).ok_or_else(|| {
-            ApiError::failed_precondition(Reason::NotInsured, "the owner has no open insured account")
-        })?;
+        let owner_birth = owner_birth_date(state.accounts.find_open_by_person(owner).await?.as_ref())?;
         check_relationship_age(request.relationship, owner_birth, member_birth)?;
         // 8. The documents.
         let mut documents = Vec::with_capacity(BindingDocument::ALL.len());
         for (role, id) in BindingDocument::ALL.into_iter().zip(request.documents) {
             let found = match id {
-                Some(id) => state.documents.find(id).await?.map(|document| DocumentFacts {
-                    owner: document.owner_person_id,
-                    kind: document.kind,
-                    subject: document.subject_person_id,
-                    relationship: document.relationship,
-                }),
+                Some(id) => state.documents.find(id).await?.as_ref().map(DocumentFacts::from),
                 None => None,
             };
             let parties = BindingParties { owner, member, relationship: request.relationship };
@@ -311,12 +292,7 @@ impl FamilyApi {
                     .identity
                     .match_person(partner_id, &owner_resident.name, &owner_resident.id_number, None, "owner_")
                     .await?;
-                if matched != Some(owner) {
-                    return Err(ApiError::failed_precondition(
-                        Reason::NameMismatch,
-                        "owner_name and owner_id_number are not the owner's",
-                    ));
-                }
+                require_owner_named(matched, owner)?;
                 let member_resident = Resident {
                     name: request.member_name.clone(),
                     id_number: request.member_id_number.trim().to_ascii_uppercase(),
