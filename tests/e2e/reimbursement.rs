@@ -426,3 +426,79 @@ async fn strangers_submit_nothing_for_others_and_learn_nothing_of_their_claims_o
     assert_eq!(reason(&none), "SETTLEMENT_NOT_FOUND");
     stack.shutdown().await;
 }
+
+/// An emergency claim for `items` of `category` at a Shanghai hospital (the person is insured in
+/// Beijing, 110105) with no cross-region filing.
+fn elsewhere(
+    stack: &Stack,
+    person: &Binder,
+    invoice: String,
+    category: Category,
+    because: NotSettledBecause,
+) -> SubmitClaimRequest {
+    SubmitClaimRequest {
+        hospital_name: "上海市第六人民医院".into(),
+        hospital_region_code: "310104".into(),
+        category: category as i32,
+        not_settled_because: because as i32,
+        items: vec![ClaimItem { code: CAPPED.into(), quantity: 100, unit_price_cents: 2_500 }],
+        total_cents: 250_000,
+        ..claim_request(stack, &person.person_id, vec![invoice], ClaimPayout::Account)
+    }
+}
+
+#[tokio::test]
+async fn emergency_care_elsewhere_without_a_filing_is_paid_at_the_filed_ratio() {
+    let stack = Stack::start().await;
+    let person = stack.binder_in(Scheme::Employee, 0).await;
+    let year = stack.clock_today().year();
+
+    // Control: pharmacy care in Shanghai that the hospital could not settle, with no filing. The
+    // policy settles no unfiled pharmacy care: the approval is refused and the claim waits.
+    let invoice = invoice_of(&stack, &person).await;
+    let control = elsewhere(&stack, &person, invoice, Category::Pharmacy, NotSettledBecause::HospitalCouldNotSettle);
+    let control = submit(&stack, &person, control).await.expect("submit");
+    let refused = review(&stack, review_request(&control.claim_id, ClaimStatus::Approved, "", "")).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::FailedPrecondition, "CROSS_REGION_NOT_FILED"));
+    let waiting = stack
+        .reimbursements(Some(&stack.keys.ops))
+        .list_claims(ListClaimsRequest { status: ClaimStatus::Submitted as i32, ..Default::default() })
+        .await
+        .expect("queue")
+        .into_inner();
+    assert_eq!(waiting.claims.len(), 1);
+    assert_eq!(stack.count_insurance_rows("settlements").await, 0);
+
+    // The same care as an emergency: it counts as filed. EMPLOYEE x PHARMACY (Beijing's national
+    // terms): 1 000 yuan deductible, then 50 % of the 2 500 yuan in scope.
+    let invoice = invoice_of(&stack, &person).await;
+    let request = elsewhere(&stack, &person, invoice, Category::Pharmacy, NotSettledBecause::EmergencyElsewhereUnfiled);
+    let claim = submit(&stack, &person, request).await.expect("submit");
+    let approved =
+        review(&stack, review_request(&claim.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
+    assert_eq!(approved.status, ClaimStatus::Approved as i32);
+    let settled = approved.settlement.expect("settlement");
+    let receipt = settled.receipt.clone().expect("receipt");
+    assert_eq!(
+        (receipt.insured_region_code.as_str(), receipt.treatment_region_code.as_str(), receipt.cross_region),
+        ("110105", "310104", true)
+    );
+    assert_eq!((receipt.ratio_bp, receipt.filing_id.as_str()), (5_000, ""), "the filed ratio, no filing");
+    assert_eq!((settled.fund_cents, settled.self_cents), (75_000, 175_000));
+    assert_eq!(approved.credited_cents, 75_000);
+    assert_eq!(balance(&stack, &person).await, 75_000);
+    assert_eq!(stack.year_to_date(&person.person_id, year, "PHARMACY").await, (250_000, 75_000, 100_000));
+
+    // Where the policy has an unfiled ratio (EMPLOYEE x OUTPATIENT: 50 %), emergency care gets
+    // the filed one (70 %): (2 500 - 1 800 deductible) x 70 % = 490 yuan, not 350.
+    let invoice = invoice_of(&stack, &person).await;
+    let request =
+        elsewhere(&stack, &person, invoice, Category::Outpatient, NotSettledBecause::EmergencyElsewhereUnfiled);
+    let claim = submit(&stack, &person, request).await.expect("submit");
+    let approved =
+        review(&stack, review_request(&claim.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
+    let settled = approved.settlement.expect("settlement");
+    assert_eq!((settled.receipt.expect("receipt").ratio_bp, settled.fund_cents), (7_000, 49_000));
+    assert_eq!(balance(&stack, &person).await, 75_000 + 49_000);
+    stack.shutdown().await;
+}

@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use medins_common::{
     ApiError, ApiResult, Reason,
+    auth::HospitalLevel,
     validate::{PageSize, TextField},
 };
 use uuid::Uuid;
@@ -25,7 +26,7 @@ use uuid::Uuid;
 use super::{
     account::is_region_code,
     catalog::{Catalog, is_item_code},
-    settlement::{BILL_TOTAL, Category},
+    settlement::{BILL_TOTAL, Category, Site, UnfiledCare},
 };
 
 medins_common::text_enum! {
@@ -255,6 +256,20 @@ pub fn items_summary(items: &[ClaimItem]) -> String {
         summary.push_str(&part);
     }
     summary
+}
+
+/// Where a claim's care was given, as the settlement decision sees it: the hospital's region
+/// (its level is not on an invoice: UNGRADED), and how care there that no cross-region filing
+/// covers is treated. Emergency care in another region could not wait for a filing, so it
+/// counts as filed ([`UnfiledCare::CountsAsFiled`]: the policy's own ratio, also where the
+/// policy settles no unfiled care); any other claim is treated as the policy says for a
+/// counter's bill (the unfiled ratio, or CROSS_REGION_NOT_FILED).
+pub fn care_site(terms: &ClaimTerms) -> Site {
+    let unfiled = match terms.because {
+        NotSettledBecause::EmergencyElsewhereUnfiled => UnfiledCare::CountsAsFiled,
+        NotSettledBecause::HospitalCouldNotSettle | NotSettledBecause::Other => UnfiledCare::AsThePolicySays,
+    };
+    Site { region_code: Some(terms.hospital_region_code.clone()), level: HospitalLevel::Ungraded, unfiled }
 }
 
 /// A department code for the items of a claim: invoices of care paid out of pocket name no
@@ -574,6 +589,22 @@ mod tests {
         assert_eq!(account_credit(Payout::Account, 500), Some(500));
         assert_eq!(account_credit(Payout::Account, 0), None, "no zero entry");
         assert_eq!(account_credit(Payout::BankTransfer, 500), None);
+    }
+
+    #[test]
+    fn emergency_care_elsewhere_counts_as_filed_and_other_claims_as_the_policy_says() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+        let documents = vec![Uuid::now_v7().to_string()];
+        let mut terms = claim_terms(&catalog(), raw(CAPPED, 1_000, &documents, today), today).unwrap();
+        let site = care_site(&terms);
+        assert_eq!(
+            (site.region_code.as_deref(), site.level, site.unfiled),
+            (Some("310104"), HospitalLevel::Ungraded, UnfiledCare::CountsAsFiled)
+        );
+        for because in [NotSettledBecause::HospitalCouldNotSettle, NotSettledBecause::Other] {
+            terms.because = because;
+            assert_eq!(care_site(&terms).unfiled, UnfiledCare::AsThePolicySays, "{because:?}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::{
         ledger,
         settlement::{
             self, BillItem, Category, ExpenseTotals, PayFrom, SettleCall, SettleTerms, Settlement, SettlementDetails,
-            SettlementStatus, Site, Split,
+            SettlementStatus, Site, Split, UnfiledCare,
         },
     },
     store::Audited,
@@ -183,10 +183,15 @@ fn terms_from_wire(
 /// patient's insured region at UNGRADED (PHARMACY for a pharmacy) — see PartnerEntry.
 fn site_of(caller: &medins_common::auth::Partner) -> Site {
     match &caller.care_site {
-        Some(site) => Site { region_code: Some(site.region_code.clone()), level: site.level },
+        Some(site) => Site {
+            region_code: Some(site.region_code.clone()),
+            level: site.level,
+            unfiled: UnfiledCare::AsThePolicySays,
+        },
         None => Site {
             region_code: None,
             level: if caller.kind == PartnerKind::Pharmacy { HospitalLevel::Pharmacy } else { HospitalLevel::Ungraded },
+            unfiled: UnfiledCare::AsThePolicySays,
         },
     }
 }

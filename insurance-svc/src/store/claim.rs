@@ -30,9 +30,8 @@ use crate::domain::{
         Review,
     },
     ledger::{self, EntryKind},
-    settlement::{Category, PayFrom, PolicyTable, SettleTerms, Settlement, Site},
+    settlement::{Category, PayFrom, PolicyTable, SettleTerms, Settlement},
 };
-use medins_common::auth::HospitalLevel;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = claims)]
@@ -366,8 +365,9 @@ fn review_in(
                 items_summary: claim::items_summary(&terms.items),
                 items: claim::bill_items(&terms.items),
             };
-            // Where the care was given: the hospital's region; its level is not on an invoice.
-            let site = Site { region_code: Some(terms.hospital_region_code.clone()), level: HospitalLevel::Ungraded };
+            // Where the care was given, and whether unfiled care there counts as filed: the
+            // claim's facts decide (domain::claim::care_site).
+            let site = claim::care_site(terms);
             let (settled, account) = settle_claim(
                 conn,
                 policy,
