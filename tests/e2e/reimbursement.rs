@@ -292,6 +292,8 @@ async fn a_claim_is_reviewed_once_and_of_concurrent_reviews_exactly_one_wins() {
     }
 
     // Eight operators approve (or reject) the same claim at once: one wins, the rest are told.
+    // (A new invoice: the approved claim holds the first one.)
+    let invoice = invoice_of(&stack, &person).await;
     let raced = submit(&stack, &person, claim_request(&stack, &person.person_id, vec![invoice], ClaimPayout::Account))
         .await
         .expect("submit");
@@ -500,5 +502,63 @@ async fn emergency_care_elsewhere_without_a_filing_is_paid_at_the_filed_ratio() 
     let settled = approved.settlement.expect("settlement");
     assert_eq!((settled.receipt.expect("receipt").ratio_bp, settled.fund_cents), (7_000, 49_000));
     assert_eq!(balance(&stack, &person).await, 75_000 + 49_000);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_invoice_backs_one_claim_and_of_two_concurrent_submissions_exactly_one_wins() {
+    let stack = Stack::start().await;
+    let person = stack.binder_in(Scheme::Employee, 0).await;
+    let (first, second) = (invoice_of(&stack, &person).await, invoice_of(&stack, &person).await);
+    let held =
+        submit(&stack, &person, claim_request(&stack, &person.person_id, vec![first.clone()], ClaimPayout::Account))
+            .await
+            .expect("submit");
+
+    // A second claim naming the invoice, SUBMITTED and then APPROVED: refused, naming the field.
+    let again = || claim_request(&stack, &person.person_id, vec![second.clone(), first.clone()], ClaimPayout::Account);
+    for step in ["submitted", "approved"] {
+        let refused = submit(&stack, &person, again()).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), reason(&refused).as_str()),
+            (Code::FailedPrecondition, "INVOICE_ALREADY_CLAIMED"),
+            "{step}"
+        );
+        assert_eq!(bad_fields(&refused), vec!["invoice_document_ids[1]".to_owned()], "{step}");
+        assert_eq!(stack.count_insurance_rows("claims").await, 1, "{step}: nothing written");
+        if step == "submitted" {
+            review(&stack, review_request(&held.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
+        }
+    }
+    // A rejected claim lets its invoices go: the bill may be claimed again.
+    let rejected =
+        submit(&stack, &person, claim_request(&stack, &person.person_id, vec![second.clone()], ClaimPayout::Account))
+            .await
+            .expect("submit");
+    review(&stack, review_request(&rejected.claim_id, ClaimStatus::Rejected, "发票不清晰，请重新上传", ""))
+        .await
+        .expect("reject");
+    let resubmitted =
+        submit(&stack, &person, claim_request(&stack, &person.person_id, vec![second], ClaimPayout::Account))
+            .await
+            .expect("the rejected claim's invoice, claimed again");
+    assert_eq!(resubmitted.status, ClaimStatus::Submitted as i32);
+
+    // Two submissions with the same invoice at once, three times over: exactly one wins each.
+    for round in 0..3 {
+        let invoice = invoice_of(&stack, &person).await;
+        let request = claim_request(&stack, &person.person_id, vec![invoice], ClaimPayout::Account);
+        let (a, b) = tokio::join!(submit(&stack, &person, request.clone()), submit(&stack, &person, request));
+        let outcomes = [a, b];
+        assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "round {round}: {outcomes:?}");
+        for lost in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert_eq!(
+                (lost.code(), reason(lost).as_str()),
+                (Code::FailedPrecondition, "INVOICE_ALREADY_CLAIMED"),
+                "round {round}"
+            );
+        }
+    }
+    assert_eq!(stack.count_insurance_rows("claims").await, 3 + 3);
     stack.shutdown().await;
 }

@@ -339,6 +339,32 @@ fn is_transfer_reference(text: &str) -> bool {
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The answer to a claim naming an invoice (`invoice_document_ids[index]`) that another claim
+/// of the person holds (SUBMITTED or APPROVED: one invoice backs one claim; a REJECTED claim
+/// lets its invoices go). FAILED_PRECONDITION rather than ALREADY_EXISTS: what the caller asked
+/// to create, a new claim, does not exist; the state of another claim stands in its way, and the
+/// same request succeeds once that claim is rejected. Only the person's own invoices get here
+/// (a document that is not gets DOCUMENT_INVALID first), so it tells the caller nothing about
+/// anyone else.
+pub fn invoice_already_claimed(index: usize) -> ApiError {
+    let field = format!("invoice_document_ids[{index}]");
+    ApiError::failed_precondition(
+        Reason::InvoiceAlreadyClaimed,
+        "this invoice backs another claim that was not rejected",
+    )
+    .with_field_violation(&field, "backs another claim")
+    .with_metadata("document", field)
+}
+
+/// Whether the invoices of a claim in `status` are held by it: while SUBMITTED or APPROVED;
+/// a REJECTED claim lets them go.
+pub fn holds_invoices(status: ClaimStatus) -> bool {
+    match status {
+        ClaimStatus::Submitted | ClaimStatus::Approved => true,
+        ClaimStatus::Rejected => false,
+    }
+}
+
 /// Whether a claim in `status` may be reviewed: only SUBMITTED; a reviewed claim is
 /// FAILED_PRECONDITION / CLAIM_ALREADY_REVIEWED (with its status in the metadata).
 pub fn ensure_reviewable(status: ClaimStatus) -> ApiResult<()> {
@@ -589,6 +615,16 @@ mod tests {
         assert_eq!(account_credit(Payout::Account, 500), Some(500));
         assert_eq!(account_credit(Payout::Account, 0), None, "no zero entry");
         assert_eq!(account_credit(Payout::BankTransfer, 500), None);
+    }
+
+    #[test]
+    fn a_claim_holds_its_invoices_until_it_is_rejected() {
+        assert!(holds_invoices(ClaimStatus::Submitted) && holds_invoices(ClaimStatus::Approved));
+        assert!(!holds_invoices(ClaimStatus::Rejected));
+        let error = invoice_already_claimed(2);
+        assert_eq!((error.code(), error.reason()), (Code::FailedPrecondition, Reason::InvoiceAlreadyClaimed));
+        let status: tonic::Status = error.into();
+        assert!(String::from_utf8_lossy(status.details()).contains("invoice_document_ids[2]"));
     }
 
     #[test]

@@ -217,6 +217,17 @@ impl ClaimStore {
         self.db
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
+                    // One invoice backs one claim: read in the transaction; a concurrent claim
+                    // that commits first makes this one's insert fail on the partial unique index
+                    // (claim_documents_one_claim_per_invoice), and the retry is answered here.
+                    let held: Vec<DbUuid> = claim_documents::table
+                        .filter(claim_documents::document_id.eq_any(terms.documents.iter().map(|d| DbUuid(*d))))
+                        .filter(claim_documents::holds.eq(true))
+                        .select(claim_documents::document_id)
+                        .load(conn)?;
+                    if let Some(index) = terms.documents.iter().position(|d| held.contains(&DbUuid(*d))) {
+                        return Err(claim::invoice_already_claimed(index).into());
+                    }
                     diesel::insert_into(claims::table)
                         .values((
                             claims::id.eq(DbUuid(id)),
@@ -252,6 +263,7 @@ impl ClaimStore {
                             .values((
                                 claim_documents::claim_id.eq(DbUuid(id)),
                                 claim_documents::document_id.eq(DbUuid(*document)),
+                                claim_documents::holds.eq(true),
                             ))
                             .execute(conn)?;
                     }
@@ -352,6 +364,12 @@ fn review_in(
     .execute(conn)?;
     if flipped == 0 {
         claim::ensure_reviewable(after)?;
+    }
+    if !claim::holds_invoices(after) {
+        // A rejected claim lets its invoices go: the person may claim the bill again.
+        diesel::update(claim_documents::table.filter(claim_documents::claim_id.eq(DbUuid(claim_id))))
+            .set(claim_documents::holds.eq(false))
+            .execute(conn)?;
     }
     let terms = &found.claim.terms;
     let (settlement_id, rejection_reason, transfer_reference) = match review {
