@@ -5,9 +5,9 @@
 
 use chrono::{Datelike, Duration};
 use medins_proto::insurance::v1::{
-    CardDate, Category, Claim, ClaimItem, ClaimPayout, ClaimStatus, DocumentKind, EntryKind, GetSettlementRequest,
-    ListClaimsRequest, ListSettlementsRequest, NotSettledBecause, ReverseSettlementRequest, ReviewClaimRequest, Scheme,
-    SettlementStatus, SubmitClaimRequest,
+    BindingStatus, CardDate, Category, Claim, ClaimItem, ClaimPayout, ClaimStatus, DocumentKind, EntryKind,
+    GetSettlementRequest, ListClaimsRequest, ListSettlementsRequest, NotSettledBecause, Relationship,
+    ReverseSettlementRequest, ReviewClaimRequest, Scheme, SettlementStatus, SubmitClaimRequest,
 };
 use tonic::{Code, Status};
 
@@ -560,5 +560,86 @@ async fn one_invoice_backs_one_claim_and_of_two_concurrent_submissions_exactly_o
         }
     }
     assert_eq!(stack.count_insurance_rows("claims").await, 3 + 3);
+    stack.shutdown().await;
+}
+
+/// What a refusal tells: its code, reason and message.
+fn answer(status: &Status) -> (Code, String, String) {
+    (status.code(), reason(status), status.message().to_owned())
+}
+
+#[tokio::test]
+async fn a_guardian_claims_for_a_minor_an_active_binder_lists_them_and_the_unrelated_learn_nothing() {
+    let stack = Stack::start().await;
+    let parent = stack.binder(0).await;
+    let child = stack.member_aged(8, 0).await;
+    assert_eq!(stack.bind_confirmed(&parent, &child, Relationship::Child).await.status, BindingStatus::Active as i32);
+    let grandparent = stack.binder(0).await;
+    let binding = stack.bind_confirmed(&grandparent, &child, Relationship::Grandchild).await;
+    assert_eq!(binding.status, BindingStatus::Active as i32);
+
+    // The parent, guardian of an 8-year-old, uploads the child's invoice and claims the bill in
+    // the child's name with their own token; the fund's share goes to the child's account.
+    let invoice = stack
+        .upload_document(&stack.keys.bank, Some(&parent.token), &child.person_id, DocumentKind::Invoice, &sample_pdf())
+        .await
+        .expect("the guardian uploads the child's invoice")
+        .document_id;
+    let request = claim_request(&stack, &child.person_id, vec![invoice], ClaimPayout::Account);
+    let claim = submit(&stack, &parent, request).await.expect("the guardian submits");
+    assert_eq!((claim.person_id.as_str(), claim.status), (child.person_id.as_str(), ClaimStatus::Submitted as i32));
+    let approved =
+        review(&stack, review_request(&claim.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
+    assert!(approved.credited_cents > 0);
+    let credited = approved.credited_cents;
+    assert_eq!(stack.balance_and_ledger_sum(&child.account_id).await, (credited, credited));
+    assert_eq!(balance(&stack, &parent).await, 0, "the guardian's own account is untouched");
+
+    // The other ACTIVE binder lists the child's claims with their own token.
+    let list = |person_id: &str| ListClaimsRequest { person_id: person_id.into(), ..Default::default() };
+    let listed = stack
+        .reimbursements(Some(&stack.keys.bank))
+        .list_claims(with_person_token(list(&child.person_id), &grandparent.token))
+        .await
+        .expect("an active binder lists")
+        .into_inner();
+    assert_eq!(listed.claims, vec![approved]);
+
+    // Unrelated callers: a person bound to no one (their token), and partners holding no token
+    // (a mini program with the claims scopes, a hospital and an employer without them). Each gets
+    // one answer for the child and for a person who does not exist; nothing is written.
+    let stranger = stack.binder(0).await;
+    let missing = uuid::Uuid::now_v7().to_string();
+    let claims_before = stack.count_insurance_rows("claims").await;
+    let callers: [(&str, &str, Option<&str>); 4] = [
+        ("a stranger's token", &stack.keys.bank, Some(&stranger.token)),
+        ("a mini program without a token", &stack.keys.mini_program, None),
+        ("a hospital", &stack.keys.hospital, None),
+        ("an employer", &stack.keys.employer, None),
+    ];
+    for (who, key, token) in callers {
+        let mut answers = Vec::new();
+        for target in [child.person_id.as_str(), missing.as_str()] {
+            let mut client = stack.reimbursements(Some(key));
+            let listed = match token {
+                Some(token) => client.list_claims(with_person_token(list(target), token)).await,
+                None => client.list_claims(list(target)).await,
+            }
+            .unwrap_err();
+            let request = claim_request(&stack, target, vec![uuid::Uuid::now_v7().to_string()], ClaimPayout::Account);
+            let submitted = match token {
+                Some(token) => client.submit_claim(with_person_token(request, token)).await,
+                None => client.submit_claim(request).await,
+            }
+            .unwrap_err();
+            // Refused for who is calling (no token: PERSON_TOKEN_REQUIRED), never NOT_FOUND.
+            for refused in [&listed, &submitted] {
+                assert!(matches!(refused.code(), Code::PermissionDenied | Code::Unauthenticated), "{who}: {refused:?}");
+            }
+            answers.push((answer(&listed), answer(&submitted)));
+        }
+        assert_eq!(answers[0], answers[1], "{who}: the same answer for an existing and a missing person");
+    }
+    assert_eq!(stack.count_insurance_rows("claims").await, claims_before);
     stack.shutdown().await;
 }
