@@ -289,6 +289,7 @@ async fn a_card_visit_opens_with_the_right_pin_only_activates_the_medical_functi
         .settlement
         .unwrap();
     assert_eq!(settled.visit_id, opened.visit_id);
+    assert_eq!(settled.person_id, "", "the counter settles the visit, not a person id");
     assert_eq!(settled.total_cents, 12_345);
     assert_eq!(settled.fund_cents + settled.account_cents + settled.self_cents, 12_345);
 

@@ -442,6 +442,15 @@ const TOKEN_NOT_PERSONS_OR_GUARDIANS: Refusal = Refusal::permission_denied(
     "the person token is neither this person's nor their guardian's",
 );
 
+/// Whether a response to a caller standing as `standing` carries the person's id
+/// (`person_id` of a settlement or of the holder at VerifyCode). Not to a counter: it serves
+/// the visit by the visit id (and the holder by the code or card they showed), and an id would
+/// let it reach the person's data through other calls after the visit. The person, a binder,
+/// operators and services read the id with the settlement (GetSettlement, ListSettlements).
+pub fn shows_person_id(standing: Standing) -> bool {
+    !matches!(standing, Standing::Counter | Standing::HolderPresent)
+}
+
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {
     medins_common::access::find_rule(RULES, method)
@@ -457,6 +466,17 @@ pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
 mod tests {
     use super::*;
     use tonic::Code;
+
+    #[test]
+    fn a_counter_is_never_shown_a_person_id() {
+        for standing in [Standing::Counter, Standing::HolderPresent] {
+            assert!(!shows_person_id(standing), "{standing:?}");
+        }
+        for standing in [Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Guardian]
+        {
+            assert!(shows_person_id(standing), "{standing:?}");
+        }
+    }
 
     const GET_ACCOUNT: &str = "/medins.insurance.v1.AccountService/GetAccount";
     const LEDGER: &str = "/medins.insurance.v1.AccountService/ListAccountEntries";

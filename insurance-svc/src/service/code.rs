@@ -233,6 +233,7 @@ impl CodeService for CodeApi {
         let payload = state.code_keys.verify(text, state.clock.now()).map_err(ApiError::from)?;
         let inline = access.inline(state);
         let audited = OnceLock::new();
+        let holder = OnceLock::new();
         let result = state
             .idempotency
             .run(&caller.id, "VerifyCode", request.metadata(), body, || async {
@@ -252,7 +253,9 @@ impl CodeService for CodeApi {
                     visit.opened_at,
                     state.clock.stored_now(),
                 );
-                access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
+                let _ = holder.set(visit.person_id);
+                let standing =
+                    access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
                 // The visit is open whatever identity-svc says now: show what is known.
                 let facts = match state.holders.get(&caller.id, &state.identity, visit.person_id).await {
                     Ok(facts) => facts,
@@ -267,7 +270,13 @@ impl CodeService for CodeApi {
                     visit_id: visit.id.to_string(),
                     voucher_id,
                     holder: Some(CodeHolder {
-                        person_id: visit.person_id.to_string(),
+                        // The counter serves the visit by its id: no person id to reach the
+                        // holder elsewhere (access::shows_person_id).
+                        person_id: if access::shows_person_id(standing) {
+                            visit.person_id.to_string()
+                        } else {
+                            String::new()
+                        },
                         masked_name: facts.masked_name,
                         sex: facts.sex,
                         age: facts.age,
@@ -279,9 +288,16 @@ impl CodeService for CodeApi {
             })
             .await;
         // A verified code names its holder; a refused one (forged, expired, used) opened nothing
-        // and is not looked up for the record.
-        let holder =
-            result.as_ref().ok().and_then(|r| r.holder.as_ref()).and_then(|h| Uuid::parse_str(&h.person_id).ok());
+        // and is not looked up for the record. A replayed answer (idempotency key) carries no
+        // person id: its visit says whose it is.
+        let holder = match (holder.get().copied(), &result) {
+            (Some(person), _) => Some(person),
+            (None, Ok(response)) => match Uuid::parse_str(&response.visit_id) {
+                Ok(visit_id) => state.visits.find(visit_id).await.ok().flatten().map(|visit| visit.person_id),
+                Err(_) => None,
+            },
+            (None, Err(_)) => None,
+        };
         access.record_unless(state, audited.get().copied().unwrap_or(Audited::No), holder, &result).await;
         result.map(Response::new)
     }
