@@ -24,6 +24,7 @@ use argon2::{
     Algorithm, Argon2, Params, Version,
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::CryptoRngCore},
 };
+use chrono::{Datelike, NaiveDate};
 use medins_common::{ApiError, ApiResult, Reason};
 
 /// Digits in a PIN.
@@ -80,6 +81,10 @@ medins_common::text_enum! {
         Ascending => "ascending",
         /// Each digit one less than the one before (`654321`, `987654`).
         Descending => "descending",
+        /// The holder's birth date as YYMMDD, MMDDYY or DDMMYY.
+        BirthDate => "birth_date",
+        /// The last six characters of the holder's ID number.
+        IdNumber => "id_number",
     }
 }
 
@@ -109,6 +114,69 @@ pub fn check_strength(field: &str, raw: &str) -> ApiResult<Pin> {
             Reason::CardPinTooWeak,
             field,
             "too easy to guess: not one repeated digit, nor an ascending or descending run",
+        )
+        .with_metadata("pin_check", weakness.as_str())),
+    }
+}
+
+/// What a new PIN must not be made from: the holder's birth date and, when the call carries it
+/// (a bank's counter, where the holder's ID number was matched against the card's holder), the
+/// ID number. Its `Debug` shows neither: they never reach a log.
+#[derive(Clone, Copy)]
+pub struct HolderFacts<'a> {
+    /// The holder's birth date (from the ID number).
+    pub birth_date: NaiveDate,
+    /// The holder's ID number, when the request carries it.
+    pub id_number: Option<&'a str>,
+}
+
+impl std::fmt::Debug for HolderFacts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HolderFacts(<hidden>)")
+    }
+}
+
+/// The birth date a resident ID number carries (positions 7-14, `YYYYMMDD`), if it has one
+/// (an 18-character number whose birth part is a calendar date).
+pub fn birth_date_in_id_number(id_number: &str) -> Option<NaiveDate> {
+    let id = id_number.trim();
+    let digits = id.get(6..14).filter(|_| id.len() == 18)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, month, day) = (digits[..4].parse().ok()?, digits[4..6].parse().ok()?, digits[6..].parse().ok()?);
+    NaiveDate::from_ymd_opt(year, month, day)
+}
+
+/// Why `pin` is made from what the people around the holder (and anyone holding the holder's
+/// ID card) know, if it is: the birth date as YYMMDD, MMDDYY or DDMMYY, or the ID number's
+/// last six characters (a final `X` matches no PIN).
+pub fn personal_weakness(pin: &Pin, holder: &HolderFacts<'_>) -> Option<Weakness> {
+    let date = holder.birth_date;
+    let (yy, mm, dd) = (date.year().rem_euclid(100), date.month(), date.day());
+    let forms = [format!("{yy:02}{mm:02}{dd:02}"), format!("{mm:02}{dd:02}{yy:02}"), format!("{dd:02}{mm:02}{yy:02}")];
+    if forms.iter().any(|form| form == pin.as_str()) {
+        return Some(Weakness::BirthDate);
+    }
+    let id_end =
+        holder.id_number.map(str::trim).and_then(|id| id.len().checked_sub(PIN_DIGITS).and_then(|at| id.get(at..)));
+    if id_end.is_some_and(|end| end == pin.as_str()) {
+        return Some(Weakness::IdNumber);
+    }
+    None
+}
+
+/// A new PIN (already [`check_strength`]-checked) checked against the holder's facts:
+/// INVALID_ARGUMENT / CARD_PIN_TOO_WEAK on `field` with metadata `pin_check` (`birth_date` or
+/// `id_number`) when [`personal_weakness`] finds it made from them. Asked only once the caller
+/// stands for the holder, so the answer tells nothing to anyone else.
+pub fn check_against_holder(field: &str, pin: &Pin, holder: &HolderFacts<'_>) -> ApiResult<()> {
+    match personal_weakness(pin, holder) {
+        None => Ok(()),
+        Some(weakness) => Err(ApiError::invalid_field(
+            Reason::CardPinTooWeak,
+            field,
+            "too easy to guess: not the holder's birth date, nor the end of their ID number",
         )
         .with_metadata("pin_check", weakness.as_str())),
     }
@@ -217,6 +285,7 @@ pub fn decide_try(stored: Option<StoredPin>) -> PinTry {
 #[cfg(test)]
 mod tests {
     use argon2::password_hash::rand_core::OsRng;
+    use tonic::Code;
 
     use super::*;
 
@@ -228,6 +297,46 @@ mod tests {
         for raw in ["", "12345", "1234567", " 123456", "12345a", "１２３４５６", "12 456", "-12345"] {
             let error = parse_pin("pin", raw).unwrap_err();
             assert_eq!(error.reason(), Reason::InvalidArgument, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_holders_birth_date_and_id_number_end_are_too_weak() {
+        // A made-up, well-formed number: born 1987-03-09, ending 091234.
+        let id_number = "110105198703091234";
+        let birth = birth_date_in_id_number(id_number).unwrap();
+        assert_eq!(birth, NaiveDate::from_ymd_opt(1987, 3, 9).unwrap());
+        let with_id = HolderFacts { birth_date: birth, id_number: Some(id_number) };
+        let without_id = HolderFacts { birth_date: birth, id_number: None };
+        let pin = |text: &str| parse_pin("pin", text).unwrap();
+        for (text, weakness) in [
+            ("870309", Weakness::BirthDate),
+            ("030987", Weakness::BirthDate),
+            ("090387", Weakness::BirthDate),
+            ("091234", Weakness::IdNumber),
+        ] {
+            assert_eq!(personal_weakness(&pin(text), &with_id), Some(weakness), "{text}");
+            let error = check_against_holder("new_pin", &pin(text), &with_id).unwrap_err();
+            assert_eq!((error.code(), error.reason()), (Code::InvalidArgument, Reason::CardPinTooWeak));
+            let status: tonic::Status = error.into();
+            assert!(!status.message().contains(text), "the answer never repeats the PIN");
+        }
+        // Without the ID number only the birth date is known; other dates and numbers pass.
+        assert_eq!(personal_weakness(&pin("091234"), &without_id), None);
+        assert_eq!(personal_weakness(&pin("870309"), &without_id), Some(Weakness::BirthDate));
+        for text in ["870310", "198703", "870390", "309870", "109234"] {
+            assert!(check_against_holder("new_pin", &pin(text), &with_id).is_ok(), "{text}");
+        }
+        // A final X matches no PIN; a number without a birth date carries none.
+        let with_x = HolderFacts { birth_date: birth, id_number: Some("11010519870309123X") };
+        assert_eq!(personal_weakness(&pin("091230"), &with_x), None);
+        assert_eq!(birth_date_in_id_number("110105198713091234"), None);
+        assert_eq!(birth_date_in_id_number("1101051987"), None);
+        assert!(format!("{with_id:?}").find("1987").is_none(), "Debug hides the facts");
+        // Years 2000 and on keep their two digits: born 2008-11-05 -> 081105, 110508, 051108.
+        let young = HolderFacts { birth_date: NaiveDate::from_ymd_opt(2008, 11, 5).unwrap(), id_number: None };
+        for text in ["081105", "110508", "051108"] {
+            assert_eq!(personal_weakness(&pin(text), &young), Some(Weakness::BirthDate), "{text}");
         }
     }
 
