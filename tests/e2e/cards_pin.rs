@@ -198,9 +198,9 @@ async fn the_bank_sets_the_pin_with_the_financial_function_and_refuses_weak_ones
         (CardFunctionStatus::Active as i32, CardFunctionStatus::Inactive as i32)
     );
     assert_eq!((banked.person_id.as_str(), banked.application_id.as_str()), ("", ""), "the counter's view");
-    // Stored as a salted Argon2id hash, never the PIN.
+    // Stored as a salted, peppered Argon2id hash, never the PIN.
     let (hash, failures) = stored_pin(&stack, &number).await.expect("a PIN row");
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1,keyid="), "keyed with the pepper: {hash}");
     assert!(!hash.contains(PIN));
     assert_eq!(failures, 0);
     // Once: a second bank activation does not overwrite the PIN.
@@ -666,5 +666,41 @@ async fn pins_made_from_the_holders_birth_date_or_id_number_are_refused_wherever
     }
     assert_eq!(stored_pin(&stack, &number).await.map(|(_, failures)| failures), Some(set.1), "no try was used");
     open_with_card(&stack, &stack.keys.hospital, &number, PIN).await.expect("the PIN is still the one chosen");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn pin_hashes_are_keyed_with_the_servers_pepper_and_hashes_made_before_keep_verifying() {
+    use insurance_svc::domain::card_pin::{DECOY_HASH, PinPepper, parse_pin, verify_pin};
+    let stack = Stack::start().await;
+    let (_, card) = holder_with_pin(&stack).await;
+    let number = card.card_number.clone();
+    let (hash, _) = stored_pin(&stack, &number).await.expect("the bank set a PIN");
+    assert!(hash.starts_with("$argon2id$") && hash.contains(",keyid="), "the pepper's version beside the hash");
+    assert!(!hash.contains(PIN));
+    // The database alone does not check a PIN: without insurance-svc's data keys the right PIN
+    // does not verify against the stored hash.
+    let elsewhere = PinPepper::from_keys(&medins_common::crypto::DataKeys::generate());
+    assert!(!verify_pin(&parse_pin("pin", PIN).unwrap(), &hash, &elsewhere).expect("a version of that key set"));
+
+    // A hash made before the pepper (no keyid; here the decoy's, of 000000) keeps verifying.
+    privacy::sensitive_token("000000");
+    let (row, decoy) = (number.clone(), DECOY_HASH.clone());
+    stack
+        .insurance_db
+        .run(move |conn| {
+            diesel::update(card_pins::table.find(&row))
+                .set(card_pins::pin_hash.eq(decoy))
+                .execute(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    assert_refused(
+        open_with_card(&stack, &stack.keys.hospital, &number, PIN).await,
+        Code::PermissionDenied,
+        "CARD_PIN_INCORRECT",
+    );
+    open_with_card(&stack, &stack.keys.hospital, &number, "000000").await.expect("the hash from before the pepper");
     stack.shutdown().await;
 }

@@ -3,10 +3,12 @@
 //! and asked at a hospital or pharmacy counter that opens a visit with the card.
 //!
 //! - **Shape**: exactly [`PIN_DIGITS`] ASCII digits (INVALID_ARGUMENT on the field otherwise).
-//!   A new PIN is refused when trivially guessed ([`check_strength`]: INVALID_ARGUMENT /
-//!   CARD_PIN_TOO_WEAK with metadata `pin_check`).
+//!   A new PIN is refused when trivially guessed ([`check_strength`]) or made from the holder's
+//!   birth date or ID number ([`check_against_holder`]): INVALID_ARGUMENT / CARD_PIN_TOO_WEAK
+//!   with metadata `pin_check`.
 //! - **At rest**: an Argon2id hash in the PHC string format with a random 16-byte salt
-//!   ([`hash_pin`], parameters [`HASH_MEMORY_KIB`], [`HASH_PASSES`], [`HASH_LANES`]), never the
+//!   ([`hash_pin`], parameters [`HASH_MEMORY_KIB`], [`HASH_PASSES`], [`HASH_LANES`]), keyed with
+//!   a server-side pepper ([`PinPepper`]) whose version the string names (`keyid`), never the
 //!   PIN. Hashing and verifying cost tens of milliseconds and ~19 MiB each: callers run them on
 //!   the bounded pool (`crate::heavy`), never on the async runtime. A stored hash carries its
 //!   own parameters, so raising them later still verifies older hashes.
@@ -25,7 +27,10 @@ use argon2::{
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::CryptoRngCore},
 };
 use chrono::{Datelike, NaiveDate};
-use medins_common::{ApiError, ApiResult, Reason};
+use medins_common::{
+    ApiError, ApiResult, Reason,
+    crypto::{DataKeys, LabelledMac},
+};
 
 /// Digits in a PIN.
 pub const PIN_DIGITS: usize = 6;
@@ -182,35 +187,105 @@ pub fn check_against_holder(field: &str, pin: &Pin, holder: &HolderFacts<'_>) ->
     }
 }
 
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(HASH_MEMORY_KIB, HASH_PASSES, HASH_LANES, None).expect("constant Argon2 parameters");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+/// Label of the pepper's key derivation from the data keys ([`LabelledMac`]).
+const PEPPER_LABEL: &str = "card/pin-pepper";
+
+/// The server-side secret (pepper) every new PIN hash is keyed with: Argon2's `secret`, one per
+/// version of insurance-svc's data keys (the configured key file, `--data-keys-file`), derived
+/// under its own label so it is no other key. The database holds hashes but not the keys, so a
+/// copy of it alone does not let anyone try the million PINs against a hash. The version a hash
+/// was made under is its PHC string's `keyid` (4 bytes, big-endian), so hashes made under an
+/// older version, or before the pepper (no `keyid`), keep verifying after a rotation.
+#[derive(Clone)]
+pub struct PinPepper {
+    current: u32,
+    secrets: std::sync::Arc<std::collections::BTreeMap<u32, [u8; 32]>>,
 }
 
-/// The PHC string of `pin` under a fresh salt from `rng` (Argon2id, the parameters above).
-/// CPU- and memory-heavy: run it on the bounded pool.
-pub fn hash_pin(pin: &Pin, rng: &mut impl CryptoRngCore) -> ApiResult<String> {
-    let salt = SaltString::generate(rng);
-    argon2()
-        .hash_password(pin.0.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| ApiError::internal(format_args!("PIN hashing failed: {error}")))
-}
-
-/// Whether `pin` is the one `stored` (a PHC string from [`hash_pin`]) was made from, with the
-/// parameters the string carries. An unreadable string matches nothing. CPU- and memory-heavy:
-/// run it on the bounded pool.
-pub fn verify_pin(pin: &Pin, stored: &str) -> bool {
-    match PasswordHash::new(stored) {
-        Ok(hash) => argon2().verify_password(pin.0.as_bytes(), &hash).is_ok(),
-        Err(_) => false,
+impl std::fmt::Debug for PinPepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinPepper").field("current", &self.current).finish_non_exhaustive()
     }
+}
+
+impl PinPepper {
+    /// The peppers of every data key version of `keys`; new hashes use the current one.
+    pub fn from_keys(keys: &DataKeys) -> PinPepper {
+        let mac = LabelledMac::new(keys, PEPPER_LABEL);
+        let secrets = keys
+            .versions()
+            .into_iter()
+            .filter_map(|version| mac.compute(version, &[]).map(|secret| (version, secret)))
+            .collect();
+        PinPepper { current: mac.current_version(), secrets: std::sync::Arc::new(secrets) }
+    }
+
+    fn secret(&self, version: u32) -> Option<&[u8; 32]> {
+        self.secrets.get(&version)
+    }
+}
+
+fn params(keyid: Option<u32>) -> Params {
+    let mut builder = argon2::ParamsBuilder::new();
+    builder.m_cost(HASH_MEMORY_KIB).t_cost(HASH_PASSES).p_cost(HASH_LANES);
+    if let Some(version) = keyid {
+        builder.keyid(argon2::KeyId::new(&version.to_be_bytes()).expect("4 bytes fit a key id"));
+    }
+    builder.build().expect("constant Argon2 parameters")
+}
+
+/// The PHC string of `pin` under a fresh salt from `rng` (Argon2id, the parameters above),
+/// keyed with the current pepper and naming its version as `keyid`. CPU- and memory-heavy: run
+/// it on the bounded pool.
+pub fn hash_pin(pin: &Pin, pepper: &PinPepper, rng: &mut impl CryptoRngCore) -> ApiResult<String> {
+    let secret = pepper.secret(pepper.current).ok_or_else(|| ApiError::internal("no PIN pepper of the current key"))?;
+    hash_with(pin, Some((pepper.current, secret)), rng)
+}
+
+fn hash_with(pin: &Pin, key: Option<(u32, &[u8; 32])>, rng: &mut impl CryptoRngCore) -> ApiResult<String> {
+    let salt = SaltString::generate(rng);
+    let failed = |error: argon2::password_hash::Error| ApiError::internal(format_args!("PIN hashing failed: {error}"));
+    let argon2 = match key {
+        Some((_, secret)) => {
+            Argon2::new_with_secret(secret, Algorithm::Argon2id, Version::V0x13, params(key.map(|(v, _)| v)))
+                .map_err(|error| failed(error.into()))?
+        }
+        None => Argon2::new(Algorithm::Argon2id, Version::V0x13, params(None)),
+    };
+    argon2.hash_password(pin.0.as_bytes(), &salt).map(|hash| hash.to_string()).map_err(failed)
+}
+
+/// Whether `pin` is the one `stored` (a PHC string from [`hash_pin`], or from before the
+/// pepper) was made from, with the parameters and the pepper version (`keyid`) the string
+/// carries. An unreadable string matches nothing; a `keyid` naming a version the key file no
+/// longer has is INTERNAL (a key was removed while hashes made under it remain). CPU- and
+/// memory-heavy: run it on the bounded pool.
+pub fn verify_pin(pin: &Pin, stored: &str, pepper: &PinPepper) -> ApiResult<bool> {
+    let Ok(hash) = PasswordHash::new(stored) else {
+        return Ok(false);
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return Ok(false);
+    };
+    let argon2 = match params.keyid() {
+        [] => Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+        keyid => {
+            let version = <[u8; 4]>::try_from(keyid).map(u32::from_be_bytes).ok();
+            let secret = version.and_then(|version| pepper.secret(version)).ok_or_else(|| {
+                ApiError::internal("a PIN hash names a pepper version the data key file does not have")
+            })?;
+            Argon2::new_with_secret(secret, Algorithm::Argon2id, Version::V0x13, params)
+                .map_err(|error| ApiError::internal(format_args!("PIN pepper refused: {error}")))?
+        }
+    };
+    Ok(argon2.verify_password(pin.0.as_bytes(), &hash).is_ok())
 }
 
 /// A hash of no card's PIN: verified when there is no card (or no PIN) to verify against, so
 /// such an answer takes as long as a wrong PIN's and its time tells nothing.
+/// It carries no pepper (verifying it costs the same).
 pub static DECOY_HASH: LazyLock<String> = LazyLock::new(|| {
-    hash_pin(&Pin("000000".into()), &mut argon2::password_hash::rand_core::OsRng).expect("the decoy PIN hashes")
+    hash_with(&Pin("000000".into()), None, &mut argon2::password_hash::rand_core::OsRng).expect("the decoy PIN hashes")
 });
 
 /// Whether a PIN with `failures` wrong tries in a row may be tried once more (the condition
@@ -364,17 +439,46 @@ mod tests {
 
     #[test]
     fn a_hash_verifies_its_pin_only_and_each_hash_has_its_own_salt() {
+        let pepper = PinPepper::from_keys(&DataKeys::generate());
         let pin = parse_pin("pin", "305917").unwrap();
-        let first = hash_pin(&pin, &mut OsRng).unwrap();
-        let second = hash_pin(&pin, &mut OsRng).unwrap();
+        let first = hash_pin(&pin, &pepper, &mut OsRng).unwrap();
+        let second = hash_pin(&pin, &pepper, &mut OsRng).unwrap();
         assert_ne!(first, second, "a fresh salt per hash");
-        assert!(first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{first}");
+        assert!(first.starts_with("$argon2id$v=19$m=19456,t=2,p=1,keyid=AAAAAQ$"), "{first}");
         assert!(!first.contains("305917"));
-        assert!(verify_pin(&pin, &first) && verify_pin(&pin, &second));
-        assert!(!verify_pin(&parse_pin("pin", "305918").unwrap(), &first));
-        assert!(!verify_pin(&pin, "not a PHC string"));
-        assert!(!verify_pin(&pin, &DECOY_HASH));
+        assert!(verify_pin(&pin, &first, &pepper).unwrap() && verify_pin(&pin, &second, &pepper).unwrap());
+        assert!(!verify_pin(&parse_pin("pin", "305918").unwrap(), &first, &pepper).unwrap());
+        assert!(!verify_pin(&pin, "not a PHC string", &pepper).unwrap());
+        assert!(!verify_pin(&pin, &DECOY_HASH, &pepper).unwrap());
         assert_eq!(format!("{pin:?}"), "Pin(******)");
+    }
+
+    #[test]
+    fn the_pepper_keys_each_hash_and_older_hashes_keep_verifying() {
+        let mut keys = DataKeys::generate();
+        let pepper = PinPepper::from_keys(&keys);
+        let pin = parse_pin("pin", "305917").unwrap();
+        let peppered = hash_pin(&pin, &pepper, &mut OsRng).unwrap();
+        // A hash from before the pepper (no keyid) still verifies.
+        let before = hash_with(&pin, None, &mut OsRng).unwrap();
+        assert!(!before.contains("keyid"));
+        assert!(verify_pin(&pin, &before, &pepper).unwrap());
+        // Without the keys the hash is worth nothing: another key set's pepper does not verify.
+        let elsewhere = PinPepper::from_keys(&DataKeys::generate());
+        assert!(!verify_pin(&pin, &peppered, &elsewhere).unwrap());
+        // The same PIN and salt without the pepper is another hash.
+        let unkeyed = peppered.replace(",keyid=AAAAAQ", "");
+        assert!(!verify_pin(&pin, &unkeyed, &pepper).unwrap());
+        // After a rotation new hashes name version 2; version 1's keep verifying.
+        keys.rotate();
+        let rotated = PinPepper::from_keys(&keys);
+        let newer = hash_pin(&pin, &rotated, &mut OsRng).unwrap();
+        assert!(newer.contains(",keyid=AAAAAg$"), "{newer}");
+        assert!(verify_pin(&pin, &peppered, &rotated).unwrap() && verify_pin(&pin, &newer, &rotated).unwrap());
+        // A version the key file lost is an internal error, not a wrong PIN.
+        let error = verify_pin(&pin, &newer, &pepper).unwrap_err();
+        assert_eq!(error.code(), Code::Internal);
+        assert!(!format!("{pepper:?}").contains('['), "Debug shows no secret");
     }
 
     #[test]

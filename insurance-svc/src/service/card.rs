@@ -297,7 +297,10 @@ fn decode_application(body: &ApplyForCardRequest) -> ApiResult<Application> {
 pub(crate) async fn hash_on_pool(state: &State, pin: Pin) -> ApiResult<String> {
     state
         .heavy
-        .run(HASH_ESTIMATE_BYTES, move || hash_pin(&pin, &mut rand::rngs::OsRng))
+        .run(HASH_ESTIMATE_BYTES, {
+            let pepper = state.pin_pepper.clone();
+            move || hash_pin(&pin, &pepper, &mut rand::rngs::OsRng)
+        })
         .await?
         .map_err(|refusal| ApiError::internal(format_args!("PIN hashing refused: {refusal:?}")))?
 }
@@ -326,9 +329,12 @@ pub(crate) async fn check_new_pin_against_holder(
 pub(crate) async fn verify_on_pool(state: &State, pin: Pin, hash: String) -> ApiResult<bool> {
     state
         .heavy
-        .run(HASH_ESTIMATE_BYTES, move || verify_pin(&pin, &hash))
+        .run(HASH_ESTIMATE_BYTES, {
+            let pepper = state.pin_pepper.clone();
+            move || verify_pin(&pin, &hash, &pepper)
+        })
         .await?
-        .map_err(|refusal| ApiError::internal(format_args!("PIN verification refused: {refusal:?}")))
+        .map_err(|refusal| ApiError::internal(format_args!("PIN verification refused: {refusal:?}")))?
 }
 
 /// Runs `lookup`, a lookup by card number for `caller`, as one counted lookup (issue 13 item
