@@ -4,8 +4,8 @@
 
 use chrono::Datelike;
 use medins_proto::insurance::v1::{
-    Category, GetSettlementRequest, IssueCodeRequest, ListSettlementsRequest, ListSettlementsResponse, PayFrom,
-    PreSettleRequest, Relationship, Scheme, SettleRequest, Settlement, SettlementRecord, VerifyCodeRequest,
+    Category, GetSettlementRequest, ListSettlementsRequest, ListSettlementsResponse, PayFrom, PreSettleRequest,
+    Relationship, Scheme, SettleRequest, Settlement, SettlementRecord, VerifyCodeRequest,
 };
 use tonic::{Code, Status};
 
@@ -217,17 +217,7 @@ async fn a_stranger_learns_nothing_and_another_persons_settlement_is_not_found_l
 async fn the_counter_learns_no_person_id_while_the_person_a_binder_and_operators_read_it() {
     let stack = Stack::start().await;
     let holder = stack.binder_in(Scheme::Employee, 50_000).await;
-    let token = stack.fresh_person_token(&stack.keys.bank, &holder.person_id).await;
-    let code = stack
-        .codes(Some(&stack.keys.bank))
-        .issue_code(with_person_token(
-            IssueCodeRequest { holder_person_id: holder.person_id.clone(), include_png: false },
-            &token,
-        ))
-        .await
-        .expect("issue code")
-        .into_inner()
-        .code;
+    let code = stack.code_of(&holder.person_id).await;
 
     // VerifyCode at the hospital, and its retry with the same idempotency key: the visit and the
     // masked holder, no person id.
