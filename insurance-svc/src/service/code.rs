@@ -328,7 +328,7 @@ impl CodeService for CodeApi {
             .run(&caller.id, "OpenVisitWithCard", request.metadata(), body, || async {
                 // The card and its PIN, as one counted card lookup: an unknown number, a card
                 // without a PIN, a wrong PIN and a locked PIN keep the lookup's unit.
-                counted_lookup(state, &caller, async {
+                let standing = counted_lookup(state, &caller, async {
                     let (card, check) = check_pin(state, &number, pin.clone()).await?;
                     if let Some(card) = &card {
                         let _ = holder.set(card.person_id);
@@ -337,8 +337,7 @@ impl CodeService for CodeApi {
                         (Some(card), PinCheck::Right(_)) => {
                             // The holder typed the card's PIN at this counter: present here.
                             let facts = HandlerFacts { holder_present: true, ..HandlerFacts::default() };
-                            access.decide(state, card.person_id, facts).await?;
-                            Ok(())
+                            access.decide(state, card.person_id, facts).await
                         }
                         (Some(_), PinCheck::Locked) => Err(pin_locked()),
                         _ => Err(card_or_pin_wrong()),
@@ -362,8 +361,13 @@ impl CodeService for CodeApi {
                 Ok(OpenVisitWithCardResponse {
                     visit_id: visit.id.to_string(),
                     holder: Some(CodeHolder {
-                        // The counter knows the holder by the card: no id to reach them elsewhere.
-                        person_id: String::new(),
+                        // The counter knows the holder by the card: no id to reach them elsewhere
+                        // (access::shows_person_id).
+                        person_id: if access::shows_person_id(standing) {
+                            visit.person_id.to_string()
+                        } else {
+                            String::new()
+                        },
                         masked_name: facts.masked_name,
                         sex: facts.sex,
                         age: facts.age,
