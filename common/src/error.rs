@@ -178,6 +178,7 @@ reasons! {
     ClaimNotFound => "CLAIM_NOT_FOUND" @ NotFound,
     ClaimAlreadyReviewed => "CLAIM_ALREADY_REVIEWED" @ FailedPrecondition,
     ClaimSettlementNotReversible => "CLAIM_SETTLEMENT_NOT_REVERSIBLE" @ FailedPrecondition,
+    InvoiceAlreadyClaimed => "INVOICE_ALREADY_CLAIMED" @ FailedPrecondition,
 }
 
 impl fmt::Display for Reason {

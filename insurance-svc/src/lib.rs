@@ -171,6 +171,7 @@ impl InsuranceService {
             documents: store::document::DocumentStore::new(db.clone()),
             objects,
             document_cipher: FieldCipher::new(&keys),
+            pin_pepper: crate::domain::card_pin::PinPepper::from_keys(&keys),
             heavy: heavy::HeavyPool::new(config.decode_budget_bytes(), heavy::DEFAULT_WORKERS),
             family: store::family::FamilyStore::new(db.clone()),
             cards: store::card::CardStore::new(db.clone(), FieldCipher::new(&keys)),

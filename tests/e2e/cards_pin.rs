@@ -198,9 +198,9 @@ async fn the_bank_sets_the_pin_with_the_financial_function_and_refuses_weak_ones
         (CardFunctionStatus::Active as i32, CardFunctionStatus::Inactive as i32)
     );
     assert_eq!((banked.person_id.as_str(), banked.application_id.as_str()), ("", ""), "the counter's view");
-    // Stored as a salted Argon2id hash, never the PIN.
+    // Stored as a salted, peppered Argon2id hash, never the PIN.
     let (hash, failures) = stored_pin(&stack, &number).await.expect("a PIN row");
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1,keyid="), "keyed with the pepper: {hash}");
     assert!(!hash.contains(PIN));
     assert_eq!(failures, 0);
     // Once: a second bank activation does not overwrite the PIN.
@@ -289,6 +289,7 @@ async fn a_card_visit_opens_with_the_right_pin_only_activates_the_medical_functi
         .settlement
         .unwrap();
     assert_eq!(settled.visit_id, opened.visit_id);
+    assert_eq!(settled.person_id, "", "the counter settles the visit, not a person id");
     assert_eq!(settled.total_cents, 12_345);
     assert_eq!(settled.fund_cents + settled.account_cents + settled.self_cents, 12_345);
 
@@ -572,5 +573,134 @@ async fn strangers_other_kinds_and_unusable_cards_open_no_visit() {
         Code::FailedPrecondition,
         "NOT_INSURED",
     );
+    stack.shutdown().await;
+}
+
+/// The pin check of a CARD_PIN_TOO_WEAK refusal.
+fn pin_check(status: &Status) -> String {
+    let info = status.get_details_error_info().expect("error info");
+    info.metadata.get("pin_check").cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn pins_made_from_the_holders_birth_date_or_id_number_are_refused_wherever_a_pin_is_chosen() {
+    let stack = Stack::start().await;
+    let (person, card) = holder_with_card(&stack).await;
+    let number = card.card_number.clone();
+    let id = person.seed.id_number.clone();
+    let (yy, mm, dd) = (&id[8..10], &id[10..12], &id[12..14]);
+    let birth_forms = [format!("{yy}{mm}{dd}"), format!("{mm}{dd}{yy}"), format!("{dd}{mm}{yy}")];
+    // The last six characters; a final X is no PIN, so the check digit is then replaced by a
+    // test of the other five with the birth date (that case is the unit test's).
+    let id_end = id[12..].to_owned();
+    for pin in birth_forms.iter().chain([&id_end]) {
+        privacy::sensitive_token(pin);
+    }
+    let id_end_is_a_pin = id_end.bytes().all(|b| b.is_ascii_digit());
+
+    // At the bank, with the holder's ID card: each refused, nothing set, the function still off.
+    let mut weak: Vec<(String, &str)> = birth_forms.iter().map(|pin| (pin.clone(), "birth_date")).collect();
+    if id_end_is_a_pin {
+        weak.push((id_end.clone(), "id_number"));
+    }
+    for (pin, check) in &weak {
+        let refused = assert_refused(
+            activate_at_bank(&stack, &number, &person.seed, pin).await,
+            Code::InvalidArgument,
+            "CARD_PIN_TOO_WEAK",
+        );
+        assert_eq!(pin_check(&refused), *check);
+        assert!(!refused.message().contains(pin.as_str()), "the answer never repeats the PIN");
+    }
+    assert!(stored_pin(&stack, &number).await.is_none(), "no PIN set");
+    assert_eq!(card_by_ops(&stack, &number).await.financial_status, CardFunctionStatus::Inactive as i32);
+    // A stranger at the bank naming the holder's birth date learns nothing of it: no card for them.
+    let stranger = SeedPerson::adult();
+    assert_refused(
+        activate_at_bank(&stack, &number, &stranger, &birth_forms[0]).await,
+        Code::NotFound,
+        "CARD_NOT_FOUND",
+    );
+    activate_at_bank(&stack, &number, &person.seed, PIN).await.expect("a PIN of no personal fact");
+    let set = stored_pin(&stack, &number).await.expect("set");
+
+    // The holder's app (their token): identity-svc's birth date decides; nothing changes.
+    let change = |new: &str, holder: Option<&SeedPerson>| ChangeCardPinRequest {
+        card_number: number.clone(),
+        old_pin: PIN.into(),
+        new_pin: new.into(),
+        holder: holder.map(identity),
+    };
+    let mut app = stack.cards(Some(&stack.keys.mini_program));
+    for pin in &birth_forms {
+        let refused = assert_refused(
+            app.change_card_pin(with_person_token(change(pin, None), &person.token)).await,
+            Code::InvalidArgument,
+            "CARD_PIN_TOO_WEAK",
+        );
+        assert_eq!(pin_check(&refused), "birth_date");
+    }
+    // At the bank with the holder present, and the bank's and operators' resets.
+    let mut bank = stack.cards(Some(&stack.keys.bank));
+    let reset = |new: &str, holder: Option<&SeedPerson>| ResetCardPinRequest {
+        card_number: number.clone(),
+        new_pin: new.into(),
+        holder: holder.map(identity),
+    };
+    for (pin, check) in &weak {
+        let changed = bank.change_card_pin(change(pin, Some(&person.seed))).await;
+        let by_bank = bank.reset_card_pin(reset(pin, Some(&person.seed))).await;
+        let by_ops = stack.cards(Some(&stack.keys.ops)).reset_card_pin(reset(pin, None)).await;
+        for refused in [changed.map(|_| ()), by_bank.map(|_| ())] {
+            assert_eq!(pin_check(&assert_refused(refused, Code::InvalidArgument, "CARD_PIN_TOO_WEAK")), *check);
+        }
+        // Operators show no ID number: the birth date (from identity-svc) is what they are held
+        // to; the ID number's end they can set (card.proto, ResetCardPin).
+        if *check == "birth_date" {
+            assert_eq!(pin_check(&assert_refused(by_ops, Code::InvalidArgument, "CARD_PIN_TOO_WEAK")), "birth_date");
+        } else {
+            by_ops.expect("operators cannot be held to an ID number they are not shown");
+            let back = stack.cards(Some(&stack.keys.ops)).reset_card_pin(reset(PIN, None)).await;
+            back.expect("back to the PIN of no personal fact");
+        }
+    }
+    assert_eq!(stored_pin(&stack, &number).await.map(|(_, failures)| failures), Some(set.1), "no try was used");
+    open_with_card(&stack, &stack.keys.hospital, &number, PIN).await.expect("the PIN is still the one chosen");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn pin_hashes_are_keyed_with_the_servers_pepper_and_hashes_made_before_keep_verifying() {
+    use insurance_svc::domain::card_pin::{DECOY_HASH, PinPepper, parse_pin, verify_pin};
+    let stack = Stack::start().await;
+    let (_, card) = holder_with_pin(&stack).await;
+    let number = card.card_number.clone();
+    let (hash, _) = stored_pin(&stack, &number).await.expect("the bank set a PIN");
+    assert!(hash.starts_with("$argon2id$") && hash.contains(",keyid="), "the pepper's version beside the hash");
+    assert!(!hash.contains(PIN));
+    // The database alone does not check a PIN: without insurance-svc's data keys the right PIN
+    // does not verify against the stored hash.
+    let elsewhere = PinPepper::from_keys(&medins_common::crypto::DataKeys::generate());
+    assert!(!verify_pin(&parse_pin("pin", PIN).unwrap(), &hash, &elsewhere).expect("a version of that key set"));
+
+    // A hash made before the pepper (no keyid; here the decoy's, of 000000) keeps verifying.
+    privacy::sensitive_token("000000");
+    let (row, decoy) = (number.clone(), DECOY_HASH.clone());
+    stack
+        .insurance_db
+        .run(move |conn| {
+            diesel::update(card_pins::table.find(&row))
+                .set(card_pins::pin_hash.eq(decoy))
+                .execute(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    assert_refused(
+        open_with_card(&stack, &stack.keys.hospital, &number, PIN).await,
+        Code::PermissionDenied,
+        "CARD_PIN_INCORRECT",
+    );
+    open_with_card(&stack, &stack.keys.hospital, &number, "000000").await.expect("the hash from before the pepper");
     stack.shutdown().await;
 }

@@ -149,7 +149,7 @@ async fn an_elderly_parent_is_bound_with_a_face_check_then_the_child_pays_with_t
         .into_inner()
         .settlement
         .unwrap();
-    assert_eq!(settled.person_id, parent.person_id);
+    assert_eq!(settled.person_id, "", "the counter learns no person id");
     assert_eq!(settled.fund_cents + settled.account_cents + settled.self_cents, 12_000);
     assert_eq!(balance(&stack, &parent.account_id).await, 20_000 - settled.account_cents);
 
@@ -510,7 +510,7 @@ async fn family_aid_is_refused_without_authorisation_paid_by_the_binder_with_it_
         .settlement
         .unwrap();
     assert!(settled.account_cents > 0);
-    assert_eq!(settled.person_id, child.person_id);
+    assert_eq!(settled.person_id, "", "the counter learns no person id");
     assert_eq!(balance(&stack, &binder.account_id).await, 50_000 - settled.account_cents);
     assert_eq!(balance(&stack, &child.account_id).await, 0);
     let entries = stack.all_entries(&binder.account_id).await;

@@ -5,9 +5,9 @@
 
 use chrono::{Datelike, Duration};
 use medins_proto::insurance::v1::{
-    CardDate, Category, Claim, ClaimItem, ClaimPayout, ClaimStatus, DocumentKind, EntryKind, GetSettlementRequest,
-    ListClaimsRequest, ListSettlementsRequest, NotSettledBecause, ReverseSettlementRequest, ReviewClaimRequest, Scheme,
-    SettlementStatus, SubmitClaimRequest,
+    BindingStatus, CardDate, Category, Claim, ClaimItem, ClaimPayout, ClaimStatus, DocumentKind, EntryKind,
+    GetSettlementRequest, ListClaimsRequest, ListSettlementsRequest, NotSettledBecause, Relationship,
+    ReverseSettlementRequest, ReviewClaimRequest, Scheme, SettlementStatus, SubmitClaimRequest,
 };
 use tonic::{Code, Status};
 
@@ -292,6 +292,8 @@ async fn a_claim_is_reviewed_once_and_of_concurrent_reviews_exactly_one_wins() {
     }
 
     // Eight operators approve (or reject) the same claim at once: one wins, the rest are told.
+    // (A new invoice: the approved claim holds the first one.)
+    let invoice = invoice_of(&stack, &person).await;
     let raced = submit(&stack, &person, claim_request(&stack, &person.person_id, vec![invoice], ClaimPayout::Account))
         .await
         .expect("submit");
@@ -424,5 +426,220 @@ async fn strangers_submit_nothing_for_others_and_learn_nothing_of_their_claims_o
         .await
         .unwrap_err();
     assert_eq!(reason(&none), "SETTLEMENT_NOT_FOUND");
+    stack.shutdown().await;
+}
+
+/// An emergency claim for `items` of `category` at a Shanghai hospital (the person is insured in
+/// Beijing, 110105) with no cross-region filing.
+fn elsewhere(
+    stack: &Stack,
+    person: &Binder,
+    invoice: String,
+    category: Category,
+    because: NotSettledBecause,
+) -> SubmitClaimRequest {
+    SubmitClaimRequest {
+        hospital_name: "上海市第六人民医院".into(),
+        hospital_region_code: "310104".into(),
+        category: category as i32,
+        not_settled_because: because as i32,
+        items: vec![ClaimItem { code: CAPPED.into(), quantity: 100, unit_price_cents: 2_500 }],
+        total_cents: 250_000,
+        ..claim_request(stack, &person.person_id, vec![invoice], ClaimPayout::Account)
+    }
+}
+
+#[tokio::test]
+async fn emergency_care_elsewhere_without_a_filing_is_paid_at_the_filed_ratio() {
+    let stack = Stack::start().await;
+    let person = stack.binder_in(Scheme::Employee, 0).await;
+    let year = stack.clock_today().year();
+
+    // Control: pharmacy care in Shanghai that the hospital could not settle, with no filing. The
+    // policy settles no unfiled pharmacy care: the approval is refused and the claim waits.
+    let invoice = invoice_of(&stack, &person).await;
+    let control = elsewhere(&stack, &person, invoice, Category::Pharmacy, NotSettledBecause::HospitalCouldNotSettle);
+    let control = submit(&stack, &person, control).await.expect("submit");
+    let refused = review(&stack, review_request(&control.claim_id, ClaimStatus::Approved, "", "")).await.unwrap_err();
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::FailedPrecondition, "CROSS_REGION_NOT_FILED"));
+    let waiting = stack
+        .reimbursements(Some(&stack.keys.ops))
+        .list_claims(ListClaimsRequest { status: ClaimStatus::Submitted as i32, ..Default::default() })
+        .await
+        .expect("queue")
+        .into_inner();
+    assert_eq!(waiting.claims.len(), 1);
+    assert_eq!(stack.count_insurance_rows("settlements").await, 0);
+
+    // The same care as an emergency: it counts as filed. EMPLOYEE x PHARMACY (Beijing's national
+    // terms): 1 000 yuan deductible, then 50 % of the 2 500 yuan in scope.
+    let invoice = invoice_of(&stack, &person).await;
+    let request = elsewhere(&stack, &person, invoice, Category::Pharmacy, NotSettledBecause::EmergencyElsewhereUnfiled);
+    let claim = submit(&stack, &person, request).await.expect("submit");
+    let approved =
+        review(&stack, review_request(&claim.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
+    assert_eq!(approved.status, ClaimStatus::Approved as i32);
+    let settled = approved.settlement.expect("settlement");
+    let receipt = settled.receipt.clone().expect("receipt");
+    assert_eq!(
+        (receipt.insured_region_code.as_str(), receipt.treatment_region_code.as_str(), receipt.cross_region),
+        ("110105", "310104", true)
+    );
+    assert_eq!((receipt.ratio_bp, receipt.filing_id.as_str()), (5_000, ""), "the filed ratio, no filing");
+    assert_eq!((settled.fund_cents, settled.self_cents), (75_000, 175_000));
+    assert_eq!(approved.credited_cents, 75_000);
+    assert_eq!(balance(&stack, &person).await, 75_000);
+    assert_eq!(stack.year_to_date(&person.person_id, year, "PHARMACY").await, (250_000, 75_000, 100_000));
+
+    // Where the policy has an unfiled ratio (EMPLOYEE x OUTPATIENT: 50 %), emergency care gets
+    // the filed one (70 %): (2 500 - 1 800 deductible) x 70 % = 490 yuan, not 350.
+    let invoice = invoice_of(&stack, &person).await;
+    let request =
+        elsewhere(&stack, &person, invoice, Category::Outpatient, NotSettledBecause::EmergencyElsewhereUnfiled);
+    let claim = submit(&stack, &person, request).await.expect("submit");
+    let approved =
+        review(&stack, review_request(&claim.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
+    let settled = approved.settlement.expect("settlement");
+    assert_eq!((settled.receipt.expect("receipt").ratio_bp, settled.fund_cents), (7_000, 49_000));
+    assert_eq!(balance(&stack, &person).await, 75_000 + 49_000);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_invoice_backs_one_claim_and_of_two_concurrent_submissions_exactly_one_wins() {
+    let stack = Stack::start().await;
+    let person = stack.binder_in(Scheme::Employee, 0).await;
+    let (first, second) = (invoice_of(&stack, &person).await, invoice_of(&stack, &person).await);
+    let held =
+        submit(&stack, &person, claim_request(&stack, &person.person_id, vec![first.clone()], ClaimPayout::Account))
+            .await
+            .expect("submit");
+
+    // A second claim naming the invoice, SUBMITTED and then APPROVED: refused, naming the field.
+    let again = || claim_request(&stack, &person.person_id, vec![second.clone(), first.clone()], ClaimPayout::Account);
+    for step in ["submitted", "approved"] {
+        let refused = submit(&stack, &person, again()).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), reason(&refused).as_str()),
+            (Code::FailedPrecondition, "INVOICE_ALREADY_CLAIMED"),
+            "{step}"
+        );
+        assert_eq!(bad_fields(&refused), vec!["invoice_document_ids[1]".to_owned()], "{step}");
+        assert_eq!(stack.count_insurance_rows("claims").await, 1, "{step}: nothing written");
+        if step == "submitted" {
+            review(&stack, review_request(&held.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
+        }
+    }
+    // A rejected claim lets its invoices go: the bill may be claimed again.
+    let rejected =
+        submit(&stack, &person, claim_request(&stack, &person.person_id, vec![second.clone()], ClaimPayout::Account))
+            .await
+            .expect("submit");
+    review(&stack, review_request(&rejected.claim_id, ClaimStatus::Rejected, "发票不清晰，请重新上传", ""))
+        .await
+        .expect("reject");
+    let resubmitted =
+        submit(&stack, &person, claim_request(&stack, &person.person_id, vec![second], ClaimPayout::Account))
+            .await
+            .expect("the rejected claim's invoice, claimed again");
+    assert_eq!(resubmitted.status, ClaimStatus::Submitted as i32);
+
+    // Two submissions with the same invoice at once, three times over: exactly one wins each.
+    for round in 0..3 {
+        let invoice = invoice_of(&stack, &person).await;
+        let request = claim_request(&stack, &person.person_id, vec![invoice], ClaimPayout::Account);
+        let (a, b) = tokio::join!(submit(&stack, &person, request.clone()), submit(&stack, &person, request));
+        let outcomes = [a, b];
+        assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1, "round {round}: {outcomes:?}");
+        for lost in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert_eq!(
+                (lost.code(), reason(lost).as_str()),
+                (Code::FailedPrecondition, "INVOICE_ALREADY_CLAIMED"),
+                "round {round}"
+            );
+        }
+    }
+    assert_eq!(stack.count_insurance_rows("claims").await, 3 + 3);
+    stack.shutdown().await;
+}
+
+/// What a refusal tells: its code, reason and message.
+fn answer(status: &Status) -> (Code, String, String) {
+    (status.code(), reason(status), status.message().to_owned())
+}
+
+#[tokio::test]
+async fn a_guardian_claims_for_a_minor_an_active_binder_lists_them_and_the_unrelated_learn_nothing() {
+    let stack = Stack::start().await;
+    let parent = stack.binder(0).await;
+    let child = stack.member_aged(8, 0).await;
+    assert_eq!(stack.bind_confirmed(&parent, &child, Relationship::Child).await.status, BindingStatus::Active as i32);
+    let grandparent = stack.binder(0).await;
+    let binding = stack.bind_confirmed(&grandparent, &child, Relationship::Grandchild).await;
+    assert_eq!(binding.status, BindingStatus::Active as i32);
+
+    // The parent, guardian of an 8-year-old, uploads the child's invoice and claims the bill in
+    // the child's name with their own token; the fund's share goes to the child's account.
+    let invoice = stack
+        .upload_document(&stack.keys.bank, Some(&parent.token), &child.person_id, DocumentKind::Invoice, &sample_pdf())
+        .await
+        .expect("the guardian uploads the child's invoice")
+        .document_id;
+    let request = claim_request(&stack, &child.person_id, vec![invoice], ClaimPayout::Account);
+    let claim = submit(&stack, &parent, request).await.expect("the guardian submits");
+    assert_eq!((claim.person_id.as_str(), claim.status), (child.person_id.as_str(), ClaimStatus::Submitted as i32));
+    let approved =
+        review(&stack, review_request(&claim.claim_id, ClaimStatus::Approved, "", "")).await.expect("approve");
+    assert!(approved.credited_cents > 0);
+    let credited = approved.credited_cents;
+    assert_eq!(stack.balance_and_ledger_sum(&child.account_id).await, (credited, credited));
+    assert_eq!(balance(&stack, &parent).await, 0, "the guardian's own account is untouched");
+
+    // The other ACTIVE binder lists the child's claims with their own token.
+    let list = |person_id: &str| ListClaimsRequest { person_id: person_id.into(), ..Default::default() };
+    let listed = stack
+        .reimbursements(Some(&stack.keys.bank))
+        .list_claims(with_person_token(list(&child.person_id), &grandparent.token))
+        .await
+        .expect("an active binder lists")
+        .into_inner();
+    assert_eq!(listed.claims, vec![approved]);
+
+    // Unrelated callers: a person bound to no one (their token), and partners holding no token
+    // (a mini program with the claims scopes, a hospital and an employer without them). Each gets
+    // one answer for the child and for a person who does not exist; nothing is written.
+    let stranger = stack.binder(0).await;
+    let missing = uuid::Uuid::now_v7().to_string();
+    let claims_before = stack.count_insurance_rows("claims").await;
+    let callers: [(&str, &str, Option<&str>); 4] = [
+        ("a stranger's token", &stack.keys.bank, Some(&stranger.token)),
+        ("a mini program without a token", &stack.keys.mini_program, None),
+        ("a hospital", &stack.keys.hospital, None),
+        ("an employer", &stack.keys.employer, None),
+    ];
+    for (who, key, token) in callers {
+        let mut answers = Vec::new();
+        for target in [child.person_id.as_str(), missing.as_str()] {
+            let mut client = stack.reimbursements(Some(key));
+            let listed = match token {
+                Some(token) => client.list_claims(with_person_token(list(target), token)).await,
+                None => client.list_claims(list(target)).await,
+            }
+            .unwrap_err();
+            let request = claim_request(&stack, target, vec![uuid::Uuid::now_v7().to_string()], ClaimPayout::Account);
+            let submitted = match token {
+                Some(token) => client.submit_claim(with_person_token(request, token)).await,
+                None => client.submit_claim(request).await,
+            }
+            .unwrap_err();
+            // Refused for who is calling (no token: PERSON_TOKEN_REQUIRED), never NOT_FOUND.
+            for refused in [&listed, &submitted] {
+                assert!(matches!(refused.code(), Code::PermissionDenied | Code::Unauthenticated), "{who}: {refused:?}");
+            }
+            answers.push((answer(&listed), answer(&submitted)));
+        }
+        assert_eq!(answers[0], answers[1], "{who}: the same answer for an existing and a missing person");
+    }
+    assert_eq!(stack.count_insurance_rows("claims").await, claims_before);
     stack.shutdown().await;
 }

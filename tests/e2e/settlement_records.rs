@@ -4,14 +4,14 @@
 
 use chrono::Datelike;
 use medins_proto::insurance::v1::{
-    Category, GetSettlementRequest, ListSettlementsRequest, ListSettlementsResponse, PayFrom, Relationship, Scheme,
-    SettleRequest, Settlement, SettlementRecord,
+    Category, GetSettlementRequest, ListSettlementsRequest, ListSettlementsResponse, PayFrom, PreSettleRequest,
+    Relationship, Scheme, SettleRequest, Settlement, SettlementRecord, VerifyCodeRequest,
 };
 use tonic::{Code, Status};
 
 use crate::{
     family_aid::bind_adult,
-    support::{Stack, bad_fields, family::Binder, reason, with_person_token},
+    support::{Stack, bad_fields, family::Binder, reason, with_idempotency_key, with_person_token},
 };
 
 /// A visit of `holder` at the hospital (the holder's own code), settled there.
@@ -86,7 +86,9 @@ async fn a_person_pages_through_their_settlements_of_a_year_newest_first_and_a_b
     assert!(record.visit_opened_at.is_some());
     assert_eq!(record.claim_id, "");
     let shown = record.settlement.as_ref().unwrap();
-    assert_eq!(shown, &settled[2], "the record carries the settlement as Settle returned it");
+    assert_eq!(settled[2].person_id, "", "Settle answered the counter without a person id");
+    let as_settled = Settlement { person_id: holder.person_id.clone(), ..settled[2].clone() };
+    assert_eq!(shown, &as_settled, "the record carries the settlement as Settle made it, with the person's id");
     assert_eq!(shown.category, Category::Outpatient as i32);
 
     let second =
@@ -134,7 +136,10 @@ async fn a_person_pages_through_their_settlements_of_a_year_newest_first_and_a_b
         .into_inner()
         .settlement
         .unwrap();
-    assert_eq!(one.settlement.as_ref(), Some(&settled[0]));
+    assert_eq!(
+        one.settlement.as_ref(),
+        Some(&Settlement { person_id: holder.person_id.clone(), ..settled[0].clone() })
+    );
 
     // Operators read any person's records without a token.
     let ops = stack
@@ -193,7 +198,7 @@ async fn a_stranger_learns_nothing_and_another_persons_settlement_is_not_found_l
     assert_eq!((malformed.code(), bad_fields(&malformed)), (Code::InvalidArgument, vec!["settlement_id".to_owned()]));
     // Their own is theirs to read.
     let mine = get(own.settlement_id.clone()).await.expect("own settlement").into_inner().settlement.unwrap();
-    assert_eq!(mine.settlement.as_ref(), Some(&own));
+    assert_eq!(mine.settlement.as_ref(), Some(&Settlement { person_id: stranger.person_id.clone(), ..own.clone() }));
 
     // The holder's access history shows the stranger's refused look at their settlement, and
     // the holder's own listing.
@@ -205,5 +210,81 @@ async fn a_stranger_learns_nothing_and_another_persons_settlement_is_not_found_l
         let row = (format!("/medins.insurance.v1.SettlementService/{method}"), outcome.to_owned());
         assert!(rows.contains(&row), "{row:?} in {rows:?}");
     }
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_counter_learns_no_person_id_while_the_person_a_binder_and_operators_read_it() {
+    let stack = Stack::start().await;
+    let holder = stack.binder_in(Scheme::Employee, 50_000).await;
+    let code = stack.code_of(&holder.person_id).await;
+
+    // VerifyCode at the hospital, and its retry with the same idempotency key: the visit and the
+    // masked holder, no person id.
+    let verify = || with_idempotency_key(VerifyCodeRequest { code: code.clone() }, "verify-1");
+    let verified = stack.codes(Some(&stack.keys.hospital)).verify_code(verify()).await.expect("verify").into_inner();
+    let replayed = stack.codes(Some(&stack.keys.hospital)).verify_code(verify()).await.expect("retry").into_inner();
+    for response in [&verified, &replayed] {
+        let shown = response.holder.as_ref().expect("holder");
+        assert_eq!(shown.person_id, "", "no person id at the counter");
+        assert!(shown.masked_name.contains('*'));
+    }
+    assert_eq!(replayed.visit_id, verified.visit_id);
+    // The holder's history still names both verifications (the replay found its holder by the visit).
+    let audit = stack.audit_replica("insurance-svc");
+    let history = audit.history(uuid::Uuid::parse_str(&holder.person_id).unwrap(), None, 1000).await.unwrap();
+    let verifications = history
+        .iter()
+        .filter(|e| e.method == "/medins.insurance.v1.CodeService/VerifyCode" && e.outcome == "OK")
+        .count();
+    assert_eq!(verifications, 2);
+
+    // PreSettle shows a receipt (no person in it); Settle and its retry: no person id.
+    let bill = SettleRequest {
+        visit_id: verified.visit_id.clone(),
+        total_cents: 30_000,
+        category: Category::Outpatient as i32,
+        pay_from: PayFrom::HolderAccount as i32,
+        items_summary: "挂号费 x1".into(),
+        ..Default::default()
+    };
+    let pre = stack
+        .settlements(Some(&stack.keys.hospital))
+        .pre_settle(PreSettleRequest {
+            visit_id: bill.visit_id.clone(),
+            total_cents: bill.total_cents,
+            category: bill.category,
+            pay_from: bill.pay_from,
+            items_summary: bill.items_summary.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("pre-settle")
+        .into_inner();
+    assert_eq!(pre.receipt.expect("receipt").total_cents, 30_000);
+    let mut counter = stack.settlements(Some(&stack.keys.hospital));
+    let settled = counter.settle(bill.clone()).await.expect("settle").into_inner().settlement.expect("settlement");
+    let again = counter.settle(bill).await.expect("retry").into_inner().settlement.expect("settlement");
+    assert_eq!((settled.person_id.as_str(), again.person_id.as_str()), ("", ""));
+    assert_eq!(again.settlement_id, settled.settlement_id);
+
+    // The person, an ACTIVE binder and operators read the same settlement with the person's id.
+    let binder = stack.binder(0).await;
+    bind_adult(&stack, &binder, &holder.as_member(), Relationship::Spouse).await;
+    let get = || GetSettlementRequest { settlement_id: settled.settlement_id.clone() };
+    let mut reader = stack.settlements(Some(&stack.keys.bank));
+    for who in [&holder.token, &binder.token] {
+        let seen = reader.get_settlement(with_person_token(get(), who)).await.expect("get").into_inner();
+        assert_eq!(seen.settlement.and_then(|r| r.settlement).expect("settlement").person_id, holder.person_id);
+    }
+    let by_ops = stack.settlements(Some(&stack.keys.ops)).get_settlement(get()).await.expect("ops").into_inner();
+    assert_eq!(by_ops.settlement.and_then(|r| r.settlement).expect("settlement").person_id, holder.person_id);
+    let year = stack.clock_today().year();
+    let listed = list_as(&stack, &holder.token, &holder.person_id, year, 0, "").await.expect("list");
+    let record = listed.settlements[0].settlement.as_ref().expect("settlement");
+    assert_eq!(
+        (record.settlement_id.as_str(), record.person_id.as_str()),
+        (settled.settlement_id.as_str(), holder.person_id.as_str())
+    );
     stack.shutdown().await;
 }

@@ -442,6 +442,51 @@ const TOKEN_NOT_PERSONS_OR_GUARDIANS: Refusal = Refusal::permission_denied(
     "the person token is neither this person's nor their guardian's",
 );
 
+/// Whether a response to a caller standing as `standing` carries the person's id
+/// (`person_id` of a settlement or of the holder at VerifyCode). Not to a counter: it serves
+/// the visit by the visit id (and the holder by the code or card they showed), and an id would
+/// let it reach the person's data through other calls after the visit. The person, a binder,
+/// operators and services read the id with the settlement (GetSettlement, ListSettlements).
+pub fn shows_person_id(standing: Standing) -> bool {
+    !matches!(standing, Standing::Counter | Standing::HolderPresent)
+}
+
+/// A change of a card's PIN: by the holder, who knows the old one (ChangeCardPin), or a reset
+/// without it (ResetCardPin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinChange {
+    /// ChangeCardPin.
+    Change,
+    /// ResetCardPin.
+    Reset,
+}
+
+/// Which partner kinds may change or reset a card's PIN, and with what, decided from the request
+/// alone (before any lookup, so the answer tells nothing about the card); the access table's
+/// rows then decide for whom. A change: with the holder present (name and ID number) at a BANK
+/// counter only, with the holder's token from any partner holding the scope. A reset: by OPS, or
+/// by a BANK with the holder present (INVALID_ARGUMENT on `holder` when a bank sends none).
+/// Anyone else: PERMISSION_DENIED / PARTNER_KIND_NOT_ALLOWED.
+pub fn may_set_pin(change: PinChange, kind: PartnerKind, holder_shown: bool) -> ApiResult<()> {
+    match (change, kind, holder_shown) {
+        (PinChange::Change, PartnerKind::Bank, _) | (PinChange::Change, _, false) => Ok(()),
+        (PinChange::Change, _, true) => Err(ApiError::of(
+            Reason::PartnerKindNotAllowed,
+            "only a BANK counter changes a PIN with the holder present; apps send the holder's token",
+        )),
+        (PinChange::Reset, PartnerKind::Ops, _) | (PinChange::Reset, PartnerKind::Bank, true) => Ok(()),
+        (PinChange::Reset, PartnerKind::Bank, false) => Err(ApiError::invalid_field(
+            Reason::InvalidArgument,
+            "holder",
+            "required: the holder shows their ID card at the bank's counter",
+        )),
+        (PinChange::Reset, _, _) => Err(ApiError::of(
+            Reason::PartnerKindNotAllowed,
+            "only a BANK counter with the holder present, or operators, reset a PIN",
+        )),
+    }
+}
+
 /// The rule of `method`, if it touches a person's data.
 pub fn rule(method: &str) -> Option<&'static Rule> {
     medins_common::access::find_rule(RULES, method)
@@ -457,6 +502,38 @@ pub fn decide(method: &str, facts: &Facts) -> ApiResult<Standing> {
 mod tests {
     use super::*;
     use tonic::Code;
+
+    #[test]
+    fn who_changes_or_resets_a_pin() {
+        use PartnerKind::{Bank, Employer, Hospital, MiniProgram, Ops, Pharmacy};
+        let refused = |change, kind, holder| may_set_pin(change, kind, holder).unwrap_err().reason();
+        for kind in [Bank, MiniProgram, Hospital, Ops] {
+            assert!(may_set_pin(PinChange::Change, kind, false).is_ok(), "{kind:?} with the holder's token");
+        }
+        assert!(may_set_pin(PinChange::Change, Bank, true).is_ok());
+        for kind in [MiniProgram, Hospital, Pharmacy, Ops] {
+            assert_eq!(refused(PinChange::Change, kind, true), Reason::PartnerKindNotAllowed, "{kind:?}");
+        }
+        assert!(may_set_pin(PinChange::Reset, Ops, false).is_ok());
+        assert!(may_set_pin(PinChange::Reset, Bank, true).is_ok());
+        assert_eq!(refused(PinChange::Reset, Bank, false), Reason::InvalidArgument);
+        for kind in [MiniProgram, Hospital, Pharmacy, Employer] {
+            for holder in [false, true] {
+                assert_eq!(refused(PinChange::Reset, kind, holder), Reason::PartnerKindNotAllowed, "{kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_counter_is_never_shown_a_person_id() {
+        for standing in [Standing::Counter, Standing::HolderPresent] {
+            assert!(!shows_person_id(standing), "{standing:?}");
+        }
+        for standing in [Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Guardian]
+        {
+            assert!(shows_person_id(standing), "{standing:?}");
+        }
+    }
 
     const GET_ACCOUNT: &str = "/medins.insurance.v1.AccountService/GetAccount";
     const LEDGER: &str = "/medins.insurance.v1.AccountService/ListAccountEntries";

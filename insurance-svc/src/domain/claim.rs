@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use medins_common::{
     ApiError, ApiResult, Reason,
+    auth::HospitalLevel,
     validate::{PageSize, TextField},
 };
 use uuid::Uuid;
@@ -25,7 +26,7 @@ use uuid::Uuid;
 use super::{
     account::is_region_code,
     catalog::{Catalog, is_item_code},
-    settlement::{BILL_TOTAL, Category},
+    settlement::{BILL_TOTAL, Category, Site, UnfiledCare},
 };
 
 medins_common::text_enum! {
@@ -257,6 +258,20 @@ pub fn items_summary(items: &[ClaimItem]) -> String {
     summary
 }
 
+/// Where a claim's care was given, as the settlement decision sees it: the hospital's region
+/// (its level is not on an invoice: UNGRADED), and how care there that no cross-region filing
+/// covers is treated. Emergency care in another region could not wait for a filing, so it
+/// counts as filed ([`UnfiledCare::CountsAsFiled`]: the policy's own ratio, also where the
+/// policy settles no unfiled care); any other claim is treated as the policy says for a
+/// counter's bill (the unfiled ratio, or CROSS_REGION_NOT_FILED).
+pub fn care_site(terms: &ClaimTerms) -> Site {
+    let unfiled = match terms.because {
+        NotSettledBecause::EmergencyElsewhereUnfiled => UnfiledCare::CountsAsFiled,
+        NotSettledBecause::HospitalCouldNotSettle | NotSettledBecause::Other => UnfiledCare::AsThePolicySays,
+    };
+    Site { region_code: Some(terms.hospital_region_code.clone()), level: HospitalLevel::Ungraded, unfiled }
+}
+
 /// A department code for the items of a claim: invoices of care paid out of pocket name no
 /// prescribing department the way a hospital's own bill does.
 pub const CLAIM_DEPARTMENT: &str = "CLAIM";
@@ -322,6 +337,32 @@ fn is_transfer_reference(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= MAX_TRANSFER_REFERENCE
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The answer to a claim naming an invoice (`invoice_document_ids[index]`) that another claim
+/// of the person holds (SUBMITTED or APPROVED: one invoice backs one claim; a REJECTED claim
+/// lets its invoices go). FAILED_PRECONDITION rather than ALREADY_EXISTS: what the caller asked
+/// to create, a new claim, does not exist; the state of another claim stands in its way, and the
+/// same request succeeds once that claim is rejected. Only the person's own invoices get here
+/// (a document that is not gets DOCUMENT_INVALID first), so it tells the caller nothing about
+/// anyone else.
+pub fn invoice_already_claimed(index: usize) -> ApiError {
+    let field = format!("invoice_document_ids[{index}]");
+    ApiError::failed_precondition(
+        Reason::InvoiceAlreadyClaimed,
+        "this invoice backs another claim that was not rejected",
+    )
+    .with_field_violation(&field, "backs another claim")
+    .with_metadata("document", field)
+}
+
+/// Whether the invoices of a claim in `status` are held by it: while SUBMITTED or APPROVED;
+/// a REJECTED claim lets them go.
+pub fn holds_invoices(status: ClaimStatus) -> bool {
+    match status {
+        ClaimStatus::Submitted | ClaimStatus::Approved => true,
+        ClaimStatus::Rejected => false,
+    }
 }
 
 /// Whether a claim in `status` may be reviewed: only SUBMITTED; a reviewed claim is
@@ -574,6 +615,32 @@ mod tests {
         assert_eq!(account_credit(Payout::Account, 500), Some(500));
         assert_eq!(account_credit(Payout::Account, 0), None, "no zero entry");
         assert_eq!(account_credit(Payout::BankTransfer, 500), None);
+    }
+
+    #[test]
+    fn a_claim_holds_its_invoices_until_it_is_rejected() {
+        assert!(holds_invoices(ClaimStatus::Submitted) && holds_invoices(ClaimStatus::Approved));
+        assert!(!holds_invoices(ClaimStatus::Rejected));
+        let error = invoice_already_claimed(2);
+        assert_eq!((error.code(), error.reason()), (Code::FailedPrecondition, Reason::InvoiceAlreadyClaimed));
+        let status: tonic::Status = error.into();
+        assert!(String::from_utf8_lossy(status.details()).contains("invoice_document_ids[2]"));
+    }
+
+    #[test]
+    fn emergency_care_elsewhere_counts_as_filed_and_other_claims_as_the_policy_says() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+        let documents = vec![Uuid::now_v7().to_string()];
+        let mut terms = claim_terms(&catalog(), raw(CAPPED, 1_000, &documents, today), today).unwrap();
+        let site = care_site(&terms);
+        assert_eq!(
+            (site.region_code.as_deref(), site.level, site.unfiled),
+            (Some("310104"), HospitalLevel::Ungraded, UnfiledCare::CountsAsFiled)
+        );
+        for because in [NotSettledBecause::HospitalCouldNotSettle, NotSettledBecause::Other] {
+            terms.because = because;
+            assert_eq!(care_site(&terms).unfiled, UnfiledCare::AsThePolicySays, "{because:?}");
+        }
     }
 
     #[test]

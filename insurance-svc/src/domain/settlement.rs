@@ -1159,13 +1159,28 @@ impl Settlement {
 }
 
 /// Where a visit's care is given, as the settling partner's entry says: its region (None: the
-/// entry has none, and care there counts as care in the patient's insured region) and level.
+/// entry has none, and care there counts as care in the patient's insured region) and level;
+/// and how cross-region care there that no filing covers is treated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
     /// Six-digit region code, when the partner entry has one.
     pub region_code: Option<String>,
     /// Hospital level (UNGRADED, or PHARMACY for a pharmacy, when the entry has none).
     pub level: HospitalLevel,
+    /// Cross-region care without a covering filing: as the policy says (a counter's bill), or
+    /// as filed (emergency care elsewhere, claimed afterwards: `domain::claim::care_site`).
+    pub unfiled: UnfiledCare,
+}
+
+/// How [`care_terms`] treats cross-region care that no ACTIVE filing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnfiledCare {
+    /// As the policy says: its unfiled ratio, or not settled (CROSS_REGION_NOT_FILED).
+    AsThePolicySays,
+    /// As filed care: the policy's own ratio, with no filing named. Emergency care cannot wait
+    /// for a filing, so a claim for it afterwards is paid as filed care would have been (README
+    /// "Reimbursement claims").
+    CountsAsFiled,
 }
 
 /// A Settle (or PreSettle) call: the visit, the partner settling it and where it gives care,
@@ -1389,8 +1404,9 @@ pub fn care_day(at: NaiveDateTime) -> NaiveDate {
 /// Where the care counts and at what ratio: the treatment region (the site's, else the
 /// insured region), whether it is cross-region, the filing that covers it, and the ratio —
 /// the policy's own ratio at home or under an ACTIVE filing of the treatment region's pooling
-/// region on the care day ([`super::cross_region::covering`]), else the policy's unfiled ratio,
-/// else FAILED_PRECONDITION / CROSS_REGION_NOT_FILED.
+/// region on the care day ([`super::cross_region::covering`]), or where the site's unfiled care
+/// counts as filed ([`UnfiledCare::CountsAsFiled`]), else the policy's unfiled ratio, else
+/// FAILED_PRECONDITION / CROSS_REGION_NOT_FILED.
 pub fn care_terms<'f>(
     policy: &Policy,
     insured_region: &str,
@@ -1404,6 +1420,9 @@ pub fn care_terms<'f>(
     }
     if let Some(filing) = super::cross_region::covering(filings, &treatment, care_day(now)) {
         return Ok((treatment, true, Some(filing), policy.reimbursement_ratio_bp));
+    }
+    if site.unfiled == UnfiledCare::CountsAsFiled {
+        return Ok((treatment, true, None, policy.reimbursement_ratio_bp));
     }
     match policy.unfiled_ratio_bp {
         Some(ratio) => Ok((treatment, true, None, ratio)),
@@ -1764,7 +1783,7 @@ mod tests {
             call: SettleCall {
                 visit_id: Uuid::now_v7(),
                 partner_id: "hospital-1".into(),
-                site: Site { region_code: None, level: HospitalLevel::Ungraded },
+                site: Site { region_code: None, level: HospitalLevel::Ungraded, unfiled: UnfiledCare::AsThePolicySays },
                 binder: None,
                 pre_settlement_id: None,
                 terms: settle_terms(total_cents, Category::Outpatient, pay_from, "x-ray", vec![]).unwrap(),
@@ -2333,7 +2352,11 @@ mod tests {
         let bill = vec![item("110200001", 1_000, 1_200)];
         let mut c = case(1_200, PayFrom::SelfPay, 0);
         c.call.terms = settle_terms(1_200, Category::Outpatient, PayFrom::SelfPay, "", bill).unwrap();
-        c.call.site = Site { region_code: Some("310104".into()), level: HospitalLevel::Level3 };
+        c.call.site = Site {
+            region_code: Some("310104".into()),
+            level: HospitalLevel::Level3,
+            unfiled: UnfiledCare::AsThePolicySays,
+        };
         let spent = YearToDate { deductible_cents: 180_000, ..YearToDate::default() };
 
         let filed = [filing("310115", FilingStatus::Active)];
@@ -2352,6 +2375,11 @@ mod tests {
             settled(decide(&table, &catalog, SettleFacts { filings: &cancelled, year_to_date: spent, ..c.facts() }));
         let d = new.settlement.details.unwrap();
         assert_eq!((d.filing_id, d.ratio_bp, new.settlement.fund_cents), (None, 5_000, 600));
+        // Unfiled care that counts as filed (emergency care, claimed): the filed ratio, no filing.
+        c.call.site.unfiled = UnfiledCare::CountsAsFiled;
+        let new = settled(decide(&table, &catalog, SettleFacts { year_to_date: spent, ..c.facts() }));
+        let d = new.settlement.details.unwrap();
+        assert_eq!((d.cross_region, d.filing_id, d.ratio_bp, new.settlement.fund_cents), (true, None, 6_500, 780));
 
         // Nationally the same price is over the cap: the treatment region's book decides.
         c.call.site.region_code = Some("110108".into());
@@ -2361,7 +2389,11 @@ mod tests {
         // Chronic-disease care elsewhere without a filing is not settled directly.
         let mut c = case(1_000, PayFrom::SelfPay, 0);
         c.call.terms.category = Category::ChronicSpecial;
-        c.call.site = Site { region_code: Some("440305".into()), level: HospitalLevel::Level2 };
+        c.call.site = Site {
+            region_code: Some("440305".into()),
+            level: HospitalLevel::Level2,
+            unfiled: UnfiledCare::AsThePolicySays,
+        };
         let error = decide(&table, &catalog, c.facts()).unwrap_err();
         assert_eq!((error.code(), error.reason()), (tonic::Code::FailedPrecondition, Reason::CrossRegionNotFiled));
         let other_region = [filing("310115", FilingStatus::Active)];
@@ -2370,6 +2402,11 @@ mod tests {
         let there = [filing("440300", FilingStatus::Active)];
         let new = settled(decide(&table, &catalog, SettleFacts { filings: &there, ..c.facts() }));
         assert_eq!(new.settlement.details.unwrap().ratio_bp, 8_500);
+        // Where the policy settles no unfiled care at all, emergency care still counts as filed.
+        c.call.site.unfiled = UnfiledCare::CountsAsFiled;
+        let new = settled(decide(&table, &catalog, c.facts()));
+        let d = new.settlement.details.unwrap();
+        assert_eq!((d.filing_id, d.ratio_bp), (None, 8_500));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use super::{
 };
 use crate::{
     domain::{
-        access::Standing,
+        access::{self, PinChange, Standing},
         account::Scheme,
         card::{
             ActivationChannel, Applicant, ApplicationCursor, ApplicationFields, ApplicationStatus, Card, CardAction,
@@ -297,18 +297,44 @@ fn decode_application(body: &ApplyForCardRequest) -> ApiResult<Application> {
 pub(crate) async fn hash_on_pool(state: &State, pin: Pin) -> ApiResult<String> {
     state
         .heavy
-        .run(HASH_ESTIMATE_BYTES, move || hash_pin(&pin, &mut rand::rngs::OsRng))
+        .run(HASH_ESTIMATE_BYTES, {
+            let pepper = state.pin_pepper.clone();
+            move || hash_pin(&pin, &pepper, &mut rand::rngs::OsRng)
+        })
         .await?
         .map_err(|refusal| ApiError::internal(format_args!("PIN hashing refused: {refusal:?}")))?
+}
+
+/// Checks a new PIN against what is known of the card's holder (`card_pin::check_against_holder`):
+/// the ID number the request carries (a bank's counter; matched against the card's holder
+/// before this is asked) and its birth date, else the birth date from identity-svc
+/// (PersonFactsService.GetPersonFacts, the facts insurance-svc's age rules already read).
+pub(crate) async fn check_new_pin_against_holder(
+    state: &State,
+    acting_partner: &str,
+    person_id: Uuid,
+    holder: Option<&pb::PersonIdentity>,
+    field: &str,
+    pin: &Pin,
+) -> ApiResult<()> {
+    let id_number = holder.map(|holder| holder.id_number.as_str());
+    let birth_date = match id_number.and_then(card_pin::birth_date_in_id_number) {
+        Some(date) => date,
+        None => state.identity.get_person_birth_date(acting_partner, person_id).await?,
+    };
+    card_pin::check_against_holder(field, pin, &card_pin::HolderFacts { birth_date, id_number })
 }
 
 /// Verifies `pin` against `hash` on the bounded pool.
 pub(crate) async fn verify_on_pool(state: &State, pin: Pin, hash: String) -> ApiResult<bool> {
     state
         .heavy
-        .run(HASH_ESTIMATE_BYTES, move || verify_pin(&pin, &hash))
+        .run(HASH_ESTIMATE_BYTES, {
+            let pepper = state.pin_pepper.clone();
+            move || verify_pin(&pin, &hash, &pepper)
+        })
         .await?
-        .map_err(|refusal| ApiError::internal(format_args!("PIN verification refused: {refusal:?}")))
+        .map_err(|refusal| ApiError::internal(format_args!("PIN verification refused: {refusal:?}")))?
 }
 
 /// Runs `lookup`, a lookup by card number for `caller`, as one counted lookup (issue 13 item
@@ -705,6 +731,64 @@ impl CardApi {
             }
         }
         Ok((card, standing))
+    }
+
+    /// ChangeCardPin and ResetCardPin: who may, by kind, from the request alone
+    /// (`access::may_set_pin`); the card for the caller (the access table's row, a counted
+    /// lookup); a live card; a new PIN not made from the holder's birth date or ID number
+    /// (`card_pin::check_against_holder`); for a change, the old PIN verified (a try taken
+    /// first); then the new hash, written only if the PIN is still the one verified (a change)
+    /// or whatever it is (a reset). Idempotent with `idempotency-key`; recorded for the holder.
+    async fn set_pin<T: prost::Message>(
+        &self,
+        request: &Request<T>,
+        change: PinChange,
+        number: String,
+        holder: Option<&pb::PersonIdentity>,
+        old_pin: Option<Pin>,
+        new_pin: Pin,
+    ) -> Result<pb::Card, Status> {
+        let caller = Caller::of(request)?;
+        access::may_set_pin(change, caller.kind, holder.is_some())?;
+        let (method, action) = match change {
+            PinChange::Change => ("ChangeCardPin", "CHANGE_PIN"),
+            PinChange::Reset => ("ResetCardPin", "RESET_PIN"),
+        };
+        let state = &self.state;
+        let access = CallAccess::begin(state, request).await?;
+        let subject = OnceLock::new();
+        let result = state
+            .idempotency
+            .run(&caller.id, method, request.metadata(), request.get_ref(), || async {
+                let (card, standing) = self.card_for(&access, &number, holder, &subject).await?;
+                require_live_card(&card, action)?;
+                check_new_pin_against_holder(state, &caller.id, card.person_id, holder, "new_pin", &new_pin).await?;
+                let verified = match old_pin.clone() {
+                    Some(old_pin) => match check_pin(state, &number, old_pin).await?.1 {
+                        PinCheck::Right(hash) => Some(hash),
+                        PinCheck::Wrong => return Err(pin_wrong().into()),
+                        PinCheck::Locked => return Err(pin_locked().into()),
+                        PinCheck::NotSet => return Err(pin_not_set().into()),
+                    },
+                    None => None,
+                };
+                let new_hash = hash_on_pool(state, new_pin.clone()).await?;
+                let now = state.clock.stored_now();
+                // A change writes only if the PIN is still the one just verified (a concurrent
+                // change or reset wins; the old PIN this call knew is no longer the PIN); a reset
+                // writes whatever the PIN is.
+                let changing = verified.is_some();
+                if !state.cards.replace_pin(number.clone(), verified, new_hash, caller.id.clone(), now).await?
+                    && changing
+                {
+                    return Err(pin_wrong().into());
+                }
+                tracing::info!(application_id = %card.application_id, partner = %caller.id, method, "card PIN set");
+                Ok(card_message_as(&card, card_view(standing)))
+            })
+            .await;
+        access.record(&self.state, subject.get().copied(), &result).await;
+        result
     }
 
     /// A loss report or its cancellation by the holder, the guardian who applied, or operators.
@@ -1138,7 +1222,12 @@ impl CardService for CardApi {
             .run(&caller.id, "ActivateCard", request.metadata(), body, || async {
                 let (card, standing) = self.card_for(&access, &number, Some(holder), &subject).await?;
                 let pin_hash = match pin.clone() {
-                    Some(pin) => Some(hash_on_pool(state, pin).await?),
+                    Some(pin) => {
+                        // Not the holder's birth date or ID number end, as shown at the counter.
+                        check_new_pin_against_holder(state, &caller.id, card.person_id, Some(holder), "pin", &pin)
+                            .await?;
+                        Some(hash_on_pool(state, pin).await?)
+                    }
                     None => None,
                 };
                 let card = state
@@ -1266,94 +1355,23 @@ impl CardService for CardApi {
         &self,
         request: Request<ChangeCardPinRequest>,
     ) -> Result<Response<ChangeCardPinResponse>, Status> {
-        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let number = parse_card_number("card_number", &body.card_number)?;
         let old_pin = parse_pin("old_pin", &body.old_pin)?;
         let new_pin = check_strength("new_pin", &body.new_pin)?;
-        // The holder present counts at a bank's counter only.
-        if body.holder.is_some() && caller.kind != PartnerKind::Bank {
-            return Err(ApiError::of(
-                Reason::PartnerKindNotAllowed,
-                "only a BANK counter changes a PIN with the holder present; apps send the holder's token",
-            )
-            .into());
-        }
-        let state = &self.state;
-        let access = CallAccess::begin(state, &request).await?;
-        let subject = OnceLock::new();
-        let result = state
-            .idempotency
-            .run(&caller.id, "ChangeCardPin", request.metadata(), body, || async {
-                let (card, standing) = self.card_for(&access, &number, body.holder.as_ref(), &subject).await?;
-                require_live_card(&card, "CHANGE_PIN")?;
-                let (_, check) = check_pin(state, &number, old_pin.clone()).await?;
-                let verified = match check {
-                    PinCheck::Right(hash) => hash,
-                    PinCheck::Wrong => return Err(pin_wrong().into()),
-                    PinCheck::Locked => return Err(pin_locked().into()),
-                    PinCheck::NotSet => return Err(pin_not_set().into()),
-                };
-                let new_hash = hash_on_pool(state, new_pin.clone()).await?;
-                let now = state.clock.stored_now();
-                // Only if the PIN is still the one just verified (a concurrent change or reset
-                // wins; the old PIN this call knew is no longer the PIN).
-                if !state.cards.replace_pin(number.clone(), Some(verified), new_hash, caller.id.clone(), now).await? {
-                    return Err(pin_wrong().into());
-                }
-                tracing::info!(application_id = %card.application_id, partner = %caller.id, "card PIN changed");
-                Ok(ChangeCardPinResponse { card: Some(card_message_as(&card, card_view(standing))) })
-            })
-            .await;
-        access.record(&self.state, subject.get().copied(), &result).await;
-        Ok(Response::new(result?))
+        let card =
+            self.set_pin(&request, PinChange::Change, number, body.holder.as_ref(), Some(old_pin), new_pin).await?;
+        Ok(Response::new(ChangeCardPinResponse { card: Some(card) }))
     }
 
     async fn reset_card_pin(
         &self,
         request: Request<ResetCardPinRequest>,
     ) -> Result<Response<ResetCardPinResponse>, Status> {
-        let caller = Caller::of(&request)?;
         let body = request.get_ref();
         let number = parse_card_number("card_number", &body.card_number)?;
         let new_pin = check_strength("new_pin", &body.new_pin)?;
-        match caller.kind {
-            PartnerKind::Ops => {}
-            PartnerKind::Bank if body.holder.is_some() => {}
-            PartnerKind::Bank => {
-                return Err(ApiError::invalid_field(
-                    Reason::InvalidArgument,
-                    "holder",
-                    "required: the holder shows their ID card at the bank's counter",
-                )
-                .into());
-            }
-            _ => {
-                return Err(ApiError::of(
-                    Reason::PartnerKindNotAllowed,
-                    "only a BANK counter with the holder present, or operators, reset a PIN",
-                )
-                .into());
-            }
-        }
-        let state = &self.state;
-        let access = CallAccess::begin(state, &request).await?;
-        let subject = OnceLock::new();
-        let result = state
-            .idempotency
-            .run(&caller.id, "ResetCardPin", request.metadata(), body, || async {
-                let (card, standing) = self.card_for(&access, &number, body.holder.as_ref(), &subject).await?;
-                require_live_card(&card, "RESET_PIN")?;
-                let new_hash = hash_on_pool(state, new_pin.clone()).await?;
-                state
-                    .cards
-                    .replace_pin(number.clone(), None, new_hash, caller.id.clone(), state.clock.stored_now())
-                    .await?;
-                tracing::info!(application_id = %card.application_id, partner = %caller.id, "card PIN reset");
-                Ok(ResetCardPinResponse { card: Some(card_message_as(&card, card_view(standing))) })
-            })
-            .await;
-        access.record(&self.state, subject.get().copied(), &result).await;
-        Ok(Response::new(result?))
+        let card = self.set_pin(&request, PinChange::Reset, number, body.holder.as_ref(), None, new_pin).await?;
+        Ok(Response::new(ResetCardPinResponse { card: Some(card) }))
     }
 }

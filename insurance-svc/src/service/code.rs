@@ -220,6 +220,7 @@ impl CodeService for CodeApi {
         let payload = state.code_keys.verify(text, state.clock.now()).map_err(ApiError::from)?;
         let inline = access.inline(state);
         let audited = OnceLock::new();
+        let holder = OnceLock::new();
         let result = state
             .idempotency
             .run(&caller.id, "VerifyCode", request.metadata(), body, || async {
@@ -239,7 +240,9 @@ impl CodeService for CodeApi {
                     visit.opened_at,
                     state.clock.stored_now(),
                 );
-                access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
+                let _ = holder.set(visit.person_id);
+                let standing =
+                    access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
                 // The visit is open whatever identity-svc says now: show what is known.
                 let facts = match state.holders.get(&caller.id, &state.identity, visit.person_id).await {
                     Ok(facts) => facts,
@@ -254,7 +257,13 @@ impl CodeService for CodeApi {
                     visit_id: visit.id.to_string(),
                     voucher_id,
                     holder: Some(CodeHolder {
-                        person_id: visit.person_id.to_string(),
+                        // The counter serves the visit by its id: no person id to reach the
+                        // holder elsewhere (access::shows_person_id).
+                        person_id: if access::shows_person_id(standing) {
+                            visit.person_id.to_string()
+                        } else {
+                            String::new()
+                        },
                         masked_name: facts.masked_name,
                         sex: facts.sex,
                         age: facts.age,
@@ -266,9 +275,16 @@ impl CodeService for CodeApi {
             })
             .await;
         // A verified code names its holder; a refused one (forged, expired, used) opened nothing
-        // and is not looked up for the record.
-        let holder =
-            result.as_ref().ok().and_then(|r| r.holder.as_ref()).and_then(|h| Uuid::parse_str(&h.person_id).ok());
+        // and is not looked up for the record. A replayed answer (idempotency key) carries no
+        // person id: its visit says whose it is.
+        let holder = match (holder.get().copied(), &result) {
+            (Some(person), _) => Some(person),
+            (None, Ok(response)) => match Uuid::parse_str(&response.visit_id) {
+                Ok(visit_id) => state.visits.find(visit_id).await.ok().flatten().map(|visit| visit.person_id),
+                Err(_) => None,
+            },
+            (None, Err(_)) => None,
+        };
         access.record_unless(state, audited.get().copied().unwrap_or(Audited::No), holder, &result).await;
         result.map(Response::new)
     }
@@ -299,7 +315,7 @@ impl CodeService for CodeApi {
             .run(&caller.id, "OpenVisitWithCard", request.metadata(), body, || async {
                 // The card and its PIN, as one counted card lookup: an unknown number, a card
                 // without a PIN, a wrong PIN and a locked PIN keep the lookup's unit.
-                counted_lookup(state, &caller, async {
+                let standing = counted_lookup(state, &caller, async {
                     let (card, check) = check_pin(state, &number, pin.clone()).await?;
                     if let Some(card) = &card {
                         let _ = holder.set(card.person_id);
@@ -308,8 +324,7 @@ impl CodeService for CodeApi {
                         (Some(card), PinCheck::Right(_)) => {
                             // The holder typed the card's PIN at this counter: present here.
                             let facts = HandlerFacts { holder_present: true, ..HandlerFacts::default() };
-                            access.decide(state, card.person_id, facts).await?;
-                            Ok(())
+                            access.decide(state, card.person_id, facts).await
                         }
                         (Some(_), PinCheck::Locked) => Err(pin_locked()),
                         _ => Err(card_or_pin_wrong()),
@@ -333,8 +348,13 @@ impl CodeService for CodeApi {
                 Ok(OpenVisitWithCardResponse {
                     visit_id: visit.id.to_string(),
                     holder: Some(CodeHolder {
-                        // The counter knows the holder by the card: no id to reach them elsewhere.
-                        person_id: String::new(),
+                        // The counter knows the holder by the card: no id to reach them elsewhere
+                        // (access::shows_person_id).
+                        person_id: if access::shows_person_id(standing) {
+                            visit.person_id.to_string()
+                        } else {
+                            String::new()
+                        },
                         masked_name: facts.masked_name,
                         sex: facts.sex,
                         age: facts.age,

@@ -57,6 +57,8 @@ pub struct State {
     pub objects: crate::store::objects::DocumentObjects,
     /// Wraps each document's own key (insurance-svc's versioned data keys).
     pub document_cipher: medins_common::crypto::FieldCipher,
+    /// The server-side secret card PIN hashes are keyed with (from the same data keys).
+    pub pin_pepper: crate::domain::card_pin::PinPepper,
     /// The bounded pool for image decoding, PDF parsing and rendering, QR PNGs.
     pub heavy: crate::heavy::HeavyPool,
     /// Family bindings.

@@ -26,7 +26,7 @@ use crate::{
         ledger,
         settlement::{
             self, BillItem, Category, ExpenseTotals, PayFrom, SettleCall, SettleTerms, Settlement, SettlementDetails,
-            SettlementStatus, Site, Split,
+            SettlementStatus, Site, Split, UnfiledCare,
         },
     },
     store::Audited,
@@ -110,6 +110,16 @@ fn level_to_wire(level: HospitalLevel) -> pb::HospitalLevel {
     }
 }
 
+/// A settlement as a caller standing as `standing` sees it: without the person's id at the
+/// counter (`access::shows_person_id`).
+fn settlement_shown_to(standing: Standing, s: &Settlement) -> pb::Settlement {
+    let mut message = settlement_message(s);
+    if !access::shows_person_id(standing) {
+        message.person_id.clear();
+    }
+    message
+}
+
 /// The wire form of a settlement's (or pre-settlement's) breakdown.
 pub fn receipt_message(total_cents: i64, split: &Split, d: &SettlementDetails) -> pb::Receipt {
     pb::Receipt {
@@ -183,10 +193,15 @@ fn terms_from_wire(
 /// patient's insured region at UNGRADED (PHARMACY for a pharmacy) — see PartnerEntry.
 fn site_of(caller: &medins_common::auth::Partner) -> Site {
     match &caller.care_site {
-        Some(site) => Site { region_code: Some(site.region_code.clone()), level: site.level },
+        Some(site) => Site {
+            region_code: Some(site.region_code.clone()),
+            level: site.level,
+            unfiled: UnfiledCare::AsThePolicySays,
+        },
         None => Site {
             region_code: None,
             level: if caller.kind == PartnerKind::Pharmacy { HospitalLevel::Pharmacy } else { HospitalLevel::Ungraded },
+            unfiled: UnfiledCare::AsThePolicySays,
         },
     }
 }
@@ -224,7 +239,9 @@ impl SettlementService for SettlementApi {
             // gets the answer a missing visit gets.
             let counter_visit =
                 access::counter_of_visit(&caller.id, &visit.partner_id, visit.opened_at, state.clock.stored_now());
-            access.decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() }).await?;
+            let standing = access
+                .decide(state, visit.person_id, HandlerFacts { counter_visit, ..HandlerFacts::default() })
+                .await?;
             state
                 .idempotency
                 .run(&caller.id, "Settle", request.metadata(), body, || async {
@@ -240,7 +257,7 @@ impl SettlementService for SettlementApi {
                     let (settled, audit) = state.settlements.settle(call, &inline).await?;
                     let _ = audited.set(audit);
                     tracing::info!(settlement_id = %settled.id, %visit_id, partner = %caller.id, "visit settled");
-                    Ok(SettleResponse { settlement: Some(settlement_message(&settled)) })
+                    Ok(SettleResponse { settlement: Some(settlement_shown_to(standing, &settled)) })
                 })
                 .await
         }

@@ -30,9 +30,8 @@ use crate::domain::{
         Review,
     },
     ledger::{self, EntryKind},
-    settlement::{Category, PayFrom, PolicyTable, SettleTerms, Settlement, Site},
+    settlement::{Category, PayFrom, PolicyTable, SettleTerms, Settlement},
 };
-use medins_common::auth::HospitalLevel;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = claims)]
@@ -218,6 +217,17 @@ impl ClaimStore {
         self.db
             .write(move |conn| {
                 write_with_retry(conn, |conn| {
+                    // One invoice backs one claim: read in the transaction; a concurrent claim
+                    // that commits first makes this one's insert fail on the partial unique index
+                    // (claim_documents_one_claim_per_invoice), and the retry is answered here.
+                    let held: Vec<DbUuid> = claim_documents::table
+                        .filter(claim_documents::document_id.eq_any(terms.documents.iter().map(|d| DbUuid(*d))))
+                        .filter(claim_documents::holds.eq(true))
+                        .select(claim_documents::document_id)
+                        .load(conn)?;
+                    if let Some(index) = terms.documents.iter().position(|d| held.contains(&DbUuid(*d))) {
+                        return Err(claim::invoice_already_claimed(index).into());
+                    }
                     diesel::insert_into(claims::table)
                         .values((
                             claims::id.eq(DbUuid(id)),
@@ -253,6 +263,7 @@ impl ClaimStore {
                             .values((
                                 claim_documents::claim_id.eq(DbUuid(id)),
                                 claim_documents::document_id.eq(DbUuid(*document)),
+                                claim_documents::holds.eq(true),
                             ))
                             .execute(conn)?;
                     }
@@ -354,6 +365,12 @@ fn review_in(
     if flipped == 0 {
         claim::ensure_reviewable(after)?;
     }
+    if !claim::holds_invoices(after) {
+        // A rejected claim lets its invoices go: the person may claim the bill again.
+        diesel::update(claim_documents::table.filter(claim_documents::claim_id.eq(DbUuid(claim_id))))
+            .set(claim_documents::holds.eq(false))
+            .execute(conn)?;
+    }
     let terms = &found.claim.terms;
     let (settlement_id, rejection_reason, transfer_reference) = match review {
         Review::Reject { reason } => (None, Some(reason.clone()), None),
@@ -366,8 +383,9 @@ fn review_in(
                 items_summary: claim::items_summary(&terms.items),
                 items: claim::bill_items(&terms.items),
             };
-            // Where the care was given: the hospital's region; its level is not on an invoice.
-            let site = Site { region_code: Some(terms.hospital_region_code.clone()), level: HospitalLevel::Ungraded };
+            // Where the care was given, and whether unfiled care there counts as filed: the
+            // claim's facts decide (domain::claim::care_site).
+            let site = claim::care_site(terms);
             let (settled, account) = settle_claim(
                 conn,
                 policy,

@@ -447,6 +447,7 @@ diesel::table! {
     claim_documents (claim_id, document_id) {
         claim_id -> Text,
         document_id -> Text,
+        holds -> Bool,
     }
 }
 

@@ -86,11 +86,23 @@ impl Stack {
     /// the way it happens: the holder's app (the bank) issues a code with the holder's token,
     /// the hospital or pharmacy verifies it. Returns the visit id.
     pub async fn open_visit(&self, account: &Account, partner_key: &str) -> String {
-        let token = self.holder_token(account).await;
+        let code = self.code_of(&account.person_id).await;
+        self.codes(Some(partner_key))
+            .verify_code(VerifyCodeRequest { code })
+            .await
+            .expect("verify code")
+            .into_inner()
+            .visit_id
+    }
+
+    /// A payment code of `person_id`, issued by the holder's app (the bank) with a fresh token of
+    /// the holder.
+    pub async fn code_of(&self, person_id: &str) -> String {
+        let token = self.fresh_person_token(&self.keys.bank, person_id).await;
         let code = self
             .codes(Some(&self.keys.bank))
             .issue_code(with_person_token(
-                IssueCodeRequest { holder_person_id: account.person_id.clone(), include_png: false },
+                IssueCodeRequest { holder_person_id: person_id.to_owned(), include_png: false },
                 &token,
             ))
             .await
@@ -98,12 +110,7 @@ impl Stack {
             .into_inner()
             .code;
         privacy::sensitive_token(&code);
-        self.codes(Some(partner_key))
-            .verify_code(VerifyCodeRequest { code })
-            .await
-            .expect("verify code")
-            .into_inner()
-            .visit_id
+        code
     }
 
     /// Credits a contribution as operators (any account: an employer credits only its

@@ -1,0 +1,2 @@
+DROP INDEX claim_documents_one_claim_per_invoice;
+ALTER TABLE claim_documents DROP COLUMN holds;
