@@ -438,7 +438,7 @@ impl CardApi {
 
     /// The applicant's age today (China Standard Time) from the insured account, which must be
     /// ACTIVE.
-    async fn insured_age(&self, person_id: Uuid) -> ApiResult<(i32, crate::store::account::Account)> {
+    async fn insured_age(&self, person_id: Uuid) -> ApiResult<(i32, crate::domain::account::Account)> {
         let account = self.state.accounts.find_open_by_person(person_id).await?;
         require_insured(account.as_ref().map(|a| a.status))?;
         let account = account.expect("require_insured refuses none");

@@ -9,10 +9,7 @@ use medins_common::{
 use uuid::Uuid;
 
 use super::schema::accounts;
-// `service/card.rs` names the account by this path; it is being changed on another branch, so
-// the path stays until that merges (then it uses `domain::account::Account`).
-pub use crate::domain::account::Account;
-use crate::domain::account::{AccountStatus, AccountTerms, Scheme};
+use crate::domain::account::{Account, AccountStatus, AccountTerms, Scheme};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = accounts)]
