@@ -35,6 +35,9 @@ use medins_common::{
 };
 use uuid::Uuid;
 
+/// Bytes of [`CodePayload::redemption_key`]: issue time and nonce.
+pub const REDEMPTION_KEY_LEN: usize = 20;
+
 /// Text prefix of every code (format version 1).
 pub const CODE_PREFIX: &str = "MI1";
 /// Payload format version.
@@ -86,6 +89,19 @@ impl CodePayload {
     /// The key id as text (`ck-1a2b3c4d`).
     pub fn key_id_text(&self) -> String {
         key_id_text(self.key_id)
+    }
+
+    /// What the store keeps so that this code opens at most one visit: its issue time
+    /// (big-endian) then its nonce. The nonce alone would do (128 random bits, and a replay
+    /// repeats both fields, which the signature covers), but an index of random nonces puts
+    /// every redemption on a page of its own; led by the issue time, the redemptions of one
+    /// moment go to the same few pages at the index's end (docs/benchmarks.md, "Issue 13 and
+    /// 17: settle's pages").
+    pub fn redemption_key(&self) -> [u8; REDEMPTION_KEY_LEN] {
+        let mut key = [0u8; REDEMPTION_KEY_LEN];
+        key[..4].copy_from_slice(&self.issued_at.to_be_bytes());
+        key[4..].copy_from_slice(&self.nonce);
+        key
     }
 
     /// The expiry as a time.

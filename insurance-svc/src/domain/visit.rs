@@ -88,8 +88,9 @@ impl Visit {
 pub struct Redemption {
     /// The voucher named by the code.
     pub voucher_id: Uuid,
-    /// The code's nonce.
-    pub nonce: [u8; 16],
+    /// The code's [`redemption_key`](crate::domain::code::CodePayload::redemption_key): one
+    /// visit per key.
+    pub redemption_key: [u8; crate::domain::code::REDEMPTION_KEY_LEN],
     /// The signing key id.
     pub key_id: String,
     /// The verifying partner.
@@ -140,7 +141,7 @@ pub struct RedemptionFacts {
 
 /// The redemption rule over what was read (`None`: no such voucher): the visit `visit_id` to
 /// open at `now` and what the counter is told, or the refusal (VOUCHER_NOT_ACTIVE, NOT_INSURED).
-/// Whether the code's nonce is new is the unique index's to decide, when the visit is written.
+/// Whether the code's redemption key is new is the unique index's to decide, when the visit is written.
 pub fn decide_redemption(
     found: Option<RedemptionFacts>,
     redemption: &Redemption,
@@ -224,7 +225,7 @@ mod tests {
     fn redemption() -> Redemption {
         Redemption {
             voucher_id: Uuid::now_v7(),
-            nonce: [7; 16],
+            redemption_key: [7; crate::domain::code::REDEMPTION_KEY_LEN],
             key_id: "ck-1".into(),
             partner_id: "hospital-1".into(),
         }

@@ -226,7 +226,7 @@ impl CodeService for CodeApi {
             .run(&caller.id, "VerifyCode", request.metadata(), body, || async {
                 let redemption = Redemption {
                     voucher_id: payload.voucher_id,
-                    nonce: payload.nonce,
+                    redemption_key: payload.redemption_key(),
                     key_id: payload.key_id_text(),
                     partner_id: caller.id.clone(),
                 };

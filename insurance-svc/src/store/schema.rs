@@ -56,7 +56,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Visits opened by redeeming a code; `code_nonce` is unique.
+    /// Visits opened by redeeming a code; `code_nonce` (the code's redemption key) is unique.
     visits (id) {
         id -> Text,
         voucher_id -> Nullable<Text>,

@@ -3,8 +3,10 @@
 //!
 //! A visit row says which person it is for, the account that was insured (ACTIVE) when it was
 //! opened, the partner (hospital or pharmacy) that opened it, and its source: the voucher, the
-//! code's nonce and key id, or the card's number (a CHECK keeps exactly one).
-//! `visits.code_nonce` is unique: a code opens at most one visit, on any replica.
+//! code's redemption key and key id, or the card's number (a CHECK keeps exactly one).
+//! `visits.code_nonce` holds the code's redemption key (its issue time and nonce,
+//! [`CodePayload::redemption_key`](crate::domain::code::CodePayload::redemption_key)) and is
+//! unique: a code opens at most one visit, on any replica.
 
 use std::sync::{Arc, LazyLock, OnceLock};
 
@@ -112,7 +114,7 @@ impl VisitStore {
     }
 
     /// Opens a visit for a verified code: the voucher must be ACTIVE (VOUCHER_NOT_ACTIVE) and
-    /// the holder's account ACTIVE (NOT_INSURED); the nonce must be new (CODE_ALREADY_USED: the
+    /// the holder's account ACTIVE (NOT_INSURED); the code's redemption key must be new (CODE_ALREADY_USED: the
     /// unique index decides, across replicas). The read of the voucher and account and the
     /// insert are one transaction on SQLite (on the writer thread, group-committed). On
     /// PostgreSQL they are one statement, run for all the redemptions waiting at that moment
@@ -332,7 +334,7 @@ fn open_in_transaction(conn: &mut DbConnection, redemption: &Redemption, now: Na
             DbUuid(visit.person_id).into_sql::<Text>(),
             DbUuid(visit.account_id).into_sql::<Text>(),
             visit.partner_id.as_str().into_sql::<Text>(),
-            redemption.nonce.as_slice().into_sql::<Binary>(),
+            redemption.redemption_key.as_slice().into_sql::<Binary>(),
             redemption.key_id.as_str().into_sql::<Text>(),
             now.into_sql::<Timestamp>(),
         ),
@@ -351,7 +353,7 @@ const REDEEM_BATCH: usize = 64;
 /// The read and the insert of a batch of redemptions in one autocommit statement: the insert
 /// takes the row the read found only when the voucher is [`REDEEMABLE_VOUCHER`] and the account
 /// [`INSURED_ACCOUNT`] (the constants of [`decide_redemption`], which then explains a refusal,
-/// written into the text once, when it is first used), and a nonce already redeemed, by an
+/// written into the text once, when it is first used), and a redemption key already redeemed, by an
 /// earlier statement or earlier in this batch (rows go in arrival order), inserts nothing.
 /// Kept prepared ([`CachedSql`]): planned anew on every call, as `sql_query` would, it cost
 /// PostgreSQL more CPU than running it (EXPLAIN ANALYZE: ~0.13 ms planning against ~0.13 ms
@@ -414,7 +416,7 @@ fn redeem_in_one_statement(
                 column(|(r, _, _)| r.voucher_id.to_string()).into_sql::<Array<Text>>(),
                 column(|(_, _, visit_id)| visit_id.to_string()).into_sql::<Array<Text>>(),
                 column(|(r, _, _)| r.partner_id.clone()).into_sql::<Array<Text>>(),
-                batch.iter().map(|(r, _, _)| r.nonce.to_vec()).collect::<Vec<_>>().into_sql::<Array<Binary>>(),
+                batch.iter().map(|(r, _, _)| r.redemption_key.to_vec()).collect::<Vec<_>>().into_sql::<Array<Binary>>(),
                 column(|(r, _, _)| r.key_id.clone()).into_sql::<Array<Text>>(),
                 batch.iter().map(|(_, now, _)| *now).collect::<Vec<_>>().into_sql::<Array<Timestamp>>(),
             ),
