@@ -346,6 +346,20 @@ mod tests {
     }
 
     #[test]
+    fn redemption_keys_are_unique_per_code_and_ordered_by_issue_time() {
+        let ring = ring();
+        let (_, first) = issue(&ring, t0());
+        let (_, same_second) = issue(&ring, t0());
+        let (_, later) = issue(&ring, t0() + Duration::seconds(1));
+        let key = first.redemption_key();
+        assert_eq!(&key[..4], &first.issued_at.to_be_bytes(), "led by the issue time");
+        assert_eq!(&key[4..], &first.nonce, "then the nonce");
+        assert_ne!(key, same_second.redemption_key(), "two codes of one second differ by their nonces");
+        assert!(first.redemption_key() < later.redemption_key() && same_second.redemption_key() < later.redemption_key());
+        assert_eq!(CodePayload::from_bytes(&first.to_bytes()).unwrap().redemption_key(), key, "a replay has the same key");
+    }
+
+    #[test]
     fn base32_matches_rfc_4648_vectors() {
         for (input, expected) in [
             ("", ""),
