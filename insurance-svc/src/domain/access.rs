@@ -451,6 +451,14 @@ pub fn shows_person_id(standing: Standing) -> bool {
     !matches!(standing, Standing::Counter | Standing::HolderPresent)
 }
 
+/// Whether a response to a caller standing as `standing` carries the id of an account the
+/// person's bill charged (`charged_account_id` of a settlement: the holder's or a binder's
+/// account). The same answer as [`shows_person_id`]: an account id reaches the person's (or the
+/// binder's) data as well as a person id would, and a counter needs neither to serve the visit.
+pub fn shows_account_id(standing: Standing) -> bool {
+    shows_person_id(standing)
+}
+
 /// A change of a card's PIN: by the holder, who knows the old one (ChangeCardPin), or a reset
 /// without it (ResetCardPin).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,6 +638,7 @@ mod tests {
     fn a_counter_is_never_shown_a_person_id() {
         for standing in [Standing::Counter, Standing::HolderPresent] {
             assert!(!shows_person_id(standing), "{standing:?}");
+            assert!(!shows_account_id(standing), "{standing:?}");
         }
         for standing in [Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Guardian]
         {
