@@ -310,11 +310,13 @@ pub const RULES: &[Rule] = &[
         refusal: CARD_NOT_FOUND,
     },
     // PINs (issue 17 item 5): the holder changes theirs (own token, or present at a bank: the
-    // handler admits a `holder` from BANK partners only); a bank with the holder present or
-    // operators reset it. A person token never resets a PIN.
+    // handler admits a `holder` from BANK partners only), and so does the guardian of a minor
+    // holder with the guardian's own token (an ACTIVE guardian binding, as for claims and
+    // documents); a bank with the holder present or operators reset it. A person token never
+    // resets a PIN.
     Rule {
         method: "/medins.insurance.v1.CardService/ChangeCardPin",
-        allows: &[Standing::Person, Standing::HolderPresent],
+        allows: &[Standing::Person, Standing::Guardian, Standing::HolderPresent],
         refusal: CARD_NOT_FOUND,
     },
     Rule {
