@@ -7,19 +7,23 @@
 
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use diesel::prelude::*;
 use insurance_svc::store::schema::{card_pins, visits};
 use medins_common::{audit::AuditEntry, db::DbError};
 use medins_proto::insurance::v1::{
-    ActivateCardRequest, Card, CardActivationChannel, CardFunctionStatus, CardLossKind, Category, ChangeCardPinRequest,
-    GetCardRequest, OpenVisitWithCardRequest, OpenVisitWithCardResponse, PayFrom, PersonIdentity,
-    ReportCardLossRequest, ResetCardPinRequest, SettleRequest, get_card_request,
+    ActivateCardRequest, ApplyForCardRequest, Card, CardActivationChannel, CardChannel, CardFunctionStatus,
+    CardLossKind, Category, ChangeCardPinRequest, GetCardRequest, OpenVisitWithCardRequest, OpenVisitWithCardResponse,
+    PayFrom, PersonIdentity, Relationship, ReportCardLossRequest, ResetCardPinRequest, SettleRequest, get_card_request,
 };
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-use crate::support::{SeedPerson, Stack, privacy, reason, vouchers::FrontDoorPerson, with_person_token};
+use crate::{
+    family_aid::bind_adult,
+    support::{SeedPerson, Stack, family::Member, privacy, reason, vouchers::FrontDoorPerson, with_person_token},
+};
 
 /// The PIN the holders of these tests choose at the bank.
 const PIN: &str = "305917";
@@ -513,6 +517,95 @@ async fn the_holder_changes_the_pin_with_their_token_or_at_the_bank() {
         .await
         .expect("operators reset");
     open_with_card(&stack, &stack.keys.pharmacy, &number, PIN).await.expect("the reset PIN");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_guardian_changes_a_minors_pin_and_other_binders_and_strangers_find_no_card() {
+    let stack = Stack::start().await;
+    // A child of ten, bound ACTIVE by a parent (the household register confirms it), with a
+    // card applied for by that guardian and issued on the spot, its PIN set at the bank.
+    let guardian = stack.binder(0).await;
+    let child = stack.insured_member(NaiveDate::from_ymd_opt(2016, 3, 9).unwrap()).await;
+    let documents = stack.binding_documents(&guardian, &child, Relationship::Child).await;
+    stack.confirm_household(&guardian, &child, Relationship::Child);
+    stack.add_member(&guardian, &child, Relationship::Child, &documents).await.expect("bind the child");
+    let card = stack
+        .cards(Some(&stack.keys.ops))
+        .apply_for_card(ApplyForCardRequest {
+            person_id: child.person_id.clone(),
+            channel: CardChannel::ServiceCenter as i32,
+            guardian_person_id: guardian.person_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("the child's card, issued on the spot")
+        .into_inner()
+        .card
+        .unwrap();
+    privacy::sensitive(&card.card_number);
+    let number = card.card_number.clone();
+    activate_at_bank(&stack, &number, &child.seed, PIN).await.expect("the bank sets the child's PIN");
+    for pin in ["135790", "864202"] {
+        privacy::sensitive_token(pin);
+    }
+    let request = |number: &str, new: &str| ChangeCardPinRequest {
+        card_number: number.to_owned(),
+        old_pin: PIN.into(),
+        new_pin: new.into(),
+        holder: None,
+    };
+    // The binders' tokens were issued to the bank (their front door); the stranger's to the mini
+    // program.
+    let mut bank = stack.cards(Some(&stack.keys.bank));
+    let mut app = stack.cards(Some(&stack.keys.mini_program));
+
+    // Someone with no binding of the child, and an ACTIVE binder who is no guardian (a spouse
+    // of an adult card holder, at that holder's card): the answer a card that does not exist gets.
+    let stranger = stack.front_door_person(&stack.keys.mini_program).await;
+    let ((holder, adult_card), account_id) = holder_with_card_and_account(&stack).await;
+    activate_at_bank(&stack, &adult_card.card_number, &holder.seed, PIN).await.expect("the adult's PIN");
+    let spouse = stack.binder(0).await;
+    let adult =
+        Member { person_id: holder.person_id.clone(), account_id: account_id.clone(), seed: holder.seed.clone() };
+    bind_adult(&stack, &spouse, &adult, Relationship::Spouse).await;
+    let missing =
+        bank.change_card_pin(with_person_token(request(&unissued_number(7), "135790"), &guardian.token)).await;
+    let missing = assert_refused(missing, Code::NotFound, "CARD_NOT_FOUND");
+    for refused in [
+        app.change_card_pin(with_person_token(request(&number, "135790"), &stranger.token)).await,
+        bank.change_card_pin(with_person_token(request(&adult_card.card_number, "135790"), &spouse.token)).await,
+    ] {
+        let refused = assert_refused(refused, Code::NotFound, "CARD_NOT_FOUND");
+        assert_eq!(refused.message(), missing.message(), "the same answer as for no card");
+    }
+    assert_eq!(stored_pin(&stack, &adult_card.card_number).await.unwrap().1, 0, "no try taken");
+    assert_eq!(stored_pin(&stack, &number).await.unwrap().1, 0, "no try taken");
+
+    // The guardian, with the guardian's own token: the same checks of the new PIN (a weak one,
+    // one made from the child's birth date 2016-03-09), then the change.
+    assert_refused(
+        bank.change_card_pin(with_person_token(request(&number, "111111"), &guardian.token)).await,
+        Code::InvalidArgument,
+        "CARD_PIN_TOO_WEAK",
+    );
+    let birthday = bank.change_card_pin(with_person_token(request(&number, "160309"), &guardian.token)).await;
+    let birthday = assert_refused(birthday, Code::InvalidArgument, "CARD_PIN_TOO_WEAK");
+    assert_eq!(pin_check(&birthday), "birth_date");
+    let changed = bank
+        .change_card_pin(with_person_token(request(&number, "135790"), &guardian.token))
+        .await
+        .expect("the guardian changes the child's PIN")
+        .into_inner()
+        .card
+        .unwrap();
+    assert_eq!(changed.person_id, child.person_id, "the guardian sees the child's card in full");
+    assert_refused(
+        open_with_card(&stack, &stack.keys.hospital, &number, PIN).await,
+        Code::PermissionDenied,
+        "CARD_PIN_INCORRECT",
+    );
+    open_with_card(&stack, &stack.keys.hospital, &number, "135790").await.expect("the PIN the guardian chose");
     stack.shutdown().await;
 }
 

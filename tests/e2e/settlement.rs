@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use chrono::{Datelike, TimeZone, Utc};
 use medins_proto::insurance::v1::{
-    Account, Category, EntryKind, GetAnnualExpensesRequest, PayFrom, ResumeAccountRequest, ReverseSettlementRequest,
-    Scheme, SettleRequest, Settlement, SettlementStatus, SuspendAccountRequest,
+    Account, Category, EntryKind, GetAnnualExpensesRequest, GetSettlementRequest, PayFrom, ResumeAccountRequest,
+    ReverseSettlementRequest, Scheme, SettleRequest, Settlement, SettlementStatus, SuspendAccountRequest,
 };
 use tonic::Code;
 
@@ -58,7 +58,18 @@ async fn the_default_policy_splits_bills_across_the_deductible_and_the_annual_ca
 
     let first = settle(&stack, &account, 100_000, Category::Outpatient, PayFrom::HolderAccount).await;
     assert_eq!(shares(&first), (0, 100_000, 0), "inside the deductible the fund pays nothing");
-    assert_eq!(first.charged_account_id, account.account_id);
+    // The counter is not told which account paid; operators read it with the settlement.
+    assert_eq!(first.charged_account_id, "");
+    let by_ops = stack
+        .settlements(Some(&stack.keys.ops))
+        .get_settlement(GetSettlementRequest { settlement_id: first.settlement_id.clone() })
+        .await
+        .expect("operators read the settlement")
+        .into_inner();
+    assert_eq!(
+        by_ops.settlement.and_then(|r| r.settlement).expect("settlement").charged_account_id,
+        account.account_id
+    );
     assert_eq!(first.status, SettlementStatus::Settled as i32);
 
     let second = settle(&stack, &account, 200_000, Category::Outpatient, PayFrom::HolderAccount).await;
@@ -357,8 +368,16 @@ async fn a_reversal_restores_the_balance_and_the_year_to_date_totals_once() {
         .into_inner()
         .settlement
         .unwrap();
-    assert_eq!(reversed.person_id, account.person_id, "operators see whose it is");
-    assert_eq!(retried, Settlement { person_id: String::new(), ..reversed.clone() }, "the counter: no person id");
+    assert_eq!(
+        (reversed.person_id.as_str(), reversed.charged_account_id.as_str()),
+        (account.person_id.as_str(), account.account_id.as_str()),
+        "operators see whose it is and which account paid"
+    );
+    assert_eq!(
+        retried,
+        Settlement { person_id: String::new(), charged_account_id: String::new(), ..reversed.clone() },
+        "the counter: no person or account id"
+    );
 
     // The deductible counts again: the same bill on a new visit splits as the first did.
     let again = settle(&stack, &account, 180_000, Category::Inpatient, PayFrom::HolderAccount).await;

@@ -86,9 +86,20 @@ async fn a_person_pages_through_their_settlements_of_a_year_newest_first_and_a_b
     assert!(record.visit_opened_at.is_some());
     assert_eq!(record.claim_id, "");
     let shown = record.settlement.as_ref().unwrap();
-    assert_eq!(settled[2].person_id, "", "Settle answered the counter without a person id");
-    let as_settled = Settlement { person_id: holder.person_id.clone(), ..settled[2].clone() };
-    assert_eq!(shown, &as_settled, "the record carries the settlement as Settle made it, with the person's id");
+    assert_eq!(
+        (settled[2].person_id.as_str(), settled[2].charged_account_id.as_str()),
+        ("", ""),
+        "Settle answered the counter without a person or account id"
+    );
+    let as_settled = Settlement {
+        person_id: holder.person_id.clone(),
+        charged_account_id: holder.account_id.clone(),
+        ..settled[2].clone()
+    };
+    assert_eq!(
+        shown, &as_settled,
+        "the record carries the settlement as Settle made it, with the person's and account's ids"
+    );
     assert_eq!(shown.category, Category::Outpatient as i32);
 
     let second =
@@ -138,7 +149,11 @@ async fn a_person_pages_through_their_settlements_of_a_year_newest_first_and_a_b
         .unwrap();
     assert_eq!(
         one.settlement.as_ref(),
-        Some(&Settlement { person_id: holder.person_id.clone(), ..settled[0].clone() })
+        Some(&Settlement {
+            person_id: holder.person_id.clone(),
+            charged_account_id: holder.account_id.clone(),
+            ..settled[0].clone()
+        })
     );
 
     // Operators read any person's records without a token.
@@ -198,7 +213,12 @@ async fn a_stranger_learns_nothing_and_another_persons_settlement_is_not_found_l
     assert_eq!((malformed.code(), bad_fields(&malformed)), (Code::InvalidArgument, vec!["settlement_id".to_owned()]));
     // Their own is theirs to read.
     let mine = get(own.settlement_id.clone()).await.expect("own settlement").into_inner().settlement.unwrap();
-    assert_eq!(mine.settlement.as_ref(), Some(&Settlement { person_id: stranger.person_id.clone(), ..own.clone() }));
+    let as_settled = Settlement {
+        person_id: stranger.person_id.clone(),
+        charged_account_id: stranger.account_id.clone(),
+        ..own.clone()
+    };
+    assert_eq!(mine.settlement.as_ref(), Some(&as_settled));
 
     // The holder's access history shows the stranger's refused look at their settlement, and
     // the holder's own listing.
@@ -266,6 +286,9 @@ async fn the_counter_learns_no_person_id_while_the_person_a_binder_and_operators
     let settled = counter.settle(bill.clone()).await.expect("settle").into_inner().settlement.expect("settlement");
     let again = counter.settle(bill).await.expect("retry").into_inner().settlement.expect("settlement");
     assert_eq!((settled.person_id.as_str(), again.person_id.as_str()), ("", ""));
+    // The holder's account paid, yet the counter is not told which account.
+    assert!(settled.account_cents > 0, "the account paid part of the bill");
+    assert_eq!((settled.charged_account_id.as_str(), again.charged_account_id.as_str()), ("", ""));
     assert_eq!(again.settlement_id, settled.settlement_id);
 
     // The person, an ACTIVE binder and operators read the same settlement with the person's id.
@@ -273,18 +296,21 @@ async fn the_counter_learns_no_person_id_while_the_person_a_binder_and_operators
     bind_adult(&stack, &binder, &holder.as_member(), Relationship::Spouse).await;
     let get = || GetSettlementRequest { settlement_id: settled.settlement_id.clone() };
     let mut reader = stack.settlements(Some(&stack.keys.bank));
+    let charged = holder.account_id.as_str();
     for who in [&holder.token, &binder.token] {
         let seen = reader.get_settlement(with_person_token(get(), who)).await.expect("get").into_inner();
-        assert_eq!(seen.settlement.and_then(|r| r.settlement).expect("settlement").person_id, holder.person_id);
+        let seen = seen.settlement.and_then(|r| r.settlement).expect("settlement");
+        assert_eq!((seen.person_id.as_str(), seen.charged_account_id.as_str()), (holder.person_id.as_str(), charged));
     }
     let by_ops = stack.settlements(Some(&stack.keys.ops)).get_settlement(get()).await.expect("ops").into_inner();
-    assert_eq!(by_ops.settlement.and_then(|r| r.settlement).expect("settlement").person_id, holder.person_id);
+    let by_ops = by_ops.settlement.and_then(|r| r.settlement).expect("settlement");
+    assert_eq!((by_ops.person_id.as_str(), by_ops.charged_account_id.as_str()), (holder.person_id.as_str(), charged));
     let year = stack.clock_today().year();
     let listed = list_as(&stack, &holder.token, &holder.person_id, year, 0, "").await.expect("list");
     let record = listed.settlements[0].settlement.as_ref().expect("settlement");
     assert_eq!(
-        (record.settlement_id.as_str(), record.person_id.as_str()),
-        (settled.settlement_id.as_str(), holder.person_id.as_str())
+        (record.settlement_id.as_str(), record.person_id.as_str(), record.charged_account_id.as_str()),
+        (settled.settlement_id.as_str(), holder.person_id.as_str(), charged)
     );
     stack.shutdown().await;
 }

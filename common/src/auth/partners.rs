@@ -185,6 +185,8 @@ impl HospitalLevel {
     }
 }
 
+crate::text_enum_sql!(HospitalLevel);
+
 impl FromStr for HospitalLevel {
     type Err = String;
 

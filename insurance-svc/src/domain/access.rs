@@ -310,11 +310,13 @@ pub const RULES: &[Rule] = &[
         refusal: CARD_NOT_FOUND,
     },
     // PINs (issue 17 item 5): the holder changes theirs (own token, or present at a bank: the
-    // handler admits a `holder` from BANK partners only); a bank with the holder present or
-    // operators reset it. A person token never resets a PIN.
+    // handler admits a `holder` from BANK partners only), and so does the guardian of a minor
+    // holder with the guardian's own token (an ACTIVE guardian binding, as for claims and
+    // documents); a bank with the holder present or operators reset it. A person token never
+    // resets a PIN.
     Rule {
         method: "/medins.insurance.v1.CardService/ChangeCardPin",
-        allows: &[Standing::Person, Standing::HolderPresent],
+        allows: &[Standing::Person, Standing::Guardian, Standing::HolderPresent],
         refusal: CARD_NOT_FOUND,
     },
     Rule {
@@ -451,6 +453,14 @@ pub fn shows_person_id(standing: Standing) -> bool {
     !matches!(standing, Standing::Counter | Standing::HolderPresent)
 }
 
+/// Whether a response to a caller standing as `standing` carries the id of an account the
+/// person's bill charged (`charged_account_id` of a settlement: the holder's or a binder's
+/// account). The same answer as [`shows_person_id`]: an account id reaches the person's (or the
+/// binder's) data as well as a person id would, and a counter needs neither to serve the visit.
+pub fn shows_account_id(standing: Standing) -> bool {
+    shows_person_id(standing)
+}
+
 /// A change of a card's PIN: by the holder, who knows the old one (ChangeCardPin), or a reset
 /// without it (ResetCardPin).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,6 +495,71 @@ pub fn may_set_pin(change: PinChange, kind: PartnerKind, holder_shown: bool) -> 
             "only a BANK counter with the holder present, or operators, reset a PIN",
         )),
     }
+}
+
+/// The person a call names, as far as the person-token rule ([`person_token`]) needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// Not read yet: the start of every call (`service::access::CallAccess::begin`).
+    NotYet,
+    /// Named by person id in the request, before anyone is looked up (OpenAccount): a counter
+    /// acts for a person named that way only with the person's token.
+    ById,
+    /// The person whose data the call touches, once the handler knows.
+    Person(Uuid),
+}
+
+/// What a call's person token means for the person it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMeaning {
+    /// No token, no person yet, or someone else's token where the rule admits no binder or
+    /// guardian: the token gives no standing.
+    Nothing,
+    /// The named person's own token.
+    Own,
+    /// Someone else's token where the rule admits binders or guardians: whether this subject
+    /// holds an ACTIVE family binding of the person decides.
+    AskBinding(Uuid),
+}
+
+/// The person-token rule, one place for every handler: whether a call to `rule` by a `caller`
+/// partner may go on with the token it carries (`token_subject`, verified; `None`: none sent),
+/// and what the token means for the person it names.
+///
+/// Refused PERSON_TOKEN_REQUIRED, whatever the request names (so the answer tells nothing about
+/// anyone): no token where only the person or a binder could stand and the caller's kind holds
+/// none of the rule's standings without one; and a counter naming a person by id without the
+/// person's token (by name and ID number it needs none).
+pub fn person_token(
+    rule: &Rule,
+    caller: PartnerKind,
+    token_subject: Option<Uuid>,
+    named: Named,
+) -> ApiResult<TokenMeaning> {
+    if token_subject.is_none() {
+        // Only a rule that admits the person or a binder can be met with a token; anyone else
+        // without a standing gets the rule's own refusal from `decide`.
+        let token_could_help = rule.allows.iter().any(|s| matches!(s, Standing::Person | Standing::Binder));
+        let stands_without = rule.allows.iter().any(|standing| kind_may_hold(*standing, caller));
+        if token_could_help && !stands_without {
+            return Err(ApiError::of(
+                Reason::PersonTokenRequired,
+                "this call acts for a person: send `x-person-token` (PersonTokenService.IssuePersonToken)",
+            ));
+        }
+        if named == Named::ById && is_counter_kind(caller) {
+            return Err(ApiError::of(
+                Reason::PersonTokenRequired,
+                "naming the person by id acts for them: send `x-person-token`, or name them by name and ID number",
+            ));
+        }
+    }
+    let wants_binding = rule.allows.iter().any(|s| matches!(s, Standing::Binder | Standing::Guardian));
+    Ok(match (named, token_subject) {
+        (Named::Person(person), Some(subject)) if subject == person => TokenMeaning::Own,
+        (Named::Person(_), Some(subject)) if wants_binding => TokenMeaning::AskBinding(subject),
+        _ => TokenMeaning::Nothing,
+    })
 }
 
 /// The rule of `method`, if it touches a person's data.
@@ -525,9 +600,47 @@ mod tests {
     }
 
     #[test]
+    fn the_person_token_rule() {
+        use PartnerKind::{Bank, Hospital, MiniProgram, Ops};
+        let get = rule("/medins.insurance.v1.AccountService/GetAccount").unwrap();
+        let open = rule("/medins.insurance.v1.AccountService/OpenAccount").unwrap();
+        let file = rule("/medins.insurance.v1.CrossRegionService/FileCrossRegionCare").unwrap();
+        let (person, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let reason = |rule, kind, subject, named| person_token(rule, kind, subject, named).unwrap_err().reason();
+
+        // No token where only the person or a binder could stand: refused before any lookup.
+        assert_eq!(reason(get, MiniProgram, None, Named::NotYet), Reason::PersonTokenRequired);
+        assert_eq!(reason(get, MiniProgram, None, Named::Person(person)), Reason::PersonTokenRequired);
+        // A kind holding one of the rule's standings without a token goes on.
+        assert_eq!(person_token(get, Ops, None, Named::NotYet).unwrap(), TokenMeaning::Nothing);
+        assert_eq!(person_token(open, Hospital, None, Named::NotYet).unwrap(), TokenMeaning::Nothing);
+        // A counter naming the person by id needs the token; other kinds get the rule's answer.
+        assert_eq!(reason(open, Hospital, None, Named::ById), Reason::PersonTokenRequired);
+        assert_eq!(reason(open, Bank, None, Named::ById), Reason::PersonTokenRequired);
+        assert_eq!(person_token(open, Ops, None, Named::ById).unwrap(), TokenMeaning::Nothing);
+        assert_eq!(person_token(open, Hospital, Some(person), Named::ById).unwrap(), TokenMeaning::Nothing);
+
+        // What the token means for the named person.
+        assert_eq!(person_token(get, MiniProgram, Some(person), Named::Person(person)).unwrap(), TokenMeaning::Own);
+        assert_eq!(
+            person_token(get, MiniProgram, Some(other), Named::Person(person)).unwrap(),
+            TokenMeaning::AskBinding(other)
+        );
+        assert_eq!(
+            person_token(file, MiniProgram, Some(other), Named::Person(person)).unwrap(),
+            TokenMeaning::AskBinding(other),
+            "a guardian is asked through the binding too"
+        );
+        // A rule with no binder or guardian: someone else's token means nothing.
+        assert_eq!(person_token(open, MiniProgram, Some(other), Named::Person(person)).unwrap(), TokenMeaning::Nothing);
+        assert_eq!(person_token(get, MiniProgram, Some(other), Named::NotYet).unwrap(), TokenMeaning::Nothing);
+    }
+
+    #[test]
     fn a_counter_is_never_shown_a_person_id() {
         for standing in [Standing::Counter, Standing::HolderPresent] {
             assert!(!shows_person_id(standing), "{standing:?}");
+            assert!(!shows_account_id(standing), "{standing:?}");
         }
         for standing in [Standing::Operator, Standing::Service, Standing::Person, Standing::Binder, Standing::Guardian]
         {

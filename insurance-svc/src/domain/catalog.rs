@@ -82,6 +82,8 @@ impl CoverageClass {
     }
 }
 
+medins_common::text_enum_sql!(CoverageClass);
+
 /// One item of a book.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::State;
 use crate::{
-    domain::access::{self, Facts, Rule, Standing},
+    domain::access::{self, Facts, Named, Rule, Standing, TokenMeaning},
     store::Audited,
 };
 
@@ -68,25 +68,17 @@ impl CallAccess {
         } else {
             None
         };
-        // Only a rule that admits the person or a binder can be met with a token; anyone else
-        // without a standing gets the rule's own refusal from `decide`.
-        let token_could_help = rule.allows.iter().any(|s| matches!(s, Standing::Person | Standing::Binder));
-        if token_subject.is_none() && token_could_help && !stands_without_token(rule, caller.kind) {
-            return Err(ApiError::of(
-                Reason::PersonTokenRequired,
-                "this call acts for a person: send `x-person-token` (PersonTokenService.IssuePersonToken)",
-            ));
-        }
+        access::person_token(rule, caller.kind, token_subject, Named::NotYet)?;
         Ok(CallAccess { caller, method, rule, token_subject })
     }
 
     /// Step 2: whether the call may touch `person`'s data, and as what.
     pub async fn decide(&self, state: &State, person: Uuid, known: HandlerFacts) -> ApiResult<Standing> {
-        let wants_binding = self.rule.allows.iter().any(|s| matches!(s, Standing::Binder | Standing::Guardian));
-        let binding = match self.token_subject {
-            Some(subject) if subject != person && wants_binding => state.family.find_active(subject, person).await?,
-            _ => None,
-        };
+        let binding =
+            match access::person_token(self.rule, self.caller.kind, self.token_subject, Named::Person(person))? {
+                TokenMeaning::AskBinding(subject) => state.family.find_active(subject, person).await?,
+                TokenMeaning::Own | TokenMeaning::Nothing => None,
+            };
         let binder = binding.is_some();
         // A guardian: the ACTIVE binding's member is a minor today (domain::family::is_guardian).
         let guardian = binding.as_ref().is_some_and(|binding| {
@@ -138,9 +130,4 @@ impl CallAccess {
             self.record(state, person, result).await;
         }
     }
-}
-
-/// Whether a partner of `kind` could hold a standing of `rule` without a person token.
-pub fn stands_without_token(rule: &Rule, kind: PartnerKind) -> bool {
-    rule.allows.iter().any(|standing| access::kind_may_hold(*standing, kind))
 }

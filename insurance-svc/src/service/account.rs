@@ -179,15 +179,7 @@ impl AccountService for AccountApi {
         // whether the person exists. Named by name + ID number: the match is the standing.
         if let Some(open_account_request::Person::PersonId(id)) = &body.person {
             let person = require_uuid("person_id", id)?;
-            // A counter names a person by id only with their token (by name + ID number it
-            // needs none): say so rather than call a missing token invalid.
-            if access.token_subject.is_none() && access::is_counter_kind(caller.kind) {
-                return Err(ApiError::of(
-                    Reason::PersonTokenRequired,
-                    "naming the person by id acts for them: send `x-person-token`, or name them by name and ID number",
-                )
-                .into());
-            }
+            access::person_token(access.rule, caller.kind, access.token_subject, access::Named::ById)?;
             access.decide(state, person, facts).await?;
         }
         // The person, once known (allowed or refused), for the access history.

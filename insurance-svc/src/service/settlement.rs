@@ -110,12 +110,15 @@ fn level_to_wire(level: HospitalLevel) -> pb::HospitalLevel {
     }
 }
 
-/// A settlement as a caller standing as `standing` sees it: without the person's id at the
-/// counter (`access::shows_person_id`).
+/// A settlement as a caller standing as `standing` sees it: without the person's id and the
+/// charged account's id at the counter (`access::shows_person_id`, `access::shows_account_id`).
 fn settlement_shown_to(standing: Standing, s: &Settlement) -> pb::Settlement {
     let mut message = settlement_message(s);
     if !access::shows_person_id(standing) {
         message.person_id.clear();
+    }
+    if !access::shows_account_id(standing) {
+        message.charged_account_id.clear();
     }
     message
 }

@@ -139,7 +139,7 @@ fn assemble(conn: &mut DbConnection, rows: Vec<ClaimRow>) -> ApiResult<Vec<Claim
         }
         let credited: Vec<(Option<DbUuid>, i64)> = account_entries::table
             .filter(account_entries::settlement_id.eq_any(settlement_ids.iter().map(|id| Some(*id))))
-            .filter(account_entries::kind.eq(EntryKind::ClaimReimbursement.as_str()))
+            .filter(account_entries::kind.eq(EntryKind::ClaimReimbursement))
             .select((account_entries::settlement_id, account_entries::amount_cents))
             .load(conn)?;
         for (settlement_id, amount) in credited {
@@ -235,12 +235,12 @@ impl ClaimStore {
                             claims::account_id.eq(DbUuid(account_id)),
                             claims::hospital_name.eq(&terms.hospital_name),
                             claims::hospital_region_code.eq(&terms.hospital_region_code),
-                            claims::category.eq(terms.category.as_str()),
+                            claims::category.eq(terms.category),
                             claims::care_date.eq(terms.care_date),
-                            claims::not_settled_because.eq(terms.because.as_str()),
+                            claims::not_settled_because.eq(terms.because),
                             claims::total_cents.eq(terms.total_cents),
-                            claims::payout.eq(terms.payout.as_str()),
-                            claims::status.eq(ClaimStatus::Submitted.as_str()),
+                            claims::payout.eq(terms.payout),
+                            claims::status.eq(ClaimStatus::Submitted),
                             claims::submitted_by.eq(&submitted_by),
                             claims::submitted_at.eq(now),
                         ))
@@ -293,11 +293,11 @@ impl ClaimStore {
                     Listing::Person(person, status) => {
                         let query = query.filter(claims::person_id.eq(DbUuid(person)));
                         match status {
-                            Some(status) => query.filter(claims::status.eq(status.as_str())),
+                            Some(status) => query.filter(claims::status.eq(status)),
                             None => query,
                         }
                     }
-                    Listing::Queue(status) => query.filter(claims::status.eq(status.as_str())),
+                    Listing::Queue(status) => query.filter(claims::status.eq(status)),
                 };
                 if let Some(cursor) = cursor {
                     query =
@@ -356,11 +356,9 @@ fn review_in(
     let after = claim::status_after(review);
     // Compare-and-set: only the first review finds the claim SUBMITTED.
     let flipped = diesel::update(
-        claims::table
-            .filter(claims::id.eq(DbUuid(claim_id)))
-            .filter(claims::status.eq(ClaimStatus::Submitted.as_str())),
+        claims::table.filter(claims::id.eq(DbUuid(claim_id))).filter(claims::status.eq(ClaimStatus::Submitted)),
     )
-    .set(claims::status.eq(after.as_str()))
+    .set(claims::status.eq(after))
     .execute(conn)?;
     if flipped == 0 {
         claim::ensure_reviewable(after)?;
@@ -419,7 +417,7 @@ fn review_in(
     diesel::insert_into(claim_reviews::table)
         .values((
             claim_reviews::claim_id.eq(DbUuid(claim_id)),
-            claim_reviews::decision.eq(after.as_str()),
+            claim_reviews::decision.eq(after),
             claim_reviews::reviewed_by.eq(reviewer),
             claim_reviews::reviewed_at.eq(now),
             claim_reviews::rejection_reason.eq(rejection_reason),

@@ -116,9 +116,9 @@ struct SettleInputs {
     #[diesel(sql_type = Text)]
     partner_id: String,
     #[diesel(sql_type = Text)]
-    scheme: String,
+    scheme: Scheme,
     #[diesel(sql_type = Text)]
-    account_status: String,
+    account_status: AccountStatus,
     #[diesel(sql_type = BigInt)]
     balance_cents: i64,
     #[diesel(sql_type = Text)]
@@ -143,15 +143,14 @@ impl SettleInputs {
     }
 
     /// The holder and the holder's account, as read.
-    fn holder(&self, visit_id: Uuid) -> ApiResult<(Uuid, AccountFacts)> {
-        let bad = |what: &str| ApiError::internal(format_args!("visit {visit_id}: bad {what}"));
+    fn holder(&self) -> (Uuid, AccountFacts) {
         let account = AccountFacts {
             id: self.account_id.into(),
-            scheme: Scheme::parse(&self.scheme).ok_or_else(|| bad("account scheme"))?,
-            status: AccountStatus::parse(&self.account_status).ok_or_else(|| bad("account status"))?,
+            scheme: self.scheme,
+            status: self.account_status,
             balance_cents: self.balance_cents,
         };
-        Ok((self.person_id.into(), account))
+        (self.person_id.into(), account)
     }
 
     /// The visit's earlier settlement, if it has one.
@@ -386,7 +385,7 @@ fn decide_one(
     let visit_id = call.visit_id;
     let inputs = settle_inputs(conn, visit_id, call.year(), call.terms.category, call.binder.is_none())?
         .ok_or_else(visit_not_found)?;
-    let (person_id, holder_account) = inputs.holder(visit_id)?;
+    let (person_id, holder_account) = inputs.holder();
     let earlier = inputs.earlier(conn, visit_id)?;
     let family_aid = call.binder.map(|binder| family_aid_facts(conn, binder, person_id)).transpose()?;
     let filings = inputs.filings(conn, person_id, call)?;
@@ -644,7 +643,7 @@ fn settle_in_batch(
     state: &mut BatchState,
 ) -> Result<ApiResult<Settlement>, TxError> {
     let visit_id = call.visit_id;
-    let (person_id, mut holder_account) = inputs.holder(visit_id)?;
+    let (person_id, mut holder_account) = inputs.holder();
     let earlier = match state.settled.get(&visit_id) {
         Some(first) => Some(first.clone()),
         None => inputs.earlier(conn, visit_id)?,

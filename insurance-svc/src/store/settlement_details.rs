@@ -203,7 +203,7 @@ struct FactsRow {
     #[diesel(sql_type = Nullable<Text>)]
     filing_id: Option<DbUuid>,
     #[diesel(sql_type = Text)]
-    hospital_level: String,
+    hospital_level: HospitalLevel,
     #[diesel(sql_type = Integer)]
     ratio_bp: i32,
     #[diesel(sql_type = Bool)]
@@ -225,7 +225,7 @@ struct ItemRow {
     #[diesel(sql_type = Text)]
     catalog_version: String,
     #[diesel(sql_type = Text)]
-    class: String,
+    class: CoverageClass,
     #[diesel(sql_type = BigInt)]
     quantity_milli: i64,
     #[diesel(sql_type = BigInt)]
@@ -271,36 +271,34 @@ pub(super) fn load_details(conn: &mut DbConnection, id: Uuid) -> ApiResult<Optio
     let bad = |what: &str| ApiError::internal(format_args!("settlement {id}: bad stored {what}"));
     let items = rows
         .into_iter()
-        .map(|row| {
-            Ok(SettledItem {
-                class: CoverageClass::parse(&row.class).ok_or_else(|| bad("class"))?,
-                catalog_version: row.catalog_version,
-                amount_cents: row.amount_cents,
-                item: BillItem {
-                    code: row.code,
-                    quantity_milli: row.quantity_milli,
-                    unit_price_cents: row.unit_price_cents,
-                    department_code: row.department_code,
-                    department_name: row.department_name,
-                },
-                split: LineSplit {
-                    in_scope_cents: row.in_scope_cents,
-                    b_self_pay_cents: row.b_self_pay_cents,
-                    c_self_funded_cents: row.amount_cents - row.in_scope_cents - row.b_self_pay_cents,
-                    deductible_cents: row.deductible_cents,
-                    fund_cents: row.fund_cents,
-                    account_cents: row.account_cents,
-                    self_cents: row.self_cents,
-                },
-            })
+        .map(|row| SettledItem {
+            class: row.class,
+            catalog_version: row.catalog_version,
+            amount_cents: row.amount_cents,
+            item: BillItem {
+                code: row.code,
+                quantity_milli: row.quantity_milli,
+                unit_price_cents: row.unit_price_cents,
+                department_code: row.department_code,
+                department_name: row.department_name,
+            },
+            split: LineSplit {
+                in_scope_cents: row.in_scope_cents,
+                b_self_pay_cents: row.b_self_pay_cents,
+                c_self_funded_cents: row.amount_cents - row.in_scope_cents - row.b_self_pay_cents,
+                deductible_cents: row.deductible_cents,
+                fund_cents: row.fund_cents,
+                account_cents: row.account_cents,
+                self_cents: row.self_cents,
+            },
         })
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect();
     Ok(Some(SettlementDetails {
         insured_region_code: facts.insured_region_code,
         treatment_region_code: facts.treatment_region_code,
         cross_region: facts.cross_region,
         filing_id: facts.filing_id.map(Uuid::from),
-        hospital_level: HospitalLevel::parse(&facts.hospital_level).ok_or_else(|| bad("hospital level"))?,
+        hospital_level: facts.hospital_level,
         ratio_bp: u32::try_from(facts.ratio_bp).map_err(|_| bad("ratio"))?,
         itemised: facts.itemised,
         in_scope_cents: facts.in_scope_cents,
@@ -375,7 +373,7 @@ struct PreRow {
     #[diesel(sql_type = BigInt)]
     balance_cents: i64,
     #[diesel(sql_type = Text)]
-    account_status: String,
+    account_status: AccountStatus,
     #[diesel(sql_type = Timestamp)]
     created_at: NaiveDateTime,
     #[diesel(sql_type = Timestamp)]
@@ -414,7 +412,7 @@ pub(super) fn find_pre_settlement(conn: &mut DbConnection, id: Uuid) -> ApiResul
             },
             paying_account_id: row.paying_account_id.ok_or_else(|| bad("account"))?.into(),
             balance_cents: row.balance_cents,
-            account_status: AccountStatus::parse(&row.account_status).ok_or_else(|| bad("account status"))?,
+            account_status: row.account_status,
         },
         created_at: row.created_at,
         expires_at: row.expires_at,
