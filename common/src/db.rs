@@ -841,11 +841,6 @@ mod sqlite_writer {
     const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
     /// WAL frames (pages of 4 KiB) past which the checkpointer restarts the WAL: ~32 MiB.
     const RESTART_FRAMES: i32 = 8192;
-    /// How long a RESTART checkpoint waits for readers of older WAL frames before it gives up
-    /// until its next round. It holds the writer's lock while it waits, so with the
-    /// connections' 5 s `busy_timeout` one long reader stalled every write for as long:
-    /// settle's p99.9 of about a second (docs/benchmarks.md, "Issue 13 and 17: settle's pages").
-    const CHECKPOINT_BUSY_WAIT: Duration = Duration::from_millis(20);
     /// Bytes a WAL file is trimmed back to after a restart.
     const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
     /// The writer connection's page cache, KiB (memory it takes only as the pages are used).
@@ -905,8 +900,7 @@ mod sqlite_writer {
     /// the WAL grew without end (10 GB in a minute of `medins-bench settle`), and every commit
     /// wrote to fresh file pages the kernel had to zero first (a third of the writer's time).
     /// Once the WAL holds more than [`RESTART_FRAMES`], a RESTART checkpoint waits for the
-    /// batch being written and for readers of older frames (at most [`CHECKPOINT_BUSY_WAIT`];
-    /// a round that gives up is retried on the next), copies what is left (little: the
+    /// batch being written and for readers of older frames, copies what is left (little: the
     /// passive rounds did the rest), and makes the next commit write from the WAL's start;
     /// the writer's `journal_size_limit` then trims a WAL that grew before.
     fn checkpoint_when_due(manager: ConnectionManager, due: std::sync::mpsc::Receiver<()>) {
@@ -914,10 +908,7 @@ mod sqlite_writer {
         while due.recv().is_ok() {
             // Fails while the file is missing (connections never create it: `open_existing`).
             if conn.is_none() {
-                conn = manager.connect().ok().and_then(|mut open| {
-                    open.batch_execute(&format!("PRAGMA busy_timeout = {}", CHECKPOINT_BUSY_WAIT.as_millis())).ok()?;
-                    Some(open)
-                });
+                conn = manager.connect().ok();
             }
             if let Some(open) = &mut conn
                 && let Err(error) = checkpoint(open)
