@@ -355,8 +355,14 @@ mod tests {
         assert_eq!(&key[..4], &first.issued_at.to_be_bytes(), "led by the issue time");
         assert_eq!(&key[4..], &first.nonce, "then the nonce");
         assert_ne!(key, same_second.redemption_key(), "two codes of one second differ by their nonces");
-        assert!(first.redemption_key() < later.redemption_key() && same_second.redemption_key() < later.redemption_key());
-        assert_eq!(CodePayload::from_bytes(&first.to_bytes()).unwrap().redemption_key(), key, "a replay has the same key");
+        assert!(
+            first.redemption_key() < later.redemption_key() && same_second.redemption_key() < later.redemption_key()
+        );
+        assert_eq!(
+            CodePayload::from_bytes(&first.to_bytes()).unwrap().redemption_key(),
+            key,
+            "a replay has the same key"
+        );
     }
 
     #[test]
